@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// `npm test`: runs the native cache's C++ test program, then every compiled node:test file
+// (dist/test/**/*.test.js), and fails when no test ran at all. Extra arguments select test files
+// by substring, e.g. `npm test -- oip`.
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const filters = process.argv.slice(2);
+
+function collect(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    return e.isDirectory() ? collect(p) : e.name.endsWith('.test.js') ? [p] : [];
+  });
+}
+
+let failed = false;
+if (filters.length === 0 && existsSync(join(root, 'scripts', 'native-test.sh'))) {
+  const r = spawnSync('bash', [join(root, 'scripts', 'native-test.sh')], { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) {
+    console.error('native cache tests failed');
+    failed = true;
+  }
+}
+
+const files = collect(join(root, 'dist', 'test'))
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort();
+if (files.length === 0) {
+  console.error('no test files found under dist/test (did the TypeScript build run?)');
+  process.exit(1);
+}
+console.log(`running ${files.length} test files: ${files.map((f) => relative(join(root, 'dist', 'test'), f)).join(', ')}`);
+
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', '--test-reporter-destination=dist/test-results.tap', ...files], {
+  stdio: 'inherit',
+  cwd: root,
+});
+let ran = 0;
+try {
+  const { readFileSync } = await import('node:fs');
+  const tap = readFileSync(join(root, 'dist', 'test-results.tap'), 'utf8');
+  const m = /^# tests (\d+)$/m.exec(tap);
+  ran = m ? Number(m[1]) : 0;
+} catch {
+  ran = 0;
+}
+if (ran === 0) {
+  console.error('no test was executed: that counts as a failure');
+  failed = true;
+}
+if (r.status !== 0) failed = true;
+process.exit(failed ? 1 : 0);

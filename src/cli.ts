@@ -1,0 +1,146 @@
+// The `scoreline` command. Each subcommand parses and validates its own flags, prints --help, and
+// reports bad usage on stderr with exit code 2 (runtime failures exit 1).
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from './config.js';
+import { isScorelineError } from './errors.js';
+import { createLogger } from './logger.js';
+import pkg from './version.js';
+
+class UsageError extends Error {}
+
+interface Command {
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const SERVE_USAGE = `Usage: scoreline serve [options]
+
+Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onnx).
+
+Options:
+  --model-repo DIR   model repository to serve
+  --port N           port to listen on (default 8080; 0 picks a free port)
+  --host HOST        address to bind (default 0.0.0.0)
+  --data-dir DIR     directory for scoreline's state (default ./data)
+  --workers N        inference worker threads; 0 runs inference on the HTTP thread
+  --config FILE      YAML or JSON configuration file (flags override it)
+  --log-level LEVEL  fatal | error | warn | info | debug | trace | silent
+  -h, --help         show this help`;
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    return { values: r.values as Flags, positionals: r.positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function intFlag(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`${flag} must be a non-negative integer, got '${value}'`);
+  return Number(value);
+}
+
+export function serveConfig(argv: string[]): ServerConfig | null {
+  const { values, positionals } = parse(argv, {
+    'model-repo': { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+    'data-dir': { type: 'string' },
+    workers: { type: 'string' },
+    config: { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) return null;
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  const file = values.config !== undefined ? loadConfigFile(values.config as string) : {};
+  const source = values.config !== undefined ? String(values.config) : 'config';
+  const flags: DeepPartial<ServerConfig> = {};
+  if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;
+  if (values['data-dir'] !== undefined) flags.dataDir = values['data-dir'] as string;
+  const port = intFlag(values.port as string | undefined, '--port');
+  if (port !== undefined || values.host !== undefined) {
+    flags.server = {};
+    if (port !== undefined) flags.server.port = port;
+    if (values.host !== undefined) flags.server.host = values.host as string;
+  }
+  const workers = intFlag(values.workers as string | undefined, '--workers');
+  if (workers !== undefined) flags.inference = { workers };
+  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] as ServerConfig['log']['level'] };
+  const merged = resolveConfig(mergeConfig(file as object, flags), values.config !== undefined ? source : 'flags');
+  if (merged.modelRepository === null) throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
+  return merged;
+}
+
+const serve: Command = {
+  summary: 'serve models over HTTP and WebSocket',
+  usage: SERVE_USAGE,
+  async run(argv) {
+    const config = serveConfig(argv);
+    if (config === null) {
+      console.log(SERVE_USAGE);
+      return 0;
+    }
+    const log = createLogger(config.log.level);
+    const { startServer } = await import('./server/index.js');
+    const server = await startServer({ config, log });
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) {
+          log.warn({ signal }, 'second signal: exiting now');
+          process.exit(1);
+        }
+        stopping = true;
+        log.info({ signal }, 'signal received');
+        void server.close().then(() => resolve());
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+    return 0;
+  },
+};
+
+const COMMANDS: Record<string, Command> = { serve };
+
+function mainUsage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
+  return `scoreline ${pkg.version}: low-latency ML scoring runtime\n\nUsage: scoreline <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun 'scoreline <command> --help' for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(mainUsage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    console.log(pkg.version);
+    return 0;
+  }
+  const cmd = COMMANDS[name];
+  if (cmd === undefined) {
+    console.error(`scoreline: unknown command '${name}'\n\n${mainUsage()}`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`scoreline ${name}: ${e.message}\n\n${cmd.usage}`);
+      return 2;
+    }
+    if (isScorelineError(e)) {
+      console.error(`scoreline ${name}: ${e.message}`);
+      return 1;
+    }
+    console.error(`scoreline ${name}: ${(e as Error).stack ?? e}`);
+    return 1;
+  }
+}

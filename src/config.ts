@@ -1,0 +1,219 @@
+// Server configuration and per-model configuration (model.yaml): schemas, defaults, loading from
+// YAML or JSON, and errors that name the failing path (`server.port: must be <= 65535`).
+
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
+import YAML from 'yaml';
+import { configInvalid } from './errors.js';
+
+export interface BatchingConfig {
+  maxBatchSize: number;
+  maxQueueDelayMicros: number;
+  maxQueueSize: number;
+}
+
+export interface ServerConfig {
+  server: {
+    host: string;
+    port: number;
+    maxBodyBytes: number;
+    requestTimeoutMs: number;
+    shutdownTimeoutMs: number;
+  };
+  modelRepository: string | null;
+  dataDir: string;
+  inference: {
+    /** Worker threads; 0 runs inference inline on the HTTP thread. */
+    workers: number;
+    tasksPerWorker: number;
+    intraOpThreads: number;
+  };
+  batching: BatchingConfig;
+  websocket: {
+    maxPayloadBytes: number;
+    maxBackpressureBytes: number;
+    maxInflightPerConnection: number;
+    idleTimeoutSeconds: number;
+  };
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+}
+
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+export function defaultConfig(): ServerConfig {
+  return {
+    server: {
+      host: '0.0.0.0',
+      port: 8080,
+      maxBodyBytes: 4 * 1024 * 1024,
+      requestTimeoutMs: 5000,
+      shutdownTimeoutMs: 10000,
+    },
+    modelRepository: null,
+    dataDir: 'data',
+    inference: {
+      // One core stays with the HTTP thread; the rest run onnxruntime.
+      workers: Math.max(1, availableParallelism() - 1),
+      tasksPerWorker: 2,
+      intraOpThreads: 1,
+    },
+    batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },
+    websocket: {
+      maxPayloadBytes: 1024 * 1024,
+      maxBackpressureBytes: 1024 * 1024,
+      maxInflightPerConnection: 1024,
+      idleTimeoutSeconds: 120,
+    },
+    log: { level: 'info' },
+  };
+}
+
+const int = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) => ({ type: 'integer', minimum, maximum }) as const;
+
+const batchingSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    maxBatchSize: int(1, 4096),
+    maxQueueDelayMicros: int(0, 10_000_000),
+    maxQueueSize: int(1, 10_000_000),
+  },
+} as const;
+
+const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    server: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port: int(0, 65535),
+        maxBodyBytes: int(1024, 1024 * 1024 * 1024),
+        requestTimeoutMs: int(1, 3_600_000),
+        shutdownTimeoutMs: int(0, 3_600_000),
+      },
+    },
+    modelRepository: { type: ['string', 'null'] },
+    dataDir: { type: 'string', minLength: 1 },
+    inference: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        workers: int(0, 256),
+        tasksPerWorker: int(1, 16),
+        intraOpThreads: int(1, 256),
+      },
+    },
+    batching: batchingSchema,
+    websocket: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxPayloadBytes: int(1024, 1024 * 1024 * 1024),
+        maxBackpressureBytes: int(1024, 1024 * 1024 * 1024),
+        maxInflightPerConnection: int(1, 1_000_000),
+        idleTimeoutSeconds: int(0, 3600),
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] } },
+    },
+  },
+} as const;
+
+/** model.yaml: optional per-model settings next to the version folders. */
+export interface ModelConfig {
+  /** Column names of the model's single 2-D input, in order. */
+  features?: string[];
+  /** CSV with those columns (relative to the model folder), the drift baseline. */
+  reference?: string;
+  /** Label column of the reference CSV. */
+  label?: string;
+  batching?: Partial<BatchingConfig>;
+}
+
+const modelConfigSchema: JSONSchemaType<ModelConfig> = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    features: {
+      type: 'array',
+      nullable: true,
+      minItems: 1,
+      uniqueItems: true,
+      items: { type: 'string', minLength: 1 },
+    },
+    reference: { type: 'string', nullable: true, minLength: 1 },
+    label: { type: 'string', nullable: true, minLength: 1 },
+    batching: { ...batchingSchema, nullable: true, required: [] } as never,
+  },
+};
+
+const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
+const validateServer = ajv.compile(configSchema);
+const validateModel = ajv.compile(modelConfigSchema);
+
+function describe(errors: ErrorObject[] | null | undefined): string {
+  return (errors ?? [])
+    .map((e) => {
+      const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
+      const extra =
+        e.keyword === 'additionalProperties'
+          ? ` '${(e.params as { additionalProperty: string }).additionalProperty}'`
+          : e.keyword === 'enum'
+            ? ` (${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')})`
+            : '';
+      return `${path}: ${e.message}${extra}`;
+    })
+    .join('; ');
+}
+
+/** Parses YAML or JSON text (by file extension; YAML accepts JSON too). */
+export function parseConfigText(text: string, source: string): unknown {
+  try {
+    return extname(source).toLowerCase() === '.json' ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw configInvalid(`${source}: cannot parse: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+function merge<T>(base: T, over: unknown): T {
+  if (over === null || typeof over !== 'object' || Array.isArray(over)) return (over === undefined ? base : over) as T;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(over as Record<string, unknown>)) {
+    const b = out[k];
+    out[k] = b !== null && typeof b === 'object' && !Array.isArray(b) ? merge(b, v) : v;
+  }
+  return out as T;
+}
+
+/** Validates a partial config (from a file, flags or code) and merges it over the defaults. */
+export function resolveConfig(partial: unknown, source = 'config'): ServerConfig {
+  const value = partial ?? {};
+  if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors)}`);
+  return merge(defaultConfig(), value);
+}
+
+export function loadConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw configInvalid(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseConfigText(text, path) ?? {};
+}
+
+export function parseModelConfig(text: string, source: string): ModelConfig {
+  const value = parseConfigText(text, source) ?? {};
+  if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors)}`);
+  return value;
+}
+
+export { merge as mergeConfig };

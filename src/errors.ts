@@ -1,0 +1,94 @@
+// Every error scoreline reports to a client or an operator: a stable code, an HTTP status and a
+// message that says precisely what was wrong. Made by small factory functions so call sites read
+// as sentences; mapped to HTTP in exactly one place (server/http.ts).
+
+export type ErrorCode =
+  | 'BAD_REQUEST'
+  | 'INVALID_JSON'
+  | 'EMPTY_BODY'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'BODY_TOO_LARGE'
+  | 'MODEL_NOT_FOUND'
+  | 'VERSION_NOT_FOUND'
+  | 'ROUTE_NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  | 'SIGNATURE_MISMATCH'
+  | 'QUEUE_FULL'
+  | 'NOT_READY'
+  | 'DEADLINE_EXCEEDED'
+  | 'INFERENCE_FAILED'
+  | 'SHUTTING_DOWN'
+  | 'CONFIG_INVALID'
+  | 'MODEL_INVALID'
+  | 'INTERNAL';
+
+const STATUS: Record<ErrorCode, number> = {
+  BAD_REQUEST: 400,
+  INVALID_JSON: 400,
+  EMPTY_BODY: 400,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  BODY_TOO_LARGE: 413,
+  MODEL_NOT_FOUND: 404,
+  VERSION_NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  SIGNATURE_MISMATCH: 422,
+  QUEUE_FULL: 429,
+  NOT_READY: 503,
+  DEADLINE_EXCEEDED: 504,
+  INFERENCE_FAILED: 500,
+  SHUTTING_DOWN: 503,
+  CONFIG_INVALID: 500,
+  MODEL_INVALID: 500,
+  INTERNAL: 500,
+};
+
+export class ScorelineError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Seconds a client should wait before retrying (429 / 503), sent as Retry-After. */
+  readonly retryAfter: number | undefined;
+
+  constructor(code: ErrorCode, message: string, retryAfter?: number) {
+    super(message);
+    this.name = 'ScorelineError';
+    this.code = code;
+    this.status = STATUS[code];
+    this.retryAfter = retryAfter;
+  }
+}
+
+export const isScorelineError = (e: unknown): e is ScorelineError => e instanceof ScorelineError;
+
+export const badRequest = (message: string) => new ScorelineError('BAD_REQUEST', message);
+export const invalidJson = (detail: string) =>
+  new ScorelineError('INVALID_JSON', `request body is not valid JSON: ${detail}`);
+export const emptyBody = () => new ScorelineError('EMPTY_BODY', 'request body is empty; expected a JSON object');
+export const unsupportedMediaType = (got: string, want = 'application/json') =>
+  new ScorelineError('UNSUPPORTED_MEDIA_TYPE', `content-type '${got}' is not supported; send ${want}`);
+export const bodyTooLarge = (limit: number) =>
+  new ScorelineError('BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
+export const modelNotFound = (model: string) =>
+  new ScorelineError('MODEL_NOT_FOUND', `model '${model}' is not known to this server`);
+export const versionNotFound = (model: string, version: string) =>
+  new ScorelineError('VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
+export const routeNotFound = (method: string, url: string) =>
+  new ScorelineError('ROUTE_NOT_FOUND', `no route for ${method.toUpperCase()} ${url}`);
+export const methodNotAllowed = (method: string, url: string) =>
+  new ScorelineError('METHOD_NOT_ALLOWED', `${method.toUpperCase()} is not allowed on ${url}`);
+export const signatureMismatch = (message: string) => new ScorelineError('SIGNATURE_MISMATCH', message);
+export const queueFull = (model: string, version: string, limit: number) =>
+  new ScorelineError(
+    'QUEUE_FULL',
+    `the queue of model '${model}' version ${version} is full (${limit} requests waiting); retry later`,
+    1,
+  );
+export const notReady = (what: string) => new ScorelineError('NOT_READY', `${what} is not ready`, 1);
+export const deadlineExceeded = (ms: number) =>
+  new ScorelineError('DEADLINE_EXCEEDED', `the request did not complete within its deadline of ${ms} ms`);
+export const inferenceFailed = (message: string) =>
+  new ScorelineError('INFERENCE_FAILED', `inference failed: ${message}`);
+export const shuttingDown = () => new ScorelineError('SHUTTING_DOWN', 'the server is shutting down', 1);
+export const configInvalid = (message: string) => new ScorelineError('CONFIG_INVALID', message);
+export const modelInvalid = (message: string) => new ScorelineError('MODEL_INVALID', message);
+export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);

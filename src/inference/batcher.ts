@@ -1,0 +1,394 @@
+// Dynamic batching. A DynamicBatcher per model version packs requests into batches: a request's
+// rows are decoded straight into the open batch's buffers (no per-request tensor), a batch is sealed
+// when full, and the BatchScheduler, shared by all batchers of one executor, decides when a batch
+// leaves: at once when a runner is idle (at the end of the current I/O turn, so everything read in
+// that turn rides together), otherwise when the batch is full or its oldest request has waited
+// maxQueueDelayMicros, as long as a pipeline slot is free. Queues are bounded (429) and every
+// request has a deadline (504), enforced by one sweep timer rather than a timer per request.
+
+import { deadlineExceeded, inferenceFailed, queueFull, signatureMismatch, type ScorelineError } from '../errors.js';
+import { ModelRunError, type Executor } from './executor.js';
+import type { RunResult, SessionSpec, TensorPayload } from './session.js';
+import { elementCount, makeTypedArray, type Datatype, type TypedArray } from './tensor.js';
+
+export interface BatchingOptions {
+  /** Rows per batch; 1 for a model without a dynamic batch dimension. */
+  readonly maxBatchSize: number;
+  readonly maxQueueDelayMicros: number;
+  /** Requests waiting (not yet dispatched) before new ones get 429. */
+  readonly maxQueueSize: number;
+}
+
+/** One request inside the batcher. The server implements it; the batcher settles it exactly once. */
+export interface PendingRequest {
+  readonly rows: number;
+  readonly enqueuedAt: number;
+  readonly deadline: number;
+  settled: boolean;
+  /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request. */
+  resolve(result: RunResult, rowStart: number): void;
+  reject(err: ScorelineError): void;
+}
+
+export interface BatchObserver {
+  onDispatch(batch: { rows: number; requests: readonly PendingRequest[] }, now: number): void;
+  onComplete(rows: number, computeMs: number): void;
+}
+
+export interface BatchInput {
+  readonly name: string;
+  readonly datatype: Datatype;
+  /** Dims after the batch dimension (or the whole shape when not batchable); -1 = per request. */
+  readonly inner: readonly number[];
+}
+
+export class Batch {
+  rows = 0;
+  readonly requests: PendingRequest[] = [];
+  readonly rowStarts: number[] = [];
+  attempts = 0;
+  constructor(
+    readonly buffers: TypedArray[],
+    readonly inner: readonly (readonly number[])[],
+    readonly innerKey: string,
+    readonly capacity: number,
+  ) {}
+}
+
+export class DynamicBatcher {
+  /** Sealed batches waiting for a slot, oldest first. */
+  private readonly sealed: Batch[] = [];
+  private open: Batch | null = null;
+  private readonly inflight = new Set<Batch>();
+  private readonly spare: TypedArray[][] = [];
+  private readonly staticInner: boolean;
+  private readonly rowElems: number[];
+  /** Requests accepted and not yet dispatched. */
+  queued = 0;
+
+  constructor(
+    readonly spec: SessionSpec,
+    readonly inputs: readonly BatchInput[],
+    readonly batchable: boolean,
+    readonly options: BatchingOptions,
+    private readonly scheduler: BatchScheduler,
+    private readonly observer: BatchObserver,
+    private readonly label: { model: string; version: string },
+  ) {
+    this.staticInner = inputs.every((i) => i.inner.every((d) => d >= 0));
+    this.rowElems = inputs.map((i) => (this.staticInner ? elementCount(i.inner) : 0));
+  }
+
+  get maxBatchSize(): number {
+    return this.batchable ? this.options.maxBatchSize : 1;
+  }
+
+  /**
+   * Returns the batch a request of `rows` rows (with per-input inner shapes, needed only when the
+   * model has dynamic inner dims) must be decoded into, at `batch.rows`. Nothing is committed until
+   * commit(); a failed decode simply never commits.
+   */
+  reserve(rows: number, inner?: readonly (readonly number[])[]): Batch {
+    const max = this.maxBatchSize;
+    if (rows > max) {
+      throw signatureMismatch(
+        this.batchable
+          ? `batch of ${rows} rows exceeds maxBatchSize ${max} of model '${this.label.model}' version ${this.label.version}`
+          : `model '${this.label.model}' has no dynamic batch dimension; send one tensor per request`,
+      );
+    }
+    if (this.queued >= this.options.maxQueueSize) throw queueFull(this.label.model, this.label.version, this.options.maxQueueSize);
+    const innerShapes = inner ?? this.inputs.map((i) => i.inner);
+    const key = this.staticInner ? '' : innerShapes.map((s) => s.join('x')).join('|');
+    let open = this.open;
+    if (open !== null && (open.rows + rows > open.capacity || open.innerKey !== key)) {
+      this.seal();
+      open = null;
+    }
+    if (open === null) open = this.open = this.newBatch(innerShapes, key, this.batchable ? max : rows);
+    return open;
+  }
+
+  /** Elements per row of input i in `batch`. */
+  rowElements(batch: Batch, i: number): number {
+    return this.staticInner ? this.rowElems[i]! : elementCount(batch.inner[i]!);
+  }
+
+  commit(batch: Batch, req: PendingRequest): void {
+    batch.requests.push(req);
+    batch.rowStarts.push(batch.rows);
+    batch.rows += req.rows;
+    this.queued++;
+    if (batch.rows >= batch.capacity && batch === this.open) this.seal();
+    this.scheduler.notify(this);
+  }
+
+  hasWork(): boolean {
+    return this.sealed.length > 0 || (this.open !== null && this.open.rows > 0);
+  }
+
+  hasFullBatch(): boolean {
+    return this.sealed.length > 0;
+  }
+
+  /** Enqueue time of the oldest waiting request, or Infinity. */
+  oldest(): number {
+    const b = this.sealed.length > 0 ? this.sealed[0] : this.open;
+    return b && b.requests.length > 0 ? b.requests[0]!.enqueuedAt : Infinity;
+  }
+
+  /** Next batch to dispatch (sealed first, else the open one), or null. */
+  take(): Batch | null {
+    if (this.sealed.length === 0 && this.open !== null && this.open.rows > 0) this.seal();
+    return this.sealed.shift() ?? null;
+  }
+
+  private seal(): void {
+    if (this.open !== null && this.open.rows > 0) this.sealed.push(this.open);
+    this.open = null;
+  }
+
+  private newBatch(inner: readonly (readonly number[])[], key: string, capacity: number): Batch {
+    const buffers =
+      key === '' && this.spare.length > 0
+        ? this.spare.pop()!
+        : this.inputs.map((input, i) => makeTypedArray(input.datatype, capacity * elementCount(inner[i]!)));
+    return new Batch(buffers, inner, key, capacity);
+  }
+
+  /** Called by the scheduler: run `batch`, settle its requests, recycle its buffers. */
+  async run(batch: Batch, executor: Executor): Promise<void> {
+    const live = batch.requests.filter((r) => !r.settled);
+    if (batch.attempts === 0) this.queued -= batch.requests.length;
+    if (live.length === 0) return this.recycle(batch);
+    batch.attempts++;
+    this.inflight.add(batch);
+    this.observer.onDispatch(batch, performance.now());
+    let result: RunResult;
+    try {
+      result = await executor.run(this.spec, this.payload(batch, 0, batch.rows));
+    } catch (e) {
+      this.inflight.delete(batch);
+      if (e instanceof ModelRunError) return this.isolate(batch, executor, e);
+      // The worker died under this batch: the inputs are still here, so run it again once.
+      if (batch.attempts < 2) return this.run(batch, executor);
+      this.failAll(batch, inferenceFailed(`the inference worker was lost twice: ${(e as Error).message}`));
+      return this.recycle(batch);
+    }
+    this.inflight.delete(batch);
+    this.observer.onComplete(batch.rows, result.computeMs);
+    const mismatch = this.batchable ? result.outputs.find((o) => o.dims[0] !== batch.rows) : undefined;
+    if (mismatch !== undefined) {
+      this.failAll(batch, inferenceFailed(`output '${mismatch.name}' does not have the batch as its first dimension`));
+    } else {
+      const reqs = batch.requests;
+      for (let i = 0; i < reqs.length; i++) {
+        const r = reqs[i]!;
+        if (r.settled) continue;
+        r.settled = true;
+        r.resolve(result, batch.rowStarts[i]!);
+      }
+    }
+    this.recycle(batch);
+  }
+
+  /** A model error on a multi-request batch: run each request alone so one bad row fails only its own request. */
+  private async isolate(batch: Batch, executor: Executor, err: ModelRunError): Promise<void> {
+    const reqs = batch.requests;
+    if (reqs.length === 1 || !this.batchable) {
+      this.failAll(batch, inferenceFailed(err.message));
+      return this.recycle(batch);
+    }
+    for (let i = 0; i < reqs.length; i++) {
+      const r = reqs[i]!;
+      if (r.settled) continue;
+      const start = batch.rowStarts[i]!;
+      try {
+        const result = await executor.run(this.spec, this.payload(batch, start, r.rows));
+        if (!r.settled) {
+          r.settled = true;
+          r.resolve(result, 0);
+        }
+      } catch (e) {
+        if (!r.settled) {
+          r.settled = true;
+          r.reject(inferenceFailed((e as Error).message));
+        }
+      }
+    }
+    this.recycle(batch);
+  }
+
+  private payload(batch: Batch, rowStart: number, rows: number): TensorPayload[] {
+    const out: TensorPayload[] = [];
+    for (let i = 0; i < this.inputs.length; i++) {
+      const input = this.inputs[i]!;
+      const per = this.rowElements(batch, i);
+      const inner = batch.inner[i]!;
+      out.push({
+        name: input.name,
+        datatype: input.datatype,
+        dims: this.batchable ? [rows, ...inner] : inner,
+        data: batch.buffers[i]!.subarray(rowStart * per, (rowStart + rows) * per),
+      });
+    }
+    return out;
+  }
+
+  private failAll(batch: Batch, err: ScorelineError): void {
+    for (const r of batch.requests) {
+      if (r.settled) continue;
+      r.settled = true;
+      r.reject(err);
+    }
+  }
+
+  private recycle(batch: Batch): void {
+    if (batch.innerKey === '' && this.spare.length < 4) this.spare.push(batch.buffers);
+  }
+
+  /** Rejects every waiting or running request whose deadline has passed. */
+  sweep(now: number, timeoutOf: (r: PendingRequest) => number): void {
+    const expire = (b: Batch) => {
+      for (const r of b.requests) {
+        if (!r.settled && r.deadline <= now) {
+          r.settled = true;
+          r.reject(deadlineExceeded(timeoutOf(r)));
+        }
+      }
+    };
+    for (const b of this.sealed) expire(b);
+    if (this.open !== null) expire(this.open);
+    for (const b of this.inflight) expire(b);
+  }
+
+  /** Requests accepted and not yet answered. */
+  get pending(): number {
+    let n = 0;
+    const count = (b: Batch) => {
+      for (const r of b.requests) if (!r.settled) n++;
+    };
+    for (const b of this.sealed) count(b);
+    if (this.open !== null) count(this.open);
+    for (const b of this.inflight) count(b);
+    return n;
+  }
+}
+
+/** Shares one executor's slots among all batchers, oldest waiting request first. */
+export class BatchScheduler {
+  private readonly active = new Set<DynamicBatcher>();
+  private inflight = 0;
+  private pumpQueued = false;
+  private delayTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly batchers = new Set<DynamicBatcher>();
+  private readonly idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly executor: Executor,
+    private readonly timeoutMs: number,
+    private readonly sweepEveryMs = 5,
+  ) {}
+
+  register(b: DynamicBatcher): void {
+    this.batchers.add(b);
+  }
+
+  unregister(b: DynamicBatcher): void {
+    this.batchers.delete(b);
+    this.active.delete(b);
+  }
+
+  notify(b: DynamicBatcher): void {
+    this.active.add(b);
+    if (this.sweepTimer === null) this.startSweeping();
+    if (this.pumpQueued) return;
+    if (this.inflight < this.executor.runners || (b.hasFullBatch() && this.inflight < this.executor.slots)) {
+      this.pumpQueued = true;
+      setImmediate(this.pump);
+    } else if (this.inflight < this.executor.slots) {
+      this.armDelay();
+    }
+  }
+
+  private readonly pump = (): void => {
+    this.pumpQueued = false;
+    const now = performance.now();
+    while (this.inflight < this.executor.slots) {
+      let pick: DynamicBatcher | null = null;
+      let oldest = Infinity;
+      for (const b of this.active) {
+        if (!b.hasWork()) {
+          this.active.delete(b);
+          continue;
+        }
+        const t = b.oldest();
+        if (t < oldest) {
+          oldest = t;
+          pick = b;
+        }
+      }
+      if (pick === null) return;
+      const idle = this.inflight < this.executor.runners;
+      if (!idle && !pick.hasFullBatch() && (now - oldest) * 1000 < pick.options.maxQueueDelayMicros) {
+        this.armDelay();
+        return;
+      }
+      const batch = pick.take();
+      if (batch === null) continue;
+      this.inflight++;
+      void pick.run(batch, this.executor).finally(this.onBatchDone);
+    }
+  };
+
+  private readonly onBatchDone = (): void => {
+    this.inflight--;
+    this.pump();
+    if (this.inflight === 0 && this.active.size === 0) {
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  };
+
+  private armDelay(): void {
+    if (this.delayTimer !== null) return;
+    // Node timers have millisecond resolution; completions also pump, so under load the delay is
+    // usually honoured well before the timer fires.
+    this.delayTimer = setTimeout(() => {
+      this.delayTimer = null;
+      this.pump();
+    }, 1);
+  }
+
+  private startSweeping(): void {
+    this.sweepTimer = setInterval(() => {
+      const now = performance.now();
+      let pending = 0;
+      for (const b of this.batchers) {
+        b.sweep(now, () => this.timeoutMs);
+        pending += b.pending;
+      }
+      if (pending === 0 && this.sweepTimer !== null) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = null;
+      }
+    }, this.sweepEveryMs);
+    this.sweepTimer.unref();
+  }
+
+  /** Resolves when no batch is waiting or running (used by graceful shutdown). */
+  idle(): Promise<void> {
+    if (this.inflight === 0 && ![...this.active].some((b) => b.hasWork())) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  get inFlight(): number {
+    return this.inflight;
+  }
+
+  close(): void {
+    if (this.delayTimer !== null) clearTimeout(this.delayTimer);
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.delayTimer = this.sweepTimer = null;
+  }
+}

@@ -1,0 +1,131 @@
+// Where a batch runs: a piscina pool of onnxruntime workers (default), or inline on the main thread
+// (`workers: 0`), which wins for tiny models on small machines because it skips the thread hop.
+// Both load every model version on every runner and report model errors apart from lost workers,
+// so the batcher can retry a batch whose worker died and fail only a batch the model rejects.
+
+import { Piscina } from 'piscina';
+import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+import type { WorkerRunAnswer, WorkerTask } from './worker.js';
+
+/** The model refused the batch (onnxruntime error); retrying the same batch cannot help. */
+export class ModelRunError extends Error {}
+
+export interface Executor {
+  /** Threads that run batches in parallel. */
+  readonly runners: number;
+  /** Batches allowed in flight at once (runners x pipelining depth). */
+  readonly slots: number;
+  load(spec: SessionSpec): Promise<void>;
+  /** Runs a batch. The inputs stay owned by the caller: the pool copies them into buffers it transfers. */
+  run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult>;
+  release(key: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PoolOptions {
+  workers: number;
+  /** Tasks queued per worker so a worker never waits for the main thread between batches. */
+  tasksPerWorker: number;
+}
+
+interface TargetedTask {
+  [Piscina.queueOptionsSymbol]?: { worker: number };
+}
+
+export class PoolExecutor implements Executor {
+  readonly runners: number;
+  readonly slots: number;
+  private readonly pool: Piscina<WorkerTask, unknown>;
+
+  constructor(opts: PoolOptions) {
+    this.runners = opts.workers;
+    this.slots = opts.workers * opts.tasksPerWorker;
+    const capacity = opts.tasksPerWorker;
+    this.pool = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      minThreads: opts.workers,
+      maxThreads: opts.workers,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      concurrentTasksPerWorker: capacity,
+      // Loads are addressed to one worker each; everything else goes to the least busy one.
+      loadBalancer: (task, workers) => {
+        const want = (task as unknown as { [k: symbol]: { worker?: number } | null })[Piscina.queueOptionsSymbol]?.worker;
+        let best: (typeof workers)[number] | null = null;
+        for (const w of workers) {
+          if (w.terminating || w.destroyed) continue;
+          if (want !== undefined && w.id === want) return w;
+          if (w.currentUsage < capacity && (best === null || w.currentUsage < best.currentUsage)) best = w;
+        }
+        return best;
+      },
+    });
+  }
+
+  async load(spec: SessionSpec): Promise<void> {
+    const ids = this.pool.threads.map((t) => t.threadId);
+    await Promise.all(
+      ids.map((worker) => {
+        const task: WorkerTask & TargetedTask = { op: 'load', spec, [Piscina.queueOptionsSymbol]: { worker } };
+        return this.pool.run(task);
+      }),
+    );
+  }
+
+  async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
+    const copies: TensorPayload[] = [];
+    const transfer: ArrayBuffer[] = [];
+    for (const t of inputs) {
+      const data = t.data.slice();
+      copies.push({ name: t.name, datatype: t.datatype, dims: t.dims, data });
+      transfer.push(data.buffer as ArrayBuffer);
+    }
+    const answer = (await this.pool.run({ op: 'run', spec, inputs: copies }, { transferList: transfer })) as WorkerRunAnswer;
+    if (answer.error !== undefined) throw new ModelRunError(answer.error);
+    return answer.result!;
+  }
+
+  async release(key: string): Promise<void> {
+    const ids = this.pool.threads.map((t) => t.threadId);
+    await Promise.all(
+      ids.map((worker) => {
+        const task: WorkerTask & TargetedTask = { op: 'release', key, [Piscina.queueOptionsSymbol]: { worker } };
+        return this.pool.run(task).catch(() => undefined);
+      }),
+    );
+  }
+
+  /** The worker threads, for tests that need to kill one. */
+  get threads() {
+    return this.pool.threads;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+export class InlineExecutor implements Executor {
+  readonly runners = 1;
+  readonly slots = 1;
+  private readonly host = new SessionHost();
+
+  async load(spec: SessionSpec): Promise<void> {
+    await this.host.load(spec);
+  }
+
+  async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
+    try {
+      return await this.host.run(spec, inputs);
+    } catch (e) {
+      throw new ModelRunError(e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  async release(key: string): Promise<void> {
+    await this.host.release(key);
+  }
+
+  async close(): Promise<void> {
+    await this.host.releaseAll();
+  }
+}

@@ -1,0 +1,163 @@
+// Inference: loads model versions onto an executor (piscina workers or inline), gives each a
+// DynamicBatcher, warms them up, tracks readiness, and answers "which loaded version is this
+// request for". Protocol code above it decodes requests into batches; nothing here knows HTTP.
+
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { BatchingConfig } from '../config.js';
+import { modelInvalid, modelNotFound, notReady, versionNotFound } from '../errors.js';
+import { BatchScheduler, DynamicBatcher, type BatchObserver } from './batcher.js';
+import { InlineExecutor, PoolExecutor, type Executor } from './executor.js';
+import { LoadedModel, type ModelSource } from './model.js';
+import { readOnnxMetadata } from './onnx-metadata.js';
+import type { SessionSpec } from './session.js';
+
+export { LoadedModel, type ModelSource, type ModelState } from './model.js';
+export type { PendingRequest, Batch, BatchObserver } from './batcher.js';
+export type { RunResult, TensorPayload } from './session.js';
+export type { TensorSpec, OnnxMetadata } from './onnx-metadata.js';
+export { readOnnxMetadata } from './onnx-metadata.js';
+export * from './tensor.js';
+export { PoolExecutor, InlineExecutor, ModelRunError } from './executor.js';
+
+export interface EngineOptions {
+  /** 0 = inline on the calling thread. */
+  readonly workers: number;
+  readonly tasksPerWorker: number;
+  readonly intraOpThreads: number;
+  readonly requestTimeoutMs: number;
+  readonly batching: BatchingConfig;
+  readonly observerFor: (model: string, version: string) => BatchObserver;
+}
+
+export class InferenceEngine {
+  readonly executor: Executor;
+  readonly scheduler: BatchScheduler;
+  private readonly models = new Map<string, Map<string, LoadedModel>>();
+
+  constructor(private readonly opts: EngineOptions) {
+    this.executor =
+      opts.workers === 0 ? new InlineExecutor() : new PoolExecutor({ workers: opts.workers, tasksPerWorker: opts.tasksPerWorker });
+    this.scheduler = new BatchScheduler(this.executor, opts.requestTimeoutMs);
+  }
+
+  /** Reads, verifies, loads and warms up one model version on every runner. */
+  async load(src: ModelSource): Promise<LoadedModel> {
+    const bytes = await readFile(src.path);
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    if (digest !== src.sha256) throw modelInvalid(`${src.path} does not match its sha256 ${src.sha256}`);
+    const model = new LoadedModel(src, readOnnxMetadata(bytes, src.path), this.opts.batching);
+    const spec: SessionSpec = {
+      key: `${model.name}:${model.version}:${model.sha256}`,
+      path: model.path,
+      sha256: model.sha256,
+      intraOpThreads: this.opts.intraOpThreads,
+      warmup: { inputs: model.inputs, sizes: model.warmupSizes() },
+    };
+    model.batcher = new DynamicBatcher(
+      spec,
+      model.inputs.map((t) => ({ name: t.name, datatype: t.datatype, inner: model.batchable ? t.shape.slice(1) : t.shape })),
+      model.batchable,
+      model.batching,
+      this.scheduler,
+      this.opts.observerFor(model.name, model.version),
+      { model: model.name, version: model.version },
+    );
+    let versions = this.models.get(model.name);
+    if (versions === undefined) this.models.set(model.name, (versions = new Map()));
+    const previous = versions.get(model.version);
+    if (previous !== undefined && previous.state !== 'unloaded') {
+      throw modelInvalid(`model '${model.name}' version ${model.version} is already loaded`);
+    }
+    versions.set(model.version, model);
+    this.scheduler.register(model.batcher);
+    try {
+      await this.executor.load(spec);
+      model.state = 'ready';
+      model.loadedAt = Date.now();
+    } catch (e) {
+      model.state = 'failed';
+      model.error = (e as Error).message;
+      this.scheduler.unregister(model.batcher);
+      throw modelInvalid(`model '${model.name}' version ${model.version} failed to load: ${model.error}`);
+    }
+    return model;
+  }
+
+  /** The version a request is for: the one named, else the highest ready one. Throws 404 / 503. */
+  resolve(name: string, version?: string): LoadedModel {
+    const versions = this.models.get(name);
+    if (versions === undefined || versions.size === 0) throw modelNotFound(name);
+    if (version !== undefined) {
+      const m = versions.get(version);
+      if (m === undefined || m.state === 'unloaded') throw versionNotFound(name, version);
+      if (m.state !== 'ready') throw notReady(`model '${name}' version ${version} (${m.state})`);
+      return m;
+    }
+    let best: LoadedModel | undefined;
+    for (const m of versions.values()) {
+      if (m.state === 'ready' && (best === undefined || m.versionNumber > best.versionNumber)) best = m;
+    }
+    if (best === undefined) throw notReady(`model '${name}'`);
+    return best;
+  }
+
+  /** Any version, ready or not (metadata and readiness endpoints); throws 404 when there is none. */
+  lookup(name: string, version?: string): LoadedModel {
+    const m = this.find(name, version);
+    if (m !== undefined) return m;
+    if (this.versionsOf(name).length === 0) throw modelNotFound(name);
+    throw versionNotFound(name, version ?? '');
+  }
+
+  /** Any version, ready or not; the highest when none is named. */
+  find(name: string, version?: string): LoadedModel | undefined {
+    const versions = this.models.get(name);
+    if (versions === undefined) return undefined;
+    if (version !== undefined) {
+      const m = versions.get(version);
+      return m && m.state !== 'unloaded' ? m : undefined;
+    }
+    let best: LoadedModel | undefined;
+    for (const m of versions.values()) {
+      if (m.state !== 'unloaded' && (best === undefined || m.versionNumber > best.versionNumber)) best = m;
+    }
+    return best;
+  }
+
+  versionsOf(name: string): LoadedModel[] {
+    return [...(this.models.get(name)?.values() ?? [])]
+      .filter((m) => m.state !== 'unloaded')
+      .sort((a, b) => a.versionNumber - b.versionNumber);
+  }
+
+  list(): LoadedModel[] {
+    return [...this.models.keys()].flatMap((n) => this.versionsOf(n));
+  }
+
+  /** Ready when at least one version is loaded and every version is ready. */
+  ready(): boolean {
+    const all = this.list();
+    return all.length > 0 && all.every((m) => m.state === 'ready');
+  }
+
+  async unload(model: LoadedModel): Promise<void> {
+    model.state = 'unloaded';
+    this.scheduler.unregister(model.batcher);
+    await this.executor.release(model.batcher.spec.key);
+  }
+
+  /** Waits until no batch is queued or running, or the timeout passes; true when drained. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    const drained = await Promise.race([this.scheduler.idle().then(() => true as const), timeout]);
+    clearTimeout(timer);
+    return drained;
+  }
+
+  async close(): Promise<void> {
+    this.scheduler.close();
+    await this.executor.close();
+  }
+}

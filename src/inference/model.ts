@@ -1,0 +1,100 @@
+// A loaded model version: its signature (from the ONNX file), batching settings, its batcher and
+// its readiness. Also what the protocols need precomputed: input/output lookups, the named-feature
+// column mapping from model.yaml, and the JSON prefix every response of this version starts with.
+
+import type { BatchingConfig, ModelConfig } from '../config.js';
+import { modelInvalid } from '../errors.js';
+import type { DynamicBatcher } from './batcher.js';
+import type { OnnxMetadata, TensorSpec } from './onnx-metadata.js';
+import { isSupported } from './tensor.js';
+
+export type ModelState = 'loading' | 'ready' | 'failed' | 'unloaded';
+
+export interface ModelSource {
+  readonly name: string;
+  readonly version: number;
+  readonly path: string;
+  readonly sha256: string;
+  readonly config: ModelConfig;
+}
+
+export interface FeatureColumns {
+  readonly names: readonly string[];
+  readonly index: ReadonlyMap<string, number>;
+}
+
+export class LoadedModel {
+  readonly name: string;
+  readonly version: string;
+  readonly versionNumber: number;
+  readonly sha256: string;
+  readonly path: string;
+  readonly config: ModelConfig;
+  readonly metadata: OnnxMetadata;
+  readonly batching: BatchingConfig;
+  /** True when every input's first dimension is dynamic, so requests can be stacked. */
+  readonly batchable: boolean;
+  readonly inputIndex: ReadonlyMap<string, number>;
+  readonly outputIndex: ReadonlyMap<string, number>;
+  readonly features: FeatureColumns | null;
+  /** `{"model_name":...,"model_version":...` — the start of every OIP response of this version. */
+  readonly oipPrefix: string;
+  /** `{"name":...,"datatype":...,"shape":[` per output, in output order. */
+  readonly outputHeads: readonly string[];
+  state: ModelState = 'loading';
+  error: string | null = null;
+  loadedAt = 0;
+  batcher!: DynamicBatcher;
+
+  constructor(src: ModelSource, metadata: OnnxMetadata, defaults: BatchingConfig) {
+    this.name = src.name;
+    this.versionNumber = src.version;
+    this.version = String(src.version);
+    this.sha256 = src.sha256;
+    this.path = src.path;
+    this.config = src.config;
+    this.metadata = metadata;
+    const where = `model '${src.name}' version ${src.version}`;
+    if (metadata.inputs.length === 0) throw modelInvalid(`${where} has no inputs`);
+    for (const t of [...metadata.inputs, ...metadata.outputs]) {
+      if (!isSupported(t.datatype)) throw modelInvalid(`${where}: tensor '${t.name}' has datatype ${t.datatype}, which is not supported`);
+    }
+    this.batchable = metadata.inputs.every((t) => t.shape.length > 0 && t.shape[0] === -1);
+    this.batching = { ...defaults, ...(src.config.batching ?? {}) };
+    if (!this.batchable) this.batching = { ...this.batching, maxBatchSize: 1 };
+    this.inputIndex = new Map(metadata.inputs.map((t, i) => [t.name, i]));
+    this.outputIndex = new Map(metadata.outputs.map((t, i) => [t.name, i]));
+    this.features = src.config.features ? featureColumns(src.config.features, metadata.inputs, where) : null;
+    this.oipPrefix = `{"model_name":${JSON.stringify(this.name)},"model_version":${JSON.stringify(this.version)}`;
+    this.outputHeads = metadata.outputs.map((t) => `{"name":${JSON.stringify(t.name)},"datatype":"${t.datatype}","shape":[`);
+  }
+
+  get inputs(): readonly TensorSpec[] {
+    return this.metadata.inputs;
+  }
+
+  get outputs(): readonly TensorSpec[] {
+    return this.metadata.outputs;
+  }
+
+  /** Batch sizes warmed up before the version is ready: powers of two up to maxBatchSize, and it. */
+  warmupSizes(): number[] {
+    if (!this.batchable) return [1];
+    const sizes: number[] = [];
+    for (let s = 1; s < this.batching.maxBatchSize; s *= 2) sizes.push(s);
+    sizes.push(this.batching.maxBatchSize);
+    return sizes;
+  }
+}
+
+function featureColumns(names: readonly string[], inputs: readonly TensorSpec[], where: string): FeatureColumns {
+  const input = inputs[0]!;
+  if (inputs.length !== 1 || input.shape.length !== 2) {
+    throw modelInvalid(`${where}: model.yaml lists features, so the model must have one 2-D input (it has ${inputs.length} inputs, the first of rank ${input.shape.length})`);
+  }
+  const width = input.shape[1]!;
+  if (width !== -1 && width !== names.length) {
+    throw modelInvalid(`${where}: model.yaml lists ${names.length} features but input '${input.name}' has ${width} columns`);
+  }
+  return { names, index: new Map(names.map((n, i) => [n, i])) };
+}

@@ -1,0 +1,118 @@
+// The onnxruntime sessions of one thread: load (verifying the artifact's sha256), warm up at every
+// batch size the batcher can form, run a batch, release. Used by each piscina worker and, when
+// inference runs inline, by the main thread. Knows nothing of HTTP or batching policy.
+
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import ort from 'onnxruntime-node';
+import { datatypeFromOrt, makeTypedArray, ortType, type Datatype, type TypedArray } from './tensor.js';
+
+/** What a thread needs to create (or re-create, after a worker restart) a session. */
+export interface SessionSpec {
+  /** Unique per model version and artifact: `${name}:${version}:${sha256}`. */
+  readonly key: string;
+  readonly path: string;
+  readonly sha256: string;
+  readonly intraOpThreads: number;
+  readonly warmup: WarmupPlan;
+}
+
+export interface WarmupPlan {
+  /** Per input: datatype and full shape where the batch dimension is -1 (filled per size). */
+  readonly inputs: readonly { name: string; datatype: Datatype; shape: readonly number[] }[];
+  /** Batch sizes to run once each; [1] for a model without a dynamic batch dimension. */
+  readonly sizes: readonly number[];
+}
+
+export interface TensorPayload {
+  readonly name: string;
+  readonly datatype: Datatype;
+  readonly dims: readonly number[];
+  readonly data: TypedArray;
+}
+
+export interface RunResult {
+  readonly outputs: TensorPayload[];
+  /** Wall time of session.run on the executing thread, in milliseconds. */
+  readonly computeMs: number;
+}
+
+export class SessionHost {
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+  has(key: string): boolean {
+    return this.sessions.has(key);
+  }
+
+  /** Loads and warms up the session once; concurrent callers share the same promise. */
+  load(spec: SessionSpec): Promise<ort.InferenceSession> {
+    let p = this.sessions.get(spec.key);
+    if (p === undefined) {
+      p = createSession(spec);
+      this.sessions.set(spec.key, p);
+      p.catch(() => this.sessions.delete(spec.key));
+    }
+    return p;
+  }
+
+  async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
+    const session = await this.load(spec);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype), t.data as never, t.dims as number[]);
+    const t0 = performance.now();
+    const out = await session.run(feeds);
+    const computeMs = performance.now() - t0;
+    const outputs: TensorPayload[] = [];
+    for (const name of session.outputNames) {
+      const t = out[name]!;
+      const datatype = datatypeFromOrt(t.type);
+      if (datatype === undefined || datatype === 'BYTES' || datatype === 'FP16') {
+        throw new Error(`output '${name}' has type ${t.type}, which this server cannot return`);
+      }
+      outputs.push({ name, datatype, dims: t.dims, data: t.data as TypedArray });
+    }
+    return { outputs, computeMs };
+  }
+
+  async release(key: string): Promise<boolean> {
+    const p = this.sessions.get(key);
+    if (p === undefined) return false;
+    this.sessions.delete(key);
+    try {
+      await (await p).release();
+    } catch {
+      // a session that failed to load has nothing to release
+    }
+    return true;
+  }
+
+  async releaseAll(): Promise<void> {
+    await Promise.all([...this.sessions.keys()].map((k) => this.release(k)));
+  }
+}
+
+async function createSession(spec: SessionSpec): Promise<ort.InferenceSession> {
+  const bytes = await readFile(spec.path);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (digest !== spec.sha256) {
+    throw new Error(`artifact ${spec.path} does not match its sha256 (expected ${spec.sha256}, got ${digest})`);
+  }
+  const session = await ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: spec.intraOpThreads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    // Spinning threads would steal the cores the HTTP thread and other workers need.
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  });
+  for (const size of spec.warmup.sizes) {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of spec.warmup.inputs) {
+      const dims = input.shape.map((d, i) => (d >= 0 ? d : i === 0 ? size : 1));
+      const n = dims.reduce((a, b) => a * b, 1);
+      feeds[input.name] = new ort.Tensor(ortType(input.datatype), makeTypedArray(input.datatype, n) as never, dims);
+    }
+    await session.run(feeds);
+  }
+  return session;
+}

@@ -1,0 +1,238 @@
+// Tensor datatypes as the Open Inference Protocol names them, their typed-array and onnxruntime
+// representations, and the two conversions on the hot path: JSON `data` (flat or nested) into a
+// typed array slot, and typed-array rows back into JSON text.
+
+import { badRequest, signatureMismatch } from '../errors.js';
+
+export type Datatype =
+  | 'BOOL'
+  | 'UINT8'
+  | 'INT8'
+  | 'UINT16'
+  | 'INT16'
+  | 'UINT32'
+  | 'INT32'
+  | 'UINT64'
+  | 'INT64'
+  | 'FP16'
+  | 'FP32'
+  | 'FP64'
+  | 'BYTES';
+
+export type TypedArray =
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Uint32Array
+  | Int32Array
+  | BigUint64Array
+  | BigInt64Array
+  | Float32Array
+  | Float64Array;
+
+export type OrtType =
+  | 'bool'
+  | 'uint8'
+  | 'int8'
+  | 'uint16'
+  | 'int16'
+  | 'uint32'
+  | 'int32'
+  | 'uint64'
+  | 'int64'
+  | 'float32'
+  | 'float64';
+
+type Kind = 'float32' | 'float64' | 'int' | 'bigint' | 'bool';
+
+interface DatatypeInfo {
+  readonly ort: OrtType;
+  readonly bytes: number;
+  readonly kind: Kind;
+  readonly min: number;
+  readonly max: number;
+  readonly make: (n: number) => TypedArray;
+}
+
+const FLT_MAX = 3.4028234663852886e38;
+
+const INFO: Partial<Record<Datatype, DatatypeInfo>> = {
+  BOOL: { ort: 'bool', bytes: 1, kind: 'bool', min: 0, max: 1, make: (n) => new Uint8Array(n) },
+  UINT8: { ort: 'uint8', bytes: 1, kind: 'int', min: 0, max: 255, make: (n) => new Uint8Array(n) },
+  INT8: { ort: 'int8', bytes: 1, kind: 'int', min: -128, max: 127, make: (n) => new Int8Array(n) },
+  UINT16: { ort: 'uint16', bytes: 2, kind: 'int', min: 0, max: 65535, make: (n) => new Uint16Array(n) },
+  INT16: { ort: 'int16', bytes: 2, kind: 'int', min: -32768, max: 32767, make: (n) => new Int16Array(n) },
+  UINT32: { ort: 'uint32', bytes: 4, kind: 'int', min: 0, max: 4294967295, make: (n) => new Uint32Array(n) },
+  INT32: { ort: 'int32', bytes: 4, kind: 'int', min: -2147483648, max: 2147483647, make: (n) => new Int32Array(n) },
+  UINT64: { ort: 'uint64', bytes: 8, kind: 'bigint', min: 0, max: Number.MAX_SAFE_INTEGER, make: (n) => new BigUint64Array(n) },
+  INT64: {
+    ort: 'int64',
+    bytes: 8,
+    kind: 'bigint',
+    min: Number.MIN_SAFE_INTEGER,
+    max: Number.MAX_SAFE_INTEGER,
+    make: (n) => new BigInt64Array(n),
+  },
+  FP32: { ort: 'float32', bytes: 4, kind: 'float32', min: -FLT_MAX, max: FLT_MAX, make: (n) => new Float32Array(n) },
+  FP64: { ort: 'float64', bytes: 8, kind: 'float64', min: -Infinity, max: Infinity, make: (n) => new Float64Array(n) },
+};
+
+const ALL_DATATYPES = new Set<string>([
+  'BOOL', 'UINT8', 'INT8', 'UINT16', 'INT16', 'UINT32', 'INT32', 'UINT64', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES',
+]);
+
+const FROM_ORT: Record<string, Datatype> = {
+  bool: 'BOOL', uint8: 'UINT8', int8: 'INT8', uint16: 'UINT16', int16: 'INT16', uint32: 'UINT32', int32: 'INT32',
+  uint64: 'UINT64', int64: 'INT64', float16: 'FP16', float32: 'FP32', float64: 'FP64', string: 'BYTES',
+};
+
+export const isDatatype = (s: unknown): s is Datatype => typeof s === 'string' && ALL_DATATYPES.has(s);
+
+/** True for datatypes scoreline can feed to and read from onnxruntime. */
+export const isSupported = (dt: Datatype): boolean => INFO[dt] !== undefined;
+
+export function datatypeInfo(dt: Datatype): DatatypeInfo {
+  const info = INFO[dt];
+  if (info === undefined) throw signatureMismatch(`datatype ${dt} is not supported by this server`);
+  return info;
+}
+
+export const ortType = (dt: Datatype): OrtType => datatypeInfo(dt).ort;
+export const datatypeFromOrt = (t: string): Datatype | undefined => FROM_ORT[t];
+export const makeTypedArray = (dt: Datatype, n: number): TypedArray => datatypeInfo(dt).make(n);
+
+export const elementCount = (shape: readonly number[]): number => {
+  let n = 1;
+  for (let i = 0; i < shape.length; i++) n *= shape[i]!;
+  return n;
+};
+
+/** Guards against pathological nesting in client JSON before recursion. */
+const MAX_DEPTH = 32;
+
+/**
+ * Copies JSON tensor `data` (flat or nested, row-major) into `target` starting at `offset`, checking
+ * every element against the datatype. Returns the number of elements written. Throws a 400 error
+ * starting with `where` (e.g. "input 'x'") on the first bad element; `target` past `offset` may then hold garbage, which is
+ * fine because callers only commit what a successful call wrote.
+ */
+export function writeTensorData(
+  data: unknown,
+  dt: Datatype,
+  target: TypedArray,
+  offset: number,
+  expected: number,
+  where: string,
+): number {
+  if (!Array.isArray(data)) throw badRequest(`${where}: data must be an array`);
+  const info = datatypeInfo(dt);
+  const limit = offset + expected;
+  let end: number;
+  try {
+    end = fill(data, info, target, offset, limit, where, 0);
+  } catch (e) {
+    if (e !== OVERFLOW) throw e;
+    end = offset + countLeaves(data, 0);
+  }
+  const written = end - offset;
+  if (written !== expected) {
+    throw badRequest(`${where}: data has ${written} elements but the shape needs ${expected}`);
+  }
+  return written;
+}
+
+/** Thrown inside fill() when data outgrows the shape; the caller then counts the real size. */
+const OVERFLOW = Symbol('overflow');
+
+function fill(
+  arr: unknown[],
+  info: DatatypeInfo,
+  target: TypedArray,
+  pos: number,
+  limit: number,
+  where: string,
+  depth: number,
+): number {
+  if (depth > MAX_DEPTH) throw badRequest(`${where}: data is nested too deeply`);
+  const n = arr.length;
+  for (let i = 0; i < n; i++) {
+    const v = arr[i];
+    if (Array.isArray(v)) {
+      pos = fill(v, info, target, pos, limit, where, depth + 1);
+      continue;
+    }
+    if (pos >= limit) throw OVERFLOW;
+    putElement(info, v, target, pos, where);
+    pos++;
+  }
+  return pos;
+}
+
+function putElement(info: DatatypeInfo, v: unknown, target: TypedArray, pos: number, where: string): void {
+  switch (info.kind) {
+    case 'float32':
+    case 'float64':
+      if (typeof v !== 'number') throw elementError(where, v, 'a number');
+      if (!(v >= info.min && v <= info.max)) {
+        throw badRequest(`${where}: value ${v} is not a finite ${info.kind === 'float32' ? 'FP32' : 'FP64'} number`);
+      }
+      (target as Float32Array)[pos] = v;
+      return;
+    case 'int':
+      if (typeof v !== 'number' || !Number.isInteger(v)) throw elementError(where, v, 'an integer');
+      if (v < info.min || v > info.max) throw badRequest(`${where}: value ${v} is out of range [${info.min}, ${info.max}]`);
+      (target as Int32Array)[pos] = v;
+      return;
+    case 'bigint':
+      if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw elementError(where, v, 'an integer within +-2^53');
+      if (v < info.min) throw badRequest(`${where}: value ${v} is out of range for an unsigned type`);
+      (target as BigInt64Array)[pos] = BigInt(v);
+      return;
+    case 'bool':
+      if (typeof v !== 'boolean') throw elementError(where, v, 'true or false');
+      (target as Uint8Array)[pos] = v ? 1 : 0;
+      return;
+  }
+}
+
+/** Writes one JSON scalar into `target[pos]` with the same checks as writeTensorData; `what` names it in errors (e.g. "instance 3 feature 'age'"). */
+export function writeElement(v: unknown, dt: Datatype, target: TypedArray, pos: number, what: string): void {
+  putElement(datatypeInfo(dt), v, target, pos, what);
+}
+
+function countLeaves(arr: unknown[], depth: number): number {
+  if (depth > MAX_DEPTH) return 0;
+  let n = 0;
+  for (let i = 0; i < arr.length; i++) {
+    const v = arr[i];
+    n += Array.isArray(v) ? countLeaves(v, depth + 1) : 1;
+  }
+  return n;
+}
+
+function elementError(where: string, v: unknown, want: string) {
+  const shown = typeof v === 'string' ? JSON.stringify(v.length > 32 ? v.slice(0, 32) + '...' : v) : String(v);
+  return badRequest(`${where}: element ${shown} is not ${want}`);
+}
+
+/** JSON text of elements [start, end) of `data`, without brackets. */
+export function jsonElements(data: TypedArray, dt: Datatype, start: number, end: number): string {
+  if (start >= end) return '';
+  if (dt === 'BOOL') {
+    let s = data[start] ? 'true' : 'false';
+    for (let i = start + 1; i < end; i++) s += data[i] ? ',true' : ',false';
+    return s;
+  }
+  let s = String(data[start]);
+  for (let i = start + 1; i < end; i++) s += ',' + String(data[i]);
+  return s;
+}
+
+/** Elements [start, end) of `data` as JSON values (numbers, or booleans for BOOL). */
+export function jsValues(data: TypedArray, dt: Datatype, start: number, end: number): (number | boolean)[] {
+  const out = new Array<number | boolean>(end - start);
+  if (dt === 'BOOL') for (let i = start; i < end; i++) out[i - start] = data[i] !== 0;
+  else for (let i = start; i < end; i++) out[i - start] = Number(data[i]);
+  return out;
+}

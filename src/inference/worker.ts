@@ -1,0 +1,59 @@
+// The piscina worker: one SessionHost per thread. A `run` task is one whole batch; its output
+// buffers are moved (transferred) back to the main thread, never cloned.
+
+import { threadId } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+
+export type WorkerTask =
+  | { op: 'run'; spec: SessionSpec; inputs: TensorPayload[] }
+  | { op: 'load'; spec: SessionSpec }
+  | { op: 'release'; key: string };
+
+/** A run answer; `error` carries a model error (bad input for onnxruntime), not an infrastructure one. */
+export interface WorkerRunAnswer {
+  readonly result?: RunResult;
+  readonly error?: string;
+  readonly threadId: number;
+}
+
+const host = new SessionHost();
+
+/** Hands piscina the output buffers to transfer alongside the plain answer object. */
+class MovableAnswer {
+  constructor(private readonly answer: WorkerRunAnswer) {}
+  get [Piscina.transferableSymbol](): ArrayBufferLike[] {
+    const out: ArrayBufferLike[] = [];
+    for (const t of this.answer.result?.outputs ?? []) {
+      // A buffer can only be listed once; onnxruntime gives each output its own.
+      if (t.data.byteOffset === 0 && t.data.byteLength === t.data.buffer.byteLength && !out.includes(t.data.buffer)) {
+        out.push(t.data.buffer);
+      }
+    }
+    return out;
+  }
+  get [Piscina.valueSymbol](): WorkerRunAnswer {
+    return this.answer;
+  }
+}
+
+export default async function handle(task: WorkerTask): Promise<unknown> {
+  switch (task.op) {
+    case 'run': {
+      let answer: WorkerRunAnswer;
+      try {
+        answer = { result: await host.run(task.spec, task.inputs), threadId };
+      } catch (e) {
+        answer = { error: e instanceof Error ? e.message : String(e), threadId };
+      }
+      return Piscina.move(new MovableAnswer(answer) as never);
+    }
+    case 'load': {
+      const already = host.has(task.spec.key);
+      await host.load(task.spec);
+      return { threadId, already };
+    }
+    case 'release':
+      return { threadId, released: await host.release(task.key) };
+  }
+}

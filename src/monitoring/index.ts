@@ -1,0 +1,192 @@
+// Monitoring of what the server serves: Prometheus metrics (prom-client, DESIGN.md section 4) and,
+// per model version, exact latency percentiles (HDR), RPS and error rate for the JSON snapshot.
+// Recording is a handful of array/counter updates per request, with label children cached.
+
+import client from 'prom-client';
+import type { BatchObserver, PendingRequest } from '../inference/index.js';
+import { LatencyRecorder, RateCounter } from './latency.js';
+
+export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
+
+export type Route = 'infer' | 'predict' | 'stream';
+const ROUTES: readonly Route[] = ['infer', 'predict', 'stream'];
+const CLASSES = ['2xx', '4xx', '5xx'] as const;
+
+/** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
+const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+const statusClass = (status: number): number => (status < 400 ? 0 : status < 500 ? 1 : 2);
+/** Errors for the error rate: server-side failures and load shedding, not client mistakes. */
+const isError = (status: number): boolean => status >= 500 || status === 429;
+
+export interface VolumeSnapshot {
+  requests: number;
+  errors: number;
+  rps: number;
+  error_rate: number | null;
+}
+
+interface Metrics {
+  requests: client.Counter<'model' | 'version' | 'route' | 'status'>;
+  duration: client.Histogram<'model' | 'version' | 'route'>;
+  queue: client.Histogram<'model' | 'version'>;
+  compute: client.Histogram<'model' | 'version'>;
+  batch: client.Histogram<'model' | 'version'>;
+}
+
+export class VersionMonitor implements BatchObserver {
+  readonly latency = new LatencyRecorder();
+  readonly volume = new RateCounter(60);
+  readonly errors = new RateCounter(60);
+  private readonly requestChildren: client.Counter.Internal[][];
+  private readonly durationChildren: client.Histogram.Internal<string>[];
+  private readonly queueChild: client.Histogram.Internal<string>;
+  private readonly computeChild: client.Histogram.Internal<string>;
+  private readonly batchChild: client.Histogram.Internal<string>;
+
+  constructor(
+    readonly model: string,
+    readonly version: string,
+    m: Metrics,
+  ) {
+    this.requestChildren = ROUTES.map((route) => CLASSES.map((status) => m.requests.labels({ model, version, route, status })));
+    this.durationChildren = ROUTES.map((route) => m.duration.labels({ model, version, route }));
+    this.queueChild = m.queue.labels({ model, version });
+    this.computeChild = m.compute.labels({ model, version });
+    this.batchChild = m.batch.labels({ model, version });
+  }
+
+  /** One answered request: status and wall time from arrival to response, in milliseconds. */
+  request(route: Route, status: number, ms: number): void {
+    const r = route === 'infer' ? 0 : route === 'predict' ? 1 : 2;
+    this.requestChildren[r]![statusClass(status)]!.inc();
+    this.durationChildren[r]!.observe(ms / 1000);
+    if (status < 400) this.latency.recordMicros(ms * 1000);
+    const now = Date.now();
+    this.volume.add(now);
+    if (isError(status)) this.errors.add(now);
+  }
+
+  onDispatch(batch: { rows: number; requests: readonly PendingRequest[] }, now: number): void {
+    this.batchChild.observe(batch.rows);
+    const reqs = batch.requests;
+    for (let i = 0; i < reqs.length; i++) this.queueChild.observe((now - reqs[i]!.enqueuedAt) / 1000);
+  }
+
+  onComplete(_rows: number, computeMs: number): void {
+    this.computeChild.observe(computeMs / 1000);
+  }
+
+  volumeSnapshot(windowSeconds = 10): VolumeSnapshot {
+    const now = Date.now();
+    const n = this.volume.sum(now, windowSeconds);
+    const e = this.errors.sum(now, windowSeconds);
+    const total = this.volume.total;
+    return {
+      requests: total,
+      errors: this.errors.total,
+      rps: n / windowSeconds,
+      // Over the recent window while there is traffic, else over the whole life of the version.
+      error_rate: n > 0 ? e / n : total === 0 ? null : this.errors.total / total,
+    };
+  }
+}
+
+export interface MonitorOptions {
+  /** Node process metrics (CPU, memory, event loop lag, GC). */
+  processMetrics?: boolean;
+}
+
+export class Monitor {
+  readonly registry = new client.Registry();
+  private readonly metrics: Metrics;
+  private readonly versions = new Map<string, VersionMonitor>();
+  private readonly unresolved: client.Counter<'route' | 'status'>;
+
+  constructor(opts: MonitorOptions = {}) {
+    const registers = [this.registry];
+    this.metrics = {
+      requests: new client.Counter({
+        name: 'scoreline_requests_total',
+        help: 'Inference requests answered, by model version, route and status class.',
+        labelNames: ['model', 'version', 'route', 'status'],
+        registers,
+      }),
+      duration: new client.Histogram({
+        name: 'scoreline_request_duration_seconds',
+        help: 'Time from request arrival to response, in seconds.',
+        labelNames: ['model', 'version', 'route'],
+        buckets: LATENCY_BUCKETS,
+        registers,
+      }),
+      queue: new client.Histogram({
+        name: 'scoreline_inference_queue_duration_seconds',
+        help: 'Time a request waited in the dynamic batcher before its batch was dispatched, in seconds.',
+        labelNames: ['model', 'version'],
+        buckets: LATENCY_BUCKETS,
+        registers,
+      }),
+      compute: new client.Histogram({
+        name: 'scoreline_inference_compute_duration_seconds',
+        help: 'onnxruntime session.run time per batch, in seconds.',
+        labelNames: ['model', 'version'],
+        buckets: LATENCY_BUCKETS,
+        registers,
+      }),
+      batch: new client.Histogram({
+        name: 'scoreline_batch_size',
+        help: 'Rows per dispatched batch.',
+        labelNames: ['model', 'version'],
+        buckets: BATCH_BUCKETS,
+        registers,
+      }),
+    };
+    this.unresolved = new client.Counter({
+      name: 'scoreline_unrouted_requests_total',
+      help: 'Requests answered before a model version was chosen (unknown model, bad body, not ready), by route and status class.',
+      labelNames: ['route', 'status'],
+      registers,
+    });
+    if (opts.processMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
+  }
+
+  version(model: string, version: string): VersionMonitor {
+    const key = `${model}\u0000${version}`;
+    let v = this.versions.get(key);
+    if (v === undefined) {
+      v = new VersionMonitor(model, version, this.metrics);
+      this.versions.set(key, v);
+    }
+    return v;
+  }
+
+  /** A request that failed before it reached a model version. */
+  unrouted(route: Route, status: number): void {
+    this.unresolved.inc({ route, status: CLASSES[statusClass(status)]! });
+  }
+
+  /** A gauge whose value is read at scrape time. */
+  gauge(name: string, help: string, labelNames: string[], collect: (set: (labels: Record<string, string>, v: number) => void) => void): void {
+    new client.Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        collect((labels, v) => this.set(labels, v));
+      },
+    });
+  }
+
+  async exposition(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,110 @@
+// The scoreline server: one uWS app on one port for inference (OIP v2, v1 :predict, WebSocket),
+// health, metrics and monitoring. start() loads the model repository onto the inference engine and
+// listens; close() is the graceful shutdown: refuse new work, finish what is in flight within the
+// configured time, close connections and the worker pool.
+
+import type { Logger } from 'pino';
+import type { ServerConfig } from '../config.js';
+import { methodNotAllowed, routeNotFound } from '../errors.js';
+import { InferenceEngine, type LoadedModel } from '../inference/index.js';
+import { Monitor } from '../monitoring/index.js';
+import { scanRepository } from '../registry/repository.js';
+import type { ServerContext } from './context.js';
+import { sendError } from './http.js';
+import { registerObserve } from './observe.js';
+import { OIP_PATTERNS, registerOip } from './oip.js';
+import { registerStream, type StreamHandle } from './stream.js';
+import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
+
+export interface RunningServer {
+  readonly port: number;
+  readonly host: string;
+  readonly engine: InferenceEngine;
+  readonly monitor: Monitor;
+  /** Graceful shutdown; resolves true when every in-flight request was answered in time. */
+  close(): Promise<boolean>;
+}
+
+export interface StartOptions {
+  config: ServerConfig;
+  log: Logger;
+}
+
+export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
+  const uws = loadUws();
+  const monitor = new Monitor();
+  const engine = new InferenceEngine({
+    workers: config.inference.workers,
+    tasksPerWorker: config.inference.tasksPerWorker,
+    intraOpThreads: config.inference.intraOpThreads,
+    requestTimeoutMs: config.server.requestTimeoutMs,
+    batching: config.batching,
+    observerFor: (model, version) => monitor.version(model, version),
+  });
+  const ctx: ServerContext = { config, engine, monitor, log, draining: false };
+
+  try {
+    await loadRepository(ctx);
+  } catch (e) {
+    await engine.close();
+    throw e;
+  }
+
+  const app: TemplatedApp = uws.App();
+  registerOip(app, ctx);
+  registerObserve(app, ctx);
+  const streams: StreamHandle = registerStream(app, ctx);
+  for (const pattern of [...OIP_PATTERNS, '/metrics', '/v1/monitoring/:model']) {
+    app.any(pattern, (res, req) => {
+      sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+    });
+  }
+  app.any('/*', (res, req) => {
+    sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
+  });
+
+  const { host, port } = config.server;
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`))));
+  });
+  const boundPort = uws.us_socket_local_port(listenSocket as never);
+  log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
+
+  let closing: Promise<boolean> | null = null;
+  const close = (): Promise<boolean> =>
+    (closing ??= (async () => {
+      ctx.draining = true;
+      uws.us_listen_socket_close(listenSocket);
+      const timeout = config.server.shutdownTimeoutMs;
+      log.info({ timeoutMs: timeout }, 'shutting down: finishing in-flight requests');
+      const drained = await engine.drain(timeout);
+      // Let the last answers leave before sockets close.
+      await new Promise((r) => setTimeout(r, 20));
+      streams.closeAll();
+      await engine.close();
+      log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
+      return drained;
+    })());
+
+  return { port: boundPort, host, engine, monitor, close };
+}
+
+async function loadRepository(ctx: ServerContext): Promise<LoadedModel[]> {
+  const dir = ctx.config.modelRepository;
+  if (dir === null) return [];
+  const scan = scanRepository(dir);
+  for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
+  const loaded: LoadedModel[] = [];
+  for (const model of scan.models) {
+    for (const v of model.versions) {
+      const t0 = performance.now();
+      const m = await ctx.engine.load({ name: model.name, version: v.version, path: v.path, sha256: v.sha256, config: model.config });
+      ctx.log.info(
+        { model: m.name, version: m.version, sha256: m.sha256, batchable: m.batchable, warmup: m.warmupSizes(), ms: Math.round(performance.now() - t0) },
+        'model version ready',
+      );
+      loaded.push(m);
+    }
+  }
+  return loaded;
+}

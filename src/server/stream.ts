@@ -1,0 +1,169 @@
+// WebSocket /v1/stream: pipelined scoring with JSON frames
+// `{"id", "model", "version"?, "inputs": [OIP inputs], "outputs"?}` answered, as batches complete, by
+// `{"id", "model_version", "outputs"}` or `{"id", "error", "status"}`. Backpressure: responses go out
+// while the socket's buffered amount is under the limit, else wait in a per-connection outbox that
+// drains on `drain`; a connection with more than maxInflightPerConnection requests pending (sent but
+// not yet read back) is closed, so a reader that never reads cannot grow server memory.
+
+import { badRequest, isScorelineError, shuttingDown, type ScorelineError } from '../errors.js';
+import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { VersionMonitor } from '../monitoring/index.js';
+import { monitorOf, type ServerContext } from './context.js';
+import { decodeOip, type DecodedRequest } from './decode.js';
+import { outputsJson } from './encode.js';
+import { errorResponse, isObject } from './http.js';
+import type { TemplatedApp, WebSocket } from './uws.js';
+
+interface Conn {
+  /** Requests accepted and not yet answered. */
+  inflight: number;
+  /** Answers waiting for the socket to drain. */
+  outbox: string[];
+  closed: boolean;
+}
+
+type Socket = WebSocket<Conn>;
+
+export const CLOSE_SLOW_CONSUMER = 1008;
+export const CLOSE_GOING_AWAY = 1001;
+
+function deliver(ws: Socket, conn: Conn, text: string, limit: number): void {
+  if (conn.closed) return;
+  if (conn.outbox.length === 0 && ws.getBufferedAmount() < limit) {
+    ws.cork(() => ws.send(text, false));
+  } else {
+    conn.outbox.push(text);
+  }
+}
+
+function errorFrame(id: string, err: ScorelineError): string {
+  return `{"id":${id},"error":${JSON.stringify(err.message)},"status":${err.status}}`;
+}
+
+class StreamInference implements PendingRequest {
+  settled = false;
+  constructor(
+    private readonly ws: Socket,
+    private readonly conn: Conn,
+    private readonly limit: number,
+    private readonly model: LoadedModel,
+    private readonly mon: VersionMonitor,
+    private readonly idJson: string,
+    private readonly decoded: DecodedRequest,
+    readonly enqueuedAt: number,
+    readonly deadline: number,
+  ) {}
+
+  get rows(): number {
+    return this.decoded.rows;
+  }
+
+  resolve(result: RunResult, rowStart: number): void {
+    const d = this.decoded;
+    this.conn.inflight--;
+    deliver(
+      this.ws,
+      this.conn,
+      `{"id":${this.idJson},"model_version":"${this.model.version}","outputs":${outputsJson(this.model, result, rowStart, d.rows, d.select)}}`,
+      this.limit,
+    );
+    this.mon.request('stream', 200, performance.now() - this.enqueuedAt);
+  }
+
+  reject(err: ScorelineError): void {
+    this.conn.inflight--;
+    deliver(this.ws, this.conn, errorFrame(this.idJson, err), this.limit);
+    this.mon.request('stream', err.status, performance.now() - this.enqueuedAt);
+  }
+}
+
+export interface StreamHandle {
+  /** Closes every connection once its pending answers have been sent. */
+  closeAll(): void;
+  readonly connections: number;
+}
+
+export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHandle {
+  const cfg = ctx.config.websocket;
+  const limit = cfg.maxBackpressureBytes;
+  const timeout = ctx.config.server.requestTimeoutMs;
+  const open = new Set<Socket>();
+
+  app.ws<Conn>('/v1/stream', {
+    maxPayloadLength: cfg.maxPayloadBytes,
+    // Our own outbox enforces the limit; uWS must never drop a frame we decided to send.
+    maxBackpressure: 1024 * 1024 * 1024,
+    closeOnBackpressureLimit: 0,
+    idleTimeout: cfg.idleTimeoutSeconds,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => {
+      if (ctx.draining) {
+        res.cork(() => res.writeStatus('503 Service Unavailable').end('{"error":"the server is shutting down"}', true));
+        return;
+      }
+      const conn: Conn = { inflight: 0, outbox: [], closed: false };
+      res.upgrade(conn, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+    },
+    open: (ws) => {
+      open.add(ws);
+    },
+    message: (ws, message, isBinary) => {
+      const t0 = performance.now();
+      const conn = ws.getUserData();
+      let idJson = 'null';
+      let model: LoadedModel | undefined;
+      try {
+        if (conn.inflight + conn.outbox.length >= cfg.maxInflightPerConnection) {
+          ws.end(CLOSE_SLOW_CONSUMER, `more than ${cfg.maxInflightPerConnection} answers pending: read them before sending more`);
+          return;
+        }
+        if (ctx.draining) throw shuttingDown();
+        if (isBinary) throw badRequest('binary frames are not supported on /v1/stream; send JSON text frames');
+        let frame: unknown;
+        try {
+          frame = JSON.parse(Buffer.from(message).toString('utf8'));
+        } catch (e) {
+          throw badRequest(`frame is not valid JSON: ${(e as Error).message}`);
+        }
+        if (!isObject(frame)) throw badRequest('frame must be a JSON object');
+        const id = frame.id;
+        if (id !== undefined) {
+          if (typeof id !== 'string' && typeof id !== 'number') throw badRequest('"id" must be a string or a number');
+          idJson = JSON.stringify(id);
+        }
+        if (typeof frame.model !== 'string') throw badRequest('"model" (a string) is required');
+        const v = frame.version;
+        if (v !== undefined && typeof v !== 'string' && typeof v !== 'number') throw badRequest('"version" must be a string or a number');
+        model = ctx.engine.resolve(frame.model, v === undefined ? undefined : String(v));
+        const decoded = decodeOip(model, frame, message.byteLength);
+        const p = new StreamInference(ws, conn, limit, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout);
+        conn.inflight++;
+        model.batcher.commit(decoded.batch, p);
+      } catch (e) {
+        const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
+        deliver(ws, conn, errorFrame(idJson, err), limit);
+        if (model !== undefined) monitorOf(ctx, model).request('stream', err.status, performance.now() - t0);
+        else ctx.monitor.unrouted('stream', err.status);
+      }
+    },
+    drain: (ws) => {
+      const conn = ws.getUserData();
+      while (conn.outbox.length > 0 && ws.getBufferedAmount() < limit) {
+        ws.send(conn.outbox.shift()!, false);
+      }
+    },
+    close: (ws) => {
+      ws.getUserData().closed = true;
+      open.delete(ws);
+    },
+  });
+
+  return {
+    closeAll() {
+      for (const ws of open) ws.end(CLOSE_GOING_AWAY, 'server shutting down');
+    },
+    get connections() {
+      return open.size;
+    },
+  };
+}

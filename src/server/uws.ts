@@ -1,0 +1,33 @@
+// Loads the native uWebSockets.js binary shipped in @trufflesuite/uws-js-unofficial (uWS.js v20.30)
+// directly. The package's own entry point silently falls back to a slow pure-JS emulation when the
+// binary cannot load; scoreline never does that: it fails with a clear message instead.
+
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type * as UWS from '@trufflesuite/uws-js-unofficial';
+
+export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
+export type Uws = typeof UWS;
+
+const require = createRequire(import.meta.url);
+
+export function loadUws(): Uws {
+  const binary = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
+  let pkgDir: string;
+  try {
+    pkgDir = dirname(require.resolve('@trufflesuite/uws-js-unofficial/package.json'));
+  } catch {
+    throw new Error('uWebSockets.js is not installed: run `npm ci` in the scoreline directory');
+  }
+  const path = join(pkgDir, 'binaries', binary);
+  try {
+    return require(path) as Uws;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new Error(
+      `uWebSockets.js has no working native binary for this platform (${binary}: ${reason}). ` +
+        'scoreline needs Linux, macOS or Windows on x64/arm64 with glibc (not Alpine/musl) and Node.js 18 or 20; ' +
+        'it does not fall back to the slow JS emulation.',
+    );
+  }
+}
