@@ -248,12 +248,12 @@ export class DynamicBatcher {
   }
 
   /** Rejects every waiting or running request whose deadline has passed. */
-  sweep(now: number, timeoutOf: (r: PendingRequest) => number): void {
+  sweep(now: number): void {
     const expire = (b: Batch) => {
       for (const r of b.requests) {
         if (!r.settled && r.deadline <= now) {
           r.settled = true;
-          r.reject(deadlineExceeded(timeoutOf(r)));
+          r.reject(deadlineExceeded(Math.round(r.deadline - r.enqueuedAt)));
         }
       }
     };
@@ -287,7 +287,6 @@ export class BatchScheduler {
 
   constructor(
     private readonly executor: Executor,
-    private readonly timeoutMs: number,
     private readonly sweepEveryMs = 5,
   ) {}
 
@@ -365,7 +364,7 @@ export class BatchScheduler {
       const now = performance.now();
       let pending = 0;
       for (const b of this.batchers) {
-        b.sweep(now, () => this.timeoutMs);
+        b.sweep(now);
         pending += b.pending;
       }
       if (pending === 0 && this.sweepTimer !== null) {

@@ -25,7 +25,6 @@ export interface EngineOptions {
   readonly workers: number;
   readonly tasksPerWorker: number;
   readonly intraOpThreads: number;
-  readonly requestTimeoutMs: number;
   readonly batching: BatchingConfig;
   readonly observerFor: (model: string, version: string) => BatchObserver;
 }
@@ -38,7 +37,7 @@ export class InferenceEngine {
   constructor(private readonly opts: EngineOptions) {
     this.executor =
       opts.workers === 0 ? new InlineExecutor() : new PoolExecutor({ workers: opts.workers, tasksPerWorker: opts.tasksPerWorker });
-    this.scheduler = new BatchScheduler(this.executor, opts.requestTimeoutMs);
+    this.scheduler = new BatchScheduler(this.executor);
   }
 
   /** Reads, verifies, loads and warms up one model version on every runner. */

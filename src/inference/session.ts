@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import ort from 'onnxruntime-node';
+import { createNativeSession, Tensor, type NativeSession, type OrtTensor } from './ort.js';
 import { datatypeFromOrt, makeTypedArray, ortType, type Datatype, type TypedArray } from './tensor.js';
 
 /** What a thread needs to create (or re-create, after a worker restart) a session. */
@@ -37,33 +37,45 @@ export interface RunResult {
   readonly computeMs: number;
 }
 
+interface Loaded {
+  readonly session: NativeSession;
+  readonly fetches: Record<string, null>;
+  readonly outputNames: readonly string[];
+}
+
 export class SessionHost {
-  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly sessions = new Map<string, Promise<Loaded>>();
 
   has(key: string): boolean {
     return this.sessions.has(key);
   }
 
   /** Loads and warms up the session once; concurrent callers share the same promise. */
-  load(spec: SessionSpec): Promise<ort.InferenceSession> {
+  load(spec: SessionSpec): Promise<Loaded> {
     let p = this.sessions.get(spec.key);
     if (p === undefined) {
       p = createSession(spec);
       this.sessions.set(spec.key, p);
-      p.catch(() => this.sessions.delete(spec.key));
+      p.then(
+        (l) => this.ready.set(spec.key, l),
+        () => this.sessions.delete(spec.key),
+      );
     }
     return p;
   }
 
+  /** Sessions already loaded, so a run needs no await before its synchronous native call. */
+  private readonly ready = new Map<string, Loaded>();
+
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
-    const session = await this.load(spec);
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype), t.data as never, t.dims as number[]);
+    const loaded = this.ready.get(spec.key) ?? (await this.load(spec));
+    const feeds: Record<string, OrtTensor> = {};
+    for (const t of inputs) feeds[t.name] = new Tensor(ortType(t.datatype), t.data as never, t.dims as number[]);
     const t0 = performance.now();
-    const out = await session.run(feeds);
+    const out = loaded.session.run(feeds, loaded.fetches, {});
     const computeMs = performance.now() - t0;
     const outputs: TensorPayload[] = [];
-    for (const name of session.outputNames) {
+    for (const name of loaded.outputNames) {
       const t = out[name]!;
       const datatype = datatypeFromOrt(t.type);
       if (datatype === undefined || datatype === 'BYTES' || datatype === 'FP16') {
@@ -78,8 +90,9 @@ export class SessionHost {
     const p = this.sessions.get(key);
     if (p === undefined) return false;
     this.sessions.delete(key);
+    this.ready.delete(key);
     try {
-      await (await p).release();
+      (await p).session.dispose();
     } catch {
       // a session that failed to load has nothing to release
     }
@@ -91,13 +104,13 @@ export class SessionHost {
   }
 }
 
-async function createSession(spec: SessionSpec): Promise<ort.InferenceSession> {
+async function createSession(spec: SessionSpec): Promise<Loaded> {
   const bytes = await readFile(spec.path);
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (digest !== spec.sha256) {
     throw new Error(`artifact ${spec.path} does not match its sha256 (expected ${spec.sha256}, got ${digest})`);
   }
-  const session = await ort.InferenceSession.create(bytes, {
+  const session = createNativeSession(bytes, {
     intraOpNumThreads: spec.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
@@ -105,14 +118,17 @@ async function createSession(spec: SessionSpec): Promise<ort.InferenceSession> {
     // Spinning threads would steal the cores the HTTP thread and other workers need.
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   });
+  const outputNames = session.outputMetadata.map((m) => m.name);
+  const fetches: Record<string, null> = {};
+  for (const n of outputNames) fetches[n] = null;
   for (const size of spec.warmup.sizes) {
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, OrtTensor> = {};
     for (const input of spec.warmup.inputs) {
       const dims = input.shape.map((d, i) => (d >= 0 ? d : i === 0 ? size : 1));
       const n = dims.reduce((a, b) => a * b, 1);
-      feeds[input.name] = new ort.Tensor(ortType(input.datatype), makeTypedArray(input.datatype, n) as never, dims);
+      feeds[input.name] = new Tensor(ortType(input.datatype), makeTypedArray(input.datatype, n) as never, dims);
     }
-    await session.run(feeds);
+    session.run(feeds, fetches, {});
   }
-  return session;
+  return { session, fetches, outputNames };
 }

@@ -5,6 +5,7 @@
 import client from 'prom-client';
 import type { BatchObserver, PendingRequest } from '../inference/index.js';
 import { LatencyRecorder, RateCounter } from './latency.js';
+import { CounterFamily, HistogramFamily, type CounterCell, type HistogramCell } from './prometheus.js';
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
 
@@ -30,33 +31,33 @@ export interface VolumeSnapshot {
 }
 
 interface Metrics {
-  requests: client.Counter<'model' | 'version' | 'route' | 'status'>;
-  duration: client.Histogram<'model' | 'version' | 'route'>;
-  queue: client.Histogram<'model' | 'version'>;
-  compute: client.Histogram<'model' | 'version'>;
-  batch: client.Histogram<'model' | 'version'>;
+  requests: CounterFamily;
+  duration: HistogramFamily;
+  queue: HistogramFamily;
+  compute: HistogramFamily;
+  batch: HistogramFamily;
 }
 
 export class VersionMonitor implements BatchObserver {
   readonly latency = new LatencyRecorder();
   readonly volume = new RateCounter(60);
   readonly errors = new RateCounter(60);
-  private readonly requestChildren: client.Counter.Internal[][];
-  private readonly durationChildren: client.Histogram.Internal<string>[];
-  private readonly queueChild: client.Histogram.Internal<string>;
-  private readonly computeChild: client.Histogram.Internal<string>;
-  private readonly batchChild: client.Histogram.Internal<string>;
+  private readonly requestChildren: CounterCell[][];
+  private readonly durationChildren: HistogramCell[];
+  private readonly queueChild: HistogramCell;
+  private readonly computeChild: HistogramCell;
+  private readonly batchChild: HistogramCell;
 
   constructor(
     readonly model: string,
     readonly version: string,
     m: Metrics,
   ) {
-    this.requestChildren = ROUTES.map((route) => CLASSES.map((status) => m.requests.labels({ model, version, route, status })));
-    this.durationChildren = ROUTES.map((route) => m.duration.labels({ model, version, route }));
-    this.queueChild = m.queue.labels({ model, version });
-    this.computeChild = m.compute.labels({ model, version });
-    this.batchChild = m.batch.labels({ model, version });
+    this.requestChildren = ROUTES.map((route) => CLASSES.map((status) => m.requests.cell({ model, version, route, status })));
+    this.durationChildren = ROUTES.map((route) => m.duration.cell({ model, version, route }));
+    this.queueChild = m.queue.cell({ model, version });
+    this.computeChild = m.compute.cell({ model, version });
+    this.batchChild = m.batch.cell({ model, version });
   }
 
   /** One answered request: status and wall time from arrival to response, in milliseconds. */
@@ -104,53 +105,41 @@ export class Monitor {
   readonly registry = new client.Registry();
   private readonly metrics: Metrics;
   private readonly versions = new Map<string, VersionMonitor>();
-  private readonly unresolved: client.Counter<'route' | 'status'>;
+  private readonly unresolved: CounterFamily;
 
   constructor(opts: MonitorOptions = {}) {
-    const registers = [this.registry];
+    const r = this.registry;
     this.metrics = {
-      requests: new client.Counter({
-        name: 'scoreline_requests_total',
-        help: 'Inference requests answered, by model version, route and status class.',
-        labelNames: ['model', 'version', 'route', 'status'],
-        registers,
-      }),
-      duration: new client.Histogram({
-        name: 'scoreline_request_duration_seconds',
-        help: 'Time from request arrival to response, in seconds.',
-        labelNames: ['model', 'version', 'route'],
-        buckets: LATENCY_BUCKETS,
-        registers,
-      }),
-      queue: new client.Histogram({
-        name: 'scoreline_inference_queue_duration_seconds',
-        help: 'Time a request waited in the dynamic batcher before its batch was dispatched, in seconds.',
-        labelNames: ['model', 'version'],
-        buckets: LATENCY_BUCKETS,
-        registers,
-      }),
-      compute: new client.Histogram({
-        name: 'scoreline_inference_compute_duration_seconds',
-        help: 'onnxruntime session.run time per batch, in seconds.',
-        labelNames: ['model', 'version'],
-        buckets: LATENCY_BUCKETS,
-        registers,
-      }),
-      batch: new client.Histogram({
-        name: 'scoreline_batch_size',
-        help: 'Rows per dispatched batch.',
-        labelNames: ['model', 'version'],
-        buckets: BATCH_BUCKETS,
-        registers,
-      }),
+      requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, route and status class.', [
+        'model',
+        'version',
+        'route',
+        'status',
+      ]),
+      duration: new HistogramFamily(r, 'scoreline_request_duration_seconds', 'Time from request arrival to response, in seconds.', ['model', 'version', 'route'], LATENCY_BUCKETS),
+      queue: new HistogramFamily(
+        r,
+        'scoreline_inference_queue_duration_seconds',
+        'Time a request waited in the dynamic batcher before its batch was dispatched, in seconds.',
+        ['model', 'version'],
+        LATENCY_BUCKETS,
+      ),
+      compute: new HistogramFamily(r, 'scoreline_inference_compute_duration_seconds', 'onnxruntime session.run time per batch, in seconds.', ['model', 'version'], LATENCY_BUCKETS),
+      batch: new HistogramFamily(r, 'scoreline_batch_size', 'Rows per dispatched batch.', ['model', 'version'], BATCH_BUCKETS),
     };
-    this.unresolved = new client.Counter({
-      name: 'scoreline_unrouted_requests_total',
-      help: 'Requests answered before a model version was chosen (unknown model, bad body, not ready), by route and status class.',
-      labelNames: ['route', 'status'],
-      registers,
-    });
-    if (opts.processMetrics !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
+    this.unresolved = new CounterFamily(
+      r,
+      'scoreline_unrouted_requests_total',
+      'Requests answered before a model version was chosen (unknown model, bad body, not ready), by route and status class.',
+      ['route', 'status'],
+    );
+    if (opts.processMetrics !== false) {
+      client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
+      // These gauges end in _total, which `promtool check metrics` rejects for non-counters.
+      for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total']) {
+        this.registry.removeSingleMetric(`scoreline_nodejs_${name}`);
+      }
+    }
   }
 
   version(model: string, version: string): VersionMonitor {
@@ -165,7 +154,7 @@ export class Monitor {
 
   /** A request that failed before it reached a model version. */
   unrouted(route: Route, status: number): void {
-    this.unresolved.inc({ route, status: CLASSES[statusClass(status)]! });
+    this.unresolved.cell({ route, status: CLASSES[statusClass(status)]! }).inc();
   }
 
   /** A gauge whose value is read at scrape time. */

@@ -53,11 +53,12 @@ export function selectOutputs(model: LoadedModel, outputs: unknown): number[] {
 /**
  * Decodes an OIP inference request. `maxElements` bounds the tensor sizes a client may declare
  * (a JSON body cannot hold more elements than about half its bytes), so a lying shape cannot make
- * the server allocate more than the body justifies.
+ * the server allocate more than the body justifies. `checkId` is off for WebSocket frames, whose ids
+ * may also be numbers and are echoed by the stream itself.
  */
-export function decodeOip(model: LoadedModel, body: unknown, maxElements: number): DecodedRequest {
+export function decodeOip(model: LoadedModel, body: unknown, maxElements: number, checkId = true): DecodedRequest {
   if (!isObject(body)) throw badRequest('request body must be a JSON object with an "inputs" array');
-  const id = body.id;
+  const id = checkId ? body.id : undefined;
   if (id !== undefined && typeof id !== 'string') throw badRequest('"id" must be a string');
   if (body.parameters !== undefined && !isObject(body.parameters)) throw badRequest('"parameters" must be an object');
   const inputs = body.inputs;

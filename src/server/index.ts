@@ -37,7 +37,6 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     workers: config.inference.workers,
     tasksPerWorker: config.inference.tasksPerWorker,
     intraOpThreads: config.inference.intraOpThreads,
-    requestTimeoutMs: config.server.requestTimeoutMs,
     batching: config.batching,
     observerFor: (model, version) => monitor.version(model, version),
   });
@@ -52,8 +51,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
 
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
-  registerObserve(app, ctx);
   const streams: StreamHandle = registerStream(app, ctx);
+  registerObserve(app, ctx, streams);
   for (const pattern of [...OIP_PATTERNS, '/metrics', '/v1/monitoring/:model']) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));

@@ -5,6 +5,7 @@ import { badRequest } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
 import { monitorOf, type ServerContext } from './context.js';
 import { sendError, sendJson, sendText, type ResponseState } from './http.js';
+import type { StreamHandle } from './stream.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
@@ -22,7 +23,7 @@ export function monitoringSnapshot(ctx: ServerContext, m: LoadedModel) {
   };
 }
 
-export function registerObserve(app: TemplatedApp, ctx: ServerContext): void {
+export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: StreamHandle): void {
   const { engine, monitor } = ctx;
   monitor.gauge('scoreline_model_ready', 'Whether a model version is loaded, warmed up and serving (1) or not (0).', ['model', 'version'], (set) => {
     for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
@@ -30,6 +31,8 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext): void {
   monitor.gauge('scoreline_inference_queue_depth', 'Requests accepted by the batcher and not yet dispatched.', ['model', 'version'], (set) => {
     for (const m of engine.list()) set({ model: m.name, version: m.version }, m.batcher.queued);
   });
+  monitor.gauge('scoreline_websocket_connections', 'Open /v1/stream connections.', [], (set) => set({}, streams.connections));
+  monitor.gauge('scoreline_websocket_pending_answers', 'Answers waiting in WebSocket outboxes for slow readers to drain.', [], (set) => set({}, streams.queuedAnswers));
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.scheduler.inFlight);
   });

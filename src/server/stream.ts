@@ -1,11 +1,12 @@
 // WebSocket /v1/stream: pipelined scoring with JSON frames
 // `{"id", "model", "version"?, "inputs": [OIP inputs], "outputs"?}` answered, as batches complete, by
-// `{"id", "model_version", "outputs"}` or `{"id", "error", "status"}`. Backpressure: responses go out
-// while the socket's buffered amount is under the limit, else wait in a per-connection outbox that
-// drains on `drain`; a connection with more than maxInflightPerConnection requests pending (sent but
-// not yet read back) is closed, so a reader that never reads cannot grow server memory.
+// `{"id", "model_version", "outputs"}` or `{"id", "error", "status"}`. Backpressure: answers go out
+// while the socket's buffered amount is under maxBackpressureBytes, else wait in a per-connection
+// outbox that drains on `drain`. A connection may have maxInflightPerConnection requests in flight
+// (more get a 429 answer); when its outbox holds that many unread answers the reader is too slow
+// and the connection is closed (1008), so a client that never reads cannot grow server memory.
 
-import { badRequest, isScorelineError, shuttingDown, type ScorelineError } from '../errors.js';
+import { badRequest, isScorelineError, ScorelineError, shuttingDown } from '../errors.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
@@ -27,12 +28,21 @@ type Socket = WebSocket<Conn>;
 export const CLOSE_SLOW_CONSUMER = 1008;
 export const CLOSE_GOING_AWAY = 1001;
 
-function deliver(ws: Socket, conn: Conn, text: string, limit: number): void {
+interface Limits {
+  readonly backpressure: number;
+  readonly outbox: number;
+}
+
+function deliver(ws: Socket, conn: Conn, text: string, limits: Limits): void {
   if (conn.closed) return;
-  if (conn.outbox.length === 0 && ws.getBufferedAmount() < limit) {
+  if (conn.outbox.length === 0 && ws.getBufferedAmount() < limits.backpressure) {
     ws.cork(() => ws.send(text, false));
-  } else {
+  } else if (conn.outbox.length < limits.outbox) {
     conn.outbox.push(text);
+  } else {
+    conn.closed = true;
+    conn.outbox.length = 0;
+    ws.end(CLOSE_SLOW_CONSUMER, `${limits.outbox} answers unread: the client reads too slowly`);
   }
 }
 
@@ -45,7 +55,7 @@ class StreamInference implements PendingRequest {
   constructor(
     private readonly ws: Socket,
     private readonly conn: Conn,
-    private readonly limit: number,
+    private readonly limits: Limits,
     private readonly model: LoadedModel,
     private readonly mon: VersionMonitor,
     private readonly idJson: string,
@@ -65,14 +75,14 @@ class StreamInference implements PendingRequest {
       this.ws,
       this.conn,
       `{"id":${this.idJson},"model_version":"${this.model.version}","outputs":${outputsJson(this.model, result, rowStart, d.rows, d.select)}}`,
-      this.limit,
+      this.limits,
     );
     this.mon.request('stream', 200, performance.now() - this.enqueuedAt);
   }
 
   reject(err: ScorelineError): void {
     this.conn.inflight--;
-    deliver(this.ws, this.conn, errorFrame(this.idJson, err), this.limit);
+    deliver(this.ws, this.conn, errorFrame(this.idJson, err), this.limits);
     this.mon.request('stream', err.status, performance.now() - this.enqueuedAt);
   }
 }
@@ -81,11 +91,13 @@ export interface StreamHandle {
   /** Closes every connection once its pending answers have been sent. */
   closeAll(): void;
   readonly connections: number;
+  /** Answers held in outboxes, summed over connections. */
+  readonly queuedAnswers: number;
 }
 
 export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHandle {
   const cfg = ctx.config.websocket;
-  const limit = cfg.maxBackpressureBytes;
+  const limits: Limits = { backpressure: cfg.maxBackpressureBytes, outbox: cfg.maxInflightPerConnection };
   const timeout = ctx.config.server.requestTimeoutMs;
   const open = new Set<Socket>();
 
@@ -113,10 +125,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
       let idJson = 'null';
       let model: LoadedModel | undefined;
       try {
-        if (conn.inflight + conn.outbox.length >= cfg.maxInflightPerConnection) {
-          ws.end(CLOSE_SLOW_CONSUMER, `more than ${cfg.maxInflightPerConnection} answers pending: read them before sending more`);
-          return;
-        }
+        if (conn.closed) return;
         if (ctx.draining) throw shuttingDown();
         if (isBinary) throw badRequest('binary frames are not supported on /v1/stream; send JSON text frames');
         let frame: unknown;
@@ -134,23 +143,26 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         if (typeof frame.model !== 'string') throw badRequest('"model" (a string) is required');
         const v = frame.version;
         if (v !== undefined && typeof v !== 'string' && typeof v !== 'number') throw badRequest('"version" must be a string or a number');
+        if (conn.inflight >= cfg.maxInflightPerConnection) {
+          throw new ScorelineError('QUEUE_FULL', `more than ${cfg.maxInflightPerConnection} requests in flight on this connection; wait for answers`, 1);
+        }
         model = ctx.engine.resolve(frame.model, v === undefined ? undefined : String(v));
-        const decoded = decodeOip(model, frame, message.byteLength);
-        const p = new StreamInference(ws, conn, limit, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout);
+        const decoded = decodeOip(model, frame, message.byteLength, false);
+        const p = new StreamInference(ws, conn, limits, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout);
         conn.inflight++;
         model.batcher.commit(decoded.batch, p);
       } catch (e) {
         const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
-        deliver(ws, conn, errorFrame(idJson, err), limit);
+        deliver(ws, conn, errorFrame(idJson, err), limits);
         if (model !== undefined) monitorOf(ctx, model).request('stream', err.status, performance.now() - t0);
         else ctx.monitor.unrouted('stream', err.status);
       }
     },
     drain: (ws) => {
       const conn = ws.getUserData();
-      while (conn.outbox.length > 0 && ws.getBufferedAmount() < limit) {
-        ws.send(conn.outbox.shift()!, false);
-      }
+      let sent = 0;
+      while (sent < conn.outbox.length && ws.getBufferedAmount() < limits.backpressure) ws.send(conn.outbox[sent++]!, false);
+      if (sent > 0) conn.outbox.splice(0, sent);
     },
     close: (ws) => {
       ws.getUserData().closed = true;
@@ -164,6 +176,11 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
     },
     get connections() {
       return open.size;
+    },
+    get queuedAnswers() {
+      let n = 0;
+      for (const ws of open) n += ws.getUserData().outbox.length;
+      return n;
     },
   };
 }

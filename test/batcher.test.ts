@@ -1,0 +1,166 @@
+// The dynamic batcher and executors in process, with real onnxruntime: requests decoded into shared
+// batches come back with their own rows, a model error fails only the offending request, a worker
+// that dies under a batch loses nothing, queues are bounded and deadlines enforced.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { after, describe, test } from 'node:test';
+import { InferenceEngine, PoolExecutor, type LoadedModel, type PendingRequest, type RunResult } from '../src/inference/index.js';
+import { Monitor } from '../src/monitoring/index.js';
+import { decodeOip } from '../src/server/decode.js';
+import { outputsJson } from '../src/server/encode.js';
+import type { ScorelineError } from '../src/errors.js';
+import { sumExpected, writeGatherModel, writeSlowModel, writeSumModel, type ModelFixture } from './fixtures/models.js';
+import { tempDir } from './e2e/server.js';
+
+interface Engine {
+  engine: InferenceEngine;
+  monitor: Monitor;
+}
+
+const engines: InferenceEngine[] = [];
+after(async () => {
+  await Promise.all(engines.map((e) => e.close()));
+});
+
+function makeEngine(workers: number, batching: Partial<{ maxBatchSize: number; maxQueueDelayMicros: number; maxQueueSize: number }> = {}): Engine {
+  const monitor = new Monitor({ processMetrics: false });
+  const engine = new InferenceEngine({
+    workers,
+    tasksPerWorker: 2,
+    intraOpThreads: 1,
+    batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096, ...batching },
+    observerFor: (m, v) => monitor.version(m, v),
+  });
+  engines.push(engine);
+  return { engine, monitor };
+}
+
+async function load(engine: InferenceEngine, f: ModelFixture): Promise<LoadedModel> {
+  const sha256 = createHash('sha256').update(readFileSync(f.modelPath)).digest('hex');
+  return engine.load({ name: f.name, version: f.version, path: f.modelPath, sha256, config: {} });
+}
+
+/** Decodes and commits one OIP request; resolves with its outputs JSON or rejects with the error. */
+function submit(model: LoadedModel, body: unknown, timeoutMs = 5000): Promise<{ outputs: any[]; batchRows: number }> {
+  const now = performance.now();
+  const decoded = decodeOip(model, body, 1e6);
+  return new Promise((resolve, reject) => {
+    const p: PendingRequest = {
+      rows: decoded.rows,
+      enqueuedAt: now,
+      deadline: now + timeoutMs,
+      settled: false,
+      resolve(result: RunResult, rowStart: number) {
+        resolve({ outputs: JSON.parse(outputsJson(model, result, rowStart, decoded.rows, null)), batchRows: result.outputs[0]!.dims[0]! });
+      },
+      reject(err: ScorelineError) {
+        reject(err);
+      },
+    };
+    model.batcher.commit(decoded.batch, p);
+  });
+}
+
+const row = (i: number) => [i, i * 0.5, -i, 1];
+const sumBody = (i: number) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: row(i) }] });
+
+for (const workers of [0, 2]) {
+  describe(`${workers === 0 ? 'inline' : `${workers} workers`}`, () => {
+    test('2,000 concurrent requests each get their own answer, in shared batches', async () => {
+      const { engine } = makeEngine(workers);
+      const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 3));
+      const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => submit(model, sumBody(i))));
+      let batched = 0;
+      results.forEach((r, i) => {
+        assert.deepEqual(r.outputs[0].data, sumExpected([row(i)], 3), `request ${i}`);
+        if (r.batchRows > 1) batched++;
+      });
+      assert.ok(batched > 1000, `most requests rode in a shared batch (${batched})`);
+    });
+
+    test('a model error fails only the request that caused it', async () => {
+      const { engine } = makeEngine(workers);
+      const model = await load(engine, await writeGatherModel(await tempDir()));
+      const body = (idx: number) => ({ inputs: [{ name: 'idx', datatype: 'INT64', shape: [1, 1], data: [idx] }] });
+      const results = await Promise.allSettled([3, 5, 42, 7, 0].map((i) => submit(model, body(i))));
+      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      assert.deepEqual((results[0] as PromiseFulfilledResult<any>).value.outputs[0].data, [103]);
+      assert.deepEqual((results[3] as PromiseFulfilledResult<any>).value.outputs[0].data, [107]);
+      const err = (results[2] as PromiseRejectedResult).reason as ScorelineError;
+      assert.equal(err.status, 500);
+      assert.match(err.message, /inference failed/);
+    });
+  });
+}
+
+test('an idle server dispatches at once, whatever maxQueueDelayMicros says', async () => {
+  const { engine } = makeEngine(1, { maxQueueDelayMicros: 2_000_000 });
+  const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 1));
+  await submit(model, sumBody(1));
+  const t0 = performance.now();
+  const r = await submit(model, sumBody(2));
+  const ms = performance.now() - t0;
+  assert.deepEqual(r.outputs[0].data, sumExpected([row(2)], 1));
+  assert.ok(ms < 500, `a lone request took ${ms.toFixed(1)} ms with a 2 s queue delay`);
+});
+
+test('a full queue refuses with 429 and Retry-After, and what was accepted still completes', async () => {
+  const { engine } = makeEngine(1, { maxBatchSize: 1, maxQueueSize: 3 });
+  const model = await load(engine, await writeSlowModel(await tempDir(), 'slow', 1, 100));
+  const body = { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(1) }] };
+  const attempts: Promise<unknown>[] = [];
+  const refused: ScorelineError[] = [];
+  for (let i = 0; i < 12; i++) {
+    try {
+      attempts.push(submit(model, body));
+    } catch (e) {
+      refused.push(e as ScorelineError);
+    }
+  }
+  assert.ok(refused.length >= 5, `refused ${refused.length} of 12`);
+  for (const e of refused) {
+    assert.equal(e.status, 429);
+    assert.equal(e.retryAfter, 1);
+    assert.match(e.message, /queue of model 'slow' version 1 is full \(3 requests waiting\)/);
+  }
+  const done = await Promise.all(attempts);
+  assert.equal(done.length, 12 - refused.length);
+});
+
+test('requests past their deadline get 504 while the batch they wait behind runs', async () => {
+  const { engine } = makeEngine(1, { maxBatchSize: 1 });
+  const model = await load(engine, await writeSlowModel(await tempDir(), 'slow', 1, 600));
+  const body = { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(1) }] };
+  const t0 = performance.now();
+  await submit(model, body);
+  const perBatch = performance.now() - t0;
+  // Enough requests that the queue holds well over the 30 ms deadline of work.
+  const n = Math.max(20, Math.ceil(120 / Math.max(perBatch, 0.5)));
+  const results = await Promise.allSettled(Array.from({ length: n }, () => submit(model, body, 30)));
+  const timedOut = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as ScorelineError);
+  assert.ok(timedOut.length >= n / 3, `${timedOut.length} of ${n} timed out (${perBatch.toFixed(1)} ms per batch)`);
+  assert.ok(results[0]!.status === 'fulfilled', 'the first request was served in time');
+  for (const e of timedOut) {
+    assert.equal(e.status, 504);
+    assert.match(e.message, /deadline of 30 ms/);
+  }
+  assert.equal(model.batcher.pending, 0);
+});
+
+test('a worker that dies under a batch loses no request: the batch runs again on its replacement', async () => {
+  const { engine } = makeEngine(2, { maxBatchSize: 8 });
+  const model = await load(engine, await writeSlowModel(await tempDir(), 'slow', 1, 150));
+  const pool = engine.executor as PoolExecutor;
+  const body = (i: number) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(i) }] });
+  const pending = Array.from({ length: 40 }, (_, i) => submit(model, body(i), 30_000));
+  await new Promise((r) => setTimeout(r, 15));
+  const victim = pool.threads[0]!;
+  await victim.terminate();
+  const results = await Promise.all(pending);
+  results.forEach((r, i) => assert.ok(Math.abs(r.outputs[0].data[0] - i) < 1e-3, `request ${i}: ${r.outputs[0].data[0]}`));
+  // the pool replaced the worker and still serves
+  const again = await submit(model, body(3));
+  assert.ok(Math.abs(again.outputs[0].data[0] - 3) < 1e-3);
+});

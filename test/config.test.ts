@@ -1,0 +1,108 @@
+// Configuration, model repository scanning and the CLI's handling of bad usage: every error names
+// what failed and where.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { defaultConfig, parseModelConfig, resolveConfig } from '../src/config.js';
+import { scanRepository } from '../src/registry/repository.js';
+import { writeSumModel } from './fixtures/models.js';
+import { CLI, ROOT, tempDir } from './e2e/server.js';
+
+test('defaults, and a partial config merged over them', () => {
+  const c = resolveConfig({ server: { port: 9000 }, batching: { maxBatchSize: 8 } });
+  assert.equal(c.server.port, 9000);
+  assert.equal(c.server.host, defaultConfig().server.host);
+  assert.equal(c.batching.maxBatchSize, 8);
+  assert.equal(c.batching.maxQueueDelayMicros, 200);
+  assert.ok(c.inference.workers >= 1);
+});
+
+test('config errors name the failing path', () => {
+  const cases: [unknown, RegExp][] = [
+    [{ server: { port: 70000 } }, /server\.port: must be <= 65535/],
+    [{ server: { port: 'http' } }, /server\.port: must be integer/],
+    [{ inference: { workers: -1 } }, /inference\.workers: must be >= 0/],
+    [{ batching: { maxBatchSize: 0 } }, /batching\.maxBatchSize: must be >= 1/],
+    [{ log: { level: 'loud' } }, /log\.level: must be equal to one of the allowed values \(fatal, error/],
+    [{ sever: {} }, /\(root\): must NOT have additional properties 'sever'/],
+    [{ websocket: { maxPayloadBytes: 10 } }, /websocket\.maxPayloadBytes: must be >= 1024/],
+  ];
+  for (const [value, message] of cases) assert.throws(() => resolveConfig(value, 'test.yaml'), message);
+});
+
+test('model.yaml is validated with the file and the path in the error', () => {
+  assert.deepEqual(parseModelConfig('features: [a, b]\nbatching: { maxBatchSize: 4 }\n', 'm/model.yaml'), {
+    features: ['a', 'b'],
+    batching: { maxBatchSize: 4 },
+  });
+  assert.throws(() => parseModelConfig('features: a\n', 'm/model.yaml'), /m\/model\.yaml is invalid: features: must be array/);
+  assert.throws(() => parseModelConfig('batching: { maxBatchSize: -2 }\n', 'm/model.yaml'), /batching\.maxBatchSize: must be >= 1/);
+  assert.throws(() => parseModelConfig('features: [a, a]\n', 'm/model.yaml'), /features: must NOT have duplicate items/);
+  assert.throws(() => parseModelConfig('thresold: 0.5\n', 'm/model.yaml'), /must NOT have additional properties 'thresold'/);
+  assert.throws(() => parseModelConfig('features: [a\n', 'm/model.yaml'), /m\/model\.yaml: cannot parse/);
+});
+
+test('repository scan: Triton layout, versions sorted, odd entries skipped with a reason', async () => {
+  const repo = await tempDir();
+  await writeSumModel(repo, 'sum', 2);
+  await writeSumModel(repo, 'sum', 10);
+  await mkdir(join(repo, 'sum', 'latest'));
+  await mkdir(join(repo, 'empty', '1'), { recursive: true });
+  await mkdir(join(repo, 'bad name!'));
+  await writeFile(join(repo, 'README.txt'), 'not a model');
+  const scan = scanRepository(repo);
+  assert.equal(scan.models.length, 1);
+  assert.deepEqual(scan.models[0]!.versions.map((v) => v.version), [2, 10]);
+  assert.match(scan.models[0]!.versions[0]!.sha256, /^[0-9a-f]{64}$/);
+  assert.ok(scan.skipped.some((s) => s.startsWith('sum/latest: version folders are positive integers')));
+  assert.ok(scan.skipped.some((s) => s.startsWith('empty: no version folder')));
+  assert.ok(scan.skipped.some((s) => s.startsWith('bad name!: not a valid model name')));
+  assert.throws(() => scanRepository(join(repo, 'missing')), /does not exist/);
+});
+
+function cli(...args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+}
+
+test('CLI: help, unknown commands and bad flags', () => {
+  const help = cli('--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /Usage: scoreline <command>/);
+  assert.match(cli('serve', '--help').stdout, /--model-repo DIR/);
+  const unknown = cli('frobnicate');
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown command 'frobnicate'/);
+  const port = cli('serve', '--model-repo', 'examples/models', '--port', 'abc');
+  assert.equal(port.status, 2);
+  assert.match(port.stderr, /--port must be a non-negative integer, got 'abc'/);
+  const flag = cli('serve', '--modle-repo', 'x');
+  assert.equal(flag.status, 2);
+  assert.match(flag.stderr, /Unknown option '--modle-repo'/);
+  const none = cli('serve');
+  assert.equal(none.status, 2);
+  assert.match(none.stderr, /no model repository/);
+});
+
+test('CLI: a bad config file or repository fails fast with exit 1 and the reason', async () => {
+  const dir = await tempDir();
+  const bad = join(dir, 'bad.yaml');
+  await writeFile(bad, 'server:\n  port: 99999\n');
+  const r = cli('serve', '--config', bad, '--model-repo', 'examples/models');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /bad\.yaml is invalid: server\.port: must be <= 65535/);
+  const missing = cli('serve', '--config', join(dir, 'nope.yaml'));
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /cannot read config file .*nope\.yaml: ENOENT/);
+  const repo = cli('serve', '--model-repo', join(dir, 'no-such-repo'), '--port', '0');
+  assert.equal(repo.status, 1);
+  assert.match(repo.stderr, /model repository .*no-such-repo does not exist/);
+  const garbage = join(dir, 'repo', 'm', '1');
+  await mkdir(garbage, { recursive: true });
+  await writeFile(join(garbage, 'model.onnx'), 'this is not onnx');
+  const model = cli('serve', '--model-repo', join(dir, 'repo'), '--port', '0');
+  assert.equal(model.status, 1);
+  assert.match(model.stderr, /is not an ONNX model/);
+});
