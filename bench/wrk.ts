@@ -1,0 +1,70 @@
+// Drives a server with wrk (Debian's wrk) and reads back throughput and latency; shared by the
+// load benchmarks. wrk is pinned to the last CPU when taskset exists, the same for every server
+// measured, so the load generator does not steal the server's core on a small machine.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface WrkResult {
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  requests: number;
+  errors: number;
+}
+
+export function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A wrk Lua script that POSTs `body` as JSON. */
+export function postScript(body: string, name = 'post'): string {
+  const path = join(tmpdir(), `scoreline-wrk-${name}-${process.pid}.lua`);
+  writeFileSync(
+    path,
+    `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = ${JSON.stringify(body)}\n` +
+      // Count non-2xx answers: wrk only reports them in aggregate otherwise.
+      `local bad = 0\nfunction response(status, headers, body) if status >= 300 then bad = bad + 1 end end\n`,
+  );
+  return path;
+}
+
+function toMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 's' ? n * 1000 : n;
+}
+
+export async function runWrk(url: string, script: string, opts: { connections: number; seconds: number; threads?: number }): Promise<WrkResult> {
+  const args = ['-t', String(opts.threads ?? 1), '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--latency', '-s', script, url];
+  const pin = have('taskset') && availableParallelism() > 1;
+  const cmd = pin ? 'taskset' : 'wrk';
+  const full = pin ? ['-c', String(availableParallelism() - 1), 'wrk', ...args] : args;
+  const out = await new Promise<string>((resolve, reject) => {
+    const p = spawn(cmd, full, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let s = '';
+    p.stdout.on('data', (d) => (s += d));
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve(s) : reject(new Error(`wrk exited with ${code}: ${s}`))));
+  });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+  return { rps, p50ms: toMs(/^\s+50%\s+(\S+)$/m.exec(out)?.[1] ?? ''), p99ms: toMs(/^\s+99%\s+(\S+)$/m.exec(out)?.[1] ?? ''), requests, errors };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
