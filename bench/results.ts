@@ -27,3 +27,16 @@ export function table(header: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
+
+/** Replaces the README block between `<!-- readme:NAME:start -->` and its end marker, if present. */
+export function writeReadmeBlock(name: string, body: string): void {
+  const file = fileURLToPath(new URL('../../README.md', import.meta.url));
+  if (!existsSync(file)) return;
+  const start = `<!-- readme:${name}:start -->`;
+  const end = `<!-- readme:${name}:end -->`;
+  const text = readFileSync(file, 'utf8');
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  if (i < 0 || j < i) return;
+  writeFileSync(file, `${text.slice(0, i + start.length)}\n${body.trim()}\n${text.slice(j)}`);
+}

@@ -29,6 +29,8 @@ export interface ServerConfig {
     workers: number;
     tasksPerWorker: number;
     intraOpThreads: number;
+    /** Models whose largest batch runs faster than this (us) are served inline anyway; 0 = never. */
+    inlineBelowMicros: number;
   };
   batching: BatchingConfig;
   websocket: {
@@ -58,6 +60,8 @@ export function defaultConfig(): ServerConfig {
       workers: Math.max(1, availableParallelism() - 1),
       tasksPerWorker: 2,
       intraOpThreads: 1,
+      // A batch hop to a worker and back costs ~50-100 us; a model faster than that runs better inline.
+      inlineBelowMicros: 100,
     },
     batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },
     websocket: {
@@ -106,6 +110,7 @@ const configSchema = {
         workers: int(0, 256),
         tasksPerWorker: int(1, 16),
         intraOpThreads: int(1, 256),
+        inlineBelowMicros: int(0, 10_000_000),
       },
     },
     batching: batchingSchema,

@@ -152,7 +152,7 @@ test('requests past their deadline get 504 while the batch they wait behind runs
 test('a worker that dies under a batch loses no request: the batch runs again on its replacement', async () => {
   const { engine } = makeEngine(2, { maxBatchSize: 8 });
   const model = await load(engine, await writeSlowModel(await tempDir(), 'slow', 1, 150));
-  const pool = engine.executor as PoolExecutor;
+  const pool = engine.pool!.executor as PoolExecutor;
   const body = (i: number) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(i) }] });
   const pending = Array.from({ length: 40 }, (_, i) => submit(model, body(i), 30_000));
   await new Promise((r) => setTimeout(r, 15));

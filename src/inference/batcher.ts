@@ -79,6 +79,11 @@ export class DynamicBatcher {
     this.rowElems = inputs.map((i) => (this.staticInner ? elementCount(i.inner) : 0));
   }
 
+  /** True when some input has dynamic inner dimensions, so reserve() needs each request's shapes. */
+  get dynamicInner(): boolean {
+    return !this.staticInner;
+  }
+
   get maxBatchSize(): number {
     return this.batchable ? this.options.maxBatchSize : 1;
   }

@@ -5,7 +5,7 @@
 
 import { Piscina } from 'piscina';
 import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
-import type { WorkerRunAnswer, WorkerTask } from './worker.js';
+import type { WorkerLoadAnswer, WorkerRunAnswer, WorkerTask } from './worker.js';
 
 /** The model refused the batch (onnxruntime error); retrying the same batch cannot help. */
 export class ModelRunError extends Error {}
@@ -15,7 +15,8 @@ export interface Executor {
   readonly runners: number;
   /** Batches allowed in flight at once (runners x pipelining depth). */
   readonly slots: number;
-  load(spec: SessionSpec): Promise<void>;
+  /** Loads and warms up on every runner; resolves with the median run time of the largest batch (us). */
+  load(spec: SessionSpec): Promise<number>;
   /** Runs a batch. The inputs stay owned by the caller: the pool copies them into buffers it transfers. */
   run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult>;
   release(key: string): Promise<void>;
@@ -61,14 +62,15 @@ export class PoolExecutor implements Executor {
     });
   }
 
-  async load(spec: SessionSpec): Promise<void> {
+  async load(spec: SessionSpec): Promise<number> {
     const ids = this.pool.threads.map((t) => t.threadId);
-    await Promise.all(
+    const answers = await Promise.all(
       ids.map((worker) => {
         const task: WorkerTask & TargetedTask = { op: 'load', spec, [Piscina.queueOptionsSymbol]: { worker } };
-        return this.pool.run(task);
+        return this.pool.run(task) as Promise<WorkerLoadAnswer>;
       }),
     );
+    return Math.min(...answers.map((a) => a.batchMicros));
   }
 
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
@@ -109,8 +111,8 @@ export class InlineExecutor implements Executor {
   readonly slots = 1;
   private readonly host = new SessionHost();
 
-  async load(spec: SessionSpec): Promise<void> {
-    await this.host.load(spec);
+  async load(spec: SessionSpec): Promise<number> {
+    return (await this.host.load(spec)).batchMicros;
   }
 
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {

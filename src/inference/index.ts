@@ -1,6 +1,8 @@
-// Inference: loads model versions onto an executor (piscina workers or inline), gives each a
-// DynamicBatcher, warms them up, tracks readiness, and answers "which loaded version is this
-// request for". Protocol code above it decodes requests into batches; nothing here knows HTTP.
+// Inference: loads model versions onto a lane (the piscina worker pool, or inline on the calling
+// thread), gives each a DynamicBatcher, warms them up, tracks readiness, and answers "which loaded
+// version is this request for". A model whose largest batch runs faster than the cross-thread hop
+// costs (inlineBelowMicros) is served inline even when workers exist: for tiny models the hop is
+// the bill. Protocol code above decodes requests into batches; nothing here knows HTTP.
 
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -23,21 +25,53 @@ export { PoolExecutor, InlineExecutor, ModelRunError } from './executor.js';
 export interface EngineOptions {
   /** 0 = inline on the calling thread. */
   readonly workers: number;
+  /** Serve a model inline when its largest warm-up batch takes less than this (0 = never). */
+  readonly inlineBelowMicros?: number;
   readonly tasksPerWorker: number;
   readonly intraOpThreads: number;
   readonly batching: BatchingConfig;
   readonly observerFor: (model: string, version: string) => BatchObserver;
 }
 
-export class InferenceEngine {
+/** Where batches run: one executor and the scheduler sharing its slots among batchers. */
+export interface Lane {
+  readonly kind: 'pool' | 'inline';
   readonly executor: Executor;
   readonly scheduler: BatchScheduler;
+}
+
+export class InferenceEngine {
+  /** The worker pool, or null when workers = 0. */
+  readonly pool: Lane | null;
+  private inlineLane: Lane | null = null;
   private readonly models = new Map<string, Map<string, LoadedModel>>();
+  /** Highest ready version per model name: the hot path's answer to a request without a version. */
+  private readonly latest = new Map<string, LoadedModel>();
 
   constructor(private readonly opts: EngineOptions) {
-    this.executor =
-      opts.workers === 0 ? new InlineExecutor() : new PoolExecutor({ workers: opts.workers, tasksPerWorker: opts.tasksPerWorker });
-    this.scheduler = new BatchScheduler(this.executor);
+    if (opts.workers > 0) {
+      const executor = new PoolExecutor({ workers: opts.workers, tasksPerWorker: opts.tasksPerWorker });
+      this.pool = { kind: 'pool', executor, scheduler: new BatchScheduler(executor) };
+    } else {
+      this.pool = null;
+    }
+  }
+
+  private get inline(): Lane {
+    if (this.inlineLane === null) {
+      const executor = new InlineExecutor();
+      this.inlineLane = { kind: 'inline', executor, scheduler: new BatchScheduler(executor) };
+    }
+    return this.inlineLane;
+  }
+
+  get lanes(): Lane[] {
+    return [this.pool, this.inlineLane].filter((l): l is Lane => l !== null);
+  }
+
+  /** Batches running or queued on executors, over all lanes. */
+  get inFlight(): number {
+    return this.lanes.reduce((n, l) => n + l.scheduler.inFlight, 0);
   }
 
   /** Reads, verifies, loads and warms up one model version on every runner. */
@@ -53,15 +87,18 @@ export class InferenceEngine {
       intraOpThreads: this.opts.intraOpThreads,
       warmup: { inputs: model.inputs, sizes: model.warmupSizes() },
     };
-    model.batcher = new DynamicBatcher(
-      spec,
-      model.inputs.map((t) => ({ name: t.name, datatype: t.datatype, inner: model.batchable ? t.shape.slice(1) : t.shape })),
-      model.batchable,
-      model.batching,
-      this.scheduler,
-      this.opts.observerFor(model.name, model.version),
-      { model: model.name, version: model.version },
-    );
+    const batcherOn = (lane: Lane) =>
+      new DynamicBatcher(
+        spec,
+        model.inputs.map((t) => ({ name: t.name, datatype: t.datatype, inner: model.batchable ? t.shape.slice(1) : t.shape })),
+        model.batchable,
+        model.batching,
+        lane.scheduler,
+        this.opts.observerFor(model.name, model.version),
+        { model: model.name, version: model.version },
+      );
+    let lane = this.pool ?? this.inline;
+    model.batcher = batcherOn(lane);
     let versions = this.models.get(model.name);
     if (versions === undefined) this.models.set(model.name, (versions = new Map()));
     const previous = versions.get(model.version);
@@ -69,22 +106,44 @@ export class InferenceEngine {
       throw modelInvalid(`model '${model.name}' version ${model.version} is already loaded`);
     }
     versions.set(model.version, model);
-    this.scheduler.register(model.batcher);
     try {
-      await this.executor.load(spec);
+      model.batchMicros = await lane.executor.load(spec);
+      const limit = this.opts.inlineBelowMicros ?? 0;
+      if (lane.kind === 'pool' && model.batchMicros < limit) {
+        // Nothing can be queued yet (the version is not ready), so the batcher can move.
+        model.batchMicros = await this.inline.executor.load(spec);
+        await lane.executor.release(spec.key);
+        lane = this.inline;
+        model.batcher = batcherOn(lane);
+      }
+      lane.scheduler.register(model.batcher);
+      model.placement = lane.kind;
       model.state = 'ready';
       model.loadedAt = Date.now();
+      this.refreshLatest(model.name);
     } catch (e) {
       model.state = 'failed';
       model.error = (e as Error).message;
-      this.scheduler.unregister(model.batcher);
       throw modelInvalid(`model '${model.name}' version ${model.version} failed to load: ${model.error}`);
     }
     return model;
   }
 
+  private refreshLatest(name: string): void {
+    let best: LoadedModel | undefined;
+    for (const m of this.models.get(name)?.values() ?? []) {
+      if (m.state === 'ready' && (best === undefined || m.versionNumber > best.versionNumber)) best = m;
+    }
+    if (best === undefined) this.latest.delete(name);
+    else this.latest.set(name, best);
+  }
+
   /** The version a request is for: the one named, else the highest ready one. Throws 404 / 503. */
   resolve(name: string, version?: string): LoadedModel {
+    if (version === undefined) {
+      const m = this.latest.get(name);
+      if (m !== undefined) return m;
+    }
     const versions = this.models.get(name);
     if (versions === undefined || versions.size === 0) throw modelNotFound(name);
     if (version !== undefined) {
@@ -142,21 +201,24 @@ export class InferenceEngine {
 
   async unload(model: LoadedModel): Promise<void> {
     model.state = 'unloaded';
-    this.scheduler.unregister(model.batcher);
-    await this.executor.release(model.batcher.spec.key);
+    this.refreshLatest(model.name);
+    const lane = model.placement === 'inline' ? this.inline : this.pool!;
+    lane.scheduler.unregister(model.batcher);
+    await lane.executor.release(model.batcher.spec.key);
   }
 
   /** Waits until no batch is queued or running, or the timeout passes; true when drained. */
   async drain(timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
-    const drained = await Promise.race([this.scheduler.idle().then(() => true as const), timeout]);
+    const idle = Promise.all(this.lanes.map((l) => l.scheduler.idle())).then(() => true as const);
+    const drained = await Promise.race([idle, timeout]);
     clearTimeout(timer);
     return drained;
   }
 
   async close(): Promise<void> {
-    this.scheduler.close();
-    await this.executor.close();
+    for (const l of this.lanes) l.scheduler.close();
+    await Promise.all(this.lanes.map((l) => l.executor.close()));
   }
 }

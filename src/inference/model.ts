@@ -42,6 +42,10 @@ export class LoadedModel {
   /** `{"name":...,"datatype":...,"shape":[` per output, in output order. */
   readonly outputHeads: readonly string[];
   state: ModelState = 'loading';
+  /** Where its batches run, decided at load. */
+  placement: 'pool' | 'inline' = 'pool';
+  /** Median onnxruntime time of its largest warm-up batch, in microseconds. */
+  batchMicros = 0;
   error: string | null = null;
   loadedAt = 0;
   batcher!: DynamicBatcher;

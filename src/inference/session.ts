@@ -41,6 +41,8 @@ interface Loaded {
   readonly session: NativeSession;
   readonly fetches: Record<string, null>;
   readonly outputNames: readonly string[];
+  /** Median session.run time at the largest warm-up batch, in microseconds. */
+  readonly batchMicros: number;
 }
 
 export class SessionHost {
@@ -121,14 +123,24 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
   const outputNames = session.outputMetadata.map((m) => m.name);
   const fetches: Record<string, null> = {};
   for (const n of outputNames) fetches[n] = null;
-  for (const size of spec.warmup.sizes) {
+  const feedsFor = (size: number) => {
     const feeds: Record<string, OrtTensor> = {};
     for (const input of spec.warmup.inputs) {
       const dims = input.shape.map((d, i) => (d >= 0 ? d : i === 0 ? size : 1));
       const n = dims.reduce((a, b) => a * b, 1);
       feeds[input.name] = new Tensor(ortType(input.datatype), makeTypedArray(input.datatype, n) as never, dims);
     }
-    session.run(feeds, fetches, {});
+    return feeds;
+  };
+  for (const size of spec.warmup.sizes) session.run(feedsFor(size), fetches, {});
+  // Time the largest batch a few times: decides whether the model is small enough to run inline.
+  const largest = feedsFor(spec.warmup.sizes[spec.warmup.sizes.length - 1] ?? 1);
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    session.run(largest, fetches, {});
+    times.push((performance.now() - t0) * 1000);
   }
-  return { session, fetches, outputNames };
+  const batchMicros = times.sort((a, b) => a - b)[2]!;
+  return { session, fetches, outputNames, batchMicros };
 }

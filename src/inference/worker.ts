@@ -10,6 +10,12 @@ export type WorkerTask =
   | { op: 'load'; spec: SessionSpec }
   | { op: 'release'; key: string };
 
+export interface WorkerLoadAnswer {
+  readonly threadId: number;
+  readonly already: boolean;
+  readonly batchMicros: number;
+}
+
 /** A run answer; `error` carries a model error (bad input for onnxruntime), not an infrastructure one. */
 export interface WorkerRunAnswer {
   readonly result?: RunResult;
@@ -50,8 +56,8 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     }
     case 'load': {
       const already = host.has(task.spec.key);
-      await host.load(task.spec);
-      return { threadId, already };
+      const loaded = await host.load(task.spec);
+      return { threadId, already, batchMicros: loaded.batchMicros } satisfies WorkerLoadAnswer;
     }
     case 'release':
       return { threadId, released: await host.release(task.key) };

@@ -24,6 +24,14 @@ export interface DecodedRequest {
 }
 
 const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
+const EMPTY: number[] = [];
+
+/** Same rank, and equal wherever the model's dimension is fixed. */
+function fits(shape: readonly number[], model: readonly number[]): boolean {
+  if (shape.length !== model.length) return false;
+  for (let j = 0; j < shape.length; j++) if (model[j] !== -1 && model[j] !== shape[j]) return false;
+  return true;
+}
 
 function checkShape(shape: unknown, name: string): number[] {
   if (!Array.isArray(shape)) throw badRequest(`input '${name}': "shape" must be an array of integers`);
@@ -66,8 +74,12 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
   const select = body.outputs === undefined ? null : selectOutputs(model, body.outputs);
 
   const specs = model.inputs;
-  const order: number[] = new Array<number>(specs.length).fill(-1);
-  const shapes: number[][] = new Array<number[]>(specs.length);
+  const order: number[] = [];
+  const shapes: number[][] = [];
+  for (let i = 0; i < specs.length; i++) {
+    order.push(-1);
+    shapes.push(EMPTY);
+  }
   let rows = 1;
   for (let k = 0; k < inputs.length; k++) {
     const input = inputs[k];
@@ -86,7 +98,7 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
       throw signatureMismatch(`input '${name}': datatype ${input.datatype} does not match the model's ${spec.datatype}`);
     }
     const shape = checkShape(input.shape, name);
-    if (shape.length !== spec.shape.length || shape.some((d, j) => spec.shape[j] !== -1 && spec.shape[j] !== d)) {
+    if (!fits(shape, spec.shape)) {
       throw signatureMismatch(`input '${name}': shape ${shapeText(shape)} does not fit the model's ${shapeText(spec.shape)} (-1 = any)`);
     }
     if (input.data === undefined) throw badRequest(`input '${name}': "data" is required`);
@@ -104,7 +116,8 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
   }
 
   const batcher = model.batcher;
-  const inner = model.batchable ? shapes.map((s) => s.slice(1)) : shapes;
+  // Inner shapes only matter to the batcher when the model leaves inner dimensions dynamic.
+  const inner = !batcher.dynamicInner ? undefined : model.batchable ? shapes.map((s) => s.slice(1)) : shapes;
   const batch = batcher.reserve(rows, inner);
   for (let i = 0; i < specs.length; i++) {
     const spec = specs[i]!;

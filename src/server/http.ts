@@ -33,15 +33,34 @@ export interface ResponseState {
 
 type Res = HttpResponse & ResponseState;
 
+// The response being written inside res.cork(): module state instead of a closure per response.
+const out: { res: Res; status: number; body: string; headers: Record<string, string> | undefined; close: boolean } = {
+  res: null as unknown as Res,
+  status: 200,
+  body: '',
+  headers: undefined,
+  close: false,
+};
+
+function writeCorked(): void {
+  const { res, status, body, headers, close } = out;
+  if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
+  res.writeHeader('content-type', 'application/json');
+  if (headers) for (const k in headers) res.writeHeader(k, headers[k]!);
+  res.end(body, close);
+}
+
 export function sendJson(res: Res, status: number, body: string, extraHeaders?: Record<string, string>, close = false): void {
   if (res.aborted || res.answered) return;
   res.answered = true;
-  res.cork(() => {
-    if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
-    res.writeHeader('content-type', 'application/json');
-    if (extraHeaders) for (const k in extraHeaders) res.writeHeader(k, extraHeaders[k]!);
-    res.end(body, close);
-  });
+  out.res = res;
+  out.status = status;
+  out.body = body;
+  out.headers = extraHeaders;
+  out.close = close;
+  res.cork(writeCorked);
+  out.res = null as unknown as Res;
+  out.body = '';
 }
 
 export function sendText(res: Res, status: number, contentType: string, body: string): void {

@@ -37,6 +37,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     workers: config.inference.workers,
     tasksPerWorker: config.inference.tasksPerWorker,
     intraOpThreads: config.inference.intraOpThreads,
+    inlineBelowMicros: config.inference.inlineBelowMicros,
     batching: config.batching,
     observerFor: (model, version) => monitor.version(model, version),
   });
@@ -99,7 +100,16 @@ async function loadRepository(ctx: ServerContext): Promise<LoadedModel[]> {
       const t0 = performance.now();
       const m = await ctx.engine.load({ name: model.name, version: v.version, path: v.path, sha256: v.sha256, config: model.config });
       ctx.log.info(
-        { model: m.name, version: m.version, sha256: m.sha256, batchable: m.batchable, warmup: m.warmupSizes(), ms: Math.round(performance.now() - t0) },
+        {
+          model: m.name,
+          version: m.version,
+          sha256: m.sha256,
+          batchable: m.batchable,
+          warmup: m.warmupSizes(),
+          placement: m.placement,
+          batchMicros: Math.round(m.batchMicros),
+          ms: Math.round(performance.now() - t0),
+        },
         'model version ready',
       );
       loaded.push(m);

@@ -34,7 +34,7 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   monitor.gauge('scoreline_websocket_connections', 'Open /v1/stream connections.', [], (set) => set({}, streams.connections));
   monitor.gauge('scoreline_websocket_pending_answers', 'Answers waiting in WebSocket outboxes for slow readers to drain.', [], (set) => set({}, streams.queuedAnswers));
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
-    set({}, engine.scheduler.inFlight);
+    set({}, engine.inFlight);
   });
 
   app.get('/metrics', (res: Res) => {
