@@ -11,14 +11,14 @@ import { modelInvalid, modelNotFound, notReady, versionNotFound } from '../error
 import { BatchScheduler, DynamicBatcher, type BatchObserver } from './batcher.js';
 import { InlineExecutor, PoolExecutor, type Executor } from './executor.js';
 import { LoadedModel, type ModelSource } from './model.js';
-import { readOnnxMetadata } from './onnx-metadata.js';
+import { readOnnxMetadata } from '../registry/onnx.js';
 import type { SessionSpec } from './session.js';
 
 export { LoadedModel, type ModelSource, type ModelState } from './model.js';
 export type { PendingRequest, Batch, BatchObserver } from './batcher.js';
 export type { RunResult, TensorPayload } from './session.js';
-export type { TensorSpec, OnnxMetadata } from './onnx-metadata.js';
-export { readOnnxMetadata } from './onnx-metadata.js';
+export type { TensorSpec, OnnxMetadata } from '../registry/onnx.js';
+export { readOnnxMetadata } from '../registry/onnx.js';
 export * from './tensor.js';
 export { PoolExecutor, InlineExecutor, ModelRunError } from './executor.js';
 

@@ -3,21 +3,9 @@
 // typed array slot, and typed-array rows back into JSON text.
 
 import { badRequest, signatureMismatch } from '../errors.js';
+import type { Datatype } from '../registry/onnx.js';
 
-export type Datatype =
-  | 'BOOL'
-  | 'UINT8'
-  | 'INT8'
-  | 'UINT16'
-  | 'INT16'
-  | 'UINT32'
-  | 'INT32'
-  | 'UINT64'
-  | 'INT64'
-  | 'FP16'
-  | 'FP32'
-  | 'FP64'
-  | 'BYTES';
+export type { Datatype };
 
 export type TypedArray =
   | Uint8Array

@@ -1,12 +1,27 @@
 // Reads a model's signature (input/output names, datatypes, shapes with -1 for dynamic dims) and
-// descriptive metadata from the ONNX protobuf itself, so the server knows a model's contract before
-// any onnxruntime session exists and can judge a file by its content, not its extension.
+// descriptive metadata from the ONNX protobuf itself, so the registry and the server know a model's
+// contract before any onnxruntime session exists and judge a file by its content, not its name.
 
 import onnxProto from 'onnx-proto';
 import { modelInvalid } from '../errors.js';
-import type { Datatype } from './tensor.js';
 
 const { onnx } = onnxProto;
+
+/** Tensor element types as the Open Inference Protocol names them. */
+export type Datatype =
+  | 'BOOL'
+  | 'UINT8'
+  | 'INT8'
+  | 'UINT16'
+  | 'INT16'
+  | 'UINT32'
+  | 'INT32'
+  | 'UINT64'
+  | 'INT64'
+  | 'FP16'
+  | 'FP32'
+  | 'FP64'
+  | 'BYTES';
 
 export interface TensorSpec {
   readonly name: string;
