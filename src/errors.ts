@@ -20,6 +20,12 @@ export type ErrorCode =
   | 'SHUTTING_DOWN'
   | 'CONFIG_INVALID'
   | 'MODEL_INVALID'
+  | 'UNSUPPORTED_MODEL_FORMAT'
+  | 'NOT_ONNX'
+  | 'ARTIFACT_TAMPERED'
+  | 'ARTIFACT_MISSING'
+  | 'ALIAS_NOT_FOUND'
+  | 'CONFLICT'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -40,6 +46,14 @@ const STATUS: Record<ErrorCode, number> = {
   SHUTTING_DOWN: 503,
   CONFIG_INVALID: 500,
   MODEL_INVALID: 500,
+  // 422, not 415: the request's content type is right (octet-stream), its content is not a model we load.
+  UNSUPPORTED_MODEL_FORMAT: 422,
+  NOT_ONNX: 422,
+  // The registry's own storage is corrupt: a server-side fault, not the client's.
+  ARTIFACT_TAMPERED: 500,
+  ARTIFACT_MISSING: 500,
+  ALIAS_NOT_FOUND: 404,
+  CONFLICT: 409,
   INTERNAL: 500,
 };
 
@@ -91,4 +105,29 @@ export const inferenceFailed = (message: string) =>
 export const shuttingDown = () => new ScorelineError('SHUTTING_DOWN', 'the server is shutting down', 1);
 export const configInvalid = (message: string) => new ScorelineError('CONFIG_INVALID', message);
 export const modelInvalid = (message: string) => new ScorelineError('MODEL_INVALID', message);
+const TO_ONNX =
+  'convert it to ONNX with skl2onnx (scikit-learn), onnxmltools (XGBoost, LightGBM, CatBoost) or hummingbird ' +
+  '(tree models compiled to tensor operations); torch.onnx.export or tf2onnx for neural networks';
+/** `what` names the format, e.g. "a Python pickle (protocol 4)". */
+export const unsupportedFormat = (source: string, what: string) =>
+  new ScorelineError(
+    'UNSUPPORTED_MODEL_FORMAT',
+    `${source} is ${what}; it is refused because loading a pickle executes arbitrary code from the file. ` +
+      `To serve the model, ${TO_ONNX}, and register the .onnx file`,
+  );
+export const notOnnx = (source: string, detail: string) =>
+  new ScorelineError(
+    'NOT_ONNX',
+    `${source} is not an ONNX model (${detail}); scoreline serves ONNX only. To serve the model, ${TO_ONNX}`,
+  );
+export const artifactTampered = (sha256: string, actual: string) =>
+  new ScorelineError(
+    'ARTIFACT_TAMPERED',
+    `artifact ${sha256} was modified on disk (its content now hashes to ${actual}); refusing to load it`,
+  );
+export const artifactMissing = (sha256: string, path: string) =>
+  new ScorelineError('ARTIFACT_MISSING', `artifact ${sha256} is missing from the artifact store (${path})`);
+export const aliasNotFound = (model: string, alias: string) =>
+  new ScorelineError('ALIAS_NOT_FOUND', `model '${model}' has no alias '${alias}'`);
+export const conflict = (message: string) => new ScorelineError('CONFLICT', message);
 export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);

@@ -1,0 +1,346 @@
+// The model registry: models, their versions (sha256-addressed artifacts with signature, metrics,
+// tags, lineage and config), aliases with their full history, and each model's deployment state with
+// its history, in one SQLite file <dataDir>/registry.db next to the artifact store. Every write is one
+// IMMEDIATE transaction; every load re-hashes the artifact. Deployment state is opaque JSON here:
+// the deployer owns its meaning.
+
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
+import { ArtifactStore, sha256Of } from './artifacts.js';
+import { assertOnnx } from './format.js';
+import { MODEL_NAME, type RepositoryScan } from './repository.js';
+import type {
+  AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord,
+  RegisterOptions, RegisterResult, RegistryCounters, RegistryOptions, Signature, VersionRecord, VersionUpdate,
+} from './records.js';
+import { openDatabase, type Db } from './schema.js';
+
+export type * from './records.js';
+
+/** Alias names; they start with a letter so that they can never be read as a version number. */
+export const ALIAS_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
+/** Resolves to the highest version; cannot be set as an alias. */
+export const LATEST = 'latest';
+const MAX_VERSION = 999_999_999;
+
+interface VersionRow {
+  model: string; version: number; sha256: string; size: number; created_at: string; signature: string;
+  metrics: string; tags: string; lineage: string; config: string; reference: string | null; aliases: string | null;
+}
+
+const VERSION_SELECT = `
+  SELECT v.*, (SELECT group_concat(a.alias, ',') FROM aliases a WHERE a.model = v.model AND a.version = v.version) AS aliases
+  FROM versions v`;
+
+export class ModelRegistry {
+  readonly dataDir: string;
+  readonly artifacts: ArtifactStore;
+  readonly #db: Db;
+  readonly #now: () => Date;
+
+  private constructor(dataDir: string, db: Db, artifacts: ArtifactStore, now: () => Date) {
+    this.dataDir = dataDir;
+    this.#db = db;
+    this.artifacts = artifacts;
+    this.#now = now;
+  }
+
+  /** Opens the registry in dataDir (created if needed), migrating registry.db to the current schema. */
+  static open(dataDir: string, options: RegistryOptions = {}): ModelRegistry {
+    mkdirSync(dataDir, { recursive: true });
+    const artifacts = new ArtifactStore(dataDir, options.onArtifactRefusal ? { onRefusal: options.onArtifactRefusal } : {});
+    const db = openDatabase(join(dataDir, 'registry.db'));
+    return new ModelRegistry(dataDir, db, artifacts, options.now ?? (() => new Date()));
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** Validates the bytes as ONNX, stores the artifact and records the version, all or nothing. */
+  register(name: string, bytes: Uint8Array, options: RegisterOptions = {}): RegisterResult {
+    if (!MODEL_NAME.test(name)) {
+      throw badRequest(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; at most 128, starting with a letter or digit)`);
+    }
+    const requested = options.version;
+    if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
+      throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
+    }
+    const source = options.source ?? `the artifact for model '${name}'`;
+    const meta = assertOnnx(bytes, source);
+    const sha256 = sha256Of(bytes);
+    const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
+    const lineage: Lineage = { ...(options.source !== undefined ? { source: options.source } : {}), ...options.lineage };
+
+    return this.#write(() => {
+      const at = this.#stamp();
+      this.#db.prepare('INSERT OR IGNORE INTO models (name, description, created_at) VALUES (?, ?, ?)')
+        .run(name, options.description ?? '', at);
+      const same = this.#db.prepare('SELECT version FROM versions WHERE model = ? AND sha256 = ?').get(name, sha256) as
+        { version: number } | undefined;
+      if (same) {
+        if (requested !== undefined && requested !== same.version) {
+          throw conflict(`${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`);
+        }
+        this.artifacts.put(bytes); // restores the file if it went missing or was damaged
+        return { name, version: same.version, sha256, size: bytes.length, created: false };
+      }
+      let version = requested;
+      if (version === undefined) {
+        const max = this.#db.prepare('SELECT MAX(version) AS v FROM versions WHERE model = ?').get(name) as { v: number | null };
+        version = (max.v ?? 0) + 1;
+      } else {
+        const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(name, version) as
+          { sha256: string } | undefined;
+        if (taken) {
+          throw conflict(`version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`);
+        }
+      }
+      this.artifacts.put(bytes);
+      this.#db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+        name, version, sha256, bytes.length, at, JSON.stringify(signature), JSON.stringify(options.metrics ?? {}),
+        JSON.stringify(options.tags ?? {}), JSON.stringify(lineage), JSON.stringify(options.config ?? {}),
+      );
+      return { name, version, sha256, size: bytes.length, created: true };
+    });
+  }
+
+  /**
+   * Registers every version of a scanned model repository under its own number, with model.yaml as
+   * config. Safe to run at every start: versions already registered with the same hash are not
+   * re-read. A version whose number the registry holds with other bytes (or whose file is not ONNX)
+   * is skipped and reported: the registry stays the source of truth.
+   */
+  importRepository(scan: RepositoryScan): ImportResult {
+    const imported: RegisterResult[] = [];
+    const unchanged: RegisterResult[] = [];
+    const skipped: ImportSkip[] = [];
+    for (const model of scan.models) {
+      for (const v of model.versions) {
+        // Fast path for every restart: same number, same hash (from the scan), artifact present.
+        const known = this.#db.prepare('SELECT size FROM versions WHERE model = ? AND version = ? AND sha256 = ?')
+          .get(model.name, v.version, v.sha256) as { size: number } | undefined;
+        if (known && this.artifacts.has(v.sha256)) {
+          unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
+          continue;
+        }
+        try {
+          const result = this.register(model.name, readFileSync(v.path), {
+            version: v.version,
+            source: v.path,
+            config: model.config as JsonObject,
+          });
+          (result.created ? imported : unchanged).push(result);
+        } catch (e) {
+          if (!isScorelineError(e) || e.status >= 500) throw e;
+          skipped.push({ model: model.name, version: v.version, path: v.path, code: e.code, reason: e.message });
+        }
+      }
+    }
+    return { imported, unchanged, skipped };
+  }
+
+  getModel(name: string): ModelRecord {
+    const model = this.listModels(name)[0];
+    if (!model) throw modelNotFound(name);
+    return model;
+  }
+
+  /** All models (or the one named), sorted by name, with their latest version and aliases. */
+  listModels(only?: string): ModelRecord[] {
+    const where = only === undefined ? '' : 'WHERE m.name = ?';
+    const rows = this.#db.prepare(`SELECT m.name, m.description, m.created_at, MAX(v.version) AS latest, COUNT(v.version) AS n
+      FROM models m LEFT JOIN versions v ON v.model = m.name ${where} GROUP BY m.name ORDER BY m.name`)
+      .all(...(only === undefined ? [] : [only])) as { name: string; description: string; created_at: string; latest: number; n: number }[];
+    const aliases = this.#db.prepare(`SELECT model, alias, version FROM aliases ${only === undefined ? '' : 'WHERE model = ?'} ORDER BY alias`)
+      .all(...(only === undefined ? [] : [only])) as { model: string; alias: string; version: number }[];
+    return rows.map((r) => ({
+      name: r.name,
+      description: r.description,
+      createdAt: r.created_at,
+      latestVersion: r.latest,
+      versionCount: r.n,
+      aliases: Object.fromEntries(aliases.filter((a) => a.model === r.name).map((a) => [a.alias, a.version])),
+    }));
+  }
+
+  getVersion(name: string, version: number): VersionRecord {
+    const row = this.#db.prepare(`${VERSION_SELECT} WHERE v.model = ? AND v.version = ?`).get(name, version) as VersionRow | undefined;
+    if (!row) {
+      this.#requireModel(name);
+      throw versionNotFound(name, String(version));
+    }
+    return toVersion(row);
+  }
+
+  /** Versions of a model, oldest first. */
+  listVersions(name: string): VersionRecord[] {
+    this.#requireModel(name);
+    return (this.#db.prepare(`${VERSION_SELECT} WHERE v.model = ? ORDER BY v.version`).all(name) as VersionRow[]).map(toVersion);
+  }
+
+  /** The version a reference names: a version number ("3"), an alias ("champion") or "latest". */
+  resolve(name: string, versionOrAlias: string): VersionRecord {
+    this.#requireModel(name);
+    if (/^[0-9]+$/.test(versionOrAlias)) return this.getVersion(name, Number(versionOrAlias));
+    if (versionOrAlias === LATEST) return this.getVersion(name, this.getModel(name).latestVersion);
+    const row = this.#db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, versionOrAlias) as
+      { version: number } | undefined;
+    if (!row) throw aliasNotFound(name, versionOrAlias);
+    return this.getVersion(name, row.version);
+  }
+
+  /** The version's record and its artifact bytes, re-hashed: ARTIFACT_TAMPERED / ARTIFACT_MISSING are thrown and counted. */
+  load(name: string, version: number): { record: VersionRecord; bytes: Buffer } {
+    const record = this.getVersion(name, version);
+    return { record, bytes: this.artifacts.read(record.sha256) };
+  }
+
+  /** Points the alias at the version, recording the move (no record when it already points there). */
+  setAlias(name: string, alias: string, version: number, options: ChangeOptions = {}): AliasEvent {
+    if (!ALIAS_NAME.test(alias) || alias === LATEST) {
+      throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
+    }
+    return this.#write(() => {
+      this.getVersion(name, version);
+      const current = this.#aliasVersion(name, alias);
+      const event = this.#aliasEvent(name, alias, current, version, options);
+      if (current === version) return event;
+      this.#db.prepare(`INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at`)
+        .run(name, alias, version, event.at);
+      return this.#recordAlias(event);
+    });
+  }
+
+  deleteAlias(name: string, alias: string, options: ChangeOptions = {}): AliasEvent {
+    return this.#write(() => {
+      this.#requireModel(name);
+      const current = this.#aliasVersion(name, alias);
+      if (current === null) throw aliasNotFound(name, alias);
+      this.#db.prepare('DELETE FROM aliases WHERE model = ? AND alias = ?').run(name, alias);
+      return this.#recordAlias(this.#aliasEvent(name, alias, current, null, options));
+    });
+  }
+
+  /** Alias moves of a model (or of one alias), oldest first. */
+  aliasHistory(name: string, alias?: string): AliasEvent[] {
+    this.#requireModel(name);
+    const rows = this.#db.prepare(`SELECT * FROM alias_history WHERE model = ? ${alias === undefined ? '' : 'AND alias = ?'} ORDER BY id`)
+      .all(...(alias === undefined ? [name] : [name, alias])) as
+      { model: string; alias: string; from_version: number | null; to_version: number | null; at: string; reason: string; actor: string }[];
+    return rows.map((r) => ({ model: r.model, alias: r.alias, from: r.from_version, to: r.to_version, at: r.at, reason: r.reason, actor: r.actor }));
+  }
+
+  /** Merges metrics and tags into the version's, replaces its reference; returns the updated record. */
+  updateVersion(name: string, version: number, update: VersionUpdate): VersionRecord {
+    return this.#write(() => {
+      const current = this.getVersion(name, version);
+      const merge = <T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined) => {
+        const out: Record<string, T> = { ...base };
+        for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
+        return out;
+      };
+      const reference = 'reference' in update ? update.reference ?? null : current.reference;
+      this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ? WHERE model = ? AND version = ?').run(
+        JSON.stringify(merge(current.metrics, update.metrics)), JSON.stringify(merge(current.tags, update.tags)),
+        reference === null ? null : JSON.stringify(reference), name, version,
+      );
+      return this.getVersion(name, version);
+    });
+  }
+
+  /** Replaces the model's deployment state and appends the change to its history. */
+  saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string }): DeploymentRecord<S> {
+    const json = JSON.stringify(state);
+    if (json === undefined) throw badRequest('a deployment state must be JSON');
+    return this.#write(() => {
+      this.#requireModel(name);
+      const at = this.#stamp();
+      const before = this.#db.prepare('SELECT state FROM deployments WHERE model = ?').get(name) as { state: string } | undefined;
+      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at) VALUES (?, ?, ?)
+        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`).run(name, json, at);
+      this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(name, at, options.action, before?.state ?? null, json, options.reason ?? '');
+      return { model: name, state: JSON.parse(json) as S, updatedAt: at };
+    });
+  }
+
+  /** The model's deployment, or undefined when it has none. */
+  getDeployment<S = unknown>(name: string): DeploymentRecord<S> | undefined {
+    this.#requireModel(name);
+    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ?').get(name) as DeploymentRow | undefined;
+    return row && toDeployment<S>(row);
+  }
+
+  listDeployments<S = unknown>(): DeploymentRecord<S>[] {
+    return (this.#db.prepare('SELECT * FROM deployments ORDER BY model').all() as DeploymentRow[]).map((r) => toDeployment<S>(r));
+  }
+
+  /** Deployment changes of a model, oldest first. */
+  deploymentHistory<S = unknown>(name: string): DeploymentEvent<S>[] {
+    this.#requireModel(name);
+    const rows = this.#db.prepare('SELECT * FROM deployment_history WHERE model = ? ORDER BY id').all(name) as
+      { model: string; at: string; action: string; from_state: string | null; to_state: string; reason: string }[];
+    return rows.map((r) => ({
+      model: r.model, at: r.at, action: r.action, reason: r.reason,
+      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S,
+    }));
+  }
+
+  counters(): RegistryCounters {
+    const c = this.artifacts.counters();
+    return { tamperedRefusals: c.tampered, missingRefusals: c.missing };
+  }
+
+  #write<T>(fn: () => T): T {
+    // IMMEDIATE takes the write lock up front, so a read-then-write never fails on a concurrent writer.
+    return this.#db.transaction(fn).immediate();
+  }
+
+  #stamp(): string {
+    return this.#now().toISOString();
+  }
+
+  #requireModel(name: string): void {
+    if (!this.#db.prepare('SELECT 1 FROM models WHERE name = ?').get(name)) throw modelNotFound(name);
+  }
+
+  #aliasVersion(name: string, alias: string): number | null {
+    const row = this.#db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+    return row?.version ?? null;
+  }
+
+  #aliasEvent(model: string, alias: string, from: number | null, to: number | null, options: ChangeOptions): AliasEvent {
+    return { model, alias, from, to, at: this.#stamp(), reason: options.reason ?? '', actor: options.actor ?? '' };
+  }
+
+  #recordAlias(e: AliasEvent): AliasEvent {
+    this.#db.prepare('INSERT INTO alias_history (model, alias, from_version, to_version, at, reason, actor) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(e.model, e.alias, e.from, e.to, e.at, e.reason, e.actor);
+    return e;
+  }
+}
+
+interface DeploymentRow { model: string; state: string; updated_at: string }
+
+const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at });
+
+function toVersion(r: VersionRow): VersionRecord {
+  return {
+    model: r.model,
+    version: r.version,
+    sha256: r.sha256,
+    size: r.size,
+    createdAt: r.created_at,
+    signature: JSON.parse(r.signature) as Signature,
+    metrics: JSON.parse(r.metrics) as Record<string, number>,
+    tags: JSON.parse(r.tags) as Record<string, string>,
+    lineage: JSON.parse(r.lineage) as Lineage,
+    config: JSON.parse(r.config) as JsonObject,
+    reference: r.reference === null ? null : (JSON.parse(r.reference) as unknown),
+    aliases: r.aliases ? r.aliases.split(',').sort() : [], // alias names never contain ','
+  };
+}
