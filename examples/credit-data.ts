@@ -115,7 +115,7 @@ const roundTo = (x: number, step: number): number => Math.round(x / step) * step
 const roundDecimals = (x: number, digits: number): number => Number(x.toFixed(digits));
 
 /** Traits that stay the same for a customer across applications (drawn from seed and customer index). */
-interface CustomerTraits {
+export interface CustomerTraits {
   ageAtStart: number;
   employmentShare: number;
   historyShare: number;
@@ -127,7 +127,7 @@ interface CustomerTraits {
   risk: number;
 }
 
-function customerTraits(seed: number, index: number): CustomerTraits {
+export function customerTraits(seed: number, index: number): CustomerTraits {
   const rng = new Random(Math.imul(seed ^ 0x5bd1e995, 0x27d4eb2d) ^ (index + 1));
   return {
     ageAtStart: clip(41 + 12 * rng.normal(), 18, 78),
@@ -228,6 +228,55 @@ export function generateCreditData(options: CreditDataOptions): CreditApplicatio
   }
   // Stable sort: applications arrive in date order, as a real application log would.
   return rows.sort((a, b) => (a.application_date < b.application_date ? -1 : a.application_date > b.application_date ? 1 : 0));
+}
+
+/** A customer's offline (batch) features as of a date: what a nightly job would materialize. */
+export interface CustomerSnapshot {
+  customer_id: string;
+  as_of: string;
+  age: number;
+  income: number;
+  employment_years: number;
+  credit_history_months: number;
+  existing_loans: number;
+  /** Monthly payments on existing loans (the new loan's instalment is added at request time). */
+  existing_monthly_debt: number;
+  late_payments_90d: number;
+}
+
+export const SNAPSHOT_COLUMNS = [
+  'customer_id', 'as_of', 'age', 'income', 'employment_years', 'credit_history_months', 'existing_loans',
+  'existing_monthly_debt', 'late_payments_90d',
+] as const;
+
+/**
+ * The snapshot of every customer (`C00000`..`C09999`) as of `asOf`, computed from the same traits
+ * as the applications, so features served from it match what the demo model was trained on.
+ */
+export function generateCustomerSnapshots(seed: number, asOf = '2025-12-31', start = '2024-01-01'): CustomerSnapshot[] {
+  const asOfMs = parseIsoDate(asOf, 'asOf');
+  const years = (asOfMs - parseIsoDate(start, 'start')) / MS_PER_DAY / 365.25;
+  const out: CustomerSnapshot[] = [];
+  for (let i = 0; i < CUSTOMER_COUNT; i++) {
+    const c = customerTraits(seed, i);
+    const rng = new Random(Math.imul(seed ^ 0x1b873593, 0x68e31da4) ^ (i + 1));
+    const age = clip(Math.floor(c.ageAtStart + years), 18, 80);
+    const employmentYears = clip(roundDecimals((age - 18) * c.employmentShare, 1), 0, 40);
+    const creditHistoryMonths = clip(Math.round((age - 18) * 12 * c.historyShare), 0, 480);
+    const logIncome = Math.log(34_000) + 0.45 * c.incomeZ + 0.012 * Math.min(employmentYears, 25) + 0.006 * (age - 18);
+    out.push({
+      customer_id: `C${String(i).padStart(5, '0')}`,
+      as_of: asOf,
+      age,
+      income: clip(roundTo(Math.exp(logIncome), 100), 12_000, 250_000),
+      employment_years: employmentYears,
+      credit_history_months: creditHistoryMonths,
+      existing_loans: c.baseLoans,
+      existing_monthly_debt: roundDecimals(c.baseLoans * c.paymentPerLoan, 2),
+      late_payments_90d: clip(rng.poisson(0.2 * Math.exp(0.8 * c.risk)), 0, 6),
+    });
+  }
+  return out;
 }
 
 /** The feature values of a row, in CREDIT_FEATURES order. */

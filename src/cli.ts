@@ -1,6 +1,7 @@
 // The `scoreline` command. Each subcommand parses and validates its own flags, prints --help, and
 // reports bad usage on stderr with exit code 2 (runtime failures exit 1).
 
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from './config.js';
 import { isScorelineError } from './errors.js';
@@ -46,6 +47,20 @@ function intFlag(value: string | undefined, flag: string): number | undefined {
   return Number(value);
 }
 
+/** Paths inside a config file are relative to the file; flags stay relative to the working directory. */
+function anchorPaths(raw: unknown, dir: string): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const c = { ...(raw as Record<string, unknown>) };
+  const fix = (v: unknown) => (typeof v === 'string' && !isAbsolute(v) ? join(dir, v) : v);
+  if ('modelRepository' in c) c.modelRepository = fix(c.modelRepository);
+  if ('dataDir' in c) c.dataDir = fix(c.dataDir);
+  const f = c.features;
+  if (f !== null && typeof f === 'object' && !Array.isArray(f) && 'definitions' in f) {
+    c.features = { ...(f as Record<string, unknown>), definitions: fix((f as Record<string, unknown>).definitions) };
+  }
+  return c;
+}
+
 export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
@@ -58,7 +73,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   });
   if (values.help) return null;
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  const file = values.config !== undefined ? loadConfigFile(values.config as string) : {};
+  const file = values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
   const source = values.config !== undefined ? String(values.config) : 'config';
   const flags: DeepPartial<ServerConfig> = {};
   if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
-import { Ajv, type ErrorObject, type JSONSchemaType } from 'ajv';
+import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
 
@@ -40,6 +40,18 @@ export interface ServerConfig {
     idleTimeoutSeconds: number;
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  features: FeaturesConfig;
+}
+
+export interface FeaturesConfig {
+  /** Feature definitions (YAML); null turns entity scoring off. Relative paths: to the config file. */
+  definitions: string | null;
+  /** The shared online store; null keeps features in process (one replica, no Redis needed). */
+  redis: { url: string; keyPrefix: string; timeoutMs: number } | null;
+  /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
+  loadSources: boolean;
+  /** The native L1 cache in front of the store. */
+  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number };
 }
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -71,6 +83,12 @@ export function defaultConfig(): ServerConfig {
       idleTimeoutSeconds: 120,
     },
     log: { level: 'info' },
+    features: {
+      definitions: null,
+      redis: null,
+      loadSources: true,
+      cache: { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024, ttlSeconds: 30, negativeTtlSeconds: 5 },
+    },
   };
 }
 
@@ -129,6 +147,34 @@ const configSchema = {
       additionalProperties: false,
       properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] } },
     },
+    features: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        definitions: { type: ['string', 'null'], minLength: 1 },
+        redis: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          required: ['url'],
+          properties: {
+            url: { type: 'string', pattern: '^rediss?://' },
+            keyPrefix: { type: 'string', maxLength: 64 },
+            timeoutMs: int(1, 60_000),
+          },
+        },
+        loadSources: { type: 'boolean' },
+        cache: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            maxEntries: int(64, 1_000_000_000),
+            maxBytes: int(65536, 1024 * 1024 * 1024 * 1024),
+            ttlSeconds: int(0, 86_400 * 365),
+            negativeTtlSeconds: int(0, 86_400),
+          },
+        },
+      },
+    },
   },
 } as const;
 
@@ -141,24 +187,41 @@ export interface ModelConfig {
   /** Label column of the reference CSV. */
   label?: string;
   batching?: Partial<BatchingConfig>;
+  /**
+   * Where each column's value comes from when scoring an entity: a feature (`name` or
+   * `name@version`) or a request field (`request.<field>`). Columns not listed use the feature of
+   * the same name.
+   */
+  bindings?: Record<string, string>;
+  task?: 'classification' | 'regression';
+  /** Decision threshold on the score (classification). */
+  threshold?: number;
+  /** Which output is the score: default the output `probabilities` if present, else the only output; last column. */
+  score?: { output: string; index?: number };
 }
 
-const modelConfigSchema: JSONSchemaType<ModelConfig> = {
+const modelConfigSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    features: {
-      type: 'array',
-      nullable: true,
-      minItems: 1,
-      uniqueItems: true,
-      items: { type: 'string', minLength: 1 },
+    features: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1 } },
+    reference: { type: 'string', minLength: 1 },
+    label: { type: 'string', minLength: 1 },
+    batching: batchingSchema,
+    bindings: {
+      type: 'object',
+      additionalProperties: { type: 'string', pattern: '^(request\\.[A-Za-z_][A-Za-z0-9_]*|[a-z_][a-z0-9_]*(@[1-9][0-9]*)?)$' },
     },
-    reference: { type: 'string', nullable: true, minLength: 1 },
-    label: { type: 'string', nullable: true, minLength: 1 },
-    batching: { ...batchingSchema, nullable: true, required: [] } as never,
+    task: { enum: ['classification', 'regression'] },
+    threshold: { type: 'number' },
+    score: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['output'],
+      properties: { output: { type: 'string', minLength: 1 }, index: { type: 'integer', minimum: 0 } },
+    },
   },
-};
+} as const;
 
 const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
 const validateServer = ajv.compile(configSchema);
@@ -218,7 +281,7 @@ export function loadConfigFile(path: string): unknown {
 export function parseModelConfig(text: string, source: string): ModelConfig {
   const value = parseConfigText(text, source) ?? {};
   if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors)}`);
-  return value;
+  return value as ModelConfig;
 }
 
 export { merge as mergeConfig };
