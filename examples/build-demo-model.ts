@@ -50,7 +50,13 @@ export function demoModelYaml(): string {
     `features: [${CREDIT_FEATURES.join(', ')}]`,
     'reference: reference.csv',
     'label: default',
+    'task: classification',
+    'threshold: 0.5',
+    'score: { output: probabilities, index: 1 }',
     'batching: { maxBatchSize: 64, maxQueueDelayMicros: 200 }',
+    '# Entity scoring (POST /v1/score): the loan terms come with the request, every other column',
+    '# is the feature of the same name in examples/features/features.yaml.',
+    'bindings: { duration_months: request.duration_months, amount: request.amount }',
     '',
   ].join('\n');
 }

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'ROUTE_NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
   | 'SIGNATURE_MISMATCH'
+  | 'FEATURE_UNAVAILABLE'
+  | 'STORE_UNAVAILABLE'
   | 'QUEUE_FULL'
   | 'NOT_READY'
   | 'DEADLINE_EXCEEDED'
@@ -39,6 +41,8 @@ const STATUS: Record<ErrorCode, number> = {
   ROUTE_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   SIGNATURE_MISMATCH: 422,
+  FEATURE_UNAVAILABLE: 422,
+  STORE_UNAVAILABLE: 503,
   QUEUE_FULL: 429,
   NOT_READY: 503,
   DEADLINE_EXCEEDED: 504,
@@ -91,6 +95,8 @@ export const routeNotFound = (method: string, url: string) =>
 export const methodNotAllowed = (method: string, url: string) =>
   new ScorelineError('METHOD_NOT_ALLOWED', `${method.toUpperCase()} is not allowed on ${url}`);
 export const signatureMismatch = (message: string) => new ScorelineError('SIGNATURE_MISMATCH', message);
+export const featureUnavailable = (message: string) => new ScorelineError('FEATURE_UNAVAILABLE', message);
+export const storeUnavailable = (message: string) => new ScorelineError('STORE_UNAVAILABLE', message, 1);
 export const queueFull = (model: string, version: string, limit: number) =>
   new ScorelineError(
     'QUEUE_FULL',

@@ -41,6 +41,8 @@ export class LoadedModel {
   readonly oipPrefix: string;
   /** `{"name":...,"datatype":...,"shape":[` per output, in output order. */
   readonly outputHeads: readonly string[];
+  /** The output holding the score and its column (null: the last column), per model.yaml `score`. */
+  readonly scoreOutput: { readonly output: number; readonly column: number | null };
   state: ModelState = 'loading';
   /** Where its batches run, decided at load. */
   placement: 'pool' | 'inline' = 'pool';
@@ -71,6 +73,7 @@ export class LoadedModel {
     this.features = src.config.features ? featureColumns(src.config.features, metadata.inputs, where) : null;
     this.oipPrefix = `{"model_name":${JSON.stringify(this.name)},"model_version":${JSON.stringify(this.version)}`;
     this.outputHeads = metadata.outputs.map((t) => `{"name":${JSON.stringify(t.name)},"datatype":"${t.datatype}","shape":[`);
+    this.scoreOutput = scoreOutputOf(src.config, metadata.outputs, where);
   }
 
   get inputs(): readonly TensorSpec[] {
@@ -101,4 +104,17 @@ function featureColumns(names: readonly string[], inputs: readonly TensorSpec[],
     throw modelInvalid(`${where}: model.yaml lists ${names.length} features but input '${input.name}' has ${width} columns`);
   }
   return { names, index: new Map(names.map((n, i) => [n, i])) };
+}
+
+/** model.yaml `score`, else the output named `probabilities`, else the first floating-point output; last column. */
+function scoreOutputOf(config: ModelConfig, outputs: readonly TensorSpec[], where: string): { output: number; column: number | null } {
+  if (config.score) {
+    const i = outputs.findIndex((o) => o.name === config.score!.output);
+    if (i < 0) throw modelInvalid(`${where}: model.yaml score.output '${config.score.output}' is not an output (${outputs.map((o) => o.name).join(', ')})`);
+    return { output: i, column: config.score.index ?? null };
+  }
+  const named = outputs.findIndex((o) => o.name === 'probabilities');
+  if (named >= 0) return { output: named, column: null };
+  const float = outputs.findIndex((o) => o.datatype === 'FP32' || o.datatype === 'FP64');
+  return { output: float >= 0 ? float : 0, column: null };
 }

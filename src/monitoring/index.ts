@@ -5,12 +5,13 @@
 import client from 'prom-client';
 import type { BatchObserver, PendingRequest } from '../inference/index.js';
 import { LatencyRecorder, RateCounter } from './latency.js';
-import { CounterFamily, HistogramFamily, type CounterCell, type HistogramCell } from './prometheus.js';
+import { CallbackFamily, CounterFamily, HistogramFamily, type CounterCell, type HistogramCell } from './prometheus.js';
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
 
-export type Route = 'infer' | 'predict' | 'stream';
-const ROUTES: readonly Route[] = ['infer', 'predict', 'stream'];
+export type Route = 'infer' | 'predict' | 'stream' | 'score';
+const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score'];
+const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3 };
 const CLASSES = ['2xx', '4xx', '5xx'] as const;
 
 /** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
@@ -62,7 +63,7 @@ export class VersionMonitor implements BatchObserver {
 
   /** One answered request: status and wall time from arrival to response, in milliseconds. */
   request(route: Route, status: number, ms: number): void {
-    const r = route === 'infer' ? 0 : route === 'predict' ? 1 : 2;
+    const r = ROUTE_INDEX[route];
     this.requestChildren[r]![statusClass(status)]!.inc();
     this.durationChildren[r]!.observe(ms / 1000);
     if (status < 400) this.latency.recordMicros(ms * 1000);
@@ -157,6 +158,19 @@ export class Monitor {
     this.unresolved.cell({ route, status: CLASSES[statusClass(status)]! }).inc();
   }
 
+  /** A counter or gauge read from its source at scrape time (e.g. the native cache's statistics). */
+  callback(name: string, help: string, type: 'counter' | 'gauge', read: () => readonly { labels: Record<string, string>; value: number }[]): void {
+    new CallbackFamily(this.registry, name, help, type, read);
+  }
+
+  /** Metrics of feature serving, recorded by the feature server through this observer. */
+  featureObserver(): FeatureMetricsObserver {
+    if (this.features === null) this.features = new FeatureMetricsObserver(this.registry);
+    return this.features;
+  }
+
+  private features: FeatureMetricsObserver | null = null;
+
   /** A gauge whose value is read at scrape time. */
   gauge(name: string, help: string, labelNames: string[], collect: (set: (labels: Record<string, string>, v: number) => void) => void): void {
     new client.Gauge({
@@ -177,5 +191,66 @@ export class Monitor {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+const FRESHNESS_BUCKETS = [1, 10, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400];
+
+/** Fallbacks, freshness, L1 lookups and store round trips of feature serving. */
+export class FeatureMetricsObserver {
+  private readonly fallbacks: CounterFamily;
+  private readonly freshnessFamily: HistogramFamily;
+  private readonly lookups: CounterFamily;
+  private readonly roundTrips: HistogramFamily;
+  private readonly failures: CounterCell;
+  private readonly hitCell: CounterCell;
+  private readonly missCell: CounterCell;
+  private readonly fresh = new Map<string, HistogramCell>();
+  private readonly fallbackCells = new Map<string, CounterCell>();
+  private readonly rttOk: HistogramCell;
+  private readonly rttFailed: HistogramCell;
+
+  constructor(registry: client.Registry) {
+    this.fallbacks = new CounterFamily(registry, 'scoreline_feature_fallbacks_total', 'Feature values served by a fallback, by feature and fallback kind.', ['feature', 'kind']);
+    this.freshnessFamily = new HistogramFamily(
+      registry,
+      'scoreline_feature_freshness_seconds',
+      'Age of stored feature values (now minus their event time) when served, in seconds.',
+      ['feature'],
+      FRESHNESS_BUCKETS,
+    );
+    this.lookups = new CounterFamily(registry, 'scoreline_feature_lookups_total', 'Stored feature groups looked up in the L1 cache per request, by result.', ['result']);
+    this.hitCell = this.lookups.cell({ result: 'hit' });
+    this.missCell = this.lookups.cell({ result: 'miss' });
+    this.roundTrips = new HistogramFamily(registry, 'scoreline_feature_store_roundtrip_seconds', 'Round trips to the online store (one pipeline per request), in seconds.', ['result'], LATENCY_BUCKETS);
+    this.rttOk = this.roundTrips.cell({ result: 'ok' });
+    this.rttFailed = this.roundTrips.cell({ result: 'error' });
+    this.failures = new CounterFamily(registry, 'scoreline_feature_store_failures_total', 'Requests that could not reach the online store and were served from cache and fallbacks.', []).cell({});
+  }
+
+  cacheLookup(hits: number, misses: number): void {
+    this.hitCell.inc(hits);
+    this.missCell.inc(misses);
+  }
+
+  fallback(ref: string, kind: string): void {
+    const key = `${ref}\u0000${kind}`;
+    let c = this.fallbackCells.get(key);
+    if (c === undefined) this.fallbackCells.set(key, (c = this.fallbacks.cell({ feature: ref, kind })));
+    c.inc();
+  }
+
+  freshness(ref: string, ageSeconds: number): void {
+    let h = this.fresh.get(ref);
+    if (h === undefined) this.fresh.set(ref, (h = this.freshnessFamily.cell({ feature: ref })));
+    h.observe(ageSeconds);
+  }
+
+  storeFailure(): void {
+    this.failures.inc();
+  }
+
+  storeRoundTrip(seconds: number, ok: boolean): void {
+    (ok ? this.rttOk : this.rttFailed).observe(seconds);
   }
 }

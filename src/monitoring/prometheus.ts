@@ -124,3 +124,22 @@ export class HistogramFamily extends Family<HistogramCell> {
     return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' };
   }
 }
+
+/** A counter or gauge whose samples are read from their source at scrape time. */
+export class CallbackFamily {
+  constructor(
+    registry: client.Registry,
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge',
+    private readonly read: () => readonly { labels: Labels; value: number }[],
+  ) {
+    registry.registerMetric(this as unknown as client.Metric);
+  }
+
+  get(): Exposed {
+    return { name: this.name, help: this.help, type: this.type, values: this.read().map((s) => ({ value: s.value, labels: s.labels })), aggregator: 'sum' };
+  }
+
+  reset(): void {}
+}

@@ -2,6 +2,7 @@
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
+import type { FeatureService } from '../features/index.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
 
@@ -10,6 +11,8 @@ export interface ServerContext {
   readonly engine: InferenceEngine;
   readonly monitor: Monitor;
   readonly log: Logger;
+  /** Feature serving, when the config names feature definitions. */
+  readonly features: FeatureService | null;
   /** Set on shutdown: new requests get 503 and their connection is closed. */
   draining: boolean;
 }

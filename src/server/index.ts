@@ -8,11 +8,13 @@ import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor } from '../monitoring/index.js';
+import { createFeatureService, type FeatureService } from '../features/index.js';
 import { scanRepository } from '../registry/repository.js';
 import type { ServerContext } from './context.js';
 import { sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
+import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
@@ -41,20 +43,30 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     batching: config.batching,
     observerFor: (model, version) => monitor.version(model, version),
   });
-  const ctx: ServerContext = { config, engine, monitor, log, draining: false };
-
+  let features: FeatureService | null = null;
+  let ctx: ServerContext;
   try {
-    await loadRepository(ctx);
+    features = await createFeatureService(config.features, monitor.featureObserver());
+    ctx = { config, engine, monitor, log, features, draining: false };
+    if (features !== null) {
+      registerFeatureMetrics(ctx, features);
+      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
+      const h = features.health();
+      if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
+    }
+    for (const m of await loadRepository(ctx)) if (features !== null) bindModel(ctx, features, m);
   } catch (e) {
+    await features?.close();
     await engine.close();
     throw e;
   }
 
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
+  registerScore(app, ctx, features);
   const streams: StreamHandle = registerStream(app, ctx);
   registerObserve(app, ctx, streams);
-  for (const pattern of [...OIP_PATTERNS, '/metrics', '/v1/monitoring/:model']) {
+  for (const pattern of [...OIP_PATTERNS, '/metrics', '/v1/monitoring/:model', '/v1/score/:model', '/v1/events']) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
     });
@@ -82,11 +94,31 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
       await engine.close();
+      await features?.close();
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
 
   return { port: boundPort, host, engine, monitor, close };
+}
+
+function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
+  const cache = features.cache;
+  if (cache !== null) {
+    const stat = (k: 'hits' | 'misses' | 'evictions' | 'expirations') => () => [{ labels: {}, value: cache.stats()[k] }];
+    ctx.monitor.callback('scoreline_feature_cache_hits_total', 'Reads answered by the native L1 feature cache.', 'counter', stat('hits'));
+    ctx.monitor.callback('scoreline_feature_cache_misses_total', 'Reads the native L1 feature cache could not answer.', 'counter', stat('misses'));
+    ctx.monitor.callback('scoreline_feature_cache_evictions_total', 'Entries evicted from the L1 cache to make room.', 'counter', stat('evictions'));
+    ctx.monitor.callback('scoreline_feature_cache_expirations_total', 'L1 cache entries dropped because their TTL passed.', 'counter', stat('expirations'));
+    ctx.monitor.callback('scoreline_feature_cache_entries', 'Entries in the L1 cache.', 'gauge', () => [{ labels: {}, value: cache.stats().entries }]);
+    ctx.monitor.callback('scoreline_feature_cache_hit_ratio', 'L1 hits / (hits + misses) since start.', 'gauge', () => {
+      const s = cache.stats();
+      return [{ labels: {}, value: s.hits + s.misses === 0 ? 0 : s.hits / (s.hits + s.misses) }];
+    });
+  }
+  ctx.monitor.callback('scoreline_feature_store_up', 'Whether the online feature store is reachable (1) or not (0).', 'gauge', () => [
+    { labels: { store: features.store.kind }, value: features.store.available ? 1 : 0 },
+  ]);
 }
 
 async function loadRepository(ctx: ServerContext): Promise<LoadedModel[]> {

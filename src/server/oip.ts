@@ -124,7 +124,9 @@ export function registerOip(app: TemplatedApp, ctx: ServerContext): void {
   app.get('/v2/health/live', (res) => sendJson(res, 200, '{"live":true}'));
   app.get('/v2/health/ready', (res) => {
     const ready = !ctx.draining && ctx.engine.ready();
-    sendJson(res, ready ? 200 : 503, JSON.stringify({ ready }));
+    // A degraded feature store does not make the server unready: it still scores from cache and fallbacks.
+    const h = ctx.features?.health();
+    sendJson(res, ready ? 200 : 503, JSON.stringify(h && h.status !== 'ok' ? { ready, degraded: h.reason } : { ready }));
   });
 
   /** Answers with the named (or highest) version, ready or not, or the precise 404. */

@@ -1,6 +1,7 @@
 // WebSocket /v1/stream: pipelined scoring with JSON frames
 // `{"id", "model", "version"?, "inputs": [OIP inputs], "outputs"?}` answered, as batches complete, by
-// `{"id", "model_version", "outputs"}` or `{"id", "error", "status"}`. Backpressure: answers go out
+// `{"id", "model_version", "outputs"}` or `{"id", "error", "status"}`; and realtime event frames
+// `{"id", "event", "entity", "ts"?, "fields"?}` answered by `{"id", "accepted", "ignored"}`. Backpressure: answers go out
 // while the socket's buffered amount is under maxBackpressureBytes, else wait in a per-connection
 // outbox that drains on `drain`. A connection may have maxInflightPerConnection requests in flight
 // (more get a 429 answer); when its outbox holds that many unread answers the reader is too slow
@@ -12,6 +13,7 @@ import type { VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
 import { decodeOip, type DecodedRequest } from './decode.js';
 import { outputsJson } from './encode.js';
+import { ingestFrame } from './score.js';
 import { errorResponse, isObject } from './http.js';
 import type { TemplatedApp, WebSocket } from './uws.js';
 
@@ -140,7 +142,22 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
           if (typeof id !== 'string' && typeof id !== 'number') throw badRequest('"id" must be a string or a number');
           idJson = JSON.stringify(id);
         }
-        if (typeof frame.model !== 'string') throw badRequest('"model" (a string) is required');
+        if (typeof frame.event === 'string') {
+          // A realtime event frame: stored, then acknowledged with the counts.
+          conn.inflight++;
+          ingestFrame(ctx.features, frame).then(
+            (counts) => {
+              conn.inflight--;
+              deliver(ws, conn, `{"id":${idJson},${counts}}`, limits);
+            },
+            (e) => {
+              conn.inflight--;
+              deliver(ws, conn, errorFrame(idJson, isScorelineError(e) ? e : errorResponse(e, ctx.log)), limits);
+            },
+          );
+          return;
+        }
+        if (typeof frame.model !== 'string') throw badRequest('"model" (a string) is required, or "event" for an event frame');
         const v = frame.version;
         if (v !== undefined && typeof v !== 'string' && typeof v !== 'number') throw badRequest('"version" must be a string or a number');
         if (conn.inflight >= cfg.maxInflightPerConnection) {

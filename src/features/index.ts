@@ -1,0 +1,102 @@
+// Feature serving: definitions (YAML -> compiled registry and plans), the online store (in process
+// or Redis), the native L1 cache, the feature server that resolves a model's features per request,
+// realtime event ingestion and offline materialization. createFeatureService wires them from the
+// server config.
+
+import { configInvalid } from '../errors.js';
+import type { FeaturesConfig } from '../config.js';
+import { loadFeatureDefinitionsFile } from './definitions.js';
+import { parseEvents, streamsByEvent } from './events.js';
+import { NativeCache } from './native-cache.js';
+import type { FeatureRegistry } from './plan.js';
+import { RedisStore } from './redis-store.js';
+import { FeatureServer, type FeatureObserver } from './server.js';
+import { materializeSource, type MaterializeResult } from './sources.js';
+import { MemoryStore, type OnlineStore } from './store.js';
+
+export { FeatureServer, type ModelFeatures, type Resolved, type ValueStatus, type FeatureObserver } from './server.js';
+export { loadFeatureDefinitionsFile, parseFeatureDefinitions, loadFeatureDefinitions } from './definitions.js';
+export { FeatureRegistry } from './plan.js';
+export { MemoryStore, groupKey, type OnlineStore } from './store.js';
+export { RedisStore, StoreUnavailableError } from './redis-store.js';
+export { NativeCache, BatchReadBuffer } from './native-cache.js';
+export { materializeSource, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
+export { parseEvents, streamsByEvent } from './events.js';
+
+export interface FeatureService {
+  readonly registry: FeatureRegistry;
+  readonly store: OnlineStore;
+  readonly server: FeatureServer;
+  readonly cache: NativeCache | null;
+  /** Sources read into the in-process store at start. */
+  readonly loaded: readonly MaterializeResult[];
+  /** Stores realtime events; every event is checked before any is stored. */
+  ingest(body: unknown, now?: number): Promise<{ accepted: number; ignored: number }>;
+  /** 'ok', or why serving is degraded (store unreachable). */
+  health(): { status: 'ok' | 'degraded'; reason?: string };
+  close(): Promise<void>;
+}
+
+export interface ServiceObserver extends FeatureObserver {
+  storeRoundTrip(seconds: number, ok: boolean): void;
+}
+
+export async function createFeatureService(cfg: FeaturesConfig, observer?: ServiceObserver): Promise<FeatureService | null> {
+  if (cfg.definitions === null) return null;
+  const registry = await loadFeatureDefinitionsFile(cfg.definitions);
+  let store: OnlineStore;
+  let cache: NativeCache | null = null;
+  if (cfg.redis !== null) {
+    const redis = new RedisStore({
+      url: cfg.redis.url,
+      keyPrefix: cfg.redis.keyPrefix ?? 'sl:',
+      timeoutMs: cfg.redis.timeoutMs ?? 50,
+      streams: registry.streams,
+      onRoundTrip: observer ? (s, ok) => observer.storeRoundTrip(s, ok) : undefined,
+    });
+    // Starting while Redis is down is allowed: serving is degraded until it connects.
+    await redis.ready(3000).catch(() => undefined);
+    store = redis;
+    cache = new NativeCache();
+    cache.configure({ maxEntries: cfg.cache.maxEntries, maxBytes: cfg.cache.maxBytes });
+  } else {
+    store = new MemoryStore(registry.streams);
+  }
+  const server = new FeatureServer({
+    registry,
+    store,
+    cache,
+    cacheTtlMs: cfg.cache.ttlSeconds * 1000,
+    negativeTtlMs: cfg.cache.negativeTtlSeconds * 1000,
+    observer,
+  });
+  const loaded: MaterializeResult[] = [];
+  if (store.kind === 'memory' && cfg.loadSources) {
+    for (const source of registry.sources.values()) {
+      try {
+        loaded.push(await materializeSource(registry, source, store));
+      } catch (e) {
+        throw configInvalid(`cannot load feature source '${source.name}' from ${source.path}: ${(e as Error).message}`);
+      }
+    }
+  }
+  const streams = streamsByEvent(registry);
+  return {
+    registry,
+    store,
+    server,
+    cache,
+    loaded,
+    async ingest(body, now = Date.now()) {
+      const parsed = parseEvents(registry, streams, body, now);
+      await store.addEvents(parsed.writes, now);
+      return { accepted: parsed.received - parsed.ignored, ignored: parsed.ignored };
+    },
+    health() {
+      return store.available ? { status: 'ok' } : { status: 'degraded', reason: `the online store (${store.kind}) is unreachable: serving from cache and fallbacks` };
+    },
+    async close() {
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,213 @@
+// Offline sources: reading a source file (CSV with a header, or JSONL) row by row in constant
+// memory, turning each row into the stored-group values of the features fed by that source (with
+// the row's event timestamp), and materializing them into an online store in pipelined batches.
+// CSV fields may be quoted ("" escapes a quote); a quoted field cannot span lines.
+
+import { createReadStream, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { FeatureValue } from './codec.js';
+import type { FeatureDef, SourceDef } from './definitions.js';
+import type { FeatureRegistry, StoredGroup } from './plan.js';
+import type { GroupWrite, OnlineStore } from './store.js';
+
+export function splitCsvLine(line: string): string[] {
+  if (!line.includes('"')) return line.split(',');
+  const out: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (line[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') {
+      out.push(field);
+      field = '';
+    } else field += ch;
+  }
+  out.push(field);
+  return out;
+}
+
+/** Rows of a CSV (header line first) or JSONL file as records of raw values, with line numbers. */
+export async function* readRows(
+  path: string,
+  format: 'csv' | 'jsonl',
+): AsyncGenerator<{ line: number; row: Record<string, unknown> | null; error?: string; bytes: number }> {
+  const lines = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  let header: string[] | null = null;
+  let n = 0;
+  let bytes = 0;
+  for await (const raw of lines) {
+    n++;
+    bytes += Buffer.byteLength(raw) + 1;
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.trim() === '') continue;
+    if (format === 'jsonl') {
+      try {
+        const v = JSON.parse(line) as unknown;
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) yield { line: n, row: null, error: 'not a JSON object', bytes };
+        else yield { line: n, row: v as Record<string, unknown>, bytes };
+      } catch (e) {
+        yield { line: n, row: null, error: `invalid JSON: ${(e as Error).message}`, bytes };
+      }
+      continue;
+    }
+    const fields = splitCsvLine(line);
+    if (header === null) {
+      header = fields.map((f) => f.trim());
+      continue;
+    }
+    if (fields.length !== header.length) {
+      yield { line: n, row: null, error: `${fields.length} fields, the header has ${header.length}`, bytes };
+      continue;
+    }
+    const row: Record<string, unknown> = {};
+    for (let i = 0; i < header.length; i++) row[header[i]!] = fields[i];
+    yield { line: n, row, bytes };
+  }
+}
+
+/** Epoch ms from an ISO date/time string or a number of epoch milliseconds. */
+export function parseTimestamp(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
+  if (typeof v !== 'string' || v === '') return null;
+  if (/^\d+$/.test(v)) return Number(v);
+  const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(v) ? `${v}T00:00:00Z` : v);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+function parseValue(def: FeatureDef, raw: unknown): number | boolean | null | undefined {
+  if (raw === undefined) return undefined;
+  if (raw === null || raw === '') return null;
+  if (def.dtype === 'bool') {
+    if (raw === true || raw === 'true' || raw === '1' || raw === 1) return true;
+    if (raw === false || raw === 'false' || raw === '0' || raw === 0) return false;
+    return undefined;
+  }
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? Number(raw) : NaN;
+  if (!Number.isFinite(n)) return undefined;
+  if ((def.dtype === 'int64' || def.dtype === 'int32') && !Number.isInteger(n)) return undefined;
+  return def.dtype === 'float32' ? Math.fround(n) : n;
+}
+
+interface SourceFeeds {
+  readonly group: StoredGroup;
+  readonly features: readonly FeatureDef[];
+}
+
+/** The groups a source writes into, and which of their features come from it. */
+export function feedsOf(registry: FeatureRegistry, source: SourceDef): SourceFeeds[] {
+  const byGroup = new Map<StoredGroup, FeatureDef[]>();
+  for (const f of registry.features) {
+    if (f.source?.name !== source.name) continue;
+    const g = registry.groupOf(f.ref)!.group;
+    byGroup.set(g, [...(byGroup.get(g) ?? []), f]);
+  }
+  return [...byGroup].map(([group, features]) => ({ group, features }));
+}
+
+export interface MaterializeProgress {
+  rows: number;
+  written: number;
+  rejected: number;
+  bytesRead: number;
+  bytesTotal: number;
+}
+
+export interface MaterializeResult extends MaterializeProgress {
+  source: string;
+  seconds: number;
+  /** The first rejected rows with their reasons (at most 100 kept). */
+  rejects: { line: number; reason: string }[];
+}
+
+/**
+ * Writes every row of a source file into the store (batches of `batchRows`, each one pipelined
+ * round trip), keeping each value's event timestamp: the row's timestampColumn, else the file's
+ * modification time. Rows with a bad id, timestamp or value are rejected with their line number.
+ */
+export async function materializeSource(
+  registry: FeatureRegistry,
+  source: SourceDef,
+  store: OnlineStore,
+  opts: { file?: string; batchRows?: number; onProgress?: (p: MaterializeProgress) => void } = {},
+): Promise<MaterializeResult> {
+  const file = opts.file ?? source.path;
+  const format = /\.(jsonl|ndjson)$/i.test(file) ? 'jsonl' : /\.csv$/i.test(file) ? 'csv' : source.format;
+  const bytesTotal = statSync(file).size;
+  const fallbackTs = statSync(file).mtimeMs;
+  const entity = registry.entities.get(source.entity)!;
+  const feeds = feedsOf(registry, source);
+  const batchRows = opts.batchRows ?? 1000;
+  const t0 = performance.now();
+  const progress: MaterializeProgress = { rows: 0, written: 0, rejected: 0, bytesRead: 0, bytesTotal };
+  const rejects: { line: number; reason: string }[] = [];
+  const reject = (line: number, reason: string) => {
+    progress.rejected++;
+    if (rejects.length < 100) rejects.push({ line, reason });
+  };
+  let batch: GroupWrite[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    await store.writeGroups(batch);
+    progress.written += batch.length;
+    batch = [];
+    opts.onProgress?.(progress);
+  };
+  for await (const { line, row, error, bytes } of readRows(file, format)) {
+    progress.rows++;
+    progress.bytesRead = Math.min(bytes, bytesTotal);
+    if (row === null) {
+      reject(line, error!);
+      continue;
+    }
+    let id: string;
+    try {
+      id = registry.entityId(entity.name, row);
+    } catch (e) {
+      reject(line, (e as Error).message);
+      continue;
+    }
+    let ts = fallbackTs;
+    if (source.timestampColumn !== null) {
+      const parsed = parseTimestamp(row[source.timestampColumn]);
+      if (parsed === null) {
+        reject(line, `${source.timestampColumn}: not a timestamp (${JSON.stringify(row[source.timestampColumn])})`);
+        continue;
+      }
+      ts = parsed;
+    }
+    const writes: GroupWrite[] = [];
+    let bad: string | null = null;
+    for (const feed of feeds) {
+      const values: Record<string, FeatureValue> = {};
+      for (const f of feed.features) {
+        const column = f.column ?? f.name;
+        const v = parseValue(f, row[column]);
+        if (v === undefined) {
+          bad = row[column] === undefined ? `column '${column}' is missing` : `${column}: ${JSON.stringify(row[column])} is not a ${f.dtype}`;
+          break;
+        }
+        values[f.name] = { value: v, eventTs: ts };
+      }
+      if (bad !== null) break;
+      writes.push({ group: feed.group, id, values });
+    }
+    if (bad !== null) {
+      reject(line, bad);
+      continue;
+    }
+    batch.push(...writes);
+    if (batch.length >= batchRows) await flush();
+  }
+  await flush();
+  progress.bytesRead = bytesTotal;
+  opts.onProgress?.(progress);
+  return { ...progress, source: source.name, seconds: (performance.now() - t0) / 1000, rejects };
+}

@@ -1,0 +1,189 @@
+// Entity scoring and realtime events:
+//   POST /v1/score/{model}  {"entity": {"customer_id": "C00042"}, "context": {request fields}?,
+//                            "features": {overrides}?, "debug": true?, "id": "..."?}
+//     -> {"request_id", "model", "model_version", "score", "features"? (with "debug")}
+//   POST /v1/events          one event or {"events": [...]}, see features/events.ts
+// Features are resolved (L1 cache -> store -> fallbacks), written straight into the version's open
+// batch as one row, and the score is read from the model's score output.
+
+import { randomUUID } from 'node:crypto';
+import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable, type ScorelineError } from '../errors.js';
+import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
+import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { VersionMonitor } from '../monitoring/index.js';
+import { monitorOf, type ServerContext } from './context.js';
+import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+type Res = HttpResponse & ResponseState;
+
+/** Models set up for entity scoring: their compiled feature bindings. */
+export const modelFeatures = new WeakMap<LoadedModel, ModelFeatures>();
+
+/** Compiles a loaded model's bindings; logs and skips models not meant for entity scoring. */
+export function bindModel(ctx: ServerContext, features: FeatureService, m: LoadedModel): void {
+  const columns = m.config.features;
+  if (!columns) return;
+  const where = `model '${m.name}' version ${m.version}`;
+  const input = m.inputs[0]!;
+  try {
+    if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw signatureMismatch(`${where}: entity scoring needs an FP32 or FP64 input, not ${input.datatype}`);
+    modelFeatures.set(m, features.server.compileModel(columns, m.config.bindings ?? {}, where));
+  } catch (e) {
+    if (m.config.bindings) throw e;
+    ctx.log.info({ model: m.name, version: m.version, reason: (e as Error).message }, 'model is not set up for entity scoring');
+  }
+}
+
+function scoreOf(m: LoadedModel, result: RunResult, rowStart: number): number {
+  const o = result.outputs[m.scoreOutput.output]!;
+  let per = 1;
+  for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
+  const column = m.scoreOutput.column ?? per - 1;
+  return Number(o.data[rowStart * per + Math.min(column, per - 1)]);
+}
+
+class ScoreInference implements PendingRequest {
+  settled = false;
+  readonly rows = 1;
+  constructor(
+    private readonly res: Res,
+    private readonly ctx: ServerContext,
+    private readonly model: LoadedModel,
+    private readonly mon: VersionMonitor,
+    private readonly requestId: string,
+    private readonly debug: Resolved | null,
+    readonly enqueuedAt: number,
+    readonly deadline: number,
+  ) {}
+
+  resolve(result: RunResult, rowStart: number): void {
+    const m = this.model;
+    const score = scoreOf(m, result, rowStart);
+    let body = `{"request_id":${JSON.stringify(this.requestId)},"model":${JSON.stringify(m.name)},"model_version":"${m.version}","score":${Number.isFinite(score) ? score : 'null'}`;
+    if (this.debug !== null) body += `,"entity":${JSON.stringify(this.debug.entityIds)},"features":${JSON.stringify(this.debug.debug())}`;
+    sendJson(this.res, 200, body + '}');
+    this.mon.request('score', 200, performance.now() - this.enqueuedAt);
+  }
+
+  reject(err: ScorelineError): void {
+    this.mon.request('score', sendError(this.res, err, this.ctx.log), performance.now() - this.enqueuedAt);
+  }
+}
+
+function enqueue(ctx: ServerContext, res: Res, m: LoadedModel, resolved: Resolved, requestId: string, debug: boolean, t0: number): void {
+  const batch = m.batcher.reserve(1);
+  const buf = batch.buffers[0]!;
+  const at = batch.rows * m.batcher.rowElements(batch, 0);
+  const row = resolved.row;
+  for (let c = 0; c < row.length; c++) (buf as Float64Array)[at + c] = row[c]!;
+  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), requestId, debug ? resolved : null, t0, t0 + ctx.config.server.requestTimeoutMs);
+  m.batcher.commit(batch, p);
+}
+
+export function registerScore(app: TemplatedApp, ctx: ServerContext, features: FeatureService | null): void {
+  const limits = { maxBytes: ctx.config.server.maxBodyBytes };
+
+  app.post('/v1/score/:model', (res: Res, req: HttpRequest) => {
+    const t0 = performance.now();
+    const name = req.getParameter(0);
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
+    if (ctx.draining) {
+      ctx.monitor.unrouted('score', sendError(res, shuttingDown(), ctx.log, true));
+      return;
+    }
+    try {
+      checkJsonContentType(contentType);
+      if (features === null) throw signatureMismatch('entity scoring is off: the server has no feature definitions (features.definitions)');
+    } catch (e) {
+      ctx.monitor.unrouted('score', sendError(res, e, ctx.log, true));
+      return;
+    }
+    readBody(
+      res,
+      contentLength,
+      limits,
+      (buf) => {
+        let m: LoadedModel | undefined;
+        const fail = (e: unknown) => {
+          const status = sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(e.message) : e, ctx.log);
+          if (m !== undefined) monitorOf(ctx, m).request('score', status, performance.now() - t0);
+          else ctx.monitor.unrouted('score', status);
+        };
+        try {
+          const body = parseJson(buf);
+          if (!isObject(body)) throw badRequest('request body must be a JSON object with an "entity"');
+          if (body.id !== undefined && typeof body.id !== 'string') throw badRequest('"id" must be a string');
+          if (body.debug !== undefined && typeof body.debug !== 'boolean') throw badRequest('"debug" must be true or false');
+          if (body.entity === undefined) throw badRequest('"entity" is required, e.g. {"customer_id": "C00042"}');
+          const model = (m = ctx.engine.resolve(name));
+          const mf = modelFeatures.get(model);
+          if (mf === undefined) throw signatureMismatch(`model '${name}' version ${model.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
+          const requestId = (body.id as string | undefined) ?? randomUUID();
+          const debug = body.debug === true;
+          const resolved = features!.server.resolve(mf, body.entity, body.context, body.features);
+          if (resolved instanceof Promise) {
+            resolved.then((r) => {
+              try {
+                enqueue(ctx, res, model, r, requestId, debug, t0);
+              } catch (e) {
+                fail(e);
+              }
+            }, fail);
+          } else {
+            enqueue(ctx, res, model, resolved, requestId, debug, t0);
+          }
+        } catch (e) {
+          fail(e);
+        }
+      },
+      (err) => ctx.monitor.unrouted('score', sendError(res, err, ctx.log)),
+    );
+  });
+
+  app.post('/v1/events', (res: Res, req: HttpRequest) => {
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
+    try {
+      checkJsonContentType(contentType);
+      if (features === null) throw signatureMismatch('realtime features are off: the server has no feature definitions');
+      if (ctx.draining) throw shuttingDown();
+    } catch (e) {
+      sendError(res, e, ctx.log, true);
+      return;
+    }
+    readBody(
+      res,
+      contentLength,
+      limits,
+      (buf) => {
+        let body: unknown;
+        try {
+          body = parseJson(buf);
+        } catch (e) {
+          sendError(res, e, ctx.log);
+          return;
+        }
+        features!.ingest(body).then(
+          (r) => sendJson(res, 200, JSON.stringify(r)),
+          (e) => sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(`events were not stored: ${e.message}`) : e, ctx.log),
+        );
+      },
+      (err) => sendError(res, err, ctx.log),
+    );
+  });
+}
+
+/** A WebSocket event frame (`{"event": ...}`), answered `{"id", "accepted", "ignored"}`. */
+export async function ingestFrame(features: FeatureService | null, frame: Record<string, unknown>): Promise<string> {
+  if (features === null) throw signatureMismatch('realtime features are off: the server has no feature definitions');
+  try {
+    const r = await features.ingest(frame);
+    return `"accepted":${r.accepted},"ignored":${r.ignored}`;
+  } catch (e) {
+    if (e instanceof StoreUnavailableError) throw storeUnavailable(`events were not stored: ${e.message}`);
+    if (isScorelineError(e)) throw e;
+    throw e;
+  }
+}
