@@ -1,128 +1,15 @@
 // The `scoreline` command. Each subcommand parses and validates its own flags, prints --help, and
 // reports bad usage on stderr with exit code 2 (runtime failures exit 1).
 
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from './config.js';
+import { UsageError, type Command } from './commands/command.js';
+import { features } from './commands/features.js';
+import { serve } from './commands/serve.js';
 import { isScorelineError } from './errors.js';
-import { createLogger } from './logger.js';
 import pkg from './version.js';
 
-class UsageError extends Error {}
+export { serveConfig } from './commands/serve.js';
 
-interface Command {
-  summary: string;
-  usage: string;
-  run(argv: string[]): Promise<number>;
-}
-
-const SERVE_USAGE = `Usage: scoreline serve [options]
-
-Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onnx).
-
-Options:
-  --model-repo DIR   model repository to serve
-  --port N           port to listen on (default 8080; 0 picks a free port)
-  --host HOST        address to bind (default 0.0.0.0)
-  --data-dir DIR     directory for scoreline's state (default ./data)
-  --workers N        inference worker threads; 0 runs inference on the HTTP thread
-  --config FILE      YAML or JSON configuration file (flags override it)
-  --log-level LEVEL  fatal | error | warn | info | debug | trace | silent
-  -h, --help         show this help`;
-
-type Flags = Record<string, string | boolean | undefined>;
-
-function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
-  try {
-    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
-    return { values: r.values as Flags, positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}
-
-function intFlag(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) throw new UsageError(`${flag} must be a non-negative integer, got '${value}'`);
-  return Number(value);
-}
-
-/** Paths inside a config file are relative to the file; flags stay relative to the working directory. */
-function anchorPaths(raw: unknown, dir: string): unknown {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
-  const c = { ...(raw as Record<string, unknown>) };
-  const fix = (v: unknown) => (typeof v === 'string' && !isAbsolute(v) ? join(dir, v) : v);
-  if ('modelRepository' in c) c.modelRepository = fix(c.modelRepository);
-  if ('dataDir' in c) c.dataDir = fix(c.dataDir);
-  const f = c.features;
-  if (f !== null && typeof f === 'object' && !Array.isArray(f) && 'definitions' in f) {
-    c.features = { ...(f as Record<string, unknown>), definitions: fix((f as Record<string, unknown>).definitions) };
-  }
-  return c;
-}
-
-export function serveConfig(argv: string[]): ServerConfig | null {
-  const { values, positionals } = parse(argv, {
-    'model-repo': { type: 'string' },
-    port: { type: 'string' },
-    host: { type: 'string' },
-    'data-dir': { type: 'string' },
-    workers: { type: 'string' },
-    config: { type: 'string' },
-    'log-level': { type: 'string' },
-  });
-  if (values.help) return null;
-  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  const file = values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
-  const source = values.config !== undefined ? String(values.config) : 'config';
-  const flags: DeepPartial<ServerConfig> = {};
-  if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;
-  if (values['data-dir'] !== undefined) flags.dataDir = values['data-dir'] as string;
-  const port = intFlag(values.port as string | undefined, '--port');
-  if (port !== undefined || values.host !== undefined) {
-    flags.server = {};
-    if (port !== undefined) flags.server.port = port;
-    if (values.host !== undefined) flags.server.host = values.host as string;
-  }
-  const workers = intFlag(values.workers as string | undefined, '--workers');
-  if (workers !== undefined) flags.inference = { workers };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] as ServerConfig['log']['level'] };
-  const merged = resolveConfig(mergeConfig(file as object, flags), values.config !== undefined ? source : 'flags');
-  if (merged.modelRepository === null) throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
-  return merged;
-}
-
-const serve: Command = {
-  summary: 'serve models over HTTP and WebSocket',
-  usage: SERVE_USAGE,
-  async run(argv) {
-    const config = serveConfig(argv);
-    if (config === null) {
-      console.log(SERVE_USAGE);
-      return 0;
-    }
-    const log = createLogger(config.log.level);
-    const { startServer } = await import('./server/index.js');
-    const server = await startServer({ config, log });
-    await new Promise<void>((resolve) => {
-      let stopping = false;
-      const stop = (signal: string) => {
-        if (stopping) {
-          log.warn({ signal }, 'second signal: exiting now');
-          process.exit(1);
-        }
-        stopping = true;
-        log.info({ signal }, 'signal received');
-        void server.close().then(() => resolve());
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
-    });
-    return 0;
-  },
-};
-
-const COMMANDS: Record<string, Command> = { serve };
+const COMMANDS: Record<string, Command> = { serve, features };
 
 function mainUsage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);

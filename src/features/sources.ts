@@ -141,7 +141,7 @@ export async function materializeSource(
   const file = opts.file ?? source.path;
   const format = /\.(jsonl|ndjson)$/i.test(file) ? 'jsonl' : /\.csv$/i.test(file) ? 'csv' : source.format;
   const bytesTotal = statSync(file).size;
-  const fallbackTs = statSync(file).mtimeMs;
+  const fallbackTs = Math.round(statSync(file).mtimeMs);
   const entity = registry.entities.get(source.entity)!;
   const feeds = feedsOf(registry, source);
   const batchRows = opts.batchRows ?? 1000;

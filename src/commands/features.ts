@@ -1,0 +1,148 @@
+// `scoreline features validate|apply|materialize`: check feature definitions (and the bindings of
+// a model repository against them), and write offline sources into the shared Redis store.
+
+import { dirname, resolve } from 'node:path';
+import { loadConfigFile, resolveConfig } from '../config.js';
+import { configInvalid } from '../errors.js';
+import { FeatureServer, loadFeatureDefinitionsFile, materializeSource, MemoryStore, RedisStore, type FeatureRegistry } from '../features/index.js';
+import { scanRepository } from '../registry/repository.js';
+import { parse, stringFlag, intFlag, UsageError, type Command } from './command.js';
+import { anchorPaths } from './serve.js';
+import { progressBar } from './progress.js';
+
+const USAGE = `Usage: scoreline features <validate|apply|materialize> [options]
+
+  validate     check the definitions (types, dependencies, cycles, expressions) and, with
+               --model-repo, that every model's input columns bind to known features
+  apply        the same checks; prints the compiled plan of every model (what serve will use)
+  materialize  write an offline source into the Redis online store, keeping event times
+
+Options:
+  --definitions FILE   feature definitions (YAML)
+  --config FILE        take definitions, Redis and the model repository from a server config
+  --model-repo DIR     check the bindings of this model repository
+  --redis URL          redis://host:port for materialize (or features.redis in --config)
+  --from FILE          CSV or JSONL to materialize (default: the source's own path)
+  --source NAME        which source the file is (default: the only source, or the one whose path is --from)
+  --batch N            rows per pipelined write (default 1000)
+  --quiet              no progress output
+  -h, --help           show this help`;
+
+interface Resolved {
+  definitions: string;
+  redis: string | null;
+  modelRepo: string | null;
+}
+
+function settings(values: Record<string, string | boolean | undefined>): Resolved {
+  let definitions = stringFlag(values.definitions) ?? null;
+  let redis = stringFlag(values.redis) ?? null;
+  let modelRepo = stringFlag(values['model-repo']) ?? null;
+  const configPath = stringFlag(values.config);
+  if (configPath !== undefined) {
+    const cfg = resolveConfig(anchorPaths(loadConfigFile(configPath), dirname(resolve(configPath))), configPath);
+    definitions ??= cfg.features.definitions;
+    redis ??= cfg.features.redis?.url ?? null;
+    modelRepo ??= cfg.modelRepository;
+  }
+  if (definitions === null) throw new UsageError('pass --definitions FILE (or --config with features.definitions)');
+  return { definitions, redis, modelRepo };
+}
+
+function checkBindings(registry: FeatureRegistry, modelRepo: string, print: boolean): void {
+  const server = new FeatureServer({ registry, store: new MemoryStore([]), cache: null, cacheTtlMs: 0, negativeTtlMs: 0 });
+  const scan = scanRepository(modelRepo);
+  for (const m of scan.models) {
+    if (!m.config.features) continue;
+    const mf = server.compileModel(m.config.features, m.config.bindings ?? {}, `model '${m.name}'`);
+    if (print) {
+      console.log(`model ${m.name}:`);
+      mf.columnNames.forEach((c, i) => {
+        const col = mf.columns[i]!;
+        console.log(`  ${c.padEnd(28)} <- ${col.kind === 'request' ? `request.${col.field}` : mf.plan.features[col.slot]!.def.ref}`);
+      });
+      const order = mf.plan.features.map((p) => `${p.def.ref} (${p.def.type})`);
+      console.log(`  resolution order: ${order.join(', ')}`);
+    }
+  }
+}
+
+async function validate(values: Record<string, string | boolean | undefined>, print: boolean): Promise<number> {
+  const s = settings(values);
+  const registry = await loadFeatureDefinitionsFile(s.definitions);
+  const byType = new Map<string, number>();
+  for (const f of registry.features) byType.set(f.type, (byType.get(f.type) ?? 0) + 1);
+  console.log(
+    `${s.definitions}: ${registry.features.length} features (${[...byType].map(([t, n]) => `${n} ${t}`).join(', ')}), ` +
+      `${registry.entities.size} entities, ${registry.sources.size} sources, ${registry.groups.length} stored groups, ${registry.streams.length} event series: valid`,
+  );
+  if (s.modelRepo !== null) checkBindings(registry, s.modelRepo, print);
+  return 0;
+}
+
+async function materialize(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const s = settings(values);
+  if (s.redis === null) throw new UsageError('materialize writes to Redis: pass --redis URL (or features.redis.url in --config)');
+  const registry = await loadFeatureDefinitionsFile(s.definitions);
+  const from = stringFlag(values.from);
+  const name = stringFlag(values.source);
+  const sources = [...registry.sources.values()];
+  const source = name !== undefined ? registry.sources.get(name) : sources.length === 1 ? sources[0] : sources.find((x) => from !== undefined && x.path.endsWith(from));
+  if (source === undefined) {
+    throw new UsageError(name !== undefined ? `no source '${name}' (sources: ${sources.map((x) => x.name).join(', ')})` : `which source is it? pass --source (sources: ${sources.map((x) => x.name).join(', ')})`);
+  }
+  const store = new RedisStore({ url: s.redis, streams: registry.streams, timeoutMs: 5000 });
+  try {
+    await store.ready(5000);
+    const bar = progressBar(`materialize ${source.name}`, { quiet: values.quiet === true });
+    const result = await materializeSource(registry, source, store, {
+      ...(from !== undefined ? { file: from } : {}),
+      batchRows: intFlag(values.batch, '--batch') ?? 1000,
+      onProgress: (p) => bar.update(p.bytesRead, p.bytesTotal, `${p.rows.toLocaleString('en-US')} rows`),
+    });
+    bar.done('');
+    console.log(
+      `materialized ${result.written.toLocaleString('en-US')} entity groups from ${result.rows.toLocaleString('en-US')} rows of ${from ?? source.path} ` +
+        `in ${result.seconds.toFixed(2)} s; ${result.rejected} rejected`,
+    );
+    for (const r of result.rejects.slice(0, 20)) console.error(`  line ${r.line}: ${r.reason}`);
+    return result.rejected > 0 ? 1 : 0;
+  } catch (e) {
+    throw configInvalid(`materialize failed: ${(e as Error).message}`);
+  } finally {
+    await store.close();
+  }
+}
+
+export const features: Command = {
+  summary: 'validate feature definitions, materialize offline sources',
+  usage: USAGE,
+  async run(argv) {
+    const [sub, ...rest] = argv;
+    const { values, positionals } = parse(rest, {
+      definitions: { type: 'string' },
+      config: { type: 'string' },
+      'model-repo': { type: 'string' },
+      redis: { type: 'string' },
+      from: { type: 'string' },
+      source: { type: 'string' },
+      batch: { type: 'string' },
+      quiet: { type: 'boolean' },
+    });
+    if (sub === undefined || sub === '--help' || sub === '-h' || values.help) {
+      console.log(USAGE);
+      return sub === undefined ? 2 : 0;
+    }
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    switch (sub) {
+      case 'validate':
+        return validate(values, false);
+      case 'apply':
+        return validate(values, true);
+      case 'materialize':
+        return materialize(values);
+      default:
+        throw new UsageError(`unknown subcommand '${sub}'`);
+    }
+  },
+};
