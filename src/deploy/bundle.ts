@@ -65,6 +65,7 @@ const OWN_FILES = ['Dockerfile', 'README.md', 'SHA256SUMS', 'config.yaml'];
 const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/;
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+const versionList = (versions: readonly number[]): string => `version${versions.length === 1 ? '' : 's'} ${versions.join(', ')}`;
 
 /** Writes the bundle of `model` into `out`; see BundleOptions. */
 export function writeBundle(options: BundleOptions): BundleResult {
@@ -96,8 +97,7 @@ export function writeBundle(options: BundleOptions): BundleResult {
       delete modelConfig.label;
     }
   }
-  const list = numbers.join(', ');
-  const modelYaml = `# model.yaml of '${model}' (versions ${list}), from the scoreline registry\n${YAML.stringify(modelConfig)}`;
+  const modelYaml = `# model.yaml of '${model}' (${versionList(numbers)}), from the scoreline registry\n${YAML.stringify(modelConfig)}`;
   parseModelConfig(modelYaml, `models/${model}/model.yaml`); // the bundle never carries a config the server refuses
   files.set(`models/${model}/model.yaml`, Buffer.from(modelYaml));
   files.set('config.yaml', Buffer.from(serverConfigYaml(options.serverConfig)));
@@ -192,6 +192,8 @@ function sharedConfig(model: string, configs: { version: number; config: JsonObj
 
 /** The reference CSV next to a registered file (DIR/<model>/<version>/model.onnx -> DIR/<model>/<reference>). */
 function findReference(reference: string, sources: readonly (string | undefined)[]): string | null {
+  // Its bundle name is its base name, next to the version folders and model.yaml: it must not take theirs.
+  if (/^[0-9]+$|^model\.(ya?ml|json)$/.test(basename(reference))) return null;
   for (const source of sources) {
     if (source === undefined) continue;
     const path = resolve(dirname(dirname(source)), reference);
@@ -204,6 +206,10 @@ function serverConfigYaml(extra: Record<string, unknown> | undefined): string {
   const own = { modelRepository: 'models', dataDir: '/data' };
   if (extra !== undefined && ('modelRepository' in extra || 'dataDir' in extra)) {
     throw badRequest('the bundle sets modelRepository and dataDir itself; leave them out of its server config');
+  }
+  const features = extra?.features as Record<string, unknown> | undefined;
+  if (features !== null && typeof features === 'object' && typeof features.definitions === 'string') {
+    throw badRequest('feature definitions are files the bundle does not carry; leave features.definitions out of its server config');
   }
   // The partial settings are written, not the resolved defaults: defaults such as the worker count
   // depend on the machine, and must be taken where the bundle runs, not where it was written.
@@ -219,7 +225,7 @@ function serverConfigYaml(extra: Record<string, unknown> | undefined): string {
 function dockerfile(model: string, versions: readonly number[], baseImage: string): string {
   const args = ['serve', '--config', `${BUNDLE_IMAGE_DIR}/config.yaml`, '--model-repo', `${BUNDLE_IMAGE_DIR}/models`];
   return [
-    `# Model bundle written by \`scoreline bundle\`: model '${model}', versions ${versions.join(', ')}.`,
+    `# Model bundle written by \`scoreline bundle\`: model '${model}', ${versionList(versions)}.`,
     '# The base image is built from scoreline\'s own Dockerfile (its ENTRYPOINT runs the scoreline CLI).',
     `FROM ${baseImage}`,
     '# Owned by root and read-only to the server, which only reads its models and config.',
@@ -280,6 +286,7 @@ function readme(model: string, versions: readonly BundledVersion[], baseImage: s
 function prepareFolder(dir: string, force: boolean): void {
   if (!existsSync(dir)) {
     mkdirSync(dir, { recursive: true });
+    chmodSync(dir, 0o755);
     return;
   }
   if (!statSync(dir).isDirectory()) throw conflict(`${dir} exists and is not a folder`);

@@ -1,0 +1,267 @@
+// The Kubernetes manifests of deploy/kubernetes, parsed with the `yaml` package and checked as a
+// cluster would use them: kinds and apiVersions, probes on the OIP health paths, resources, scrape
+// annotations, a non-root read-only pod, a grace period that covers the server's drain, the
+// ConfigMap's config through the real validator and the Deployment's args through the real CLI,
+// selectors that match, and a kustomization that lists exactly the manifests present.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import YAML from 'yaml';
+import { serveConfig } from '../src/cli.js';
+import { resolveConfig } from '../src/config.js';
+import { ROOT } from './e2e/server.js';
+
+type Obj = Record<string, any>;
+
+const DIR = join(ROOT, 'deploy', 'kubernetes');
+const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')).sort();
+
+function load(file: string): Obj[] {
+  const docs = YAML.parseAllDocuments(readFileSync(join(DIR, file), 'utf8'));
+  return (Array.isArray(docs) ? docs : [docs]).map((d) => {
+    assert.deepEqual(d.errors.map((e) => e.message), [], `${file} parses`);
+    return d.toJS() as Obj;
+  }).filter((d) => d !== null);
+}
+
+const docs = new Map(files.map((f) => [f, load(f)]));
+const all: Obj[] = [...docs.entries()].flatMap(([file, ds]) => ds.map((d): Obj => ({ file, ...d })));
+const find = (kind: string, name: string): Obj => {
+  const d = all.find((x) => x.kind === kind && x.metadata?.name === name);
+  assert.ok(d, `${kind}/${name} is defined`);
+  return d;
+};
+
+const deployment = find('Deployment', 'scoreline');
+const pod = deployment.spec.template;
+const container = pod.spec.containers.find((c: Obj) => c.name === 'scoreline') as Obj;
+const configMap = find('ConfigMap', 'scoreline-config');
+const configText = configMap.data['config.yaml'] as string;
+
+/** Kubernetes CPU quantity in cores ("2", "500m"). */
+const cores = (q: string | number): number => (typeof q === 'number' ? q : q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q));
+/** Kubernetes memory quantity in bytes (Ki/Mi/Gi or plain). */
+function bytes(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(q);
+  assert.ok(m, `memory quantity ${q}`);
+  return Number(m[1]) * ({ Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] as 'Ki'] ?? 1);
+}
+const matches = (selector: Obj, labels: Obj) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+test('every manifest parses, with the expected kinds and apiVersions', () => {
+  const seen = all.map((d) => `${d.file}: ${d.apiVersion} ${d.kind}/${d.metadata?.name ?? ''}`).sort();
+  assert.deepEqual(seen, [
+    'kustomization.yaml: kustomize.config.k8s.io/v1beta1 Kustomization/',
+    'redis.yaml: apps/v1 Deployment/scoreline-redis',
+    'redis.yaml: v1 PersistentVolumeClaim/scoreline-redis-data',
+    'redis.yaml: v1 Service/scoreline-redis',
+    'scoreline-configmap.yaml: v1 ConfigMap/scoreline-config',
+    'scoreline-deployment.yaml: apps/v1 Deployment/scoreline',
+    'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-data',
+    'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-models',
+    'scoreline-hpa.yaml: autoscaling/v2 HorizontalPodAutoscaler/scoreline',
+    'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
+    'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
+    'scoreline-service.yaml: v1 Service/scoreline',
+  ].sort());
+  for (const file of files) assert.match(readFileSync(join(DIR, file), 'utf8'), /^# /, `${file} starts with a comment saying what it is`);
+});
+
+test('the kustomization lists exactly the manifests present, not the example secret', () => {
+  const k = docs.get('kustomization.yaml')![0]!;
+  const resources = [...(k.resources as string[])].sort();
+  const manifests = files.filter((f) => f !== 'kustomization.yaml' && !f.includes('.example.'));
+  assert.deepEqual(resources, manifests);
+  assert.equal(new Set(k.resources).size, k.resources.length, 'no resource listed twice');
+  assert.ok(!resources.some((r) => r.includes('example')), 'applying the kustomization never installs the placeholder token');
+});
+
+test('the container serves on port 8080 named http and is probed on the OIP health paths', () => {
+  assert.equal(container.image, 'scoreline:0.1.0');
+  assert.deepEqual(container.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
+  const probe = (p: Obj) => ({ path: p.httpGet.path, port: p.httpGet.port });
+  assert.deepEqual(probe(container.readinessProbe), { path: '/v2/health/ready', port: 'http' });
+  assert.deepEqual(probe(container.livenessProbe), { path: '/v2/health/live', port: 'http' });
+  assert.deepEqual(probe(container.startupProbe), { path: '/v2/health/live', port: 'http' });
+  // Readiness reacts faster than liveness; warm-up gets minutes before liveness may restart the pod.
+  assert.ok(container.readinessProbe.periodSeconds < container.livenessProbe.periodSeconds);
+  assert.ok(container.livenessProbe.failureThreshold >= 3);
+  const startupBudget = container.startupProbe.periodSeconds * container.startupProbe.failureThreshold;
+  assert.ok(startupBudget >= 120, `startup budget ${startupBudget} s`);
+  for (const p of [container.readinessProbe, container.livenessProbe, container.startupProbe]) {
+    assert.ok(p.timeoutSeconds >= 1 && p.timeoutSeconds < p.periodSeconds + 1);
+  }
+});
+
+test('requests and limits for CPU and memory; the config runs cores - 1 workers', () => {
+  const { requests, limits } = container.resources as Obj;
+  for (const r of ['cpu', 'memory']) {
+    assert.ok(requests[r] !== undefined && limits[r] !== undefined, `${r} request and limit`);
+  }
+  assert.ok(cores(limits.cpu) >= cores(requests.cpu));
+  assert.ok(bytes(limits.memory) >= bytes(requests.memory));
+  const config = resolveConfig(YAML.parse(configText));
+  assert.equal(config.inference.workers, cores(limits.cpu) - 1);
+  assert.ok(config.inference.workers * config.inference.intraOpThreads <= cores(limits.cpu));
+  // The declared memory budget covers the V8 heap cap and the native cache.
+  const heap = /--max-old-space-size=(\d+)/.exec(container.env.find((e: Obj) => e.name === 'NODE_OPTIONS').value)!;
+  assert.ok(Number(heap[1]) * 1024 ** 2 + config.features.cache.maxBytes < bytes(limits.memory));
+  assert.match(readFileSync(join(DIR, 'scoreline-deployment.yaml'), 'utf8'), /workers is cores - 1/, 'the numbers are explained');
+});
+
+test('pods carry the Prometheus scrape annotations for the container port and /metrics', () => {
+  assert.deepEqual(pod.metadata.annotations, {
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': '8080',
+    'prometheus.io/path': '/metrics',
+  });
+  assert.equal(Number(pod.metadata.annotations['prometheus.io/port']), container.ports[0].containerPort);
+});
+
+test('the pod runs as the image\'s node user, read-only, without capabilities', () => {
+  const ps = pod.spec.securityContext as Obj;
+  assert.equal(ps.runAsNonRoot, true);
+  assert.equal(ps.runAsUser, 1000);
+  assert.equal(ps.fsGroup, 1000);
+  const cs = container.securityContext as Obj;
+  assert.equal(cs.runAsNonRoot, true);
+  assert.equal(cs.allowPrivilegeEscalation, false);
+  assert.equal(cs.readOnlyRootFilesystem, true);
+  assert.deepEqual(cs.capabilities.drop, ['ALL']);
+  assert.equal(cs.capabilities.add, undefined);
+  const tmp = container.volumeMounts.find((m: Obj) => m.mountPath === '/tmp');
+  assert.ok(tmp, '/tmp is writable');
+  assert.ok(pod.spec.volumes.find((v: Obj) => v.name === tmp.name).emptyDir, '/tmp is an emptyDir');
+  // The only other writable mount is the data volume.
+  const writable = container.volumeMounts.filter((m: Obj) => !m.readOnly).map((m: Obj) => m.mountPath).sort();
+  assert.deepEqual(writable, ['/data', '/tmp']);
+});
+
+test('shutdown: preStop sleep, then the server drains within the grace period; rollouts keep capacity', () => {
+  const config = resolveConfig(YAML.parse(configText));
+  const preStop = container.lifecycle.preStop.exec.command as string[];
+  assert.equal(preStop[0], 'sleep');
+  const sleep = Number(preStop[1]);
+  assert.ok(sleep >= 3, 'endpoints get time to be removed before SIGTERM');
+  assert.equal(config.server.shutdownTimeoutMs, 10_000);
+  assert.ok(pod.spec.terminationGracePeriodSeconds > sleep + config.server.shutdownTimeoutMs / 1000,
+    `grace ${pod.spec.terminationGracePeriodSeconds} s > preStop ${sleep} s + drain ${config.server.shutdownTimeoutMs / 1000} s`);
+  assert.deepEqual(deployment.spec.strategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+  assert.equal(deployment.spec.replicas, undefined, 'the HPA owns the replica count');
+});
+
+test('the ConfigMap\'s config passes the real validator and the Deployment\'s args parse with the real CLI', () => {
+  const raw = YAML.parse(configText) as Obj;
+  const config = resolveConfig(raw, 'scoreline-configmap.yaml');
+  assert.equal(config.features.redis?.url, 'redis://scoreline-redis:6379');
+  assert.equal(config.server.port, 8080);
+  assert.equal(config.log.level, 'info');
+  for (const key of ['server', 'inference', 'batching', 'features', 'log']) assert.ok(key in raw, `${key} is set explicitly`);
+
+  const args = container.args as string[];
+  assert.deepEqual(args, ['serve', '--config', '/etc/scoreline/config.yaml', '--model-repo', '/models', '--data-dir', '/data']);
+  // The config file is where the ConfigMap is mounted.
+  const mount = container.volumeMounts.find((m: Obj) => m.name === 'config');
+  const volume = pod.spec.volumes.find((v: Obj) => v.name === 'config');
+  assert.equal(volume.configMap.name, 'scoreline-config');
+  const item = volume.configMap.items.find((i: Obj) => i.key === 'config.yaml');
+  assert.equal(`${mount.mountPath}/${item.path}`, '/etc/scoreline/config.yaml');
+  assert.equal(mount.readOnly, true);
+
+  const dir = mkdtempSync(join(tmpdir(), 'scoreline-k8s-'));
+  try {
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, configText);
+    const parsed = serveConfig(args.slice(1).map((a) => (a === '/etc/scoreline/config.yaml' ? file : a)));
+    assert.ok(parsed);
+    assert.equal(parsed.modelRepository, '/models');
+    assert.equal(parsed.dataDir, '/data');
+    assert.equal(parsed.server.port, container.ports[0].containerPort);
+    assert.equal(parsed.inference.workers, config.inference.workers);
+    assert.deepEqual(parsed.features.redis, config.features.redis);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('volumes: models on a read-only claim, the registry data on a shared claim, both defined', () => {
+  const volume = (mountPath: string) => {
+    const m = container.volumeMounts.find((x: Obj) => x.mountPath === mountPath);
+    assert.ok(m, `${mountPath} is mounted`);
+    return { mount: m as Obj, volume: pod.spec.volumes.find((v: Obj) => v.name === m.name) as Obj };
+  };
+  const models = volume('/models');
+  assert.equal(models.mount.readOnly, true);
+  assert.deepEqual(models.volume.persistentVolumeClaim, { claimName: 'scoreline-models', readOnly: true });
+  const data = volume('/data');
+  assert.equal(data.volume.persistentVolumeClaim.claimName, 'scoreline-data');
+  for (const claim of ['scoreline-models', 'scoreline-data']) {
+    // N replicas on any nodes share both volumes.
+    assert.deepEqual(find('PersistentVolumeClaim', claim).spec.accessModes, ['ReadWriteMany']);
+  }
+  assert.match(readFileSync(join(DIR, 'scoreline-deployment.yaml'), 'utf8'), /scoreline bundle/, 'the bundle image is named as the alternative');
+});
+
+test('the Service, the autoscaler and the disruption budget point at the scoreline pods', () => {
+  const labels = pod.metadata.labels as Obj;
+  assert.ok(matches(deployment.spec.selector.matchLabels, labels));
+
+  const svc = find('Service', 'scoreline');
+  assert.equal(svc.spec.type, 'ClusterIP');
+  assert.ok(matches(svc.spec.selector, labels));
+  assert.deepEqual(svc.spec.ports, [{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }]);
+
+  const hpa = find('HorizontalPodAutoscaler', 'scoreline');
+  assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: 'scoreline' });
+  assert.equal(hpa.spec.minReplicas, 2);
+  assert.equal(hpa.spec.maxReplicas, 10);
+  assert.deepEqual(hpa.spec.metrics.map((m: Obj) => [m.type, m.resource.name, m.resource.target.type]), [['Resource', 'cpu', 'Utilization']]);
+  const target = hpa.spec.metrics[0].resource.target.averageUtilization;
+  assert.ok(target > 0 && target < 100);
+  assert.ok(hpa.spec.behavior.scaleDown.stabilizationWindowSeconds >= 60, 'scale-down is stabilized');
+  assert.ok(hpa.spec.behavior.scaleUp.stabilizationWindowSeconds < hpa.spec.behavior.scaleDown.stabilizationWindowSeconds);
+
+  const pdb = find('PodDisruptionBudget', 'scoreline');
+  assert.equal(pdb.spec.minAvailable, 1);
+  assert.ok(pdb.spec.minAvailable < hpa.spec.minReplicas, 'a drain can always evict one pod');
+  assert.ok(matches(pdb.spec.selector.matchLabels, labels));
+
+  // Redis pods are never selected as scoreline pods, nor the other way round.
+  const redisPods = find('Deployment', 'scoreline-redis').spec.template.metadata.labels;
+  assert.ok(!matches(svc.spec.selector, redisPods));
+  assert.ok(!matches(find('Service', 'scoreline-redis').spec.selector, labels));
+});
+
+test('the admin token comes from a Secret whose example file is marked as an example', () => {
+  const env = container.env.find((e: Obj) => e.name === 'SCORELINE_ADMIN_TOKEN');
+  assert.ok(env, 'SCORELINE_ADMIN_TOKEN is set');
+  assert.equal(env.value, undefined, 'never inline');
+  const ref = env.valueFrom.secretKeyRef;
+  assert.notEqual(ref.optional, true, 'replicas must not fall back to a token each of their own');
+  const secret = find('Secret', ref.name);
+  assert.equal(secret.file, 'scoreline-secret.example.yaml');
+  assert.ok(ref.key in secret.stringData);
+  assert.match(secret.stringData[ref.key], /REPLACE-ME/);
+  assert.match(readFileSync(join(DIR, secret.file), 'utf8'), /^# EXAMPLE ONLY/);
+});
+
+test('Redis: a single node with an append-only file, reachable at the config\'s URL', () => {
+  const url = new URL(resolveConfig(YAML.parse(configText)).features.redis!.url);
+  const svc = find('Service', url.hostname);
+  assert.equal(svc.spec.ports[0].port, Number(url.port));
+  const redis = find('Deployment', 'scoreline-redis');
+  assert.equal(redis.spec.replicas, 1);
+  assert.equal(redis.spec.strategy.type, 'Recreate');
+  assert.ok(matches(svc.spec.selector, redis.spec.template.metadata.labels));
+  const c = redis.spec.template.spec.containers[0] as Obj;
+  assert.equal(c.ports[0].containerPort, 6379);
+  const args = c.args as string[];
+  assert.equal(args[args.indexOf('--appendonly') + 1], 'yes');
+  assert.ok(c.resources.limits.memory && c.resources.limits.cpu);
+  const dataVolume = redis.spec.template.spec.volumes.find((v: Obj) => v.name === c.volumeMounts[0].name);
+  find('PersistentVolumeClaim', dataVolume.persistentVolumeClaim.claimName);
+  assert.match(readFileSync(join(DIR, 'redis.yaml'), 'utf8'), /Redis Cluster[\s\S]*managed Redis/);
+});
