@@ -1,0 +1,6 @@
+// Batch scoring: a CSV or JSON Lines file scored with one registered model version on its own worker
+// pool, streamed in constant memory, scores and rejected rows written in input order. The face of
+// src/batch; the CLI's `score-batch` command and the batch benchmark use only what is exported here.
+
+export { scoreBatch, DEFAULT_BATCH_ROWS, type ScoreBatchOptions, type BatchSummary, type BatchProgress } from './score-batch.js';
+export { parseModelRef, type ModelRef } from './model.js';
