@@ -41,6 +41,19 @@ export interface ServerConfig {
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   features: FeaturesConfig;
+  deploy: {
+    /** Largest-batch onnxruntime time a version may take to be deployed, in microseconds. */
+    latencyBudgetMicros: number;
+    analysisTickMs: number;
+    analysis: {
+      minRequests: number;
+      maxErrorRateIncrease: number;
+      maxP99Factor: number;
+      p99SlackMs: number;
+      maxScorePsi: number;
+    };
+  };
+  admin: { maxModelBytes: number };
 }
 
 export interface FeaturesConfig {
@@ -83,6 +96,12 @@ export function defaultConfig(): ServerConfig {
       idleTimeoutSeconds: 120,
     },
     log: { level: 'info' },
+    deploy: {
+      latencyBudgetMicros: 100_000,
+      analysisTickMs: 1000,
+      analysis: { minRequests: 50, maxErrorRateIncrease: 0.01, maxP99Factor: 1.5, p99SlackMs: 5, maxScorePsi: 0.25 },
+    },
+    admin: { maxModelBytes: 512 * 1024 * 1024 },
     features: {
       definitions: null,
       redis: null,
@@ -147,6 +166,26 @@ const configSchema = {
       additionalProperties: false,
       properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] } },
     },
+    deploy: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        latencyBudgetMicros: int(1, 3_600_000_000),
+        analysisTickMs: int(10, 3_600_000),
+        analysis: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            minRequests: int(1, 1_000_000_000),
+            maxErrorRateIncrease: { type: 'number', minimum: 0, maximum: 1 },
+            maxP99Factor: { type: 'number', minimum: 1 },
+            p99SlackMs: { type: 'number', minimum: 0 },
+            maxScorePsi: { type: 'number', minimum: 0 },
+          },
+        },
+      },
+    },
+    admin: { type: 'object', additionalProperties: false, properties: { maxModelBytes: int(1024, 64 * 1024 * 1024 * 1024) } },
     features: {
       type: 'object',
       additionalProperties: false,

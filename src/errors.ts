@@ -15,6 +15,9 @@ export type ErrorCode =
   | 'SIGNATURE_MISMATCH'
   | 'FEATURE_UNAVAILABLE'
   | 'STORE_UNAVAILABLE'
+  | 'DEPLOYMENT_INVALID'
+  | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
   | 'QUEUE_FULL'
   | 'NOT_READY'
   | 'DEADLINE_EXCEEDED'
@@ -43,6 +46,9 @@ const STATUS: Record<ErrorCode, number> = {
   SIGNATURE_MISMATCH: 422,
   FEATURE_UNAVAILABLE: 422,
   STORE_UNAVAILABLE: 503,
+  DEPLOYMENT_INVALID: 422,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   QUEUE_FULL: 429,
   NOT_READY: 503,
   DEADLINE_EXCEEDED: 504,
@@ -96,6 +102,8 @@ export const methodNotAllowed = (method: string, url: string) =>
   new ScorelineError('METHOD_NOT_ALLOWED', `${method.toUpperCase()} is not allowed on ${url}`);
 export const signatureMismatch = (message: string) => new ScorelineError('SIGNATURE_MISMATCH', message);
 export const featureUnavailable = (message: string) => new ScorelineError('FEATURE_UNAVAILABLE', message);
+export const unauthorized = () => new ScorelineError('UNAUTHORIZED', 'this endpoint needs an admin bearer token (Authorization: Bearer <token>)');
+export const forbidden = () => new ScorelineError('FORBIDDEN', 'the admin token is not valid');
 export const storeUnavailable = (message: string) => new ScorelineError('STORE_UNAVAILABLE', message, 1);
 export const queueFull = (model: string, version: string, limit: number) =>
   new ScorelineError(

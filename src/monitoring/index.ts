@@ -43,8 +43,8 @@ export class VersionMonitor implements BatchObserver {
   readonly latency = new LatencyRecorder();
   readonly volume = new RateCounter(60);
   readonly errors = new RateCounter(60);
-  private readonly requestChildren: CounterCell[][];
-  private readonly durationChildren: HistogramCell[];
+  /** Per variant label: cells by route x status class, and duration by route. */
+  private readonly variants = new Map<string, { requests: CounterCell[][]; duration: HistogramCell[] }>();
   private readonly queueChild: HistogramCell;
   private readonly computeChild: HistogramCell;
   private readonly batchChild: HistogramCell;
@@ -52,20 +52,35 @@ export class VersionMonitor implements BatchObserver {
   constructor(
     readonly model: string,
     readonly version: string,
-    m: Metrics,
+    private readonly m: Metrics,
   ) {
-    this.requestChildren = ROUTES.map((route) => CLASSES.map((status) => m.requests.cell({ model, version, route, status })));
-    this.durationChildren = ROUTES.map((route) => m.duration.cell({ model, version, route }));
     this.queueChild = m.queue.cell({ model, version });
     this.computeChild = m.compute.cell({ model, version });
     this.batchChild = m.batch.cell({ model, version });
   }
 
-  /** One answered request: status and wall time from arrival to response, in milliseconds. */
-  request(route: Route, status: number, ms: number): void {
+  private cellsOf(variant: string) {
+    let c = this.variants.get(variant);
+    if (c === undefined) {
+      const { model, version } = this;
+      c = {
+        requests: ROUTES.map((route) => CLASSES.map((status) => this.m.requests.cell({ model, version, variant, route, status }))),
+        duration: ROUTES.map((route) => this.m.duration.cell({ model, version, variant, route })),
+      };
+      this.variants.set(variant, c);
+    }
+    return c;
+  }
+
+  /**
+   * One answered request: status and wall time from arrival to response, in milliseconds. The
+   * variant is the deployment's label for the route it took (default, direct, canary, a, ...).
+   */
+  request(route: Route, status: number, ms: number, variant = 'default'): void {
     const r = ROUTE_INDEX[route];
-    this.requestChildren[r]![statusClass(status)]!.inc();
-    this.durationChildren[r]!.observe(ms / 1000);
+    const c = this.cellsOf(variant);
+    c.requests[r]![statusClass(status)]!.inc();
+    c.duration[r]!.observe(ms / 1000);
     if (status < 400) this.latency.recordMicros(ms * 1000);
     const now = Date.now();
     this.volume.add(now);
@@ -111,13 +126,20 @@ export class Monitor {
   constructor(opts: MonitorOptions = {}) {
     const r = this.registry;
     this.metrics = {
-      requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, route and status class.', [
+      requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, deployment variant, route and status class.', [
         'model',
         'version',
+        'variant',
         'route',
         'status',
       ]),
-      duration: new HistogramFamily(r, 'scoreline_request_duration_seconds', 'Time from request arrival to response, in seconds.', ['model', 'version', 'route'], LATENCY_BUCKETS),
+      duration: new HistogramFamily(
+        r,
+        'scoreline_request_duration_seconds',
+        'Time from request arrival to response, in seconds.',
+        ['model', 'version', 'variant', 'route'],
+        LATENCY_BUCKETS,
+      ),
       queue: new HistogramFamily(
         r,
         'scoreline_inference_queue_duration_seconds',

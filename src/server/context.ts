@@ -2,7 +2,9 @@
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
+import type { Agreement, Deployer, Router, Target } from '../deploy/index.js';
 import type { FeatureService } from '../features/index.js';
+import type { ModelRegistry } from '../registry/store.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
 
@@ -13,6 +15,9 @@ export interface ServerContext {
   readonly log: Logger;
   /** Feature serving, when the config names feature definitions. */
   readonly features: FeatureService | null;
+  readonly registry: ModelRegistry;
+  readonly router: Router;
+  readonly deployer: Deployer;
   /** Set on shutdown: new requests get 503 and their connection is closed. */
   draining: boolean;
 }
@@ -27,4 +32,28 @@ export function monitorOf(ctx: ServerContext, model: LoadedModel): VersionMonito
     monitors.set(model, m);
   }
   return m;
+}
+
+/** The version a request goes to: the one in its path, else the deployment's choice. */
+export function targetOf(ctx: ServerContext, name: string, version: string | undefined, sticky: string | undefined): Target {
+  if (version !== undefined) return { model: ctx.engine.resolve(name, version), variant: 'explicit', stats: null, shadow: null };
+  return ctx.router.pick(name, sticky);
+}
+
+/** Joins a primary's score and its shadow's for the agreement statistics, whichever lands first. */
+export class ShadowPair {
+  private primaryScore: number | null = null;
+  private shadowScore: number | null = null;
+  constructor(private readonly agreement: Agreement) {}
+  primary(score: number): void {
+    this.primaryScore = score;
+    if (this.shadowScore !== null) this.agreement.add(score, this.shadowScore);
+  }
+  shadow(score: number): void {
+    this.shadowScore = score;
+    if (this.primaryScore !== null) this.agreement.add(this.primaryScore, score);
+  }
+  failed(): void {
+    this.agreement.shadowErrors++;
+  }
 }

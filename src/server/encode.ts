@@ -77,3 +77,12 @@ export function predictionsJson(model: LoadedModel, result: RunResult, rowStart:
   }
   return s + ']';
 }
+
+/** The score of one row: model.yaml's score output and column (default: the last column). */
+export function scoreOf(m: LoadedModel, result: RunResult, rowStart: number): number {
+  const o = result.outputs[m.scoreOutput.output]!;
+  let per = 1;
+  for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
+  const column = m.scoreOutput.column ?? per - 1;
+  return Number(o.data[rowStart * per + Math.min(column, per - 1)]);
+}

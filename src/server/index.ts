@@ -5,11 +5,15 @@
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
-import { methodNotAllowed, routeNotFound } from '../errors.js';
+import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor } from '../monitoring/index.js';
+import { mkdirSync } from 'node:fs';
+import { Deployer, Router } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
+import { ModelRegistry } from '../registry/store.js';
 import { scanRepository } from '../registry/repository.js';
+import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
 import { sendError } from './http.js';
 import { registerObserve } from './observe.js';
@@ -45,28 +49,54 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   let features: FeatureService | null = null;
   let ctx: ServerContext;
+  mkdirSync(config.dataDir, { recursive: true });
+  const registry = ModelRegistry.open(config.dataDir, {
+    onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
+  });
+  const router = new Router(engine);
+  const pinned = new Map<string, Set<number>>();
+  const deployer = new Deployer({
+    registry,
+    engine,
+    router,
+    log,
+    latencyBudgetMicros: config.deploy.latencyBudgetMicros,
+    policy: config.deploy.analysis,
+    tickMs: config.deploy.analysisTickMs,
+    pinned: (name) => pinned.get(name) ?? NONE,
+    onLoaded: (m) => {
+      if (features !== null) bindModel(ctx, features, m);
+    },
+  });
   try {
     features = await createFeatureService(config.features, monitor.featureObserver());
-    ctx = { config, engine, monitor, log, features, draining: false };
+    ctx = { config, engine, monitor, log, features, registry, router, deployer, draining: false };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
       for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
-    for (const m of await loadRepository(ctx)) if (features !== null) bindModel(ctx, features, m);
+    await loadRepository(ctx, pinned);
+    await deployer.restore();
   } catch (e) {
+    deployer.close();
     await features?.close();
     await engine.close();
+    registry.close();
     throw e;
   }
+  const token = adminToken(config.dataDir);
+  log.info({ source: token.source }, 'admin API token');
+  registerRegistryMetrics(ctx);
 
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
   registerScore(app, ctx, features);
+  registerAdmin(app, ctx, { registry, deployer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
   const streams: StreamHandle = registerStream(app, ctx);
   registerObserve(app, ctx, streams);
-  for (const pattern of [...OIP_PATTERNS, '/metrics', '/v1/monitoring/:model', '/v1/score/:model', '/v1/events']) {
+  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring/:model', '/v1/score/:model', '/v1/events']) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
     });
@@ -93,8 +123,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       // Let the last answers leave before sockets close.
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
+      deployer.close();
       await engine.close();
       await features?.close();
+      registry.close();
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
@@ -121,16 +153,31 @@ function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): v
   ]);
 }
 
-async function loadRepository(ctx: ServerContext): Promise<LoadedModel[]> {
+/**
+ * Imports the model repository into the registry (content-addressed, idempotent across restarts)
+ * and loads every repository version from its verified artifact; those stay loaded for requests
+ * that name a version. A repository entry the registry refuses (not ONNX, a version number taken
+ * by other bytes) stops the start with the reason.
+ */
+async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number>>): Promise<LoadedModel[]> {
   const dir = ctx.config.modelRepository;
   if (dir === null) return [];
   const scan = scanRepository(dir);
   for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
+  const imported = ctx.registry.importRepository(scan);
+  for (const r of imported.imported) ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
+  if (imported.skipped.length > 0) {
+    const reasons = imported.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
+    throw modelInvalid(`the model repository has versions the registry refuses: ${reasons}`);
+  }
   const loaded: LoadedModel[] = [];
   for (const model of scan.models) {
+    const set = pinned.get(model.name) ?? new Set<number>();
+    pinned.set(model.name, set);
     for (const v of model.versions) {
+      set.add(v.version);
       const t0 = performance.now();
-      const m = await ctx.engine.load({ name: model.name, version: v.version, path: v.path, sha256: v.sha256, config: model.config });
+      const m = await ctx.deployer.ensureLoaded(model.name, v.version);
       ctx.log.info(
         {
           model: m.name,
@@ -149,3 +196,15 @@ async function loadRepository(ctx: ServerContext): Promise<LoadedModel[]> {
   }
   return loaded;
 }
+
+function registerRegistryMetrics(ctx: ServerContext): void {
+  ctx.monitor.callback('scoreline_artifact_refusals_total', 'Model artifacts refused on load because their bytes no longer match their sha256, or are missing.', 'counter', () => {
+    const c = ctx.registry.counters();
+    return [
+      { labels: { reason: 'tampered' }, value: c.tamperedRefusals },
+      { labels: { reason: 'missing' }, value: c.missingRefusals },
+    ];
+  });
+}
+
+const NONE: ReadonlySet<number> = new Set();

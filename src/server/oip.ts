@@ -3,11 +3,13 @@
 
 import pkg from '../version.js';
 import { routeNotFound, shuttingDown, type ScorelineError } from '../errors.js';
+import type { Target } from '../deploy/index.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { Route, VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, type ServerContext } from './context.js';
+import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
 import { decodeInstances, decodeOip, type DecodedRequest } from './decode.js';
-import { outputsJson, predictionsJson } from './encode.js';
+import { outputsJson, predictionsJson, scoreOf } from './encode.js';
+import { sendShadow } from './shadow.js';
 import { checkJsonContentType, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -26,6 +28,8 @@ class HttpInference implements PendingRequest {
     private readonly decoded: DecodedRequest,
     readonly enqueuedAt: number,
     readonly deadline: number,
+    private readonly target: Target,
+    private readonly pair: ShadowPair | null,
   ) {}
 
   get rows(): number {
@@ -42,12 +46,21 @@ class HttpInference implements PendingRequest {
       body = m.oipPrefix + (d.id !== undefined ? ',"id":' + JSON.stringify(d.id) : '') + ',"outputs":' + outputsJson(m, result, rowStart, d.rows, d.select) + '}';
     }
     sendJson(this.res, 200, body);
-    this.mon.request(this.route, 200, performance.now() - this.enqueuedAt);
+    const ms = performance.now() - this.enqueuedAt;
+    this.mon.request(this.route, 200, ms, this.target.variant);
+    // Scores are read only for deployments that watch them (canary, shadow).
+    if (this.target.stats !== null || this.pair !== null) {
+      const score = scoreOf(m, result, rowStart);
+      this.target.stats?.record(200, ms, score);
+      this.pair?.primary(score);
+    }
   }
 
   reject(err: ScorelineError): void {
     const status = sendError(this.res, err, this.ctx.log);
-    this.mon.request(this.route, status, performance.now() - this.enqueuedAt);
+    const ms = performance.now() - this.enqueuedAt;
+    this.mon.request(this.route, status, ms, this.target.variant);
+    this.target.stats?.record(status, ms, null);
   }
 }
 
@@ -70,6 +83,9 @@ function inferenceHandler(ctx: ServerContext, route: Route, versioned: boolean) 
     }
     const contentType = req.getHeader('content-type');
     const contentLength = req.getHeader('content-length');
+    // A/B by header: the header has to be read now, before the body arrives.
+    const stickyHeader = version === undefined ? ctx.router.stickyHeader(name) : null;
+    const sticky = stickyHeader !== null ? req.getHeader(stickyHeader) || undefined : undefined;
     if (ctx.draining) {
       ctx.monitor.unrouted(route, sendError(res, shuttingDown(), ctx.log, true));
       return;
@@ -85,16 +101,19 @@ function inferenceHandler(ctx: ServerContext, route: Route, versioned: boolean) 
       contentLength,
       limits,
       (buf) => {
-        let model: LoadedModel | undefined;
+        let target: Target | undefined;
         try {
           const body = parseJson(buf);
-          model = ctx.engine.resolve(name, version);
+          target = targetOf(ctx, name, version, sticky);
+          const model = target.model;
           const decoded = route === 'predict' ? decodeInstances(model, body, buf.length) : decodeOip(model, body, buf.length);
-          const p = new HttpInference(res, ctx, model, monitorOf(ctx, model), route, decoded, t0, t0 + timeout);
+          const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
+          const p = new HttpInference(res, ctx, model, monitorOf(ctx, model), route, decoded, t0, t0 + timeout, target, pair);
           model.batcher.commit(decoded.batch, p);
+          if (pair !== null) sendShadow(target.shadow!, pair, { kind: route === 'predict' ? 'predict' : 'oip', body, maxElements: buf.length }, timeout);
         } catch (e) {
           const status = sendError(res, e, ctx.log);
-          if (model !== undefined) monitorOf(ctx, model).request(route, status, performance.now() - t0);
+          if (target !== undefined) monitorOf(ctx, target.model).request(route, status, performance.now() - t0, target.variant);
           else ctx.monitor.unrouted(route, status);
         }
       },

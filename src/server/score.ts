@@ -9,9 +9,12 @@
 import { randomUUID } from 'node:crypto';
 import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable, type ScorelineError } from '../errors.js';
 import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
+import type { Target } from '../deploy/index.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, type ServerContext } from './context.js';
+import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
+import { scoreOf } from './encode.js';
+import { sendShadow } from './shadow.js';
 import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -35,14 +38,6 @@ export function bindModel(ctx: ServerContext, features: FeatureService, m: Loade
   }
 }
 
-function scoreOf(m: LoadedModel, result: RunResult, rowStart: number): number {
-  const o = result.outputs[m.scoreOutput.output]!;
-  let per = 1;
-  for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
-  const column = m.scoreOutput.column ?? per - 1;
-  return Number(o.data[rowStart * per + Math.min(column, per - 1)]);
-}
-
 class ScoreInference implements PendingRequest {
   settled = false;
   readonly rows = 1;
@@ -55,30 +50,46 @@ class ScoreInference implements PendingRequest {
     private readonly debug: Resolved | null,
     readonly enqueuedAt: number,
     readonly deadline: number,
+    private readonly target: Target,
+    private readonly pair: ShadowPair | null,
   ) {}
 
   resolve(result: RunResult, rowStart: number): void {
     const m = this.model;
     const score = scoreOf(m, result, rowStart);
-    let body = `{"request_id":${JSON.stringify(this.requestId)},"model":${JSON.stringify(m.name)},"model_version":"${m.version}","score":${Number.isFinite(score) ? score : 'null'}`;
+    let body = `{"request_id":${JSON.stringify(this.requestId)},"model":${JSON.stringify(m.name)},"model_version":"${m.version}","variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
     if (this.debug !== null) body += `,"entity":${JSON.stringify(this.debug.entityIds)},"features":${JSON.stringify(this.debug.debug())}`;
     sendJson(this.res, 200, body + '}');
-    this.mon.request('score', 200, performance.now() - this.enqueuedAt);
+    const ms = performance.now() - this.enqueuedAt;
+    this.mon.request('score', 200, ms, this.target.variant);
+    this.target.stats?.record(200, ms, score);
+    this.pair?.primary(score);
   }
 
   reject(err: ScorelineError): void {
-    this.mon.request('score', sendError(this.res, err, this.ctx.log), performance.now() - this.enqueuedAt);
+    const ms = performance.now() - this.enqueuedAt;
+    const status = sendError(this.res, err, this.ctx.log);
+    this.mon.request('score', status, ms, this.target.variant);
+    this.target.stats?.record(status, ms, null);
   }
 }
 
-function enqueue(ctx: ServerContext, res: Res, m: LoadedModel, resolved: Resolved, requestId: string, debug: boolean, t0: number): void {
+function enqueue(ctx: ServerContext, res: Res, target: Target, resolved: Resolved, requestId: string, debug: boolean, t0: number): void {
+  const m = target.model;
   const batch = m.batcher.reserve(1);
   const buf = batch.buffers[0]!;
   const at = batch.rows * m.batcher.rowElements(batch, 0);
   const row = resolved.row;
   for (let c = 0; c < row.length; c++) (buf as Float64Array)[at + c] = row[c]!;
-  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), requestId, debug ? resolved : null, t0, t0 + ctx.config.server.requestTimeoutMs);
+  const timeout = ctx.config.server.requestTimeoutMs;
+  const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
+  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), requestId, debug ? resolved : null, t0, t0 + timeout, target, pair);
   m.batcher.commit(batch, p);
+  if (pair !== null && target.shadow !== null) {
+    // The shadow scores the same features only if it binds the same columns.
+    if (modelFeatures.get(target.shadow.model)?.columnNames.join() === modelFeatures.get(m)?.columnNames.join()) sendShadow(target.shadow, pair, { kind: 'row', row }, timeout);
+    else pair.failed();
+  }
 }
 
 export function registerScore(app: TemplatedApp, ctx: ServerContext, features: FeatureService | null): void {
@@ -89,6 +100,8 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
     const name = req.getParameter(0);
     const contentType = req.getHeader('content-type');
     const contentLength = req.getHeader('content-length');
+    const stickyHeader = ctx.router.stickyHeader(name);
+    const sticky = stickyHeader !== null ? req.getHeader(stickyHeader) || undefined : undefined;
     if (ctx.draining) {
       ctx.monitor.unrouted('score', sendError(res, shuttingDown(), ctx.log, true));
       return;
@@ -105,10 +118,10 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
       contentLength,
       limits,
       (buf) => {
-        let m: LoadedModel | undefined;
+        let target: Target | undefined;
         const fail = (e: unknown) => {
           const status = sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(e.message) : e, ctx.log);
-          if (m !== undefined) monitorOf(ctx, m).request('score', status, performance.now() - t0);
+          if (target !== undefined) monitorOf(ctx, target.model).request('score', status, performance.now() - t0, target.variant);
           else ctx.monitor.unrouted('score', status);
         };
         try {
@@ -117,7 +130,10 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
           if (body.id !== undefined && typeof body.id !== 'string') throw badRequest('"id" must be a string');
           if (body.debug !== undefined && typeof body.debug !== 'boolean') throw badRequest('"debug" must be true or false');
           if (body.entity === undefined) throw badRequest('"entity" is required, e.g. {"customer_id": "C00042"}');
-          const model = (m = ctx.engine.resolve(name));
+          const stickyField = ctx.router.stickyEntityField(name);
+          const stickyValue = stickyField !== null && isObject(body.entity) ? body.entity[stickyField] : undefined;
+          const t = (target = targetOf(ctx, name, undefined, stickyValue === undefined ? sticky : String(stickyValue)));
+          const model = t.model;
           const mf = modelFeatures.get(model);
           if (mf === undefined) throw signatureMismatch(`model '${name}' version ${model.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
           const requestId = (body.id as string | undefined) ?? randomUUID();
@@ -126,13 +142,13 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
           if (resolved instanceof Promise) {
             resolved.then((r) => {
               try {
-                enqueue(ctx, res, model, r, requestId, debug, t0);
+                enqueue(ctx, res, t, r, requestId, debug, t0);
               } catch (e) {
                 fail(e);
               }
             }, fail);
           } else {
-            enqueue(ctx, res, model, resolved, requestId, debug, t0);
+            enqueue(ctx, res, t, resolved, requestId, debug, t0);
           }
         } catch (e) {
           fail(e);

@@ -10,7 +10,7 @@
 import { badRequest, isScorelineError, ScorelineError, shuttingDown } from '../errors.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, type ServerContext } from './context.js';
+import { monitorOf, targetOf, type ServerContext } from './context.js';
 import { decodeOip, type DecodedRequest } from './decode.js';
 import { outputsJson } from './encode.js';
 import { ingestFrame } from './score.js';
@@ -163,7 +163,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         if (conn.inflight >= cfg.maxInflightPerConnection) {
           throw new ScorelineError('QUEUE_FULL', `more than ${cfg.maxInflightPerConnection} requests in flight on this connection; wait for answers`, 1);
         }
-        model = ctx.engine.resolve(frame.model, v === undefined ? undefined : String(v));
+        model = targetOf(ctx, frame.model, v === undefined ? undefined : String(v), undefined).model;
         const decoded = decodeOip(model, frame, message.byteLength, false);
         const p = new StreamInference(ws, conn, limits, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout);
         conn.inflight++;

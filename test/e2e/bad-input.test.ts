@@ -118,7 +118,7 @@ test('after all of that the server is healthy and answers correctly', async () =
   assert.equal((await request(`${server.url}/v2/health/ready`)).status, 200);
   assert.equal(server.proc.exitCode, null);
   const metrics = await fetch(`${server.url}/metrics`).then((res) => res.text());
-  assert.match(metrics, /scoreline_requests_total\{model="sum",version="1",route="infer",status="4xx"\} (\d+)/);
-  const fourxx = Number(/scoreline_requests_total\{model="sum",version="1",route="infer",status="4xx"\} (\d+)/.exec(metrics)![1]);
+  assert.match(metrics, /scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/);
+  const fourxx = Number(/scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/.exec(metrics)![1]);
   assert.ok(fourxx >= 15, `4xx counted per version: ${fourxx}`);
 });

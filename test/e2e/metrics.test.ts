@@ -35,12 +35,13 @@ test('counts and histograms follow the traffic', async () => {
   await request(`${server.url}/v2/models/sum/infer`, { json: { inputs: [] } });
   const text = await (await fetch(`${server.url}/metrics`)).text();
   const v = '{model="sum",version="1"';
-  assert.equal(sample(text, 'scoreline_requests_total', `${v},route="infer",status="2xx"}`), 120);
+  const vv = `${v},variant="default"`;
+  assert.equal(sample(text, 'scoreline_requests_total', `${vv},route="infer",status="2xx"}`), 120);
   // every answered request of the version is timed, the 4xx included
-  assert.equal(sample(text, 'scoreline_request_duration_seconds_count', `${v},route="infer"}`), 121);
-  assert.equal(sample(text, 'scoreline_request_duration_seconds_bucket', `${v},route="infer",le="+Inf"}`), 121);
+  assert.equal(sample(text, 'scoreline_request_duration_seconds_count', `${vv},route="infer"}`), 121);
+  assert.equal(sample(text, 'scoreline_request_duration_seconds_bucket', `${vv},route="infer",le="+Inf"}`), 121);
   assert.doesNotMatch(text, /^scoreline_unrouted_requests_total\{route="infer"/m, 'the bad request was charged to its model version');
-  assert.equal(sample(text, 'scoreline_requests_total', `${v},route="infer",status="4xx"}`), 1);
+  assert.equal(sample(text, 'scoreline_requests_total', `${vv},route="infer",status="4xx"}`), 1);
   const rows = sample(text, 'scoreline_batch_size_sum', `${v}}`);
   const batches = sample(text, 'scoreline_batch_size_count', `${v}}`);
   assert.equal(rows, 120);

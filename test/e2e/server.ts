@@ -27,7 +27,9 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
 }
 
 export async function startServer(args: string[], env: Record<string, string> = {}): Promise<TestServer> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...args], {
+  // Every server gets its own data dir (registry, artifacts, admin token) unless the test names one.
+  const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
+  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...dataDir, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,178 @@
+// The admin API under /admin (bearer token: SCORELINE_ADMIN_TOKEN, else a random token generated at
+// first start into <data-dir>/admin-token with mode 0600; compared in constant time): models and
+// versions, aliases with history, deployments (apply, promote, roll back, inspect).
+
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType } from '../errors.js';
+import type { Deployer } from '../deploy/index.js';
+import type { ModelRegistry } from '../registry/store.js';
+import type { ServerContext } from './context.js';
+import { isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+type Res = HttpResponse & ResponseState;
+
+/** The admin token: the environment's, else the one in the data dir (created on first start). */
+export function adminToken(dataDir: string): { token: string; source: string } {
+  const env = process.env.SCORELINE_ADMIN_TOKEN;
+  if (env !== undefined && env.length > 0) return { token: env, source: 'SCORELINE_ADMIN_TOKEN' };
+  const file = join(dataDir, 'admin-token');
+  if (!existsSync(file)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(file, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  return { token: readFileSync(file, 'utf8').trim(), source: file };
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+export interface AdminDeps {
+  registry: ModelRegistry;
+  deployer: Deployer;
+  token: string;
+  maxModelBytes: number;
+}
+
+export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: AdminDeps): void {
+  const expected = digest(deps.token);
+  const { registry, deployer } = deps;
+
+  /** Reads the Authorization header (synchronously, as uWS requires) and checks it. */
+  const authorize = (req: HttpRequest): void => {
+    const h = req.getHeader('authorization');
+    if (h === '') throw unauthorized();
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (m === null) throw unauthorized();
+    // Hashing first gives equal lengths, so the comparison time does not depend on the token.
+    if (!timingSafeEqual(digest(m[1]!), expected)) throw forbidden();
+  };
+
+  const get = (pattern: string, answer: (req: HttpRequest) => unknown) =>
+    app.get(pattern, (res: Res, req) => {
+      try {
+        authorize(req);
+        sendJson(res, 200, JSON.stringify(answer(req)));
+      } catch (e) {
+        sendError(res, e, ctx.log);
+      }
+    });
+
+  /** A JSON body handler; `answer` may be async. Params are read before the body arrives. */
+  const withJson = (method: 'put' | 'post', pattern: string, answer: (params: string[], body: unknown) => unknown, status = 200) =>
+    app[method](pattern, (res: Res, req) => {
+      const params = [0, 1, 2].map((i) => req.getParameter(i));
+      const contentLength = req.getHeader('content-length');
+      try {
+        authorize(req);
+      } catch (e) {
+        sendError(res, e, ctx.log, true);
+        return;
+      }
+      readBody(
+        res,
+        contentLength,
+        { maxBytes: 1024 * 1024 },
+        (buf) => {
+          let body: unknown = undefined;
+          try {
+            body = buf.length === 0 ? undefined : parseJson(buf);
+          } catch (e) {
+            sendError(res, e, ctx.log);
+            return;
+          }
+          Promise.resolve()
+            .then(() => answer(params, body))
+            .then(
+              (r) => sendJson(res, status, JSON.stringify(r)),
+              (e) => sendError(res, e, ctx.log),
+            );
+        },
+        (err) => sendError(res, err, ctx.log),
+      );
+    });
+
+  // Models and versions.
+  get('/admin/models', () => ({ models: registry.listModels() }));
+  get('/admin/models/:name', (req) => {
+    const name = req.getParameter(0);
+    return { model: registry.getModel(name), versions: registry.listVersions(name), deployment: deployer.view(name) };
+  });
+  app.post('/admin/models/:name/versions', (res: Res, req) => {
+    const name = req.getParameter(0);
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
+    const source = req.getHeader('x-scoreline-source') || 'admin-api';
+    try {
+      authorize(req);
+      if (contentType !== '' && contentType.split(';')[0]!.trim() !== 'application/octet-stream') {
+        throw unsupportedMediaType(contentType, 'application/octet-stream (the model file bytes)');
+      }
+    } catch (e) {
+      sendError(res, e, ctx.log, true);
+      return;
+    }
+    readBody(
+      res,
+      contentLength,
+      { maxBytes: deps.maxModelBytes },
+      (buf) => {
+        try {
+          if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
+          // A new version inherits the model's settings (features, bindings, batching) from its latest.
+          let config = {};
+          try {
+            config = registry.listVersions(name).at(-1)?.config ?? {};
+          } catch {
+            config = {};
+          }
+          const r = registry.register(name, new Uint8Array(buf), { source, config });
+          ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
+          sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
+        } catch (e) {
+          sendError(res, e, ctx.log);
+        }
+      },
+      (err) => sendError(res, err.status === 413 ? bodyTooLarge(deps.maxModelBytes) : err, ctx.log),
+    );
+  });
+
+  // Aliases.
+  withJson('put', '/admin/models/:name/aliases/:alias', ([name, alias], body) => {
+    if (!isObject(body) || !Number.isSafeInteger(body.version)) throw badRequest('body must be {"version": <integer>, "reason"?: "..."}');
+    if (body.reason !== undefined && typeof body.reason !== 'string') throw badRequest('"reason" must be a string');
+    const event = registry.setAlias(name!, alias!, body.version as number, { reason: (body.reason as string | undefined) ?? 'set by the admin API', actor: 'admin-api' });
+    return { alias: alias, version: event.to, event };
+  });
+  get('/admin/models/:name/aliases/:alias', (req) => {
+    const name = req.getParameter(0);
+    const alias = req.getParameter(1);
+    const version = registry.getModel(name).aliases[alias] ?? null;
+    return { model: name, alias, version, history: registry.aliasHistory(name, alias) };
+  });
+
+  // Deployments.
+  withJson('put', '/admin/deployments/:name', ([name], body) => {
+    const spec = isObject(body) ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'reason')) : body;
+    return deployer.apply(name!, spec, reasonOf(body, 'deployed by the admin API')).then(() => deployer.view(name!));
+  });
+  get('/admin/deployments/:name', (req) => deployer.view(req.getParameter(0)));
+  withJson('post', '/admin/deployments/:name/promote', ([name], body) => deployer.promote(name!, reasonOf(body, 'promoted by the admin API')).then(() => deployer.view(name!)));
+  withJson('post', '/admin/deployments/:name/rollback', ([name], body) => deployer.rollback(name!, reasonOf(body, 'rolled back by the admin API')).then(() => deployer.view(name!)));
+}
+
+function reasonOf(body: unknown, fallback: string): string {
+  return isObject(body) && typeof body.reason === 'string' && body.reason.length > 0 ? body.reason : fallback;
+}
+
+export const ADMIN_PATTERNS = [
+  '/admin/models',
+  '/admin/models/:name',
+  '/admin/models/:name/versions',
+  '/admin/models/:name/aliases/:alias',
+  '/admin/deployments/:name',
+  '/admin/deployments/:name/promote',
+  '/admin/deployments/:name/rollback',
+];
