@@ -11,7 +11,7 @@ import type { FeatureDef } from './definitions.js';
 import type { NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
-import { groupKey, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead, type SeriesReader } from './store.js';
+import { groupKey, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
 
 export type ValueStatus = 'present' | 'stale' | 'default' | 'missing' | 'override';
 const STATUS: readonly ValueStatus[] = ['present', 'stale', 'default', 'missing', 'override'];
@@ -33,11 +33,16 @@ export interface ModelFeatures {
   readonly overrideSlot: ReadonlyMap<string, number>;
   /** Index into plan.windows per slot, -1 for slots without a window. */
   readonly windowBySlot: Int32Array;
+  /** Index into plan.entities of each stored read and of each window. */
+  readonly storedEntity: Int32Array;
+  readonly windowEntity: Int32Array;
+  /** Freshness recorder per slot (stored features), so a request does no metric lookups. */
+  readonly freshness: readonly ((ageSeconds: number) => void)[];
 }
 
 export interface Resolved {
   /** The model input row, in column order. */
-  readonly row: Float64Array;
+  readonly row: readonly number[];
   readonly entityIds: Readonly<Record<string, string>>;
   /** Per feature of the plan (debug): value, status, age in ms (null when not stored). */
   debug(): Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }>;
@@ -46,7 +51,8 @@ export interface Resolved {
 export interface FeatureObserver {
   cacheLookup(hits: number, misses: number): void;
   fallback(ref: string, kind: string): void;
-  freshness(ref: string, ageSeconds: number): void;
+  /** A recorder of the age (seconds) of one feature's served values; fetched once per plan. */
+  freshness(ref: string): (ageSeconds: number) => void;
   storeFailure(): void;
 }
 
@@ -60,7 +66,8 @@ export interface FeatureServerOptions {
   observer?: FeatureObserver;
 }
 
-const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness() {}, storeFailure() {} };
+const IGNORE = (): void => undefined;
+const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {} };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -114,6 +121,9 @@ export class FeatureServer {
       columnNames: columns,
       overrideSlot,
       windowBySlot,
+      storedEntity: Int32Array.from(plan.stored, (x) => plan.entities.indexOf(x.group.entity)),
+      freshness: plan.features.map((p) => (p.def.type === 'offline' || p.def.type === 'hybrid' ? this.observer.freshness(p.def.ref) : IGNORE)),
+      windowEntity: Int32Array.from(plan.windows, (w) => plan.entities.indexOf(w.entity)),
     };
   }
 
@@ -123,31 +133,42 @@ export class FeatureServer {
    */
   resolve(mf: ModelFeatures, entity: unknown, context: unknown, overrides: unknown, now = Date.now()): Resolved | Promise<Resolved> {
     const plan = mf.plan;
-    const ids: Record<string, string> = {};
-    for (const e of plan.entities) ids[e] = this.registry.entityId(e, entity);
+    const ids: string[] = [];
+    for (let e = 0; e < plan.entities.length; e++) ids.push(this.registry.entityId(plan.entities[e]!, entity));
     if (context !== undefined && !isObject(context)) throw badRequest('"context" must be an object of request fields');
-    const ctx = (context ?? {}) as Record<string, unknown>;
-    const n = plan.slotCount;
-    const values: (number | boolean | null)[] = new Array<number | boolean | null>(n).fill(null);
-    const ts = new Float64Array(n).fill(NaN);
-    const status = new Uint8Array(n).fill(MISSING);
-    for (const r of plan.requestFields) values[r.slot] = this.requestField(ctx, r.field);
-    const row = new Float64Array(mf.columns.length);
+    const ctx = (context ?? EMPTY) as Record<string, unknown>;
+    const r = new Resolution(mf, ids, now);
+    for (const f of plan.requestFields) r.values[f.slot] = this.requestField(ctx, f.field);
     for (let c = 0; c < mf.columns.length; c++) {
       const col = mf.columns[c]!;
-      if (col.kind === 'request') row[c] = +this.requestField(ctx, col.field);
+      if (col.kind === 'request') r.row[c] = +this.requestField(ctx, col.field);
     }
-    const overridden = this.applyOverrides(mf, overrides, status);
+    const overridden = this.applyOverrides(mf, overrides, r.status);
+    const store = this.store;
 
-    // Stored groups: L1 first, then the store for the rest; realtime series always from the store.
+    // The in-process store: everything synchronous, no intermediate objects.
+    if (store.sync && store.groupSync && store.windowSync) {
+      for (let i = 0; i < plan.stored.length; i++) {
+        const s = plan.stored[i]!;
+        const bytes = store.groupSync(s.group, ids[mf.storedEntity[i]!]!);
+        if (bytes !== null) decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s);
+      }
+      const windowSync = store.windowSync.bind(store);
+      return this.finish(r, overridden, (wi, since) => {
+        const w = plan.windows[wi]!;
+        return windowSync(w.entity, ids[mf.windowEntity[wi]!]!, w.stream, now, w.windowMs, w.aggregation, since);
+      });
+    }
+
+    // A remote store: L1 first, then one round trip for the missing groups and every series.
     const reads: GroupRead[] = [];
     const readIndex: number[] = [];
     let hits = 0;
     for (let i = 0; i < plan.stored.length; i++) {
       const s = plan.stored[i]!;
-      const id = ids[s.group.entity]!;
+      const id = ids[mf.storedEntity[i]!]!;
       const bytes = this.cache?.get(groupKey(s.group, id));
-      if (bytes !== undefined && decodeGroupInto(s.group.layout, bytes, values, ts, s)) {
+      if (bytes !== undefined && decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s)) {
         hits++;
         continue;
       }
@@ -155,21 +176,18 @@ export class FeatureServer {
       readIndex.push(i);
     }
     if (this.cache !== null) this.observer.cacheLookup(hits, reads.length);
-    const series: SeriesRead[] = plan.windows.map((w) => ({ entity: w.entity, id: ids[w.entity]!, stream: w.stream, windowMs: w.windowMs }));
-    if (reads.length === 0 && series.length === 0) return this.finish(mf, row, values, ts, status, overridden, null, ids, now);
-    if (this.store.sync && this.store.fetchSync) {
-      return this.finish(mf, row, values, ts, status, overridden, this.absorb(mf, this.store.fetchSync(reads, series), reads, readIndex, values, ts), ids, now);
-    }
-    if (!this.store.available) {
+    const series: SeriesRead[] = plan.windows.map((w, wi) => ({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs }));
+    if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, NO_SERIES);
+    if (!store.available) {
       this.observer.storeFailure();
-      return this.finish(mf, row, values, ts, status, overridden, null, ids, now);
+      return this.finish(r, overridden, NO_SERIES);
     }
-    return this.store.fetch(reads, series).then(
-      (r) => this.finish(mf, row, values, ts, status, overridden, this.absorb(mf, r, reads, readIndex, values, ts), ids, now),
+    return store.fetch(reads, series).then(
+      (f) => this.finish(r, overridden, this.absorb(mf, f, reads, readIndex, r)),
       (e) => {
         if (!(e instanceof StoreUnavailableError)) throw e;
         this.observer.storeFailure();
-        return this.finish(mf, row, values, ts, status, overridden, null, ids, now);
+        return this.finish(r, overridden, NO_SERIES);
       },
     );
   }
@@ -183,7 +201,7 @@ export class FeatureServer {
   }
 
   /** Checks overrides; returns slot -> value (applied after stored values are decoded), or null. */
-  private applyOverrides(mf: ModelFeatures, overrides: unknown, status: Uint8Array): Map<number, number | boolean> | null {
+  private applyOverrides(mf: ModelFeatures, overrides: unknown, status: number[]): Map<number, number | boolean> | null {
     if (overrides === undefined) return null;
     if (!isObject(overrides)) throw badRequest('"features" must be an object of feature overrides');
     const out = new Map<number, number | boolean>();
@@ -201,10 +219,10 @@ export class FeatureServer {
   }
 
   /** Decodes fetched groups into the slots and caches them (empty groups too, briefly). */
-  private absorb(mf: ModelFeatures, r: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], values: (number | boolean | null)[], ts: Float64Array): SeriesReader[] {
+  private absorb(mf: ModelFeatures, f: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], r: Resolution): SeriesAccess {
     for (let k = 0; k < reads.length; k++) {
       const s = mf.plan.stored[readIndex[k]!]!;
-      let bytes = r.groups[k];
+      let bytes = f.groups[k];
       if (bytes === null || bytes === undefined) {
         const empty = s.group.layout.names.map(() => null);
         bytes = encodeGroupArrays(s.group.layout, empty, new Float64Array(empty.length));
@@ -212,30 +230,28 @@ export class FeatureServer {
       } else {
         this.cache?.set(groupKey(s.group, reads[k]!.id), bytes, this.opts.cacheTtlMs);
       }
-      decodeGroupInto(s.group.layout, bytes, values, ts, s);
+      decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s);
     }
-    return r.series;
+    const plan = mf.plan;
+    return (wi, since) => {
+      const w = plan.windows[wi]!;
+      return f.series[wi]!(r.now, w.windowMs, w.aggregation, since);
+    };
   }
 
-  private finish(
-    mf: ModelFeatures,
-    row: Float64Array,
-    values: (number | boolean | null)[],
-    ts: Float64Array,
-    status: Uint8Array,
-    overridden: Map<number, number | boolean> | null,
-    series: SeriesReader[] | null,
-    ids: Record<string, string>,
-    now: number,
-  ): Resolved {
+  private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess): Resolution {
+    const mf = r.mf;
     const plan = mf.plan;
-    const missing: string[] = [];
+    const { values, ts, status, now } = r;
+    let missing: string[] | null = null;
     for (const p of plan.features) {
       const slot = p.slot;
-      const o = overridden?.get(slot);
-      if (o !== undefined) {
-        values[slot] = o;
-        continue;
+      if (overridden !== null) {
+        const o = overridden.get(slot);
+        if (o !== undefined) {
+          values[slot] = o;
+          continue;
+        }
       }
       const def = p.def;
       let v: number | boolean | null = null;
@@ -243,29 +259,29 @@ export class FeatureServer {
       let stored: number | boolean | null = null;
       if (def.type === 'offline' || def.type === 'hybrid') {
         stored = values[slot] ?? null;
-        const age = Number.isNaN(ts[slot]!) ? NaN : now - ts[slot]!;
-        if (stored !== null && !Number.isNaN(age)) this.observer.freshness(def.ref, Math.max(0, age) / 1000);
-        const fresh = stored !== null && (def.ttlMs === 0 || age <= def.ttlMs);
-        if (fresh) {
-          v = stored;
-          st = PRESENT;
+        const t = ts[slot]!;
+        if (stored !== null && t === t) {
+          const age = now - t;
+          mf.freshness[slot]!(age > 0 ? age / 1000 : 0);
+          if (def.ttlMs === 0 || age <= def.ttlMs) {
+            v = stored;
+            st = PRESENT;
+          }
         }
       }
       if (def.type === 'realtime' || (def.type === 'hybrid' && st === PRESENT)) {
         const wi = mf.windowBySlot[slot]!;
-        const w = plan.windows[wi]!;
-        const reader = series?.[wi];
-        const part = reader ? reader(now, w.windowMs, w.aggregation, w.hybrid ? ts[slot] : undefined) : undefined;
+        const part = series(wi, def.type === 'hybrid' ? ts[slot] : undefined);
         if (part === undefined || part === null) {
           v = null;
           st = MISSING;
         } else {
-          v = w.hybrid ? (v as number) + part : part;
+          v = def.type === 'hybrid' ? (v as number) + part : part;
           st = PRESENT;
         }
       } else if (def.type === 'online') {
         const x = p.computeSlots!(values);
-        if (typeof x === 'boolean' || !Number.isNaN(x)) {
+        if (typeof x === 'boolean' || x === x) {
           v = x;
           st = PRESENT;
         }
@@ -280,43 +296,73 @@ export class FeatureServer {
           st = STALE;
         } else if (fb.kind === 'compute' && p.computeSlots) {
           const x = p.computeSlots(values);
-          if (typeof x === 'boolean' || !Number.isNaN(x)) {
+          if (typeof x === 'boolean' || x === x) {
             v = x;
             st = DEFAULT;
           }
         }
         if (st !== MISSING) this.observer.fallback(def.ref, fb.kind);
-        else missing.push(def.ref);
+        else (missing ??= []).push(def.ref);
       }
       values[slot] = v;
       status[slot] = st;
     }
-    if (missing.length > 0) {
-      const who = Object.entries(ids).map(([e, id]) => `${e} ${id}`).join(', ');
+    if (missing !== null) {
+      const who = plan.entities.map((e, i) => `${e} ${r.ids[i]}`).join(', ');
       throw featureUnavailable(`no usable value for feature${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${who} (missing or stale, and the fallback is error)`);
     }
+    const row = r.row;
     for (let c = 0; c < mf.columns.length; c++) {
       const col = mf.columns[c]!;
       if (col.kind !== 'feature') continue;
       const x = values[col.slot];
       row[c] = typeof x === 'boolean' ? (x ? 1 : 0) : (x as number);
     }
-    return {
-      row,
-      entityIds: ids,
-      debug: () => {
-        const out: Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }> = {};
-        for (const p of plan.features) {
-          const t = ts[p.slot]!;
-          out[p.def.ref] = {
-            value: values[p.slot] ?? null,
-            status: STATUS[status[p.slot]!]!,
-            age_ms: Number.isNaN(t) || status[p.slot] === OVERRIDE ? null : Math.max(0, Math.round(now - t)),
-          };
-        }
-        return out;
-      },
-    };
+    return r;
+  }
+}
+
+const EMPTY: Record<string, unknown> = {};
+
+/** Window part of feature `wi` of the plan (after `since` for hybrids); undefined when unavailable. */
+type SeriesAccess = (wi: number, since: number | undefined) => number | null | undefined;
+const NO_SERIES: SeriesAccess = () => undefined;
+
+/** One request's resolution: slots, statuses and the model row, with the debug view on demand. */
+class Resolution implements Resolved {
+  readonly values: (number | boolean | null)[] = [];
+  readonly ts: number[] = [];
+  readonly status: number[] = [];
+  readonly row: number[] = [];
+
+  constructor(
+    readonly mf: ModelFeatures,
+    readonly ids: readonly string[],
+    readonly now: number,
+  ) {
+    const n = mf.plan.slotCount;
+    for (let i = 0; i < n; i++) {
+      this.values.push(null);
+      this.ts.push(NaN);
+      this.status.push(MISSING);
+    }
+    for (let c = 0; c < mf.columns.length; c++) this.row.push(0);
+  }
+
+  get entityIds(): Record<string, string> {
+    const out: Record<string, string> = {};
+    this.mf.plan.entities.forEach((e, i) => (out[e] = this.ids[i]!));
+    return out;
+  }
+
+  debug(): Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }> {
+    const out: Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }> = {};
+    for (const p of this.mf.plan.features) {
+      const t = this.ts[p.slot]!;
+      const st = this.status[p.slot]!;
+      out[p.def.ref] = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+    }
+    return out;
   }
 }
 

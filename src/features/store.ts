@@ -5,7 +5,7 @@
 
 import { decodeGroup, encodeGroup, type FeatureValue } from './codec.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
-import { WindowStore, windowKey, type Aggregation } from './windows.js';
+import { WindowStore, type Aggregation } from './windows.js';
 
 export interface GroupRead {
   readonly group: StoredGroup;
@@ -49,7 +49,10 @@ export interface OnlineStore {
   /** False while the store cannot be reached (reads then fail fast and callers fall back). */
   readonly available: boolean;
   fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult>;
-  fetchSync?(groups: readonly GroupRead[], series: readonly SeriesRead[]): FetchResult;
+  /** Synchronous stores: one group record (codec bytes) or null. */
+  groupSync?(group: StoredGroup, id: string): Uint8Array | null;
+  /** Synchronous stores: a window aggregation over one series. */
+  windowSync?(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null;
   /** Merges values into the groups (fields not given are kept). */
   writeGroups(writes: readonly GroupWrite[]): Promise<void>;
   addEvents(events: readonly EventWrite[], nowMs: number): Promise<void>;
@@ -64,47 +67,60 @@ export class MemoryStore implements OnlineStore {
   readonly kind = 'memory';
   readonly sync = true;
   readonly available = true;
-  private readonly groups = new Map<string, Uint8Array>();
-  private readonly windows = new WindowStore();
+  // Keyed by group, then entity id; windows by entity, then stream, then id: no key strings to
+  // build per read (building and hashing one costs more than the whole lookup).
+  private readonly groups = new Map<StoredGroup, Map<string, Uint8Array>>();
+  private readonly windows = new Map<string, Map<string, WindowStore>>();
   private readonly pruneTimer: NodeJS.Timeout;
 
   constructor(streams: readonly StreamSpec[]) {
-    for (const s of streams) for (const w of s.windowsMs) this.windows.register(s.stream, w);
-    this.pruneTimer = setInterval(() => this.windows.prune(Date.now()), 60_000);
+    for (const s of streams) {
+      let byStream = this.windows.get(s.entity);
+      if (byStream === undefined) this.windows.set(s.entity, (byStream = new Map()));
+      const ws = new WindowStore({ stream: s.stream });
+      for (const w of s.windowsMs) ws.register(s.stream, w);
+      byStream.set(s.stream, ws);
+    }
+    this.pruneTimer = setInterval(() => {
+      for (const byStream of this.windows.values()) for (const ws of byStream.values()) ws.prune(Date.now());
+    }, 60_000);
     this.pruneTimer.unref();
   }
 
-  fetchSync(groups: readonly GroupRead[], series: readonly SeriesRead[]): FetchResult {
-    const g: (Uint8Array | null)[] = [];
-    for (const r of groups) g.push(this.groups.get(groupKey(r.group, r.id)) ?? null);
-    const s: SeriesReader[] = [];
-    for (const r of series) {
-      const key = windowKey(r.entity, r.id, r.stream);
-      s.push((now, windowMs, aggregation, since) => this.windows.read(key, now, windowMs, aggregation, since));
-    }
-    return { groups: g, series: s };
+  groupSync(group: StoredGroup, id: string): Uint8Array | null {
+    return this.groups.get(group)?.get(id) ?? null;
+  }
+
+  windowSync(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null {
+    const ws = this.windows.get(entity)?.get(stream);
+    return ws === undefined ? null : ws.read(id, nowMs, windowMs, aggregation, sinceMs);
   }
 
   async fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
-    return this.fetchSync(groups, series);
+    const g = groups.map((r) => this.groupSync(r.group, r.id));
+    const s: SeriesReader[] = series.map((r) => (now, windowMs, aggregation, since) => this.windowSync(r.entity, r.id, r.stream, now, windowMs, aggregation, since));
+    return { groups: g, series: s };
   }
 
   async writeGroups(writes: readonly GroupWrite[]): Promise<void> {
     for (const w of writes) {
-      const key = groupKey(w.group, w.id);
-      const old = this.groups.get(key);
+      let byId = this.groups.get(w.group);
+      if (byId === undefined) this.groups.set(w.group, (byId = new Map()));
+      const old = byId.get(w.id);
       const merged = old ? { ...(decodeGroup(w.group.layout, old) ?? {}), ...w.values } : w.values;
-      this.groups.set(key, encodeGroup(w.group.layout, merged));
+      byId.set(w.id, encodeGroup(w.group.layout, merged));
     }
   }
 
   async addEvents(events: readonly EventWrite[], nowMs: number): Promise<void> {
-    for (const e of events) this.windows.add(windowKey(e.entity, e.id, e.stream), e.ts, e.value, nowMs);
+    for (const e of events) this.windows.get(e.entity)?.get(e.stream)?.add(e.id, e.ts, e.value, nowMs);
   }
 
-  /** Entity ids held, for tests and the demo's startup log. */
+  /** Group records held (entity ids x stored groups), for tests and logs. */
   get size(): number {
-    return this.groups.size;
+    let n = 0;
+    for (const byId of this.groups.values()) n += byId.size;
+    return n;
   }
 
   async close(): Promise<void> {

@@ -197,8 +197,19 @@ export class WindowStore {
   readonly #specs = new Map<string, SeriesSpec[]>();
   readonly #keys = new Map<string, Series[]>();
 
-  constructor(options: { maxFutureSkewMs?: number } = {}) {
+  readonly #stream: string | null;
+
+  /**
+   * With `stream`, the store holds that one stream and its keys are plain entity ids (no key to
+   * build per read: the in-process feature store keeps one such store per entity and stream).
+   */
+  constructor(options: { maxFutureSkewMs?: number; stream?: string } = {}) {
     this.maxFutureSkewMs = options.maxFutureSkewMs ?? DEFAULT_MAX_FUTURE_SKEW_MS;
+    this.#stream = options.stream ?? null;
+  }
+
+  #streamOf(key: string): string {
+    return this.#stream ?? streamOf(key);
   }
 
   register(stream: string, windowMs: number): void {
@@ -211,14 +222,14 @@ export class WindowStore {
     this.#specs.set(stream, specs);
     // Series of existing keys follow a longer window from their next add on.
     for (const [key, series] of this.#keys) {
-      if (streamOf(key) !== stream) continue;
+      if (this.#streamOf(key) !== stream) continue;
       for (const s of series) if (s.widthMs === widthMs) s.windowMs = Math.max(s.windowMs, windowMs);
     }
   }
 
   /** Adds one event of `value` (1 for plain counts) at `tsMs` to every series of the key's stream. */
   add(key: string, tsMs: number, value = 1, nowMs = Date.now()): AddResult {
-    const specs = this.#specs.get(streamOf(key));
+    const specs = this.#specs.get(this.#streamOf(key));
     if (!specs) return 'unregistered';
     if (!Number.isFinite(value)) return 'invalid';
     let longest = 0;
@@ -247,18 +258,21 @@ export class WindowStore {
 
   /** The aggregation over [now - window, now] (and after `sinceMs`, for hybrid features). */
   read(key: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs = -Infinity): number | null {
-    const stream = streamOf(key);
     const widthMs = bucketWidthMs(windowMs);
-    const spec = this.#specs.get(stream)?.find((s) => s.widthMs === widthMs);
-    if (!spec || spec.windowMs < windowMs) throw new RangeError(`window of ${windowMs} ms is not registered for stream '${stream}'`);
-    const s = this.#keys.get(key)?.find((x) => x.widthMs === widthMs);
+    const series = this.#keys.get(key);
     const f: Fold = emptyAggregate();
+    // Checked only when the key has data: a key without events answers the empty aggregate cheaply.
+    const s = series?.find((x) => x.widthMs === widthMs);
+    if (series !== undefined && (s === undefined || s.windowMs < windowMs)) {
+      throw new RangeError(`window of ${windowMs} ms is not registered for stream '${this.#streamOf(key)}'`);
+    }
     if (s) {
       const lower = Math.max(nowMs - windowMs, sinceMs);
       for (const [start, a] of s.buckets) if (bucketIncluded(start, widthMs, nowMs, lower)) mergeAggregate(f, a);
     }
     return finish(f, aggregation);
   }
+
 
   /** Drops expired buckets everywhere and keys left empty; returns how many keys were dropped. */
   prune(nowMs = Date.now()): number {

@@ -262,10 +262,11 @@ export class FeatureMetricsObserver {
     c.inc();
   }
 
-  freshness(ref: string, ageSeconds: number): void {
+  freshness(ref: string): (ageSeconds: number) => void {
     let h = this.fresh.get(ref);
     if (h === undefined) this.fresh.set(ref, (h = this.freshnessFamily.cell({ feature: ref })));
-    h.observe(ageSeconds);
+    const cell = h;
+    return (ageSeconds) => cell.observe(ageSeconds);
   }
 
   storeFailure(): void {

@@ -6,7 +6,7 @@
 // Features are resolved (L1 cache -> store -> fallbacks), written straight into the version's open
 // batch as one row, and the score is read from the model's score output.
 
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable, type ScorelineError } from '../errors.js';
 import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
 import type { Target } from '../deploy/index.js';
@@ -19,6 +19,20 @@ import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJso
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
+
+// Request ids: a random per-process prefix and a counter, unique across replicas and restarts
+// without the cost of a UUID per request.
+const ID_PREFIX = randomBytes(6).toString('hex');
+let idCounter = 0;
+export const nextRequestId = (): string => `${ID_PREFIX}-${(++idCounter).toString(36).padStart(6, '0')}`;
+
+const prefixes = new WeakMap<LoadedModel, string>();
+/** `"model":...,"model_version":...,` of a version, built once. */
+function prefixOf(m: LoadedModel): string {
+  let p = prefixes.get(m);
+  if (p === undefined) prefixes.set(m, (p = `"model":${JSON.stringify(m.name)},"model_version":${JSON.stringify(m.version)},`));
+  return p;
+}
 
 /** Models set up for entity scoring: their compiled feature bindings. */
 export const modelFeatures = new WeakMap<LoadedModel, ModelFeatures>();
@@ -57,7 +71,7 @@ class ScoreInference implements PendingRequest {
   resolve(result: RunResult, rowStart: number): void {
     const m = this.model;
     const score = scoreOf(m, result, rowStart);
-    let body = `{"request_id":${JSON.stringify(this.requestId)},"model":${JSON.stringify(m.name)},"model_version":"${m.version}","variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
+    let body = `{"request_id":${this.requestId},${prefixOf(m)}"variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
     if (this.debug !== null) body += `,"entity":${JSON.stringify(this.debug.entityIds)},"features":${JSON.stringify(this.debug.debug())}`;
     sendJson(this.res, 200, body + '}');
     const ms = performance.now() - this.enqueuedAt;
@@ -136,7 +150,8 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
           const model = t.model;
           const mf = modelFeatures.get(model);
           if (mf === undefined) throw signatureMismatch(`model '${name}' version ${model.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
-          const requestId = (body.id as string | undefined) ?? randomUUID();
+          // Kept as JSON text: generated ids need no escaping, client ids are stringified once.
+          const requestId = body.id !== undefined ? JSON.stringify(body.id) : `"${nextRequestId()}"`;
           const debug = body.debug === true;
           const resolved = features!.server.resolve(mf, body.entity, body.context, body.features);
           if (resolved instanceof Promise) {

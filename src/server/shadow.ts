@@ -30,7 +30,7 @@ class ShadowPending implements PendingRequest {
 export function sendShadow(
   shadow: NonNullable<Target['shadow']>,
   pair: ShadowPair,
-  copy: { kind: 'oip' | 'predict'; body: unknown; maxElements: number } | { kind: 'row'; row: Float64Array },
+  copy: { kind: 'oip' | 'predict'; body: unknown; maxElements: number } | { kind: 'row'; row: readonly number[] },
   timeoutMs: number,
 ): void {
   try {

@@ -139,7 +139,7 @@ for (const withRedis of [false, true]) {
       const r = await score(s, body);
       checkFresh(r, [12.5, 40]);
       assert.equal(r.body.features['lates@1'].value, 2);
-      assert.match(r.body.request_id, /^[0-9a-f-]{36}$/);
+      assert.match(r.body.request_id, /^[0-9a-f]{12}-[0-9a-z]{6,}$/);
       assert.equal(r.body.model_version, '1');
       if (withRedis) {
         assert.equal(s.redis!.cli('hget', 'sl:g:customer:C001:v1', 'income').split('|')[0], '5000');
