@@ -1,15 +1,27 @@
 // The `scoreline` command. Each subcommand parses and validates its own flags, prints --help, and
 // reports bad usage on stderr with exit code 2 (runtime failures exit 1).
 
+import { deploy, models, promote, rollback, status } from './commands/admin.js';
 import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
+import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
 import { serve } from './commands/serve.js';
 import { isScorelineError } from './errors.js';
 import pkg from './version.js';
 
 export { serveConfig } from './commands/serve.js';
 
-const COMMANDS: Record<string, Command> = { serve, features };
+const COMMANDS: Record<string, Command> = {
+  serve,
+  models,
+  deploy,
+  promote,
+  rollback,
+  status,
+  'score-batch': scoreBatchCommand,
+  bundle: bundleCommand,
+  features,
+};
 
 function mainUsage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);

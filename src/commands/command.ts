@@ -10,7 +10,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-export type Flags = Record<string, string | boolean | undefined>;
+export type Flags = Record<string, string | boolean | string[] | undefined>;
 
 export function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
   try {
@@ -21,12 +21,12 @@ export function parse(argv: string[], options: ParseArgsConfig['options']): { va
   }
 }
 
-export function intFlag(value: string | boolean | undefined, flag: string): number | undefined {
+export function intFlag(value: string | boolean | string[] | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || !/^\d+$/.test(value)) throw new UsageError(`${flag} must be a non-negative integer, got '${value}'`);
   return Number(value);
 }
 
-export function stringFlag(value: string | boolean | undefined): string | undefined {
+export function stringFlag(value: string | boolean | string[] | undefined): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }

@@ -6,7 +6,7 @@ import { loadConfigFile, resolveConfig } from '../config.js';
 import { configInvalid } from '../errors.js';
 import { FeatureServer, loadFeatureDefinitionsFile, materializeSource, MemoryStore, RedisStore, type FeatureRegistry } from '../features/index.js';
 import { scanRepository } from '../registry/repository.js';
-import { parse, stringFlag, intFlag, UsageError, type Command } from './command.js';
+import { parse, stringFlag, intFlag, UsageError, type Command, type Flags } from './command.js';
 import { anchorPaths } from './serve.js';
 import { progressBar } from './progress.js';
 
@@ -34,7 +34,7 @@ interface Resolved {
   modelRepo: string | null;
 }
 
-function settings(values: Record<string, string | boolean | undefined>): Resolved {
+function settings(values: Flags): Resolved {
   let definitions = stringFlag(values.definitions) ?? null;
   let redis = stringFlag(values.redis) ?? null;
   let modelRepo = stringFlag(values['model-repo']) ?? null;
@@ -67,7 +67,7 @@ function checkBindings(registry: FeatureRegistry, modelRepo: string, print: bool
   }
 }
 
-async function validate(values: Record<string, string | boolean | undefined>, print: boolean): Promise<number> {
+async function validate(values: Flags, print: boolean): Promise<number> {
   const s = settings(values);
   const registry = await loadFeatureDefinitionsFile(s.definitions);
   const byType = new Map<string, number>();
@@ -80,7 +80,7 @@ async function validate(values: Record<string, string | boolean | undefined>, pr
   return 0;
 }
 
-async function materialize(values: Record<string, string | boolean | undefined>): Promise<number> {
+async function materialize(values: Flags): Promise<number> {
   const s = settings(values);
   if (s.redis === null) throw new UsageError('materialize writes to Redis: pass --redis URL (or features.redis.url in --config)');
   const registry = await loadFeatureDefinitionsFile(s.definitions);

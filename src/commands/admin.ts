@@ -1,0 +1,261 @@
+// `scoreline models|deploy|promote|rollback|status`: the admin API from the command line. Talks to
+// a running server (--url, default http://127.0.0.1:8080) with the admin token from --token,
+// SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (the file the server writes at first start).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ScorelineError } from '../errors.js';
+import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
+
+const COMMON = `Connection:
+  --url URL         server address (default http://127.0.0.1:8080)
+  --token TOKEN     admin token (default: SCORELINE_ADMIN_TOKEN, else <data-dir>/admin-token)
+  --data-dir DIR    where the server keeps its state (default ./data)
+  --json            print the server's JSON answer
+  -h, --help        show this help`;
+
+const CONNECTION = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  reason: { type: 'string' },
+} as const;
+
+function token(values: Flags): string {
+  const t = stringFlag(values.token) ?? process.env.SCORELINE_ADMIN_TOKEN;
+  if (t !== undefined && t !== '') return t;
+  const file = join(stringFlag(values['data-dir']) ?? 'data', 'admin-token');
+  if (!existsSync(file)) throw new UsageError(`no admin token: pass --token, set SCORELINE_ADMIN_TOKEN, or point --data-dir at the server's data dir (${file} does not exist)`);
+  return readFileSync(file, 'utf8').trim();
+}
+
+async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array }): Promise<any> {
+  const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+  const headers: Record<string, string> = { authorization: `Bearer ${token(values)}` };
+  let payload: string | Uint8Array | undefined;
+  if (body?.json !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = JSON.stringify(body.json);
+  } else if (body?.bytes !== undefined) {
+    headers['content-type'] = 'application/octet-stream';
+    payload = body.bytes;
+  }
+  let res: Response;
+  try {
+    res = await fetch(`${base}${path}`, { method, headers, body: payload });
+  } catch (e) {
+    throw new ScorelineError('NOT_READY', `cannot reach ${base}: ${(e as Error).cause ?? (e as Error).message}`);
+  }
+  const text = await res.text();
+  let parsed: any;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { error: text };
+  }
+  if (!res.ok) throw new ScorelineError(res.status === 404 ? 'MODEL_NOT_FOUND' : 'BAD_REQUEST', `${method} ${path}: ${res.status} ${parsed.error ?? text}`);
+  return parsed;
+}
+
+function print(values: Flags, answer: unknown, line: () => string): void {
+  console.log(values.json ? JSON.stringify(answer, null, 2) : line());
+}
+
+const MODELS_USAGE = `Usage: scoreline models <register|list|show|alias> ...
+
+  register NAME FILE        register FILE (ONNX) as the next version of NAME
+  list                      every model with its latest version and aliases
+  show NAME                 versions, aliases and deployment of NAME
+  alias NAME ALIAS VERSION  point ALIAS (champion, challenger, ...) at VERSION [--reason TEXT]
+
+${COMMON}`;
+
+export const models: Command = {
+  summary: 'register, list and show model versions; set aliases',
+  usage: MODELS_USAGE,
+  async run(argv) {
+    const [sub, ...rest] = argv;
+    const { values, positionals } = parse(rest, CONNECTION);
+    if (sub === undefined || values.help) {
+      console.log(MODELS_USAGE);
+      return sub === undefined ? 2 : 0;
+    }
+    switch (sub) {
+      case 'register': {
+        const [name, file] = positionals;
+        if (!name || !file) throw new UsageError('register needs NAME and FILE');
+        if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
+        const r = await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file) });
+        print(values, r, () => `${r.name} version ${r.version} (sha256 ${r.sha256})`);
+        return 0;
+      }
+      case 'list': {
+        const r = await call(values, 'GET', '/admin/models');
+        print(values, r, () =>
+          r.models.length === 0
+            ? 'no models registered'
+            : r.models
+                .map((m: any) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versionCount} versions  ${Object.entries(m.aliases).map(([a, v]) => `${a}=v${v}`).join(' ')}`)
+                .join('\n'),
+        );
+        return 0;
+      }
+      case 'show': {
+        const [name] = positionals;
+        if (!name) throw new UsageError('show needs NAME');
+        const r = await call(values, 'GET', `/admin/models/${encodeURIComponent(name)}`);
+        print(values, r, () =>
+          [
+            `${r.model.name}: ${r.model.versionCount} versions, aliases ${JSON.stringify(r.model.aliases)}`,
+            ...r.versions.map((v: any) => `  v${v.version}  ${v.sha256.slice(0, 12)}  ${v.size} bytes  ${v.createdAt}  ${v.aliases.join(',')}`),
+            `  deployment: ${r.deployment.strategy ? JSON.stringify(r.deployment.strategy) : r.deployment.serving}`,
+          ].join('\n'),
+        );
+        return 0;
+      }
+      case 'alias': {
+        const [name, alias, version] = positionals;
+        if (!name || !alias || !version || !/^\d+$/.test(version)) throw new UsageError('alias needs NAME ALIAS VERSION');
+        const r = await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}`, {
+          json: { version: Number(version), ...(values.reason ? { reason: values.reason } : {}) },
+        });
+        print(values, r, () => `${name} ${alias}: v${r.event.from ?? '-'} -> v${r.event.to}`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown subcommand '${sub}'`);
+    }
+  },
+};
+
+const DEPLOY_USAGE = `Usage: scoreline deploy NAME --strategy S [strategy options]
+
+  --strategy direct      --version V
+  --strategy blue-green  --blue V --green V --active blue|green
+  --strategy canary      --stable V --canary V --percent P [--steps 10,50,100 --step-seconds N]
+  --strategy ab          --variant NAME=VERSION:WEIGHT (repeat) [--sticky header:<name>|entity:<field>]
+  --strategy shadow      --primary V --shadow V
+  --spec JSON            the deployment as JSON instead of the flags
+  --reason TEXT          recorded in the deployment history
+
+${COMMON}`;
+
+function intOf(values: Flags, name: string): number {
+  const v = stringFlag(values[name]);
+  if (v === undefined || !/^\d+$/.test(v)) throw new UsageError(`--${name} must be a version number`);
+  return Number(v);
+}
+
+export function deploymentSpec(values: Flags, variants: string[]): unknown {
+  const spec = stringFlag(values.spec);
+  if (spec !== undefined) {
+    try {
+      return JSON.parse(spec);
+    } catch (e) {
+      throw new UsageError(`--spec is not JSON: ${(e as Error).message}`);
+    }
+  }
+  switch (stringFlag(values.strategy)) {
+    case 'direct':
+      return { strategy: 'direct', version: intOf(values, 'version') };
+    case 'blue-green':
+      return { strategy: 'blue-green', blue: intOf(values, 'blue'), green: intOf(values, 'green'), active: stringFlag(values.active) ?? 'green' };
+    case 'canary': {
+      const s: Record<string, unknown> = { strategy: 'canary', stable: intOf(values, 'stable'), canary: intOf(values, 'canary'), percent: Number(stringFlag(values.percent) ?? NaN) };
+      const steps = stringFlag(values.steps);
+      if (steps !== undefined) {
+        s.steps = steps.split(',').map(Number);
+        s.stepSeconds = Number(stringFlag(values['step-seconds']) ?? 60);
+      }
+      return s;
+    }
+    case 'ab': {
+      const parsed = variants.map((v) => {
+        const m = /^([a-z][a-z0-9_-]*)=(\d+):(\d+(?:\.\d+)?)$/.exec(v);
+        if (m === null) throw new UsageError(`--variant ${v}: write NAME=VERSION:WEIGHT, e.g. a=1:50`);
+        return { name: m[1], version: Number(m[2]), weight: Number(m[3]) };
+      });
+      const sticky = stringFlag(values.sticky);
+      return { strategy: 'ab', variants: parsed, ...(sticky ? { stickyKey: sticky } : {}) };
+    }
+    case 'shadow':
+      return { strategy: 'shadow', primary: intOf(values, 'primary'), shadow: intOf(values, 'shadow') };
+    default:
+      throw new UsageError('--strategy must be direct, blue-green, canary, ab or shadow (or pass --spec JSON)');
+  }
+}
+
+function describeDeployment(r: any): string {
+  const traffic = r.traffic ? Object.entries(r.traffic).map(([v, p]) => `v${v} ${Number(p).toFixed(1)}%`).join(', ') : r.serving;
+  const last = r.history.at(-1);
+  return [`${r.model}: ${r.strategy ? r.strategy.strategy : 'no deployment'}  traffic: ${traffic}`, last ? `  last change ${last.at}: ${last.action} (${last.reason})` : ''].filter(Boolean).join('\n');
+}
+
+export const deploy: Command = {
+  summary: 'deploy versions with a strategy (direct, blue-green, canary, ab, shadow)',
+  usage: DEPLOY_USAGE,
+  async run(argv) {
+    const variants: string[] = [];
+    const rest = argv.filter((a, i) => {
+      if (a === '--variant') {
+        variants.push(argv[i + 1] ?? '');
+        return false;
+      }
+      return argv[i - 1] !== '--variant';
+    });
+    const { values, positionals } = parse(rest, {
+      ...CONNECTION,
+      strategy: { type: 'string' },
+      spec: { type: 'string' },
+      version: { type: 'string' },
+      blue: { type: 'string' },
+      green: { type: 'string' },
+      active: { type: 'string' },
+      stable: { type: 'string' },
+      canary: { type: 'string' },
+      percent: { type: 'string' },
+      steps: { type: 'string' },
+      'step-seconds': { type: 'string' },
+      sticky: { type: 'string' },
+      primary: { type: 'string' },
+      shadow: { type: 'string' },
+    });
+    if (values.help) {
+      console.log(DEPLOY_USAGE);
+      return 0;
+    }
+    const [name] = positionals;
+    if (!name) throw new UsageError('deploy needs NAME');
+    const spec = deploymentSpec(values, variants) as Record<string, unknown>;
+    const r = await call(values, 'PUT', `/admin/deployments/${encodeURIComponent(name)}`, { json: { ...spec, ...(values.reason ? { reason: values.reason } : {}) } });
+    print(values, r, () => describeDeployment(r));
+    return 0;
+  },
+};
+
+function simple(action: 'promote' | 'rollback' | 'status'): Command {
+  const usage = `Usage: scoreline ${action} NAME${action === 'status' ? '' : ' [--reason TEXT]'}\n\n${COMMON}`;
+  return {
+    summary:
+      action === 'promote' ? 'promote a deployment (canary step, blue-green switch, shadow to primary)' : action === 'rollback' ? 'roll a deployment back' : 'show a deployment: traffic, statistics, analysis, history',
+    usage,
+    async run(argv) {
+      const { values, positionals } = parse(argv, CONNECTION);
+      if (values.help) {
+        console.log(usage);
+        return 0;
+      }
+      const [name] = positionals;
+      if (!name) throw new UsageError(`${action} needs NAME`);
+      const path = `/admin/deployments/${encodeURIComponent(name)}${action === 'status' ? '' : `/${action}`}`;
+      const r = await call(values, action === 'status' ? 'GET' : 'POST', path, action === 'status' ? undefined : { json: values.reason ? { reason: values.reason } : {} });
+      print(values, r, () => describeDeployment(r));
+      return 0;
+    },
+  };
+}
+
+export const promote = simple('promote');
+export const rollback = simple('rollback');
+export const status = simple('status');
