@@ -264,7 +264,8 @@ export class Deployer {
 
   private switchTo(name: string, spec: Strategy, action: string, reason: string, analysis?: Analysis): DeploymentState {
     const previous = this.states.get(name);
-    const keepAnalysis = previous && previous.spec.strategy === 'canary' && spec.strategy === 'canary' ? previous.analysis : [];
+    // The analysis trail of a rollout lasts through its steps and its automatic outcome.
+    const keepAnalysis = previous && previous.spec.strategy === 'canary' && (spec.strategy === 'canary' || analysis !== undefined) ? previous.analysis : [];
     const state: DeploymentState = {
       spec,
       since: new Date().toISOString(),
