@@ -54,6 +54,21 @@ export interface ServerConfig {
     };
   };
   admin: { maxModelBytes: number };
+  monitoring: MonitoringConfig;
+}
+
+export interface MonitoringConfig {
+  /** false turns per-request and per-prediction monitoring off (the benchmark's baseline). */
+  enabled: boolean;
+  predictionLog: { sampleRate: number; retentionDays: number };
+  sla: { p95Ms: number | null; p99Ms: number | null; errorRate: number | null; availability: number | null };
+  /** How often drift, performance and alert rules are evaluated. */
+  evaluateSeconds: number;
+  alerts: {
+    /** Replaces the default rules when given (see README). */
+    rules: unknown[] | null;
+    webhooks: { url: string; timeoutMs?: number; retries?: number }[];
+  };
 }
 
 export interface FeaturesConfig {
@@ -102,6 +117,13 @@ export function defaultConfig(): ServerConfig {
       analysis: { minRequests: 50, maxErrorRateIncrease: 0.01, maxP99Factor: 1.5, p99SlackMs: 5, maxScorePsi: 0.25 },
     },
     admin: { maxModelBytes: 512 * 1024 * 1024 },
+    monitoring: {
+      enabled: true,
+      predictionLog: { sampleRate: 1, retentionDays: 30 },
+      sla: { p95Ms: null, p99Ms: null, errorRate: null, availability: null },
+      evaluateSeconds: 10,
+      alerts: { rules: null, webhooks: [] },
+    },
     features: {
       definitions: null,
       redis: null,
@@ -186,6 +208,45 @@ const configSchema = {
       },
     },
     admin: { type: 'object', additionalProperties: false, properties: { maxModelBytes: int(1024, 64 * 1024 * 1024 * 1024) } },
+    monitoring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        predictionLog: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { sampleRate: { type: 'number', minimum: 0, maximum: 1 }, retentionDays: { type: 'number', exclusiveMinimum: 0 } },
+        },
+        sla: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            p95Ms: { type: ['number', 'null'], exclusiveMinimum: 0 },
+            p99Ms: { type: ['number', 'null'], exclusiveMinimum: 0 },
+            errorRate: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            availability: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+          },
+        },
+        evaluateSeconds: { type: 'number', minimum: 0.1, maximum: 3600 },
+        alerts: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            rules: { type: ['array', 'null'] },
+            webhooks: {
+              type: 'array',
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['url'],
+                properties: { url: { type: 'string', pattern: '^https?://' }, timeoutMs: int(1, 600_000), retries: int(0, 20) },
+              },
+            },
+          },
+        },
+      },
+    },
     features: {
       type: 'object',
       additionalProperties: false,

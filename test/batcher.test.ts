@@ -31,7 +31,7 @@ function makeEngine(workers: number, batching: Partial<{ maxBatchSize: number; m
     tasksPerWorker: 2,
     intraOpThreads: 1,
     batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096, ...batching },
-    observerFor: (m, v) => monitor.version(m, v),
+    observerFor: (m) => monitor.version(m),
   });
   engines.push(engine);
   return { engine, monitor };

@@ -25,14 +25,21 @@ export interface PendingRequest {
   readonly enqueuedAt: number;
   readonly deadline: number;
   settled: boolean;
+  /** The id its predictions are logged under (monitoring), when it has one. */
+  readonly requestId?: string;
+  /** The deployment variant that routed it, for the prediction log. */
+  readonly variant?: string;
+  /** Validation and reference scoring: not traffic, not monitored. */
+  readonly internal?: boolean;
   /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request. */
   resolve(result: RunResult, rowStart: number): void;
   reject(err: ScorelineError): void;
 }
 
 export interface BatchObserver {
-  onDispatch(batch: { rows: number; requests: readonly PendingRequest[] }, now: number): void;
-  onComplete(rows: number, computeMs: number): void;
+  onDispatch(batch: Batch, now: number): void;
+  /** Before the batch's requests are answered (its input buffers are still intact). */
+  onComplete(batch: Batch, result: RunResult): void;
 }
 
 export interface BatchInput {
@@ -181,7 +188,7 @@ export class DynamicBatcher {
       return this.recycle(batch);
     }
     this.inflight.delete(batch);
-    this.observer.onComplete(batch.rows, result.computeMs);
+    this.observer.onComplete(batch, result);
     const mismatch = this.batchable ? result.outputs.find((o) => o.dims[0] !== batch.rows) : undefined;
     if (mismatch !== undefined) {
       this.failAll(batch, inferenceFailed(`output '${mismatch.name}' does not have the batch as its first dimension`));

@@ -30,7 +30,7 @@ export interface EngineOptions {
   readonly tasksPerWorker: number;
   readonly intraOpThreads: number;
   readonly batching: BatchingConfig;
-  readonly observerFor: (model: string, version: string) => BatchObserver;
+  readonly observerFor: (model: LoadedModel) => BatchObserver;
 }
 
 /** Where batches run: one executor and the scheduler sharing its slots among batchers. */
@@ -94,7 +94,7 @@ export class InferenceEngine {
         model.batchable,
         model.batching,
         lane.scheduler,
-        this.opts.observerFor(model.name, model.version),
+        this.opts.observerFor(model),
         { model: model.name, version: model.version },
       );
     let lane = this.pool ?? this.inline;

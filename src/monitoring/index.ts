@@ -1,129 +1,77 @@
-// Monitoring of what the server serves: Prometheus metrics (prom-client, DESIGN.md section 4) and,
-// per model version, exact latency percentiles (HDR), RPS and error rate for the JSON snapshot.
-// Recording is a handful of array/counter updates per request, with label children cached.
+// Monitoring of what the server serves: Prometheus metrics (DESIGN.md section 4), and per model
+// version the windowed statistics (latency, volume, predictions, drift against the frozen
+// reference), performance from delayed labels joined in the prediction log, SLA compliance, a
+// history point per minute, and the periodic evaluation that feeds gauges and alert rules.
 
 import client from 'prom-client';
-import type { BatchObserver, PendingRequest } from '../inference/index.js';
-import { LatencyRecorder, RateCounter } from './latency.js';
-import { CallbackFamily, CounterFamily, HistogramFamily, type CounterCell, type HistogramCell } from './prometheus.js';
+import type { LoadedModel } from '../inference/index.js';
+import { WINDOWS, type Bucket, type Window } from './buckets.js';
+import { FeatureMetricsObserver } from './feature-metrics.js';
+import { classificationMetrics, regressionMetrics } from './metrics.js';
+import type { PredictionLog } from './prediction-log.js';
+import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
+import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
+export { VersionMonitor, type Route, type VolumeSnapshot } from './version-monitor.js';
+export { FeatureMetricsObserver } from './feature-metrics.js';
+export { PredictionLog } from './prediction-log.js';
+export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
+export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 
-export type Route = 'infer' | 'predict' | 'stream' | 'score';
-const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score'];
-const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3 };
-const CLASSES = ['2xx', '4xx', '5xx'] as const;
-
-/** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
-const LATENCY_BUCKETS = [
-  0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-];
-const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
-
-const statusClass = (status: number): number => (status < 400 ? 0 : status < 500 ? 1 : 2);
-/** Errors for the error rate: server-side failures and load shedding, not client mistakes. */
-const isError = (status: number): boolean => status >= 500 || status === 429;
-
-export interface VolumeSnapshot {
-  requests: number;
-  errors: number;
-  rps: number;
-  error_rate: number | null;
-}
-
-interface Metrics {
-  requests: CounterFamily;
-  duration: HistogramFamily;
-  queue: HistogramFamily;
-  compute: HistogramFamily;
-  batch: HistogramFamily;
-}
-
-export class VersionMonitor implements BatchObserver {
-  readonly latency = new LatencyRecorder();
-  readonly volume = new RateCounter(60);
-  readonly errors = new RateCounter(60);
-  /** Per variant label: cells by route x status class, and duration by route. */
-  private readonly variants = new Map<string, { requests: CounterCell[][]; duration: HistogramCell[] }>();
-  private readonly queueChild: HistogramCell;
-  private readonly computeChild: HistogramCell;
-  private readonly batchChild: HistogramCell;
-
-  constructor(
-    readonly model: string,
-    readonly version: string,
-    private readonly m: Metrics,
-  ) {
-    this.queueChild = m.queue.cell({ model, version });
-    this.computeChild = m.compute.cell({ model, version });
-    this.batchChild = m.batch.cell({ model, version });
-  }
-
-  private cellsOf(variant: string) {
-    let c = this.variants.get(variant);
-    if (c === undefined) {
-      const { model, version } = this;
-      c = {
-        requests: ROUTES.map((route) => CLASSES.map((status) => this.m.requests.cell({ model, version, variant, route, status }))),
-        duration: ROUTES.map((route) => this.m.duration.cell({ model, version, variant, route })),
-      };
-      this.variants.set(variant, c);
-    }
-    return c;
-  }
-
-  /**
-   * One answered request: status and wall time from arrival to response, in milliseconds. The
-   * variant is the deployment's label for the route it took (default, direct, canary, a, ...).
-   */
-  request(route: Route, status: number, ms: number, variant = 'default'): void {
-    const r = ROUTE_INDEX[route];
-    const c = this.cellsOf(variant);
-    c.requests[r]![statusClass(status)]!.inc();
-    c.duration[r]!.observe(ms / 1000);
-    if (status < 400) this.latency.recordMicros(ms * 1000);
-    const now = Date.now();
-    this.volume.add(now);
-    if (isError(status)) this.errors.add(now);
-  }
-
-  onDispatch(batch: { rows: number; requests: readonly PendingRequest[] }, now: number): void {
-    this.batchChild.observe(batch.rows);
-    const reqs = batch.requests;
-    for (let i = 0; i < reqs.length; i++) this.queueChild.observe((now - reqs[i]!.enqueuedAt) / 1000);
-  }
-
-  onComplete(_rows: number, computeMs: number): void {
-    this.computeChild.observe(computeMs / 1000);
-  }
-
-  volumeSnapshot(windowSeconds = 10): VolumeSnapshot {
-    const now = Date.now();
-    const n = this.volume.sum(now, windowSeconds);
-    const e = this.errors.sum(now, windowSeconds);
-    const total = this.volume.total;
-    return {
-      requests: total,
-      errors: this.errors.total,
-      rps: n / windowSeconds,
-      // Over the recent window while there is traffic, else over the whole life of the version.
-      error_rate: n > 0 ? e / n : total === 0 ? null : this.errors.total / total,
-    };
-  }
+export interface SlaConfig {
+  p95Ms: number | null;
+  p99Ms: number | null;
+  /** Highest acceptable share of 5xx and 429 answers. */
+  errorRate: number | null;
+  /** Lowest acceptable share of requests answered without a server error (5xx). */
+  availability: number | null;
 }
 
 export interface MonitorOptions {
   /** Node process metrics (CPU, memory, event loop lag, GC). */
   processMetrics?: boolean;
+  /** false turns every per-request and per-prediction recording off (the benchmark's baseline). */
+  enabled?: boolean;
+  log?: PredictionLog | null;
+  sla?: SlaConfig;
+}
+
+const WINDOW_MS: Record<Window, number> = { all: Infinity, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000 };
+/** Labelled rows needed before performance metrics are reported (below it they would be noise). */
+const MIN_LABELLED = 1;
+
+const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 1e6) / 1e6);
+
+export interface Evaluation {
+  /** 1h window. */
+  scorePsi: number | null;
+  featurePsi: Record<string, number | null>;
+  /** 24h window. */
+  auc: number | null;
+  referenceAuc: number | null;
+  p99Ms: number | null;
+  errorRate: number | null;
+  requests1h: number;
 }
 
 export class Monitor {
   readonly registry = new client.Registry();
-  private readonly metrics: Metrics;
-  private readonly versions = new Map<string, VersionMonitor>();
+  readonly enabled: boolean;
+  readonly log: PredictionLog | null;
+  readonly sla: SlaConfig;
+  private readonly metrics: VersionMetrics;
+  private readonly versions = new Map<LoadedModel, VersionMonitor>();
   private readonly unresolved: CounterFamily;
+  private features: FeatureMetricsObserver | null = null;
+  private readonly perfCache = new Map<string, { at: number; value: Promise<Record<string, unknown>> }>();
+  /** Latest periodic evaluation per version, for gauges and alert rules. */
+  readonly evaluations = new Map<VersionMonitor, Evaluation>();
 
   constructor(opts: MonitorOptions = {}) {
+    this.enabled = opts.enabled !== false;
+    this.log = opts.log ?? null;
+    this.sla = opts.sla ?? { p95Ms: null, p99Ms: null, errorRate: null, availability: null };
     const r = this.registry;
     this.metrics = {
       requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, deployment variant, route and status class.', [
@@ -133,13 +81,7 @@ export class Monitor {
         'route',
         'status',
       ]),
-      duration: new HistogramFamily(
-        r,
-        'scoreline_request_duration_seconds',
-        'Time from request arrival to response, in seconds.',
-        ['model', 'version', 'variant', 'route'],
-        LATENCY_BUCKETS,
-      ),
+      duration: new HistogramFamily(r, 'scoreline_request_duration_seconds', 'Time from request arrival to response, in seconds.', ['model', 'version', 'variant', 'route'], LATENCY_BUCKETS),
       queue: new HistogramFamily(
         r,
         'scoreline_inference_queue_duration_seconds',
@@ -156,6 +98,25 @@ export class Monitor {
       'Requests answered before a model version was chosen (unknown model, bad body, not ready), by route and status class.',
       ['route', 'status'],
     );
+    this.callback('scoreline_drift_psi', 'PSI against the frozen reference over the last hour, per version; feature="__score__" is the score.', 'gauge', () =>
+      [...this.evaluations].flatMap(([vm, e]) => [
+        ...(e.scorePsi === null ? [] : [{ labels: { model: vm.model, version: vm.version, feature: '__score__' }, value: e.scorePsi }]),
+        ...Object.entries(e.featurePsi)
+          .filter((x): x is [string, number] => x[1] !== null)
+          .map(([feature, value]) => ({ labels: { model: vm.model, version: vm.version, feature }, value })),
+      ]),
+    );
+    this.callback('scoreline_model_auc', 'AUC over the last 24 hours of labelled predictions, per version.', 'gauge', () =>
+      [...this.evaluations].filter(([, e]) => e.auc !== null).map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.auc! })),
+    );
+    this.callback('scoreline_sla_compliance', 'Whether a version meets each SLA objective over the last hour (1) or not (0).', 'gauge', () =>
+      [...this.evaluations].flatMap(([vm, e]) =>
+        Object.entries(this.slaOf(e.p99Ms, null, e.errorRate, e.requests1h))
+          .filter(([k, v]) => k !== 'compliant' && v !== null && typeof v === 'object' && (v as { met: boolean | null }).met !== null)
+          .map(([objective, v]) => ({ labels: { model: vm.model, version: vm.version, objective }, value: (v as { met: boolean }).met ? 1 : 0 })),
+      ),
+    );
+    this.callback('scoreline_predictions_logged_total', 'Predictions written to the prediction log (after sampling).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
     if (opts.processMetrics !== false) {
       client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
       // These gauges end in _total, which `promtool check metrics` rejects for non-counters.
@@ -165,14 +126,23 @@ export class Monitor {
     }
   }
 
-  version(model: string, version: string): VersionMonitor {
-    const key = `${model}\u0000${version}`;
-    let v = this.versions.get(key);
+  version(loaded: LoadedModel): VersionMonitor {
+    let v = this.versions.get(loaded);
     if (v === undefined) {
-      v = new VersionMonitor(model, version, this.metrics);
-      this.versions.set(key, v);
+      v = new VersionMonitor(loaded, this.metrics, this.log, this.enabled);
+      const vm = v;
+      v.stats.onMinute = (start, minute) => this.historyPoint(vm, start, minute);
+      this.versions.set(loaded, v);
     }
     return v;
+  }
+
+  find(loaded: LoadedModel): VersionMonitor | undefined {
+    return this.versions.get(loaded);
+  }
+
+  all(): VersionMonitor[] {
+    return [...this.versions.values()].filter((v) => v.loaded.state !== 'unloaded');
   }
 
   /** A request that failed before it reached a model version. */
@@ -190,8 +160,6 @@ export class Monitor {
     if (this.features === null) this.features = new FeatureMetricsObserver(this.registry);
     return this.features;
   }
-
-  private features: FeatureMetricsObserver | null = null;
 
   /** A gauge whose value is read at scrape time. */
   gauge(name: string, help: string, labelNames: string[], collect: (set: (labels: Record<string, string>, v: number) => void) => void): void {
@@ -214,66 +182,161 @@ export class Monitor {
   get contentType(): string {
     return this.registry.contentType;
   }
+
+  /** Performance from labelled predictions of the window (cached for two seconds: dashboards poll). */
+  performance(vm: VersionMonitor, window: Window, now = Date.now()): Promise<Record<string, unknown>> {
+    const key = `${vm.model}\u0000${vm.version}\u0000${window}`;
+    const hit = this.perfCache.get(key);
+    if (hit !== undefined && now - hit.at < 2000) return hit.value;
+    const value = this.computePerformance(vm, window, now);
+    this.perfCache.set(key, { at: now, value });
+    return value;
+  }
+
+  private async computePerformance(vm: VersionMonitor, window: Window, now: number): Promise<Record<string, unknown>> {
+    const task = vm.loaded.config.task ?? 'classification';
+    const threshold = vm.loaded.config.threshold ?? 0.5;
+    const referenceAuc = vm.stats.baselines?.referenceAuc ?? null;
+    const empty =
+      task === 'regression'
+        ? { mae: null, rmse: null, r2: null, mape: null, labelled: 0 }
+        : { auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, threshold, reference_auc: r4(referenceAuc) };
+    if (this.log === null) return empty;
+    const since = window === 'all' ? 0 : now - WINDOW_MS[window];
+    const { scores, labels } = await this.log.labelled(vm.model, vm.loaded.versionNumber, since);
+    if (scores.length < MIN_LABELLED) return empty;
+    if (task === 'regression') {
+      const m = regressionMetrics(scores, labels);
+      return { mae: r4(m.mae), rmse: r4(m.rmse), r2: r4(m.r2), mape: r4(m.mape), labelled: scores.length };
+    }
+    const m = classificationMetrics(scores, labels, threshold);
+    return {
+      auc: r4(m.auc),
+      ks: r4(m.ks),
+      gini: r4(m.gini),
+      accuracy: r4(m.accuracy),
+      precision: r4(m.precision),
+      recall: r4(m.recall),
+      f1: r4(m.f1),
+      log_loss: r4(m.log_loss),
+      brier: r4(m.brier),
+      labelled: m.labelled,
+      threshold,
+      reference_auc: r4(referenceAuc),
+    };
+  }
+
+  slaOf(p99Ms: number | null, p95Ms: number | null, errorRate: number | null, requests: number) {
+    const s = this.sla;
+    const obj = (target: number | null, actual: number | null, lowerIsBetter = true) => ({
+      target,
+      actual: r4(actual),
+      met: target === null || actual === null ? null : lowerIsBetter ? actual <= target : actual >= target,
+    });
+    const availability = errorRate === null || requests === 0 ? null : 1 - errorRate;
+    const out = {
+      p95_ms: obj(s.p95Ms, p95Ms),
+      p99_ms: obj(s.p99Ms, p99Ms),
+      error_rate: obj(s.errorRate, errorRate),
+      availability: obj(s.availability, availability, false),
+    };
+    const verdicts = Object.values(out).map((o) => o.met).filter((m): m is boolean => m !== null);
+    return { ...out, compliant: verdicts.length === 0 ? null : verdicts.every(Boolean) };
+  }
+
+  /** The JSON snapshot of a version over a window (alerts are added by the caller). */
+  async snapshot(vm: VersionMonitor, window: Window) {
+    const now = Date.now();
+    const b = vm.stats.view(window, now);
+    const lat =
+      window === 'all'
+        ? vm.latency.snapshot()
+        : (() => {
+            const h = b.latency;
+            const n = h.totalCount;
+            const ms = (p: number) => (n === 0 ? null : h.getValueAtPercentile(p) / 1000);
+            return { count: n, p50_ms: ms(50), p95_ms: ms(95), p99_ms: ms(99), p999_ms: ms(99.9), max_ms: n === 0 ? null : h.maxValue / 1000, mean_ms: n === 0 ? null : h.mean / 1000 };
+          })();
+    const latency = Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, k === 'count' ? v : r4(v as number | null)]));
+    const errorRate = b.requests === 0 ? null : b.errors / b.requests;
+    const volume = {
+      requests: b.requests,
+      errors: b.errors,
+      rps: r4(window === 'all' || window === '1h' ? vm.volumeSnapshot().rps : b.requests / (WINDOW_MS[window] / 1000)),
+      error_rate: r4(errorRate),
+    };
+    const n = b.predictions;
+    const mean = n === 0 ? null : b.scoreSum / n;
+    const predictions = {
+      count: n,
+      mean: r4(mean),
+      std: n < 2 || mean === null ? null : r4(Math.sqrt(Math.max(0, b.scoreSq / n - mean * mean))),
+      min: n === 0 ? null : r4(b.scoreMin),
+      max: n === 0 ? null : r4(b.scoreMax),
+      histogram: { edges: b.score.baseline.edges.map((e) => r4(e)), counts: Array.from(b.score.counts), reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null },
+    };
+    const drift = vm.stats.drift(b);
+    for (const d of [drift.score, ...Object.values(drift.features)]) d.psi = r4(d.psi);
+    for (const f of Object.values(drift.features)) f.missing_rate = r4(f.missing_rate);
+    return {
+      model: vm.model,
+      version: vm.version,
+      window,
+      generated_at: new Date(now).toISOString(),
+      state: vm.loaded.state,
+      task: vm.loaded.config.task ?? 'classification',
+      performance: await this.performance(vm, window, now),
+      drift,
+      predictions,
+      latency,
+      volume,
+      sla: this.slaOf(latency.p99_ms as number | null, latency.p95_ms as number | null, errorRate, b.requests),
+      reference: vm.stats.baselines ? { rows: vm.stats.baselines.rows, auc: r4(vm.stats.baselines.referenceAuc) } : null,
+    };
+  }
+
+  /** Recomputes every version's evaluation (1h drift, 24h AUC, latency, errors): gauges and alerts read it. */
+  async evaluate(now = Date.now()): Promise<Map<VersionMonitor, Evaluation>> {
+    for (const vm of this.all()) {
+      const h = vm.stats.view('1h', now);
+      const drift = vm.stats.drift(h);
+      const perf = (await this.performance(vm, '24h', now).catch(() => ({}))) as { auc?: number | null };
+      this.evaluations.set(vm, {
+        scorePsi: drift.score.psi,
+        featurePsi: Object.fromEntries(Object.entries(drift.features).map(([k, v]) => [k, v.psi])),
+        auc: perf.auc ?? null,
+        referenceAuc: vm.stats.baselines?.referenceAuc ?? null,
+        p99Ms: h.latency.totalCount === 0 ? null : h.latency.getValueAtPercentile(99) / 1000,
+        errorRate: h.requests === 0 ? null : h.errors / h.requests,
+        requests1h: h.requests,
+      });
+    }
+    for (const vm of this.evaluations.keys()) if (vm.loaded.state === 'unloaded') this.evaluations.delete(vm);
+    return this.evaluations;
+  }
+
+  private historyPoint(vm: VersionMonitor, start: number, minute: Bucket): void {
+    if (this.log === null) return;
+    const l = minute.latency;
+    const n = l.totalCount;
+    const e = this.evaluations.get(vm);
+    const data = {
+      requests: minute.requests,
+      rps: r4(minute.requests / 60),
+      p50_ms: n === 0 ? null : l.getValueAtPercentile(50) / 1000,
+      p95_ms: n === 0 ? null : l.getValueAtPercentile(95) / 1000,
+      p99_ms: n === 0 ? null : l.getValueAtPercentile(99) / 1000,
+      error_rate: minute.requests === 0 ? null : r4(minute.errors / minute.requests),
+      predictions: minute.predictions,
+      score_psi: r4(e?.scorePsi ?? null),
+      auc: r4(e?.auc ?? null),
+    };
+    this.log.putHistory([{ model: vm.model, version: vm.loaded.versionNumber, at: start, data: JSON.stringify(data) }]);
+  }
+
+  async close(): Promise<void> {
+    await this.log?.close();
+  }
 }
 
-const FRESHNESS_BUCKETS = [1, 10, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400];
-
-/** Fallbacks, freshness, L1 lookups and store round trips of feature serving. */
-export class FeatureMetricsObserver {
-  private readonly fallbacks: CounterFamily;
-  private readonly freshnessFamily: HistogramFamily;
-  private readonly lookups: CounterFamily;
-  private readonly roundTrips: HistogramFamily;
-  private readonly failures: CounterCell;
-  private readonly hitCell: CounterCell;
-  private readonly missCell: CounterCell;
-  private readonly fresh = new Map<string, HistogramCell>();
-  private readonly fallbackCells = new Map<string, CounterCell>();
-  private readonly rttOk: HistogramCell;
-  private readonly rttFailed: HistogramCell;
-
-  constructor(registry: client.Registry) {
-    this.fallbacks = new CounterFamily(registry, 'scoreline_feature_fallbacks_total', 'Feature values served by a fallback, by feature and fallback kind.', ['feature', 'kind']);
-    this.freshnessFamily = new HistogramFamily(
-      registry,
-      'scoreline_feature_freshness_seconds',
-      'Age of stored feature values (now minus their event time) when served, in seconds.',
-      ['feature'],
-      FRESHNESS_BUCKETS,
-    );
-    this.lookups = new CounterFamily(registry, 'scoreline_feature_lookups_total', 'Stored feature groups looked up in the L1 cache per request, by result.', ['result']);
-    this.hitCell = this.lookups.cell({ result: 'hit' });
-    this.missCell = this.lookups.cell({ result: 'miss' });
-    this.roundTrips = new HistogramFamily(registry, 'scoreline_feature_store_roundtrip_seconds', 'Round trips to the online store (one pipeline per request), in seconds.', ['result'], LATENCY_BUCKETS);
-    this.rttOk = this.roundTrips.cell({ result: 'ok' });
-    this.rttFailed = this.roundTrips.cell({ result: 'error' });
-    this.failures = new CounterFamily(registry, 'scoreline_feature_store_failures_total', 'Requests that could not reach the online store and were served from cache and fallbacks.', []).cell({});
-  }
-
-  cacheLookup(hits: number, misses: number): void {
-    this.hitCell.inc(hits);
-    this.missCell.inc(misses);
-  }
-
-  fallback(ref: string, kind: string): void {
-    const key = `${ref}\u0000${kind}`;
-    let c = this.fallbackCells.get(key);
-    if (c === undefined) this.fallbackCells.set(key, (c = this.fallbacks.cell({ feature: ref, kind })));
-    c.inc();
-  }
-
-  freshness(ref: string): (ageSeconds: number) => void {
-    let h = this.fresh.get(ref);
-    if (h === undefined) this.fresh.set(ref, (h = this.freshnessFamily.cell({ feature: ref })));
-    const cell = h;
-    return (ageSeconds) => cell.observe(ageSeconds);
-  }
-
-  storeFailure(): void {
-    this.failures.inc();
-  }
-
-  storeRoundTrip(seconds: number, ok: boolean): void {
-    (ok ? this.rttOk : this.rttFailed).observe(seconds);
-  }
-}
+export { WINDOWS as MONITORING_WINDOWS };

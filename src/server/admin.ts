@@ -9,6 +9,7 @@ import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType
 import type { Deployer } from '../deploy/index.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { ServerContext } from './context.js';
+import { freezeFromCsv } from './reference.js';
 import { isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -139,6 +140,38 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     );
   });
 
+  // Drift reference: a CSV with the model's feature columns (and its label), frozen for the version.
+  app.put('/admin/models/:name/versions/:version/reference', (res: Res, req) => {
+    const name = req.getParameter(0);
+    const version = req.getParameter(1);
+    const contentLength = req.getHeader('content-length');
+    try {
+      authorize(req);
+      if (!/^[1-9][0-9]*$/.test(version)) throw badRequest('version must be a positive integer');
+    } catch (e) {
+      sendError(res, e, ctx.log, true);
+      return;
+    }
+    readBody(
+      res,
+      contentLength,
+      { maxBytes: deps.maxModelBytes },
+      (buf) => {
+        const csv = buf.toString('utf8');
+        (async () => {
+          registry.getVersion(name, Number(version));
+          const m = await deployer.ensureLoaded(name, Number(version));
+          const r = await freezeFromCsv(ctx, m, csv);
+          return { model: name, version: Number(version), rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
+        })().then(
+          (body) => sendJson(res, 200, JSON.stringify(body)),
+          (e) => sendError(res, e, ctx.log),
+        );
+      },
+      (err) => sendError(res, err, ctx.log),
+    );
+  });
+
   // Aliases.
   withJson('put', '/admin/models/:name/aliases/:alias', ([name, alias], body) => {
     if (!isObject(body) || !Number.isSafeInteger(body.version)) throw badRequest('body must be {"version": <integer>, "reason"?: "..."}');
@@ -172,6 +205,7 @@ export const ADMIN_PATTERNS = [
   '/admin/models/:name',
   '/admin/models/:name/versions',
   '/admin/models/:name/aliases/:alias',
+  '/admin/models/:name/versions/:version/reference',
   '/admin/deployments/:name',
   '/admin/deployments/:name/promote',
   '/admin/deployments/:name/rollback',

@@ -28,7 +28,7 @@ const monitors = new WeakMap<LoadedModel, VersionMonitor>();
 export function monitorOf(ctx: ServerContext, model: LoadedModel): VersionMonitor {
   let m = monitors.get(model);
   if (m === undefined) {
-    m = ctx.monitor.version(model.name, model.version);
+    m = ctx.monitor.version(model);
     monitors.set(model, m);
   }
   return m;

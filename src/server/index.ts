@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
-import { Monitor } from '../monitoring/index.js';
+import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { mkdirSync } from 'node:fs';
 import { Deployer, Router } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
@@ -18,6 +18,7 @@ import type { ServerContext } from './context.js';
 import { sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
+import { restoreReference } from './reference.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
@@ -38,18 +39,20 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
-  const monitor = new Monitor();
+  mkdirSync(config.dataDir, { recursive: true });
+  const mon = config.monitoring;
+  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, sampleRate: mon.predictionLog.sampleRate, retentionDays: mon.predictionLog.retentionDays }) : null;
+  const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla });
   const engine = new InferenceEngine({
     workers: config.inference.workers,
     tasksPerWorker: config.inference.tasksPerWorker,
     intraOpThreads: config.inference.intraOpThreads,
     inlineBelowMicros: config.inference.inlineBelowMicros,
     batching: config.batching,
-    observerFor: (model, version) => monitor.version(model, version),
+    observerFor: (model) => monitor.version(model),
   });
   let features: FeatureService | null = null;
   let ctx: ServerContext;
-  mkdirSync(config.dataDir, { recursive: true });
   const registry = ModelRegistry.open(config.dataDir, {
     onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
   });
@@ -66,6 +69,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     pinned: (name) => pinned.get(name) ?? NONE,
     onLoaded: (m) => {
       if (features !== null) bindModel(ctx, features, m);
+      if (mon.enabled) void restoreReference(ctx, m);
     },
   });
   try {
@@ -84,6 +88,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await features?.close();
     await engine.close();
     registry.close();
+    await monitor.close();
     throw e;
   }
   const token = adminToken(config.dataDir);
@@ -95,8 +100,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   registerScore(app, ctx, features);
   registerAdmin(app, ctx, { registry, deployer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
   const streams: StreamHandle = registerStream(app, ctx);
-  registerObserve(app, ctx, streams);
-  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring/:model', '/v1/score/:model', '/v1/events']) {
+  const alertsOf = () => [];
+  registerObserve(app, ctx, streams, alertsOf);
+  const evaluator = setInterval(() => void monitor.evaluate().catch((e: Error) => log.error({ err: e.message }, 'monitoring evaluation failed')), mon.evaluateSeconds * 1000);
+  evaluator.unref();
+  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events']) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
     });
@@ -123,9 +131,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       // Let the last answers leave before sockets close.
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
+      clearInterval(evaluator);
       deployer.close();
       await engine.close();
       await features?.close();
+      await monitor.close();
       registry.close();
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;

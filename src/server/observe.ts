@@ -1,29 +1,47 @@
-// Observability endpoints: Prometheus exposition at /metrics and the per-version JSON snapshot at
-// /v1/monitoring/{model} (exact latency percentiles, RPS, error rate, queue state).
+// Observability endpoints: Prometheus exposition at /metrics; the monitoring snapshot of a version
+// over a window at /v1/monitoring/{model} (performance, drift, predictions, latency, volume, SLA,
+// alerts), its per-minute history, the list of monitored models; and delayed labels at
+// POST /v1/feedback, joined to logged predictions by request id.
 
-import { badRequest } from '../errors.js';
+import { badRequest, notReady } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
+import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
-import { sendError, sendJson, sendText, type ResponseState } from './http.js';
+import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJson, sendText, type ResponseState } from './http.js';
 import type { StreamHandle } from './stream.js';
-import type { HttpResponse, TemplatedApp } from './uws.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
 
-export function monitoringSnapshot(ctx: ServerContext, m: LoadedModel) {
-  const mon = monitorOf(ctx, m);
+/** Open alerts of a model version, as the snapshot lists them (filled in by the alerting wiring). */
+export type AlertsOf = (model: string, version: string) => unknown[];
+
+export async function monitoringSnapshot(ctx: ServerContext, m: LoadedModel, window: Window, alertsOf: AlertsOf) {
+  const snap = await ctx.monitor.snapshot(monitorOf(ctx, m), window);
   return {
-    model: m.name,
-    version: m.version,
-    window: 'all',
-    state: m.state,
-    latency: mon.latency.snapshot(),
-    volume: mon.volume.total === 0 ? { requests: 0, errors: 0, rps: 0, error_rate: null } : mon.volumeSnapshot(),
+    ...snap,
     queue: { waiting: m.batcher.queued, pending: m.batcher.pending, max: m.batching.maxQueueSize },
+    alerts: alertsOf(m.name, m.version),
   };
 }
 
-export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: StreamHandle): void {
+const MAX_FEEDBACK = 10_000;
+
+export function parseFeedback(body: unknown): { requestId: string; label: number }[] {
+  const list = Array.isArray(body) ? body : isObject(body) && Array.isArray(body.feedback) ? body.feedback : [body];
+  if (list.length === 0) throw badRequest('feedback must hold at least one {"request_id", "label"}');
+  if (list.length > MAX_FEEDBACK) throw badRequest(`at most ${MAX_FEEDBACK} labels per request`);
+  return list.map((x, i) => {
+    const at = list.length === 1 ? 'feedback' : `feedback[${i}]`;
+    if (!isObject(x)) throw badRequest(`${at} must be an object {"request_id", "label"}`);
+    if (typeof x.request_id !== 'string' || x.request_id.length === 0 || x.request_id.length > 256) throw badRequest(`${at}.request_id must be a non-empty string`);
+    const label = typeof x.label === 'boolean' ? (x.label ? 1 : 0) : x.label;
+    if (typeof label !== 'number' || !Number.isFinite(label)) throw badRequest(`${at}.label must be a finite number (0/1 for classification) or a boolean`);
+    return { requestId: x.request_id, label };
+  });
+}
+
+export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: StreamHandle, alertsOf: AlertsOf): void {
   const { engine, monitor } = ctx;
   monitor.gauge('scoreline_model_ready', 'Whether a model version is loaded, warmed up and serving (1) or not (0).', ['model', 'version'], (set) => {
     for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
@@ -36,6 +54,11 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.inFlight);
   });
+  const feedbackCounts = { joined: 0, unknown: 0 };
+  monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback, by whether they joined a logged prediction.', 'counter', () => [
+    { labels: { result: 'joined' }, value: feedbackCounts.joined },
+    { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
+  ]);
 
   app.get('/metrics', (res: Res) => {
     res.onAborted(() => {
@@ -47,16 +70,107 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
     );
   });
 
-  app.get('/v1/monitoring/:model', (res: Res, req) => {
+  app.get('/v1/monitoring', (res: Res) => {
+    const names = [...new Set(engine.list().map((m) => m.name))];
+    const models = names.map((name) => {
+      let serving: string | undefined;
+      try {
+        serving = ctx.router.pick(name).model.version;
+      } catch {
+        serving = undefined;
+      }
+      return { name, versions: engine.versionsOf(name).map((m) => ({ version: m.version, state: m.state, serving: m.version === serving })) };
+    });
+    sendJson(res, 200, JSON.stringify({ models }));
+  });
+
+  /** The version a monitoring request means: ?version=, else the one serving requests without one. */
+  const versionOf = (name: string, version: string | undefined): LoadedModel => {
+    if (version !== undefined) return engine.lookup(name, version);
+    try {
+      return ctx.router.pick(name).model;
+    } catch {
+      return engine.lookup(name);
+    }
+  };
+  const windowOf = (raw: string): Window => {
+    if (!(WINDOWS as readonly string[]).includes(raw)) throw badRequest(`window must be one of ${WINDOWS.join(', ')}`);
+    return raw as Window;
+  };
+
+  app.get('/v1/monitoring/:model', (res: Res, req: HttpRequest) => {
     const name = req.getParameter(0);
     const version = req.getQuery('version') || undefined;
-    const window = req.getQuery('window') || 'all';
+    const rawWindow = req.getQuery('window') || 'all';
+    res.onAborted(() => {
+      res.aborted = true;
+    });
+    (async () => monitoringSnapshot(ctx, versionOf(name, version), windowOf(rawWindow), alertsOf))().then(
+      (snap) => sendJson(res, 200, JSON.stringify(snap)),
+      (e) => sendError(res, e, ctx.log),
+    );
+  });
+
+  app.get('/v1/monitoring/:model/history', (res: Res, req: HttpRequest) => {
+    const name = req.getParameter(0);
+    const version = req.getQuery('version') || undefined;
+    const from = req.getQuery('from');
+    const to = req.getQuery('to');
+    res.onAborted(() => {
+      res.aborted = true;
+    });
+    (async () => {
+      const m = versionOf(name, version);
+      const parse = (v: string, fallback: number, what: string) => {
+        if (v === '') return fallback;
+        const t = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+        if (Number.isNaN(t)) throw badRequest(`${what} must be an ISO time or epoch milliseconds`);
+        return t;
+      };
+      const now = Date.now();
+      const f = parse(from, now - 86_400_000, 'from');
+      const t = parse(to, now, 'to');
+      if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring history)');
+      const points = await ctx.monitor.log.history(m.name, m.versionNumber, f, t);
+      return { model: m.name, version: m.version, from: new Date(f).toISOString(), to: new Date(t).toISOString(), points: points.map((p) => ({ ...p, at: new Date(p.at as number).toISOString() })) };
+    })().then(
+      (body) => sendJson(res, 200, JSON.stringify(body)),
+      (e) => sendError(res, e, ctx.log),
+    );
+  });
+
+  app.post('/v1/feedback', (res: Res, req: HttpRequest) => {
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
     try {
-      if (window !== 'all') throw badRequest(`window '${window}' is not supported yet; use 'all'`);
-      const m = version === undefined ? engine.resolve(name) : engine.lookup(name, version);
-      sendJson(res, 200, JSON.stringify(monitoringSnapshot(ctx, m)));
+      checkJsonContentType(contentType);
+      if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring is off)');
     } catch (e) {
-      sendError(res, e, ctx.log);
+      sendError(res, e, ctx.log, true);
+      return;
     }
+    readBody(
+      res,
+      contentLength,
+      { maxBytes: ctx.config.server.maxBodyBytes },
+      (buf) => {
+        let items: { requestId: string; label: number }[];
+        try {
+          items = parseFeedback(parseJson(buf));
+        } catch (e) {
+          sendError(res, e, ctx.log);
+          return;
+        }
+        ctx.monitor.log!.feedback(items).then(
+          (r) => {
+            feedbackCounts.joined += r.joined;
+            feedbackCounts.unknown += r.unknown.length;
+            sendJson(res, 200, JSON.stringify({ received: items.length, joined: r.joined, unknown: r.unknown.length, unknown_ids: r.unknown.slice(0, 100) }));
+          },
+          (e) => sendError(res, e, ctx.log),
+        );
+      },
+      (err) => sendError(res, err, ctx.log),
+    );
   });
 }

@@ -9,6 +9,7 @@ import type { Route, VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
 import { decodeInstances, decodeOip, type DecodedRequest } from './decode.js';
 import { outputsJson, predictionsJson, scoreOf } from './encode.js';
+import { nextRequestId } from './score.js';
 import { sendShadow } from './shadow.js';
 import { checkJsonContentType, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
@@ -30,10 +31,16 @@ class HttpInference implements PendingRequest {
     readonly deadline: number,
     private readonly target: Target,
     private readonly pair: ShadowPair | null,
+    /** The client's id, else a generated one: predictions are logged under it, feedback joins on it. */
+    readonly requestId: string,
   ) {}
 
   get rows(): number {
     return this.decoded.rows;
+  }
+
+  get variant(): string {
+    return this.target.variant;
   }
 
   resolve(result: RunResult, rowStart: number): void {
@@ -41,9 +48,9 @@ class HttpInference implements PendingRequest {
     const m = this.model;
     let body: string;
     if (this.route === 'predict') {
-      body = `{"predictions":${predictionsJson(m, result, rowStart, d.rows)},"model_name":${JSON.stringify(m.name)},"model_version":"${m.version}"}`;
+      body = `{"predictions":${predictionsJson(m, result, rowStart, d.rows)},"model_name":${JSON.stringify(m.name)},"model_version":"${m.version}","request_id":${JSON.stringify(this.requestId)}}`;
     } else {
-      body = m.oipPrefix + (d.id !== undefined ? ',"id":' + JSON.stringify(d.id) : '') + ',"outputs":' + outputsJson(m, result, rowStart, d.rows, d.select) + '}';
+      body = m.oipPrefix + ',"id":' + JSON.stringify(this.requestId) + ',"outputs":' + outputsJson(m, result, rowStart, d.rows, d.select) + '}';
     }
     sendJson(this.res, 200, body);
     const ms = performance.now() - this.enqueuedAt;
@@ -108,7 +115,7 @@ function inferenceHandler(ctx: ServerContext, route: Route, versioned: boolean) 
           const model = target.model;
           const decoded = route === 'predict' ? decodeInstances(model, body, buf.length) : decodeOip(model, body, buf.length);
           const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-          const p = new HttpInference(res, ctx, model, monitorOf(ctx, model), route, decoded, t0, t0 + timeout, target, pair);
+          const p = new HttpInference(res, ctx, model, monitorOf(ctx, model), route, decoded, t0, t0 + timeout, target, pair, decoded.id ?? nextRequestId());
           model.batcher.commit(decoded.batch, p);
           if (pair !== null) sendShadow(target.shadow!, pair, { kind: route === 'predict' ? 'predict' : 'oip', body, maxElements: buf.length }, timeout);
         } catch (e) {

@@ -60,7 +60,9 @@ class ScoreInference implements PendingRequest {
     private readonly ctx: ServerContext,
     private readonly model: LoadedModel,
     private readonly mon: VersionMonitor,
-    private readonly requestId: string,
+    /** The request id as JSON text (quoted). */
+    private readonly idJson: string,
+    readonly requestId: string,
     private readonly debug: Resolved | null,
     readonly enqueuedAt: number,
     readonly deadline: number,
@@ -68,10 +70,14 @@ class ScoreInference implements PendingRequest {
     private readonly pair: ShadowPair | null,
   ) {}
 
+  get variant(): string {
+    return this.target.variant;
+  }
+
   resolve(result: RunResult, rowStart: number): void {
     const m = this.model;
     const score = scoreOf(m, result, rowStart);
-    let body = `{"request_id":${this.requestId},${prefixOf(m)}"variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
+    let body = `{"request_id":${this.idJson},${prefixOf(m)}"variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
     if (this.debug !== null) body += `,"entity":${JSON.stringify(this.debug.entityIds)},"features":${JSON.stringify(this.debug.debug())}`;
     sendJson(this.res, 200, body + '}');
     const ms = performance.now() - this.enqueuedAt;
@@ -89,6 +95,7 @@ class ScoreInference implements PendingRequest {
 }
 
 function enqueue(ctx: ServerContext, res: Res, target: Target, resolved: Resolved, requestId: string, debug: boolean, t0: number): void {
+  const idJson = JSON.stringify(requestId);
   const m = target.model;
   const batch = m.batcher.reserve(1);
   const buf = batch.buffers[0]!;
@@ -97,7 +104,7 @@ function enqueue(ctx: ServerContext, res: Res, target: Target, resolved: Resolve
   for (let c = 0; c < row.length; c++) (buf as Float64Array)[at + c] = row[c]!;
   const timeout = ctx.config.server.requestTimeoutMs;
   const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), requestId, debug ? resolved : null, t0, t0 + timeout, target, pair);
+  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), idJson, requestId, debug ? resolved : null, t0, t0 + timeout, target, pair);
   m.batcher.commit(batch, p);
   if (pair !== null && target.shadow !== null) {
     // The shadow scores the same features only if it binds the same columns.
@@ -150,8 +157,7 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
           const model = t.model;
           const mf = modelFeatures.get(model);
           if (mf === undefined) throw signatureMismatch(`model '${name}' version ${model.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
-          // Kept as JSON text: generated ids need no escaping, client ids are stringified once.
-          const requestId = body.id !== undefined ? JSON.stringify(body.id) : `"${nextRequestId()}"`;
+          const requestId = (body.id as string | undefined) ?? nextRequestId();
           const debug = body.debug === true;
           const resolved = features!.server.resolve(mf, body.entity, body.context, body.features);
           if (resolved instanceof Promise) {

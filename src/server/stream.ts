@@ -13,7 +13,7 @@ import type { VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, targetOf, type ServerContext } from './context.js';
 import { decodeOip, type DecodedRequest } from './decode.js';
 import { outputsJson } from './encode.js';
-import { ingestFrame } from './score.js';
+import { ingestFrame, nextRequestId } from './score.js';
 import { errorResponse, isObject } from './http.js';
 import type { TemplatedApp, WebSocket } from './uws.js';
 
@@ -64,6 +64,7 @@ class StreamInference implements PendingRequest {
     private readonly decoded: DecodedRequest,
     readonly enqueuedAt: number,
     readonly deadline: number,
+    readonly requestId: string,
   ) {}
 
   get rows(): number {
@@ -165,7 +166,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         }
         model = targetOf(ctx, frame.model, v === undefined ? undefined : String(v), undefined).model;
         const decoded = decodeOip(model, frame, message.byteLength, false);
-        const p = new StreamInference(ws, conn, limits, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout);
+        const p = new StreamInference(ws, conn, limits, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout, typeof frame.id === 'string' ? frame.id : nextRequestId());
         conn.inflight++;
         model.batcher.commit(decoded.batch, p);
       } catch (e) {

@@ -1,0 +1,166 @@
+// Windowed statistics of one model version: requests, errors, latency (HDR), predictions (count,
+// mean, spread, score bins) and drift counters for the score and every input feature. A request
+// or prediction touches only the current minute's bucket (constant work); when a minute closes it
+// is merged into its hour and into "all". Windows (1h, 24h, 7d, all) are merged on demand.
+
+import * as hdr from 'hdr-histogram-js';
+import { band, driftCounter, EDGE_QUANTILES, type DriftBaseline, type NumericBaseline, type PsiBand } from './drift.js';
+import type { CategoricalDriftCounter, NumericDriftCounter } from './drift.js';
+
+export type Window = 'all' | '1h' | '24h' | '7d';
+export const WINDOWS: readonly Window[] = ['all', '1h', '24h', '7d'];
+const MINUTE = 60_000;
+const HOUR = 3_600_000;
+
+/** The frozen reference of a version (DESIGN.md section 5), from its reference data. */
+export interface Baselines {
+  readonly score: NumericBaseline | null;
+  readonly features: readonly { readonly name: string; readonly baseline: DriftBaseline }[];
+  readonly referenceAuc: number | null;
+  readonly rows: number;
+}
+
+type Counter = NumericDriftCounter | CategoricalDriftCounter;
+
+/** Without a reference, scores are still binned (at fixed deciles of [0, 1]) for the distribution chart. */
+const FIXED_SCORE_BASELINE: NumericBaseline = { kind: 'numeric', edges: [...EDGE_QUANTILES], refShares: new Array(10).fill(0.1) };
+
+function histogram() {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 2, useWebAssembly: false });
+}
+
+export class Bucket {
+  requests = 0;
+  errors = 0;
+  readonly latency = histogram();
+  predictions = 0;
+  scoreSum = 0;
+  scoreSq = 0;
+  scoreMin = Infinity;
+  scoreMax = -Infinity;
+  readonly score: NumericDriftCounter;
+  readonly features: Counter[];
+
+  constructor(b: Baselines | null) {
+    this.score = driftCounter(b?.score ?? FIXED_SCORE_BASELINE);
+    this.features = (b?.features ?? []).map((f) => driftCounter(f.baseline));
+  }
+
+  merge(o: Bucket): void {
+    this.requests += o.requests;
+    this.errors += o.errors;
+    if (o.latency.totalCount > 0) this.latency.add(o.latency);
+    this.predictions += o.predictions;
+    this.scoreSum += o.scoreSum;
+    this.scoreSq += o.scoreSq;
+    if (o.scoreMin < this.scoreMin) this.scoreMin = o.scoreMin;
+    if (o.scoreMax > this.scoreMax) this.scoreMax = o.scoreMax;
+    this.score.merge(o.score as never);
+    for (let i = 0; i < this.features.length; i++) (this.features[i] as NumericDriftCounter).merge(o.features[i] as never);
+  }
+}
+
+export interface DriftView {
+  score: { psi: number | null; band: PsiBand | null };
+  features: Record<string, { psi: number | null; band: PsiBand | null; missing_rate: number | null }>;
+}
+
+export class WindowedStats {
+  private minute: Bucket;
+  private minuteStart: number;
+  private hour: Bucket;
+  private hourStart: number;
+  private readonly minutes: { start: number; bucket: Bucket }[] = [];
+  private readonly hours: { start: number; bucket: Bucket }[] = [];
+  private readonly all: Bucket;
+  /** Called with each closed minute (history points). */
+  onMinute: ((start: number, minute: Bucket) => void) | null = null;
+
+  constructor(
+    readonly baselines: Baselines | null,
+    now = Date.now(),
+  ) {
+    this.minute = new Bucket(baselines);
+    this.hour = new Bucket(baselines);
+    this.all = new Bucket(baselines);
+    this.minuteStart = now - (now % MINUTE);
+    this.hourStart = now - (now % HOUR);
+  }
+
+  /** The bucket requests and predictions go to now (rotating when a minute has passed). */
+  current(now: number): Bucket {
+    if (now >= this.minuteStart + MINUTE) this.rotate(now);
+    return this.minute;
+  }
+
+  private rotate(now: number): void {
+    const closed = this.minute;
+    const start = this.minuteStart;
+    this.hour.merge(closed);
+    this.all.merge(closed);
+    this.minutes.push({ start, bucket: closed });
+    while (this.minutes.length > 0 && this.minutes[0]!.start < now - HOUR) this.minutes.shift();
+    this.onMinute?.(start, closed);
+    if (now >= this.hourStart + HOUR) {
+      this.hours.push({ start: this.hourStart, bucket: this.hour });
+      while (this.hours.length > 0 && this.hours[0]!.start < now - 7 * 24 * HOUR) this.hours.shift();
+      this.hour = new Bucket(this.baselines);
+      this.hourStart = now - (now % HOUR);
+    }
+    this.minute = new Bucket(this.baselines);
+    this.minuteStart = now - (now % MINUTE);
+  }
+
+  recordRequest(now: number, error: boolean, micros: number | null): void {
+    const b = this.current(now);
+    b.requests++;
+    if (error) b.errors++;
+    if (micros !== null) b.latency.recordValue(micros < 1 ? 1 : micros);
+  }
+
+  /** One scored row: its score and, when the model has named features, its input values. */
+  recordPrediction(now: number, score: number, row: ArrayLike<number> | null, offset: number): void {
+    const b = this.current(now);
+    b.predictions++;
+    if (Number.isFinite(score)) {
+      b.scoreSum += score;
+      b.scoreSq += score * score;
+      if (score < b.scoreMin) b.scoreMin = score;
+      if (score > b.scoreMax) b.scoreMax = score;
+    }
+    b.score.add(score);
+    if (row !== null) {
+      const f = b.features;
+      for (let i = 0; i < f.length; i++) (f[i] as NumericDriftCounter).add(row[offset + i]);
+    }
+  }
+
+  /** The window merged into one bucket (the open minute and hour included). */
+  view(window: Window, now = Date.now()): Bucket {
+    this.current(now);
+    const out = new Bucket(this.baselines);
+    if (window === 'all') {
+      out.merge(this.all);
+    } else if (window === '1h') {
+      for (const m of this.minutes) if (m.start >= now - HOUR) out.merge(m.bucket);
+    } else {
+      const span = window === '24h' ? 24 * HOUR : 7 * 24 * HOUR;
+      for (const h of this.hours) if (h.start >= now - span) out.merge(h.bucket);
+      out.merge(this.hour);
+    }
+    out.merge(this.minute);
+    return out;
+  }
+
+  drift(b: Bucket): DriftView {
+    const hasRef = this.baselines?.score !== null && this.baselines?.score !== undefined;
+    const scorePsi = hasRef && b.score.count > 0 ? b.score.psi() : null;
+    const features: DriftView['features'] = {};
+    (this.baselines?.features ?? []).forEach((f, i) => {
+      const c = b.features[i]!;
+      const psi = c.count > 0 ? c.psi() : null;
+      features[f.name] = { psi, band: band(psi), missing_rate: c.count + c.missing > 0 ? c.missingRate() : null };
+    });
+    return { score: { psi: scorePsi, band: band(scorePsi) }, features };
+  }
+}

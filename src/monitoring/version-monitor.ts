@@ -1,0 +1,163 @@
+// What is recorded for one model version as it serves: Prometheus cells (requests by variant,
+// route and status class, durations, queue and compute times, batch sizes), an exact all-time
+// latency histogram, recent volume, and per batch the scores and inputs of every row into the
+// windowed statistics (drift, prediction distribution) and the prediction log. Per request this is
+// a few counter updates; per row a score read and a few comparisons.
+
+import type { Batch, BatchObserver, LoadedModel, RunResult } from '../inference/index.js';
+import { WindowedStats, type Baselines } from './buckets.js';
+import { LatencyRecorder, RateCounter } from './latency.js';
+import type { PredictionLog } from './prediction-log.js';
+import type { CounterCell, CounterFamily, HistogramCell, HistogramFamily } from './prometheus.js';
+
+export type Route = 'infer' | 'predict' | 'stream' | 'score';
+export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score'];
+const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3 };
+export const CLASSES = ['2xx', '4xx', '5xx'] as const;
+
+/** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
+export const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
+export const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+export const statusClass = (status: number): number => (status < 400 ? 0 : status < 500 ? 1 : 2);
+/** Errors for the error rate: server-side failures and load shedding, not client mistakes. */
+export const isError = (status: number): boolean => status >= 500 || status === 429;
+
+export interface VersionMetrics {
+  requests: CounterFamily;
+  duration: HistogramFamily;
+  queue: HistogramFamily;
+  compute: HistogramFamily;
+  batch: HistogramFamily;
+}
+
+export interface VolumeSnapshot {
+  requests: number;
+  errors: number;
+  rps: number;
+  error_rate: number | null;
+}
+
+export class VersionMonitor implements BatchObserver {
+  readonly latency = new LatencyRecorder();
+  readonly volume = new RateCounter(60);
+  readonly errors = new RateCounter(60);
+  stats: WindowedStats;
+  /** Input columns recorded per prediction (0 when the model has no named features). */
+  private readonly width: number;
+  private readonly variants = new Map<string, { requests: CounterCell[][]; duration: HistogramCell[] }>();
+  private readonly queueChild: HistogramCell;
+  private readonly computeChild: HistogramCell;
+  private readonly batchChild: HistogramCell;
+  readonly model: string;
+  readonly version: string;
+
+  constructor(
+    readonly loaded: LoadedModel,
+    private readonly m: VersionMetrics,
+    private readonly log: PredictionLog | null,
+    readonly enabled: boolean,
+  ) {
+    this.model = loaded.name;
+    this.version = loaded.version;
+    const labels = { model: this.model, version: this.version };
+    this.queueChild = m.queue.cell(labels);
+    this.computeChild = m.compute.cell(labels);
+    this.batchChild = m.batch.cell(labels);
+    this.width = loaded.features?.names.length ?? 0;
+    this.stats = new WindowedStats(null);
+  }
+
+  /** Freezes the reference (drift baselines): windows restart against it. */
+  setBaselines(b: Baselines | null): void {
+    const onMinute = this.stats.onMinute;
+    this.stats = new WindowedStats(b);
+    this.stats.onMinute = onMinute;
+  }
+
+  private cellsOf(variant: string) {
+    let c = this.variants.get(variant);
+    if (c === undefined) {
+      const { model, version } = this;
+      c = {
+        requests: ROUTES.map((route) => CLASSES.map((status) => this.m.requests.cell({ model, version, variant, route, status }))),
+        duration: ROUTES.map((route) => this.m.duration.cell({ model, version, variant, route })),
+      };
+      this.variants.set(variant, c);
+    }
+    return c;
+  }
+
+  /**
+   * One answered request: status and wall time from arrival to response, in milliseconds. The
+   * variant is the deployment's label for the route it took (default, direct, canary, a, ...).
+   */
+  request(route: Route, status: number, ms: number, variant = 'default'): void {
+    if (!this.enabled) return;
+    const r = ROUTE_INDEX[route];
+    const c = this.cellsOf(variant);
+    c.requests[r]![statusClass(status)]!.inc();
+    c.duration[r]!.observe(ms / 1000);
+    const ok = status < 400;
+    if (ok) this.latency.recordMicros(ms * 1000);
+    const now = Date.now();
+    this.volume.add(now);
+    const error = isError(status);
+    if (error) this.errors.add(now);
+    this.stats.recordRequest(now, error, ok ? ms * 1000 : null);
+  }
+
+  onDispatch(batch: Batch, now: number): void {
+    if (!this.enabled) return;
+    this.batchChild.observe(batch.rows);
+    const reqs = batch.requests;
+    for (let i = 0; i < reqs.length; i++) this.queueChild.observe((now - reqs[i]!.enqueuedAt) / 1000);
+  }
+
+  /** Every row of a finished batch: its score (and inputs) into the windows and the prediction log. */
+  onComplete(batch: Batch, result: RunResult): void {
+    if (!this.enabled) return;
+    this.computeChild.observe(result.computeMs / 1000);
+    const m = this.loaded;
+    const o = result.outputs[m.scoreOutput.output];
+    if (o === undefined) return;
+    let per = 1;
+    for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
+    const column = Math.min(m.scoreOutput.column ?? per - 1, per - 1);
+    const width = this.width;
+    const input = width > 0 ? (batch.buffers[0] as Float32Array) : null;
+    const now = Date.now();
+    const stats = this.stats;
+    const log = this.log;
+    const reqs = batch.requests;
+    for (let k = 0; k < reqs.length; k++) {
+      const r = reqs[k]!;
+      if (r.internal) continue;
+      const start = batch.rowStarts[k]!;
+      for (let j = 0; j < r.rows; j++) {
+        const row = start + j;
+        const score = Number(o.data[row * per + column]);
+        stats.recordPrediction(now, score, input, row * width);
+        if (log !== null && r.requestId !== undefined && log.sampled()) {
+          log.append(r.rows > 1 ? `${r.requestId}/${j}` : r.requestId, m.name, m.versionNumber, r.variant ?? 'default', now, score, input, row * width, width);
+        }
+      }
+    }
+  }
+
+  volumeSnapshot(windowSeconds = 10): VolumeSnapshot {
+    const now = Date.now();
+    const n = this.volume.sum(now, windowSeconds);
+    const e = this.errors.sum(now, windowSeconds);
+    const total = this.volume.total;
+    return {
+      requests: total,
+      errors: this.errors.total,
+      rps: n / windowSeconds,
+      // Over the recent window while there is traffic, else over the whole life of the version.
+      error_rate: n > 0 ? e / n : total === 0 ? null : this.errors.total / total,
+    };
+  }
+}

@@ -1,0 +1,109 @@
+// Freezing a version's drift reference: the reference rows (model.yaml `reference`, a CSV next to
+// the version's model folder, or a CSV sent to the admin API) are scored by that version through
+// its own batcher (as internal requests, not traffic), and the score bins, feature bins and
+// reference AUC are stored in the registry and handed to the version's monitor.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
+import { badRequest, ScorelineError } from '../errors.js';
+import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import { baselinesOf, freezeReference, parseCsvTable, type ReferenceRecord, type ReferenceTable } from '../monitoring/index.js';
+import { monitorOf, type ServerContext } from './context.js';
+import { scoreOf } from './encode.js';
+
+/** Scores every row of the table (the model's `features` columns, in order) with this version. */
+async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float64Array> {
+  const names = m.config.features;
+  if (!names) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  const cols = names.map((n) => {
+    const i = table.columns.indexOf(n);
+    if (i < 0) throw badRequest(`reference data has no column '${n}'`);
+    return table.values[i]!;
+  });
+  const rows = cols[0]!.length;
+  const scores = new Float64Array(rows);
+  const chunk = Math.max(1, m.batching.maxBatchSize);
+  const pending: Promise<void>[] = [];
+  for (let start = 0; start < rows; start += chunk) {
+    const n = Math.min(chunk, rows - start);
+    const batch = m.batcher.reserve(n);
+    const buf = batch.buffers[0] as Float32Array;
+    const at = batch.rows * names.length;
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < names.length; c++) {
+        const v = Number(cols[c]![start + r]);
+        if (!Number.isFinite(v)) throw badRequest(`reference row ${start + r + 1}, column '${names[c]}': ${JSON.stringify(cols[c]![start + r])} is not a number`);
+        buf[at + r * names.length + c] = v;
+      }
+    }
+    pending.push(
+      new Promise<void>((resolve, reject) => {
+        const now = performance.now();
+        const p: PendingRequest = {
+          rows: n,
+          enqueuedAt: now,
+          deadline: now + 120_000,
+          settled: false,
+          internal: true,
+          resolve(result: RunResult, rowStart: number) {
+            for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
+            resolve();
+          },
+          reject(err: ScorelineError) {
+            reject(err);
+          },
+        };
+        m.batcher.commit(batch, p);
+      }),
+    );
+  }
+  await Promise.all(pending);
+  return scores;
+}
+
+/** Freezes (and stores) the reference of a version from CSV text. */
+export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {
+  let table: ReferenceTable;
+  try {
+    table = parseCsvTable(csv);
+  } catch (e) {
+    throw badRequest(`reference CSV: ${(e as Error).message}`);
+  }
+  const scores = await scoreTable(m, table);
+  let record: ReferenceRecord;
+  try {
+    record = freezeReference(m.config.features ?? [], table, scores, m.config.label ?? null);
+  } catch (e) {
+    throw badRequest(`reference data: ${(e as Error).message}`);
+  }
+  ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record });
+  monitorOf(ctx, m).setBaselines(baselinesOf(record));
+  ctx.log.info({ model: m.name, version: m.version, rows: record.rows, referenceAuc: record.referenceAuc }, 'drift reference frozen');
+  return record;
+}
+
+/**
+ * At load: the stored reference if the registry has one, else the model.yaml `reference` file
+ * found next to the version's model folder (frozen now). Problems are logged, never fatal.
+ */
+export async function restoreReference(ctx: ServerContext, m: LoadedModel): Promise<void> {
+  try {
+    const rec = ctx.registry.getVersion(m.name, m.versionNumber);
+    const stored = baselinesOf(rec.reference);
+    if (stored !== null) {
+      monitorOf(ctx, m).setBaselines(stored);
+      return;
+    }
+    const ref = m.config.reference;
+    const source = rec.lineage.source;
+    if (ref === undefined || typeof source !== 'string') return;
+    const path = isAbsolute(ref) ? ref : join(dirname(dirname(source)), ref);
+    if (!existsSync(path)) {
+      ctx.log.warn({ model: m.name, version: m.version, path }, 'reference data named in model.yaml not found; drift has no baseline');
+      return;
+    }
+    await freezeFromCsv(ctx, m, readFileSync(path, 'utf8'));
+  } catch (e) {
+    ctx.log.error({ model: m.name, version: m.version, err: (e as Error).message }, 'could not freeze the drift reference');
+  }
+}
