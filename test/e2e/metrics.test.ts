@@ -73,7 +73,11 @@ test('the monitoring snapshot has ordered exact percentiles, volume and error ra
   assert.equal(t.latency.p99_ms, null);
   assert.equal((await request(`${server.url}/v1/monitoring/nope`)).status, 404);
   assert.equal((await request(`${server.url}/v1/monitoring/sum?version=7`)).status, 404);
-  assert.equal((await request(`${server.url}/v1/monitoring/sum?window=1h`)).status, 400);
+  assert.equal((await request(`${server.url}/v1/monitoring/sum?window=5m`)).status, 400);
+  const hour = await request(`${server.url}/v1/monitoring/sum?window=1h`);
+  assert.equal(hour.status, 200);
+  assert.equal(hour.body.window, '1h');
+  assert.equal(hour.body.volume.requests, 121);
 });
 
 test('the exposition passes promtool check metrics', async (t) => {

@@ -150,7 +150,8 @@ describe('inference', () => {
     });
     assert.equal(r.status, 200, r.text);
     conforms('inference_response', r.body);
-    assert.equal(r.body.id, undefined);
+    // no id in the request: the server names it (predictions are logged under it for feedback)
+    assert.match(r.body.id, /^[0-9a-f]{12}-[0-9a-z]{6,}$/);
     assert.deepEqual(
       r.body.outputs.map((o: any) => [o.name, o.data]),
       [
@@ -222,7 +223,8 @@ describe('v1 :predict', () => {
       json: { instances: rows.map(([f0, f1, f2]) => ({ f2, f0, f1 })) },
     });
     assert.equal(named.status, 200, named.text);
-    assert.deepEqual(named.body, asRows.body);
+    assert.deepEqual(named.body.predictions, asRows.body.predictions);
+    assert.notEqual(named.body.request_id, asRows.body.request_id);
     assert.equal(asRows.body.model_version, '1');
     assert.equal(asRows.body.predictions.length, 2);
     rows.forEach((row, i) => {
@@ -236,7 +238,7 @@ describe('v1 :predict', () => {
   test('single-output model: one value per row; versioned path', async () => {
     const r = await request(`${server.url}/v1/models/sum/versions/1:predict`, { json: { instances: [[1, 2, 3, 4]] } });
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.body, { predictions: [[10]], model_name: 'sum', model_version: '1' });
+    assert.deepEqual({ ...r.body, request_id: undefined }, { predictions: [[10]], model_name: 'sum', model_version: '1', request_id: undefined });
   });
 
   test('named-feature errors say which instance and feature', async () => {
