@@ -1,7 +1,7 @@
 // The `scoreline` command. Each subcommand parses and validates its own flags, prints --help, and
 // reports bad usage on stderr with exit code 2 (runtime failures exit 1).
 
-import { deploy, models, promote, rollback, status } from './commands/admin.js';
+import { deploy, feedback, models, promote, rollback, status } from './commands/admin.js';
 import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
@@ -21,6 +21,7 @@ const COMMANDS: Record<string, Command> = {
   'score-batch': scoreBatchCommand,
   bundle: bundleCommand,
   features,
+  feedback,
 };
 
 function mainUsage(): string {

@@ -30,7 +30,7 @@ function token(values: Flags): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array }): Promise<any> {
+async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array; text?: string }): Promise<any> {
   const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const headers: Record<string, string> = { authorization: `Bearer ${token(values)}` };
   let payload: string | Uint8Array | undefined;
@@ -40,6 +40,9 @@ async function call(values: Flags, method: string, path: string, body?: { json?:
   } else if (body?.bytes !== undefined) {
     headers['content-type'] = 'application/octet-stream';
     payload = body.bytes;
+  } else if (body?.text !== undefined) {
+    headers['content-type'] = 'text/csv';
+    payload = body.text;
   }
   let res: Response;
   try {
@@ -65,6 +68,7 @@ function print(values: Flags, answer: unknown, line: () => string): void {
 const MODELS_USAGE = `Usage: scoreline models <register|list|show|alias> ...
 
   register NAME FILE        register FILE (ONNX) as the next version of NAME
+                            [--reference CSV: freeze its drift reference from this data]
   list                      every model with its latest version and aliases
   show NAME                 versions, aliases and deployment of NAME
   alias NAME ALIAS VERSION  point ALIAS (champion, challenger, ...) at VERSION [--reason TEXT]
@@ -76,7 +80,7 @@ export const models: Command = {
   usage: MODELS_USAGE,
   async run(argv) {
     const [sub, ...rest] = argv;
-    const { values, positionals } = parse(rest, CONNECTION);
+    const { values, positionals } = parse(rest, { ...CONNECTION, reference: { type: 'string' } });
     if (sub === undefined || values.help) {
       console.log(MODELS_USAGE);
       return sub === undefined ? 2 : 0;
@@ -86,8 +90,14 @@ export const models: Command = {
         const [name, file] = positionals;
         if (!name || !file) throw new UsageError('register needs NAME and FILE');
         if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
+        const reference = stringFlag(values.reference);
+        if (reference !== undefined && !existsSync(reference)) throw new UsageError(`${reference} does not exist`);
         const r = await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file) });
         print(values, r, () => `${r.name} version ${r.version} (sha256 ${r.sha256})`);
+        if (reference !== undefined) {
+          const ref = await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, { text: readFileSync(reference, 'utf8') });
+          print(values, ref, () => `  drift reference frozen from ${ref.rows} rows${ref.reference_auc !== null ? ` (reference AUC ${Number(ref.reference_auc).toFixed(4)})` : ''}`);
+        }
         return 0;
       }
       case 'list': {
@@ -259,3 +269,58 @@ function simple(action: 'promote' | 'rollback' | 'status'): Command {
 export const promote = simple('promote');
 export const rollback = simple('rollback');
 export const status = simple('status');
+
+const FEEDBACK_USAGE = `Usage: scoreline feedback --file labels.csv [--url URL]
+
+Sends delayed labels to POST /v1/feedback in chunks of 1,000. The CSV needs the columns
+request_id and label (0/1, true/false, or a number for regression models).
+
+Options:
+  --file FILE   the labels
+  --url URL     server address (default http://127.0.0.1:8080)
+  -h, --help    show this help`;
+
+export const feedback: Command = {
+  summary: 'send delayed labels (request_id, label) from a CSV file',
+  usage: FEEDBACK_USAGE,
+  async run(argv) {
+    const { values, positionals } = parse(argv, { file: { type: 'string' }, url: { type: 'string' } });
+    if (values.help) {
+      console.log(FEEDBACK_USAGE);
+      return 0;
+    }
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    const file = stringFlag(values.file);
+    if (file === undefined || !existsSync(file)) throw new UsageError('--file must name an existing CSV');
+    const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+    const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
+    const idCol = header.indexOf('request_id');
+    const labelCol = header.indexOf('label');
+    if (idCol < 0 || labelCol < 0) throw new UsageError(`${file} needs the columns request_id and label (it has ${header.join(', ')})`);
+    const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+    let joined = 0;
+    let unknown = 0;
+    let bad = 0;
+    for (let i = 0; i < lines.length; i += 1000) {
+      const items = lines.slice(i, i + 1000).flatMap((l, k) => {
+        const f = l.split(',');
+        const raw = (f[labelCol] ?? '').trim();
+        const label = raw === 'true' ? 1 : raw === 'false' ? 0 : Number(raw);
+        if (!f[idCol] || raw === '' || !Number.isFinite(label)) {
+          bad++;
+          console.error(`line ${i + k + 2}: skipped (request_id and a numeric label are required)`);
+          return [];
+        }
+        return [{ request_id: f[idCol]!.trim(), label }];
+      });
+      if (items.length === 0) continue;
+      const res = await fetch(`${base}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(items) });
+      const body = (await res.json()) as { joined?: number; unknown?: number; error?: string };
+      if (!res.ok) throw new ScorelineError('BAD_REQUEST', `POST /v1/feedback: ${res.status} ${body.error ?? ''}`);
+      joined += body.joined ?? 0;
+      unknown += body.unknown ?? 0;
+    }
+    console.log(`${joined} labels joined, ${unknown} unknown request ids, ${bad} lines skipped`);
+    return 0;
+  },
+};

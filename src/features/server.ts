@@ -54,6 +54,10 @@ export interface FeatureObserver {
   /** A recorder of the age (seconds) of one feature's served values; fetched once per plan. */
   freshness(ref: string): (ageSeconds: number) => void;
   storeFailure(): void;
+  /** A stored value older than its TTL was found (it took its fallback). */
+  stale(ref: string): void;
+  /** One request's features were resolved (the denominator of stale ratios). */
+  resolution(): void;
 }
 
 export interface FeatureServerOptions {
@@ -67,7 +71,7 @@ export interface FeatureServerOptions {
 }
 
 const IGNORE = (): void => undefined;
-const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {} };
+const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {}, stale() {}, resolution() {} };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -240,6 +244,7 @@ export class FeatureServer {
   }
 
   private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess): Resolution {
+    this.observer.resolution();
     const mf = r.mf;
     const plan = mf.plan;
     const { values, ts, status, now } = r;
@@ -266,6 +271,8 @@ export class FeatureServer {
           if (def.ttlMs === 0 || age <= def.ttlMs) {
             v = stored;
             st = PRESENT;
+          } else {
+            this.observer.stale(def.ref);
           }
         }
       }

@@ -35,6 +35,7 @@ export class FeatureMetricsObserver {
     this.roundTrips = new HistogramFamily(registry, 'scoreline_feature_store_roundtrip_seconds', 'Round trips to the online store (one pipeline per request), in seconds.', ['result'], LATENCY_BUCKETS);
     this.rttOk = this.roundTrips.cell({ result: 'ok' });
     this.rttFailed = this.roundTrips.cell({ result: 'error' });
+    this.staleFamily = new CounterFamily(registry, 'scoreline_feature_stale_total', 'Stored feature values found older than their TTL (they took their fallback), by feature.', ['feature']);
     this.failures = new CounterFamily(registry, 'scoreline_feature_store_failures_total', 'Requests that could not reach the online store and were served from cache and fallbacks.', []).cell({});
   }
 
@@ -59,6 +60,34 @@ export class FeatureMetricsObserver {
 
   storeFailure(): void {
     this.failures.inc();
+  }
+
+  private readonly staleCounts = new Map<string, number>();
+  private resolutions = 0;
+  private readonly staleCells = new Map<string, CounterCell>();
+  private staleFamily: CounterFamily | null = null;
+
+  stale(ref: string): void {
+    this.staleCounts.set(ref, (this.staleCounts.get(ref) ?? 0) + 1);
+    let c = this.staleCells.get(ref);
+    if (c === undefined) this.staleCells.set(ref, (c = this.staleFamily!.cell({ feature: ref })));
+    c.inc();
+  }
+
+  resolution(): void {
+    this.resolutions++;
+  }
+
+  /** Share of resolutions that found each feature stale since the last call (features seen stale, or seen before). */
+  takeStaleRatios(): [string, number][] {
+    const n = this.resolutions;
+    const out: [string, number][] = [];
+    if (n > 0) {
+      for (const ref of this.staleCells.keys()) out.push([ref, (this.staleCounts.get(ref) ?? 0) / n]);
+    }
+    this.staleCounts.clear();
+    this.resolutions = 0;
+    return out;
   }
 
   storeRoundTrip(seconds: number, ok: boolean): void {

@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
+import type { Alerting } from './alerting.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { ServerContext } from './context.js';
 import { freezeFromCsv } from './reference.js';
@@ -33,6 +34,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 export interface AdminDeps {
   registry: ModelRegistry;
   deployer: Deployer;
+  alerting: Alerting;
   token: string;
   maxModelBytes: number;
 }
@@ -186,6 +188,18 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     return { model: name, alias, version, history: registry.aliasHistory(name, alias) };
   });
 
+  // Alerts.
+  get('/admin/alerts', (req) => {
+    const model = req.getQuery('model') || undefined;
+    const limit = Number(req.getQuery('limit') || 100);
+    const m = deps.alerting.manager;
+    return {
+      firing: m.firing(model ? { labels: { model } } : {}),
+      pending: m.active(model ? { labels: { model } } : {}).filter((a) => a.state === 'pending'),
+      history: m.history({ limit: Number.isFinite(limit) ? Math.min(Math.max(1, limit), 1000) : 100, ...(model ? { model } : {}) }),
+    };
+  });
+
   // Deployments.
   withJson('put', '/admin/deployments/:name', ([name], body) => {
     const spec = isObject(body) ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'reason')) : body;
@@ -206,6 +220,7 @@ export const ADMIN_PATTERNS = [
   '/admin/models/:name/versions',
   '/admin/models/:name/aliases/:alias',
   '/admin/models/:name/versions/:version/reference',
+  '/admin/alerts',
   '/admin/deployments/:name',
   '/admin/deployments/:name/promote',
   '/admin/deployments/:name/rollback',

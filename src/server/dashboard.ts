@@ -66,6 +66,7 @@ function inlineHash(html: string, tag: 'script' | 'style'): string {
 
 export function registerDashboard(app: TemplatedApp): void {
   const page = loadDashboard();
+  // GET only: uWS v20.30's endWithoutBody aborts the process when used for a HEAD answer here.
   app.get('/dashboard', (res: Res) => {
     if (res.aborted || res.answered) return;
     res.answered = true;

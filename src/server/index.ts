@@ -18,6 +18,7 @@ import type { ServerContext } from './context.js';
 import { sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
+import { createAlerting } from './alerting.js';
 import { restoreReference } from './reference.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
@@ -91,6 +92,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await monitor.close();
     throw e;
   }
+  const alerting = await createAlerting(mon, monitor, log);
   const token = adminToken(config.dataDir);
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
@@ -98,11 +100,17 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
   registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+  registerAdmin(app, ctx, { registry, deployer, alerting, token: token.token, maxModelBytes: config.admin.maxModelBytes });
   const streams: StreamHandle = registerStream(app, ctx);
-  const alertsOf = () => [];
-  registerObserve(app, ctx, streams, alertsOf);
-  const evaluator = setInterval(() => void monitor.evaluate().catch((e: Error) => log.error({ err: e.message }, 'monitoring evaluation failed')), mon.evaluateSeconds * 1000);
+  registerObserve(app, ctx, streams, alerting.alertsOf);
+  const evaluator = setInterval(
+    () =>
+      void monitor
+        .evaluate()
+        .then(() => alerting.evaluate())
+        .catch((e: Error) => log.error({ err: e.message }, 'monitoring evaluation failed')),
+    mon.evaluateSeconds * 1000,
+  );
   evaluator.unref();
   for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events']) {
     app.any(pattern, (res, req) => {
@@ -132,6 +140,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
       clearInterval(evaluator);
+      await alerting.close();
       deployer.close();
       await engine.close();
       await features?.close();
