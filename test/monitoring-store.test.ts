@@ -1,0 +1,91 @@
+// The monitoring store pieces in process: windowed statistics rotating minutes into hours and
+// "all" with an injected clock, drift against a frozen reference, and the prediction log thread
+// (append, feedback joins with unknown ids, labelled windows, history, alerts) surviving a reopen.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { WindowedStats, PredictionLog, freezeReference, baselinesOf, parseCsvTable } from '../src/monitoring/index.js';
+import { binIndex, frozenEdges, psi, shares } from '../src/monitoring/drift.js';
+import { tempDir } from './e2e/server.js';
+
+const T0 = Date.UTC(2026, 0, 5, 10, 0, 0);
+const MIN = 60_000;
+
+test('windows: a minute closes into its hour and "all"; 1h keeps 60 minutes, 24h and 7d keep hours', () => {
+  const s = new WindowedStats(null, T0);
+  const minutes: number[] = [];
+  s.onMinute = (start) => minutes.push(start);
+  for (let m = 0; m < 90; m++) for (let k = 0; k < 10; k++) s.recordRequest(T0 + m * MIN + k, k === 0, 1000 + k);
+  const now = T0 + 89 * MIN + 30_000;
+  assert.equal(s.view('all', now).requests, 900);
+  assert.equal(s.view('all', now).errors, 90);
+  // the last hour: minutes 30..89 closed or open
+  assert.equal(s.view('1h', now).requests, 600);
+  assert.equal(s.view('24h', now).requests, 900);
+  assert.equal(s.view('7d', now).requests, 900);
+  assert.equal(minutes.length, 89);
+  assert.equal(minutes[0], T0);
+  const lat = s.view('1h', now).latency;
+  assert.equal(lat.totalCount, 600);
+  assert.ok(Math.abs(lat.getValueAtPercentile(50) - 1005) <= 10);
+});
+
+test('drift of a window against the frozen reference equals the PSI of the same values', () => {
+  const ref = Array.from({ length: 1000 }, (_, i) => i / 1000);
+  const table = parseCsvTable(['x,label', ...ref.map((v, i) => `${v},${i % 2}`)].join('\n'));
+  const record = freezeReference(['x'], table, ref, 'label');
+  assert.equal(record.rows, 1000);
+  assert.equal(record.referenceAuc, 0.501); // odd i beat (i+1)/2 evens: 125250 of 250000 pairs
+  const s = new WindowedStats(baselinesOf(record), T0);
+  const current = Array.from({ length: 500 }, (_, i) => 0.5 + i / 1000);
+  const row = new Float32Array(1);
+  for (const v of current) {
+    row[0] = v;
+    s.recordPrediction(T0 + 1000, v, row, 0);
+  }
+  const d = s.drift(s.view('all', T0 + 2000));
+  const edges = frozenEdges(ref);
+  const counts = new Array(10).fill(0);
+  for (const v of current) counts[binIndex(edges, Math.fround(v))]++;
+  const expected = psi(shares(new Array(10).fill(100)), shares(counts));
+  assert.ok(Math.abs(d.features.x!.psi! - expected) < 1e-9, `${d.features.x!.psi} vs ${expected}`);
+  assert.equal(d.features.x!.band, 'significant');
+  assert.equal(d.features.x!.missing_rate, 0);
+});
+
+test('prediction log: append, feedback joins by id, unknown ids reported, labelled windows, history and alerts survive a reopen', async () => {
+  const dir = await tempDir();
+  let log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30 });
+  const now = Date.now();
+  for (let i = 0; i < 100; i++) log.append(`r${i}`, 'm', 1, 'default', now - i * 1000, i / 100, Float32Array.of(i, i * 2), 0, 2);
+  log.append('old', 'm', 1, 'default', now - 48 * 3_600_000, 0.9, null, 0, 0);
+  const fb = await log.feedback([...Array.from({ length: 50 }, (_, i) => ({ requestId: `r${i}`, label: i % 2 })), { requestId: 'ghost', label: 1 }]);
+  assert.deepEqual(fb, { joined: 50, unknown: ['ghost'] });
+  log.putHistory([{ model: 'm', version: 1, at: now - MIN, data: JSON.stringify({ requests: 7 }) }]);
+  log.saveAlert('a1', 'firing', { id: 'a1', rule: 'score_psi_critical', state: 'firing' }, now);
+  await log.close();
+
+  log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30 });
+  const lab = await log.labelled('m', 1, now - 3_600_000);
+  assert.equal(lab.scores.length, 50);
+  assert.equal(lab.labels.reduce((a, b) => a + b, 0), 25);
+  assert.deepEqual([...lab.scores].sort((a, b) => a - b).slice(0, 3), [0, 0.01, 0.02]);
+  const late = await log.feedback([{ requestId: 'old', label: 1 }]);
+  assert.equal(late.joined, 1);
+  assert.equal((await log.labelled('m', 1, now - 3_600_000)).scores.length, 50, 'the 48 h old row is outside the window');
+  assert.equal((await log.labelled('m', 1, 0)).scores.length, 51);
+  const train = await log.training('m');
+  assert.equal(train.length, 50);
+  assert.deepEqual(train.find((r) => r.score === 0.02)!.features, [2, 4]);
+  assert.deepEqual((await log.history('m', 1, now - 2 * MIN, now)).map((p) => p.requests), [7]);
+  assert.deepEqual((await log.openAlerts()).map((a: any) => a.id), ['a1']);
+  await log.close();
+});
+
+test('prediction log sampling keeps about the configured share', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 0.25, retentionDays: 1 });
+  let kept = 0;
+  for (let i = 0; i < 20_000; i++) if (log.sampled()) kept++;
+  assert.ok(Math.abs(kept - 5000) < 4 * Math.sqrt(20_000 * 0.25 * 0.75), `kept ${kept}`);
+  await log.close();
+});
