@@ -66,7 +66,8 @@ function inlineHash(html: string, tag: 'script' | 'style'): string {
 
 export function registerDashboard(app: TemplatedApp): void {
   const page = loadDashboard();
-  // GET only: uWS v20.30's endWithoutBody aborts the process when used for a HEAD answer here.
+  // GET only: a HEAD handler answering with endWithoutBody made uWS v20.30 abort the process
+  // ("returning from a request handler without responding"), so HEAD falls through to the 404.
   app.get('/dashboard', (res: Res) => {
     if (res.aborted || res.answered) return;
     res.answered = true;

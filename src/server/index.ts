@@ -17,6 +17,7 @@ import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
 import { sendError } from './http.js';
 import { registerObserve } from './observe.js';
+import { registerDashboard } from './dashboard.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
 import { createAlerting } from './alerting.js';
 import { restoreReference } from './reference.js';
@@ -103,6 +104,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   registerAdmin(app, ctx, { registry, deployer, alerting, token: token.token, maxModelBytes: config.admin.maxModelBytes });
   const streams: StreamHandle = registerStream(app, ctx);
   registerObserve(app, ctx, streams, alerting.alertsOf);
+  registerDashboard(app);
   const evaluator = setInterval(
     () =>
       void monitor
@@ -112,7 +114,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events']) {
+  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard']) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
     });

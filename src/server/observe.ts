@@ -121,8 +121,8 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
     });
     (async () => {
       const m = versionOf(name, version);
-      const parse = (v: string, fallback: number, what: string) => {
-        if (v === '') return fallback;
+      const parse = (v: string | undefined, fallback: number, what: string) => {
+        if (v === undefined || v === '') return fallback;
         const t = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
         if (Number.isNaN(t)) throw badRequest(`${what} must be an ISO time or epoch milliseconds`);
         return t;

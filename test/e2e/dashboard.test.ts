@@ -227,8 +227,13 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assert.equal(api.predictions.histogram.edges.length, 9);
 
     // 4. The page follows by polling, and shows exactly what it received.
-    await until('the page shows the traffic', () => readDom(page), (d) => d.state === 'ready' && d.tiles['tile-requests']?.value === String(requests));
-    const dom = await until('the page rendered an answer it received', () => readDom(page), (d) => received.has(d.generatedAt));
+    const settled = Date.parse(api.generated_at);
+    assert.ok(!Number.isNaN(settled), `generated_at is an ISO time: ${api.generated_at}`);
+    const dom = await until(
+      'the page shows an answer generated after the API settled',
+      () => readDom(page),
+      (d) => d.state === 'ready' && received.has(d.generatedAt) && Date.parse(d.generatedAt) > settled,
+    );
     const seen = received.get(dom.generatedAt);
     assert.deepEqual(dom.renderErrors, []);
     // what the page received is what the test reads from the API
