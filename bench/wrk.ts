@@ -3,7 +3,7 @@
 // measured, so the load generator does not steal the server's core on a small machine.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -67,4 +67,25 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Command prefix that keeps a server off the CPU wrk is pinned to (all but the last), so the load
+ * generator and the server under test do not take time from each other; empty when not possible.
+ */
+export function serverPin(): string[] {
+  const n = availableParallelism();
+  return have('taskset') && n > 1 ? ['taskset', '-c', n === 2 ? '0' : `0-${n - 2}`] : [];
+}
+
+/** CPU time (user + system, all threads) a process has used so far, in milliseconds (Linux /proc). */
+export function cpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[11], fields[12]: utime, stime in clock ticks (USER_HZ, 100 on Linux)
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return NaN;
+  }
 }

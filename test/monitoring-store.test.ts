@@ -89,3 +89,42 @@ test('prediction log sampling keeps about the configured share', async () => {
   assert.ok(Math.abs(kept - 5000) < 4 * Math.sqrt(20_000 * 0.25 * 0.75), `kept ${kept}`);
   await log.close();
 });
+
+test('prediction log: segments of several versions and variants, multi-flush streams, relabelling, and retention', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30 });
+  const now = Date.now();
+  const old = now - 40 * 86_400_000;
+  // An old segment first (segment ids grow with time), then 10,000 rows over three streams: several flushes each.
+  for (let i = 0; i < 50; i++) log.append(`old${i}`, 'm', 1, 'default', old + i, 0.5, Float32Array.of(i), 0, 1);
+  log.flush();
+  for (let i = 0; i < 10_000; i++) {
+    const variant = i % 3 === 0 ? 'canary' : 'default';
+    const version = i % 3 === 0 ? 2 : 1;
+    log.append(`n${i}`, 'm', version, variant, now - 10_000 + i, i / 10_000, Float32Array.of(i), 0, 1);
+  }
+  assert.equal(log.logged, 10_050);
+  const fb = await log.feedback([
+    ...Array.from({ length: 10_000 }, (_, i) => ({ requestId: `n${i}`, label: i % 2 })),
+    ...Array.from({ length: 50 }, (_, i) => ({ requestId: `old${i}`, label: 1 })),
+  ]);
+  assert.equal(fb.joined, 10_050);
+  const v2 = await log.labelled('m', 2, 0);
+  assert.equal(v2.scores.length, 3334);
+  // newest first, with each row's own score and label
+  assert.equal(v2.scores[0], 9999 / 10_000);
+  assert.equal(v2.labels[0], 1);
+  assert.equal((await log.labelled('m', 1, 0)).scores.length, 6666 + 50);
+  // A second label for the same request replaces the first.
+  await log.feedback([{ requestId: 'n9999', label: 0 }]);
+  assert.equal((await log.labelled('m', 2, 0)).labels[0], 0);
+  const train = await log.training('m', now - 20_000);
+  assert.equal(train.length, 10_000);
+  assert.deepEqual(train[123]!.features, [123]);
+
+  const pruned = await log.prune(now - 30 * 86_400_000);
+  assert.equal(pruned.predictions, 50);
+  assert.equal((await log.labelled('m', 1, 0)).scores.length, 6666);
+  assert.deepEqual(await log.feedback([{ requestId: 'old3', label: 1 }]), { joined: 0, unknown: ['old3'] });
+  assert.equal((await log.feedback([{ requestId: 'n3', label: 1 }])).joined, 1);
+  await log.close();
+});

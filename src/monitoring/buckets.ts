@@ -3,7 +3,7 @@
 // or prediction touches only the current minute's bucket (constant work); when a minute closes it
 // is merged into its hour and into "all". Windows (1h, 24h, 7d, all) are merged on demand.
 
-import * as hdr from 'hdr-histogram-js';
+import { HdrHistogram } from './hdr.js';
 import { band, driftCounter, EDGE_QUANTILES, type DriftBaseline, type NumericBaseline, type PsiBand } from './drift.js';
 import type { CategoricalDriftCounter, NumericDriftCounter } from './drift.js';
 
@@ -26,7 +26,7 @@ type Counter = NumericDriftCounter | CategoricalDriftCounter;
 const FIXED_SCORE_BASELINE: NumericBaseline = { kind: 'numeric', edges: [...EDGE_QUANTILES], refShares: new Array(10).fill(0.1) };
 
 function histogram() {
-  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 2, useWebAssembly: false });
+  return new HdrHistogram(120_000_000, 2);
 }
 
 export class Bucket {

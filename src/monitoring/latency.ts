@@ -1,7 +1,7 @@
 // Latency and volume of one model version: an HDR histogram (microseconds, 3 significant digits)
 // for p50/p95/p99/p999, and per-second ring counters for requests and errors over recent windows.
 
-import * as hdr from 'hdr-histogram-js';
+import { HdrHistogram } from './hdr.js';
 
 export interface LatencySnapshot {
   count: number;
@@ -14,12 +14,7 @@ export interface LatencySnapshot {
 }
 
 export class LatencyRecorder {
-  private readonly h = hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 3_600_000_000,
-    numberOfSignificantValueDigits: 3,
-    useWebAssembly: false,
-  });
+  private readonly h = new HdrHistogram(3_600_000_000, 3);
 
   recordMicros(us: number): void {
     this.h.recordValue(us < 1 ? 1 : us);

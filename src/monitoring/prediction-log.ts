@@ -1,11 +1,12 @@
-// The prediction log as the HTTP thread sees it: rows are appended into columnar buffers (no I/O,
-// no per-row objects) and shipped to the log worker every 100 ms or 4,096 rows; reads (labelled
-// windows, feedback joins, history, alerts) are messages answered by the worker. Sampling keeps a
-// fraction of predictions; the worker prunes rows older than the retention.
+// The prediction log as the HTTP thread sees it: each model version and variant appends into its
+// own columnar buffers (typed arrays and an id list: no I/O, no per-row objects), shipped to the
+// log worker as one segment every 200 ms or 4,096 rows, buffers transferred rather than copied.
+// Reads (labelled windows, feedback joins, history, alerts) are messages answered by the worker.
+// Sampling keeps a fraction of predictions; the worker prunes what is older than the retention.
 
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import type { AppendBatch, LogRequest } from './log-worker.js';
+import type { AppendSegment, LogRequest } from './log-worker.js';
 
 export interface PredictionLogOptions {
   dataDir: string;
@@ -15,25 +16,104 @@ export interface PredictionLogOptions {
 }
 
 const FLUSH_ROWS = 4096;
-const FLUSH_MS = 100;
+const FLUSH_MS = 200;
+
+/** The buffer of one model version and variant; rows of `width` float inputs. */
+export class LogStream {
+  private ids: string[] = [];
+  private ts: Float64Array;
+  private scores: Float64Array;
+  private features: Float32Array;
+  private n = 0;
+
+  constructor(
+    private readonly log: PredictionLog,
+    readonly model: string,
+    readonly version: number,
+    readonly variant: string,
+    readonly width: number,
+    private capacity = 64,
+  ) {
+    this.ts = new Float64Array(capacity);
+    this.scores = new Float64Array(capacity);
+    this.features = new Float32Array(capacity * width);
+  }
+
+  get size(): number {
+    return this.n;
+  }
+
+  /** One prediction; `row` holds its `width` inputs from `offset` (null: not kept). */
+  push(id: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number): void {
+    if (this.log.closed) return;
+    const n = this.n;
+    if (n === this.capacity) this.grow();
+    this.ids.push(id);
+    this.ts[n] = ts;
+    this.scores[n] = score;
+    const w = this.width;
+    if (w > 0) {
+      const f = this.features;
+      const at = n * w;
+      if (row === null) f.fill(NaN, at, at + w);
+      else for (let i = 0; i < w; i++) f[at + i] = row[offset + i] as number;
+    }
+    this.n = n + 1;
+    this.log.logged++;
+    if (this.n >= FLUSH_ROWS) this.flush();
+    else if (n === 0) this.log.schedule(this);
+  }
+
+  private grow(): void {
+    const cap = this.capacity * 2;
+    const ts = new Float64Array(cap);
+    ts.set(this.ts);
+    const scores = new Float64Array(cap);
+    scores.set(this.scores);
+    const features = new Float32Array(cap * this.width);
+    features.set(this.features);
+    this.ts = ts;
+    this.scores = scores;
+    this.features = features;
+    this.capacity = cap;
+  }
+
+  /** Ships the buffered rows to the worker as one segment. */
+  flush(): void {
+    const n = this.n;
+    if (n === 0) return;
+    const segment: AppendSegment = {
+      model: this.model,
+      version: this.version,
+      variant: this.variant,
+      width: this.width,
+      n,
+      ids: this.ids,
+      ts: this.ts,
+      scores: this.scores,
+      features: this.features,
+    };
+    // The next buffers start at about the size this flush needed.
+    this.capacity = Math.min(FLUSH_ROWS, Math.max(64, 1 << Math.ceil(Math.log2(n))));
+    this.ids = [];
+    this.ts = new Float64Array(this.capacity);
+    this.scores = new Float64Array(this.capacity);
+    this.features = new Float32Array(this.capacity * this.width);
+    this.n = 0;
+    this.log.send({ op: 'append', segment } satisfies LogRequest, [segment.ts.buffer, segment.scores.buffer, segment.features.buffer] as ArrayBuffer[]);
+  }
+}
 
 export class PredictionLog {
   private readonly worker: Worker;
-  private ids: string[] = [];
-  private models: string[] = [];
-  private versions: number[] = [];
-  private variants: string[] = [];
-  private ts: number[] = [];
-  private scores: number[] = [];
-  private features: number[] = [];
-  private widths: number[] = [];
+  private readonly streams = new Map<string, LogStream>();
+  private readonly dirty = new Set<LogStream>();
   private timer: NodeJS.Timeout | null = null;
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private readonly pruneTimer: NodeJS.Timeout;
   logged = 0;
-  dropped = 0;
-  private closed = false;
+  closed = false;
 
   constructor(private readonly opts: PredictionLogOptions) {
     this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData: { file: join(opts.dataDir, 'monitoring.db') } });
@@ -61,53 +141,41 @@ export class PredictionLog {
     return this.opts.sampleRate >= 1 || Math.random() < this.opts.sampleRate;
   }
 
-  append(id: string, model: string, version: number, variant: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, width: number): void {
-    if (this.closed) return;
-    this.ids.push(id);
-    this.models.push(model);
-    this.versions.push(version);
-    this.variants.push(variant);
-    this.ts.push(ts);
-    this.scores.push(score);
-    if (row !== null) {
-      for (let i = 0; i < width; i++) this.features.push(row[offset + i] as number);
-      this.widths.push(width);
-    } else {
-      this.widths.push(0);
+  /** The buffer of a model version and variant (created on first use, with that row width). */
+  stream(model: string, version: number, variant: string, width: number): LogStream {
+    const key = `${model}\u0000${version}\u0000${variant}\u0000${width}`;
+    let s = this.streams.get(key);
+    if (s === undefined) {
+      s = new LogStream(this, model, version, variant, width);
+      this.streams.set(key, s);
     }
-    this.logged++;
-    if (this.ids.length >= FLUSH_ROWS) this.flush();
-    else if (this.timer === null) {
+    return s;
+  }
+
+  append(id: string, model: string, version: number, variant: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, width: number): void {
+    this.stream(model, version, variant, width).push(id, ts, score, row, offset);
+  }
+
+  /** @internal a stream got its first row: flush it within FLUSH_MS. */
+  schedule(s: LogStream): void {
+    this.dirty.add(s);
+    if (this.timer === null) {
       this.timer = setTimeout(() => this.flush(), FLUSH_MS);
       this.timer.unref();
     }
   }
 
-  /** Ships the buffered rows to the worker (their buffers are transferred, not copied). */
+  /** @internal */
+  send(m: LogRequest, transfer: ArrayBuffer[]): void {
+    this.worker.postMessage(m, transfer);
+  }
+
+  /** Ships every buffered row to the worker. */
   flush(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    if (this.ids.length === 0) return;
-    const batch: AppendBatch = {
-      ids: this.ids,
-      models: this.models,
-      versions: Int32Array.from(this.versions),
-      variants: this.variants,
-      ts: Float64Array.from(this.ts),
-      scores: Float64Array.from(this.scores),
-      features: Float32Array.from(this.features),
-      widths: Int32Array.from(this.widths),
-    };
-    this.ids = [];
-    this.models = [];
-    this.versions = [];
-    this.variants = [];
-    this.ts = [];
-    this.scores = [];
-    this.features = [];
-    this.widths = [];
-    const transfer = [batch.versions.buffer, batch.ts.buffer, batch.scores.buffer, batch.features.buffer, batch.widths.buffer] as ArrayBuffer[];
-    this.worker.postMessage({ op: 'append', batch } satisfies LogRequest, transfer);
+    for (const s of this.dirty) s.flush();
+    this.dirty.clear();
   }
 
   private request<T>(m: Record<string, unknown>): Promise<T> {
@@ -152,6 +220,11 @@ export class PredictionLog {
 
   openAlerts(): Promise<unknown[]> {
     return this.request({ op: 'alerts.open' });
+  }
+
+  /** Drops predictions (with their ids and labels), history and alert events older than `before`. */
+  prune(before: number): Promise<{ predictions: number; history: number; alertEvents: number }> {
+    return this.request({ op: 'prune', before });
   }
 
   /** Waits until everything appended so far is written. */

@@ -7,7 +7,7 @@
 import type { Batch, BatchObserver, LoadedModel, RunResult } from '../inference/index.js';
 import { WindowedStats, type Baselines } from './buckets.js';
 import { LatencyRecorder, RateCounter } from './latency.js';
-import type { PredictionLog } from './prediction-log.js';
+import type { LogStream, PredictionLog } from './prediction-log.js';
 import type { CounterCell, CounterFamily, HistogramCell, HistogramFamily } from './prometheus.js';
 
 export type Route = 'infer' | 'predict' | 'stream' | 'score';
@@ -77,6 +77,17 @@ export class VersionMonitor implements BatchObserver {
     this.stats.onMinute = onMinute;
   }
 
+  private readonly logStreams = new Map<string, LogStream>();
+
+  private logStream(log: PredictionLog, variant: string): LogStream {
+    let s = this.logStreams.get(variant);
+    if (s === undefined) {
+      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width);
+      this.logStreams.set(variant, s);
+    }
+    return s;
+  }
+
   private cellsOf(variant: string) {
     let c = this.variants.get(variant);
     if (c === undefined) {
@@ -136,13 +147,12 @@ export class VersionMonitor implements BatchObserver {
       const r = reqs[k]!;
       if (r.internal) continue;
       const start = batch.rowStarts[k]!;
+      const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default') : null;
       for (let j = 0; j < r.rows; j++) {
         const row = start + j;
         const score = Number(o.data[row * per + column]);
         stats.recordPrediction(now, score, input, row * width);
-        if (log !== null && r.requestId !== undefined && log.sampled()) {
-          log.append(r.rows > 1 ? `${r.requestId}/${j}` : r.requestId, m.name, m.versionNumber, r.variant ?? 'default', now, score, input, row * width, width);
-        }
+        if (stream !== null && log!.sampled()) stream.push(r.rows > 1 ? `${r.requestId}/${j}` : r.requestId!, now, score, input, row * width);
       }
     }
   }

@@ -1,0 +1,123 @@
+// npm run bench:monitoring -- [--seconds 10] [--rounds 5] [--connections 32] [--sample-rate 1] [--no-write]
+// The cost of monitoring on the request path: three scoreline servers on the demo credit model,
+// driven by wrk with the same OIP request in interleaved rounds (medians reported, because a small
+// shared machine is noisy). The servers are pinned off wrk's CPU, so their threads (HTTP, prediction
+// log, inference pool) share what is left and monitoring work cannot hide on an idle core.
+//   off   monitoring.enabled false: no per-request or per-prediction monitoring (the baseline)
+//   on    everything: per-variant Prometheus cells, HDR latency, windowed score and feature drift
+//         against the frozen reference, the evaluator and alert rules every 10 s, and the
+//         prediction log at --sample-rate (default 1: every prediction into SQLite)
+//   mem   the same with the prediction log sampling nothing, to split the cost
+// Also reported: server CPU time per request (all threads, from /proc), steadier than throughput.
+// Target: throughput on >= 97% of off (overhead <= 3%).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { cpuMs, have, median, postScript, runWrk, serverPin, type WrkResult } from './wrk.js';
+import { table, writeSection } from './results.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
+const REQUEST = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] });
+const PATH = '/v2/models/credit-default/infer';
+
+interface Target {
+  name: string;
+  port: number;
+  config: string;
+  proc?: ChildProcess;
+  results: WrkResult[];
+  /** Server CPU time (all threads) per request served, microseconds, per round. */
+  cpuUs: number[];
+}
+
+async function waitReady(port: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}${PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: REQUEST });
+      if (r.ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server on port ${port} did not come up`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' }, 'sample-rate': { type: 'string', default: '1' }, 'no-write': { type: 'boolean', default: false } },
+  });
+  if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
+  const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
+  const connections = Number(values.connections);
+
+  const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-monitoring-'));
+  const sampleRate = Number(values['sample-rate']);
+  const mk = (name: string, enabled: boolean, rate: number): string => {
+    const file = join(dir, `${name}.yaml`);
+    writeFileSync(file, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate} }\n`);
+    return file;
+  };
+  const targets: Target[] = [
+    { name: 'monitoring off', port: 18290, config: mk('off', false, 0), results: [], cpuUs: [] },
+    { name: `monitoring on, prediction log sampleRate ${sampleRate}`, port: 18291, config: mk('on', true, sampleRate), results: [], cpuUs: [] },
+    { name: 'monitoring on, prediction log off (sampleRate 0)', port: 18292, config: mk('mem', true, 0), results: [], cpuUs: [] },
+  ];
+  const [off, on] = targets as [Target, Target, Target];
+  try {
+    for (const t of targets) {
+      const pin = serverPin();
+      const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', t.config, '--port', String(t.port), '--host', '127.0.0.1', '--log-level', 'error'];
+      t.proc = spawn(pin[0] ?? argv.shift()!, argv, {
+        cwd: ROOT,
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      await waitReady(t.port);
+    }
+    const script = postScript(REQUEST, 'monitoring');
+    for (const t of targets) await runWrk(`http://127.0.0.1:${t.port}${PATH}`, script, { connections, seconds: 2 }); // warm up
+    for (let r = 0; r < rounds; r++) {
+      // Alternate which goes first, so neither always runs on a machine warmed by the other.
+      for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
+        const cpu0 = cpuMs(t.proc!.pid!);
+        const res = await runWrk(`http://127.0.0.1:${t.port}${PATH}`, script, { connections, seconds });
+        t.cpuUs.push(((cpuMs(t.proc!.pid!) - cpu0) * 1000) / res.requests);
+        t.results.push(res);
+        console.log(`round ${r + 1} ${t.name.padEnd(44)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${t.cpuUs.at(-1)!.toFixed(2)} us/req`);
+      }
+    }
+    // The monitored server really monitored: its snapshot counts the traffic and the log holds rows.
+    const snap = (await (await fetch(`http://127.0.0.1:${on.port}/v1/monitoring/credit-default?window=1h`)).json()) as { volume: { requests: number }; drift: { score: { psi: number | null } } };
+    console.log(`monitored server: ${snap.volume.requests} requests in its 1h window, score PSI ${snap.drift.score.psi}`);
+    if (!(snap.volume.requests > 0) || snap.drift.score.psi === null) throw new Error('the monitored server did not monitor');
+  } finally {
+    for (const t of targets) t.proc?.kill('SIGTERM');
+  }
+
+  const summary = targets.map((t) => ({ name: t.name, cpu: median(t.cpuUs), rps: median(t.results.map((r) => r.rps)), p50: median(t.results.map((r) => r.p50ms)), p99: median(t.results.map((r) => r.p99ms)), errors: t.results.reduce((a, r) => a + r.errors, 0) }));
+  const [a, b, c] = summary as [typeof summary[0], typeof summary[0], typeof summary[0]];
+  const ratio = b.rps / a.rps;
+  // Per round too: the spread says how much of the difference is noise.
+  const perRound = off.results.map((r, i) => on.results[i]!.rps / r.rps);
+  const text =
+    table(
+      ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x off', 'server CPU us/request'],
+      summary.map((x) => [x.name, x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / a.rps).toFixed(3), x.cpu.toFixed(2)]),
+    ) +
+    `\n\nwrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
+    `request: one row of the demo credit model over OIP.\n\n` +
+    `- all monitoring on (prediction log sampleRate ${sampleRate}) / off = **${ratio.toFixed(3)}**: overhead **${((1 - ratio) * 100).toFixed(1)}%** (target <= 3%)\n` +
+    `- in-memory monitoring only (metrics, HDR latency, windows, drift; no prediction log) / off = **${(c.rps / a.rps).toFixed(3)}**: overhead **${((1 - c.rps / a.rps) * 100).toFixed(1)}%**\n` +
+    `- per round on / off: ${perRound.map((x) => x.toFixed(3)).join(', ')}\n` +
+    `- server CPU per request (all threads, from /proc): on / off = **${(b.cpu / a.cpu).toFixed(3)}** (${a.cpu.toFixed(2)} -> ${b.cpu.toFixed(2)} us), without the log ${(c.cpu / a.cpu).toFixed(3)} (${c.cpu.toFixed(2)} us)`;
+  console.log(`\n${text}`);
+  if (!values['no-write']) writeSection('monitoring', 'Monitoring overhead: all monitoring on vs off', 'npm run bench:monitoring', text);
+}
+
+await main();
