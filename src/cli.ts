@@ -4,6 +4,7 @@
 import { deploy, feedback, models, promote, rollback, status } from './commands/admin.js';
 import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
+import { incident, jobs, retrain } from './commands/retrain.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
 import { serve } from './commands/serve.js';
 import { isScorelineError } from './errors.js';
@@ -22,6 +23,9 @@ const COMMANDS: Record<string, Command> = {
   bundle: bundleCommand,
   features,
   feedback,
+  retrain,
+  jobs,
+  incident,
 };
 
 function mainUsage(): string {

@@ -3,10 +3,11 @@
 
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { extname } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
+import { parseRetrainingConfig } from './retraining/config.js';
 
 export interface BatchingConfig {
   maxBatchSize: number;
@@ -55,6 +56,8 @@ export interface ServerConfig {
   };
   admin: { maxModelBytes: number };
   monitoring: MonitoringConfig;
+  /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
+  retraining: Record<string, Record<string, unknown>>;
 }
 
 export interface MonitoringConfig {
@@ -124,6 +127,7 @@ export function defaultConfig(): ServerConfig {
       evaluateSeconds: 10,
       alerts: { rules: null, webhooks: [] },
     },
+    retraining: {},
     features: {
       definitions: null,
       redis: null,
@@ -208,6 +212,7 @@ const configSchema = {
       },
     },
     admin: { type: 'object', additionalProperties: false, properties: { maxModelBytes: int(1024, 64 * 1024 * 1024 * 1024) } },
+    retraining: { type: 'object', additionalProperties: { type: 'object' } },
     monitoring: {
       type: 'object',
       additionalProperties: false,
@@ -298,6 +303,8 @@ export interface ModelConfig {
   threshold?: number;
   /** Which output is the score: default the output `probabilities` if present, else the only output; last column. */
   score?: { output: string; index?: number };
+  /** Automated retraining (src/retraining/config.ts); paths relative to the model folder. */
+  retraining?: Record<string, unknown>;
 }
 
 const modelConfigSchema = {
@@ -320,6 +327,7 @@ const modelConfigSchema = {
       required: ['output'],
       properties: { output: { type: 'string', minLength: 1 }, index: { type: 'integer', minimum: 0 } },
     },
+    retraining: { type: 'object' },
   },
 } as const;
 
@@ -381,7 +389,10 @@ export function loadConfigFile(path: string): unknown {
 export function parseModelConfig(text: string, source: string): ModelConfig {
   const value = parseConfigText(text, source) ?? {};
   if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors)}`);
-  return value as ModelConfig;
+  const config = value as ModelConfig;
+  // A bad retraining section fails the model's load, naming the field, not the first job.
+  if (config.retraining !== undefined) parseRetrainingConfig(config.retraining, `${source}: retraining`, dirname(resolve(source)), config.label);
+  return config;
 }
 
 export { merge as mergeConfig };

@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'ARTIFACT_MISSING'
   | 'ALIAS_NOT_FOUND'
   | 'CONFLICT'
+  | 'JOB_NOT_FOUND'
+  | 'RETRAINING_NOT_CONFIGURED'
   | 'INTERNAL';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -64,6 +66,8 @@ const STATUS: Record<ErrorCode, number> = {
   ARTIFACT_MISSING: 500,
   ALIAS_NOT_FOUND: 404,
   CONFLICT: 409,
+  JOB_NOT_FOUND: 404,
+  RETRAINING_NOT_CONFIGURED: 422,
   INTERNAL: 500,
 };
 
@@ -144,4 +148,7 @@ export const artifactMissing = (sha256: string, path: string) =>
 export const aliasNotFound = (model: string, alias: string) =>
   new ScorelineError('ALIAS_NOT_FOUND', `model '${model}' has no alias '${alias}'`);
 export const conflict = (message: string) => new ScorelineError('CONFLICT', message);
+export const jobNotFound = (id: string) => new ScorelineError('JOB_NOT_FOUND', `no retraining job '${id}'`);
+export const retrainingNotConfigured = (model: string) =>
+  new ScorelineError('RETRAINING_NOT_CONFIGURED', `model '${model}' has no retraining configuration (a \`retraining\` section in its model.yaml or in the server config's retraining.${model})`);
 export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);

@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import { ScorelineError } from '../errors.js';
 import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 
-const COMMON = `Connection:
+export const COMMON = `Connection:
   --url URL         server address (default http://127.0.0.1:8080)
   --token TOKEN     admin token (default: SCORELINE_ADMIN_TOKEN, else <data-dir>/admin-token)
   --data-dir DIR    where the server keeps its state (default ./data)
   --json            print the server's JSON answer
   -h, --help        show this help`;
 
-const CONNECTION = {
+export const CONNECTION = {
   url: { type: 'string' },
   token: { type: 'string' },
   'data-dir': { type: 'string' },
@@ -30,7 +30,7 @@ function token(values: Flags): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array; text?: string }): Promise<any> {
+export async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array; text?: string }): Promise<any> {
   const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const headers: Record<string, string> = { authorization: `Bearer ${token(values)}` };
   let payload: string | Uint8Array | undefined;
@@ -61,7 +61,7 @@ async function call(values: Flags, method: string, path: string, body?: { json?:
   return parsed;
 }
 
-function print(values: Flags, answer: unknown, line: () => string): void {
+export function print(values: Flags, answer: unknown, line: () => string): void {
   console.log(values.json ? JSON.stringify(answer, null, 2) : line());
 }
 

@@ -31,6 +31,17 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
   if (f !== null && typeof f === 'object' && !Array.isArray(f) && 'definitions' in f) {
     c.features = { ...(f as Record<string, unknown>), definitions: fix((f as Record<string, unknown>).definitions) };
   }
+  // Retraining sections resolve their data paths and run trainer commands in the file's directory.
+  const r = c.retraining;
+  if (r !== null && typeof r === 'object' && !Array.isArray(r)) {
+    c.retraining = Object.fromEntries(
+      Object.entries(r as Record<string, unknown>).map(([model, section]) =>
+        section !== null && typeof section === 'object' && !Array.isArray(section)
+          ? [model, { ...(section as Record<string, unknown>), workingDir: fix((section as Record<string, unknown>).workingDir ?? '.') }]
+          : [model, section],
+      ),
+    );
+  }
   return c;
 }
 

@@ -60,14 +60,29 @@ function traffic(s: Strategy): Record<string, number> {
   }
 }
 
+/** A deployment change, as subscribers (retraining jobs watching their canary) see it. */
+export interface DeploymentChange {
+  readonly model: string;
+  readonly action: string;
+  readonly reason: string;
+  readonly state: DeploymentState;
+}
+
 export class Deployer {
   private readonly states = new Map<string, DeploymentState>();
+  private readonly listeners = new Set<(e: DeploymentChange) => void>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly busy = new Set<string>();
   private readonly policy: AnalysisPolicy;
 
   constructor(private readonly opts: DeployerOptions) {
     this.policy = opts.policy ?? DEFAULT_POLICY;
+  }
+
+  /** Calls fn after every switch; returns the unsubscribe function. */
+  subscribe(fn: (e: DeploymentChange) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
   }
 
   state(name: string): DeploymentState | null {
@@ -277,6 +292,13 @@ export class Deployer {
     this.states.set(name, state);
     this.opts.log.info({ model: name, action, spec, reason }, 'deployment switched');
     this.schedule(name);
+    for (const fn of this.listeners) {
+      try {
+        fn({ model: name, action, reason, state });
+      } catch (e) {
+        this.opts.log.error({ model: name, err: (e as Error).message }, 'deployment subscriber failed');
+      }
+    }
     void this.unloadUnused(name, previous?.spec ?? null);
     return state;
   }

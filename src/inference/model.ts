@@ -107,7 +107,7 @@ function featureColumns(names: readonly string[], inputs: readonly TensorSpec[],
 }
 
 /** model.yaml `score`, else the output named `probabilities`, else the first floating-point output; last column. */
-function scoreOutputOf(config: ModelConfig, outputs: readonly TensorSpec[], where: string): { output: number; column: number | null } {
+export function scoreOutputOf(config: ModelConfig, outputs: readonly TensorSpec[], where: string): { output: number; column: number | null } {
   if (config.score) {
     const i = outputs.findIndex((o) => o.name === config.score!.output);
     if (i < 0) throw modelInvalid(`${where}: model.yaml score.output '${config.score.output}' is not an output (${outputs.map((o) => o.name).join(', ')})`);

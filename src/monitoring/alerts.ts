@@ -416,6 +416,11 @@ export class AlertManager {
     void p.finally(() => this.inflight.delete(p));
   }
 
+  /** The rule an alert came from (its metric, threshold). */
+  rule(name: string): AlertRule | undefined {
+    return this.rules.get(name);
+  }
+
   /** Calls fn with every fired and resolved notification; returns the unsubscribe function. */
   subscribe(fn: (n: AlertNotification) => void): () => void {
     this.listeners.add(fn);

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
 import type { Alerting } from './alerting.js';
+import { summary, type Retrainer } from '../retraining/retrainer.js';
+import { JOB_STATES, type JobState } from '../retraining/store.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { ServerContext } from './context.js';
 import { freezeFromCsv } from './reference.js';
@@ -35,6 +37,7 @@ export interface AdminDeps {
   registry: ModelRegistry;
   deployer: Deployer;
   alerting: Alerting;
+  retrainer: Retrainer;
   token: string;
   maxModelBytes: number;
 }
@@ -200,6 +203,48 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     };
   });
 
+  // Retraining.
+  const { retrainer } = deps;
+  withJson(
+    'post',
+    '/admin/retrain/:name',
+    ([name], body) => {
+      if (body !== undefined && !isObject(body)) throw badRequest('the body, when given, must be a JSON object {"reason"}');
+      const reason = isObject(body) && body.reason !== undefined ? body.reason : 'requested through the admin API';
+      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
+      const r = retrainer.trigger(name!, { kind: 'manual', reason, evidence: { by: 'admin API' } });
+      return { outcome: r.outcome, job: r.job && summary(r.job) };
+    },
+    202,
+  );
+  get('/admin/retrain/:name', (req) => retrainer.status(req.getParameter(0)));
+  withJson(
+    'post',
+    '/admin/incidents',
+    (_params, body) => {
+      if (!isObject(body)) throw badRequest('an incident is a JSON object {"model", "reason", "severity"?}');
+      const { model, reason } = body;
+      const severity = body.severity ?? 'critical';
+      if (typeof model !== 'string' || model.length === 0) throw badRequest('"model" must be a model name');
+      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
+      if (typeof severity !== 'string' || !['info', 'warning', 'critical', 'emergency'].includes(severity)) throw badRequest('"severity" must be info, warning, critical or emergency');
+      const r = retrainer.incident(model, reason, severity);
+      return { incident: r.incident, outcome: r.outcome, job: r.job && summary(r.job) };
+    },
+    201,
+  );
+  get('/admin/incidents', (req) => ({ incidents: retrainer.incidents(req.getQuery('model') || undefined) }));
+  get('/admin/jobs', (req) => {
+    const state = req.getQuery('state') || undefined;
+    if (state !== undefined && !(JOB_STATES as readonly string[]).includes(state)) throw badRequest(`state must be one of ${JOB_STATES.join(', ')}`);
+    const rawLimit = req.getQuery('limit');
+    const limit = rawLimit ? Number(rawLimit) : 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('limit must be an integer from 1 to 1000');
+    const model = req.getQuery('model') || undefined;
+    return { jobs: retrainer.list({ ...(model ? { model } : {}), ...(state ? { state: state as JobState } : {}), limit }).map(summary) };
+  });
+  get('/admin/jobs/:id', (req) => retrainer.get(req.getParameter(0)));
+
   // Deployments.
   withJson('put', '/admin/deployments/:name', ([name], body) => {
     const spec = isObject(body) ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'reason')) : body;
@@ -224,4 +269,8 @@ export const ADMIN_PATTERNS = [
   '/admin/deployments/:name',
   '/admin/deployments/:name/promote',
   '/admin/deployments/:name/rollback',
+  '/admin/retrain/:name',
+  '/admin/incidents',
+  '/admin/jobs',
+  '/admin/jobs/:id',
 ];

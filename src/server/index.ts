@@ -20,7 +20,11 @@ import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
 import { createAlerting } from './alerting.js';
-import { restoreReference } from './reference.js';
+import { freezeFromCsv, restoreReference } from './reference.js';
+import type { ModelConfig } from '../config.js';
+import type { RepositoryModel } from '../registry/repository.js';
+import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/config.js';
+import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
@@ -55,6 +59,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   let features: FeatureService | null = null;
   let ctx: ServerContext;
+  let repoModels: readonly RepositoryModel[] = [];
   const registry = ModelRegistry.open(config.dataDir, {
     onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
   });
@@ -83,7 +88,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
-    await loadRepository(ctx, pinned);
+    repoModels = await loadRepository(ctx, pinned);
     await deployer.restore();
   } catch (e) {
     deployer.close();
@@ -94,6 +99,33 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     throw e;
   }
   const alerting = await createAlerting(mon, monitor, log);
+  let retrainer: Retrainer;
+  try {
+    retrainer = new Retrainer({
+      dataDir: config.dataDir,
+      log,
+      registry,
+      deployer,
+      predictionLog,
+      alerts: alerting.manager,
+      channels: alerting.channels,
+      configs: retrainingConfigs(ctx, repoModels),
+      definitionsPath: config.features.definitions,
+      freezeReference: async (name, version, csv) => {
+        const m = await deployer.ensureLoaded(name, version);
+        await freezeFromCsv(ctx, m, csv);
+      },
+    });
+    retrainer.start();
+  } catch (e) {
+    await alerting.close();
+    deployer.close();
+    await features?.close();
+    await engine.close();
+    registry.close();
+    await monitor.close();
+    throw e;
+  }
   const token = adminToken(config.dataDir);
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
@@ -101,7 +133,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
   registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, alerting, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
   const streams: StreamHandle = registerStream(app, ctx);
   registerObserve(app, ctx, streams, alerting.alertsOf);
   registerDashboard(app);
@@ -142,6 +174,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
       clearInterval(evaluator);
+      await retrainer.close();
       await alerting.close();
       deployer.close();
       await engine.close();
@@ -180,7 +213,7 @@ function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): v
  * that name a version. A repository entry the registry refuses (not ONNX, a version number taken
  * by other bytes) stops the start with the reason.
  */
-async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number>>): Promise<LoadedModel[]> {
+async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number>>): Promise<readonly RepositoryModel[]> {
   const dir = ctx.config.modelRepository;
   if (dir === null) return [];
   const scan = scanRepository(dir);
@@ -215,7 +248,27 @@ async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number
       loaded.push(m);
     }
   }
-  return loaded;
+  return scan.models;
+}
+
+/** Retraining sections: each repository model's model.yaml, then the server config's (which win). */
+function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[]): Map<string, RetrainingConfig> {
+  const out = new Map<string, RetrainingConfig>();
+  for (const m of repo) {
+    if (m.config.retraining === undefined) continue;
+    out.set(m.name, parseRetrainingConfig(m.config.retraining, `${m.dir}/model.yaml: retraining`, m.dir, m.config.label));
+  }
+  for (const [name, section] of Object.entries(ctx.config.retraining)) {
+    let label: string | undefined;
+    try {
+      const latest = ctx.registry.getModel(name).latestVersion;
+      label = (ctx.registry.getVersion(name, latest).config as ModelConfig).label;
+    } catch {
+      ctx.log.warn({ model: name }, 'retraining configured for a model the registry does not have (yet)');
+    }
+    out.set(name, parseRetrainingConfig(section, `retraining.${name}`, process.cwd(), label));
+  }
+  return out;
 }
 
 function registerRegistryMetrics(ctx: ServerContext): void {
