@@ -32,6 +32,11 @@ export interface CreditDataOptions {
   end?: string;
   /** Covariate drift: 0 none (default), 1 strong (PSI of score and several features > 0.25). */
   drift?: number;
+  /**
+   * Concept drift: 0 none (default). Moves the true default risk itself: recent card activity and
+   * existing loans weigh more, so a model trained before the change ranks applicants worse.
+   */
+  concept?: number;
 }
 
 export const CUSTOMER_COUNT = 10_000;
@@ -142,8 +147,9 @@ export function customerTraits(seed: number, index: number): CustomerTraits {
 }
 
 /** Ground-truth log-odds of default for a feature vector and the customer's latent risk. */
-export function trueDefaultLogit(f: CreditFeatures, latentRisk = 0): number {
+export function trueDefaultLogit(f: CreditFeatures, latentRisk = 0, concept = 0): number {
   return -2.65
+    + concept * (0.12 * (f.txn_count_24h - 4) + 0.5 * (f.existing_loans - 1))
     + 2.0 * f.debt_to_income
     - 1.0 * Math.log(f.income / 45_000)
     + 0.5 * f.late_payments_90d
@@ -171,6 +177,8 @@ function parseIsoDate(value: string, what: string): number {
 export function generateCreditData(options: CreditDataOptions): CreditApplication[] {
   const { n, seed } = options;
   const drift = options.drift ?? 0;
+  const concept = options.concept ?? 0;
+  if (!Number.isFinite(concept)) throw new RangeError(`concept must be a finite number, got ${concept}`);
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`n must be a non-negative integer, got ${n}`);
   if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   if (!(Number.isFinite(drift) && drift >= 0)) throw new RangeError(`drift must be a number >= 0, got ${drift}`);
@@ -218,7 +226,7 @@ export function generateCreditData(options: CreditDataOptions): CreditApplicatio
       txn_count_24h: txnCount,
       late_payments_90d: latePayments,
     };
-    const pDefault = 1 / (1 + Math.exp(-trueDefaultLogit(features, c.risk)));
+    const pDefault = 1 / (1 + Math.exp(-trueDefaultLogit(features, c.risk, concept)));
     rows.push({
       customer_id: `C${String(customer).padStart(5, '0')}`,
       application_date: new Date(startMs + day * MS_PER_DAY).toISOString().slice(0, 10),

@@ -117,6 +117,9 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    // A failing run is reported by its exception (answered 500, counted, logged by scoreline); ORT's
+    // own per-failure stderr line would flood the terminal under load.
+    logSeverityLevel: 4,
     // Spinning threads would steal the cores the HTTP thread and other workers need.
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   });

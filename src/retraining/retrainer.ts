@@ -300,10 +300,10 @@ export class Retrainer {
     job.state = state;
     job.updatedAt = now;
     job.endedAt = now;
-    if (job.decision === undefined || state === 'failed' || state === 'rolled_back' || state === 'succeeded') {
-      const outcome = state === 'succeeded' ? 'promoted' : state === 'rejected' ? 'rejected' : state === 'rolled_back' ? 'rolled_back' : 'failed';
-      job.decision = { outcome, reasons: state === 'succeeded' && job.decision ? [...job.decision.reasons, ...reasons] : reasons };
-    }
+    // The gate's reasons stay on record; the rollout's outcome is added to them.
+    const outcome = state === 'succeeded' ? 'promoted' : state === 'rejected' ? 'rejected' : state === 'rolled_back' ? 'rolled_back' : 'failed';
+    const earlier = job.decision?.outcome === 'accepted' ? job.decision.reasons : [];
+    job.decision = { outcome, reasons: state === 'rejected' ? reasons : [...earlier, ...reasons] };
     if (state === 'failed') job.error = reasons.join('; ');
     this.jobLog(job, `${state}: ${reasons.join('; ')}`);
     this.store.save(job);
@@ -313,7 +313,9 @@ export class Retrainer {
 
   private send(job: Job, event: JobState | 'started'): void {
     const icon = { started: 'STARTED', succeeded: 'PROMOTED', rejected: 'REJECTED', failed: 'FAILED', rolled_back: 'ROLLED BACK' }[event as string] ?? event.toUpperCase();
-    const why = job.decision?.reasons.join('; ') ?? job.trigger.reason;
+    // the outcome first (the last reason), then how the gate saw it
+    const r = job.decision?.reasons ?? [];
+    const why = event === 'started' || r.length === 0 ? job.trigger.reason : finalReasonFirst(r, event);
     const versions = job.challengerVersion !== undefined ? ` (challenger v${job.challengerVersion} vs champion v${job.championVersion})` : '';
     void notify(this.opts.channels, {
       text: `[RETRAINING ${icon}] ${job.model} job ${job.id}${versions}: ${why}`,
@@ -621,6 +623,12 @@ function signatureProblem(want: readonly { name: string; datatype: string; shape
     }
   }
   return null;
+}
+
+/** The final reason first, then the gate's checks: what a notification reader needs first. */
+function finalReasonFirst(reasons: readonly string[], event: string): string {
+  if (event === 'rejected') return reasons.filter((x) => x.startsWith('FAIL')).join('; ') || reasons.join('; ');
+  return [reasons[reasons.length - 1], ...reasons.slice(0, -1).filter((x) => !x.startsWith('pass: challenger outputs'))].join('; ');
 }
 
 /** What lists and notifications carry: the job without its log. */

@@ -168,7 +168,7 @@ async function score(bytes: Uint8Array, spec: ScoreSpec, rows: Rows): Promise<Fl
   const meta = readOnnxMetadata(bytes);
   if (meta.inputs.length !== 1) throw new Error(`the model has ${meta.inputs.length} inputs; retraining supports one 2-D input`);
   const input = meta.inputs[0]!;
-  const session = await ort.InferenceSession.create(bytes);
+  const session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 4 });
   try {
     const outName =
       spec.output ?? meta.outputs.find((o) => o.name === 'probabilities')?.name ?? meta.outputs.find((o) => o.datatype === 'FP32' || o.datatype === 'FP64')?.name ?? meta.outputs[0]!.name;

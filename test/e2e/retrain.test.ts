@@ -241,7 +241,8 @@ test('an external trainer (the documented contract) whose canary fails on produc
   const { job, statuses } = await trafficUntilDone('guarded', id, () => [5000, 0, 0, 0]);
   assert.equal(job.state, 'rolled_back', JSON.stringify(job.decision));
   assert.ok(statuses.some((s) => s === 500), 'the canary failed some requests');
-  assert.match(job.decision.reasons[0], /canary rolled back: canary analysis failed: error_rate/);
+  assert.match(job.decision.reasons.at(-1), /canary rolled back: canary analysis failed: error_rate/);
+  assert.ok(job.decision.reasons.some((x: string) => x.startsWith("pass: AUC")), "the gate's reasons stay on record");
   const model = (await admin('GET', '/admin/models/guarded')).body;
   assert.deepEqual(model.deployment.strategy, { strategy: 'direct', version: 1 });
   assert.equal(model.model.aliases.champion, undefined);
