@@ -12,7 +12,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Cron } from 'croner';
 import type { Logger } from 'pino';
 import type { ModelConfig } from '../config.js';
@@ -69,38 +71,50 @@ function soleVersion(s: Strategy): number | null {
   }
 }
 
-/** A worker thread that answers one request at a time. */
+/** The job's child process (./worker.ts), at the lowest CPU priority; one request at a time. */
 class JobWorker {
-  private readonly worker = new Worker(new URL('./worker.js', import.meta.url));
+  private readonly child: ChildProcess;
   private pending: { resolve: (v: any) => void; reject: (e: Error) => void } | null = null;
+  private exited = false;
 
-  constructor() {
-    this.worker.on('message', (m: { ok: boolean; value?: unknown; error?: string }) => {
+  constructor(log: Logger) {
+    this.child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    try {
+      if (this.child.pid !== undefined) setPriority(this.child.pid, 19);
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'could not lower the retraining process priority');
+    }
+    this.child.on('message', (m: { ok: boolean; value?: unknown; error?: string }) => {
       const p = this.pending;
       this.pending = null;
       if (p === null) return;
       if (m.ok) p.resolve(m.value);
       else p.reject(new Error(m.error));
     });
-    this.worker.on('error', (e) => {
+    this.child.on('error', (e) => {
       this.pending?.reject(e);
       this.pending = null;
     });
-    this.worker.on('exit', (code) => {
-      this.pending?.reject(new Error(`the job's worker thread exited (${code})`));
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      this.pending?.reject(new Error(`the job's worker process exited (${signal ?? code})`));
       this.pending = null;
     });
   }
 
-  call<T>(req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<T> {
+  call<T>(req: WorkerRequest): Promise<T> {
     return new Promise<T>((resolve, reject) => {
+      if (this.exited) return reject(new Error("the job's worker process is gone"));
       this.pending = { resolve, reject };
-      this.worker.postMessage(req, transfer);
+      this.child.send(req);
     });
   }
 
   async close(): Promise<void> {
-    await this.worker.terminate();
+    if (this.exited) return;
+    const gone = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.child.kill('SIGKILL');
+    await gone;
   }
 }
 
@@ -339,7 +353,7 @@ export class Retrainer {
 
   private async run(job: Job, cfg: RetrainingConfig): Promise<void> {
     if (this.closed) return;
-    const worker = new JobWorker();
+    const worker = new JobWorker(this.opts.log);
     this.workers.add(worker);
     const model = job.model;
     try {
@@ -381,7 +395,6 @@ export class Retrainer {
             oot: cfg.oot,
             jobDir,
           },
-          feedback ? [feedback.X.buffer, feedback.y.buffer, feedback.t.buffer] as ArrayBuffer[] : [],
         );
         for (const f of r.files) this.jobLog(job, `data: ${f.path}: ${f.rows} rows${f.skipped ? `, ${f.skipped} skipped (${f.reasons.join('; ')})` : ''}${f.computed.length ? `; computed by feature definitions: ${f.computed.join(', ')}` : ''}`);
         for (const u of r.unmatched) this.jobLog(job, `data: no file matches ${u}`);

@@ -1,12 +1,12 @@
-// A retraining job's own thread: everything heavy a job does happens here, never on the HTTP
+// A retraining job's own process: everything heavy a job does happens here, never on the HTTP
 // thread -- reading and joining the training data, the out-of-time split, the built-in trainer,
-// and scoring champion and challenger on the validation rows with onnxruntime. The thread lives
-// for one job and holds its data between the steps; the orchestrator (./jobs.ts) sends one request
-// at a time and gets one answer (or an error) back.
+// and scoring champion and challenger on the validation rows with onnxruntime. It runs as a child
+// process at the lowest CPU priority (nice 19), so on a machine whose cores are busy serving, the
+// scheduler gives scoring the CPU first. It lives for one job and holds its data between the steps;
+// the orchestrator (./retrainer.ts) sends one request at a time over IPC and gets one answer back.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parentPort } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import { loadFeatureDefinitionsFile } from '../features/definitions.js';
 import type { FeatureRegistry } from '../features/plan.js';
@@ -215,22 +215,24 @@ async function validate(m: ValidateRequest): Promise<ValidateResult> {
   return { rows: v.n, champion, challenger, delong: test };
 }
 
-parentPort!.on('message', (m: WorkerRequest) => {
-  const run = async (): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> => {
+process.on('message', (m: WorkerRequest) => {
+  const run = async (): Promise<{ value: unknown }> => {
     switch (m.op) {
       case 'prepare':
         return { value: await prepare(m) };
-      case 'train': {
-        const r = train(m);
-        return { value: r, transfer: [r.onnx.buffer as ArrayBuffer] };
-      }
+      case 'train':
+        return { value: train(m) };
       case 'validate':
         return { value: await validate(m) };
     }
   };
+  // The parent went away: nothing left to answer to.
+  if (!process.connected) process.exit(0);
   run().then(
-    ({ value, transfer }) => parentPort!.postMessage({ ok: true, value }, transfer ?? []),
-    (e: Error) => parentPort!.postMessage({ ok: false, error: e.message }),
+    ({ value }) => process.send!({ ok: true, value }),
+    (e: Error) => process.send!({ ok: false, error: e.message }),
   );
 });
 
+
+process.on('disconnect', () => process.exit(0));
