@@ -344,3 +344,23 @@ test('restart: firing alerts and cooldowns come back from the store; removed rul
   assert.deepEqual(after.at(40, obs({ score_psi: 0.3 }, v2)), []);
   assert.deepEqual(brief(after.at(610, obs({ score_psi: 0.3 }, v2))), ['fired psi_critical']);
 });
+
+test('retire: alerts of a version that stopped serving resolve with the reason; pending ones are dropped; others stay', () => {
+  const { m, at, clock } = manager([psiCritical]);
+  const v2 = { model: 'credit-default', version: '2' };
+  at(0, obs({ score_psi: 0.5 }), obs({ score_psi: 0.5 }, v2));
+  at(60, obs({ score_psi: 0.5 }), obs({ score_psi: 0.5 }, v2));
+  at(61, obs({ score_psi: 0.5 }, { model: 'other', version: '1' }));
+  assert.equal(m.firing().length, 2);
+  assert.equal(m.active().filter((a) => a.state === 'pending').length, 1);
+  clock.t += 1000;
+  const out = m.retire((a) => a.labels.version === '1', 'the version no longer serves traffic');
+  assert.deepEqual(brief(out), ['resolved psi_critical']);
+  assert.equal(out[0]!.alert.labels.model, 'credit-default');
+  assert.match(out[0]!.alert.message, /resolved: the version no longer serves traffic$/);
+  assert.match(out[0]!.text, /RESOLVED psi_critical: .*no longer serves traffic/);
+  assert.deepEqual(m.firing().map((a) => a.labels.version), ['2']);
+  assert.equal(m.active().length, 1, 'the pending alert of other v1 was dropped');
+  // retiring again does nothing
+  assert.deepEqual(m.retire((a) => a.labels.version === '1', 'x'), []);
+});

@@ -376,7 +376,7 @@ export class AlertManager {
     return a;
   }
 
-  private resolve(rule: AlertRule, key: string, a: Alert, value: number, now: number, inhibitedBy?: string): AlertNotification {
+  private resolve(rule: AlertRule, key: string, a: Alert, value: number, now: number, inhibitedBy?: string, because?: string): AlertNotification {
     this.live.get(rule.name)!.delete(key);
     this.lastResolved.set(`${rule.name}\u0000${key}`, now);
     a.state = 'resolved';
@@ -384,6 +384,7 @@ export class AlertManager {
     a.resolvedAt = now;
     if (inhibitedBy !== undefined) a.inhibitedBy = inhibitedBy;
     a.message = alertMessage(rule, a.labels, value, 'resolved', inhibitedBy);
+    if (because !== undefined) a.message = `${alertMessage(rule, a.labels, value, 'firing')} -- resolved: ${because}`;
     this.store.update(copy(a));
     return this.notification('resolved', a);
   }
@@ -414,6 +415,27 @@ export class AlertManager {
     const p = notify(this.channels, n);
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
+  }
+
+  /**
+   * Resolves (firing) or drops (pending) every live alert `which` selects, whatever its metric says:
+   * for subjects that stopped existing, e.g. a model version that no longer serves, whose last
+   * values would otherwise hold its alerts firing forever.
+   */
+  retire(which: (a: Alert) => boolean, reason: string, now: number = this.clock()): AlertNotification[] {
+    const out: AlertNotification[] = [];
+    for (const rule of this.rules.values()) {
+      for (const [key, a] of [...this.live.get(rule.name)!]) {
+        if (!which(a)) continue;
+        if (a.state !== 'firing') {
+          this.live.get(rule.name)!.delete(key);
+          continue;
+        }
+        out.push(this.resolve(rule, key, a, a.value, now, undefined, reason));
+      }
+    }
+    for (const n of out) this.emit(n);
+    return out;
   }
 
   /** The rule an alert came from (its metric, threshold). */

@@ -53,7 +53,10 @@ export interface Alerting {
   close(): Promise<void>;
 }
 
-export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, log: Logger): Promise<Alerting> {
+/** Per model, the versions its traffic goes to now. */
+export type ServingVersions = () => ReadonlyMap<string, ReadonlySet<string>>;
+
+export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, log: Logger, serving?: ServingVersions): Promise<Alerting> {
   const rules =
     cfg.alerts.rules !== null
       ? parseAlertRules(cfg.alerts.rules, 'monitoring.alerts.rules')
@@ -96,6 +99,12 @@ export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, lo
       }
       for (const [feature, ratio] of features.takeStaleRatios()) observations.push({ labels: { feature }, metrics: { stale_feature_ratio: ratio } });
       manager.evaluate(observations);
+      // A version traffic no longer goes to (replaced, rolled back, unloaded) is not drifting or
+      // slow now: its alerts resolve rather than hold their last values forever.
+      if (serving !== undefined) {
+        const now = serving();
+        manager.retire((a) => a.labels.model !== undefined && a.labels.version !== undefined && now.has(a.labels.model) && !now.get(a.labels.model)!.has(a.labels.version), 'the version no longer serves traffic');
+      }
     },
     async close() {
       await manager.drain();

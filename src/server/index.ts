@@ -9,7 +9,7 @@ import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { mkdirSync } from 'node:fs';
-import { Deployer, Router } from '../deploy/index.js';
+import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { ModelRegistry } from '../registry/store.js';
 import { scanRepository } from '../registry/repository.js';
@@ -98,7 +98,24 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await monitor.close();
     throw e;
   }
-  const alerting = await createAlerting(mon, monitor, log);
+  const alerting = await createAlerting(mon, monitor, log, () => {
+    const out = new Map<string, Set<string>>();
+    for (const m of engine.list()) {
+      if (out.has(m.name)) continue;
+      const spec = deployer.state(m.name)?.spec;
+      let versions: string[] = [];
+      if (spec !== undefined) versions = versionsOf(spec).map(String);
+      else {
+        try {
+          versions = [engine.lookup(m.name).version];
+        } catch {
+          versions = [];
+        }
+      }
+      out.set(m.name, new Set(versions));
+    }
+    return out;
+  });
   let retrainer: Retrainer;
   try {
     retrainer = new Retrainer({

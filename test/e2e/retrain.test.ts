@@ -198,6 +198,15 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
   assert.ok(v2.reference !== null, 'the new version got a drift reference (its validation rows)');
   // requests are now answered by v2
   assert.equal((await infer('risk', [1, 0, 0, 0])).body.model_version, '2');
+  // v1 no longer serves: its drift alert resolves instead of firing on forever
+  const deadlineAlerts = Date.now() + 5000;
+  let alerts = (await admin('GET', '/admin/alerts?model=risk')).body;
+  while (alerts.firing.some((a: any) => a.labels.version === '1') && Date.now() < deadlineAlerts) {
+    await new Promise((r) => setTimeout(r, 100));
+    alerts = (await admin('GET', '/admin/alerts?model=risk')).body;
+  }
+  assert.deepEqual(alerts.firing.filter((a: any) => a.labels.version === '1'), []);
+  assert.ok(alerts.history.some((a: any) => a.state === 'resolved' && /no longer serves traffic/.test(a.message)), JSON.stringify(alerts.history.slice(0, 3)));
   const events = notifications.filter((n) => n.job?.id === job.id).map((n) => n.event);
   assert.deepEqual(events, ['retraining.started', 'retraining.succeeded']);
 });
