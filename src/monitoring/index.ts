@@ -117,6 +117,8 @@ export class Monitor {
       ),
     );
     this.callback('scoreline_predictions_logged_total', 'Predictions written to the prediction log (after sampling).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
+    this.callback('scoreline_predictions_dropped_total', 'Predictions not logged because the log thread was more than a million behind.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
+    this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written.', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
     if (opts.processMetrics !== false) {
       client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
       // These gauges end in _total, which `promtool check metrics` rejects for non-counters.

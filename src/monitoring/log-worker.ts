@@ -10,8 +10,20 @@
 // the `labels` table, which is what performance windows and retraining read, with plain indexes.
 // Unknown ids are reported, not stored. Retention drops old segments, their ids and labels.
 
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+
+// On Linux a thread has its own nice value: this one yields to the HTTP thread when both want the
+// same core (nice 10 still gets ~10% of a contended core, more than the log needs at tens of
+// thousands of predictions a second), so a flush never stalls a request. Elsewhere: no-op.
+try {
+  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  if (Number.isInteger(tid) && tid > 0) setPriority(tid, 10);
+} catch {
+  // not Linux, or not permitted
+}
 
 /** One flushed batch of a model version and variant; `n` rows of `width` inputs each (NaN: not kept). */
 export interface AppendSegment {
@@ -184,6 +196,8 @@ parentPort!.on('message', (m: LogRequest) => {
     switch (m.op) {
       case 'append':
         appendSegment(m.segment);
+        // Acknowledged, so the HTTP thread knows how far behind the log is.
+        parentPort!.postMessage({ written: m.segment.n });
         return;
       case 'feedback':
         return reply(m.id, feedback(m.items, m.now));

@@ -15,8 +15,12 @@ export interface PredictionLogOptions {
   retentionDays: number;
 }
 
-const FLUSH_ROWS = 4096;
-const FLUSH_MS = 200;
+// Small, frequent segments: each is one short transaction in the log thread, so no single write
+// holds a core long enough to show in request latency.
+const FLUSH_ROWS = 1024;
+const FLUSH_MS = 100;
+/** Predictions sent to the log thread and not yet written beyond which new ones are dropped (counted). */
+const MAX_BACKLOG = 1_000_000;
 
 /** The buffer of one model version and variant; rows of `width` float inputs. */
 export class LogStream {
@@ -46,6 +50,10 @@ export class LogStream {
   /** One prediction; `row` holds its `width` inputs from `offset` (null: not kept). */
   push(id: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number): void {
     if (this.log.closed) return;
+    if (this.log.backlog >= MAX_BACKLOG) {
+      this.log.dropped++;
+      return;
+    }
     const n = this.n;
     if (n === this.capacity) this.grow();
     this.ids.push(id);
@@ -100,6 +108,7 @@ export class LogStream {
     this.scores = new Float64Array(this.capacity);
     this.features = new Float32Array(this.capacity * this.width);
     this.n = 0;
+    this.log.backlog += n;
     this.log.send({ op: 'append', segment } satisfies LogRequest, [segment.ts.buffer, segment.scores.buffer, segment.features.buffer] as ArrayBuffer[]);
   }
 }
@@ -113,12 +122,20 @@ export class PredictionLog {
   private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private readonly pruneTimer: NodeJS.Timeout;
   logged = 0;
+  /** Predictions not logged because the log thread was too far behind. */
+  dropped = 0;
+  /** Predictions sent to the log thread and not yet acknowledged as written. */
+  backlog = 0;
   closed = false;
 
   constructor(private readonly opts: PredictionLogOptions) {
     this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData: { file: join(opts.dataDir, 'monitoring.db') } });
     this.worker.unref();
-    this.worker.on('message', (m: { id?: number; value?: unknown; error?: string }) => {
+    this.worker.on('message', (m: { id?: number; value?: unknown; error?: string; written?: number }) => {
+      if (m.written !== undefined) {
+        this.backlog -= m.written;
+        return;
+      }
       if (m.id === undefined) return;
       const w = this.waiting.get(m.id);
       if (w === undefined) return;
