@@ -244,6 +244,11 @@ export class Retrainer {
     return { incident, job, outcome };
   }
 
+  /** Jobs by model and state (for `scoreline_retraining_jobs`). */
+  counts(): { model: string; state: string; n: number }[] {
+    return this.closed ? [] : this.store.counts();
+  }
+
   incidents(model?: string): Incident[] {
     return this.store.incidents(model);
   }

@@ -131,6 +131,11 @@ export class JobStore {
     return last;
   }
 
+  /** Jobs per model and state, for /metrics. */
+  counts(): { model: string; state: string; n: number }[] {
+    return this.db.prepare('SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state').all() as { model: string; state: string; n: number }[];
+  }
+
   addTriggerEvent(e: TriggerEvent): void {
     this.db.prepare('INSERT INTO trigger_events (model, at, data) VALUES (?, ?, ?)').run(e.model, e.at, JSON.stringify(e));
   }

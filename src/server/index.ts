@@ -134,6 +134,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       },
     });
     retrainer.start();
+    monitor.callback('scoreline_retraining_jobs', 'Retraining jobs by model and state (queued, running, validating, deploying, succeeded, rejected, failed, rolled_back).', 'gauge', () =>
+      retrainer.counts().map((c) => ({ labels: { model: c.model, state: c.state }, value: c.n })),
+    );
   } catch (e) {
     await alerting.close();
     deployer.close();

@@ -304,6 +304,10 @@ test('a second manual trigger while a job runs is a conflict; a job killed with 
   const risk = (await admin('GET', '/admin/models/risk')).body;
   assert.equal(risk.model.aliases.champion, 2);
   assert.deepEqual(risk.deployment.strategy, { strategy: 'direct', version: 2 });
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  assert.match(metrics, /^scoreline_retraining_jobs\{model="risk",state="succeeded"\} 1$/m);
+  assert.match(metrics, /^scoreline_retraining_jobs\{model="guarded",state="rolled_back"\} 1$/m);
+  assert.match(metrics, /^scoreline_retraining_jobs\{model="slow",state="failed"\} 1$/m);
   const cliJob = spawnSync(process.execPath, [CLI, 'jobs', id, '--url', server.url, '--token', TOKEN], { encoding: 'utf8' });
   assert.equal(cliJob.status, 0, cliJob.stderr);
   assert.match(cliJob.stdout, /decision: failed/);
