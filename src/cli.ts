@@ -5,6 +5,7 @@ import { deploy, feedback, models, promote, rollback, status } from './commands/
 import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
 import { incident, jobs, retrain } from './commands/retrain.js';
+import { bench } from './commands/bench.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
 import { serve } from './commands/serve.js';
 import { isScorelineError } from './errors.js';
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, Command> = {
   retrain,
   jobs,
   incident,
+  bench,
 };
 
 function mainUsage(): string {

@@ -43,6 +43,9 @@ test('model.yaml is validated with the file and the path in the error', () => {
   assert.throws(() => parseModelConfig('features: [a, a]\n', 'm/model.yaml'), /features: must NOT have duplicate items/);
   assert.throws(() => parseModelConfig('thresold: 0.5\n', 'm/model.yaml'), /must NOT have additional properties 'thresold'/);
   assert.throws(() => parseModelConfig('features: [a\n', 'm/model.yaml'), /m\/model\.yaml: cannot parse/);
+  // a bad retraining section fails the model's load, naming the field
+  assert.throws(() => parseModelConfig('label: y\nretraining: { useFeedback: true, oot: { fraction: 2 } }\n', 'm/model.yaml'), /m\/model\.yaml: retraining\.oot\.fraction/);
+  assert.equal(parseModelConfig('label: y\nretraining: { useFeedback: true }\n', 'm/model.yaml').retraining?.useFeedback, true);
 });
 
 test('repository scan: Triton layout, versions sorted, odd entries skipped with a reason', async () => {
@@ -84,6 +87,15 @@ test('CLI: help, unknown commands and bad flags', () => {
   const none = cli('serve');
   assert.equal(none.status, 2);
   assert.match(none.stderr, /no model repository/);
+  for (const c of ['retrain', 'jobs', 'incident', 'bench']) assert.match(help.stdout, new RegExp(`\\n  ${c} `), `${c} is listed`);
+  assert.match(cli('bench', '--help').stdout, /http .*monitoring .*retrain/s);
+  const bench = cli('bench', 'nope');
+  assert.equal(bench.status, 2);
+  assert.match(bench.stderr, /unknown benchmark 'nope'/);
+  const retrain = cli('retrain');
+  assert.equal(retrain.status, 2);
+  assert.match(retrain.stderr, /retrain needs MODEL/);
+  assert.match(cli('incident', 'm').stderr, /incident needs --reason/);
 });
 
 test('CLI: a bad config file or repository fails fast with exit 1 and the reason', async () => {
