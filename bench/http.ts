@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { have, median, postScript, runWrk, type WrkResult } from './wrk.js';
+import { have, median, killOnExit, postScript, runWrk, waitReady, type WrkResult } from './wrk.js';
 import { table, writeReadmeBlock, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -31,19 +31,6 @@ interface Target {
 
 function node(args: string[]): ChildProcess {
   return spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-}
-
-async function waitReady(port: number, path: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: REQUEST });
-      if (r.ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`server on port ${port} did not come up`);
 }
 
 async function main(): Promise<void> {
@@ -67,10 +54,11 @@ async function main(): Promise<void> {
     { name: 'scoreline (batches in 1 worker)', port: 18193, start: () => node(['bin/scoreline.js', 'serve', '--model-repo', 'examples/models', '--port', '18193', '--host', '127.0.0.1', '--log-level', 'warn', '--config', poolOnly]), results: [] },
   ];
   const [ceiling, fastify, scoreline, pooled] = targets as [Target, Target, Target, Target];
+  killOnExit(() => targets.map((t) => t.proc));
   try {
     for (const t of [scoreline, pooled, fastify]) {
       t.proc = t.start();
-      await waitReady(t.port, path);
+      await waitReady(t.port, path, REQUEST);
     }
     // Same request, same answer: check before measuring anything.
     const answers = await Promise.all([scoreline, pooled, fastify].map(async (t) => (await fetch(`http://127.0.0.1:${t.port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: REQUEST })).json()));
@@ -78,7 +66,7 @@ async function main(): Promise<void> {
     if (probs.some((p) => Math.abs(p - probs[0]!) > 1e-6)) throw new Error(`servers disagree: ${probs.join(', ')}`);
     writeFileSync(scorelineAnswerFile, JSON.stringify(answers[0]));
     ceiling.proc = ceiling.start();
-    await waitReady(ceiling.port, path);
+    await waitReady(ceiling.port, path, REQUEST);
 
     const script = postScript(REQUEST, 'http');
     for (const t of targets) await runWrk(`http://127.0.0.1:${t.port}${path}`, script, { connections, seconds: 2 }); // warm up

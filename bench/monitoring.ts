@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { cpuMs, have, median, postScript, runWrk, serverPin, type WrkResult } from './wrk.js';
+import { cpuMs, have, median, killOnExit, postScript, runWrk, waitReady, serverPin, type WrkResult } from './wrk.js';
 import { table, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -33,19 +33,6 @@ interface Target {
   results: WrkResult[];
   /** Server CPU time (all threads) per request served, microseconds, per round. */
   cpuUs: number[];
-}
-
-async function waitReady(port: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}${PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: REQUEST });
-      if (r.ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`server on port ${port} did not come up`);
 }
 
 async function main(): Promise<void> {
@@ -70,6 +57,7 @@ async function main(): Promise<void> {
     { name: 'monitoring on, prediction log off (sampleRate 0)', port: 18292, config: mk('mem', true, 0), results: [], cpuUs: [] },
   ];
   const [off, on] = targets as [Target, Target, Target];
+  killOnExit(() => targets.map((t) => t.proc));
   try {
     for (const t of targets) {
       const pin = serverPin();
@@ -78,7 +66,7 @@ async function main(): Promise<void> {
         cwd: ROOT,
         stdio: ['ignore', 'inherit', 'inherit'],
       });
-      await waitReady(t.port);
+      await waitReady(t.port, PATH, REQUEST);
     }
     const script = postScript(REQUEST, 'monitoring');
     for (const t of targets) await runWrk(`http://127.0.0.1:${t.port}${PATH}`, script, { connections, seconds: 2 }); // warm up

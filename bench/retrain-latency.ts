@@ -15,7 +15,7 @@ import { stringify } from 'yaml';
 import { CREDIT_COLUMNS, generateCreditData, toCsv } from '../examples/credit-data.js';
 import { demoModelYaml } from '../examples/build-demo-model.js';
 import { table, writeSection } from './results.js';
-import { have, postScript, runWrk, serverPin, type WrkResult } from './wrk.js';
+import { have, killOnExit, postScript, runWrk, serverPin, type WrkResult } from './wrk.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   const pin = serverPin();
   const argv = [...pin.slice(1), process.execPath, join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '18391', '--host', '127.0.0.1'];
   const proc: ChildProcess = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'inherit'] });
+  killOnExit(() => [proc]);
   const base = 'http://127.0.0.1:18391';
   try {
     await new Promise<void>((resolve, reject) => {

@@ -89,3 +89,32 @@ export function cpuMs(pid: number): number {
     return NaN;
   }
 }
+
+/** Waits until a server answers `body` POSTed to `path` with a 2xx (up to 30 s). */
+export async function waitReady(port: number, path: string, body: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      await r.arrayBuffer();
+      if (r.ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server on port ${port} did not come up`);
+}
+
+/** Kills the servers a benchmark started when the benchmark itself is interrupted or killed. */
+export function killOnExit(procs: () => readonly ({ kill(signal?: NodeJS.Signals): boolean } | undefined)[]): void {
+  const stop = () => {
+    for (const p of procs()) p?.kill('SIGTERM');
+  };
+  process.once('exit', stop);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      stop();
+      process.exit(130);
+    });
+  }
+}

@@ -9,7 +9,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { trainLogistic, type LogisticModel } from '../../src/retraining/logistic.js';
+import { addClassifierOutputs, addLogisticNodes, trainLogistic, type LogisticModel } from '../../src/retraining/logistic.js';
 
 const BUCKET = 5000;
 
@@ -35,40 +35,22 @@ function readCsv(path: string, features: string[], label: string): { X: number[]
 }
 
 function bucketedOnnx(m: LogisticModel, amountColumn: number, buckets: number): Uint8Array {
-  const p = m.weights.length;
   const g = new GraphBuilder('credit_default_bucketed');
-  g.input('input', 'FP32', [-1, p]);
-  g.initializer('mean', 'FP32', [p], Float32Array.from(m.mean));
-  g.initializer('std', 'FP32', [p], Float32Array.from(m.std));
-  g.initializer('weights', 'FP32', [p, 1], Float32Array.from(m.weights));
-  g.initializer('intercept', 'FP32', [1], Float32Array.of(m.intercept));
-  g.initializer('one', 'FP32', [1], Float32Array.of(1));
+  g.input('input', 'FP32', [-1, m.weights.length]);
+  const raw = addLogisticNodes(g, m, 'input', 'p_raw');
   g.initializer('bucket', 'FP32', [1], Float32Array.of(BUCKET));
-  g.initializer('threshold', 'FP32', [1], Float32Array.of(0.5));
-  g.initializer('label_shape', 'INT64', [1], BigInt64Array.of(-1n));
   g.initializer('start', 'INT64', [1], BigInt64Array.of(BigInt(amountColumn)));
   g.initializer('end', 'INT64', [1], BigInt64Array.of(BigInt(amountColumn + 1)));
   g.initializer('axis', 'INT64', [1], BigInt64Array.of(1n));
   // one scale per amount bucket (all 1 here: the calibration step was never finished)
   g.initializer('bucket_scale', 'FP32', [buckets], new Float32Array(buckets).fill(1));
-  g.node('Sub', ['input', 'mean'], ['centered']);
-  g.node('Div', ['centered', 'std'], ['standardized']);
-  g.node('MatMul', ['standardized', 'weights'], ['weighted_sum']);
-  g.node('Add', ['weighted_sum', 'intercept'], ['logit']);
-  g.node('Sigmoid', ['logit'], ['p_raw']);
   g.node('Slice', ['input', 'start', 'end', 'axis'], ['amount']);
   g.node('Div', ['amount', 'bucket'], ['amount_buckets']);
   g.node('Floor', ['amount_buckets'], ['bucket_floor']);
   g.node('Cast', ['bucket_floor'], ['bucket_index'], { to: 7 });
   g.node('Gather', ['bucket_scale', 'bucket_index'], ['scale'], { axis: 0 });
-  g.node('Mul', ['p_raw', 'scale'], ['p1']);
-  g.node('Sub', ['one', 'p1'], ['p0']);
-  g.node('Concat', ['p0', 'p1'], ['probabilities'], { axis: 1 });
-  g.node('Greater', ['p1', 'threshold'], ['is_positive']);
-  g.node('Cast', ['is_positive'], ['label_column'], { to: 7 });
-  g.node('Reshape', ['label_column', 'label_shape'], ['label']);
-  g.output('label', 'INT64', [-1]);
-  g.output('probabilities', 'FP32', [-1, 2]);
+  g.node('Mul', [raw, 'scale'], ['p1']);
+  addClassifierOutputs(g, 'p1');
   return g.toModelBytes({ opset: 17, producer: 'bucketed-trainer' });
 }
 

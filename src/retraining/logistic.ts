@@ -31,6 +31,38 @@ export interface LogisticOnnxOptions {
   docString?: string;
 }
 
+/**
+ * The nodes of a fitted model on a [-1, p] FP32 input: standardise, weigh, add the intercept,
+ * sigmoid. Returns the name of the P(class 1) tensor ([-1, 1]), `output`.
+ */
+export function addLogisticNodes(g: GraphBuilder, model: LogisticModel, input: string, output = 'p1'): string {
+  const p = model.weights.length;
+  g.initializer('mean', 'FP32', [p], Float32Array.from(model.mean));
+  g.initializer('std', 'FP32', [p], Float32Array.from(model.std));
+  g.initializer('weights', 'FP32', [p, 1], Float32Array.from(model.weights));
+  g.initializer('intercept', 'FP32', [1], Float32Array.of(model.intercept));
+  g.node('Sub', [input, 'mean'], ['centered']);
+  g.node('Div', ['centered', 'std'], ['standardized']);
+  g.node('MatMul', ['standardized', 'weights'], ['weighted_sum']);
+  g.node('Add', ['weighted_sum', 'intercept'], ['logit']);
+  g.node('Sigmoid', ['logit'], [output]);
+  return output;
+}
+
+/** A binary classifier's outputs from P(class 1): `label` INT64 [-1] (p1 > threshold) and `probabilities` FP32 [-1, 2]. */
+export function addClassifierOutputs(g: GraphBuilder, p1: string, threshold = 0.5): void {
+  g.initializer('one', 'FP32', [1], Float32Array.of(1));
+  g.initializer('threshold', 'FP32', [1], Float32Array.of(threshold));
+  g.initializer('label_shape', 'INT64', [1], BigInt64Array.of(-1n));
+  g.node('Sub', ['one', p1], ['p0']);
+  g.node('Concat', ['p0', p1], ['probabilities'], { axis: 1 });
+  g.node('Greater', [p1, 'threshold'], ['is_positive']);
+  g.node('Cast', ['is_positive'], ['label_column'], { to: onnxElementType('INT64') });
+  g.node('Reshape', ['label_column', 'label_shape'], ['label']);
+  g.output('label', 'INT64', [-1]);
+  g.output('probabilities', 'FP32', [-1, 2]);
+}
+
 /** Row-major n x p design matrix plus its shape. */
 interface DesignMatrix { data: Float64Array; rows: number; cols: number }
 
@@ -234,25 +266,7 @@ export function logisticToOnnx(model: LogisticModel, options: LogisticOnnxOption
   }
   const g = new GraphBuilder(options.name ?? 'logistic_regression');
   g.input('input', 'FP32', [-1, p]);
-  g.initializer('mean', 'FP32', [p], Float32Array.from(model.mean));
-  g.initializer('std', 'FP32', [p], Float32Array.from(model.std));
-  g.initializer('weights', 'FP32', [p, 1], Float32Array.from(model.weights));
-  g.initializer('intercept', 'FP32', [1], Float32Array.of(model.intercept));
-  g.initializer('one', 'FP32', [1], Float32Array.of(1));
-  g.initializer('threshold', 'FP32', [1], Float32Array.of(0.5));
-  g.initializer('label_shape', 'INT64', [1], BigInt64Array.of(-1n));
-  g.node('Sub', ['input', 'mean'], ['centered']);
-  g.node('Div', ['centered', 'std'], ['standardized']);
-  g.node('MatMul', ['standardized', 'weights'], ['weighted_sum']);
-  g.node('Add', ['weighted_sum', 'intercept'], ['logit']);
-  g.node('Sigmoid', ['logit'], ['p1']);
-  g.node('Sub', ['one', 'p1'], ['p0']);
-  g.node('Concat', ['p0', 'p1'], ['probabilities'], { axis: 1 });
-  g.node('Greater', ['p1', 'threshold'], ['is_positive']);
-  g.node('Cast', ['is_positive'], ['label_column'], { to: onnxElementType('INT64') });
-  g.node('Reshape', ['label_column', 'label_shape'], ['label']);
-  g.output('label', 'INT64', [-1]);
-  g.output('probabilities', 'FP32', [-1, 2]);
+  addClassifierOutputs(g, addLogisticNodes(g, model, 'input'));
   return g.toModelBytes({
     opset: 17,
     producer: 'scoreline',

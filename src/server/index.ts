@@ -60,6 +60,14 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let features: FeatureService | null = null;
   let ctx: ServerContext;
   let repoModels: readonly RepositoryModel[] = [];
+  /** A start that fails part way releases what it opened. */
+  const abandon = async () => {
+    deployer.close();
+    await features?.close();
+    await engine.close();
+    registry.close();
+    await monitor.close();
+  };
   const registry = ModelRegistry.open(config.dataDir, {
     onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
   });
@@ -91,11 +99,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     repoModels = await loadRepository(ctx, pinned);
     await deployer.restore();
   } catch (e) {
-    deployer.close();
-    await features?.close();
-    await engine.close();
-    registry.close();
-    await monitor.close();
+    await abandon();
     throw e;
   }
   const alerting = await createAlerting(mon, monitor, log, () => {
@@ -139,11 +143,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     );
   } catch (e) {
     await alerting.close();
-    deployer.close();
-    await features?.close();
-    await engine.close();
-    registry.close();
-    await monitor.close();
+    await abandon();
     throw e;
   }
   const token = adminToken(config.dataDir);

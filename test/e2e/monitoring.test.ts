@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
 import { mkdir } from 'node:fs/promises';
+import { mulberry32 as rng } from '../fixtures/random.js';
 
 let server: TestServer;
 let dataDir: string;
@@ -37,17 +38,6 @@ async function writeIdentity(name: string): Promise<void> {
   await writeFile(join(repo, name, 'model.yaml'), stringify({ features: ['x'], reference: 'reference.csv', label: 'label', task: 'classification', threshold: 0.5 }));
 }
 
-/** A small deterministic generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const env = { SCORELINE_ADMIN_TOKEN: TOKEN };
 const start = () => startServer(['--config', configPath, '--data-dir', dataDir], env);
