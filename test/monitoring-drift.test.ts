@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+import { mulberry32 as rng } from './fixtures/random.js';
   CategoricalDriftCounter, NumericDriftCounter, band, binIndex, categoricalBaseline, distributionSummary, driftCounter,
   frozenEdges, numericBaseline, parseBaseline, psi, quantileType7, shares,
 } from '../src/monitoring/drift.js';
@@ -22,17 +23,6 @@ function close(actual: number | null, expected: number, tol = 1e-12): void {
   assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `expected ${expected}, got ${actual}`);
 }
 
-/** Seeded uniform [0, 1) generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('type-7 quantiles of 1..10 and of values with duplicates', () => {
   const v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];

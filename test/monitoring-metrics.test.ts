@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+import { mulberry32 as rng } from './fixtures/random.js';
   accuracy, auc, brier, classificationMetrics, confusion, delong, erf, erfc, f1, gini, ks, logLoss, mae, mape,
   normalCdf, precision, r2, recall, regressionMetrics, rmse,
 } from '../src/monitoring/metrics.js';
@@ -19,17 +20,6 @@ function rel(actual: number, expected: number, tol: number, what = ''): void {
   assert.ok(Math.abs(actual - expected) <= tol * Math.abs(expected), `${what}: expected ${expected}, got ${actual}`);
 }
 
-/** Seeded uniform [0, 1) generator (mulberry32), so every run sees the same data. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Tie-heavy data: scores from a grid of `levels` values, labels leaning on the score. */
 function tieHeavy(n: number, levels: number, seed: number): { s: number[]; y: number[] } {
