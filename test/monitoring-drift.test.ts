@@ -5,8 +5,8 @@
 // prediction distribution summary.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
 import { mulberry32 as rng } from './fixtures/random.js';
+import {
   CategoricalDriftCounter, NumericDriftCounter, band, binIndex, categoricalBaseline, distributionSummary, driftCounter,
   frozenEdges, numericBaseline, parseBaseline, psi, quantileType7, shares,
 } from '../src/monitoring/drift.js';

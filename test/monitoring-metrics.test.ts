@@ -4,8 +4,8 @@
 // brute force, and normal-distribution values from a 150-digit BigInt evaluation of erf.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
 import { mulberry32 as rng } from './fixtures/random.js';
+import {
   accuracy, auc, brier, classificationMetrics, confusion, delong, erf, erfc, f1, gini, ks, logLoss, mae, mape,
   normalCdf, precision, r2, recall, regressionMetrics, rmse,
 } from '../src/monitoring/metrics.js';
