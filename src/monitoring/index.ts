@@ -7,7 +7,7 @@ import client from 'prom-client';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Bucket, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
-import { classificationMetrics, regressionMetrics } from './metrics.js';
+import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 import type { PredictionLog } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
 import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
@@ -205,13 +205,13 @@ export class Monitor {
         : { auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, threshold, reference_auc: r4(referenceAuc) };
     if (this.log === null) return empty;
     const since = window === 'all' ? 0 : now - WINDOW_MS[window];
-    const { scores, labels } = await this.log.labelled(vm.model, vm.loaded.versionNumber, since);
-    if (scores.length < MIN_LABELLED) return empty;
+    const { n, metrics } = await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold);
+    if (n < MIN_LABELLED || metrics === null) return empty;
     if (task === 'regression') {
-      const m = regressionMetrics(scores, labels);
-      return { mae: r4(m.mae), rmse: r4(m.rmse), r2: r4(m.r2), mape: r4(m.mape), labelled: scores.length };
+      const m = metrics as RegressionMetrics;
+      return { mae: r4(m.mae), rmse: r4(m.rmse), r2: r4(m.r2), mape: r4(m.mape), labelled: n };
     }
-    const m = classificationMetrics(scores, labels, threshold);
+    const m = metrics as ClassificationMetrics;
     return {
       auc: r4(m.auc),
       ks: r4(m.ks),

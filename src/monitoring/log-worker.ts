@@ -14,6 +14,7 @@ import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { classificationMetrics, regressionMetrics } from './metrics.js';
 
 // On Linux a thread has its own nice value: this one yields to the HTTP thread when both want the
 // same core (nice 10 still gets ~10% of a contended core, more than the log needs at tens of
@@ -42,6 +43,7 @@ export type LogRequest =
   | { op: 'append'; segment: AppendSegment }
   | { op: 'feedback'; id: number; items: { requestId: string; label: number }[]; now: number }
   | { op: 'labelled'; id: number; model: string; version: number; since: number; limit: number }
+  | { op: 'performance'; id: number; model: string; version: number; since: number; limit: number; task: 'classification' | 'regression'; threshold: number }
   | { op: 'training'; id: number; model: string; since: number; limit: number }
   | { op: 'history.put'; points: { model: string; version: number; at: number; data: string }[] }
   | { op: 'history.get'; id: number; model: string; version: number; from: number; to: number }
@@ -187,6 +189,17 @@ const prune = db.transaction((before: number) => {
   return { predictions, history, alertEvents };
 });
 
+function labelledRows(model: string, version: number, since: number, limit: number): { scores: Float64Array; labels: Float64Array } {
+  const rows = labelled.all(model, version, since, limit) as { score: number | null; label: number }[];
+  const scores = new Float64Array(rows.length);
+  const labels = new Float64Array(rows.length);
+  rows.forEach((r, i) => {
+    scores[i] = r.score ?? NaN;
+    labels[i] = r.label;
+  });
+  return { scores, labels };
+}
+
 function reply(id: number, value: unknown, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage({ id, value }, transfer);
 }
@@ -202,14 +215,14 @@ parentPort!.on('message', (m: LogRequest) => {
       case 'feedback':
         return reply(m.id, feedback(m.items, m.now));
       case 'labelled': {
-        const rows = labelled.all(m.model, m.version, m.since, m.limit) as { score: number | null; label: number }[];
-        const scores = new Float64Array(rows.length);
-        const labels = new Float64Array(rows.length);
-        rows.forEach((r, i) => {
-          scores[i] = r.score ?? NaN;
-          labels[i] = r.label;
-        });
-        return reply(m.id, { scores, labels }, [scores.buffer, labels.buffer]);
+        const { scores, labels } = labelledRows(m.model, m.version, m.since, m.limit);
+        return reply(m.id, { scores, labels }, [scores.buffer as ArrayBuffer, labels.buffer as ArrayBuffer]);
+      }
+      case 'performance': {
+        // Sorting a day of labels takes tens of milliseconds: done here, not on the HTTP thread.
+        const { scores, labels } = labelledRows(m.model, m.version, m.since, m.limit);
+        const metrics = scores.length === 0 ? null : m.task === 'regression' ? regressionMetrics(scores, labels) : classificationMetrics(scores, labels, m.threshold);
+        return reply(m.id, { n: scores.length, metrics });
       }
       case 'training': {
         const rows = training.all(m.model, m.since, m.limit) as { ts: number; score: number; features: Buffer; label: number }[];

@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { AppendSegment, LogRequest } from './log-worker.js';
+import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 
 export interface PredictionLogOptions {
   dataDir: string;
@@ -212,6 +213,21 @@ export class PredictionLog {
   /** Scores and labels of labelled predictions of a version since `since`, newest first. */
   labelled(model: string, version: number, since: number, limit = 200_000): Promise<{ scores: Float64Array; labels: Float64Array }> {
     return this.request({ op: 'labelled', model, version, since, limit });
+  }
+
+  /**
+   * Performance metrics of a version's labelled predictions since `since` (the newest `limit`),
+   * computed in the log thread: `n` rows read, `metrics` null when there were none.
+   */
+  performance(
+    model: string,
+    version: number,
+    since: number,
+    task: 'classification' | 'regression',
+    threshold: number,
+    limit = 200_000,
+  ): Promise<{ n: number; metrics: ClassificationMetrics | RegressionMetrics | null }> {
+    return this.request({ op: 'performance', model, version, since, limit, task, threshold });
   }
 
   /** Labelled predictions of a model (any version) with their inputs, oldest first: retraining data. */
