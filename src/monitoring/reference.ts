@@ -5,6 +5,7 @@
 
 import { numericBaseline, categoricalBaseline, parseBaseline, type DriftBaseline, type NumericBaseline } from './drift.js';
 import { auc } from './metrics.js';
+import { splitCsvLine } from '../features/sources.js';
 import type { Baselines } from './buckets.js';
 
 export interface ReferenceRecord {
@@ -26,32 +27,10 @@ export interface ReferenceTable {
 export function parseCsvTable(text: string): ReferenceTable {
   const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
   if (lines.length < 2) throw new RangeError('reference CSV needs a header and at least one row');
-  const split = (line: string): string[] => {
-    if (!line.includes('"')) return line.split(',');
-    const out: string[] = [];
-    let field = '';
-    let q = false;
-    for (let i = 0; i < line.length; i++) {
-      const c = line[i]!;
-      if (q) {
-        if (c === '"' && line[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else if (c === '"') q = false;
-        else field += c;
-      } else if (c === '"') q = true;
-      else if (c === ',') {
-        out.push(field);
-        field = '';
-      } else field += c;
-    }
-    out.push(field);
-    return out;
-  };
-  const columns = split(lines[0]!).map((c) => c.trim());
+  const columns = splitCsvLine(lines[0]!).map((c) => c.trim());
   const values: unknown[][] = columns.map(() => []);
   for (let r = 1; r < lines.length; r++) {
-    const f = split(lines[r]!);
+    const f = splitCsvLine(lines[r]!);
     if (f.length !== columns.length) throw new RangeError(`reference CSV line ${r + 1} has ${f.length} fields, the header ${columns.length}`);
     for (let c = 0; c < columns.length; c++) values[c]!.push(f[c]);
   }
