@@ -1,5 +1,6 @@
-// Micro-benchmark of the monitoring math (src/monitoring/metrics.ts, drift.ts): the per-prediction
-// cost of the streaming drift counters, which sit on the scoring path, and the per-window cost of
+// Micro-benchmark of the monitoring math (src/monitoring/metrics.ts, drift.ts, hdr.ts): the
+// per-prediction cost of the streaming drift counters and the per-request latency record (against
+// hdr-histogram-js), which sit on the scoring path, and the per-window cost of
 // the metrics over 100k labelled rows, which run off it. A throughput check, not a test: it prints
 // a table (median of several rounds, machine noted) and asserts nothing.
 //
@@ -8,6 +9,8 @@
 import { pathToFileURL } from 'node:url';
 import { CategoricalDriftCounter, NumericDriftCounter, categoricalBaseline, distributionSummary, numericBaseline } from '../src/monitoring/drift.js';
 import { classificationMetrics, delong, regressionMetrics } from '../src/monitoring/metrics.js';
+import * as hdr from 'hdr-histogram-js';
+import { HdrHistogram } from '../src/monitoring/hdr.js';
 import { machine, table, writeSection } from './results.js';
 
 const ROWS = 100_000;
@@ -69,6 +72,10 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
   const cat = new CategoricalDriftCounter(catBaseline);
   const REPEAT = 20;
   let sink = 0;
+  // Request latencies in microseconds, log-uniform from 50 us to 50 ms.
+  const latencies = Float64Array.from({ length: ROWS }, () => 50 * Math.exp(r() * Math.log(1000)));
+  const mine = new HdrHistogram(3_600_000_000, 3);
+  const theirs = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
   const rows: MonitoringMathRow[] = [
     {
       name: 'NumericDriftCounter.add (5% missing)',
@@ -84,6 +91,20 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
         for (let k = 0; k < REPEAT; k++) for (let i = 0; i < ROWS; i++) cat.add(category[i]);
       }, REPEAT * ROWS),
     },
+    {
+      name: 'HdrHistogram.recordValue (latency us, 3 digits)',
+      rows: 1,
+      ns: measure(() => {
+        for (let k = 0; k < REPEAT; k++) for (let i = 0; i < ROWS; i++) mine.recordValue(latencies[i]!);
+      }, REPEAT * ROWS),
+    },
+    {
+      name: 'hdr-histogram-js recordValue (same histogram; the baseline)',
+      rows: 1,
+      ns: measure(() => {
+        for (let k = 0; k < REPEAT; k++) for (let i = 0; i < ROWS; i++) theirs.recordValue(latencies[i]!);
+      }, REPEAT * ROWS),
+    },
     { name: 'NumericDriftCounter.psi()', rows: 1, ns: measure(() => { for (let k = 0; k < 10_000; k++) sink += num.psi() ?? 0; }, 10_000) },
     { name: 'classificationMetrics', rows: ROWS, ns: measure(() => { sink += classificationMetrics(scores, labels, 0.5).auc ?? 0; }, 1) },
     { name: 'regressionMetrics', rows: ROWS, ns: measure(() => { sink += regressionMetrics(scores, scoresB).rmse ?? 0; }, 1) },
@@ -91,6 +112,7 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
     { name: 'numericBaseline (freeze edges)', rows: reference.length, ns: measure(() => { sink += numericBaseline(reference).edges[4]!; }, 1) },
     { name: 'distributionSummary', rows: ROWS, ns: measure(() => { sink += distributionSummary(scores).p50 ?? 0; }, 1) },
   ];
+  if (mine.getValueAtPercentile(99) !== theirs.getValueAtPercentile(99)) console.error('the two histograms disagree');
   if (Number.isNaN(sink)) console.error('unexpected NaN');
   return rows;
 }

@@ -116,7 +116,7 @@ export class Monitor {
           .map(([objective, v]) => ({ labels: { model: vm.model, version: vm.version, objective }, value: (v as { met: boolean }).met ? 1 : 0 })),
       ),
     );
-    this.callback('scoreline_predictions_logged_total', 'Predictions written to the prediction log (after sampling).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
+    this.callback('scoreline_predictions_logged_total', 'Predictions accepted into the prediction log (after sampling; written by its thread shortly after).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
     this.callback('scoreline_predictions_dropped_total', 'Predictions not logged because the log thread was more than a million behind.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
     this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written.', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
     if (opts.processMetrics !== false) {
