@@ -4,8 +4,7 @@
 // Predictions are stored as segments: one row per flushed batch of one model version and variant,
 // its timestamps, scores and inputs packed columnar in a blob, so writing a prediction costs one
 // entry in the request-id index instead of a row and three index entries. All of the log, both
-// threads, costs 1.3 us of CPU per prediction in `npm run bench:monitoring` (the row-per-prediction
-// layout before it measured about 3 us in the same setup). A label that arrives (by
+// threads, costs 1.3 us of CPU per prediction in `npm run bench:monitoring`. A label that arrives (by
 // request id) is joined to its prediction there and then: the score, time and inputs are copied into
 // the `labels` table, which is what performance windows and retraining read, with plain indexes.
 // Unknown ids are reported, not stored. Retention drops old segments, their ids and labels.
