@@ -234,6 +234,13 @@ export class Deployer {
     return m;
   }
 
+  /** Unloads a version nothing routes to or pins (one loaded ahead of a rollout that was refused). */
+  async release(name: string, version: number): Promise<void> {
+    if (this.referenced(name, version)) return;
+    const m = this.opts.engine.find(name, String(version));
+    if (m !== undefined) await this.opts.engine.unload(m);
+  }
+
   /** Everything that must hold before traffic moves. Unloads what it loaded when it fails. */
   private async validate(name: string, spec: Strategy): Promise<void> {
     const contract = this.contract(name);

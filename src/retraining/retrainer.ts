@@ -608,6 +608,8 @@ export class Retrainer {
       const failure = new JobFailure(`canary deployment refused: ${(e as Error).message}`);
       cancel(failure);
       await done.catch(() => undefined);
+      // loaded to freeze its reference: nothing will route to it now
+      await this.opts.deployer.release(model, canary).catch(() => undefined);
       throw failure;
     }
     this.jobLog(job, `canary: v${canary} gets ${steps[0]}% of traffic, steps ${steps.join(' -> ')} every ${cfg.deploy.stepSeconds} s`);
