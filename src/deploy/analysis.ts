@@ -1,9 +1,33 @@
 // What a deployment watches while traffic moves: per version, the requests, errors, latency and
 // scores seen since the current step began (canary) or since the shadow started, and the decisions
-// drawn from them: canary analysis (error rate, p99 latency, PSI between the score distributions)
-// and shadow agreement (mean absolute difference, PSI between primary and shadow scores).
+// drawn from them: canary analysis and shadow agreement.
+//
+// Canary analysis judges the canary against what it should be, never against the stable version's
+// scores: a better model of another family is expected to score differently. Each check speaks
+// only when its sample is large enough for the statistic, and until every check can speak the
+// verdict is `insufficient_data`:
+// - error_rate: a one-sided exact binomial test of "the canary's error rate is at most stable's +
+//   maxErrorRateIncrease" (p < ERROR_ALPHA fails at once, however few requests: a canary failing
+//   every request is rolled back after a handful). Passing needs minRequests and an observed rate
+//   within the limit.
+// - p99_latency: the limit is stable's p99 x maxP99Factor + p99SlackMs (stable needs MIN_P99_SAMPLES
+//   successful requests, so that its p99 is a p99 and not its maximum). A canary no slower than
+//   stable exceeds it no more often than stable does, so the check compares the two versions' counts
+//   of requests above the limit: given K such requests in all, the canary's share of them is
+//   binomial with its share of the traffic (stable's count is taken as at least 1% of its requests,
+//   what the limit allows it). A pause of the whole process (GC, a busy machine) slows the requests
+//   of both versions in flight at once, which this conditional test discounts and a test against a
+//   fixed 1% would not. Comparing the two p99s directly would not do either: on a canary of 150
+//   requests p99 is its second-largest latency, while stable's is taken from many more, so chance
+//   alone rolls back a good canary about one time in ten. p < ERROR_ALPHA fails; passing needs
+//   minRequests and at most 1% of the canary's requests above the limit.
+// - score_psi: the canary's live scores against its own frozen drift reference (the rows scored when
+//   the version was registered or retrained). Under no shift, n * PSI is about chi-square with 9
+//   degrees of freedom (for n live scores against a reference of m rows, (1/n + 1/m)^-1 * PSI), so
+//   the check waits for the n at which PSI > maxScorePsi by chance alone has probability below
+//   1e-4 (psiMinSample). A canary without a reference has no score check, and the answer says so.
 
-import { band, frozenEdges, binIndex, psi, shares } from '../monitoring/drift.js';
+import { band, binIndex, frozenEdges, psi, shares } from '../monitoring/drift.js';
 import { LatencyRecorder } from '../monitoring/latency.js';
 
 /** Uniform sample of up to `size` values (Vitter's algorithm R), so memory stays fixed. */
@@ -36,9 +60,84 @@ export class StepStats {
   }
 }
 
-/** PSI of `current` against `reference` with the reference's decile edges (DESIGN.md section 5). */
-export function samplePsi(reference: readonly number[], current: readonly number[]): number | null {
-  if (reference.length < 10 || current.length < 10) return null;
+/** 0.9999 quantile of chi-square with 9 degrees of freedom (10 bins). */
+const CHI2_9_Q9999 = 33.72;
+/** Significance of the error-rate test. */
+export const ERROR_ALPHA = 0.001;
+/** Successful requests each side needs before p99 latencies are compared. */
+export const MIN_P99_SAMPLES = 100;
+
+/**
+ * The smallest current sample at which PSI (10 bins) against a reference of `referenceRows` values
+ * exceeds `limit` by sampling noise alone with probability below 1e-4; Infinity when the reference
+ * itself is too small for that limit.
+ */
+export function psiMinSample(limit: number, referenceRows: number): number {
+  const room = limit - CHI2_9_Q9999 / referenceRows;
+  return room <= 0 ? Infinity : Math.ceil(CHI2_9_Q9999 / room);
+}
+
+/**
+ * P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k errors in n requests when the true
+ * rate is p. Summed from k upward in log space; 1 when k is at or below the mean (never significant).
+ */
+export function binomialUpperTail(k: number, n: number, p: number): number {
+  if (k <= 0) return 1;
+  if (k > n) return 0;
+  if (p <= 0) return 0;
+  if (p >= 1) return 1;
+  if (k <= n * p) return 1;
+  const lp = Math.log(p);
+  const lq = Math.log1p(-p);
+  // log C(n, k) via lgamma-free recurrence is O(k); use the log-gamma approximation instead.
+  let term = logChoose(n, k) + k * lp + (n - k) * lq;
+  let sum = 0;
+  for (let i = k; i <= n; i++) {
+    const t = Math.exp(term);
+    sum += t;
+    if (t < sum * 1e-15) break;
+    // term(i+1) / term(i) = (n - i) / (i + 1) * p / q
+    term += Math.log((n - i) / (i + 1)) + lp - lq;
+  }
+  return Math.min(1, sum);
+}
+
+function logChoose(n: number, k: number): number {
+  return logGamma(n + 1) - logGamma(k + 1) - logGamma(n - k + 1);
+}
+
+/** Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 relative for x > 0. */
+function logGamma(x: number): number {
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  const c = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+    9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
+  x -= 1;
+  let a = c[0]!;
+  const t = x + 7.5;
+  for (let i = 1; i < 9; i++) a += c[i]! / (x + i);
+  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** A version's expected score distribution: the bins frozen from its reference rows. */
+export interface ScoreReference {
+  readonly edges: readonly number[];
+  readonly refShares: readonly number[];
+  /** Reference rows the bins came from. */
+  readonly rows: number;
+}
+
+/** PSI of `current` values in the reference's frozen bins. */
+export function psiAgainst(reference: ScoreReference, current: readonly number[]): number {
+  const counts = new Array<number>(reference.refShares.length).fill(0);
+  for (const x of current) counts[binIndex(reference.edges, x)]!++;
+  return psi(reference.refShares, shares(counts));
+}
+
+/** PSI between two samples with the first one's decile edges, or null below the minimum sample for `limit`. */
+export function samplePsi(reference: readonly number[], current: readonly number[], limit = 0.25): number | null {
+  if (current.length < psiMinSample(limit, reference.length)) return null;
   const edges = frozenEdges(reference);
   const count = (xs: readonly number[]) => {
     const c = new Array<number>(10).fill(0);
@@ -49,14 +148,14 @@ export function samplePsi(reference: readonly number[], current: readonly number
 }
 
 export interface AnalysisPolicy {
-  /** Requests each side needs before a verdict. */
+  /** Requests each side needs before a passing verdict. */
   minRequests: number;
   /** Canary error rate may exceed stable's by at most this (absolute). */
   maxErrorRateIncrease: number;
   /** Canary p99 may be at most factor x stable p99 + slack ms. */
   maxP99Factor: number;
   p99SlackMs: number;
-  /** PSI between canary and stable scores above this fails. */
+  /** PSI of the canary's live scores against its own reference above this fails. */
   maxScorePsi: number;
 }
 
@@ -65,9 +164,20 @@ export const DEFAULT_POLICY: AnalysisPolicy = { minRequests: 50, maxErrorRateInc
 export interface Check {
   readonly name: 'error_rate' | 'p99_latency' | 'score_psi';
   readonly canary: number | null;
+  /** What the canary is compared with: stable's rate or p99; for score_psi null (the reference is the canary's own). */
   readonly stable: number | null;
   readonly limit: number | null;
-  readonly pass: boolean;
+  /** Observations behind the canary's figure, and how many the check needs before it may speak. */
+  readonly n: number;
+  readonly needed: number;
+  /** pass, fail, or not yet judged (insufficient data) / not judged at all (unavailable). */
+  readonly result: 'pass' | 'fail' | 'insufficient_data' | 'unavailable';
+  /** The binomial test's p-value (error_rate, p99_latency). */
+  readonly pValue?: number;
+  /** p99_latency: canary requests slower than the limit. */
+  readonly above?: number;
+  /** Why a check is unavailable or waiting. */
+  readonly note?: string;
 }
 
 export interface Analysis {
@@ -78,27 +188,69 @@ export interface Analysis {
   readonly at: string;
 }
 
-export function analyzeCanary(canary: StepStats, stable: StepStats, policy: AnalysisPolicy = DEFAULT_POLICY): Analysis {
+/** Canary analysis: see the head of this file for what each check does and when it may speak. */
+export function analyzeCanary(canary: StepStats, stable: StepStats, policy: AnalysisPolicy = DEFAULT_POLICY, reference: ScoreReference | null = null): Analysis {
   const at = new Date().toISOString();
   const base = { canaryRequests: canary.requests, stableRequests: stable.requests, at };
-  const rate = (s: StepStats) => (s.requests === 0 ? null : s.errors / s.requests);
-  const cr = rate(canary);
-  const sr = rate(stable) ?? 0;
-  // Errors decide even on thin traffic: a canary failing half its requests should not wait.
-  const errorLimit = sr + policy.maxErrorRateIncrease;
-  const errorCheck: Check = { name: 'error_rate', canary: cr, stable: sr, limit: errorLimit, pass: cr === null || cr <= errorLimit };
-  if (canary.requests >= 10 && !errorCheck.pass) return { verdict: 'fail', checks: [errorCheck], ...base };
-  if (canary.requests < policy.minRequests || stable.requests < policy.minRequests) {
-    return { verdict: 'insufficient_data', checks: [errorCheck], ...base };
+
+  const cr = canary.requests === 0 ? null : canary.errors / canary.requests;
+  const sr = stable.requests === 0 ? 0 : stable.errors / stable.requests;
+  const errorLimit = Math.min(1, sr + policy.maxErrorRateIncrease);
+  const pValue = binomialUpperTail(canary.errors, canary.requests, errorLimit);
+  const errorResult: Check['result'] =
+    pValue < ERROR_ALPHA ? 'fail' : canary.requests < policy.minRequests || stable.requests < policy.minRequests || cr! > errorLimit ? 'insufficient_data' : 'pass';
+  const errorCheck: Check = { name: 'error_rate', canary: cr, stable: sr, limit: errorLimit, n: canary.requests, needed: policy.minRequests, result: errorResult, pValue };
+
+  const cl = canary.latency.snapshot();
+  const sl = stable.latency.snapshot();
+  let latencyCheck: Check;
+  if (sl.count < MIN_P99_SAMPLES) {
+    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit: null, n: cl.count, needed: policy.minRequests, result: 'insufficient_data', note: `stable has ${sl.count} of the ${MIN_P99_SAMPLES} successful requests its p99 needs` };
+  } else {
+    const limit = sl.p99_ms! * policy.maxP99Factor + policy.p99SlackMs;
+    const above = canary.latency.countAboveMs(limit);
+    const stableAbove = Math.max(stable.latency.countAboveMs(limit), Math.ceil(0.01 * sl.count));
+    const p = binomialUpperTail(above, above + stableAbove, cl.count / (cl.count + sl.count));
+    const result: Check['result'] = p < ERROR_ALPHA ? 'fail' : cl.count < policy.minRequests || above > 0.01 * cl.count ? 'insufficient_data' : 'pass';
+    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit, n: cl.count, needed: policy.minRequests, result, pValue: p, above };
   }
-  const cp = canary.latency.snapshot().p99_ms;
-  const sp = stable.latency.snapshot().p99_ms;
-  const p99Limit = sp === null ? null : sp * policy.maxP99Factor + policy.p99SlackMs;
-  const latencyCheck: Check = { name: 'p99_latency', canary: cp, stable: sp, limit: p99Limit, pass: cp === null || p99Limit === null || cp <= p99Limit };
-  const drift = samplePsi(stable.scores.values, canary.scores.values);
-  const psiCheck: Check = { name: 'score_psi', canary: drift, stable: null, limit: policy.maxScorePsi, pass: drift === null || drift <= policy.maxScorePsi };
+
+  let psiCheck: Check;
+  const scores = canary.scores.values;
+  if (reference === null) {
+    psiCheck = {
+      name: 'score_psi',
+      canary: null,
+      stable: null,
+      limit: policy.maxScorePsi,
+      n: scores.length,
+      needed: 0,
+      result: 'unavailable',
+      note: 'the canary version has no drift reference, so its scores have no expected distribution to be judged against',
+    };
+  } else {
+    const needed = psiMinSample(policy.maxScorePsi, reference.rows);
+    if (needed === Infinity) {
+      psiCheck = {
+        name: 'score_psi',
+        canary: null,
+        stable: null,
+        limit: policy.maxScorePsi,
+        n: scores.length,
+        needed: 0,
+        result: 'unavailable',
+        note: `the canary's reference has only ${reference.rows} rows, too few to judge PSI at ${policy.maxScorePsi}`,
+      };
+    } else {
+      const value = scores.length >= needed ? psiAgainst(reference, scores) : null;
+      const result: Check['result'] = value === null ? 'insufficient_data' : value <= policy.maxScorePsi ? 'pass' : 'fail';
+      psiCheck = { name: 'score_psi', canary: value, stable: null, limit: policy.maxScorePsi, n: scores.length, needed, result };
+    }
+  }
+
   const checks = [errorCheck, latencyCheck, psiCheck];
-  return { verdict: checks.every((c) => c.pass) ? 'pass' : 'fail', checks, ...base };
+  const verdict = checks.some((c) => c.result === 'fail') ? 'fail' : checks.some((c) => c.result === 'insufficient_data') ? 'insufficient_data' : 'pass';
+  return { verdict, checks, ...base };
 }
 
 /** Shadow agreement: how far the shadow's scores are from the primary's on the same requests. */
@@ -122,7 +274,8 @@ export class Agreement {
       pairs: this.pairs,
       mean_abs_diff: this.pairs === 0 ? null : this.absDiffSum / this.pairs,
       score_psi: p,
-      band: band(p),
+      band: p === null ? 'insufficient_data' : band(p),
+      psi_min_pairs: psiMinSample(0.25, this.primaryScores.values.length),
       shadow_errors: this.shadowErrors,
     };
   }

@@ -11,7 +11,7 @@ import { badRequest, conflict, ScorelineError, type ScorelineError as ErrorType 
 import type { InferenceEngine, LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import { makeTypedArray } from '../inference/index.js';
 import type { ModelRegistry } from '../registry/store.js';
-import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy } from './analysis.js';
+import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type Check, type ScoreReference } from './analysis.js';
 import type { Router } from './router.js';
 import { parseStrategy, versionsOf, type Strategy } from './strategies.js';
 
@@ -37,6 +37,8 @@ export interface DeployerOptions {
   onLoaded?: (m: LoadedModel) => void;
   /** Canary analysis tick, ms (default 1000). */
   tickMs?: number;
+  /** A version's expected score distribution (its frozen drift reference), which canary analysis judges its live scores against. */
+  referenceOf?: (m: LoadedModel) => ScoreReference | null;
 }
 
 const deploymentInvalid = (message: string) => new ScorelineError('DEPLOYMENT_INVALID', message);
@@ -336,13 +338,15 @@ export class Deployer {
       const cur = this.states.get(name)?.spec;
       if (cur === undefined || cur.strategy !== 'canary') return;
       const stats = this.opts.router.stats(name);
-      const a = analyzeCanary(stats.get(cur.canary)!, stats.get(cur.stable)!, this.policy);
+      const canaryModel = this.opts.engine.find(name, String(cur.canary));
+      const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
+      const a = analyzeCanary(stats.get(cur.canary)!, stats.get(cur.stable)!, this.policy, reference);
       const failedNow = a.verdict === 'fail';
       const due = Date.now() - started >= stepMs;
       if (!failedNow && !(due && a.verdict === 'pass')) return;
       void this.exclusive(name, async () => {
         if (failedNow) {
-          const why = a.checks.filter((c) => !c.pass).map((c) => `${c.name} ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)})`).join('; ');
+          const why = a.checks.filter((c) => c.result === 'fail').map(describeFailure).join('; ');
           return this.switchTo(name, { strategy: 'direct', version: cur.stable }, 'canary-rollback', `canary analysis failed: ${why}`, a);
         }
         const next = cur.steps?.find((p) => p > cur.percent);
@@ -384,6 +388,17 @@ export class Deployer {
 }
 
 const fmt = (x: number | null) => (x === null ? 'n/a' : Number(x.toPrecision(4)));
+
+function describeFailure(c: Check): string {
+  switch (c.name) {
+    case 'error_rate':
+      return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
+    case 'p99_latency':
+      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.n} canary requests above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
+    case 'score_psi':
+      return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
+  }
+}
 
 function incompatible(contract: LoadedModel, m: LoadedModel): string | null {
   const want = contract.inputs;

@@ -40,6 +40,7 @@ export type ExplicitAttribute =
   | { kind: 'ints'; value: readonly number[] }
   | { kind: 'floats'; value: readonly number[] }
   | { kind: 'string'; value: string }
+  | { kind: 'strings'; value: readonly string[] }
   | { kind: 'tensor'; value: TensorValue };
 
 /**
@@ -55,6 +56,7 @@ export const attr = {
   ints: (value: readonly number[]): ExplicitAttribute => ({ kind: 'ints', value }),
   floats: (value: readonly number[]): ExplicitAttribute => ({ kind: 'floats', value }),
   string: (value: string): ExplicitAttribute => ({ kind: 'string', value }),
+  strings: (value: readonly string[]): ExplicitAttribute => ({ kind: 'strings', value }),
   tensor: (value: TensorValue): ExplicitAttribute => ({ kind: 'tensor', value }),
 };
 
@@ -199,6 +201,9 @@ function attributeProto(name: string, value: AttributeValue, where: string): Att
     case 'string':
       if (typeof explicit.value !== 'string') throw new TypeError(`${where}: expected a string`);
       return { name, type: AttributeType.STRING, s: new TextEncoder().encode(explicit.value) };
+    case 'strings':
+      if (!explicit.value.every((v) => typeof v === 'string')) throw new TypeError(`${where}: expected strings`);
+      return { name, type: AttributeType.STRINGS, strings: explicit.value.map((v) => new TextEncoder().encode(v)) };
     case 'tensor': return { name, type: AttributeType.TENSOR, t: tensorProto('', explicit.value, where) };
     default: throw new TypeError(`${where}: unknown attribute kind ${JSON.stringify((explicit as { kind: unknown }).kind)}`);
   }

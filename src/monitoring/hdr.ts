@@ -103,6 +103,14 @@ export class HdrHistogram {
     return 0;
   }
 
+  /** Recorded values above `value`: those in sub-buckets that start above the one `value` falls in. */
+  countAbove(value: number): number {
+    let n = 0;
+    const counts = this.counts;
+    for (let i = this.indexOf(value) + 1; i < counts.length; i++) n += counts[i]!;
+    return n;
+  }
+
   /** Exact mean of the recorded values (not bucket midpoints). */
   get mean(): number {
     return this.totalCount === 0 ? 0 : this.sum / this.totalCount;

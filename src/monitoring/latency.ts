@@ -34,6 +34,11 @@ export class LatencyRecorder {
     };
   }
 
+  /** Recorded latencies above `ms` (at the histogram's resolution). */
+  countAboveMs(ms: number): number {
+    return this.h.countAbove(ms * 1000);
+  }
+
   reset(): void {
     this.h.reset();
   }

@@ -180,8 +180,8 @@ test('canary at 20%: the share over 3,000 requests is within 4 standard deviatio
     }
   }
   const sd = Math.sqrt(n * 0.2 * 0.8);
-  assert.ok(Math.abs(canary - n * 0.2) < 4 * sd, `canary got ${canary} of ${n}`);
   const view = (await admin('GET', '/admin/deployments/sum')).body;
+  assert.ok(Math.abs(canary - n * 0.2) < 4 * sd, `canary got ${canary} of ${n}; deployment: ${JSON.stringify(view.history.at(-1))}`);
   assert.deepEqual(view.traffic, { 1: 80, [v.x3!]: 20 });
   assert.equal(view.step_stats[v.x3!].requests + view.step_stats[1].requests, n);
 });
