@@ -55,6 +55,12 @@ export interface ServerConfig {
     };
   };
   admin: { maxModelBytes: number };
+  /** Browser origins (scheme://host[:port], or '*') allowed to call the server cross-site; default none. */
+  cors: { allowedOrigins: string[] };
+  limits: {
+    /** Rows one inference request may hold (413 beyond); batching splits larger requests into maxBatchSize chunks. */
+    maxRowsPerRequest: number;
+  };
   monitoring: MonitoringConfig;
   /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
@@ -120,6 +126,8 @@ export function defaultConfig(): ServerConfig {
       analysis: { minRequests: 50, maxErrorRateIncrease: 0.01, maxP99Factor: 1.5, p99SlackMs: 5, maxScorePsi: 0.25 },
     },
     admin: { maxModelBytes: 512 * 1024 * 1024 },
+    cors: { allowedOrigins: [] },
+    limits: { maxRowsPerRequest: 100_000 },
     monitoring: {
       enabled: true,
       predictionLog: { sampleRate: 1, retentionDays: 30 },
@@ -212,6 +220,12 @@ const configSchema = {
       },
     },
     admin: { type: 'object', additionalProperties: false, properties: { maxModelBytes: int(1024, 64 * 1024 * 1024 * 1024) } },
+    cors: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { allowedOrigins: { type: 'array', items: { type: 'string', pattern: '^(\\*|https?://[^/\\s]+)$' } } },
+    },
+    limits: { type: 'object', additionalProperties: false, properties: { maxRowsPerRequest: int(1, 100_000_000) } },
     retraining: { type: 'object', additionalProperties: { type: 'object' } },
     monitoring: {
       type: 'object',

@@ -8,16 +8,19 @@ export type ErrorCode =
   | 'EMPTY_BODY'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'BODY_TOO_LARGE'
+  | 'TOO_MANY_ROWS'
   | 'MODEL_NOT_FOUND'
   | 'VERSION_NOT_FOUND'
   | 'ROUTE_NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
   | 'SIGNATURE_MISMATCH'
+  | 'VALUE_OUT_OF_RANGE'
   | 'FEATURE_UNAVAILABLE'
   | 'STORE_UNAVAILABLE'
   | 'DEPLOYMENT_INVALID'
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
+  | 'FOREIGN_ORIGIN'
   | 'QUEUE_FULL'
   | 'NOT_READY'
   | 'DEADLINE_EXCEEDED'
@@ -41,16 +44,19 @@ const STATUS: Record<ErrorCode, number> = {
   EMPTY_BODY: 400,
   UNSUPPORTED_MEDIA_TYPE: 415,
   BODY_TOO_LARGE: 413,
+  TOO_MANY_ROWS: 413,
   MODEL_NOT_FOUND: 404,
   VERSION_NOT_FOUND: 404,
   ROUTE_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   SIGNATURE_MISMATCH: 422,
+  VALUE_OUT_OF_RANGE: 422,
   FEATURE_UNAVAILABLE: 422,
   STORE_UNAVAILABLE: 503,
   DEPLOYMENT_INVALID: 422,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
+  FOREIGN_ORIGIN: 403,
   QUEUE_FULL: 429,
   NOT_READY: 503,
   DEADLINE_EXCEEDED: 504,
@@ -96,6 +102,8 @@ export const unsupportedMediaType = (got: string, want = 'application/json') =>
   new ScorelineError('UNSUPPORTED_MEDIA_TYPE', `content-type '${got}' is not supported; send ${want}`);
 export const bodyTooLarge = (limit: number) =>
   new ScorelineError('BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
+export const tooManyRows = (rows: number, limit: number) =>
+  new ScorelineError('TOO_MANY_ROWS', `the request holds ${rows} rows, more than limits.maxRowsPerRequest (${limit}); split it or raise the limit`);
 export const modelNotFound = (model: string) =>
   new ScorelineError('MODEL_NOT_FOUND', `model '${model}' is not known to this server`);
 export const versionNotFound = (model: string, version: string) =>
@@ -105,14 +113,18 @@ export const routeNotFound = (method: string, url: string) =>
 export const methodNotAllowed = (method: string, url: string) =>
   new ScorelineError('METHOD_NOT_ALLOWED', `${method.toUpperCase()} is not allowed on ${url}`);
 export const signatureMismatch = (message: string) => new ScorelineError('SIGNATURE_MISMATCH', message);
+/** A well-formed value the model's datatype cannot hold (1e39 as FP32, 2^31 as INT32); the message names the field. */
+export const valueOutOfRange = (message: string) => new ScorelineError('VALUE_OUT_OF_RANGE', message);
 export const featureUnavailable = (message: string) => new ScorelineError('FEATURE_UNAVAILABLE', message);
 export const unauthorized = () => new ScorelineError('UNAUTHORIZED', 'this endpoint needs an admin bearer token (Authorization: Bearer <token>)');
 export const forbidden = () => new ScorelineError('FORBIDDEN', 'the admin token is not valid');
+export const foreignOrigin = (origin: string) =>
+  new ScorelineError('FOREIGN_ORIGIN', `requests from origin '${origin}' are not allowed; list it in cors.allowedOrigins to allow it`);
 export const storeUnavailable = (message: string) => new ScorelineError('STORE_UNAVAILABLE', message, 1);
 export const queueFull = (model: string, version: string, limit: number) =>
   new ScorelineError(
     'QUEUE_FULL',
-    `the queue of model '${model}' version ${version} is full (${limit} requests waiting); retry later`,
+    `the queue of model '${model}' version ${version} is full (${limit} rows waiting); retry later`,
     1,
   );
 export const notReady = (what: string) => new ScorelineError('NOT_READY', `${what} is not ready`, 1);

@@ -123,7 +123,7 @@ test('a full queue refuses with 429 and Retry-After, and what was accepted still
   for (const e of refused) {
     assert.equal(e.status, 429);
     assert.equal(e.retryAfter, 1);
-    assert.match(e.message, /queue of model 'slow' version 1 is full \(3 requests waiting\)/);
+    assert.match(e.message, /queue of model 'slow' version 1 is full \(3 rows waiting\)/);
   }
   const done = await Promise.all(attempts);
   assert.equal(done.length, 12 - refused.length);

@@ -3,10 +3,13 @@
 // when full, and the BatchScheduler, shared by all batchers of one executor, decides when a batch
 // leaves: at once when a runner is idle (at the end of the current I/O turn, so everything read in
 // that turn rides together), otherwise when the batch is full or its oldest request has waited
-// maxQueueDelayMicros, as long as a pipeline slot is free. Queues are bounded (429) and every
-// request has a deadline (504), enforced by one sweep timer rather than a timer per request.
+// maxQueueDelayMicros, as long as a pipeline slot is free. Queues are bounded in rows (429) and
+// every request has a deadline (504), enforced by one sweep timer rather than a timer per request.
+// maxBatchSize is how far requests are merged, not a limit on a request: a request of more rows is
+// decoded into a batch of its own and split into maxBatchSize chunks that queue like any request,
+// so other traffic interleaves with it; its rows are answered in order once every chunk is back.
 
-import { deadlineExceeded, inferenceFailed, queueFull, signatureMismatch, type ScorelineError } from '../errors.js';
+import { deadlineExceeded, inferenceFailed, queueFull, signatureMismatch, tooManyRows, type ScorelineError } from '../errors.js';
 import { ModelRunError, type Executor } from './executor.js';
 import type { RunResult, SessionSpec, TensorPayload } from './session.js';
 import { elementCount, makeTypedArray, type Datatype, type TypedArray } from './tensor.js';
@@ -15,7 +18,10 @@ export interface BatchingOptions {
   /** Rows per batch; 1 for a model without a dynamic batch dimension. */
   readonly maxBatchSize: number;
   readonly maxQueueDelayMicros: number;
-  /** Requests waiting (not yet dispatched) before new ones get 429. */
+  /**
+   * Rows waiting (not yet dispatched) beyond which new requests get 429. A request of more rows than
+   * this is admitted only while nothing waits.
+   */
   readonly maxQueueSize: number;
 }
 
@@ -31,6 +37,9 @@ export interface PendingRequest {
   readonly variant?: string;
   /** Validation and reference scoring: not traffic, not monitored. */
   readonly internal?: boolean;
+  /** A chunk of a larger request: its first row's index in that request, and the request's rows. */
+  readonly rowOffset?: number;
+  readonly totalRows?: number;
   /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request. */
   resolve(result: RunResult, rowStart: number): void;
   reject(err: ScorelineError): void;
@@ -59,7 +68,91 @@ export class Batch {
     readonly inner: readonly (readonly number[])[],
     readonly innerKey: string,
     readonly capacity: number,
+    /** A request larger than maxBatchSize decodes into a batch of its own, which commit() splits. */
+    readonly staging = false,
   ) {}
+}
+
+/** One request answered from several batches: each chunk's output rows copied into place, in order. */
+class SplitRequest {
+  private outputs: { name: string; datatype: Datatype; dims: number[]; data: TypedArray }[] | null = null;
+  private remaining = 0;
+  private computeMs = 0;
+  private readonly chunks: ChunkRequest[] = [];
+
+  constructor(private readonly whole: PendingRequest) {}
+
+  chunk(start: number, rows: number): ChunkRequest {
+    const c = new ChunkRequest(this, this.whole, start, rows);
+    this.chunks.push(c);
+    this.remaining++;
+    return c;
+  }
+
+  done(c: ChunkRequest, result: RunResult, rowStart: number): void {
+    if (this.whole.settled) return;
+    const total = this.whole.rows;
+    if (this.outputs === null) {
+      this.outputs = result.outputs.map((o) => {
+        const dims = [total, ...o.dims.slice(1)];
+        return { name: o.name, datatype: o.datatype, dims, data: makeTypedArray(o.datatype, elementCount(dims)) };
+      });
+    }
+    for (let k = 0; k < result.outputs.length; k++) {
+      const o = result.outputs[k]!;
+      const per = elementCount(o.dims.slice(1));
+      (this.outputs[k]!.data as Float32Array).set(o.data.subarray(rowStart * per, (rowStart + c.rows) * per) as Float32Array, c.start * per);
+    }
+    this.computeMs += result.computeMs;
+    if (--this.remaining === 0) {
+      this.whole.settled = true;
+      this.whole.resolve({ outputs: this.outputs, computeMs: this.computeMs }, 0);
+    }
+  }
+
+  fail(err: ScorelineError): void {
+    if (this.whole.settled) return;
+    this.whole.settled = true;
+    // The other chunks are skipped wherever they wait.
+    for (const c of this.chunks) c.settled = true;
+    this.whole.reject(err);
+  }
+}
+
+class ChunkRequest implements PendingRequest {
+  settled = false;
+  readonly enqueuedAt: number;
+  readonly deadline: number;
+  readonly requestId: string | undefined;
+  readonly variant: string | undefined;
+  readonly internal: boolean | undefined;
+  readonly totalRows: number;
+
+  constructor(
+    private readonly split: SplitRequest,
+    whole: PendingRequest,
+    readonly start: number,
+    readonly rows: number,
+  ) {
+    this.enqueuedAt = whole.enqueuedAt;
+    this.deadline = whole.deadline;
+    this.requestId = whole.requestId;
+    this.variant = whole.variant;
+    this.internal = whole.internal;
+    this.totalRows = whole.rows;
+  }
+
+  get rowOffset(): number {
+    return this.start;
+  }
+
+  resolve(result: RunResult, rowStart: number): void {
+    this.split.done(this, result, rowStart);
+  }
+
+  reject(err: ScorelineError): void {
+    this.split.fail(err);
+  }
 }
 
 export class DynamicBatcher {
@@ -70,8 +163,10 @@ export class DynamicBatcher {
   private readonly spare: TypedArray[][] = [];
   private readonly staticInner: boolean;
   private readonly rowElems: number[];
-  /** Requests accepted and not yet dispatched. */
+  /** Requests (or chunks of split requests) accepted and not yet dispatched. */
   queued = 0;
+  /** Their rows: what the queue bound counts. */
+  queuedRows = 0;
 
   constructor(
     readonly spec: SessionSpec,
@@ -81,6 +176,8 @@ export class DynamicBatcher {
     private readonly scheduler: BatchScheduler,
     private readonly observer: BatchObserver,
     private readonly label: { model: string; version: string },
+    /** Rows one request may hold (the server's limits.maxRowsPerRequest). */
+    private readonly maxRowsPerRequest = Number.MAX_SAFE_INTEGER,
   ) {
     this.staticInner = inputs.every((i) => i.inner.every((d) => d >= 0));
     this.rowElems = inputs.map((i) => (this.staticInner ? elementCount(i.inner) : 0));
@@ -101,23 +198,24 @@ export class DynamicBatcher {
    * commit(); a failed decode simply never commits.
    */
   reserve(rows: number, inner?: readonly (readonly number[])[]): Batch {
-    const max = this.maxBatchSize;
-    if (rows > max) {
-      throw signatureMismatch(
-        this.batchable
-          ? `batch of ${rows} rows exceeds maxBatchSize ${max} of model '${this.label.model}' version ${this.label.version}`
-          : `model '${this.label.model}' has no dynamic batch dimension; send one tensor per request`,
-      );
-    }
-    if (this.queued >= this.options.maxQueueSize) throw queueFull(this.label.model, this.label.version, this.options.maxQueueSize);
+    if (!this.batchable && rows > 1) throw signatureMismatch(`model '${this.label.model}' has no dynamic batch dimension; send one tensor per request`);
+    if (rows > this.maxRowsPerRequest) throw tooManyRows(rows, this.maxRowsPerRequest);
+    const waiting = this.queuedRows;
+    if (waiting > 0 && waiting + rows > this.options.maxQueueSize) throw queueFull(this.label.model, this.label.version, this.options.maxQueueSize);
     const innerShapes = inner ?? this.inputs.map((i) => i.inner);
     const key = this.staticInner ? '' : innerShapes.map((s) => s.join('x')).join('|');
+    if (rows > this.maxBatchSize) return this.newBatch(innerShapes, key, rows, true);
+    return this.slot(rows, innerShapes, key);
+  }
+
+  /** The open batch, with room for `rows` rows of these inner shapes (sealing the current one if not). */
+  private slot(rows: number, innerShapes: readonly (readonly number[])[], key: string): Batch {
     let open = this.open;
     if (open !== null && (open.rows + rows > open.capacity || open.innerKey !== key)) {
       this.seal();
       open = null;
     }
-    if (open === null) open = this.open = this.newBatch(innerShapes, key, this.batchable ? max : rows);
+    if (open === null) open = this.open = this.newBatch(innerShapes, key, this.batchable ? this.maxBatchSize : rows);
     return open;
   }
 
@@ -127,12 +225,32 @@ export class DynamicBatcher {
   }
 
   commit(batch: Batch, req: PendingRequest): void {
+    if (batch.staging) {
+      this.split(batch, req);
+      return;
+    }
     batch.requests.push(req);
     batch.rowStarts.push(batch.rows);
     batch.rows += req.rows;
     this.queued++;
+    this.queuedRows += req.rows;
     if (batch.rows >= batch.capacity && batch === this.open) this.seal();
     this.scheduler.notify(this);
+  }
+
+  /** Queues a request decoded into its own batch as maxBatchSize chunks, copied into the open batches. */
+  private split(staging: Batch, req: PendingRequest): void {
+    const whole = new SplitRequest(req);
+    const max = this.maxBatchSize;
+    for (let start = 0; start < req.rows; start += max) {
+      const n = Math.min(max, req.rows - start);
+      const b = this.slot(n, staging.inner, staging.innerKey);
+      for (let i = 0; i < this.inputs.length; i++) {
+        const per = this.rowElements(staging, i);
+        (b.buffers[i] as Float32Array).set(staging.buffers[i]!.subarray(start * per, (start + n) * per) as Float32Array, b.rows * per);
+      }
+      this.commit(b, whole.chunk(start, n));
+    }
   }
 
   hasWork(): boolean {
@@ -160,18 +278,21 @@ export class DynamicBatcher {
     this.open = null;
   }
 
-  private newBatch(inner: readonly (readonly number[])[], key: string, capacity: number): Batch {
+  private newBatch(inner: readonly (readonly number[])[], key: string, capacity: number, staging = false): Batch {
     const buffers =
-      key === '' && this.spare.length > 0
+      key === '' && !staging && this.spare.length > 0
         ? this.spare.pop()!
         : this.inputs.map((input, i) => makeTypedArray(input.datatype, capacity * elementCount(inner[i]!)));
-    return new Batch(buffers, inner, key, capacity);
+    return new Batch(buffers, inner, key, capacity, staging);
   }
 
   /** Called by the scheduler: run `batch`, settle its requests, recycle its buffers. */
   async run(batch: Batch, executor: Executor): Promise<void> {
     const live = batch.requests.filter((r) => !r.settled);
-    if (batch.attempts === 0) this.queued -= batch.requests.length;
+    if (batch.attempts === 0) {
+      this.queued -= batch.requests.length;
+      this.queuedRows -= batch.rows;
+    }
     if (live.length === 0) return this.recycle(batch);
     batch.attempts++;
     this.inflight.add(batch);
@@ -256,7 +377,7 @@ export class DynamicBatcher {
   }
 
   private recycle(batch: Batch): void {
-    if (batch.innerKey === '' && this.spare.length < 4) this.spare.push(batch.buffers);
+    if (batch.innerKey === '' && batch.capacity === this.maxBatchSize && this.spare.length < 4) this.spare.push(batch.buffers);
   }
 
   /** Rejects every waiting or running request whose deadline has passed. */

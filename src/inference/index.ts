@@ -30,6 +30,8 @@ export interface EngineOptions {
   readonly tasksPerWorker: number;
   readonly intraOpThreads: number;
   readonly batching: BatchingConfig;
+  /** Rows one request may hold; larger requests are refused (413). Default: no limit. */
+  readonly maxRowsPerRequest?: number;
   readonly observerFor: (model: LoadedModel) => BatchObserver;
 }
 
@@ -96,6 +98,7 @@ export class InferenceEngine {
         lane.scheduler,
         this.opts.observerFor(model),
         { model: model.name, version: model.version },
+        this.opts.maxRowsPerRequest,
       );
     let lane = this.pool ?? this.inline;
     model.batcher = batcherOn(lane);

@@ -2,7 +2,7 @@
 // representations, and the two conversions on the hot path: JSON `data` (flat or nested) into a
 // typed array slot, and typed-array rows back into JSON text.
 
-import { badRequest, signatureMismatch } from '../errors.js';
+import { badRequest, signatureMismatch, valueOutOfRange } from '../errors.js';
 import type { Datatype } from '../registry/onnx.js';
 
 export type { Datatype };
@@ -96,63 +96,59 @@ export const elementCount = (shape: readonly number[]): number => {
   return n;
 };
 
-/** Guards against pathological nesting in client JSON before recursion. */
-const MAX_DEPTH = 32;
-
 /**
- * Copies JSON tensor `data` (flat or nested, row-major) into `target` starting at `offset`, checking
- * every element against the datatype. Returns the number of elements written. Throws a 400 error
- * starting with `where` (e.g. "input 'x'") on the first bad element; `target` past `offset` may then hold garbage, which is
- * fine because callers only commit what a successful call wrote.
+ * Copies JSON tensor `data` into `target` starting at `offset`, checking every element against the
+ * datatype. `data` is either flat (row-major, exactly as many values as the shape holds) or nested
+ * exactly as the shape: every level has the size of its dimension and values sit only at the last.
+ * Returns the number of elements written. Throws a 400 error starting with `where` (e.g. "input
+ * 'x'") on malformed data and a 422 on a value the datatype cannot hold; `target` past `offset` may
+ * then hold garbage, which is fine because callers only commit what a successful call wrote.
  */
 export function writeTensorData(
   data: unknown,
   dt: Datatype,
   target: TypedArray,
   offset: number,
-  expected: number,
+  shape: readonly number[],
   where: string,
 ): number {
   if (!Array.isArray(data)) throw badRequest(`${where}: data must be an array`);
   const info = datatypeInfo(dt);
-  const limit = offset + expected;
-  let end: number;
-  try {
-    end = fill(data, info, target, offset, limit, where, 0);
-  } catch (e) {
-    if (e !== OVERFLOW) throw e;
-    end = offset + countLeaves(data, 0);
+  const expected = elementCount(shape);
+  if (data.length > 0 && !Array.isArray(data[0])) {
+    const mixed = () => badRequest(`${where}: data mixes nested arrays and values; send it flat or nested exactly as the shape [${shape.join(', ')}]`);
+    if (data.length !== expected) {
+      if (data.some(Array.isArray)) throw mixed();
+      throw badRequest(`${where}: data has ${data.length} values but the shape [${shape.join(', ')}] needs ${expected}`);
+    }
+    for (let i = 0; i < expected; i++) {
+      const v = data[i];
+      if (Array.isArray(v)) throw mixed();
+      putElement(info, v, target, offset + i, where);
+    }
+    return expected;
   }
-  const written = end - offset;
-  if (written !== expected) {
-    throw badRequest(`${where}: data has ${written} elements but the shape needs ${expected}`);
-  }
-  return written;
+  const end = fillNested(data, info, target, offset, shape, 0, where);
+  return end - offset;
 }
 
-/** Thrown inside fill() when data outgrows the shape; the caller then counts the real size. */
-const OVERFLOW = Symbol('overflow');
-
-function fill(
-  arr: unknown[],
-  info: DatatypeInfo,
-  target: TypedArray,
-  pos: number,
-  limit: number,
-  where: string,
-  depth: number,
-): number {
-  if (depth > MAX_DEPTH) throw badRequest(`${where}: data is nested too deeply`);
-  const n = arr.length;
-  for (let i = 0; i < n; i++) {
+/** Writes nested `arr` at `pos`, level `depth` of `shape`; returns the position after the last value. */
+function fillNested(arr: unknown[], info: DatatypeInfo, target: TypedArray, pos: number, shape: readonly number[], depth: number, where: string): number {
+  const want = shape[depth];
+  if (want === undefined || arr.length !== want) {
+    const at = depth === 0 ? 'data' : `data at depth ${depth}`;
+    throw badRequest(`${where}: ${at} has ${want === undefined ? 'more levels' : `${arr.length} entries`} where the shape [${shape.join(', ')}] has ${want === undefined ? `${shape.length}` : want}; nested data must match the shape exactly`);
+  }
+  const last = depth === shape.length - 1;
+  for (let i = 0; i < want; i++) {
     const v = arr[i];
-    if (Array.isArray(v)) {
-      pos = fill(v, info, target, pos, limit, where, depth + 1);
-      continue;
+    if (last) {
+      if (Array.isArray(v)) throw badRequest(`${where}: data is nested deeper than the shape [${shape.join(', ')}]`);
+      putElement(info, v, target, pos++, where);
+    } else {
+      if (!Array.isArray(v)) throw badRequest(`${where}: data at depth ${depth + 1} holds a value where the shape [${shape.join(', ')}] needs an array of ${shape[depth + 1]}`);
+      pos = fillNested(v, info, target, pos, shape, depth + 1, where);
     }
-    if (pos >= limit) throw OVERFLOW;
-    putElement(info, v, target, pos, where);
-    pos++;
   }
   return pos;
 }
@@ -163,18 +159,18 @@ function putElement(info: DatatypeInfo, v: unknown, target: TypedArray, pos: num
     case 'float64':
       if (typeof v !== 'number') throw elementError(where, v, 'a number');
       if (!(v >= info.min && v <= info.max)) {
-        throw badRequest(`${where}: value ${v} is not a finite ${info.kind === 'float32' ? 'FP32' : 'FP64'} number`);
+        throw valueOutOfRange(`${where}: value ${v} is not a finite ${info.kind === 'float32' ? 'FP32' : 'FP64'} number`);
       }
       (target as Float32Array)[pos] = v;
       return;
     case 'int':
       if (typeof v !== 'number' || !Number.isInteger(v)) throw elementError(where, v, 'an integer');
-      if (v < info.min || v > info.max) throw badRequest(`${where}: value ${v} is out of range [${info.min}, ${info.max}]`);
+      if (v < info.min || v > info.max) throw valueOutOfRange(`${where}: value ${v} is out of range [${info.min}, ${info.max}]`);
       (target as Int32Array)[pos] = v;
       return;
     case 'bigint':
       if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw elementError(where, v, 'an integer within +-2^53');
-      if (v < info.min) throw badRequest(`${where}: value ${v} is out of range for an unsigned type`);
+      if (v < info.min) throw valueOutOfRange(`${where}: value ${v} is out of range for an unsigned type`);
       (target as BigInt64Array)[pos] = BigInt(v);
       return;
     case 'bool':
@@ -187,16 +183,6 @@ function putElement(info: DatatypeInfo, v: unknown, target: TypedArray, pos: num
 /** Writes one JSON scalar into `target[pos]` with the same checks as writeTensorData; `what` names it in errors (e.g. "instance 3 feature 'age'"). */
 export function writeElement(v: unknown, dt: Datatype, target: TypedArray, pos: number, what: string): void {
   putElement(datatypeInfo(dt), v, target, pos, what);
-}
-
-function countLeaves(arr: unknown[], depth: number): number {
-  if (depth > MAX_DEPTH) return 0;
-  let n = 0;
-  for (let i = 0; i < arr.length; i++) {
-    const v = arr[i];
-    n += Array.isArray(v) ? countLeaves(v, depth + 1) : 1;
-  }
-  return n;
 }
 
 function elementError(where: string, v: unknown, want: string) {

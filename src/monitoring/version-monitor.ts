@@ -148,11 +148,14 @@ export class VersionMonitor implements BatchObserver {
       if (r.internal) continue;
       const start = batch.rowStarts[k]!;
       const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default') : null;
+      // Rows of a multi-row request are logged as id/row (a chunk of a split request knows its offset).
+      const total = r.totalRows ?? r.rows;
+      const offset = r.rowOffset ?? 0;
       for (let j = 0; j < r.rows; j++) {
         const row = start + j;
         const score = Number(o.data[row * per + column]);
         stats.recordPrediction(now, score, input, row * width);
-        if (stream !== null && log!.sampled()) stream.push(r.rows > 1 ? `${r.requestId}/${j}` : r.requestId!, now, score, input, row * width);
+        if (stream !== null && log!.sampled()) stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, input, row * width);
       }
     }
   }

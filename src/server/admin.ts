@@ -13,7 +13,7 @@ import { JOB_STATES, type JobState } from '../retraining/store.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { ServerContext } from './context.js';
 import { freezeFromCsv } from './reference.js';
-import { isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
+import { checkOptionalJsonContentType, isObject, postRoute, sendError, sendJson, type PostRequest, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
@@ -32,6 +32,8 @@ export function adminToken(dataDir: string): { token: string; source: string } {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+const AUTH: readonly string[] = ['authorization'];
+const AUTH_AND_SOURCE: readonly string[] = ['authorization', 'x-scoreline-source'];
 
 export interface AdminDeps {
   registry: ModelRegistry;
@@ -46,15 +48,17 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   const expected = digest(deps.token);
   const { registry, deployer } = deps;
 
-  /** Reads the Authorization header (synchronously, as uWS requires) and checks it. */
-  const authorize = (req: HttpRequest): void => {
-    const h = req.getHeader('authorization');
+  /** Checks an Authorization header value. */
+  const authorizeHeader = (h: string): void => {
     if (h === '') throw unauthorized();
     const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
     if (m === null) throw unauthorized();
     // Hashing first gives equal lengths, so the comparison time does not depend on the token.
     if (!timingSafeEqual(digest(m[1]!), expected)) throw forbidden();
   };
+  /** Reads the Authorization header (synchronously, as uWS requires) and checks it. */
+  const authorize = (req: HttpRequest): void => authorizeHeader(req.getHeader('authorization'));
+  const admit = (p: PostRequest) => authorizeHeader(p.headers[0]!);
 
   const get = (pattern: string, answer: (req: HttpRequest) => unknown) =>
     app.get(pattern, (res: Res, req) => {
@@ -66,39 +70,22 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       }
     });
 
-  /** A JSON body handler; `answer` may be async. Params are read before the body arrives. */
+  /** A JSON body handler behind the token; `answer` may be async. An empty body is undefined. */
   const withJson = (method: 'put' | 'post', pattern: string, answer: (params: string[], body: unknown) => unknown, status = 200) =>
-    app[method](pattern, (res: Res, req) => {
-      const params = [0, 1, 2].map((i) => req.getParameter(i));
-      const contentLength = req.getHeader('content-length');
-      try {
-        authorize(req);
-      } catch (e) {
-        sendError(res, e, ctx.log, true);
-        return;
-      }
-      readBody(
-        res,
-        contentLength,
-        { maxBytes: 1024 * 1024 },
-        (buf) => {
-          let body: unknown = undefined;
-          try {
-            body = buf.length === 0 ? undefined : parseJson(buf);
-          } catch (e) {
-            sendError(res, e, ctx.log);
-            return;
-          }
-          Promise.resolve()
-            .then(() => answer(params, body))
-            .then(
-              (r) => sendJson(res, status, JSON.stringify(r)),
-              (e) => sendError(res, e, ctx.log),
-            );
-        },
-        (err) => sendError(res, err, ctx.log),
-      );
-    });
+    postRoute(
+      app,
+      pattern,
+      ctx.http,
+      { method, maxBytes: 1024 * 1024, params: 3, json: 'optional', contentType: checkOptionalJsonContentType, admit, headers: () => AUTH },
+      (res, body, _raw, p) => {
+        Promise.resolve()
+          .then(() => answer([...p.params], body))
+          .then(
+            (r) => sendJson(res, status, JSON.stringify(r)),
+            (e) => sendError(res, e, ctx.log),
+          );
+      },
+    );
 
   // Models and versions.
   get('/admin/models', () => ({ models: registry.listModels() }));
@@ -106,76 +93,73 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     const name = req.getParameter(0);
     return { model: registry.getModel(name), versions: registry.listVersions(name), deployment: deployer.view(name) };
   });
-  app.post('/admin/models/:name/versions', (res: Res, req) => {
-    const name = req.getParameter(0);
-    const contentType = req.getHeader('content-type');
-    const contentLength = req.getHeader('content-length');
-    const source = req.getHeader('x-scoreline-source') || 'admin-api';
-    try {
-      authorize(req);
-      if (contentType !== '' && contentType.split(';')[0]!.trim() !== 'application/octet-stream') {
-        throw unsupportedMediaType(contentType, 'application/octet-stream (the model file bytes)');
-      }
-    } catch (e) {
-      sendError(res, e, ctx.log, true);
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      { maxBytes: deps.maxModelBytes },
-      (buf) => {
-        try {
-          if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
-          // A new version inherits the model's settings (features, bindings, batching) from its latest.
-          let config = {};
-          try {
-            config = registry.listVersions(name).at(-1)?.config ?? {};
-          } catch {
-            config = {};
-          }
-          const r = registry.register(name, new Uint8Array(buf), { source, config });
-          ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
-          sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
-        } catch (e) {
-          sendError(res, e, ctx.log);
-        }
+  postRoute(
+    app,
+    '/admin/models/:name/versions',
+    ctx.http,
+    {
+      maxBytes: deps.maxModelBytes,
+      params: 1,
+      headers: () => AUTH_AND_SOURCE,
+      json: false,
+      contentType: (ct) => {
+        if (ct !== '' && ct.split(';')[0]!.trim() !== 'application/octet-stream') throw unsupportedMediaType(ct, 'application/octet-stream (the model file bytes)');
       },
-      (err) => sendError(res, err.status === 413 ? bodyTooLarge(deps.maxModelBytes) : err, ctx.log),
-    );
-  });
+      admit,
+      tooLarge: () => bodyTooLarge(deps.maxModelBytes),
+    },
+    (res, _body, buf, p) => {
+      const name = p.params[0]!;
+      const source = p.headers[1] || 'admin-api';
+      try {
+        if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
+        // A new version inherits the model's settings (features, bindings, batching) from its latest.
+        let config = {};
+        try {
+          config = registry.listVersions(name).at(-1)?.config ?? {};
+        } catch {
+          config = {};
+        }
+        const r = registry.register(name, new Uint8Array(buf), { source, config });
+        ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
+        sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
+      } catch (e) {
+        sendError(res, e, ctx.log);
+      }
+    },
+  );
 
   // Drift reference: a CSV with the model's feature columns (and its label), frozen for the version.
-  app.put('/admin/models/:name/versions/:version/reference', (res: Res, req) => {
-    const name = req.getParameter(0);
-    const version = req.getParameter(1);
-    const contentLength = req.getHeader('content-length');
-    try {
-      authorize(req);
-      if (!/^[1-9][0-9]*$/.test(version)) throw badRequest('version must be a positive integer');
-    } catch (e) {
-      sendError(res, e, ctx.log, true);
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      { maxBytes: deps.maxModelBytes },
-      (buf) => {
-        const csv = buf.toString('utf8');
-        (async () => {
-          registry.getVersion(name, Number(version));
-          const m = await deployer.ensureLoaded(name, Number(version));
-          const r = await freezeFromCsv(ctx, m, csv);
-          return { model: name, version: Number(version), rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
-        })().then(
-          (body) => sendJson(res, 200, JSON.stringify(body)),
-          (e) => sendError(res, e, ctx.log),
-        );
+  postRoute(
+    app,
+    '/admin/models/:name/versions/:version/reference',
+    ctx.http,
+    {
+      method: 'put',
+      maxBytes: deps.maxModelBytes,
+      params: 2,
+      headers: () => AUTH,
+      json: false,
+      contentType: () => undefined,
+      admit: (p) => {
+        admit(p);
+        if (!/^[1-9][0-9]*$/.test(p.params[1]!)) throw badRequest('version must be a positive integer');
       },
-      (err) => sendError(res, err, ctx.log),
-    );
-  });
+    },
+    (res, _body, buf, p) => {
+      const [name, version] = [p.params[0]!, Number(p.params[1])];
+      const csv = buf.toString('utf8');
+      (async () => {
+        registry.getVersion(name, version);
+        const m = await deployer.ensureLoaded(name, version);
+        const r = await freezeFromCsv(ctx, m, csv);
+        return { model: name, version, rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
+      })().then(
+        (body) => sendJson(res, 200, JSON.stringify(body)),
+        (e) => sendError(res, e, ctx.log),
+      );
+    },
+  );
 
   // Aliases.
   withJson('put', '/admin/models/:name/aliases/:alias', ([name, alias], body) => {

@@ -7,6 +7,7 @@ import type { FeatureService } from '../features/index.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
+import type { PostContext } from './http.js';
 
 export interface ServerContext {
   readonly config: ServerConfig;
@@ -18,6 +19,8 @@ export interface ServerContext {
   readonly registry: ModelRegistry;
   readonly router: Router;
   readonly deployer: Deployer;
+  /** Logger and origin policy for the POST route helper. */
+  readonly http: PostContext;
   /** Set on shutdown: new requests get 503 and their connection is closed. */
   draining: boolean;
 }

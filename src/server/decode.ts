@@ -123,7 +123,7 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
     const spec = specs[i]!;
     const per = batcher.rowElements(batch, i);
     const input = inputs[order[i]!] as Record<string, unknown>;
-    writeTensorData(input.data, spec.datatype, batch.buffers[i]!, batch.rows * per, rows * per, `input '${spec.name}'`);
+    writeTensorData(input.data, spec.datatype, batch.buffers[i]!, batch.rows * per, shapes[i]!, `input '${spec.name}'`);
   }
   return { batch, rows, id, select };
 }
@@ -159,7 +159,7 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
       const inst = instances[r];
       const at = (base + r) * per;
       if (Array.isArray(inst)) {
-        writeRow(inst, spec.datatype, target, at, per, r);
+        writeRow(inst, spec.datatype, target, at, batcher.inputs[0]!.inner, r);
       } else if (isObject(inst) && features !== null) {
         let seen = 0;
         for (let j = 0; j < features.names.length; j++) {
@@ -176,7 +176,7 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
       } else if (isObject(inst)) {
         const v = inst[spec.name];
         if (!Array.isArray(v)) throw badRequest(`instance ${r} must be an array, or an object with '${spec.name}'`);
-        writeRow(v, spec.datatype, target, at, per, r);
+        writeRow(v, spec.datatype, target, at, batcher.inputs[0]!.inner, r);
       } else {
         throw badRequest(`instance ${r} must be an array${features ? ' or an object of named features' : ''}`);
       }
@@ -190,7 +190,7 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
         const per = batcher.rowElements(batch, i);
         const v = inst[spec.name];
         if (v === undefined) throw badRequest(`instance ${r} is missing input '${spec.name}'`);
-        if (Array.isArray(v)) writeRow(v, spec.datatype, batch.buffers[i]!, (base + r) * per, per, r);
+        if (Array.isArray(v)) writeRow(v, spec.datatype, batch.buffers[i]!, (base + r) * per, batcher.inputs[i]!.inner, r);
         else if (per === 1) writeElement(v, spec.datatype, batch.buffers[i]!, base + r, `instance ${r} input '${spec.name}'`);
         else throw badRequest(`instance ${r} input '${spec.name}' must be an array of ${per} values`);
       }
@@ -199,6 +199,7 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
   return { batch, rows, id: undefined, select: null };
 }
 
-function writeRow(row: unknown[], dt: Datatype, target: TypedArray, at: number, per: number, r: number): void {
-  writeTensorData(row, dt, target, at, per, `instance ${r}`);
+/** One instance: a row of the input, flat or nested as the input's inner dimensions. */
+function writeRow(row: unknown[], dt: Datatype, target: TypedArray, at: number, inner: readonly number[], r: number): void {
+  writeTensorData(row, dt, target, at, inner.length === 0 ? [1] : inner, `instance ${r}`);
 }

@@ -1,10 +1,11 @@
-// HTTP plumbing over uWS: reading a JSON body under a size limit (413) and a content type (415),
-// writing corked responses, and the one place where errors become HTTP responses. Follows the
-// uWS rules: onAborted before anything async, headers read inside the handler, chunks copied.
+// HTTP plumbing over uWS: the one POST route helper (origin check, content type 415, size limit 413,
+// body read and parsed, early refusals), writing corked responses, and the one place where errors
+// become HTTP responses. Follows the uWS rules: onAborted before anything async, headers and
+// parameters read inside the handler before the body arrives, chunks copied.
 
 import type { Logger } from 'pino';
-import { bodyTooLarge, emptyBody, internal, invalidJson, isScorelineError, unsupportedMediaType, type ScorelineError } from '../errors.js';
-import type { HttpRequest, HttpResponse } from './uws.js';
+import { bodyTooLarge, emptyBody, foreignOrigin, internal, invalidJson, isScorelineError, unsupportedMediaType, type ScorelineError } from '../errors.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export const STATUS_LINES: Record<number, string> = {
   200: '200 OK',
@@ -29,6 +30,8 @@ export const STATUS_LINES: Record<number, string> = {
 export interface ResponseState {
   aborted?: boolean;
   answered?: boolean;
+  /** An allowed cross-site origin, echoed in Access-Control-Allow-Origin. */
+  allowOrigin?: string;
 }
 
 type Res = HttpResponse & ResponseState;
@@ -47,6 +50,7 @@ function writeCorked(): void {
   if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
   res.writeHeader('content-type', 'application/json');
   if (headers) for (const k in headers) res.writeHeader(k, headers[k]!);
+  if (res.allowOrigin !== undefined) res.writeHeader('access-control-allow-origin', res.allowOrigin).writeHeader('vary', 'origin');
   res.end(body, close);
 }
 
@@ -91,11 +95,150 @@ export interface BodyLimits {
   maxBytes: number;
 }
 
-/** application/json, optionally with parameters; an absent content type is accepted as JSON. */
+/**
+ * application/json (or +json), optionally with parameters. A body without a content type is refused:
+ * a browser sends cross-site "simple" requests (no preflight) only as text/plain, form encodings or
+ * with no type, so requiring JSON keeps forms on other sites from posting here.
+ */
 export function checkJsonContentType(contentType: string): void {
-  if (contentType === '' || contentType === 'application/json') return;
+  if (contentType === 'application/json') return;
   const base = contentType.split(';', 1)[0]!.trim().toLowerCase();
-  if (base !== 'application/json' && !base.endsWith('+json')) throw unsupportedMediaType(contentType);
+  if (base !== 'application/json' && !base.endsWith('+json')) throw unsupportedMediaType(contentType === '' ? '(none)' : contentType);
+}
+
+/** JSON or nothing: for routes behind a bearer token, which a cross-site form cannot send. */
+export function checkOptionalJsonContentType(contentType: string): void {
+  if (contentType !== '') checkJsonContentType(contentType);
+}
+
+/** Which cross-site origins may call the server (`cors.allowedOrigins`; default none). */
+export class OriginPolicy {
+  private readonly allowed: ReadonlySet<string>;
+  private readonly any: boolean;
+
+  constructor(origins: readonly string[]) {
+    this.any = origins.includes('*');
+    this.allowed = new Set(origins.map((o) => o.toLowerCase().replace(/\/+$/, '')));
+  }
+
+  /**
+   * Checks a request's Origin header: none (not a browser's cross-site call) or this server's own
+   * origin passes silently (returns null); an allowed origin is returned to echo back; anything
+   * else throws 403.
+   */
+  check(origin: string, host: string): string | null {
+    if (origin === '') return null;
+    const o = origin.toLowerCase();
+    // Same origin: the browser shows the page of this very server (the dashboard).
+    if (host !== '' && (o === `http://${host.toLowerCase()}` || o === `https://${host.toLowerCase()}`)) return null;
+    if (this.any || this.allowed.has(o)) return origin;
+    throw foreignOrigin(origin);
+  }
+}
+
+/** A POST request as the route helper hands it over, read before the body arrived. */
+export interface PostRequest {
+  readonly params: readonly string[];
+  /** Values of the headers the route asked for, in order ('' when absent). */
+  readonly headers: readonly string[];
+  /** Arrival time (performance.now()). */
+  readonly t0: number;
+}
+
+export interface PostRoute {
+  /** Default POST. */
+  readonly method?: 'post' | 'put';
+  readonly maxBytes: number;
+  /** URL parameters to read. */
+  readonly params: number;
+  /** Names of headers to read, which may depend on the parameters (e.g. a deployment's sticky header). */
+  readonly headers?: (params: readonly string[]) => readonly string[];
+  /** Checks the content type; default: JSON (415 otherwise). */
+  readonly contentType?: (contentType: string) => void;
+  /** Parses the body as JSON (default true); 'optional' lets an empty body through as undefined; false hands over the raw bytes only. */
+  readonly json?: boolean | 'optional';
+  /** Refuses before the body is read, by throwing (auth, shutdown, feature switched off). */
+  readonly admit?: (p: PostRequest) => void;
+  /** Told the status of every answer the helper sends itself (refusals, unreadable bodies): monitoring. */
+  readonly refused?: (status: number) => void;
+  /** What a 413 says (default: the byte limit). */
+  readonly tooLarge?: () => ScorelineError;
+}
+
+export interface PostContext {
+  readonly log: Logger;
+  readonly origins: OriginPolicy;
+}
+
+/**
+ * The one POST route helper: origin (403), content type (415), admission, body size (413), body
+ * read (copied out of uWS's chunks) and parsed (400), then `handle` with the parsed body (undefined
+ * when `json` is false) and the raw bytes. Refusals before the body is read close the connection,
+ * so an unread body is never parsed as the next request.
+ */
+export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, route: PostRoute, handle: (res: Res, body: unknown, raw: Buffer, p: PostRequest) => void): void {
+  const checkType = route.contentType ?? checkJsonContentType;
+  const json = route.json ?? true;
+  app[route.method ?? 'post'](pattern, (res: Res, req: HttpRequest) => {
+    const t0 = performance.now();
+    const params: string[] = [];
+    for (let i = 0; i < route.params; i++) params.push(req.getParameter(i));
+    const names = route.headers?.(params);
+    const headers: string[] = [];
+    if (names !== undefined) for (const n of names) headers.push(req.getHeader(n));
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
+    const origin = req.getHeader('origin');
+    const host = origin === '' ? '' : req.getHeader('host');
+    const p: PostRequest = { params, headers, t0 };
+    try {
+      const allow = ctx.origins.check(origin, host);
+      if (allow !== null) res.allowOrigin = allow;
+      checkType(contentType);
+      route.admit?.(p);
+    } catch (e) {
+      const status = sendError(res, e, ctx.log, true);
+      route.refused?.(status);
+      return;
+    }
+    readBody(
+      res,
+      contentLength,
+      { maxBytes: route.maxBytes },
+      (buf) => {
+        let body: unknown;
+        try {
+          body = json === false || (json === 'optional' && buf.length === 0) ? undefined : parseJson(buf);
+        } catch (e) {
+          route.refused?.(sendError(res, e, ctx.log));
+          return;
+        }
+        handle(res, body, buf, p);
+      },
+      (err) => route.refused?.(sendError(res, err.status === 413 && route.tooLarge ? route.tooLarge() : err, ctx.log)),
+    );
+  });
+}
+
+/** Answers CORS preflights: allowed origins get the methods and headers the API takes, others 403. */
+export function registerPreflight(app: TemplatedApp, ctx: PostContext): void {
+  app.options('/*', (res: Res, req: HttpRequest) => {
+    const origin = req.getHeader('origin');
+    const host = req.getHeader('host');
+    try {
+      const allow = ctx.origins.check(origin, host);
+      res.cork(() => {
+        res.writeStatus('204 No Content');
+        if (allow !== null) res.writeHeader('access-control-allow-origin', allow).writeHeader('vary', 'origin');
+        res.writeHeader('access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS');
+        res.writeHeader('access-control-allow-headers', 'content-type, authorization, x-request-id');
+        res.writeHeader('access-control-max-age', '600');
+        res.end();
+      });
+    } catch (e) {
+      sendError(res, e, ctx.log);
+    }
+  });
 }
 
 /**
@@ -162,9 +305,4 @@ export function parseJson(body: Buffer): unknown {
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-/** Reads the headers a JSON POST handler needs, synchronously (HttpRequest dies at the first await). */
-export function jsonPostHeaders(req: HttpRequest): { contentType: string; contentLength: string } {
-  return { contentType: req.getHeader('content-type'), contentLength: req.getHeader('content-length') };
 }

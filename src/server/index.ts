@@ -15,7 +15,7 @@ import { ModelRegistry } from '../registry/store.js';
 import { scanRepository } from '../registry/repository.js';
 import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
-import { sendError } from './http.js';
+import { OriginPolicy, registerPreflight, sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
@@ -55,6 +55,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     intraOpThreads: config.inference.intraOpThreads,
     inlineBelowMicros: config.inference.inlineBelowMicros,
     batching: config.batching,
+    maxRowsPerRequest: config.limits.maxRowsPerRequest,
     observerFor: (model) => monitor.version(model),
   });
   let features: FeatureService | null = null;
@@ -81,6 +82,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     latencyBudgetMicros: config.deploy.latencyBudgetMicros,
     policy: config.deploy.analysis,
     tickMs: config.deploy.analysisTickMs,
+    referenceOf: (m) => {
+      const b = monitor.find(m)?.stats.baselines;
+      return b?.score ? { edges: b.score.edges, refShares: b.score.refShares, rows: b.rows } : null;
+    },
     pinned: (name) => pinned.get(name) ?? NONE,
     onLoaded: (m) => {
       if (features !== null) bindModel(ctx, features, m);
@@ -89,7 +94,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   try {
     features = await createFeatureService(config.features, monitor.featureObserver());
-    ctx = { config, engine, monitor, log, features, registry, router, deployer, draining: false };
+    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
       for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
@@ -151,6 +156,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   registerRegistryMetrics(ctx);
 
   const app: TemplatedApp = uws.App();
+  registerPreflight(app, ctx.http);
   registerOip(app, ctx);
   registerScore(app, ctx, features);
   registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });

@@ -7,7 +7,7 @@ import { badRequest, notReady } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
-import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJson, sendText, type ResponseState } from './http.js';
+import { isObject, postRoute, sendError, sendJson, sendText, type ResponseState } from './http.js';
 import type { StreamHandle } from './stream.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -139,38 +139,33 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
     );
   });
 
-  app.post('/v1/feedback', (res: Res, req: HttpRequest) => {
-    const contentType = req.getHeader('content-type');
-    const contentLength = req.getHeader('content-length');
-    try {
-      checkJsonContentType(contentType);
-      if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring is off)');
-    } catch (e) {
-      sendError(res, e, ctx.log, true);
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      { maxBytes: ctx.config.server.maxBodyBytes },
-      (buf) => {
-        let items: { requestId: string; label: number }[];
-        try {
-          items = parseFeedback(parseJson(buf));
-        } catch (e) {
-          sendError(res, e, ctx.log);
-          return;
-        }
-        ctx.monitor.log!.feedback(items).then(
-          (r) => {
-            feedbackCounts.joined += r.joined;
-            feedbackCounts.unknown += r.unknown.length;
-            sendJson(res, 200, JSON.stringify({ received: items.length, joined: r.joined, unknown: r.unknown.length, unknown_ids: r.unknown.slice(0, 100) }));
-          },
-          (e) => sendError(res, e, ctx.log),
-        );
+  postRoute(
+    app,
+    '/v1/feedback',
+    ctx.http,
+    {
+      maxBytes: ctx.config.server.maxBodyBytes,
+      params: 0,
+      admit: () => {
+        if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring is off)');
       },
-      (err) => sendError(res, err, ctx.log),
-    );
-  });
+    },
+    (res, body) => {
+      let items: { requestId: string; label: number }[];
+      try {
+        items = parseFeedback(body);
+      } catch (e) {
+        sendError(res, e, ctx.log);
+        return;
+      }
+      ctx.monitor.log!.feedback(items).then(
+        (r) => {
+          feedbackCounts.joined += r.joined;
+          feedbackCounts.unknown += r.unknown.length;
+          sendJson(res, 200, JSON.stringify({ received: items.length, joined: r.joined, unknown: r.unknown.length, unknown_ids: r.unknown.slice(0, 100) }));
+        },
+        (e) => sendError(res, e, ctx.log),
+      );
+    },
+  );
 }

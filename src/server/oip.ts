@@ -3,131 +3,104 @@
 
 import pkg from '../version.js';
 import { routeNotFound, shuttingDown, type ScorelineError } from '../errors.js';
-import type { Target } from '../deploy/index.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
-import type { Route, VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
-import { decodeInstances, decodeOip, type DecodedRequest } from './decode.js';
-import { outputsJson, predictionsJson, scoreOf } from './encode.js';
-import { nextRequestId } from './score.js';
-import { sendShadow } from './shadow.js';
-import { checkJsonContentType, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
+import type { LoadedModel, RunResult } from '../inference/index.js';
+import type { ServerContext } from './context.js';
+import { decodeInstances, decodeOip } from './decode.js';
+import { outputsJson, predictionsJson } from './encode.js';
+import { sendError, sendJson, postRoute, type ResponseState, type PostRequest } from './http.js';
+import { infer, type Answering, type Protocol, type Reply } from './inference.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
 
-/** An HTTP inference request waiting in a batcher; answers once, in the protocol it came in. */
-class HttpInference implements PendingRequest {
-  settled = false;
+/** A JSON request body and its size in bytes (which bounds the tensor sizes it may declare). */
+export interface JsonBody {
+  readonly body: unknown;
+  readonly size: number;
+}
 
+/** Open Inference Protocol v2 over JSON. */
+export const OIP_JSON: Protocol<JsonBody> = {
+  route: 'infer',
+  decode: (m, i) => decodeOip(m, i.body, i.size),
+  encode: (m: LoadedModel, result: RunResult, rowStart: number, a: Answering<JsonBody>) =>
+    m.oipPrefix + ',"id":' + JSON.stringify(a.requestId) + ',"outputs":' + outputsJson(m, result, rowStart, a.decoded.rows, a.decoded.select) + '}',
+  shadow: (m, i) => decodeOip(m, i.body, i.size),
+};
+
+/** KServe v1 `:predict`. */
+export const V1_PREDICT: Protocol<JsonBody> = {
+  route: 'predict',
+  decode: (m, i) => decodeInstances(m, i.body, i.size),
+  encode: (m: LoadedModel, result: RunResult, rowStart: number, a: Answering<JsonBody>) =>
+    `{"predictions":${predictionsJson(m, result, rowStart, a.decoded.rows)},"model_name":${JSON.stringify(m.name)},"model_version":"${m.version}","request_id":${JSON.stringify(a.requestId)}}`,
+  shadow: (m, i) => decodeInstances(m, i.body, i.size),
+};
+
+/** An HTTP response as the inference step's reply. */
+export class HttpReply implements Reply {
   constructor(
     private readonly res: Res,
     private readonly ctx: ServerContext,
-    private readonly model: LoadedModel,
-    private readonly mon: VersionMonitor,
-    private readonly route: Route,
-    private readonly decoded: DecodedRequest,
-    readonly enqueuedAt: number,
-    readonly deadline: number,
-    private readonly target: Target,
-    private readonly pair: ShadowPair | null,
-    /** The client's id, else a generated one: predictions are logged under it, feedback joins on it. */
-    readonly requestId: string,
   ) {}
-
-  get rows(): number {
-    return this.decoded.rows;
-  }
-
-  get variant(): string {
-    return this.target.variant;
-  }
-
-  resolve(result: RunResult, rowStart: number): void {
-    const d = this.decoded;
-    const m = this.model;
-    let body: string;
-    if (this.route === 'predict') {
-      body = `{"predictions":${predictionsJson(m, result, rowStart, d.rows)},"model_name":${JSON.stringify(m.name)},"model_version":"${m.version}","request_id":${JSON.stringify(this.requestId)}}`;
-    } else {
-      body = m.oipPrefix + ',"id":' + JSON.stringify(this.requestId) + ',"outputs":' + outputsJson(m, result, rowStart, d.rows, d.select) + '}';
-    }
+  ok(body: string): void {
     sendJson(this.res, 200, body);
-    const ms = performance.now() - this.enqueuedAt;
-    this.mon.request(this.route, 200, ms, this.target.variant);
-    // Scores are read only for deployments that watch them (canary, shadow).
-    if (this.target.stats !== null || this.pair !== null) {
-      const score = scoreOf(m, result, rowStart);
-      this.target.stats?.record(200, ms, score);
-      this.pair?.primary(score);
-    }
   }
-
-  reject(err: ScorelineError): void {
-    const status = sendError(this.res, err, this.ctx.log);
-    const ms = performance.now() - this.enqueuedAt;
-    this.mon.request(this.route, status, ms, this.target.variant);
-    this.target.stats?.record(status, ms, null);
+  fail(err: ScorelineError): number {
+    return sendError(this.res, err, this.ctx.log);
   }
 }
 
-function inferenceHandler(ctx: ServerContext, route: Route, versioned: boolean) {
-  const limits = { maxBytes: ctx.config.server.maxBodyBytes };
-  const timeout = ctx.config.server.requestTimeoutMs;
-  return (res: Res, req: HttpRequest): void => {
-    const t0 = performance.now();
-    let name = req.getParameter(0);
-    let version = versioned ? req.getParameter(1) : undefined;
-    if (route === 'predict') {
-      // /v1/models/{m}:predict and /v1/models/{m}/versions/{v}:predict
-      const target = versioned ? version! : name;
-      if (!target.endsWith(':predict')) {
-        sendError(res, routeNotFound('POST', req.getUrl()));
-        return;
-      }
-      if (versioned) version = target.slice(0, -8);
-      else name = target.slice(0, -8);
-    }
-    const contentType = req.getHeader('content-type');
-    const contentLength = req.getHeader('content-length');
-    // A/B by header: the header has to be read now, before the body arrives.
-    const stickyHeader = version === undefined ? ctx.router.stickyHeader(name) : null;
-    const sticky = stickyHeader !== null ? req.getHeader(stickyHeader) || undefined : undefined;
-    if (ctx.draining) {
-      ctx.monitor.unrouted(route, sendError(res, shuttingDown(), ctx.log, true));
-      return;
-    }
-    try {
-      checkJsonContentType(contentType);
-    } catch (e) {
-      ctx.monitor.unrouted(route, sendError(res, e, ctx.log, true));
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      limits,
-      (buf) => {
-        let target: Target | undefined;
-        try {
-          const body = parseJson(buf);
-          target = targetOf(ctx, name, version, sticky);
-          const model = target.model;
-          const decoded = route === 'predict' ? decodeInstances(model, body, buf.length) : decodeOip(model, body, buf.length);
-          const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-          const p = new HttpInference(res, ctx, model, monitorOf(ctx, model), route, decoded, t0, t0 + timeout, target, pair, decoded.id ?? nextRequestId());
-          model.batcher.commit(decoded.batch, p);
-          if (pair !== null) sendShadow(target.shadow!, pair, { kind: route === 'predict' ? 'predict' : 'oip', body, maxElements: buf.length }, timeout);
-        } catch (e) {
-          const status = sendError(res, e, ctx.log);
-          if (target !== undefined) monitorOf(ctx, target.model).request(route, status, performance.now() - t0, target.variant);
-          else ctx.monitor.unrouted(route, status);
-        }
+/** The model and version a URL names; v1 carries `:predict` on its last segment. */
+function targetPath(protocol: Protocol<JsonBody>, params: readonly string[]): { name: string; version: string | undefined } | null {
+  let name = params[0]!;
+  let version = params.length > 1 ? params[1] : undefined;
+  if (protocol.route === 'predict') {
+    const last = version ?? name;
+    if (!last.endsWith(':predict')) return null;
+    if (version !== undefined) version = last.slice(0, -8);
+    else name = last.slice(0, -8);
+  }
+  return { name, version };
+}
+
+function registerInference(app: TemplatedApp, ctx: ServerContext, pattern: string, protocol: Protocol<JsonBody>, versioned: boolean): void {
+  const route = protocol.route;
+  postRoute(
+    app,
+    pattern,
+    ctx.http,
+    {
+      maxBytes: ctx.config.server.maxBodyBytes,
+      params: versioned ? 2 : 1,
+      // A/B by header: the header has to be read now, before the body arrives.
+      headers: (params) => {
+        const t = versioned ? null : targetPath(protocol, params);
+        const sticky = t === null ? null : ctx.router.stickyHeader(t.name);
+        return sticky === null ? NO_HEADERS : [sticky];
       },
-      (err) => ctx.monitor.unrouted(route, sendError(res, err, ctx.log)),
-    );
-  };
+      admit: (p: PostRequest) => {
+        if (targetPath(protocol, p.params) === null) throw routeNotFound('POST', `/v1/models/${p.params[0]}${versioned ? `/versions/${p.params[1]}` : ''}`);
+        if (ctx.draining) throw shuttingDown();
+      },
+      refused: (status) => ctx.monitor.unrouted(route, status),
+    },
+    (res, body, raw, p) => {
+      const t = targetPath(protocol, p.params)!;
+      infer(ctx, {
+        protocol,
+        model: t.name,
+        version: t.version,
+        sticky: p.headers[0] || undefined,
+        input: { body, size: raw.length },
+        reply: new HttpReply(res, ctx),
+        t0: p.t0,
+      });
+    },
+  );
 }
+
+const NO_HEADERS: readonly string[] = [];
 
 function tensorMeta(t: { name: string; datatype: string; shape: readonly number[] }) {
   return { name: t.name, datatype: t.datatype, shape: t.shape };
@@ -173,12 +146,12 @@ export function registerOip(app: TemplatedApp, ctx: ServerContext): void {
   app.get('/v2/models/:model/versions/:version', metadata(true));
   app.get('/v2/models/:model/ready', ready(false));
   app.get('/v2/models/:model/versions/:version/ready', ready(true));
-  app.post('/v2/models/:model/infer', inferenceHandler(ctx, 'infer', false));
-  app.post('/v2/models/:model/versions/:version/infer', inferenceHandler(ctx, 'infer', true));
+  registerInference(app, ctx, '/v2/models/:model/infer', OIP_JSON, false);
+  registerInference(app, ctx, '/v2/models/:model/versions/:version/infer', OIP_JSON, true);
 
   // KServe v1
-  app.post('/v1/models/:model', inferenceHandler(ctx, 'predict', false));
-  app.post('/v1/models/:model/versions/:version', inferenceHandler(ctx, 'predict', true));
+  registerInference(app, ctx, '/v1/models/:model', V1_PREDICT, false);
+  registerInference(app, ctx, '/v1/models/:model/versions/:version', V1_PREDICT, true);
   app.get('/v1/models', (res) => {
     const names = [...new Set(ctx.engine.list().map((m) => m.name))];
     sendJson(res, 200, JSON.stringify({ models: names }));

@@ -23,8 +23,11 @@ async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float6
   const rows = cols[0]!.length;
   const scores = new Float64Array(rows);
   const chunk = Math.max(1, m.batching.maxBatchSize);
-  const pending: Promise<void>[] = [];
+  // A few chunks in flight at a time: the reference is scored beside live traffic, not ahead of it,
+  // and never holds more of the version's queue than a handful of batches.
+  const window: Promise<void>[] = [];
   for (let start = 0; start < rows; start += chunk) {
+    if (window.length >= IN_FLIGHT) await window.shift();
     const n = Math.min(chunk, rows - start);
     const batch = m.batcher.reserve(n);
     const buf = batch.buffers[0] as Float32Array;
@@ -36,30 +39,34 @@ async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float6
         buf[at + r * names.length + c] = v;
       }
     }
-    pending.push(
-      new Promise<void>((resolve, reject) => {
-        const now = performance.now();
-        const p: PendingRequest = {
-          rows: n,
-          enqueuedAt: now,
-          deadline: now + 120_000,
-          settled: false,
-          internal: true,
-          resolve(result: RunResult, rowStart: number) {
-            for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
-            resolve();
-          },
-          reject(err: ScorelineError) {
-            reject(err);
-          },
-        };
-        m.batcher.commit(batch, p);
-      }),
-    );
+    const done = new Promise<void>((resolve, reject) => {
+      const now = performance.now();
+      const p: PendingRequest = {
+        rows: n,
+        enqueuedAt: now,
+        deadline: now + 120_000,
+        settled: false,
+        internal: true,
+        resolve(result: RunResult, rowStart: number) {
+          for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
+          resolve();
+        },
+        reject(err: ScorelineError) {
+          reject(err);
+        },
+      };
+      m.batcher.commit(batch, p);
+    });
+    // Awaited below; marked handled now so that a chunk failing while an earlier throw unwinds is not unhandled.
+    done.catch(() => undefined);
+    window.push(done);
   }
-  await Promise.all(pending);
+  await Promise.all(window);
   return scores;
 }
+
+/** Reference chunks queued at once. */
+const IN_FLIGHT = 4;
 
 /** Freezes (and stores) the reference of a version from CSV text. */
 export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {

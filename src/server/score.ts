@@ -1,30 +1,22 @@
 // Entity scoring and realtime events:
 //   POST /v1/score/{model}  {"entity": {"customer_id": "C00042"}, "context": {request fields}?,
 //                            "features": {overrides}?, "debug": true?, "id": "..."?}
-//     -> {"request_id", "model", "model_version", "score", "features"? (with "debug")}
+//     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug")}
 //   POST /v1/events          one event or {"events": [...]}, see features/events.ts
-// Features are resolved (L1 cache -> store -> fallbacks), written straight into the version's open
-// batch as one row, and the score is read from the model's score output.
+// Features are resolved (L1 cache -> store -> fallbacks) in the inference step's prepare stage,
+// written straight into the version's open batch as one row, and the score is read from the
+// model's score output.
 
-import { randomBytes } from 'node:crypto';
-import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable, type ScorelineError } from '../errors.js';
+import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable } from '../errors.js';
 import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
-import type { Target } from '../deploy/index.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
-import type { VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
+import { writeElement, type LoadedModel, type RunResult } from '../inference/index.js';
+import type { ServerContext } from './context.js';
+import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
-import { sendShadow } from './shadow.js';
-import { checkJsonContentType, isObject, parseJson, readBody, sendError, sendJson, type ResponseState } from './http.js';
-import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
-
-type Res = HttpResponse & ResponseState;
-
-// Request ids: a random per-process prefix and a counter, unique across replicas and restarts
-// without the cost of a UUID per request.
-const ID_PREFIX = randomBytes(6).toString('hex');
-let idCounter = 0;
-export const nextRequestId = (): string => `${ID_PREFIX}-${(++idCounter).toString(36).padStart(6, '0')}`;
+import { isObject, postRoute, sendError, sendJson } from './http.js';
+import { infer, type Answering, type Protocol } from './inference.js';
+import { HttpReply } from './oip.js';
+import type { TemplatedApp } from './uws.js';
 
 const prefixes = new WeakMap<LoadedModel, string>();
 /** `"model":...,"model_version":...,` of a version, built once. */
@@ -52,164 +44,135 @@ export function bindModel(ctx: ServerContext, features: FeatureService, m: Loade
   }
 }
 
-class ScoreInference implements PendingRequest {
-  settled = false;
-  readonly rows = 1;
-  constructor(
-    private readonly res: Res,
-    private readonly ctx: ServerContext,
-    private readonly model: LoadedModel,
-    private readonly mon: VersionMonitor,
-    /** The request id as JSON text (quoted). */
-    private readonly idJson: string,
-    readonly requestId: string,
-    private readonly debug: Resolved | null,
-    readonly enqueuedAt: number,
-    readonly deadline: number,
-    private readonly target: Target,
-    private readonly pair: ShadowPair | null,
-  ) {}
-
-  get variant(): string {
-    return this.target.variant;
-  }
-
-  resolve(result: RunResult, rowStart: number): void {
-    const m = this.model;
-    const score = scoreOf(m, result, rowStart);
-    let body = `{"request_id":${this.idJson},${prefixOf(m)}"variant":"${this.target.variant}","score":${Number.isFinite(score) ? score : 'null'}`;
-    if (this.debug !== null) body += `,"entity":${JSON.stringify(this.debug.entityIds)},"features":${JSON.stringify(this.debug.debug())}`;
-    sendJson(this.res, 200, body + '}');
-    const ms = performance.now() - this.enqueuedAt;
-    this.mon.request('score', 200, ms, this.target.variant);
-    this.target.stats?.record(200, ms, score);
-    this.pair?.primary(score);
-  }
-
-  reject(err: ScorelineError): void {
-    const ms = performance.now() - this.enqueuedAt;
-    const status = sendError(this.res, err, this.ctx.log);
-    this.mon.request('score', status, ms, this.target.variant);
-    this.target.stats?.record(status, ms, null);
-  }
+/** An entity scoring request: the checked body, then (after prepare) its resolved features. */
+interface ScoreInput {
+  readonly body: Record<string, unknown>;
+  readonly id: string | undefined;
+  readonly debug: boolean;
+  readonly resolved: Resolved | null;
+  /** The routed version's feature columns, which a shadow must share to score the same row. */
+  readonly columns: readonly string[] | null;
 }
 
-function enqueue(ctx: ServerContext, res: Res, target: Target, resolved: Resolved, requestId: string, debug: boolean, t0: number): void {
-  const idJson = JSON.stringify(requestId);
-  const m = target.model;
+const storeError = (e: unknown) => (e instanceof StoreUnavailableError ? storeUnavailable(e.message) : e);
+
+/** Writes a resolved row into a version's open batch, under the same value rules as every other path. */
+function writeRow(m: LoadedModel, mf: ModelFeatures, resolved: Resolved, id: string | undefined): DecodedRequest {
   const batch = m.batcher.reserve(1);
   const buf = batch.buffers[0]!;
+  const dt = m.inputs[0]!.datatype;
   const at = batch.rows * m.batcher.rowElements(batch, 0);
   const row = resolved.row;
-  for (let c = 0; c < row.length; c++) (buf as Float64Array)[at + c] = row[c]!;
-  const timeout = ctx.config.server.requestTimeoutMs;
-  const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-  const p = new ScoreInference(res, ctx, m, monitorOf(ctx, m), idJson, requestId, debug ? resolved : null, t0, t0 + timeout, target, pair);
-  m.batcher.commit(batch, p);
-  if (pair !== null && target.shadow !== null) {
+  for (let c = 0; c < row.length; c++) writeElement(row[c], dt, buf, at + c, `feature '${mf.columnNames[c]}'`);
+  return { batch, rows: 1, id, select: null };
+}
+
+function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
+  const bindings = (m: LoadedModel): ModelFeatures => {
+    const mf = modelFeatures.get(m);
+    if (mf === undefined) throw signatureMismatch(`model '${m.name}' version ${m.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
+    return mf;
+  };
+  return {
+    route: 'score',
+    prepare(m, input) {
+      const b = input.body;
+      const mf = bindings(m);
+      let r: Resolved | Promise<Resolved>;
+      try {
+        r = features.server.resolve(mf, b.entity, b.context, b.features);
+      } catch (e) {
+        throw storeError(e);
+      }
+      if (r instanceof Promise) {
+        return r.then(
+          (resolved) => ({ ...input, resolved, columns: mf.columnNames }),
+          (e) => {
+            throw storeError(e);
+          },
+        );
+      }
+      return { ...input, resolved: r, columns: mf.columnNames };
+    },
+    decode: (m, input) => writeRow(m, bindings(m), input.resolved!, input.id),
+    encode(m: LoadedModel, result: RunResult, rowStart: number, a: Answering<ScoreInput>) {
+      const score = scoreOf(m, result, rowStart);
+      let body = `{"request_id":${JSON.stringify(a.requestId)},${prefixOf(m)}"variant":${JSON.stringify(a.variant)},"score":${Number.isFinite(score) ? score : 'null'}`;
+      const d = a.input.debug ? a.input.resolved : null;
+      if (d !== null) body += `,"entity":${JSON.stringify(d.entityIds)},"features":${JSON.stringify(d.debug())}`;
+      return body + '}';
+    },
     // The shadow scores the same features only if it binds the same columns.
-    if (modelFeatures.get(target.shadow.model)?.columnNames.join() === modelFeatures.get(m)?.columnNames.join()) sendShadow(target.shadow, pair, { kind: 'row', row }, timeout);
-    else pair.failed();
-  }
+    shadow(m, input) {
+      const mf = bindings(m);
+      if (mf.columnNames.join() !== input.columns!.join()) throw signatureMismatch('the shadow binds other feature columns');
+      return writeRow(m, mf, input.resolved!, undefined);
+    },
+  };
 }
 
 export function registerScore(app: TemplatedApp, ctx: ServerContext, features: FeatureService | null): void {
-  const limits = { maxBytes: ctx.config.server.maxBodyBytes };
+  const maxBytes = ctx.config.server.maxBodyBytes;
+  const protocol = features === null ? null : scoreProtocol(features);
 
-  app.post('/v1/score/:model', (res: Res, req: HttpRequest) => {
-    const t0 = performance.now();
-    const name = req.getParameter(0);
-    const contentType = req.getHeader('content-type');
-    const contentLength = req.getHeader('content-length');
-    const stickyHeader = ctx.router.stickyHeader(name);
-    const sticky = stickyHeader !== null ? req.getHeader(stickyHeader) || undefined : undefined;
-    if (ctx.draining) {
-      ctx.monitor.unrouted('score', sendError(res, shuttingDown(), ctx.log, true));
-      return;
-    }
-    try {
-      checkJsonContentType(contentType);
-      if (features === null) throw signatureMismatch('entity scoring is off: the server has no feature definitions (features.definitions)');
-    } catch (e) {
-      ctx.monitor.unrouted('score', sendError(res, e, ctx.log, true));
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      limits,
-      (buf) => {
-        let target: Target | undefined;
-        const fail = (e: unknown) => {
-          const status = sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(e.message) : e, ctx.log);
-          if (target !== undefined) monitorOf(ctx, target.model).request('score', status, performance.now() - t0, target.variant);
-          else ctx.monitor.unrouted('score', status);
-        };
-        try {
-          const body = parseJson(buf);
-          if (!isObject(body)) throw badRequest('request body must be a JSON object with an "entity"');
-          if (body.id !== undefined && typeof body.id !== 'string') throw badRequest('"id" must be a string');
-          if (body.debug !== undefined && typeof body.debug !== 'boolean') throw badRequest('"debug" must be true or false');
-          if (body.entity === undefined) throw badRequest('"entity" is required, e.g. {"customer_id": "C00042"}');
-          const stickyField = ctx.router.stickyEntityField(name);
-          const stickyValue = stickyField !== null && isObject(body.entity) ? body.entity[stickyField] : undefined;
-          const t = (target = targetOf(ctx, name, undefined, stickyValue === undefined ? sticky : String(stickyValue)));
-          const model = t.model;
-          const mf = modelFeatures.get(model);
-          if (mf === undefined) throw signatureMismatch(`model '${name}' version ${model.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
-          const requestId = (body.id as string | undefined) ?? nextRequestId();
-          const debug = body.debug === true;
-          const resolved = features!.server.resolve(mf, body.entity, body.context, body.features);
-          if (resolved instanceof Promise) {
-            resolved.then((r) => {
-              try {
-                enqueue(ctx, res, t, r, requestId, debug, t0);
-              } catch (e) {
-                fail(e);
-              }
-            }, fail);
-          } else {
-            enqueue(ctx, res, t, resolved, requestId, debug, t0);
-          }
-        } catch (e) {
-          fail(e);
-        }
+  postRoute(
+    app,
+    '/v1/score/:model',
+    ctx.http,
+    {
+      maxBytes,
+      params: 1,
+      headers: (params) => {
+        const h = ctx.router.stickyHeader(params[0]!);
+        return h === null ? [] : [h];
       },
-      (err) => ctx.monitor.unrouted('score', sendError(res, err, ctx.log)),
-    );
-  });
+      admit: () => {
+        if (ctx.draining) throw shuttingDown();
+        if (features === null) throw signatureMismatch('entity scoring is off: the server has no feature definitions (features.definitions)');
+      },
+      refused: (status) => ctx.monitor.unrouted('score', status),
+    },
+    (res, body, _raw, p) => {
+      const name = p.params[0]!;
+      const reply = new HttpReply(res, ctx);
+      let input: ScoreInput;
+      let sticky = p.headers[0] || undefined;
+      try {
+        if (!isObject(body)) throw badRequest('request body must be a JSON object with an "entity"');
+        if (body.id !== undefined && typeof body.id !== 'string') throw badRequest('"id" must be a string');
+        if (body.debug !== undefined && typeof body.debug !== 'boolean') throw badRequest('"debug" must be true or false');
+        if (body.entity === undefined) throw badRequest('"entity" is required, e.g. {"customer_id": "C00042"}');
+        const stickyField = ctx.router.stickyEntityField(name);
+        const stickyValue = stickyField !== null && isObject(body.entity) ? body.entity[stickyField] : undefined;
+        if (stickyValue !== undefined) sticky = String(stickyValue);
+        input = { body, id: body.id as string | undefined, debug: body.debug === true, resolved: null, columns: null };
+      } catch (e) {
+        ctx.monitor.unrouted('score', sendError(res, e, ctx.log));
+        return;
+      }
+      infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
+    },
+  );
 
-  app.post('/v1/events', (res: Res, req: HttpRequest) => {
-    const contentType = req.getHeader('content-type');
-    const contentLength = req.getHeader('content-length');
-    try {
-      checkJsonContentType(contentType);
-      if (features === null) throw signatureMismatch('realtime features are off: the server has no feature definitions');
-      if (ctx.draining) throw shuttingDown();
-    } catch (e) {
-      sendError(res, e, ctx.log, true);
-      return;
-    }
-    readBody(
-      res,
-      contentLength,
-      limits,
-      (buf) => {
-        let body: unknown;
-        try {
-          body = parseJson(buf);
-        } catch (e) {
-          sendError(res, e, ctx.log);
-          return;
-        }
-        features!.ingest(body).then(
-          (r) => sendJson(res, 200, JSON.stringify(r)),
-          (e) => sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(`events were not stored: ${e.message}`) : e, ctx.log),
-        );
+  postRoute(
+    app,
+    '/v1/events',
+    ctx.http,
+    {
+      maxBytes,
+      params: 0,
+      admit: () => {
+        if (features === null) throw signatureMismatch('realtime features are off: the server has no feature definitions');
+        if (ctx.draining) throw shuttingDown();
       },
-      (err) => sendError(res, err, ctx.log),
-    );
-  });
+    },
+    (res, body) => {
+      features!.ingest(body).then(
+        (r) => sendJson(res, 200, JSON.stringify(r)),
+        (e) => sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(`events were not stored: ${e.message}`) : e, ctx.log),
+      );
+    },
+  );
 }
 
 /** A WebSocket event frame (`{"event": ...}`), answered `{"id", "accepted", "ignored"}`. */

@@ -8,13 +8,13 @@
 // and the connection is closed (1008), so a client that never reads cannot grow server memory.
 
 import { badRequest, isScorelineError, ScorelineError, shuttingDown } from '../errors.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
-import type { VersionMonitor } from '../monitoring/index.js';
-import { monitorOf, targetOf, type ServerContext } from './context.js';
-import { decodeOip, type DecodedRequest } from './decode.js';
+import type { LoadedModel, RunResult } from '../inference/index.js';
+import type { ServerContext } from './context.js';
+import { decodeOip } from './decode.js';
 import { outputsJson } from './encode.js';
-import { ingestFrame, nextRequestId } from './score.js';
+import { ingestFrame } from './score.js';
 import { errorResponse, isObject } from './http.js';
+import { infer, type Answering, type Protocol, type Reply } from './inference.js';
 import type { TemplatedApp, WebSocket } from './uws.js';
 
 interface Conn {
@@ -23,6 +23,8 @@ interface Conn {
   /** Answers waiting for the socket to drain. */
   outbox: string[];
   closed: boolean;
+  /** The upgrade request's headers (lower-case names): a deployment's sticky header applies to the whole connection. */
+  headers: Map<string, string>;
 }
 
 type Socket = WebSocket<Conn>;
@@ -52,41 +54,38 @@ function errorFrame(id: string, err: ScorelineError): string {
   return `{"id":${id},"error":${JSON.stringify(err.message)},"status":${err.status}}`;
 }
 
-class StreamInference implements PendingRequest {
-  settled = false;
+/** An OIP inference frame, its size (bounding declared tensor sizes) and its id as JSON text. */
+interface Frame {
+  readonly frame: Record<string, unknown>;
+  readonly size: number;
+  readonly idJson: string;
+}
+
+/** OIP v2 request frames, answered `{"id", "model_version", "outputs"}`. */
+const STREAM_OIP: Protocol<Frame> = {
+  route: 'stream',
+  decode: (m, f) => decodeOip(m, f.frame, f.size, false),
+  encode: (m: LoadedModel, result: RunResult, rowStart: number, a: Answering<Frame>) =>
+    `{"id":${a.input.idJson},"model_version":"${m.version}","outputs":${outputsJson(m, result, rowStart, a.decoded.rows, a.decoded.select)}}`,
+  shadow: (m, f) => decodeOip(m, f.frame, f.size, false),
+};
+
+/** A WebSocket connection as the inference step's reply: answers go through the outbox. */
+class FrameReply implements Reply {
   constructor(
     private readonly ws: Socket,
     private readonly conn: Conn,
     private readonly limits: Limits,
-    private readonly model: LoadedModel,
-    private readonly mon: VersionMonitor,
     private readonly idJson: string,
-    private readonly decoded: DecodedRequest,
-    readonly enqueuedAt: number,
-    readonly deadline: number,
-    readonly requestId: string,
   ) {}
-
-  get rows(): number {
-    return this.decoded.rows;
-  }
-
-  resolve(result: RunResult, rowStart: number): void {
-    const d = this.decoded;
+  ok(body: string): void {
     this.conn.inflight--;
-    deliver(
-      this.ws,
-      this.conn,
-      `{"id":${this.idJson},"model_version":"${this.model.version}","outputs":${outputsJson(this.model, result, rowStart, d.rows, d.select)}}`,
-      this.limits,
-    );
-    this.mon.request('stream', 200, performance.now() - this.enqueuedAt);
+    deliver(this.ws, this.conn, body, this.limits);
   }
-
-  reject(err: ScorelineError): void {
+  fail(err: ScorelineError): number {
     this.conn.inflight--;
     deliver(this.ws, this.conn, errorFrame(this.idJson, err), this.limits);
-    this.mon.request('stream', err.status, performance.now() - this.enqueuedAt);
+    return err.status;
   }
 }
 
@@ -101,7 +100,6 @@ export interface StreamHandle {
 export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHandle {
   const cfg = ctx.config.websocket;
   const limits: Limits = { backpressure: cfg.maxBackpressureBytes, outbox: cfg.maxInflightPerConnection };
-  const timeout = ctx.config.server.requestTimeoutMs;
   const open = new Set<Socket>();
 
   app.ws<Conn>('/v1/stream', {
@@ -116,7 +114,17 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         res.cork(() => res.writeStatus('503 Service Unavailable').end('{"error":"the server is shutting down"}', true));
         return;
       }
-      const conn: Conn = { inflight: 0, outbox: [], closed: false };
+      try {
+        // A page on another site may open a WebSocket to us (browsers do not preflight them): only allowed origins.
+        ctx.http.origins.check(req.getHeader('origin'), req.getHeader('host'));
+      } catch (e) {
+        const err = errorResponse(e, ctx.log);
+        res.cork(() => res.writeStatus('403 Forbidden').writeHeader('content-type', 'application/json').end(`{"error":${JSON.stringify(err.message)}}`, true));
+        return;
+      }
+      const headers = new Map<string, string>();
+      req.forEach((k, v) => headers.set(k, v));
+      const conn: Conn = { inflight: 0, outbox: [], closed: false, headers };
       res.upgrade(conn, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
     },
     open: (ws) => {
@@ -125,11 +133,9 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
     message: (ws, message, isBinary) => {
       const t0 = performance.now();
       const conn = ws.getUserData();
+      if (conn.closed) return;
       let idJson = 'null';
-      let model: LoadedModel | undefined;
       try {
-        if (conn.closed) return;
-        if (ctx.draining) throw shuttingDown();
         if (isBinary) throw badRequest('binary frames are not supported on /v1/stream; send JSON text frames');
         let frame: unknown;
         try {
@@ -138,22 +144,25 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
           throw badRequest(`frame is not valid JSON: ${(e as Error).message}`);
         }
         if (!isObject(frame)) throw badRequest('frame must be a JSON object');
+        // The id first, so that every refusal (even during shutdown) can be matched by the client.
         const id = frame.id;
         if (id !== undefined) {
           if (typeof id !== 'string' && typeof id !== 'number') throw badRequest('"id" must be a string or a number');
           idJson = JSON.stringify(id);
         }
+        if (ctx.draining) throw shuttingDown();
         if (typeof frame.event === 'string') {
           // A realtime event frame: stored, then acknowledged with the counts.
           conn.inflight++;
+          const answer = idJson;
           ingestFrame(ctx.features, frame).then(
             (counts) => {
               conn.inflight--;
-              deliver(ws, conn, `{"id":${idJson},${counts}}`, limits);
+              deliver(ws, conn, `{"id":${answer},${counts}}`, limits);
             },
             (e) => {
               conn.inflight--;
-              deliver(ws, conn, errorFrame(idJson, isScorelineError(e) ? e : errorResponse(e, ctx.log)), limits);
+              deliver(ws, conn, errorFrame(answer, isScorelineError(e) ? e : errorResponse(e, ctx.log)), limits);
             },
           );
           return;
@@ -164,16 +173,23 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         if (conn.inflight >= cfg.maxInflightPerConnection) {
           throw new ScorelineError('QUEUE_FULL', `more than ${cfg.maxInflightPerConnection} requests in flight on this connection; wait for answers`, 1);
         }
-        model = targetOf(ctx, frame.model, v === undefined ? undefined : String(v), undefined).model;
-        const decoded = decodeOip(model, frame, message.byteLength, false);
-        const p = new StreamInference(ws, conn, limits, model, monitorOf(ctx, model), idJson, decoded, t0, t0 + timeout, typeof frame.id === 'string' ? frame.id : nextRequestId());
+        const version = v === undefined ? undefined : String(v);
+        const stickyHeader = version === undefined ? ctx.router.stickyHeader(frame.model) : null;
         conn.inflight++;
-        model.batcher.commit(decoded.batch, p);
+        infer(ctx, {
+          protocol: STREAM_OIP,
+          model: frame.model,
+          version,
+          sticky: stickyHeader === null ? undefined : conn.headers.get(stickyHeader),
+          input: { frame, size: message.byteLength, idJson },
+          reply: new FrameReply(ws, conn, limits, idJson),
+          t0,
+          requestId: typeof id === 'string' ? id : undefined,
+        });
       } catch (e) {
         const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
         deliver(ws, conn, errorFrame(idJson, err), limits);
-        if (model !== undefined) monitorOf(ctx, model).request('stream', err.status, performance.now() - t0);
-        else ctx.monitor.unrouted('stream', err.status);
+        ctx.monitor.unrouted('stream', err.status);
       }
     },
     drain: (ws) => {

@@ -16,7 +16,7 @@ before(async () => {
   await writeDtypesModel(repo);
   await writeLogisticModel(repo, 'logistic', 1, { modelYaml: { features: ['f0', 'f1', 'f2'] } });
   const config = join(repo, 'server.yaml');
-  await writeFile(config, 'server:\n  maxBodyBytes: 4096\n');
+  await writeFile(config, 'server:\n  maxBodyBytes: 4096\nlimits:\n  maxRowsPerRequest: 10\n');
   server = await startServer(['--model-repo', repo, '--config', config]);
 });
 
@@ -50,8 +50,8 @@ interface Case {
 const cases: Case[] = [
   { name: 'malformed JSON', body: '{"inputs": [', status: 400, error: /not valid JSON/ },
   { name: 'NaN literal', body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[NaN,1,2,3]}]}', status: 400, error: /not valid JSON/ },
-  { name: 'Infinity via overflow', body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1e999,1,2,3]}]}', status: 400, error: /Infinity is not a finite FP32/ },
-  { name: 'FP32 overflow', json: x([1e39, 1, 2, 3]), status: 400, error: /1e\+39 is not a finite FP32/ },
+  { name: 'Infinity via overflow', body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1e999,1,2,3]}]}', status: 422, error: /Infinity is not a finite FP32/ },
+  { name: 'FP32 overflow', json: x([1e39, 1, 2, 3]), status: 422, error: /1e\+39 is not a finite FP32/ },
   { name: 'empty body', body: '', status: 400, error: /empty/ },
   { name: 'whitespace body', body: '   ', status: 400, error: /empty/ },
   { name: 'body is an array', json: [1, 2], status: 400, error: /JSON object/ },
@@ -63,37 +63,45 @@ const cases: Case[] = [
   { name: 'wrong shape', json: x([1, 2, 3], [1, 3]), status: 422, error: /shape \[1, 3\] does not fit the model's \[-1, 4\]/ },
   { name: 'wrong rank', json: x([1, 2, 3, 4], [4]), status: 422, error: /does not fit/ },
   { name: 'negative dimension', json: x([1, 2, 3, 4], [-1, 4]), status: 400, error: /positive integers/ },
-  { name: 'data shorter than shape', json: x([1, 2, 3], [1, 4]), status: 400, error: /data has 3 elements but the shape needs 4/ },
-  { name: 'data longer than shape', json: x([1, 2, 3, 4, 5], [1, 4]), status: 400, error: /data has 5 elements but the shape needs 4/ },
+  { name: 'data shorter than shape', json: x([1, 2, 3], [1, 4]), status: 400, error: /data has 3 values but the shape \[1, 4\] needs 4/ },
+  { name: 'data longer than shape', json: x([1, 2, 3, 4, 5], [1, 4]), status: 400, error: /data has 5 values but the shape \[1, 4\] needs 4/ },
+  { name: 'ragged nested data', json: x([[1, 2], [3, 4, 5], [[6]], 7], [1, 4]), status: 400, error: /data has 4 entries where the shape \[1, 4\] has 1; nested data must match the shape exactly/ },
+  { name: 'nested deeper than the shape', json: x([[1, 2, [3], 4]], [1, 4]), status: 400, error: /nested deeper than the shape \[1, 4\]/ },
+  { name: 'short inner row', json: x([[1, 2, 3]], [1, 4]), status: 400, error: /data at depth 1 has 3 entries where the shape \[1, 4\] has 4/ },
+  { name: 'values mixed with rows', json: x([1, [2, 3, 4]], [1, 4]), status: 400, error: /mixes nested arrays and values/ },
   { name: 'string element', json: x([1, 'two', 3, 4]), status: 400, error: /element "two" is not a number/ },
   { name: 'null element', json: x([1, null, 3, 4]), status: 400, error: /element null is not a number/ },
   { name: 'data not an array', json: x('1,2,3,4'), status: 400, error: /data must be an array/ },
   { name: 'unknown input', json: { inputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] }, status: 422, error: /has no input 'y'/ },
   { name: 'duplicate input', json: { inputs: [x([1, 2, 3, 4]).inputs[0], x([1, 2, 3, 4]).inputs[0]] }, status: 400, error: /appears more than once/ },
   { name: 'unknown output requested', json: { ...x([1, 2, 3, 4]), outputs: [{ name: 'z' }] }, status: 422, error: /has no output 'z'/ },
-  { name: 'oversized batch', json: x(new Array(20).fill(1), [5, 4]), status: 422, error: /batch of 5 rows exceeds maxBatchSize 4/ },
+  { name: 'more rows than limits.maxRowsPerRequest', json: x(new Array(48).fill(1), [12, 4]), status: 413, error: /12 rows, more than limits\.maxRowsPerRequest \(10\)/ },
   { name: 'lying shape', json: x([1], [1_000_000_000, 4]), status: 400, error: /declares more elements than the request body holds/ },
   { name: 'wrong content type', json: x([1, 2, 3, 4]), contentType: 'text/plain', status: 415, error: /content-type 'text\/plain' is not supported/ },
   { name: 'form content type', json: x([1, 2, 3, 4]), contentType: 'application/x-www-form-urlencoded', status: 415, error: /not supported/ },
+  { name: 'no content type', json: x([1, 2, 3, 4]), contentType: '', status: 415, error: /content-type '\(none\)' is not supported; send application\/json/ },
   { name: 'body over the limit', body: JSON.stringify(x(new Array(2000).fill(1.25), [500, 4])), status: 413, error: /exceeds the limit of 4096 bytes/ },
   { name: 'unknown model', path: '/v2/models/nope/infer', json: x([1, 2, 3, 4]), status: 404, error: /model 'nope' is not known/ },
   { name: 'unknown version', path: '/v2/models/sum/versions/9/infer', json: x([1, 2, 3, 4]), status: 404, error: /model 'sum' has no version '9'/ },
   { name: 'INT64 beyond 2^53', path: '/v2/models/dtypes/infer', json: dtypes('i64', [2 ** 60, 1]), status: 400, error: /is not an integer within/ },
   { name: 'missing input', path: '/v2/models/dtypes/infer', json: { inputs: [{ name: 'i64', datatype: 'INT64', shape: [1, 2], data: [1, 1] }] }, status: 422, error: /input 'f32' of model 'dtypes' is missing/ },
   { name: 'BOOL as number', path: '/v2/models/dtypes/infer', json: dtypes('b', [1, 0]), status: 400, error: /is not true or false/ },
-  { name: 'INT32 out of range', path: '/v2/models/dtypes/infer', json: dtypes('i32', [2 ** 31, 0]), status: 400, error: /out of range/ },
+  { name: 'INT32 out of range', path: '/v2/models/dtypes/infer', json: dtypes('i32', [2 ** 31, 0]), status: 422, error: /out of range/ },
   { name: 'v1 without instances', path: '/v1/models/logistic:predict', json: { rows: [] }, status: 400, error: /"instances" must be a non-empty array/ },
   { name: 'v1 wrong suffix', path: '/v1/models/logistic:explain', json: { instances: [[1, 2, 3]] }, status: 404, error: /no route/ },
-  { name: 'v1 instance of wrong width', path: '/v1/models/logistic:predict', json: { instances: [[1, 2]] }, status: 400, error: /instance 0: data has 2 elements but the shape needs 3/ },
+  { name: 'v1 instance of wrong width', path: '/v1/models/logistic:predict', json: { instances: [[1, 2]] }, status: 400, error: /instance 0: data has 2 values but the shape \[3\] needs 3/ },
+  { name: 'v1 feature beyond FP32', path: '/v1/models/logistic:predict', json: { instances: [{ f0: 1, f1: 1e39, f2: 3 }] }, status: 422, error: /instance 0 feature 'f1': value 1e\+39 is not a finite FP32/ },
 ];
 
 test('bad-input table: status, precise message, no stack trace', async () => {
   for (const c of cases) {
-    const headers: Record<string, string> = { 'content-type': c.contentType ?? 'application/json' };
+    const type = c.contentType ?? 'application/json';
+    const headers: Record<string, string> = type === '' ? {} : { 'content-type': type };
     const r = await request(`${server.url}${c.path ?? '/v2/models/sum/infer'}`, {
       method: 'POST',
       headers,
-      body: c.body ?? JSON.stringify(c.json),
+      // A string body makes fetch add text/plain; bytes go without a content type.
+      body: type === '' ? Buffer.from(c.body ?? JSON.stringify(c.json)) : (c.body ?? JSON.stringify(c.json)),
     });
     assert.equal(r.status, c.status, `${c.name}: expected ${c.status}, got ${r.status} ${r.text}`);
     assert.equal(r.headers.get('content-type'), 'application/json', c.name);

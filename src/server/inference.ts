@@ -1,0 +1,169 @@
+// The one inference step every transport calls (OIP v2 over HTTP, v1 :predict, entity scoring,
+// WebSocket frames): resolve the target version and variant (deployment router, or the version the
+// request names), prepare (entity scoring resolves features here, possibly asynchronously), decode
+// into the version's open batch, commit, copy to the shadow; and when the batch comes back, encode
+// the answer, send it through the transport's Reply, and record the request in the monitor, the
+// deployment's step statistics and the shadow pair. The prediction log sees every row through the
+// batch observer, under the request id and variant set here. So canary analysis, A/B statistics,
+// shadow comparison, monitoring and the prediction log see all traffic, whatever carried it.
+
+import { errorResponse } from './http.js';
+import { isScorelineError, type ScorelineError } from '../errors.js';
+import type { Target } from '../deploy/index.js';
+import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { Route, VersionMonitor } from '../monitoring/index.js';
+import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
+import type { DecodedRequest } from './decode.js';
+import { scoreOf } from './encode.js';
+import { nextRequestId } from './request-id.js';
+import { sendShadow } from './shadow.js';
+
+/** How a transport answers one request. Each is called at most once per request. */
+export interface Reply {
+  ok(body: string): void;
+  /** Sends the error; returns the HTTP-equivalent status it was answered with. */
+  fail(err: ScorelineError): number;
+}
+
+/**
+ * A wire protocol: how a request's input becomes rows of a batch and how rows of a result become
+ * its answer. `In` is what the transport parsed (a JSON body, a WebSocket frame, features).
+ */
+export interface Protocol<In> {
+  readonly route: Route;
+  /** Work before any batch is touched; may be asynchronous. Throws to refuse the request. */
+  prepare?(model: LoadedModel, input: In): In | Promise<In>;
+  /** Reserves the version's open batch and writes the request's rows. Nothing is committed. */
+  decode(model: LoadedModel, input: In): DecodedRequest;
+  /** The answer for rows [rowStart, rowStart + decoded.rows) of a finished batch. */
+  encode(model: LoadedModel, result: RunResult, rowStart: number, request: Answering<In>): string;
+  /** Decodes the same input into a shadow version's batcher; throws when the shadow cannot take it. */
+  shadow(model: LoadedModel, input: In): DecodedRequest;
+}
+
+/** What an encoder knows of the request it answers. */
+export interface Answering<In> {
+  readonly decoded: DecodedRequest;
+  readonly requestId: string;
+  /** The deployment variant that routed it (default, direct, canary, a, ..., explicit). */
+  readonly variant: string;
+  readonly input: In;
+}
+
+/** One request as a transport hands it over. */
+export interface Call<In> {
+  readonly protocol: Protocol<In>;
+  readonly model: string;
+  /** The version named by the request, or undefined for the deployment's choice. */
+  readonly version: string | undefined;
+  /** The value of the deployment's sticky key (A/B), when the transport has it. */
+  readonly sticky: string | undefined;
+  readonly input: In;
+  readonly reply: Reply;
+  /** Arrival time (performance.now()). */
+  readonly t0: number;
+  /** The request id the transport was given (e.g. a header), used when the body names none. */
+  readonly requestId?: string | undefined;
+}
+
+class Inference<In> implements PendingRequest, Answering<In> {
+  settled = false;
+  readonly rows: number;
+  readonly enqueuedAt: number;
+  readonly deadline: number;
+
+  constructor(
+    private readonly call: Call<In>,
+    readonly input: In,
+    private readonly target: Target,
+    private readonly mon: VersionMonitor,
+    readonly decoded: DecodedRequest,
+    readonly requestId: string,
+    private readonly pair: ShadowPair | null,
+    timeoutMs: number,
+  ) {
+    this.rows = decoded.rows;
+    this.enqueuedAt = call.t0;
+    this.deadline = call.t0 + timeoutMs;
+  }
+
+  get variant(): string {
+    return this.target.variant;
+  }
+
+  resolve(result: RunResult, rowStart: number): void {
+    const m = this.target.model;
+    const call = this.call;
+    call.reply.ok(call.protocol.encode(m, result, rowStart, this));
+    const ms = performance.now() - call.t0;
+    this.mon.request(call.protocol.route, 200, ms, this.target.variant);
+    // Scores are read only for deployments that watch them (canary, shadow).
+    if (this.target.stats !== null || this.pair !== null) {
+      const score = scoreOf(m, result, rowStart);
+      this.target.stats?.record(200, ms, score);
+      this.pair?.primary(score);
+    }
+  }
+
+  reject(err: ScorelineError): void {
+    const status = this.call.reply.fail(err);
+    const ms = performance.now() - this.call.t0;
+    this.mon.request(this.call.protocol.route, status, ms, this.target.variant);
+    this.target.stats?.record(status, ms, null);
+  }
+}
+
+/** Runs one request through the inference step; every outcome is answered through `call.reply`. */
+export function infer<In>(ctx: ServerContext, call: Call<In>): void {
+  let target: Target;
+  try {
+    target = targetOf(ctx, call.model, call.version, call.sticky);
+  } catch (e) {
+    ctx.monitor.unrouted(call.protocol.route, call.reply.fail(errorResponse(e, ctx.log)));
+    return;
+  }
+  const prepare = call.protocol.prepare;
+  if (prepare === undefined) {
+    enqueue(ctx, call, target, call.input);
+    return;
+  }
+  let prepared: In | Promise<In>;
+  try {
+    prepared = prepare.call(call.protocol, target.model, call.input);
+  } catch (e) {
+    failed(ctx, call, target, e);
+    return;
+  }
+  if (prepared instanceof Promise) {
+    prepared.then(
+      (input) => enqueue(ctx, call, target, input),
+      (e) => failed(ctx, call, target, e),
+    );
+  } else {
+    enqueue(ctx, call, target, prepared);
+  }
+}
+
+/** Decode and commit in one synchronous step: nothing else may touch the open batch in between. */
+function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: In): void {
+  try {
+    const model = target.model;
+    const decoded = call.protocol.decode(model, input);
+    const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
+    const requestId = decoded.id ?? call.requestId ?? nextRequestId();
+    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, ctx.config.server.requestTimeoutMs);
+    model.batcher.commit(decoded.batch, p);
+    if (pair !== null) sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
+  } catch (e) {
+    failed(ctx, call, target, e);
+  }
+}
+
+function failed<In>(ctx: ServerContext, call: Call<In>, target: Target, e: unknown): void {
+  const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
+  const status = call.reply.fail(err);
+  const ms = performance.now() - call.t0;
+  monitorOf(ctx, target.model).request(call.protocol.route, status, ms, target.variant);
+  // A request the client got wrong says nothing about the version; a full queue or a failure does.
+  if (status >= 500 || status === 429) target.stats?.record(status, ms, null);
+}
