@@ -1,26 +1,17 @@
 // Monitoring of what the server serves: Prometheus metrics (DESIGN.md section 4), and per model
 // version the windowed statistics (latency, volume, predictions, drift against the frozen
 // reference), performance from delayed labels joined in the prediction log, SLA compliance, a
-// history point per minute, and the periodic evaluation that feeds gauges and alert rules.
+// history point per minute, and the periodic evaluation that feeds gauges and alert rules. Drift and
+// performance figures carry their sample size and hold their band below a minimum (./sample-size.ts).
 
 import client from 'prom-client';
 import type { LoadedModel } from '../inference/index.js';
 import { driftSpeaks, WINDOWS, type Bucket, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
-import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
+import { performanceOf, r4, type Performance } from './performance.js';
 import type { PredictionLog } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
-import {
-  bandOfShortfall,
-  classificationShortfalls,
-  DEFAULT_MIN_SAMPLES,
-  regressionShortfalls,
-  type ClassificationMetricName,
-  type MinSamples,
-  type RegressionMetricName,
-  type SampleBand,
-  type Shortfall,
-} from './sample-size.js';
+import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
 import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
@@ -29,6 +20,7 @@ export { FeatureMetricsObserver } from './feature-metrics.js';
 export { PredictionLog } from './prediction-log.js';
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
+export { type Performance } from './performance.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 
 export interface SlaConfig {
@@ -52,32 +44,6 @@ export interface MonitorOptions {
 }
 
 const WINDOW_MS: Record<Window, number> = { all: Infinity, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000 };
-const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 1e6) / 1e6);
-
-/**
- * Performance of a window: every metric's value (shown even below its minimum sample), the counts
- * behind them, and per metric its band (insufficient_data below the minimum) and which count
- * falls short of which minimum.
- */
-export type Performance =
-  | ({ [K in ClassificationMetricName]: number | null } & {
-      labelled: number;
-      positives: number;
-      negatives: number;
-      predicted_positives: number;
-      threshold: number;
-      reference_auc: number | null;
-      bands: Record<ClassificationMetricName, SampleBand>;
-      shortfall: Record<ClassificationMetricName, Shortfall | null>;
-    })
-  | ({ [K in RegressionMetricName]: number | null } & {
-      labelled: number;
-      bands: Record<RegressionMetricName, SampleBand>;
-      shortfall: Record<RegressionMetricName, Shortfall | null>;
-    });
-
-const mapValues = <K extends string, A, B>(o: Record<K, A>, f: (a: A) => B): Record<K, B> =>
-  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v as A)])) as Record<K, B>;
 
 /**
  * What gauges, alert rules and history points read. A statistic below its minimum sample is null
@@ -270,35 +236,7 @@ export class Monitor {
     const threshold = vm.loaded.config.threshold ?? 0.5;
     const since = window === 'all' ? 0 : now - WINDOW_MS[window];
     const metrics = this.log === null ? null : (await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold)).metrics;
-    if (task === 'regression') {
-      const m = metrics as RegressionMetrics | null;
-      const shortfall = regressionShortfalls(m?.count ?? 0, this.minSamples);
-      return { mae: r4(m?.mae), rmse: r4(m?.rmse), r2: r4(m?.r2), mape: r4(m?.mape), labelled: m?.count ?? 0, bands: mapValues(shortfall, bandOfShortfall), shortfall };
-    }
-    const m = metrics as ClassificationMetrics | null;
-    const labelled = m?.labelled ?? 0;
-    const positives = m?.positives ?? 0;
-    const predictedPositives = m?.predictedPositives ?? 0;
-    const shortfall = classificationShortfalls({ labelled, positives, predictedPositives }, this.minSamples);
-    return {
-      auc: r4(m?.auc),
-      ks: r4(m?.ks),
-      gini: r4(m?.gini),
-      accuracy: r4(m?.accuracy),
-      precision: r4(m?.precision),
-      recall: r4(m?.recall),
-      f1: r4(m?.f1),
-      log_loss: r4(m?.log_loss),
-      brier: r4(m?.brier),
-      labelled,
-      positives,
-      negatives: labelled - positives,
-      predicted_positives: predictedPositives,
-      threshold,
-      reference_auc: r4(vm.stats.baselines?.referenceAuc),
-      bands: mapValues(shortfall, bandOfShortfall),
-      shortfall,
-    };
+    return performanceOf(task, metrics, threshold, vm.stats.baselines?.referenceAuc ?? null, this.minSamples);
   }
 
   slaOf(p99Ms: number | null, p95Ms: number | null, errorRate: number | null, requests: number) {
