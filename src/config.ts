@@ -7,6 +7,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
+import { DEFAULT_MIN_SAMPLES, type MinSamples } from './monitoring/sample-size.js';
 import { parseRetrainingConfig } from './retraining/config.js';
 
 export interface BatchingConfig {
@@ -78,6 +79,8 @@ export interface MonitoringConfig {
     rules: unknown[] | null;
     webhooks: { url: string; timeoutMs?: number; retries?: number }[];
   };
+  /** Samples each statistic needs before it has a band, a gauge, alerts and history (README: "Minimum samples"). */
+  minSamples: MinSamples;
 }
 
 export interface FeaturesConfig {
@@ -134,6 +137,7 @@ export function defaultConfig(): ServerConfig {
       sla: { p95Ms: null, p99Ms: null, errorRate: null, availability: null },
       evaluateSeconds: 10,
       alerts: { rules: null, webhooks: [] },
+      minSamples: { ...DEFAULT_MIN_SAMPLES, auc: { ...DEFAULT_MIN_SAMPLES.auc }, accuracy: { ...DEFAULT_MIN_SAMPLES.accuracy } },
     },
     retraining: {},
     features: {
@@ -155,6 +159,12 @@ const batchingSchema = {
     maxQueueDelayMicros: int(0, 10_000_000),
     maxQueueSize: int(1, 10_000_000),
   },
+} as const;
+
+const minClassSamplesSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { labelled: int(1, 1_000_000_000), perClass: int(1, 1_000_000_000) },
 } as const;
 
 const configSchema = {
@@ -262,6 +272,16 @@ const configSchema = {
                 properties: { url: { type: 'string', pattern: '^https?://' }, timeoutMs: int(1, 600_000), retries: int(0, 20) },
               },
             },
+          },
+        },
+        minSamples: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            psi: int(1, 1_000_000_000),
+            auc: minClassSamplesSchema,
+            accuracy: minClassSamplesSchema,
+            regression: int(1, 1_000_000_000),
           },
         },
       },

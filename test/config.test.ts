@@ -18,6 +18,10 @@ test('defaults, and a partial config merged over them', () => {
   assert.equal(c.batching.maxBatchSize, 8);
   assert.equal(c.batching.maxQueueDelayMicros, 200);
   assert.ok(c.inference.workers >= 1);
+  // One minimum changed, the others keep their defaults.
+  const m = resolveConfig({ monitoring: { minSamples: { auc: { perClass: 50 } } } }).monitoring.minSamples;
+  assert.deepEqual(m, { psi: 300, auc: { labelled: 1000, perClass: 50 }, accuracy: { labelled: 400, perClass: 100 }, regression: 200 });
+  assert.deepEqual(defaultConfig().monitoring.minSamples.auc, { labelled: 1000, perClass: 200 }, 'the defaults are not changed by a merge');
 });
 
 test('config errors name the failing path', () => {
@@ -29,6 +33,9 @@ test('config errors name the failing path', () => {
     [{ log: { level: 'loud' } }, /log\.level: must be equal to one of the allowed values \(fatal, error/],
     [{ sever: {} }, /\(root\): must NOT have additional properties 'sever'/],
     [{ websocket: { maxPayloadBytes: 10 } }, /websocket\.maxPayloadBytes: must be >= 1024/],
+    [{ monitoring: { minSamples: { psi: 0 } } }, /monitoring\.minSamples\.psi: must be >= 1/],
+    [{ monitoring: { minSamples: { auc: { perclass: 30 } } } }, /monitoring\.minSamples\.auc: must NOT have additional properties 'perclass'/],
+    [{ monitoring: { minSamples: { regression: 2.5 } } }, /monitoring\.minSamples\.regression: must be integer/],
   ];
   for (const [value, message] of cases) assert.throws(() => resolveConfig(value, 'test.yaml'), message);
 });

@@ -118,7 +118,7 @@ test('one-class and empty windows give null, never NaN', () => {
   }
   const empty = classificationMetrics([], []);
   assert.deepEqual(empty, {
-    auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, positives: 0,
+    auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, positives: 0, predictedPositives: 0,
   });
 });
 
@@ -144,6 +144,7 @@ test('confusion uses score >= threshold; precision, recall and F1 by hand', () =
   close(m.recall, 0.5, 1e-15);
   close(m.f1, 4 / 7, 1e-15);
   close(m.accuracy, 3 / 6, 1e-15);
+  assert.equal(m.predictedPositives, 3);
   // A higher threshold moves 0.7 and 0.8 to negative: tp 1, fp 0, fn 3, tn 2.
   assert.deepEqual(confusion([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 1, 0], 0.85), { tp: 1, fp: 0, tn: 2, fn: 3 });
 });

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WindowedStats, PredictionLog, freezeReference, baselinesOf, parseCsvTable } from '../src/monitoring/index.js';
+import { WindowedStats, PredictionLog, freezeReference, baselinesOf, parseCsvTable, DEFAULT_MIN_SAMPLES } from '../src/monitoring/index.js';
 import { binIndex, frozenEdges, psi, shares } from '../src/monitoring/drift.js';
 import { tempDir } from './e2e/server.js';
 
@@ -43,7 +43,7 @@ test('drift of a window against the frozen reference equals the PSI of the same 
     row[0] = v;
     s.recordPrediction(T0 + 1000, v, row, 0);
   }
-  const d = s.drift(s.view('all', T0 + 2000));
+  const d = s.drift(s.view('all', T0 + 2000), DEFAULT_MIN_SAMPLES.psi);
   const edges = frozenEdges(ref);
   const counts = new Array(10).fill(0);
   for (const v of current) counts[binIndex(edges, Math.fround(v))]++;
@@ -51,6 +51,9 @@ test('drift of a window against the frozen reference equals the PSI of the same 
   assert.ok(Math.abs(d.features.x!.psi! - expected) < 1e-9, `${d.features.x!.psi} vs ${expected}`);
   assert.equal(d.features.x!.band, 'significant');
   assert.equal(d.features.x!.missing_rate, 0);
+  // 500 values against a 1000-row reference clear the default minimum (429 = 300 effective values).
+  assert.equal(d.features.x!.n, 500);
+  assert.equal(d.features.x!.min_n, 429);
 });
 
 test('prediction log: append, feedback joins by id, unknown ids reported, labelled windows, history and alerts survive a reopen', async () => {

@@ -5,8 +5,8 @@
 //
 // Metrics the default rules read (the monitor supplies them per model version, labels model and
 // version; stale_feature_ratio also carries a feature label):
-//   auc_drop             reference AUC minus current AUC (null while too few labels)
-//   score_psi            PSI of the score against the frozen reference bins
+//   auc_drop             reference AUC minus current AUC (null below the AUC's minimum sample)
+//   score_psi            PSI of the score against the frozen reference bins (null below its minimum sample)
 //   p99_ms               p99 latency in milliseconds
 //   error_rate           share of requests answered 5xx or 429, 0..1
 //   stale_feature_ratio  share of a feature's values served stale, or by a fallback because stale

@@ -6,6 +6,7 @@
 import { HdrHistogram } from './hdr.js';
 import { band, driftCounter, EDGE_QUANTILES, type DriftBaseline, type NumericBaseline, type PsiBand } from './drift.js';
 import type { CategoricalDriftCounter, NumericDriftCounter } from './drift.js';
+import { INSUFFICIENT, psiMinCount } from './sample-size.js';
 
 export type Window = 'all' | '1h' | '24h' | '7d';
 export const WINDOWS: readonly Window[] = ['all', '1h', '24h', '7d'];
@@ -60,10 +61,27 @@ export class Bucket {
   }
 }
 
-export interface DriftView {
-  score: { psi: number | null; band: PsiBand | null };
-  features: Record<string, { psi: number | null; band: PsiBand | null; missing_rate: number | null }>;
+export type DriftBand = PsiBand | typeof INSUFFICIENT;
+
+/**
+ * One PSI with its sample: `n` current (non-missing) values in the window, `min_n` the values it
+ * needs (null: the reference is too small for any number to be enough). Below min_n the band is
+ * insufficient_data whatever the PSI; band null means there is no reference to compare with.
+ */
+export interface DriftFigure {
+  psi: number | null;
+  band: DriftBand | null;
+  n: number;
+  min_n: number | null;
 }
+
+export interface DriftView {
+  score: DriftFigure;
+  features: Record<string, DriftFigure & { missing_rate: number | null }>;
+}
+
+/** Whether a drift figure may be acted on: a reference, a value, and at least its minimum sample. */
+export const driftSpeaks = (f: DriftFigure): boolean => f.psi !== null && f.band !== null && f.band !== INSUFFICIENT;
 
 export class WindowedStats {
   private minute: Bucket;
@@ -152,15 +170,21 @@ export class WindowedStats {
     return out;
   }
 
-  drift(b: Bucket): DriftView {
-    const hasRef = this.baselines?.score !== null && this.baselines?.score !== undefined;
-    const scorePsi = hasRef && b.score.count > 0 ? b.score.psi() : null;
+  /** Drift of a window against the reference; `minPsi` is the effective sample a PSI needs (sample-size.ts). */
+  drift(b: Bucket, minPsi: number): DriftView {
+    const rows = this.baselines?.rows ?? 0;
+    const figure = (c: Counter, refShares: readonly number[] | null): DriftFigure => {
+      const n = c.count;
+      if (refShares === null) return { psi: null, band: null, n, min_n: null };
+      const psi = n > 0 ? c.psi() : null;
+      const min = psiMinCount(refShares, rows, minPsi);
+      return { psi, band: min === null || n < min ? INSUFFICIENT : band(psi), n, min_n: min };
+    };
     const features: DriftView['features'] = {};
     (this.baselines?.features ?? []).forEach((f, i) => {
       const c = b.features[i]!;
-      const psi = c.count > 0 ? c.psi() : null;
-      features[f.name] = { psi, band: band(psi), missing_rate: c.count + c.missing > 0 ? c.missingRate() : null };
+      features[f.name] = { ...figure(c, f.baseline.refShares), missing_rate: c.count + c.missing > 0 ? c.missingRate() : null };
     });
-    return { score: { psi: scorePsi, band: band(scorePsi) }, features };
+    return { score: figure(b.score, this.baselines?.score?.refShares ?? null), features };
   }
 }

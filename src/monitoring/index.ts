@@ -1,15 +1,17 @@
 // Monitoring of what the server serves: Prometheus metrics (DESIGN.md section 4), and per model
 // version the windowed statistics (latency, volume, predictions, drift against the frozen
 // reference), performance from delayed labels joined in the prediction log, SLA compliance, a
-// history point per minute, and the periodic evaluation that feeds gauges and alert rules.
+// history point per minute, and the periodic evaluation that feeds gauges and alert rules. Drift and
+// performance figures carry their sample size and hold their band below a minimum (./sample-size.ts).
 
 import client from 'prom-client';
 import type { LoadedModel } from '../inference/index.js';
-import { WINDOWS, type Bucket, type Window } from './buckets.js';
+import { driftSpeaks, WINDOWS, type Bucket, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
-import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
+import { performanceOf, r4, type Performance } from './performance.js';
 import type { PredictionLog } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
+import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
 import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
@@ -17,6 +19,8 @@ export { VersionMonitor, type Route, type VolumeSnapshot } from './version-monit
 export { FeatureMetricsObserver } from './feature-metrics.js';
 export { PredictionLog } from './prediction-log.js';
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
+export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
+export { type Performance } from './performance.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 
 export interface SlaConfig {
@@ -35,20 +39,27 @@ export interface MonitorOptions {
   enabled?: boolean;
   log?: PredictionLog | null;
   sla?: SlaConfig;
+  /** Samples each statistic needs before its band, gauges, alerts and history speak. */
+  minSamples?: MinSamples;
 }
 
 const WINDOW_MS: Record<Window, number> = { all: Infinity, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000 };
-/** Labelled rows needed before performance metrics are reported (below it they would be noise). */
-const MIN_LABELLED = 1;
 
-const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 1e6) / 1e6);
-
+/**
+ * What gauges, alert rules and history points read. A statistic below its minimum sample is null
+ * here (never a value the rules could act on); its sample size is kept beside it.
+ */
 export interface Evaluation {
   /** 1h window. */
   scorePsi: number | null;
+  /** Current score values behind scorePsi (null without a reference). */
+  scorePsiN: number | null;
   featurePsi: Record<string, number | null>;
+  featureN: Record<string, number>;
   /** 24h window. */
   auc: number | null;
+  /** Labelled rows behind auc. */
+  labelled: number;
   referenceAuc: number | null;
   p99Ms: number | null;
   errorRate: number | null;
@@ -60,11 +71,12 @@ export class Monitor {
   readonly enabled: boolean;
   readonly log: PredictionLog | null;
   readonly sla: SlaConfig;
+  readonly minSamples: MinSamples;
   private readonly metrics: VersionMetrics;
   private readonly versions = new Map<LoadedModel, VersionMonitor>();
   private readonly unresolved: CounterFamily;
   private features: FeatureMetricsObserver | null = null;
-  private readonly perfCache = new Map<string, { at: number; value: Promise<Record<string, unknown>> }>();
+  private readonly perfCache = new Map<string, { at: number; value: Promise<Performance> }>();
   /** Latest periodic evaluation per version, for gauges and alert rules. */
   readonly evaluations = new Map<VersionMonitor, Evaluation>();
 
@@ -72,6 +84,7 @@ export class Monitor {
     this.enabled = opts.enabled !== false;
     this.log = opts.log ?? null;
     this.sla = opts.sla ?? { p95Ms: null, p99Ms: null, errorRate: null, availability: null };
+    this.minSamples = opts.minSamples ?? DEFAULT_MIN_SAMPLES;
     const r = this.registry;
     this.metrics = {
       requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, deployment variant, route and status class.', [
@@ -98,7 +111,11 @@ export class Monitor {
       'Requests answered before a model version was chosen (unknown model, bad body, not ready), by route and status class.',
       ['route', 'status'],
     );
-    this.callback('scoreline_drift_psi', 'PSI against the frozen reference over the last hour, per version; feature="__score__" is the score.', 'gauge', () =>
+    this.callback(
+      'scoreline_drift_psi',
+      'PSI against the frozen reference over the last hour, per version; feature="__score__" is the score. Omitted while the hour holds fewer values than monitoring.minSamples.psi asks for (band insufficient_data): below it PSI is sampling noise.',
+      'gauge',
+      () =>
       [...this.evaluations].flatMap(([vm, e]) => [
         ...(e.scorePsi === null ? [] : [{ labels: { model: vm.model, version: vm.version, feature: '__score__' }, value: e.scorePsi }]),
         ...Object.entries(e.featurePsi)
@@ -106,8 +123,27 @@ export class Monitor {
           .map(([feature, value]) => ({ labels: { model: vm.model, version: vm.version, feature }, value })),
       ]),
     );
-    this.callback('scoreline_model_auc', 'AUC over the last 24 hours of labelled predictions, per version.', 'gauge', () =>
-      [...this.evaluations].filter(([, e]) => e.auc !== null).map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.auc! })),
+    this.callback(
+      'scoreline_drift_sample_size',
+      'Current values over the last hour behind scoreline_drift_psi, per version and feature (feature="__score__" is the score), reported also while too few for the PSI to be.',
+      'gauge',
+      () =>
+        [...this.evaluations].flatMap(([vm, e]) => [
+          ...(e.scorePsiN === null ? [] : [{ labels: { model: vm.model, version: vm.version, feature: '__score__' }, value: e.scorePsiN }]),
+          ...Object.entries(e.featureN).map(([feature, value]) => ({ labels: { model: vm.model, version: vm.version, feature }, value })),
+        ]),
+    );
+    this.callback(
+      'scoreline_model_auc',
+      'AUC over the last 24 hours of labelled predictions, per version. Omitted below monitoring.minSamples.auc (labelled rows and rows of each class; band insufficient_data).',
+      'gauge',
+      () => [...this.evaluations].filter(([, e]) => e.auc !== null).map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.auc! })),
+    );
+    this.callback(
+      'scoreline_model_labelled_predictions',
+      'Labelled predictions over the last 24 hours behind scoreline_model_auc, per version, reported also while too few for the AUC to be.',
+      'gauge',
+      () => [...this.evaluations].map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.labelled })),
     );
     this.callback('scoreline_sla_compliance', 'Whether a version meets each SLA objective over the last hour (1) or not (0).', 'gauge', () =>
       [...this.evaluations].flatMap(([vm, e]) =>
@@ -186,7 +222,7 @@ export class Monitor {
   }
 
   /** Performance from labelled predictions of the window (cached for two seconds: dashboards poll). */
-  performance(vm: VersionMonitor, window: Window, now = Date.now()): Promise<Record<string, unknown>> {
+  performance(vm: VersionMonitor, window: Window, now = Date.now()): Promise<Performance> {
     const key = `${vm.model}\u0000${vm.version}\u0000${window}`;
     const hit = this.perfCache.get(key);
     if (hit !== undefined && now - hit.at < 2000) return hit.value;
@@ -195,37 +231,12 @@ export class Monitor {
     return value;
   }
 
-  private async computePerformance(vm: VersionMonitor, window: Window, now: number): Promise<Record<string, unknown>> {
+  private async computePerformance(vm: VersionMonitor, window: Window, now: number): Promise<Performance> {
     const task = vm.loaded.config.task ?? 'classification';
     const threshold = vm.loaded.config.threshold ?? 0.5;
-    const referenceAuc = vm.stats.baselines?.referenceAuc ?? null;
-    const empty =
-      task === 'regression'
-        ? { mae: null, rmse: null, r2: null, mape: null, labelled: 0 }
-        : { auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, threshold, reference_auc: r4(referenceAuc) };
-    if (this.log === null) return empty;
     const since = window === 'all' ? 0 : now - WINDOW_MS[window];
-    const { n, metrics } = await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold);
-    if (n < MIN_LABELLED || metrics === null) return empty;
-    if (task === 'regression') {
-      const m = metrics as RegressionMetrics;
-      return { mae: r4(m.mae), rmse: r4(m.rmse), r2: r4(m.r2), mape: r4(m.mape), labelled: n };
-    }
-    const m = metrics as ClassificationMetrics;
-    return {
-      auc: r4(m.auc),
-      ks: r4(m.ks),
-      gini: r4(m.gini),
-      accuracy: r4(m.accuracy),
-      precision: r4(m.precision),
-      recall: r4(m.recall),
-      f1: r4(m.f1),
-      log_loss: r4(m.log_loss),
-      brier: r4(m.brier),
-      labelled: m.labelled,
-      threshold,
-      reference_auc: r4(referenceAuc),
-    };
+    const metrics = this.log === null ? null : (await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold)).metrics;
+    return performanceOf(task, metrics, threshold, vm.stats.baselines?.referenceAuc ?? null, this.minSamples);
   }
 
   slaOf(p99Ms: number | null, p95Ms: number | null, errorRate: number | null, requests: number) {
@@ -277,7 +288,7 @@ export class Monitor {
       max: n === 0 ? null : r4(b.scoreMax),
       histogram: { edges: b.score.baseline.edges.map((e) => r4(e)), counts: Array.from(b.score.counts), reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null },
     };
-    const drift = vm.stats.drift(b);
+    const drift = vm.stats.drift(b, this.minSamples.psi);
     for (const d of [drift.score, ...Object.values(drift.features)]) d.psi = r4(d.psi);
     for (const f of Object.values(drift.features)) f.missing_rate = r4(f.missing_rate);
     return {
@@ -297,16 +308,23 @@ export class Monitor {
     };
   }
 
-  /** Recomputes every version's evaluation (1h drift, 24h AUC, latency, errors): gauges and alerts read it. */
+  /**
+   * Recomputes every version's evaluation (1h drift, 24h AUC, latency, errors): gauges, alert rules
+   * and history points read it. A PSI or AUC below its minimum sample is null here.
+   */
   async evaluate(now = Date.now()): Promise<Map<VersionMonitor, Evaluation>> {
     for (const vm of this.all()) {
       const h = vm.stats.view('1h', now);
-      const drift = vm.stats.drift(h);
-      const perf = (await this.performance(vm, '24h', now).catch(() => ({}))) as { auc?: number | null };
+      const drift = vm.stats.drift(h, this.minSamples.psi);
+      const perf = await this.performance(vm, '24h', now).catch(() => null);
+      const auc = perf !== null && 'auc' in perf && perf.bands.auc === 'sufficient' ? perf.auc : null;
       this.evaluations.set(vm, {
-        scorePsi: drift.score.psi,
-        featurePsi: Object.fromEntries(Object.entries(drift.features).map(([k, v]) => [k, v.psi])),
-        auc: perf.auc ?? null,
+        scorePsi: driftSpeaks(drift.score) ? drift.score.psi : null,
+        scorePsiN: drift.score.band === null ? null : drift.score.n,
+        featurePsi: Object.fromEntries(Object.entries(drift.features).map(([k, v]) => [k, driftSpeaks(v) ? v.psi : null])),
+        featureN: Object.fromEntries(Object.entries(drift.features).map(([k, v]) => [k, v.n])),
+        auc,
+        labelled: perf?.labelled ?? 0,
         referenceAuc: vm.stats.baselines?.referenceAuc ?? null,
         p99Ms: h.latency.totalCount === 0 ? null : h.latency.getValueAtPercentile(99) / 1000,
         errorRate: h.requests === 0 ? null : h.errors / h.requests,
@@ -330,8 +348,11 @@ export class Monitor {
       p99_ms: n === 0 ? null : l.getValueAtPercentile(99) / 1000,
       error_rate: minute.requests === 0 ? null : r4(minute.errors / minute.requests),
       predictions: minute.predictions,
+      // The last evaluation's (1h drift, 24h AUC): null below their minimum sample, which is kept beside them.
       score_psi: r4(e?.scorePsi ?? null),
+      score_psi_n: e?.scorePsiN ?? null,
       auc: r4(e?.auc ?? null),
+      labelled: e?.labelled ?? null,
     };
     this.log.putHistory([{ model: vm.model, version: vm.loaded.versionNumber, at: start, data: JSON.stringify(data) }]);
   }

@@ -32,6 +32,8 @@ export interface ClassificationMetrics {
   /** Rows used: label 0 or 1 and a finite score. */
   labelled: number;
   positives: number;
+  /** Rows scored at or above the threshold: the sample precision is a share of. */
+  predictedPositives: number;
 }
 
 export interface RegressionMetrics {
@@ -226,6 +228,7 @@ export function classificationMetrics(scores: Values, labels: Values, threshold 
     brier: labelled === 0 ? null : brierSum / labelled,
     labelled,
     positives,
+    predictedPositives: c.tp + c.fp,
   };
 }
 

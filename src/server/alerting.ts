@@ -2,7 +2,8 @@
 // channels (log, webhooks), a store that keeps alerts in memory and records every fired/resolved
 // event in the monitoring database (so firing alerts and cooldowns survive a restart), and the
 // observations each evaluation hands the rules: AUC drop, score PSI, p99, error rate per version,
-// and the share of stale feature values per feature.
+// and the share of stale feature values per feature. AUC and PSI come from the monitor's evaluation,
+// which leaves them null below monitoring.minSamples: a rule never fires on a handful of values.
 
 import type { Logger } from 'pino';
 import type { MonitoringConfig } from '../config.js';

@@ -48,7 +48,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   mkdirSync(config.dataDir, { recursive: true });
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, sampleRate: mon.predictionLog.sampleRate, retentionDays: mon.predictionLog.retentionDays }) : null;
-  const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla });
+  const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
   const engine = new InferenceEngine({
     workers: config.inference.workers,
     tasksPerWorker: config.inference.tasksPerWorker,

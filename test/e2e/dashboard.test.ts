@@ -26,6 +26,9 @@ const chromiumMissing = existsSync(CHROMIUM) ? null : `Debian Chromium is not in
 interface Shown {
   value: string | undefined;
   text: string | null;
+  band?: string | undefined;
+  sub?: string | null;
+  note?: string | undefined;
 }
 /** Everything the page shows, read in one synchronous pass so it comes from one render. */
 interface DomState {
@@ -41,9 +44,10 @@ interface DomState {
   legends: Record<string, Shown>;
   chartEmpty: Record<string, string | null>;
   score: { bins: Record<string, string>[]; edges: Shown[]; current: string[]; reference: string[] };
-  psi: { testid: string; name: string; value: string; band: string; missing: string; text: string | null }[];
+  psi: { testid: string; name: string; value: string; band: string; n: string; min: string; missing: string; text: string | null; note: string | null }[];
   perfTask: string | undefined;
   perfEmpty: string | null;
+  perfInsufficient: (string | null)[];
   sla: Record<string, string>[];
   compliant: string | undefined;
   alerts: Record<string, string>[];
@@ -65,7 +69,8 @@ const READ_DOM = `(() => {
     version: root.dataset.version || '', window: root.dataset.window || '',
     models: all('[data-testid=select-model] option').map((o) => o.value),
     versions: all('[data-testid=select-version] option').map((o) => o.value),
-    tiles: Object.fromEntries(all('.tile[data-testid]').map((el) => [el.dataset.testid, shown(el, '.value')])),
+    tiles: Object.fromEntries(all('.tile[data-testid]').map((el) => [el.dataset.testid, { ...shown(el, '.value'), band: el.dataset.band, sub: text(el.querySelector('.sub')), note: el.dataset.note }])),
+    perfInsufficient: all('[data-testid=perf-insufficient]').map(text),
     charts: Object.fromEntries(['rps', 'latency', 'errors'].map((id) => [id, data(one('[data-testid=chart-' + id + ']'))])),
     legends: Object.fromEntries(all('[data-testid^=legend-]').map((el) => [el.dataset.testid, shown(el, '.num')])),
     chartEmpty: Object.fromEntries(['rps', 'latency', 'errors'].map((id) => [id, text(one('[data-testid=chart-' + id + '-empty]'))])),
@@ -76,8 +81,8 @@ const READ_DOM = `(() => {
       reference: all('[data-testid=score-bar-reference]').map((el) => el.dataset.value),
     },
     psi: all('[data-testid=psi-score], [data-testid=psi-row]').map((g) => ({
-      testid: g.dataset.testid, name: g.dataset.name, value: g.dataset.value, band: g.dataset.band,
-      missing: g.dataset.missingRate, text: text(g.querySelector('text.value')),
+      testid: g.dataset.testid, name: g.dataset.name, value: g.dataset.value, band: g.dataset.band, n: g.dataset.n, min: g.dataset.minN,
+      missing: g.dataset.missingRate, text: text(g.querySelector('text.value')), note: text(g.querySelector('text.insufficient')),
     })),
     perfTask: one('#performance').dataset.task,
     perfEmpty: text(one('[data-testid=perf-empty]')),
@@ -183,6 +188,13 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assert.equal(quiet.chartEmpty.latency, 'no traffic yet');
     assert.equal(quiet.tiles['tile-p99']!.text, '—');
     assert.match(quiet.perfEmpty ?? '', /^no labels yet/);
+    // Before any prediction every PSI is short of its minimum: no colour, the sample size instead
+    // (320 values: 300 effective against the demo's 5,000-row reference).
+    assert.ok(quiet.psi.length > 1);
+    for (const r of quiet.psi) {
+      assert.deepEqual([r.band, r.value, r.n, r.min], ['insufficient_data', '', '0', '320'], `PSI row ${r.name} before traffic`);
+      assert.equal(r.note, 'insufficient data (n = 0 of 320)');
+    }
 
     // 2. Traffic: entity scoring with the demo customers, OIP inference with reference rows, labels.
     const scored: { id: string; score: number }[] = [];
@@ -197,14 +209,16 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
         scored.push({ id: r.body.request_id, score: r.body.score });
       }));
     }
-    const rows = readFileSync(join(ROOT, 'examples', 'models', MODEL, 'reference.csv'), 'utf8').trim().split('\n').slice(1, 17)
+    // Reference rows, enough for the drift minimum (320 values) so that PSI gets real bands.
+    const BATCH = 50;
+    const rows = readFileSync(join(ROOT, 'examples', 'models', MODEL, 'reference.csv'), 'utf8').trim().split('\n').slice(1, 401)
       .map((line) => line.split(',').slice(0, FEATURES.length).map(Number));
-    for (let i = 0; i < rows.length; i += 4) {
-      const batch = rows.slice(i, i + 4);
+    for (let i = 0; i < rows.length; i += BATCH) {
+      const batch = rows.slice(i, i + BATCH);
       const r = await request(`${server.url}/v2/models/${MODEL}/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [batch.length, FEATURES.length], data: batch.flat() }] } });
       assert.equal(r.status, 200, r.text);
     }
-    const requests = scored.length + rows.length / 4;
+    const requests = scored.length + rows.length / BATCH;
     // Labels that mostly follow the score, with two swaps so that the AUC is neither 0 nor 1.
     const ranked = [...scored].sort((a, b) => b.score - a.score);
     const labels = ranked.map((s, i) => ({ request_id: s.id, label: (i < 16 && i !== 3) || i === 40 ? 1 : 0 }));
@@ -291,21 +305,31 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assert.deepEqual(dom.score.edges.map((e) => Number(e.value)), hist.edges);
     dom.score.edges.forEach((e, i) => assertShown(e.text, hist.edges[i], `edge ${i} label`));
 
-    // PSI: the score highlighted first, then one bar per feature with its value and band
+    // PSI: the score highlighted first, then one bar per feature with its value and band (a
+    // colour), or, below the minimum sample, no bar and "insufficient data (n = X of Y)"
     assert.equal(dom.psi[0]!.testid, 'psi-score');
     assertValue(dom.psi[0]!.value, api.drift.score.psi, 'score PSI');
     assert.equal(dom.psi[0]!.band, api.drift.score.band ?? 'none');
+    assert.equal(api.drift.score.n, api.predictions.count);
+    assert.ok(['stable', 'watch', 'significant'].includes(api.drift.score.band), `the score PSI has a band: ${JSON.stringify(api.drift.score)}`);
     const bars = dom.psi.filter((r) => r.testid === 'psi-row');
     assert.deepEqual(bars.map((r) => r.name).sort(), Object.keys(api.drift.features).sort());
-    for (const bar of bars) {
-      const f = api.drift.features[bar.name];
+    for (const bar of [dom.psi[0]!, ...bars]) {
+      const f = bar.testid === 'psi-score' ? api.drift.score : api.drift.features[bar.name];
       assertValue(bar.value, f.psi, `PSI of ${bar.name}`);
-      assertShown(bar.text?.split(' ')[0] ?? null, f.psi, `PSI of ${bar.name}`);
       assert.equal(bar.band, f.band ?? 'none', `band of ${bar.name}`);
-      assertValue(bar.missing, f.missing_rate, `missing rate of ${bar.name}`);
+      assertValue(bar.n, f.n, `sample size of ${bar.name}`);
+      if (f.band === 'insufficient_data') {
+        assert.equal(bar.note, `insufficient data (n = ${f.n} of ${f.min_n})`, `note of ${bar.name}`);
+        assert.equal(bar.text, null, `no PSI number beside ${bar.name}'s note`);
+      } else {
+        assertShown(bar.text?.split(' ')[0] ?? null, f.psi, `PSI of ${bar.name}`);
+        assert.equal(bar.note, null, `note of ${bar.name}`);
+      }
+      if (bar.testid === 'psi-row') assertValue(bar.missing, f.missing_rate, `missing rate of ${bar.name}`);
     }
-    const order = bars.map((r) => (r.value === '' ? -1 : Number(r.value)));
-    assert.deepEqual(order, [...order].sort((a, b) => b - a), 'features sorted by PSI, largest first');
+    const order = bars.map((r) => (r.value === '' || r.band === 'insufficient_data' ? -1 : Number(r.value)));
+    assert.deepEqual(order, [...order].sort((a, b) => b - a), 'features sorted by PSI, largest first, those short of their minimum last');
 
     // performance tiles, from the labels sent
     assert.equal(dom.perfTask, 'classification');
@@ -314,7 +338,16 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
       const shown = t[`perf-${k.replace(/_/g, '-')}`]!;
       assertValue(shown.value, api.performance[k], `${k} tile`);
       assertShown(shown.text, api.performance[k], `${k} tile`);
+      // 48 labels are short of every metric's minimum: the value with why it does not count.
+      assert.equal(shown.band, 'insufficient_data', `${k} band`);
+      const min = ['auc', 'ks', 'gini'].includes(k) ? '1,000' : '400';
+      assert.equal(shown.sub, `n = ${labels.length} of ${min}`, `${k} tile sample`);
+      assert.equal(shown.note, `insufficient data (n = ${labels.length} of ${min})`, `${k} tile note`);
     }
+    assert.deepEqual(dom.perfInsufficient, [
+      `AUC, KS, Gini: insufficient data (n = ${labels.length} of 1,000)`,
+      `Accuracy, Precision, Recall, F1, Log loss, Brier: insufficient data (n = ${labels.length} of 400)`,
+    ]);
     assert.ok(api.performance.auc > 0 && api.performance.auc < 1, `AUC from mixed labels: ${api.performance.auc}`);
     assertValue(t['perf-labelled']!.value, labels.length, 'labelled tile');
 

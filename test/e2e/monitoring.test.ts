@@ -132,31 +132,47 @@ const close = (actual: number, want: number, what: string) => assert.ok(Math.abs
 const sentScores: number[] = [];
 const sentLabels: number[] = [];
 
+// Enough labels for every metric's minimum sample (monitoring.minSamples: AUC 1000 labelled and 200
+// of each class), so the metrics below are the ones gauges and alerts act on.
+const LABELLED = 1000;
+const SCORED = 1200;
+
 test('performance from delayed labels equals AUC by pair counting, KS and the confusion metrics', async () => {
   const rand = rng(7);
   const ids: string[] = [];
   const truth: number[] = [];
-  for (let i = 0; i < 300; i++) {
+  for (let i = 0; i < SCORED; i++) {
     // Scores on a 1/40 grid, so ties between classes happen and must count one half.
     const x = Math.round(rand() * 40) / 40;
-    const r = await score('ident', `perf-${i}`, x);
-    assert.equal(r.status, 200, r.text);
-    assert.equal(r.body.id, `perf-${i}`);
     ids.push(`perf-${i}`);
     truth.push(rand() < x ? 1 : 0);
     sentScores.push(Math.fround(x));
   }
-  // Labels for the first 200 only, plus one id that was never scored.
-  const fb = await feedback([...ids.slice(0, 200).map((id, i) => ({ request_id: id, label: truth[i]! })), { request_id: 'never-scored', label: 1 }]);
+  for (let i = 0; i < SCORED; i += 50) {
+    const rs = await Promise.all(ids.slice(i, i + 50).map((id, k) => score('ident', id, sentScores[i + k]!)));
+    rs.forEach((r, k) => {
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.id, ids[i + k]);
+    });
+  }
+  // Labels for the first LABELLED only, plus one id that was never scored.
+  const fb = await feedback([...ids.slice(0, LABELLED).map((id, i) => ({ request_id: id, label: truth[i]! })), { request_id: 'never-scored', label: 1 }]);
   assert.equal(fb.status, 200, fb.text);
-  assert.equal(fb.body.joined, 200);
-  assert.equal(fb.body.received, 201);
+  assert.equal(fb.body.joined, LABELLED);
+  assert.equal(fb.body.received, LABELLED + 1);
   assert.equal(fb.body.unknown, 1);
   assert.deepEqual(fb.body.unknown_ids, ['never-scored']);
-  sentLabels.push(...truth.slice(0, 200));
+  sentLabels.push(...truth.slice(0, LABELLED));
   const s = await snapshot('ident');
-  const want = expected(sentScores.slice(0, 200), sentLabels);
-  assert.equal(s.performance.labelled, 200);
+  const want = expected(sentScores.slice(0, LABELLED), sentLabels);
+  assert.equal(s.performance.labelled, LABELLED);
+  const positives = sentLabels.filter((l) => l === 1).length;
+  assert.deepEqual([s.performance.positives, s.performance.negatives], [positives, LABELLED - positives]);
+  assert.ok(positives >= 200 && LABELLED - positives >= 200, `${positives} positives`);
+  for (const k of ['auc', 'ks', 'gini', 'accuracy', 'precision', 'recall', 'f1', 'log_loss', 'brier']) {
+    assert.equal(s.performance.bands[k], 'sufficient', `${k} band`);
+    assert.equal(s.performance.shortfall[k], null, `${k} shortfall`);
+  }
   close(s.performance.auc, want.auc, 'auc');
   close(s.performance.gini, 2 * want.auc - 1, 'gini');
   close(s.performance.ks, want.ks, 'ks');
@@ -166,14 +182,18 @@ test('performance from delayed labels equals AUC by pair counting, KS and the co
   close(s.performance.f1, want.f1, 'f1');
   assert.equal(s.reference.rows, 1000);
   close(s.reference.auc, 0.501, 'reference auc');
-  assert.equal(s.predictions.count, 300);
+  assert.equal(s.predictions.count, SCORED);
+  // The grid is the reference population (uniform on [0, 1]), in numbers enough to say so.
+  assert.equal(s.drift.score.n, SCORED);
+  assert.equal(s.drift.score.min_n, 429);
+  assert.equal(s.drift.score.band, 'stable', `score PSI ${s.drift.score.psi}`);
   // remember the unlabelled ones for the restart test
-  (globalThis as { pendingTruth?: [string, number][] }).pendingTruth = ids.slice(200).map((id, k) => [id, truth[200 + k]!]);
+  (globalThis as { pendingTruth?: [string, number][] }).pendingTruth = ids.slice(LABELLED).map((id, k) => [id, truth[LABELLED + k]!]);
 
   // Bad feedback changes nothing.
   const bad = await feedback([{ request_id: 'perf-0', label: 'yes' as unknown as number }]);
   assert.equal(bad.status, 400);
-  assert.equal((await snapshot('ident')).performance.labelled, 200);
+  assert.equal((await snapshot('ident')).performance.labelled, LABELLED);
 });
 
 test('a window with one class only has no AUC, KS or Gini, but has accuracy', async () => {
@@ -186,6 +206,12 @@ test('a window with one class only has no AUC, KS or Gini, but has accuracy', as
   assert.equal(s.performance.ks, null);
   assert.equal(s.performance.gini, null);
   assert.equal(s.performance.accuracy, 0.5); // scores >= 0.5 (10 of 20) are wrong
+  // ... shown, but 20 labels of one class are too few for any metric to speak.
+  assert.deepEqual([s.performance.positives, s.performance.negatives], [0, 20]);
+  assert.equal(s.performance.bands.auc, 'insufficient_data');
+  assert.deepEqual(s.performance.shortfall.auc, { count: 'labelled', n: 20, min: 1000 });
+  assert.equal(s.performance.bands.accuracy, 'insufficient_data');
+  assert.deepEqual(s.performance.shortfall.accuracy, { count: 'labelled', n: 20, min: 400 });
 });
 
 test('score drift fires one alert, delivered to the webhook after a retry, listed at /admin/alerts and in /metrics', async () => {
@@ -210,6 +236,7 @@ test('score drift fires one alert, delivered to the webhook after a retry, liste
   const s = await snapshot('ident', '1h');
   assert.ok(s.drift.score.psi > 0.25, `score psi ${s.drift.score.psi}`);
   assert.equal(s.drift.score.band, 'significant');
+  assert.equal(s.drift.score.n, SCORED + 1500);
   assert.equal(s.alerts.length, 1);
   assert.equal(s.alerts[0].state, 'firing');
 
@@ -232,11 +259,11 @@ test('after a restart, labels for predictions logged before it still join, and t
   const pending = (globalThis as { pendingTruth?: [string, number][] }).pendingTruth!;
   const fb = await feedback(pending.map(([id, label]) => ({ request_id: id, label })));
   assert.equal(fb.status, 200, fb.text);
-  assert.equal(fb.body.joined, 100);
+  assert.equal(fb.body.joined, SCORED - LABELLED);
   sentLabels.push(...pending.map(([, l]) => l));
   const s = await snapshot('ident');
-  assert.equal(s.performance.labelled, 300);
-  close(s.performance.auc, expected(sentScores, sentLabels).auc, 'auc over all 300');
+  assert.equal(s.performance.labelled, SCORED);
+  close(s.performance.auc, expected(sentScores, sentLabels).auc, `auc over all ${SCORED}`);
   const a = await request(`${server.url}/admin/alerts?model=ident`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(a.body.firing.length, 1, a.text);
   await new Promise((r) => setTimeout(r, 600));
