@@ -167,6 +167,8 @@ export class DynamicBatcher {
   queued = 0;
   /** Their rows: what the queue bound counts. */
   queuedRows = 0;
+  /** Batches run a second time because the worker running them was lost. */
+  retried = 0;
 
   constructor(
     readonly spec: SessionSpec,
@@ -304,7 +306,10 @@ export class DynamicBatcher {
       this.inflight.delete(batch);
       if (e instanceof ModelRunError) return this.isolate(batch, executor, e);
       // The worker died under this batch: the inputs are still here, so run it again once.
-      if (batch.attempts < 2) return this.run(batch, executor);
+      if (batch.attempts < 2) {
+        this.retried++;
+        return this.run(batch, executor);
+      }
       this.failAll(batch, inferenceFailed(`the inference worker was lost twice: ${(e as Error).message}`));
       return this.recycle(batch);
     }

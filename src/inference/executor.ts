@@ -96,9 +96,15 @@ export class PoolExecutor implements Executor {
     );
   }
 
-  /** The worker threads, for tests that need to kill one. */
+  /** The worker threads. */
   get threads() {
     return this.pool.threads;
+  }
+
+  /** Fault injection: the worker with this thread id ends itself when its next batch arrives (the batch is lost with it). */
+  async dieOnNextRun(worker: number): Promise<void> {
+    const task: WorkerTask & TargetedTask = { op: 'die-on-next-run', [Piscina.queueOptionsSymbol]: { worker } };
+    await this.pool.run(task);
   }
 
   async close(): Promise<void> {

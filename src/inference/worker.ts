@@ -8,7 +8,8 @@ import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } fro
 export type WorkerTask =
   | { op: 'run'; spec: SessionSpec; inputs: TensorPayload[] }
   | { op: 'load'; spec: SessionSpec }
-  | { op: 'release'; key: string };
+  | { op: 'release'; key: string }
+  | { op: 'die-on-next-run' };
 
 export interface WorkerLoadAnswer {
   readonly threadId: number;
@@ -24,6 +25,8 @@ export interface WorkerRunAnswer {
 }
 
 const host = new SessionHost();
+/** Fault injection: the next run ends this thread instead, as a fatal error under a batch would. */
+let dieOnNextRun = false;
 
 /** Hands piscina the output buffers to transfer alongside the plain answer object. */
 class MovableAnswer {
@@ -46,6 +49,9 @@ class MovableAnswer {
 export default async function handle(task: WorkerTask): Promise<unknown> {
   switch (task.op) {
     case 'run': {
+      // Exiting from JS, not terminate() from outside: a terminate that lands inside onnxruntime's
+      // native run aborts the whole process (its binding throws an uncatchable C++ exception).
+      if (dieOnNextRun) process.exit(70);
       let answer: WorkerRunAnswer;
       try {
         answer = { result: await host.run(task.spec, task.inputs), threadId };
@@ -61,5 +67,8 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     }
     case 'release':
       return { threadId, released: await host.release(task.key) };
+    case 'die-on-next-run':
+      dieOnNextRun = true;
+      return { threadId };
   }
 }
