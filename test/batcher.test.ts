@@ -129,6 +129,27 @@ test('a full queue refuses with 429 and Retry-After, and what was accepted still
   assert.equal(done.length, 12 - refused.length);
 });
 
+test('the queue bound counts rows; a request larger than maxBatchSize is split, answered in order, and admitted alone when larger than the bound', async () => {
+  const { engine } = makeEngine(1, { maxBatchSize: 8, maxQueueSize: 100 });
+  const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 1));
+  const body = (n: number, from = 0) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [n, 4], data: Array.from({ length: n }, (_, i) => row(from + i)).flat() }] });
+  // 90 rows wait (nothing is dispatched before this turn ends); 20 more do not fit, 10 do.
+  const first = submit(model, body(90));
+  assert.equal(model.batcher.queuedRows, 90);
+  assert.throws(() => submit(model, body(20)), (e: ScorelineError) => e.status === 429 && /is full \(100 rows waiting\)/.test(e.message));
+  const fits = submit(model, body(10, 90));
+  const [a, b] = await Promise.all([first, fits]);
+  assert.deepEqual(a.outputs[0].data, sumExpected(Array.from({ length: 90 }, (_, i) => row(i)), 1));
+  assert.deepEqual(b.outputs[0].data, sumExpected(Array.from({ length: 10 }, (_, i) => row(90 + i)), 1));
+  assert.ok(a.batchRows <= 90 && a.outputs[0].shape[0] === 90);
+  // Larger than the whole bound: admitted into an empty queue, split into chunks of 8, in order.
+  const big = await submit(model, body(250));
+  assert.deepEqual(big.outputs[0].shape, [250, 1]);
+  assert.deepEqual(big.outputs[0].data, sumExpected(Array.from({ length: 250 }, (_, i) => row(i)), 1));
+  assert.equal(model.batcher.queuedRows, 0);
+  assert.equal(model.batcher.pending, 0);
+});
+
 test('requests past their deadline get 504 while the batch they wait behind runs', async () => {
   const { engine } = makeEngine(1, { maxBatchSize: 1 });
   const model = await load(engine, await writeSlowModel(await tempDir(), 'slow', 1, 600));
