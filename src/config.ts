@@ -61,6 +61,8 @@ export interface ServerConfig {
   limits: {
     /** Rows one inference request may hold (413 beyond); batching splits larger requests into maxBatchSize chunks. */
     maxRowsPerRequest: number;
+    /** Open client connections beyond which new ones are refused; null derives it from the open-files limit. */
+    maxConnections: number | null;
   };
   monitoring: MonitoringConfig;
   /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
@@ -130,7 +132,7 @@ export function defaultConfig(): ServerConfig {
     },
     admin: { maxModelBytes: 512 * 1024 * 1024 },
     cors: { allowedOrigins: [] },
-    limits: { maxRowsPerRequest: 100_000 },
+    limits: { maxRowsPerRequest: 100_000, maxConnections: null },
     monitoring: {
       enabled: true,
       predictionLog: { sampleRate: 1, retentionDays: 30 },
@@ -235,7 +237,11 @@ const configSchema = {
       additionalProperties: false,
       properties: { allowedOrigins: { type: 'array', items: { type: 'string', pattern: '^(\\*|https?://[^/\\s]+)$' } } },
     },
-    limits: { type: 'object', additionalProperties: false, properties: { maxRowsPerRequest: int(1, 100_000_000) } },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { maxRowsPerRequest: int(1, 100_000_000), maxConnections: { anyOf: [int(1, 10_000_000), { type: 'null' }] } },
+    },
     retraining: { type: 'object', additionalProperties: { type: 'object' } },
     monitoring: {
       type: 'object',

@@ -27,6 +27,7 @@ import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/conf
 import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
+import { ConnectionGuard, listenExclusive } from './listener.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
 export interface RunningServer {
@@ -182,17 +183,29 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
 
   const { host, port } = config.server;
-  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`))));
-  });
+  let listenSocket: us_listen_socket;
+  try {
+    listenSocket = await listenExclusive(app, host, port);
+  } catch (e) {
+    clearInterval(evaluator);
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
+  const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
+  monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
+  monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
+  monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
+  monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
   log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
     (closing ??= (async () => {
       ctx.draining = true;
-      uws.us_listen_socket_close(listenSocket);
+      guard.close();
       const timeout = config.server.shutdownTimeoutMs;
       log.info({ timeoutMs: timeout }, 'shutting down: finishing in-flight requests');
       const drained = await engine.drain(timeout);
