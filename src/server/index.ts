@@ -88,7 +88,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     },
   });
   try {
-    features = await createFeatureService(config.features, monitor.featureObserver());
+    features = await createFeatureService(config.features, monitor.featureObserver(), log);
     ctx = { config, engine, monitor, log, features, registry, router, deployer, draining: false };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
