@@ -124,7 +124,6 @@ export class RedisStore implements OnlineStore {
   readonly breaker: CircuitBreaker;
   /** Connected and the circuit closed (or half-open): a field, read by every request. */
   available = false;
-  private connected = false;
   private readonly prefix: string;
   private readonly timeoutMs: number;
   private readonly widths = new Map<string, { widthMs: number; retentionMs: number }[]>();
@@ -142,17 +141,18 @@ export class RedisStore implements OnlineStore {
     }) as RedisWithScript;
     // Errors are reported through `available` and metrics; an unhandled 'error' event would crash.
     this.redis.on('error', () => undefined);
-    const failures = opts.breaker?.failures ?? 5;
+    const probeMs = opts.breaker?.probeMs ?? 1000;
+    // The URL is not logged: it may hold a password.
     this.breaker = new CircuitBreaker({
-      failures,
-      probeMs: opts.breaker?.probeMs ?? 1000,
+      failures: opts.breaker?.failures ?? 5,
+      probeMs,
       probe: () => this.redis.ping(),
       onOpen: (n, cause) =>
         opts.log?.warn(
-          { store: 'redis', url: opts.url, failures: n, cause, timeoutMs: this.timeoutMs },
-          `feature store circuit open: redis failed ${n} requests in a row (${cause}); serving from the L1 cache and fallbacks without waiting, refusing event writes, probing every ${opts.breaker?.probeMs ?? 1000} ms`,
+          { store: 'redis', failures: n, cause, timeoutMs: this.timeoutMs, probeMs },
+          `feature store circuit open: redis failed ${n} requests in a row (${cause}); serving from the L1 cache and fallbacks without waiting, refusing event writes, probing every ${probeMs} ms`,
         ),
-      onClose: (ms) => opts.log?.info({ store: 'redis', url: opts.url, openMs: Math.round(ms) }, `feature store circuit closed: redis answers again after ${Math.round(ms)} ms`),
+      onClose: (ms) => opts.log?.info({ store: 'redis', openMs: Math.round(ms) }, `feature store circuit closed: redis answers again after ${Math.round(ms)} ms`),
       onChange: () => this.refresh(),
     });
     // ioredis announces status changes on the next tick; exec() also checks the status itself.
@@ -169,8 +169,7 @@ export class RedisStore implements OnlineStore {
   }
 
   private refresh(): void {
-    this.connected = this.redis.status === 'ready';
-    this.available = this.connected && this.breaker.admitting;
+    this.available = this.redis.status === 'ready' && this.breaker.admitting;
   }
 
   /** Why requests do not go to the store now (meaningful while `available` is false). */
