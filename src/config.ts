@@ -89,7 +89,16 @@ export interface FeaturesConfig {
   /** Feature definitions (YAML); null turns entity scoring off. Relative paths: to the config file. */
   definitions: string | null;
   /** The shared online store; null keeps features in process (one replica, no Redis needed). */
-  redis: { url: string; keyPrefix: string; timeoutMs: number } | null;
+  redis: {
+    url: string;
+    keyPrefix: string;
+    timeoutMs: number;
+    /**
+     * Stop waiting on Redis after `failures` timeouts or connection errors in a row (default 5);
+     * probe it every `probeMs` (default 1000) and resume when it answers.
+     */
+    breaker?: { failures?: number; probeMs?: number };
+  } | null;
   /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
   loadSources: boolean;
   /** The native L1 cache in front of the store. */
@@ -305,6 +314,11 @@ const configSchema = {
             url: { type: 'string', pattern: '^rediss?://' },
             keyPrefix: { type: 'string', maxLength: 64 },
             timeoutMs: int(1, 60_000),
+            breaker: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { failures: int(1, 1_000_000), probeMs: int(10, 3_600_000) },
+            },
           },
         },
         loadSources: { type: 'boolean' },

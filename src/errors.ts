@@ -164,3 +164,23 @@ export const jobNotFound = (id: string) => new ScorelineError('JOB_NOT_FOUND', `
 export const retrainingNotConfigured = (model: string) =>
   new ScorelineError('RETRAINING_NOT_CONFIGURED', `model '${model}' has no retraining configuration (a \`retraining\` section in its model.yaml or in the server config's retraining.${model})`);
 export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);
+
+/**
+ * A realtime events write the store did not acknowledge. `unknown`: it was sent and may have been
+ * applied (the store timed out or the connection dropped after sending), so only a retry with the
+ * same ids is safe; `not_stored`: it was refused before anything was sent. `ids` are the events'
+ * ids in body order, generated ones included, for that retry.
+ */
+export class EventWriteError extends ScorelineError {
+  constructor(
+    message: string,
+    readonly state: 'unknown' | 'not_stored',
+    readonly ids: readonly string[],
+  ) {
+    super('STORE_UNAVAILABLE', message, 1);
+  }
+}
+
+export const eventsNotStored = (why: string, ids: readonly string[]) => new EventWriteError(`events were not stored: ${why}`, 'not_stored', ids);
+export const eventsMaybeStored = (why: string, ids: readonly string[]) =>
+  new EventWriteError(`${why}; the write may have been applied; retry with the same ${ids.length === 1 ? 'id' : 'ids'}, it is idempotent`, 'unknown', ids);

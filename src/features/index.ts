@@ -3,13 +3,14 @@
 // realtime event ingestion and offline materialization. createFeatureService wires them from the
 // server config.
 
-import { configInvalid } from '../errors.js';
+import { configInvalid, eventsMaybeStored, eventsNotStored } from '../errors.js';
 import type { FeaturesConfig } from '../config.js';
+import type { Logger } from '../logger.js';
 import { loadFeatureDefinitionsFile } from './definitions.js';
 import { parseEvents, streamsByEvent } from './events.js';
 import { NativeCache } from './native-cache.js';
 import type { FeatureRegistry } from './plan.js';
-import { RedisStore } from './redis-store.js';
+import { RedisStore, StoreUnavailableError } from './redis-store.js';
 import { FeatureServer, type FeatureObserver } from './server.js';
 import { materializeSource, type MaterializeResult } from './sources.js';
 import { MemoryStore, type OnlineStore } from './store.js';
@@ -17,11 +18,24 @@ import { MemoryStore, type OnlineStore } from './store.js';
 export { FeatureServer, type ModelFeatures, type Resolved, type ValueStatus, type FeatureObserver } from './server.js';
 export { loadFeatureDefinitionsFile, parseFeatureDefinitions, loadFeatureDefinitions } from './definitions.js';
 export { FeatureRegistry } from './plan.js';
-export { MemoryStore, groupKey, type OnlineStore } from './store.js';
+export { MemoryStore, SeenIds, groupKey, type OnlineStore, type EventRecord } from './store.js';
 export { RedisStore, StoreUnavailableError } from './redis-store.js';
+export { CircuitBreaker, type BreakerState } from './breaker.js';
 export { NativeCache, BatchReadBuffer } from './native-cache.js';
 export { materializeSource, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
-export { parseEvents, streamsByEvent } from './events.js';
+export { parseEvents, streamsByEvent, nextEventId } from './events.js';
+
+/** What POST /v1/events (and a WebSocket event frame) answers when the events were stored. */
+export interface IngestResult {
+  /** Events applied now. */
+  accepted: number;
+  /** Events accepted but too old for any window (nothing to store). */
+  ignored: number;
+  /** Events whose id was already applied (a retry, or repeated in the body): not counted again. */
+  duplicates: number;
+  /** Every event's id, in body order (the client's, else generated). */
+  ids: string[];
+}
 
 export interface FeatureService {
   readonly registry: FeatureRegistry;
@@ -30,8 +44,12 @@ export interface FeatureService {
   readonly cache: NativeCache | null;
   /** Sources read into the in-process store at start. */
   readonly loaded: readonly MaterializeResult[];
-  /** Stores realtime events; every event is checked before any is stored. */
-  ingest(body: unknown, now?: number): Promise<{ accepted: number; ignored: number }>;
+  /**
+   * Stores realtime events, each at most once per id; every event is checked before any is stored.
+   * A store failure throws EventWriteError: `not_stored` when nothing was sent, `unknown` when the
+   * write may have landed (a retry with the same ids is then safe).
+   */
+  ingest(body: unknown, now?: number): Promise<IngestResult>;
   /** 'ok', or why serving is degraded (store unreachable). */
   health(): { status: 'ok' | 'degraded'; reason?: string };
   close(): Promise<void>;
@@ -41,7 +59,7 @@ export interface ServiceObserver extends FeatureObserver {
   storeRoundTrip(seconds: number, ok: boolean): void;
 }
 
-export async function createFeatureService(cfg: FeaturesConfig, observer?: ServiceObserver): Promise<FeatureService | null> {
+export async function createFeatureService(cfg: FeaturesConfig, observer?: ServiceObserver, log?: Logger): Promise<FeatureService | null> {
   if (cfg.definitions === null) return null;
   const registry = await loadFeatureDefinitionsFile(cfg.definitions);
   let store: OnlineStore;
@@ -53,6 +71,8 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
       timeoutMs: cfg.redis.timeoutMs ?? 50,
       streams: registry.streams,
       onRoundTrip: observer ? (s, ok) => observer.storeRoundTrip(s, ok) : undefined,
+      breaker: cfg.redis.breaker,
+      log,
     });
     // Starting while Redis is down is allowed: serving is degraded until it connects.
     await redis.ready(3000).catch(() => undefined);
@@ -89,11 +109,21 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
     loaded,
     async ingest(body, now = Date.now()) {
       const parsed = parseEvents(registry, streams, body, now);
-      await store.addEvents(parsed.writes, now);
-      return { accepted: parsed.received - parsed.ignored, ignored: parsed.ignored };
+      let applied: boolean[];
+      try {
+        applied = await store.addEvents(parsed.records, now);
+      } catch (e) {
+        if (!(e instanceof StoreUnavailableError)) throw e;
+        throw e.sent ? eventsMaybeStored(e.message, parsed.ids) : eventsNotStored(e.message, parsed.ids);
+      }
+      let accepted = 0;
+      for (const a of applied) if (a) accepted++;
+      return { accepted, ignored: parsed.ignored, duplicates: parsed.records.length - accepted, ids: parsed.ids };
     },
     health() {
-      return store.available ? { status: 'ok' } : { status: 'degraded', reason: `the online store (${store.kind}) is unreachable: serving from cache and fallbacks` };
+      if (store.available) return { status: 'ok' };
+      const what = store instanceof RedisStore ? store.describeOutage() : `the online store (${store.kind}) is unreachable`;
+      return { status: 'degraded', reason: `${what}: serving from cache and fallbacks` };
     },
     async close() {
       await store.close();

@@ -7,14 +7,21 @@
 //                                             field = bucket start in base-36 epoch seconds,
 //                                             value = "count,sum,min,max"; the key expires after
 //                                             the series' retention, dead buckets are trimmed on read
+//   {prefix}e:{event}:{event id}              STRING one per applied event, until the event can no longer
+//                                             change a window: a retry with the same id is not counted again
 //
 // A request's reads go out as one pipeline. The client fails fast while Redis is unreachable
-// (no offline queue) and reconnects by itself; callers then serve from the L1 cache and fallbacks.
+// (no offline queue) and reconnects by itself; a circuit breaker stops requests waiting on a Redis
+// that is connected but does not answer (see breaker.ts). Callers then serve from the L1 cache and
+// fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
+// before sending was not applied, one that timed out may have been.
 
 import { Redis } from 'ioredis';
+import type { Logger } from '../logger.js';
+import { CircuitBreaker, REFUSED, type Admission } from './breaker.js';
 import { encodeGroup, type FeatureValue } from './codec.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
-import type { EventWrite, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead, SeriesReader } from './store.js';
+import type { EventRecord, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead, SeriesReader } from './store.js';
 import {
   aggregateWindow,
   bucketStart,
@@ -27,11 +34,20 @@ import {
 } from './windows.js';
 
 export class StoreUnavailableError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** False when the command was refused before sending (it was not applied); true when it may have been. */
+    readonly sent = false,
+    /** Short, for feature statuses: 'store circuit open', 'store timed out', ... */
+    readonly reason = 'store unavailable',
+  ) {
     super(message);
     this.name = 'StoreUnavailableError';
   }
 }
+
+export const CIRCUIT_OPEN = 'store circuit open';
+export const NOT_CONNECTED = 'store not connected';
 
 export interface RedisStoreOptions {
   url: string;
@@ -41,14 +57,33 @@ export interface RedisStoreOptions {
   streams: readonly StreamSpec[];
   /** Observes each pipeline's round trip (seconds) and failures, for metrics. */
   onRoundTrip?: (seconds: number, ok: boolean) => void;
+  /** Timeouts or connection errors in a row that open the circuit (default 5), and its probe period (default 1000 ms). */
+  breaker?: { failures?: number; probeMs?: number };
+  /** Where the circuit's opening (warn) and closing (info) are logged. */
+  log?: Pick<Logger, 'warn' | 'info'>;
 }
 
-// Adds one event value to a bucket of every width of its series, atomically per key.
+type Failure = 'timeout' | 'connection' | 'reply' | 'unsent';
+
+/** What an ioredis command error means: no answer in time, a lost connection, an answer that is an error, or never sent. */
+function classify(err: Error): Failure {
+  if (err.message === 'Command timed out') return 'timeout';
+  if (err.name === 'ReplyError') return 'reply';
+  if (err.message.startsWith("Stream isn't writeable")) return 'unsent';
+  return 'connection';
+}
+
+// Applies one event once: KEYS[1] is the event's id key, set only if absent (PX ARGV[1]); when it
+// was already there the event is a retry or a duplicate and nothing changes (returns 0). Otherwise
+// each series key KEYS[i] (i >= 2) gets the value ARGV[3i - 4] added to bucket ARGV[3i - 3] and
+// expires after ARGV[3i - 2] ms (returns 1). One script, so the id and the windows change together.
 const ADD_EVENT = `
-local v = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  local field = ARGV[2 * i]
-  local ttl = tonumber(ARGV[2 * i + 1])
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local v = tonumber(ARGV[3 * i - 4])
+  local field = ARGV[3 * i - 3]
+  local ttl = tonumber(ARGV[3 * i - 2])
   local cur = redis.call('HGET', key, field)
   local c, s, lo, hi = 1, v, v, v
   if cur then
@@ -61,7 +96,7 @@ for i, key in ipairs(KEYS) do
   redis.call('HSET', key, field, string.format('%d,%.17g,%.17g,%.17g', c, s, lo, hi))
   redis.call('PEXPIRE', key, ttl)
 end
-return #KEYS
+return 1
 `;
 
 type RedisWithScript = Redis & {
@@ -86,21 +121,43 @@ export class RedisStore implements OnlineStore {
   readonly kind = 'redis';
   readonly sync = false;
   readonly redis: RedisWithScript;
+  readonly breaker: CircuitBreaker;
+  /** Connected and the circuit closed (or half-open): a field, read by every request. */
+  available = false;
   private readonly prefix: string;
+  private readonly timeoutMs: number;
   private readonly widths = new Map<string, { widthMs: number; retentionMs: number }[]>();
 
   constructor(private readonly opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'sl:';
+    this.timeoutMs = opts.timeoutMs ?? 50;
     this.redis = new Redis(opts.url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      commandTimeout: opts.timeoutMs ?? 50,
+      commandTimeout: this.timeoutMs,
       connectTimeout: 2000,
       retryStrategy: (times) => Math.min(50 * times, 1000),
       lazyConnect: false,
     }) as RedisWithScript;
     // Errors are reported through `available` and metrics; an unhandled 'error' event would crash.
     this.redis.on('error', () => undefined);
+    const probeMs = opts.breaker?.probeMs ?? 1000;
+    // The URL is not logged: it may hold a password.
+    this.breaker = new CircuitBreaker({
+      failures: opts.breaker?.failures ?? 5,
+      probeMs,
+      probe: () => this.redis.ping(),
+      onOpen: (n, cause) =>
+        opts.log?.warn(
+          { store: 'redis', failures: n, cause, timeoutMs: this.timeoutMs, probeMs },
+          `feature store circuit open: redis failed ${n} requests in a row (${cause}); serving from the L1 cache and fallbacks without waiting, refusing event writes, probing every ${probeMs} ms`,
+        ),
+      onClose: (ms) => opts.log?.info({ store: 'redis', openMs: Math.round(ms) }, `feature store circuit closed: redis answers again after ${Math.round(ms)} ms`),
+      onChange: () => this.refresh(),
+    });
+    // ioredis announces status changes on the next tick; exec() also checks the status itself.
+    this.redis.on('ready', () => this.refresh());
+    for (const ev of ['close', 'end', 'reconnecting']) this.redis.on(ev, () => this.refresh());
     this.redis.defineCommand('slAddEvent', { lua: ADD_EVENT });
     for (const s of opts.streams) {
       const list = s.windowsMs.map((w) => ({ widthMs: bucketWidthMs(w), retentionMs: retentionMs(w) }));
@@ -111,8 +168,20 @@ export class RedisStore implements OnlineStore {
     }
   }
 
-  get available(): boolean {
-    return this.redis.status === 'ready';
+  private refresh(): void {
+    this.available = this.redis.status === 'ready' && this.breaker.admitting;
+  }
+
+  /** Why requests do not go to the store now (meaningful while `available` is false). */
+  unavailableReason(): string {
+    return this.breaker.state !== 'closed' ? CIRCUIT_OPEN : NOT_CONNECTED;
+  }
+
+  /** For health: what is wrong, in a sentence. */
+  describeOutage(): string {
+    return this.breaker.state !== 'closed'
+      ? `the online store (redis) does not answer within ${this.timeoutMs} ms (circuit open; probing it)`
+      : 'the online store (redis) is unreachable';
   }
 
   /** Resolves once connected (or rejects after `ms`): for startup and tests. */
@@ -136,7 +205,15 @@ export class RedisStore implements OnlineStore {
   }
 
   private async exec<T>(build: (p: ReturnType<Redis['pipeline']>) => void): Promise<T[]> {
-    if (!this.available) throw new StoreUnavailableError('the feature store (redis) is not connected');
+    if (this.redis.status !== 'ready') throw new StoreUnavailableError('the feature store (redis) is not connected', false, NOT_CONNECTED);
+    const admission = this.breaker.admit();
+    if (admission === REFUSED) {
+      throw new StoreUnavailableError(
+        `the feature store (redis) circuit is open: it did not answer ${this.breaker.state === 'open' ? 'recently' : 'a probe yet'}, so nothing is sent until it does`,
+        false,
+        CIRCUIT_OPEN,
+      );
+    }
     const p = this.redis.pipeline();
     build(p);
     const t0 = performance.now();
@@ -144,13 +221,44 @@ export class RedisStore implements OnlineStore {
     try {
       results = await p.exec();
     } catch (e) {
-      this.opts.onRoundTrip?.((performance.now() - t0) / 1000, false);
-      throw new StoreUnavailableError(`redis: ${(e as Error).message}`);
+      throw this.failed(admission, e as Error, t0);
     }
-    const failed = results?.find(([err]) => err !== null);
-    this.opts.onRoundTrip?.((performance.now() - t0) / 1000, failed === undefined);
-    if (!results || failed) throw new StoreUnavailableError(`redis: ${failed?.[0]?.message ?? 'no reply'}`);
-    return results.map(([, v]) => v as T);
+    let err: Error | null = null;
+    if (results !== null) {
+      for (let i = 0; i < results.length; i++) {
+        const e = results[i]![0];
+        // A timeout says most about the store; keep looking for one.
+        if (e !== null && (err === null || classify(e) === 'timeout')) err = e;
+      }
+    } else {
+      err = new Error('no reply');
+    }
+    if (err !== null) throw this.failed(admission, err, t0);
+    this.opts.onRoundTrip?.((performance.now() - t0) / 1000, true);
+    this.breaker.success(admission);
+    return results!.map(([, v]) => v as T);
+  }
+
+  /** Counts a failed pipeline and says what it means for the caller. */
+  private failed(admission: Admission, err: Error, t0: number): StoreUnavailableError {
+    this.opts.onRoundTrip?.((performance.now() - t0) / 1000, false);
+    const kind = classify(err);
+    if (kind === 'reply') {
+      // Redis answered: it is not hung.
+      this.breaker.success(admission);
+      return new StoreUnavailableError(`redis answered with an error: ${err.message}`, true, 'store error');
+    }
+    if (kind === 'unsent') {
+      // Nothing waited: not a reason to open the circuit.
+      this.breaker.release(admission);
+      return new StoreUnavailableError('the feature store (redis) is not connected', false, NOT_CONNECTED);
+    }
+    if (kind === 'timeout') {
+      this.breaker.failure(admission, `no answer within ${this.timeoutMs} ms`);
+      return new StoreUnavailableError(`the store did not answer within ${this.timeoutMs} ms`, true, 'store timed out');
+    }
+    this.breaker.failure(admission, `connection: ${err.message}`);
+    return new StoreUnavailableError(`the connection to the store failed before it answered (${err.message})`, true, 'store connection lost');
   }
 
   async fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
@@ -205,24 +313,31 @@ export class RedisStore implements OnlineStore {
     });
   }
 
-  async addEvents(events: readonly EventWrite[]): Promise<void> {
-    if (events.length === 0) return;
-    await this.exec((p) => {
+  eventKey(event: string, eventId: string): string {
+    return `${this.prefix}e:${event}:${eventId}`;
+  }
+
+  async addEvents(events: readonly EventRecord[], nowMs: number): Promise<boolean[]> {
+    if (events.length === 0) return [];
+    const replies = await this.exec<number>((p) => {
       const pp = p as unknown as { slAddEvent(n: number, ...a: (string | number)[]): void };
-      for (const e of events) {
-        const widths = this.widths.get(`${e.entity}:${e.stream}`) ?? [];
-        const keys: string[] = [];
-        const argv: (string | number)[] = [e.value];
-        for (const w of widths) {
-          keys.push(this.seriesKey(e.entity, e.id, e.stream, w.widthMs));
-          argv.push(encodeBucketField(bucketStart(e.ts, w.widthMs)), Math.ceil(w.retentionMs));
+      for (const r of events) {
+        const keys: string[] = [this.eventKey(r.event, r.eventId)];
+        const argv: (string | number)[] = [Math.max(1, Math.ceil(r.keepUntil - nowMs))];
+        for (const e of r.writes) {
+          for (const w of this.widths.get(`${e.entity}:${e.stream}`) ?? []) {
+            keys.push(this.seriesKey(e.entity, e.id, e.stream, w.widthMs));
+            argv.push(e.value, encodeBucketField(bucketStart(e.ts, w.widthMs)), Math.ceil(w.retentionMs));
+          }
         }
-        if (keys.length > 0) pp.slAddEvent(keys.length, ...keys, ...argv);
+        pp.slAddEvent(keys.length, ...keys, ...argv);
       }
     });
+    return replies.map((n) => n === 1);
   }
 
   async close(): Promise<void> {
+    this.breaker.stop();
     try {
       await this.redis.quit();
     } catch {

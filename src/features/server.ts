@@ -3,7 +3,8 @@
 // for everything missing (realtime series always from the store); values older than their TTL are
 // stale and take their fallback (default | last_known | compute | error); online features are
 // computed in dependency order. Each value carries a status (present, stale, default, missing,
-// override) and an age, returned with "debug": true. Plans are compiled once per model.
+// override) and an age, returned with "debug": true, and a reason when the store could not be read
+// for it (circuit open, timed out, not connected). Plans are compiled once per model.
 
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
@@ -44,8 +45,18 @@ export interface Resolved {
   /** The model input row, in column order. */
   readonly row: readonly number[];
   readonly entityIds: Readonly<Record<string, string>>;
-  /** Per feature of the plan (debug): value, status, age in ms (null when not stored). */
-  debug(): Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }>;
+  /**
+   * Per feature of the plan (debug): value, status, age in ms (null when not stored), and why the
+   * store did not give it (`reason`), only for values that took a fallback because it could not be read.
+   */
+  debug(): Record<string, FeatureDebug>;
+}
+
+export interface FeatureDebug {
+  value: number | boolean | null;
+  status: ValueStatus;
+  age_ms: number | null;
+  reason?: string;
 }
 
 export interface FeatureObserver {
@@ -182,8 +193,10 @@ export class FeatureServer {
     if (this.cache !== null) this.observer.cacheLookup(hits, reads.length);
     const series: SeriesRead[] = plan.windows.map((w, wi) => ({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs }));
     if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, NO_SERIES);
+    // A field read: while the store is down or its circuit is open, nothing waits on it.
     if (!store.available) {
       this.observer.storeFailure();
+      r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex);
       return this.finish(r, overridden, NO_SERIES);
     }
     return store.fetch(reads, series).then(
@@ -191,6 +204,7 @@ export class FeatureServer {
       (e) => {
         if (!(e instanceof StoreUnavailableError)) throw e;
         this.observer.storeFailure();
+        r.unread(e.reason, readIndex);
         return this.finish(r, overridden, NO_SERIES);
       },
     );
@@ -341,6 +355,9 @@ class Resolution implements Resolved {
   readonly ts: number[] = [];
   readonly status: number[] = [];
   readonly row: number[] = [];
+  /** Set when the store could not be read: why, and which of plan.stored were not (windows: all). */
+  storeReason: string | null = null;
+  private unreadStored: readonly number[] | null = null;
 
   constructor(
     readonly mf: ModelFeatures,
@@ -362,12 +379,25 @@ class Resolution implements Resolved {
     return out;
   }
 
-  debug(): Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }> {
-    const out: Record<string, { value: number | boolean | null; status: ValueStatus; age_ms: number | null }> = {};
+  unread(reason: string, readIndex: readonly number[]): void {
+    this.storeReason = reason;
+    this.unreadStored = readIndex;
+  }
+
+  debug(): Record<string, FeatureDebug> {
+    const out: Record<string, FeatureDebug> = {};
+    let unread: Set<number> | null = null;
+    if (this.storeReason !== null) {
+      const plan = this.mf.plan;
+      unread = new Set(plan.windows.map((w) => w.slot));
+      for (const i of this.unreadStored!) for (const slot of plan.stored[i]!.slots) unread.add(slot);
+    }
     for (const p of this.mf.plan.features) {
       const t = this.ts[p.slot]!;
       const st = this.status[p.slot]!;
-      out[p.def.ref] = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+      if (unread !== null && st !== PRESENT && st !== OVERRIDE && unread.has(p.slot)) d.reason = this.storeReason!;
+      out[p.def.ref] = d;
     }
     return out;
   }

@@ -42,12 +42,26 @@ export interface EventWrite {
   readonly value: number;
 }
 
+/** One realtime event: applied once per (event, eventId), to every series it feeds, or not at all. */
+export interface EventRecord {
+  /** The event type (`transaction`, ...): ids are unique per type. */
+  readonly event: string;
+  /** The client's id, else a generated one. */
+  readonly eventId: string;
+  /** Epoch ms until which the id is remembered: past it the event can no longer change any window. */
+  readonly keepUntil: number;
+  /** One per series the event feeds. */
+  readonly writes: readonly EventWrite[];
+}
+
 export interface OnlineStore {
   readonly kind: 'memory' | 'redis';
   /** True when reads can be answered synchronously (fetchSync). */
   readonly sync: boolean;
   /** False while the store cannot be reached (reads then fail fast and callers fall back). */
   readonly available: boolean;
+  /** Why it is not available, short (for feature statuses): 'store circuit open', 'store not connected'. */
+  unavailableReason?(): string;
   fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult>;
   /** Synchronous stores: one group record (codec bytes) or null. */
   groupSync?(group: StoredGroup, id: string): Uint8Array | null;
@@ -55,12 +69,63 @@ export interface OnlineStore {
   windowSync?(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null;
   /** Merges values into the groups (fields not given are kept). */
   writeGroups(writes: readonly GroupWrite[]): Promise<void>;
-  addEvents(events: readonly EventWrite[], nowMs: number): Promise<void>;
+  /**
+   * Applies each event unless its id was applied before (a retry, or a duplicate in the same call):
+   * true per event applied now, false per duplicate.
+   */
+  addEvents(events: readonly EventRecord[], nowMs: number): Promise<boolean[]>;
   close(): Promise<void>;
 }
 
 /** Key of a stored group record, shared by the stores and the L1 cache. */
 export const groupKey = (group: StoredGroup, id: string): string => `${group.entity}:${id}:v${group.version}`;
+
+const MINUTE = 60_000;
+
+/**
+ * Ids of applied events, each until its keepUntil: what makes the in-process store's event writes
+ * idempotent. Memory is bounded by the events of the longest window; prune() drops expired ids,
+ * touching only the minutes that expired (ids are filed by the minute they expire in).
+ */
+export class SeenIds {
+  readonly #until = new Map<string, number>();
+  readonly #byMinute = new Map<number, string[]>();
+
+  has(key: string, nowMs: number): boolean {
+    const t = this.#until.get(key);
+    return t !== undefined && t > nowMs;
+  }
+
+  add(key: string, untilMs: number): void {
+    this.#until.set(key, untilMs);
+    const m = Math.ceil(untilMs / MINUTE);
+    const list = this.#byMinute.get(m);
+    if (list === undefined) this.#byMinute.set(m, [key]);
+    else list.push(key);
+  }
+
+  /** Forgets ids whose time is up; returns how many. */
+  prune(nowMs: number): number {
+    let dropped = 0;
+    for (const [m, keys] of this.#byMinute) {
+      if (m * MINUTE > nowMs) continue;
+      for (const k of keys) {
+        const t = this.#until.get(k);
+        // Re-added later with a longer keep: filed under that later minute too.
+        if (t !== undefined && t <= nowMs) {
+          this.#until.delete(k);
+          dropped++;
+        }
+      }
+      this.#byMinute.delete(m);
+    }
+    return dropped;
+  }
+
+  get size(): number {
+    return this.#until.size;
+  }
+}
 
 /** One process, no network: groups as codec bytes in a Map, series in a WindowStore. */
 export class MemoryStore implements OnlineStore {
@@ -71,6 +136,8 @@ export class MemoryStore implements OnlineStore {
   // build per read (building and hashing one costs more than the whole lookup).
   private readonly groups = new Map<StoredGroup, Map<string, Uint8Array>>();
   private readonly windows = new Map<string, Map<string, WindowStore>>();
+  /** Applied event ids, keyed `event \0 id`. */
+  readonly seen = new SeenIds();
   private readonly pruneTimer: NodeJS.Timeout;
 
   constructor(streams: readonly StreamSpec[]) {
@@ -82,7 +149,9 @@ export class MemoryStore implements OnlineStore {
       byStream.set(s.stream, ws);
     }
     this.pruneTimer = setInterval(() => {
-      for (const byStream of this.windows.values()) for (const ws of byStream.values()) ws.prune(Date.now());
+      const now = Date.now();
+      for (const byStream of this.windows.values()) for (const ws of byStream.values()) ws.prune(now);
+      this.seen.prune(now);
     }, 60_000);
     this.pruneTimer.unref();
   }
@@ -112,8 +181,19 @@ export class MemoryStore implements OnlineStore {
     }
   }
 
-  async addEvents(events: readonly EventWrite[], nowMs: number): Promise<void> {
-    for (const e of events) this.windows.get(e.entity)?.get(e.stream)?.add(e.id, e.ts, e.value, nowMs);
+  async addEvents(events: readonly EventRecord[], nowMs: number): Promise<boolean[]> {
+    const out: boolean[] = [];
+    for (const r of events) {
+      const key = `${r.event}\0${r.eventId}`;
+      if (this.seen.has(key, nowMs)) {
+        out.push(false);
+        continue;
+      }
+      this.seen.add(key, r.keepUntil);
+      for (const e of r.writes) this.windows.get(e.entity)?.get(e.stream)?.add(e.id, e.ts, e.value, nowMs);
+      out.push(true);
+    }
+    return out;
   }
 
   /** Group records held (entity ids x stored groups), for tests and logs. */

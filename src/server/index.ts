@@ -94,7 +94,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     },
   });
   try {
-    features = await createFeatureService(config.features, monitor.featureObserver());
+    features = await createFeatureService(config.features, monitor.featureObserver(), log);
     ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);

@@ -3,11 +3,13 @@
 //                            "features": {overrides}?, "debug": true?, "id": "..."?}
 //     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug")}
 //   POST /v1/events          one event or {"events": [...]}, see features/events.ts
+//     -> {"accepted", "ignored", "duplicates", "ids"}; a store failure answers 503
+//        {"error", "state": "unknown" | "not_stored", "ids"} (retry with the same ids)
 // Features are resolved (L1 cache -> store -> fallbacks) in the inference step's prepare stage,
 // written straight into the version's open batch as one row, and the score is read from the
 // model's score output.
 
-import { badRequest, isScorelineError, shuttingDown, signatureMismatch, storeUnavailable } from '../errors.js';
+import { badRequest, EventWriteError, shuttingDown, signatureMismatch, storeUnavailable } from '../errors.js';
 import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
 import { writeElement, type LoadedModel, type RunResult } from '../inference/index.js';
 import type { ServerContext } from './context.js';
@@ -169,21 +171,31 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
     (res, body) => {
       features!.ingest(body).then(
         (r) => sendJson(res, 200, JSON.stringify(r)),
-        (e) => sendError(res, e instanceof StoreUnavailableError ? storeUnavailable(`events were not stored: ${e.message}`) : e, ctx.log),
+        (e) => {
+          // The answer says whether the events may have landed, and their ids for a retry.
+          if (e instanceof EventWriteError) sendJson(res, e.status, `{"error":${JSON.stringify(e.message)},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
+          else sendError(res, e, ctx.log);
+        },
       );
     },
   );
 }
 
-/** A WebSocket event frame (`{"event": ...}`), answered `{"id", "accepted", "ignored"}`. */
+const writeState = (e: EventWriteError): string => `"state":"${e.state}","ids":${JSON.stringify(e.ids)}`;
+
+/**
+ * A WebSocket event frame (`{"event": ...}`), answered `{"id", "accepted", "ignored", "duplicates",
+ * "ids"}`, or on a store failure `{"id", "error", "status": 503, "state", "ids"}`. A string frame id
+ * is the event's id (its idempotency key); a numeric one only correlates the answer (counters
+ * restart with every connection), so the event gets a generated id.
+ */
 export async function ingestFrame(features: FeatureService | null, frame: Record<string, unknown>): Promise<string> {
   if (features === null) throw signatureMismatch('realtime features are off: the server has no feature definitions');
   try {
-    const r = await features.ingest(frame);
-    return `"accepted":${r.accepted},"ignored":${r.ignored}`;
+    const r = await features.ingest(typeof frame.id === 'number' ? { ...frame, id: undefined } : frame);
+    return `"accepted":${r.accepted},"ignored":${r.ignored},"duplicates":${r.duplicates},"ids":${JSON.stringify(r.ids)}`;
   } catch (e) {
-    if (e instanceof StoreUnavailableError) throw storeUnavailable(`events were not stored: ${e.message}`);
-    if (isScorelineError(e)) throw e;
+    if (e instanceof EventWriteError) return `"error":${JSON.stringify(e.message)},"status":${e.status},${writeState(e)}`;
     throw e;
   }
 }

@@ -135,7 +135,7 @@ for (const withRedis of [false, true]) {
         { event: 'txn', entity: { customer_id: 'C001' }, fields: { amount: 40 }, ts: new Date(Date.now() - 60_000).toISOString() },
         { event: 'late', entity: { customer_id: 'C001' } },
       ] });
-      assert.deepEqual(sent.body, { accepted: 3, ignored: 0 });
+      assert.deepEqual({ ...sent.body, ids: sent.body.ids.length }, { accepted: 3, ignored: 0, duplicates: 0, ids: 3 });
       const r = await score(s, body);
       checkFresh(r, [12.5, 40]);
       assert.equal(r.body.features['lates@1'].value, 2);
@@ -208,7 +208,7 @@ for (const withRedis of [false, true]) {
       if (s.redis) assert.equal(s.redis.cli('dbsize'), keysBefore);
       // an event older than every window is accepted and ignored
       const old = await events(s, { event: 'late', entity: { customer_id: 'C003' }, ts: Date.now() - 400 * 24 * HOUR });
-      assert.deepEqual(old.body, { accepted: 0, ignored: 1 });
+      assert.deepEqual({ ...old.body, ids: old.body.ids.length }, { accepted: 0, ignored: 1, duplicates: 0, ids: 1 });
     });
 
     test('event frames over the WebSocket stream', async () => {
@@ -220,7 +220,7 @@ for (const withRedis of [false, true]) {
       ws.send(JSON.stringify({ id: 'e2', event: 'txn', entity: { customer_id: 'nope' }, fields: { amount: 7 } }));
       await got;
       ws.close();
-      assert.deepEqual(answers.find((a) => a.id === 'e1'), { id: 'e1', accepted: 1, ignored: 0 });
+      assert.deepEqual(answers.find((a) => a.id === 'e1'), { id: 'e1', accepted: 1, ignored: 0, duplicates: 0, ids: ['e1'] });
       const e2 = answers.find((a) => a.id === 'e2');
       assert.equal(e2.status, 400);
       const r = await score(s, { entity: { customer_id: 'C003' }, context: { amount: 1 }, debug: true });
@@ -247,6 +247,8 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
       assert.equal(cached.status, 200, cached.text);
       assert.equal(cached.body.features['income@1'].status, 'present');
       assert.equal(cached.body.features['txn_max_1h@1'].status, 'default');
+      assert.equal(cached.body.features['txn_max_1h@1'].reason, 'store not connected');
+      assert.equal(cached.body.features['income@1'].reason, undefined);
       const ready = await request(`${s.server.url}/v2/health/ready`);
       assert.equal(ready.status, 200);
       assert.match(ready.body.degraded, /unreachable/);
@@ -258,6 +260,10 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
       const ev = await events(s, { event: 'late', entity: { customer_id: 'C001' } });
       assert.equal(ev.status, 503);
       assert.equal(ev.headers.get('retry-after'), '1');
+      // refused before sending: certainly not stored
+      assert.equal(ev.body.state, 'not_stored');
+      assert.equal(ev.body.ids.length, 1);
+      assert.match(ev.body.error, /^events were not stored: the feature store \(redis\) is not connected/);
       const metrics = await (await fetch(`${s.server.url}/metrics`)).text();
       assert.match(metrics, /scoreline_feature_store_up\{store="redis"\} 0/);
       assert.match(metrics, /scoreline_feature_store_failures_total \d+/);
@@ -268,7 +274,8 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
         back = (await request(`${s.server.url}/v2/health/ready`)).body.degraded === undefined;
       }
       assert.ok(back, 'reconnected without a restart');
-      assert.deepEqual((await events(s, { event: 'late', entity: { customer_id: 'C001' } })).body, { accepted: 1, ignored: 0 });
+      const stored = await events(s, { event: 'late', id: 'after-restart', entity: { customer_id: 'C001' } });
+      assert.deepEqual(stored.body, { accepted: 1, ignored: 0, duplicates: 0, ids: ['after-restart'] });
     } finally {
       await s.server.stop();
       await s.redis!.kill().catch(() => undefined);
