@@ -8,9 +8,9 @@ import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
-import { mkdirSync } from 'node:fs';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
+import { mkdirSync } from 'node:fs';
 import { ModelRegistry } from '../registry/store.js';
 import { scanRepository } from '../registry/repository.js';
 import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
@@ -47,7 +47,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const uws = loadUws();
   mkdirSync(config.dataDir, { recursive: true });
   const mon = config.monitoring;
-  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, sampleRate: mon.predictionLog.sampleRate, retentionDays: mon.predictionLog.retentionDays }) : null;
+  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla });
   const engine = new InferenceEngine({
     workers: config.inference.workers,
