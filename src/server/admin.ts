@@ -5,7 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType } from '../errors.js';
+import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
 import type { Alerting } from './alerting.js';
 import { summary, type Retrainer } from '../retraining/retrainer.js';
@@ -45,6 +45,8 @@ export interface AdminDeps {
 export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: AdminDeps): void {
   const expected = digest(deps.token);
   const { registry, deployer } = deps;
+  /** A write refused by a full disk (anywhere below: registry, jobs, references) is a 507 the operator can act on. */
+  const storage = (e: unknown): unknown => (isDiskFull(e) ? insufficientStorage(ctx.config.dataDir, e) : e);
 
   /** Reads the Authorization header (synchronously, as uWS requires) and checks it. */
   const authorize = (req: HttpRequest): void => {
@@ -62,7 +64,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
         authorize(req);
         sendJson(res, 200, JSON.stringify(answer(req)));
       } catch (e) {
-        sendError(res, e, ctx.log);
+        sendError(res, storage(e), ctx.log);
       }
     });
 
@@ -86,14 +88,14 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
           try {
             body = buf.length === 0 ? undefined : parseJson(buf);
           } catch (e) {
-            sendError(res, e, ctx.log);
+            sendError(res, storage(e), ctx.log);
             return;
           }
           Promise.resolve()
             .then(() => answer(params, body))
             .then(
               (r) => sendJson(res, status, JSON.stringify(r)),
-              (e) => sendError(res, e, ctx.log),
+              (e) => sendError(res, storage(e), ctx.log),
             );
         },
         (err) => sendError(res, err, ctx.log),
@@ -138,7 +140,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
           ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
           sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
         } catch (e) {
-          sendError(res, e, ctx.log);
+          sendError(res, storage(e), ctx.log);
         }
       },
       (err) => sendError(res, err.status === 413 ? bodyTooLarge(deps.maxModelBytes) : err, ctx.log),
@@ -170,7 +172,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
           return { model: name, version: Number(version), rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
         })().then(
           (body) => sendJson(res, 200, JSON.stringify(body)),
-          (e) => sendError(res, e, ctx.log),
+          (e) => sendError(res, storage(e), ctx.log),
         );
       },
       (err) => sendError(res, err, ctx.log),

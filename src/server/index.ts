@@ -10,8 +10,8 @@ import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
-import { mkdirSync } from 'node:fs';
 import { ModelRegistry } from '../registry/store.js';
+import { prepareDataDir } from '../registry/data-dir.js';
 import { scanRepository } from '../registry/repository.js';
 import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
@@ -45,7 +45,9 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
-  mkdirSync(config.dataDir, { recursive: true });
+  const dir = prepareDataDir(config.dataDir);
+  if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
+  if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla });
