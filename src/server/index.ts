@@ -46,7 +46,7 @@ export interface StartOptions {
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
   const dir = prepareDataDir(config.dataDir);
-  if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
+  if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
   if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
