@@ -8,12 +8,14 @@
 //         against the frozen reference, the evaluator and alert rules every 10 s, and the
 //         prediction log at --sample-rate (default 1: every prediction into SQLite)
 //   mem   the same with the prediction log sampling nothing, to split the cost
+//   sync  `on` with monitoring.predictionLog.durability sync: every answer waits for its
+//         prediction's group commit (synchronous=FULL: one WAL fsync per transaction)
 // Also reported: server CPU time per request (all threads, from /proc), steadier than throughput.
 // Target: throughput on >= 97% of off (overhead <= 3%).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -45,18 +47,20 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
 
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-monitoring-'));
+  const load0 = loadavg()[0]!;
   const sampleRate = Number(values['sample-rate']);
-  const mk = (name: string, enabled: boolean, rate: number): string => {
+  const mk = (name: string, enabled: boolean, rate: number, durability = 'async'): string => {
     const file = join(dir, `${name}.yaml`);
-    writeFileSync(file, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate} }\n`);
+    writeFileSync(file, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate}, durability: ${durability} }\n`);
     return file;
   };
   const targets: Target[] = [
     { name: 'monitoring off', port: 18290, config: mk('off', false, 0), results: [], cpuUs: [] },
     { name: `monitoring on, prediction log sampleRate ${sampleRate}`, port: 18291, config: mk('on', true, sampleRate), results: [], cpuUs: [] },
     { name: 'monitoring on, prediction log off (sampleRate 0)', port: 18292, config: mk('mem', true, 0), results: [], cpuUs: [] },
+    { name: `monitoring on, prediction log sampleRate ${sampleRate}, durability sync`, port: 18293, config: mk('sync', true, sampleRate, 'sync'), results: [], cpuUs: [] },
   ];
-  const [off, on] = targets as [Target, Target, Target];
+  const [off, on, , sync] = targets as [Target, Target, Target, Target];
   killOnExit(() => targets.map((t) => t.proc));
   try {
     for (const t of targets) {
@@ -77,7 +81,7 @@ async function main(): Promise<void> {
         const res = await runWrk(`http://127.0.0.1:${t.port}${PATH}`, script, { connections, seconds });
         t.cpuUs.push(((cpuMs(t.proc!.pid!) - cpu0) * 1000) / res.requests);
         t.results.push(res);
-        console.log(`round ${r + 1} ${t.name.padEnd(44)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${t.cpuUs.at(-1)!.toFixed(2)} us/req`);
+        console.log(`round ${r + 1} ${t.name.padEnd(62)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${t.cpuUs.at(-1)!.toFixed(2)} us/req`);
       }
     }
     // The monitored server really monitored: its snapshot counts the traffic and the log holds rows.
@@ -89,23 +93,40 @@ async function main(): Promise<void> {
   }
 
   const summary = targets.map((t) => ({ name: t.name, cpu: median(t.cpuUs), rps: median(t.results.map((r) => r.rps)), p50: median(t.results.map((r) => r.p50ms)), p99: median(t.results.map((r) => r.p99ms)), errors: t.results.reduce((a, r) => a + r.errors, 0) }));
-  const [a, b, c] = summary as [typeof summary[0], typeof summary[0], typeof summary[0]];
+  const [a, b, c, d] = summary as [typeof summary[0], typeof summary[0], typeof summary[0], typeof summary[0]];
   const ratio = b.rps / a.rps;
   // Per round too: the spread says how much of the difference is noise.
   const perRound = off.results.map((r, i) => on.results[i]!.rps / r.rps);
+  const setup =
+    `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
+    `request: one row of the demo credit model over OIP.`;
+  const header = ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x off', 'server CPU us/request'];
+  const row = (x: typeof a) => [x.name, x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / a.rps).toFixed(3), x.cpu.toFixed(2)];
   const text =
-    table(
-      ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x off', 'server CPU us/request'],
-      summary.map((x) => [x.name, x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / a.rps).toFixed(3), x.cpu.toFixed(2)]),
-    ) +
-    `\n\nwrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
-    `request: one row of the demo credit model over OIP.\n\n` +
+    table(header, [a, b, c].map(row)) +
+    `\n\n${setup}\n\n` +
     `- all monitoring on (prediction log sampleRate ${sampleRate}) / off = **${ratio.toFixed(3)}**: overhead **${((1 - ratio) * 100).toFixed(1)}%** (target <= 3%)\n` +
     `- in-memory monitoring only (metrics, HDR latency, windows, drift; no prediction log) / off = **${(c.rps / a.rps).toFixed(3)}**: overhead **${((1 - c.rps / a.rps) * 100).toFixed(1)}%**\n` +
     `- per round on / off: ${perRound.map((x) => x.toFixed(3)).join(', ')}\n` +
     `- server CPU per request (all threads, from /proc): on / off = **${(b.cpu / a.cpu).toFixed(3)}** (${a.cpu.toFixed(2)} -> ${b.cpu.toFixed(2)} us), without the log ${(c.cpu / a.cpu).toFixed(3)} (${c.cpu.toFixed(2)} us)`;
-  console.log(`\n${text}`);
-  if (!values['no-write']) writeSection('monitoring', 'Monitoring overhead: all monitoring on vs off', 'npm run bench:monitoring', text);
+  // The durability rows: the same run, the same interleaved rounds.
+  const syncPerRound = on.results.map((r, i) => sync.results[i]!.rps / r.rps);
+  const durabilityText =
+    table(header, [a, b, d].map(row)) +
+    `\n\n${setup}\n\n` +
+    `- prediction log durability sync / async (the default): throughput **${(d.rps / b.rps).toFixed(3)}** (${b.rps.toFixed(0)} -> ${d.rps.toFixed(0)} rps), ` +
+    `server CPU per request **${(d.cpu / b.cpu).toFixed(3)}** (${b.cpu.toFixed(2)} -> ${d.cpu.toFixed(2)} us), p50 ${b.p50.toFixed(3)} -> ${d.p50.toFixed(3)} ms\n` +
+    `- per round sync / async: ${syncPerRound.map((x) => x.toFixed(3)).join(', ')}\n` +
+    `- sync answers a batch only once its predictions are committed with synchronous=FULL (one WAL fsync per group commit, shared by everything that arrived meanwhile), ` +
+    `so its cost follows the data dir's fsync latency: here the machine's local virtual disk.\n` +
+    `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (on ${availableParallelism()} cores; above that, other processes shared the machine and throughput is noisier than CPU per request)`;
+  console.log(`\n${text}\n\n${durabilityText}`);
+  const args = process.argv.slice(2).filter((x) => x !== '--no-write');
+  const command = `npm run bench:monitoring${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
+  if (!values['no-write']) {
+    writeSection('monitoring', 'Monitoring overhead: all monitoring on vs off', command, text);
+    writeSection('monitoring-durability', 'Prediction log durability: sync vs async', command, durabilityText);
+  }
 }
 
 await main();

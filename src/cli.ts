@@ -8,7 +8,7 @@ import { incident, jobs, retrain } from './commands/retrain.js';
 import { bench } from './commands/bench.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
 import { serve } from './commands/serve.js';
-import { isScorelineError } from './errors.js';
+import { isDiskFull, isScorelineError } from './errors.js';
 import pkg from './version.js';
 
 export { serveConfig } from './commands/serve.js';
@@ -59,6 +59,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (isScorelineError(e)) {
       console.error(`scoreline ${name}: ${e.message}`);
+      return 1;
+    }
+    if (isDiskFull(e)) {
+      console.error(`scoreline ${name}: no space left on the device (ENOSPC): ${(e as Error).message.split('\n')[0]}`);
       return 1;
     }
     console.error(`scoreline ${name}: ${(e as Error).stack ?? e}`);

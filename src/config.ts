@@ -72,7 +72,14 @@ export interface ServerConfig {
 export interface MonitoringConfig {
   /** false turns per-request and per-prediction monitoring off (the benchmark's baseline). */
   enabled: boolean;
-  predictionLog: { sampleRate: number; retentionDays: number };
+  predictionLog: {
+    sampleRate: number;
+    retentionDays: number;
+    /** How long a logged prediction may wait in memory before it is sent to the log thread (ms). */
+    flushMs: number;
+    /** async: answer at once, write within flushMs; sync: answer only once the prediction is committed. */
+    durability: 'async' | 'sync';
+  };
   sla: { p95Ms: number | null; p99Ms: number | null; errorRate: number | null; availability: number | null };
   /** How often drift, performance and alert rules are evaluated. */
   evaluateSeconds: number;
@@ -144,7 +151,7 @@ export function defaultConfig(): ServerConfig {
     limits: { maxRowsPerRequest: 100_000, maxConnections: null },
     monitoring: {
       enabled: true,
-      predictionLog: { sampleRate: 1, retentionDays: 30 },
+      predictionLog: { sampleRate: 1, retentionDays: 30, flushMs: 100, durability: 'async' },
       sla: { p95Ms: null, p99Ms: null, errorRate: null, availability: null },
       evaluateSeconds: 10,
       alerts: { rules: null, webhooks: [] },
@@ -260,7 +267,12 @@ const configSchema = {
         predictionLog: {
           type: 'object',
           additionalProperties: false,
-          properties: { sampleRate: { type: 'number', minimum: 0, maximum: 1 }, retentionDays: { type: 'number', exclusiveMinimum: 0 } },
+          properties: {
+            sampleRate: { type: 'number', minimum: 0, maximum: 1 },
+            retentionDays: { type: 'number', exclusiveMinimum: 0 },
+            flushMs: int(1, 60_000),
+            durability: { enum: ['async', 'sync'] },
+          },
         },
         sla: {
           type: 'object',

@@ -36,7 +36,9 @@ export type ErrorCode =
   | 'CONFLICT'
   | 'JOB_NOT_FOUND'
   | 'RETRAINING_NOT_CONFIGURED'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'INSUFFICIENT_STORAGE'
+  | 'LABEL_INVALID';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -75,6 +77,9 @@ const STATUS: Record<ErrorCode, number> = {
   JOB_NOT_FOUND: 404,
   RETRAINING_NOT_CONFIGURED: 422,
   INTERNAL: 500,
+  // The server's own disk is full: the request was fine and can be retried once space is freed.
+  INSUFFICIENT_STORAGE: 507,
+  LABEL_INVALID: 422,
 };
 
 export class ScorelineError extends Error {
@@ -184,3 +189,15 @@ export class EventWriteError extends ScorelineError {
 export const eventsNotStored = (why: string, ids: readonly string[]) => new EventWriteError(`events were not stored: ${why}`, 'not_stored', ids);
 export const eventsMaybeStored = (why: string, ids: readonly string[]) =>
   new EventWriteError(`${why}; the write may have been applied; retry with the same ${ids.length === 1 ? 'id' : 'ids'}, it is idempotent`, 'unknown', ids);
+/** An error from the filesystem or SQLite that means the disk (or the user's quota) is full. */
+export const isDiskFull = (e: unknown): boolean => {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
+};
+/** A write into the data dir refused for lack of space; `cause` is the filesystem's or SQLite's error. */
+export const insufficientStorage = (dataDir: string, cause: unknown) =>
+  new ScorelineError(
+    'INSUFFICIENT_STORAGE',
+    `the data dir ${dataDir} has no space left (ENOSPC: ${((cause as Error)?.message ?? String(cause)).split('\n')[0]}); free space there and retry`,
+  );
+export const labelInvalid = (message: string) => new ScorelineError('LABEL_INVALID', message);

@@ -185,3 +185,50 @@ test('a worker that dies under a batch loses no request: the batch runs again on
   const again = await submit(model, body(3));
   assert.ok(Math.abs(again.outputs[0].data[0] - 3) < 1e-3);
 });
+
+test('an observer whose onComplete returns a promise holds the answers until it settles; a rejection fails the batch with 503', async () => {
+  const releases: (() => void)[] = [];
+  let fail: Error | null = null;
+  const engine = new InferenceEngine({
+    workers: 0,
+    tasksPerWorker: 2,
+    intraOpThreads: 1,
+    batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },
+    observerFor: () => ({
+      onDispatch() {},
+      onComplete() {
+        if (fail !== null) return Promise.reject(fail);
+        return new Promise<void>((resolve) => releases.push(resolve));
+      },
+    }),
+  });
+  engines.push(engine);
+  const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 2));
+
+  const settled: number[] = [];
+  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => (settled.push(i), r)));
+  for (let t = 0; releases.length === 0 && t < 500; t++) await new Promise((r) => setTimeout(r, 2));
+  assert.ok(releases.length > 0, 'the batch ran and onComplete was called');
+  // Many turns of the event loop later: still not answered, and still pending.
+  for (let t = 0; t < 20; t++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(settled, []);
+  assert.equal(model.batcher.pending, 3, 'held requests are still pending (graceful shutdown waits for them)');
+  // Release every batch's commit (the three may ride in one batch or more).
+  for (let t = 0; settled.length < 3 && t < 500; t++) {
+    for (const r of releases.splice(0)) r();
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  const answers = await Promise.all(held);
+  answers.forEach((a, k) => assert.deepEqual(a.outputs[0].data, sumExpected([row(k + 1)], 2)));
+
+  fail = new Error('disk I/O error');
+  const refused = await Promise.allSettled([4, 5].map((i) => submit(model, sumBody(i))));
+  for (const r of refused) {
+    assert.equal(r.status, 'rejected');
+    const e = (r as PromiseRejectedResult).reason as ScorelineError;
+    assert.equal(e.status, 503);
+    assert.equal(e.code, 'STORE_UNAVAILABLE');
+    assert.match(e.message, /prediction log could not commit this batch: disk I\/O error/);
+  }
+  assert.equal(model.batcher.pending, 0);
+});

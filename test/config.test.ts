@@ -40,6 +40,14 @@ test('config errors name the failing path', () => {
   for (const [value, message] of cases) assert.throws(() => resolveConfig(value, 'test.yaml'), message);
 });
 
+test('the prediction log keys: flushMs defaults to 100 and durability to async; bad values name the path', () => {
+  assert.deepEqual(defaultConfig().monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 100, durability: 'async' });
+  const c = resolveConfig({ monitoring: { predictionLog: { durability: 'sync', flushMs: 20 } } });
+  assert.deepEqual(c.monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 20, durability: 'sync' });
+  assert.throws(() => resolveConfig({ monitoring: { predictionLog: { durability: 'fsync' } } }, 'test.yaml'), /monitoring\.predictionLog\.durability: must be equal to one of the allowed values \(async, sync\)/);
+  assert.throws(() => resolveConfig({ monitoring: { predictionLog: { flushMs: 0 } } }, 'test.yaml'), /monitoring\.predictionLog\.flushMs: must be >= 1/);
+});
+
 test('model.yaml is validated with the file and the path in the error', () => {
   assert.deepEqual(parseModelConfig('features: [a, b]\nbatching: { maxBatchSize: 4 }\n', 'm/model.yaml'), {
     features: ['a', 'b'],

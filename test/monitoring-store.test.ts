@@ -3,7 +3,9 @@
 // (append, feedback joins with unknown ids, labelled windows, history, alerts) surviving a reopen.
 
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { WindowedStats, PredictionLog, freezeReference, baselinesOf, parseCsvTable, DEFAULT_MIN_SAMPLES } from '../src/monitoring/index.js';
 import { binIndex, frozenEdges, psi, shares } from '../src/monitoring/drift.js';
 import { tempDir } from './e2e/server.js';
@@ -63,7 +65,7 @@ test('prediction log: append, feedback joins by id, unknown ids reported, labell
   for (let i = 0; i < 100; i++) log.append(`r${i}`, 'm', 1, 'default', now - i * 1000, i / 100, Float32Array.of(i, i * 2), 0, 2);
   log.append('old', 'm', 1, 'default', now - 48 * 3_600_000, 0.9, null, 0, 0);
   const fb = await log.feedback([...Array.from({ length: 50 }, (_, i) => ({ requestId: `r${i}`, label: i % 2 })), { requestId: 'ghost', label: 1 }]);
-  assert.deepEqual(fb, { joined: 50, unknown: ['ghost'] });
+  assert.deepEqual(fb, { joined: 50, unknown: ['ghost'], rejected: [] });
   log.putHistory([{ model: 'm', version: 1, at: now - MIN, data: JSON.stringify({ requests: 7 }) }]);
   log.saveAlert('a1', 'firing', { id: 'a1', rule: 'score_psi_critical', state: 'firing' }, now);
   await log.close();
@@ -127,7 +129,54 @@ test('prediction log: segments of several versions and variants, multi-flush str
   const pruned = await log.prune(now - 30 * 86_400_000);
   assert.equal(pruned.predictions, 50);
   assert.equal((await log.labelled('m', 1, 0)).scores.length, 6666);
-  assert.deepEqual(await log.feedback([{ requestId: 'old3', label: 1 }]), { joined: 0, unknown: ['old3'] });
+  assert.deepEqual(await log.feedback([{ requestId: 'old3', label: 1 }]), { joined: 0, unknown: ['old3'], rejected: [] });
   assert.equal((await log.feedback([{ requestId: 'n3', label: 1 }])).joined, 1);
   await log.close();
+});
+
+test('prediction log: a label its model cannot have is rejected with the reason and changes nothing', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30 });
+  const now = Date.now();
+  log.append('c1', 'clf', 1, 'default', now, 0.9, null, 0, 0, 'classification');
+  log.append('r1', 'reg', 1, 'default', now, 12.5, null, 0, 0, 'regression');
+  log.append('u1', 'old', 1, 'default', now, 0.4, null, 0, 0); // task not known (a row from before tasks were logged)
+  assert.deepEqual(await log.feedback([{ requestId: 'c1', label: 1 }]), { joined: 1, unknown: [], rejected: [] });
+  const fb = await log.feedback([
+    { requestId: 'c1', label: 7 },
+    { requestId: 'c1', label: -1e308 },
+    { requestId: 'r1', label: -1e308 },
+    { requestId: 'u1', label: 0.25 },
+  ]);
+  assert.equal(fb.joined, 2);
+  assert.deepEqual(fb.unknown, []);
+  assert.deepEqual(fb.rejected.map((r) => [r.requestId, r.label]), [['c1', 7], ['c1', -1e308]]);
+  assert.equal(fb.rejected[0]!.reason, "label 7 is not 0/1 (or true/false), the only labels of model 'clf' version 1 (classification)");
+  const c = await log.labelled('clf', 1, 0);
+  assert.deepEqual([...c.labels], [1], 'the earlier label stands');
+  assert.deepEqual([...(await log.labelled('reg', 1, 0)).labels], [-1e308]);
+  assert.deepEqual([...(await log.labelled('old', 1, 0)).labels], [0.25]);
+  await log.close();
+});
+
+test('prediction log, durability sync: commit() settles once the rows are in the file, one flush for everything pushed in the same turn', async () => {
+  const dir = await tempDir();
+  const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30, durability: 'sync', flushMs: 60_000 });
+  const a = log.stream('m', 1, 'default', 2, 'classification');
+  const b = log.stream('m', 2, 'canary', 2, 'classification');
+  for (let i = 0; i < 300; i++) (i % 2 === 0 ? a : b).push(`s${i}`, Date.now(), i / 300, Float32Array.of(i, -i), 0);
+  const first = log.commit();
+  assert.equal(log.commit(), first, 'pushes of one turn share one commit');
+  assert.equal(log.backlog, 0, 'nothing is sent before the end of the turn');
+  await first;
+  assert.equal(log.backlog, 0);
+  // Another connection to the file sees every row: committed, not just handed to the log thread.
+  const db = new Database(join(dir, 'monitoring.db'), { readonly: true });
+  assert.equal(db.prepare('SELECT count(*) FROM prediction_ids').pluck().get(), 300);
+  assert.equal(db.prepare('SELECT count(*) FROM segments').pluck().get(), 2, 'one segment per stream: one flush');
+  db.close();
+  // A commit with nothing new still settles (an empty flush carries it).
+  await log.commit();
+  assert.deepEqual(log.status(), { state: 'ok', durability: 'sync', last_error: null, last_error_at: null, errors: 0, backlog: 0, dropped: 0 });
+  await log.close();
+  await assert.rejects(log.commit(), /closed/);
 });

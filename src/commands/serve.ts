@@ -3,6 +3,7 @@
 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from '../config.js';
+import { insufficientStorage, isDiskFull } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { intFlag, parse, UsageError, type Command } from './command.js';
 
@@ -86,8 +87,18 @@ export const serve: Command = {
       return 0;
     }
     const log = createLogger(config.log.level);
+    // Everything the server writes (the data dir's databases and artifacts, retraining files) is
+    // private to its user, as a database server does it: logged predictions are customer data.
+    process.umask(0o077);
     const { startServer } = await import('../server/index.js');
-    const server = await startServer({ config, log });
+    let server: Awaited<ReturnType<typeof startServer>>;
+    try {
+      server = await startServer({ config, log });
+    } catch (e) {
+      // A full disk at start is the operator's to fix: one line naming the data dir, not a stack.
+      if (isDiskFull(e)) throw insufficientStorage(resolve(config.dataDir), e);
+      throw e;
+    }
     await new Promise<void>((resolve) => {
       let stopping = false;
       const stop = (signal: string) => {

@@ -9,7 +9,7 @@
 // decoded into a batch of its own and split into maxBatchSize chunks that queue like any request,
 // so other traffic interleaves with it; its rows are answered in order once every chunk is back.
 
-import { deadlineExceeded, inferenceFailed, queueFull, signatureMismatch, tooManyRows, type ScorelineError } from '../errors.js';
+import { deadlineExceeded, inferenceFailed, isScorelineError, queueFull, signatureMismatch, storeUnavailable, tooManyRows, type ScorelineError } from '../errors.js';
 import { ModelRunError, type Executor } from './executor.js';
 import type { RunResult, SessionSpec, TensorPayload } from './session.js';
 import { elementCount, makeTypedArray, type Datatype, type TypedArray } from './tensor.js';
@@ -47,8 +47,11 @@ export interface PendingRequest {
 
 export interface BatchObserver {
   onDispatch(batch: Batch, now: number): void;
-  /** Before the batch's requests are answered (its input buffers are still intact). */
-  onComplete(batch: Batch, result: RunResult): void;
+  /**
+   * Before the batch's requests are answered (its input buffers are still intact). A promise holds
+   * the answers until it settles (the prediction log's commit); a rejection fails the batch (503).
+   */
+  onComplete(batch: Batch, result: RunResult): void | Promise<void>;
 }
 
 export interface BatchInput {
@@ -313,8 +316,17 @@ export class DynamicBatcher {
       this.failAll(batch, inferenceFailed(`the inference worker was lost twice: ${(e as Error).message}`));
       return this.recycle(batch);
     }
+    const committed = this.observer.onComplete(batch, result);
+    if (committed !== undefined) {
+      try {
+        await committed;
+      } catch (e) {
+        this.inflight.delete(batch);
+        this.failAll(batch, isScorelineError(e) ? e : storeUnavailable(`the prediction log could not commit this batch: ${(e as Error).message}`));
+        return this.recycle(batch);
+      }
+    }
     this.inflight.delete(batch);
-    this.observer.onComplete(batch, result);
     const mismatch = this.batchable ? result.outputs.find((o) => o.dims[0] !== batch.rows) : undefined;
     if (mismatch !== undefined) {
       this.failAll(batch, inferenceFailed(`output '${mismatch.name}' does not have the batch as its first dimension`));

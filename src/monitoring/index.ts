@@ -9,7 +9,7 @@ import type { LoadedModel } from '../inference/index.js';
 import { driftSpeaks, WINDOWS, type Bucket, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
 import { performanceOf, r4, type Performance } from './performance.js';
-import type { PredictionLog } from './prediction-log.js';
+import type { PredictionLog, PredictionLogStatus } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
 import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
@@ -17,7 +17,7 @@ import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, t
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
 export { VersionMonitor, type Route, type VolumeSnapshot } from './version-monitor.js';
 export { FeatureMetricsObserver } from './feature-metrics.js';
-export { PredictionLog } from './prediction-log.js';
+export { PredictionLog, type PredictionLogStatus, type Durability, type FeedbackResult } from './prediction-log.js';
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
 export { type Performance } from './performance.js';
@@ -153,8 +153,10 @@ export class Monitor {
       ),
     );
     this.callback('scoreline_predictions_logged_total', 'Predictions accepted into the prediction log (after sampling; written by its thread shortly after).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
-    this.callback('scoreline_predictions_dropped_total', 'Predictions not logged because the log thread was more than a million behind.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
-    this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written.', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
+    this.callback('scoreline_predictions_dropped_total', 'Predictions never written to the prediction log: more than a million were waiting (the log thread behind, or failing), or still held at shutdown.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
+    this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written (including those held while writes fail).', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
+    this.callback('scoreline_prediction_log_errors_total', 'Failed write attempts of the prediction log (disk full, file unwritable); held predictions are retried.', 'counter', () => [{ labels: {}, value: this.log?.errors ?? 0 }]);
+    this.callback('scoreline_prediction_log_failing', 'Whether the prediction log\'s last write failed (1) or not (0).', 'gauge', () => [{ labels: {}, value: this.log?.status().state === 'failing' ? 1 : 0 }]);
     if (opts.processMetrics !== false) {
       client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
       // These gauges end in _total, which `promtool check metrics` rejects for non-counters.
@@ -162,6 +164,11 @@ export class Monitor {
         this.registry.removeSingleMetric(`scoreline_nodejs_${name}`);
       }
     }
+  }
+
+  /** The prediction log's health (null when monitoring is off), for /v1/monitoring. */
+  logStatus(): PredictionLogStatus | null {
+    return this.log?.status() ?? null;
   }
 
   version(loaded: LoadedModel): VersionMonitor {
@@ -305,6 +312,7 @@ export class Monitor {
       volume,
       sla: this.slaOf(latency.p99_ms as number | null, latency.p95_ms as number | null, errorRate, b.requests),
       reference: vm.stats.baselines ? { rows: vm.stats.baselines.rows, auc: r4(vm.stats.baselines.referenceAuc) } : null,
+      prediction_log: this.logStatus(),
     };
   }
 

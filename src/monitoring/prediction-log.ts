@@ -1,152 +1,115 @@
 // The prediction log as the HTTP thread sees it: each model version and variant appends into its
 // own columnar buffers (typed arrays and an id list: no I/O, no per-row objects), shipped to the
-// log worker as one segment every 200 ms or 4,096 rows, buffers transferred rather than copied.
+// log worker every flushMs (default 100) or 1,024 rows, all streams of a flush in one message with a
+// sequence number, buffers transferred rather than copied. The worker acknowledges flushes by that
+// number once committed, which is what `durability: sync` waits for before a request is answered.
+// A failed write is held (bounded by the backlog), retried by the worker, counted and reported here:
+// status(), one error line per failure episode and one line when it writes again.
 // Reads (labelled windows, feedback joins, history, alerts) are messages answered by the worker.
 // Sampling keeps a fraction of predictions; the worker prunes what is older than the retention.
 
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import type { AppendSegment, LogRequest } from './log-worker.js';
+import { insufficientStorage, isDiskFull, storeUnavailable } from '../errors.js';
+import type { AppendSegment, FeedbackResult, LogReply, LogReport, LogRequest, LogWorkerData, Task } from './log-worker.js';
+import { LogStream, MAX_BACKLOG } from './log-stream.js';
 import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
+
+export type { FeedbackResult } from './log-worker.js';
+export { LogStream, MAX_BACKLOG } from './log-stream.js';
+export type Durability = 'async' | 'sync';
+
+/** Where the log reports its failures and recoveries (a pino logger fits). */
+export interface LogSink {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
 
 export interface PredictionLogOptions {
   dataDir: string;
   /** Share of predictions kept (0..1). */
   sampleRate: number;
   retentionDays: number;
+  /** Longest a logged prediction waits in memory before it is sent to the log thread, ms (default 100). */
+  flushMs?: number;
+  /** async (default): requests are answered at once; sync: only once their predictions are committed. */
+  durability?: Durability;
+  logger?: LogSink;
 }
 
-// Small, frequent segments: each is one short transaction in the log thread, so no single write
-// holds a core long enough to show in request latency.
-const FLUSH_ROWS = 1024;
-const FLUSH_MS = 100;
-/** Predictions sent to the log thread and not yet written beyond which new ones are dropped (counted). */
-const MAX_BACKLOG = 1_000_000;
+/** The log's health, as /v1/monitoring and /metrics report it. */
+export interface PredictionLogStatus {
+  /** failing: the last write failed (predictions are held and retried, or refused with sync). */
+  state: 'ok' | 'failing';
+  durability: Durability;
+  last_error: string | null;
+  last_error_at: string | null;
+  /** Failed write attempts since start. */
+  errors: number;
+  /** Predictions sent to the log thread and not yet written (held ones included). */
+  backlog: number;
+  /** Predictions never written: the backlog was full, or they were still held at shutdown. */
+  dropped: number;
+}
 
-/** The buffer of one model version and variant; rows of `width` float inputs. */
-export class LogStream {
-  private ids: string[] = [];
-  private ts: Float64Array;
-  private scores: Float64Array;
-  private features: Float32Array;
-  private n = 0;
+export const DEFAULT_FLUSH_MS = 100;
 
-  constructor(
-    private readonly log: PredictionLog,
-    readonly model: string,
-    readonly version: number,
-    readonly variant: string,
-    readonly width: number,
-    private capacity = 64,
-  ) {
-    this.ts = new Float64Array(capacity);
-    this.scores = new Float64Array(capacity);
-    this.features = new Float32Array(capacity * width);
-  }
-
-  get size(): number {
-    return this.n;
-  }
-
-  /** One prediction; `row` holds its `width` inputs from `offset` (null: not kept). */
-  push(id: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number): void {
-    if (this.log.closed) return;
-    if (this.log.backlog >= MAX_BACKLOG) {
-      this.log.dropped++;
-      return;
-    }
-    const n = this.n;
-    if (n === this.capacity) this.grow();
-    this.ids.push(id);
-    this.ts[n] = ts;
-    this.scores[n] = score;
-    const w = this.width;
-    if (w > 0) {
-      const f = this.features;
-      const at = n * w;
-      if (row === null) f.fill(NaN, at, at + w);
-      else for (let i = 0; i < w; i++) f[at + i] = row[offset + i] as number;
-    }
-    this.n = n + 1;
-    this.log.logged++;
-    if (this.n >= FLUSH_ROWS) this.flush();
-    else if (n === 0) this.log.schedule(this);
-  }
-
-  private grow(): void {
-    const cap = this.capacity * 2;
-    const ts = new Float64Array(cap);
-    ts.set(this.ts);
-    const scores = new Float64Array(cap);
-    scores.set(this.scores);
-    const features = new Float32Array(cap * this.width);
-    features.set(this.features);
-    this.ts = ts;
-    this.scores = scores;
-    this.features = features;
-    this.capacity = cap;
-  }
-
-  /** Ships the buffered rows to the worker as one segment. */
-  flush(): void {
-    const n = this.n;
-    if (n === 0) return;
-    const segment: AppendSegment = {
-      model: this.model,
-      version: this.version,
-      variant: this.variant,
-      width: this.width,
-      n,
-      ids: this.ids,
-      ts: this.ts,
-      scores: this.scores,
-      features: this.features,
-    };
-    // The next buffers start at about the size this flush needed.
-    this.capacity = Math.min(FLUSH_ROWS, Math.max(64, 1 << Math.ceil(Math.log2(n))));
-    this.ids = [];
-    this.ts = new Float64Array(this.capacity);
-    this.scores = new Float64Array(this.capacity);
-    this.features = new Float32Array(this.capacity * this.width);
-    this.n = 0;
-    this.log.backlog += n;
-    this.log.send({ op: 'append', segment } satisfies LogRequest, [segment.ts.buffer, segment.scores.buffer, segment.features.buffer] as ArrayBuffer[]);
-  }
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  /** The flush whose commit settles it. */
+  through: number;
 }
 
 export class PredictionLog {
   private readonly worker: Worker;
+  private readonly file: string;
   private readonly streams = new Map<string, LogStream>();
   private readonly dirty = new Set<LogStream>();
+  private readonly flushMs: number;
+  readonly durability: Durability;
   private timer: NodeJS.Timeout | null = null;
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private readonly pruneTimer: NodeJS.Timeout;
+  /** Sequence number of the last flush sent to the worker. */
+  private seq = 0;
+  /** Commits waited on (durability sync), oldest flush first. */
+  private readonly commits: Deferred[] = [];
+  /** The commit everything pushed in this turn of the event loop waits on. */
+  private pendingCommit: Deferred | null = null;
+  private failingSince: number | null = null;
+  private episode = { errors: 0, dropped: 0 };
+  private lastError: string | null = null;
+  private lastErrorAt: number | null = null;
   logged = 0;
-  /** Predictions not logged because the log thread was too far behind. */
+  /** Predictions never written: the backlog was full, or they were still held at shutdown. */
   dropped = 0;
   /** Predictions sent to the log thread and not yet acknowledged as written. */
   backlog = 0;
+  /** Failed write attempts. */
+  errors = 0;
   closed = false;
 
   constructor(private readonly opts: PredictionLogOptions) {
-    this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData: { file: join(opts.dataDir, 'monitoring.db') } });
+    this.file = join(opts.dataDir, 'monitoring.db');
+    this.flushMs = opts.flushMs ?? DEFAULT_FLUSH_MS;
+    this.durability = opts.durability ?? 'async';
+    const workerData: LogWorkerData = { file: this.file, durability: this.durability };
+    this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData });
     this.worker.unref();
-    this.worker.on('message', (m: { id?: number; value?: unknown; error?: string; written?: number }) => {
-      if (m.written !== undefined) {
-        this.backlog -= m.written;
-        return;
-      }
-      if (m.id === undefined) return;
-      const w = this.waiting.get(m.id);
-      if (w === undefined) return;
-      this.waiting.delete(m.id);
-      if (m.error !== undefined) w.reject(new Error(m.error));
-      else w.resolve(m.value);
+    this.worker.on('message', (m: LogReport | LogReply) => {
+      if ('id' in m) return this.answered(m);
+      if (m.kind === 'written') this.written(m.through, m.rows);
+      else this.failed(m);
     });
     this.worker.on('error', (e) => {
+      // The thread itself died (not a failed write, which it survives): nothing more will be written.
+      this.noteFailure(e.message, null, this.backlog);
       for (const w of this.waiting.values()) w.reject(e);
       this.waiting.clear();
+      this.settle(Infinity, storeUnavailable(`the prediction log thread stopped: ${e.message}`));
     });
     const prune = () => void this.request({ op: 'prune', before: Date.now() - opts.retentionDays * 86_400_000 }).catch(() => undefined);
     this.pruneTimer = setInterval(prune, 3_600_000);
@@ -160,40 +123,168 @@ export class PredictionLog {
   }
 
   /** The buffer of a model version and variant (created on first use, with that row width). */
-  stream(model: string, version: number, variant: string, width: number): LogStream {
+  stream(model: string, version: number, variant: string, width: number, task: Task | null = null): LogStream {
     const key = `${model}\u0000${version}\u0000${variant}\u0000${width}`;
     let s = this.streams.get(key);
     if (s === undefined) {
-      s = new LogStream(this, model, version, variant, width);
+      s = new LogStream(this, model, version, variant, width, task);
       this.streams.set(key, s);
     }
     return s;
   }
 
-  append(id: string, model: string, version: number, variant: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, width: number): void {
-    this.stream(model, version, variant, width).push(id, ts, score, row, offset);
+  append(id: string, model: string, version: number, variant: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, width: number, task: Task | null = null): boolean {
+    return this.stream(model, version, variant, width, task).push(id, ts, score, row, offset);
   }
 
-  /** @internal a stream got its first row: flush it within FLUSH_MS. */
+  /** @internal a stream got its first row: flush it within flushMs. */
   schedule(s: LogStream): void {
     this.dirty.add(s);
     if (this.timer === null) {
-      this.timer = setTimeout(() => this.flush(), FLUSH_MS);
+      this.timer = setTimeout(() => this.flush(), this.flushMs);
       this.timer.unref();
     }
   }
 
-  /** @internal */
-  send(m: LogRequest, transfer: ArrayBuffer[]): void {
-    this.worker.postMessage(m, transfer);
+  /** @internal a stream is full: ship it, with every other buffered row (a flush carries all rows pushed before it). */
+  flushStream(s: LogStream): void {
+    this.dirty.add(s);
+    this.flush();
   }
 
   /** Ships every buffered row to the worker. */
   flush(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    for (const s of this.dirty) s.flush();
+    const segments: AppendSegment[] = [];
+    for (const s of this.dirty) {
+      const segment = s.take();
+      if (segment !== null) segments.push(segment);
+    }
     this.dirty.clear();
+    // A commit waiting on the next flush gets one, even an empty one, or it would wait forever.
+    if (segments.length > 0 || this.pendingCommit?.through === this.seq + 1) this.send(segments);
+  }
+
+  private send(segments: AppendSegment[]): void {
+    const seq = ++this.seq;
+    const transfer: ArrayBuffer[] = [];
+    let rows = 0;
+    for (const s of segments) {
+      rows += s.n;
+      transfer.push(s.ts.buffer as ArrayBuffer, s.scores.buffer as ArrayBuffer, s.features.buffer as ArrayBuffer);
+    }
+    this.backlog += rows;
+    this.worker.postMessage({ op: 'append', seq, segments } satisfies LogRequest, transfer);
+    const c = this.pendingCommit;
+    if (c !== null && c.through === seq) {
+      this.pendingCommit = null;
+      this.commits.push(c);
+    }
+  }
+
+  /**
+   * Resolves once every prediction pushed so far is committed to SQLite (durability sync); rejects
+   * with STORE_UNAVAILABLE when that write failed. Everything pushed in the same turn of the event
+   * loop shares one flush and one promise, so a commit serves many batches.
+   */
+  commit(): Promise<void> {
+    if (this.closed) return Promise.reject(storeUnavailable('the prediction log is closed'));
+    let c = this.pendingCommit;
+    if (c === null) {
+      // Every row pushed so far is buffered (it goes into the next flush) or in an earlier flush.
+      let resolve!: () => void;
+      let reject!: (e: Error) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      c = this.pendingCommit = { promise, resolve, reject, through: this.seq + 1 };
+      setImmediate(this.commitNow);
+    }
+    return c.promise;
+  }
+
+  /** Sends the flush the pending commit waits on, unless a read or a full stream already did. */
+  private readonly commitNow = (): void => {
+    if (this.pendingCommit !== null) this.flush();
+  };
+
+  /** Resolves (or rejects with `err`) every commit waiting on a flush up to `through`. */
+  private settle(through: number, err: Error | null): void {
+    const cs = this.commits;
+    let k = 0;
+    while (k < cs.length && cs[k]!.through <= through) {
+      if (err === null) cs[k]!.resolve();
+      else cs[k]!.reject(err);
+      k++;
+    }
+    if (k > 0) cs.splice(0, k);
+    if (err !== null && this.pendingCommit !== null && this.pendingCommit.through <= through) {
+      this.pendingCommit.reject(err);
+      this.pendingCommit = null;
+    }
+  }
+
+  private written(through: number, rows: number): void {
+    this.backlog -= rows;
+    this.settle(through, null);
+    if (this.failingSince === null) return;
+    this.opts.logger?.warn(
+      {
+        file: this.file,
+        failedForSeconds: Math.round((Date.now() - this.failingSince) / 100) / 10,
+        failedAttempts: this.episode.errors,
+        dropped: this.dropped - this.episode.dropped,
+        backlog: this.backlog,
+      },
+      'prediction log: writing again; the predictions held while it failed are being written',
+    );
+    this.failingSince = null;
+  }
+
+  private failed(m: Extract<LogReport, { kind: 'failed' }>): void {
+    this.backlog -= m.refused;
+    if (m.refused > 0) this.settle(m.refusedThrough, storeUnavailable(`the prediction log could not commit this prediction: ${m.error}`));
+    this.noteFailure(m.error, m.code, m.held);
+  }
+
+  private noteFailure(error: string, code: string | null, held: number): void {
+    this.errors++;
+    this.lastError = code !== null && !error.includes(code) ? `${code}: ${error}` : error;
+    this.lastErrorAt = Date.now();
+    if (this.failingSince !== null) {
+      this.episode.errors++;
+      return;
+    }
+    this.failingSince = this.lastErrorAt;
+    this.episode = { errors: 1, dropped: this.dropped };
+    this.opts.logger?.error(
+      { file: this.file, err: error, code, held, backlog: this.backlog, durability: this.durability },
+      this.durability === 'sync'
+        ? `prediction log: cannot write to ${this.file} (${code ?? error}); requests are answered 503 until it can, retrying`
+        : `prediction log: cannot write to ${this.file} (${code ?? error}); holding up to ${MAX_BACKLOG} predictions in memory and retrying`,
+    );
+  }
+
+  private answered(m: LogReply): void {
+    const w = this.waiting.get(m.id);
+    if (w === undefined) return;
+    this.waiting.delete(m.id);
+    if (!('error' in m)) return w.resolve(m.value);
+    w.reject(isDiskFull(m) ? insufficientStorage(this.opts.dataDir, new Error(m.error)) : new Error(m.error));
+  }
+
+  status(): PredictionLogStatus {
+    return {
+      state: this.failingSince === null ? 'ok' : 'failing',
+      durability: this.durability,
+      last_error: this.lastError,
+      last_error_at: this.lastErrorAt === null ? null : new Date(this.lastErrorAt).toISOString(),
+      errors: this.errors,
+      backlog: this.backlog,
+      dropped: this.dropped,
+    };
   }
 
   private request<T>(m: Record<string, unknown>): Promise<T> {
@@ -205,8 +296,11 @@ export class PredictionLog {
     });
   }
 
-  /** Joins labels to logged predictions by request id. */
-  feedback(items: { requestId: string; label: number }[]): Promise<{ joined: number; unknown: string[] }> {
+  /**
+   * Joins labels to logged predictions by request id. A label the prediction's model cannot have
+   * (not 0/1 for a classifier) is rejected with its reason and changes nothing.
+   */
+  feedback(items: { requestId: string; label: number }[]): Promise<FeedbackResult> {
     return this.request({ op: 'feedback', items, now: Date.now() });
   }
 
@@ -260,16 +354,24 @@ export class PredictionLog {
     return this.request({ op: 'prune', before });
   }
 
-  /** Waits until everything appended so far is written. */
-  async drain(): Promise<void> {
-    await this.request({ op: 'flush' });
+  /** Tries to write everything appended so far (also what a failure holds); resolves with the predictions still held. */
+  async drain(): Promise<{ held: number }> {
+    return this.request({ op: 'flush' });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.drain().catch(() => undefined);
+    const held = await this.drain().then(
+      (r) => r.held,
+      () => this.backlog,
+    );
     this.closed = true;
+    if (held > 0) {
+      this.dropped += held;
+      this.opts.logger?.error({ file: this.file, held, lastError: this.lastError }, `prediction log: ${held} predictions could not be written before shutdown and are lost`);
+    }
     clearInterval(this.pruneTimer);
+    this.settle(Infinity, storeUnavailable('the prediction log is closed'));
     await this.worker.terminate();
   }
 }

@@ -4,6 +4,7 @@
 // windowed statistics (drift, prediction distribution) and the prediction log. Per request this is
 // a few counter updates; per row a score read and a few comparisons.
 
+import { storeUnavailable } from '../errors.js';
 import type { Batch, BatchObserver, LoadedModel, RunResult } from '../inference/index.js';
 import { WindowedStats, type Baselines } from './buckets.js';
 import { LatencyRecorder, RateCounter } from './latency.js';
@@ -82,7 +83,7 @@ export class VersionMonitor implements BatchObserver {
   private logStream(log: PredictionLog, variant: string): LogStream {
     let s = this.logStreams.get(variant);
     if (s === undefined) {
-      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width);
+      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification');
       this.logStreams.set(variant, s);
     }
     return s;
@@ -127,13 +128,16 @@ export class VersionMonitor implements BatchObserver {
     for (let i = 0; i < reqs.length; i++) this.queueChild.observe((now - reqs[i]!.enqueuedAt) / 1000);
   }
 
-  /** Every row of a finished batch: its score (and inputs) into the windows and the prediction log. */
-  onComplete(batch: Batch, result: RunResult): void {
-    if (!this.enabled) return;
+  /**
+   * Every row of a finished batch: its score (and inputs) into the windows and the prediction log.
+   * With durability sync, the promise of their commit: the batcher answers the batch after it.
+   */
+  onComplete(batch: Batch, result: RunResult): Promise<void> | undefined {
+    if (!this.enabled) return undefined;
     this.computeChild.observe(result.computeMs / 1000);
     const m = this.loaded;
     const o = result.outputs[m.scoreOutput.output];
-    if (o === undefined) return;
+    if (o === undefined) return undefined;
     let per = 1;
     for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
     const column = Math.min(m.scoreOutput.column ?? per - 1, per - 1);
@@ -143,6 +147,8 @@ export class VersionMonitor implements BatchObserver {
     const stats = this.stats;
     const log = this.log;
     const reqs = batch.requests;
+    let logged = 0;
+    let lost = 0;
     for (let k = 0; k < reqs.length; k++) {
       const r = reqs[k]!;
       if (r.internal) continue;
@@ -155,9 +161,15 @@ export class VersionMonitor implements BatchObserver {
         const row = start + j;
         const score = Number(o.data[row * per + column]);
         stats.recordPrediction(now, score, input, row * width);
-        if (stream !== null && log!.sampled()) stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, input, row * width);
+        if (stream !== null && log!.sampled()) {
+          if (stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, input, row * width)) logged++;
+          else lost++;
+        }
       }
     }
+    if (log === null || log.durability !== 'sync') return undefined;
+    if (lost > 0) return Promise.reject(storeUnavailable(`the prediction log did not take ${lost} of this batch's predictions (closed, or ${log.backlog} waiting to be written)`));
+    return logged > 0 ? log.commit() : undefined;
   }
 
   volumeSnapshot(windowSeconds = 10): VolumeSnapshot {

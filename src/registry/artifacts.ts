@@ -41,7 +41,7 @@ export class ArtifactStore {
   constructor(dataDir: string, options: ArtifactStoreOptions = {}) {
     this.root = join(dataDir, 'artifacts');
     this.#onRefusal = options.onRefusal;
-    mkdirSync(this.root, { recursive: true });
+    mkdirSync(this.root, { recursive: true, mode: 0o700 });
   }
 
   /** Where the artifact with this hash lives (whether or not it exists). */
@@ -66,10 +66,11 @@ export class ArtifactStore {
     if (existsSync(path) && statSync(path).size === bytes.length && sha256Of(readFileSync(path)) === sha256) return stored;
 
     const dir = join(this.root, sha256.slice(0, 2));
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const temp = join(dir, `.${sha256}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
     try {
-      const fd = openSync(temp, 'wx', 0o444);
+      // Private like the rest of the data dir: a model's weights are the team's, not the machine's.
+      const fd = openSync(temp, 'wx', 0o600);
       try {
         for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
         fsyncSync(fd);

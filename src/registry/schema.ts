@@ -3,6 +3,7 @@
 // list of migrations applied once each, recorded in schema_version. Append migrations; never edit one
 // that has shipped.
 
+import { closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { configInvalid } from '../errors.js';
 
@@ -75,6 +76,8 @@ export const MIGRATIONS: readonly string[] = [
 
 /** Opens (creating if needed) the database file and migrates it to the newest schema. */
 export function openDatabase(file: string): Db {
+  // Created private before SQLite opens it: its -wal and -shm files are made with the same mode.
+  if (file !== ':memory:') closeSync(openSync(file, 'a', 0o600));
   const db = new Database(file);
   try {
     db.pragma('journal_mode = WAL');

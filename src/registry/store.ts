@@ -6,7 +6,7 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
+import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
 import { assertOnnx } from './format.js';
 import { MODEL_NAME, type RepositoryScan } from './repository.js';
@@ -48,7 +48,7 @@ export class ModelRegistry {
 
   /** Opens the registry in dataDir (created if needed), migrating registry.db to the current schema. */
   static open(dataDir: string, options: RegistryOptions = {}): ModelRegistry {
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const artifacts = new ArtifactStore(dataDir, options.onArtifactRefusal ? { onRefusal: options.onArtifactRefusal } : {});
     const db = openDatabase(join(dataDir, 'registry.db'));
     return new ModelRegistry(dataDir, db, artifacts, options.now ?? (() => new Date()));
@@ -297,7 +297,13 @@ export class ModelRegistry {
 
   #write<T>(fn: () => T): T {
     // IMMEDIATE takes the write lock up front, so a read-then-write never fails on a concurrent writer.
-    return this.#db.transaction(fn).immediate();
+    try {
+      return this.#db.transaction(fn).immediate();
+    } catch (e) {
+      // Rolled back, so nothing changed: the caller learns it can retry once there is room (507).
+      if (isDiskFull(e)) throw insufficientStorage(this.dataDir, e);
+      throw e;
+    }
   }
 
   #stamp(): string {

@@ -5,7 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { badRequest, bodyTooLarge, forbidden, unauthorized, unsupportedMediaType } from '../errors.js';
+import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
 import type { Alerting } from './alerting.js';
 import { summary, type Retrainer } from '../retraining/retrainer.js';
@@ -47,6 +47,8 @@ export interface AdminDeps {
 export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: AdminDeps): void {
   const expected = digest(deps.token);
   const { registry, deployer } = deps;
+  /** A write refused by a full disk (anywhere below: registry, jobs, references) is a 507 the operator can act on. */
+  const storage = (e: unknown): unknown => (isDiskFull(e) ? insufficientStorage(ctx.config.dataDir, e) : e);
 
   /** Checks an Authorization header value. */
   const authorizeHeader = (h: string): void => {
@@ -66,7 +68,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
         authorize(req);
         sendJson(res, 200, JSON.stringify(answer(req)));
       } catch (e) {
-        sendError(res, e, ctx.log);
+        sendError(res, storage(e), ctx.log);
       }
     });
 
@@ -82,7 +84,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
           .then(() => answer([...p.params], body))
           .then(
             (r) => sendJson(res, status, JSON.stringify(r)),
-            (e) => sendError(res, e, ctx.log),
+            (e) => sendError(res, storage(e), ctx.log),
           );
       },
     );
@@ -124,7 +126,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
         ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
         sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
       } catch (e) {
-        sendError(res, e, ctx.log);
+        sendError(res, storage(e), ctx.log);
       }
     },
   );
@@ -156,7 +158,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
         return { model: name, version, rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
       })().then(
         (body) => sendJson(res, 200, JSON.stringify(body)),
-        (e) => sendError(res, e, ctx.log),
+        (e) => sendError(res, storage(e), ctx.log),
       );
     },
   );

@@ -24,6 +24,7 @@ export const STATUS_LINES: Record<number, string> = {
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
   504: '504 Gateway Timeout',
+  507: '507 Insufficient Storage',
 };
 
 /** Per-response state kept on the uWS response object. */

@@ -8,10 +8,10 @@ import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
 import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
-import { mkdirSync } from 'node:fs';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { ModelRegistry } from '../registry/store.js';
+import { prepareDataDir } from '../registry/data-dir.js';
 import { scanRepository } from '../registry/repository.js';
 import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
@@ -46,9 +46,11 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
-  mkdirSync(config.dataDir, { recursive: true });
+  const dir = prepareDataDir(config.dataDir);
+  if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
+  if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
   const mon = config.monitoring;
-  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, sampleRate: mon.predictionLog.sampleRate, retentionDays: mon.predictionLog.retentionDays }) : null;
+  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
   const engine = new InferenceEngine({
     workers: config.inference.workers,

@@ -3,7 +3,7 @@
 // alerts), its per-minute history, the list of monitored models; and delayed labels at
 // POST /v1/feedback, joined to logged predictions by request id.
 
-import { badRequest, notReady } from '../errors.js';
+import { badRequest, labelInvalid, notReady } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
@@ -54,10 +54,11 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.inFlight);
   });
-  const feedbackCounts = { joined: 0, unknown: 0 };
-  monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback, by whether they joined a logged prediction.', 'counter', () => [
+  const feedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
+  monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback: joined to a logged prediction, unknown id, or rejected (a label the model cannot have).', 'counter', () => [
     { labels: { result: 'joined' }, value: feedbackCounts.joined },
     { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
+    { labels: { result: 'rejected' }, value: feedbackCounts.rejected },
   ]);
 
   app.get('/metrics', (res: Res) => {
@@ -81,7 +82,7 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
       }
       return { name, versions: engine.versionsOf(name).map((m) => ({ version: m.version, state: m.state, serving: m.version === serving })) };
     });
-    sendJson(res, 200, JSON.stringify({ models }));
+    sendJson(res, 200, JSON.stringify({ models, prediction_log: ctx.monitor.logStatus() }));
   });
 
   /** The version a monitoring request means: ?version=, else the one serving requests without one. */
@@ -162,7 +163,21 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
         (r) => {
           feedbackCounts.joined += r.joined;
           feedbackCounts.unknown += r.unknown.length;
-          sendJson(res, 200, JSON.stringify({ received: items.length, joined: r.joined, unknown: r.unknown.length, unknown_ids: r.unknown.slice(0, 100) }));
+          feedbackCounts.rejected += r.rejected.length;
+          const answer = {
+            received: items.length,
+            joined: r.joined,
+            unknown: r.unknown.length,
+            unknown_ids: r.unknown.slice(0, 100),
+            rejected: r.rejected.length,
+            rejected_items: r.rejected.slice(0, 100).map((x) => ({ request_id: x.requestId, label: x.label, reason: x.reason })),
+          };
+          if (r.rejected.length < items.length) return sendJson(res, 200, JSON.stringify(answer));
+          // Nothing usable in the request: refused as a whole, naming what the labels may be.
+          const first = r.rejected[0]!;
+          const more = items.length > 1 ? ` (and ${items.length - 1} more)` : '';
+          const e = labelInvalid(`every label was rejected: request '${first.requestId}': ${first.reason}${more}`);
+          sendJson(res, e.status, JSON.stringify({ error: e.message, ...answer }));
         },
         (e) => sendError(res, e, ctx.log),
       );

@@ -1,0 +1,228 @@
+// The monitoring database, <data-dir>/monitoring.db, as the log thread uses it: its schema (brought
+// up to date on open), statements and transactions. Predictions are stored as segments: one row per
+// flushed batch of one model version and variant, its timestamps, scores and inputs packed columnar
+// in a blob, so writing a prediction costs one entry in the request-id index instead of a row and
+// three index entries. A label that arrives (by request id) is joined to its prediction there and
+// then: the score, time and inputs are copied into the `labels` table, which is what performance
+// windows and retraining read, with plain indexes. Unknown ids are reported, not stored; a label the
+// model's task cannot have (7 for a classifier) is refused with its reason and changes nothing.
+// Retention drops old segments, their ids and labels.
+
+import type Database from 'better-sqlite3';
+
+export type Task = 'classification' | 'regression';
+
+/** One flushed batch of a model version and variant; `n` rows of `width` inputs each (NaN: not kept). */
+export interface AppendSegment {
+  model: string;
+  version: number;
+  variant: string;
+  /** The model's task, which decides what labels it can get (null: not known). */
+  task: Task | null;
+  width: number;
+  n: number;
+  ids: string[];
+  ts: Float64Array;
+  scores: Float64Array;
+  features: Float32Array;
+}
+
+export interface FeedbackResult {
+  joined: number;
+  unknown: string[];
+  rejected: { requestId: string; label: number; reason: string }[];
+}
+
+/** Rows per segment are below this; a prediction's location is segment id * SEG + row. */
+export const SEG = 65536;
+
+/** A write queued in the log thread: a flush of the HTTP thread, history points or an alert change. */
+export type Write =
+  | { kind: 'append'; seq: number; segments: AppendSegment[]; rows: number }
+  | { kind: 'history'; points: { model: string; version: number; at: number; data: string }[] }
+  | { kind: 'alert'; alert: { id: string; state: string; data: string; at: number } };
+
+interface SegmentRow {
+  model: string;
+  version: number;
+  variant: string;
+  task: Task | null;
+  n: number;
+  width: number;
+  data: Buffer;
+}
+
+export type Store = ReturnType<typeof openStore>;
+
+/** Brings the open database to the current schema; its statements and transactions. */
+export function openStore(db: Database.Database, sync: boolean) {
+  // async: NORMAL in WAL mode: a commit survives the process being killed (it is in the WAL, in the
+  // OS's cache) and only the last commits can be lost to a power cut; that window is already
+  // accepted (flushMs). sync: FULL, the WAL is fsynced at every commit, so an acknowledged
+  // prediction survives a power cut too; group commit pays one fsync per transaction, not per row.
+  db.pragma('journal_mode = WAL');
+  db.pragma(sync ? 'synchronous = FULL' : 'synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS segments (
+      id INTEGER PRIMARY KEY,
+      model TEXT NOT NULL,
+      version INTEGER NOT NULL,
+      variant TEXT NOT NULL,
+      t0 INTEGER NOT NULL,
+      t1 INTEGER NOT NULL,
+      n INTEGER NOT NULL,
+      width INTEGER NOT NULL,
+      data BLOB NOT NULL,
+      task TEXT
+    );
+    CREATE TABLE IF NOT EXISTS prediction_ids (request_id TEXT PRIMARY KEY, loc INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS labels (
+      loc INTEGER PRIMARY KEY,
+      model TEXT NOT NULL,
+      version INTEGER NOT NULL,
+      variant TEXT NOT NULL,
+      ts INTEGER NOT NULL,
+      score REAL,
+      features BLOB,
+      label REAL NOT NULL,
+      labelled_at INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS labels_by_version ON labels (model, version, ts);
+    CREATE INDEX IF NOT EXISTS labels_by_model ON labels (model, ts);
+    CREATE TABLE IF NOT EXISTS history (
+      model TEXT NOT NULL, version INTEGER NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL,
+      PRIMARY KEY (model, version, at)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL, updated_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS alert_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL, state TEXT NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL);
+  `);
+  // Files from before segments knew their model's task: their labels are checked for finiteness only.
+  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'task'").get() === undefined) db.exec('ALTER TABLE segments ADD COLUMN task TEXT');
+
+  const segmentPut = db.prepare('INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  // json_each expands the ids inside SQLite: one statement per segment, not one per prediction.
+  const idsPut = db.prepare('INSERT OR IGNORE INTO prediction_ids (request_id, loc) SELECT value, ? + key FROM json_each(?)');
+  const idGet = db.prepare('SELECT loc FROM prediction_ids WHERE request_id = ?').pluck();
+  const segmentGet = db.prepare('SELECT model, version, variant, task, n, width, data FROM segments WHERE id = ?');
+  const labelPut = db.prepare(
+    'INSERT OR REPLACE INTO labels (loc, model, version, variant, ts, score, features, label, labelled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  const labelled = db.prepare('SELECT score, label FROM labels WHERE model = ? AND version = ? AND ts >= ? ORDER BY ts DESC LIMIT ?');
+  const training = db.prepare('SELECT ts, score, features, label FROM labels WHERE model = ? AND features IS NOT NULL AND ts >= ? ORDER BY ts LIMIT ?');
+  const historyPut = db.prepare('INSERT OR REPLACE INTO history (model, version, at, data) VALUES (?, ?, ?, ?)');
+  const historyGet = db.prepare('SELECT at, data FROM history WHERE model = ? AND version = ? AND at >= ? AND at <= ? ORDER BY at');
+  const alertPut = db.prepare('INSERT OR REPLACE INTO alerts (id, state, data, updated_at) VALUES (?, ?, ?, ?)');
+  const alertEvent = db.prepare('INSERT INTO alert_events (alert_id, state, at, data) VALUES (?, ?, ?, ?)');
+  const alertHistory = db.prepare('SELECT data FROM alert_events WHERE at >= ? ORDER BY seq DESC LIMIT ?');
+  const alertOpen = db.prepare("SELECT data FROM alerts WHERE state IN ('pending', 'firing')");
+
+  /** Blob layout: ts float64 x n, score float64 x n, inputs float32 x n*width (row-major). */
+  const appendSegment = (s: AppendSegment) => {
+    const { n, width } = s;
+    if (n === 0) return;
+    const data = Buffer.allocUnsafe(n * 16 + n * width * 4);
+    Buffer.from(s.ts.buffer, s.ts.byteOffset, n * 8).copy(data, 0);
+    Buffer.from(s.scores.buffer, s.scores.byteOffset, n * 8).copy(data, n * 8);
+    if (width > 0) Buffer.from(s.features.buffer, s.features.byteOffset, n * width * 4).copy(data, n * 16);
+    let t0 = Infinity;
+    let t1 = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const t = s.ts[i]!;
+      if (t < t0) t0 = t;
+      if (t > t1) t1 = t;
+    }
+    const id = Number(segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task).lastInsertRowid);
+    idsPut.run(id * SEG, JSON.stringify(s.ids.length === n ? s.ids : s.ids.slice(0, n)));
+  };
+
+  /** One transaction for a group of queued writes, in their order. */
+  const writeGroup = db.transaction((group: Write[]) => {
+    for (const w of group) {
+      if (w.kind === 'append') for (const s of w.segments) appendSegment(s);
+      else if (w.kind === 'history') for (const p of w.points) historyPut.run(p.model, p.version, p.at, p.data);
+      else {
+        alertPut.run(w.alert.id, w.alert.state, w.alert.data, w.alert.at);
+        alertEvent.run(w.alert.id, w.alert.state, w.alert.at, w.alert.data);
+      }
+    }
+  });
+
+  const feedback = db.transaction((items: { requestId: string; label: number }[], now: number): FeedbackResult => {
+    const unknown: string[] = [];
+    const rejected: FeedbackResult['rejected'] = [];
+    let joined = 0;
+    const segments = new Map<number, SegmentRow | undefined>();
+    for (const it of items) {
+      const loc = idGet.get(it.requestId) as number | undefined;
+      const segId = loc === undefined ? -1 : Math.floor(loc / SEG);
+      let seg = segments.get(segId);
+      if (seg === undefined && loc !== undefined && !segments.has(segId)) {
+        seg = segmentGet.get(segId) as SegmentRow | undefined;
+        segments.set(segId, seg);
+      }
+      if (loc === undefined || seg === undefined) {
+        // never logged (or sampled out), or pruned by retention
+        unknown.push(it.requestId);
+        continue;
+      }
+      const reason = labelProblem(seg, it.label);
+      if (reason !== null) {
+        rejected.push({ requestId: it.requestId, label: it.label, reason });
+        continue;
+      }
+      const row = loc - segId * SEG;
+      const ts = seg.data.readDoubleLE(row * 8);
+      const score = seg.data.readDoubleLE(seg.n * 8 + row * 8);
+      const features = seg.width > 0 ? seg.data.subarray(seg.n * 16 + row * seg.width * 4, seg.n * 16 + (row + 1) * seg.width * 4) : null;
+      // A row logged without inputs is NaN throughout: keep no features for it.
+      const kept = features !== null && !Number.isNaN(features.readFloatLE(0)) ? features : null;
+      labelPut.run(loc, seg.model, seg.version, seg.variant, Math.round(ts), Number.isFinite(score) ? score : null, kept, it.label, now);
+      joined++;
+    }
+    return { joined, unknown, rejected };
+  });
+
+  /** Drops segments older than `before` with their ids and labels. */
+  const prune = db.transaction((before: number) => {
+    const keep = db.prepare('SELECT min(id) FROM segments WHERE t1 >= ?').pluck().get(before) as number | null;
+    const max = db.prepare('SELECT max(id) FROM segments').pluck().get() as number | null;
+    // Everything below the first segment still in retention goes (segment ids grow with time).
+    const cut = keep ?? (max === null ? 0 : max + 1);
+    let predictions = 0;
+    if (cut > 0) {
+      const gone = db.prepare('SELECT coalesce(sum(n), 0) FROM segments WHERE id < ?').pluck().get(cut) as number;
+      if (gone > 0) {
+        db.prepare('DELETE FROM segments WHERE id < ?').run(cut);
+        db.prepare('DELETE FROM prediction_ids WHERE loc < ?').run(cut * SEG);
+        db.prepare('DELETE FROM labels WHERE loc < ?').run(cut * SEG);
+        predictions = gone;
+      }
+    }
+    const history = db.prepare('DELETE FROM history WHERE at < ?').run(before).changes;
+    const alertEvents = db.prepare('DELETE FROM alert_events WHERE at < ?').run(before).changes;
+    return { predictions, history, alertEvents };
+  });
+
+  const labelledRows = (model: string, version: number, since: number, limit: number): { scores: Float64Array; labels: Float64Array } => {
+    const rows = labelled.all(model, version, since, limit) as { score: number | null; label: number }[];
+    const scores = new Float64Array(rows.length);
+    const labels = new Float64Array(rows.length);
+    rows.forEach((r, i) => {
+      scores[i] = r.score ?? NaN;
+      labels[i] = r.label;
+    });
+    return { scores, labels };
+  };
+
+  return { db, writeGroup, feedback, prune, labelledRows, training, historyGet, alertHistory, alertOpen };
+}
+
+/** Why a label cannot belong to this prediction, or null when it can. */
+function labelProblem(seg: SegmentRow, label: number): string | null {
+  if (!Number.isFinite(label)) return `label ${label} is not a finite number`;
+  if (seg.task === 'classification' && label !== 0 && label !== 1) {
+    return `label ${label} is not 0/1 (or true/false), the only labels of model '${seg.model}' version ${seg.version} (classification)`;
+  }
+  return null;
+}
