@@ -33,7 +33,8 @@ export type ErrorCode =
   | 'CONFLICT'
   | 'JOB_NOT_FOUND'
   | 'RETRAINING_NOT_CONFIGURED'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'EXTERNAL_DATA';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -69,6 +70,8 @@ const STATUS: Record<ErrorCode, number> = {
   JOB_NOT_FOUND: 404,
   RETRAINING_NOT_CONFIGURED: 422,
   INTERNAL: 500,
+  // Like NOT_ONNX: the upload is a model file, just not one the server will load.
+  EXTERNAL_DATA: 422,
 };
 
 export class ScorelineError extends Error {
@@ -152,3 +155,15 @@ export const jobNotFound = (id: string) => new ScorelineError('JOB_NOT_FOUND', `
 export const retrainingNotConfigured = (model: string) =>
   new ScorelineError('RETRAINING_NOT_CONFIGURED', `model '${model}' has no retraining configuration (a \`retraining\` section in its model.yaml or in the server config's retraining.${model})`);
 export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);
+
+/** `described` names the tensors, e.g. "tensor 'w' (initializer of the main graph) at 'weights.bin'". */
+export const externalDataRefused = (source: string, count: number, described: string) =>
+  new ScorelineError(
+    'EXTERNAL_DATA',
+    `${source} keeps the data of ${count === 1 ? described : `${count} tensors (${described})`} in a file ` +
+      'outside the model (ONNX external data); external data is not accepted: the registry\'s sha256 covers only the model ' +
+      'file, and the data would be read from the server\'s disk. Save the model with every tensor inside the file: ' +
+      'onnx.save_model(model, path, save_as_external_data=False), or, for a model already saved with external data, ' +
+      'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
+      'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
+  );

@@ -1,13 +1,14 @@
 // The model registry: models, their versions (sha256-addressed artifacts with signature, metrics,
 // tags, lineage and config), aliases with their full history, and each model's deployment state with
 // its history, in one SQLite file <dataDir>/registry.db next to the artifact store. Every write is one
-// IMMEDIATE transaction; every load re-hashes the artifact. Deployment state is opaque JSON here:
-// the deployer owns its meaning.
+// IMMEDIATE transaction; every load re-hashes the artifact and checks again that the model keeps no
+// tensor data in other files. Deployment state is opaque JSON here: the deployer owns its meaning.
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
+import { refuseExternalData } from './external-data.js';
 import { assertOnnx } from './format.js';
 import { MODEL_NAME, type RepositoryScan } from './repository.js';
 import type {
@@ -192,10 +193,16 @@ export class ModelRegistry {
     return this.getVersion(name, row.version);
   }
 
-  /** The version's record and its artifact bytes, re-hashed: ARTIFACT_TAMPERED / ARTIFACT_MISSING are thrown and counted. */
+  /**
+   * The version's record and its artifact bytes, re-hashed: ARTIFACT_TAMPERED / ARTIFACT_MISSING are
+   * thrown and counted. A model that keeps tensor data in other files (stored before such models
+   * were refused) is refused here with EXTERNAL_DATA, so no caller ever hands it to onnxruntime.
+   */
   load(name: string, version: number): { record: VersionRecord; bytes: Buffer } {
     const record = this.getVersion(name, version);
-    return { record, bytes: this.artifacts.read(record.sha256) };
+    const bytes = this.artifacts.read(record.sha256);
+    refuseExternalData(bytes, `version ${version} of model '${name}'`);
+    return { record, bytes };
   }
 
   /** Points the alias at the version, recording the move (no record when it already points there). */
