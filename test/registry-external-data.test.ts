@@ -158,7 +158,7 @@ test('the registry refuses external data at registration and at repository impor
     const main = writeExternalInitializerModel(join(env.dir, 'upload'));
     const sub = writeSubgraphModel(join(env.dir, 'upload-sub'));
     for (const m of [main, sub]) {
-      throwsCode(() => reg.register('sum', m.bytes, { source: m.modelPath }), 'EXTERNAL_DATA', 422, new RegExp(`tensor '${m.tensor}'`));
+      throwsCode(() => reg.register('sum', m.bytes, { declaredSource: m.modelPath }), 'EXTERNAL_DATA', 422, new RegExp(`tensor '${m.tensor}'`));
     }
     assert.deepEqual(reg.listModels(), []);
     assert.deepEqual(readdirSync(reg.artifacts.root), [], 'no artifact written');

@@ -68,6 +68,9 @@ test('a model with an external-data initializer is refused over HTTP with 422 an
     assert.match(r.body.error, /onnx\.save_model\(model, path, save_as_external_data=False\)/);
     assert.match(r.body.error, /convert_model_from_external_data/);
   }
+  const declared = await register(next.bytes, { 'x-scoreline-source': next.modelPath });
+  assert.equal(declared.status, 422);
+  assert.ok(declared.body.error.startsWith(`'${next.modelPath}' (as its sender names it) keeps the data of tensor 'w'`), declared.body.error);
 
   const show = await request(`${server.url}/admin/models/sum`, { headers: { authorization: `Bearer ${token}` } });
   assert.deepEqual(show.body.versions.map((v: { version: number }) => v.version), [1]);
