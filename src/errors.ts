@@ -38,7 +38,8 @@ export type ErrorCode =
   | 'RETRAINING_NOT_CONFIGURED'
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
-  | 'LABEL_INVALID';
+  | 'LABEL_INVALID'
+  | 'EXTERNAL_DATA';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -80,6 +81,8 @@ const STATUS: Record<ErrorCode, number> = {
   // The server's own disk is full: the request was fine and can be retried once space is freed.
   INSUFFICIENT_STORAGE: 507,
   LABEL_INVALID: 422,
+  // Like NOT_ONNX: the upload is a model file, just not one the server will load.
+  EXTERNAL_DATA: 422,
 };
 
 export class ScorelineError extends Error {
@@ -201,3 +204,14 @@ export const insufficientStorage = (dataDir: string, cause: unknown) =>
     `the data dir ${dataDir} has no space left (ENOSPC: ${((cause as Error)?.message ?? String(cause)).split('\n')[0]}); free space there and retry`,
   );
 export const labelInvalid = (message: string) => new ScorelineError('LABEL_INVALID', message);
+/** `described` names the tensors, e.g. "tensor 'w' (initializer of the main graph) at 'weights.bin'". */
+export const externalDataRefused = (source: string, count: number, described: string) =>
+  new ScorelineError(
+    'EXTERNAL_DATA',
+    `${source} keeps the data of ${count === 1 ? described : `${count} tensors (${described})`} in a file ` +
+      'outside the model (ONNX external data); external data is not accepted: the registry\'s sha256 covers only the model ' +
+      'file, and the data would be read from the server\'s disk. Save the model with every tensor inside the file: ' +
+      'onnx.save_model(model, path, save_as_external_data=False), or, for a model already saved with external data, ' +
+      'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
+      'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
+  );

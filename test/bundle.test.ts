@@ -2,7 +2,8 @@
 // model repository: the files and their content, SHA256SUMS checked by hand and by sha256sum, the
 // Dockerfile, the models folder as a repository the server scans, a real server started on the
 // bundle's config, version selection (explicit, aliases, deployment, latest), byte-identical
-// bundles, refusal to overwrite, and a tampered registry artifact that stops the bundle.
+// bundles, refusal to overwrite, a tampered registry artifact that stops the bundle, and a path a
+// client sent with an upload (X-Scoreline-Source) that is recorded but never read.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -18,7 +19,7 @@ import { writeBundle, type BundleOptions, type BundleResult } from '../src/deplo
 import type { ScorelineError } from '../src/errors.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { ModelRegistry } from '../src/registry/store.js';
-import { request, startServer } from './e2e/server.js';
+import { CLI, request, startServer } from './e2e/server.js';
 import { TINY_LOGISTIC_FEATURES, TINY_LOGISTIC_MODEL, writeLogisticModel, writeSumModel, type LogisticFixture } from './fixtures/models.js';
 import { clock } from './fixtures/registry.js';
 
@@ -373,4 +374,79 @@ test('a tampered artifact in the registry stops the bundle with the tamper error
     // The intact version still bundles.
     assert.deepEqual(env.bundle({ versions: ['1'], out }).versions.map((v) => v.version), [1]);
   });
+});
+
+test('reference rows come from the registry, never from a path recorded with a version', async () => {
+  await withEnv(async (env) => {
+    // A reference.csv next to the path a version says it was registered from; the registry holds none for it.
+    const elsewhere = join(env.dir, 'elsewhere');
+    mkdirSync(join(elsewhere, '7'), { recursive: true });
+    writeFileSync(join(elsewhere, 'reference.csv'), 'f0,f1,f2,default\n666,666,666,1\n');
+    const bytes = (await writeLogisticModel(join(env.dir, 'scratch'), 'x', 1, { model: { ...TINY_LOGISTIC_MODEL, intercept: 3 } })).bytes;
+    env.registry.register('other', bytes, { source: join(elsewhere, '7', 'model.onnx'), config: MODEL_YAML });
+    const r = writeBundle({ registry: env.registry, model: 'other', out: env.out('other') });
+    assert.equal(r.files.includes('models/other/reference.csv'), false);
+    assert.match(r.warnings[0]!, /reference data 'reference\.csv', which the registry does not hold/);
+
+    // The stored rows are what the bundle carries, even after the repository's file changed.
+    writeFileSync(join(env.dir, 'repo', 'credit', 'reference.csv'), 'f0,f1,f2,default\n9,9,9,0\n');
+    env.bundle({ versions: ['1'], out: env.out('stored') });
+    assert.equal(readFileSync(join(env.out('stored'), 'models/credit/reference.csv'), 'utf8'), REFERENCE_CSV);
+  });
+});
+
+test('a bundle of versions uploaded with X-Scoreline-Source holds the registry\'s bytes, never the file the header names', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'scoreline-bundle-upload-'));
+  const repo = join(dir, 'repo');
+  const data = join(dir, 'data');
+  await writeLogisticModel(repo, 'credit', 1, { modelYaml: MODEL_YAML, featureNames: TINY_LOGISTIC_FEATURES });
+  writeFileSync(join(repo, 'credit', 'reference.csv'), REFERENCE_CSV);
+  // A secret on the server's disk, where the header's path would lead a reference lookup.
+  const SECRET = 'f0,f1,f2,default\nSECRET-4f1c9e,0,0,0\n';
+  mkdirSync(join(dir, 'secret', '1'), { recursive: true });
+  writeFileSync(join(dir, 'secret', 'reference.csv'), SECRET);
+  const server = await startServer(['--model-repo', repo, '--data-dir', data]);
+  try {
+    const token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+    const uploads = new Map<number, Uint8Array>();
+    for (const [k, declared] of [[2, join(dir, 'secret', '1', 'model.onnx')], [3, '/etc/passwd']] as const) {
+      const bytes = (await writeLogisticModel(join(dir, 'scratch'), 'credit', k, {
+        featureNames: TINY_LOGISTIC_FEATURES, model: { ...TINY_LOGISTIC_MODEL, intercept: k },
+      })).bytes;
+      const r = await request(`${server.url}/admin/models/credit/versions`, {
+        method: 'POST', body: bytes,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream', 'x-scoreline-source': declared },
+      });
+      assert.equal(r.status, 201, r.text);
+      assert.equal(r.body.version, k);
+      uploads.set(k, bytes);
+    }
+    const out = join(dir, 'bundle');
+    const cli = spawnSync(process.execPath, [CLI, 'bundle', '--data-dir', data, '--model', 'credit', '--version', '2', '--version', '3', '--out', out], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    const files = tree(out);
+    assert.deepEqual([...files.keys()], [
+      'Dockerfile', 'README.md', 'SHA256SUMS', 'config.yaml',
+      'models/credit/2/model.onnx', 'models/credit/3/model.onnx', 'models/credit/model.yaml', 'models/credit/reference.csv',
+    ]);
+    for (const [k, bytes] of uploads) assert.ok(files.get(`models/credit/${k}/model.onnx`)!.equals(Buffer.from(bytes)), `v${k} is the uploaded artifact`);
+    // The reference rows are the ones the registry stored from the repository, which the uploads inherited with its model.yaml.
+    assert.equal(files.get('models/credit/reference.csv')!.toString(), REFERENCE_CSV);
+    const passwd = readFileSync('/etc/passwd');
+    for (const [path, bytes] of files) {
+      assert.ok(!bytes.includes('SECRET-4f1c9e'), `${path} holds the secret`);
+      assert.ok(!bytes.includes(passwd), `${path} holds /etc/passwd`);
+    }
+    // The header is kept as what the client said, apart from the source of a version the registry read itself.
+    const show = await request(`${server.url}/admin/models/credit`, { headers: { authorization: `Bearer ${token}` } });
+    const lineage = Object.fromEntries(show.body.versions.map((v: { version: number; lineage: unknown }) => [v.version, v.lineage]));
+    assert.deepEqual(lineage, {
+      1: { source: join(repo, 'credit', '1', 'model.onnx') },
+      2: { declaredSource: join(dir, 'secret', '1', 'model.onnx') },
+      3: { declaredSource: '/etc/passwd' },
+    });
+  } finally {
+    assert.equal(await server.stop(), 0);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

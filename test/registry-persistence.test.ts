@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { MIGRATIONS } from '../src/registry/schema.js';
 import type { ModelRegistry } from '../src/registry/store.js';
 import { sha, throwsCode, withRegistry as withEnv } from './fixtures/registry.js';
 
@@ -39,11 +40,11 @@ test('the schema is versioned: migrated once, and a newer file is refused', asyn
     env.open().close();
     env.open().close();
     const db = new Database(join(env.dataDir, 'registry.db'));
-    assert.deepEqual(db.prepare('SELECT version FROM schema_version').all(), [{ version: 1 }]);
+    assert.deepEqual(db.prepare('SELECT version FROM schema_version').all(), [{ version: 1 }, { version: 2 }]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (99, ?)').run(new Date().toISOString());
     db.close();
-    throwsCode(() => env.open(), 'CONFIG_INVALID', 500, /schema version 99, newer than this scoreline knows \(1\)/);
+    throwsCode(() => env.open(), 'CONFIG_INVALID', 500, /schema version 99, newer than this scoreline knows \(2\)/);
   });
 });
 
@@ -115,5 +116,28 @@ test('a writer in another process waits for the lock (busy_timeout) instead of f
     assert.equal(await exited, 0, stderr);
     assert.deepEqual(JSON.parse(stdout), { name: 'm', version: 2, sha256: sha(b2), size: b2.length, created: true });
     assert.equal(reg.getModel('m').latestVersion, 2);
+  });
+});
+
+test('a registry written at schema 1 is migrated in place, its versions intact', async () => {
+  await withEnv(async (env) => {
+    const bytes = await env.bytes(1);
+    mkdirSync(env.dataDir, { recursive: true });
+    const db = new Database(join(env.dataDir, 'registry.db'));
+    db.exec(MIGRATIONS[0]!);
+    db.exec('CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
+    db.prepare("INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000Z')").run();
+    db.prepare("INSERT INTO models (name, created_at) VALUES ('m', '2024-01-01T00:00:00.000Z')").run();
+    db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, lineage) VALUES ('m', 1, ?, ?, '2024-01-01T00:00:00.000Z', '{"inputs":[],"outputs":[]}', '{"source":"/repo/m/1/model.onnx"}')`)
+      .run(sha(bytes), bytes.length);
+    db.close();
+
+    const reg = env.open();
+    reg.artifacts.put(bytes);
+    const v = reg.getVersion('m', 1);
+    assert.deepEqual([v.sha256, v.lineage, v.referenceData], [sha(bytes), { source: '/repo/m/1/model.onnx' }, null]);
+    assert.deepEqual(reg.load('m', 1).bytes, Buffer.from(bytes));
+    assert.equal(reg.register('m', await env.bytes(2), { referenceData: Buffer.from('a\n1\n') }).version, 2);
+    assert.equal(reg.referenceData('m', 2)!.toString(), 'a\n1\n');
   });
 });

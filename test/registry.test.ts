@@ -33,7 +33,7 @@ test('register stores the artifact by sha256 and round-trips the version record'
       signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
       metrics: { auc: 0.81 }, tags: { team: 'risk' },
       lineage: { source: '/models/credit.onnx', trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
-      config: { features: ['a', 'b', 'c', 'd'] }, reference: null, aliases: [],
+      config: { features: ['a', 'b', 'c', 'd'] }, reference: null, referenceData: null, aliases: [],
     });
     assert.deepEqual(reg.listModels(), [{
       name: 'credit', description: 'PD model', createdAt: '2024-01-01T00:00:00.000Z', latestVersion: 1, versionCount: 1, aliases: {},
@@ -282,5 +282,57 @@ test('a model repository imports idempotently across restarts and reports versio
     // The registry kept what it had.
     assert.equal(reg.getVersion('sum', 2).sha256, sha(s2.bytes));
     assert.deepEqual(reg.listVersions('sum').map((v) => v.version), [1, 2, 5]);
+  });
+});
+
+test("a repository's reference rows are kept with its versions, verified on read, and never swapped", async () => {
+  await withEnv(async (env) => {
+    const yaml = { features: ['a', 'b', 'c', 'd'], reference: 'ref.csv', label: 'y' };
+    const csv = 'a,b,c,d,y\n1,2,3,4,0\n4,3,2,1,1\n';
+    await writeSumModel(env.repoDir, 'sum', 1, { modelYaml: yaml });
+    writeFileSync(join(env.repoDir, 'sum', 'ref.csv'), csv);
+    // A model whose model.yaml names a file that is not there gets none, and still imports.
+    await writeSumModel(env.repoDir, 'lost', 1, { modelYaml: { ...yaml, reference: 'gone.csv' } });
+
+    let reg = env.open();
+    assert.deepEqual(reg.importRepository(scanRepository(env.repoDir)).skipped, []);
+    const v1 = reg.getVersion('sum', 1);
+    assert.equal(v1.referenceData, sha(Buffer.from(csv)));
+    assert.equal(reg.referenceData('sum', 1)!.toString(), csv);
+    assert.equal(readFileSync(reg.artifacts.path(v1.referenceData!, 'csv'), 'utf8'), csv);
+    assert.equal(reg.getVersion('lost', 1).referenceData, null);
+    assert.equal(reg.referenceData('lost', 1), null);
+
+    // A later edit of the file does not change what version 1 was registered with; a new version takes the file as it is.
+    const edited = `${csv}9,9,9,9,1\n`;
+    writeFileSync(join(env.repoDir, 'sum', 'ref.csv'), edited);
+    await writeSumModel(env.repoDir, 'sum', 2, { modelYaml: yaml });
+    writeFileSync(join(env.repoDir, 'lost', 'gone.csv'), csv);
+    reg.close();
+    reg = env.open();
+    const again = reg.importRepository(scanRepository(env.repoDir));
+    assert.deepEqual(again.imported.map((r) => `${r.name}@${r.version}`), ['sum@2']);
+    assert.equal(reg.referenceData('sum', 1)!.toString(), csv);
+    assert.equal(reg.referenceData('sum', 2)!.toString(), edited);
+    // A version imported while its file was missing gets it once it is there.
+    assert.equal(reg.referenceData('lost', 1)!.toString(), csv);
+
+    const path = reg.artifacts.path(v1.referenceData!, 'csv');
+    chmodSync(path, 0o644);
+    writeFileSync(path, 'a,b,c,d,y\n0,0,0,0,0\n');
+    throwsCode(() => reg.referenceData('sum', 1), 'ARTIFACT_TAMPERED', 500, new RegExp(`artifact ${v1.referenceData} was modified on disk`));
+  });
+});
+
+test('a path the sender of the bytes names is recorded as declaredSource, never as the source', async () => {
+  await withEnv(async (env) => {
+    const reg = env.open();
+    reg.register('m', await env.bytes(1), { declaredSource: '/etc/passwd' });
+    assert.deepEqual(reg.getVersion('m', 1).lineage, { declaredSource: '/etc/passwd' });
+    throwsCode(() => reg.register('m', PICKLE_4, { declaredSource: '/home/me/model.pkl' }), 'UNSUPPORTED_MODEL_FORMAT', 422,
+      /^'\/home\/me\/model\.pkl' \(as its sender names it\) is a Python pickle/);
+    // A file the caller read itself is the source; a declared one next to it is ignored.
+    reg.register('m', await env.bytes(2), { source: '/repo/m/2/model.onnx', declaredSource: 'elsewhere' });
+    assert.deepEqual(reg.getVersion('m', 2).lineage, { source: '/repo/m/2/model.onnx' });
   });
 });

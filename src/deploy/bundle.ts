@@ -3,10 +3,12 @@
 // a server config, SHA256SUMS, a Dockerfile on the scoreline image and a README. The content depends
 // only on the registry's bytes and the options (no timestamps, sorted listings), so two bundles of
 // the same versions are byte-identical and can be diffed. Nothing is written until every artifact
-// has been read and verified: a tampered registry leaves no half bundle behind.
+// has been read and verified: a tampered registry leaves no half bundle behind. Every byte comes
+// from the registry's artifact store (models and reference rows, by sha256); a path recorded with a
+// version (lineage) is never opened, since whoever registered the version chose it.
 
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parseModelConfig, resolveConfig } from '../config.js';
@@ -54,7 +56,7 @@ export interface BundleResult {
   readonly versions: readonly BundledVersion[];
   /** Where the versions came from. */
   readonly selectedBy: 'explicit' | 'deployment' | 'latest';
-  /** Things the bundle could not carry over (e.g. a reference CSV that is nowhere to be found). */
+  /** Things the bundle could not carry over (e.g. a reference CSV the registry does not hold). */
   readonly warnings: readonly string[];
 }
 
@@ -84,14 +86,15 @@ export function writeBundle(options: BundleOptions): BundleResult {
 
   const modelConfig: Record<string, unknown> = { ...config };
   if (typeof modelConfig.reference === 'string') {
-    const found = findReference(modelConfig.reference, loaded.map((l) => l.record.lineage.source).reverse());
+    const found = storedReference(registry, model, modelConfig.reference, numbers);
     if (found) {
-      modelConfig.reference = basename(found);
-      files.set(`models/${model}/${basename(found)}`, readFileSync(found));
+      modelConfig.reference = found.name;
+      files.set(`models/${model}/${found.name}`, found.bytes);
     } else {
       warnings.push(
-        `model.yaml names the reference data '${modelConfig.reference}', which is not next to the files the versions were ` +
-          `registered from; the bundle leaves out 'reference' and 'label' (no drift baseline until one is set)`,
+        `model.yaml names the reference data '${modelConfig.reference}', which the registry does not hold for the bundled ` +
+          `versions (it keeps the reference rows of versions imported from a model repository); the bundle leaves out ` +
+          `'reference' and 'label' (no drift baseline until one is set)`,
       );
       delete modelConfig.reference;
       delete modelConfig.label;
@@ -190,14 +193,17 @@ function sharedConfig(model: string, configs: { version: number; config: JsonObj
   return first.config;
 }
 
-/** The reference CSV next to a registered file (DIR/<model>/<version>/model.onnx -> DIR/<model>/<reference>). */
-function findReference(reference: string, sources: readonly (string | undefined)[]): string | null {
-  // Its bundle name is its base name, next to the version folders and model.yaml: it must not take theirs.
-  if (/^[0-9]+$|^model\.(ya?ml|json)$/.test(basename(reference))) return null;
-  for (const source of sources) {
-    if (source === undefined) continue;
-    const path = resolve(dirname(dirname(source)), reference);
-    if (existsSync(path) && statSync(path).isFile()) return path;
+/**
+ * The reference rows the registry keeps for the newest bundled version that has any (re-hashed as
+ * they are read), under the base name model.yaml gives them, next to the version folders.
+ */
+function storedReference(registry: ModelRegistry, model: string, reference: string, versions: readonly number[]): { name: string; bytes: Buffer } | null {
+  const name = basename(reference);
+  // Next to the version folders and model.yaml, the file must not take one of their names.
+  if (/^[0-9]+$|^model\.(ya?ml|json)$|^\.{0,2}$/.test(name)) return null;
+  for (const v of [...versions].sort((a, b) => b - a)) {
+    const bytes = registry.referenceData(model, v);
+    if (bytes !== null) return { name, bytes };
   }
   return null;
 }

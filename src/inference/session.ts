@@ -1,9 +1,12 @@
-// The onnxruntime sessions of one thread: load (verifying the artifact's sha256), warm up at every
-// batch size the batcher can form, run a batch, release. Used by each piscina worker and, when
-// inference runs inline, by the main thread. Knows nothing of HTTP or batching policy.
+// The onnxruntime sessions of one thread: load (verifying the artifact's sha256, and that the model
+// keeps no tensor data in other files), warm up at every batch size the batcher can form, run a
+// batch, release. Used by each piscina worker and, when inference runs inline, by the main thread.
+// Knows nothing of HTTP or batching policy.
 
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { refuseExternalData } from '../registry/external-data.js';
 import { createNativeSession, Tensor, type NativeSession, type OrtTensor } from './ort.js';
 import { datatypeFromOrt, makeTypedArray, ortType, type Datatype, type TypedArray } from './tensor.js';
 
@@ -106,13 +109,11 @@ export class SessionHost {
   }
 }
 
-async function createSession(spec: SessionSpec): Promise<Loaded> {
-  const bytes = await readFile(spec.path);
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  if (digest !== spec.sha256) {
-    throw new Error(`artifact ${spec.path} does not match its sha256 (expected ${spec.sha256}, got ${digest})`);
-  }
-  const session = createNativeSession(bytes, {
+type SessionOptions = Parameters<typeof createNativeSession>[1];
+
+/** The onnxruntime options a session of this spec is created with. */
+export function sessionOptions(spec: SessionSpec): SessionOptions {
+  return {
     intraOpNumThreads: spec.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
@@ -120,9 +121,31 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
     // A failing run is reported by its exception (answered 500, counted, logged by scoreline); ORT's
     // own per-failure stderr line would flood the terminal under load.
     logSeverityLevel: 4,
-    // Spinning threads would steal the cores the HTTP thread and other workers need.
-    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-  });
+    extra: {
+      session: {
+        // Spinning threads would steal the cores the HTTP thread and other workers need.
+        intra_op: { allow_spinning: '0' },
+        inter_op: { allow_spinning: '0' },
+        // Where onnxruntime looks for external data: the artifact file itself, a folder nothing can be
+        // in, and it refuses paths that leave it. A model that got past createSession's external-data
+        // check would still read nothing beyond its own bytes.
+        model_external_initializers_file_folder_path: resolve(spec.path),
+      },
+    },
+  };
+}
+
+async function createSession(spec: SessionSpec): Promise<Loaded> {
+  const bytes = await readFile(spec.path);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (digest !== spec.sha256) {
+    throw new Error(`artifact ${spec.path} does not match its sha256 (expected ${spec.sha256}, got ${digest})`);
+  }
+  // The registry refuses external data at registration and at load; checked again where the bytes
+  // meet onnxruntime, which would otherwise read it from the working directory (a model loaded from
+  // bytes has no folder of its own), whatever path handed these bytes here.
+  refuseExternalData(bytes, `artifact ${spec.path}`);
+  const session = createNativeSession(bytes, sessionOptions(spec));
   const outputNames = session.outputMetadata.map((m) => m.name);
   const fetches: Record<string, null> = {};
   for (const n of outputNames) fetches[n] = null;

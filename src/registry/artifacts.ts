@@ -1,7 +1,8 @@
-// The content-addressed artifact store: model bytes kept under <dataDir>/artifacts/<sha[0:2]>/<sha>.onnx,
-// written atomically (temp file, fsync, rename) and verified against their sha256 on every read, so
-// a file changed or removed behind the registry's back is refused, never served. Refusals are
-// counted here and reported through an optional callback, for the server's metrics and log.
+// The content-addressed artifact store: model bytes kept under <dataDir>/artifacts/<sha[0:2]>/<sha>.onnx
+// (and a version's reference rows as <sha>.csv), written atomically (temp file, fsync, rename) and
+// verified against their sha256 on every read, so a file changed or removed behind the registry's
+// back is refused, never served. Refusals are counted here and reported through an optional
+// callback, for the server's metrics and log.
 
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -28,6 +29,9 @@ export interface ArtifactStoreOptions {
   onRefusal?: (error: ScorelineError, sha256: string) => void;
 }
 
+/** What an artifact holds, and so its file extension: an ONNX model, or reference rows (CSV). */
+export type ArtifactKind = 'onnx' | 'csv';
+
 const SHA256 = /^[0-9a-f]{64}$/;
 
 export const sha256Of = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -45,23 +49,23 @@ export class ArtifactStore {
   }
 
   /** Where the artifact with this hash lives (whether or not it exists). */
-  path(sha256: string): string {
+  path(sha256: string, kind: ArtifactKind = 'onnx'): string {
     // The hash becomes a path: anything but 64 lowercase hex digits could walk out of the store.
     if (!SHA256.test(sha256)) throw badRequest(`'${sha256}' is not a sha256 (64 lowercase hex digits)`);
-    return join(this.root, sha256.slice(0, 2), `${sha256}.onnx`);
+    return join(this.root, sha256.slice(0, 2), `${sha256}.${kind}`);
   }
 
-  has(sha256: string): boolean {
-    return existsSync(this.path(sha256));
+  has(sha256: string, kind: ArtifactKind = 'onnx'): boolean {
+    return existsSync(this.path(sha256, kind));
   }
 
   /**
    * Stores the bytes under their hash. Idempotent: an intact copy is left alone; a missing or
    * damaged one is replaced, since the bytes that belong at this address are known exactly.
    */
-  put(bytes: Uint8Array): StoredArtifact {
+  put(bytes: Uint8Array, kind: ArtifactKind = 'onnx'): StoredArtifact {
     const sha256 = sha256Of(bytes);
-    const path = this.path(sha256);
+    const path = this.path(sha256, kind);
     const stored = { sha256, path, size: bytes.length };
     if (existsSync(path) && statSync(path).size === bytes.length && sha256Of(readFileSync(path)) === sha256) return stored;
 
@@ -87,8 +91,8 @@ export class ArtifactStore {
   }
 
   /** The artifact's bytes, re-hashed: throws ARTIFACT_MISSING or ARTIFACT_TAMPERED (and counts it) when they are not what was stored. */
-  read(sha256: string): Buffer {
-    const path = this.path(sha256);
+  read(sha256: string, kind: ArtifactKind = 'onnx'): Buffer {
+    const path = this.path(sha256, kind);
     let bytes: Buffer;
     try {
       bytes = readFileSync(path);

@@ -11,9 +11,12 @@
 //   byte; protobuf bytes practically never survive that.
 // joblib detection: zlib and gzip blobs are inflated (only their first KiB) and judged by whether a
 // pickle comes out; bz2, xz and lz4 frames and joblib's old 'ZF0x' container by magic alone.
+// An ONNX model that keeps tensor data in other files (external data) is refused too: that data is
+// outside what the sha256 covers and would be read from the server's disk.
 
 import { gunzipSync, inflateSync, constants } from 'node:zlib';
-import { notOnnx, unsupportedFormat } from '../errors.js';
+import { isScorelineError, notOnnx, unsupportedFormat } from '../errors.js';
+import { refuseExternalData } from './external-data.js';
 import { readOnnxMetadata, type OnnxMetadata } from './onnx.js';
 
 export type ModelFormat = 'onnx' | 'pickle' | 'joblib' | 'unknown';
@@ -150,13 +153,21 @@ export function detectFormat(bytes: Uint8Array): ModelFormat {
 }
 
 /**
- * Returns the model's ONNX metadata, or throws UNSUPPORTED_MODEL_FORMAT (pickle, joblib) or
- * NOT_ONNX (anything else, including ONNX without graph inputs or outputs); both are 422.
+ * Returns the model's ONNX metadata, or throws UNSUPPORTED_MODEL_FORMAT (pickle, joblib), NOT_ONNX
+ * (anything else, including ONNX without graph inputs or outputs) or EXTERNAL_DATA (a tensor whose
+ * data is in another file); all are 422.
  */
 export function assertOnnx(bytes: Uint8Array, source: string): OnnxMetadata {
   const sniffed = sniffPythonSerialized(bytes);
   if (sniffed) throw unsupportedFormat(source, sniffed.what);
   const parsed = parseOnnx(bytes, source);
   if (typeof parsed === 'string') throw notOnnx(source, parsed);
+  try {
+    refuseExternalData(bytes, source);
+  } catch (e) {
+    // protobufjs accepted the bytes but the wire walk did not: still not a model we load.
+    if (isScorelineError(e) && e.code === 'MODEL_INVALID') throw notOnnx(source, e.message);
+    throw e;
+  }
   return parsed;
 }

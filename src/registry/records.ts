@@ -13,8 +13,10 @@ export interface Signature {
 }
 
 export interface Lineage {
-  /** The file the version was registered from. */
+  /** The file the version was registered from, read by the registry's caller itself (a model repository, a local file). */
   readonly source?: string;
+  /** The path an uploader says the bytes came from (the admin API's X-Scoreline-Source): metadata only, never read. */
+  readonly declaredSource?: string;
   readonly trainingJobId?: string;
   readonly dataWindow?: unknown;
   readonly [key: string]: unknown;
@@ -33,6 +35,8 @@ export interface VersionRecord {
   readonly config: JsonObject;
   /** Drift baseline; null until monitoring writes one. */
   readonly reference: unknown;
+  /** sha256 of the reference rows (model.yaml `reference`, a CSV) the registry keeps with the version; null when it has none. */
+  readonly referenceData: string | null;
   /** Aliases pointing at this version, sorted. */
   readonly aliases: readonly string[];
 }
@@ -49,8 +53,18 @@ export interface ModelRecord {
 export interface RegisterOptions {
   /** Register under this version; without it, the next after the highest. */
   version?: number;
-  /** Where the bytes came from: named in errors and kept as lineage.source. */
+  /** The file the caller read the bytes from: named in errors and kept as lineage.source. */
   source?: string;
+  /**
+   * A path the sender of the bytes claims they came from: named in errors and kept as
+   * lineage.declaredSource, never opened. Ignored when `source` is given.
+   */
+  declaredSource?: string;
+  /**
+   * The reference rows of the model.yaml `reference` (CSV bytes), kept in the artifact store with
+   * the version; a version registered again with the same bytes gets them if it has none.
+   */
+  referenceData?: Uint8Array;
   /** Used when this registration creates the model. */
   description?: string;
   tags?: Record<string, string>;
@@ -108,6 +122,8 @@ export interface VersionUpdate {
   tags?: Record<string, string | null>;
   /** Replaces the stored reference (drift baseline). */
   reference?: unknown;
+  /** Replaces the reference rows it was frozen from (CSV bytes, stored as a content-addressed artifact). */
+  referenceData?: Uint8Array;
 }
 
 export interface DeploymentRecord<S = unknown> {

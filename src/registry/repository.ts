@@ -1,6 +1,8 @@
 // Reads a model repository in Triton's layout: DIR/<model>/<version>/model.onnx with an optional
 // DIR/<model>/model.yaml. Versions are positive integers. Every artifact is hashed (sha256) as it is
-// read, so what is served is exactly what was found.
+// read, so what is served is exactly what was found. The reference rows model.yaml names (relative
+// to the model's folder) are read here too, so the registry can keep them with the versions: the
+// repository is the operator's own folder, the one place scoreline takes such a path from.
 
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -15,11 +17,19 @@ export interface RepositoryVersion {
   readonly size: number;
 }
 
+export interface RepositoryReference {
+  /** The file model.yaml's `reference` names, absolute. */
+  readonly path: string;
+  readonly bytes: Buffer;
+}
+
 export interface RepositoryModel {
   readonly name: string;
   readonly dir: string;
   readonly config: ModelConfig;
   readonly versions: readonly RepositoryVersion[];
+  /** The reference rows model.yaml names; null without a `reference`, or when its file is not there. */
+  readonly reference: RepositoryReference | null;
 }
 
 export interface RepositoryScan {
@@ -34,6 +44,15 @@ const VERSION_DIR = /^[1-9][0-9]{0,8}$/;
 export function sha256File(path: string): { sha256: string; size: number } {
   const bytes = readFileSync(path);
   return { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+}
+
+/** The reference file a model.yaml names, resolved as the server resolves it (relative to the model's folder). */
+function readReference(modelDir: string, reference: string | undefined): RepositoryReference | null {
+  if (reference === undefined) return null;
+  const path = resolve(modelDir, reference);
+  // A missing file is the server's to report when it freezes the drift baseline, not a reason to refuse the model.
+  if (!existsSync(path) || !statSync(path).isFile()) return null;
+  return { path, bytes: readFileSync(path) };
 }
 
 export function scanRepository(dir: string): RepositoryScan {
@@ -71,7 +90,7 @@ export function scanRepository(dir: string): RepositoryScan {
       continue;
     }
     versions.sort((a, b) => a.version - b.version);
-    models.push({ name: entry.name, dir: modelDir, config, versions });
+    models.push({ name: entry.name, dir: modelDir, config, versions, reference: readReference(modelDir, config.reference) });
   }
   return { models, skipped };
 }

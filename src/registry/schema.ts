@@ -72,6 +72,11 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX deployment_history_by_model ON deployment_history (model, id);
   `,
+  // The reference rows (model.yaml `reference`) kept in the artifact store with the version, by sha256,
+  // so nothing that needs them (a bundle, above all) reads a path recorded at registration.
+  `
+  ALTER TABLE versions ADD COLUMN reference_data TEXT CHECK (reference_data IS NULL OR length(reference_data) = 64);
+  `,
 ];
 
 /** Opens (creating if needed) the database file and migrates it to the newest schema. */

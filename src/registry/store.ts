@@ -1,13 +1,16 @@
 // The model registry: models, their versions (sha256-addressed artifacts with signature, metrics,
 // tags, lineage and config), aliases with their full history, and each model's deployment state with
 // its history, in one SQLite file <dataDir>/registry.db next to the artifact store. Every write is one
-// IMMEDIATE transaction; every load re-hashes the artifact. Deployment state is opaque JSON here:
-// the deployer owns its meaning.
+// IMMEDIATE transaction; every load re-hashes the artifact and checks again that the model keeps no
+// tensor data in other files. A version's reference rows are kept as an artifact too, so that what
+// the registry hands out is always bytes it stored, never a file at a path it recorded. Deployment
+// state is opaque JSON here: the deployer owns its meaning.
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
+import { refuseExternalData } from './external-data.js';
 import { assertOnnx } from './format.js';
 import { MODEL_NAME, type RepositoryScan } from './repository.js';
 import type {
@@ -26,7 +29,8 @@ const MAX_VERSION = 999_999_999;
 
 interface VersionRow {
   model: string; version: number; sha256: string; size: number; created_at: string; signature: string;
-  metrics: string; tags: string; lineage: string; config: string; reference: string | null; aliases: string | null;
+  metrics: string; tags: string; lineage: string; config: string; reference: string | null; reference_data: string | null;
+  aliases: string | null;
 }
 
 const VERSION_SELECT = `
@@ -67,11 +71,17 @@ export class ModelRegistry {
     if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
       throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
     }
-    const source = options.source ?? `the artifact for model '${name}'`;
+    const declared = options.source === undefined ? options.declaredSource : undefined;
+    const source = options.source ?? (declared !== undefined ? `'${declared}' (as its sender names it)` : `the artifact for model '${name}'`);
     const meta = assertOnnx(bytes, source);
     const sha256 = sha256Of(bytes);
     const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
-    const lineage: Lineage = { ...(options.source !== undefined ? { source: options.source } : {}), ...options.lineage };
+    const lineage: Lineage = {
+      ...(options.source !== undefined ? { source: options.source } : {}),
+      ...(declared !== undefined ? { declaredSource: declared } : {}),
+      ...options.lineage,
+    };
+    const referenceData = options.referenceData;
 
     return this.#write(() => {
       const at = this.#stamp();
@@ -84,6 +94,7 @@ export class ModelRegistry {
           throw conflict(`${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`);
         }
         this.artifacts.put(bytes); // restores the file if it went missing or was damaged
+        if (referenceData !== undefined) this.#attachReferenceData(name, same.version, referenceData);
         return { name, version: same.version, sha256, size: bytes.length, created: false };
       }
       let version = requested;
@@ -98,10 +109,11 @@ export class ModelRegistry {
         }
       }
       this.artifacts.put(bytes);
-      this.#db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+      const referenceSha = referenceData === undefined ? null : this.artifacts.put(referenceData, 'csv').sha256;
+      this.#db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
         name, version, sha256, bytes.length, at, JSON.stringify(signature), JSON.stringify(options.metrics ?? {}),
-        JSON.stringify(options.tags ?? {}), JSON.stringify(lineage), JSON.stringify(options.config ?? {}),
+        JSON.stringify(options.tags ?? {}), JSON.stringify(lineage), JSON.stringify(options.config ?? {}), referenceSha,
       );
       return { name, version, sha256, size: bytes.length, created: true };
     });
@@ -109,9 +121,11 @@ export class ModelRegistry {
 
   /**
    * Registers every version of a scanned model repository under its own number, with model.yaml as
-   * config. Safe to run at every start: versions already registered with the same hash are not
-   * re-read. A version whose number the registry holds with other bytes (or whose file is not ONNX)
-   * is skipped and reported: the registry stays the source of truth.
+   * config and its reference rows as the version's reference data. Safe to run at every start:
+   * versions already registered with the same hash are not re-read (they only get the reference
+   * rows if they have none yet). A version whose number the registry holds with other bytes (or
+   * whose file is not ONNX, or keeps tensor data in other files) is skipped and reported: the
+   * registry stays the source of truth.
    */
   importRepository(scan: RepositoryScan): ImportResult {
     const imported: RegisterResult[] = [];
@@ -120,9 +134,13 @@ export class ModelRegistry {
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Fast path for every restart: same number, same hash (from the scan), artifact present.
-        const known = this.#db.prepare('SELECT size FROM versions WHERE model = ? AND version = ? AND sha256 = ?')
-          .get(model.name, v.version, v.sha256) as { size: number } | undefined;
+        const known = this.#db.prepare('SELECT size, reference_data FROM versions WHERE model = ? AND version = ? AND sha256 = ?')
+          .get(model.name, v.version, v.sha256) as { size: number; reference_data: string | null } | undefined;
         if (known && this.artifacts.has(v.sha256)) {
+          const reference = model.reference;
+          if (reference !== null && known.reference_data === null) {
+            this.#write(() => this.#attachReferenceData(model.name, v.version, reference.bytes));
+          }
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
           continue;
         }
@@ -131,6 +149,7 @@ export class ModelRegistry {
             version: v.version,
             source: v.path,
             config: model.config as JsonObject,
+            ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
           });
           (result.created ? imported : unchanged).push(result);
         } catch (e) {
@@ -192,10 +211,22 @@ export class ModelRegistry {
     return this.getVersion(name, row.version);
   }
 
-  /** The version's record and its artifact bytes, re-hashed: ARTIFACT_TAMPERED / ARTIFACT_MISSING are thrown and counted. */
+  /**
+   * The version's record and its artifact bytes, re-hashed: ARTIFACT_TAMPERED / ARTIFACT_MISSING are
+   * thrown and counted. A model that keeps tensor data in other files (stored before such models
+   * were refused) is refused here with EXTERNAL_DATA, so no caller ever hands it to onnxruntime.
+   */
   load(name: string, version: number): { record: VersionRecord; bytes: Buffer } {
     const record = this.getVersion(name, version);
-    return { record, bytes: this.artifacts.read(record.sha256) };
+    const bytes = this.artifacts.read(record.sha256);
+    refuseExternalData(bytes, `version ${version} of model '${name}'`);
+    return { record, bytes };
+  }
+
+  /** The version's reference rows as stored (re-hashed like any artifact), or null when the registry keeps none. */
+  referenceData(name: string, version: number): Buffer | null {
+    const { referenceData } = this.getVersion(name, version);
+    return referenceData === null ? null : this.artifacts.read(referenceData, 'csv');
   }
 
   /** Points the alias at the version, recording the move (no record when it already points there). */
@@ -244,9 +275,10 @@ export class ModelRegistry {
         return out;
       };
       const reference = 'reference' in update ? update.reference ?? null : current.reference;
-      this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ? WHERE model = ? AND version = ?').run(
+      const referenceData = update.referenceData !== undefined ? this.artifacts.put(update.referenceData, 'csv').sha256 : current.referenceData;
+      this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ?, reference_data = ? WHERE model = ? AND version = ?').run(
         JSON.stringify(merge(current.metrics, update.metrics)), JSON.stringify(merge(current.tags, update.tags)),
-        reference === null ? null : JSON.stringify(reference), name, version,
+        reference === null ? null : JSON.stringify(reference), referenceData, name, version,
       );
       return this.getVersion(name, version);
     });
@@ -306,6 +338,15 @@ export class ModelRegistry {
     }
   }
 
+  /** Gives the version these reference rows unless it already has some: a version's reference data never changes. */
+  #attachReferenceData(name: string, version: number, bytes: Uint8Array): void {
+    const row = this.#db.prepare('SELECT reference_data FROM versions WHERE model = ? AND version = ?').get(name, version) as
+      { reference_data: string | null } | undefined;
+    if (!row || row.reference_data !== null) return;
+    const { sha256 } = this.artifacts.put(bytes, 'csv');
+    this.#db.prepare('UPDATE versions SET reference_data = ? WHERE model = ? AND version = ?').run(sha256, name, version);
+  }
+
   #stamp(): string {
     return this.#now().toISOString();
   }
@@ -347,6 +388,7 @@ function toVersion(r: VersionRow): VersionRecord {
     lineage: JSON.parse(r.lineage) as Lineage,
     config: JSON.parse(r.config) as JsonObject,
     reference: r.reference === null ? null : (JSON.parse(r.reference) as unknown),
+    referenceData: r.reference_data,
     aliases: r.aliases ? r.aliases.split(',').sort() : [], // alias names never contain ','
   };
 }

@@ -112,17 +112,21 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     },
     (res, _body, buf, p) => {
       const name = p.params[0]!;
-      const source = p.headers[1] || 'admin-api';
+      // The client's word for where the file came from: recorded, never opened (it names a path on the
+      // client's machine at best, and any path on this one at worst).
+      const declaredSource = p.headers[1]!;
       try {
         if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
-        // A new version inherits the model's settings (features, bindings, batching) from its latest.
-        let config = {};
-        try {
-          config = registry.listVersions(name).at(-1)?.config ?? {};
-        } catch {
-          config = {};
-        }
-        const r = registry.register(name, new Uint8Array(buf), { source, config });
+        // A new version inherits the model's settings (features, bindings, batching) from its latest,
+        // and the reference rows stored with it, which that model.yaml's `reference` names.
+        const latest = registry.listModels(name)[0]?.latestVersion ?? undefined;
+        const config = latest === undefined ? {} : registry.getVersion(name, latest).config;
+        const referenceData = latest === undefined ? null : registry.referenceData(name, latest);
+        const r = registry.register(name, new Uint8Array(buf), {
+          config,
+          ...(declaredSource !== '' ? { declaredSource } : {}),
+          ...(referenceData !== null ? { referenceData } : {}),
+        });
         ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
         sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
       } catch (e) {

@@ -3,8 +3,6 @@
 // its own batcher (as internal requests, not traffic), and the score bins, feature bins and
 // reference AUC are stored in the registry and handed to the version's monitor.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join } from 'node:path';
 import { badRequest, ScorelineError } from '../errors.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import { baselinesOf, freezeReference, parseCsvTable, type ReferenceRecord, type ReferenceTable } from '../monitoring/index.js';
@@ -83,15 +81,18 @@ export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: str
   } catch (e) {
     throw badRequest(`reference data: ${(e as Error).message}`);
   }
-  ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record });
+  // The rows go with the frozen record, so a bundle or another replica can freeze the same reference.
+  ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record, referenceData: Buffer.from(csv, 'utf8') });
   monitorOf(ctx, m).setBaselines(baselinesOf(record));
   ctx.log.info({ model: m.name, version: m.version, rows: record.rows, referenceAuc: record.referenceAuc }, 'drift reference frozen');
   return record;
 }
 
 /**
- * At load: the stored reference if the registry has one, else the model.yaml `reference` file
- * found next to the version's model folder (frozen now). Problems are logged, never fatal.
+ * At load: the stored reference if the registry has one, else the reference rows stored with the
+ * version (read from the model repository at import, or inherited from the version it was
+ * registered after), frozen now. Never a path: a recorded source is metadata. Problems are logged,
+ * never fatal.
  */
 export async function restoreReference(ctx: ServerContext, m: LoadedModel): Promise<void> {
   try {
@@ -101,15 +102,12 @@ export async function restoreReference(ctx: ServerContext, m: LoadedModel): Prom
       monitorOf(ctx, m).setBaselines(stored);
       return;
     }
-    const ref = m.config.reference;
-    const source = rec.lineage.source;
-    if (ref === undefined || typeof source !== 'string') return;
-    const path = isAbsolute(ref) ? ref : join(dirname(dirname(source)), ref);
-    if (!existsSync(path)) {
-      ctx.log.warn({ model: m.name, version: m.version, path }, 'reference data named in model.yaml not found; drift has no baseline');
+    const rows = ctx.registry.referenceData(m.name, m.versionNumber);
+    if (rows === null) {
+      if (m.config.reference !== undefined) ctx.log.warn({ model: m.name, version: m.version }, 'model.yaml names reference data, but none is stored with this version; drift has no baseline');
       return;
     }
-    await freezeFromCsv(ctx, m, readFileSync(path, 'utf8'));
+    await freezeFromCsv(ctx, m, rows.toString('utf8'));
   } catch (e) {
     ctx.log.error({ model: m.name, version: m.version, err: (e as Error).message }, 'could not freeze the drift reference');
   }
