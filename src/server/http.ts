@@ -221,25 +221,27 @@ export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, 
   });
 }
 
-/** Answers CORS preflights: allowed origins get the methods and headers the API takes, others 403. */
-export function registerPreflight(app: TemplatedApp, ctx: PostContext): void {
-  app.options('/*', (res: Res, req: HttpRequest) => {
-    const origin = req.getHeader('origin');
-    const host = req.getHeader('host');
-    try {
-      const allow = ctx.origins.check(origin, host);
-      res.cork(() => {
-        res.writeStatus('204 No Content');
-        if (allow !== null) res.writeHeader('access-control-allow-origin', allow).writeHeader('vary', 'origin');
-        res.writeHeader('access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS');
-        res.writeHeader('access-control-allow-headers', 'content-type, authorization, x-request-id');
-        res.writeHeader('access-control-max-age', '600');
-        res.end();
-      });
-    } catch (e) {
-      sendError(res, e, ctx.log);
-    }
-  });
+/** Answers CORS preflights (OPTIONS) on every path: allowed origins get the methods and headers the API takes, others 403. */
+export function registerPreflight(app: TemplatedApp, ctx: PostContext, patterns: readonly string[]): void {
+  for (const pattern of ['/*', ...patterns]) app.options(pattern, (res: Res, req: HttpRequest) => preflight(res, req, ctx));
+}
+
+function preflight(res: Res, req: HttpRequest, ctx: PostContext): void {
+  const origin = req.getHeader('origin');
+  const host = req.getHeader('host');
+  try {
+    const allow = ctx.origins.check(origin, host);
+    res.cork(() => {
+      res.writeStatus('204 No Content');
+      if (allow !== null) res.writeHeader('access-control-allow-origin', allow).writeHeader('vary', 'origin');
+      res.writeHeader('access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS');
+      res.writeHeader('access-control-allow-headers', 'content-type, authorization, x-request-id');
+      res.writeHeader('access-control-max-age', '600');
+      res.end();
+    });
+  } catch (e) {
+    sendError(res, e, ctx.log);
+  }
 }
 
 /**

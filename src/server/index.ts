@@ -159,7 +159,6 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   registerRegistryMetrics(ctx);
 
   const app: TemplatedApp = uws.App();
-  registerPreflight(app, ctx.http);
   registerOip(app, ctx);
   registerScore(app, ctx, features);
   registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
@@ -175,7 +174,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  for (const pattern of [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard']) {
+  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
+  registerPreflight(app, ctx.http, patterns);
+  for (const pattern of patterns) {
     app.any(pattern, (res, req) => {
       sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
     });
