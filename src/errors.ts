@@ -98,7 +98,20 @@ export class ScorelineError extends Error {
     this.status = STATUS[code];
     this.retryAfter = retryAfter;
   }
+
+  /** The code clients see (`"code"` in every error body), stable across releases: SCORELINE_<CODE>. */
+  get publicCode(): string {
+    return `SCORELINE_${this.code}`;
+  }
+
+  /** `"error":...,"code":...` (no braces), the start of every error body. */
+  get jsonFields(): string {
+    return `"error":${JSON.stringify(this.message)},"code":"SCORELINE_${this.code}"`;
+  }
 }
+
+/** Every code with its HTTP status, for the documentation of the API. */
+export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = STATUS;
 
 export const isScorelineError = (e: unknown): e is ScorelineError => e instanceof ScorelineError;
 

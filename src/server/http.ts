@@ -88,7 +88,7 @@ export function sendError(res: Res, err: unknown, log?: Logger, close = false): 
   const e = errorResponse(err, log);
   const headers = e.retryAfter !== undefined ? { 'retry-after': String(e.retryAfter) } : undefined;
   // After a 413 the rest of the body may still be on the wire: close rather than parse it as a request.
-  sendJson(res, e.status, `{"error":${JSON.stringify(e.message)}}`, headers, close || e.status === 413);
+  sendJson(res, e.status, `{${e.jsonFields}}`, headers, close || e.status === 413);
   return e.status;
 }
 

@@ -177,7 +177,7 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
           const first = r.rejected[0]!;
           const more = items.length > 1 ? ` (and ${items.length - 1} more)` : '';
           const e = labelInvalid(`every label was rejected: request '${first.requestId}': ${first.reason}${more}`);
-          sendJson(res, e.status, JSON.stringify({ error: e.message, ...answer }));
+          sendJson(res, e.status, JSON.stringify({ error: e.message, code: e.publicCode, ...answer }));
         },
         (e) => sendError(res, e, ctx.log),
       );

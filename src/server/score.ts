@@ -173,7 +173,7 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         (r) => sendJson(res, 200, JSON.stringify(r)),
         (e) => {
           // The answer says whether the events may have landed, and their ids for a retry.
-          if (e instanceof EventWriteError) sendJson(res, e.status, `{"error":${JSON.stringify(e.message)},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
+          if (e instanceof EventWriteError) sendJson(res, e.status, `{${e.jsonFields},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
           else sendError(res, e, ctx.log);
         },
       );
@@ -195,7 +195,7 @@ export async function ingestFrame(features: FeatureService | null, frame: Record
     const r = await features.ingest(typeof frame.id === 'number' ? { ...frame, id: undefined } : frame);
     return `"accepted":${r.accepted},"ignored":${r.ignored},"duplicates":${r.duplicates},"ids":${JSON.stringify(r.ids)}`;
   } catch (e) {
-    if (e instanceof EventWriteError) return `"error":${JSON.stringify(e.message)},"status":${e.status},${writeState(e)}`;
+    if (e instanceof EventWriteError) return `${e.jsonFields},"status":${e.status},${writeState(e)}`;
     throw e;
   }
 }

@@ -51,7 +51,7 @@ function deliver(ws: Socket, conn: Conn, text: string, limits: Limits): void {
 }
 
 function errorFrame(id: string, err: ScorelineError): string {
-  return `{"id":${id},"error":${JSON.stringify(err.message)},"status":${err.status}}`;
+  return `{"id":${id},${err.jsonFields},"status":${err.status}}`;
 }
 
 /** An OIP inference frame, its size (bounding declared tensor sizes) and its id as JSON text. */
@@ -111,7 +111,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
       if (ctx.draining) {
-        res.cork(() => res.writeStatus('503 Service Unavailable').end('{"error":"the server is shutting down"}', true));
+        res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'application/json').end(`{${shuttingDown().jsonFields}}`, true));
         return;
       }
       try {
@@ -119,7 +119,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         ctx.http.origins.check(req.getHeader('origin'), req.getHeader('host'));
       } catch (e) {
         const err = errorResponse(e, ctx.log);
-        res.cork(() => res.writeStatus('403 Forbidden').writeHeader('content-type', 'application/json').end(`{"error":${JSON.stringify(err.message)}}`, true));
+        res.cork(() => res.writeStatus('403 Forbidden').writeHeader('content-type', 'application/json').end(`{${err.jsonFields}}`, true));
         return;
       }
       const headers = new Map<string, string>();

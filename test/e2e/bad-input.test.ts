@@ -106,6 +106,7 @@ test('bad-input table: status, precise message, no stack trace', async () => {
     assert.equal(r.status, c.status, `${c.name}: expected ${c.status}, got ${r.status} ${r.text}`);
     assert.equal(r.headers.get('content-type'), 'application/json', c.name);
     assert.equal(typeof r.body?.error, 'string', `${c.name}: ${r.text}`);
+    assert.match(r.body.code, /^SCORELINE_[A-Z_]+$/, `${c.name}: ${r.text}`);
     assert.match(r.body.error, c.error, c.name);
     assert.doesNotMatch(r.text, /\bat .+\.js:\d+|node:internal|\/work\//, `${c.name} leaks internals: ${r.text}`);
   }
