@@ -316,8 +316,8 @@ class Interpreter {
 
   /**
    * onnxruntime: scores = X . coefficients^T + intercepts, one column per intercept. One column with
-   * two class labels becomes [1 - s, s] whatever the post_transform (PROBIT aside); more columns get
-   * the post_transform per column.
+   * two class labels becomes [sigmoid(-s), sigmoid(s)] with LOGISTIC, else [1 - s, s]; more columns
+   * get the post_transform per column.
    */
   private linearClassifier(x: Value, attrs: Map<string, AttributeProto>, index: number, post: string): Value {
     if (index !== 1) throw new Unsupported('the label output of a classifier');
@@ -329,6 +329,10 @@ class Interpreter {
     if (post === 'PROBIT') throw new Unsupported('LinearClassifier with post_transform PROBIT');
     if (classes === 1 && labels === 2) {
       const s = scores.columns[0]!;
+      if (post === 'LOGISTIC') {
+        const positive: Column = { link: 'logit', margin: s.margin, source: s.source, id: {} };
+        return { kind: 'columns', rank: 2, columns: [{ link: 'logit', margin: () => scaleMargin(s.margin(), -1, 0), source: s.source, id: {}, complementOf: positive.id }, positive] };
+      }
       return { kind: 'columns', rank: 2, columns: [affine(s, -1, 1), s] };
     }
     // One column without two labels: onnxruntime applies no post_transform but PROBIT to it.
