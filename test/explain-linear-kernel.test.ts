@@ -26,6 +26,7 @@ import {
   type ScoreModel,
 } from '../src/explain/index.js';
 import { seededRandom } from '../src/explain/kernel.js';
+import { tanhNet } from './fixtures/explain-models.js';
 
 function randomRows(n: number, M: number, seed: number, scale = 2): Float64Array {
   const r = seededRandom(seed);
@@ -153,35 +154,6 @@ test('skl2onnx-style LinearClassifier (two rows, LOGISTIC, then Normalizer L1), 
     await agrees(bytes, M, 'gemm', 'Gemm');
   }
 });
-
-/** A small net the exact methods cannot read: sigmoid(W2 tanh(x W1 + b1) + b2). */
-function tanhNet(M: number, hidden: number, seed: number, additive = false): Uint8Array {
-  const r = seededRandom(seed);
-  const g = new GraphBuilder('tanh_net');
-  g.input('input', 'FP32', [-1, M]);
-  if (additive) {
-    // sum_j c_j tanh(a_j x_j): no interactions, so KernelSHAP's regression fits exactly.
-    g.initializer('a', 'FP32', [M], Float32Array.from({ length: M }, () => r() * 2 - 1));
-    g.initializer('c', 'FP32', [M, 1], Float32Array.from({ length: M }, () => r() * 2 - 1));
-    g.node('Mul', ['input', 'a'], ['ax']);
-    g.node('Tanh', ['ax'], ['t']);
-    g.node('MatMul', ['t', 'c'], ['score']);
-    g.output('score', 'FP32', [-1, 1]);
-  } else {
-    g.initializer('W1', 'FP32', [M, hidden], Float32Array.from({ length: M * hidden }, () => r() * 2 - 1));
-    g.initializer('b1', 'FP32', [hidden], Float32Array.from({ length: hidden }, () => r() - 0.5));
-    g.initializer('W2', 'FP32', [hidden, 1], Float32Array.from({ length: hidden }, () => r() * 3 - 1.5));
-    g.initializer('b2', 'FP32', [1], Float32Array.of(0.2));
-    g.node('MatMul', ['input', 'W1'], ['h0']);
-    g.node('Add', ['h0', 'b1'], ['h1']);
-    g.node('Tanh', ['h1'], ['h']);
-    g.node('MatMul', ['h', 'W2'], ['z0']);
-    g.node('Add', ['z0', 'b2'], ['z']);
-    g.node('Sigmoid', ['z'], ['score']);
-    g.output('score', 'FP32', [-1, 1]);
-  }
-  return g.toModelBytes();
-}
 
 /** Mean score over the background with each coalition's features from x, run in onnxruntime. */
 function coalitionMeans(s: ort.InferenceSession, M: number, x: Float64Array, background: Float64Array, K: number) {

@@ -20,7 +20,7 @@ import {
   type TreeShapModel,
 } from '../src/explain/index.js';
 import { seededRandom } from '../src/explain/kernel.js';
-import { ensembleBytes, gridRows, type EnsembleSpec } from './fixtures/tree-ensembles.js';
+import { ensembleBytes, gridRows, type EnsembleSpec } from './fixtures/explain-models.js';
 
 async function runOrt(bytes: Uint8Array, rows: Float64Array, features: number, output: string, type: 'FP32' | 'FP64' = 'FP32'): Promise<{ data: Float32Array; width: number }> {
   const session = await ort.InferenceSession.create(bytes);

@@ -19,6 +19,7 @@ export {
   kernelShap,
   planCoalitions,
   rowSeed,
+  seededRandom,
   solveKernel,
   writeCoalitionRows,
   type CoalitionPlan,

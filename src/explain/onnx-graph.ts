@@ -151,13 +151,13 @@ class Interpreter {
         };
       }
       case 'MatMul':
-        return this.matmul(arg(0), arg(1), 1, null, 0, false);
+        return this.matmul(arg(0), arg(1), 1, null, 0, false, 'MatMul');
       case 'Gemm': {
         if (num(attrs.get('transA')?.i as LongLike) !== 0) throw new Unsupported('Gemm with transA');
         const alpha = attrs.has('alpha') ? attrs.get('alpha')!.f ?? 1 : 1;
         const beta = attrs.has('beta') ? attrs.get('beta')!.f ?? 1 : 1;
         const c = inputs.length > 2 && inputs[2] ? arg(2) : null;
-        return this.matmul(arg(0), arg(1), alpha, c, beta, num(attrs.get('transB')?.i as LongLike) === 1);
+        return this.matmul(arg(0), arg(1), alpha, c, beta, num(attrs.get('transB')?.i as LongLike) === 1, 'Gemm');
       }
       case 'Concat': {
         const axis = num(attrs.get('axis')?.i as LongLike);
@@ -223,7 +223,7 @@ class Interpreter {
   }
 
   /** x . W * alpha + beta * C, with W constant ([k, n], or [n, k] when transposed, or [k]). */
-  private matmul(a: Value, w: Value, alpha: number, c: Value | null, beta: number, transB: boolean): Value {
+  private matmul(a: Value, w: Value, alpha: number, c: Value | null, beta: number, transB: boolean, source: string): Value {
     const x = this.columnsOf(a);
     if (w.kind !== 'const') throw new Unsupported('MatMul by a computed tensor');
     if (x.rank !== 2) throw new Unsupported('MatMul of a rank-1 tensor');
@@ -240,7 +240,7 @@ class Interpreter {
     const inputs = x.columns;
     const columns = Array.from({ length: n }, (_, o): Column => ({
       link: 'identity',
-      source: inputs[0]?.source === 'input' ? 'linear' : inputs[0]?.source ?? 'linear',
+      source,
       id: {},
       margin: () => {
         const weights = new Float64Array(this.M);
@@ -310,8 +310,7 @@ class Interpreter {
     const w: number[][] = Array.from({ length: k }, (_, i) => Array.from({ length: targets }, (_, t) => coefficients[t * k + i]!));
     const matrix: Value = { kind: 'const', dims: [k, targets], data: Float64Array.from(w.flat()) };
     const bias: Value = { kind: 'const', dims: [targets], data: Float64Array.from(intercepts.length === 0 ? new Array<number>(targets).fill(0) : intercepts) };
-    const out = this.matmul(cols, matrix, 1, bias, 1, false) as Extract<Value, { kind: 'columns' }>;
-    return { kind: 'columns', rank: 2, columns: out.columns.map((c) => ({ ...c, source })) };
+    return this.matmul(cols, matrix, 1, bias, 1, false, source) as Extract<Value, { kind: 'columns' }>;
   }
 
   /**
