@@ -96,6 +96,8 @@ export interface VersionExplainer {
   readonly kernel: { readonly background: Float64Array; readonly rows: number; readonly mean: number } | null;
   /** Feature values are shown as float32 (an FP32 input). */
   readonly float32: boolean;
+  /** `{"feature":<name>,"value":` per feature, built once. */
+  readonly heads: readonly string[];
 }
 
 const explainers = new WeakMap<LoadedModel, Promise<VersionExplainer>>();
@@ -183,7 +185,7 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
     if (mismatch === null) {
       const exact = prepareExact(model, rows, count, names);
       ctx.log.info({ model: m.name, version: m.version, method: exact.method, source: model.source, referenceRows: count }, 'explanations ready');
-      return { method: exact.method, names, link: model.link, referenceRows: referenceRowsOf(exact), source: model.source, exact, kernel: null, float32 };
+      return { method: exact.method, names, link: model.link, referenceRows: referenceRowsOf(exact), source: model.source, exact, kernel: null, float32, heads: headsOf(names) };
     }
     why = `the graph reads as ${model.source}, but that reading does not reproduce onnxruntime (${mismatch})`;
     ctx.log.warn({ model: m.name, version: m.version, reason: why }, 'explanations fall back to KernelSHAP');
@@ -213,8 +215,11 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
     exact: null,
     kernel: { background: Float64Array.from(background), rows: backgroundScores.length, mean },
     float32,
+    heads: headsOf(names),
   };
 }
+
+const headsOf = (names: readonly string[]) => names.map((n) => `{"feature":${JSON.stringify(n)},"value":`);
 
 /** The reference CSV as a row-major matrix of the model's features; blanks and non-numbers are NaN (missing). */
 function referenceMatrix(csv: string, names: readonly string[], float32: boolean, where: string): Float64Array {
@@ -339,7 +344,7 @@ const num = (v: number): string => (Number.isFinite(v) ? String(v) : 'null');
 /** The shortest decimal that is the same float32 (what an FP32 model saw), else the number. */
 function valueText(v: number, float32: boolean): string {
   if (!Number.isFinite(v)) return 'null';
-  if (!float32) return String(v);
+  if (!float32 || Number.isInteger(v)) return String(v);
   for (let p = 1; p < 10; p++) {
     const s = Number(v.toPrecision(p));
     if (Math.fround(s) === v) return String(s);
@@ -363,7 +368,7 @@ function explanationJson(
   let s = `${head},"score":${num(score)},"margin":${num(margin)},"base_value":${num(base)},"contributions":[`;
   for (let i = 0; i < order.length; i++) {
     const j = order[i]!;
-    s += `${i > 0 ? ',' : ''}{"feature":${JSON.stringify(e.names[j])},"value":${valueText(x[j]!, e.float32)},"contribution":${num(phi[j]!)}`;
+    s += `${i > 0 ? ',' : ''}${e.heads[j]}${valueText(x[j]!, e.float32)},"contribution":${num(phi[j]!)}`;
     s += se === null ? '}' : `,"standard_error":${num(se[j]!)}}`;
   }
   s += ']';
