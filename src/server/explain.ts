@@ -341,13 +341,20 @@ async function coalitionMeans(m: LoadedModel, plan: CoalitionPlan, x: Float64Arr
 
 const num = (v: number): string => (Number.isFinite(v) ? String(v) : 'null');
 
-/** The shortest decimal that is the same float32 (what an FP32 model saw), else the number. */
+/**
+ * A feature value as the model saw it: for an FP32 input, the shortest decimal that is the same
+ * float32 (0.35, not the 0.3499999940395355 the float32 is as a double).
+ */
 function valueText(v: number, float32: boolean): string {
   if (!Number.isFinite(v)) return 'null';
   if (!float32 || Number.isInteger(v)) return String(v);
-  for (let p = 1; p < 10; p++) {
-    const s = Number(v.toPrecision(p));
-    if (Math.fround(s) === v) return String(s);
+  // v rounded to p significant digits, by arithmetic (toPrecision costs a microsecond): an integer
+  // over a power of ten that is exact, so the double is the decimal's nearest and prints as it.
+  const e = Math.floor(Math.log10(Math.abs(v)));
+  for (let p = 1; p <= 9; p++) {
+    const k = p - 1 - e;
+    const d = k >= 0 ? Math.round(v * 10 ** k) / 10 ** k : Math.round(v / 10 ** -k) * 10 ** -k;
+    if (Math.fround(d) === v) return String(d);
   }
   return String(v);
 }
