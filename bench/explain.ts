@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { explainExact, marginOf, prepareExact, recogniseScore, type ScoreModel } from '../src/explain/index.js';
-import { seededRandom } from '../src/explain/kernel.js';
+import { seededRandom } from '../src/explain/index.js';
 import { logisticToOnnx, trainLogistic } from '../src/retraining/logistic.js';
 import { fitTrees, treesToOnnx } from '../src/retraining/trees.js';
 import { tanhNet } from '../test/fixtures/explain-models.js';

@@ -25,7 +25,7 @@ import {
   type Link,
   type ScoreModel,
 } from '../src/explain/index.js';
-import { seededRandom } from '../src/explain/kernel.js';
+import { seededRandom } from '../src/explain/index.js';
 import { tanhNet } from './fixtures/explain-models.js';
 
 function randomRows(n: number, M: number, seed: number, scale = 2): Float64Array {

@@ -19,7 +19,7 @@ import {
   type TreeModel,
   type TreeShapModel,
 } from '../src/explain/index.js';
-import { seededRandom } from '../src/explain/kernel.js';
+import { seededRandom } from '../src/explain/index.js';
 import { ensembleBytes, gridRows, type EnsembleSpec } from './fixtures/explain-models.js';
 
 async function runOrt(bytes: Uint8Array, rows: Float64Array, features: number, output: string, type: 'FP32' | 'FP64' = 'FP32'): Promise<{ data: Float32Array; width: number }> {

@@ -10,12 +10,12 @@
 import onnxProto from 'onnx-proto';
 import type { Link } from './kernel.js';
 import type { LinearMargin } from './linear.js';
-import { affineTrees, columnTrees, parseEnsemble, Unsupported, type LeafWeights, type ParsedEnsemble, type RawEnsemble, type TreeModel } from './tree-model.js';
+import { floats, ints, num, strings, tensorData, tensorDims, text, type AttributeProto, type TensorProto } from './onnx-attributes.js';
+import { ensembleColumns } from './onnx-ensemble.js';
+import { affineTrees, Unsupported, type TreeModel } from './tree-model.js';
 
 const { onnx } = onnxProto;
 type NodeProto = onnxProto.onnx.INodeProto;
-type AttributeProto = onnxProto.onnx.IAttributeProto;
-type TensorProto = onnxProto.onnx.ITensorProto;
 
 export type Margin = { readonly kind: 'linear'; readonly linear: LinearMargin } | { readonly kind: 'trees'; readonly trees: TreeModel };
 
@@ -53,9 +53,6 @@ type Value =
   | { readonly kind: 'columns'; readonly columns: readonly Column[]; readonly rank: 1 | 2 }
   | { readonly kind: 'const'; readonly dims: readonly number[]; readonly data: Float64Array };
 
-type LongLike = number | { toNumber(): number } | null | undefined;
-const num = (v: LongLike): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
-const text = (b: Uint8Array | null | undefined): string => (b == null ? '' : new TextDecoder().decode(b));
 
 /** Reads the score function of the model in `bytes`, or why it cannot be read. */
 export function recogniseScore(bytes: Uint8Array, target: ScoreTarget): Recognition {
@@ -124,7 +121,7 @@ class Interpreter {
         return constant(t);
       }
       case 'Cast': {
-        const to = num(attrs.get('to')?.i as LongLike);
+        const to = num(attrs.get('to')?.i);
         const x = arg(0);
         const FLOAT = onnx.TensorProto.DataType.FLOAT;
         const DOUBLE = onnx.TensorProto.DataType.DOUBLE;
@@ -153,14 +150,14 @@ class Interpreter {
       case 'MatMul':
         return this.matmul(arg(0), arg(1), 1, null, 0, false, 'MatMul');
       case 'Gemm': {
-        if (num(attrs.get('transA')?.i as LongLike) !== 0) throw new Unsupported('Gemm with transA');
+        if (num(attrs.get('transA')?.i) !== 0) throw new Unsupported('Gemm with transA');
         const alpha = attrs.has('alpha') ? attrs.get('alpha')!.f ?? 1 : 1;
         const beta = attrs.has('beta') ? attrs.get('beta')!.f ?? 1 : 1;
         const c = inputs.length > 2 && inputs[2] ? arg(2) : null;
-        return this.matmul(arg(0), arg(1), alpha, c, beta, num(attrs.get('transB')?.i as LongLike) === 1, 'Gemm');
+        return this.matmul(arg(0), arg(1), alpha, c, beta, num(attrs.get('transB')?.i) === 1, 'Gemm');
       }
       case 'Concat': {
-        const axis = num(attrs.get('axis')?.i as LongLike);
+        const axis = num(attrs.get('axis')?.i);
         const parts = inputs.map((n) => this.columnsOf(this.value(n)));
         if (parts.some((p) => p.rank !== 2) || (axis !== 1 && axis !== -1)) throw new Unsupported('Concat other than of [N, k] tensors along axis 1');
         return { kind: 'columns', rank: 2, columns: parts.flatMap((p) => p.columns) };
@@ -267,7 +264,7 @@ class Interpreter {
     switch (op) {
       case 'LinearRegressor': {
         if (post !== 'NONE') throw new Unsupported(`LinearRegressor with post_transform ${post}`);
-        const targets = num(attrs.get('targets')?.i as LongLike) || 1;
+        const targets = num(attrs.get('targets')?.i) || 1;
         return this.linearNode(x, floats(attrs, 'coefficients'), floats(attrs, 'intercepts'), targets, 'LinearRegressor');
       }
       case 'LinearClassifier':
@@ -294,7 +291,12 @@ class Interpreter {
       case 'TreeEnsembleRegressor': {
         if (x.kind !== 'input') throw new Unsupported(`${op} on a transformed input`);
         if (op === 'TreeEnsembleClassifier' && index !== 1) throw new Unsupported('the label output of a classifier');
-        return this.trees(op, attrs, x.rounded, post);
+        const { columns, source } = ensembleColumns(op, attrs, x.rounded, this.M);
+        return {
+          kind: 'columns',
+          rank: 2,
+          columns: columns.map((c): Column => ({ link: c.link, source, id: c.id, ...(c.complementOf !== undefined ? { complementOf: c.complementOf } : {}), margin: () => ({ kind: 'trees', trees: c.trees() }) })),
+        };
       }
       default:
         throw new Unsupported(`operator ai.onnx.ml.${op} is not supported`);
@@ -321,7 +323,7 @@ class Interpreter {
   private linearClassifier(x: Value, attrs: Map<string, AttributeProto>, index: number, post: string): Value {
     if (index !== 1) throw new Unsupported('the label output of a classifier');
     const intercepts = floats(attrs, 'intercepts');
-    const labels = Math.max(ints(attrs, 'classlabels_ints').length, (attrs.get('classlabels_strings')?.strings ?? []).length);
+    const labels = Math.max(ints(attrs, 'classlabels_ints').length, strings(attrs, 'classlabels_strings').length);
     const classes = intercepts.length;
     if (classes === 0) throw new Unsupported('LinearClassifier without intercepts');
     const scores = this.linearNode(x, floats(attrs, 'coefficients'), intercepts, classes, 'LinearClassifier');
@@ -342,104 +344,6 @@ class Interpreter {
       return { kind: 'columns', rank: 2, columns: [{ ...logistic[0]!, complementOf: logistic[1]!.id }, logistic[1]!] };
     }
     return { kind: 'columns', rank: 2, columns: logistic };
-  }
-
-  private trees(op: string, attrs: Map<string, AttributeProto>, rounded: boolean, post: string): Value {
-    const classifier = op === 'TreeEnsembleClassifier';
-    const w = classifier ? 'class' : 'target';
-    const raw: RawEnsemble = {
-      treeIds: ints(attrs, 'nodes_treeids'),
-      nodeIds: ints(attrs, 'nodes_nodeids'),
-      featureIds: ints(attrs, 'nodes_featureids'),
-      values: floatsOrTensor(attrs, 'nodes_values'),
-      modes: (attrs.get('nodes_modes')?.strings ?? []).map(text),
-      trueIds: ints(attrs, 'nodes_truenodeids'),
-      falseIds: ints(attrs, 'nodes_falsenodeids'),
-      missingTrue: ints(attrs, 'nodes_missing_value_tracks_true'),
-      weightTree: ints(attrs, `${w}_treeids`),
-      weightNode: ints(attrs, `${w}_nodeids`),
-      weightId: ints(attrs, `${w}_ids`),
-      weightValue: floatsOrTensor(attrs, `${w}_weights`),
-    };
-    const base = floatsOrTensor(attrs, 'base_values');
-    const parsed = parseEnsemble(raw);
-    if (parsed.maxFeature >= this.M) throw new Unsupported(`the ensemble reads feature ${parsed.maxFeature} of a ${this.M}-column input`);
-    const nTrees = parsed.trees.length;
-    const source = `${op} (${nTrees} trees)`;
-    const sumOf = (id: number) => (l: LeafWeights) => {
-      let s = 0;
-      for (let i = 0; i < l.ids.length; i++) if (l.ids[i] === id) s += l.values[i]!;
-      return s;
-    };
-    const column = (leaf: (l: LeafWeights) => number, scale: number, b: number, link: Link, id: object = {}, complementOf?: object): Column => {
-      let built: TreeModel | null = null;
-      return {
-        link,
-        source,
-        id,
-        ...(complementOf !== undefined ? { complementOf } : {}),
-        margin: () => ({ kind: 'trees', trees: (built ??= columnTrees(parsed, leaf, scale, b, rounded)) }),
-      };
-    };
-    if (!classifier) return this.regressorColumns(attrs, parsed, base, post, sumOf, column);
-    const labels = Math.max(ints(attrs, 'classlabels_int64s').length, (attrs.get('classlabels_strings')?.strings ?? []).length);
-    const ids = new Set(raw.weightId);
-    if (post === 'PROBIT') throw new Unsupported('post_transform PROBIT');
-    if (labels === 2 && ids.size === 1) {
-      if (!ids.has(0)) throw new Unsupported('a binary ensemble whose only weights are for class 1');
-      if (base.length === 2) throw new Unsupported('a binary ensemble with weights for one class and two base values');
-      const b = base.length === 1 ? base[0]! : 0;
-      const s = sumOf(0);
-      // onnxruntime writes the one score s as two columns: [sigmoid(-s), sigmoid(s)] with LOGISTIC,
-      // else [1 - s, s] when every weight is positive (probability leaves) and [-s, s] when not.
-      if (post === 'LOGISTIC') {
-        const positive = {};
-        return { kind: 'columns', rank: 2, columns: [column(s, -1, -b, 'logit', {}, positive), column(s, 1, b, 'logit', positive)] };
-      }
-      if (raw.weightValue.every((v) => v >= 0)) return { kind: 'columns', rank: 2, columns: [column(s, -1, 1 - b, 'identity'), column(s, 1, b, 'identity')] };
-      return { kind: 'columns', rank: 2, columns: [column(s, -1, -b, 'identity'), column(s, 1, b, 'identity')] };
-    }
-    if (post !== 'NONE' && post !== 'LOGISTIC') throw new Unsupported(`post_transform ${post} is not applied per column`);
-    const link: Link = post === 'LOGISTIC' ? 'logit' : 'identity';
-    if (labels === 2 && ids.size === 2 && ids.has(0) && ids.has(1)) {
-      // Whether class 1 has a score depends on the leaves a row reaches unless every leaf has one.
-      for (const t of parsed.trees) for (const l of t.leaves) if (l !== null && !l.ids.includes(1)) throw new Unsupported('a binary ensemble with class 1 weights on some leaves only');
-      if (base.length === 2) return { kind: 'columns', rank: 2, columns: [column(sumOf(0), -1, -base[1]!, link), column(sumOf(0), 1, base[1]!, link)] };
-      return { kind: 'columns', rank: 2, columns: [column(sumOf(0), 1, base.length === 1 ? base[0]! : 0, link), column(sumOf(1), 1, 0, link)] };
-    }
-    if (labels > 2 && [...ids].every((i) => Number.isSafeInteger(i) && i >= 0 && i < labels)) {
-      return { kind: 'columns', rank: 2, columns: Array.from({ length: labels }, (_, k) => column(sumOf(k), 1, k < base.length ? base[k]! : 0, link)) };
-    }
-    throw new Unsupported(`a classifier of ${labels} classes with weights for classes ${[...ids].join(', ')}`);
-  }
-
-  private regressorColumns(
-    attrs: Map<string, AttributeProto>,
-    parsed: ParsedEnsemble,
-    base: readonly number[],
-    post: string,
-    sumOf: (id: number) => (l: LeafWeights) => number,
-    column: (leaf: (l: LeafWeights) => number, scale: number, b: number, link: Link) => Column,
-  ): Value {
-    const targets = num(attrs.get('n_targets')?.i as LongLike);
-    const aggregate = text(attrs.get('aggregate_function')?.s) || 'SUM';
-    if (aggregate !== 'SUM' && aggregate !== 'AVERAGE') throw new Unsupported(`aggregate_function ${aggregate} is not additive over trees`);
-    if (post === 'PROBIT') throw new Unsupported('post_transform PROBIT');
-    const scale = aggregate === 'AVERAGE' ? 1 / parsed.trees.length : 1;
-    if (targets === 1) {
-      // One target: a leaf counts its first weight (its own nodes_values entry when it has none),
-      // the one base value is added, and no post_transform but PROBIT is applied.
-      const first = (l: LeafWeights) => (l.ids.length > 0 ? l.values[0]! : l.nodeValue);
-      return { kind: 'columns', rank: 2, columns: [column(first, scale, base.length === 1 ? base[0]! : 0, 'identity')] };
-    }
-    if (!(targets > 1)) throw new Unsupported(`n_targets ${targets}`);
-    if (post !== 'NONE' && post !== 'LOGISTIC') throw new Unsupported(`post_transform ${post} is not applied per column`);
-    const withBase = base.length === targets;
-    return {
-      kind: 'columns',
-      rank: 2,
-      columns: Array.from({ length: targets }, (_, t) => column(sumOf(t), scale, withBase ? base[t]! : 0, post === 'LOGISTIC' ? 'logit' : 'identity')),
-    };
   }
 }
 
@@ -493,39 +397,5 @@ function reshapeRank(shape: Value): 1 | 2 {
 }
 
 function constant(t: TensorProto): Value {
-  const dims = (t.dims ?? []).map((d) => num(d as LongLike));
-  return { kind: 'const', dims, data: tensorData(t) };
-}
-
-/** A tensor's elements as float64 (float, double, int32 or int64 tensors). */
-function tensorData(t: TensorProto): Float64Array {
-  const DT = onnx.TensorProto.DataType;
-  const raw = t.rawData && t.rawData.length > 0 ? t.rawData : null;
-  const view = raw ? new DataView(raw.buffer, raw.byteOffset, raw.byteLength) : null;
-  switch (t.dataType) {
-    case DT.FLOAT:
-      return view ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getFloat32(i * 4, true)) : Float64Array.from(t.floatData ?? []);
-    case DT.DOUBLE:
-      return view ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => view.getFloat64(i * 8, true)) : Float64Array.from(t.doubleData ?? []);
-    case DT.INT64:
-      return view ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true))) : Float64Array.from((t.int64Data ?? []).map((v) => num(v as LongLike)));
-    case DT.INT32:
-      return view ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getInt32(i * 4, true)) : Float64Array.from(t.int32Data ?? []);
-    default:
-      throw new Unsupported(`a constant of element type ${t.dataType}`);
-  }
-}
-
-function floats(attrs: Map<string, AttributeProto>, name: string): number[] {
-  return [...(attrs.get(name)?.floats ?? [])];
-}
-
-function ints(attrs: Map<string, AttributeProto>, name: string): number[] {
-  return (attrs.get(name)?.ints ?? []).map((v) => num(v as LongLike));
-}
-
-/** A float list attribute, or its `<name>_as_tensor` form (ai.onnx.ml opset 3). */
-function floatsOrTensor(attrs: Map<string, AttributeProto>, name: string): number[] {
-  const t = attrs.get(`${name}_as_tensor`)?.t;
-  return t ? [...tensorData(t)] : floats(attrs, name);
+  return { kind: 'const', dims: tensorDims(t), data: tensorData(t) };
 }

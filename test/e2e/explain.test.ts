@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { prepareTreeShap, recogniseScore, treeShap, type TreeModel, type TreeShapModel } from '../../src/explain/index.js';
-import { seededRandom } from '../../src/explain/kernel.js';
+import { seededRandom } from '../../src/explain/index.js';
 import { readOnnxMetadata } from '../../src/registry/onnx.js';
 import { fitTrees, treesToOnnx } from '../../src/retraining/trees.js';
 import { tanhNet } from '../fixtures/explain-models.js';
