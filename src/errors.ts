@@ -39,7 +39,8 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
-  | 'EXTERNAL_DATA';
+  | 'EXTERNAL_DATA'
+  | 'EXPLANATION_UNAVAILABLE';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -83,6 +84,8 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_INVALID: 422,
   // Like NOT_ONNX: the upload is a model file, just not one the server will load.
   EXTERNAL_DATA: 422,
+  // The request is fine; the version lacks what explanations are measured against (reference rows).
+  EXPLANATION_UNAVAILABLE: 422,
 };
 
 export class ScorelineError extends Error {
@@ -228,3 +231,5 @@ export const externalDataRefused = (source: string, count: number, described: st
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
   );
+/** A version that cannot explain its scores; the message says what it lacks and how to provide it. */
+export const explanationUnavailable = (message: string) => new ScorelineError('EXPLANATION_UNAVAILABLE', message);

@@ -11,9 +11,10 @@ import { LatencyRecorder, RateCounter } from './latency.js';
 import type { LogStream, PredictionLog } from './prediction-log.js';
 import type { CounterCell, CounterFamily, HistogramCell, HistogramFamily } from './prometheus.js';
 
-export type Route = 'infer' | 'predict' | 'stream' | 'score';
-export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score'];
-const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3 };
+/** How a request came in; `explain` is any request that asked for explanations, whatever carried it. */
+export type Route = 'infer' | 'predict' | 'stream' | 'score' | 'explain';
+export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score', 'explain'];
+const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3, explain: 4 };
 export const CLASSES = ['2xx', '4xx', '5xx'] as const;
 
 /** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
@@ -113,12 +114,15 @@ export class VersionMonitor implements BatchObserver {
     c.requests[r]![statusClass(status)]!.inc();
     c.duration[r]!.observe(ms / 1000);
     const ok = status < 400;
-    if (ok) this.latency.recordMicros(ms * 1000);
+    // Explanations (KernelSHAP above all) take far longer than a score: they are counted, and timed in
+    // the route's histogram, but kept out of the version's latency percentiles and SLA.
+    const timed = ok && route !== 'explain';
+    if (timed) this.latency.recordMicros(ms * 1000);
     const now = Date.now();
     this.volume.add(now);
     const error = isError(status);
     if (error) this.errors.add(now);
-    this.stats.recordRequest(now, error, ok ? ms * 1000 : null);
+    this.stats.recordRequest(now, error, timed ? ms * 1000 : null);
   }
 
   onDispatch(batch: Batch, now: number): void {

@@ -8,7 +8,7 @@
 // shadow comparison, monitoring and the prediction log see all traffic, whatever carried it.
 
 import { errorResponse } from './http.js';
-import { isScorelineError, type ScorelineError } from '../errors.js';
+import { internal, isScorelineError, type ScorelineError } from '../errors.js';
 import type { Target } from '../deploy/index.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { Route, VersionMonitor } from '../monitoring/index.js';
@@ -35,8 +35,12 @@ export interface Protocol<In> {
   prepare?(model: LoadedModel, input: In): In | Promise<In>;
   /** Reserves the version's open batch and writes the request's rows. Nothing is committed. */
   decode(model: LoadedModel, input: In): DecodedRequest;
-  /** The answer for rows [rowStart, rowStart + decoded.rows) of a finished batch. */
-  encode(model: LoadedModel, result: RunResult, rowStart: number, request: Answering<In>): string;
+  /**
+   * The answer for rows [rowStart, rowStart + decoded.rows) of a finished batch. A promise when the
+   * request asked for work after its score (explanations): it must read `result` before its first
+   * await, and the request is answered (and recorded in the monitor) when it settles.
+   */
+  encode(model: LoadedModel, result: RunResult, rowStart: number, request: Answering<In>): string | Promise<string>;
   /** Decodes the same input into a shadow version's batcher; throws when the shadow cannot take it. */
   shadow(model: LoadedModel, input: In): DecodedRequest;
 }
@@ -48,6 +52,8 @@ export interface Answering<In> {
   /** The deployment variant that routed it (default, direct, canary, a, ..., explicit). */
   readonly variant: string;
   readonly input: In;
+  /** When the request's deadline passes (performance.now() time). */
+  readonly deadline: number;
 }
 
 /** One request as a transport hands it over. */
@@ -94,7 +100,12 @@ class Inference<In> implements PendingRequest, Answering<In> {
   resolve(result: RunResult, rowStart: number): void {
     const m = this.target.model;
     const call = this.call;
-    call.reply.ok(call.protocol.encode(m, result, rowStart, this));
+    const body = call.protocol.encode(m, result, rowStart, this);
+    if (typeof body !== 'string') {
+      this.later(body, result, rowStart);
+      return;
+    }
+    call.reply.ok(body);
     const ms = performance.now() - call.t0;
     this.mon.request(call.protocol.route, 200, ms, this.target.variant);
     // Scores are read only for deployments that watch them (canary, shadow).
@@ -103,6 +114,30 @@ class Inference<In> implements PendingRequest, Answering<In> {
       this.target.stats?.record(200, ms, score);
       this.pair?.primary(score);
     }
+  }
+
+  /**
+   * An answer that waits for work after the score. The version's statistics and the shadow pair get
+   * the score and the time to it now (the wait says nothing about the version); the monitor records
+   * the request once it is answered, under the protocol's route.
+   */
+  private later(body: Promise<string>, result: RunResult, rowStart: number): void {
+    const call = this.call;
+    if (this.target.stats !== null || this.pair !== null) {
+      const score = scoreOf(this.target.model, result, rowStart);
+      this.target.stats?.record(200, performance.now() - call.t0, score);
+      this.pair?.primary(score);
+    }
+    body.then(
+      (text) => {
+        call.reply.ok(text);
+        this.mon.request(call.protocol.route, 200, performance.now() - call.t0, this.target.variant);
+      },
+      (e: unknown) => {
+        const status = call.reply.fail(isScorelineError(e) ? e : internal());
+        this.mon.request(call.protocol.route, status, performance.now() - call.t0, this.target.variant);
+      },
+    );
   }
 
   reject(err: ScorelineError): void {

@@ -3,11 +3,13 @@
 // its own batcher (as internal requests, not traffic), and the score bins, feature bins and
 // reference AUC are stored in the registry and handed to the version's monitor.
 
-import { badRequest, ScorelineError } from '../errors.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import { badRequest } from '../errors.js';
+import type { LoadedModel } from '../inference/index.js';
 import { baselinesOf, freezeReference, parseCsvTable, type ReferenceRecord, type ReferenceTable } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
 import { scoreOf } from './encode.js';
+import { forgetExplainer } from './explain.js';
+import { scoreInternally } from './internal-rows.js';
 
 /** Scores every row of the table (the model's `features` columns, in order) with this version. */
 async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float64Array> {
@@ -20,51 +22,26 @@ async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float6
   });
   const rows = cols[0]!.length;
   const scores = new Float64Array(rows);
-  const chunk = Math.max(1, m.batching.maxBatchSize);
-  // A few chunks in flight at a time: the reference is scored beside live traffic, not ahead of it,
-  // and never holds more of the version's queue than a handful of batches.
-  const window: Promise<void>[] = [];
-  for (let start = 0; start < rows; start += chunk) {
-    if (window.length >= IN_FLIGHT) await window.shift();
-    const n = Math.min(chunk, rows - start);
-    const batch = m.batcher.reserve(n);
-    const buf = batch.buffers[0] as Float32Array;
-    const at = batch.rows * names.length;
-    for (let r = 0; r < n; r++) {
-      for (let c = 0; c < names.length; c++) {
-        const v = Number(cols[c]![start + r]);
-        if (!Number.isFinite(v)) throw badRequest(`reference row ${start + r + 1}, column '${names[c]}': ${JSON.stringify(cols[c]![start + r])} is not a number`);
-        buf[at + r * names.length + c] = v;
+  const width = names.length;
+  await scoreInternally(
+    m,
+    rows,
+    (buf, at, start, n) => {
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < width; c++) {
+          const v = Number(cols[c]![start + r]);
+          if (!Number.isFinite(v)) throw badRequest(`reference row ${start + r + 1}, column '${names[c]}': ${JSON.stringify(cols[c]![start + r])} is not a number`);
+          buf[at + r * width + c] = v;
+        }
       }
-    }
-    const done = new Promise<void>((resolve, reject) => {
-      const now = performance.now();
-      const p: PendingRequest = {
-        rows: n,
-        enqueuedAt: now,
-        deadline: now + 120_000,
-        settled: false,
-        internal: true,
-        resolve(result: RunResult, rowStart: number) {
-          for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
-          resolve();
-        },
-        reject(err: ScorelineError) {
-          reject(err);
-        },
-      };
-      m.batcher.commit(batch, p);
-    });
-    // Awaited below; marked handled now so that a chunk failing while an earlier throw unwinds is not unhandled.
-    done.catch(() => undefined);
-    window.push(done);
-  }
-  await Promise.all(window);
+    },
+    (start, n, result, rowStart) => {
+      for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
+    },
+    performance.now() + 120_000,
+  );
   return scores;
 }
-
-/** Reference chunks queued at once. */
-const IN_FLIGHT = 4;
 
 /** Freezes (and stores) the reference of a version from CSV text. */
 export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {
@@ -84,6 +61,8 @@ export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: str
   // The rows go with the frozen record, so a bundle or another replica can freeze the same reference.
   ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record, referenceData: Buffer.from(csv, 'utf8') });
   monitorOf(ctx, m).setBaselines(baselinesOf(record));
+  // Explanations are measured against the reference rows: the next one rebuilds from these.
+  forgetExplainer(m);
   ctx.log.info({ model: m.name, version: m.version, rows: record.rows, referenceAuc: record.referenceAuc }, 'drift reference frozen');
   return record;
 }

@@ -1,7 +1,9 @@
 // Entity scoring and realtime events:
 //   POST /v1/score/{model}  {"entity": {"customer_id": "C00042"}, "context": {request fields}?,
-//                            "features": {overrides}?, "debug": true?, "id": "..."?}
-//     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug")}
+//                            "features": {overrides}?, "debug": true?, "id": "..."?,
+//                            "explain": true?, "top_k": K?}
+//     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug"),
+//         "explanation"? (with "explain", see explain.ts)}
 //   POST /v1/events          one event or {"events": [...]}, see features/events.ts
 //     -> {"accepted", "ignored", "duplicates", "ids"}; a store failure answers 503
 //        {"error", "state": "unknown" | "not_stored", "ids"} (retry with the same ids)
@@ -15,6 +17,7 @@ import { writeElement, type LoadedModel, type RunResult } from '../inference/ind
 import type { ServerContext } from './context.js';
 import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
+import { explainAsk, explaining, explainingInput, type ExplainAsk } from './explain.js';
 import { isObject, postRoute, sendError, sendJson } from './http.js';
 import { infer, type Answering, type Protocol } from './inference.js';
 import { HttpReply } from './oip.js';
@@ -116,6 +119,7 @@ function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
 export function registerScore(app: TemplatedApp, ctx: ServerContext, features: FeatureService | null): void {
   const maxBytes = ctx.config.server.maxBodyBytes;
   const protocol = features === null ? null : scoreProtocol(features);
+  const explained = protocol === null ? null : explaining(ctx, protocol, (body, list) => `${body.slice(0, -1)},"explanation":${list[0]}}`);
 
   postRoute(
     app,
@@ -138,6 +142,7 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
       const name = p.params[0]!;
       const reply = new HttpReply(res, ctx);
       let input: ScoreInput;
+      let ask: ExplainAsk | null;
       let sticky = p.headers[0] || undefined;
       try {
         if (!isObject(body)) throw badRequest('request body must be a JSON object with an "entity"');
@@ -147,12 +152,14 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         const stickyField = ctx.router.stickyEntityField(name);
         const stickyValue = stickyField !== null && isObject(body.entity) ? body.entity[stickyField] : undefined;
         if (stickyValue !== undefined) sticky = String(stickyValue);
+        ask = explainAsk(body, '');
         input = { body, id: body.id as string | undefined, debug: body.debug === true, resolved: null, columns: null };
       } catch (e) {
         ctx.monitor.unrouted('score', sendError(res, e, ctx.log));
         return;
       }
-      infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
+      if (ask === null) infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
+      else infer(ctx, { protocol: explained!, model: name, version: undefined, sticky, input: explainingInput(input, ask), reply, t0: p.t0 });
     },
   );
 
