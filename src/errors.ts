@@ -39,7 +39,8 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
-  | 'EXTERNAL_DATA';
+  | 'EXTERNAL_DATA'
+  | 'TOO_MANY_REJECTS';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -83,6 +84,8 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_INVALID: 422,
   // Like NOT_ONNX: the upload is a model file, just not one the server will load.
   EXTERNAL_DATA: 422,
+  // A batch run whose input had more unusable rows than its caller accepts.
+  TOO_MANY_REJECTS: 422,
 };
 
 export class ScorelineError extends Error {
@@ -215,3 +218,5 @@ export const externalDataRefused = (source: string, count: number, described: st
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
   );
+/** A batch scoring run past its --max-rejects limit. */
+export const tooManyRejects = (message: string) => new ScorelineError('TOO_MANY_REJECTS', message);

@@ -376,9 +376,21 @@ export class Deployer {
       reason: state?.reason ?? null,
       step_stats: stats,
       analysis: state?.analysis ?? [],
+      // What the analysis says now (recorded analyses above are the ones that moved traffic).
+      live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
       history: this.opts.registry.deploymentHistory<DeploymentState>(name).slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
     };
+  }
+
+  private liveAnalysis(name: string, spec: Extract<Strategy, { strategy: 'canary' }>): Analysis | null {
+    const stats = this.opts.router.stats(name);
+    const canary = stats.get(spec.canary);
+    const stable = stats.get(spec.stable);
+    if (canary === undefined || stable === undefined) return null;
+    const canaryModel = this.opts.engine.find(name, String(spec.canary));
+    const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
+    return analyzeCanary(canary, stable, this.policy, reference);
   }
 
   close(): void {

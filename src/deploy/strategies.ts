@@ -137,6 +137,28 @@ export function versionsOf(s: Strategy): number[] {
   }
 }
 
+/**
+ * The version the deployment stands behind, with the role that makes it so: the one direct traffic
+ * goes to, blue-green's active colour, a canary's stable, the heaviest A/B variant (the first of
+ * equals), shadow's primary. What offline work (batch scoring) should use when no version is named.
+ */
+export function primaryVersion(s: Strategy): { version: number; role: string } {
+  switch (s.strategy) {
+    case 'direct':
+      return { version: s.version, role: 'direct' };
+    case 'blue-green':
+      return { version: s.active === 'blue' ? s.blue : s.green, role: `blue-green ${s.active} (active)` };
+    case 'canary':
+      return { version: s.stable, role: `canary stable (${100 - s.percent}% of traffic)` };
+    case 'ab': {
+      const top = s.variants.reduce((a, b) => (b.weight > a.weight ? b : a));
+      return { version: top.version, role: `A/B variant '${top.name}' (the largest weight)` };
+    }
+    case 'shadow':
+      return { version: s.primary, role: 'shadow primary' };
+  }
+}
+
 /** FNV-1a over UTF-16 code units, mapped to [0, 1): stable across processes and replicas. */
 export function stickyFraction(key: string): number {
   let h = 0x811c9dc5;
