@@ -66,7 +66,7 @@ export function defaultBatchVersion(registry: ModelRegistry, name: string): { ve
   const deployment = registry.getDeployment<{ spec?: unknown }>(name);
   if (deployment !== undefined) {
     try {
-      const p = primaryVersion(parseStrategy(deployment.state.spec));
+      const p = primaryVersion(parseStrategy(deployment.state.spec, { persisted: true }));
       return { version: p.version, why: `the version its deployment serves by default: ${p.role}` };
     } catch {
       // An unreadable deployment is the server's to report; fall through to the alias.

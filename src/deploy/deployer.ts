@@ -97,7 +97,7 @@ export class Deployer {
       const name = rec.model;
       let state = rec.state;
       try {
-        state = { ...state, spec: parseStrategy(state.spec) };
+        state = { ...state, spec: parseStrategy(state.spec, { persisted: true }) };
       } catch (e) {
         this.opts.log.error({ model: name, err: (e as Error).message }, 'persisted deployment is unreadable; serving the latest version');
         continue;
@@ -192,7 +192,7 @@ export class Deployer {
           const history = this.opts.registry.deploymentHistory<DeploymentState>(name);
           const previous = [...history].reverse().find((h) => h.from !== null && JSON.stringify(h.from.spec) !== JSON.stringify(s))?.from;
           if (!previous) throw conflict(`model '${name}' has no earlier deployment to roll back to`);
-          const spec = parseStrategy(previous.spec);
+          const spec = parseStrategy(previous.spec, { persisted: true });
           await this.validate(name, spec);
           return this.switchTo(name, spec, 'rollback', reason);
         }

@@ -43,8 +43,11 @@ function onlyKeys(o: Record<string, unknown>, allowed: string[], path: string): 
   for (const k of Object.keys(o)) if (!allowed.includes(k)) throw badRequest(`${path}: unknown field '${k}' (allowed: ${allowed.join(', ')})`);
 }
 
-/** Validates a deployment body as an operator sent it; errors name the field. */
-export function parseStrategy(body: unknown): Strategy {
+/**
+ * Validates a deployment body as an operator sent it; errors name the field. `persisted`: a stored
+ * deployment read back, whose canary may have stepped up to one of its steps since it was sent.
+ */
+export function parseStrategy(body: unknown, options: { persisted?: boolean } = {}): Strategy {
   const o = object(body, 'deployment');
   switch (o.strategy) {
     case 'direct':
@@ -75,7 +78,7 @@ export function parseStrategy(body: unknown): Strategy {
           prev = p;
         }
         if (steps[steps.length - 1] !== 100) throw badRequest('the last step must be 100');
-        if (!(percent < steps[0])) throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
+        if (!options.persisted && !(percent < steps[0])) throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
         s.steps = steps as number[];
         const stepSeconds = o.stepSeconds;
         if (!Number.isFinite(stepSeconds) || (stepSeconds as number) < 1) throw badRequest('stepSeconds must be at least 1 when steps are given');

@@ -218,3 +218,12 @@ test('score-batch refuses to overwrite its output without --force; flags and unk
   assert.match(unknown.stderr, /model 'nope' is not in the registry of .*registry\.db \(it holds sum\); point --data-dir at the data dir/);
   assert.doesNotMatch(unknown.stderr, /this server/);
 });
+
+test('score-batch reads a canary that has stepped up (percent at one of its steps) like the server does', async () => {
+  const { dir, input } = await offlineRegistry((r) => {
+    r.saveDeployment('sum', { spec: { strategy: 'canary', stable: 2, canary: 3, percent: 50, steps: [50, 100], stepSeconds: 300 }, since: new Date().toISOString(), reason: 'canary-step', analysis: [] }, { action: 'canary-step' });
+    r.setAlias('sum', 'champion', 1);
+  });
+  const r = batch(dir, ['--model', 'sum', '--input', input, '--output', 'out.csv']);
+  assert.equal(r.stdout.split('\n')[0], 'scoring with sum v2: the version its deployment serves by default: canary stable (50% of traffic)');
+});
