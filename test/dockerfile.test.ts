@@ -224,3 +224,36 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
     rmSync(app, { recursive: true, force: true });
   }
 });
+
+test('one image name: the Dockerfile, the README, the manifests and the bundle base say scoreline:<version>; a bundle\'s CLI line and README agree', async () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const image = `scoreline:${version}`;
+  assert.ok(dockerfile.includes(`docker build -t ${image} .`));
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  // Image references (a tag starting with a digit), not volume names like scoreline-data:/data.
+  const tags = [...readme.matchAll(/(?:docker|podman) (?:build|run)[^\n]*? (scoreline(?:-[a-z0-9-]+)?:[0-9][\w.-]*)/g)].map((m) => m[1]);
+  assert.ok(tags.length >= 3);
+  assert.deepEqual([...new Set(tags)], [image], 'the README builds and runs one image name');
+  assert.match(readFileSync(join(ROOT, 'deploy', 'kubernetes', 'scoreline-deployment.yaml'), 'utf8'), new RegExp(`image: ${image.replace('.', '\\.')}\\n`));
+  const { DEFAULT_BASE_IMAGE } = await import('../src/deploy/bundle.js');
+  assert.equal(DEFAULT_BASE_IMAGE, image);
+
+  const { ModelRegistry } = await import('../src/registry/store.js');
+  const { writeSumModel } = await import('./fixtures/models.js');
+  const dir = join(tmpdir(), `scoreline-bundle-tag-${process.pid}`);
+  rmSync(dir, { recursive: true, force: true });
+  try {
+    const registry = ModelRegistry.open(join(dir, 'data'));
+    registry.register('sum', (await writeSumModel(join(dir, 'repo'), 'sum', 1)).bytes);
+    registry.close();
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'scoreline.js'), 'bundle', '--model', 'sum', '--out', join(dir, 'bundle'), '--data-dir', join(dir, 'data')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const line = /^build it: docker build -t (\S+) /m.exec(r.stdout);
+    assert.ok(line, r.stdout);
+    assert.equal(line[1], 'scoreline-sum:1');
+    assert.ok(readFileSync(join(dir, 'bundle', 'README.md'), 'utf8').includes(`docker build -t ${line[1]} .`), 'the bundle README builds the same tag');
+    assert.ok(readFileSync(join(dir, 'bundle', 'Dockerfile'), 'utf8').includes(`FROM ${image}`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
