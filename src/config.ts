@@ -105,6 +105,11 @@ export interface FeaturesConfig {
      * probe it every `probeMs` (default 1000) and resume when it answers.
      */
     breaker?: { failures?: number; probeMs?: number };
+    /**
+     * A file holding the Redis password (e.g. a mounted Kubernetes Secret), so that the password is
+     * neither in the config nor in the environment. Relative paths: to the config file.
+     */
+    passwordFile?: string;
   } | null;
   /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
   loadSources: boolean;
@@ -331,6 +336,7 @@ const configSchema = {
               additionalProperties: false,
               properties: { failures: int(1, 1_000_000), probeMs: int(10, 3_600_000) },
             },
+            passwordFile: { type: 'string', minLength: 1 },
           },
         },
         loadSources: { type: 'boolean' },
@@ -439,7 +445,16 @@ function merge<T>(base: T, over: unknown): T {
 export function resolveConfig(partial: unknown, source = 'config'): ServerConfig {
   const value = partial ?? {};
   if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors)}`);
-  return merge(defaultConfig(), value);
+  const config = merge(defaultConfig(), value);
+  // Without definitions there is no entity scoring, so a configured store would never be read: say
+  // so at start rather than serve with the store silently unused.
+  if (config.features.redis !== null && config.features.definitions === null) {
+    throw configInvalid(
+      `${source} is invalid: features.redis is set but features.definitions is not; without feature definitions entity ` +
+        'scoring is off and the store is never used: set features.definitions to the feature definitions file (YAML), or remove features.redis',
+    );
+  }
+  return config;
 }
 
 export function loadConfigFile(path: string): unknown {

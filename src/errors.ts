@@ -40,7 +40,8 @@ export type ErrorCode =
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
   | 'EXTERNAL_DATA'
-  | 'EXPLANATION_UNAVAILABLE';
+  | 'EXPLANATION_UNAVAILABLE'
+  | 'TOO_MANY_REJECTS';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -86,6 +87,8 @@ const STATUS: Record<ErrorCode, number> = {
   EXTERNAL_DATA: 422,
   // The request is fine; the version lacks what explanations are measured against (reference rows).
   EXPLANATION_UNAVAILABLE: 422,
+  // A batch run whose input had more unusable rows than its caller accepts.
+  TOO_MANY_REJECTS: 422,
 };
 
 export class ScorelineError extends Error {
@@ -233,3 +236,5 @@ export const externalDataRefused = (source: string, count: number, described: st
   );
 /** A version that cannot explain its scores; the message says what it lacks and how to provide it. */
 export const explanationUnavailable = (message: string) => new ScorelineError('EXPLANATION_UNAVAILABLE', message);
+/** A batch scoring run past its --max-rejects limit. */
+export const tooManyRejects = (message: string) => new ScorelineError('TOO_MANY_REJECTS', message);

@@ -4,7 +4,7 @@
 import { dirname, resolve } from 'node:path';
 import { loadConfigFile, resolveConfig } from '../config.js';
 import { configInvalid } from '../errors.js';
-import { FeatureServer, loadFeatureDefinitionsFile, materializeSource, MemoryStore, RedisStore, type FeatureRegistry } from '../features/index.js';
+import { FeatureServer, loadFeatureDefinitionsFile, materializeSource, MemoryStore, readPasswordFile, RedisStore, type FeatureRegistry } from '../features/index.js';
 import { scanRepository } from '../registry/repository.js';
 import { parse, stringFlag, intFlag, UsageError, type Command, type Flags } from './command.js';
 import { anchorPaths } from './serve.js';
@@ -31,6 +31,9 @@ Options:
 interface Resolved {
   definitions: string;
   redis: string | null;
+  /** The config's features.redis.passwordFile and keyPrefix, when --redis does not override its URL. */
+  passwordFile: string | null;
+  keyPrefix: string | undefined;
   modelRepo: string | null;
 }
 
@@ -38,15 +41,22 @@ function settings(values: Flags): Resolved {
   let definitions = stringFlag(values.definitions) ?? null;
   let redis = stringFlag(values.redis) ?? null;
   let modelRepo = stringFlag(values['model-repo']) ?? null;
+  let passwordFile: string | null = null;
+  let keyPrefix: string | undefined;
   const configPath = stringFlag(values.config);
   if (configPath !== undefined) {
     const cfg = resolveConfig(anchorPaths(loadConfigFile(configPath), dirname(resolve(configPath))), configPath);
     definitions ??= cfg.features.definitions;
+    if (redis === null) {
+      passwordFile = cfg.features.redis?.passwordFile ?? null;
+      // The server reads keys under its configured prefix: materialize must write them there.
+      keyPrefix = cfg.features.redis?.keyPrefix;
+    }
     redis ??= cfg.features.redis?.url ?? null;
     modelRepo ??= cfg.modelRepository;
   }
   if (definitions === null) throw new UsageError('pass --definitions FILE (or --config with features.definitions)');
-  return { definitions, redis, modelRepo };
+  return { definitions, redis, passwordFile, keyPrefix, modelRepo };
 }
 
 function checkBindings(registry: FeatureRegistry, modelRepo: string, print: boolean): void {
@@ -91,7 +101,14 @@ async function materialize(values: Flags): Promise<number> {
   if (source === undefined) {
     throw new UsageError(name !== undefined ? `no source '${name}' (sources: ${sources.map((x) => x.name).join(', ')})` : `which source is it? pass --source (sources: ${sources.map((x) => x.name).join(', ')})`);
   }
-  const store = new RedisStore({ url: s.redis, streams: registry.streams, timeoutMs: 5000 });
+  const password = s.passwordFile !== null ? readPasswordFile(s.passwordFile) : undefined;
+  const store = new RedisStore({
+    url: s.redis,
+    ...(password !== undefined ? { password } : {}),
+    ...(s.keyPrefix !== undefined ? { keyPrefix: s.keyPrefix } : {}),
+    streams: registry.streams,
+    timeoutMs: 5000,
+  });
   try {
     await store.ready(5000);
     const bar = progressBar(`materialize ${source.name}`, { quiet: values.quiet === true });

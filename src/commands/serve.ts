@@ -29,8 +29,14 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
   if ('modelRepository' in c) c.modelRepository = fix(c.modelRepository);
   if ('dataDir' in c) c.dataDir = fix(c.dataDir);
   const f = c.features;
-  if (f !== null && typeof f === 'object' && !Array.isArray(f) && 'definitions' in f) {
-    c.features = { ...(f as Record<string, unknown>), definitions: fix((f as Record<string, unknown>).definitions) };
+  if (f !== null && typeof f === 'object' && !Array.isArray(f)) {
+    const features = { ...(f as Record<string, unknown>) };
+    if ('definitions' in features) features.definitions = fix(features.definitions);
+    const redis = features.redis;
+    if (redis !== null && typeof redis === 'object' && !Array.isArray(redis) && 'passwordFile' in redis) {
+      features.redis = { ...(redis as Record<string, unknown>), passwordFile: fix((redis as Record<string, unknown>).passwordFile) };
+    }
+    c.features = features;
   }
   // Retraining sections resolve their data paths and run trainer commands in the file's directory.
   const r = c.retraining;
@@ -60,21 +66,38 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const file = values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
   const source = values.config !== undefined ? String(values.config) : 'config';
+  // The file alone first, so that its errors name the file; the flags are checked as flags.
+  resolveConfig(file, source);
   const flags: DeepPartial<ServerConfig> = {};
-  if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;
-  if (values['data-dir'] !== undefined) flags.dataDir = values['data-dir'] as string;
+  if (values['model-repo'] !== undefined) flags.modelRepository = nonEmpty(values['model-repo'], '--model-repo');
+  if (values['data-dir'] !== undefined) flags.dataDir = nonEmpty(values['data-dir'], '--data-dir');
   const port = intFlag(values.port as string | undefined, '--port');
+  if (port !== undefined && port > 65535) throw new UsageError(`--port must be from 0 to 65535, got ${port}`);
   if (port !== undefined || values.host !== undefined) {
     flags.server = {};
     if (port !== undefined) flags.server.port = port;
-    if (values.host !== undefined) flags.server.host = values.host as string;
+    if (values.host !== undefined) flags.server.host = nonEmpty(values.host, '--host');
   }
   const workers = intFlag(values.workers as string | undefined, '--workers');
+  if (workers !== undefined && workers > 256) throw new UsageError(`--workers must be from 0 to 256, got ${workers}`);
   if (workers !== undefined) flags.inference = { workers };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] as ServerConfig['log']['level'] };
+  const level = values['log-level'];
+  if (level !== undefined) {
+    if (typeof level !== 'string' || !(LOG_LEVELS as readonly string[]).includes(level)) {
+      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${String(level)}'`);
+    }
+    flags.log = { level: level as ServerConfig['log']['level'] };
+  }
   const merged = resolveConfig(mergeConfig(file as object, flags), values.config !== undefined ? source : 'flags');
   if (merged.modelRepository === null) throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
   return merged;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function nonEmpty(value: unknown, flag: string): string {
+  if (typeof value !== 'string' || value === '') throw new UsageError(`${flag} needs a value`);
+  return value;
 }
 
 export const serve: Command = {

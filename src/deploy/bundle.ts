@@ -245,8 +245,13 @@ function dockerfile(model: string, versions: readonly number[], baseImage: strin
   ].join('\n');
 }
 
+/** The tag the bundle's image is built under, in its README and in what `scoreline bundle` prints. */
+export function bundleImageTag(model: string, versions: readonly number[]): string {
+  return `scoreline-${model.toLowerCase()}:${versions.join('-')}`;
+}
+
 function readme(model: string, versions: readonly BundledVersion[], baseImage: string, warnings: readonly string[]): string {
-  const tag = `scoreline-${model.toLowerCase()}:${versions.map((v) => v.version).join('-')}`;
+  const tag = bundleImageTag(model, versions.map((v) => v.version));
   const highest = versions[versions.length - 1]!.version;
   return [
     `# scoreline bundle: ${model}`,

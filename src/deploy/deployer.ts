@@ -97,7 +97,7 @@ export class Deployer {
       const name = rec.model;
       let state = rec.state;
       try {
-        state = { ...state, spec: parseStrategy(state.spec) };
+        state = { ...state, spec: parseStrategy(state.spec, { persisted: true }) };
       } catch (e) {
         this.opts.log.error({ model: name, err: (e as Error).message }, 'persisted deployment is unreadable; serving the latest version');
         continue;
@@ -192,7 +192,7 @@ export class Deployer {
           const history = this.opts.registry.deploymentHistory<DeploymentState>(name);
           const previous = [...history].reverse().find((h) => h.from !== null && JSON.stringify(h.from.spec) !== JSON.stringify(s))?.from;
           if (!previous) throw conflict(`model '${name}' has no earlier deployment to roll back to`);
-          const spec = parseStrategy(previous.spec);
+          const spec = parseStrategy(previous.spec, { persisted: true });
           await this.validate(name, spec);
           return this.switchTo(name, spec, 'rollback', reason);
         }
@@ -376,9 +376,21 @@ export class Deployer {
       reason: state?.reason ?? null,
       step_stats: stats,
       analysis: state?.analysis ?? [],
+      // What the analysis says now (recorded analyses above are the ones that moved traffic).
+      live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
       history: this.opts.registry.deploymentHistory<DeploymentState>(name).slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
     };
+  }
+
+  private liveAnalysis(name: string, spec: Extract<Strategy, { strategy: 'canary' }>): Analysis | null {
+    const stats = this.opts.router.stats(name);
+    const canary = stats.get(spec.canary);
+    const stable = stats.get(spec.stable);
+    if (canary === undefined || stable === undefined) return null;
+    const canaryModel = this.opts.engine.find(name, String(spec.canary));
+    const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
+    return analyzeCanary(canary, stable, this.policy, reference);
   }
 
   close(): void {

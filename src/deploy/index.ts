@@ -4,6 +4,6 @@
 
 export { Deployer, type DeploymentState, type DeployerOptions, type DeploymentChange } from './deployer.js';
 export { Router, type Target } from './router.js';
-export { parseStrategy, route, versionsOf, stickyFraction, type Strategy, type RouteDecision } from './strategies.js';
+export { parseStrategy, primaryVersion, route, versionsOf, stickyFraction, type Strategy, type RouteDecision } from './strategies.js';
 export { analyzeCanary, Agreement, StepStats, DEFAULT_POLICY, samplePsi, type Analysis, type AnalysisPolicy } from './analysis.js';
-export { writeBundle } from './bundle.js';
+export { bundleImageTag, writeBundle } from './bundle.js';

@@ -3,6 +3,7 @@
 // realtime event ingestion and offline materialization. createFeatureService wires them from the
 // server config.
 
+import { readFileSync } from 'node:fs';
 import { configInvalid, eventsMaybeStored, eventsNotStored } from '../errors.js';
 import type { FeaturesConfig } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -65,8 +66,10 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
   let store: OnlineStore;
   let cache: NativeCache | null = null;
   if (cfg.redis !== null) {
+    const password = cfg.redis.passwordFile !== undefined ? readPasswordFile(cfg.redis.passwordFile) : undefined;
     const redis = new RedisStore({
       url: cfg.redis.url,
+      ...(password !== undefined ? { password } : {}),
       keyPrefix: cfg.redis.keyPrefix ?? 'sl:',
       timeoutMs: cfg.redis.timeoutMs ?? 50,
       streams: registry.streams,
@@ -129,4 +132,17 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
       await store.close();
     },
   };
+}
+
+/** features.redis.passwordFile: the file's content without its trailing newline. */
+export function readPasswordFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw configInvalid(`cannot read features.redis.passwordFile ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '') throw configInvalid(`features.redis.passwordFile ${path} is empty`);
+  return password;
 }

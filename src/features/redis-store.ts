@@ -51,6 +51,8 @@ export const NOT_CONNECTED = 'store not connected';
 
 export interface RedisStoreOptions {
   url: string;
+  /** AUTH password (overrides one in the URL); read from features.redis.passwordFile. */
+  password?: string;
   keyPrefix?: string;
   /** Per-command timeout; a read slower than this counts as a failure and the request falls back. */
   timeoutMs?: number;
@@ -132,6 +134,7 @@ export class RedisStore implements OnlineStore {
     this.prefix = opts.keyPrefix ?? 'sl:';
     this.timeoutMs = opts.timeoutMs ?? 50;
     this.redis = new Redis(opts.url, {
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.timeoutMs,

@@ -4,6 +4,7 @@
 // POST /v1/feedback, joined to logged predictions by request id.
 
 import { badRequest, labelInvalid, notReady } from '../errors.js';
+import { primaryVersion } from '../deploy/index.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
@@ -72,27 +73,19 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   });
 
   app.get('/v1/monitoring', (res: Res) => {
-    const names = [...new Set(engine.list().map((m) => m.name))];
-    const models = names.map((name) => {
-      let serving: string | undefined;
-      try {
-        serving = ctx.router.pick(name).model.version;
-      } catch {
-        serving = undefined;
-      }
-      return { name, versions: engine.versionsOf(name).map((m) => ({ version: m.version, state: m.state, serving: m.version === serving })) };
-    });
-    sendJson(res, 200, JSON.stringify({ models, prediction_log: ctx.monitor.logStatus() }));
+    try {
+      const names = [...new Set(engine.list().map((m) => m.name))].sort();
+      sendJson(res, 200, JSON.stringify({ models: names.map((name) => monitoredVersions(ctx, name)), prediction_log: ctx.monitor.logStatus() }));
+    } catch (e) {
+      sendError(res, e, ctx.log);
+    }
   });
 
-  /** The version a monitoring request means: ?version=, else the one serving requests without one. */
+  /** The version a monitoring request means: ?version=, else the one the deployment stands behind (never a random pick). */
   const versionOf = (name: string, version: string | undefined): LoadedModel => {
     if (version !== undefined) return engine.lookup(name, version);
-    try {
-      return ctx.router.pick(name).model;
-    } catch {
-      return engine.lookup(name);
-    }
+    const state = ctx.deployer.state(name);
+    return state !== null ? engine.lookup(name, String(primaryVersion(state.spec).version)) : engine.lookup(name);
   };
   const windowOf = (raw: string): Window => {
     if (!(WINDOWS as readonly string[]).includes(raw)) throw badRequest(`window must be one of ${WINDOWS.join(', ')}`);
@@ -183,4 +176,43 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
       );
     },
   );
+}
+
+/**
+ * A model's entry in GET /v1/monitoring: every loaded version and every version its deployment sends
+ * traffic to, each with its share of traffic and whether drift can be computed (and why not).
+ */
+function monitoredVersions(ctx: ServerContext, name: string) {
+  const state = ctx.deployer.state(name);
+  const traffic: Record<string, number> = state !== null ? ctx.deployer.view(name).traffic ?? {} : {};
+  const primary = state !== null ? String(primaryVersion(state.spec).version) : (ctx.engine.find(name)?.version ?? null);
+  if (state === null && primary !== null) traffic[primary] = 100;
+  const loaded = new Map(ctx.engine.versionsOf(name).map((m) => [m.version, m]));
+  const versions = [...new Set([...loaded.keys(), ...Object.keys(traffic)])].sort((a, b) => Number(a) - Number(b));
+  return {
+    name,
+    versions: versions.map((v) => {
+      const m = loaded.get(v);
+      const share = traffic[v] ?? 0;
+      return {
+        version: v,
+        state: m?.state ?? 'not loaded',
+        serving: share > 0,
+        primary: v === primary,
+        traffic_percent: Number(share.toFixed(2)),
+        drift: m === undefined ? { available: false, reason: `version ${v} is not loaded on this server` } : driftAvailability(ctx, m),
+      };
+    }),
+  };
+}
+
+function driftAvailability(ctx: ServerContext, m: LoadedModel): { available: true } | { available: false; reason: string } {
+  if (monitorOf(ctx, m).stats.baselines !== null) return { available: true };
+  if (!m.config.features) {
+    return { available: false, reason: `no drift reference: model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input` };
+  }
+  return {
+    available: false,
+    reason: `no drift reference: version ${m.version} was registered without reference rows; freeze one with PUT /admin/models/${m.name}/versions/${m.version}/reference (a CSV) or scoreline models register --reference`,
+  };
 }

@@ -31,6 +31,13 @@ type Socket = WebSocket<Conn>;
 
 export const CLOSE_SLOW_CONSUMER = 1008;
 export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_TOO_BIG = 1009;
+/**
+ * uWS v20.30 drops a connection whose frame exceeds its maxPayloadLength without a close frame (the
+ * peer sees 1006), so uWS gets this multiple of the configured limit and the limit is enforced here
+ * with 1009 and a reason. Frames beyond uWS's own cut-off still end in 1006.
+ */
+export const UWS_PAYLOAD_FACTOR = 4;
 
 interface Limits {
   readonly backpressure: number;
@@ -103,7 +110,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
   const open = new Set<Socket>();
 
   app.ws<Conn>('/v1/stream', {
-    maxPayloadLength: cfg.maxPayloadBytes,
+    maxPayloadLength: Math.min(cfg.maxPayloadBytes * UWS_PAYLOAD_FACTOR, 2 ** 31 - 1),
     // Our own outbox enforces the limit; uWS must never drop a frame we decided to send.
     maxBackpressure: 1024 * 1024 * 1024,
     closeOnBackpressureLimit: 0,
@@ -134,6 +141,14 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
       const t0 = performance.now();
       const conn = ws.getUserData();
       if (conn.closed) return;
+      if (message.byteLength > cfg.maxPayloadBytes) {
+        conn.closed = true;
+        conn.outbox.length = 0;
+        // A close reason must fit in 123 bytes.
+        ws.end(CLOSE_TOO_BIG, `frame of ${message.byteLength} bytes is over websocket.maxPayloadBytes (${cfg.maxPayloadBytes})`);
+        ctx.monitor.unrouted('stream', 413);
+        return;
+      }
       let idJson = 'null';
       try {
         if (isBinary) throw badRequest('binary frames are not supported on /v1/stream; send JSON text frames');

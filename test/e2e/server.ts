@@ -26,11 +26,12 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
-export async function startServer(args: string[], env: Record<string, string> = {}): Promise<TestServer> {
+/** `cli` and `cwd`: another scoreline tree (e.g. a container image's /app assembled by a test). */
+export async function startServer(args: string[], env: Record<string, string> = {}, where: { cli?: string; cwd?: string } = {}): Promise<TestServer> {
   // Every server gets its own data dir (registry, artifacts, admin token) unless the test names one.
   const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...dataDir, ...args], {
-    cwd: ROOT,
+  const proc = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...dataDir, ...args], {
+    cwd: where.cwd ?? ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
