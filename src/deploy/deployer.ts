@@ -406,7 +406,7 @@ function describeFailure(c: Check): string {
     case 'error_rate':
       return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
     case 'p99_latency':
-      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.n} canary requests above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
+      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
     case 'score_psi':
       return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
   }

@@ -111,7 +111,7 @@ class Inference<In> implements PendingRequest, Answering<In> {
     // Scores are read only for deployments that watch them (canary, shadow).
     if (this.target.stats !== null || this.pair !== null) {
       const score = scoreOf(m, result, rowStart);
-      this.target.stats?.record(200, ms, score);
+      this.target.stats?.record(200, ms, score, result);
       this.pair?.primary(score);
     }
   }
@@ -125,7 +125,7 @@ class Inference<In> implements PendingRequest, Answering<In> {
     const call = this.call;
     if (this.target.stats !== null || this.pair !== null) {
       const score = scoreOf(this.target.model, result, rowStart);
-      this.target.stats?.record(200, performance.now() - call.t0, score);
+      this.target.stats?.record(200, performance.now() - call.t0, score, result);
       this.pair?.primary(score);
     }
     body.then(
