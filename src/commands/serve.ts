@@ -14,6 +14,7 @@ Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onn
 Options:
   --model-repo DIR   model repository to serve
   --port N           port to listen on (default 8080; 0 picks a free port)
+  --grpc-port N|off  port of the OIP gRPC service (default 8081; 0 picks a free port; off: none)
   --host HOST        address to bind (default 0.0.0.0)
   --data-dir DIR     directory for scoreline's state (default ./data)
   --workers N        inference worker threads; 0 runs inference on the HTTP thread
@@ -50,6 +51,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
     port: { type: 'string' },
+    'grpc-port': { type: 'string' },
     host: { type: 'string' },
     'data-dir': { type: 'string' },
     workers: { type: 'string' },
@@ -69,6 +71,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     if (port !== undefined) flags.server.port = port;
     if (values.host !== undefined) flags.server.host = values.host as string;
   }
+  const grpcPort = values['grpc-port'] as string | undefined;
+  if (grpcPort !== undefined) flags.grpc = { port: grpcPort === 'off' ? false : intFlag(grpcPort, '--grpc-port')! };
   const workers = intFlag(values.workers as string | undefined, '--workers');
   if (workers !== undefined) flags.inference = { workers };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] as ServerConfig['log']['level'] };
