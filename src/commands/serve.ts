@@ -82,7 +82,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
 }
 
 export const serve: Command = {
-  summary: 'serve models over HTTP and WebSocket',
+  summary: 'serve models over HTTP, WebSocket and gRPC',
   usage: SERVE_USAGE,
   async run(argv) {
     const config = serveConfig(argv);
