@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { cpuMs, have, median, killOnExit, postScript, runWrk, serverPin, waitReady, type WrkResult } from './wrk.js';
 import { encodeRequest, encodeResponse, inferOnce, runGrpcLoad, waitGrpcReady, type LoadResult } from './grpc-load.js';
 import { table, writeReadmeBlock, writeSection } from './results.js';
@@ -151,10 +151,11 @@ async function main(): Promise<void> {
     `request: one row of the demo credit model (\`${REQUEST.length}\` bytes of OIP JSON).\n\n` +
     `- scoreline / ceiling = **${(s.rps / c.rps).toFixed(2)}**, scoreline / fastify = **${(s.rps / f.rps).toFixed(2)}**, p99 ${s.p99.toFixed(3)} ms\n` +
     `- with every batch in the worker pool: / ceiling = **${(w.rps / c.rps).toFixed(2)}**, / fastify = **${(w.rps / f.rps).toFixed(2)}**, p99 ${w.p99.toFixed(3)} ms\n` +
-    `- for this model (one ~20 us batch of 64 rows) inline is **${(s.rps / w.rps).toFixed(2)}x** the throughput of the worker pool, which is why the default places it inline` +
-    `\n\n${grpcText(s, scoreline, grpcRuns, connections)}`;
-  console.log(`\n${text}`);
+    `- for this model (one ~20 us batch of 64 rows) inline is **${(s.rps / w.rps).toFixed(2)}x** the throughput of the worker pool, which is why the default places it inline`;
+  const grpcBody = grpcText(s, scoreline, grpcRuns, connections);
+  console.log(`\n${text}\n\n${grpcBody}`);
   if (!values['no-write']) {
+    writeSection('grpc', 'OIP over gRPC: the same scoreline server as HTTP, and the grpc-js ceiling', 'npm run bench:http', grpcBody);
     writeSection('http', 'HTTP inference: scoreline vs the uWS ceiling and Fastify + onnxruntime-node', 'npm run bench:http', text);
     writeReadmeBlock(
       'http',
@@ -187,13 +188,13 @@ function grpcText(s: { rps: number; p50: number; p99: number }, http: Target, ru
   const [ceiling, typed, raw] = runs.map((g) => median(g.results.map((r) => r.cpuUs)));
   const [ceilingRps, typedRps] = runs.map((g) => median(g.results.map((r) => r.rps)));
   return (
-    `### The same server over gRPC\n\n` +
     table(['transport', 'RPS (median)', 'p50 ms', 'p99 ms', 'server CPU us/request', 'CPU x HTTP'], rows) +
     `\n\nOne scoreline server (model inline), pinned off the load generator's CPU. HTTP: wrk, ${connections} connections. gRPC: bench/grpc-load.ts ` +
     `(wrk speaks HTTP/1.1 only), one channel with ${connections} unary calls in flight, the request serialized once, answers counted, not decoded; ` +
     `it runs in Node on the one CPU wrk uses, so gRPC RPS is bounded by the client: compare the server's CPU per request (from /proc, all threads, ` +
     `less the server's own idle CPU over the run's time). ` +
-    `Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')} (the machine is shared).\n\n` +
+    `Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')} on ${availableParallelism()} cores` +
+    `${loadavg()[0]! > availableParallelism() ? ': **taken under load** (other processes shared the machine; RPS and latency suffer more than CPU per request)' : ''}.\n\n` +
     `- server CPU per request, gRPC / HTTP: typed contents **${(typed! / httpCpu).toFixed(2)}x**, raw contents **${(raw! / httpCpu).toFixed(2)}x**; ` +
     `grpc-js itself (the ceiling, no decoding, no model) costs ${ceiling!.toFixed(1)} us per call, so scoreline's own share of a typed call is ${(typed! - ceiling!).toFixed(1)} us, of a raw one ${(raw! - ceiling!).toFixed(1)} us\n` +
     `- gRPC typed / the gRPC ceiling (throughput) = **${(typedRps! / ceilingRps!).toFixed(2)}**`

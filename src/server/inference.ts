@@ -1,11 +1,12 @@
 // The one inference step every transport calls (OIP v2 over HTTP, v1 :predict, entity scoring,
-// WebSocket frames, OIP over gRPC): resolve the target version and variant (deployment router, or the version the
-// request names), prepare (entity scoring resolves features here, possibly asynchronously), decode
-// into the version's open batch, commit, copy to the shadow; and when the batch comes back, encode
-// the answer, send it through the transport's Reply, and record the request in the monitor, the
-// deployment's step statistics and the shadow pair. The prediction log sees every row through the
-// batch observer, under the request id and variant set here. So canary analysis, A/B statistics,
-// shadow comparison, monitoring and the prediction log see all traffic, whatever carried it.
+// WebSocket frames, OIP over gRPC): resolve the target version and variant (deployment router, or
+// the version the request names), prepare (entity scoring resolves features here, possibly
+// asynchronously), decode into the version's open batch, commit, copy to the shadow; and when the
+// batch comes back, encode the answer, send it through the transport's Reply, and record the
+// request in the monitor, the deployment's step statistics and the shadow pair. The prediction log
+// sees every row through the batch observer, under the request id and variant set here. So canary
+// analysis, A/B statistics, shadow comparison, monitoring and the prediction log see all traffic,
+// whatever carried it.
 
 import { errorResponse } from './http.js';
 import { isScorelineError, type ScorelineError } from '../errors.js';
@@ -18,7 +19,10 @@ import { scoreOf } from './encode.js';
 import { nextRequestId } from './request-id.js';
 import { sendShadow } from './shadow.js';
 
-/** How a transport answers one request. Each is called at most once per request. `Out` is what its encoder makes (JSON text, a protobuf message). */
+/**
+ * How a transport answers one request. Each is called at most once per request. `Out` is what the
+ * protocol's encoder makes (JSON text, a protobuf message object).
+ */
 export interface Reply<Out = string> {
   ok(body: Out): void;
   /** Sends the error; returns the HTTP-equivalent status it was answered with. */
