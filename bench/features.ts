@@ -58,7 +58,7 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
   const procs: ChildProcess[] = [];
   const redisPort = 18399;
   try {
-    procs.push(serve(['--config', 'examples/scoreline.yaml', '--port', '18290']));
+    procs.push(serve(['--config', 'examples/scoreline.yaml', '--port', '18290', '--grpc-port', 'off']));
     let redisConfig: string | null = null;
     if (have('redis-server')) {
       procs.push(spawn('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }));
@@ -67,7 +67,7 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
       if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
       redisConfig = join(tmpdir(), `scoreline-bench-redis-${process.pid}.yaml`);
       writeFileSync(redisConfig, `modelRepository: ${join(ROOT, 'examples/models')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`);
-      procs.push(serve(['--config', redisConfig, '--port', '18291']));
+      procs.push(serve(['--config', redisConfig, '--port', '18291', '--grpc-port', 'off']));
     }
     await ready(18290);
     if (redisConfig) await ready(18291);

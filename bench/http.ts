@@ -6,6 +6,9 @@
 //   scoreline         the server as shipped (monitoring and the prediction log on): a worker pool,
 //                     and models whose batches run faster than a hop to a worker placed inline
 //   scoreline workers the same with every batch sent to the piscina workers (inlineBelowMicros 0)
+// and, for the demo model, the shipped server again over OIP gRPC (typed contents and
+// raw_input_contents) driven by bench/grpc-load.ts (wrk speaks HTTP/1.1 only), next to the gRPC
+// ceiling (grpc-js answering fixed bytes).
 // Reported first: server CPU microseconds per request (all threads, from /proc), then throughput
 // and latency. Rounds are interleaved and medians reported, because a small shared machine is noisy.
 
@@ -17,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { GBDT_NAME, writeGbdtRepository } from './gbdt.js';
 import { cpuMs, have, median, killOnExit, postScript, runWrk, serverPin, waitReady, type WrkResult } from './wrk.js';
+import { encodeRequest, encodeResponse, inferOnce, runGrpcLoad, waitGrpcReady } from './grpc-load.js';
 import { table, writeReadmeBlock, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -62,10 +66,20 @@ async function main(): Promise<void> {
   const gbdtRow = writeGbdtRepository(repo);
   const poolOnly = join(dir, 'pool.yaml');
   writeFileSync(poolOnly, 'inference:\n  workers: 1\n  inlineBelowMicros: 0\n');
-  const serve = (port: number, extra: string[] = []) =>
+  const serve = (port: number, extra: string[]) =>
     node(['bin/scoreline.js', 'serve', '--model-repo', repo, '--data-dir', join(dir, `data-${port}`), '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra]);
-  const scoreline: Target = { name: 'scoreline (default)', port: 18192, start: () => serve(18192), results: [], cpuUs: [] };
-  const pooled: Target = { name: 'scoreline (batches in 1 worker)', port: 18193, start: () => serve(18193, ['--config', poolOnly]), results: [], cpuUs: [] };
+  const GRPC_PORT = 18194;
+  const GRPC_CEILING_PORT = 18195;
+  const scoreline: Target = { name: 'scoreline (default)', port: 18192, start: () => serve(18192, ['--grpc-port', String(GRPC_PORT)]), results: [], cpuUs: [] };
+  const pooled: Target = { name: 'scoreline (batches in 1 worker)', port: 18193, start: () => serve(18193, ['--grpc-port', 'off', '--config', poolOnly]), results: [], cpuUs: [] };
+  const grpcCeiling: { proc?: ChildProcess } = {};
+  const grpcTyped = { model_name: 'credit-default', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], contents: { fp32_contents: DEMO_ROW } }] };
+  const grpcRaw = { model_name: 'credit-default', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10] }], raw_input_contents: [Buffer.from(Float32Array.from(DEMO_ROW).buffer)] };
+  const grpcRuns = [
+    { name: 'ceiling (grpc-js fixed answer)', port: GRPC_CEILING_PORT, body: encodeRequest(grpcTyped), proc: () => grpcCeiling.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
+    { name: 'scoreline gRPC, typed contents', port: GRPC_PORT, body: encodeRequest(grpcTyped), proc: () => scoreline.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
+    { name: 'scoreline gRPC, raw contents', port: GRPC_PORT, body: encodeRequest(grpcRaw), proc: () => scoreline.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
+  ];
   const oip = (row: number[]) => JSON.stringify({ inputs: [{ name: 'input', shape: [1, row.length], datatype: 'FP32', data: row }] });
   const models: Model[] = [
     { name: 'credit-default', label: 'logistic regression, 10 features (the demo)', path: join(repo, 'credit-default/1/model.onnx'), request: oip(DEMO_ROW), targets: [] },
@@ -84,7 +98,7 @@ async function main(): Promise<void> {
     ];
   }
   const all = [scoreline, pooled, ...models.flatMap((m) => m.targets.slice(0, 2))];
-  killOnExit(() => all.map((t) => t.proc));
+  killOnExit(() => [...all.map((t) => t.proc), grpcCeiling.proc]);
   const load0 = loadavg()[0]!;
   try {
     for (const t of [scoreline, pooled, ...models.map((m) => m.targets[1]!)]) t.proc = t.start();
@@ -101,6 +115,20 @@ async function main(): Promise<void> {
       ceiling.proc = ceiling.start();
       await waitReady(ceiling.port, path, m.request);
     }
+
+    // gRPC typed and raw give HTTP's answer; the gRPC ceiling answers with those bytes.
+    await waitGrpcReady(GRPC_PORT, grpcTyped);
+    const typedAnswer = await inferOnce(GRPC_PORT, grpcTyped);
+    const rawAnswer = await inferOnce(GRPC_PORT, grpcRaw);
+    const httpP = (await (await fetch(`http://127.0.0.1:${scoreline.port}/v2/models/credit-default/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: models[0]!.request })).json() as { outputs: { data: number[] }[] }).outputs[1]!.data[1]!;
+    const typedP = typedAnswer.outputs[1].contents.fp32_contents[1] as number;
+    const rawP = (rawAnswer.raw_output_contents[1] as Buffer).readFloatLE(4);
+    if (Math.abs(typedP - httpP) > 1e-6 || Math.abs(rawP - httpP) > 1e-6) throw new Error(`gRPC disagrees with HTTP: ${typedP}, ${rawP} vs ${httpP}`);
+    const grpcAnswerFile = join(dir, 'grpc-answer.bin');
+    writeFileSync(grpcAnswerFile, encodeResponse(typedAnswer));
+    grpcCeiling.proc = node(['dist/bench/servers/grpc-echo.js', String(GRPC_CEILING_PORT), grpcAnswerFile]);
+    await waitGrpcReady(GRPC_CEILING_PORT, grpcTyped);
+    for (const g of grpcRuns) await runGrpcLoad(g.port, g.body, { seconds: 2, concurrency: connections }); // warm up
 
     // Each (model, server) pair keeps its own results; scoreline targets are shared objects, so key by model.
     const results = new Map<string, { res: WrkResult[]; cpu: number[] }>();
@@ -123,6 +151,15 @@ async function main(): Promise<void> {
           console.log(`round ${r + 1} ${m.name.padEnd(15)} ${t.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`);
         }
       }
+      for (const g of grpcRuns) {
+        const pid = g.proc().pid!;
+        const c0 = cpuMs(pid);
+        const res = await runGrpcLoad(g.port, g.body, { seconds, concurrency: connections });
+        const cpuUs = ((cpuMs(pid) - c0) * 1000) / Math.max(1, res.requests);
+        g.res.push(res);
+        g.cpu.push(cpuUs);
+        console.log(`round ${r + 1} credit-default  ${g.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`);
+      }
     }
 
     let text = '';
@@ -142,6 +179,21 @@ async function main(): Promise<void> {
         `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n\n`;
       readme += `${m.label}:\n\n` + table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)])) + '\n\n';
     }
+    {
+      const http = results.get(key(models[0]!, scoreline))!;
+      const httpCpu = median(http.cpu);
+      const rows = [
+        ['scoreline HTTP, OIP JSON (wrk)', httpCpu.toFixed(2), '1.00', median(http.res.map((x) => x.rps)).toFixed(0), median(http.res.map((x) => x.p50ms)).toFixed(3), median(http.res.map((x) => x.p99ms)).toFixed(3)],
+        ...grpcRuns.map((g) => [g.name, median(g.cpu).toFixed(2), (median(g.cpu) / httpCpu).toFixed(2), median(g.res.map((x) => x.rps)).toFixed(0), median(g.res.map((x) => x.p50ms)).toFixed(3), median(g.res.map((x) => x.p99ms)).toFixed(3)]),
+      ];
+      const [ceil, typed, raw] = grpcRuns.map((g) => median(g.cpu)) as [number, number, number];
+      text +=
+        `### credit-default over OIP gRPC\n\n` +
+        table(['transport', 'server CPU us/request', 'CPU x HTTP', 'RPS (median)', 'p50 ms', 'p99 ms'], rows) +
+        `\n\n- gRPC is driven by bench/grpc-load.ts (wrk speaks HTTP/1.1 only): one channel, ${connections} unary calls in flight, the request serialized once, ` +
+        `answers counted not decoded; it runs in Node on wrk's CPU, so its RPS is bounded by the client: compare server CPU per request.\n` +
+        `- grpc-js itself (the ceiling: no decoding, no model) costs ${ceil.toFixed(1)} us per call; scoreline's own share of a typed call is ${(typed - ceil).toFixed(1)} us, of a raw one ${(raw - ceil).toFixed(1)} us\n\n`;
+    }
     text +=
       `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), wrk pinned to the last CPU and every server to the others; ` +
       `request: one row of OIP JSON. CPU us/request is the server process's CPU time (all threads, /proc) over the run divided by the requests it answered: ` +
@@ -153,6 +205,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const t of all) t.proc?.kill('SIGTERM');
+    grpcCeiling.proc?.kill('SIGTERM');
   }
 }
 

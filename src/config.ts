@@ -24,6 +24,8 @@ export interface ServerConfig {
     requestTimeoutMs: number;
     shutdownTimeoutMs: number;
   };
+  /** OIP over gRPC on server.host: its port (0: any free port), or null / false for no gRPC server. */
+  grpc: { port: number | null | false };
   modelRepository: string | null;
   dataDir: string;
   inference: {
@@ -128,6 +130,7 @@ export function defaultConfig(): ServerConfig {
       requestTimeoutMs: 5000,
       shutdownTimeoutMs: 10000,
     },
+    grpc: { port: 8081 },
     modelRepository: null,
     dataDir: 'data',
     inference: {
@@ -204,6 +207,11 @@ const configSchema = {
         requestTimeoutMs: int(1, 3_600_000),
         shutdownTimeoutMs: int(0, 3_600_000),
       },
+    },
+    grpc: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { port: { anyOf: [int(0, 65535), { type: 'null' }, { const: false }] } },
     },
     modelRepository: { type: ['string', 'null'] },
     dataDir: { type: 'string', minLength: 1 },
@@ -357,7 +365,7 @@ const configSchema = {
 
 /** model.yaml: optional per-model settings next to the version folders. */
 export interface ModelConfig {
-  /** Column names of the model's single 2-D input, in order. */
+  /** Column names of the model's single 2-D input, in order; or of several inputs, one after the other (e.g. 10 numeric columns, then a categorical BYTES one). */
   features?: string[];
   /** CSV with those columns (relative to the model folder), the drift baseline. */
   reference?: string;

@@ -116,7 +116,7 @@ test('shortfalls: the first count below its minimum, per metric group; precision
 
 /** The parts of a loaded model version the monitor reads. */
 const fakeModel = (name: string): LoadedModel =>
-  ({ name, version: '1', versionNumber: 1, state: 'ready', config: { task: 'classification', threshold: 0.5 }, features: { names: ['x'] } }) as unknown as LoadedModel;
+  ({ name, version: '1', versionNumber: 1, state: 'ready', config: { task: 'classification', threshold: 0.5 }, features: { names: ['x'], input: [0], column: [0], categorical: [false], single: true } }) as unknown as LoadedModel;
 
 /** x uniform on [0, 1) with P(label 1 | x) = x: the model (score = x) has a reference AUC near 0.83. */
 function reference(rows: number, seed: number) {

@@ -14,6 +14,7 @@ Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onn
 Options:
   --model-repo DIR   model repository to serve
   --port N           port to listen on (default 8080; 0 picks a free port)
+  --grpc-port N|off  port of the OIP gRPC service (default 8081; 0 picks a free port; off: none)
   --host HOST        address to bind (default 0.0.0.0)
   --data-dir DIR     directory for scoreline's state (default ./data)
   --workers N        inference worker threads; 0 runs inference on the HTTP thread
@@ -56,6 +57,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
     port: { type: 'string' },
+    'grpc-port': { type: 'string' },
     host: { type: 'string' },
     'data-dir': { type: 'string' },
     workers: { type: 'string' },
@@ -78,6 +80,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     if (port !== undefined) flags.server.port = port;
     if (values.host !== undefined) flags.server.host = nonEmpty(values.host, '--host');
   }
+  const grpcPort = values['grpc-port'] as string | undefined;
+  if (grpcPort !== undefined) flags.grpc = { port: grpcPort === 'off' ? false : intFlag(grpcPort, '--grpc-port')! };
   const workers = intFlag(values.workers as string | undefined, '--workers');
   if (workers !== undefined && workers > 256) throw new UsageError(`--workers must be from 0 to 256, got ${workers}`);
   if (workers !== undefined) flags.inference = { workers };
@@ -101,7 +105,7 @@ function nonEmpty(value: unknown, flag: string): string {
 }
 
 export const serve: Command = {
-  summary: 'serve models over HTTP and WebSocket',
+  summary: 'serve models over HTTP, WebSocket and gRPC',
   usage: SERVE_USAGE,
   async run(argv) {
     const config = serveConfig(argv);

@@ -12,9 +12,9 @@ import type { LogStream, PredictionLog } from './prediction-log.js';
 import type { CounterCell, CounterFamily, HistogramCell, HistogramFamily } from './prometheus.js';
 
 /** How a request came in; `explain` is any request that asked for explanations, whatever carried it. */
-export type Route = 'infer' | 'predict' | 'stream' | 'score' | 'explain';
-export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score', 'explain'];
-const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3, explain: 4 };
+export type Route = 'infer' | 'predict' | 'stream' | 'score' | 'grpc' | 'explain';
+export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score', 'grpc', 'explain'];
+const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3, grpc: 4, explain: 5 };
 export const CLASSES = ['2xx', '4xx', '5xx'] as const;
 
 /** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
@@ -49,6 +49,16 @@ export class VersionMonitor implements BatchObserver {
   stats: WindowedStats;
   /** Input columns recorded per prediction (0 when the model has no named features). */
   private readonly width: number;
+  /**
+   * Per feature, for a categorical one (a BYTES input's column): its category -> index in the
+   * reference's categories, so a row is numbers throughout (index = categories.length: a category
+   * the reference never had; NaN: missing, or no reference yet). Null for numeric features.
+   */
+  private codes: (Map<string, number> | null)[] = [];
+  /** One row's feature values, when they have to be gathered (several inputs, categories). */
+  private readonly scratch: Float32Array;
+  /** The single numeric input holds every feature in order: rows are read in place. */
+  private readonly inPlace: boolean;
   private readonly variants = new Map<string, { requests: CounterCell[][]; duration: HistogramCell[] }>();
   private readonly queueChild: HistogramCell;
   private readonly computeChild: HistogramCell;
@@ -68,8 +78,12 @@ export class VersionMonitor implements BatchObserver {
     this.queueChild = m.queue.cell(labels);
     this.computeChild = m.compute.cell(labels);
     this.batchChild = m.batch.cell(labels);
-    this.width = loaded.features?.names.length ?? 0;
+    const f = loaded.features;
+    this.width = f?.names.length ?? 0;
+    this.inPlace = f === null || (f.single && !f.categorical[0]);
+    this.scratch = new Float32Array(this.width);
     this.stats = new WindowedStats(null);
+    this.setCodes(null);
   }
 
   /** Freezes the reference (drift baselines): windows restart against it. */
@@ -77,6 +91,31 @@ export class VersionMonitor implements BatchObserver {
     const onMinute = this.stats.onMinute;
     this.stats = new WindowedStats(b);
     this.stats.onMinute = onMinute;
+    this.setCodes(b);
+  }
+
+  private setCodes(b: Baselines | null): void {
+    const f = this.loaded.features;
+    this.codes = (f?.names ?? []).map((name, j) => {
+      if (!f!.categorical[j]) return null;
+      const base = b?.features.find((x) => x.name === name)?.baseline;
+      return new Map(base?.kind === 'categorical' ? base.categories.map((c, k) => [c, k]) : []);
+    });
+  }
+
+  /** Gathers row `row` of the batch's inputs into the scratch row, categories as their codes. */
+  private gather(batch: Batch, row: number, per: readonly number[]): Float32Array {
+    const f = this.loaded.features!;
+    const out = this.scratch;
+    for (let j = 0; j < out.length; j++) {
+      const i = f.input[j]!;
+      const v = batch.buffers[i]![row * per[i]! + f.column[j]!];
+      const codes = this.codes[j];
+      if (codes === null || codes === undefined) out[j] = Number(v);
+      // No reference to code against: unknown; an empty string is a missing category.
+      else out[j] = v === '' || codes.size === 0 ? NaN : (codes.get(v as string) ?? codes.size);
+    }
+    return out;
   }
 
   private readonly logStreams = new Map<string, LogStream>();
@@ -146,7 +185,9 @@ export class VersionMonitor implements BatchObserver {
     for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
     const column = Math.min(m.scoreOutput.column ?? per - 1, per - 1);
     const width = this.width;
-    const input = width > 0 ? (batch.buffers[0] as Float32Array) : null;
+    const inPlace = this.inPlace;
+    const input = width > 0 && inPlace ? (batch.buffers[0] as Float32Array) : null;
+    const rowElems = inPlace ? null : m.inputs.map((_, i) => m.batcher.rowElements(batch, i));
     const now = Date.now();
     const stats = this.stats;
     const log = this.log;
@@ -164,9 +205,11 @@ export class VersionMonitor implements BatchObserver {
       for (let j = 0; j < r.rows; j++) {
         const row = start + j;
         const score = Number(o.data[row * per + column]);
-        stats.recordPrediction(now, score, input, row * width);
+        const values = rowElems === null ? input : this.gather(batch, row, rowElems);
+        const at = rowElems === null ? row * width : 0;
+        stats.recordPrediction(now, score, values, at);
         if (stream !== null && log!.sampled()) {
-          if (stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, input, row * width)) logged++;
+          if (stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, values, at)) logged++;
           else lost++;
         }
       }

@@ -36,7 +36,7 @@ import type { ServerContext } from './context.js';
 import { scoreOf } from './encode.js';
 import { isObject } from './http.js';
 import type { Answering, Protocol } from './inference.js';
-import { scoreInternally } from './internal-rows.js';
+import { intoSingleInput, scoreInternally } from './internal-rows.js';
 
 /** What a request asked for: the `top_k` largest contributions, or all (null). */
 export interface ExplainAsk {
@@ -165,7 +165,7 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
   await scoreInternally(
     m,
     sample.length,
-    (buf, at, first, n) => buf.set(sampleRows.subarray(first * M, (first + n) * M), at),
+    intoSingleInput(m, (buf, at, first, n) => buf.set(sampleRows.subarray(first * M, (first + n) * M), at)),
     (first, n, result, rowStart) => {
       for (let r = 0; r < n; r++) scores[first + r] = scoreOf(m, result, rowStart + r);
     },
@@ -274,7 +274,7 @@ export function explaining<In>(ctx: ServerContext, base: Protocol<In>, render: (
       const d = base.decode(m, input.inner);
       const M = m.batcher.rowElements(d.batch, 0);
       const start = d.batch.rows;
-      input.rows = Float64Array.from(d.batch.buffers[0]!.subarray(start * M, (start + d.rows) * M) as Float32Array);
+      input.rows = Float64Array.from((d.batch.buffers[0] as Float32Array | Float64Array).subarray(start * M, (start + d.rows) * M));
       return d;
     },
     encode(m: LoadedModel, result: RunResult, rowStart: number, a: Answering<Explaining<In>>) {
@@ -330,7 +330,7 @@ async function coalitionMeans(m: LoadedModel, plan: CoalitionPlan, x: Float64Arr
   await scoreInternally(
     m,
     plan.count * K,
-    (buf, at, first, n) => writeCoalitionRows(buf, at, plan, x, background, K, first, n),
+    intoSingleInput(m, (buf, at, first, n) => writeCoalitionRows(buf, at, plan, x, background, K, first, n)),
     (first, n, result, rowStart) => {
       for (let r = 0; r < n; r++) means[Math.floor((first + r) / K)]! += scoreOf(m, result, rowStart + r) / K;
     },

@@ -1,7 +1,8 @@
 // The scoreline server: one uWS app on one port for inference (OIP v2, v1 :predict, WebSocket),
-// health, metrics and monitoring. start() loads the model repository onto the inference engine and
-// listens; close() is the graceful shutdown: refuse new work, finish what is in flight within the
-// configured time, close connections and the worker pool.
+// health, metrics and monitoring, and OIP over gRPC on a port of its own (grpc.port). start() loads
+// the model repository onto the inference engine and listens; close() is the graceful shutdown:
+// refuse new work, finish what is in flight within the configured time, close connections and the
+// worker pool.
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
@@ -28,10 +29,13 @@ import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
+import { startGrpc, type GrpcServer } from './grpc.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
 export interface RunningServer {
   readonly port: number;
+  /** The gRPC port, or null when grpc.port turns it off. */
+  readonly grpcPort: number | null;
   readonly host: string;
   readonly engine: InferenceEngine;
   readonly monitor: Monitor;
@@ -197,12 +201,29 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     throw e;
   }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
+  let grpcServer: GrpcServer | null = null;
+  const grpcPort = config.grpc.port;
+  if (grpcPort !== null && grpcPort !== false) {
+    try {
+      grpcServer = await startGrpc(ctx, host, grpcPort);
+    } catch (e) {
+      uws.us_listen_socket_close(listenSocket as never);
+      clearInterval(evaluator);
+      await retrainer.close();
+      await alerting.close();
+      await abandon();
+      throw e;
+    }
+  }
   const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
   monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
   monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
-  log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
+  log.info(
+    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, models: engine.list().map((m) => `${m.name}:${m.version}`) },
+    `scoreline listening on http://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
+  );
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
@@ -215,6 +236,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       // Let the last answers leave before sockets close.
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
+      // Answered calls are still being written out: a short grace, then the port closes.
+      await grpcServer?.close(1000);
       clearInterval(evaluator);
       await retrainer.close();
       await alerting.close();
@@ -227,7 +250,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       return drained;
     })());
 
-  return { port: boundPort, host, engine, monitor, close };
+  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, close };
 }
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {

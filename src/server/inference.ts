@@ -1,11 +1,12 @@
 // The one inference step every transport calls (OIP v2 over HTTP, v1 :predict, entity scoring,
-// WebSocket frames): resolve the target version and variant (deployment router, or the version the
-// request names), prepare (entity scoring resolves features here, possibly asynchronously), decode
-// into the version's open batch, commit, copy to the shadow; and when the batch comes back, encode
-// the answer, send it through the transport's Reply, and record the request in the monitor, the
-// deployment's step statistics and the shadow pair. The prediction log sees every row through the
-// batch observer, under the request id and variant set here. So canary analysis, A/B statistics,
-// shadow comparison, monitoring and the prediction log see all traffic, whatever carried it.
+// WebSocket frames, OIP over gRPC): resolve the target version and variant (deployment router, or
+// the version the request names), prepare (entity scoring resolves features here, possibly
+// asynchronously), decode into the version's open batch, commit, copy to the shadow; and when the
+// batch comes back, encode the answer, send it through the transport's Reply, and record the
+// request in the monitor, the deployment's step statistics and the shadow pair. The prediction log
+// sees every row through the batch observer, under the request id and variant set here. So canary
+// analysis, A/B statistics, shadow comparison, monitoring and the prediction log see all traffic,
+// whatever carried it.
 
 import { errorResponse } from './http.js';
 import { internal, isScorelineError, type ScorelineError } from '../errors.js';
@@ -18,9 +19,12 @@ import { scoreOf } from './encode.js';
 import { nextRequestId } from './request-id.js';
 import { sendShadow } from './shadow.js';
 
-/** How a transport answers one request. Each is called at most once per request. */
-export interface Reply {
-  ok(body: string): void;
+/**
+ * How a transport answers one request. Each is called at most once per request. `Out` is what the
+ * protocol's encoder makes (JSON text, a protobuf message object).
+ */
+export interface Reply<Out = string> {
+  ok(body: Out): void;
   /** Sends the error; returns the HTTP-equivalent status it was answered with. */
   fail(err: ScorelineError): number;
 }
@@ -29,7 +33,7 @@ export interface Reply {
  * A wire protocol: how a request's input becomes rows of a batch and how rows of a result become
  * its answer. `In` is what the transport parsed (a JSON body, a WebSocket frame, features).
  */
-export interface Protocol<In> {
+export interface Protocol<In, Out = string> {
   readonly route: Route;
   /** Work before any batch is touched; may be asynchronous. Throws to refuse the request. */
   prepare?(model: LoadedModel, input: In): In | Promise<In>;
@@ -40,7 +44,7 @@ export interface Protocol<In> {
    * request asked for work after its score (explanations): it must read `result` before its first
    * await, and the request is answered (and recorded in the monitor) when it settles.
    */
-  encode(model: LoadedModel, result: RunResult, rowStart: number, request: Answering<In>): string | Promise<string>;
+  encode(model: LoadedModel, result: RunResult, rowStart: number, request: Answering<In>): Out | Promise<Out>;
   /** Decodes the same input into a shadow version's batcher; throws when the shadow cannot take it. */
   shadow(model: LoadedModel, input: In): DecodedRequest;
 }
@@ -57,29 +61,31 @@ export interface Answering<In> {
 }
 
 /** One request as a transport hands it over. */
-export interface Call<In> {
-  readonly protocol: Protocol<In>;
+export interface Call<In, Out = string> {
+  readonly protocol: Protocol<In, Out>;
   readonly model: string;
   /** The version named by the request, or undefined for the deployment's choice. */
   readonly version: string | undefined;
   /** The value of the deployment's sticky key (A/B), when the transport has it. */
   readonly sticky: string | undefined;
   readonly input: In;
-  readonly reply: Reply;
+  readonly reply: Reply<Out>;
   /** Arrival time (performance.now()). */
   readonly t0: number;
   /** The request id the transport was given (e.g. a header), used when the body names none. */
   readonly requestId?: string | undefined;
+  /** The client's own deadline from arrival (a gRPC deadline), in ms; the request's is the shorter of it and server.requestTimeoutMs. */
+  readonly timeoutMs?: number | undefined;
 }
 
-class Inference<In> implements PendingRequest, Answering<In> {
+class Inference<In, Out> implements PendingRequest, Answering<In> {
   settled = false;
   readonly rows: number;
   readonly enqueuedAt: number;
   readonly deadline: number;
 
   constructor(
-    private readonly call: Call<In>,
+    private readonly call: Call<In, Out>,
     readonly input: In,
     private readonly target: Target,
     private readonly mon: VersionMonitor,
@@ -101,7 +107,7 @@ class Inference<In> implements PendingRequest, Answering<In> {
     const m = this.target.model;
     const call = this.call;
     const body = call.protocol.encode(m, result, rowStart, this);
-    if (typeof body !== 'string') {
+    if (body instanceof Promise) {
       this.later(body, result, rowStart);
       return;
     }
@@ -121,7 +127,7 @@ class Inference<In> implements PendingRequest, Answering<In> {
    * the score and the time to it now (the wait says nothing about the version); the monitor records
    * the request once it is answered, under the protocol's route.
    */
-  private later(body: Promise<string>, result: RunResult, rowStart: number): void {
+  private later(body: Promise<Out>, result: RunResult, rowStart: number): void {
     const call = this.call;
     if (this.target.stats !== null || this.pair !== null) {
       const score = scoreOf(this.target.model, result, rowStart);
@@ -149,7 +155,7 @@ class Inference<In> implements PendingRequest, Answering<In> {
 }
 
 /** Runs one request through the inference step; every outcome is answered through `call.reply`. */
-export function infer<In>(ctx: ServerContext, call: Call<In>): void {
+export function infer<In, Out>(ctx: ServerContext, call: Call<In, Out>): void {
   let target: Target;
   try {
     target = targetOf(ctx, call.model, call.version, call.sticky);
@@ -180,13 +186,15 @@ export function infer<In>(ctx: ServerContext, call: Call<In>): void {
 }
 
 /** Decode and commit in one synchronous step: nothing else may touch the open batch in between. */
-function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: In): void {
+function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, input: In): void {
   try {
     const model = target.model;
     const decoded = call.protocol.decode(model, input);
     const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
     const requestId = decoded.id ?? call.requestId ?? nextRequestId();
-    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, ctx.config.server.requestTimeoutMs);
+    const limit = ctx.config.server.requestTimeoutMs;
+    const timeout = call.timeoutMs !== undefined && call.timeoutMs < limit ? call.timeoutMs : limit;
+    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, timeout);
     model.batcher.commit(decoded.batch, p);
     if (pair !== null) sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
   } catch (e) {
@@ -194,7 +202,7 @@ function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: 
   }
 }
 
-function failed<In>(ctx: ServerContext, call: Call<In>, target: Target, e: unknown): void {
+function failed<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, e: unknown): void {
   const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
   const status = call.reply.fail(err);
   const ms = performance.now() - call.t0;

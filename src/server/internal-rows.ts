@@ -4,21 +4,28 @@
 // running ahead of them, and never hold more of the version's queue than a handful of batches.
 
 import type { ScorelineError } from '../errors.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { Batch, LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 
 /** Chunks queued at once. */
 const IN_FLIGHT = 4;
 
+/** Writes rows [first, first + n) into `batch` from its row `batch.rows` on (every input the rows have). */
+export type Fill = (batch: Batch, first: number, n: number) => void;
+
+/** A Fill for a model whose single input is floating point: `fill` writes row-major at element `at`. */
+export function intoSingleInput(m: LoadedModel, fill: (buffer: Float32Array | Float64Array, at: number, first: number, n: number) => void): Fill {
+  return (batch, first, n) => fill(batch.buffers[0] as Float32Array | Float64Array, batch.rows * m.batcher.rowElements(batch, 0), first, n);
+}
+
 /**
- * Scores rows [0, total): `fill` writes rows [first, first + n) into the input buffer at element
- * `at` (row-major, the model's single input), `take` reads their results at `rowStart` of the batch.
- * `fill` may throw to stop (nothing of that chunk is queued). Internal requests get `deadline`. The
- * model's single input is floating point.
+ * Scores rows [0, total): `fill` writes rows [first, first + n) into the reserved batch, `take`
+ * reads their results at `rowStart` of the batch. `fill` may throw to stop (nothing of that chunk is
+ * queued). Internal requests get `deadline`.
  */
 export async function scoreInternally(
   m: LoadedModel,
   total: number,
-  fill: (buffer: Float32Array | Float64Array, at: number, first: number, n: number) => void,
+  fill: Fill,
   take: (first: number, n: number, result: RunResult, rowStart: number) => void,
   deadline: number,
 ): Promise<void> {
@@ -28,8 +35,7 @@ export async function scoreInternally(
     if (window.length >= IN_FLIGHT) await window.shift();
     const n = Math.min(chunk, total - start);
     const batch = m.batcher.reserve(n);
-    // Callers score models whose single input is floating point (FP32 or FP64).
-    fill(batch.buffers[0] as Float32Array | Float64Array, batch.rows * m.batcher.rowElements(batch, 0), start, n);
+    fill(batch, start, n);
     const done = new Promise<void>((resolve, reject) => {
       const p: PendingRequest = {
         rows: n,

@@ -4,17 +4,18 @@
 // reference AUC are stored in the registry and handed to the version's monitor.
 
 import { badRequest } from '../errors.js';
-import type { LoadedModel } from '../inference/index.js';
+import { writeElement, type LoadedModel } from '../inference/index.js';
 import { baselinesOf, freezeReference, parseCsvTable, type ReferenceRecord, type ReferenceTable } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
 import { scoreOf } from './encode.js';
 import { forgetExplainer } from './explain.js';
 import { scoreInternally } from './internal-rows.js';
 
-/** Scores every row of the table (the model's `features` columns, in order) with this version. */
+/** Scores every row of the table (the model's `features` columns, each into its input's column) with this version. */
 async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float64Array> {
-  const names = m.config.features;
-  if (!names) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  const f = m.features;
+  if (f === null) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  const names = f.names;
   const cols = names.map((n) => {
     const i = table.columns.indexOf(n);
     if (i < 0) throw badRequest(`reference data has no column '${n}'`);
@@ -22,16 +23,25 @@ async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float6
   });
   const rows = cols[0]!.length;
   const scores = new Float64Array(rows);
-  const width = names.length;
   await scoreInternally(
     m,
     rows,
-    (buf, at, start, n) => {
+    (batch, start, n) => {
+      const per = m.inputs.map((_, i) => m.batcher.rowElements(batch, i));
       for (let r = 0; r < n; r++) {
-        for (let c = 0; c < width; c++) {
-          const v = Number(cols[c]![start + r]);
-          if (!Number.isFinite(v)) throw badRequest(`reference row ${start + r + 1}, column '${names[c]}': ${JSON.stringify(cols[c]![start + r])} is not a number`);
-          buf[at + r * width + c] = v;
+        for (let c = 0; c < names.length; c++) {
+          const i = f.input[c]!;
+          const cell = cols[c]![start + r];
+          const where = `reference row ${start + r + 1}, column '${names[c]}'`;
+          const at = (batch.rows + r) * per[i]! + f.column[c]!;
+          // A category is its text (an empty cell: the empty category, which the model maps as it was trained to).
+          if (f.categorical[c]) {
+            writeElement(cell === undefined || cell === null ? '' : String(cell), 'BYTES', batch.buffers[i]!, at, where);
+            continue;
+          }
+          const v = Number(cell);
+          if (!Number.isFinite(v)) throw badRequest(`${where}: ${JSON.stringify(cell)} is not a number`);
+          writeElement(v, m.inputs[i]!.datatype, batch.buffers[i]!, at, where);
         }
       }
     },
@@ -54,7 +64,9 @@ export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: str
   const scores = await scoreTable(m, table);
   let record: ReferenceRecord;
   try {
-    record = freezeReference(m.config.features ?? [], table, scores, m.config.label ?? null);
+    const f = m.features;
+    const categorical = new Set(f === null ? [] : f.names.filter((_, j) => f.categorical[j]));
+    record = freezeReference(m.config.features ?? [], table, scores, m.config.label ?? null, categorical);
   } catch (e) {
     throw badRequest(`reference data: ${(e as Error).message}`);
   }

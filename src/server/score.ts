@@ -42,6 +42,8 @@ export function bindModel(ctx: ServerContext, features: FeatureService, m: Loade
   const input = m.inputs[0]!;
   try {
     if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw signatureMismatch(`${where}: entity scoring needs an FP32 or FP64 input, not ${input.datatype}`);
+    // Features resolve to numbers in one row: a model with categorical (BYTES) or several inputs is scored over OIP, v1 or gRPC.
+    if (m.inputs.length !== 1) throw signatureMismatch(`${where}: entity scoring needs a single numeric input, the model has ${m.inputs.length}`);
     modelFeatures.set(m, features.server.compileModel(columns, m.config.bindings ?? {}, where));
   } catch (e) {
     if (m.config.bindings) throw e;
