@@ -41,6 +41,7 @@ COPY scripts/prune-runtime.mjs scripts/prune-runtime.mjs
 # platform's binaries, no build leftovers (scripts/prune-runtime.mjs prints what it removed).
 RUN node_modules/.bin/tsc -p tsconfig.json \
  && cp src/server/dashboard.html dist/src/server/dashboard.html \
+ && mkdir -p dist/src/server/proto && cp src/server/proto/grpc_predict_v2.proto dist/src/server/proto/ \
  && node scripts/prune-runtime.mjs --root /app > /tmp/pruned.json \
  && node -e "const r = require('/tmp/pruned.json'); console.log('pruned ' + (r.removedBytes / 1e6).toFixed(0) + ' MB; node_modules now ' + (r.nodeModulesBytesAfter / 1e6).toFixed(0) + ' MB')"
 

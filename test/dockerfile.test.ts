@@ -185,6 +185,8 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
     // The build stage's `cp src/server/dashboard.html dist/src/server/dashboard.html`.
     assert.match(args(build, 'RUN').join('\n'), /cp src\/server\/dashboard\.html dist\/src\/server\/dashboard\.html/);
     cpSync(join(ROOT, 'src', 'server', 'dashboard.html'), join(app, 'dist', 'src', 'server', 'dashboard.html'));
+    // ... and its copy of the gRPC definition into dist/.
+    cpSync(join(ROOT, 'src', 'server', 'proto'), join(app, 'dist', 'src', 'server', 'proto'), { recursive: true });
     assert.ok(!existsSync(join(app, 'node_modules', 'typescript')) && !existsSync(join(app, 'src')));
     const appBytes = sizeOf(app);
     const oldApp = sizeOf(modules) + ['dist', 'build', 'src', 'examples', 'bin', 'native', 'scripts', 'package.json', 'package-lock.json', 'tsconfig.json', 'binding.gyp'].reduce((a, p) => a + (existsSync(join(ROOT, p)) ? sizeOf(join(ROOT, p)) : 0), 0);

@@ -117,7 +117,7 @@ export function matches(expected: readonly string[], actual: string): boolean {
 }
 
 /** What a skipped block may hold: commands a test cannot run here. */
-const SKIPPABLE = /^(?:[A-Z_]+=\S+ )*(?:npm|docker|podman|kubectl|\.ci\/run)\b/;
+const SKIPPABLE = /^(?:[A-Z_]+=\S+ )*(?:npm|docker|podman|kubectl|grpcurl|\.ci\/run)\b/;
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 
@@ -158,7 +158,7 @@ test('every sh block of the README runs against the demo and shows what the READ
   const blocks = parseReadme(readme);
   const run = blocks.filter((b) => b.skip === null);
   for (const b of blocks.filter((x) => x.skip !== null)) {
-    for (const s of b.steps) assert.match(s.command, SKIPPABLE, `README line ${s.line}: a skipped block may hold only npm/docker/podman/kubectl commands`);
+    for (const s of b.steps) assert.match(s.command, SKIPPABLE, `README line ${s.line}: a skipped block may hold only npm/docker/podman/kubectl/grpcurl commands`);
   }
   const commands = run.flatMap((b) => b.steps);
   assert.ok(commands.filter((s) => /^curl /.test(s.command)).length >= 10, 'the curl examples run');

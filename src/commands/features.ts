@@ -64,7 +64,15 @@ function checkBindings(registry: FeatureRegistry, modelRepo: string, print: bool
   const scan = scanRepository(modelRepo);
   for (const m of scan.models) {
     if (!m.config.features) continue;
-    const mf = server.compileModel(m.config.features, m.config.bindings ?? {}, `model '${m.name}'`);
+    let mf: ReturnType<typeof server.compileModel>;
+    try {
+      mf = server.compileModel(m.config.features, m.config.bindings ?? {}, `model '${m.name}'`);
+    } catch (e) {
+      // As at serve time: a model with bindings must compile; one without is simply not for entity scoring.
+      if (m.config.bindings) throw e;
+      console.log(`model ${m.name}: not set up for entity scoring (${(e as Error).message})`);
+      continue;
+    }
     if (print) {
       console.log(`model ${m.name}:`);
       mf.columnNames.forEach((c, i) => {

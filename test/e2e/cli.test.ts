@@ -115,7 +115,7 @@ test('serve: a bad flag is reported as the flag, a bad file as the file', async 
 test('config check validates a server config and prints the effective one; a store without definitions is refused', async () => {
   const ok = cli(['config', 'check', 'examples/scoreline.yaml']);
   assert.equal(ok.status, 0, ok.stderr);
-  assert.match(ok.stdout, /^# examples\/scoreline\.yaml is valid\. feature definitions .*features\.yaml: 9 features; model repository .*credit-default \(versions 1\)\./);
+  assert.match(ok.stdout, /^# examples\/scoreline\.yaml is valid\. feature definitions .*features\.yaml: 9 features; model repository .*credit-default \(versions 1\)(, credit-purpose \(versions 1\))?\./);
   assert.match(ok.stdout, /^server:\n {2}host: 0\.0\.0\.0\n {2}port: 8080$/m);
   assert.match(ok.stdout, /^batching:\n {2}maxBatchSize: 64$/m);
   assert.match(ok.stdout, /definitions: \/.*examples\/features\/features\.yaml$/m);
