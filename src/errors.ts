@@ -39,7 +39,10 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
-  | 'EXTERNAL_DATA';
+  | 'EXTERNAL_DATA'
+  | 'API_KEY_REQUIRED'
+  | 'API_KEY_INVALID'
+  | 'SCOPE_MISSING';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -83,6 +86,11 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_INVALID: 422,
   // Like NOT_ONNX: the upload is a model file, just not one the server will load.
   EXTERNAL_DATA: 422,
+  // No credentials, or credentials that name no key: 401 (the client must authenticate); a valid key
+  // without the scope the route needs: 403 (authenticating again does not help).
+  API_KEY_REQUIRED: 401,
+  API_KEY_INVALID: 401,
+  SCOPE_MISSING: 403,
 };
 
 export class ScorelineError extends Error {
@@ -215,3 +223,10 @@ export const externalDataRefused = (source: string, count: number, described: st
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
   );
+export const apiKeyRequired = () =>
+  new ScorelineError('API_KEY_REQUIRED', 'this endpoint needs an API key (Authorization: Bearer <key> or x-api-key: <key>)');
+/** Never names the key that was sent: error bodies and logs must not carry secrets. */
+export const apiKeyInvalid = (why = 'the API key is not valid') => new ScorelineError('API_KEY_INVALID', why);
+export const scopeMissing = (keyId: string, scope: string) =>
+  new ScorelineError('SCOPE_MISSING', `API key '${keyId}' does not have the '${scope}' scope this endpoint needs`);
+export const requestIdInvalid = (why: string) => new ScorelineError('BAD_REQUEST', `x-request-id ${why}`);

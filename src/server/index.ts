@@ -1,7 +1,11 @@
 // The scoreline server: one uWS app on one port for inference (OIP v2, v1 :predict, WebSocket),
 // health, metrics and monitoring. start() loads the model repository onto the inference engine and
 // listens; close() is the graceful shutdown: refuse new work, finish what is in flight within the
-// configured time, close connections and the worker pool.
+// configured time, close connections and the worker pool. Every route is registered through the
+// gate (request ids, API keys, tracing, access log). With TLS, reloadTls() builds a new SSL app with
+// the same routes from the re-read certificate and moves the port to it; connections already open
+// stay with the previous app (uWS.js v20.30 cannot change a listening app's certificate, and its SNI
+// contexts need routes of their own and never serve clients that send no server name).
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
@@ -26,17 +30,46 @@ import type { RepositoryModel } from '../registry/repository.js';
 import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/config.js';
 import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
-import { registerStream, type StreamHandle } from './stream.js';
+import { registerStream } from './stream.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
+import { configInvalid } from '../errors.js';
+import pkg from '../version.js';
+import { AccessLog } from './access-log.js';
+import { ApiKeys } from './api-keys.js';
+import { Gate } from './gate.js';
+import { registerObserveMetrics } from './observe.js';
+import { Streams } from './stream.js';
+import { TlsFiles } from './tls.js';
+import { startTracing } from './tracing.js';
 
 export interface RunningServer {
   readonly port: number;
   readonly host: string;
   readonly engine: InferenceEngine;
   readonly monitor: Monitor;
+  /** Whether the port serves TLS. */
+  readonly tls: boolean;
+  /**
+   * Re-reads the TLS certificate and key (SIGHUP) and serves new connections with them; open ones
+   * keep theirs. False (logged) when TLS is off or the new files are refused: the current pair stays.
+   */
+  reloadTls(): boolean;
   /** Graceful shutdown; resolves true when every in-flight request was answered in time. */
   close(): Promise<boolean>;
+}
+
+/** API keys when auth is on; refuses to start with auth on and no key, warns about keys that are ignored. */
+function loadKeys(config: ServerConfig, log: Logger): ApiKeys | null {
+  const env = process.env.SCORELINE_API_KEYS;
+  const keys = ApiKeys.fromConfig(config.auth, env);
+  if (!config.auth.enabled) {
+    if (keys.size > 0) log.warn({ keys: keys.ids }, 'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port');
+    return null;
+  }
+  if (keys.size === 0) throw configInvalid('auth.enabled is true but no API key is configured (auth.apiKeys or SCORELINE_API_KEYS); make one with `scoreline keys create`');
+  log.info({ keys: keys.ids, metricsPublic: config.auth.metricsPublic }, 'API keys required on the data plane');
+  return keys;
 }
 
 export interface StartOptions {
@@ -46,6 +79,12 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
+  // Credentials and certificates first: a mistake there stops the start before anything loads.
+  const keys = loadKeys(config, log);
+  const tls = config.tls === null ? null : new TlsFiles(config.tls.cert, config.tls.key);
+  if (tls !== null) log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
+  const tracing = await startTracing(config.tracing, log, pkg.version);
+  const access = config.accessLog.enabled && config.accessLog.sampleRate > 0 ? new AccessLog(log, config.accessLog.sampleRate) : null;
   const dir = prepareDataDir(config.dataDir);
   if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
   if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
@@ -66,6 +105,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let repoModels: readonly RepositoryModel[] = [];
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
+    await tracing?.shutdown();
     deployer.close();
     await features?.close();
     await engine.close();
@@ -97,7 +137,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   try {
     features = await createFeatureService(config.features, monitor.featureObserver(), log);
-    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false };
+    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false, keys, tls, tracing };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
       for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
@@ -158,13 +198,41 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
 
-  const app: TemplatedApp = uws.App();
-  registerOip(app, ctx);
-  registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
-  const streams: StreamHandle = registerStream(app, ctx);
-  registerObserve(app, ctx, streams, alerting.alertsOf);
-  registerDashboard(app);
+  const streams = new Streams();
+  const feedbackCounts = registerObserveMetrics(ctx, streams);
+  registerGateMetrics(ctx, keys, tracing, access, tls);
+  const gate = new Gate({ keys, metricsPublic: config.auth.metricsPublic, tracing, access, log });
+  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
+  /** A new uWS app (SSL with the current certificate when TLS is on) with every route registered. */
+  const buildApp = (): TemplatedApp => {
+    const raw = tls === null ? uws.App() : tls.withFiles((files) => uws.SSLApp(files));
+    const app = gate.wrap(raw);
+    registerOip(app, ctx);
+    registerScore(app, ctx, features);
+    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+    registerStream(app, ctx, streams, keys);
+    registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
+    registerDashboard(app);
+    registerPreflight(app, ctx.http, patterns);
+    for (const pattern of patterns) {
+      app.any(pattern, (res, req) => {
+        sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+      });
+    }
+    app.any('/*', (res, req) => {
+      sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
+    });
+    return raw;
+  };
+  let app: TemplatedApp;
+  try {
+    app = buildApp();
+  } catch (e) {
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
   const evaluator = setInterval(
     () =>
       void monitor
@@ -174,21 +242,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
-  registerPreflight(app, ctx.http, patterns);
-  for (const pattern of patterns) {
-    app.any(pattern, (res, req) => {
-      sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
-    });
-  }
-  app.any('/*', (res, req) => {
-    sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
-  });
 
   const { host, port } = config.server;
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await listenExclusive(app, host, port);
+    listenSocket = await listenExclusive(uws, app, host, port);
   } catch (e) {
     clearInterval(evaluator);
     await retrainer.close();
@@ -202,7 +260,31 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
   monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
-  log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
+  log.info({ host, port: boundPort, tls: tls !== null, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on ${tls === null ? 'http' : 'https'}://${host}:${boundPort}`);
+
+  const reloadTls = (): boolean => {
+    if (tls === null) {
+      log.info('TLS reload asked (SIGHUP), but the server has no tls section: nothing to reload');
+      return false;
+    }
+    const before = tls.pair;
+    let next: TemplatedApp;
+    try {
+      tls.reload();
+      next = buildApp();
+    } catch (e) {
+      log.error({ err: (e as Error).message, certFile: tls.certFile, keyFile: tls.keyFile, serving: before.fingerprint256 }, 'TLS reload refused: the current certificate stays in use');
+      return false;
+    }
+    if (!guard.swap(next)) {
+      log.error({ port: boundPort }, 'TLS reload: the new certificate could not take over the port; the previous one keeps serving');
+      return false;
+    }
+    app = next;
+    const p = tls.pair;
+    log.info({ subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 }, 'TLS certificate reloaded: new connections use it, open ones keep theirs');
+    return true;
+  };
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
@@ -223,11 +305,33 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await features?.close();
       await monitor.close();
       registry.close();
+      access?.close();
+      await tracing?.shutdown().catch((e: Error) => log.warn({ err: e.message }, 'tracing: spans could not all be exported at shutdown'));
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
 
-  return { port: boundPort, host, engine, monitor, close };
+  return { port: boundPort, host, engine, monitor, tls: tls !== null, reloadTls, close };
+}
+
+function registerGateMetrics(ctx: ServerContext, keys: ApiKeys | null, tracing: ServerContext['tracing'], access: AccessLog | null, tls: TlsFiles | null): void {
+  const m = ctx.monitor;
+  if (keys !== null) {
+    m.callback('scoreline_auth_refusals_total', 'Requests refused for their API key: missing (401), invalid (401), or lacking the scope the route needs (403).', 'counter', () =>
+      (['missing', 'invalid', 'scope'] as const).map((reason) => ({ labels: { reason }, value: keys.refusals[reason] })),
+    );
+  }
+  if (tracing !== null) {
+    m.callback('scoreline_trace_spans_exported_total', 'Spans the OTLP collector accepted.', 'counter', () => [{ labels: {}, value: tracing.stats.exported }]);
+    m.callback('scoreline_trace_spans_failed_total', 'Spans dropped because the OTLP collector did not take them after retries.', 'counter', () => [{ labels: {}, value: tracing.stats.failed }]);
+  }
+  if (access !== null) {
+    m.callback('scoreline_access_log_lines_total', 'Access log lines written (sampled requests).', 'counter', () => [{ labels: {}, value: access.written }]);
+    m.callback('scoreline_access_log_dropped_total', 'Access log lines dropped because the buffer was full.', 'counter', () => [{ labels: {}, value: access.dropped }]);
+  }
+  if (tls !== null) {
+    m.callback('scoreline_tls_certificate_expiry_timestamp_seconds', 'When the serving TLS certificate expires (Unix time); alert well before it.', 'gauge', () => [{ labels: {}, value: Date.parse(tls.pair.notAfter) / 1000 }]);
+  }
 }
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {

@@ -10,16 +10,19 @@
 import { errorResponse } from './http.js';
 import { isScorelineError, type ScorelineError } from '../errors.js';
 import type { Target } from '../deploy/index.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { Batch, LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { Route, VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
 import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
+import type { Exchange, RequestOrigin } from './exchange.js';
 import { nextRequestId } from './request-id.js';
 import { sendShadow } from './shadow.js';
 
 /** How a transport answers one request. Each is called at most once per request. */
 export interface Reply {
+  /** What the transport learned before the request was parsed: x-request-id, API key, exchange. */
+  readonly origin?: RequestOrigin | undefined;
   ok(body: string): void;
   /** Sends the error; returns the HTTP-equivalent status it was answered with. */
   fail(err: ScorelineError): number;
@@ -62,15 +65,21 @@ export interface Call<In> {
   readonly reply: Reply;
   /** Arrival time (performance.now()). */
   readonly t0: number;
-  /** The request id the transport was given (e.g. a header), used when the body names none. */
+  /** The request id the transport was given (e.g. a frame id), used when the body names none. */
   readonly requestId?: string | undefined;
 }
+
+/** Times of a traced request (performance.now()): prepare (feature lookup) started, rows committed to a batch. */
+type Traced = { prepareStart: number | null; committedAt: number };
 
 class Inference<In> implements PendingRequest, Answering<In> {
   settled = false;
   readonly rows: number;
   readonly enqueuedAt: number;
   readonly deadline: number;
+  /** The API key that sent it, logged with its predictions. */
+  readonly keyId: string | undefined;
+  private readonly traced: Traced | null;
 
   constructor(
     private readonly call: Call<In>,
@@ -81,19 +90,28 @@ class Inference<In> implements PendingRequest, Answering<In> {
     readonly requestId: string,
     private readonly pair: ShadowPair | null,
     timeoutMs: number,
+    prepareStart: number | null,
   ) {
     this.rows = decoded.rows;
     this.enqueuedAt = call.t0;
     this.deadline = call.t0 + timeoutMs;
+    const origin = call.reply.origin;
+    this.keyId = origin?.keyId;
+    this.traced = origin?.exchange?.recording ? { prepareStart, committedAt: performance.now() } : null;
   }
 
   get variant(): string {
     return this.target.variant;
   }
 
-  resolve(result: RunResult, rowStart: number): void {
+  resolve(result: RunResult, rowStart: number, batch?: Batch): void {
     const m = this.target.model;
     const call = this.call;
+    const ex = call.reply.origin?.exchange;
+    if (ex !== undefined) {
+      ex.served(m.name, m.version, this.target.variant, this.requestId);
+      if (this.traced !== null) this.parts(ex, result, batch);
+    }
     call.reply.ok(call.protocol.encode(m, result, rowStart, this));
     const ms = performance.now() - call.t0;
     this.mon.request(call.protocol.route, 200, ms, this.target.variant);
@@ -105,7 +123,33 @@ class Inference<In> implements PendingRequest, Answering<In> {
     }
   }
 
+  /**
+   * Child spans of the request: feature lookup, queue wait (commit to dispatch) and inference (the
+   * batch's run, with the batch's size and sequence number as attributes, so requests that shared a
+   * batch can be found; a batch span linked to each request would sit in a trace of its own).
+   */
+  private parts(ex: Exchange, result: RunResult, batch: Batch | undefined): void {
+    const t = this.traced!;
+    const now = performance.now();
+    // Prepare is the feature lookup of entity scoring; it ends where the rows are written.
+    if (t.prepareStart !== null) ex.part('feature lookup', t.prepareStart, t.committedAt);
+    if (batch === undefined || batch.dispatchedAt < t.committedAt) {
+      // A request split over several batches (or run alone after a batch failed): one span for all of it.
+      ex.part('inference', t.committedAt, now, { 'scoreline.compute_ms': result.computeMs });
+      return;
+    }
+    ex.part('queue', t.committedAt, batch.dispatchedAt);
+    ex.part('inference', batch.dispatchedAt, now, {
+      'scoreline.batch.seq': batch.seq,
+      'scoreline.batch.rows': batch.rows,
+      'scoreline.batch.requests': batch.requests.length,
+      'scoreline.compute_ms': result.computeMs,
+    });
+  }
+
   reject(err: ScorelineError): void {
+    const ex = this.call.reply.origin?.exchange;
+    if (ex !== undefined) ex.served(this.target.model.name, this.target.model.version, this.target.variant, this.requestId);
     const status = this.call.reply.fail(err);
     const ms = performance.now() - this.call.t0;
     this.mon.request(this.call.protocol.route, status, ms, this.target.variant);
@@ -128,6 +172,7 @@ export function infer<In>(ctx: ServerContext, call: Call<In>): void {
     return;
   }
   let prepared: In | Promise<In>;
+  const start = performance.now();
   try {
     prepared = prepare.call(call.protocol, target.model, call.input);
   } catch (e) {
@@ -136,22 +181,23 @@ export function infer<In>(ctx: ServerContext, call: Call<In>): void {
   }
   if (prepared instanceof Promise) {
     prepared.then(
-      (input) => enqueue(ctx, call, target, input),
+      (input) => enqueue(ctx, call, target, input, start),
       (e) => failed(ctx, call, target, e),
     );
   } else {
-    enqueue(ctx, call, target, prepared);
+    enqueue(ctx, call, target, prepared, start);
   }
 }
 
 /** Decode and commit in one synchronous step: nothing else may touch the open batch in between. */
-function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: In): void {
+function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: In, prepareStart: number | null = null): void {
   try {
     const model = target.model;
     const decoded = call.protocol.decode(model, input);
     const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-    const requestId = decoded.id ?? call.requestId ?? nextRequestId();
-    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, ctx.config.server.requestTimeoutMs);
+    // The body's id, else the transport's (a frame id, an x-request-id header), else a new one.
+    const requestId = decoded.id ?? call.requestId ?? call.reply.origin?.requestId ?? nextRequestId();
+    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, ctx.config.server.requestTimeoutMs, prepareStart);
     model.batcher.commit(decoded.batch, p);
     if (pair !== null) sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
   } catch (e) {
@@ -161,6 +207,8 @@ function enqueue<In>(ctx: ServerContext, call: Call<In>, target: Target, input: 
 
 function failed<In>(ctx: ServerContext, call: Call<In>, target: Target, e: unknown): void {
   const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
+  const ex = call.reply.origin?.exchange;
+  if (ex !== undefined) ex.served(target.model.name, target.model.version, target.variant, call.requestId ?? call.reply.origin?.requestId ?? null);
   const status = call.reply.fail(err);
   const ms = performance.now() - call.t0;
   monitorOf(ctx, target.model).request(call.protocol.route, status, ms, target.variant);
