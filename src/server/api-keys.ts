@@ -51,10 +51,14 @@ export function parseEnvKeys(text: string): { id: string; key: string; scopes: S
   const out: { id: string; key: string; scopes: Set<ApiKeyScope> }[] = [];
   const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '');
   entries.forEach((entry, i) => {
-    const parts = entry.split(':');
+    // id and key hold no ':'; the rest is the scopes, one of which (monitoring:read) has a colon itself.
+    const a = entry.indexOf(':');
+    const b = a < 0 ? -1 : entry.indexOf(':', a + 1);
     const where = `SCORELINE_API_KEYS entry ${i + 1}`;
-    if (parts.length !== 3) throw configInvalid(`${where}: must be id:key:scope1+scope2 (the key may not contain ':' or ',')`);
-    const [id, key, scopes] = parts as [string, string, string];
+    if (b < 0 || b === entry.length - 1) throw configInvalid(`${where}: must be id:key:scope1+scope2 (the key may not contain ':' or ',')`);
+    const id = entry.slice(0, a);
+    const key = entry.slice(a + 1, b);
+    const scopes = entry.slice(b + 1);
     if (!ID_PATTERN.test(id)) throw configInvalid(`${where}: the id must be 1-64 letters, digits, '.', '_' or '-'`);
     if (key.length < MIN_KEY_LENGTH) throw configInvalid(`${where} (id '${id}'): the key is shorter than ${MIN_KEY_LENGTH} characters; make one with \`scoreline keys create\``);
     out.push({ id, key, scopes: parseScopes(scopes.split('+'), `${where} (id '${id}')`) });

@@ -21,8 +21,13 @@ class TlsFilesProvider implements grpc.experimental.CertificateProvider {
     this.unsubscribe ??= this.files.onChange((p) => {
       for (const l of this.identity) l({ certificate: p.cert, privateKey: p.key });
     });
-    const p = this.files.pair;
-    listener({ certificate: p.cert, privateKey: p.key });
+    // Delivered after the call returns: grpc-js registers its own watcher only after adding this
+    // listener, and an update delivered before that would be lost (the port would refuse every handshake).
+    queueMicrotask(() => {
+      if (!this.identity.has(listener)) return;
+      const p = this.files.pair;
+      listener({ certificate: p.cert, privateKey: p.key });
+    });
   }
 
   removeIdentityCertificateListener(listener: IdentityListener): void {
