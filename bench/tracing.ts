@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { cpuMs, have, killOnExit, median, postScript, runWrk, serverPin, waitReady, type WrkResult } from './wrk.js';
-import { table, writeSection } from './results.js';
+import { table, writeReadmeBlock, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
@@ -126,7 +126,17 @@ async function main(): Promise<void> {
   const text = lines.join('\n');
   console.log(`\n${text}`);
   const args = process.argv.slice(2).filter((x) => x !== '--no-write');
-  if (!values['no-write']) writeSection('tracing', 'Tracing and access log overhead', `npm run bench:tracing${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`, text);
+  const command = `npm run bench:tracing${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
+  if (!values['no-write']) {
+    writeSection('tracing', 'Tracing and access log overhead', command, text);
+    const us = (x: (typeof s)[0]) => `${x.cpu.toFixed(1)} us`;
+    const brief = [
+      `Server CPU per request (\`${command}\`, medians of ${rounds} interleaved rounds, load average ${load0.toFixed(1)} on ${availableParallelism()} cores):`,
+      '',
+      ...s.map((x) => `- ${x.name}: ${us(x)}${x === ref ? '' : ` (${(x.cpu / ref.cpu).toFixed(2)}x ${before ? 'before' : 'tracing off'})`}`),
+    ].join('\n');
+    writeReadmeBlock('tracing', brief);
+  }
 }
 
 await main();

@@ -78,6 +78,7 @@ test('every route has an access rule; a route without one is refused', () => {
   assert.equal(accessOf('get', '/metrics'), 'metrics');
   assert.equal(accessOf('get', '/v2/health/ready'), 'open');
   assert.equal(accessOf('put', '/admin/deployments/:name'), 'admin');
+  assert.equal(accessOf('any', '/v1/feedback'), 'open', 'the 405 and 404 answers serve nothing');
   assert.throws(() => accessOf('get', '/v1/secret-new-route'), /route GET \/v1\/secret-new-route has no access rule: add it to ROUTE_ACCESS/);
   assert.throws(() => accessOf('get', '/v1/feedback'), /no access rule/, 'by method as well as path');
 });

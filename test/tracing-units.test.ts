@@ -78,8 +78,10 @@ test('the test receiver decodes what the OpenTelemetry serializers encode, proto
 
 test('the access log writes from a timer, not in push(), and drops (counted) beyond its bound', async () => {
   const lines: Record<string, unknown>[] = [];
+  let writes = 0;
   const sink = new Writable({
     write(chunk, _enc, cb) {
+      writes++;
       for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l));
       cb();
     },
@@ -93,15 +95,22 @@ test('the access log writes from a timer, not in push(), and drops (counted) bey
   while (lines.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   assert.equal(lines.length, 1);
   assert.equal(lines[0]!.component, 'access');
+  assert.equal(lines[0]!.service, 't', 'the server logger\'s bindings');
+  assert.equal(lines[0]!.msg, 'request');
+  assert.match(String(lines[0]!.time), /^\d{4}-\d\d-\d\dT/);
   assert.equal(lines[0]!.path, '/p/0');
   assert.equal(lines[0]!.key_id, 'k');
   for (let i = 0; i < ACCESS_MAX_BUFFERED + 5; i++) access.push(rec(i));
   assert.equal(access.dropped, 5);
+  const before = writes;
   access.close();
+  assert.equal(writes - before, 1, 'a flush is one write');
   assert.equal(lines.length, 1 + ACCESS_MAX_BUFFERED);
   assert.equal(access.written, 1 + ACCESS_MAX_BUFFERED);
   const none = new AccessLog(pino(sink), 0);
   assert.equal(Array.from({ length: 1000 }, () => none.sample()).some(Boolean), false);
+  const quiet = new AccessLog(pino({ level: 'warn' }, sink), 1);
+  assert.equal(quiet.sample(), false, 'a server logging at warn keeps no access log');
   const some = new AccessLog(pino(sink), 0.1);
   const n = Array.from({ length: 20_000 }, () => some.sample()).filter(Boolean).length;
   assert.ok(n > 1600 && n < 2400, `about 10% sampled: ${n}`);

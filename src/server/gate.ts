@@ -55,6 +55,8 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
 /** The access rule of a route; throws for a route nobody decided on. */
 export function accessOf(method: string, pattern: string): Access {
   if (pattern === '/admin' || pattern.startsWith('/admin/')) return 'admin';
+  // `any` routes answer what no other route takes (405 on a known path, 404): they serve nothing.
+  if (method === 'any') return 'open';
   const rule = ROUTE_ACCESS[`${method} ${pattern}`];
   if (rule === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} has no access rule: add it to ROUTE_ACCESS in src/server/gate.ts`);
   return rule;
@@ -77,8 +79,8 @@ export interface GateOptions {
   readonly log: Logger;
 }
 
-const REGISTRATIONS = new Set(['get', 'post', 'put', 'del', 'patch']);
-const HAS_BODY = new Set(['post', 'put', 'patch']);
+const REGISTRATIONS = new Set(['get', 'post', 'put', 'del', 'patch', 'any']);
+const HAS_BODY = new Set(['post', 'put', 'patch', 'any']);
 
 export class Gate {
   private readonly sinks: ExchangeSinks;
@@ -88,8 +90,8 @@ export class Gate {
   }
 
   /**
-   * `app` with get/post/put/del/patch registrations passing through the gate; everything else
-   * (ws, any, options, listen) is the app's own.
+   * `app` with get/post/put/del/patch/any registrations passing through the gate; everything else
+   * (ws, whose upgrade stream.ts checks; options, the CORS preflights; listen) is the app's own.
    */
   wrap(app: TemplatedApp): TemplatedApp {
     const proxy: TemplatedApp = new Proxy(app, {
@@ -116,6 +118,7 @@ export class Gate {
     const closeOnRefusal = HAS_BODY.has(method);
     const verb = method === 'del' ? 'DELETE' : method.toUpperCase();
     const spanName = `${verb} ${pattern}`;
+    const anyMethod = method === 'any';
     const sinks = this.sinks;
     return (res, req) => {
       const sampled = access !== null && access.sample();
@@ -123,7 +126,7 @@ export class Gate {
         const t0 = performance.now();
         const path = req.getUrl();
         const span = traced ? tracing.request(spanName, t0, req.getHeader('traceparent'), req.getHeader('tracestate'), { 'http.request.method': verb, 'http.route': pattern, 'url.path': path }) : null;
-        res.exchange = new Exchange(sinks, verb, path, t0, span, sampled);
+        res.exchange = new Exchange(sinks, anyMethod ? req.getMethod().toUpperCase() : verb, path, t0, span, sampled);
       }
       const requestId = req.getHeader('x-request-id');
       try {

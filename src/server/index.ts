@@ -306,7 +306,12 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await monitor.close();
       registry.close();
       access?.close();
-      await tracing?.shutdown().catch((e: Error) => log.warn({ err: e.message }, 'tracing: spans could not all be exported at shutdown'));
+      if (tracing !== null) {
+        // A collector that hangs must not hold the exit past the orchestrator's grace period.
+        const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), TRACING_SHUTDOWN_MS).unref());
+        const done = await Promise.race([tracing.shutdown().then(() => 'ok' as const, (e: Error) => e.message), timer]);
+        if (done !== 'ok') log.warn({ reason: done }, 'tracing: spans still buffered at shutdown were not all exported');
+      }
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
@@ -428,3 +433,4 @@ function registerRegistryMetrics(ctx: ServerContext): void {
 }
 
 const NONE: ReadonlySet<number> = new Set();
+const TRACING_SHUTDOWN_MS = 3000;

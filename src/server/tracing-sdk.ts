@@ -63,8 +63,12 @@ export class OtelTracing implements Tracing {
       });
     }
     const offset = Date.now() - performance.now();
-    const span = this.tracer.startSpan(name, { kind: SpanKind.SERVER, startTime: hrTime(t0, offset), attributes }, ctx);
-    if (span.isRecording()) this.offsets.set(span, offset);
+    // Attributes after the sampling decision: an unsampled span would only copy them to drop them.
+    const span = this.tracer.startSpan(name, { kind: SpanKind.SERVER, startTime: hrTime(t0, offset) }, ctx);
+    if (span.isRecording()) {
+      span.setAttributes(attributes);
+      this.offsets.set(span, offset);
+    }
     return span;
   }
 

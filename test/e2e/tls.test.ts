@@ -87,7 +87,7 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
     await server?.stop();
   });
 
-  test('HTTPS and WSS serve with the certificate; plain HTTP gets no answer', async () => {
+  test('HTTPS serves with the certificate; plain HTTP gets no answer; an untrusting client refuses it', async () => {
     const health = await call(server.port, '/v2/health/ready', { ca: a.cert });
     assert.equal(health.status, 200);
     assert.equal(health.fingerprint, a.fingerprint256);
@@ -190,4 +190,17 @@ describe('TLS files the start refuses', { skip: haveOpenssl() ? false : 'openssl
     writeFileSync(config, stringify({ modelRepository: DEMO_REPO, tls: { cert: a.certFile, key: b.keyFile } }));
     await assert.rejects(startServer(['--config', config]), /is not the private key of the certificate/);
   });
+});
+
+test('without TLS, SIGHUP leaves the server running and says there is nothing to reload', async () => {
+  const server = await startServer(['--model-repo', DEMO_REPO]);
+  try {
+    const mark = server.logs.length;
+    server.proc.kill('SIGHUP');
+    await waitForLog(server, 'the server has no tls section: nothing to reload', mark);
+    const r = await fetch(`${server.url}/v2/health/live`);
+    assert.equal(r.status, 200);
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
 });
