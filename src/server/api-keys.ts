@@ -9,7 +9,8 @@
 // Keys given in SCORELINE_API_KEYS must be at least MIN_KEY_LENGTH characters for the same reason.
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { API_KEY_SCOPES, type ApiKeyScope, type AuthConfig } from '../config.js';
+import type { Logger } from 'pino';
+import { API_KEY_SCOPES, type ApiKeyScope, type AuthConfig, type ServerConfig } from '../config.js';
 import { apiKeyInvalid, apiKeyRequired, configInvalid, scopeMissing } from '../errors.js';
 
 export const MIN_KEY_LENGTH = 24;
@@ -90,6 +91,21 @@ export class ApiKeys {
     const entries: { id: string; digest: Buffer; scopes: ReadonlySet<ApiKeyScope> }[] = auth.apiKeys.map((k) => ({ id: k.id, digest: Buffer.from(k.hash.slice('sha256:'.length), 'hex'), scopes: parseScopes(k.scopes, `auth.apiKeys '${k.id}'`) }));
     for (const k of parseEnvKeys(env ?? '')) entries.push({ id: k.id, digest: sha256(k.key), scopes: k.scopes });
     return new ApiKeys(entries);
+  }
+
+  /**
+   * The keys a server checks: null when auth is off (with a warning if keys are configured anyway);
+   * refuses auth on without a key, which would lock everyone out.
+   */
+  static forServer(config: ServerConfig, env: string | undefined, log: Logger): ApiKeys | null {
+    const keys = ApiKeys.fromConfig(config.auth, env);
+    if (!config.auth.enabled) {
+      if (keys.size > 0) log.warn({ keys: keys.ids }, 'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port');
+      return null;
+    }
+    if (keys.size === 0) throw configInvalid('auth.enabled is true but no API key is configured (auth.apiKeys or SCORELINE_API_KEYS); make one with `scoreline keys create`');
+    log.info({ keys: keys.ids, metricsPublic: config.auth.metricsPublic }, 'API keys required on the data plane');
+    return keys;
   }
 
   get size(): number {

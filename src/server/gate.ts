@@ -11,8 +11,10 @@ import type { ApiKeyScope } from '../config.js';
 import { requestIdInvalid } from '../errors.js';
 import type { AccessLog } from './access-log.js';
 import type { ApiKeys } from './api-keys.js';
+import type { ServerContext } from './context.js';
 import { Exchange, type ExchangeSinks } from './exchange.js';
 import { sendError, type ResponseState } from './http.js';
+import type { TlsFiles } from './tls.js';
 import type { Tracing } from './tracing.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -146,5 +148,26 @@ export class Gate {
       }
       handler(res, req);
     };
+  }
+}
+
+/** Counters of what the gate and its sinks did: refusals, spans exported and dropped, access lines, the certificate's expiry. */
+export function registerGateMetrics(ctx: ServerContext, keys: ApiKeys | null, tracing: Tracing | null, access: AccessLog | null, tls: TlsFiles | null): void {
+  const m = ctx.monitor;
+  if (keys !== null) {
+    m.callback('scoreline_auth_refusals_total', 'Requests refused for their API key: missing (401), invalid (401), or lacking the scope the route needs (403).', 'counter', () =>
+      (['missing', 'invalid', 'scope'] as const).map((reason) => ({ labels: { reason }, value: keys.refusals[reason] })),
+    );
+  }
+  if (tracing !== null) {
+    m.callback('scoreline_trace_spans_exported_total', 'Spans the OTLP collector accepted.', 'counter', () => [{ labels: {}, value: tracing.stats.exported }]);
+    m.callback('scoreline_trace_spans_failed_total', 'Spans dropped because the OTLP collector did not take them after retries.', 'counter', () => [{ labels: {}, value: tracing.stats.failed }]);
+  }
+  if (access !== null) {
+    m.callback('scoreline_access_log_lines_total', 'Access log lines written (sampled requests).', 'counter', () => [{ labels: {}, value: access.written }]);
+    m.callback('scoreline_access_log_dropped_total', 'Access log lines dropped because the buffer was full.', 'counter', () => [{ labels: {}, value: access.dropped }]);
+  }
+  if (tls !== null) {
+    m.callback('scoreline_tls_certificate_expiry_timestamp_seconds', 'When the serving TLS certificate expires (Unix time); alert well before it.', 'gauge', () => [{ labels: {}, value: Date.parse(tls.pair.notAfter) / 1000 }]);
   }
 }

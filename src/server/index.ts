@@ -33,11 +33,10 @@ import { bindModel, registerScore } from './score.js';
 import { registerStream } from './stream.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
-import { configInvalid } from '../errors.js';
 import pkg from '../version.js';
 import { AccessLog } from './access-log.js';
 import { ApiKeys } from './api-keys.js';
-import { Gate } from './gate.js';
+import { Gate, registerGateMetrics } from './gate.js';
 import { registerObserveMetrics } from './observe.js';
 import { Streams } from './stream.js';
 import { TlsFiles } from './tls.js';
@@ -59,18 +58,6 @@ export interface RunningServer {
   close(): Promise<boolean>;
 }
 
-/** API keys when auth is on; refuses to start with auth on and no key, warns about keys that are ignored. */
-function loadKeys(config: ServerConfig, log: Logger): ApiKeys | null {
-  const env = process.env.SCORELINE_API_KEYS;
-  const keys = ApiKeys.fromConfig(config.auth, env);
-  if (!config.auth.enabled) {
-    if (keys.size > 0) log.warn({ keys: keys.ids }, 'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port');
-    return null;
-  }
-  if (keys.size === 0) throw configInvalid('auth.enabled is true but no API key is configured (auth.apiKeys or SCORELINE_API_KEYS); make one with `scoreline keys create`');
-  log.info({ keys: keys.ids, metricsPublic: config.auth.metricsPublic }, 'API keys required on the data plane');
-  return keys;
-}
 
 export interface StartOptions {
   config: ServerConfig;
@@ -80,7 +67,7 @@ export interface StartOptions {
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
   // Credentials and certificates first: a mistake there stops the start before anything loads.
-  const keys = loadKeys(config, log);
+  const keys = ApiKeys.forServer(config, process.env.SCORELINE_API_KEYS, log);
   const tls = config.tls === null ? null : new TlsFiles(config.tls.cert, config.tls.key);
   if (tls !== null) log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
   const tracing = await startTracing(config.tracing, log, pkg.version);
@@ -319,25 +306,6 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   return { port: boundPort, host, engine, monitor, tls: tls !== null, reloadTls, close };
 }
 
-function registerGateMetrics(ctx: ServerContext, keys: ApiKeys | null, tracing: ServerContext['tracing'], access: AccessLog | null, tls: TlsFiles | null): void {
-  const m = ctx.monitor;
-  if (keys !== null) {
-    m.callback('scoreline_auth_refusals_total', 'Requests refused for their API key: missing (401), invalid (401), or lacking the scope the route needs (403).', 'counter', () =>
-      (['missing', 'invalid', 'scope'] as const).map((reason) => ({ labels: { reason }, value: keys.refusals[reason] })),
-    );
-  }
-  if (tracing !== null) {
-    m.callback('scoreline_trace_spans_exported_total', 'Spans the OTLP collector accepted.', 'counter', () => [{ labels: {}, value: tracing.stats.exported }]);
-    m.callback('scoreline_trace_spans_failed_total', 'Spans dropped because the OTLP collector did not take them after retries.', 'counter', () => [{ labels: {}, value: tracing.stats.failed }]);
-  }
-  if (access !== null) {
-    m.callback('scoreline_access_log_lines_total', 'Access log lines written (sampled requests).', 'counter', () => [{ labels: {}, value: access.written }]);
-    m.callback('scoreline_access_log_dropped_total', 'Access log lines dropped because the buffer was full.', 'counter', () => [{ labels: {}, value: access.dropped }]);
-  }
-  if (tls !== null) {
-    m.callback('scoreline_tls_certificate_expiry_timestamp_seconds', 'When the serving TLS certificate expires (Unix time); alert well before it.', 'gauge', () => [{ labels: {}, value: Date.parse(tls.pair.notAfter) / 1000 }]);
-  }
-}
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
   const cache = features.cache;
