@@ -69,6 +69,37 @@ export interface ServerConfig {
   monitoring: MonitoringConfig;
   /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
+  auth: AuthConfig;
+  /** TLS on the HTTP/WebSocket port (and the gRPC port): PEM files, re-read on SIGHUP; null: plain HTTP. */
+  tls: { cert: string; key: string } | null;
+  tracing: TracingConfig;
+  accessLog: { enabled: boolean; sampleRate: number };
+}
+
+/** What an API key may call. */
+export type ApiKeyScope = 'infer' | 'feedback' | 'events' | 'monitoring:read';
+export const API_KEY_SCOPES: readonly ApiKeyScope[] = ['infer', 'feedback', 'events', 'monitoring:read'];
+
+export interface AuthConfig {
+  /** API keys on the data plane (inference, feedback, events, monitoring reads); health and metadata stay open. */
+  enabled: boolean;
+  /** Keys by id, stored as `sha256:<hex>` of the key (made by `scoreline keys create`); SCORELINE_API_KEYS adds more. */
+  apiKeys: { id: string; hash: string; scopes: ApiKeyScope[] }[];
+  /** GET /metrics without a key (Prometheus scrapers rarely carry one); false: it needs monitoring:read. */
+  metricsPublic: boolean;
+}
+
+export interface TracingConfig {
+  /** OTLP/HTTP collector (`http://collector:4318`, or the full `.../v1/traces` URL); null: tracing off, nothing loaded. */
+  otlpEndpoint: string | null;
+  protocol: 'http/protobuf' | 'http/json';
+  /** Share of new traces sampled; a request that arrives with a traceparent follows its caller's decision. */
+  sampleRatio: number;
+  serviceName: string;
+  /** Extra headers on export requests (a collector's auth token). */
+  headers: Record<string, string>;
+  /** Longest a finished span waits before it is exported. */
+  exportIntervalMs: number;
 }
 
 export interface MonitoringConfig {
@@ -166,6 +197,10 @@ export function defaultConfig(): ServerConfig {
       minSamples: { ...DEFAULT_MIN_SAMPLES, auc: { ...DEFAULT_MIN_SAMPLES.auc }, accuracy: { ...DEFAULT_MIN_SAMPLES.accuracy } },
     },
     retraining: {},
+    auth: { enabled: false, apiKeys: [], metricsPublic: true },
+    tls: null,
+    tracing: { otlpEndpoint: null, protocol: 'http/protobuf', sampleRatio: 1, serviceName: 'scoreline', headers: {}, exportIntervalMs: 2000 },
+    accessLog: { enabled: true, sampleRate: 0.01 },
     features: {
       definitions: null,
       redis: null,
@@ -272,6 +307,50 @@ const configSchema = {
       properties: { maxRowsPerRequest: int(1, 100_000_000), maxConnections: { anyOf: [int(1, 10_000_000), { type: 'null' }] } },
     },
     retraining: { type: 'object', additionalProperties: { type: 'object' } },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        apiKeys: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['id', 'hash', 'scopes'],
+            properties: {
+              id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+              hash: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
+              scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['infer', 'feedback', 'events', 'monitoring:read'] } },
+            },
+          },
+        },
+        metricsPublic: { type: 'boolean' },
+      },
+    },
+    tls: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['cert', 'key'],
+      properties: { cert: { type: 'string', minLength: 1 }, key: { type: 'string', minLength: 1 } },
+    },
+    tracing: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        otlpEndpoint: { type: ['string', 'null'], pattern: '^https?://' },
+        protocol: { enum: ['http/protobuf', 'http/json'] },
+        sampleRatio: { type: 'number', minimum: 0, maximum: 1 },
+        serviceName: { type: 'string', minLength: 1, maxLength: 256 },
+        headers: { type: 'object', additionalProperties: { type: 'string' } },
+        exportIntervalMs: int(10, 600_000),
+      },
+    },
+    accessLog: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { enabled: { type: 'boolean' }, sampleRate: { type: 'number', minimum: 0, maximum: 1 } },
+    },
     monitoring: {
       type: 'object',
       additionalProperties: false,

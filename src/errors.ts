@@ -41,7 +41,10 @@ export type ErrorCode =
   | 'LABEL_INVALID'
   | 'EXTERNAL_DATA'
   | 'EXPLANATION_UNAVAILABLE'
-  | 'TOO_MANY_REJECTS';
+  | 'TOO_MANY_REJECTS'
+  | 'API_KEY_REQUIRED'
+  | 'API_KEY_INVALID'
+  | 'SCOPE_MISSING';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -89,6 +92,11 @@ const STATUS: Record<ErrorCode, number> = {
   EXPLANATION_UNAVAILABLE: 422,
   // A batch run whose input had more unusable rows than its caller accepts.
   TOO_MANY_REJECTS: 422,
+  // No credentials, or credentials that name no key: 401 (the client must authenticate); a valid key
+  // without the scope the route needs: 403 (authenticating again does not help).
+  API_KEY_REQUIRED: 401,
+  API_KEY_INVALID: 401,
+  SCOPE_MISSING: 403,
 };
 
 export class ScorelineError extends Error {
@@ -238,3 +246,10 @@ export const externalDataRefused = (source: string, count: number, described: st
 export const explanationUnavailable = (message: string) => new ScorelineError('EXPLANATION_UNAVAILABLE', message);
 /** A batch scoring run past its --max-rejects limit. */
 export const tooManyRejects = (message: string) => new ScorelineError('TOO_MANY_REJECTS', message);
+export const apiKeyRequired = () =>
+  new ScorelineError('API_KEY_REQUIRED', 'this endpoint needs an API key (Authorization: Bearer <key> or x-api-key: <key>)');
+/** Never names the key that was sent: error bodies and logs must not carry secrets. */
+export const apiKeyInvalid = (why = 'the API key is not valid') => new ScorelineError('API_KEY_INVALID', why);
+export const scopeMissing = (keyId: string, scope: string) =>
+  new ScorelineError('SCOPE_MISSING', `API key '${keyId}' does not have the '${scope}' scope this endpoint needs`);
+export const requestIdInvalid = (why: string) => new ScorelineError('BAD_REQUEST', `x-request-id ${why}`);

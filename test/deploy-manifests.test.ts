@@ -17,6 +17,8 @@ import YAML from 'yaml';
 import { serveConfig } from '../src/cli.js';
 import { resolveConfig } from '../src/config.js';
 import { parseFeatureDefinitions } from '../src/features/index.js';
+import { parseEnvKeys } from '../src/server/api-keys.js';
+import { accessOf } from '../src/server/gate.js';
 import { redisAvailable } from './e2e/redis.js';
 import { CLI, request, ROOT, startServer } from './e2e/server.js';
 
@@ -75,6 +77,7 @@ test('every manifest parses, with the expected kinds and apiVersions', () => {
     'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
     'scoreline-redis-secret.example.yaml: v1 Secret/scoreline-redis',
     'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
+    'scoreline-secret.example.yaml: v1 Secret/scoreline-api-keys',
     'scoreline-service.yaml: v1 Service/scoreline',
     'scoreline-servicemonitor.yaml: monitoring.coreos.com/v1 ServiceMonitor/scoreline',
   ].sort());
@@ -264,6 +267,25 @@ test('the admin token comes from a Secret whose example file is marked as an exa
   assert.ok(ref.key in secret.stringData);
   assert.match(secret.stringData[ref.key], /REPLACE-ME/);
   assert.match(readFileSync(join(DIR, secret.file), 'utf8'), /^# EXAMPLE ONLY/);
+});
+
+test('API keys are on, from a Secret whose example is marked as an example; probes and scrapes need none', () => {
+  const config = resolveConfig(YAML.parse(configText), 'scoreline-configmap.yaml');
+  assert.equal(config.auth.enabled, true);
+  assert.equal(config.auth.metricsPublic, true, 'the scrape annotations carry no credentials');
+  assert.deepEqual(config.auth.apiKeys, [], 'no key digests in the ConfigMap: they come from the Secret');
+  const env = container.env.find((e: Obj) => e.name === 'SCORELINE_API_KEYS');
+  assert.ok(env, 'SCORELINE_API_KEYS is set');
+  assert.equal(env.value, undefined, 'never inline');
+  const ref = env.valueFrom.secretKeyRef;
+  assert.notEqual(ref.optional, true, 'a missing Secret stops the pod instead of serving without keys');
+  const secret = find('Secret', ref.name);
+  assert.equal(secret.file, 'scoreline-secret.example.yaml');
+  assert.match(secret.stringData[ref.key], /REPLACE-ME/);
+  // The example's shape is one the server reads (the placeholder key is long enough to pass).
+  assert.deepEqual(parseEnvKeys(secret.stringData[ref.key]).map((k) => [k.id, [...k.scopes]]), [['REPLACE-ME-loan-origination', ['infer']]]);
+  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) assert.equal(accessOf('get', container[probe].httpGet.path), 'open', `${probe} needs no key`);
+  assert.equal(accessOf('get', pod.metadata.annotations['prometheus.io/path']), 'metrics');
 });
 
 test('Redis: a single node with an append-only file, reachable at the config\'s URL', () => {

@@ -1,5 +1,5 @@
-// `scoreline serve`: builds the server config from --config and flags, starts the server, and
-// shuts it down gracefully on SIGTERM / SIGINT.
+// `scoreline serve`: builds the server config from --config and flags, starts the server, shuts it
+// down gracefully on SIGTERM / SIGINT, and re-reads its TLS certificate on SIGHUP.
 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from '../config.js';
@@ -29,6 +29,13 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
   const fix = (v: unknown) => (typeof v === 'string' && !isAbsolute(v) ? join(dir, v) : v);
   if ('modelRepository' in c) c.modelRepository = fix(c.modelRepository);
   if ('dataDir' in c) c.dataDir = fix(c.dataDir);
+  const t = c.tls;
+  if (t !== null && typeof t === 'object' && !Array.isArray(t)) {
+    const tls = { ...(t as Record<string, unknown>) };
+    if ('cert' in tls) tls.cert = fix(tls.cert);
+    if ('key' in tls) tls.key = fix(tls.key);
+    c.tls = tls;
+  }
   const f = c.features;
   if (f !== null && typeof f === 'object' && !Array.isArray(f)) {
     const features = { ...(f as Record<string, unknown>) };
@@ -139,6 +146,10 @@ export const serve: Command = {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // The usual daemon reload signal: a renewed certificate is taken without a restart.
+      process.on('SIGHUP', () => {
+        if (!stopping) server.reloadTls();
+      });
     });
     return 0;
   },

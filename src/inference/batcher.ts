@@ -36,13 +36,15 @@ export interface PendingRequest {
   readonly requestId?: string;
   /** The deployment variant that routed it, for the prediction log. */
   readonly variant?: string;
+  /** The id of the API key that sent it, for the prediction log. */
+  readonly keyId?: string | undefined;
   /** Validation and reference scoring: not traffic, not monitored. */
   readonly internal?: boolean;
   /** A chunk of a larger request: its first row's index in that request, and the request's rows. */
   readonly rowOffset?: number;
   readonly totalRows?: number;
-  /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request. */
-  resolve(result: RunResult, rowStart: number): void;
+  /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request; `batch` is the one that ran them (tracing). */
+  resolve(result: RunResult, rowStart: number, batch?: Batch): void;
   reject(err: ScorelineError): void;
 }
 
@@ -62,11 +64,16 @@ export interface BatchInput {
   readonly inner: readonly number[];
 }
 
+let dispatches = 0;
+
 export class Batch {
   rows = 0;
   readonly requests: PendingRequest[] = [];
   readonly rowStarts: number[] = [];
   attempts = 0;
+  /** When it was handed to a worker (performance.now()), and a process-wide sequence number of that dispatch. */
+  dispatchedAt = 0;
+  seq = 0;
   constructor(
     /** One per input: a typed array, or an array of strings for a BYTES input. */
     readonly buffers: TensorData[],
@@ -130,6 +137,7 @@ class ChunkRequest implements PendingRequest {
   readonly deadline: number;
   readonly requestId: string | undefined;
   readonly variant: string | undefined;
+  readonly keyId: string | undefined;
   readonly internal: boolean | undefined;
   readonly totalRows: number;
 
@@ -143,6 +151,7 @@ class ChunkRequest implements PendingRequest {
     this.deadline = whole.deadline;
     this.requestId = whole.requestId;
     this.variant = whole.variant;
+    this.keyId = whole.keyId;
     this.internal = whole.internal;
     this.totalRows = whole.rows;
   }
@@ -303,7 +312,9 @@ export class DynamicBatcher {
     if (live.length === 0) return this.recycle(batch);
     batch.attempts++;
     this.inflight.add(batch);
-    this.observer.onDispatch(batch, performance.now());
+    batch.dispatchedAt = performance.now();
+    batch.seq = ++dispatches;
+    this.observer.onDispatch(batch, batch.dispatchedAt);
     let result: RunResult;
     try {
       result = await executor.run(this.spec, this.payload(batch, 0, batch.rows));
@@ -338,7 +349,7 @@ export class DynamicBatcher {
         const r = reqs[i]!;
         if (r.settled) continue;
         r.settled = true;
-        r.resolve(result, batch.rowStarts[i]!);
+        r.resolve(result, batch.rowStarts[i]!, batch);
       }
     }
     this.recycle(batch);

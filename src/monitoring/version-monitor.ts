@@ -120,11 +120,13 @@ export class VersionMonitor implements BatchObserver {
 
   private readonly logStreams = new Map<string, LogStream>();
 
-  private logStream(log: PredictionLog, variant: string): LogStream {
-    let s = this.logStreams.get(variant);
+  /** The log buffer of a variant and API key id (keyed by both: each segment carries one of each). */
+  private logStream(log: PredictionLog, variant: string, keyId: string | undefined): LogStream {
+    const k = keyId === undefined ? variant : `${variant}\u0000${keyId}`;
+    let s = this.logStreams.get(k);
     if (s === undefined) {
-      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification');
-      this.logStreams.set(variant, s);
+      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification', keyId ?? null);
+      this.logStreams.set(k, s);
     }
     return s;
   }
@@ -198,7 +200,7 @@ export class VersionMonitor implements BatchObserver {
       const r = reqs[k]!;
       if (r.internal) continue;
       const start = batch.rowStarts[k]!;
-      const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default') : null;
+      const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default', r.keyId) : null;
       // Rows of a multi-row request are logged as id/row (a chunk of a split request knows its offset).
       const total = r.totalRows ?? r.rows;
       const offset = r.rowOffset ?? 0;

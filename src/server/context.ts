@@ -7,7 +7,10 @@ import type { FeatureService } from '../features/index.js';
 import type { ModelRegistry } from '../registry/store.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
+import type { ApiKeys } from './api-keys.js';
 import type { PostContext } from './http.js';
+import type { TlsFiles } from './tls.js';
+import type { Tracing } from './tracing.js';
 
 export interface ServerContext {
   readonly config: ServerConfig;
@@ -23,6 +26,11 @@ export interface ServerContext {
   readonly http: PostContext;
   /** Set on shutdown: new requests get 503 and their connection is closed. */
   draining: boolean;
+  /** API keys when auth.enabled (null: the data plane is open). Other transports (gRPC) check theirs with `keys.check`. */
+  keys: ApiKeys | null;
+  /** The TLS certificate and key (null: plain text); gRPC's credentials come from it (tls-grpc.ts). */
+  tls: TlsFiles | null;
+  tracing: Tracing | null;
 }
 
 const monitors = new WeakMap<LoadedModel, VersionMonitor>();

@@ -17,6 +17,8 @@ import type { ServerContext } from './context.js';
 import { errorResponse } from './http.js';
 import { checkHostOrder, GRPC_INFER, type ModelInferRequest, type ModelInferResponse } from './grpc-infer.js';
 import { infer, type Reply } from './inference.js';
+import type { RequestOrigin } from './exchange.js';
+import { grpcCredentials } from './tls-grpc.js';
 
 const { status: Status } = grpc;
 
@@ -58,7 +60,11 @@ export function grpcError(err: ScorelineError): Partial<grpc.StatusObject> {
 
 /** A gRPC unary call as the inference step's reply. */
 class GrpcReply implements Reply<ModelInferResponse> {
-  constructor(private readonly callback: grpc.sendUnaryData<ModelInferResponse>) {}
+  constructor(
+    private readonly callback: grpc.sendUnaryData<ModelInferResponse>,
+    /** The API key that sent it (its id goes into the prediction log). */
+    readonly origin?: RequestOrigin,
+  ) {}
   ok(body: ModelInferResponse): void {
     this.callback(null, body);
   }
@@ -111,7 +117,18 @@ function implementation(ctx: ServerContext): grpc.UntypedServiceImplementation {
   const modelInfer: Unary<ModelInferRequest, ModelInferResponse> = (call, callback) => {
     const t0 = performance.now();
     const req = call.request;
-    const reply = new GrpcReply(callback);
+    let keyId: string | undefined;
+    if (ctx.keys !== null) {
+      // The same keys and scope as HTTP inference: `authorization: Bearer <key>` or `x-api-key` metadata.
+      const meta = (k: string) => String(call.metadata.get(k)[0] ?? '');
+      try {
+        keyId = ctx.keys.check(meta('authorization'), meta('x-api-key'), 'infer').id;
+      } catch (e) {
+        ctx.monitor.unrouted('grpc', new GrpcReply(callback).fail(errorResponse(e, ctx.log)));
+        return;
+      }
+    }
+    const reply = new GrpcReply(callback, keyId === undefined ? undefined : { keyId });
     const name = req.model_name ?? '';
     if (ctx.draining || name === '') {
       ctx.monitor.unrouted('grpc', reply.fail(name === '' ? badRequest('"model_name" is required') : shuttingDown()));
@@ -172,7 +189,7 @@ export async function startGrpc(ctx: ServerContext, host: string, port: number):
   server.addService(loadService(), implementation(ctx));
   const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
   const bound = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(address, ctx.tls !== null ? grpcCredentials(ctx.tls) : grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(new Error(`cannot listen for gRPC on ${address}: port ${port} is in use (or not permitted): ${err.message}`)) : resolve(p),
     ),
   );

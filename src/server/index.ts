@@ -2,7 +2,11 @@
 // health, metrics and monitoring, and OIP over gRPC on a port of its own (grpc.port). start() loads
 // the model repository onto the inference engine and listens; close() is the graceful shutdown:
 // refuse new work, finish what is in flight within the configured time, close connections and the
-// worker pool.
+// worker pool. Every route is registered through the gate (request ids, API keys, tracing, access
+// log). With TLS, reloadTls() builds a new SSL app with the same routes from the re-read certificate
+// and moves the port to it; connections already open stay with the previous app (uWS.js v20.30
+// cannot change a listening app's certificate, and its SNI contexts need routes of their own and
+// never serve clients that send no server name).
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
@@ -27,10 +31,18 @@ import type { RepositoryModel } from '../registry/repository.js';
 import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/config.js';
 import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
-import { registerStream, type StreamHandle } from './stream.js';
+import { registerStream } from './stream.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { startGrpc, type GrpcServer } from './grpc.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
+import pkg from '../version.js';
+import { AccessLog } from './access-log.js';
+import { ApiKeys } from './api-keys.js';
+import { Gate, registerGateMetrics } from './gate.js';
+import { registerObserveMetrics } from './observe.js';
+import { Streams } from './stream.js';
+import { TlsFiles } from './tls.js';
+import { startTracing } from './tracing.js';
 
 export interface RunningServer {
   readonly port: number;
@@ -39,9 +51,17 @@ export interface RunningServer {
   readonly host: string;
   readonly engine: InferenceEngine;
   readonly monitor: Monitor;
+  /** Whether the port serves TLS. */
+  readonly tls: boolean;
+  /**
+   * Re-reads the TLS certificate and key (SIGHUP) and serves new connections with them; open ones
+   * keep theirs. False (logged) when TLS is off or the new files are refused: the current pair stays.
+   */
+  reloadTls(): boolean;
   /** Graceful shutdown; resolves true when every in-flight request was answered in time. */
   close(): Promise<boolean>;
 }
+
 
 export interface StartOptions {
   config: ServerConfig;
@@ -50,6 +70,12 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
+  // Credentials and certificates first: a mistake there stops the start before anything loads.
+  const keys = ApiKeys.forServer(config, process.env.SCORELINE_API_KEYS, log);
+  const tls = config.tls === null ? null : new TlsFiles(config.tls.cert, config.tls.key);
+  if (tls !== null) log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
+  const tracing = await startTracing(config.tracing, log, pkg.version);
+  const access = config.accessLog.enabled && config.accessLog.sampleRate > 0 ? new AccessLog(log, config.accessLog.sampleRate) : null;
   const dir = prepareDataDir(config.dataDir);
   if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
   if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
@@ -70,6 +96,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let repoModels: readonly RepositoryModel[] = [];
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
+    await tracing?.shutdown();
     deployer.close();
     await features?.close();
     await engine.close();
@@ -101,7 +128,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   try {
     features = await createFeatureService(config.features, monitor.featureObserver(), log);
-    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false };
+    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false, keys, tls, tracing };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
       for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
@@ -162,13 +189,41 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
 
-  const app: TemplatedApp = uws.App();
-  registerOip(app, ctx);
-  registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
-  const streams: StreamHandle = registerStream(app, ctx);
-  registerObserve(app, ctx, streams, alerting.alertsOf);
-  registerDashboard(app);
+  const streams = new Streams();
+  const feedbackCounts = registerObserveMetrics(ctx, streams);
+  registerGateMetrics(ctx, keys, tracing, access, tls);
+  const gate = new Gate({ keys, metricsPublic: config.auth.metricsPublic, tracing, access, log });
+  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
+  /** A new uWS app (SSL with the current certificate when TLS is on) with every route registered. */
+  const buildApp = (): TemplatedApp => {
+    const raw = tls === null ? uws.App() : tls.withFiles((files) => uws.SSLApp(files));
+    const app = gate.wrap(raw);
+    registerOip(app, ctx);
+    registerScore(app, ctx, features);
+    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+    registerStream(app, ctx, streams, keys);
+    registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
+    registerDashboard(app);
+    registerPreflight(app, ctx.http, patterns);
+    for (const pattern of patterns) {
+      app.any(pattern, (res, req) => {
+        sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+      });
+    }
+    app.any('/*', (res, req) => {
+      sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
+    });
+    return raw;
+  };
+  let app: TemplatedApp;
+  try {
+    app = buildApp();
+  } catch (e) {
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
   const evaluator = setInterval(
     () =>
       void monitor
@@ -178,21 +233,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
-  registerPreflight(app, ctx.http, patterns);
-  for (const pattern of patterns) {
-    app.any(pattern, (res, req) => {
-      sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
-    });
-  }
-  app.any('/*', (res, req) => {
-    sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
-  });
 
   const { host, port } = config.server;
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await listenExclusive(app, host, port);
+    listenSocket = await listenExclusive(uws, app, host, port);
   } catch (e) {
     clearInterval(evaluator);
     await retrainer.close();
@@ -221,9 +266,33 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
   monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
   log.info(
-    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, models: engine.list().map((m) => `${m.name}:${m.version}`) },
-    `scoreline listening on http://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
+    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, tls: tls !== null, models: engine.list().map((m) => `${m.name}:${m.version}`) },
+    `scoreline listening on ${tls === null ? 'http' : 'https'}://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
   );
+
+  const reloadTls = (): boolean => {
+    if (tls === null) {
+      log.info('TLS reload asked (SIGHUP), but the server has no tls section: nothing to reload');
+      return false;
+    }
+    const before = tls.pair;
+    let next: TemplatedApp;
+    try {
+      tls.reload();
+      next = buildApp();
+    } catch (e) {
+      log.error({ err: (e as Error).message, certFile: tls.certFile, keyFile: tls.keyFile, serving: before.fingerprint256 }, 'TLS reload refused: the current certificate stays in use');
+      return false;
+    }
+    if (!guard.swap(next)) {
+      log.error({ port: boundPort }, 'TLS reload: the new certificate could not take over the port; the previous one keeps serving');
+      return false;
+    }
+    app = next;
+    const p = tls.pair;
+    log.info({ subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 }, 'TLS certificate reloaded: new connections use it, open ones keep theirs');
+    return true;
+  };
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
@@ -246,12 +315,20 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       await features?.close();
       await monitor.close();
       registry.close();
+      access?.close();
+      if (tracing !== null) {
+        // A collector that hangs must not hold the exit past the orchestrator's grace period.
+        const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), TRACING_SHUTDOWN_MS).unref());
+        const done = await Promise.race([tracing.shutdown().then(() => 'ok' as const, (e: Error) => e.message), timer]);
+        if (done !== 'ok') log.warn({ reason: done }, 'tracing: spans still buffered at shutdown were not all exported');
+      }
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
 
-  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, close };
+  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, tls: tls !== null, reloadTls, close };
 }
+
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
   const cache = features.cache;
@@ -347,3 +424,4 @@ function registerRegistryMetrics(ctx: ServerContext): void {
 }
 
 const NONE: ReadonlySet<number> = new Set();
+const TRACING_SHUTDOWN_MS = 3000;

@@ -11,19 +11,22 @@
 import { errorResponse } from './http.js';
 import { internal, isScorelineError, type ScorelineError } from '../errors.js';
 import type { Target } from '../deploy/index.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { Batch, LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { Route, VersionMonitor } from '../monitoring/index.js';
 import { monitorOf, ShadowPair, targetOf, type ServerContext } from './context.js';
 import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
 import { nextRequestId } from './request-id.js';
 import { sendShadow } from './shadow.js';
+import type { Exchange, RequestOrigin } from './exchange.js';
 
 /**
  * How a transport answers one request. Each is called at most once per request. `Out` is what the
  * protocol's encoder makes (JSON text, a protobuf message object).
  */
 export interface Reply<Out = string> {
+  /** What the transport learned before the request was parsed: x-request-id, API key, exchange. */
+  readonly origin?: RequestOrigin | undefined;
   ok(body: Out): void;
   /** Sends the error; returns the HTTP-equivalent status it was answered with. */
   fail(err: ScorelineError): number;
@@ -72,17 +75,23 @@ export interface Call<In, Out = string> {
   readonly reply: Reply<Out>;
   /** Arrival time (performance.now()). */
   readonly t0: number;
-  /** The request id the transport was given (e.g. a header), used when the body names none. */
+  /** The request id the transport was given (e.g. a frame id), used when the body names none. */
   readonly requestId?: string | undefined;
   /** The client's own deadline from arrival (a gRPC deadline), in ms; the request's is the shorter of it and server.requestTimeoutMs. */
   readonly timeoutMs?: number | undefined;
 }
+
+/** Times of a traced request (performance.now()): prepare (feature lookup) started, rows committed to a batch. */
+type Traced = { prepareStart: number | null; committedAt: number };
 
 class Inference<In, Out> implements PendingRequest, Answering<In> {
   settled = false;
   readonly rows: number;
   readonly enqueuedAt: number;
   readonly deadline: number;
+  /** The API key that sent it, logged with its predictions. */
+  readonly keyId: string | undefined;
+  private readonly traced: Traced | null;
 
   constructor(
     private readonly call: Call<In, Out>,
@@ -93,19 +102,28 @@ class Inference<In, Out> implements PendingRequest, Answering<In> {
     readonly requestId: string,
     private readonly pair: ShadowPair | null,
     timeoutMs: number,
+    prepareStart: number | null,
   ) {
     this.rows = decoded.rows;
     this.enqueuedAt = call.t0;
     this.deadline = call.t0 + timeoutMs;
+    const origin = call.reply.origin;
+    this.keyId = origin?.keyId;
+    this.traced = origin?.exchange?.recording ? { prepareStart, committedAt: performance.now() } : null;
   }
 
   get variant(): string {
     return this.target.variant;
   }
 
-  resolve(result: RunResult, rowStart: number): void {
+  resolve(result: RunResult, rowStart: number, batch?: Batch): void {
     const m = this.target.model;
     const call = this.call;
+    const ex = call.reply.origin?.exchange;
+    if (ex !== undefined) {
+      ex.served(m.name, m.version, this.target.variant, this.requestId);
+      if (this.traced !== null) this.parts(ex, result, batch);
+    }
     const body = call.protocol.encode(m, result, rowStart, this);
     if (body instanceof Promise) {
       this.later(body, result, rowStart);
@@ -120,6 +138,30 @@ class Inference<In, Out> implements PendingRequest, Answering<In> {
       this.target.stats?.record(200, ms, score, result);
       this.pair?.primary(score);
     }
+  }
+
+  /**
+   * Child spans of the request: feature lookup, queue wait (commit to dispatch) and inference (the
+   * batch's run, with the batch's size and sequence number as attributes, so requests that shared a
+   * batch can be found; a batch span linked to each request would sit in a trace of its own).
+   */
+  private parts(ex: Exchange, result: RunResult, batch: Batch | undefined): void {
+    const t = this.traced!;
+    const now = performance.now();
+    // Prepare is the feature lookup of entity scoring; it ends where the rows are written.
+    if (t.prepareStart !== null) ex.part('feature lookup', t.prepareStart, t.committedAt);
+    if (batch === undefined || batch.dispatchedAt < t.committedAt) {
+      // A request split over several batches (or run alone after a batch failed): one span for all of it.
+      ex.part('inference', t.committedAt, now, { 'scoreline.compute_ms': result.computeMs });
+      return;
+    }
+    ex.part('queue', t.committedAt, batch.dispatchedAt);
+    ex.part('inference', batch.dispatchedAt, now, {
+      'scoreline.batch.seq': batch.seq,
+      'scoreline.batch.rows': batch.rows,
+      'scoreline.batch.requests': batch.requests.length,
+      'scoreline.compute_ms': result.computeMs,
+    });
   }
 
   /**
@@ -147,6 +189,8 @@ class Inference<In, Out> implements PendingRequest, Answering<In> {
   }
 
   reject(err: ScorelineError): void {
+    const ex = this.call.reply.origin?.exchange;
+    if (ex !== undefined) ex.served(this.target.model.name, this.target.model.version, this.target.variant, this.requestId);
     const status = this.call.reply.fail(err);
     const ms = performance.now() - this.call.t0;
     this.mon.request(this.call.protocol.route, status, ms, this.target.variant);
@@ -164,6 +208,7 @@ export function infer<In, Out>(ctx: ServerContext, call: Call<In, Out>): void {
     return;
   }
   const prepare = call.protocol.prepare;
+  const start = performance.now();
   if (prepare === undefined) {
     enqueue(ctx, call, target, call.input);
     return;
@@ -177,24 +222,25 @@ export function infer<In, Out>(ctx: ServerContext, call: Call<In, Out>): void {
   }
   if (prepared instanceof Promise) {
     prepared.then(
-      (input) => enqueue(ctx, call, target, input),
+      (input) => enqueue(ctx, call, target, input, start),
       (e) => failed(ctx, call, target, e),
     );
   } else {
-    enqueue(ctx, call, target, prepared);
+    enqueue(ctx, call, target, prepared, start);
   }
 }
 
 /** Decode and commit in one synchronous step: nothing else may touch the open batch in between. */
-function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, input: In): void {
+function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, input: In, prepareStart: number | null = null): void {
   try {
     const model = target.model;
     const decoded = call.protocol.decode(model, input);
     const pair = target.shadow !== null ? new ShadowPair(target.shadow.agreement) : null;
-    const requestId = decoded.id ?? call.requestId ?? nextRequestId();
+    // The body's id, else the transport's (a frame id, an x-request-id header), else a new one.
+    const requestId = decoded.id ?? call.requestId ?? call.reply.origin?.requestId ?? nextRequestId();
     const limit = ctx.config.server.requestTimeoutMs;
     const timeout = call.timeoutMs !== undefined && call.timeoutMs < limit ? call.timeoutMs : limit;
-    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, timeout);
+    const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, timeout, prepareStart);
     model.batcher.commit(decoded.batch, p);
     if (pair !== null) sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
   } catch (e) {
@@ -203,6 +249,8 @@ function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Targe
 }
 
 function failed<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, e: unknown): void {
+  const ex = call.reply.origin?.exchange;
+  if (ex !== undefined) ex.served(target.model.name, target.model.version, target.variant, call.requestId ?? call.reply.origin?.requestId ?? null);
   const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
   const status = call.reply.fail(err);
   const ms = performance.now() - call.t0;

@@ -42,7 +42,15 @@ export function parseFeedback(body: unknown): { requestId: string; label: number
   });
 }
 
-export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: StreamHandle, alertsOf: AlertsOf): void {
+/** Labels received at /v1/feedback, by outcome. */
+export interface FeedbackCounts {
+  joined: number;
+  unknown: number;
+  rejected: number;
+}
+
+/** The observability gauges and counters, registered once per server (routes may be registered on several apps). */
+export function registerObserveMetrics(ctx: ServerContext, streams: StreamHandle): FeedbackCounts {
   const { engine, monitor } = ctx;
   monitor.gauge('scoreline_model_ready', 'Whether a model version is loaded, warmed up and serving (1) or not (0).', ['model', 'version'], (set) => {
     for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
@@ -55,12 +63,17 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.inFlight);
   });
-  const feedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
+  const feedbackCounts: FeedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
   monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback: joined to a logged prediction, unknown id, or rejected (a label the model cannot have).', 'counter', () => [
     { labels: { result: 'joined' }, value: feedbackCounts.joined },
     { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
     { labels: { result: 'rejected' }, value: feedbackCounts.rejected },
   ]);
+  return feedbackCounts;
+}
+
+export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf: AlertsOf, feedbackCounts: FeedbackCounts): void {
+  const { engine, monitor } = ctx;
 
   app.get('/metrics', (res: Res) => {
     res.onAborted(() => {

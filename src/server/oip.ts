@@ -63,6 +63,10 @@ export class HttpReply implements Reply {
     private readonly res: Res,
     private readonly ctx: ServerContext,
   ) {}
+  /** The gate's findings (x-request-id, API key, exchange) live on the response object. */
+  get origin(): Res {
+    return this.res;
+  }
   ok(body: string): void {
     sendJson(this.res, 200, body);
   }
