@@ -422,9 +422,12 @@ test('run as configured: Redis with the manifest\'s args and password, scoreline
     assert.equal(check.status, 0, check.stderr);
     const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(m.status, 0, m.stderr);
-    const server = await startServer(['--config', config, '--model-repo', join(ROOT, 'examples', 'models'), '--data-dir', join(dir, 'data')]);
+    // The Deployment turns API keys on from the scoreline-api-keys Secret: give this run one, as that Secret would.
+    const server = await startServer(['--config', config, '--model-repo', join(ROOT, 'examples', 'models'), '--data-dir', join(dir, 'data')], {
+      SCORELINE_API_KEYS: 'manifest-test:manifest-test-key-0123456789abcdef:infer+events+feedback+monitoring:read',
+    });
     try {
-      const r = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+      const r = await request(`${server.url}/v1/score/credit-default`, { headers: { 'x-api-key': 'manifest-test-key-0123456789abcdef' }, json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
       assert.equal(r.status, 200, r.text);
       assert.equal(r.body.features['income@1'].status, 'present', 'the customer\'s features come from Redis');
       const metrics = await request(`${server.url}/metrics`);
