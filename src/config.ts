@@ -67,6 +67,21 @@ export interface ServerConfig {
   monitoring: MonitoringConfig;
   /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
+  store: StoreConfig;
+}
+
+/** Where registry, deployments, jobs and alerts are kept: SQLite under the data dir, or a PostgreSQL every replica shares. */
+export interface StoreConfig {
+  /** postgres:// URL (SCORELINE_STORE_URL when null); null and no variable: SQLite under the data dir. */
+  url: string | null;
+  /** host:port other replicas and operators reach this one at (default: this host's name and the bound port). */
+  address: string | null;
+  /** How often a replica reports itself and the leader renews its lease. */
+  heartbeatSeconds: number;
+  /** How long the leader lease lasts without a renewal: a dead leader is replaced within about this. */
+  leaseSeconds: number;
+  /** How often every replica reads the stored deployments and references again, besides being notified. */
+  resyncSeconds: number;
 }
 
 export interface MonitoringConfig {
@@ -158,6 +173,7 @@ export function defaultConfig(): ServerConfig {
       minSamples: { ...DEFAULT_MIN_SAMPLES, auc: { ...DEFAULT_MIN_SAMPLES.auc }, accuracy: { ...DEFAULT_MIN_SAMPLES.accuracy } },
     },
     retraining: {},
+    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 10, resyncSeconds: 5 },
     features: {
       definitions: null,
       redis: null,
@@ -259,6 +275,17 @@ const configSchema = {
       properties: { maxRowsPerRequest: int(1, 100_000_000), maxConnections: { anyOf: [int(1, 10_000_000), { type: 'null' }] } },
     },
     retraining: { type: 'object', additionalProperties: { type: 'object' } },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: ['string', 'null'], pattern: '^postgres(ql)?://' },
+        address: { type: ['string', 'null'], minLength: 1 },
+        heartbeatSeconds: { type: 'number', minimum: 0.1, maximum: 60 },
+        leaseSeconds: { type: 'number', minimum: 1, maximum: 600 },
+        resyncSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
+      },
+    },
     monitoring: {
       type: 'object',
       additionalProperties: false,
@@ -439,7 +466,13 @@ function merge<T>(base: T, over: unknown): T {
 export function resolveConfig(partial: unknown, source = 'config'): ServerConfig {
   const value = partial ?? {};
   if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors)}`);
-  return merge(defaultConfig(), value);
+  const config = merge(defaultConfig(), value);
+  const { heartbeatSeconds, leaseSeconds } = config.store;
+  // The leader renews at every heartbeat: a lease shorter than two of them lapses between renewals.
+  if (leaseSeconds < 2 * heartbeatSeconds) {
+    throw configInvalid(`${source} is invalid: store.leaseSeconds (${leaseSeconds}) must be at least twice store.heartbeatSeconds (${heartbeatSeconds})`);
+  }
+  return config;
 }
 
 export function loadConfigFile(path: string): unknown {

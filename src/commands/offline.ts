@@ -1,22 +1,32 @@
-// Commands that work on the registry in the data dir without a server: `score-batch` (score a file
-// across the worker pool) and `bundle` (write a deployable container folder).
+// Commands that work on the registry without a server: `score-batch` (score a file across the
+// worker pool) and `bundle` (write a deployable container folder). The registry is the store's:
+// SQLite in --data-dir, or the PostgreSQL of --store-url / SCORELINE_STORE_URL (then --data-dir
+// only caches artifacts).
 
 import { loadConfigFile } from '../config.js';
 import { scoreBatch } from '../batch/index.js';
 import { writeBundle } from '../deploy/index.js';
-import { ModelRegistry } from '../registry/store.js';
+import { openStore, storeUrl, type Store } from '../store/index.js';
 import { scanRepository } from '../registry/repository.js';
 import { intFlag, parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 import { progressBar } from './progress.js';
 
-function openRegistry(values: Flags): ModelRegistry {
-  const registry = ModelRegistry.open(stringFlag(values['data-dir']) ?? 'data');
-  const repo = stringFlag(values['model-repo']);
-  if (repo !== undefined) {
-    const r = registry.importRepository(scanRepository(repo));
-    for (const s of r.skipped) console.error(`skipped ${s.model}/${s.version}: ${s.reason}`);
+const quiet = { warn: () => undefined, info: () => undefined };
+
+/** The store the flags name; a PostgreSQL that cannot be reached fails at once (a command does not wait like a server). */
+async function openCommandStore(values: Flags): Promise<Store> {
+  const store = await openStore({ url: storeUrl(stringFlag(values['store-url'])), dataDir: stringFlag(values['data-dir']) ?? 'data', log: quiet, waitForServer: false });
+  try {
+    const repo = stringFlag(values['model-repo']);
+    if (repo !== undefined) {
+      const r = await store.registry.importRepository(scanRepository(repo));
+      for (const s of r.skipped) console.error(`skipped ${s.model}/${s.version}: ${s.reason}`);
+    }
+    return store;
+  } catch (e) {
+    await store.close();
+    throw e;
   }
-  return registry;
 }
 
 const SCORE_USAGE = `Usage: scoreline score-batch --model NAME[@VERSION|@ALIAS] --input FILE --output FILE [options]
@@ -32,7 +42,8 @@ Options:
   --id COLS           comma-separated columns copied to the output (e.g. customer_id)
   --batch-rows N      rows per batch (default 4096)
   --workers N         worker threads (default: cores - 1)
-  --data-dir DIR      registry location (default ./data)
+  --data-dir DIR      registry location (default ./data; with a store URL, the artifact cache)
+  --store-url URL     the shared PostgreSQL store (default: SCORELINE_STORE_URL, else the data dir's SQLite)
   --model-repo DIR    import this model repository first, as serve does
   --quiet             no progress bar
   -h, --help          show this help`;
@@ -50,6 +61,7 @@ export const scoreBatchCommand: Command = {
       'batch-rows': { type: 'string' },
       workers: { type: 'string' },
       'data-dir': { type: 'string' },
+      'store-url': { type: 'string' },
       'model-repo': { type: 'string' },
       quiet: { type: 'boolean' },
     });
@@ -62,11 +74,11 @@ export const scoreBatchCommand: Command = {
     const input = stringFlag(values.input);
     const output = stringFlag(values.output);
     if (!model || !input || !output) throw new UsageError('--model, --input and --output are required');
-    const registry = openRegistry(values);
+    const store = await openCommandStore(values);
     try {
       const bar = progressBar('score-batch', { quiet: values.quiet === true });
       const s = await scoreBatch({
-        registry,
+        registry: store.registry,
         model,
         input,
         output,
@@ -84,7 +96,7 @@ export const scoreBatchCommand: Command = {
       );
       return 0;
     } finally {
-      registry.close();
+      await store.close();
     }
   },
 };
@@ -100,7 +112,8 @@ Options:
   --version REF       a version or alias to include (repeatable; default: what its deployment routes to)
   --base-image IMAGE  default scoreline:<version>
   --config FILE       server settings (YAML/JSON) written into the bundle's config.yaml
-  --data-dir DIR      registry location (default ./data)
+  --data-dir DIR      registry location (default ./data; with a store URL, the artifact cache)
+  --store-url URL     the shared PostgreSQL store (default: SCORELINE_STORE_URL, else the data dir's SQLite)
   --force             replace a previous bundle in DIR
   -h, --help          show this help`;
 
@@ -115,6 +128,7 @@ export const bundleCommand: Command = {
       'base-image': { type: 'string' },
       config: { type: 'string' },
       'data-dir': { type: 'string' },
+      'store-url': { type: 'string' },
       force: { type: 'boolean' },
     });
     if (values.help) {
@@ -126,11 +140,11 @@ export const bundleCommand: Command = {
     const out = stringFlag(values.out);
     if (!model || !out) throw new UsageError('--model and --out are required');
     const versions = (values.version as unknown as string[] | undefined) ?? undefined;
-    const registry = ModelRegistry.open(stringFlag(values['data-dir']) ?? 'data');
+    const store = await openCommandStore(values);
     try {
       const config = stringFlag(values.config);
-      const r = writeBundle({
-        registry,
+      const r = await writeBundle({
+        registry: store.registry,
         model,
         out,
         force: values.force === true,
@@ -143,7 +157,7 @@ export const bundleCommand: Command = {
       console.log(`build it: docker build -t ${model}-bundle ${r.dir}`);
       return 0;
     } finally {
-      registry.close();
+      await store.close();
     }
   },
 };

@@ -11,7 +11,7 @@ import type { Store } from './types.js';
 
 export type * from './types.js';
 export * from './records.js';
-export { SqliteStore } from './sqlite/index.js';
+export { SqliteRegistry, SqliteStore } from './sqlite/index.js';
 export { PostgresStore } from './postgres/index.js';
 
 export interface OpenStoreOptions {
