@@ -173,7 +173,7 @@ export function defaultConfig(): ServerConfig {
       minSamples: { ...DEFAULT_MIN_SAMPLES, auc: { ...DEFAULT_MIN_SAMPLES.auc }, accuracy: { ...DEFAULT_MIN_SAMPLES.accuracy } },
     },
     retraining: {},
-    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 10, resyncSeconds: 5 },
+    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 },
     features: {
       definitions: null,
       redis: null,

@@ -133,14 +133,16 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       // The client's word for where the file came from: recorded, never opened (it names a path on the
       // client's machine at best, and any path on this one at worst).
       const declaredSource = p.headers[1]!;
+      // A copy now: the body's memory is the server's only until this handler returns.
+      const bytes = new Uint8Array(buf);
       (async () => {
-        if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
+        if (bytes.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
         // A new version inherits the model's settings (features, bindings, batching) from its latest,
         // and the reference rows stored with it, which that model.yaml's `reference` names.
         const latest = (await registry.listModels(name))[0]?.latestVersion ?? undefined;
         const config = latest === undefined ? {} : (await registry.getVersion(name, latest)).config;
         const referenceData = latest === undefined ? null : await registry.referenceData(name, latest);
-        const r = await registry.register(name, new Uint8Array(buf), {
+        const r = await registry.register(name, bytes, {
           config,
           ...(declaredSource !== '' ? { declaredSource } : {}),
           ...(referenceData !== null ? { referenceData } : {}),
