@@ -22,8 +22,8 @@ export interface TestCluster {
   configPath: string;
   /** The admin token: TOKEN, or with SCORELINE_ADMIN_TOKEN set empty the one the replicas share through the store. */
   token: string;
-  /** Starts replica i (again, with its data dir) and waits until it listens. */
-  start(i: number, env?: Record<string, string>): Promise<Replica>;
+  /** Starts replica i (again, with its data dir) and waits until it listens; `onLine` sees its log while it starts. */
+  start(i: number, env?: Record<string, string>, onLine?: (line: string) => void): Promise<Replica>;
   admin<T = any>(i: number, method: string, path: string, init?: { json?: unknown; body?: Uint8Array | string; type?: string }): Promise<JsonResponse<T>>;
   url(i: number): string;
   close(): Promise<void>;
@@ -41,7 +41,7 @@ export async function startCluster(n: number, config: Record<string, unknown>, e
     replicas,
     configPath,
     token: TOKEN,
-    async start(i, extra = {}) {
+    async start(i, extra = {}, onLine) {
       dataDirs[i] ??= await tempDir(`scoreline-replica${i + 1}-`);
       const server = await startServer(['--config', configPath, '--data-dir', dataDirs[i]!], {
         SCORELINE_STORE_URL: pg.url,
@@ -49,7 +49,7 @@ export async function startCluster(n: number, config: Record<string, unknown>, e
         SCORELINE_REPLICA_ID: `replica-${i + 1}-${Date.now().toString(36)}`,
         ...env,
         ...extra,
-      });
+      }, onLine);
       replicas[i] = { server, dataDir: dataDirs[i]! };
       return replicas[i]!;
     },

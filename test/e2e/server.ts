@@ -26,7 +26,8 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
-export async function startServer(args: string[], env: Record<string, string> = {}): Promise<TestServer> {
+/** `onLine` sees every log line as it comes, also while the server is still starting. */
+export async function startServer(args: string[], env: Record<string, string> = {}, onLine?: (line: string) => void): Promise<TestServer> {
   // Every server gets its own data dir (registry, artifacts, admin token) unless the test names one.
   const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
   const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...dataDir, ...args], {
@@ -36,11 +37,19 @@ export async function startServer(args: string[], env: Record<string, string> = 
   });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  createInterface({ input: proc.stderr! }).on('line', (l) => logs.push(l));
+  createInterface({ input: proc.stderr! }).on('line', (l) => {
+    logs.push(l);
+    onLine?.(l);
+  });
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in time:\n${logs.join('\n')}`)), 30_000);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed test.
+      proc.kill('SIGKILL');
+      reject(new Error(`server did not start in time:\n${logs.join('\n')}`));
+    }, 30_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       logs.push(line);
+      onLine?.(line);
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number };
         if (rec.msg?.startsWith('scoreline listening') && rec.port) {

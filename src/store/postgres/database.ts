@@ -84,7 +84,10 @@ export class Database {
 
   /** The error a caller sees: unreachable -> STORE_UNAVAILABLE naming the store; anything else unchanged. */
   translate(e: unknown): unknown {
-    return isUnreachable(e) ? storeUnreachable(this.location, reason(e)) : e;
+    if (!isUnreachable(e)) return e;
+    const err = storeUnreachable(this.location, reason(e));
+    (err as { cause?: unknown }).cause = e;
+    return err;
   }
 
   async query<T extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<T[]> {
@@ -144,7 +147,7 @@ export interface ConnectLog {
  * and logging why each failed. Only an unreachable server, one still starting, a database not
  * created yet or credentials not provisioned yet are waited for: any other error is thrown.
  */
-export async function withStartRetry<T>(location: string, attempt: () => Promise<T>, log: ConnectLog, maxDelayMs = 10_000): Promise<T> {
+export async function withStartRetry<T>(location: string, attempt: () => Promise<T>, log: ConnectLog, maxDelayMs = 5000): Promise<T> {
   let delay = 500;
   for (let tries = 1; ; tries++) {
     try {
@@ -156,7 +159,7 @@ export async function withStartRetry<T>(location: string, attempt: () => Promise
       const original = (e as { cause?: unknown }).cause ?? e;
       const waitable = isUnreachable(original) || (isScorelineError(e) && e.code === 'STORE_UNAVAILABLE') || code === '3D000' || code === '28P01' || code === '28000';
       if (!waitable) throw e;
-      log.warn({ store: location, attempt: tries, retryInMs: delay, err: reason(e) }, `cannot reach the store (${location}): ${reason(e)}; retrying in ${delay} ms`);
+      log.warn({ store: location, attempt: tries, retryInMs: delay, err: reason(original) }, `cannot reach the store (${location}): ${reason(original)}; retrying in ${delay} ms`);
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(maxDelayMs, delay * 2);
     }
