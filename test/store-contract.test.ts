@@ -32,13 +32,23 @@ interface Env {
 interface Kind {
   name: string;
   skip: string | false;
-  setup?: () => Promise<void>;
-  teardown?: () => Promise<void>;
   open(dir: string): Promise<Env>;
 }
 
+// One server for every test here but the one that stops it; each test gets a fresh database.
 let pg: TestPostgres | null = null;
 let dbCount = 0;
+
+async function freshDatabase(): Promise<string> {
+  pg ??= await startPostgres('contract');
+  const db = `contract_${++dbCount}`;
+  await pg.query(`CREATE DATABASE ${db}`);
+  return pg.url.replace(/\/contract$/, `/${db}`);
+}
+
+after(async () => {
+  await pg?.remove();
+});
 
 const kinds: Kind[] = [
   {
@@ -58,16 +68,8 @@ const kinds: Kind[] = [
   {
     name: 'PostgreSQL',
     skip: postgresSkip(),
-    async setup() {
-      pg = await startPostgres('contract');
-    },
-    async teardown() {
-      await pg?.remove();
-    },
     async open(dir) {
-      const db = `contract_${++dbCount}`;
-      await pg!.query(`CREATE DATABASE ${db}`);
-      const url = pg!.url.replace(/\/contract$/, `/${db}`);
+      const url = await freshDatabase();
       const store = await PostgresStore.open({ url, dataDir: join(dir, 'data'), log: quiet, now: clock(), waitForServer: false });
       return {
         store,
@@ -100,11 +102,9 @@ for (const kind of kinds) {
   describe(`store contract: ${kind.name}`, { skip: kind.skip }, () => {
     let scratch: string;
     before(async () => {
-      await kind.setup?.();
       scratch = await mkdtemp(join(tmpdir(), 'scoreline-contract-'));
     });
     after(async () => {
-      await kind.teardown?.();
       await rm(scratch, { recursive: true, force: true });
     });
 
@@ -361,11 +361,11 @@ for (const kind of kinds) {
 }
 
 test('the PostgreSQL store: a second replica sees the lease held; a lapsed or resigned lease changes hands with a new term', { skip: postgresSkip() }, async () => {
-  const server = await startPostgres('lease');
+  const url = await freshDatabase();
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-lease-'));
   try {
-    const a = await PostgresStore.open({ url: server.url, dataDir: join(dir, 'a'), log: quiet, waitForServer: false });
-    const b = await PostgresStore.open({ url: server.url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false });
+    const a = await PostgresStore.open({ url, dataDir: join(dir, 'a'), log: quiet, waitForServer: false });
+    const b = await PostgresStore.open({ url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false });
     try {
       const la = await a.cluster.lead('a', 400);
       assert.equal(la.holder, 'a');
@@ -393,18 +393,20 @@ test('the PostgreSQL store: a second replica sees the lease held; a lapsed or re
       await b.close();
     }
   } finally {
-    await server.remove();
     await rm(dir, { recursive: true, force: true });
   }
 });
 
 test('the PostgreSQL store: replicas starting together migrate once; changes reach every listener; a lost connection is a gap', { skip: postgresSkip() }, async () => {
-  const server = await startPostgres('notify');
+  const url = await freshDatabase();
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-notify-'));
   try {
-    const stores = await Promise.all([1, 2, 3].map((i) => PostgresStore.open({ url: server.url, dataDir: join(dir, String(i)), log: quiet, origin: `r${i}`, waitForServer: false })));
+    const stores = await Promise.all([1, 2, 3].map((i) => PostgresStore.open({ url, dataDir: join(dir, String(i)), log: quiet, origin: `r${i}`, waitForServer: false })));
     try {
-      assert.deepEqual(await server.query('SELECT version FROM schema_migrations ORDER BY version'), [{ version: 1 }]);
+      assert.deepEqual((await stores[0]!.registry.listModels()).length, 0);
+      const c = new (await import('pg')).default.Client({ connectionString: url });
+      await c.connect();
+      assert.deepEqual((await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows, [{ version: 1 }]);
       const seen: { kind: string; model: string | null; origin: string | null }[] = [];
       let gaps = 0;
       const stop = await stores[1]!.cluster.listen((c) => seen.push({ kind: c.kind, model: c.model, origin: c.origin }), () => gaps++);
@@ -425,7 +427,8 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
       // A refused write notifies nobody.
       await assert.rejects(stores[2]!.registry.saveDeployment('m', {}, { action: 'x', expectRevision: 0 }));
       // The listening connection is killed: the listener reconnects and reports the gap.
-      await server.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'scoreline-listen'");
+      await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'scoreline-listen' AND datname = current_database()");
+      await c.end();
       for (let i = 0; i < 200 && gaps < 2; i++) await new Promise((r) => setTimeout(r, 25));
       assert.equal(gaps, 2);
       await stores[0]!.registry.setAlias('m', 'challenger', 1);
@@ -435,6 +438,41 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
       assert.ok(existsSync(join(dir, '1')), 'each replica keeps its own artifact cache');
     } finally {
       for (const s of stores) await s.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the PostgreSQL store down: calls fail with STORE_UNAVAILABLE naming it, a store opened meanwhile waits and says why, and both work once it is back', { skip: postgresSkip() }, async () => {
+  const server = await startPostgres('down');
+  const dir = await mkdtemp(join(tmpdir(), 'scoreline-down-'));
+  try {
+    const store = await PostgresStore.open({ url: server.url, dataDir: join(dir, 'a'), log: quiet, waitForServer: false });
+    try {
+      await server.stop();
+      await assert.rejects(store.registry.listModels(), (e: { code?: string; status?: number; retryAfter?: number; message: string }) => {
+        assert.equal(e.code, 'STORE_UNAVAILABLE');
+        assert.equal(e.status, 503);
+        assert.ok((e.retryAfter ?? 0) > 0);
+        // The pool's idle connection learns of the shutdown first (57P01), a new one is refused.
+        assert.match(e.message, new RegExp(`the store \\(PostgreSQL at postgres@127\\.0\\.0\\.1:${server.port}/down\\) cannot be reached: .+; nothing was changed`));
+        return true;
+      });
+      await assert.rejects(store.registry.listModels(), /cannot be reached: connect ECONNREFUSED/);
+      await assert.rejects(PostgresStore.open({ url: server.url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false }), { code: 'STORE_UNAVAILABLE' });
+      const warnings: string[] = [];
+      const waiting = PostgresStore.open({ url: server.url, dataDir: join(dir, 'c'), log: { warn: (_o, m) => warnings.push(m), info: () => undefined } });
+      for (let i = 0; i < 100 && warnings.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(warnings.length >= 2, 'it tried more than once');
+      assert.match(warnings[0]!, /^cannot reach the store \(PostgreSQL at .*\): connect ECONNREFUSED .*; retrying in 500 ms$/);
+      await server.start();
+      const late = await waiting;
+      assert.deepEqual(await late.registry.listModels(), []);
+      assert.deepEqual(await store.registry.listModels(), [], 'the pool reconnects by itself');
+      await late.close();
+    } finally {
+      await store.close();
     }
   } finally {
     await server.remove();
