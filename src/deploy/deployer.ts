@@ -107,7 +107,7 @@ export class Deployer {
 
   /** Loads and routes every stored deployment; a version that cannot load is routed around. */
   async restore(): Promise<void> {
-    for (const rec of await this.opts.registry.listDeployments<DeploymentState>()) await this.adopt(rec);
+    for (const rec of await this.opts.registry.listDeployments<DeploymentState>()) await this.adopt(rec, true);
   }
 
   /**
@@ -134,7 +134,7 @@ export class Deployer {
   }
 
   /** Serves a stored deployment: its versions loaded first, then one router switch. False when nothing of it can be served. */
-  private async adopt(rec: DeploymentRecord<DeploymentState>): Promise<boolean> {
+  private async adopt(rec: DeploymentRecord<DeploymentState>, restoring = false): Promise<boolean> {
     const name = rec.model;
     let state = rec.state;
     try {
@@ -173,10 +173,10 @@ export class Deployer {
     if (problem === null) this.problems.delete(name);
     else this.problems.set(name, problem);
     this.schedule(name);
-    if (previous !== undefined) {
+    if (!restoring) {
       this.opts.log.info({ model: name, spec: state.spec, revision }, 'deployment adopted from the store');
       this.emit({ model: name, action: 'adopt', reason: state.reason, state });
-      void this.unloadUnused(name, previous.spec);
+      void this.unloadUnused(name, previous?.spec ?? null);
     }
     return true;
   }

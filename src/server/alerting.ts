@@ -43,9 +43,12 @@ class PersistentAlertStore implements AlertStore {
     private readonly log: Logger,
   ) {}
 
-  /** Replaces what is in memory by the store's recent alerts (their latest state). */
-  async load(): Promise<void> {
-    const recent = await this.records.list(10_000, Date.now() - RECENT_MS);
+  /** Replaces what is in memory by the store's recent alerts (their latest state) and every open one. */
+  async load(limit = 10_000): Promise<void> {
+    const [recent, open] = await Promise.all([this.records.list(limit, Date.now() - RECENT_MS), this.records.open()]);
+    const seen = new Set(recent.map((r) => r.id));
+    for (const o of open) if (!seen.has(o.id)) recent.push(o);
+    recent.sort((a, b) => b.at - a.at);
     const mem = new InMemoryAlertStore();
     for (const r of [...recent].reverse()) mem.save(r.data as Alert);
     // Changes of this process not yet stored are newer than what the store has.
@@ -186,7 +189,8 @@ export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, re
       leading = false;
     },
     async refresh() {
-      if (!leading) await store.load();
+      // A follower shows what is open and the recent history; the cooldowns only a leader needs.
+      if (!leading) await store.load(1000);
     },
     async close() {
       await manager.drain();

@@ -75,7 +75,7 @@ const running = (pid: number) => {
   }
 };
 
-test('one drift over three replicas: one alert notification and one job; the leader killed during the job is replaced within 15 s, the job failed and queued again once', { skip }, async () => {
+test('one drift over three replicas: one alert notification and one job; the leader killed during the job is replaced within 15 s, the job failed and queued again once', { skip }, async (t) => {
   // The noise feature (all the weak model looks at) moves: the score drifts on every replica.
   const shifted = rng(9);
   for (let k = 0; k < 60; k++) {
@@ -112,6 +112,7 @@ test('one drift over three replicas: one alert notification and one job; the lea
     return v.leader !== null && v.leader !== leader ? (v.leader as string) : undefined;
   }, 100);
   const took = Date.now() - killedAt;
+  t.diagnostic(`a new leader ${took} ms after the SIGKILL`);
   assert.ok(took <= 15_000, `a new leader after ${took} ms`);
   assert.equal((await c.admin(others[1]!, 'GET', '/admin/cluster')).body.leader, next);
 
