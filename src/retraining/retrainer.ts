@@ -265,7 +265,8 @@ export class Retrainer implements RunHost {
     try {
       this.countCache = await this.opts.jobs.counts();
     } catch (e) {
-      if (!isScorelineError(e)) throw e;
+      // Kept as last read: the metric is a gauge, and the store being away is logged elsewhere.
+      if (!isScorelineError(e) && !this.closing) this.opts.log.error({ err: (e as Error).stack }, 'could not count the retraining jobs');
     }
   }
 

@@ -44,7 +44,7 @@ export class Cluster {
   private resyncTimer: NodeJS.Timeout | null = null;
   private deadline: NodeJS.Timeout | null = null;
   private unlisten: (() => Promise<void>) | null = null;
-  private ticking = false;
+  private ticking: Promise<void> | null = null;
   private syncing: Promise<void> | null = null;
   private syncAgain = false;
   private storeDown = false;
@@ -81,9 +81,13 @@ export class Cluster {
   }
 
   /** One heartbeat: take or renew the lease, act on a change of leader, report this replica. */
-  private async tick(): Promise<void> {
-    if (this.ticking || this.closed) return;
-    this.ticking = true;
+  private tick(): Promise<void> {
+    if (this.ticking !== null || this.closed) return this.ticking ?? Promise.resolve();
+    this.ticking = this.beat().finally(() => (this.ticking = null));
+    return this.ticking;
+  }
+
+  private async beat(): Promise<void> {
     const cluster = this.opts.store.cluster;
     try {
       const asked = performance.now();
@@ -108,8 +112,6 @@ export class Cluster {
       }
     } catch (e) {
       this.opts.log.error({ err: (e as Error).stack }, 'heartbeat failed');
-    } finally {
-      this.ticking = false;
     }
   }
 
@@ -239,6 +241,7 @@ export class Cluster {
     if (this.deadline !== null) clearTimeout(this.deadline);
     for (const t of this.deploymentSyncs.values()) clearTimeout(t);
     await this.syncing;
+    await this.ticking;
     await this.unlisten?.().catch(() => undefined);
     if (!this.shared) return;
     // Hand over at once rather than make the others wait for the lease to lapse.

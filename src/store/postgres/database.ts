@@ -16,7 +16,7 @@ export interface DatabaseOptions {
   poolSize?: number;
   /** Longest wait for a connection before the call fails as unreachable (default 3000 ms). */
   connectTimeoutMs?: number;
-  /** Longest a query may take (default 120 s: an artifact of hundreds of MB is one query). */
+  /** Longest a query may take (default 30 s; an artifact is read in 8 MB slices, one query each), so a hung server fails admin calls instead of holding them. */
   queryTimeoutMs?: number;
   /** Called with errors of idle connections (the server went away between queries). */
   onIdleError?: (e: Error) => void;
@@ -72,7 +72,7 @@ export class Database {
       connectionString: url,
       max: opts.poolSize ?? 8,
       connectionTimeoutMillis: opts.connectTimeoutMs ?? 3000,
-      query_timeout: opts.queryTimeoutMs ?? 120_000,
+      query_timeout: opts.queryTimeoutMs ?? 30_000,
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'scoreline',
