@@ -3,10 +3,7 @@
 // listens; close() is the graceful shutdown: refuse new work, finish what is in flight within the
 // configured time, close connections and the worker pool.
 
-import { randomBytes } from 'node:crypto';
-import { chmodSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
@@ -14,10 +11,11 @@ import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
-import { openStore, storeUrl, type Store } from '../store/index.js';
+import { openStore, storeUrl } from '../store/index.js';
 import { prepareDataDir } from '../registry/data-dir.js';
 import { scanRepository } from '../registry/repository.js';
-import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
+import { ADMIN_PATTERNS, registerAdmin } from './admin.js';
+import { adminTokenFor, importLegacyAlerts, replicaIdOf } from './replica.js';
 import type { ServerContext } from './context.js';
 import { OriginPolicy, registerPreflight, sendError } from './http.js';
 import { registerObserve } from './observe.js';
@@ -293,45 +291,6 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     })());
 
   return { port: boundPort, host, engine, monitor, close };
-}
-
-/** SCORELINE_REPLICA_ID, else this host's name, process id and a random suffix (unique across restarts). */
-function replicaIdOf(): string {
-  const env = process.env.SCORELINE_REPLICA_ID;
-  if (env !== undefined && env !== '') return env;
-  return `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-}
-
-/**
- * The admin token: SCORELINE_ADMIN_TOKEN; else with a shared store one token every replica shares
- * (the first replica's, kept in the store), written to the data dir for the CLI; else the data
- * dir's own (created on first start).
- */
-async function adminTokenFor(dataDir: string, store: Store): Promise<{ token: string; source: string }> {
-  const env = process.env.SCORELINE_ADMIN_TOKEN;
-  if (!store.cluster.shared || (env !== undefined && env.length > 0)) return adminToken(dataDir);
-  const token = await store.cluster.sharedSecret('admin-token', () => randomBytes(24).toString('base64url'));
-  const file = join(dataDir, 'admin-token');
-  writeFileSync(file, `${token}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
-  return { token, source: `${store.location} (copied to ${file})` };
-}
-
-/**
- * Alerts were kept in monitoring.db before the store held them: on the first start with a store
- * that has none, the recent ones are copied over, so firing alerts stay firing (no second
- * notification) and cooldowns hold.
- */
-async function importLegacyAlerts(store: Store, log: PredictionLog, logger: Logger): Promise<void> {
-  if ((await store.alerts.list(1, 0)).length > 0) return;
-  const recent = (await log.alertHistory(10_000, Date.now() - 7 * 86_400_000).catch(() => [])) as { id?: string; state?: string; firedAt?: number; startedAt?: number; resolvedAt?: number }[];
-  if (recent.length === 0) return;
-  const latest = new Map<string, (typeof recent)[number]>();
-  for (const a of [...recent].reverse()) if (typeof a.id === 'string') latest.set(a.id, a);
-  for (const a of latest.values()) {
-    await store.alerts.save({ id: a.id!, state: a.state ?? 'resolved', at: a.resolvedAt ?? a.firedAt ?? a.startedAt ?? Date.now(), data: a });
-  }
-  logger.info({ alerts: latest.size }, 'alerts kept in monitoring.db copied into the store');
 }
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
