@@ -74,6 +74,21 @@ export interface ServerConfig {
   tls: { cert: string; key: string } | null;
   tracing: TracingConfig;
   accessLog: { enabled: boolean; sampleRate: number };
+  store: StoreConfig;
+}
+
+/** Where registry, deployments, jobs and alerts are kept: SQLite under the data dir, or a PostgreSQL every replica shares. */
+export interface StoreConfig {
+  /** postgres:// URL (SCORELINE_STORE_URL when null); null and no variable: SQLite under the data dir. */
+  url: string | null;
+  /** host:port other replicas and operators reach this one at (default: this host's name and the bound port). */
+  address: string | null;
+  /** How often a replica reports itself and the leader renews its lease. */
+  heartbeatSeconds: number;
+  /** How long the leader lease lasts without a renewal: a dead leader is replaced within about this. */
+  leaseSeconds: number;
+  /** How often every replica reads the stored deployments and references again, besides being notified. */
+  resyncSeconds: number;
 }
 
 /** What an API key may call. */
@@ -201,6 +216,7 @@ export function defaultConfig(): ServerConfig {
     tls: null,
     tracing: { otlpEndpoint: null, protocol: 'http/protobuf', sampleRatio: 1, serviceName: 'scoreline', headers: {}, exportIntervalMs: 2000 },
     accessLog: { enabled: true, sampleRate: 0.01 },
+    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 },
     features: {
       definitions: null,
       redis: null,
@@ -350,6 +366,17 @@ const configSchema = {
       type: 'object',
       additionalProperties: false,
       properties: { enabled: { type: 'boolean' }, sampleRate: { type: 'number', minimum: 0, maximum: 1 } },
+    },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: ['string', 'null'], pattern: '^postgres(ql)?://' },
+        address: { type: ['string', 'null'], minLength: 1 },
+        heartbeatSeconds: { type: 'number', minimum: 0.1, maximum: 60 },
+        leaseSeconds: { type: 'number', minimum: 1, maximum: 600 },
+        resyncSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
+      },
     },
     monitoring: {
       type: 'object',
@@ -540,6 +567,11 @@ export function resolveConfig(partial: unknown, source = 'config'): ServerConfig
       `${source} is invalid: features.redis is set but features.definitions is not; without feature definitions entity ` +
         'scoring is off and the store is never used: set features.definitions to the feature definitions file (YAML), or remove features.redis',
     );
+  }
+  const { heartbeatSeconds, leaseSeconds } = config.store;
+  // The leader renews at every heartbeat: a lease shorter than two of them lapses between renewals.
+  if (leaseSeconds < 2 * heartbeatSeconds) {
+    throw configInvalid(`${source} is invalid: store.leaseSeconds (${leaseSeconds}) must be at least twice store.heartbeatSeconds (${heartbeatSeconds})`);
   }
   return config;
 }

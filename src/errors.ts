@@ -156,6 +156,9 @@ export const forbidden = () => new ScorelineError('FORBIDDEN', 'the admin token 
 export const foreignOrigin = (origin: string) =>
   new ScorelineError('FOREIGN_ORIGIN', `requests from origin '${origin}' are not allowed; list it in cors.allowedOrigins to allow it`);
 export const storeUnavailable = (message: string) => new ScorelineError('STORE_UNAVAILABLE', message, 1);
+/** The shared store (PostgreSQL) did not answer: nothing was changed, and the same request can be sent again. */
+export const storeUnreachable = (location: string, cause: string) =>
+  new ScorelineError('STORE_UNAVAILABLE', `the store (${location}) cannot be reached: ${cause}; nothing was changed, retry later`, 5);
 export const queueFull = (model: string, version: string, limit: number) =>
   new ScorelineError(
     'QUEUE_FULL',
@@ -185,10 +188,10 @@ export const notOnnx = (source: string, detail: string) =>
     'NOT_ONNX',
     `${source} is not an ONNX model (${detail}); scoreline serves ONNX only. To serve the model, ${TO_ONNX}`,
   );
-export const artifactTampered = (sha256: string, actual: string) =>
+export const artifactTampered = (sha256: string, actual: string, where = 'on disk') =>
   new ScorelineError(
     'ARTIFACT_TAMPERED',
-    `artifact ${sha256} was modified on disk (its content now hashes to ${actual}); refusing to load it`,
+    `artifact ${sha256} was modified ${where} (its content now hashes to ${actual}); refusing to load it`,
   );
 export const artifactMissing = (sha256: string, path: string) =>
   new ScorelineError('ARTIFACT_MISSING', `artifact ${sha256} is missing from the artifact store (${path})`);

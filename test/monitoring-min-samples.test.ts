@@ -13,6 +13,7 @@ import { categoricalBaseline, numericBaseline, NumericDriftCounter, type Numeric
 import { baselinesOf, DEFAULT_MIN_SAMPLES, freezeReference, Monitor, parseCsvTable, PredictionLog, psiMinCount } from '../src/monitoring/index.js';
 import { classificationShortfalls, regressionShortfalls } from '../src/monitoring/sample-size.js';
 import { createAlerting } from '../src/server/alerting.js';
+import { SqliteStore } from '../src/store/index.js';
 import { tempDir } from './e2e/server.js';
 import { mulberry32 } from './fixtures/random.js';
 
@@ -134,7 +135,8 @@ test('a Monitor below and above the minimum: snapshot bands, evaluation, gauges,
     { name: 'auc_drop', metric: 'auc_drop', comparison: '>', threshold: 0.05, severity: 'critical', forSeconds: 0 },
     { name: 'score_psi', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0 },
   ];
-  const alerting = await createAlerting(cfg, monitor, pino({ level: 'silent' }));
+  const store = SqliteStore.open(await tempDir());
+  const alerting = await createAlerting(cfg, monitor, store.alerts, pino({ level: 'silent' }));
   try {
     const vm = monitor.version(fakeModel('m'));
     const record = reference(1000, 3);
@@ -228,8 +230,11 @@ test('a Monitor below and above the minimum: snapshot bands, evaluation, gauges,
     assert.equal(fired.length, 1);
     assert.deepEqual(fired[0]!.labels, { model: 'm', version: '1' });
     assert.match(await monitor.exposition(), /^scoreline_model_auc\{model="m",version="1"\} 0\.\d+$/m);
+    // The firing alert is in the store, as the next leader would read it.
+    assert.deepEqual((await store.alerts.open()).map((a) => a.id), [fired[0]!.id]);
   } finally {
     await alerting.close();
     await monitor.close();
+    await store.close();
   }
 });

@@ -25,7 +25,7 @@ import { extname, resolve } from 'node:path';
 import { badRequest, inferenceFailed, tooManyRejects } from '../errors.js';
 import { ModelRunError, PoolExecutor, type RunResult } from '../inference/index.js';
 import type { SessionSpec } from '../inference/session.js';
-import type { ModelRegistry } from '../registry/store.js';
+import type { Registry } from '../store/index.js';
 import { CsvReader, type RecordReader } from './csv.js';
 import { JsonlReader } from './jsonl.js';
 import { bindColumns } from './layout.js';
@@ -45,7 +45,7 @@ export interface BatchProgress {
 }
 
 export interface ScoreBatchOptions {
-  readonly registry: ModelRegistry;
+  readonly registry: Registry;
   /** NAME (its latest version), NAME@VERSION or NAME@ALIAS. */
   readonly model: string;
   /** .csv, or .jsonl / .ndjson. */
@@ -124,7 +124,7 @@ export async function scoreBatch(opts: ScoreBatchOptions): Promise<BatchSummary>
   const batchRows = positiveInt(opts.batchRows, DEFAULT_BATCH_ROWS, 'batchRows', 1_000_000);
   const workers = positiveInt(opts.workers, Math.max(1, availableParallelism() - 1), 'workers', 256);
 
-  const model = resolveBatchModel(opts.registry, opts.model, batchRows);
+  const model = await resolveBatchModel(opts.registry, opts.model, batchRows);
   let bytesTotal: number;
   try {
     const s = await stat(opts.input);

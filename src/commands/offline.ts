@@ -1,5 +1,7 @@
-// Commands that work on the registry in the data dir without a server: `score-batch` (score a file
-// across the worker pool) and `bundle` (write a deployable container folder).
+// Commands that work on the registry without a server: `score-batch` (score a file across the
+// worker pool) and `bundle` (write a deployable container folder). The registry is the store's:
+// SQLite in --data-dir, or the PostgreSQL of --store-url / SCORELINE_STORE_URL (then --data-dir
+// only caches artifacts).
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,19 +9,27 @@ import { loadConfigFile } from '../config.js';
 import { scoreBatch } from '../batch/index.js';
 import { bundleImageTag, parseStrategy, primaryVersion, writeBundle } from '../deploy/index.js';
 import { isScorelineError, ScorelineError } from '../errors.js';
-import { ModelRegistry } from '../registry/store.js';
+import { openStore, storeUrl, type Registry, type Store } from '../store/index.js';
 import { scanRepository } from '../registry/repository.js';
 import { intFlag, parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 import { progressBar } from './progress.js';
 
-function openRegistry(values: Flags): ModelRegistry {
-  const registry = ModelRegistry.open(stringFlag(values['data-dir']) ?? 'data');
-  const repo = stringFlag(values['model-repo']);
-  if (repo !== undefined) {
-    const r = registry.importRepository(scanRepository(repo));
-    for (const s of r.skipped) console.error(`skipped ${s.model}/${s.version}: ${s.reason}`);
+const quiet = { warn: () => undefined, info: () => undefined };
+
+/** The store the flags name; a PostgreSQL that cannot be reached fails at once (a command does not wait like a server). */
+async function openCommandStore(values: Flags): Promise<Store> {
+  const store = await openStore({ url: storeUrl(stringFlag(values['store-url'])), dataDir: stringFlag(values['data-dir']) ?? 'data', log: quiet, waitForServer: false });
+  try {
+    const repo = stringFlag(values['model-repo']);
+    if (repo !== undefined) {
+      const r = await store.registry.importRepository(scanRepository(repo));
+      for (const s of r.skipped) console.error(`skipped ${s.model}/${s.version}: ${s.reason}`);
+    }
+    return store;
+  } catch (e) {
+    await store.close();
+    throw e;
   }
-  return registry;
 }
 
 const SCORE_USAGE = `Usage: scoreline score-batch --model NAME --input FILE --output FILE [options]
@@ -40,7 +50,8 @@ Options:
   --id COLS           comma-separated columns copied to the output (e.g. customer_id)
   --batch-rows N      rows per batch (default 4096)
   --workers N         worker threads (default: cores - 1)
-  --data-dir DIR      registry location (default ./data)
+  --data-dir DIR      registry location (default ./data; with a store URL, the artifact cache)
+  --store-url URL     the shared PostgreSQL store (default: SCORELINE_STORE_URL, else the data dir's SQLite)
   --model-repo DIR    import this model repository first, as serve does
   --force             overwrite the output and rejects files
   --quiet             no progress bar
@@ -62,8 +73,8 @@ export function parseMaxRejects(raw: string): { count: number } | { percent: num
  * The version a batch run scores with when none is named: what the deployment serves by default
  * (what requests that name no version get), else the `champion` alias, else the latest version.
  */
-export function defaultBatchVersion(registry: ModelRegistry, name: string): { version: number; why: string } {
-  const deployment = registry.getDeployment<{ spec?: unknown }>(name);
+export async function defaultBatchVersion(registry: Registry, name: string): Promise<{ version: number; why: string }> {
+  const deployment = await registry.getDeployment<{ spec?: unknown }>(name);
   if (deployment !== undefined) {
     try {
       const p = primaryVersion(parseStrategy(deployment.state.spec, { persisted: true }));
@@ -72,7 +83,7 @@ export function defaultBatchVersion(registry: ModelRegistry, name: string): { ve
       // An unreadable deployment is the server's to report; fall through to the alias.
     }
   }
-  const model = registry.getModel(name);
+  const model = await registry.getModel(name);
   const champion = model.aliases.champion;
   if (champion !== undefined) return { version: champion, why: "its 'champion' alias (no deployment)" };
   return { version: model.latestVersion, why: 'its latest version (no deployment and no champion alias)' };
@@ -87,13 +98,13 @@ function rangedInt(value: string | boolean | string[] | undefined, flag: string,
 }
 
 /** Offline commands read the registry in a data dir, not a server: say where a model was looked for. */
-function withRegistryContext<T>(values: Flags, registry: ModelRegistry, name: string, fn: () => T): T {
+async function withRegistryContext<T>(values: Flags, registry: Registry, name: string, fn: () => Promise<T>): Promise<T> {
   try {
-    return fn();
+    return await fn();
   } catch (e) {
     if (!(isScorelineError(e) && e.code === 'MODEL_NOT_FOUND')) throw e;
     const dir = stringFlag(values['data-dir']) ?? 'data';
-    const known = registry.listModels().map((m) => m.name);
+    const known = (await registry.listModels()).map((m) => m.name);
     throw new ScorelineError(
       'MODEL_NOT_FOUND',
       `model '${name}' is not in the registry of ${join(dir, 'registry.db')} (${known.length > 0 ? `it holds ${known.join(', ')}` : 'it holds no models'}); ` +
@@ -117,6 +128,7 @@ export const scoreBatchCommand: Command = {
       'batch-rows': { type: 'string' },
       workers: { type: 'string' },
       'data-dir': { type: 'string' },
+      'store-url': { type: 'string' },
       'model-repo': { type: 'string' },
       force: { type: 'boolean' },
       quiet: { type: 'boolean' },
@@ -143,11 +155,12 @@ export const scoreBatchCommand: Command = {
       const existing = [output, rejects].filter((f) => existsSync(f));
       if (existing.length > 0) throw new UsageError(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; pass --force to overwrite`);
     }
-    const registry = openRegistry(values);
+    const store = await openCommandStore(values);
+    const registry = store.registry;
     try {
-      const chosen = withRegistryContext(values, registry, name, () => {
+      const chosen = await withRegistryContext(values, registry, name, async () => {
         if (named !== undefined) {
-          const r = registry.resolve(name, named);
+          const r = await registry.resolve(name, named);
           return { version: r.version, why: /^\d+$/.test(named) ? 'as asked' : `its '${named}' alias` };
         }
         return defaultBatchVersion(registry, name);
@@ -174,7 +187,7 @@ export const scoreBatchCommand: Command = {
       );
       return 0;
     } finally {
-      registry.close();
+      await store.close();
     }
   },
 };
@@ -190,7 +203,8 @@ Options:
   --version REF       a version or alias to include (repeatable; default: what its deployment routes to)
   --base-image IMAGE  default scoreline:<version>
   --config FILE       server settings (YAML/JSON) written into the bundle's config.yaml
-  --data-dir DIR      registry location (default ./data)
+  --data-dir DIR      registry location (default ./data; with a store URL, the artifact cache)
+  --store-url URL     the shared PostgreSQL store (default: SCORELINE_STORE_URL, else the data dir's SQLite)
   --force             replace a previous bundle in DIR
   -h, --help          show this help`;
 
@@ -205,6 +219,7 @@ export const bundleCommand: Command = {
       'base-image': { type: 'string' },
       config: { type: 'string' },
       'data-dir': { type: 'string' },
+      'store-url': { type: 'string' },
       force: { type: 'boolean' },
     });
     if (values.help) {
@@ -216,10 +231,11 @@ export const bundleCommand: Command = {
     const out = stringFlag(values.out);
     if (!model || !out) throw new UsageError('--model and --out are required');
     const versions = (values.version as unknown as string[] | undefined) ?? undefined;
-    const registry = ModelRegistry.open(stringFlag(values['data-dir']) ?? 'data');
+    const store = await openCommandStore(values);
+    const registry = store.registry;
     try {
       const config = stringFlag(values.config);
-      const r = withRegistryContext(values, registry, model, () => writeBundle({
+      const r = await withRegistryContext(values, registry, model, () => writeBundle({
         registry,
         model,
         out,
@@ -233,7 +249,7 @@ export const bundleCommand: Command = {
       console.log(`build it: docker build -t ${bundleImageTag(model, r.versions.map((v) => v.version))} ${r.dir}`);
       return 0;
     } finally {
-      registry.close();
+      await store.close();
     }
   },
 };

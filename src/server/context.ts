@@ -4,10 +4,10 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import type { Agreement, Deployer, Router, Target } from '../deploy/index.js';
 import type { FeatureService } from '../features/index.js';
-import type { ModelRegistry } from '../registry/store.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
 import type { ApiKeys } from './api-keys.js';
+import type { Registry } from '../store/index.js';
 import type { PostContext } from './http.js';
 import type { TlsFiles } from './tls.js';
 import type { Tracing } from './tracing.js';
@@ -19,7 +19,8 @@ export interface ServerContext {
   readonly log: Logger;
   /** Feature serving, when the config names feature definitions. */
   readonly features: FeatureService | null;
-  readonly registry: ModelRegistry;
+  /** The store's registry: admin and control paths only, never awaited by a request. */
+  readonly registry: Registry;
   readonly router: Router;
   readonly deployer: Deployer;
   /** Logger and origin policy for the POST route helper. */

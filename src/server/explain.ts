@@ -139,7 +139,7 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
   if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw explanationUnavailable(`${where} cannot be explained: its input is ${input.datatype}; explanations need FP32 or FP64 features`);
   if (!m.batchable) throw explanationUnavailable(`${where} cannot be explained: its input has no dynamic batch dimension, which explanations need to run it on reference rows`);
   const M = names.length;
-  const csv = ctx.registry.referenceData(m.name, m.versionNumber);
+  const csv = await ctx.registry.referenceData(m.name, m.versionNumber);
   if (csv === null) {
     throw explanationUnavailable(
       `${where} has no reference rows, and explanations are measured against them: the base value is the expected score over them, ` +

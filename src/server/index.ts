@@ -8,6 +8,7 @@
 // cannot change a listening app's certificate, and its SNI contexts need routes of their own and
 // never serve clients that send no server name).
 
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
@@ -15,17 +16,19 @@ import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
-import { ModelRegistry } from '../registry/store.js';
+import { openStore, storeUrl } from '../store/index.js';
 import { prepareDataDir } from '../registry/data-dir.js';
 import { scanRepository } from '../registry/repository.js';
-import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
+import { ADMIN_PATTERNS, registerAdmin } from './admin.js';
+import { adminTokenFor, importLegacyAlerts, replicaIdOf } from './replica.js';
 import type { ServerContext } from './context.js';
 import { OriginPolicy, registerPreflight, sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
-import { createAlerting } from './alerting.js';
-import { freezeFromCsv, restoreReference } from './reference.js';
+import { createAlerting, type Alerting } from './alerting.js';
+import { Cluster } from './cluster.js';
+import { freezeFromCsv, refreshReference, restoreReference } from './reference.js';
 import type { ModelConfig } from '../config.js';
 import type { RepositoryModel } from '../registry/repository.js';
 import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/config.js';
@@ -79,6 +82,19 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const dir = prepareDataDir(config.dataDir);
   if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
   if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
+  const replicaId = replicaIdOf();
+  // A shared store that cannot be reached yet is waited for here, with the reason logged at every try.
+  const store = await openStore({
+    url: storeUrl(config.store.url),
+    dataDir: config.dataDir,
+    log,
+    origin: replicaId,
+    onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
+    onCacheRepaired: (sha, path) => log.warn({ sha256: sha, path }, 'the cached copy of an artifact was damaged; fetched again from the store'),
+  });
+  const shared = store.cluster.shared;
+  log.info({ store: store.location, replica: replicaId }, shared ? 'store: shared with the other replicas' : 'store: embedded');
+  const registry = store.registry;
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
@@ -94,18 +110,17 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let features: FeatureService | null = null;
   let ctx: ServerContext;
   let repoModels: readonly RepositoryModel[] = [];
+  let cluster: Cluster | null = null;
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
     await tracing?.shutdown();
+    await cluster?.close();
     deployer.close();
     await features?.close();
     await engine.close();
-    registry.close();
     await monitor.close();
+    await store.close();
   };
-  const registry = ModelRegistry.open(config.dataDir, {
-    onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
-  });
   const router = new Router(engine);
   const pinned = new Map<string, Set<number>>();
   const deployer = new Deployer({
@@ -125,6 +140,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       if (features !== null) bindModel(ctx, features, m);
       if (mon.enabled) void restoreReference(ctx, m);
     },
+    leads: () => cluster?.leads() ?? false,
+    shared,
   });
   try {
     features = await createFeatureService(config.features, monitor.featureObserver(), log);
@@ -137,46 +154,55 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     }
     repoModels = await loadRepository(ctx, pinned);
     await deployer.restore();
+    if (!shared && predictionLog !== null) await importLegacyAlerts(store, predictionLog, log);
   } catch (e) {
     await abandon();
     throw e;
   }
-  const alerting = await createAlerting(mon, monitor, log, () => {
-    const out = new Map<string, Set<string>>();
-    for (const m of engine.list()) {
-      if (out.has(m.name)) continue;
-      const spec = deployer.state(m.name)?.spec;
-      let versions: string[] = [];
-      if (spec !== undefined) versions = versionsOf(spec).map(String);
-      else {
-        try {
-          versions = [engine.lookup(m.name).version];
-        } catch {
-          versions = [];
-        }
-      }
-      out.set(m.name, new Set(versions));
-    }
-    return out;
-  });
+  let alerting: Alerting;
   let retrainer: Retrainer;
+  try {
+    alerting = await createAlerting(mon, monitor, store.alerts, log, () => {
+      const out = new Map<string, Set<string>>();
+      for (const m of engine.list()) {
+        if (out.has(m.name)) continue;
+        const spec = deployer.state(m.name)?.spec;
+        let versions: string[] = [];
+        if (spec !== undefined) versions = versionsOf(spec).map(String);
+        else {
+          try {
+            versions = [engine.lookup(m.name).version];
+          } catch {
+            versions = [];
+          }
+        }
+        out.set(m.name, new Set(versions));
+      }
+      return out;
+    });
+  } catch (e) {
+    await abandon();
+    throw e;
+  }
   try {
     retrainer = new Retrainer({
       dataDir: config.dataDir,
       log,
       registry,
+      jobs: store.jobs,
       deployer,
       predictionLog,
       alerts: alerting.manager,
       channels: alerting.channels,
-      configs: retrainingConfigs(ctx, repoModels),
+      configs: await retrainingConfigs(ctx, repoModels),
       definitionsPath: config.features.definitions,
+      replicaId,
+      shared,
       freezeReference: async (name, version, csv) => {
         const m = await deployer.ensureLoaded(name, version);
         await freezeFromCsv(ctx, m, csv);
       },
     });
-    retrainer.start();
     monitor.callback('scoreline_retraining_jobs', 'Retraining jobs by model and state (queued, running, validating, deploying, succeeded, rejected, failed, rolled_back).', 'gauge', () =>
       retrainer.counts().map((c) => ({ labels: { model: c.model, state: c.state }, value: c.n })),
     );
@@ -185,9 +211,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await abandon();
     throw e;
   }
-  const token = adminToken(config.dataDir);
+  const { host, port } = config.server;
+  const token = await adminTokenFor(config.dataDir, store);
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
+  const clusterRef: { current: Cluster | null } = { current: null };
 
   const streams = new Streams();
   const feedbackCounts = registerObserveMetrics(ctx, streams);
@@ -200,7 +228,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     const app = gate.wrap(raw);
     registerOip(app, ctx);
     registerScore(app, ctx, features);
-    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, cluster: clusterRef, token: token.token, maxModelBytes: config.admin.maxModelBytes });
     registerStream(app, ctx, streams, keys);
     registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
     registerDashboard(app);
@@ -228,13 +256,14 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     () =>
       void monitor
         .evaluate()
-        .then(() => alerting.evaluate())
+        .then(() => {
+          if (cluster?.leads()) alerting.evaluate();
+        })
         .catch((e: Error) => log.error({ err: e.message }, 'monitoring evaluation failed')),
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
 
-  const { host, port } = config.server;
   let listenSocket: us_listen_socket;
   try {
     listenSocket = await listenExclusive(uws, app, host, port);
@@ -265,8 +294,41 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
   monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
+
+  // The bound port is known now: the replica reports where it answers, and the first lease attempt
+  // decides whether it leads (with SQLite it does, and fails the jobs a killed process left running).
+  cluster = new Cluster({
+    store,
+    deployer,
+    retrainer,
+    alerting,
+    log,
+    id: replicaId,
+    address: config.store.address ?? `${host === '0.0.0.0' || host === '::' ? hostname() : host}:${boundPort}`,
+    refreshReferences: async (only) => {
+      if (!mon.enabled) return;
+      for (const m of engine.list()) {
+        if (m.state !== 'ready' || (only !== undefined && (m.name !== only.model || m.versionNumber !== only.version))) continue;
+        await refreshReference(ctx, m);
+      }
+    },
+    heartbeatMs: config.store.heartbeatSeconds * 1000,
+    leaseMs: config.store.leaseSeconds * 1000,
+    resyncMs: config.store.resyncSeconds * 1000,
+  });
+  clusterRef.current = cluster;
+  try {
+    await cluster.start();
+  } catch (e) {
+    guard.close();
+    clearInterval(evaluator);
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
   log.info(
-    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, tls: tls !== null, models: engine.list().map((m) => `${m.name}:${m.version}`) },
+    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, tls: tls !== null, replica: replicaId, models: engine.list().map((m) => `${m.name}:${m.version}`) },
     `scoreline listening on ${tls === null ? 'http' : 'https'}://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
   );
 
@@ -310,11 +372,12 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       clearInterval(evaluator);
       await retrainer.close();
       await alerting.close();
+      await cluster?.close();
       deployer.close();
       await engine.close();
       await features?.close();
       await monitor.close();
-      registry.close();
+      await store.close();
       access?.close();
       if (tracing !== null) {
         // A collector that hangs must not hold the exit past the orchestrator's grace period.
@@ -360,7 +423,7 @@ async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number
   if (dir === null) return [];
   const scan = scanRepository(dir);
   for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
-  const imported = ctx.registry.importRepository(scan);
+  const imported = await ctx.registry.importRepository(scan);
   for (const r of imported.imported) ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
   if (imported.skipped.length > 0) {
     const reasons = imported.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
@@ -394,7 +457,7 @@ async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number
 }
 
 /** Retraining sections: each repository model's model.yaml, then the server config's (which win). */
-function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[]): Map<string, RetrainingConfig> {
+async function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[]): Promise<Map<string, RetrainingConfig>> {
   const out = new Map<string, RetrainingConfig>();
   for (const m of repo) {
     if (m.config.retraining === undefined) continue;
@@ -403,8 +466,8 @@ function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[])
   for (const [name, section] of Object.entries(ctx.config.retraining)) {
     let label: string | undefined;
     try {
-      const latest = ctx.registry.getModel(name).latestVersion;
-      label = (ctx.registry.getVersion(name, latest).config as ModelConfig).label;
+      const latest = (await ctx.registry.getModel(name)).latestVersion;
+      label = ((await ctx.registry.getVersion(name, latest)).config as ModelConfig).label;
     } catch {
       ctx.log.warn({ model: name }, 'retraining configured for a model the registry does not have (yet)');
     }

@@ -4,7 +4,7 @@
 // POST /v1/feedback, joined to logged predictions by request id.
 
 import { badRequest, labelInvalid, notReady } from '../errors.js';
-import { primaryVersion } from '../deploy/index.js';
+import { primaryVersion, trafficOf } from '../deploy/index.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
@@ -197,7 +197,7 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf:
  */
 function monitoredVersions(ctx: ServerContext, name: string) {
   const state = ctx.deployer.state(name);
-  const traffic: Record<string, number> = state !== null ? ctx.deployer.view(name).traffic ?? {} : {};
+  const traffic: Record<string, number> = state !== null ? trafficOf(state.spec) : {};
   const primary = state !== null ? String(primaryVersion(state.spec).version) : (ctx.engine.find(name)?.version ?? null);
   if (state === null && primary !== null) traffic[primary] = 100;
   const loaded = new Map(ctx.engine.versionsOf(name).map((m) => [m.version, m]));

@@ -28,8 +28,15 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
-/** `cli` and `cwd`: another scoreline tree (e.g. a container image's /app assembled by a test). */
-export async function startServer(args: string[], env: Record<string, string> = {}, where: { cli?: string; cwd?: string } = {}): Promise<TestServer> {
+/**
+ * `cli` and `cwd`: another scoreline tree (e.g. a container image's /app assembled by a test);
+ * `onLine` sees every log line as it comes, also while the server is still starting.
+ */
+export async function startServer(
+  args: string[],
+  env: Record<string, string> = {},
+  where: { cli?: string; cwd?: string; onLine?: (line: string) => void } = {},
+): Promise<TestServer> {
   // Every server gets its own data dir (registry, artifacts, admin token) unless the test names one.
   const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
   // gRPC on a free port too: the default (8081) would collide between servers running side by side.
@@ -41,12 +48,20 @@ export async function startServer(args: string[], env: Record<string, string> = 
   });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  createInterface({ input: proc.stderr! }).on('line', (l) => logs.push(l));
+  createInterface({ input: proc.stderr! }).on('line', (l) => {
+    logs.push(l);
+    where.onLine?.(l);
+  });
   let grpcPort: number | null = null;
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in time:\n${logs.join('\n')}`)), 30_000);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed test.
+      proc.kill('SIGKILL');
+      reject(new Error(`server did not start in time:\n${logs.join('\n')}`));
+    }, 30_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       logs.push(line);
+      where.onLine?.(line);
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number; grpcPort?: number | null };
         if (rec.msg?.startsWith('scoreline listening') && rec.port) {
