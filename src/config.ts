@@ -108,8 +108,12 @@ export interface FeaturesConfig {
   } | null;
   /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
   loadSources: boolean;
-  /** The native L1 cache in front of the store. */
-  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number };
+  /**
+   * The native L1 cache in front of the store. `windows` (default true) keeps realtime window
+   * snapshots in it as well: events this replica writes show at once, other replicas' events after
+   * at most ttlSeconds.
+   */
+  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number; windows?: boolean };
 }
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -342,6 +346,7 @@ const configSchema = {
             maxBytes: int(65536, 1024 * 1024 * 1024 * 1024),
             ttlSeconds: int(0, 86_400 * 365),
             negativeTtlSeconds: int(0, 86_400),
+            windows: { type: 'boolean' },
           },
         },
       },

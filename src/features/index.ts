@@ -88,6 +88,8 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
     cache,
     cacheTtlMs: cfg.cache.ttlSeconds * 1000,
     negativeTtlMs: cfg.cache.negativeTtlSeconds * 1000,
+    cacheWindows: cfg.cache.windows ?? true,
+    storeTimeoutMs: cfg.redis?.timeoutMs ?? 50,
     observer,
   });
   const loaded: MaterializeResult[] = [];
@@ -114,8 +116,10 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
         applied = await store.addEvents(parsed.records, now);
       } catch (e) {
         if (!(e instanceof StoreUnavailableError)) throw e;
+        if (e.sent) server.eventsUncertain(parsed.records);
         throw e.sent ? eventsMaybeStored(e.message, parsed.ids) : eventsNotStored(e.message, parsed.ids);
       }
+      server.eventsWritten(parsed.records, applied);
       let accepted = 0;
       for (const a of applied) if (a) accepted++;
       return { accepted, ignored: parsed.ignored, duplicates: parsed.records.length - accepted, ids: parsed.ids };

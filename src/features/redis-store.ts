@@ -10,7 +10,7 @@
 //   {prefix}e:{event}:{event id}              STRING one per applied event, until the event can no longer
 //                                             change a window: a retry with the same id is not counted again
 //
-// A request's reads go out as one pipeline. The client fails fast while Redis is unreachable
+// Reads of all requests of one event-loop turn go out as one pipeline. The client fails fast while Redis is unreachable
 // (no offline queue) and reconnects by itself; a circuit breaker stops requests waiting on a Redis
 // that is connected but does not answer (see breaker.ts). Callers then serve from the L1 cache and
 // fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
@@ -21,9 +21,9 @@ import type { Logger } from '../logger.js';
 import { CircuitBreaker, REFUSED, type Admission } from './breaker.js';
 import { encodeGroup, type FeatureValue } from './codec.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
-import type { EventRecord, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead, SeriesReader } from './store.js';
+import type { EventRecord, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead } from './store.js';
+import { encodeSnapshot } from './window-cache.js';
 import {
-  aggregateWindow,
   bucketStart,
   bucketWidthMs,
   decodeAggregate,
@@ -115,6 +115,26 @@ function decodeField(raw: string): FeatureValue | undefined {
   const value = text === '' ? null : text === 'true' ? true : text === 'false' ? false : Number(text);
   if (typeof value === 'number' && Number.isNaN(value)) return undefined;
   return { value, eventTs: Number.isFinite(ts) ? ts : 0 };
+}
+
+/** One caller's reads, waiting for the end of the event-loop turn. */
+interface PendingFetch {
+  readonly groups: readonly GroupRead[];
+  readonly series: readonly SeriesRead[];
+  resolve(r: FetchResult): void;
+  reject(e: unknown): void;
+}
+
+/** A group hash (`field -> "value|ts"`) as codec bytes; null when the hash is empty (no such key). */
+function parseGroup(group: StoredGroup, hash: Record<string, string>): Uint8Array | null {
+  const values: Record<string, FeatureValue> = {};
+  let any = false;
+  for (const f in hash) {
+    any = true;
+    const v = decodeField(hash[f]!);
+    if (v !== undefined) values[f] = v;
+  }
+  return any ? encodeGroup(group.layout, values) : null;
 }
 
 export class RedisStore implements OnlineStore {
@@ -261,45 +281,96 @@ export class RedisStore implements OnlineStore {
     return new StoreUnavailableError(`the connection to the store failed before it answered (${err.message})`, true, 'store connection lost');
   }
 
-  async fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
-    const seriesKeys = series.map((s) => this.seriesKey(s.entity, s.id, s.stream, bucketWidthMs(s.windowMs)));
-    const replies = await this.exec<Record<string, string>>((p) => {
-      for (const g of groups) p.hgetall(this.groupKey(g.group, g.id));
-      for (const k of seriesKeys) p.hgetall(k);
+  /**
+   * Reads groups and series. Every fetch of one event-loop turn goes out in one pipeline, sent when
+   * the turn ends (setImmediate: after all the requests the server read in this turn), each key
+   * once however many requests ask for it; each caller gets its own answer, or the batch's failure.
+   */
+  fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ groups, series, resolve, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#flush);
+      }
     });
-    const out: (Uint8Array | null)[] = [];
-    for (let i = 0; i < groups.length; i++) {
-      const hash = replies[i]!;
-      const fields = Object.keys(hash);
-      if (fields.length === 0) {
-        out.push(null);
-        continue;
+  }
+
+  #pending: PendingFetch[] = [];
+  #flushScheduled = false;
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    const keys: string[] = [];
+    /** Per key: the group layout to decode it with, or the series' bucket width and retention. */
+    const parse: (StoredGroup | { widthMs: number; retentionMs: number })[] = [];
+    const index = new Map<string, number>();
+    const at = (key: string, how: StoredGroup | { widthMs: number; retentionMs: number }): number => {
+      let i = index.get(key);
+      if (i === undefined) {
+        i = keys.length;
+        keys.push(key);
+        parse.push(how);
+        index.set(key, i);
       }
-      const values: Record<string, FeatureValue> = {};
-      for (const f of fields) {
-        const v = decodeField(hash[f]!);
-        if (v !== undefined) values[f] = v;
+      return i;
+    };
+    const slots: Int32Array[] = batch.map((p) => {
+      const out = new Int32Array(p.groups.length + p.series.length);
+      let k = 0;
+      for (const g of p.groups) out[k++] = at(this.groupKey(g.group, g.id), g.group);
+      for (const s of p.series) {
+        const width = this.seriesWidth(s.entity, s.stream, s.windowMs);
+        out[k++] = at(this.seriesKey(s.entity, s.id, s.stream, width.widthMs), width);
       }
-      out.push(encodeGroup(groups[i]!.group.layout, values));
+      return out;
+    });
+    const readAt = Date.now();
+    this.exec<Record<string, string>>((p) => {
+      for (const k of keys) p.hgetall(k);
+    }).then(
+      (replies) => {
+        const values: (Uint8Array | null)[] = [];
+        for (let i = 0; i < keys.length; i++) {
+          const how = parse[i]!;
+          values.push('layout' in how ? parseGroup(how, replies[i]!) : this.parseSeries(keys[i]!, how, replies[i]!, readAt));
+        }
+        batch.forEach((p, j) => {
+          const s = slots[j]!;
+          const groups: (Uint8Array | null)[] = [];
+          const series: Uint8Array[] = [];
+          for (let k = 0; k < p.groups.length; k++) groups.push(values[s[k]!]!);
+          for (let k = p.groups.length; k < s.length; k++) series.push(values[s[k]!]!);
+          p.resolve({ groups, series });
+        });
+      },
+      (e) => {
+        for (const p of batch) p.reject(e);
+      },
+    );
+  };
+
+  /** The bucket width a window of `windowMs` is stored at, with the longest retention of that width. */
+  private seriesWidth(entity: string, stream: string, windowMs: number): { widthMs: number; retentionMs: number } {
+    const widthMs = bucketWidthMs(windowMs);
+    return this.widths.get(`${entity}:${stream}`)?.find((w) => w.widthMs === widthMs) ?? { widthMs, retentionMs: retentionMs(windowMs) };
+  }
+
+  /** A series hash as a snapshot; buckets no window can read any more are dropped here and in Redis. */
+  private parseSeries(key: string, width: { widthMs: number; retentionMs: number }, hash: Record<string, string>, readAt: number): Uint8Array {
+    const buckets: [number, Aggregate][] = [];
+    const dead: string[] = [];
+    for (const f in hash) {
+      const start = decodeBucketField(f);
+      const a = decodeAggregate(hash[f]!);
+      if (start === null || a === null) continue;
+      if (start + width.widthMs <= readAt - width.retentionMs) dead.push(f);
+      else buckets.push([start, a]);
     }
-    const readers: SeriesReader[] = [];
-    const now = Date.now();
-    for (let j = 0; j < series.length; j++) {
-      const hash = replies[groups.length + j]!;
-      const widthMs = bucketWidthMs(series[j]!.windowMs);
-      const buckets: [number, Aggregate][] = [];
-      const dead: string[] = [];
-      for (const f in hash) {
-        const start = decodeBucketField(f);
-        const a = decodeAggregate(hash[f]!);
-        if (start === null || a === null) continue;
-        if (start + widthMs <= now - series[j]!.windowMs - widthMs) dead.push(f);
-        else buckets.push([start, a]);
-      }
-      if (dead.length > 0) this.redis.hdel(seriesKeys[j]!, ...dead).catch(() => undefined);
-      readers.push((nowMs, windowMs, aggregation, since) => aggregateWindow(buckets, nowMs, windowMs, aggregation, since));
-    }
-    return { groups: out, series: readers };
+    if (dead.length > 0) this.redis.hdel(key, ...dead).catch(() => undefined);
+    return encodeSnapshot(buckets, readAt);
   }
 
   async writeGroups(writes: readonly GroupWrite[]): Promise<void> {

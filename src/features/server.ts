@@ -12,7 +12,8 @@ import type { FeatureDef } from './definitions.js';
 import type { NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
-import { groupKey, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
+import { groupKey, type EventRecord, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
+import { aggregateSnapshot, snapshotReadAt, snapshotView, WindowCache } from './window-cache.js';
 
 export type ValueStatus = 'present' | 'stale' | 'default' | 'missing' | 'override';
 const STATUS: readonly ValueStatus[] = ['present', 'stale', 'default', 'missing', 'override'];
@@ -56,6 +57,13 @@ export interface FeatureDebug {
   value: number | boolean | null;
   status: ValueStatus;
   age_ms: number | null;
+  /**
+   * Realtime and hybrid values whose window was read: how old the store's view it was aggregated
+   * from is. 0 when read from the store for this request (or held in process); with Redis, a window
+   * served from L1 holds this replica's events and misses other replicas' events of the last
+   * window_age_ms (at most the L1 TTL).
+   */
+  window_age_ms?: number;
   reason?: string;
 }
 
@@ -78,6 +86,13 @@ export interface FeatureServerOptions {
   cache: NativeCache | null;
   cacheTtlMs: number;
   negativeTtlMs: number;
+  /**
+   * Keep realtime window snapshots in L1 too (default true, with a cache and a TTL > 0): a window
+   * then misses other replicas' events of up to cacheTtlMs. False reads every window from the store.
+   */
+  cacheWindows?: boolean;
+  /** The store's command timeout: how long a read may still come back after it was sent. */
+  storeTimeoutMs?: number;
   observer?: FeatureObserver;
 }
 
@@ -92,6 +107,7 @@ export class FeatureServer {
   readonly registry: FeatureRegistry;
   readonly store: OnlineStore;
   private readonly cache: NativeCache | null;
+  private readonly windows: WindowCache | null;
   private readonly observer: FeatureObserver;
 
   constructor(private readonly opts: FeatureServerOptions) {
@@ -99,6 +115,10 @@ export class FeatureServer {
     this.store = opts.store;
     this.cache = opts.cache;
     this.observer = opts.observer ?? NO_OBSERVER;
+    this.windows =
+      opts.cache !== null && opts.cacheTtlMs > 0 && opts.cacheWindows !== false
+        ? new WindowCache({ cache: opts.cache, ttlMs: opts.cacheTtlMs, streams: opts.registry.streams, inFlightMs: 2 * (opts.storeTimeoutMs ?? 1000) + 1000 })
+        : null;
   }
 
   /**
@@ -175,14 +195,16 @@ export class FeatureServer {
       });
     }
 
-    // A remote store: L1 first, then one round trip for the missing groups and every series.
+    // A remote store: L1 first, for groups and window snapshots; then one round trip (shared with
+    // every request of this event-loop turn) for whatever L1 does not hold.
     const reads: GroupRead[] = [];
     const readIndex: number[] = [];
     let hits = 0;
+    const cache = this.cache;
     for (let i = 0; i < plan.stored.length; i++) {
       const s = plan.stored[i]!;
       const id = ids[mf.storedEntity[i]!]!;
-      const bytes = this.cache?.get(groupKey(s.group, id));
+      const bytes = cache?.get(groupKey(s.group, id));
       if (bytes !== undefined && decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s)) {
         hits++;
         continue;
@@ -190,24 +212,58 @@ export class FeatureServer {
       reads.push({ group: s.group, id });
       readIndex.push(i);
     }
-    if (this.cache !== null) this.observer.cacheLookup(hits, reads.length);
-    const series: SeriesRead[] = plan.windows.map((w, wi) => ({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs }));
-    if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, NO_SERIES);
+    const series: SeriesRead[] = [];
+    const seriesIndex: number[] = [];
+    const wc = this.windows;
+    for (let wi = 0; wi < plan.windows.length; wi++) {
+      const w = plan.windows[wi]!;
+      const id = ids[mf.windowEntity[wi]!]!;
+      const snap = wc?.get(w.entity, id, w.stream, w.windowMs);
+      if (snap !== undefined) {
+        r.snapshots[wi] = snap;
+        hits++;
+        continue;
+      }
+      series.push({ entity: w.entity, id, stream: w.stream, windowMs: w.windowMs });
+      seriesIndex.push(wi);
+    }
+    if (cache !== null) this.observer.cacheLookup(hits, reads.length + series.length);
+    if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, null);
     // A field read: while the store is down or its circuit is open, nothing waits on it.
     if (!store.available) {
       this.observer.storeFailure();
-      r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex);
-      return this.finish(r, overridden, NO_SERIES);
+      r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex, seriesIndex);
+      return this.finish(r, overridden, null);
     }
+    const sentAt = performance.now();
     return store.fetch(reads, series).then(
-      (f) => this.finish(r, overridden, this.absorb(mf, f, reads, readIndex, r)),
+      (f) => {
+        this.absorb(mf, f, reads, readIndex, r);
+        for (let k = 0; k < series.length; k++) {
+          const bytes = f.series[k]!;
+          const s = series[k]!;
+          wc?.put(s.entity, s.id, s.stream, s.windowMs, bytes, sentAt);
+          r.snapshots[seriesIndex[k]!] = snapshotView(bytes) ?? undefined;
+        }
+        return this.finish(r, overridden, null);
+      },
       (e) => {
         if (!(e instanceof StoreUnavailableError)) throw e;
         this.observer.storeFailure();
-        r.unread(e.reason, readIndex);
-        return this.finish(r, overridden, NO_SERIES);
+        r.unread(e.reason, readIndex, seriesIndex);
+        return this.finish(r, overridden, null);
       },
     );
+  }
+
+  /** Realtime events this replica wrote: cached window snapshots take them in (see window-cache.ts). */
+  eventsWritten(records: readonly EventRecord[], applied: readonly boolean[]): void {
+    this.windows?.written(records, applied);
+  }
+
+  /** Realtime events whose write may or may not have landed. */
+  eventsUncertain(records: readonly EventRecord[]): void {
+    this.windows?.uncertain(records);
   }
 
   private requestField(ctx: Record<string, unknown>, field: string): number | boolean {
@@ -237,7 +293,7 @@ export class FeatureServer {
   }
 
   /** Decodes fetched groups into the slots and caches them (empty groups too, briefly). */
-  private absorb(mf: ModelFeatures, f: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], r: Resolution): SeriesAccess {
+  private absorb(mf: ModelFeatures, f: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], r: Resolution): void {
     for (let k = 0; k < reads.length; k++) {
       const s = mf.plan.stored[readIndex[k]!]!;
       let bytes = f.groups[k];
@@ -250,14 +306,10 @@ export class FeatureServer {
       }
       decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s);
     }
-    const plan = mf.plan;
-    return (wi, since) => {
-      const w = plan.windows[wi]!;
-      return f.series[wi]!(r.now, w.windowMs, w.aggregation, since);
-    };
   }
 
-  private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess): Resolution {
+  /** `series` reads the in-process store's windows; null reads the resolution's snapshots. */
+  private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess | null): Resolution {
     this.observer.resolution();
     const mf = r.mf;
     const plan = mf.plan;
@@ -292,7 +344,9 @@ export class FeatureServer {
       }
       if (def.type === 'realtime' || (def.type === 'hybrid' && st === PRESENT)) {
         const wi = mf.windowBySlot[slot]!;
-        const part = series(wi, def.type === 'hybrid' ? ts[slot] : undefined);
+        const since = def.type === 'hybrid' ? ts[slot] : undefined;
+        const part = series !== null ? series(wi, since) : r.fromSnapshot(wi, since);
+        if (part !== undefined) r.windowRead(wi, series === null);
         if (part === undefined || part === null) {
           v = null;
           st = MISSING;
@@ -347,7 +401,6 @@ const EMPTY: Record<string, unknown> = {};
 
 /** Window part of feature `wi` of the plan (after `since` for hybrids); undefined when unavailable. */
 type SeriesAccess = (wi: number, since: number | undefined) => number | null | undefined;
-const NO_SERIES: SeriesAccess = () => undefined;
 
 /** One request's resolution: slots, statuses and the model row, with the debug view on demand. */
 class Resolution implements Resolved {
@@ -355,9 +408,14 @@ class Resolution implements Resolved {
   readonly ts: number[] = [];
   readonly status: number[] = [];
   readonly row: number[] = [];
-  /** Set when the store could not be read: why, and which of plan.stored were not (windows: all). */
+  /** Per plan window: the snapshot of its series (remote stores), once read from L1 or the store. */
+  readonly snapshots: (Float64Array | undefined)[] = [];
+  /** Set when the store could not be read: why, and which of plan.stored and plan.windows were not. */
   storeReason: string | null = null;
   private unreadStored: readonly number[] | null = null;
+  private unreadWindows: readonly number[] | null = null;
+  /** Per plan window, when the series it was read from was read from the store (epoch ms); null: none read. */
+  private windowReadAt: number[] | null = null;
 
   constructor(
     readonly mf: ModelFeatures,
@@ -379,23 +437,40 @@ class Resolution implements Resolved {
     return out;
   }
 
-  unread(reason: string, readIndex: readonly number[]): void {
+  unread(reason: string, readIndex: readonly number[], windowIndex: readonly number[]): void {
     this.storeReason = reason;
     this.unreadStored = readIndex;
+    this.unreadWindows = windowIndex;
+  }
+
+  fromSnapshot(wi: number, since: number | undefined): number | null | undefined {
+    const f = this.snapshots[wi];
+    if (f === undefined) return undefined;
+    const w = this.mf.plan.windows[wi]!;
+    return aggregateSnapshot(f, this.now, w.windowMs, w.aggregation, since);
+  }
+
+  /** Window `wi` gave a value: from a snapshot (its read time), or from the in-process store (now). */
+  windowRead(wi: number, fromSnapshot: boolean): void {
+    const at = (this.windowReadAt ??= []);
+    at[wi] = fromSnapshot ? snapshotReadAt(this.snapshots[wi]!) : this.now;
   }
 
   debug(): Record<string, FeatureDebug> {
     const out: Record<string, FeatureDebug> = {};
     let unread: Set<number> | null = null;
+    const plan = this.mf.plan;
     if (this.storeReason !== null) {
-      const plan = this.mf.plan;
-      unread = new Set(plan.windows.map((w) => w.slot));
+      unread = new Set(this.unreadWindows!.map((wi) => plan.windows[wi]!.slot));
       for (const i of this.unreadStored!) for (const slot of plan.stored[i]!.slots) unread.add(slot);
     }
-    for (const p of this.mf.plan.features) {
+    for (const p of plan.features) {
       const t = this.ts[p.slot]!;
       const st = this.status[p.slot]!;
       const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+      const wi = this.mf.windowBySlot[p.slot]!;
+      const readAt = wi >= 0 && st !== OVERRIDE ? this.windowReadAt?.[wi] : undefined;
+      if (readAt !== undefined) d.window_age_ms = Math.max(0, Math.round(this.now - readAt));
       if (unread !== null && st !== PRESENT && st !== OVERRIDE && unread.has(p.slot)) d.reason = this.storeReason!;
       out[p.def.ref] = d;
     }
