@@ -293,6 +293,10 @@ uint64_t ShardedLruCache::NowMs() const {
                                    .count());
 }
 
+bool ShardedLruCache::IsLive(const Entry& e) const {
+  return e.expires_at_ms == 0 || NowMs() < e.expires_at_ms;
+}
+
 ShardedLruCache::Entry* ShardedLruCache::LookupLocked(Shard& shard, uint64_t hash,
                                                       std::string_view key, uint64_t* now_ms,
                                                       Entry** expired) const {
@@ -383,6 +387,15 @@ size_t ShardedLruCache::GetManyRaw(const std::string_view* keys, size_t n, GetMa
 }
 
 bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms) {
+  return Store(key, value, ttl_ms, false);
+}
+
+bool ShardedLruCache::Insert(std::string_view key, ByteView value, uint64_t ttl_ms) {
+  return Store(key, value, ttl_ms, true);
+}
+
+bool ShardedLruCache::Store(std::string_view key, ByteView value, uint64_t ttl_ms,
+                            bool only_if_absent) {
   constexpr size_t kMaxPart = std::numeric_limits<uint32_t>::max();
   if (key.size() > kMaxPart || value.size > kMaxPart) return false;
   uint64_t hash = HashKey(key);
@@ -394,6 +407,7 @@ bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms)
     // no allocation, no relinking of the table.
     std::lock_guard<std::mutex> lock(shard.mu);
     size_t i = shard.Find(hash, key);
+    if (i != SIZE_MAX && only_if_absent && IsLive(*shard.slots[i].entry)) return false;
     if (i != SIZE_MAX && shard.slots[i].entry->value_size == value.size) {
       Entry* e = shard.slots[i].entry;
       if (value.size != 0) std::memcpy(e->value_data(), value.data, value.size);
@@ -418,7 +432,9 @@ bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms)
     std::lock_guard<std::mutex> lock(shard.mu);
     if (e->charge() <= shard.max_bytes) {
       size_t i = shard.Find(hash, key);
-      if (i != SIZE_MAX) {
+      if (i != SIZE_MAX && only_if_absent && IsLive(*shard.slots[i].entry)) {
+        // Stored by another thread between the two locked sections.
+      } else if (i != SIZE_MAX) {
         Entry* old = shard.slots[i].entry;
         Shard::Unlink(old);
         shard.bytes -= old->charge();

@@ -100,6 +100,10 @@ class ShardedLruCache {
   // ttl_ms == 0 means no expiry. Returns false (and stores nothing) if the entry alone exceeds a
   // shard's byte budget, a size exceeds 4 GiB, or memory runs out.
   bool Set(std::string_view key, ByteView value, uint64_t ttl_ms = 0);
+  // Set only when key holds no live entry: returns false, changing nothing (not even the LRU
+  // order), when it does. An expired entry counts as absent and is replaced. For loaders that must
+  // not overwrite what a concurrent writer stored meanwhile.
+  bool Insert(std::string_view key, ByteView value, uint64_t ttl_ms = 0);
   // Set for each pair; returns how many were stored.
   size_t SetMany(const std::string_view* keys, const ByteView* values, size_t n, uint64_t ttl_ms);
 
@@ -125,6 +129,7 @@ class ShardedLruCache {
   using GetSinkFn = void (*)(void* ctx, const char* data, size_t size);
   using GetManySinkFn = void (*)(void* ctx, size_t index, const char* data, size_t size);
 
+  bool Store(std::string_view key, ByteView value, uint64_t ttl_ms, bool only_if_absent);
   bool GetRaw(std::string_view key, GetSinkFn sink, void* ctx);
   size_t GetManyRaw(const std::string_view* keys, size_t n, GetManySinkFn sink, void* ctx);
   // With shard.mu held: the live entry for key (moved to the front, counted as a hit), or
@@ -135,6 +140,7 @@ class ShardedLruCache {
   size_t ShardIndex(uint64_t hash) const;
   Shard& ShardFor(uint64_t hash) const;
   uint64_t NowMs() const;
+  bool IsLive(const Entry& e) const;
 
   size_t shard_count_;
   unsigned shard_shift_;

@@ -409,6 +409,35 @@ void TestConcurrency() {
               static_cast<unsigned long long>(s.expirations));
 }
 
+void TestInsertOnlyIfAbsent() {
+  FakeClock clock;
+  ShardedLruCache cache(OneShard(2, 1 << 20, &clock));
+  CHECK(cache.Insert("a", Bytes("first")));
+  CHECK(!cache.Insert("a", Bytes("second")));  // a live entry is kept
+  CHECK(Read(cache, "a") == "first");
+  CHECK(!cache.Insert("a", Bytes("a longer value that would need a new entry")));
+  CHECK(Read(cache, "a") == "first");
+  // A refused insert does not touch the LRU order: b, then a's read made a most recent; c evicts b.
+  CHECK(cache.Insert("b", Bytes("bee")));
+  CHECK(Read(cache, "a") == "first");
+  CHECK(!cache.Insert("b", Bytes("ignored")));
+  CHECK(cache.Set("c", Bytes("sea")));
+  CHECK(Read(cache, "b") == "<miss>");
+  CHECK(Read(cache, "a") == "first");
+  // An expired entry is absent: the insert replaces it, same size or not.
+  CHECK(cache.Set("t", Bytes("old"), 10));
+  clock.now += 11;
+  CHECK(cache.Insert("t", Bytes("new")));
+  CHECK(Read(cache, "t") == "new");
+  CHECK(cache.Set("u", Bytes("old"), 10));
+  clock.now += 11;
+  CHECK(cache.Insert("u", Bytes("newer and longer")));
+  CHECK(Read(cache, "u") == "newer and longer");
+  // Set still overwrites what Insert stored.
+  CHECK(cache.Set("u", Bytes("set")));
+  CHECK(Read(cache, "u") == "set");
+}
+
 struct NamedTest {
   const char* name;
   void (*fn)();
@@ -426,6 +455,7 @@ int main() {
       {"getMany / setMany", TestGetMany},
       {"hash spread", TestHashSpread},
       {"table growth and deletion", TestTableGrowthAndDeletion},
+      {"insert only if absent", TestInsertOnlyIfAbsent},
       {"concurrency", TestConcurrency},
   };
   for (const NamedTest& t : tests) {

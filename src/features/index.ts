@@ -1,8 +1,9 @@
-// Feature serving: definitions (YAML -> compiled registry and plans), the online store (in process
-// or Redis), the native L1 cache, the feature server that resolves a model's features per request,
+// Feature serving: definitions (YAML -> compiled registry and plans), the online store (embedded:
+// a SQLite file served from off-heap memory; in process only; or Redis), the native L1 cache, the feature server that resolves a model's features per request,
 // realtime event ingestion and offline materialization. createFeatureService wires them from the
 // server config.
 
+import { join } from 'node:path';
 import { configInvalid, eventsMaybeStored, eventsNotStored } from '../errors.js';
 import type { FeaturesConfig } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -12,7 +13,8 @@ import { NativeCache } from './native-cache.js';
 import type { FeatureRegistry } from './plan.js';
 import { RedisStore, StoreUnavailableError } from './redis-store.js';
 import { FeatureServer, type FeatureObserver } from './server.js';
-import { materializeSource, type MaterializeResult } from './sources.js';
+import { EmbeddedStore, fingerprintOf } from './embedded-store.js';
+import { feedsOf, materializeSource, type MaterializeResult } from './sources.js';
 import { MemoryStore, type OnlineStore } from './store.js';
 
 export { FeatureServer, type ModelFeatures, type Resolved, type ValueStatus, type FeatureObserver } from './server.js';
@@ -20,6 +22,7 @@ export { loadFeatureDefinitionsFile, parseFeatureDefinitions, loadFeatureDefinit
 export { FeatureRegistry } from './plan.js';
 export { MemoryStore, SeenIds, groupKey, type OnlineStore, type EventRecord } from './store.js';
 export { RedisStore, StoreUnavailableError } from './redis-store.js';
+export { EmbeddedStore } from './embedded-store.js';
 export { CircuitBreaker, type BreakerState } from './breaker.js';
 export { NativeCache, BatchReadBuffer } from './native-cache.js';
 export { materializeSource, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
@@ -59,7 +62,15 @@ export interface ServiceObserver extends FeatureObserver {
   storeRoundTrip(seconds: number, ok: boolean): void;
 }
 
-export async function createFeatureService(cfg: FeaturesConfig, observer?: ServiceObserver, log?: Logger): Promise<FeatureService | null> {
+export interface ServiceOptions {
+  observer?: ServiceObserver;
+  log?: Logger;
+  /** Where the embedded store keeps its file (features.db); without it the embedded store is in memory only. */
+  dataDir?: string;
+}
+
+export async function createFeatureService(cfg: FeaturesConfig, options: ServiceOptions = {}): Promise<FeatureService | null> {
+  const { observer, log, dataDir } = options;
   if (cfg.definitions === null) return null;
   const registry = await loadFeatureDefinitionsFile(cfg.definitions);
   let store: OnlineStore;
@@ -79,6 +90,15 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
     store = redis;
     cache = new NativeCache();
     cache.configure({ maxEntries: cfg.cache.maxEntries, maxBytes: cfg.cache.maxBytes });
+  } else if (cfg.embedded.durable && dataDir !== undefined) {
+    const path = join(dataDir, 'features.db');
+    store = new EmbeddedStore({
+      path,
+      streams: registry.streams,
+      ...(cfg.embedded.memoryBytes !== null ? { memoryBytes: cfg.embedded.memoryBytes } : {}),
+      onPreloaded: (rows, seconds) => log?.info({ path, rows, seconds: Math.round(seconds * 100) / 100 }, 'feature store in memory: every stored group is served without reading the file'),
+      onPreloadError: (e) => log?.error({ path, err: e.message }, 'copying the feature store into memory failed: groups not in memory are read from the file'),
+    });
   } else {
     store = new MemoryStore(registry.streams);
   }
@@ -93,10 +113,18 @@ export async function createFeatureService(cfg: FeaturesConfig, observer?: Servi
     observer,
   });
   const loaded: MaterializeResult[] = [];
-  if (store.kind === 'memory' && cfg.loadSources) {
+  if (store.kind !== 'redis' && cfg.loadSources) {
     for (const source of registry.sources.values()) {
       try {
-        loaded.push(await materializeSource(registry, source, store));
+        // The durable store keeps what it loaded: a source file unchanged since is not read again.
+        const fingerprint = store instanceof EmbeddedStore ? fingerprintOf(source.path, feedsOf(registry, source).map((f) => f.group)) : null;
+        if (store instanceof EmbeddedStore && store.sourceLoaded(source.name, fingerprint!)) {
+          log?.info({ source: source.name, path: source.path }, 'feature source unchanged since it was loaded into the feature store: not read again');
+          continue;
+        }
+        const result = await materializeSource(registry, source, store);
+        if (store instanceof EmbeddedStore && result.rejected === 0) store.markSourceLoaded(source.name, fingerprint!);
+        loaded.push(result);
       } catch (e) {
         throw configInvalid(`cannot load feature source '${source.name}' from ${source.path}: ${(e as Error).message}`);
       }

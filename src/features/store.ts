@@ -54,7 +54,7 @@ export interface EventRecord {
 }
 
 export interface OnlineStore {
-  readonly kind: 'memory' | 'redis';
+  readonly kind: 'memory' | 'embedded' | 'redis';
   /** True when reads can be answered synchronously (fetchSync). */
   readonly sync: boolean;
   /** False while the store cannot be reached (reads then fail fast and callers fall back). */
