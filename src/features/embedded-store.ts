@@ -29,6 +29,14 @@ import { bucketStart, bucketWidthMs, retentionMs, WindowStore, type Aggregation 
 
 const SCHEMA_VERSION = 1;
 const PRUNE_MS = 60_000;
+const PUT_ROWS = 100;
+
+/** Writes the (key, value) pairs of `args` (PUT_ROWS of them with `many`, else one by one) and empties it. */
+function flush(many: Database.Statement<(string | Uint8Array)[]>, one: Database.Statement<[string, Uint8Array]>, args: (string | Uint8Array)[]): void {
+  if (args.length === 2 * PUT_ROWS) many.run(...args);
+  else for (let i = 0; i < args.length; i += 2) one.run(args[i] as string, args[i + 1] as Uint8Array);
+  args.length = 0;
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -79,6 +87,7 @@ export class EmbeddedStore implements OnlineStore {
   readonly #widths = new Map<string, { widthMs: number; retentionMs: number }[]>();
   readonly #get: Database.Statement<[string], Buffer>;
   readonly #put: Database.Statement<[string, Uint8Array]>;
+  readonly #putMany: Database.Statement<(string | Uint8Array)[]>;
   readonly #seenAdd: Database.Statement<[string, number]>;
   readonly #bucketAdd: Database.Statement<[string, string, string, number, number, number, number, number, number]>;
   readonly #pruneTimer: NodeJS.Timeout;
@@ -98,6 +107,7 @@ export class EmbeddedStore implements OnlineStore {
     else if (version.value !== String(SCHEMA_VERSION)) throw new Error(`${this.path} has feature store schema ${version.value}; this version of scoreline reads ${SCHEMA_VERSION}`);
     this.#get = this.db.prepare<[string], Buffer>('SELECT value FROM groups WHERE key = ?').pluck();
     this.#put = this.db.prepare<[string, Uint8Array]>('INSERT OR REPLACE INTO groups (key, value) VALUES (?, ?)');
+    this.#putMany = this.db.prepare<(string | Uint8Array)[]>(`INSERT OR REPLACE INTO groups (key, value) VALUES ${Array(PUT_ROWS).fill('(?, ?)').join(', ')}`);
     this.#seenAdd = this.db.prepare<[string, number]>('INSERT OR REPLACE INTO seen (key, until) VALUES (?, ?)');
     this.#bucketAdd = this.db.prepare(
       `INSERT INTO buckets (entity, stream, id, width, start, count, sum, lo, hi, until) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
@@ -200,25 +210,38 @@ export class EmbeddedStore implements OnlineStore {
   }
 
   writeGroupsSync(writes: readonly GroupWrite[]): void {
-    const done: [string, Uint8Array][] = [];
+    const keys: string[] = [];
+    const values: Uint8Array[] = [];
+    // One buffer for every group of the call: one allocation, not one per group.
+    let size = 0;
+    for (const w of writes) size += w.group.layout.byteLength;
+    const arena = new Uint8Array(size);
+    let at = 0;
     this.db.transaction(() => {
+      // Rows go in PUT_ROWS at a time (one statement per run: its fixed cost is most of a row's).
+      const args: (string | Uint8Array)[] = [];
       for (const w of writes) {
         const key = groupKey(w.group, w.id);
         const layout = w.group.layout;
         let whole = true;
         for (const name of layout.names) if (!Object.hasOwn(w.values, name)) whole = false;
+        const into = arena.subarray(at, (at += layout.byteLength));
         let bytes: Uint8Array;
-        if (whole) bytes = encodeGroup(layout, w.values);
+        if (whole) bytes = encodeGroup(layout, w.values, into);
         else {
-          // Fields not given keep their stored values.
-          const old = this.table.get(key) ?? this.#get.get(key);
-          bytes = encodeGroup(layout, old !== undefined ? { ...(decodeGroup(layout, old) ?? {}), ...w.values } : w.values);
+          // Fields not given keep their stored values: the file's, this batch's writes included.
+          flush(this.#putMany, this.#put, args);
+          const old = this.#get.get(key);
+          bytes = encodeGroup(layout, old !== undefined ? { ...(decodeGroup(layout, old) ?? {}), ...w.values } : w.values, into);
         }
-        this.#put.run(key, bytes);
-        done.push([key, bytes]);
+        args.push(key, bytes);
+        keys.push(key);
+        values.push(bytes);
+        if (args.length === 2 * PUT_ROWS) flush(this.#putMany, this.#put, args);
       }
+      flush(this.#putMany, this.#put, args);
     })();
-    for (const [key, bytes] of done) this.table.set(key, bytes);
+    for (let i = 0; i < keys.length; i++) this.table.set(keys[i]!, values[i]!);
   }
 
   /**
