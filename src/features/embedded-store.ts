@@ -57,6 +57,8 @@ export interface EmbeddedStoreOptions {
   streams: readonly StreamSpec[];
   /** Bytes the in-memory copy of the groups may take; undefined: all of them (like Redis without maxmemory). */
   memoryBytes?: number;
+  /** Serve from a copy in memory (default true); false: the file only (a loader that does not serve). */
+  memory?: boolean;
   /** Told when the groups are all in memory (rows copied, seconds), or why the copy stopped. */
   onPreloaded?: (rows: number, seconds: number) => void;
   onPreloadError?: (err: Error) => void;
@@ -92,6 +94,7 @@ export class EmbeddedStore implements OnlineStore {
   readonly #bucketAdd: Database.Statement<[string, string, string, number, number, number, number, number, number]>;
   readonly #pruneTimer: NodeJS.Timeout;
   readonly #limited: boolean;
+  readonly #memory: boolean;
 
   constructor(private readonly opts: EmbeddedStoreOptions) {
     this.path = resolve(opts.path);
@@ -131,7 +134,8 @@ export class EmbeddedStore implements OnlineStore {
     this.#limited = opts.memoryBytes !== undefined;
     this.table = new NativeTable(`features:${this.path}`, opts.memoryBytes !== undefined ? { maxBytes: opts.memoryBytes } : undefined);
     this.table.clear();
-    this.#preloaded = this.#startPreload();
+    this.#memory = opts.memory !== false;
+    this.#preloaded = this.#memory ? this.#startPreload() : Promise.resolve();
     this.#pruneTimer = setInterval(() => this.prune(Date.now()), PRUNE_MS);
     this.#pruneTimer.unref();
   }
@@ -182,6 +186,7 @@ export class EmbeddedStore implements OnlineStore {
 
   groupSync(group: StoredGroup, id: string): Uint8Array | null {
     const key = groupKey(group, id);
+    if (!this.#memory) return this.#get.get(key) ?? null;
     const v = this.table.get(key);
     if (v !== undefined) return v;
     if (this.#complete) return null;
@@ -241,7 +246,7 @@ export class EmbeddedStore implements OnlineStore {
       }
       flush(this.#putMany, this.#put, args);
     })();
-    for (let i = 0; i < keys.length; i++) this.table.set(keys[i]!, values[i]!);
+    if (this.#memory) for (let i = 0; i < keys.length; i++) this.table.set(keys[i]!, values[i]!);
   }
 
   /**

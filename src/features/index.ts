@@ -22,10 +22,10 @@ export { loadFeatureDefinitionsFile, parseFeatureDefinitions, loadFeatureDefinit
 export { FeatureRegistry } from './plan.js';
 export { MemoryStore, SeenIds, groupKey, type OnlineStore, type EventRecord } from './store.js';
 export { RedisStore, StoreUnavailableError } from './redis-store.js';
-export { EmbeddedStore } from './embedded-store.js';
+export { EmbeddedStore, fingerprintOf } from './embedded-store.js';
 export { CircuitBreaker, type BreakerState } from './breaker.js';
 export { NativeCache, BatchReadBuffer } from './native-cache.js';
-export { materializeSource, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
+export { feedsOf, materializeSource, readRowBatches, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
 export { parseEvents, streamsByEvent, nextEventId } from './events.js';
 
 /** What POST /v1/events (and a WebSocket event frame) answers when the events were stored. */

@@ -1,16 +1,18 @@
 // The embedded feature store across restarts of a real server on a real data dir: what was loaded
 // and the events that were answered survive a clean stop and a kill -9 (the same values, statuses
 // and windows; event ids still recognised); a source file that did not change is not read again,
-// one that changed is; `features.embedded.durable: false` keeps nothing.
+// one that changed is; `scoreline features materialize --data-dir` loads it ahead of the server;
+// `features.embedded.durable: false` keeps nothing.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { request, startServer, tempDir, type TestServer } from './server.js';
+import { CLI, request, startServer, tempDir, type TestServer } from './server.js';
 
 const COLUMNS = ['income', 'loans', 'txn_sum_1h', 'lates'];
 const HOUR = 3_600_000;
@@ -143,4 +145,25 @@ test('with features.embedded.durable false nothing is kept', async () => {
   } finally {
     await s.stop();
   }
+});
+
+test('scoreline features materialize --data-dir loads the store before the server starts', async () => {
+  const dir = await tempDir();
+  const { config } = await writeFixture(dir, 4321);
+  const data = join(dir, 'data');
+  const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--quiet'], { encoding: 'utf8' });
+  assert.equal(m.status, 0, m.stderr + m.stdout);
+  assert.match(m.stdout, /materialized 3 entity groups from 3 rows/);
+  const s = await startServer(['--config', config, '--data-dir', data]);
+  try {
+    assert.equal(loadedLines(s), 0, 'the server did not read the source again');
+    assert.equal(unchangedLines(s), 1);
+    const f = (await score(s, 'C001')).body.features;
+    assert.deepEqual([f['income@1'].value, f['income@1'].status, f['loans@1'].value], [4321, 'present', 2]);
+  } finally {
+    await s.stop();
+  }
+  const both = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--redis', 'redis://127.0.0.1:1'], { encoding: 'utf8' });
+  assert.equal(both.status, 2, both.stderr);
+  assert.match(both.stderr, /not both/);
 });
