@@ -9,11 +9,11 @@
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
 import type { FeatureDef } from './definitions.js';
-import type { NativeCache } from './native-cache.js';
+import { BatchReadBuffer, type NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
 import { groupKey, type EventRecord, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
-import { aggregateSnapshot, snapshotReadAt, snapshotView, WindowCache } from './window-cache.js';
+import { aggregateSnapshot, snapshotAtValid, snapshotReadAt, snapshotView, WindowCache } from './window-cache.js';
 
 export type ValueStatus = 'present' | 'stale' | 'default' | 'missing' | 'override';
 const STATUS: readonly ValueStatus[] = ['present', 'stale', 'default', 'missing', 'override'];
@@ -109,6 +109,9 @@ export class FeatureServer {
   private readonly cache: NativeCache | null;
   private readonly windows: WindowCache | null;
   private readonly observer: FeatureObserver;
+  readonly #keys: string[] = [];
+  readonly #batch = new BatchReadBuffer(16 * 1024, 16);
+  #batchF64: Float64Array = new Float64Array(0);
 
   constructor(private readonly opts: FeatureServerOptions) {
     this.registry = opts.registry;
@@ -199,32 +202,50 @@ export class FeatureServer {
     // every request of this event-loop turn) for whatever L1 does not hold.
     const reads: GroupRead[] = [];
     const readIndex: number[] = [];
-    let hits = 0;
-    const cache = this.cache;
-    for (let i = 0; i < plan.stored.length; i++) {
-      const s = plan.stored[i]!;
-      const id = ids[mf.storedEntity[i]!]!;
-      const bytes = cache?.get(groupKey(s.group, id));
-      if (bytes !== undefined && decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s)) {
-        hits++;
-        continue;
-      }
-      reads.push({ group: s.group, id });
-      readIndex.push(i);
-    }
     const series: SeriesRead[] = [];
     const seriesIndex: number[] = [];
+    let hits = 0;
+    const cache = this.cache;
     const wc = this.windows;
-    for (let wi = 0; wi < plan.windows.length; wi++) {
-      const w = plan.windows[wi]!;
-      const id = ids[mf.windowEntity[wi]!]!;
-      const snap = wc?.get(w.entity, id, w.stream, w.windowMs);
-      if (snap !== undefined) {
-        r.snapshots[wi] = snap;
-        hits++;
-        continue;
+    // Every L1 key of the request in one call across the boundary (one per key costs ~3x more).
+    const keys = this.#keys;
+    keys.length = 0;
+    if (cache !== null) {
+      for (let i = 0; i < plan.stored.length; i++) keys.push(groupKey(plan.stored[i]!.group, ids[mf.storedEntity[i]!]!));
+      if (wc !== null) for (let wi = 0; wi < plan.windows.length; wi++) keys.push(wc.key(plan.windows[wi]!, ids[mf.windowEntity[wi]!]!));
+      if (keys.length > 0) cache.getManyInto(keys, this.#batch);
+    }
+    const batch = this.#batch;
+    for (let i = 0; i < plan.stored.length; i++) {
+      const s = plan.stored[i]!;
+      if (cache !== null) {
+        const at = batch.meta[2 * i]!;
+        if (at >= 0 && decodeGroupInto(s.group.layout, batch.data.subarray(at, at + batch.meta[2 * i + 1]!), r.values, r.ts, s)) {
+          hits++;
+          continue;
+        }
       }
-      series.push({ entity: w.entity, id, stream: w.stream, windowMs: w.windowMs });
+      reads.push({ group: s.group, id: ids[mf.storedEntity[i]!]! });
+      readIndex.push(i);
+    }
+    let inBatch = false;
+    for (let wi = 0; wi < plan.windows.length; wi++) {
+      if (wc !== null) {
+        const k = plan.stored.length + wi;
+        const at = batch.meta[2 * k]!;
+        // Read in place (values in the batch buffer are 8-byte aligned: every length is a multiple of 8).
+        let f = this.#batchF64;
+        if (f.buffer !== batch.data.buffer) f = this.#batchF64 = new Float64Array(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength >> 3);
+        if (at >= 0 && (at & 7) === 0 && snapshotAtValid(f, at >> 3, batch.meta[2 * k + 1]!)) {
+          r.snapshots[wi] = f;
+          r.snapshotAt[wi] = at >> 3;
+          inBatch = true;
+          hits++;
+          continue;
+        }
+      }
+      const w = plan.windows[wi]!;
+      series.push({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs });
       seriesIndex.push(wi);
     }
     if (cache !== null) this.observer.cacheLookup(hits, reads.length + series.length);
@@ -235,6 +256,16 @@ export class FeatureServer {
       r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex, seriesIndex);
       return this.finish(r, overridden, null);
     }
+    // The next request reads into the batch buffer: snapshots kept past this turn are copied.
+    if (inBatch) {
+      for (let wi = 0; wi < plan.windows.length; wi++) {
+        const f = r.snapshots[wi];
+        if (f !== this.#batchF64) continue;
+        const at = r.snapshotAt[wi]!;
+        r.snapshots[wi] = f.slice(at, at + 3 + 5 * f[at + 2]!);
+        r.snapshotAt[wi] = 0;
+      }
+    }
     const sentAt = performance.now();
     return store.fetch(reads, series).then(
       (f) => {
@@ -244,6 +275,7 @@ export class FeatureServer {
           const s = series[k]!;
           wc?.put(s.entity, s.id, s.stream, s.windowMs, bytes, sentAt);
           r.snapshots[seriesIndex[k]!] = snapshotView(bytes) ?? undefined;
+          r.snapshotAt[seriesIndex[k]!] = 0;
         }
         return this.finish(r, overridden, null);
       },
@@ -410,6 +442,8 @@ class Resolution implements Resolved {
   readonly row: number[] = [];
   /** Per plan window: the snapshot of its series (remote stores), once read from L1 or the store. */
   readonly snapshots: (Float64Array | undefined)[] = [];
+  /** Where each snapshot starts in its array (f64 index): snapshots are read in place. */
+  readonly snapshotAt: number[] = [];
   /** Set when the store could not be read: why, and which of plan.stored and plan.windows were not. */
   storeReason: string | null = null;
   private unreadStored: readonly number[] | null = null;
@@ -447,13 +481,13 @@ class Resolution implements Resolved {
     const f = this.snapshots[wi];
     if (f === undefined) return undefined;
     const w = this.mf.plan.windows[wi]!;
-    return aggregateSnapshot(f, this.now, w.windowMs, w.aggregation, since);
+    return aggregateSnapshot(f, this.now, w.windowMs, w.aggregation, since, this.snapshotAt[wi]);
   }
 
   /** Window `wi` gave a value: from a snapshot (its read time), or from the in-process store (now). */
   windowRead(wi: number, fromSnapshot: boolean): void {
     const at = (this.windowReadAt ??= []);
-    at[wi] = fromSnapshot ? snapshotReadAt(this.snapshots[wi]!) : this.now;
+    at[wi] = fromSnapshot ? snapshotReadAt(this.snapshots[wi]!, this.snapshotAt[wi]) : this.now;
   }
 
   debug(): Record<string, FeatureDebug> {

@@ -54,22 +54,30 @@ export function snapshotView(bytes: Uint8Array): Float64Array | null {
   return f;
 }
 
-/** When the store was read (epoch ms). */
-export const snapshotReadAt = (f: Float64Array): number => f[1]!;
+/**
+ * Whether `length` bytes at f64 index `at` of `f` (a view of a shared read buffer) hold a snapshot;
+ * one is then read in place with `at`.
+ */
+export function snapshotAtValid(f: Float64Array, at: number, length: number): boolean {
+  return length >= 8 * HEADER && length % 8 === 0 && f[at] === FORMAT && length / 8 === HEADER + STRIDE * f[at + 2]!;
+}
+
+/** When the store was read (epoch ms); `at`: where the snapshot starts in `f`. */
+export const snapshotReadAt = (f: Float64Array, at = 0): number => f[at + 1]!;
 
 /**
  * The aggregation over [now - window, now] (after `sinceMs` for hybrids) under the boundary rule
  * of windows.ts; the same answer aggregateWindow() gives for the buckets the snapshot holds.
  */
-export function aggregateSnapshot(f: Float64Array, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs = -Infinity): number | null {
+export function aggregateSnapshot(f: Float64Array, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs = -Infinity, at0 = 0): number | null {
   const width = bucketWidthMs(windowMs);
   const lower = Math.max(nowMs - windowMs, sinceMs);
   let count = 0;
   let sum = 0;
   let min = Infinity;
   let max = -Infinity;
-  const end = HEADER + STRIDE * f[2]!;
-  for (let at = HEADER; at < end; at += STRIDE) {
+  const end = at0 + HEADER + STRIDE * f[at0 + 2]!;
+  for (let at = at0 + HEADER; at < end; at += STRIDE) {
     if (!bucketIncluded(f[at]!, width, nowMs, lower)) continue;
     count += f[at + 1]!;
     sum += f[at + 2]!;
@@ -148,6 +156,11 @@ export class WindowCache {
       for (const w of s.windowsMs) byWidth.set(bucketWidthMs(w), Math.max(byWidth.get(bucketWidthMs(w)) ?? 0, retentionMs(w)));
       this.#widths.set(`${s.entity}:${s.stream}`, [...byWidth].map(([widthMs, r]) => ({ widthMs, retentionMs: r })));
     }
+  }
+
+  /** The L1 key of the series a window reads. */
+  key(w: { readonly entity: string; readonly stream: string; readonly windowMs: number }, id: string): string {
+    return seriesCacheKey(w.entity, id, w.stream, bucketWidthMs(w.windowMs));
   }
 
   /** The cached snapshot of a series, or undefined. */
