@@ -1,11 +1,12 @@
-// npm run bench:features -- [--seconds 8] [--rounds 2] [--quick] [--no-write] [--only cache|e2e]
-// One run, two parts:
+// npm run bench:features -- [--seconds 8] [--rounds 3] [--quick] [--no-write] [--only cache|e2e|big] [--entities 10000000]
+// One run, three parts:
 //   1. the native L1 cache against lru-cache (bench/features-cache.ts): getMany(20), get, set,
 //      JS heap with 2M entries, read-loop latency while the GC runs;
 //   2. end to end with wrk on the demo: POST /v1/score/credit-default (features resolved for a
 //      random demo customer per request) against the plain OIP inference of the same model, with
-//      the in-process store, and with Redis + the L1 cache (its hit rate on that traffic): throughput,
-//      and CPU per request of the scoreline server and of redis-server (from /proc).
+//      the embedded store, and with Redis + the L1 cache (its hit rate on that traffic): throughput,
+//      and CPU per request of the scoreline server and of redis-server (from /proc);
+//   3. the embedded store at 10,000 and 10,000,000 entities (bench/features-big.ts).
 // Both wrk scripts build each request body in Lua, so the load generator pays the same per request.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -14,6 +15,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { runBigStoreBench } from './features-big.js';
 import { formatFeaturesCacheTable, runFeaturesCacheBench } from './features-cache.js';
 import { table, writeSection } from './results.js';
 import { cpuMs, have, killOnExit, median, runWrk, serverPin, type WrkResult } from './wrk.js';
@@ -101,7 +103,7 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
     const infer = script('infer', '/v2/models/credit-default/infer', INFER_BODY);
     const scoreScript = script('score', '/v1/score/credit-default', SCORE_BODY);
     const run = (name: string, port: number, s: string, server: ChildProcess, r: ChildProcess | null): Run => ({ name, url: `http://127.0.0.1:${port}`, script: s, server, redis: r, results: [], cpuUs: [], redisCpuUs: [] });
-    const runs: Run[] = [run('OIP inference (plain, same model)', 18290, infer, embedded, null), run('/v1/score, in-process store', 18290, scoreScript, embedded, null)];
+    const runs: Run[] = [run('OIP inference (plain, same model)', 18290, infer, embedded, null), run('/v1/score, embedded store (default)', 18290, scoreScript, embedded, null)];
     if (viaRedis) runs.push(run('/v1/score, Redis + native L1 cache', 18291, scoreScript, viaRedis, redis));
     for (const r of runs) await runWrk(r.url, r.script, { connections: 32, seconds: 2 });
     for (let i = 0; i < rounds; i++) {
@@ -161,7 +163,16 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, quick: { type: 'boolean', default: false }, 'no-write': { type: 'boolean', default: false }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '8' },
+      rounds: { type: 'string', default: '3' },
+      quick: { type: 'boolean', default: false },
+      'no-write': { type: 'boolean', default: false },
+      only: { type: 'string' },
+      entities: { type: 'string', default: '10000000' },
+    },
+  });
   const only = values.only;
   if (only === undefined || only === 'cache') {
     const micro = await runFeaturesCacheBench(values.quick ? { throughputEntries: [10_000], loadedEntries: 200_000, maxTime: 0.5, latencyBatches: 200_000 } : {});
@@ -173,6 +184,11 @@ async function main(): Promise<void> {
     const e2e = await endToEnd(Number(values.seconds), Number(values.rounds));
     console.log(`\n${e2e}`);
     if (!values['no-write']) writeSection('features-e2e', 'Entity scoring end to end: /v1/score vs plain inference', 'npm run bench:features', e2e);
+  }
+  if (only === undefined || only === 'big') {
+    const big = await runBigStoreBench({ entities: Number(values.entities), seconds: Number(values.seconds), rounds: Number(values.rounds) });
+    console.log(`\n${big}`);
+    if (!values['no-write']) writeSection('features-big', `The embedded feature store at ${Number(values.entities).toLocaleString('en-US')} entities`, 'npm run bench:features', big);
   }
 }
 
