@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import Database from 'better-sqlite3';
 import { GraphBuilder } from '../src/inference/onnx-writer.js';
 import { table, writeSection } from './results.js';
 import { cpuMs, have, killOnExit, median, runWrk, serverPin, type WrkResult } from './wrk.js';
@@ -78,7 +79,7 @@ export async function writeAccounts(path: string, rows: number, seed = 42, now =
 }
 
 /** Definitions, model repository and server config for one size, in `dir`. */
-async function writeSetup(dir: string, csv: string): Promise<string> {
+async function writeSetup(dir: string, csv: string, durable = true): Promise<string> {
   const features = FEATURES.map((name, i) => ({ name, version: 1, entity: 'account', type: 'offline', dtype: DTYPES[i], ttl: '60d', source: 'accounts', fallback: { default: DTYPES[i] === 'bool' ? false : 0 } }));
   await writeFile(
     join(dir, 'features.yaml'),
@@ -97,7 +98,7 @@ async function writeSetup(dir: string, csv: string): Promise<string> {
   await writeFile(join(dir, 'models', 'accounts', '1', 'model.onnx'), g.toModelBytes());
   await writeFile(join(dir, 'models', 'accounts', 'model.yaml'), JSON.stringify({ features: FEATURES }));
   const config = join(dir, 'server.json');
-  writeFileSync(config, JSON.stringify({ modelRepository: join(dir, 'models'), dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml') } }));
+  writeFileSync(config, JSON.stringify({ modelRepository: join(dir, 'models'), dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml'), embedded: { durable } } }));
   return config;
 }
 
@@ -193,9 +194,35 @@ interface Size {
   rssMb: number;
 }
 
+const MAP_ENTITIES_MAX = 1_000_000;
+let MAP_ENTITIES = MAP_ENTITIES_MAX;
+let fileRead = NaN;
+let mapHeapMb = NaN;
+let mapEmptyHeapMb = NaN;
+
+/** CPU microseconds per random point read of group rows from a features.db. */
+function pointReadCost(file: string, entities: number): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    const get = db.prepare<[string], Buffer>('SELECT value FROM groups WHERE key = ?').pluck();
+    const next = rng(9);
+    const keys = Array.from({ length: 200_000 }, () => `account:${accountId(Math.floor(next() * entities))}:v1`);
+    for (const k of keys.slice(0, 20_000)) get.get(k);
+    const c0 = process.cpuUsage();
+    let found = 0;
+    for (const k of keys) if (get.get(k) !== undefined) found++;
+    const c = process.cpuUsage(c0);
+    if (found !== keys.length) throw new Error(`${keys.length - found} of ${keys.length} keys not found in ${file}`);
+    return (c.user + c.system) / keys.length;
+  } finally {
+    db.close();
+  }
+}
+
 export async function runBigStoreBench(opts: { entities: number; seconds: number; rounds: number; keep?: string }): Promise<string> {
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const base = opts.keep ?? mkdtempSync(join(tmpdir(), 'scoreline-bench-big-'));
+  MAP_ENTITIES = Math.min(MAP_ENTITIES_MAX, opts.entities);
   const load0 = loadavg()[0]!;
   const sizes: Size[] = [];
   killOnExit(() => sizes.map((s) => s.server?.proc));
@@ -250,11 +277,31 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
       s.heapMb = await heapMb(s.server!.port);
       s.rssMb = memoryOf(s.server!.proc.pid!).rssMb;
     }
+    // What a read from the file costs (before the copy into memory, or beyond memoryBytes): random
+    // point reads of the big store's file, as the server does them (better-sqlite3, one row by key).
+    const big = sizes[1]!;
+    await stop(big.server!);
+    big.server = null;
+    fileRead = pointReadCost(join(big.dir, 'data', 'features.db'), big.entities);
+    // The store this replaces: every group in JS Maps (features.embedded.durable false), at 1,000,000.
+    const mapDir = join(base, 'in-process');
+    mkdirSync(mapDir, { recursive: true });
+    const mapCsv = join(mapDir, 'accounts.csv');
+    if (opts.keep === undefined || !existsSync(mapCsv)) await writeAccounts(mapCsv, MAP_ENTITIES);
+    const mapConfig = await writeSetup(mapDir, mapCsv, false);
+    const m = await start(mapConfig);
+    try {
+      mapHeapMb = await heapMb(m.port);
+      mapEmptyHeapMb = sizes[0]!.heapMb;
+    } finally {
+      await stop(m);
+    }
   } finally {
     for (const s of sizes) if (s.server) await stop(s.server).catch(() => undefined);
     if (opts.keep === undefined) rmSync(base, { recursive: true, force: true });
   }
   const [small, big] = sizes as [Size, Size];
+  const mapBytesPerEntity = ((mapHeapMb - mapEmptyHeapMb) * 2 ** 20) / MAP_ENTITIES;
   const rps = (s: Size) => median(s.results.map((x) => x.rps));
   const ratio = rps(big) / rps(small);
   const rows = sizes.map((s) => [
@@ -283,6 +330,8 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
     `\n- Sources: ${small.csvMb.toFixed(1)} MB and ${big.csvMb.toFixed(0)} MB of CSV from a seeded generator (account id, as_of, 10 features: float64, int64, float32, bool; 2% empty cells), written to a temp dir, not kept.` +
     `\n- First start: loads the CSV into <dataDir>/features.db (SQLite, WAL) and memory. Restart: opens the file and is ready; a worker thread copies every group into the native table (off the JS heap), reads of groups not copied yet go to the file.` +
     `\n- JS heap used (scoreline_nodejs_heap_size_used_bytes) and RSS (/proc/<pid>/status) after the rounds. CPU per request: all threads of the server (/proc/<pid>/stat).` +
+    `\n- A read from the file (before the copy into memory finishes, or beyond features.embedded.memoryBytes): **${fileRead.toFixed(2)} us** of CPU per random point read of the ${n}-entity file (better-sqlite3, as the server does it).` +
+    `\n- The store this replaces (every group in JS Maps of Uint8Arrays, now features.embedded.durable: false) at ${MAP_ENTITIES.toLocaleString('en-US')} entities: JS heap ${mapHeapMb.toFixed(0)} MB, about **${mapBytesPerEntity.toFixed(0)} bytes of heap per entity** (${((mapBytesPerEntity * big.entities) / 2 ** 30).toFixed(1)} GB at ${n}).` +
     `\n- 1-minute load average at the start and end: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (${availableParallelism()} cores; above that, other processes shared the machine).`
   );
 }
