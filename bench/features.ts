@@ -174,21 +174,23 @@ async function main(): Promise<void> {
     },
   });
   const only = values.only;
+  const args = process.argv.slice(2).filter((x) => x !== '--no-write');
+  const command = `npm run bench:features${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
   if (only === undefined || only === 'cache') {
     const micro = await runFeaturesCacheBench(values.quick ? { throughputEntries: [10_000], loadedEntries: 200_000, maxTime: 0.5, latencyBatches: 200_000 } : {});
     const microTable = formatFeaturesCacheTable(micro);
     console.log(microTable);
-    if (!values['no-write']) writeSection('features-cache', 'Native feature cache vs lru-cache', 'npm run bench:features', microTable);
+    if (!values['no-write']) writeSection('features-cache', 'Native feature cache vs lru-cache', command, microTable);
   }
   if (only === undefined || only === 'e2e') {
     const e2e = await endToEnd(Number(values.seconds), Number(values.rounds));
     console.log(`\n${e2e}`);
-    if (!values['no-write']) writeSection('features-e2e', 'Entity scoring end to end: /v1/score vs plain inference', 'npm run bench:features', e2e);
+    if (!values['no-write']) writeSection('features-e2e', 'Entity scoring end to end: /v1/score vs plain inference', command, e2e);
   }
   if (only === undefined || only === 'big') {
     const big = await runBigStoreBench({ entities: Number(values.entities), seconds: Number(values.seconds), rounds: Number(values.rounds) });
     console.log(`\n${big}`);
-    if (!values['no-write']) writeSection('features-big', `The embedded feature store at ${Number(values.entities).toLocaleString('en-US')} entities`, 'npm run bench:features', big);
+    if (!values['no-write']) writeSection('features-big', `The embedded feature store at ${Number(values.entities).toLocaleString('en-US')} entities`, command, big);
   }
 }
 

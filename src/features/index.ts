@@ -13,7 +13,7 @@ import { NativeCache } from './native-cache.js';
 import type { FeatureRegistry } from './plan.js';
 import { RedisStore, StoreUnavailableError } from './redis-store.js';
 import { FeatureServer, type FeatureObserver } from './server.js';
-import { EmbeddedStore, fingerprintOf } from './embedded-store.js';
+import { EmbeddedStore, fingerprintOf, type EmbeddedStoreOptions } from './embedded-store.js';
 import { feedsOf, materializeSource, type MaterializeResult } from './sources.js';
 import { MemoryStore, type OnlineStore } from './store.js';
 
@@ -69,6 +69,14 @@ export interface ServiceOptions {
   dataDir?: string;
 }
 
+function openEmbedded(path: string, opts: Omit<EmbeddedStoreOptions, 'path'>): EmbeddedStore {
+  try {
+    return new EmbeddedStore({ path, ...opts });
+  } catch (e) {
+    throw configInvalid(`cannot open the feature store ${path}: ${(e as Error).message}`);
+  }
+}
+
 export async function createFeatureService(cfg: FeaturesConfig, options: ServiceOptions = {}): Promise<FeatureService | null> {
   const { observer, log, dataDir } = options;
   if (cfg.definitions === null) return null;
@@ -92,8 +100,7 @@ export async function createFeatureService(cfg: FeaturesConfig, options: Service
     cache.configure({ maxEntries: cfg.cache.maxEntries, maxBytes: cfg.cache.maxBytes });
   } else if (cfg.embedded.durable && dataDir !== undefined) {
     const path = join(dataDir, 'features.db');
-    store = new EmbeddedStore({
-      path,
+    store = openEmbedded(path, {
       streams: registry.streams,
       ...(cfg.embedded.memoryBytes !== null ? { memoryBytes: cfg.embedded.memoryBytes } : {}),
       onPreloaded: (rows, seconds) => log?.info({ path, rows, seconds: Math.round(seconds * 100) / 100 }, 'feature store in memory: every stored group is served without reading the file'),

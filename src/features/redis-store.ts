@@ -10,10 +10,10 @@
 //   {prefix}e:{event}:{event id}              STRING one per applied event, until the event can no longer
 //                                             change a window: a retry with the same id is not counted again
 //
-// Reads of all requests of one event-loop turn go out as one pipeline. The client fails fast while Redis is unreachable
-// (no offline queue) and reconnects by itself; a circuit breaker stops requests waiting on a Redis
-// that is connected but does not answer (see breaker.ts). Callers then serve from the L1 cache and
-// fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
+// The reads of all requests of one event-loop turn go out as one pipeline. The client fails fast
+// while Redis is unreachable (no offline queue) and reconnects by itself; a circuit breaker stops
+// requests waiting on a Redis that is connected but does not answer (see breaker.ts). Callers then
+// serve from the L1 cache and fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
 // before sending was not applied, one that timed out may have been.
 
 import { Redis } from 'ioredis';
@@ -333,9 +333,14 @@ export class RedisStore implements OnlineStore {
     }).then(
       (replies) => {
         const values: (Uint8Array | null)[] = [];
-        for (let i = 0; i < keys.length; i++) {
-          const how = parse[i]!;
-          values.push('layout' in how ? parseGroup(how, replies[i]!) : this.parseSeries(keys[i]!, how, replies[i]!, readAt));
+        try {
+          for (let i = 0; i < keys.length; i++) {
+            const how = parse[i]!;
+            values.push('layout' in how ? parseGroup(how, replies[i]!) : this.parseSeries(keys[i]!, how, replies[i]!, readAt));
+          }
+        } catch (e) {
+          for (const p of batch) p.reject(e);
+          return;
         }
         batch.forEach((p, j) => {
           const s = slots[j]!;

@@ -248,7 +248,7 @@ export class FeatureServer {
       series.push({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs });
       seriesIndex.push(wi);
     }
-    if (cache !== null) this.observer.cacheLookup(hits, reads.length + series.length);
+    if (cache !== null) this.observer.cacheLookup(hits, reads.length + (wc !== null ? series.length : 0));
     if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, null);
     // A field read: while the store is down or its circuit is open, nothing waits on it.
     if (!store.available) {

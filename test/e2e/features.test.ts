@@ -117,7 +117,7 @@ function checkFresh(r: { status: number; body: any; text: string }, txns: number
 }
 
 for (const withRedis of [false, true]) {
-  describe(withRedis ? 'with Redis' : 'in-process store', { skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false }, () => {
+  describe(withRedis ? 'with Redis' : 'embedded store', { skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false }, () => {
     let s: Setup;
     before(async () => {
       s = await setup(withRedis);
