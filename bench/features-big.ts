@@ -16,6 +16,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -110,10 +111,19 @@ interface Server {
   inMemory: Promise<number>;
 }
 
-let nextPort = 18480;
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
 
 async function start(config: string): Promise<Server> {
-  const port = nextPort++;
+  const port = await freePort();
   const pin = serverPin();
   const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', config, '--port', String(port), '--host', '127.0.0.1', '--log-level', 'info'];
   const t0 = performance.now();

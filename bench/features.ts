@@ -11,6 +11,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -39,6 +40,17 @@ function serve(args: string[]): ChildProcess {
   const pin = serverPin();
   const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--host', '127.0.0.1', '--log-level', 'warn', ...args];
   return spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
 }
 
 async function ready(port: number): Promise<void> {
@@ -73,14 +85,15 @@ interface Run {
 async function endToEnd(seconds: number, rounds: number): Promise<string> {
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const procs: ChildProcess[] = [];
-  const redisPort = 18399;
+  // Free ports: other benchmarks may be running on this machine.
+  const [redisPort, embeddedPort, redisServedPort] = [await freePort(), await freePort(), await freePort()];
   const load0 = loadavg()[0]!;
   killOnExit(() => procs);
   try {
     const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-features-'));
     const embeddedConfig = join(dir, 'embedded.yaml');
     writeFileSync(embeddedConfig, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'embedded')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n`);
-    const embedded = serve(['--config', embeddedConfig, '--port', '18290']);
+    const embedded = serve(['--config', embeddedConfig, '--port', String(embeddedPort)]);
     procs.push(embedded);
     let redis: ChildProcess | null = null;
     let viaRedis: ChildProcess | null = null;
@@ -95,16 +108,16 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
       if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
       const redisConfig = join(dir, 'redis.yaml');
       writeFileSync(redisConfig, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'redis')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`);
-      viaRedis = serve(['--config', redisConfig, '--port', '18291']);
+      viaRedis = serve(['--config', redisConfig, '--port', String(redisServedPort)]);
       procs.push(viaRedis);
     }
-    await ready(18290);
-    if (viaRedis) await ready(18291);
+    await ready(embeddedPort);
+    if (viaRedis) await ready(redisServedPort);
     const infer = script('infer', '/v2/models/credit-default/infer', INFER_BODY);
     const scoreScript = script('score', '/v1/score/credit-default', SCORE_BODY);
     const run = (name: string, port: number, s: string, server: ChildProcess, r: ChildProcess | null): Run => ({ name, url: `http://127.0.0.1:${port}`, script: s, server, redis: r, results: [], cpuUs: [], redisCpuUs: [] });
-    const runs: Run[] = [run('OIP inference (plain, same model)', 18290, infer, embedded, null), run('/v1/score, embedded store (default)', 18290, scoreScript, embedded, null)];
-    if (viaRedis) runs.push(run('/v1/score, Redis + native L1 cache', 18291, scoreScript, viaRedis, redis));
+    const runs: Run[] = [run('OIP inference (plain, same model)', embeddedPort, infer, embedded, null), run('/v1/score, embedded store (default)', embeddedPort, scoreScript, embedded, null)];
+    if (viaRedis) runs.push(run('/v1/score, Redis + native L1 cache', redisServedPort, scoreScript, viaRedis, redis));
     for (const r of runs) await runWrk(r.url, r.script, { connections: 32, seconds: 2 });
     for (let i = 0; i < rounds; i++) {
       for (const r of i % 2 === 0 ? runs : [...runs].reverse()) {
@@ -138,8 +151,8 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
     let hit = '';
     let goals = '';
     if (viaRedis) {
-      const hits = await metric(18291, /^scoreline_feature_lookups_total\{result="hit"\} (\S+)$/m);
-      const misses = await metric(18291, /^scoreline_feature_lookups_total\{result="miss"\} (\S+)$/m);
+      const hits = await metric(redisServedPort, /^scoreline_feature_lookups_total\{result="hit"\} (\S+)$/m);
+      const misses = await metric(redisServedPort, /^scoreline_feature_lookups_total\{result="miss"\} (\S+)$/m);
       hit = `\n- L1 hit rate through Redis on this traffic (group and window reads; uniform over the 10,000 demo customers, cache TTL 30 s): **${(hits / (hits + misses)).toFixed(3)}** (${hits} hits, ${misses} misses)`;
       const r = runs[2]!;
       const rps = median(r.results.map((x) => x.rps)) / base;

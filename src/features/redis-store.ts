@@ -100,9 +100,9 @@ return 1
 `;
 
 // Reads hashes for a batch of requests: every key's fields and values joined by \x1f, the keys'
-// answers by \x1e, in one reply string. Against a reply array per HGETALL this spends a quarter of
-// the client's CPU per key (the client builds a string, an array and an object per hash, and a
-// command with its own timer per key); redis-server pays a little more instead. Field names are
+// answers by \x1e, in one reply string. A reply array per HGETALL costs the client most of a cache
+// miss (a command with its own timer per key; a string per field and value, an array and an object
+// per hash); the script moves a little of that work to redis-server. Field names are
 // feature names or bucket starts, values numbers: neither holds a control character.
 const READ_HASHES = `
 local out = {}
