@@ -23,6 +23,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
+import { NativeTable } from '../src/features/native-cache.js';
 import { GraphBuilder } from '../src/inference/onnx-writer.js';
 import { table, writeSection } from './results.js';
 import { cpuMs, have, killOnExit, median, runWrk, serverPin, type WrkResult } from './wrk.js';
@@ -207,8 +208,36 @@ interface Size {
 const MAP_ENTITIES_MAX = 1_000_000;
 let MAP_ENTITIES = MAP_ENTITIES_MAX;
 let fileRead = NaN;
+let tableRead = [NaN, NaN];
 let mapHeapMb = NaN;
 let mapEmptyHeapMb = NaN;
+
+/**
+ * CPU microseconds per random read of a native table holding `entries` groups of 184 bytes (the
+ * bench's group), keyed as the store keys them: what one /v1/score pays for its group at that size.
+ */
+function tableReadCost(entries: number): number {
+  const t = new NativeTable(`bench:table-read:${entries}`);
+  t.clear();
+  const value = new Uint8Array(184).fill(7);
+  const key = (i: number) => `account:${accountId(i)}:v1`;
+  for (let i = 0; i < entries; i += 4096) {
+    const keys: string[] = [];
+    for (let j = i; j < Math.min(entries, i + 4096); j++) keys.push(key(j));
+    t.insertMany(keys, keys.map(() => value));
+  }
+  const next = rng(11);
+  const keys = Array.from({ length: 500_000 }, () => key(Math.floor(next() * entries)));
+  let best = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const c0 = process.cpuUsage();
+    for (const k of keys) if (t.get(k) === undefined) throw new Error(`${k} missing`);
+    const c = process.cpuUsage(c0);
+    best = Math.min(best, (c.user + c.system) / keys.length);
+  }
+  t.clear();
+  return best;
+}
 
 /** CPU microseconds per random point read of group rows from a features.db. */
 function pointReadCost(file: string, entities: number): number {
@@ -289,10 +318,11 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
     }
     // What a read from the file costs (before the copy into memory, or beyond memoryBytes): random
     // point reads of the big store's file, as the server does them (better-sqlite3, one row by key).
-    const big = sizes[1]!;
+    const [small, big] = sizes as [Size, Size];
     await stop(big.server!);
     big.server = null;
     fileRead = pointReadCost(join(big.dir, 'data', 'features.db'), big.entities);
+    tableRead = [tableReadCost(small.entities), tableReadCost(big.entities)];
     // The store this replaces: every group in JS Maps (features.embedded.durable false), at 1,000,000.
     const mapDir = join(base, 'in-process');
     mkdirSync(mapDir, { recursive: true });
@@ -340,6 +370,7 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
     `\n- Sources: ${small.csvMb.toFixed(1)} MB and ${big.csvMb.toFixed(0)} MB of CSV from a seeded generator (account id, as_of, 10 features: float64, int64, float32, bool; 2% empty cells), written to a temp dir, not kept.` +
     `\n- First start: loads the CSV into <dataDir>/features.db (SQLite, WAL) and memory. Restart: opens the file and is ready; a worker thread copies every group into the native table (off the JS heap), reads of groups not copied yet go to the file.` +
     `\n- JS heap used (scoreline_nodejs_heap_size_used_bytes) and RSS (/proc/<pid>/status) after the rounds. CPU per request: all threads of the server (/proc/<pid>/stat).` +
+    `\n- Where the difference goes: one random read of the native table (the group each /v1/score reads; best of 3 rounds of 500,000, in this process) costs **${tableRead[0]!.toFixed(2)} us** of CPU at ${small.entities.toLocaleString('en-US')} entries (in CPU caches) and **${tableRead[1]!.toFixed(2)} us** at ${n} (two cache and TLB misses in ${(big.rssMb / 1024).toFixed(1)} GB: the hash slot and the entry).` +
     `\n- A read from the file (before the copy into memory finishes, or beyond features.embedded.memoryBytes): **${fileRead.toFixed(2)} us** of CPU per random point read of the ${n}-entity file (better-sqlite3, as the server does it).` +
     `\n- The store this replaces (every group in JS Maps of Uint8Arrays, now features.embedded.durable: false) at ${MAP_ENTITIES.toLocaleString('en-US')} entities: JS heap ${mapHeapMb.toFixed(0)} MB, about **${mapBytesPerEntity.toFixed(0)} bytes of heap per entity** (${((mapBytesPerEntity * big.entities) / 2 ** 30).toFixed(1)} GB at ${n}).` +
     `\n- 1-minute load average at the start and end: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (${availableParallelism()} cores; above that, other processes shared the machine).`

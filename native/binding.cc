@@ -529,6 +529,8 @@ Napi::Value TableOpen(const Napi::CallbackInfo& info) {
   CacheOptions options;
   options.shards = kDefaultShards;
   options.limits = limits;
+  // A table created without limits never evicts: reads need not keep an LRU order.
+  options.touch_on_read = has_limits;
   uint32_t id = static_cast<uint32_t>(g_table_names.size());
   g_table_names.push_back(name);
   g_tables[id].store(new ShardedLruCache(std::move(options)), std::memory_order_release);

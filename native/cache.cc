@@ -271,7 +271,8 @@ ShardedLruCache::ShardedLruCache(CacheOptions options)
     : shard_count_(RoundShards(options.shards)),
       shard_shift_(64 - Log2(RoundShards(options.shards))),
       shards_(new Shard[RoundShards(options.shards)]),
-      clock_(std::move(options.clock)) {
+      clock_(std::move(options.clock)),
+      touch_on_read_(options.touch_on_read) {
   SetLimits(options.limits);
 }
 
@@ -317,7 +318,7 @@ ShardedLruCache::Entry* ShardedLruCache::LookupLocked(Shard& shard, uint64_t has
       return nullptr;
     }
   }
-  shard.MoveToFront(e);
+  if (touch_on_read_) shard.MoveToFront(e);
   ++shard.hits;
   return e;
 }

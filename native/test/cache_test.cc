@@ -438,6 +438,21 @@ void TestInsertOnlyIfAbsent() {
   CHECK(Read(cache, "u") == "set");
 }
 
+void TestNoTouchOnRead() {
+  CacheOptions o = OneShard(2, 1 << 20);
+  o.touch_on_read = false;
+  ShardedLruCache cache(o);
+  CHECK(cache.Set("a", Bytes("1")));
+  CHECK(cache.Set("b", Bytes("2")));
+  CHECK(Read(cache, "a") == "1");  // does not make "a" the most recent
+  CHECK(cache.Set("c", Bytes("3")));
+  CHECK(Read(cache, "a") == "<miss>");
+  CHECK(Read(cache, "b") == "2");
+  CHECK(Read(cache, "c") == "3");
+  CHECK_EQ(cache.Stats().hits, 3u);
+  CHECK_EQ(cache.Stats().evictions, 1u);
+}
+
 struct NamedTest {
   const char* name;
   void (*fn)();
@@ -456,6 +471,7 @@ int main() {
       {"hash spread", TestHashSpread},
       {"table growth and deletion", TestTableGrowthAndDeletion},
       {"insert only if absent", TestInsertOnlyIfAbsent},
+      {"reads that do not touch the LRU order", TestNoTouchOnRead},
       {"concurrency", TestConcurrency},
   };
   for (const NamedTest& t : tests) {

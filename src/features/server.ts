@@ -1,8 +1,9 @@
 // The feature server: resolves the features a model's input columns are bound to, for one entity,
-// per request. Stored groups come from the native L1 cache, then the online store in one round trip
-// for everything missing (realtime series always from the store); values older than their TTL are
-// stale and take their fallback (default | last_known | compute | error); online features are
-// computed in dependency order. Each value carries a status (present, stale, default, missing,
+// per request. Stored groups and realtime windows come from the embedded store synchronously, or
+// with Redis from the native L1 cache (groups and window snapshots, see window-cache.ts) and then one
+// round trip, shared by every request of the event-loop turn, for whatever L1 lacks; values older
+// than their TTL are stale and take their fallback (default | last_known | compute | error); online
+// features are computed in dependency order (resolution.ts holds one request's state). Each value carries a status (present, stale, default, missing,
 // override) and an age, returned with "debug": true, and a reason when the store could not be read
 // for it (circuit open, timed out, not connected). Plans are compiled once per model.
 
@@ -13,15 +14,8 @@ import { BatchReadBuffer, type NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
 import { groupKey, type EventRecord, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
-import { aggregateSnapshot, snapshotAtValid, snapshotReadAt, snapshotView, WindowCache } from './window-cache.js';
-
-export type ValueStatus = 'present' | 'stale' | 'default' | 'missing' | 'override';
-const STATUS: readonly ValueStatus[] = ['present', 'stale', 'default', 'missing', 'override'];
-const PRESENT = 0;
-const STALE = 1;
-const DEFAULT = 2;
-const MISSING = 3;
-const OVERRIDE = 4;
+import { DEFAULT, MISSING, OVERRIDE, PRESENT, Resolution, STALE, type Resolved } from './resolution.js';
+import { snapshotAtValid, snapshotView, WindowCache } from './window-cache.js';
 
 /** Where a model input column's value comes from. */
 type ColumnSource = { kind: 'feature'; slot: number } | { kind: 'request'; field: string };
@@ -40,31 +34,6 @@ export interface ModelFeatures {
   readonly windowEntity: Int32Array;
   /** Freshness recorder per slot (stored features), so a request does no metric lookups. */
   readonly freshness: readonly ((ageSeconds: number) => void)[];
-}
-
-export interface Resolved {
-  /** The model input row, in column order. */
-  readonly row: readonly number[];
-  readonly entityIds: Readonly<Record<string, string>>;
-  /**
-   * Per feature of the plan (debug): value, status, age in ms (null when not stored), and why the
-   * store did not give it (`reason`), only for values that took a fallback because it could not be read.
-   */
-  debug(): Record<string, FeatureDebug>;
-}
-
-export interface FeatureDebug {
-  value: number | boolean | null;
-  status: ValueStatus;
-  age_ms: number | null;
-  /**
-   * Realtime and hybrid values whose window was read: how old the store's view it was aggregated
-   * from is. 0 when read from the store for this request (or held in process); with Redis, a window
-   * served from L1 holds this replica's events and misses other replicas' events of the last
-   * window_age_ms (at most the L1 TTL).
-   */
-  window_age_ms?: number;
-  reason?: string;
 }
 
 export interface FeatureObserver {
@@ -434,82 +403,5 @@ const EMPTY: Record<string, unknown> = {};
 /** Window part of feature `wi` of the plan (after `since` for hybrids); undefined when unavailable. */
 type SeriesAccess = (wi: number, since: number | undefined) => number | null | undefined;
 
-/** One request's resolution: slots, statuses and the model row, with the debug view on demand. */
-class Resolution implements Resolved {
-  readonly values: (number | boolean | null)[] = [];
-  readonly ts: number[] = [];
-  readonly status: number[] = [];
-  readonly row: number[] = [];
-  /** Per plan window: the snapshot of its series (remote stores), once read from L1 or the store. */
-  readonly snapshots: (Float64Array | undefined)[] = [];
-  /** Where each snapshot starts in its array (f64 index): snapshots are read in place. */
-  readonly snapshotAt: number[] = [];
-  /** Set when the store could not be read: why, and which of plan.stored and plan.windows were not. */
-  storeReason: string | null = null;
-  private unreadStored: readonly number[] | null = null;
-  private unreadWindows: readonly number[] | null = null;
-  /** Per plan window, when the series it was read from was read from the store (epoch ms); null: none read. */
-  private windowReadAt: number[] | null = null;
-
-  constructor(
-    readonly mf: ModelFeatures,
-    readonly ids: readonly string[],
-    readonly now: number,
-  ) {
-    const n = mf.plan.slotCount;
-    for (let i = 0; i < n; i++) {
-      this.values.push(null);
-      this.ts.push(NaN);
-      this.status.push(MISSING);
-    }
-    for (let c = 0; c < mf.columns.length; c++) this.row.push(0);
-  }
-
-  get entityIds(): Record<string, string> {
-    const out: Record<string, string> = {};
-    this.mf.plan.entities.forEach((e, i) => (out[e] = this.ids[i]!));
-    return out;
-  }
-
-  unread(reason: string, readIndex: readonly number[], windowIndex: readonly number[]): void {
-    this.storeReason = reason;
-    this.unreadStored = readIndex;
-    this.unreadWindows = windowIndex;
-  }
-
-  fromSnapshot(wi: number, since: number | undefined): number | null | undefined {
-    const f = this.snapshots[wi];
-    if (f === undefined) return undefined;
-    const w = this.mf.plan.windows[wi]!;
-    return aggregateSnapshot(f, this.now, w.windowMs, w.aggregation, since, this.snapshotAt[wi]);
-  }
-
-  /** Window `wi` gave a value: from a snapshot (its read time), or from the in-process store (now). */
-  windowRead(wi: number, fromSnapshot: boolean): void {
-    const at = (this.windowReadAt ??= []);
-    at[wi] = fromSnapshot ? snapshotReadAt(this.snapshots[wi]!, this.snapshotAt[wi]) : this.now;
-  }
-
-  debug(): Record<string, FeatureDebug> {
-    const out: Record<string, FeatureDebug> = {};
-    let unread: Set<number> | null = null;
-    const plan = this.mf.plan;
-    if (this.storeReason !== null) {
-      unread = new Set(this.unreadWindows!.map((wi) => plan.windows[wi]!.slot));
-      for (const i of this.unreadStored!) for (const slot of plan.stored[i]!.slots) unread.add(slot);
-    }
-    for (const p of plan.features) {
-      const t = this.ts[p.slot]!;
-      const st = this.status[p.slot]!;
-      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
-      const wi = this.mf.windowBySlot[p.slot]!;
-      const readAt = wi >= 0 && st !== OVERRIDE ? this.windowReadAt?.[wi] : undefined;
-      if (readAt !== undefined) d.window_age_ms = Math.max(0, Math.round(this.now - readAt));
-      if (unread !== null && st !== PRESENT && st !== OVERRIDE && unread.has(p.slot)) d.reason = this.storeReason!;
-      out[p.def.ref] = d;
-    }
-    return out;
-  }
-}
-
 export type { FeatureDef };
+export type { FeatureDebug, Resolved, ValueStatus } from './resolution.js';
