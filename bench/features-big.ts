@@ -362,7 +362,8 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
   const n = big.entities.toLocaleString('en-US');
   return (
     table(['entities', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'server CPU us/request', 'JS heap used MB', 'RSS MB', 'features.db MB', 'first start (load) s', 'restart: ready s', 'restart: all in memory s', 'same answers after restart'], rows) +
-    `\n\nGoals at ${n} entities x 10 stored features, embedded default: throughput **${ratio.toFixed(3)}x** the 10,000-entity case (goal within 10%: ${ratio >= 0.9 ? 'met' : 'missed'}); ` +
+    `\n\nGoals at ${n} entities x 10 stored features, embedded default: throughput **${ratio.toFixed(3)}x** the 10,000-entity case (goal within 10%: ${ratio >= 0.9 ? 'met' : 'missed'}; server CPU per request ${(median(big.cpuUs) / median(small.cpuUs)).toFixed(3)}x; ` +
+    `per round, big / small: throughput ${small.results.map((x, i) => (big.results[i]!.rps / x.rps).toFixed(3)).join(', ')}, CPU per request ${small.cpuUs.map((c, i) => (big.cpuUs[i]! / c).toFixed(3)).join(', ')}); ` +
     `JS heap **${big.heapMb.toFixed(0)} MB** (goal < 200 MB: ${big.heapMb < 200 ? 'met' : 'missed'}); RSS ${big.rssMb.toFixed(0)} MB; ` +
     `restart ready in **${big.startSeconds.toFixed(2)} s** (goal < 30 s or lazy: ${big.startSeconds < 30 ? 'met' : 'missed'}; every group in memory after ${big.inMemorySeconds.toFixed(1)} s, reads before that go to the file); ` +
     `nothing lost on restart: ${big.same && small.same ? 'met' : 'missed'} (the same scores and feature values for probed entities before and after).` +
