@@ -57,8 +57,8 @@ async function main(): Promise<void> {
     ];
     const paths = [pipelined, scripted];
     for (let round = 0; round < 4; round++) {
+      fields = [0, 0];
       for (let p = 0; p < 2; p++) {
-        fields = [0, 0];
         const c0 = process.cpuUsage();
         const s0 = cpuMs(server.pid!);
         for (let b = 0; b < batches; b++) {
@@ -72,8 +72,8 @@ async function main(): Promise<void> {
         results[p]!.client.push((c.user + c.system) / (batches * 32));
         results[p]!.server.push(((cpuMs(server.pid!) - s0) * 1000) / (batches * 32));
       }
+      if (fields[0] !== fields[1]) throw new Error(`the two paths read different data (${fields[0]} vs ${fields[1]} items)`);
     }
-    if (fields[0] !== fields[1]) throw new Error(`the two paths read different data (${fields[0]} vs ${fields[1]} items)`);
     redis.disconnect();
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
     const [a, b] = results as [(typeof results)[0], (typeof results)[0]];

@@ -16,6 +16,7 @@ import { loadFeatureDefinitions } from '../src/features/definitions.js';
 import { EmbeddedStore } from '../src/features/embedded-store.js';
 import { NativeTable } from '../src/features/native-cache.js';
 import { parseEvents, streamsByEvent } from '../src/features/events.js';
+import { StoreUnavailableError } from '../src/features/redis-store.js';
 import type { GroupWrite } from '../src/features/store.js';
 
 setFlagsFromString('--expose-gc');
@@ -85,6 +86,24 @@ test('groups, windows and event ids survive closing and opening the file again',
   store = new EmbeddedStore({ path, streams: registry.streams });
   try {
     assert.equal(store.windowSync('customer', 'C1', 'txn.amount', now, HOUR, 'sum'), 16);
+  } finally {
+    await store.close();
+  }
+});
+
+test('an event write the file refuses changes nothing and says it was not stored; the retry counts once', async () => {
+  const { registry, path, events } = await fixture();
+  const store = new EmbeddedStore({ path, streams: registry.streams });
+  try {
+    const now = Date.now();
+    // SQLite refuses every write from here on, as it would on a full disk or a read-only file.
+    store.db.pragma('query_only = ON');
+    await assert.rejects(store.addEvents(events(txn('C1', 10, 'w1'), now), now), (e: Error) => e instanceof StoreUnavailableError && !e.sent && /could not be written/.test(e.message));
+    assert.equal(store.windowSync('customer', 'C1', 'txn.amount', now, HOUR, 'sum'), 0);
+    store.db.pragma('query_only = OFF');
+    assert.deepEqual(await store.addEvents(events(txn('C1', 10, 'w1'), now), now), [true]);
+    assert.deepEqual(await store.addEvents(events(txn('C1', 10, 'w1'), now), now), [false]);
+    assert.equal(store.windowSync('customer', 'C1', 'txn.amount', now, HOUR, 'sum'), 10);
   } finally {
     await store.close();
   }

@@ -22,6 +22,7 @@ import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { decodeGroup, encodeGroup } from './codec.js';
 import { NativeTable } from './native-cache.js';
+import { StoreUnavailableError } from './redis-store.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
 import { groupKey, SeenIds, type EventRecord, type FetchResult, type GroupRead, type GroupWrite, type OnlineStore, type SeriesRead } from './store.js';
 import { encodeSnapshot } from './window-cache.js';
@@ -251,12 +252,13 @@ export class EmbeddedStore implements OnlineStore {
 
   /**
    * Applies each event not applied before, in one transaction (ids and buckets together), then to
-   * the windows in memory. A write that fails throws and changes nothing.
+   * the windows in memory. A write that fails changes nothing and throws StoreUnavailableError
+   * (not sent: POST /v1/events answers 503 not_stored).
    */
   async addEvents(events: readonly EventRecord[], nowMs: number): Promise<boolean[]> {
     const out: boolean[] = [];
     const now = new Set<string>();
-    this.db.transaction(() => {
+    const write = this.db.transaction(() => {
       for (const r of events) {
         const key = `${r.event}\0${r.eventId}`;
         if (now.has(key) || this.seen.has(key, nowMs)) {
@@ -273,7 +275,13 @@ export class EmbeddedStore implements OnlineStore {
         }
         out.push(true);
       }
-    })();
+    });
+    try {
+      write();
+    } catch (e) {
+      // Rolled back (disk full, I/O error): nothing of the call was applied; the caller may retry.
+      throw new StoreUnavailableError(`the feature store file could not be written (${(e as Error).message})`, false, 'store write failed');
+    }
     events.forEach((r, i) => {
       if (!out[i]) return;
       this.seen.add(`${r.event}\0${r.eventId}`, r.keepUntil);
