@@ -1,7 +1,7 @@
 // Feature serving: definitions (YAML -> compiled registry and plans), the online store (embedded:
-// a SQLite file served from off-heap memory; in process only; or Redis), the native L1 cache, the feature server that resolves a model's features per request,
-// realtime event ingestion and offline materialization. createFeatureService wires them from the
-// server config.
+// a SQLite file served from off-heap memory; in process only; or Redis), the native L1 cache, the
+// feature server that resolves a model's features per request, realtime event ingestion and offline
+// materialization. createFeatureService wires them from the server config.
 
 import { join } from 'node:path';
 import { configInvalid, eventsMaybeStored, eventsNotStored } from '../errors.js';
