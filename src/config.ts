@@ -159,10 +159,20 @@ export interface FeaturesConfig {
      */
     passwordFile?: string;
   } | null;
-  /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
+  /** Read the definitions' offline sources into the embedded store at start (ignored with Redis). */
   loadSources: boolean;
-  /** The native L1 cache in front of the store. */
-  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number };
+  /**
+   * The embedded store (no Redis). durable (default true): kept in <dataDir>/features.db and served
+   * from off-heap memory; false: in process only, lost on restart. memoryBytes (default null: all):
+   * caps the memory copy of the stored groups; groups beyond it are read from the file.
+   */
+  embedded: { durable: boolean; memoryBytes: number | null };
+  /**
+   * The native L1 cache in front of the store. `windows` (default true) keeps realtime window
+   * snapshots in it as well: events this replica writes show at once, other replicas' events after
+   * at most ttlSeconds.
+   */
+  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number; windows?: boolean };
 }
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -221,6 +231,7 @@ export function defaultConfig(): ServerConfig {
       definitions: null,
       redis: null,
       loadSources: true,
+      embedded: { durable: true, memoryBytes: null },
       cache: { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024, ttlSeconds: 30, negativeTtlSeconds: 5 },
     },
   };
@@ -454,6 +465,11 @@ const configSchema = {
           },
         },
         loadSources: { type: 'boolean' },
+        embedded: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { durable: { type: 'boolean' }, memoryBytes: { anyOf: [{ type: 'null' }, int(1 << 20, 2 ** 50)] } },
+        },
         cache: {
           type: 'object',
           additionalProperties: false,
@@ -462,6 +478,7 @@ const configSchema = {
             maxBytes: int(65536, 1024 * 1024 * 1024 * 1024),
             ttlSeconds: int(0, 86_400 * 365),
             negativeTtlSeconds: int(0, 86_400),
+            windows: { type: 'boolean' },
           },
         },
       },

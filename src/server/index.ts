@@ -144,11 +144,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     shared,
   });
   try {
-    features = await createFeatureService(config.features, monitor.featureObserver(), log);
+    features = await createFeatureService(config.features, { observer: monitor.featureObserver(), log, dataDir: config.dataDir });
     ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false, keys, tls, tracing };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
-      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
+      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the feature store');
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
