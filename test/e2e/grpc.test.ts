@@ -350,14 +350,21 @@ test('the queue sheds load with RESOURCE_EXHAUSTED and retry-after; the client d
   }
   assert.ok(burst.some((r) => !isError(r)), 'the queue still served what it took');
 
-  // Behind two long batches (both pipeline slots of the one worker), a call with a 250 ms deadline
-  // waits in the queue and is dropped by the server at its deadline (504), not computed after the
-  // client gave up.
+  // Behind two long batches (both pipeline slots of the one worker) and a third waiting for a slot, a
+  // call waits in the queue for at least one whole batch, and a deadline shorter than that drops it
+  // at the server (504), not computed after the client gave up. The deadline is a share of a batch's
+  // measured time, so a fast machine cannot finish the batches ahead of it in time.
+  const t0 = Date.now();
+  assert.ok(!isError(await slow(64, 'timing')));
+  const batchMs = Date.now() - t0;
   const before = await metrics();
   const busy = [slow(64, 'busy-1'), slow(64, 'busy-2')];
   const start = Date.now() + 10_000;
   while (!/^scoreline_inference_batches_in_flight 2$/m.test(await metrics())) assert.ok(Date.now() < start, 'the long batches never started');
-  const late = await slow(1, 'late', 250);
+  busy.push(slow(64, 'busy-3'));
+  const queued = Date.now() + 10_000;
+  while (!/^scoreline_inference_queue_depth\{model="slow",version="1"\} 1$/m.test(await metrics())) assert.ok(Date.now() < queued, 'the third batch never queued');
+  const late = await slow(1, 'late', Math.max(20, Math.min(250, Math.floor(batchMs / 2))));
   assert.ok(isError(late) && late.code === grpc.status.DEADLINE_EXCEEDED, JSON.stringify(late));
   for (const b of await Promise.all(busy)) assert.ok(!isError(b), JSON.stringify(b));
   const fivexx = /^scoreline_requests_total\{model="slow",version="1",variant="default",route="grpc",status="5xx"\} (\d+)$/m;
@@ -369,7 +376,7 @@ test('the queue sheds load with RESOURCE_EXHAUSTED and retry-after; the client d
     now = await metrics();
   }
   assert.equal(metric(now, fivexx) - metric(before, fivexx), 1);
-  assert.equal(metric(now, twoxx) - metric(before, twoxx), 2, 'only the two long calls were computed');
+  assert.equal(metric(now, twoxx) - metric(before, twoxx), 3, 'only the three long calls were computed');
 });
 
 test('a canary counts gRPC calls in its step statistics; route="grpc" per variant in the metrics', async () => {
