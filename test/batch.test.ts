@@ -142,7 +142,9 @@ test('scores JSON Lines to JSON Lines and to CSV; ids keep their JSON type', asy
     const toCsvOut = await env.score({ model: 'logistic', input, output: join(env.dir, 'out2.csv') });
     const rows = readCsv(toCsvOut.output);
     assert.deepEqual(rows[0], ['label', 'probabilities_0', 'probabilities_1']);
-    ROWS.forEach((r, i) => assertLogistic(env.logistic, r, ...(rows[i + 1] as [string, string, string])));
+    ROWS.forEach((r, i) => {
+      assertLogistic(env.logistic, r, ...(rows[i + 1] as [string, string, string]));
+    });
   });
 });
 

@@ -252,7 +252,9 @@ test('a real server started on the bundle\'s config serves the bundled versions'
         assert.equal(r.body.model_version, String(f.version));
         const probabilities = (r.body.outputs as { name: string; data: number[] }[]).find((o) => o.name === 'probabilities')!.data;
         const expected = f.example.outputs.find((o) => o.name === 'probabilities')!.data as number[];
-        probabilities.forEach((p, i) => assert.ok(Math.abs(p - expected[i]!) < 1e-6, `v${f.version}[${i}]: ${p} vs ${expected[i]}`));
+        probabilities.forEach((p, i) => {
+          assert.ok(Math.abs(p - expected[i]!) < 1e-6, `v${f.version}[${i}]: ${p} vs ${expected[i]}`);
+        });
       }
     } finally {
       assert.equal(await server.stop(), 0);

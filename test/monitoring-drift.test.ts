@@ -135,7 +135,9 @@ test('the numeric counter equals the batch computation, and merged per-minute co
   assert.equal(band(whole.psi()), 'significant');
   // Three "minutes", merged.
   const parts = [0, 1, 2].map(() => new NumericDriftCounter(baseline));
-  cur.forEach((v, i) => parts[Math.floor(i / 1000)]!.add(v));
+  cur.forEach((v, i) => {
+    parts[Math.floor(i / 1000)]!.add(v);
+  });
   const merged = new NumericDriftCounter(baseline).merge(parts[0]!).merge(parts[1]!).merge(parts[2]!);
   assert.deepEqual(Array.from(merged.counts), batchCounts);
   assert.equal(merged.psi(), whole.psi());
@@ -185,8 +187,12 @@ test('categorical drift: unseen categories go to "other", missing values to the 
   // Merged halves equal the whole; JSON round trip of baseline and counter.
   const h1 = new CategoricalDriftCounter(baseline);
   const h2 = new CategoricalDriftCounter(baseline);
-  ['a', 'd', 'd'].forEach((v) => h1.add(v));
-  [null, 'b', undefined, NaN].forEach((v) => h2.add(v));
+  ['a', 'd', 'd'].forEach((v) => {
+    h1.add(v);
+  });
+  [null, 'b', undefined, NaN].forEach((v) => {
+    h2.add(v);
+  });
   const m = h1.merge(h2);
   assert.deepEqual(Array.from(m.counts), [1, 1, 0, 2]);
   assert.equal(m.missing, 3);

@@ -84,7 +84,9 @@ test('get() returns large values and many small ones intact', () => {
   for (let i = 0; i < 500; i++) cache.set(`large:small:${i}`, Buffer.alloc(100 + (i % 200), i & 255));
   const kept: Buffer[] = [];
   for (let i = 0; i < 500; i++) kept.push(cache.get(`large:small:${i}`)!);
-  kept.forEach((value, i) => assert.deepEqual(value, Buffer.alloc(100 + (i % 200), i & 255)));
+  kept.forEach((value, i) => {
+    assert.deepEqual(value, Buffer.alloc(100 + (i % 200), i & 255));
+  });
 });
 
 test('getMany returns hits in order and undefined for misses', () => {

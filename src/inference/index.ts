@@ -103,7 +103,10 @@ export class InferenceEngine {
     let lane = this.pool ?? this.inline;
     model.batcher = batcherOn(lane);
     let versions = this.models.get(model.name);
-    if (versions === undefined) this.models.set(model.name, (versions = new Map()));
+    if (versions === undefined) {
+      versions = new Map();
+      this.models.set(model.name, versions);
+    }
     const previous = versions.get(model.version);
     if (previous !== undefined && previous.state !== 'unloaded') {
       throw modelInvalid(`model '${model.name}' version ${model.version} is already loaded`);

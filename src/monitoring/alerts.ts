@@ -159,12 +159,12 @@ function ruleSetErrors(rules: readonly AlertRule[], where: string): string[] {
     if (index.has(r.name)) errors.push(`${where}[${i}].name: duplicate rule name '${r.name}' (also ${where}[${index.get(r.name)}])`);
     else index.set(r.name, i);
   });
-  rules.forEach((r, i) =>
+  rules.forEach((r, i) => {
     (r.inhibitedBy ?? []).forEach((n, j) => {
       if (n === r.name) errors.push(`${where}[${i}].inhibitedBy[${j}]: a rule cannot inhibit itself`);
       else if (!index.has(n)) errors.push(`${where}[${i}].inhibitedBy[${j}]: no rule named '${n}'`);
-    }),
-  );
+    });
+  });
   if (errors.length === 0 && inhibitionOrder(rules) === null) errors.push(`${where}: inhibitedBy forms a cycle`);
   return errors;
 }
@@ -350,7 +350,10 @@ export class AlertManager {
           if (cur?.state === 'pending') alerts.delete(key);
         } else if (holds(rule, v)) {
           let a = cur;
-          if (a === undefined) alerts.set(key, (a = this.pending(rule, { ...observations[i]!.labels }, key, v, now)));
+          if (a === undefined) {
+            a = this.pending(rule, { ...observations[i]!.labels }, key, v, now);
+            alerts.set(key, a);
+          }
           a.value = v;
           a.message = alertMessage(rule, a.labels, v, a.state);
           held.add(a);

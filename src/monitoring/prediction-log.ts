@@ -271,7 +271,10 @@ export class PredictionLog {
     const w = this.waiting.get(m.id);
     if (w === undefined) return;
     this.waiting.delete(m.id);
-    if (!('error' in m)) return w.resolve(m.value);
+    if (!('error' in m)) {
+      w.resolve(m.value);
+      return;
+    }
     w.reject(isDiskFull(m) ? insufficientStorage(this.opts.dataDir, new Error(m.error)) : new Error(m.error));
   }
 

@@ -249,7 +249,7 @@ export class JobRun {
     await this.host.setState(job, 'validating');
     const verdict = await this.step('validate', async () => {
       const reasons: string[] = [];
-      let meta;
+      let meta: ReturnType<typeof readOnnxMetadata>;
       try {
         meta = readOnnxMetadata(challengerBytes, 'challenger');
       } catch (e) {

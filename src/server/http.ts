@@ -303,7 +303,8 @@ export function readBody(
       }
       Buffer.from(chunk).copy(acc, received - n);
     } else {
-      (chunks ??= []).push(Buffer.from(Buffer.from(chunk)));
+      chunks ??= [];
+      chunks.push(Buffer.from(Buffer.from(chunk)));
     }
     if (isLast) onBody(acc !== null ? acc.subarray(0, received) : Buffer.concat(chunks ?? [], received));
   });

@@ -27,7 +27,10 @@ const prefixes = new WeakMap<LoadedModel, string>();
 /** `"model":...,"model_version":...,` of a version, built once. */
 function prefixOf(m: LoadedModel): string {
   let p = prefixes.get(m);
-  if (p === undefined) prefixes.set(m, (p = `"model":${JSON.stringify(m.name)},"model_version":${JSON.stringify(m.version)},`));
+  if (p === undefined) {
+    p = `"model":${JSON.stringify(m.name)},"model_version":${JSON.stringify(m.version)},`;
+    prefixes.set(m, p);
+  }
   return p;
 }
 

@@ -303,7 +303,9 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
       assertValue(dom.score.reference[i], hist.reference_shares[i], `bin ${i} reference share`);
     });
     assert.deepEqual(dom.score.edges.map((e) => Number(e.value)), hist.edges);
-    dom.score.edges.forEach((e, i) => assertShown(e.text, hist.edges[i], `edge ${i} label`));
+    dom.score.edges.forEach((e, i) => {
+      assertShown(e.text, hist.edges[i], `edge ${i} label`);
+    });
 
     // PSI: the score highlighted first, then one bar per feature with its value and band (a
     // colour), or, below the minimum sample, no bar and "insufficient data (n = X of Y)"

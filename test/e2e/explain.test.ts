@@ -221,7 +221,9 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
       for (const c of e.contributions) assert.ok(Math.abs(c.contribution - phi[names.indexOf(c.feature)]!) < 1e-9, c.feature);
     });
     const p = await request(`${server.url}/v1/models/gbdt:predict`, { json: { instances: instances(rows, 5) } });
-    r.body.explanations.forEach((e: any, i: number) => assert.equal(e.score, p.body.predictions[i].probabilities[1]));
+    r.body.explanations.forEach((e: any, i: number) => {
+      assert.equal(e.score, p.body.predictions[i].probabilities[1]);
+    });
     const oip = await request(`${server.url}/v2/models/gbdt/versions/1/infer`, {
       json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [5, M], data: Array.from(rows) }], parameters: { explain: true, top_k: 2 } },
     });
@@ -269,7 +271,9 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
       locallyAccurate(e, 'net');
     }
     const p = await request(`${server.url}/v1/models/net:predict`, { json: body });
-    r.body.explanations.forEach((e: any, i: number) => assert.equal(e.score, p.body.predictions[i][0]));
+    r.body.explanations.forEach((e: any, i: number) => {
+      assert.equal(e.score, p.body.predictions[i][0]);
+    });
     // Reproducible: the same row gets the same reasons.
     const again = await request(`${server.url}/v1/models/net:explain`, { json: body });
     assert.deepEqual(again.body.explanations, r.body.explanations);

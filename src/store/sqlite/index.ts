@@ -137,7 +137,10 @@ class LocalCluster implements ClusterRecords {
   }
   async sharedSecret(name: string, make: () => string): Promise<string> {
     let s = this.secrets.get(name);
-    if (s === undefined) this.secrets.set(name, (s = make()));
+    if (s === undefined) {
+      s = make();
+      this.secrets.set(name, s);
+    }
     return s;
   }
 }
