@@ -29,7 +29,7 @@ export const fmt = (x: number | null | undefined): string => (x === null || x ==
 /** The job's child process (./worker.ts), at the lowest CPU priority; one request at a time. */
 class JobWorker {
   private readonly child: ChildProcess;
-  private pending: { resolve: (v: any) => void; reject: (e: Error) => void } | null = null;
+  private pending: { resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
   private exited = false;
 
   constructor(log: Logger) {
@@ -60,7 +60,7 @@ class JobWorker {
   call<T>(req: WorkerRequest): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.exited) return reject(new Error("the job's worker process is gone"));
-      this.pending = { resolve, reject };
+      this.pending = { resolve: resolve as (v: unknown) => void, reject };
       this.child.send(req);
     });
   }
