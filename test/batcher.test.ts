@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
-import { InferenceEngine, PoolExecutor, type LoadedModel, type PendingRequest, type RunResult } from '../src/inference/index.js';
+import { InferenceEngine, type PoolExecutor, type LoadedModel, type PendingRequest, type RunResult } from '../src/inference/index.js';
 import { Monitor } from '../src/monitoring/index.js';
 import { decodeOip } from '../src/server/decode.js';
 import { outputsJson } from '../src/server/encode.js';
@@ -208,7 +208,10 @@ test('an observer whose onComplete returns a promise holds the answers until it 
   const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 2));
 
   const settled: number[] = [];
-  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => (settled.push(i), r)));
+  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => {
+    settled.push(i);
+    return r;
+  }));
   for (let t = 0; releases.length === 0 && t < 500; t++) await new Promise((r) => setTimeout(r, 2));
   assert.ok(releases.length > 0, 'the batch ran and onComplete was called');
   // Many turns of the event loop later: still not answered, and still pending.

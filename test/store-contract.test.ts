@@ -248,7 +248,7 @@ for (const kind of kinds) {
         await writeSumModel(repo, 'sum', 2);
         const first = await env.store.registry.importRepository(scanRepository(repo));
         assert.deepEqual(first.imported.map((i) => i.version), [1, 2]);
-        assert.equal((await env.store.registry.getVersion('sum', 1)).config.features instanceof Array, true);
+        assert.equal(Array.isArray((await env.store.registry.getVersion('sum', 1)).config.features), true);
         assert.deepEqual(await env.store.registry.referenceData('sum', 2), Buffer.from('a,b,c,d\n1,2,3,4\n'));
         const again = await env.store.registry.importRepository(scanRepository(repo));
         assert.deepEqual([again.imported.length, again.unchanged.length, again.skipped.length], [0, 2, 0]);

@@ -126,9 +126,18 @@ export function parseAlertRules(json: unknown, where: string): AlertRule[] {
     for (const k of Object.keys(raw)) if (!RULE_KEYS.has(k)) errors.push(`${p}: unknown property '${k}'`);
     const num = (key: string, min: number | null, required: boolean): number | undefined => {
       const v = raw[key];
-      if (v === undefined) return required ? (bad(key, 'is required (a number)'), undefined) : undefined;
-      if (typeof v !== 'number' || !Number.isFinite(v)) return bad(key, 'must be a finite number'), undefined;
-      if (min !== null && v < min) return bad(key, `must be >= ${min}`), undefined;
+      if (v === undefined) {
+        if (required) bad(key, 'is required (a number)');
+        return undefined;
+      }
+      if (typeof v !== 'number' || !Number.isFinite(v)) {
+        bad(key, 'must be a finite number');
+        return undefined;
+      }
+      if (min !== null && v < min) {
+        bad(key, `must be >= ${min}`);
+        return undefined;
+      }
       return v;
     };
     if (typeof raw.name !== 'string' || raw.name.trim() === '') bad('name', 'must be a non-empty string');

@@ -20,7 +20,7 @@ export { FeatureMetricsObserver } from './feature-metrics.js';
 export { PredictionLog, type PredictionLogStatus, type Durability, type FeedbackResult } from './prediction-log.js';
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
-export { type Performance } from './performance.js';
+export type { Performance } from './performance.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 
 export interface SlaConfig {

@@ -123,7 +123,7 @@ export class Gate {
     const anyMethod = method === 'any';
     const sinks = this.sinks;
     return (res, req) => {
-      const sampled = access !== null && access.sample();
+      const sampled = access?.sample() ?? false;
       if (traced || sampled) {
         const t0 = performance.now();
         const path = req.getUrl();
