@@ -177,7 +177,7 @@ async function main(): Promise<void> {
         `\n\n- scoreline: **${sc.cpu.toFixed(2)} us** of server CPU per request (**${(sc.cpu / c.cpu).toFixed(2)}x** the ceiling's, **${(sc.cpu / f.cpu).toFixed(2)}x** Fastify's); ` +
         `throughput **${(sc.rps / c.rps).toFixed(2)}x** the ceiling, **${(sc.rps / f.rps).toFixed(2)}x** Fastify; p99 ${sc.p99.toFixed(3)} ms vs Fastify's ${f.p99.toFixed(3)} ms\n` +
         `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n\n`;
-      readme += `${m.label}:\n\n` + table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)])) + '\n\n';
+      readme += `${m.label}:\n\n${table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)]))}\n\n`;
     }
     {
       const http = results.get(key(models[0]!, scoreline))!;

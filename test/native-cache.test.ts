@@ -59,7 +59,7 @@ test('set, get, overwrite, delete and clear', () => {
   cache.set('basic:ключ:😀', bytes('unicode'));
   assert.equal(cache.get('basic:ключ:😀')?.toString(), 'unicode');
   assert.equal(cache.get('basic:ключ:'), undefined);
-  const longKey = 'basic:' + 'k'.repeat(10_000);
+  const longKey = `basic:${'k'.repeat(10_000)}`;
   cache.set(longKey, bytes('long'));
   assert.equal(cache.get(longKey)?.toString(), 'long');
   assert.equal(cache.get(longKey.slice(0, -1)), undefined);

@@ -110,7 +110,7 @@ function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
       let body = `{"request_id":${JSON.stringify(a.requestId)},${prefixOf(m)}"variant":${JSON.stringify(a.variant)},"score":${Number.isFinite(score) ? score : 'null'}`;
       const d = a.input.debug ? a.input.resolved : null;
       if (d !== null) body += `,"entity":${JSON.stringify(d.entityIds)},"features":${JSON.stringify(d.debug())}`;
-      return body + '}';
+      return `${body}}`;
     },
     // The shadow scores the same features only if it binds the same columns.
     shadow(m, input) {
