@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { postgresBin, POSTGRES_MISSING, redisAvailable, REDIS_MISSING, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from './local-services.js';
+import { postgresBin, POSTGRES_MISSING, redisAvailable, REDIS_MISSING, removeAllSync, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from './local-services.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'bin', 'scoreline.js');
@@ -53,6 +53,8 @@ function cleanupSync(): void {
   redis = null;
   pg?.removeSync();
   pg = null;
+  // Also one still starting when the signal came.
+  removeAllSync();
   if (work !== null) rmSync(work, { recursive: true, force: true });
   work = null;
 }
@@ -240,9 +242,13 @@ async function main(): Promise<void> {
   say(`label for demo-3 sent to replica-2, but replica-1 served it: joined ${other.joined}, unknown ${other.unknown}`);
 
   step('monitoring: per replica (each sees only the traffic it served; merged monitoring is not built yet)');
+  const snapshot = async (r: Replica) => (await call(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${reg.json.version}`)).json;
+  // Performance figures are cached for two seconds: wait (bounded) until replica-1's shows its label.
+  await until('replica-1 counts its label', 5000, async () => ((await snapshot(replicas[0]!)).performance?.labelled >= own.joined ? true : undefined)).catch(() => undefined);
   for (const r of replicas) {
-    const snap = (await call(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${reg.json.version}`)).json;
-    say(`${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${snap.latency?.p99_ms ?? 'n/a'} ms, ${snap.performance?.labelled ?? 0} labelled`);
+    const snap = await snapshot(r);
+    const p99 = snap.latency?.p99_ms;
+    say(`${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled`);
   }
 
   step('the leader killed with SIGKILL');

@@ -71,6 +71,17 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** How to stop each server started here and not yet removed, from its first file on. */
+const live = new Set<() => void>();
+
+/**
+ * Stops every server started here and removes its files, synchronously: for a signal or exit
+ * handler, which may run while a server is still starting (before its owner holds a handle to it).
+ */
+export function removeAllSync(): void {
+  for (const remove of [...live]) remove();
+}
+
 const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 function pgUser(): { uid: number; gid: number } {
@@ -111,6 +122,7 @@ export async function startPostgres(database = 'scoreline'): Promise<LocalPostgr
     run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', '-t', '60', 'stop']);
   };
   const removeSync = () => {
+    live.delete(removeSync);
     try {
       stopSync();
     } catch {
@@ -118,6 +130,7 @@ export async function startPostgres(database = 'scoreline'): Promise<LocalPostgr
     }
     rmSync(dir, { recursive: true, force: true });
   };
+  live.add(removeSync);
   try {
     run(join(bin, 'initdb'), ['-D', data, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--no-sync']);
     startSync();
@@ -156,6 +169,12 @@ export async function startPostgres(database = 'scoreline'): Promise<LocalPostgr
 
 async function launchRedis(port: number): Promise<ChildProcess> {
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const kill = () => {
+    live.delete(kill);
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
+  live.add(kill);
+  proc.once('exit', () => live.delete(kill));
   for (let i = 0; i < 100; i++) {
     if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return proc;
     await new Promise((r) => setTimeout(r, 50));

@@ -192,7 +192,8 @@ test('the nginx proxy round-robins HTTP and gRPC over exactly the three replicas
   assert.deepEqual(servers(grpc), replicas.map((r) => `${r}:${replicaConfig.grpc.port}`));
   for (const body of upstreams.values()) assert.doesNotMatch(body, /\b(ip_hash|least_conn|hash|random)\b/, 'round robin, nginx\'s default');
   assert.match(conf, /listen\s+8080;/);
-  assert.match(conf, /listen\s+8081\s+http2;/);
+  assert.match(conf, /listen\s+8081;\s+http2\s+on;/, 'HTTP/2 on the gRPC port (nginx 1.25.1+ syntax)');
+  assert.match(services.proxy!.image, /^nginx:1\.(2[5-9]|[3-9]\d)/, 'an nginx that knows `http2 on`');
   assert.match(conf, /proxy_http_version\s+1\.1;/, 'uWebSockets.js needs HTTP/1.1 upstream');
   assert.match(conf, /proxy_set_header\s+Upgrade\s+\$http_upgrade;/, 'the WebSocket passes');
   assert.deepEqual(services.proxy!.ports, ['8080:8080', '8081:8081']);
