@@ -4,3 +4,4 @@
 
 export { scoreBatch, DEFAULT_BATCH_ROWS, type ScoreBatchOptions, type BatchSummary, type BatchProgress } from './score-batch.js';
 export { parseModelRef, type ModelRef } from './model.js';
+export { csvCell, FileSink } from './output.js';
