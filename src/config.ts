@@ -25,6 +25,8 @@ export interface ServerConfig {
     shutdownTimeoutMs: number;
   };
   modelRepository: string | null;
+  /** How the model repository is watched: every `poll` seconds new version folders are imported and loaded (0: only at start). */
+  repository: { poll: number };
   dataDir: string;
   inference: {
     /** Worker threads; 0 runs inference inline on the HTTP thread. */
@@ -124,6 +126,7 @@ export function defaultConfig(): ServerConfig {
       shutdownTimeoutMs: 10000,
     },
     modelRepository: null,
+    repository: { poll: 0 },
     dataDir: 'data',
     inference: {
       // One core stays with the HTTP thread; the rest run onnxruntime.
@@ -201,6 +204,12 @@ const configSchema = {
       },
     },
     modelRepository: { type: ['string', 'null'] },
+    repository: {
+      type: 'object',
+      additionalProperties: false,
+      // 0 turns polling off; otherwise at least a second between scans (each one hashes changed files).
+      properties: { poll: { anyOf: [{ const: 0 }, { type: 'number', minimum: 1, maximum: 86_400 }] } },
+    },
     dataDir: { type: 'string', minLength: 1 },
     inference: {
       type: 'object',

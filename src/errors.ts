@@ -39,7 +39,8 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
-  | 'EXTERNAL_DATA';
+  | 'EXTERNAL_DATA'
+  | 'MLFLOW_MODEL_INVALID';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -83,6 +84,8 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_INVALID: 422,
   // Like NOT_ONNX: the upload is a model file, just not one the server will load.
   EXTERNAL_DATA: 422,
+  // Like NOT_ONNX: an MLflow model folder that is well-formed, but not one the server can serve as it is.
+  MLFLOW_MODEL_INVALID: 422,
 };
 
 export class ScorelineError extends Error {
@@ -215,3 +218,6 @@ export const externalDataRefused = (source: string, count: number, described: st
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
   );
+/** An MLflow model folder (MLmodel, its flavor, its signature) that cannot be served as it is. */
+export const mlflowInvalid = (source: string, detail: string) =>
+  new ScorelineError('MLFLOW_MODEL_INVALID', `${source} is an MLflow model scoreline cannot serve: ${detail}`);

@@ -13,6 +13,7 @@ Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onn
 
 Options:
   --model-repo DIR   model repository to serve
+  --repository-poll S  rescan the repository every S seconds for new version folders (0: off)
   --port N           port to listen on (default 8080; 0 picks a free port)
   --host HOST        address to bind (default 0.0.0.0)
   --data-dir DIR     directory for scoreline's state (default ./data)
@@ -49,6 +50,7 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
 export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
+    'repository-poll': { type: 'string' },
     port: { type: 'string' },
     host: { type: 'string' },
     'data-dir': { type: 'string' },
@@ -63,6 +65,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const flags: DeepPartial<ServerConfig> = {};
   if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;
   if (values['data-dir'] !== undefined) flags.dataDir = values['data-dir'] as string;
+  const poll = intFlag(values['repository-poll'] as string | undefined, '--repository-poll');
+  if (poll !== undefined) flags.repository = { poll };
   const port = intFlag(values.port as string | undefined, '--port');
   if (port !== undefined || values.host !== undefined) {
     flags.server = {};

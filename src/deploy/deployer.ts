@@ -219,6 +219,23 @@ export class Deployer {
     }
   }
 
+  /**
+   * DELETE /admin/deployments/{name}: the model goes back to serving its highest ready version.
+   * Versions stay loaded (unloading them is a separate, explicit step). A canary is refused: its
+   * analysis (and a retraining job waiting on it) decides it; roll it back or promote it first.
+   */
+  async remove(name: string, reason = 'removed'): Promise<void> {
+    await this.exclusive(name, async () => {
+      const s = this.current(name);
+      if (s.strategy === 'canary') throw conflict(`model '${name}' has a canary deployment under analysis; roll it back or promote it before removing the deployment`);
+      this.opts.registry.deleteDeployment(name, { action: 'remove', reason });
+      this.opts.router.set(name, null);
+      this.states.delete(name);
+      this.schedule(name);
+      this.opts.log.info({ model: name, reason, was: s }, 'deployment removed');
+    });
+  }
+
   /** Loads a registered version from its verified artifact, unless it is already serving. */
   async ensureLoaded(name: string, version: number): Promise<LoadedModel> {
     const loaded = this.opts.engine.find(name, String(version));
@@ -377,7 +394,7 @@ export class Deployer {
       step_stats: stats,
       analysis: state?.analysis ?? [],
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
-      history: this.opts.registry.deploymentHistory<DeploymentState>(name).slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
+      history: this.opts.registry.deploymentHistory<DeploymentState>(name).slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to?.spec ?? null })),
     };
   }
 

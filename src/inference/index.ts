@@ -148,7 +148,8 @@ export class InferenceEngine {
       if (m !== undefined) return m;
     }
     const versions = this.models.get(name);
-    if (versions === undefined || versions.size === 0) throw modelNotFound(name);
+    // A model whose every version was unloaded is gone, not waiting to become ready.
+    if (versions === undefined || this.versionsOf(name).length === 0) throw modelNotFound(name);
     if (version !== undefined) {
       const m = versions.get(version);
       if (m === undefined || m.state === 'unloaded') throw versionNotFound(name, version);

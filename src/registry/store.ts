@@ -12,6 +12,7 @@ import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, i
 import { ArtifactStore, sha256Of } from './artifacts.js';
 import { refuseExternalData } from './external-data.js';
 import { assertOnnx } from './format.js';
+import { readMlflowFolder } from './mlflow.js';
 import { MODEL_NAME, type RepositoryScan } from './repository.js';
 import type {
   AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord,
@@ -125,12 +126,13 @@ export class ModelRegistry {
    * versions already registered with the same hash are not re-read (they only get the reference
    * rows if they have none yet). A version whose number the registry holds with other bytes (or
    * whose file is not ONNX, or keeps tensor data in other files) is skipped and reported: the
-   * registry stays the source of truth.
+   * registry stays the source of truth. An MLflow version folder is registered from its flavor's
+   * ONNX file, with its signature's feature names (model.yaml's settings win) and MLmodel as lineage.
    */
   importRepository(scan: RepositoryScan): ImportResult {
     const imported: RegisterResult[] = [];
     const unchanged: RegisterResult[] = [];
-    const skipped: ImportSkip[] = [];
+    const skipped: ImportSkip[] = [...scan.refused];
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Fast path for every restart: same number, same hash (from the scan), artifact present.
@@ -144,11 +146,21 @@ export class ModelRegistry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
           continue;
         }
+        // Versions are immutable: other bytes under a registered number are refused before they are read.
+        const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(model.name, v.version) as { sha256: string } | undefined;
+        if (taken !== undefined && taken.sha256 !== v.sha256) {
+          const e = conflict(`version ${v.version} of model '${model.name}' already exists with different bytes (sha256 ${taken.sha256}, not ${v.sha256}); versions are immutable: add a new version folder`);
+          skipped.push({ model: model.name, version: v.version, path: v.path, code: e.code, reason: e.message });
+          continue;
+        }
         try {
-          const result = this.register(model.name, readFileSync(v.path), {
+          const mlflow = v.mlflowDir === undefined ? null : readMlflowFolder(v.mlflowDir);
+          const config = mlflow?.features ? { features: mlflow.features, ...model.config } : model.config;
+          const result = this.register(model.name, mlflow?.bytes ?? readFileSync(v.path), {
             version: v.version,
             source: v.path,
-            config: model.config as JsonObject,
+            config: config as JsonObject,
+            ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
             ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
           });
           (result.created ? imported : unchanged).push(result);
@@ -300,6 +312,21 @@ export class ModelRegistry {
     });
   }
 
+  /**
+   * Removes the model's deployment (it then serves its highest ready version), recording the removal
+   * in its history with no new state; CONFLICT when it has none.
+   */
+  deleteDeployment(name: string, options: { action: string; reason?: string }): void {
+    this.#write(() => {
+      this.#requireModel(name);
+      const before = this.#db.prepare('SELECT state FROM deployments WHERE model = ?').get(name) as { state: string } | undefined;
+      if (before === undefined) throw conflict(`model '${name}' has no deployment`);
+      this.#db.prepare('DELETE FROM deployments WHERE model = ?').run(name);
+      this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(name, this.#stamp(), options.action, before.state, 'null', options.reason ?? '');
+    });
+  }
+
   /** The model's deployment, or undefined when it has none. */
   getDeployment<S = unknown>(name: string): DeploymentRecord<S> | undefined {
     this.#requireModel(name);
@@ -311,14 +338,14 @@ export class ModelRegistry {
     return (this.#db.prepare('SELECT * FROM deployments ORDER BY model').all() as DeploymentRow[]).map((r) => toDeployment<S>(r));
   }
 
-  /** Deployment changes of a model, oldest first. */
+  /** Deployment changes of a model, oldest first; `to` is null where the deployment was removed. */
   deploymentHistory<S = unknown>(name: string): DeploymentEvent<S>[] {
     this.#requireModel(name);
     const rows = this.#db.prepare('SELECT * FROM deployment_history WHERE model = ? ORDER BY id').all(name) as
       { model: string; at: string; action: string; from_state: string | null; to_state: string; reason: string }[];
     return rows.map((r) => ({
       model: r.model, at: r.at, action: r.action, reason: r.reason,
-      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S,
+      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S | null,
     }));
   }
 

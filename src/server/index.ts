@@ -5,15 +5,14 @@
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
-import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
-import { InferenceEngine, type LoadedModel } from '../inference/index.js';
+import { methodNotAllowed, routeNotFound } from '../errors.js';
+import { InferenceEngine } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { ModelRegistry } from '../registry/store.js';
 import { prepareDataDir } from '../registry/data-dir.js';
-import { scanRepository } from '../registry/repository.js';
-import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
+import { ADMIN_PATTERNS, adminGuard, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
 import { OriginPolicy, registerPreflight, sendError } from './http.js';
 import { registerObserve } from './observe.js';
@@ -27,6 +26,8 @@ import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/conf
 import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
+import { RepositoryControl } from './repository.js';
+import { MODEL_CONTROL_PATTERNS, registerModelControl } from './model-control.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
@@ -64,8 +65,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let features: FeatureService | null = null;
   let ctx: ServerContext;
   let repoModels: readonly RepositoryModel[] = [];
+  let repository: RepositoryControl | null = null;
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
+    repository?.close();
     deployer.close();
     await features?.close();
     await engine.close();
@@ -104,7 +107,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
-    repoModels = await loadRepository(ctx, pinned);
+    repository = new RepositoryControl(ctx, pinned);
+    repoModels = await repository.start();
     await deployer.restore();
   } catch (e) {
     await abandon();
@@ -161,7 +165,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const app: TemplatedApp = uws.App();
   registerOip(app, ctx);
   registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+  const guard = adminGuard(token.token);
+  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, guard, maxModelBytes: config.admin.maxModelBytes });
+  registerModelControl(app, ctx, repository!, guard);
   const streams: StreamHandle = registerStream(app, ctx);
   registerObserve(app, ctx, streams, alerting.alertsOf);
   registerDashboard(app);
@@ -174,7 +180,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
+  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, ...MODEL_CONTROL_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
   registerPreflight(app, ctx.http, patterns);
   for (const pattern of patterns) {
     app.any(pattern, (res, req) => {
@@ -197,18 +203,20 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     throw e;
   }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
-  const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
-  monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
-  monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
-  monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
-  monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
+  repository!.poll(config.repository.poll);
+  const connections = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
+  monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: connections.connections }]);
+  monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: connections.limit }]);
+  monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: connections.accepting ? 1 : 0 }]);
+  monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: connections.pauses }]);
   log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
     (closing ??= (async () => {
       ctx.draining = true;
-      guard.close();
+      connections.close();
+      repository!.close();
       const timeout = config.server.shutdownTimeoutMs;
       log.info({ timeoutMs: timeout }, 'shutting down: finishing in-flight requests');
       const drained = await engine.drain(timeout);
@@ -247,50 +255,6 @@ function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): v
   ctx.monitor.callback('scoreline_feature_store_up', 'Whether the online feature store is reachable (1) or not (0).', 'gauge', () => [
     { labels: { store: features.store.kind }, value: features.store.available ? 1 : 0 },
   ]);
-}
-
-/**
- * Imports the model repository into the registry (content-addressed, idempotent across restarts)
- * and loads every repository version from its verified artifact; those stay loaded for requests
- * that name a version. A repository entry the registry refuses (not ONNX, a version number taken
- * by other bytes) stops the start with the reason.
- */
-async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number>>): Promise<readonly RepositoryModel[]> {
-  const dir = ctx.config.modelRepository;
-  if (dir === null) return [];
-  const scan = scanRepository(dir);
-  for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
-  const imported = ctx.registry.importRepository(scan);
-  for (const r of imported.imported) ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
-  if (imported.skipped.length > 0) {
-    const reasons = imported.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
-    throw modelInvalid(`the model repository has versions the registry refuses: ${reasons}`);
-  }
-  const loaded: LoadedModel[] = [];
-  for (const model of scan.models) {
-    const set = pinned.get(model.name) ?? new Set<number>();
-    pinned.set(model.name, set);
-    for (const v of model.versions) {
-      set.add(v.version);
-      const t0 = performance.now();
-      const m = await ctx.deployer.ensureLoaded(model.name, v.version);
-      ctx.log.info(
-        {
-          model: m.name,
-          version: m.version,
-          sha256: m.sha256,
-          batchable: m.batchable,
-          warmup: m.warmupSizes(),
-          placement: m.placement,
-          batchMicros: Math.round(m.batchMicros),
-          ms: Math.round(performance.now() - t0),
-        },
-        'model version ready',
-      );
-      loaded.push(m);
-    }
-  }
-  return scan.models;
 }
 
 /** Retraining sections: each repository model's model.yaml, then the server config's (which win). */
