@@ -105,7 +105,8 @@ export class RepositoryControl {
     const fresh: RepositoryModel[] = [];
     for (const model of scan.models) {
       if (this.unloaded.has(model.name)) continue;
-      const versions = model.versions.filter((v) => this.ctx.engine.find(model.name, String(v.version)) === undefined);
+      // New folders, and folders whose bytes no longer match their registered version (refused below).
+      const versions = model.versions.filter((v) => this.ctx.engine.find(model.name, String(v.version)) === undefined || this.knownSha(model.name, v.version) !== v.sha256);
       if (versions.length > 0) fresh.push({ ...model, versions });
     }
     const refusedNow = scan.refused.filter((r) => !this.unloaded.has(r.model));
@@ -115,12 +116,12 @@ export class RepositoryControl {
       const key = `${s.model}\u0000${s.version}\u0000${s.reason}`;
       if (this.reported.has(key)) continue;
       this.reported.add(key);
-      this.ctx.log.error({ model: s.model, version: s.version, path: s.path, code: s.code, reason: s.reason }, 'model repository version refused; it is not served');
+      this.ctx.log.error({ model: s.model, version: s.version, path: s.path, code: s.code, reason: s.reason }, 'model repository version refused');
     }
     const refused = new Set(result.skipped.map((s) => `${s.model}/${s.version}`));
     for (const model of fresh) {
       for (const v of model.versions) {
-        if (refused.has(`${model.name}/${v.version}`)) continue;
+        if (refused.has(`${model.name}/${v.version}`) || this.ctx.engine.find(model.name, String(v.version)) !== undefined) continue;
         try {
           await this.loadVersion(model.name, v.version);
           this.ctx.log.info({ model: model.name, version: v.version }, 'new model version picked up by the repository poll');
