@@ -40,7 +40,8 @@ export type ErrorCode =
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
   | 'EXTERNAL_DATA'
-  | 'MLFLOW_MODEL_INVALID';
+  | 'MLFLOW_MODEL_INVALID'
+  | 'UPGRADE_REQUIRED';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -86,6 +87,7 @@ const STATUS: Record<ErrorCode, number> = {
   EXTERNAL_DATA: 422,
   // Like NOT_ONNX: an MLflow model folder that is well-formed, but not one the server can serve as it is.
   MLFLOW_MODEL_INVALID: 422,
+  UPGRADE_REQUIRED: 426,
 };
 
 export class ScorelineError extends Error {
@@ -221,3 +223,6 @@ export const externalDataRefused = (source: string, count: number, described: st
 /** An MLflow model folder (MLmodel, its flavor, its signature) that cannot be served as it is. */
 export const mlflowInvalid = (source: string, detail: string) =>
   new ScorelineError('MLFLOW_MODEL_INVALID', `${source} is an MLflow model scoreline cannot serve: ${detail}`);
+/** A plain GET on a WebSocket route. */
+export const upgradeRequired = (url: string) =>
+  new ScorelineError('UPGRADE_REQUIRED', `${url} is a WebSocket endpoint: send GET with Upgrade: websocket (and Connection: Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)`);

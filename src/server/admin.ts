@@ -289,19 +289,3 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
 function reasonOf(body: unknown, fallback: string): string {
   return isObject(body) && typeof body.reason === 'string' && body.reason.length > 0 ? body.reason : fallback;
 }
-
-export const ADMIN_PATTERNS = [
-  '/admin/models',
-  '/admin/models/:name',
-  '/admin/models/:name/versions',
-  '/admin/models/:name/aliases/:alias',
-  '/admin/models/:name/versions/:version/reference',
-  '/admin/alerts',
-  '/admin/deployments/:name',
-  '/admin/deployments/:name/promote',
-  '/admin/deployments/:name/rollback',
-  '/admin/retrain/:name',
-  '/admin/incidents',
-  '/admin/jobs',
-  '/admin/jobs/:id',
-];

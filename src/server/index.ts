@@ -5,19 +5,19 @@
 
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
-import { methodNotAllowed, routeNotFound } from '../errors.js';
+import { methodNotAllowed, routeNotFound, upgradeRequired } from '../errors.js';
 import { InferenceEngine } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { ModelRegistry } from '../registry/store.js';
 import { prepareDataDir } from '../registry/data-dir.js';
-import { ADMIN_PATTERNS, adminGuard, adminToken, registerAdmin } from './admin.js';
+import { adminGuard, adminToken, registerAdmin } from './admin.js';
 import type { ServerContext } from './context.js';
-import { OriginPolicy, registerPreflight, sendError } from './http.js';
+import { OriginPolicy, registerPreflight, sendError, sendJson } from './http.js';
 import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
-import { OIP_PATTERNS, registerOip } from './oip.js';
+import { registerOip } from './oip.js';
 import { createAlerting } from './alerting.js';
 import { freezeFromCsv, restoreReference } from './reference.js';
 import type { ModelConfig } from '../config.js';
@@ -27,7 +27,9 @@ import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream, type StreamHandle } from './stream.js';
 import { RepositoryControl } from './repository.js';
-import { MODEL_CONTROL_PATTERNS, registerModelControl } from './model-control.js';
+import { registerModelControl } from './model-control.js';
+import { OPERATIONS } from './api.js';
+import { RouteTable } from './routes.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
@@ -162,7 +164,12 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
 
-  const app: TemplatedApp = uws.App();
+  const raw: TemplatedApp = uws.App();
+  // Route modules register through the route table: what they register is what /openapi.json describes.
+  const routes = new RouteTable(raw, OPERATIONS);
+  const app = routes.app;
+  let openapi = '';
+  app.get('/openapi.json', (res) => sendJson(res, 200, openapi));
   registerOip(app, ctx);
   registerScore(app, ctx, features);
   const guard = adminGuard(token.token);
@@ -180,21 +187,25 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, ...MODEL_CONTROL_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
-  registerPreflight(app, ctx.http, patterns);
+  routes.verify();
+  openapi = JSON.stringify(routes.document());
+  const patterns = routes.patterns();
+  registerPreflight(raw, ctx.http, patterns);
+  const websockets = new Set(routes.operations().filter((op) => op.websocket).map((op) => op.pattern));
   for (const pattern of patterns) {
-    app.any(pattern, (res, req) => {
-      sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+    raw.any(pattern, (res, req) => {
+      const method = req.getMethod();
+      sendError(res, method === 'get' && websockets.has(pattern) ? upgradeRequired(req.getUrl()) : methodNotAllowed(method, req.getUrl()));
     });
   }
-  app.any('/*', (res, req) => {
+  raw.any('/*', (res, req) => {
     sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
   });
 
   const { host, port } = config.server;
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await listenExclusive(app, host, port);
+    listenSocket = await listenExclusive(raw, host, port);
   } catch (e) {
     clearInterval(evaluator);
     await retrainer.close();
@@ -204,7 +215,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
   repository!.poll(config.repository.poll);
-  const connections = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
+  const connections = new ConnectionGuard({ uws, app: raw, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
   monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: connections.connections }]);
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: connections.limit }]);
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: connections.accepting ? 1 : 0 }]);

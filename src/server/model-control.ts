@@ -61,5 +61,3 @@ export function registerModelControl(app: TemplatedApp, ctx: ServerContext, cont
     return control.unload(name!);
   });
 }
-
-export const MODEL_CONTROL_PATTERNS = ['/v2/repository/index', '/v2/repository/models/:model/load', '/v2/repository/models/:model/unload'];
