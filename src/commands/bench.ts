@@ -12,6 +12,8 @@ const BENCHES: Record<string, { file: string; node?: string[]; what: string }> =
   batch: { file: 'batch.js', what: 'score-batch on 2 million rows vs one session.run per row' },
   monitoring: { file: 'monitoring.js', what: 'throughput with monitoring on vs off (wrk)' },
   retrain: { file: 'retrain-latency.js', what: 'scoring latency while a retraining job trains' },
+  export: { file: 'export.js', what: 'peak memory of export predictions as the log grows tenfold' },
+  schemas: { file: 'schemas.js', what: 'an inference body\'s schema check vs its JSON.parse' },
 };
 
 const USAGE = `Usage: scoreline bench NAME [options of that benchmark]
@@ -24,7 +26,7 @@ Load tests need wrk (apt-get install -y wrk) and only target 127.0.0.1. Results 
 bench/RESULTS.md unless --no-write.`;
 
 export const bench: Command = {
-  summary: 'run a benchmark (http, features, batch, monitoring, retrain)',
+  summary: 'run a benchmark (http, features, batch, monitoring, retrain, export, schemas)',
   usage: USAGE,
   async run(argv) {
     const [name, ...rest] = argv;

@@ -25,8 +25,8 @@ export interface RequestBody {
   readonly content: Readonly<Record<string, Schema>>;
   /**
    * 'schema': the POST route helper validates the JSON body with the application/json schema before
-   * the route's code runs. 'parser': documented here, checked by the parser the body shares with
-   * another transport (see schemas.ts). 'bytes': not JSON.
+   * the route's code runs. 'parser': documented here, checked by the body's own parser (see
+   * schemas.ts for why), which a test holds to the schema. 'bytes': not JSON.
    */
   readonly checkedBy: 'schema' | 'parser' | 'bytes';
 }

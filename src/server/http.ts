@@ -230,7 +230,7 @@ export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, 
     );
   });
   // The route's request body schema, from the route table it was just registered in (null: its
-  // body is bytes, or checked by the parser it shares with the WebSocket stream).
+  // body is bytes, or checked by its own parser: see schemas.ts).
   const check = bodyCheckOf(app, method, pattern);
 }
 

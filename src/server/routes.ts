@@ -121,10 +121,10 @@ export class RouteTable {
               requestBody: {
                 required: op.body.required,
                 content: Object.fromEntries(Object.entries(op.body.content).map(([type, schema]) => [type, { schema }])),
-                // schema: the server validates the body with this schema; parser: the schema describes what the
-                // parser this body shares with the WebSocket stream accepts; bytes: not JSON.
+                // schema: the server validates the body with this schema; parser: the schema describes what
+                // the body's own parser accepts (see schemas.ts); bytes: not JSON.
                 'x-checked-by': op.body.checkedBy,
-                ...(op.body.checkedBy === 'parser' ? { description: 'Checked by the parser this body shares with the WebSocket stream; the schema describes it.' } : {}),
+                ...(op.body.checkedBy === 'parser' ? { description: 'Checked by the body\'s own parser rather than by this schema (see the README, "API description"); the schema describes what that parser accepts.' } : {}),
               },
             }
           : {}),

@@ -4,7 +4,7 @@
 // Schema 2020-12; every documented path and method is answered by a route (a WebSocket upgrade
 // for the stream), and every other method on those paths is 405, so the document is the server's
 // surface. Every body route answers malformed JSON and oversized bodies. Bodies the server checks with the document's schemas are refused with the schema's own
-// message; the bodies checked by the parser they share with the WebSocket stream (OIP inference,
+// message; the bodies checked by their own parsers (OIP inference,
 // v1 :predict, events) are held to their schemas: a body the schema refuses is a 400, and a body
 // the server answers 200 is one the schema accepts.
 
@@ -176,7 +176,7 @@ test('every body route answers malformed JSON (400) and a body over its limit (4
   }
 });
 
-test('bodies checked by their shared parser agree with their schemas: refused by the schema means 400, answered 200 means the schema accepts', async () => {
+test('bodies checked by their own parsers agree with their schemas: refused by the schema means 400, answered 200 means the schema accepts', async () => {
   const x = (over: Record<string, unknown> = {}) => ({ name: 'input', datatype: 'FP32', shape: [1, 10], data: ROW, ...over });
   const cases: [string, unknown][] = [
     ['/v2/models/credit-default/infer', { inputs: [x()] }],
