@@ -12,15 +12,15 @@ const SERVE_USAGE = `Usage: scoreline serve [options]
 Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onnx).
 
 Options:
-  --model-repo DIR   model repository to serve
-  --repository-poll S  rescan the repository every S seconds for new version folders (0: off)
-  --port N           port to listen on (default 8080; 0 picks a free port)
-  --host HOST        address to bind (default 0.0.0.0)
-  --data-dir DIR     directory for scoreline's state (default ./data)
-  --workers N        inference worker threads; 0 runs inference on the HTTP thread
-  --config FILE      YAML or JSON configuration file (flags override it)
-  --log-level LEVEL  fatal | error | warn | info | debug | trace | silent
-  -h, --help         show this help`;
+  --model-repo DIR     model repository to serve (a version folder holds model.onnx or an MLflow model)
+  --repository-poll S  rescan the repository every S seconds for new version folders (0: only at start)
+  --port N             port to listen on (default 8080; 0 picks a free port)
+  --host HOST          address to bind (default 0.0.0.0)
+  --data-dir DIR       directory for scoreline's state (default ./data)
+  --workers N          inference worker threads; 0 runs inference on the HTTP thread
+  --config FILE        YAML or JSON configuration file (flags override it)
+  --log-level LEVEL    fatal | error | warn | info | debug | trace | silent
+  -h, --help           show this help`;
 
 /** Paths inside a config file are relative to the file; flags stay relative to the working directory. */
 export function anchorPaths(raw: unknown, dir: string): unknown {

@@ -134,31 +134,32 @@ export class RepositoryControl {
     }
   }
 
-  /** POST /v2/repository/index: every version in the repository and every version loaded, with its state. */
-  index(readyOnly: boolean): Promise<IndexEntry[]> {
-    return this.serial(async () => {
-      const entries = new Map<string, IndexEntry>();
-      const add = (e: IndexEntry) => entries.set(`${e.name}\u0000${e.version}`, e);
-      const scan = this.scan();
-      for (const model of scan?.models ?? []) {
-        for (const v of model.versions) {
-          const m = this.ctx.engine.find(model.name, String(v.version));
-          if (m !== undefined) continue;
-          const known = this.knownSha(model.name, v.version);
-          const reason = known !== null && known !== v.sha256
-            ? 'refused: the folder\'s bytes differ from the registered version (versions are immutable)'
-            : this.unloaded.has(model.name) ? 'unloaded' : 'not loaded';
-          add({ name: model.name, version: String(v.version), state: 'UNAVAILABLE', reason });
-        }
+  /**
+   * POST /v2/repository/index: every version in the repository and every version loaded, with its
+   * state. Not queued behind a running load or unload: it reads, and shows a load as LOADING.
+   */
+  index(readyOnly: boolean): IndexEntry[] {
+    const entries = new Map<string, IndexEntry>();
+    const add = (e: IndexEntry) => entries.set(`${e.name}\u0000${e.version}`, e);
+    const scan = this.scan();
+    for (const model of scan?.models ?? []) {
+      for (const v of model.versions) {
+        const m = this.ctx.engine.find(model.name, String(v.version));
+        if (m !== undefined) continue;
+        const known = this.knownSha(model.name, v.version);
+        const reason = known !== null && known !== v.sha256
+          ? 'refused: the folder\'s bytes differ from the registered version (versions are immutable)'
+          : this.unloaded.has(model.name) ? 'unloaded' : 'not loaded';
+        add({ name: model.name, version: String(v.version), state: 'UNAVAILABLE', reason });
       }
-      for (const r of scan?.refused ?? []) add({ name: r.model, version: String(r.version), state: 'UNAVAILABLE', reason: r.reason });
-      for (const m of this.ctx.engine.list()) {
-        const state = m.state === 'ready' ? 'READY' : m.state === 'loading' ? 'LOADING' : 'UNAVAILABLE';
-        add({ name: m.name, version: m.version, state, reason: m.state === 'failed' ? (m.error ?? 'failed to load') : '' });
-      }
-      const out = [...entries.values()].sort((a, b) => a.name.localeCompare(b.name) || Number(a.version) - Number(b.version));
-      return readyOnly ? out.filter((e) => e.state === 'READY') : out;
-    });
+    }
+    for (const r of scan?.refused ?? []) add({ name: r.model, version: String(r.version), state: 'UNAVAILABLE', reason: r.reason });
+    for (const m of this.ctx.engine.list()) {
+      const state = m.state === 'ready' ? 'READY' : m.state === 'loading' ? 'LOADING' : 'UNAVAILABLE';
+      add({ name: m.name, version: m.version, state, reason: m.state === 'failed' ? (m.error ?? 'failed to load') : '' });
+    }
+    const out = [...entries.values()].sort((a, b) => a.name.localeCompare(b.name) || Number(a.version) - Number(b.version));
+    return readyOnly ? out.filter((e) => e.state === 'READY') : out;
   }
 
   private knownSha(name: string, version: number): string | null {
