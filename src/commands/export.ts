@@ -1,10 +1,12 @@
 // `scoreline export predictions`: a model's prediction log as Parquet, JSON Lines or CSV, read from
-// the data dir (read-only; safe while the server runs), with progress on stderr.
+// the data dir (read-only; safe while the server runs), with progress on stderr. Feature names come
+// from the registry: the data dir's, or the shared PostgreSQL store's (--store-url).
 
 import { existsSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { EXPORT_FORMATS, exportPredictions, type ExportFormat } from '../export/index.js';
-import { ModelRegistry } from '../registry/store.js';
+import { isScorelineError } from '../errors.js';
+import { openStore, storeUrl, type Store } from '../store/index.js';
 import { intFlag, parse, stringFlag, UsageError, type Command } from './command.js';
 import { progressBar } from './progress.js';
 
@@ -13,7 +15,8 @@ const USAGE = `Usage: scoreline export predictions --model NAME --output FILE [o
 Writes the predictions the server logged for a model: request_id, ts, model, version, variant,
 score, label and labelled_at (when a label was joined through /v1/feedback), then one column per
 input feature (model.yaml \`features\`). Outputs other than the score are not logged, so they are
-not exported. Reads <data-dir>/monitoring.db read-only: safe while the server runs.
+not exported. Reads <data-dir>/monitoring.db read-only: safe while the server runs. Each replica
+logs its own predictions in its own data dir: export each one's.
 
 Options:
   --model NAME          the model
@@ -23,6 +26,8 @@ Options:
   --format FORMAT       parquet | jsonl | csv (default: from --output's extension)
   --output FILE         written under a temporary name, moved into place when complete
   --data-dir DIR        the server's data dir (default ./data)
+  --store-url URL       the shared PostgreSQL store the feature names are read from (default:
+                        SCORELINE_STORE_URL, else the data dir's registry)
   --row-group-rows N    Parquet rows per row group (default 65536)
   --quiet               no progress output
   -h, --help            show this help`;
@@ -46,6 +51,7 @@ export const exportCommand: Command = {
       format: { type: 'string' },
       output: { type: 'string' },
       'data-dir': { type: 'string' },
+      'store-url': { type: 'string' },
       'row-group-rows': { type: 'string' },
       quiet: { type: 'boolean' },
     });
@@ -69,18 +75,23 @@ export const exportCommand: Command = {
     const rowGroupRows = intFlag(values['row-group-rows'], '--row-group-rows');
     if (rowGroupRows === 0) throw new UsageError('--row-group-rows must be a positive integer');
 
-    // Feature names as registered; a data dir without a registry exports the inputs unnamed.
-    const registry = existsSync(join(dataDir, 'registry.db')) ? ModelRegistry.open(dataDir) : null;
-    const names = (v: number): readonly string[] | null => {
-      try {
-        const features = registry?.getVersion(model, v).config.features;
-        return Array.isArray(features) && features.every((f) => typeof f === 'string') ? (features as string[]) : null;
-      } catch {
-        return null;
-      }
-    };
+    // Feature names as registered; a data dir without a registry (and no store URL) exports the inputs unnamed.
+    const url = storeUrl(stringFlag(values['store-url']));
+    const quiet = { warn: () => undefined, info: () => undefined };
+    const store: Store | null = url !== null || existsSync(join(dataDir, 'registry.db')) ? await openStore({ url, dataDir, log: quiet, waitForServer: false }) : null;
     const bar = progressBar('export', { quiet: values.quiet === true });
     try {
+      const byVersion = new Map<number, string[]>();
+      try {
+        for (const v of (await store?.registry.listVersions(model)) ?? []) {
+          const features = v.config.features;
+          if (Array.isArray(features) && features.every((f) => typeof f === 'string')) byVersion.set(v.version, features as string[]);
+        }
+      } catch (e) {
+        // A model the registry does not know (any more) still has its log: exported unnamed.
+        if (!isScorelineError(e) || e.code !== 'MODEL_NOT_FOUND') throw e;
+      }
+      const names = (v: number): readonly string[] | null => byVersion.get(v) ?? null;
       const s = await exportPredictions({
         dataDir,
         model,
@@ -102,7 +113,7 @@ export const exportCommand: Command = {
       );
       return 0;
     } finally {
-      registry?.close();
+      await store?.close();
     }
   },
 };

@@ -10,7 +10,7 @@ export const FLUSH_ROWS = 1024;
 /** Predictions sent to the log thread and not yet written beyond which new ones are dropped (counted). */
 export const MAX_BACKLOG = 1_000_000;
 
-/** The buffer of one model version and variant; rows of `width` float inputs. */
+/** The buffer of one model version, variant and API key; rows of `width` float inputs. */
 export class LogStream {
   private ids: string[] = [];
   private ts: Float64Array;
@@ -25,6 +25,8 @@ export class LogStream {
     readonly variant: string,
     readonly width: number,
     readonly task: Task | null,
+    /** The API key id its predictions came with (null: none). */
+    readonly keyId: string | null = null,
     private capacity = 64,
   ) {
     this.ts = new Float64Array(capacity);
@@ -87,6 +89,7 @@ export class LogStream {
       model: this.model,
       version: this.version,
       variant: this.variant,
+      keyId: this.keyId,
       task: this.task,
       width: this.width,
       n,

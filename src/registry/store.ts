@@ -13,7 +13,7 @@ import { ArtifactStore, sha256Of } from './artifacts.js';
 import { refuseExternalData } from './external-data.js';
 import { assertOnnx } from './format.js';
 import { readMlflowFolder } from './mlflow.js';
-import { MODEL_NAME, type RepositoryScan } from './repository.js';
+import { MODEL_NAME, type RepositoryModel, type RepositoryScan, type RepositoryVersion } from './repository.js';
 import type {
   AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord,
   RegisterOptions, RegisterResult, RegistryCounters, RegistryOptions, Signature, VersionRecord, VersionUpdate,
@@ -26,7 +26,7 @@ export type * from './records.js';
 export const ALIAS_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
 /** Resolves to the highest version; cannot be set as an alias. */
 export const LATEST = 'latest';
-const MAX_VERSION = 999_999_999;
+export const MAX_VERSION = 999_999_999;
 
 interface VersionRow {
   model: string; version: number; sha256: string; size: number; created_at: string; signature: string;
@@ -37,6 +37,81 @@ interface VersionRow {
 const VERSION_SELECT = `
   SELECT v.*, (SELECT group_concat(a.alias, ',') FROM aliases a WHERE a.model = v.model AND a.version = v.version) AS aliases
   FROM versions v`;
+
+/** What every store checks and derives before it records a version: the name, the number, the bytes as ONNX, hash, signature and lineage. */
+export function prepareRegistration(name: string, bytes: Uint8Array, options: RegisterOptions) {
+  if (!MODEL_NAME.test(name)) {
+    throw badRequest(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; at most 128, starting with a letter or digit)`);
+  }
+  const requested = options.version;
+  if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
+    throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
+  }
+  const declared = options.source === undefined ? options.declaredSource : undefined;
+  const source = options.source ?? (declared !== undefined ? `'${declared}' (as its sender names it)` : `the artifact for model '${name}'`);
+  const meta = assertOnnx(bytes, source);
+  const sha256 = sha256Of(bytes);
+  const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
+  const lineage: Lineage = {
+    ...(options.source !== undefined ? { source: options.source } : {}),
+    ...(declared !== undefined ? { declaredSource: declared } : {}),
+    ...options.lineage,
+  };
+  return { requested, source, sha256, signature, lineage, referenceData: options.referenceData };
+}
+
+/** Metrics or tags with a patch applied: a null value removes the key. */
+export function mergePatch<T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined): Record<string, T> {
+  const out: Record<string, T> = { ...base };
+  for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
+  return out;
+}
+
+/** Refuses alias names that could be read as a version or as `latest`. */
+export function checkAliasName(alias: string): void {
+  if (!ALIAS_NAME.test(alias) || alias === LATEST) {
+    throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
+  }
+}
+
+/**
+ * The stored state of a removed deployment. Its row stays, so revisions keep counting up across a
+ * removal (a replica that served an older revision adopts the next deployment), and reads treat it
+ * as no deployment.
+ */
+export const REMOVED_DEPLOYMENT = 'null';
+
+/** Whether a change based on `expected` may be written over the stored `current` revision; 0 means "no deployment". */
+export const deploymentRevisionMatches = (expected: number, current: number, removed: boolean) => expected === current || (removed && expected === 0);
+
+/**
+ * What a repository version is registered from: its model.onnx, or its MLflow folder's flavor file
+ * with the signature's feature names (model.yaml's settings win) and MLmodel as lineage.
+ */
+export function repositoryRegistration(model: RepositoryModel, v: RepositoryVersion): { bytes: Uint8Array; options: RegisterOptions } {
+  const mlflow = v.mlflowDir === undefined ? null : readMlflowFolder(v.mlflowDir);
+  const config = mlflow?.features ? { features: mlflow.features, ...model.config } : model.config;
+  return {
+    bytes: mlflow?.bytes ?? readFileSync(v.path),
+    options: {
+      version: v.version,
+      source: v.path,
+      config: config as JsonObject,
+      ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
+      ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
+    },
+  };
+}
+
+/** Versions are immutable: other bytes under a registered number are refused before they are read. */
+export function versionTaken(model: string, version: number, path: string, registered: string, found: string): ImportSkip {
+  const e = conflict(`version ${version} of model '${model}' already exists with different bytes (sha256 ${registered}, not ${found}); versions are immutable: add a new version folder`);
+  return { model, version, path, code: e.code, reason: e.message };
+}
+
+/** The deployment's revision did not match: another writer changed it since the caller read it. */
+export const deploymentMoved = (name: string, expected: number, actual: number) =>
+  conflict(`the deployment of model '${name}' changed while this change was prepared (revision ${actual}, this change was based on ${expected}); read it again and retry`);
 
 export class ModelRegistry {
   readonly dataDir: string;
@@ -65,24 +140,7 @@ export class ModelRegistry {
 
   /** Validates the bytes as ONNX, stores the artifact and records the version, all or nothing. */
   register(name: string, bytes: Uint8Array, options: RegisterOptions = {}): RegisterResult {
-    if (!MODEL_NAME.test(name)) {
-      throw badRequest(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; at most 128, starting with a letter or digit)`);
-    }
-    const requested = options.version;
-    if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
-      throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
-    }
-    const declared = options.source === undefined ? options.declaredSource : undefined;
-    const source = options.source ?? (declared !== undefined ? `'${declared}' (as its sender names it)` : `the artifact for model '${name}'`);
-    const meta = assertOnnx(bytes, source);
-    const sha256 = sha256Of(bytes);
-    const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
-    const lineage: Lineage = {
-      ...(options.source !== undefined ? { source: options.source } : {}),
-      ...(declared !== undefined ? { declaredSource: declared } : {}),
-      ...options.lineage,
-    };
-    const referenceData = options.referenceData;
+    const { requested, source, sha256, signature, lineage, referenceData } = prepareRegistration(name, bytes, options);
 
     return this.#write(() => {
       const at = this.#stamp();
@@ -146,23 +204,14 @@ export class ModelRegistry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
           continue;
         }
-        // Versions are immutable: other bytes under a registered number are refused before they are read.
         const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(model.name, v.version) as { sha256: string } | undefined;
         if (taken !== undefined && taken.sha256 !== v.sha256) {
-          const e = conflict(`version ${v.version} of model '${model.name}' already exists with different bytes (sha256 ${taken.sha256}, not ${v.sha256}); versions are immutable: add a new version folder`);
-          skipped.push({ model: model.name, version: v.version, path: v.path, code: e.code, reason: e.message });
+          skipped.push(versionTaken(model.name, v.version, v.path, taken.sha256, v.sha256));
           continue;
         }
         try {
-          const mlflow = v.mlflowDir === undefined ? null : readMlflowFolder(v.mlflowDir);
-          const config = mlflow?.features ? { features: mlflow.features, ...model.config } : model.config;
-          const result = this.register(model.name, mlflow?.bytes ?? readFileSync(v.path), {
-            version: v.version,
-            source: v.path,
-            config: config as JsonObject,
-            ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
-            ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
-          });
+          const { bytes, options } = repositoryRegistration(model, v);
+          const result = this.register(model.name, bytes, options);
           (result.created ? imported : unchanged).push(result);
         } catch (e) {
           if (!isScorelineError(e) || e.status >= 500) throw e;
@@ -243,9 +292,7 @@ export class ModelRegistry {
 
   /** Points the alias at the version, recording the move (no record when it already points there). */
   setAlias(name: string, alias: string, version: number, options: ChangeOptions = {}): AliasEvent {
-    if (!ALIAS_NAME.test(alias) || alias === LATEST) {
-      throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
-    }
+    checkAliasName(alias);
     return this.#write(() => {
       this.getVersion(name, version);
       const current = this.#aliasVersion(name, alias);
@@ -281,61 +328,66 @@ export class ModelRegistry {
   updateVersion(name: string, version: number, update: VersionUpdate): VersionRecord {
     return this.#write(() => {
       const current = this.getVersion(name, version);
-      const merge = <T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined) => {
-        const out: Record<string, T> = { ...base };
-        for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
-        return out;
-      };
       const reference = 'reference' in update ? update.reference ?? null : current.reference;
       const referenceData = update.referenceData !== undefined ? this.artifacts.put(update.referenceData, 'csv').sha256 : current.referenceData;
       this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ?, reference_data = ? WHERE model = ? AND version = ?').run(
-        JSON.stringify(merge(current.metrics, update.metrics)), JSON.stringify(merge(current.tags, update.tags)),
+        JSON.stringify(mergePatch(current.metrics, update.metrics)), JSON.stringify(mergePatch(current.tags, update.tags)),
         reference === null ? null : JSON.stringify(reference), referenceData, name, version,
       );
       return this.getVersion(name, version);
     });
   }
 
-  /** Replaces the model's deployment state and appends the change to its history. */
-  saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string }): DeploymentRecord<S> {
+  /**
+   * Replaces the model's deployment state and appends the change to its history. With
+   * expectRevision, writes only when the stored deployment is still at that revision (0: none yet).
+   */
+  saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string; expectRevision?: number }): DeploymentRecord<S> {
     const json = JSON.stringify(state);
-    if (json === undefined) throw badRequest('a deployment state must be JSON');
+    if (json === undefined || json === REMOVED_DEPLOYMENT) throw badRequest('a deployment state must be JSON');
     return this.#write(() => {
       this.#requireModel(name);
       const at = this.#stamp();
-      const before = this.#db.prepare('SELECT state FROM deployments WHERE model = ?').get(name) as { state: string } | undefined;
-      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at) VALUES (?, ?, ?)
-        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`).run(name, json, at);
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      const current = before?.revision ?? 0;
+      const removed = before === undefined || before.state === REMOVED_DEPLOYMENT;
+      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed)) throw deploymentMoved(name, options.expectRevision, current);
+      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at, revision) VALUES (?, ?, ?, ?)
+        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`).run(name, json, at, current + 1);
       this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(name, at, options.action, before?.state ?? null, json, options.reason ?? '');
-      return { model: name, state: JSON.parse(json) as S, updatedAt: at };
+        .run(name, at, options.action, removed ? null : before.state, json, options.reason ?? '');
+      return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
     });
   }
 
   /**
    * Removes the model's deployment (it then serves its highest ready version), recording the removal
-   * in its history with no new state; CONFLICT when it has none.
+   * in its history with no new state; CONFLICT when it has none, or when it changed since
+   * expectRevision. Returns the removal's revision.
    */
-  deleteDeployment(name: string, options: { action: string; reason?: string }): void {
-    this.#write(() => {
+  removeDeployment(name: string, options: { action: string; reason?: string; expectRevision?: number }): number {
+    return this.#write(() => {
       this.#requireModel(name);
-      const before = this.#db.prepare('SELECT state FROM deployments WHERE model = ?').get(name) as { state: string } | undefined;
-      if (before === undefined) throw conflict(`model '${name}' has no deployment`);
-      this.#db.prepare('DELETE FROM deployments WHERE model = ?').run(name);
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      if (before === undefined || before.state === REMOVED_DEPLOYMENT) throw conflict(`model '${name}' has no deployment`);
+      if (options.expectRevision !== undefined && options.expectRevision !== before.revision) throw deploymentMoved(name, options.expectRevision, before.revision);
+      const at = this.#stamp();
+      this.#db.prepare('UPDATE deployments SET state = ?, updated_at = ?, revision = ? WHERE model = ?').run(REMOVED_DEPLOYMENT, at, before.revision + 1, name);
       this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(name, this.#stamp(), options.action, before.state, 'null', options.reason ?? '');
+        .run(name, at, options.action, before.state, REMOVED_DEPLOYMENT, options.reason ?? '');
+      return before.revision + 1;
     });
   }
 
   /** The model's deployment, or undefined when it has none. */
   getDeployment<S = unknown>(name: string): DeploymentRecord<S> | undefined {
     this.#requireModel(name);
-    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ?').get(name) as DeploymentRow | undefined;
+    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ? AND state <> ?').get(name, REMOVED_DEPLOYMENT) as DeploymentRow | undefined;
     return row && toDeployment<S>(row);
   }
 
   listDeployments<S = unknown>(): DeploymentRecord<S>[] {
-    return (this.#db.prepare('SELECT * FROM deployments ORDER BY model').all() as DeploymentRow[]).map((r) => toDeployment<S>(r));
+    return (this.#db.prepare('SELECT * FROM deployments WHERE state <> ? ORDER BY model').all(REMOVED_DEPLOYMENT) as DeploymentRow[]).map((r) => toDeployment<S>(r));
   }
 
   /** Deployment changes of a model, oldest first; `to` is null where the deployment was removed. */
@@ -398,9 +450,9 @@ export class ModelRegistry {
   }
 }
 
-interface DeploymentRow { model: string; state: string; updated_at: string }
+interface DeploymentRow { model: string; state: string; updated_at: string; revision: number }
 
-const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at });
+const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at, revision: r.revision });
 
 function toVersion(r: VersionRow): VersionRecord {
   return {

@@ -49,7 +49,7 @@ export function registerModelControl(app: TemplatedApp, ctx: ServerContext, cont
     if (body !== undefined && !isObject(body)) throw badRequest('the body, when given, must be a JSON object {"ready": true|false}');
     const ready = isObject(body) ? body.ready : undefined;
     if (ready !== undefined && typeof ready !== 'boolean') throw badRequest('"ready" must be true or false');
-    return Promise.resolve(control.index(ready === true));
+    return control.index(ready === true);
   });
   route('/v2/repository/models/:model/load', 1, async ([name], body) => {
     const ignored = parameters(body);

@@ -5,12 +5,17 @@
 // refused and logged once, never served. Repository versions are pinned (kept loaded whatever the
 // deployment) until an unload; a model unloaded through model control stays unloaded, polling
 // included, until it is loaded again. Every operation runs one at a time.
+//
+// With replicas sharing a store, the repository and what is loaded are this replica's: a load
+// imports into the shared store (which every replica reads) and loads here; a deployment is what
+// every replica serves, so deploying a loaded model is how the others start serving it. An unload
+// is refused while the model has a deployment in the store, whichever replica made it.
 
-import { conflict, modelInvalid, modelNotFound, ScorelineError, type ErrorCode } from '../errors.js';
+import { conflict, isScorelineError, modelInvalid, modelNotFound, ScorelineError, type ErrorCode } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
 import { scanRepository, type HashCache, type RepositoryModel, type RepositoryScan } from '../registry/repository.js';
-import type { ImportSkip } from '../registry/store.js';
-import { versionsOf } from '../deploy/index.js';
+import type { ImportSkip } from '../registry/records.js';
+import { versionsOf, type DeploymentState } from '../deploy/index.js';
 import type { ServerContext } from './context.js';
 
 /** One entry of POST /v2/repository/index, as Triton answers it. */
@@ -64,7 +69,7 @@ export class RepositoryControl {
     const scan = this.scan();
     if (scan === null) return [];
     for (const s of scan.skipped) this.ctx.log.warn({ entry: s }, 'model repository entry skipped');
-    const result = this.ctx.registry.importRepository(scan);
+    const result = await this.ctx.registry.importRepository(scan);
     for (const r of result.imported) this.ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
     if (result.skipped.length > 0) {
       const reasons = result.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
@@ -106,12 +111,15 @@ export class RepositoryControl {
     for (const model of scan.models) {
       if (this.unloaded.has(model.name)) continue;
       // New folders, and folders whose bytes no longer match their registered version (refused below).
-      const versions = model.versions.filter((v) => this.ctx.engine.find(model.name, String(v.version)) === undefined || this.knownSha(model.name, v.version) !== v.sha256);
+      const versions: typeof model.versions[number][] = [];
+      for (const v of model.versions) {
+        if (this.ctx.engine.find(model.name, String(v.version)) === undefined || (await this.knownSha(model.name, v.version)) !== v.sha256) versions.push(v);
+      }
       if (versions.length > 0) fresh.push({ ...model, versions });
     }
     const refusedNow = scan.refused.filter((r) => !this.unloaded.has(r.model));
     if (fresh.length === 0 && refusedNow.length === 0) return;
-    const result = this.ctx.registry.importRepository({ models: fresh, skipped: [], refused: refusedNow });
+    const result = await this.ctx.registry.importRepository({ models: fresh, skipped: [], refused: refusedNow });
     for (const s of result.skipped) {
       const key = `${s.model}\u0000${s.version}\u0000${s.reason}`;
       if (this.reported.has(key)) continue;
@@ -138,7 +146,7 @@ export class RepositoryControl {
    * POST /v2/repository/index: every version in the repository and every version loaded, with its
    * state. Not queued behind a running load or unload: it reads, and shows a load as LOADING.
    */
-  index(readyOnly: boolean): IndexEntry[] {
+  async index(readyOnly: boolean): Promise<IndexEntry[]> {
     const entries = new Map<string, IndexEntry>();
     const add = (e: IndexEntry) => entries.set(`${e.name}\u0000${e.version}`, e);
     const scan = this.scan();
@@ -146,7 +154,7 @@ export class RepositoryControl {
       for (const v of model.versions) {
         const m = this.ctx.engine.find(model.name, String(v.version));
         if (m !== undefined) continue;
-        const known = this.knownSha(model.name, v.version);
+        const known = await this.knownSha(model.name, v.version);
         const reason = known !== null && known !== v.sha256
           ? 'refused: the folder\'s bytes differ from the registered version (versions are immutable)'
           : this.unloaded.has(model.name) ? 'unloaded' : 'not loaded';
@@ -162,11 +170,13 @@ export class RepositoryControl {
     return readyOnly ? out.filter((e) => e.state === 'READY') : out;
   }
 
-  private knownSha(name: string, version: number): string | null {
+  /** The registered version's sha256; null when the registry has no such version (a store that cannot be reached throws). */
+  private async knownSha(name: string, version: number): Promise<string | null> {
     try {
-      return this.ctx.registry.getVersion(name, version).sha256;
-    } catch {
-      return null;
+      return (await this.ctx.registry.getVersion(name, version)).sha256;
+    } catch (e) {
+      if (isScorelineError(e) && (e.code === 'MODEL_NOT_FOUND' || e.code === 'VERSION_NOT_FOUND')) return null;
+      throw e;
     }
   }
 
@@ -181,13 +191,13 @@ export class RepositoryControl {
       const model = scan?.models.find((m) => m.name === name);
       const refused = scan?.refused.filter((r) => r.model === name) ?? [];
       if (model === undefined && refused.length === 0) {
-        const latest = this.ctx.registry.listModels(name)[0]?.latestVersion;
+        const latest = (await this.ctx.registry.listModels(name))[0]?.latestVersion;
         if (latest === undefined || latest === null) throw modelNotFound(name);
         this.unloaded.delete(name);
         await this.loadVersion(name, latest);
         return { name, versions: [latest] };
       }
-      const result = this.ctx.registry.importRepository({ models: model === undefined ? [] : [model], skipped: [], refused });
+      const result = await this.ctx.registry.importRepository({ models: model === undefined ? [] : [model], skipped: [], refused });
       if (result.skipped.length > 0) {
         const first = refusalOf(result.skipped[0]!);
         const all = result.skipped.map((s) => `version ${s.version}: ${s.reason}`).join('; ');
@@ -211,11 +221,15 @@ export class RepositoryControl {
   unload(name: string): Promise<{ name: string; versions: number[] }> {
     return this.serial(async () => {
       const loaded = this.ctx.engine.versionsOf(name);
-      if (loaded.length === 0 && this.ctx.registry.listModels(name).length === 0) throw modelNotFound(name);
-      const state = this.ctx.deployer.state(name);
-      if (state !== null) {
+      const registered = (await this.ctx.registry.listModels(name)).length > 0;
+      if (loaded.length === 0 && !registered) throw modelNotFound(name);
+      // The store's word, not only this replica's: another replica may have deployed it a moment ago.
+      const stored = registered ? await this.ctx.registry.getDeployment<DeploymentState>(name) : undefined;
+      const spec = stored?.state.spec ?? this.ctx.deployer.state(name)?.spec;
+      if (spec !== undefined) {
+        const versions = versionsOf(spec);
         throw conflict(
-          `model '${name}' has a deployment (${state.spec.strategy}, routing to version${versionsOf(state.spec).length > 1 ? 's' : ''} ${versionsOf(state.spec).join(', ')}); ` +
+          `model '${name}' has a deployment (${spec.strategy}, routing to version${versions.length > 1 ? 's' : ''} ${versions.join(', ')}); ` +
             `unloading would leave it routing to nothing. Remove the deployment first (DELETE /admin/deployments/${name}), then unload`,
         );
       }

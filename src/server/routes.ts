@@ -2,11 +2,17 @@
 // through a RouteTable, whose get/post/put/del/ws refuse a route the table (api.ts) does not
 // describe; verify() refuses a described route nobody registered. The OpenAPI 3.1 document and the
 // server's 405 list are built from what was registered. The table also hands the POST route helper
-// a route's body check (its schema), so validation follows the same entries.
+// a route's body check (its schema), so validation follows the same entries, and the gate its
+// access rule (accessOf), so no route is served without one.
+//
+// The table sits over the gated app (raw uWS app -> Gate.wrap -> RouteTable): a route registered
+// through it passes the table's check, then the gate's (request id, API key, tracing, access log).
+// One route (method and pattern) may carry several documented operations: v1 `:predict` and
+// `:explain` share their patterns, since the suffix is part of the last path segment.
 
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp, WebSocketBehavior } from '@trufflesuite/uws-js-unofficial';
 import pkg from '../version.js';
-import { ERROR, PATH_PARAMETERS, type Method, type Operation } from './api.js';
+import { ERROR, OPERATIONS, PATH_PARAMETERS, type Access, type Method, type Operation, type Response } from './api.js';
 import { bodyCheck, type BodyCheck } from './schemas.js';
 
 const TABLE = Symbol('scoreline.routes');
@@ -16,18 +22,60 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void | Promise<void>;
 /** `/v2/models/:model/infer` -> `/v2/models/{model}/infer`. */
 export const openApiPath = (pattern: string): string => pattern.replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
 
+/** The operations of each route (method and pattern), checked to agree on what the route does with a request. */
+function routesOf(operations: readonly Operation[]): Map<string, Operation[]> {
+  const out = new Map<string, Operation[]>();
+  const documented = new Set<string>();
+  for (const op of operations) {
+    const key = `${op.method} ${op.pattern}`;
+    const doc = `${op.method} ${op.path ?? openApiPath(op.pattern)}`;
+    if (documented.has(doc)) throw new Error(`the route table lists ${doc} twice`);
+    documented.add(doc);
+    const ops = out.get(key);
+    if (ops === undefined) out.set(key, [op]);
+    else {
+      const first = ops[0]!;
+      if (first.access !== op.access) throw new Error(`the route table gives ${key} two access rules (${first.access}, ${op.access})`);
+      if (checkedSchema(first) !== checkedSchema(op)) throw new Error(`the route table gives ${key} two body checks`);
+      ops.push(op);
+    }
+  }
+  return out;
+}
+
+const checkedSchema = (op: Operation) => (op.body?.checkedBy === 'schema' ? op.body.content['application/json'] : undefined);
+
+const ROUTES = routesOf(OPERATIONS);
+
+/**
+ * The access rule of a route (uWS method names: `del` is DELETE); throws for a route the table does
+ * not list. `any` routes answer what no other route takes (405 on a known path, 404): they serve nothing.
+ */
+export function accessOf(method: string, pattern: string): Access {
+  if (method === 'any') return 'open';
+  const ops = ROUTES.get(`${method === 'del' ? 'delete' : method} ${pattern}`);
+  if (ops === undefined) throw new Error(`route ${method === 'del' ? 'DELETE' : method.toUpperCase()} ${pattern} has no access rule: add it, with its access, to the route table in src/server/api.ts`);
+  return ops[0]!.access;
+}
+
+/** How the server is set up, for what the document says of access. */
+export interface DocumentOptions {
+  /** auth.enabled: routes with a scope need an API key. */
+  readonly auth: boolean;
+  /** auth.metricsPublic: /metrics needs no key even with auth on. */
+  readonly metricsPublic: boolean;
+  /** The gRPC port, or null when it is off. */
+  readonly grpcPort: number | null;
+}
+
 export class RouteTable {
   /** The app route modules register on. */
   readonly app: TemplatedApp;
-  private readonly byKey = new Map<string, Operation>();
-  private readonly registered = new Map<string, Operation>();
+  private readonly byKey: Map<string, Operation[]>;
+  private readonly registered = new Map<string, Operation[]>();
 
-  constructor(raw: TemplatedApp, operations: readonly Operation[]) {
-    for (const op of operations) {
-      const key = `${op.method} ${op.pattern}`;
-      if (this.byKey.has(key)) throw new Error(`the route table lists ${key} twice`);
-      this.byKey.set(key, op);
-    }
+  constructor(raw: TemplatedApp, operations: readonly Operation[] = OPERATIONS) {
+    this.byKey = operations === OPERATIONS ? ROUTES : routesOf(operations);
     const http = (method: Method) => (pattern: RecognizedString, handler: Handler) => {
       this.record(method, String(pattern));
       raw[method === 'delete' ? 'del' : method](pattern, handler);
@@ -65,10 +113,10 @@ export class RouteTable {
 
   private record(method: Method, pattern: string): void {
     const key = `${method} ${pattern}`;
-    const op = this.byKey.get(key);
-    if (op === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} is registered but has no entry in the route table (src/server/api.ts)`);
+    const ops = this.byKey.get(key);
+    if (ops === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} is registered but has no entry in the route table (src/server/api.ts)`);
     if (this.registered.has(key)) throw new Error(`route ${method.toUpperCase()} ${pattern} is registered twice`);
-    this.registered.set(key, op);
+    this.registered.set(key, ops);
   }
 
   /** Throws when a route the table describes was not registered. */
@@ -79,25 +127,26 @@ export class RouteTable {
 
   /** Registered uWS patterns, each once (for 405s and CORS preflights). */
   patterns(): string[] {
-    return [...new Set([...this.registered.values()].map((op) => op.pattern))];
+    return [...new Set(this.operations().map((op) => op.pattern))];
   }
 
   operations(): Operation[] {
-    return [...this.registered.values()];
+    return [...this.registered.values()].flat();
   }
 
   /** The body check of a registered route, or null when its body is not checked by a schema. */
   check(method: Method, pattern: string): BodyCheck | null {
-    const op = this.registered.get(`${method} ${pattern}`);
-    if (op === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} is not registered through the route table`);
-    const schema = op.body?.checkedBy === 'schema' ? op.body.content['application/json'] : undefined;
+    const ops = this.registered.get(`${method} ${pattern}`);
+    if (ops === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} is not registered through the route table`);
+    const schema = checkedSchema(ops[0]!);
     return schema === undefined ? null : bodyCheck(schema);
   }
 
-  /** The OpenAPI 3.1 document of the registered routes. */
-  document(): Record<string, unknown> {
+  /** The OpenAPI 3.1 document of the registered routes, saying what access each needs on this server. */
+  document(options: DocumentOptions): Record<string, unknown> {
     const paths: Record<string, Record<string, unknown>> = {};
     for (const op of this.operations()) {
+      const scope = scopeOf(op.access, options);
       const path = op.path ?? openApiPath(op.pattern);
       const names = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!);
       (paths[path] ??= {})[op.method] = {
@@ -105,7 +154,9 @@ export class RouteTable {
         summary: op.summary,
         ...(op.description !== undefined ? { description: op.description } : {}),
         tags: [op.tag],
-        ...(op.admin ? { security: [{ adminToken: [] }] } : {}),
+        ...(op.access === 'admin' ? { security: [{ adminToken: [] }] } : {}),
+        // OpenAPI 3.1 lets any scheme name the roles it needs: here, the API key's scope.
+        ...(scope !== null ? { security: [{ apiKey: scope }, { apiKeyHeader: scope }] } : {}),
         parameters: [
           ...names.map((name) => ({ name, in: 'path', required: true, description: PATH_PARAMETERS[name] ?? name, schema: { type: 'string' } })),
           ...Object.entries(op.query ?? {}).map(([name, q]) => ({ name, in: 'query', required: false, description: q.description, schema: q.schema })),
@@ -129,7 +180,7 @@ export class RouteTable {
             }
           : {}),
         responses: Object.fromEntries(
-          Object.entries(op.responses).map(([status, r]) => [
+          Object.entries({ ...op.responses, ...(scope !== null ? KEY_ERRORS : {}) }).map(([status, r]) => [
             status,
             {
               description: r.description,
@@ -145,16 +196,39 @@ export class RouteTable {
       info: {
         title: 'scoreline',
         version: pkg.version,
-        description: 'Low-latency ML scoring: Open Inference Protocol, KServe v1, entity scoring, monitoring, the admin API and Triton model control.',
+        description:
+          'Low-latency ML scoring: Open Inference Protocol, KServe v1 (predict and explain), entity scoring, monitoring, the admin API and Triton model control. ' +
+          (options.grpcPort === null
+            ? 'The Open Inference Protocol over gRPC is off on this server (grpc.port).'
+            : `The Open Inference Protocol is also served over gRPC (inference.GRPCInferenceService, KServe's grpc_predict_v2.proto) on port ${options.grpcPort}, which this document does not describe.`) +
+          (options.auth ? ' API keys are required where an operation names a scope (auth.enabled).' : ' API keys are off on this server (auth.enabled: false): only the admin routes need a token.'),
       },
       paths,
       components: {
         schemas: { Error: ERROR },
-        securitySchemes: { adminToken: { type: 'http', scheme: 'bearer', description: 'SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token.' } },
+        securitySchemes: {
+          adminToken: { type: 'http', scheme: 'bearer', description: 'SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (shared through the store by every replica).' },
+          apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (scoreline keys create) with the scope the operation names.' },
+          apiKeyHeader: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'The same API key in x-api-key.' },
+        },
       },
     };
   }
 }
+
+/** The API key scopes an operation needs on this server, or null (no key). */
+function scopeOf(access: Access, options: DocumentOptions): string[] | null {
+  if (!options.auth || access === 'open' || access === 'admin') return null;
+  if (access === 'metrics') return options.metricsPublic ? null : ['monitoring:read'];
+  // The upgrade needs a key, of any scope; each frame then needs the scope it uses (infer, events).
+  if (access === 'stream') return [];
+  return [access];
+}
+
+const KEY_ERRORS: Readonly<Record<number, Response>> = {
+  401: { description: 'No API key, or one the server does not know.', schema: ERROR },
+  403: { description: 'An API key without the scope the operation needs.', schema: ERROR },
+};
 
 /** getV2ModelsByModelVersionsByVersionInfer: unique per path and method. */
 function operationId(op: Operation): string {

@@ -7,7 +7,8 @@
 // `x-error` (its message when the node's own checks fail) and `x-missing` (when it is a required
 // property that is absent) and `x-additional` (when an object has a property it does not allow).
 // In messages, {0}, {1}, ... are the array indices on the way to the
-// failing value and {property} the property ajv names (an unknown or missing one). A failure
+// failing value, {value} that value as JSON and {property} the property ajv names (an unknown or
+// missing one). A failure
 // without such a message says where it is, in ajv's words.
 //
 // Three bodies are documented here but checked by their own parsers: OIP inference and v1
@@ -23,7 +24,8 @@ import { badRequest } from '../errors.js';
 export type Schema = { readonly [key: string]: unknown };
 
 // strictTypes and strictRequired off: if/then branches name properties without repeating their types.
-const ajv = new Ajv2020({ allErrors: false, strict: true, strictTypes: false, strictRequired: false, allowUnionTypes: true });
+// verbose: a failure carries the failing value (for {value}); it costs nothing on a body that passes.
+const ajv = new Ajv2020({ allErrors: false, strict: true, strictTypes: false, strictRequired: false, allowUnionTypes: true, verbose: true });
 ajv.addVocabulary(['x-error', 'x-missing', 'x-additional']);
 
 /** A body check: throws 400 with the schema's message, or returns. */
@@ -68,7 +70,10 @@ function where(instancePath: string): string {
 function fill(template: string, e: ErrorObject): string {
   const indices = e.instancePath.split('/').filter((s) => /^\d+$/.test(s));
   const property = (e.params as { additionalProperty?: string; missingProperty?: string }).additionalProperty ?? (e.params as { missingProperty?: string }).missingProperty ?? '';
-  return template.replace(/\{(\d+)\}/g, (_, i: string) => indices[Number(i)] ?? '?').replace(/\{property\}/g, property);
+  return template
+    .replace(/\{(\d+)\}/g, (_, i: string) => indices[Number(i)] ?? '?')
+    .replace(/\{property\}/g, property)
+    .replace(/\{value\}/g, () => JSON.stringify(e.data) ?? String(e.data));
 }
 
 /** The message of a failure: the schema's own words where it has them. */
@@ -109,7 +114,7 @@ export const OIP_INFER_REQUEST: Schema = {
   required: ['inputs'],
   properties: {
     id: str({ description: 'Echoed in the answer; becomes the prediction\'s request id.' }),
-    parameters: { type: 'object' },
+    parameters: { type: 'object', description: '{"explain": true, "top_k"?: K} asks for reason codes (answered in parameters.explanation, one per row).' },
     inputs: {
       type: 'array',
       minItems: 1,
@@ -132,17 +137,24 @@ export const OIP_INFER_REQUEST: Schema = {
   },
 };
 
+const instances: Schema = {
+  type: 'array',
+  minItems: 1,
+  description: 'Rows: arrays of the input\'s values, objects of named features (model.yaml `features`), or objects of per-input rows.',
+  items: { type: ['array', 'object'] },
+};
+const topK: Schema = { type: 'integer', minimum: 1, description: 'Only the K largest contributions (the rest summed in "rest"); default all.', 'x-error': '"top_k" must be a positive integer, got {value}' };
+
 export const V1_PREDICT_REQUEST: Schema = {
   type: 'object',
   required: ['instances'],
-  properties: {
-    instances: {
-      type: 'array',
-      minItems: 1,
-      description: 'Rows: arrays of the input\'s values, objects of named features (model.yaml `features`), or objects of per-input rows.',
-      items: { type: ['array', 'object'] },
-    },
-  },
+  properties: { instances },
+};
+
+export const V1_EXPLAIN_REQUEST: Schema = {
+  type: 'object',
+  required: ['instances'],
+  properties: { instances, top_k: topK },
 };
 
 const event: Schema = {
@@ -177,7 +189,12 @@ export const SCORE_REQUEST: Schema = {
     features: { type: 'object', description: 'Feature values that override the store\'s.', 'x-error': '"features" must be an object of feature overrides' },
     debug: { type: 'boolean', description: 'Answer with the resolved features and where each came from.', 'x-error': '"debug" must be true or false' },
     id: str({ description: 'The request id (generated when absent).', 'x-error': '"id" must be a string' }),
+    explain: { type: 'boolean', description: 'Answer with the reason codes of the score ("explanation").', 'x-error': '"explain" must be true or false' },
+    top_k: topK,
   },
+  // top_k only means something with explain.
+  if: { required: ['top_k'] },
+  then: { properties: { explain: { const: true, 'x-error': '"top_k" needs "explain": true' } }, required: ['explain'] },
 };
 
 const label = (at: string): Schema => ({

@@ -57,6 +57,11 @@ function* operations(): Generator<[string, string, any]> {
 
 test('the document is OpenAPI 3.1: info, paths, operations with unique ids, parameters for every template, responses; its schemas compile as 2020-12', () => {
   assert.match(doc.openapi, /^3\.1\.\d+$/);
+  // The gRPC service is on a port of its own: named, not described; keys are off on this server.
+  assert.match(doc.info.description, new RegExp(`over gRPC .* on port ${server.grpcPort}`));
+  assert.match(doc.info.description, /API keys are off/);
+  assert.ok(doc.paths['/v1/models/{model}:explain']?.post && doc.paths['/v1/models/{model}/versions/{version}:explain']?.post, 'v1 :explain');
+  assert.ok(doc.paths['/admin/cluster']?.get, '/admin/cluster');
   assert.equal(typeof doc.info.title, 'string');
   assert.equal(typeof doc.info.version, 'string');
   assert.equal(typeof doc.paths, 'object');
@@ -112,7 +117,8 @@ const call = (method: string, url: string, body?: string, contentType = 'applica
 
 const noRoute = (r: { status: number; body: any }) => r.status === 405 || (r.status === 404 && /^no route for /.test(r.body?.error ?? ''));
 
-test('every documented path and method is answered by a route; no other method on those paths is', async () => {
+test('every documented path and method is answered by a route; no other method on those paths is; every error body is the documented Error', async () => {
+  const isError = ajv().compile(doc.components.schemas.Error);
   for (const [path, method, op] of operations()) {
     const url = urlOf(path, method);
     if (op.parameters.some((p: any) => p.in === 'header' && p.name === 'Upgrade')) {
@@ -129,6 +135,10 @@ test('every documented path and method is answered by a route; no other method o
     const body = op.requestBody ? (op.requestBody.content['application/json'] ? '{}' : '') : undefined;
     const r = await call(method, url, body);
     assert.ok(!noRoute(r), `${method.toUpperCase()} ${url} is documented but answered ${r.status} ${r.text}`);
+    if (r.status >= 400) {
+      assert.ok(isError(r.body), `${method.toUpperCase()} ${url}: ${r.text} is not an Error`);
+      assert.ok(op.responses[String(r.status)] !== undefined, `${method.toUpperCase()} ${url} answered ${r.status}, which it does not document`);
+    }
   }
   const matches = (template: string, url: string) => new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`).test(url);
   for (const [path, item] of Object.entries<any>(doc.paths)) {
@@ -140,6 +150,7 @@ test('every documented path and method is answered by a route; no other method o
       const r = await call(m, url, m === 'get' || m === 'delete' ? undefined : '{}');
       // 405, or the 404 of a URL no route takes (POST /v1/models/{model} without :predict).
       assert.ok(noRoute(r), `${m.toUpperCase()} ${url} is not documented but answered ${r.status} ${r.text}`);
+      assert.ok(isError(r.body), `${m.toUpperCase()} ${url}: ${r.text}`);
     }
   }
   const unknown = await call('get', '/v2/not-a-route');
@@ -198,6 +209,11 @@ test('bodies checked by their own parsers agree with their schemas: refused by t
     ['/v1/models/credit-default:predict', { instances: [] }],
     ['/v1/models/credit-default:predict', { rows: [ROW] }],
     ['/v1/models/credit-default:predict', { instances: [5] }],
+    ['/v1/models/credit-default:explain', { instances: [ROW], top_k: 3 }],
+    ['/v1/models/credit-default:explain', { instances: [ROW] }],
+    ['/v1/models/credit-default:explain', { instances: [ROW], top_k: 0 }],
+    ['/v1/models/credit-default:explain', { instances: [ROW], top_k: 'all' }],
+    ['/v1/models/credit-default:explain', { top_k: 3 }],
     ['/v1/events', { event: 'transaction', entity: { customer_id: 'C00001' } }],
     ['/v1/events', { events: [{ event: 'late_payment', entity: { customer_id: 'C00002' }, ts: Date.now() - 1000, id: 'e-1' }] }],
     ['/v1/events', {}],
