@@ -184,7 +184,8 @@ export class FileSink {
     return sink;
   }
 
-  async write(text: string): Promise<void> {
+  /** Text, or bytes the caller will not touch again (the stream keeps them until they are written). */
+  async write(text: string | Uint8Array): Promise<void> {
     if (this.failure !== null) throw this.failure;
     if (text.length === 0) return;
     if (!this.stream.write(text)) await once(this.stream, 'drain');

@@ -21,6 +21,7 @@ export { PredictionLog, type PredictionLogStatus, type Durability, type Feedback
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
 export type { Performance } from './performance.js';
+export { scanPredictionLog, type PredictionChunk, type PredictionFilter, type PredictionScan } from './log-export.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 
 export interface SlaConfig {

@@ -215,19 +215,3 @@ export function registerOip(app: TemplatedApp, ctx: ServerContext): void {
   });
   app.get('/v1/models/:model', withModel(false, readiness));
 }
-
-/** Route patterns served, for answering 405 rather than 404 on a known path with the wrong method. */
-export const OIP_PATTERNS = [
-  '/v2',
-  '/v2/health/live',
-  '/v2/health/ready',
-  '/v2/models/:model',
-  '/v2/models/:model/versions/:version',
-  '/v2/models/:model/ready',
-  '/v2/models/:model/versions/:version/ready',
-  '/v2/models/:model/infer',
-  '/v2/models/:model/versions/:version/infer',
-  '/v1/models',
-  '/v1/models/:model',
-  '/v1/models/:model/versions/:version',
-];

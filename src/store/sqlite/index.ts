@@ -69,6 +69,9 @@ export class SqliteRegistry implements Registry {
   async listDeployments<S = unknown>() {
     return this.inner.listDeployments<S>();
   }
+  async removeDeployment(name: string, options: SaveDeploymentOptions) {
+    return this.inner.removeDeployment(name, options);
+  }
   async deploymentHistory<S = unknown>(name: string) {
     return this.inner.deploymentHistory<S>(name);
   }
