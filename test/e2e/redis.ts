@@ -3,6 +3,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { waitFor } from '../fixtures/wait.js';
 
 export interface TestRedis {
   readonly port: number;
@@ -32,12 +33,17 @@ async function freePort(): Promise<number> {
 
 async function launch(port: number): Promise<ChildProcess> {
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return proc;
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    await waitFor(() => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: `redis-server to answer PING on port ${port}`,
+    });
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
   }
-  proc.kill('SIGKILL');
-  throw new Error(`redis-server did not start on port ${port}`);
+  return proc;
 }
 
 export async function startRedis(): Promise<TestRedis> {
