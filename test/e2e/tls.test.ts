@@ -134,8 +134,7 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
       assert.equal(again.fingerprint, a.fingerprint256);
 
       ws.send(JSON.stringify({ id: 7, model: 'credit-default', inputs: JSON.parse(OIP).inputs }));
-      const deadline = Date.now() + 10_000;
-      while (frames.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => frames.length > 0, { timeoutMs: 10_000, intervalMs: 10, message: 'an answer on the WebSocket opened before the reload' });
       assert.equal(frames[0]?.id, 7);
       assert.ok(frames[0]?.outputs, 'the WebSocket opened before the reload still answers');
       assert.equal(ws.readyState, WebSocket.OPEN);
