@@ -21,7 +21,8 @@ export interface AppendSegment {
   task: Task | null;
   width: number;
   n: number;
-  ids: string[];
+  /** The rows' request ids, a JSON array text of n strings. */
+  ids: string;
   ts: Float64Array;
   scores: Float64Array;
   features: Float32Array;
@@ -36,9 +37,9 @@ export interface FeedbackResult {
 /** Rows per segment are below this; a prediction's location is segment id * SEG + row. */
 export const SEG = 65536;
 
-/** A write queued in the log thread: a flush of the HTTP thread, history points or an alert change. */
+/** A write queued in the log thread: rows read from the ring (through that row), history points or an alert change. */
 export type Write =
-  | { kind: 'append'; seq: number; segments: AppendSegment[]; rows: number }
+  | { kind: 'append'; through: number; segments: AppendSegment[]; rows: number }
   | { kind: 'history'; points: { model: string; version: number; at: number; data: string }[] }
   | { kind: 'alert'; alert: { id: string; state: string; data: string; at: number } };
 
@@ -133,7 +134,7 @@ export function openStore(db: Database.Database, sync: boolean) {
       if (t > t1) t1 = t;
     }
     const id = Number(segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task).lastInsertRowid);
-    idsPut.run(id * SEG, JSON.stringify(s.ids.length === n ? s.ids : s.ids.slice(0, n)));
+    idsPut.run(id * SEG, s.ids);
   };
 
   /** One transaction for a group of queued writes, in their order. */

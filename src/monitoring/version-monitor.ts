@@ -162,7 +162,7 @@ export class VersionMonitor implements BatchObserver {
         const score = Number(o.data[row * per + column]);
         stats.recordPrediction(now, score, input, row * width);
         if (stream !== null && log!.sampled()) {
-          if (stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, input, row * width)) logged++;
+          if (stream.push(r.requestId!, now, score, input, row * width, total > 1 ? offset + j : -1)) logged++;
           else lost++;
         }
       }

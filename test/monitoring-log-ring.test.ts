@@ -1,0 +1,223 @@
+// The prediction log's shared-memory ring: records wrapping around its end in order and intact, a
+// full ring refusing rows (counted as dropped by the log) and taking them again once read, request
+// ids of every length and alphabet (and id/row of multi-row requests) joining their labels, a writer
+// thread and a reader thread running at once, and durability sync's committed-row count: commits
+// settle only once their rows are in the file, and fail (and only they) when those rows were refused.
+
+import assert from 'node:assert/strict';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { createRing, reached, RingReader, RingWriter } from '../src/monitoring/log-ring.js';
+import { SegmentAssembler, type StreamDef } from '../src/monitoring/log-segments.js';
+import type { AppendSegment } from '../src/monitoring/log-store.js';
+import { PredictionLog } from '../src/monitoring/index.js';
+import { RING_STREAMS, ringRow } from './fixtures/ring-writer.js';
+import { tempDir } from './e2e/server.js';
+
+interface Row {
+  variant: string;
+  id: string;
+  ts: number;
+  score: number;
+  inputs: number[];
+}
+
+/** The rows of segments, in order, as plain values. */
+function rowsOf(segments: AppendSegment[]): Row[] {
+  return segments.flatMap((s) => {
+    const ids = JSON.parse(s.ids) as string[];
+    assert.equal(ids.length, s.n);
+    return ids.map((id, i) => ({ variant: s.variant, id, ts: s.ts[i]!, score: s.scores[i]!, inputs: Array.from(s.features.subarray(i * s.width, (i + 1) * s.width)) }));
+  });
+}
+
+const def = (variant: string, width: number): string => JSON.stringify({ model: 'm', version: 1, variant, width, task: 'classification' } satisfies StreamDef);
+
+test('log ring: records wrap around the end of a small ring, in order, with their ids, times, scores and inputs', () => {
+  const sab = createRing(4096);
+  const w = new RingWriter(sab);
+  const r = new RingReader(sab);
+  const asm = new SegmentAssembler();
+  assert.ok(w.define(0, def('a', 2)) && w.define(1, def('b', 0)));
+  const expected: Row[] = [];
+  const got: Row[] = [];
+  let bytes = 0;
+  let n = 0;
+  // Bursts of 1..23 rows of 40 to ~150 bytes between reads: about 30 times round the ring.
+  for (let burst = 0; burst < 400; burst++) {
+    for (let k = 0; k <= burst % 23; k++, n++) {
+      const stream = n % 4 === 0 ? 1 : 0;
+      const id = `r${n}${'.'.repeat((n * 7) % 90)}`;
+      const inputs = stream === 0 ? [n, n / 3] : [];
+      assert.ok(w.row(stream, inputs.length, id, -1, 1e12 + n, n / 1000, Float32Array.from(inputs), 0), `row ${n} fits after a read`);
+      expected.push({ variant: stream === 0 ? 'a' : 'b', id, ts: 1e12 + n, score: n / 1000, inputs: inputs.map(Math.fround) });
+      bytes += 32 + 4 * inputs.length + id.length;
+    }
+    assert.equal(r.read(asm), burst % 23 + 1);
+    // Within a take, rows come back grouped by stream, each stream in order.
+    const taken = rowsOf(asm.take().segments);
+    for (const variant of ['a', 'b']) assert.deepEqual(taken.filter((x) => x.variant === variant), expected.slice(got.length).filter((x) => x.variant === variant));
+    got.push(...expected.slice(got.length));
+  }
+  assert.ok(bytes > 25 * 4096, `${bytes} bytes through a 4096-byte ring`);
+  assert.equal(r.rows, n);
+  assert.equal(w.rows, n);
+  assert.ok(r.empty());
+});
+
+test('log ring: a full ring refuses a row without blocking, and takes rows again once they are read', () => {
+  // 1024 bytes of records, 64 bytes a row: the head may not catch up with the tail, so 15 fit.
+  const sab = createRing(1024);
+  const w = new RingWriter(sab);
+  const r = new RingReader(sab);
+  const asm = new SegmentAssembler();
+  assert.ok(w.define(0, def('a', 0))); // 16 + 73 bytes of JSON: 96 bytes with padding
+  const id = (i: number) => `row-${String(i).padStart(28, '0')}`; // 32 bytes + 32 of header
+  let i = 0;
+  while (w.row(0, 0, id(i), -1, i, i, null, 0)) i++;
+  assert.equal(i, 14, 'the definition and 14 rows fill 992 of 1024 bytes; a 15th does not fit before the end, and cannot wrap onto the unread start');
+  assert.equal(w.rows, 14);
+  assert.equal(r.read(asm), 14);
+  assert.deepEqual(JSON.parse(asm.take().segments[0]!.ids), Array.from({ length: 14 }, (_, k) => id(k)));
+  // Room again: 15 rows now (the head wraps, then stops one record short of the tail).
+  let j = 0;
+  while (w.row(0, 0, id(100 + j), -1, j, j, null, 0)) j++;
+  assert.equal(j, 15);
+  assert.equal(r.read(asm), 15);
+  assert.deepEqual(JSON.parse(asm.take().segments[0]!.ids), Array.from({ length: 15 }, (_, k) => id(100 + k)));
+  // A record longer than an eighth of the ring is refused even when the ring is empty.
+  assert.equal(w.row(0, 0, 'x'.repeat(200), -1, 0, 0, null, 0), false);
+  assert.ok(r.empty());
+});
+
+test('prediction log: rows that do not fit in the ring are dropped and counted; every row it took joins its label', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, flushMs: 60_000, ringBytes: 16 * 1024 });
+  const s = log.stream('m', 1, 'default', 3, 'classification');
+  const row = Float32Array.of(1, 2, 3);
+  const kept: string[] = [];
+  const lost: string[] = [];
+  // One synchronous burst of 20,000 rows (about 2 MB) into a 16 KB ring: the log thread cannot keep up.
+  for (let i = 0; i < 20_000; i++) (s.push(`burst-${i}`, Date.now(), 0.5, row, 0) ? kept : lost).push(`burst-${i}`);
+  assert.ok(lost.length > 0, 'some rows did not fit');
+  assert.equal(log.dropped, lost.length);
+  assert.equal(log.logged, kept.length);
+  await log.drain();
+  assert.equal(log.backlog, 0);
+  const fb = await log.feedback([...kept, ...lost].map((requestId) => ({ requestId, label: 1 })));
+  assert.equal(fb.joined, kept.length);
+  assert.deepEqual(fb.unknown, lost);
+  assert.equal(log.status().dropped, lost.length);
+  await log.close();
+});
+
+test('prediction log: request ids of every length and alphabet, and id/row of multi-row requests, join their labels', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, ringBytes: 64 * 1024 });
+  const s = log.stream('m', 1, 'default', 1, 'classification');
+  const ids = ['', 'a', 'x'.repeat(5000), 'é', '日本語のID', 'emoji-😀', 'quote"back\\slash/', 'ctl\u0001\n\t\u001f', 'lone-\ud800-surrogate', 'low-\udc00-x', 'end-\ud83d', '{"json":[1]}'];
+  const now = Date.now();
+  ids.forEach((id, i) => assert.ok(s.push(id, now, i / 10, Float32Array.of(i), 0), `id ${JSON.stringify(id.slice(0, 20))}`));
+  const parts = [0, 7, 10, 99, 100, 123_456];
+  for (const p of parts) assert.ok(s.push('multi', now, 0.5, Float32Array.of(p), 0, p));
+  // Longer than an eighth of the 64 KB ring: refused and counted, never a partial id.
+  assert.equal(s.push('y'.repeat(10_000), now, 0.5, null, 0), false);
+  assert.equal(log.dropped, 1);
+  const fb = await log.feedback([...ids, ...parts.map((p) => `multi/${p}`), 'multi', 'multi/1', 'y'.repeat(10_000)].map((requestId) => ({ requestId, label: 1 })));
+  assert.deepEqual(fb.unknown.map((x) => x.slice(0, 20)), ['multi', 'multi/1', 'y'.repeat(20)]);
+  assert.equal(fb.joined, ids.length + parts.length);
+  // Each label joined its own prediction: the inputs stored with it say which.
+  const train = await log.training('m');
+  assert.deepEqual(train.map((r) => r.features[0]).sort((a, b) => a! - b!), [...ids.map((_, i) => i), ...parts].sort((a, b) => a - b));
+  await log.close();
+});
+
+test('log ring: a writer thread and a reader thread at once: every row read once, in order, intact, or counted as dropped', async () => {
+  const sab = createRing(64 * 1024);
+  const reader = new RingReader(sab);
+  const asm = new SegmentAssembler();
+  const rows = 300_000;
+  const worker = new Worker(new URL('./fixtures/ring-writer.js', import.meta.url), { workerData: { sab, rows } });
+  let dropped: number[] | null = null;
+  const done = new Promise<void>((resolve, reject) => {
+    worker.once('message', (m: { dropped: number[] }) => {
+      dropped = m.dropped;
+      resolve();
+    });
+    worker.once('error', reject);
+  });
+  const seen: number[][] = Array.from({ length: RING_STREAMS }, () => []);
+  let reads = 0;
+  let bad = 0;
+  const check = () => {
+    reader.read(asm);
+    reads++;
+    for (const r of rowsOf(asm.take().segments)) {
+      const i = r.ts;
+      const want = ringRow(i);
+      const id = want.part >= 0 ? `${want.id}/${want.part}` : want.id;
+      if (r.variant !== `s${want.stream}` || r.id !== id || r.score !== want.score || r.inputs.join() !== want.inputs.map(Math.fround).join()) bad++;
+      seen[want.stream]!.push(i);
+    }
+  };
+  while (dropped === null) {
+    check();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await done;
+  check();
+  await worker.terminate();
+  assert.equal(bad, 0, 'rows read intact');
+  for (const s of seen) assert.ok(s.every((v, k) => k === 0 || v > s[k - 1]!), 'each stream in order');
+  const all = new Set(seen.flat());
+  assert.equal(all.size, seen.flat().length, 'no row read twice');
+  const lost = dropped! as number[];
+  assert.equal(all.size + lost.length, rows, `${all.size} read + ${lost.length} dropped`);
+  for (const i of lost) assert.ok(!all.has(i));
+  assert.ok(reads > 10, `${reads} reads while the writer wrote`);
+  assert.ok(reader.empty());
+});
+
+test('durability sync: each turn\'s commit settles once its rows are in the file; rows the log thread refuses fail their commit, and only theirs', async () => {
+  const dir = await tempDir();
+  // monitoring.db a directory: every open fails (EISDIR) until it is removed.
+  await mkdir(join(dir, 'monitoring.db'));
+  const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30, durability: 'sync', flushMs: 60_000 });
+  const s = log.stream('m', 1, 'default', 1, 'classification');
+  const push = (id: string) => assert.ok(s.push(id, Date.now(), 0.5, Float32Array.of(1), 0));
+  push('refused-1');
+  push('refused-2');
+  await assert.rejects(log.commit(), (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /could not commit/.test(e.message));
+  assert.equal(log.backlog, 0, 'refused rows are settled, not held');
+  assert.equal(log.dropped, 0, 'refused rows were answered with an error, not dropped');
+  assert.equal(log.status().state, 'failing');
+
+  await rm(join(dir, 'monitoring.db'), { recursive: true });
+  // Commits of successive turns: each waits for its own rows, which are in the file when it settles.
+  const db = () => new Database(join(dir, 'monitoring.db'), { readonly: true });
+  for (let turn = 0; turn < 5; turn++) {
+    for (let k = 0; k < 100; k++) push(`t${turn}-${k}`);
+    await log.commit();
+    const conn = db();
+    assert.equal(conn.prepare("SELECT count(*) FROM prediction_ids WHERE request_id LIKE 't%'").pluck().get(), (turn + 1) * 100);
+    conn.close();
+  }
+  assert.equal(log.status().state, 'ok');
+  const fb = await log.feedback(['refused-1', 'refused-2', 't0-0', 't4-99'].map((requestId) => ({ requestId, label: 1 })));
+  assert.deepEqual(fb.unknown, ['refused-1', 'refused-2']);
+  assert.equal(fb.joined, 2);
+  await log.close();
+});
+
+test('committed-row counts compare across the int32 wrap', () => {
+  assert.ok(reached(5, 5));
+  assert.ok(reached(6, 5));
+  assert.ok(!reached(4, 5));
+  // 2^31 - 2 rows, then 3 more: the counter wraps to -2^31 + 1, which is after.
+  const before = 2 ** 31 - 2;
+  const after = (before + 3) | 0;
+  assert.ok(after < 0);
+  assert.ok(reached(after, before));
+  assert.ok(!reached(before, after));
+});
