@@ -87,6 +87,29 @@ test('prediction log: append, feedback joins by id, unknown ids reported, labell
   await log.close();
 });
 
+test('monitoring.db: a new file has 16 KB pages; a file made with 4 KB pages keeps them and works', async () => {
+  const fresh = await tempDir();
+  const older = await tempDir();
+  const made = new Database(join(older, 'monitoring.db'));
+  made.pragma('page_size = 4096');
+  made.exec('CREATE TABLE before_us (x)');
+  made.close();
+  for (const dir of [fresh, older]) {
+    const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30 });
+    for (let i = 0; i < 3000; i++) log.append(`p${i}`, 'm', 1, 'default', Date.now(), 0.5, Float32Array.of(i), 0, 1);
+    assert.equal((await log.feedback([{ requestId: 'p2999', label: 1 }])).joined, 1);
+    await log.close();
+  }
+  const pageSize = (dir: string) => {
+    const db = new Database(join(dir, 'monitoring.db'), { readonly: true });
+    const size = db.pragma('page_size', { simple: true });
+    db.close();
+    return size;
+  };
+  assert.equal(pageSize(fresh), 16384);
+  assert.equal(pageSize(older), 4096);
+});
+
 test('prediction log sampling keeps about the configured share', async () => {
   const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 0.25, retentionDays: 1 });
   let kept = 0;

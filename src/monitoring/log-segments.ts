@@ -27,6 +27,8 @@ const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COMMA = 0x2c;
 const HEX = '0123456789abcdef';
+/** Bytes copied into a JSON string as they are: not a control byte, quote, backslash or 0xed (see id()). */
+const PLAIN = new Uint8Array(256).map((_, c) => (c >= 0x20 && c !== QUOTE && c !== BACKSLASH && c !== 0xed ? 1 : 0));
 
 /** Writes `\uXXXX` for code unit `u` at `p`; returns the next offset. */
 function escape(out: Buffer, p: number, u: number): number {
@@ -89,7 +91,7 @@ class Builder {
     out[p++] = QUOTE;
     for (let i = from, end = from + len; i < end; i++) {
       const c = src[i]!;
-      if (c >= 0x20 && c !== QUOTE && c !== BACKSLASH && c !== 0xed) out[p++] = c;
+      if (PLAIN[c] === 1) out[p++] = c;
       else if (c === QUOTE || c === BACKSLASH) {
         out[p++] = BACKSLASH;
         out[p++] = c;
@@ -128,35 +130,55 @@ class Builder {
 /** Turns the ring's records into segments; `take()` hands over every row read so far. */
 export class SegmentAssembler implements RecordVisitor {
   private readonly defs: StreamDef[] = [];
-  private readonly open = new Map<number, Builder>();
+  /** The segment being filled per stream index. */
+  private readonly builders: (Builder | null)[] = [];
+  /** Rows of each stream's last segment: the next one starts at about that size. */
+  private readonly lastRows: number[] = [];
+  /** Streams with a segment being filled, in the order they started. */
+  private readonly open: number[] = [];
   private done: AppendSegment[] = [];
   /** Rows in `done` and the open builders. */
   rows = 0;
 
   row(ring: RingReader, at: number, stream: number): void {
-    let b = this.open.get(stream);
-    if (b === undefined) {
-      const def = this.defs[stream];
-      // The writer defines a stream before its first row, in the same ring: a row without one is a bug.
-      if (def === undefined) throw new Error(`prediction log ring: a row of stream ${stream}, which was never defined`);
-      b = new Builder(def, 64);
-      this.open.set(stream, b);
-    }
+    const b = this.builders[stream] ?? this.start(stream);
     b.add(ring, at);
     this.rows++;
-    if (b.n === SEGMENT_ROWS) {
-      this.done.push(b.segment());
-      this.open.delete(stream);
-    }
+    if (b.n === SEGMENT_ROWS) this.close(stream, b);
+  }
+
+  private start(stream: number): Builder {
+    const def = this.defs[stream];
+    // The writer defines a stream before its first row, in the same ring: a row without one is a bug.
+    if (def === undefined) throw new Error(`prediction log ring: a row of stream ${stream}, which was never defined`);
+    const last = this.lastRows[stream] ?? 0;
+    const b = new Builder(def, Math.min(SEGMENT_ROWS, Math.max(64, 2 ** Math.ceil(Math.log2(last + 1)))));
+    this.builders[stream] = b;
+    this.open.push(stream);
+    return b;
+  }
+
+  private close(stream: number, b: Builder): void {
+    this.done.push(b.segment());
+    this.lastRows[stream] = b.n;
+    this.builders[stream] = null;
+    const k = this.open.indexOf(stream);
+    if (k >= 0) this.open.splice(k, 1);
   }
 
   define(index: number, json: string): void {
     this.defs[index] = JSON.parse(json) as StreamDef;
+    this.builders[index] ??= null;
   }
 
   cut(): void {
-    for (const b of this.open.values()) this.done.push(b.segment());
-    this.open.clear();
+    for (const stream of this.open) {
+      const b = this.builders[stream]!;
+      this.done.push(b.segment());
+      this.lastRows[stream] = b.n;
+      this.builders[stream] = null;
+    }
+    this.open.length = 0;
   }
 
   /** Every row read so far, as segments (the open ones closed), in the order they were closed. */
