@@ -14,7 +14,7 @@
 // Held rows are bounded: past MAX_BACKLOG this thread stops reading the ring, which then fills, and
 // the HTTP thread drops (and counts) what does not fit.
 
-import { closeSync, openSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -27,10 +27,12 @@ export type { AppendSegment, FeedbackResult, Task } from './log-store.js';
 
 // On Linux a thread has its own nice value: this one yields to the HTTP thread when both want the
 // same core (nice 10 still gets ~10% of a contended core, more than the log needs at tens of
-// thousands of predictions a second), so a flush never stalls a request. Elsewhere: no-op.
+// thousands of predictions a second), so a flush never stalls a request. It is named, so that
+// `top -H` (and the monitoring benchmark) can tell its CPU from the HTTP thread's. Elsewhere: no-op.
 try {
   const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
   if (Number.isInteger(tid) && tid > 0) setPriority(tid, 10);
+  writeFileSync('/proc/thread-self/comm', 'scoreline-log');
 } catch {
   // not Linux, or not permitted
 }

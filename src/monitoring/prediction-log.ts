@@ -310,6 +310,7 @@ export class PredictionLog {
   }
 
   private request<T>(m: Record<string, unknown>): Promise<T> {
+    if (this.dead !== null) return Promise.reject(this.dead);
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
