@@ -179,6 +179,45 @@ test('log ring: a writer thread and a reader thread at once: every row read once
   assert.ok(reader.empty());
 });
 
+/** Polls `cond` until it holds, failing after `ms`. */
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+test('prediction log: the log thread writes every burst by itself, asleep in between, while flushes and reads interleave with the writing', async () => {
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, flushMs: 5, ringBytes: 256 * 1024 });
+  const s = log.stream('m', 1, 'default', 2, 'regression');
+  let n = 0;
+  const reads: Promise<unknown>[] = [];
+  for (let burst = 0; burst < 40; burst++) {
+    // Bursts of one row, or of rows arriving over tens of milliseconds (so that some arrive while the
+    // log thread writes the ones before), with a flush or a read now and then; then quiet until the log
+    // thread has written everything with nothing asking it to: a lost wake would hang here.
+    const ticks = burst % 4 === 0 ? 1 : 5 + (burst % 20);
+    for (let t = 0; t < ticks; t++) {
+      const rows = ticks === 1 ? 1 : 20 + ((burst * 37 + t * 11) % 80);
+      for (let k = 0; k < rows; k++, n++) assert.ok(s.push(`b${n}`, Date.now(), n, Float32Array.of(n, -n), 0));
+      if (t % 7 === 3) log.flush();
+      if (t % 7 === 5) reads.push(log.feedback([{ requestId: `b${n - 1}`, label: 1 }]));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await until(`burst ${burst} written`, () => log.backlog === 0);
+  }
+  for (const r of await Promise.all(reads)) assert.equal((r as { joined: number }).joined, 1);
+  assert.equal(log.logged, n);
+  assert.equal(log.dropped, 0);
+  const fb = await log.feedback(Array.from({ length: n }, (_, i) => ({ requestId: `b${i}`, label: i })));
+  assert.equal(fb.joined, n);
+  const rows = await log.training('m');
+  assert.equal(rows.length, n);
+  assert.ok(rows.every((r) => r.features[0] === r.label && r.features[1] === -r.label && r.score === r.label));
+  await log.close();
+});
+
 test('durability sync: each turn\'s commit settles once its rows are in the file; rows the log thread refuses fail their commit, and only theirs', async () => {
   const dir = await tempDir();
   // monitoring.db a directory: every open fails (EISDIR) until it is removed.

@@ -79,14 +79,18 @@ export class VersionMonitor implements BatchObserver {
   }
 
   private readonly logStreams = new Map<string, LogStream>();
+  /** The last variant's stream: a version nearly always serves one variant at a time. */
+  private lastStream: LogStream | null = null;
 
   private logStream(log: PredictionLog, variant: string): LogStream {
+    const last = this.lastStream;
+    if (last !== null && last.variant === variant) return last;
     let s = this.logStreams.get(variant);
     if (s === undefined) {
       s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification');
       this.logStreams.set(variant, s);
     }
-    return s;
+    return (this.lastStream = s);
   }
 
   private cellsOf(variant: string) {
