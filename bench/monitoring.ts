@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { cpuMs, have, median, killOnExit, postScript, runWrk, waitReady, serverPin, threadCpuMs, threadNamed, type WrkResult } from './wrk.js';
-import { runPredictionLogBench } from './prediction-log.js';
+import { runLogThreadSplit, runPredictionLogBench } from './prediction-log.js';
 import { table, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -112,6 +112,7 @@ async function main(): Promise<void> {
   console.log('\nprediction log cost per prediction, in process (bench/prediction-log.ts) ...');
   const [perRow] = await runPredictionLogBench(5);
   const loggedNs = perRow!.onNs - perRow!.offNs;
+  const split = runLogThreadSplit(5);
   const summary = targets.map((t) => ({ name: t.name, cpu: median(t.cpuUs), http: median(t.httpUs), log: median(t.logUs), rps: median(t.results.map((r) => r.rps)), p50: median(t.results.map((r) => r.p50ms)), p99: median(t.results.map((r) => r.p99ms)), errors: t.results.reduce((a, r) => a + r.errors, 0) }));
   const [a, b, c, d] = summary as [typeof summary[0], typeof summary[0], typeof summary[0], typeof summary[0]];
   const ratio = b.rps / a.rps;
@@ -132,7 +133,14 @@ async function main(): Promise<void> {
     `- server CPU per request (all threads, from /proc): on / off = **${(b.cpu / a.cpu).toFixed(3)}** (${a.cpu.toFixed(2)} -> ${b.cpu.toFixed(2)} us), without the log ${(c.cpu / a.cpu).toFixed(3)} (${c.cpu.toFixed(2)} us)\n` +
     `- the prediction log per logged prediction (one per request) in these servers: log thread **${b.log.toFixed(2)} us**, HTTP thread ${(b.http - c.http).toFixed(2)} us (on - in-memory only, within the run-to-run noise of ${c.http.toFixed(1)} us)\n` +
     `- HTTP thread per logged prediction, in process (VersionMonitor.onComplete with the log minus without, thread CPU time, \`node dist/bench/prediction-log.js\`): ` +
-    `**${loggedNs.toFixed(0)} ns** (target <= 300 ns); all threads ${perRow!.cpuNs.toFixed(0)} ns (the log thread writing SQLite)`;
+    `**${loggedNs.toFixed(0)} ns** (target <= 300 ns); all threads ${perRow!.cpuNs.toFixed(0)} ns (the log thread writing SQLite)\n` +
+    `- where the log thread's time goes (its steps run apart in this process on the same rows): reading the ring into segments ${split.readNs.toFixed(0)} ns, ` +
+    `SQLite writing them ${split.sqliteNs.toFixed(0)} ns per prediction (WAL frames and the request-id index, which feedback joins on)` +
+    (ratio < 0.97
+      ? `\n- throughput target missed: every server thread shares one core here, so the log thread's CPU (${b.log.toFixed(2)} us per request in these servers, ` +
+        `${((b.log / a.cpu) * 100).toFixed(1)}% of a request's CPU with monitoring off) is throughput lost, and most of it is SQLite's; the HTTP thread's share is small. ` +
+        `With a core to spare the log thread runs beside the HTTP thread instead.`
+      : '');
   // The durability rows: the same run, the same interleaved rounds.
   const syncPerRound = on.results.map((r, i) => sync.results[i]!.rps / r.rps);
   const durabilityText =

@@ -3,7 +3,9 @@
 // output columns), once with a prediction log (sampleRate 1) and once without one, in the same run.
 // The difference is what logging adds to the HTTP thread per prediction. Around each round the
 // process's CPU time (all threads: the log thread writing SQLite, GC) is read too, after the log has
-// written everything the round logged, which gives the whole log's CPU per prediction.
+// written everything the round logged, which gives the whole log's CPU per prediction. Then the log
+// thread's two steps are run apart, in this thread, to show where its time goes: reading the ring
+// into segments, and SQLite writing them.
 //
 //   npx tsc -p . && node dist/bench/prediction-log.js [--rounds 7] [--write]   (--write: into bench/RESULTS.md)
 
@@ -12,9 +14,13 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
 import { Batch } from '../src/inference/batcher.js';
 import type { LoadedModel, PendingRequest, RunResult } from '../src/inference/index.js';
 import { Monitor, PredictionLog } from '../src/monitoring/index.js';
+import { createRing, RingReader, RingWriter } from '../src/monitoring/log-ring.js';
+import { SegmentAssembler } from '../src/monitoring/log-segments.js';
+import { openStore, type AppendSegment } from '../src/monitoring/log-store.js';
 import { machine, table, writeSection } from './results.js';
 
 const WIDTH = 10;
@@ -149,10 +155,68 @@ export async function runPredictionLogBench(rounds: number): Promise<PredictionL
   return [await measure(false, rounds), await measure(true, rounds)];
 }
 
+/** Where the log thread's time per prediction goes, ns: reading the ring into segments, and SQLite writing them. */
+export interface LogThreadSplit {
+  readNs: number;
+  /** A new file (16 KB pages) and one made with 4 KB pages. */
+  sqliteNs: number;
+  sqlite4kNs: number;
+}
+
+/**
+ * The log thread's two steps run here, on this thread, on the same rows: the ring read and segment
+ * assembly, then the store writing the segments in transactions of ~7,000 rows (100 ms of a busy server).
+ */
+export function runLogThreadSplit(rounds: number): LogThreadSplit {
+  const CHUNK = 65_536;
+  const CHUNKS = 4;
+  const sab = createRing();
+  const writer = new RingWriter(sab);
+  const reader = new RingReader(sab);
+  const asm = new SegmentAssembler();
+  writer.define(0, JSON.stringify({ model: 'credit-default', version: 1, variant: 'default', width: WIDTH, task: 'classification' }));
+  const input = new Float32Array(BATCH_ROWS * WIDTH).map((_, i) => (i % 97) * 0.37);
+  let next = 0;
+  const reads: number[] = [];
+  const writes: number[] = [];
+  const writes4k: number[] = [];
+  for (let r = -1; r < rounds; r++) {
+    const segments: AppendSegment[] = [];
+    let read = 0;
+    for (let c = 0; c < CHUNKS; c++) {
+      for (let i = 0; i < CHUNK; i++) {
+        const id = `${ID_PREFIX}-${(++next).toString(36).padStart(6, '0')}`;
+        writer.row(0, WIDTH, id, -1, Date.now(), i / CHUNK, input, (i % BATCH_ROWS) * WIDTH);
+      }
+      const t0 = threadNs();
+      reader.read(asm);
+      segments.push(...asm.take().segments);
+      read += threadNs() - t0;
+    }
+    const rows = CHUNK * CHUNKS;
+    for (const [pageSize, times] of [[16384, writes], [4096, writes4k]] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-store-'));
+      const db = new Database(join(dir, 'monitoring.db'));
+      // A file from before 16 KB pages: its page size is fixed when its first table is made.
+      if (pageSize === 4096) db.exec('PRAGMA page_size = 4096; CREATE TABLE made_before (x)');
+      const store = openStore(db, false);
+      const t0 = threadNs();
+      for (let i = 0; i < segments.length; i += 7) store.writeGroup([{ kind: 'append', through: 0, rows: 0, segments: segments.slice(i, i + 7) }]);
+      const ns = threadNs() - t0;
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+      if (r >= 0) times.push(ns / rows);
+    }
+    if (r >= 0) reads.push(read / rows);
+  }
+  return { readNs: median(reads), sqliteNs: median(writes), sqlite4kNs: median(writes4k) };
+}
+
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values } = parseArgs({ options: { rounds: { type: 'string', default: '7' }, write: { type: 'boolean', default: false } } });
   const load0 = loadavg()[0]!;
   const rows = await runPredictionLogBench(Number(values.rounds));
+  const split = runLogThreadSplit(Number(values.rounds));
   const body =
     table(
       ['predictions', 'onComplete without log, ns/prediction', 'with log', 'HTTP thread cost of logging, ns/prediction', 'all threads CPU of logging, ns/prediction'],
@@ -162,6 +226,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     `request ids like the server's (\`${ID_PREFIX}-00000a\`). HTTP thread: its CPU time (Linux schedstat) in VersionMonitor.onComplete with a PredictionLog (sampleRate 1) minus without one. ` +
     `All threads: process CPU time over the round until the log thread has written it (SQLite, WAL), minus the same without a log.\n` +
     `- target: <= 300 ns per logged prediction on the HTTP thread\n` +
+    `- the log thread's work per prediction, its steps run apart on the same rows: reading the ring into segments **${split.readNs.toFixed(0)} ns**, ` +
+    `SQLite writing them (transactions of ~7,000 rows, WAL) **${split.sqliteNs.toFixed(0)} ns** (${split.sqlite4kNs.toFixed(0)} ns in a file made with 4 KB pages)\n` +
     `- 1-minute load average at the start and end: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)}`;
   console.log(`Prediction log cost per prediction on ${machine()}\n\n${body}`);
   if (values.write) writeSection('prediction-log', 'Prediction log: cost per logged prediction', 'npx tsc -p . && node dist/bench/prediction-log.js --write', body);
