@@ -13,7 +13,7 @@
       ],
       "cflags!": ["-O2", "-Os"],
       "cflags_cc!": ["-std=gnu++17", "-std=gnu++20"],
-      "cflags": ["-O3", "-fno-exceptions", "-fvisibility=hidden"],
+      "cflags": ["-O3", "-fno-exceptions", "-fvisibility=hidden", "-Wall", "-Wextra"],
       "cflags_cc": ["-std=c++17", "-fno-exceptions"],
       "xcode_settings": {
         "GCC_OPTIMIZATION_LEVEL": "3",

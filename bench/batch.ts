@@ -24,6 +24,7 @@ import { CREDIT_FEATURES, generateCreditData, toCsv } from '../examples/credit-d
 import { scoreBatch, DEFAULT_BATCH_ROWS, type BatchSummary } from '../src/batch/index.js';
 import { parseModelConfig } from '../src/config.js';
 import { ModelRegistry } from '../src/registry/store.js';
+import { SqliteRegistry } from '../src/store/index.js';
 import { machine, table, writeSection } from './results.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../examples/models/credit-default/', import.meta.url));
@@ -84,7 +85,7 @@ async function child(req: ChildRequest): Promise<void> {
   const samples: [number, number][] = [];
   try {
     const summary = await scoreBatch({
-      registry, model: MODEL, input: req.input, output: req.output, idColumns: ['customer_id'], workers: req.workers,
+      registry: new SqliteRegistry(registry), model: MODEL, input: req.input, output: req.output, idColumns: ['customer_id'], workers: req.workers,
       progress: (p) => {
         samples.push([p.rows, process.memoryUsage.rss()]);
         process.stderr.write(`\r  ${p.rows.toLocaleString('en')} rows, ${Math.round(p.rowsPerSecond).toLocaleString('en')} rows/s, ${(100 * p.bytesRead / p.bytesTotal).toFixed(0)}%   `);

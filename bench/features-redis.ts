@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
     const config = join(tmpdir(), `scoreline-bench-redis-hung-${process.pid}.yaml`);
     writeFileSync(config, `modelRepository: ${join(ROOT, 'examples/models')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`);
-    procs.push(spawn(process.execPath, ['bin/scoreline.js', 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--config', config], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }));
+    procs.push(spawn(process.execPath, ['bin/scoreline.js', 'serve', '--host', '127.0.0.1', '--port', String(port), '--grpc-port', 'off', '--log-level', 'warn', '--config', config], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }));
     await poll('the server did not become ready', 30_000, async () => (await fetch(`http://127.0.0.1:${port}/v2/health/ready`)).ok);
     const url = `http://127.0.0.1:${port}`;
     const script = scoreScript();

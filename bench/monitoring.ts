@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   try {
     for (const t of targets) {
       const pin = serverPin();
-      const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', t.config, '--port', String(t.port), '--host', '127.0.0.1', '--log-level', 'error'];
+      const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', t.config, '--port', String(t.port), '--grpc-port', 'off', '--host', '127.0.0.1', '--log-level', 'error'];
       t.proc = spawn(pin[0] ?? argv.shift()!, argv, {
         cwd: ROOT,
         stdio: ['ignore', 'inherit', 'inherit'],

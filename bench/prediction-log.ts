@@ -39,7 +39,13 @@ const model = (): LoadedModel =>
     versionNumber: 1,
     state: 'ready',
     config: { task: 'classification', threshold: 0.5 },
-    features: { names: Array.from({ length: WIDTH }, (_, i) => `f${i}`) },
+    features: {
+      names: Array.from({ length: WIDTH }, (_, i) => `f${i}`),
+      input: Array.from({ length: WIDTH }, () => 0),
+      column: Array.from({ length: WIDTH }, (_, i) => i),
+      categorical: Array.from({ length: WIDTH }, () => false),
+      single: true,
+    },
     scoreOutput: { output: 0, column: 1 },
   }) as unknown as LoadedModel;
 
@@ -174,7 +180,7 @@ export function runLogThreadSplit(rounds: number): LogThreadSplit {
   const writer = new RingWriter(sab);
   const reader = new RingReader(sab);
   const asm = new SegmentAssembler();
-  writer.define(0, JSON.stringify({ model: 'credit-default', version: 1, variant: 'default', width: WIDTH, task: 'classification' }));
+  writer.define(0, JSON.stringify({ model: 'credit-default', version: 1, variant: 'default', width: WIDTH, task: 'classification', keyId: null }));
   const input = new Float32Array(BATCH_ROWS * WIDTH).map((_, i) => (i % 97) * 0.37);
   let next = 0;
   const reads: number[] = [];

@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   writeFileSync(join(work, 'scoreline.yaml'), stringify({ modelRepository: 'models', dataDir: 'data', log: { level: 'info' } }));
 
   const pin = serverPin();
-  const argv = [...pin.slice(1), process.execPath, join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '18391', '--host', '127.0.0.1'];
+  const argv = [...pin.slice(1), process.execPath, join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '18391', '--grpc-port', 'off', '--host', '127.0.0.1'];
   const proc: ChildProcess = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'inherit'] });
   killOnExit(() => [proc]);
   const base = 'http://127.0.0.1:18391';

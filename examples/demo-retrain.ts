@@ -55,7 +55,7 @@ let server: ChildProcess | null = null;
 let base = '';
 
 async function startServer(): Promise<void> {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '0', '--host', '127.0.0.1'], {
+  const proc = spawn(process.execPath, [join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1'], {
     cwd: ROOT,
     env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN },
     stdio: ['ignore', 'pipe', 'inherit'],

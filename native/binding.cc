@@ -1,5 +1,6 @@
 // N-API face of the feature cache: one process-wide ShardedLruCache (cache.h) shared by the main
-// thread and every worker_thread, since the shared object is loaded once per process. Each
+// thread and every worker_thread, since the shared object is loaded once per process, and named
+// tables (more instances, found by name) for the embedded feature store. Each
 // thread's module instance keeps only scratch buffers, in instance data; no napi_value or
 // reference lives in global state. Built without C++ exceptions: argument errors are thrown as
 // pending JS exceptions and the function returns at once.
@@ -54,6 +55,17 @@ ShardedLruCache& Store() {
   if (store != nullptr) return *store;
   return CreateStoreLocked(kDefaultShards, CacheLimits());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Named tables: more process-wide stores, found by name, without TTLs or limits unless given. The
+// embedded feature store keeps every entity's groups in one, off the JS heap, and a loader thread
+// fills it while the main thread reads. Like the cache they are never destroyed (clear() frees
+// their entries): a pointer handed to one thread stays valid.
+
+constexpr uint32_t kMaxTables = 64;
+std::mutex g_tables_mu;
+std::vector<std::string> g_table_names;  // guarded by g_tables_mu; index = table id
+std::atomic<ShardedLruCache*> g_tables[kMaxTables];
 
 // ---------------------------------------------------------------------------------------------
 // Per-thread scratch, owned by the module instance (napi_set_instance_data) and freed with it.
@@ -386,9 +398,7 @@ Napi::Value Clear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Stats(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ShardedLruCache& store = Store();
+Napi::Value StatsOf(Napi::Env env, ShardedLruCache& store) {
   scoreline::CacheStats stats = store.Stats();
   CacheLimits limits = store.limits();
   Napi::Object result = Napi::Object::New(env);
@@ -405,6 +415,10 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   put("maxBytes", limits.max_bytes);
   put("shards", store.shard_count());
   return result;
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  return StatsOf(info.Env(), Store());
 }
 
 // configure({ maxEntries?, maxBytes?, shards? }): boolean
@@ -457,6 +471,198 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Named tables (see above). Every function takes the table id from tableOpen first.
+
+ShardedLruCache* TableArg(napi_env env, napi_value value) {
+  uint32_t id = 0;
+  ShardedLruCache* table = nullptr;
+  if (napi_get_value_uint32(env, value, &id) == napi_ok && id < kMaxTables) {
+    table = g_tables[id].load(std::memory_order_acquire);
+  }
+  if (table == nullptr) ThrowRange(env, "not an open table id");
+  return table;
+}
+
+// tableOpen(name: string, limits?: { maxEntries?, maxBytes? }): number — the table's id; the same
+// name gives the same table on every thread. Limits, when given, apply to the table (shrinking
+// evicts at once); without them a new table is unlimited.
+Napi::Value TableOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowType(env, "tableOpen() takes a name");
+    return Napi::Value();
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  CacheLimits limits;
+  limits.max_entries = static_cast<uint64_t>(kMaxSafeInteger);
+  limits.max_bytes = static_cast<uint64_t>(kMaxSafeInteger);
+  bool has_limits = false;
+  if (info[1].IsObject()) {
+    Napi::Object options = info[1].As<Napi::Object>();
+    double entries = 0;
+    double bytes = 0;
+    bool has_entries = false;
+    bool has_bytes = false;
+    if (!ReadLimit(options, "maxEntries", kMaxSafeInteger, &entries, &has_entries) ||
+        !ReadLimit(options, "maxBytes", kMaxSafeInteger, &bytes, &has_bytes)) {
+      return Napi::Value();
+    }
+    if (has_entries) limits.max_entries = static_cast<uint64_t>(entries);
+    if (has_bytes) limits.max_bytes = static_cast<uint64_t>(bytes);
+    has_limits = has_entries || has_bytes;
+  }
+  if (limits.max_entries < kDefaultShards) {
+    ThrowRange(env, "tableOpen(): maxEntries must be at least the number of shards (64)");
+    return Napi::Value();
+  }
+  std::lock_guard<std::mutex> lock(g_tables_mu);
+  for (uint32_t id = 0; id < g_table_names.size(); ++id) {
+    if (g_table_names[id] != name) continue;
+    if (has_limits) g_tables[id].load(std::memory_order_relaxed)->SetLimits(limits);
+    return Napi::Number::New(env, id);
+  }
+  if (g_table_names.size() >= kMaxTables) {
+    ThrowRange(env, "tableOpen(): too many tables (64)");
+    return Napi::Value();
+  }
+  CacheOptions options;
+  options.shards = kDefaultShards;
+  options.limits = limits;
+  // A table created without limits never evicts: reads need not keep an LRU order.
+  options.touch_on_read = has_limits;
+  uint32_t id = static_cast<uint32_t>(g_table_names.size());
+  g_table_names.push_back(name);
+  g_tables[id].store(new ShardedLruCache(std::move(options)), std::memory_order_release);
+  return Napi::Number::New(env, id);
+}
+
+// tableGetInto(id, key, out, offset): number — as getInto.
+Napi::Value TableGetInto(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  ShardedLruCache* table = TableArg(env, info[0]);
+  if (table == nullptr) return Napi::Value();
+  ThreadState& state = State(info);
+  std::string_view key;
+  if (!ReadKey(env, info[1], state, &key)) return Napi::Value();
+  ByteView out{};
+  if (!ReadBytes(env, info[2], "out must be a Uint8Array", &out)) return Napi::Value();
+  uint32_t offset = 0;
+  if (napi_get_value_uint32(env, info[3], &offset) != napi_ok || offset > out.size) {
+    ThrowRange(env, "offset must be an integer within out");
+    return Napi::Value();
+  }
+  char* dest = static_cast<char*>(const_cast<void*>(out.data)) + offset;
+  size_t room = out.size - offset;
+  size_t found = 0;
+  bool hit = table->Get(key, [&](const char* data, size_t size) {
+    found = size;
+    if (size <= room) std::memcpy(dest, data, size);
+  });
+  return Napi::Number::New(env, hit ? static_cast<double>(found) : -1.0);
+}
+
+// tableSet(id, key, value): boolean — stores (replacing), no expiry.
+Napi::Value TableSet(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  ShardedLruCache* table = TableArg(env, info[0]);
+  if (table == nullptr) return Napi::Value();
+  ThreadState& state = State(info);
+  std::string_view key;
+  if (!ReadKey(env, info[1], state, &key)) return Napi::Value();
+  ByteView value{};
+  if (!ReadBytes(env, info[2], "value must be a Uint8Array", &value)) return Napi::Value();
+  return Napi::Boolean::New(env, table->Set(key, value, 0));
+}
+
+// tableInsertMany(id, keys: string, count, values: Uint8Array, ends: Int32Array): number
+// Inserts `count` entries that are absent (a live entry is kept: a loader never overwrites what a
+// writer stored meanwhile); returns how many were inserted. `keys` are joined by U+001F (-1 and
+// nothing inserted when splitting does not give `count`; one key is taken whole); value i is
+// values[ends[i-1] .. ends[i]).
+Napi::Value TableInsertMany(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  ShardedLruCache* table = TableArg(env, info[0]);
+  if (table == nullptr) return Napi::Value();
+  ThreadState& state = State(info);
+  uint32_t count = 0;
+  if (napi_get_value_uint32(env, info[2], &count) != napi_ok) {
+    ThrowType(env, "count must be a number");
+    return Napi::Value();
+  }
+  ByteView values{};
+  if (!ReadBytes(env, info[3], "values must be a Uint8Array", &values)) return Napi::Value();
+  int32_t* ends = nullptr;
+  size_t ends_length = 0;
+  if (!ReadInt32Array(env, info[4], &ends, &ends_length)) return Napi::Value();
+  if (ends_length < count) {
+    ThrowRange(env, "ends must hold one int32 per key");
+    return Napi::Value();
+  }
+  state.keys.clear();
+  if (count == 1) {
+    // One key is taken whole, separator or not.
+    size_t length = 0;
+    if (!AppendUtf8(env, info[1], state.text, 0, &length)) return Napi::Value();
+    state.keys.emplace_back(state.text.data(), length);
+  } else if (count > 1) {
+    size_t length = 0;
+    if (!AppendUtf8(env, info[1], state.text, 0, &length)) return Napi::Value();
+    const char* text = state.text.data();
+    const char* end = text + length;
+    const char* start = text;
+    for (const char* p; (p = static_cast<const char*>(
+                             std::memchr(start, kKeySeparator, static_cast<size_t>(end - start)))) !=
+                        nullptr;
+         start = p + 1) {
+      state.keys.emplace_back(start, static_cast<size_t>(p - start));
+    }
+    state.keys.emplace_back(start, static_cast<size_t>(end - start));
+    if (state.keys.size() != count) return Napi::Number::New(env, -1);
+  }
+  const char* bytes = static_cast<const char*>(values.data);
+  size_t inserted = 0;
+  int32_t from = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    int32_t to = ends[i];
+    if (to < from || static_cast<size_t>(to) > values.size) {
+      ThrowRange(env, "ends must be ascending offsets within values");
+      return Napi::Value();
+    }
+    if (table->Insert(state.keys[i], ByteView{bytes + from, static_cast<size_t>(to - from)}, 0)) {
+      ++inserted;
+    }
+    from = to;
+  }
+  return Napi::Number::New(env, static_cast<double>(inserted));
+}
+
+// tableDelete(id, key): boolean
+Napi::Value TableDelete(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  ShardedLruCache* table = TableArg(env, info[0]);
+  if (table == nullptr) return Napi::Value();
+  std::string_view key;
+  if (!ReadKey(env, info[1], State(info), &key)) return Napi::Value();
+  return Napi::Boolean::New(env, table->Delete(key));
+}
+
+// tableClear(id): removes every entry, freeing their memory.
+Napi::Value TableClear(const Napi::CallbackInfo& info) {
+  ShardedLruCache* table = TableArg(info.Env(), info[0]);
+  if (table == nullptr) return Napi::Value();
+  table->Clear();
+  return info.Env().Undefined();
+}
+
+// tableStats(id): as stats().
+Napi::Value TableStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ShardedLruCache* table = TableArg(env, info[0]);
+  if (table == nullptr) return Napi::Value();
+  return StatsOf(env, *table);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new ThreadState();
   env.SetInstanceData(state);  // deleted when this thread's environment shuts down
@@ -470,6 +676,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("delete", Napi::Function::New<Delete>(env, "delete", state));
   exports.Set("clear", Napi::Function::New<Clear>(env, "clear", state));
   exports.Set("stats", Napi::Function::New<Stats>(env, "stats", state));
+  exports.Set("tableOpen", Napi::Function::New<TableOpen>(env, "tableOpen", state));
+  exports.Set("tableGetInto", Napi::Function::New<TableGetInto>(env, "tableGetInto", state));
+  exports.Set("tableSet", Napi::Function::New<TableSet>(env, "tableSet", state));
+  exports.Set("tableInsertMany", Napi::Function::New<TableInsertMany>(env, "tableInsertMany", state));
+  exports.Set("tableDelete", Napi::Function::New<TableDelete>(env, "tableDelete", state));
+  exports.Set("tableClear", Napi::Function::New<TableClear>(env, "tableClear", state));
+  exports.Set("tableStats", Napi::Function::New<TableStats>(env, "tableStats", state));
   exports.Set("entryOverheadBytes",
               Napi::Number::New(env, static_cast<double>(ShardedLruCache::kEntryOverheadBytes)));
   exports.Set("keySeparator", Napi::String::New(env, std::string(1, kKeySeparator)));

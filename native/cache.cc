@@ -271,7 +271,8 @@ ShardedLruCache::ShardedLruCache(CacheOptions options)
     : shard_count_(RoundShards(options.shards)),
       shard_shift_(64 - Log2(RoundShards(options.shards))),
       shards_(new Shard[RoundShards(options.shards)]),
-      clock_(std::move(options.clock)) {
+      clock_(std::move(options.clock)),
+      touch_on_read_(options.touch_on_read) {
   SetLimits(options.limits);
 }
 
@@ -291,6 +292,10 @@ uint64_t ShardedLruCache::NowMs() const {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
                                    .count());
+}
+
+bool ShardedLruCache::IsLive(const Entry& e) const {
+  return e.expires_at_ms == 0 || NowMs() < e.expires_at_ms;
 }
 
 ShardedLruCache::Entry* ShardedLruCache::LookupLocked(Shard& shard, uint64_t hash,
@@ -313,7 +318,7 @@ ShardedLruCache::Entry* ShardedLruCache::LookupLocked(Shard& shard, uint64_t has
       return nullptr;
     }
   }
-  shard.MoveToFront(e);
+  if (touch_on_read_) shard.MoveToFront(e);
   ++shard.hits;
   return e;
 }
@@ -383,6 +388,15 @@ size_t ShardedLruCache::GetManyRaw(const std::string_view* keys, size_t n, GetMa
 }
 
 bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms) {
+  return Store(key, value, ttl_ms, false);
+}
+
+bool ShardedLruCache::Insert(std::string_view key, ByteView value, uint64_t ttl_ms) {
+  return Store(key, value, ttl_ms, true);
+}
+
+bool ShardedLruCache::Store(std::string_view key, ByteView value, uint64_t ttl_ms,
+                            bool only_if_absent) {
   constexpr size_t kMaxPart = std::numeric_limits<uint32_t>::max();
   if (key.size() > kMaxPart || value.size > kMaxPart) return false;
   uint64_t hash = HashKey(key);
@@ -394,6 +408,7 @@ bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms)
     // no allocation, no relinking of the table.
     std::lock_guard<std::mutex> lock(shard.mu);
     size_t i = shard.Find(hash, key);
+    if (i != SIZE_MAX && only_if_absent && IsLive(*shard.slots[i].entry)) return false;
     if (i != SIZE_MAX && shard.slots[i].entry->value_size == value.size) {
       Entry* e = shard.slots[i].entry;
       if (value.size != 0) std::memcpy(e->value_data(), value.data, value.size);
@@ -418,7 +433,9 @@ bool ShardedLruCache::Set(std::string_view key, ByteView value, uint64_t ttl_ms)
     std::lock_guard<std::mutex> lock(shard.mu);
     if (e->charge() <= shard.max_bytes) {
       size_t i = shard.Find(hash, key);
-      if (i != SIZE_MAX) {
+      if (i != SIZE_MAX && only_if_absent && IsLive(*shard.slots[i].entry)) {
+        // Stored by another thread between the two locked sections.
+      } else if (i != SIZE_MAX) {
         Entry* old = shard.slots[i].entry;
         Shard::Unlink(old);
         shard.bytes -= old->charge();

@@ -37,7 +37,9 @@ if (files.length === 0) {
 }
 console.log(`running ${files.length} test files: ${files.map((f) => relative(join(root, 'dist', 'test'), f)).join(', ')}`);
 
-const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', '--test-reporter-destination=dist/test-results.tap', ...files], {
+// A test that hangs fails after this long instead of holding CI until its own timeout.
+const TEST_TIMEOUT_MS = 240_000;
+const r = spawnSync(process.execPath, ['--test', `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', '--test-reporter-destination=dist/test-results.tap', ...files], {
   stdio: 'inherit',
   cwd: root,
 });

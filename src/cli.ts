@@ -6,6 +6,8 @@ import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
 import { incident, jobs, retrain } from './commands/retrain.js';
 import { bench } from './commands/bench.js';
+import { configCommand } from './commands/config.js';
+import { keys } from './commands/keys.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
 import { serve } from './commands/serve.js';
 import { isDiskFull, isScorelineError } from './errors.js';
@@ -27,7 +29,9 @@ const COMMANDS: Record<string, Command> = {
   retrain,
   jobs,
   incident,
+  config: configCommand,
   bench,
+  keys,
 };
 
 function mainUsage(): string {

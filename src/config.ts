@@ -24,6 +24,8 @@ export interface ServerConfig {
     requestTimeoutMs: number;
     shutdownTimeoutMs: number;
   };
+  /** OIP over gRPC on server.host: its port (0: any free port), or null / false for no gRPC server. */
+  grpc: { port: number | null | false };
   modelRepository: string | null;
   dataDir: string;
   inference: {
@@ -67,6 +69,52 @@ export interface ServerConfig {
   monitoring: MonitoringConfig;
   /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
+  auth: AuthConfig;
+  /** TLS on the HTTP/WebSocket port (and the gRPC port): PEM files, re-read on SIGHUP; null: plain HTTP. */
+  tls: { cert: string; key: string } | null;
+  tracing: TracingConfig;
+  accessLog: { enabled: boolean; sampleRate: number };
+  store: StoreConfig;
+}
+
+/** Where registry, deployments, jobs and alerts are kept: SQLite under the data dir, or a PostgreSQL every replica shares. */
+export interface StoreConfig {
+  /** postgres:// URL (SCORELINE_STORE_URL when null); null and no variable: SQLite under the data dir. */
+  url: string | null;
+  /** host:port other replicas and operators reach this one at (default: this host's name and the bound port). */
+  address: string | null;
+  /** How often a replica reports itself and the leader renews its lease. */
+  heartbeatSeconds: number;
+  /** How long the leader lease lasts without a renewal: a dead leader is replaced within about this. */
+  leaseSeconds: number;
+  /** How often every replica reads the stored deployments and references again, besides being notified. */
+  resyncSeconds: number;
+}
+
+/** What an API key may call. */
+export type ApiKeyScope = 'infer' | 'feedback' | 'events' | 'monitoring:read';
+export const API_KEY_SCOPES: readonly ApiKeyScope[] = ['infer', 'feedback', 'events', 'monitoring:read'];
+
+export interface AuthConfig {
+  /** API keys on the data plane (inference, feedback, events, monitoring reads); health and metadata stay open. */
+  enabled: boolean;
+  /** Keys by id, stored as `sha256:<hex>` of the key (made by `scoreline keys create`); SCORELINE_API_KEYS adds more. */
+  apiKeys: { id: string; hash: string; scopes: ApiKeyScope[] }[];
+  /** GET /metrics without a key (Prometheus scrapers rarely carry one); false: it needs monitoring:read. */
+  metricsPublic: boolean;
+}
+
+export interface TracingConfig {
+  /** OTLP/HTTP collector (`http://collector:4318`, or the full `.../v1/traces` URL); null: tracing off, nothing loaded. */
+  otlpEndpoint: string | null;
+  protocol: 'http/protobuf' | 'http/json';
+  /** Share of new traces sampled; a request that arrives with a traceparent follows its caller's decision. */
+  sampleRatio: number;
+  serviceName: string;
+  /** Extra headers on export requests (a collector's auth token). */
+  headers: Record<string, string>;
+  /** Longest a finished span waits before it is exported. */
+  exportIntervalMs: number;
 }
 
 export interface MonitoringConfig {
@@ -105,11 +153,26 @@ export interface FeaturesConfig {
      * probe it every `probeMs` (default 1000) and resume when it answers.
      */
     breaker?: { failures?: number; probeMs?: number };
+    /**
+     * A file holding the Redis password (e.g. a mounted Kubernetes Secret), so that the password is
+     * neither in the config nor in the environment. Relative paths: to the config file.
+     */
+    passwordFile?: string;
   } | null;
-  /** Read the definitions' offline sources into the in-process store at start (ignored with Redis). */
+  /** Read the definitions' offline sources into the embedded store at start (ignored with Redis). */
   loadSources: boolean;
-  /** The native L1 cache in front of the store. */
-  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number };
+  /**
+   * The embedded store (no Redis). durable (default true): kept in <dataDir>/features.db and served
+   * from off-heap memory; false: in process only, lost on restart. memoryBytes (default null: all):
+   * caps the memory copy of the stored groups; groups beyond it are read from the file.
+   */
+  embedded: { durable: boolean; memoryBytes: number | null };
+  /**
+   * The native L1 cache in front of the store. `windows` (default true) keeps realtime window
+   * snapshots in it as well: events this replica writes show at once, other replicas' events after
+   * at most ttlSeconds.
+   */
+  cache: { maxEntries: number; maxBytes: number; ttlSeconds: number; negativeTtlSeconds: number; windows?: boolean };
 }
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -123,6 +186,7 @@ export function defaultConfig(): ServerConfig {
       requestTimeoutMs: 5000,
       shutdownTimeoutMs: 10000,
     },
+    grpc: { port: 8081 },
     modelRepository: null,
     dataDir: 'data',
     inference: {
@@ -158,10 +222,16 @@ export function defaultConfig(): ServerConfig {
       minSamples: { ...DEFAULT_MIN_SAMPLES, auc: { ...DEFAULT_MIN_SAMPLES.auc }, accuracy: { ...DEFAULT_MIN_SAMPLES.accuracy } },
     },
     retraining: {},
+    auth: { enabled: false, apiKeys: [], metricsPublic: true },
+    tls: null,
+    tracing: { otlpEndpoint: null, protocol: 'http/protobuf', sampleRatio: 1, serviceName: 'scoreline', headers: {}, exportIntervalMs: 2000 },
+    accessLog: { enabled: true, sampleRate: 0.01 },
+    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 },
     features: {
       definitions: null,
       redis: null,
       loadSources: true,
+      embedded: { durable: true, memoryBytes: null },
       cache: { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024, ttlSeconds: 30, negativeTtlSeconds: 5 },
     },
   };
@@ -199,6 +269,11 @@ const configSchema = {
         requestTimeoutMs: int(1, 3_600_000),
         shutdownTimeoutMs: int(0, 3_600_000),
       },
+    },
+    grpc: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { port: { anyOf: [int(0, 65535), { type: 'null' }, { const: false }] } },
     },
     modelRepository: { type: ['string', 'null'] },
     dataDir: { type: 'string', minLength: 1 },
@@ -259,6 +334,61 @@ const configSchema = {
       properties: { maxRowsPerRequest: int(1, 100_000_000), maxConnections: { anyOf: [int(1, 10_000_000), { type: 'null' }] } },
     },
     retraining: { type: 'object', additionalProperties: { type: 'object' } },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        apiKeys: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['id', 'hash', 'scopes'],
+            properties: {
+              id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+              hash: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
+              scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['infer', 'feedback', 'events', 'monitoring:read'] } },
+            },
+          },
+        },
+        metricsPublic: { type: 'boolean' },
+      },
+    },
+    tls: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['cert', 'key'],
+      properties: { cert: { type: 'string', minLength: 1 }, key: { type: 'string', minLength: 1 } },
+    },
+    tracing: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        otlpEndpoint: { type: ['string', 'null'], pattern: '^https?://' },
+        protocol: { enum: ['http/protobuf', 'http/json'] },
+        sampleRatio: { type: 'number', minimum: 0, maximum: 1 },
+        serviceName: { type: 'string', minLength: 1, maxLength: 256 },
+        headers: { type: 'object', additionalProperties: { type: 'string' } },
+        exportIntervalMs: int(10, 600_000),
+      },
+    },
+    accessLog: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { enabled: { type: 'boolean' }, sampleRate: { type: 'number', minimum: 0, maximum: 1 } },
+    },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: ['string', 'null'], pattern: '^postgres(ql)?://' },
+        address: { type: ['string', 'null'], minLength: 1 },
+        heartbeatSeconds: { type: 'number', minimum: 0.1, maximum: 60 },
+        leaseSeconds: { type: 'number', minimum: 1, maximum: 600 },
+        resyncSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
+      },
+    },
     monitoring: {
       type: 'object',
       additionalProperties: false,
@@ -331,9 +461,15 @@ const configSchema = {
               additionalProperties: false,
               properties: { failures: int(1, 1_000_000), probeMs: int(10, 3_600_000) },
             },
+            passwordFile: { type: 'string', minLength: 1 },
           },
         },
         loadSources: { type: 'boolean' },
+        embedded: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { durable: { type: 'boolean' }, memoryBytes: { anyOf: [{ type: 'null' }, int(1 << 20, 2 ** 50)] } },
+        },
         cache: {
           type: 'object',
           additionalProperties: false,
@@ -342,6 +478,7 @@ const configSchema = {
             maxBytes: int(65536, 1024 * 1024 * 1024 * 1024),
             ttlSeconds: int(0, 86_400 * 365),
             negativeTtlSeconds: int(0, 86_400),
+            windows: { type: 'boolean' },
           },
         },
       },
@@ -351,7 +488,7 @@ const configSchema = {
 
 /** model.yaml: optional per-model settings next to the version folders. */
 export interface ModelConfig {
-  /** Column names of the model's single 2-D input, in order. */
+  /** Column names of the model's single 2-D input, in order; or of several inputs, one after the other (e.g. 10 numeric columns, then a categorical BYTES one). */
   features?: string[];
   /** CSV with those columns (relative to the model folder), the drift baseline. */
   reference?: string;
@@ -439,7 +576,21 @@ function merge<T>(base: T, over: unknown): T {
 export function resolveConfig(partial: unknown, source = 'config'): ServerConfig {
   const value = partial ?? {};
   if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors)}`);
-  return merge(defaultConfig(), value);
+  const config = merge(defaultConfig(), value);
+  // Without definitions there is no entity scoring, so a configured store would never be read: say
+  // so at start rather than serve with the store silently unused.
+  if (config.features.redis !== null && config.features.definitions === null) {
+    throw configInvalid(
+      `${source} is invalid: features.redis is set but features.definitions is not; without feature definitions entity ` +
+        'scoring is off and the store is never used: set features.definitions to the feature definitions file (YAML), or remove features.redis',
+    );
+  }
+  const { heartbeatSeconds, leaseSeconds } = config.store;
+  // The leader renews at every heartbeat: a lease shorter than two of them lapses between renewals.
+  if (leaseSeconds < 2 * heartbeatSeconds) {
+    throw configInvalid(`${source} is invalid: store.leaseSeconds (${leaseSeconds}) must be at least twice store.heartbeatSeconds (${heartbeatSeconds})`);
+  }
+  return config;
 }
 
 export function loadConfigFile(path: string): unknown {

@@ -39,7 +39,12 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'INSUFFICIENT_STORAGE'
   | 'LABEL_INVALID'
-  | 'EXTERNAL_DATA';
+  | 'EXTERNAL_DATA'
+  | 'EXPLANATION_UNAVAILABLE'
+  | 'TOO_MANY_REJECTS'
+  | 'API_KEY_REQUIRED'
+  | 'API_KEY_INVALID'
+  | 'SCOPE_MISSING';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -83,6 +88,15 @@ const STATUS: Record<ErrorCode, number> = {
   LABEL_INVALID: 422,
   // Like NOT_ONNX: the upload is a model file, just not one the server will load.
   EXTERNAL_DATA: 422,
+  // The request is fine; the version lacks what explanations are measured against (reference rows).
+  EXPLANATION_UNAVAILABLE: 422,
+  // A batch run whose input had more unusable rows than its caller accepts.
+  TOO_MANY_REJECTS: 422,
+  // No credentials, or credentials that name no key: 401 (the client must authenticate); a valid key
+  // without the scope the route needs: 403 (authenticating again does not help).
+  API_KEY_REQUIRED: 401,
+  API_KEY_INVALID: 401,
+  SCOPE_MISSING: 403,
 };
 
 export class ScorelineError extends Error {
@@ -98,7 +112,20 @@ export class ScorelineError extends Error {
     this.status = STATUS[code];
     this.retryAfter = retryAfter;
   }
+
+  /** The code clients see (`"code"` in every error body), stable across releases: SCORELINE_<CODE>. */
+  get publicCode(): string {
+    return `SCORELINE_${this.code}`;
+  }
+
+  /** `"error":...,"code":...` (no braces), the start of every error body. */
+  get jsonFields(): string {
+    return `"error":${JSON.stringify(this.message)},"code":"SCORELINE_${this.code}"`;
+  }
 }
+
+/** Every code with its HTTP status, for the documentation of the API. */
+export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = STATUS;
 
 export const isScorelineError = (e: unknown): e is ScorelineError => e instanceof ScorelineError;
 
@@ -129,6 +156,9 @@ export const forbidden = () => new ScorelineError('FORBIDDEN', 'the admin token 
 export const foreignOrigin = (origin: string) =>
   new ScorelineError('FOREIGN_ORIGIN', `requests from origin '${origin}' are not allowed; list it in cors.allowedOrigins to allow it`);
 export const storeUnavailable = (message: string) => new ScorelineError('STORE_UNAVAILABLE', message, 1);
+/** The shared store (PostgreSQL) did not answer: nothing was changed, and the same request can be sent again. */
+export const storeUnreachable = (location: string, cause: string) =>
+  new ScorelineError('STORE_UNAVAILABLE', `the store (${location}) cannot be reached: ${cause}; nothing was changed, retry later`, 5);
 export const queueFull = (model: string, version: string, limit: number) =>
   new ScorelineError(
     'QUEUE_FULL',
@@ -158,10 +188,10 @@ export const notOnnx = (source: string, detail: string) =>
     'NOT_ONNX',
     `${source} is not an ONNX model (${detail}); scoreline serves ONNX only. To serve the model, ${TO_ONNX}`,
   );
-export const artifactTampered = (sha256: string, actual: string) =>
+export const artifactTampered = (sha256: string, actual: string, where = 'on disk') =>
   new ScorelineError(
     'ARTIFACT_TAMPERED',
-    `artifact ${sha256} was modified on disk (its content now hashes to ${actual}); refusing to load it`,
+    `artifact ${sha256} was modified ${where} (its content now hashes to ${actual}); refusing to load it`,
   );
 export const artifactMissing = (sha256: string, path: string) =>
   new ScorelineError('ARTIFACT_MISSING', `artifact ${sha256} is missing from the artifact store (${path})`);
@@ -215,3 +245,14 @@ export const externalDataRefused = (source: string, count: number, described: st
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
   );
+/** A version that cannot explain its scores; the message says what it lacks and how to provide it. */
+export const explanationUnavailable = (message: string) => new ScorelineError('EXPLANATION_UNAVAILABLE', message);
+/** A batch scoring run past its --max-rejects limit. */
+export const tooManyRejects = (message: string) => new ScorelineError('TOO_MANY_REJECTS', message);
+export const apiKeyRequired = () =>
+  new ScorelineError('API_KEY_REQUIRED', 'this endpoint needs an API key (Authorization: Bearer <key> or x-api-key: <key>)');
+/** Never names the key that was sent: error bodies and logs must not carry secrets. */
+export const apiKeyInvalid = (why = 'the API key is not valid') => new ScorelineError('API_KEY_INVALID', why);
+export const scopeMissing = (keyId: string, scope: string) =>
+  new ScorelineError('SCOPE_MISSING', `API key '${keyId}' does not have the '${scope}' scope this endpoint needs`);
+export const requestIdInvalid = (why: string) => new ScorelineError('BAD_REQUEST', `x-request-id ${why}`);

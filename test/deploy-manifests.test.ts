@@ -2,17 +2,25 @@
 // cluster would use them: kinds and apiVersions, probes on the OIP health paths, resources, scrape
 // annotations, a non-root read-only pod, a grace period that covers the server's drain, the
 // ConfigMap's config through the real validator and the Deployment's args through the real CLI,
-// selectors that match, and a kustomization that lists exactly the manifests present.
+// selectors that match, and a kustomization that lists exactly the manifests present. NetworkPolicies
+// admit only what they should; Redis requires the password of a Secret that scoreline reads as a
+// file; and Redis and scoreline are run as the manifests configure them (args, config, definitions).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { serveConfig } from '../src/cli.js';
 import { resolveConfig } from '../src/config.js';
-import { ROOT } from './e2e/server.js';
+import { parseFeatureDefinitions } from '../src/features/index.js';
+import { parseEnvKeys } from '../src/server/api-keys.js';
+import { accessOf } from '../src/server/gate.js';
+import { redisAvailable } from './e2e/redis.js';
+import { CLI, request, ROOT, startServer } from './e2e/server.js';
 
 type Obj = Record<string, any>;
 
@@ -63,20 +71,29 @@ test('every manifest parses, with the expected kinds and apiVersions', () => {
     'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-data',
     'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-models',
     'scoreline-hpa.yaml: autoscaling/v2 HorizontalPodAutoscaler/scoreline',
+    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline',
+    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-postgres',
+    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-redis',
     'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
+    'scoreline-redis-secret.example.yaml: v1 Secret/scoreline-redis',
     'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
+    'scoreline-secret.example.yaml: v1 Secret/scoreline-api-keys',
     'scoreline-service.yaml: v1 Service/scoreline',
+    'scoreline-servicemonitor.yaml: monitoring.coreos.com/v1 ServiceMonitor/scoreline',
   ].sort());
   for (const file of files) assert.match(readFileSync(join(DIR, file), 'utf8'), /^# /, `${file} starts with a comment saying what it is`);
 });
 
-test('the kustomization lists exactly the manifests present, not the example secret', () => {
+test('the kustomization lists exactly the manifests present, not the example secrets nor the opt-in ServiceMonitor', () => {
   const k = docs.get('kustomization.yaml')![0]!;
   const resources = [...(k.resources as string[])].sort();
-  const manifests = files.filter((f) => f !== 'kustomization.yaml' && !f.includes('.example.'));
+  const manifests = files.filter((f) => f !== 'kustomization.yaml' && !f.includes('.example.') && f !== 'scoreline-servicemonitor.yaml');
   assert.deepEqual(resources, manifests);
   assert.equal(new Set(k.resources).size, k.resources.length, 'no resource listed twice');
   assert.ok(!resources.some((r) => r.includes('example')), 'applying the kustomization never installs the placeholder token');
+  const text = readFileSync(join(DIR, 'kustomization.yaml'), 'utf8');
+  assert.match(text, /scoreline-servicemonitor\.yaml is opt-in/, 'the kustomization says how to add the ServiceMonitor');
+  for (const secret of ['scoreline-admin', 'scoreline-redis']) assert.match(text, new RegExp(`kubectl create secret generic ${secret} `));
 });
 
 test('the container serves on port 8080 named http and is probed on the OIP health paths', () => {
@@ -157,6 +174,9 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
   const raw = YAML.parse(configText) as Obj;
   const config = resolveConfig(raw, 'scoreline-configmap.yaml');
   assert.equal(config.features.redis?.url, 'redis://scoreline-redis:6379');
+  // With a store there must be definitions (else the store is never used, and the config is refused).
+  assert.equal(config.features.definitions, 'features.yaml');
+  assert.throws(() => resolveConfig({ ...raw, features: { ...raw.features, definitions: null } }), /features\.redis is set but features\.definitions is not/);
   assert.equal(config.server.port, 8080);
   assert.equal(config.log.level, 'info');
   for (const key of ['server', 'inference', 'batching', 'features', 'log']) assert.ok(key in raw, `${key} is set explicitly`);
@@ -177,6 +197,7 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
     writeFileSync(file, configText);
     const parsed = serveConfig(args.slice(1).map((a) => (a === '/etc/scoreline/config.yaml' ? file : a)));
     assert.ok(parsed);
+    assert.equal(parsed.features.definitions, join(dir, 'features.yaml'), 'definitions are found next to the config, where the ConfigMap mounts them');
     assert.equal(parsed.modelRepository, '/models');
     assert.equal(parsed.dataDir, '/data');
     assert.equal(parsed.server.port, container.ports[0].containerPort);
@@ -248,6 +269,25 @@ test('the admin token comes from a Secret whose example file is marked as an exa
   assert.match(readFileSync(join(DIR, secret.file), 'utf8'), /^# EXAMPLE ONLY/);
 });
 
+test('API keys are on, from a Secret whose example is marked as an example; probes and scrapes need none', () => {
+  const config = resolveConfig(YAML.parse(configText), 'scoreline-configmap.yaml');
+  assert.equal(config.auth.enabled, true);
+  assert.equal(config.auth.metricsPublic, true, 'the scrape annotations carry no credentials');
+  assert.deepEqual(config.auth.apiKeys, [], 'no key digests in the ConfigMap: they come from the Secret');
+  const env = container.env.find((e: Obj) => e.name === 'SCORELINE_API_KEYS');
+  assert.ok(env, 'SCORELINE_API_KEYS is set');
+  assert.equal(env.value, undefined, 'never inline');
+  const ref = env.valueFrom.secretKeyRef;
+  assert.notEqual(ref.optional, true, 'a missing Secret stops the pod instead of serving without keys');
+  const secret = find('Secret', ref.name);
+  assert.equal(secret.file, 'scoreline-secret.example.yaml');
+  assert.match(secret.stringData[ref.key], /REPLACE-ME/);
+  // The example's shape is one the server reads (the placeholder key is long enough to pass).
+  assert.deepEqual(parseEnvKeys(secret.stringData[ref.key]).map((k) => [k.id, [...k.scopes]]), [['REPLACE-ME-loan-origination', ['infer']]]);
+  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) assert.equal(accessOf('get', container[probe].httpGet.path), 'open', `${probe} needs no key`);
+  assert.equal(accessOf('get', pod.metadata.annotations['prometheus.io/path']), 'metrics');
+});
+
 test('Redis: a single node with an append-only file, reachable at the config\'s URL', () => {
   const url = new URL(resolveConfig(YAML.parse(configText)).features.redis!.url);
   const svc = find('Service', url.hostname);
@@ -264,4 +304,139 @@ test('Redis: a single node with an append-only file, reachable at the config\'s 
   const dataVolume = redis.spec.template.spec.volumes.find((v: Obj) => v.name === c.volumeMounts[0].name);
   find('PersistentVolumeClaim', dataVolume.persistentVolumeClaim.claimName);
   assert.match(readFileSync(join(DIR, 'redis.yaml'), 'utf8'), /Redis Cluster[\s\S]*managed Redis/);
+});
+
+test('the ConfigMap carries the feature definitions its config names, mounted next to the config', () => {
+  const defs = configMap.data['features.yaml'] as string;
+  assert.ok(defs, 'features.yaml is in the ConfigMap');
+  // The real loader accepts them, and they are the demo's (what the bundled model's bindings expect).
+  const parsed = parseFeatureDefinitions(defs, { source: 'scoreline-configmap.yaml: features.yaml' });
+  assert.equal(parsed.features.length, 9);
+  assert.deepEqual(YAML.parse(defs), YAML.parse(readFileSync(join(ROOT, 'examples', 'features', 'features.yaml'), 'utf8')));
+  const volume = pod.spec.volumes.find((v: Obj) => v.name === 'config');
+  assert.deepEqual(volume.configMap.items.map((i: Obj) => i.key).sort(), ['config.yaml', 'features.yaml']);
+  assert.ok(volume.configMap.items.every((i: Obj) => i.key === i.path));
+});
+
+test('NetworkPolicies: scoreline pods admit only the ingress controller and Prometheus; Redis and PostgreSQL only scoreline pods', () => {
+  const labels = pod.metadata.labels as Obj;
+  const server = find('NetworkPolicy', 'scoreline');
+  assert.ok(matches(server.spec.podSelector.matchLabels, labels));
+  assert.deepEqual(server.spec.policyTypes, ['Ingress']);
+  assert.equal(server.spec.ingress.length, 1);
+  const [rule] = server.spec.ingress;
+  assert.deepEqual(rule.ports, [{ port: 'http', protocol: 'TCP' }]);
+  assert.equal(container.ports.find((p: Obj) => p.name === 'http').containerPort, 8080);
+  const peers = rule.from.map((f: Obj) => `${f.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name']}/${f.podSelector?.matchLabels?.['app.kubernetes.io/name']}`);
+  assert.deepEqual(peers, ['ingress-nginx/ingress-nginx', 'monitoring/prometheus'], 'each peer is a namespace AND pod selector, not either');
+  for (const f of rule.from) assert.ok(f.namespaceSelector && f.podSelector);
+
+  const redisPods = find('Deployment', 'scoreline-redis').spec.template.metadata.labels;
+  const redisPort = find('Deployment', 'scoreline-redis').spec.template.spec.containers[0].ports[0].containerPort;
+  for (const [name, port, podLabels] of [['scoreline-redis', redisPort, redisPods], ['scoreline-postgres', 5432, { 'app.kubernetes.io/name': 'scoreline-postgres' }]] as const) {
+    const np = find('NetworkPolicy', name);
+    assert.ok(matches(np.spec.podSelector.matchLabels, podLabels), `${name} selects its pods`);
+    assert.ok(!matches(np.spec.podSelector.matchLabels, labels), `${name} does not select scoreline pods`);
+    assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+    assert.equal(np.spec.ingress.length, 1);
+    assert.deepEqual(np.spec.ingress[0].ports, [{ port, protocol: 'TCP' }]);
+    assert.equal(np.spec.ingress[0].from.length, 1);
+    const from = np.spec.ingress[0].from[0];
+    assert.equal(from.namespaceSelector, undefined, 'same namespace only');
+    assert.ok(matches(from.podSelector.matchLabels, labels), `${name} admits the scoreline pods`);
+    assert.ok(!matches(from.podSelector.matchLabels, redisPods), `${name} admits nothing else`);
+  }
+});
+
+test('Redis requires the Secret\'s password; scoreline reads the same Secret as the passwordFile', () => {
+  const redis = find('Deployment', 'scoreline-redis').spec.template.spec.containers[0] as Obj;
+  const args = redis.args as string[];
+  assert.equal(args[args.indexOf('--requirepass') + 1], '$(REDIS_PASSWORD)');
+  const env = (name: string) => redis.env.find((e: Obj) => e.name === name)?.valueFrom?.secretKeyRef;
+  assert.deepEqual(env('REDIS_PASSWORD'), { name: 'scoreline-redis', key: 'password' });
+  assert.deepEqual(env('REDISCLI_AUTH'), { name: 'scoreline-redis', key: 'password' }, 'the readiness probe authenticates');
+  assert.ok(redis.env.findIndex((e: Obj) => e.name === 'REDIS_PASSWORD') >= 0, 'the kubelet expands $(REDIS_PASSWORD) from the container env');
+
+  const passwordFile = resolveConfig(YAML.parse(configText)).features.redis!.passwordFile!;
+  const mount = container.volumeMounts.find((m: Obj) => m.mountPath === dirname(passwordFile));
+  assert.ok(mount, `${dirname(passwordFile)} is mounted`);
+  assert.equal(mount.readOnly, true);
+  const volume = pod.spec.volumes.find((v: Obj) => v.name === mount.name);
+  assert.equal(volume.secret.secretName, 'scoreline-redis');
+  assert.deepEqual(volume.secret.items, [{ key: 'password', path: basename(passwordFile) }]);
+  assert.ok(!container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === 'scoreline-redis'), 'never in the server\'s environment');
+  const example = find('Secret', 'scoreline-redis');
+  assert.equal(example.file, 'scoreline-redis-secret.example.yaml');
+  assert.match(example.stringData.password, /REPLACE-ME/);
+});
+
+test('the ServiceMonitor scrapes /metrics on the Service\'s http port', () => {
+  const sm = find('ServiceMonitor', 'scoreline');
+  const svc = find('Service', 'scoreline');
+  assert.ok(matches(sm.spec.selector.matchLabels, svc.metadata.labels), 'it selects the Service by its labels');
+  assert.deepEqual(sm.spec.endpoints.map((e: Obj) => [e.port, e.path]), [['http', '/metrics']]);
+  assert.ok(svc.spec.ports.some((p: Obj) => p.name === 'http'));
+  const e = sm.spec.endpoints[0];
+  assert.ok(Number.parseInt(e.scrapeTimeout, 10) < Number.parseInt(e.interval, 10));
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+test('run as configured: Redis with the manifest\'s args and password, scoreline with the ConfigMap\'s config and definitions', { skip: !redisAvailable() && 'redis-server is not installed', timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'scoreline-k8s-run-'));
+  const password = 'pw-from-the-secret';
+  const port = await freePort();
+  const manifest = find('Deployment', 'scoreline-redis').spec.template.spec.containers[0] as Obj;
+  // The container's args as the kubelet expands them, on a free port and a temp dir; memory as configured.
+  const args = (manifest.args as string[]).slice(1).map((a) => (a === '$(REDIS_PASSWORD)' ? password : a === '/data' ? dir : a));
+  const redis = spawn('redis-server', [...args, '--port', String(port), '--bind', '127.0.0.1'], { stdio: 'ignore' });
+  try {
+    const cli = (env: Record<string, string>) => spawnSync('redis-cli', ['-p', String(port), 'ping'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const deadline = Date.now() + 10_000;
+    while (cli({ REDISCLI_AUTH: password }).stdout.trim() !== 'PONG') {
+      assert.ok(Date.now() < deadline, 'redis-server starts with the manifest\'s args');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.match(cli({ REDISCLI_AUTH: '' }).stdout, /NOAUTH/, 'without the password Redis refuses');
+
+    // /etc/scoreline as the ConfigMap mounts it, the Secret as a file, Redis at its Service name -> here.
+    const etc = join(dir, 'etc');
+    mkdirSync(etc);
+    writeFileSync(join(etc, 'features.yaml'), configMap.data['features.yaml']);
+    writeFileSync(join(dir, 'password'), `${password}\n`);
+    const raw = YAML.parse(configText) as Obj;
+    raw.features.redis.url = `redis://127.0.0.1:${port}`;
+    raw.features.redis.passwordFile = join(dir, 'password');
+    raw.inference.workers = 1;
+    writeFileSync(join(etc, 'config.yaml'), YAML.stringify(raw));
+    const config = join(etc, 'config.yaml');
+    const check = spawnSync(process.execPath, [CLI, 'config', 'check', config], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stderr);
+    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(m.status, 0, m.stderr);
+    // The Deployment turns API keys on from the scoreline-api-keys Secret: give this run one, as that Secret would.
+    const server = await startServer(['--config', config, '--model-repo', join(ROOT, 'examples', 'models'), '--data-dir', join(dir, 'data')], {
+      SCORELINE_API_KEYS: 'manifest-test:manifest-test-key-0123456789abcdef:infer+events+feedback+monitoring:read',
+    });
+    try {
+      const r = await request(`${server.url}/v1/score/credit-default`, { headers: { 'x-api-key': 'manifest-test-key-0123456789abcdef' }, json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.features['income@1'].status, 'present', 'the customer\'s features come from Redis');
+      const metrics = await request(`${server.url}/metrics`);
+      assert.match(metrics.text, /^scoreline_feature_store_up\{store="redis"\} 1$/m);
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    redis.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -151,16 +151,30 @@ test('every panel query names only documented metrics', () => {
 test('latency quantiles come from bucket rates aggregated by le', () => {
   const hq = exprs.filter((e) => e.expr.includes('histogram_quantile'));
   assert.ok(hq.length >= 7);
-  const shape = /^histogram_quantile\((0\.\d+), sum by \(([^)]*)\) \(rate\((scoreline_[a-z_]+_bucket)\{[^}]*\}\[5m\]\)\)\)$/;
+  const shape = /^histogram_quantile\((0\.\d+), sum by \(([^)]*)\) \(rate\((scoreline_[a-z_]+_bucket)(?:\{[^}]*\})?\[5m\]\)\)\)$/;
   for (const { panel, expr } of hq) {
     const m = shape.exec(expr);
     assert.ok(m, `${panel}: ${expr}`);
     assert.ok(m[2]!.split(',').map((s) => s.trim()).includes('le'), `${panel}: aggregated by le`);
   }
-  const quantilesOf = (metric: string) => hq.filter((e) => e.expr.includes(`(${metric}_bucket{`)).map((e) => shape.exec(e.expr)![1]).sort();
+  const quantilesOf = (metric: string) => hq.filter((e) => e.expr.includes(`(${metric}_bucket`)).map((e) => shape.exec(e.expr)![1]).sort();
   assert.deepEqual(quantilesOf('scoreline_request_duration_seconds'), ['0.5', '0.95', '0.99']);
   assert.deepEqual(quantilesOf('scoreline_inference_queue_duration_seconds'), ['0.5', '0.99']);
   assert.deepEqual(quantilesOf('scoreline_inference_compute_duration_seconds'), ['0.5', '0.99']);
+  assert.deepEqual(quantilesOf('scoreline_feature_freshness_seconds'), ['0.5', '0.99']);
+  // Histograms are only ever read through their series.
+  for (const { panel, expr } of exprs) {
+    for (const h of ['scoreline_feature_freshness_seconds', 'scoreline_request_duration_seconds', 'scoreline_batch_size']) {
+      assert.doesNotMatch(expr, new RegExp(`${h}(?![_a-z])`), `${panel}: ${h} is a histogram; select _bucket, _sum or _count`);
+    }
+  }
+});
+
+test('the cache panels say why they are empty without Redis', () => {
+  for (const p of queryPanels.filter((x) => /scoreline_feature_cache_/.test(JSON.stringify(x.targets)))) {
+    assert.match(p.description, /with the in-process store .* there is nothing to cache/, p.title);
+    assert.equal(p.fieldConfig.defaults.noValue, 'no L1 cache (in-process feature store)');
+  }
 });
 
 test('every signal the monitoring issue asks for has a panel', () => {
@@ -174,7 +188,8 @@ test('every signal the monitoring issue asks for has a panel', () => {
     ['AUC', /scoreline_model_auc/],
     ['alerts by severity', /sum by \(severity\) \(scoreline_alerts_firing\)/],
     ['cache hit rate', /scoreline_feature_cache_hits_total[\s\S]*\/ \(sum\(rate\(scoreline_feature_cache_hits_total[\s\S]*scoreline_feature_cache_misses_total/],
-    ['feature freshness', /scoreline_feature_freshness_seconds/],
+    // A histogram: its quantiles per feature, never the bare name (which selects no series).
+    ['feature freshness', /^histogram_quantile\(0\.99, sum by \(le, feature\) \(rate\(scoreline_feature_freshness_seconds_bucket\[5m\]\)\)\)$/],
     ['model readiness', /scoreline_model_ready/],
   ];
   for (const [what, re] of want) assert.ok(panelWith(re), `a panel shows ${what}`);

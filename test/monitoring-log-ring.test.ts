@@ -13,7 +13,9 @@ import Database from 'better-sqlite3';
 import { createRing, reached, RingReader, RingWriter } from '../src/monitoring/log-ring.js';
 import { SegmentAssembler, type StreamDef } from '../src/monitoring/log-segments.js';
 import type { AppendSegment } from '../src/monitoring/log-store.js';
-import { PredictionLog } from '../src/monitoring/index.js';
+import { Batch } from '../src/inference/batcher.js';
+import type { LoadedModel, PendingRequest } from '../src/inference/index.js';
+import { Monitor, PredictionLog } from '../src/monitoring/index.js';
 import { RING_STREAMS, ringRow } from './fixtures/ring-writer.js';
 import { tempDir } from './e2e/server.js';
 
@@ -34,7 +36,7 @@ function rowsOf(segments: AppendSegment[]): Row[] {
   });
 }
 
-const def = (variant: string, width: number): string => JSON.stringify({ model: 'm', version: 1, variant, width, task: 'classification' } satisfies StreamDef);
+const def = (variant: string, width: number): string => JSON.stringify({ model: 'm', version: 1, variant, width, task: 'classification', keyId: null } satisfies StreamDef);
 
 test('log ring: records wrap around the end of a small ring, in order, with their ids, times, scores and inputs', () => {
   const sab = createRing(4096);
@@ -74,11 +76,11 @@ test('log ring: a full ring refuses a row without blocking, and takes rows again
   const w = new RingWriter(sab);
   const r = new RingReader(sab);
   const asm = new SegmentAssembler();
-  assert.ok(w.define(0, def('a', 0))); // 16 + 73 bytes of JSON: 96 bytes with padding
+  assert.ok(w.define(0, def('a', 0))); // 16 + 86 bytes of JSON: 104 bytes with padding
   const id = (i: number) => `row-${String(i).padStart(28, '0')}`; // 32 bytes + 32 of header
   let i = 0;
   while (w.row(0, 0, id(i), -1, i, i, null, 0)) i++;
-  assert.equal(i, 14, 'the definition and 14 rows fill 992 of 1024 bytes; a 15th does not fit before the end, and cannot wrap onto the unread start');
+  assert.equal(i, 14, 'the definition and 14 rows fill 1000 of 1024 bytes; a 15th does not fit before the end, and cannot wrap onto the unread start');
   assert.equal(w.rows, 14);
   assert.equal(r.read(asm), 14);
   assert.deepEqual(JSON.parse(asm.take().segments[0]!.ids), Array.from({ length: 14 }, (_, k) => id(k)));
@@ -247,6 +249,51 @@ test('durability sync: each turn\'s commit settles once its rows are in the file
   assert.deepEqual(fb.unknown, ['refused-1', 'refused-2']);
   assert.equal(fb.joined, 2);
   await log.close();
+});
+
+test("prediction log: each prediction's segment carries the API key id it came with, requests of several keys in one batch", async () => {
+  const dir = await tempDir();
+  const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30 });
+  const model = {
+    name: 'm',
+    version: '1',
+    versionNumber: 1,
+    state: 'ready',
+    config: { task: 'classification', threshold: 0.5 },
+    features: { names: ['x'], input: [0], column: [0], categorical: [false], single: true },
+    scoreOutput: { output: 0, column: 0 },
+  } as unknown as LoadedModel;
+  const vm = new Monitor({ log, processMetrics: false }).version(model);
+  // Keys change from request to request, back and forth, within batches and across them (the
+  // monitor keeps the last stream at hand: a stale one would put rows under the wrong key).
+  const keys = [undefined, 'scorer', 'scorer', 'batch-job', undefined, 'scorer', 'batch-job', 'batch-job'];
+  const want = new Map<string, string | null>();
+  for (let b = 0; b < 3; b++) {
+    const batch = new Batch([new Float32Array(keys.length)], [[1]], '', keys.length);
+    keys.forEach((keyId, i) => {
+      const requestId = `b${b}-r${i}`;
+      want.set(requestId, keyId ?? null);
+      const r: PendingRequest = { rows: 1, enqueuedAt: 0, deadline: Infinity, settled: false, requestId, variant: 'default', keyId, resolve: () => undefined, reject: () => undefined };
+      batch.requests.push(r);
+      batch.rowStarts.push(batch.rows);
+      batch.rows += 1;
+    });
+    const scores = Float32Array.from(keys, (_, i) => i / keys.length);
+    void vm.onComplete(batch, { outputs: [{ name: 'p', datatype: 'FP32', dims: [keys.length, 1], data: scores }], computeMs: 0 });
+  }
+  await log.drain();
+  assert.equal(log.logged, want.size);
+  await log.close();
+  const db = new Database(join(dir, 'monitoring.db'), { readonly: true });
+  try {
+    const got = new Map(
+      (db.prepare('SELECT p.request_id AS id, s.key_id AS key FROM prediction_ids p JOIN segments s ON s.id = p.loc / 65536').all() as { id: string; key: string | null }[]).map((r) => [r.id, r.key]),
+    );
+    assert.deepEqual(got, want);
+    assert.deepEqual(db.prepare('SELECT DISTINCT key_id FROM segments ORDER BY key_id').pluck().all(), [null, 'batch-job', 'scorer']);
+  } finally {
+    db.close();
+  }
 });
 
 test('committed-row counts compare across the int32 wrap', () => {

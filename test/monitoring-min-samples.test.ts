@@ -13,6 +13,7 @@ import { categoricalBaseline, numericBaseline, NumericDriftCounter, type Numeric
 import { baselinesOf, DEFAULT_MIN_SAMPLES, freezeReference, Monitor, parseCsvTable, PredictionLog, psiMinCount } from '../src/monitoring/index.js';
 import { classificationShortfalls, regressionShortfalls } from '../src/monitoring/sample-size.js';
 import { createAlerting } from '../src/server/alerting.js';
+import { SqliteStore } from '../src/store/index.js';
 import { tempDir } from './e2e/server.js';
 import { mulberry32 } from './fixtures/random.js';
 
@@ -116,7 +117,7 @@ test('shortfalls: the first count below its minimum, per metric group; precision
 
 /** The parts of a loaded model version the monitor reads. */
 const fakeModel = (name: string): LoadedModel =>
-  ({ name, version: '1', versionNumber: 1, state: 'ready', config: { task: 'classification', threshold: 0.5 }, features: { names: ['x'] } }) as unknown as LoadedModel;
+  ({ name, version: '1', versionNumber: 1, state: 'ready', config: { task: 'classification', threshold: 0.5 }, features: { names: ['x'], input: [0], column: [0], categorical: [false], single: true } }) as unknown as LoadedModel;
 
 /** x uniform on [0, 1) with P(label 1 | x) = x: the model (score = x) has a reference AUC near 0.83. */
 function reference(rows: number, seed: number) {
@@ -134,7 +135,8 @@ test('a Monitor below and above the minimum: snapshot bands, evaluation, gauges,
     { name: 'auc_drop', metric: 'auc_drop', comparison: '>', threshold: 0.05, severity: 'critical', forSeconds: 0 },
     { name: 'score_psi', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0 },
   ];
-  const alerting = await createAlerting(cfg, monitor, pino({ level: 'silent' }));
+  const store = SqliteStore.open(await tempDir());
+  const alerting = await createAlerting(cfg, monitor, store.alerts, pino({ level: 'silent' }));
   try {
     const vm = monitor.version(fakeModel('m'));
     const record = reference(1000, 3);
@@ -228,8 +230,11 @@ test('a Monitor below and above the minimum: snapshot bands, evaluation, gauges,
     assert.equal(fired.length, 1);
     assert.deepEqual(fired[0]!.labels, { model: 'm', version: '1' });
     assert.match(await monitor.exposition(), /^scoreline_model_auc\{model="m",version="1"\} 0\.\d+$/m);
+    // The firing alert is in the store, as the next leader would read it.
+    assert.deepEqual((await store.alerts.open()).map((a) => a.id), [fired[0]!.id]);
   } finally {
     await alerting.close();
     await monitor.close();
+    await store.close();
   }
 });

@@ -16,7 +16,7 @@ import {
 
 const { onnx } = onnxProto;
 
-const ORT_TYPE: Record<TensorDatatype, ort.Tensor.Type> = { FP32: 'float32', FP64: 'float64', INT32: 'int32', INT64: 'int64', BOOL: 'bool' };
+const ORT_TYPE: Record<TensorDatatype, ort.Tensor.Type> = { FP32: 'float32', FP64: 'float64', INT32: 'int32', INT64: 'int64', BOOL: 'bool', BYTES: 'string' };
 
 function toOrtTensor(t: JsonTensor): ort.Tensor {
   const values = t.data as unknown[];
@@ -26,6 +26,7 @@ function toOrtTensor(t: JsonTensor): ort.Tensor {
     case 'INT32': return new ort.Tensor('int32', Int32Array.from(values as number[]), t.shape);
     case 'INT64': return new ort.Tensor('int64', BigInt64Array.from(values as number[], (v) => BigInt(v)), t.shape);
     case 'BOOL': return new ort.Tensor('bool', Uint8Array.from(values as boolean[], (v) => (v ? 1 : 0)), t.shape);
+    case 'BYTES': return new ort.Tensor('string', values as string[], t.shape);
   }
 }
 

@@ -40,11 +40,11 @@ test('the schema is versioned: migrated once, and a newer file is refused', asyn
     env.open().close();
     env.open().close();
     const db = new Database(join(env.dataDir, 'registry.db'));
-    assert.deepEqual(db.prepare('SELECT version FROM schema_version').all(), [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(db.prepare('SELECT version FROM schema_version').all(), [{ version: 1 }, { version: 2 }, { version: 3 }]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (99, ?)').run(new Date().toISOString());
     db.close();
-    throwsCode(() => env.open(), 'CONFIG_INVALID', 500, /schema version 99, newer than this scoreline knows \(2\)/);
+    throwsCode(() => env.open(), 'CONFIG_INVALID', 500, /schema version 99, newer than this scoreline knows \(3\)/);
   });
 });
 

@@ -409,6 +409,50 @@ void TestConcurrency() {
               static_cast<unsigned long long>(s.expirations));
 }
 
+void TestInsertOnlyIfAbsent() {
+  FakeClock clock;
+  ShardedLruCache cache(OneShard(2, 1 << 20, &clock));
+  CHECK(cache.Insert("a", Bytes("first")));
+  CHECK(!cache.Insert("a", Bytes("second")));  // a live entry is kept
+  CHECK(Read(cache, "a") == "first");
+  CHECK(!cache.Insert("a", Bytes("a longer value that would need a new entry")));
+  CHECK(Read(cache, "a") == "first");
+  // A refused insert does not touch the LRU order: b, then a's read made a most recent; c evicts b.
+  CHECK(cache.Insert("b", Bytes("bee")));
+  CHECK(Read(cache, "a") == "first");
+  CHECK(!cache.Insert("b", Bytes("ignored")));
+  CHECK(cache.Set("c", Bytes("sea")));
+  CHECK(Read(cache, "b") == "<miss>");
+  CHECK(Read(cache, "a") == "first");
+  // An expired entry is absent: the insert replaces it, same size or not.
+  CHECK(cache.Set("t", Bytes("old"), 10));
+  clock.now += 11;
+  CHECK(cache.Insert("t", Bytes("new")));
+  CHECK(Read(cache, "t") == "new");
+  CHECK(cache.Set("u", Bytes("old"), 10));
+  clock.now += 11;
+  CHECK(cache.Insert("u", Bytes("newer and longer")));
+  CHECK(Read(cache, "u") == "newer and longer");
+  // Set still overwrites what Insert stored.
+  CHECK(cache.Set("u", Bytes("set")));
+  CHECK(Read(cache, "u") == "set");
+}
+
+void TestNoTouchOnRead() {
+  CacheOptions o = OneShard(2, 1 << 20);
+  o.touch_on_read = false;
+  ShardedLruCache cache(o);
+  CHECK(cache.Set("a", Bytes("1")));
+  CHECK(cache.Set("b", Bytes("2")));
+  CHECK(Read(cache, "a") == "1");  // does not make "a" the most recent
+  CHECK(cache.Set("c", Bytes("3")));
+  CHECK(Read(cache, "a") == "<miss>");
+  CHECK(Read(cache, "b") == "2");
+  CHECK(Read(cache, "c") == "3");
+  CHECK_EQ(cache.Stats().hits, 3u);
+  CHECK_EQ(cache.Stats().evictions, 1u);
+}
+
 struct NamedTest {
   const char* name;
   void (*fn)();
@@ -426,6 +470,8 @@ int main() {
       {"getMany / setMany", TestGetMany},
       {"hash spread", TestHashSpread},
       {"table growth and deletion", TestTableGrowthAndDeletion},
+      {"insert only if absent", TestInsertOnlyIfAbsent},
+      {"reads that do not touch the LRU order", TestNoTouchOnRead},
       {"concurrency", TestConcurrency},
   };
   for (const NamedTest& t : tests) {

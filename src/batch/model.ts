@@ -7,7 +7,8 @@ import type { ModelConfig } from '../config.js';
 import { badRequest, modelInvalid } from '../errors.js';
 import type { TensorSpec } from '../inference/index.js';
 import type { SessionSpec } from '../inference/session.js';
-import { LATEST, type ModelRegistry } from '../registry/store.js';
+import { LATEST } from '../registry/store.js';
+import type { Registry } from '../store/index.js';
 import { cellType, type CellType } from './cells.js';
 
 export interface ModelRef {
@@ -42,11 +43,11 @@ export interface BatchModel {
   readonly batchRows: number;
 }
 
-export function resolveBatchModel(registry: ModelRegistry, reference: string, batchRows: number): BatchModel {
+export async function resolveBatchModel(registry: Registry, reference: string, batchRows: number): Promise<BatchModel> {
   const { name, ref } = parseModelRef(reference);
-  const record = registry.resolve(name, ref);
-  // Re-hashes the artifact: a tampered or missing file stops the run here, before any worker starts.
-  registry.load(name, record.version);
+  const resolved = await registry.resolve(name, ref);
+  // Re-hashes the artifact (and gives a verified local file): a tampered or missing one stops the run here, before any worker starts.
+  const { record, path } = await registry.artifactFile(name, resolved.version);
   const where = `model '${name}' version ${record.version}`;
   const { inputs, outputs } = record.signature;
   if (inputs.length !== 1 || inputs[0]!.shape.length !== 2) {
@@ -76,7 +77,7 @@ export function resolveBatchModel(registry: ModelRegistry, reference: string, ba
     name,
     version: record.version,
     sha256: record.sha256,
-    path: registry.artifacts.path(record.sha256),
+    path,
     input,
     type,
     features,

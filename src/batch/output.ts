@@ -118,7 +118,8 @@ export class RowFormatter {
         }
         let sep = idCount > 0;
         for (let o = 0; o < outs.length; o++) {
-          const data = tensors[o]!.data;
+          // Numeric: batch scoring refuses models with BYTES outputs when it loads them.
+          const data = tensors[o]!.data as TypedArray;
           const fmt = formats[o]!;
           const perRow = outs[o]!.perRow;
           const at = r * perRow;

@@ -22,10 +22,10 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
-import { badRequest, inferenceFailed } from '../errors.js';
+import { badRequest, inferenceFailed, tooManyRejects } from '../errors.js';
 import { ModelRunError, PoolExecutor, type RunResult } from '../inference/index.js';
 import type { SessionSpec } from '../inference/session.js';
-import type { ModelRegistry } from '../registry/store.js';
+import type { Registry } from '../store/index.js';
 import { CsvReader, type RecordReader } from './csv.js';
 import { JsonlReader } from './jsonl.js';
 import { bindColumns } from './layout.js';
@@ -45,7 +45,7 @@ export interface BatchProgress {
 }
 
 export interface ScoreBatchOptions {
-  readonly registry: ModelRegistry;
+  readonly registry: Registry;
   /** NAME (its latest version), NAME@VERSION or NAME@ALIAS. */
   readonly model: string;
   /** .csv, or .jsonl / .ndjson. */
@@ -62,6 +62,11 @@ export interface ScoreBatchOptions {
   readonly workers?: number;
   /** Called about every 200 ms and once at the end. */
   readonly progress?: (p: BatchProgress) => void;
+  /**
+   * More rejected rows than this (a count, or a percentage of the rows read) fails the run: the
+   * output is not written, the rejects file is, so the reasons can be read.
+   */
+  readonly maxRejects?: { count: number } | { percent: number };
 }
 
 export interface BatchSummary {
@@ -119,7 +124,7 @@ export async function scoreBatch(opts: ScoreBatchOptions): Promise<BatchSummary>
   const batchRows = positiveInt(opts.batchRows, DEFAULT_BATCH_ROWS, 'batchRows', 1_000_000);
   const workers = positiveInt(opts.workers, Math.max(1, availableParallelism() - 1), 'workers', 256);
 
-  const model = resolveBatchModel(opts.registry, opts.model, batchRows);
+  const model = await resolveBatchModel(opts.registry, opts.model, batchRows);
   let bytesTotal: number;
   try {
     const s = await stat(opts.input);
@@ -141,16 +146,23 @@ export async function scoreBatch(opts: ScoreBatchOptions): Promise<BatchSummary>
     sinks.push(rejects);
     await rejects.write(REJECTS_HEADER);
     await run.stream(opts.input, inputFormat, out, rejects);
+    const a = run.assembler;
+    const rejected = a.rejected + run.modelRejected;
+    const over = overRejectLimit(opts.maxRejects, rejected, a.rows);
+    if (over !== null) {
+      await rejects.commit();
+      sinks.splice(sinks.indexOf(rejects), 1);
+      throw tooManyRejects(`${over}; the output was not written, the rejected rows and their reasons are in ${rejectsPath}`);
+    }
     await out.commit();
     await rejects.commit();
     const seconds = (performance.now() - started) / 1000;
-    const a = run.assembler;
     return {
       model: model.name,
       version: model.version,
       rows: a.rows,
       scored: run.scored,
-      rejected: a.rejected + run.modelRejected,
+      rejected,
       blankLines: a.blankLines,
       seconds,
       rowsPerSecond: a.rows / seconds,
@@ -164,6 +176,14 @@ export async function scoreBatch(opts: ScoreBatchOptions): Promise<BatchSummary>
   } finally {
     await executor.close();
   }
+}
+
+/** Why a run's rejects exceed its limit, or null when they do not. */
+export function overRejectLimit(limit: ScoreBatchOptions['maxRejects'], rejected: number, rows: number): string | null {
+  if (limit === undefined) return null;
+  if ('count' in limit) return rejected > limit.count ? `${rejected} of ${rows} rows were rejected, more than the limit of ${limit.count}` : null;
+  const share = rows === 0 ? 0 : (100 * rejected) / rows;
+  return share > limit.percent ? `${rejected} of ${rows} rows were rejected (${Number(share.toPrecision(3))}%), more than the limit of ${limit.percent}%` : null;
 }
 
 /** One run's state: the reader's batches in, scored text out, in order. */

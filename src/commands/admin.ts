@@ -1,6 +1,6 @@
 // `scoreline models|deploy|promote|rollback|status`: the admin API from the command line. Talks to
-// a running server (--url, default http://127.0.0.1:8080) with the admin token from --token,
-// SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (the file the server writes at first start).
+// a running server (--url, else SCORELINE_URL, else http://127.0.0.1:8080) with the admin token from
+// --token, SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (the file the server writes at first start).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { ScorelineError } from '../errors.js';
 import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 
 export const COMMON = `Connection:
-  --url URL         server address (default http://127.0.0.1:8080)
+  --url URL         server address (default: SCORELINE_URL, else http://127.0.0.1:8080)
   --token TOKEN     admin token (default: SCORELINE_ADMIN_TOKEN, else <data-dir>/admin-token)
   --data-dir DIR    where the server keeps its state (default ./data)
   --json            print the server's JSON answer
@@ -30,9 +30,22 @@ function token(values: Flags): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-export async function call(values: Flags, method: string, path: string, body?: { json?: unknown; bytes?: Uint8Array; text?: string }): Promise<any> {
-  const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+/** The server the command talks to: --url, else SCORELINE_URL, else the default port on this machine. */
+export function serverUrl(values: Flags): string {
+  const env = process.env.SCORELINE_URL;
+  return (stringFlag(values.url) ?? (env !== undefined && env !== '' ? env : 'http://127.0.0.1:8080')).replace(/\/$/, '');
+}
+
+export async function call(
+  values: Flags,
+  method: string,
+  path: string,
+  body?: { json?: unknown; bytes?: Uint8Array; text?: string; source?: string },
+): Promise<any> {
+  const base = serverUrl(values);
   const headers: Record<string, string> = { authorization: `Bearer ${token(values)}` };
+  // Recorded as the version's declared source; the server never opens it.
+  if (body?.source !== undefined) headers['x-scoreline-source'] = body.source;
   let payload: string | Uint8Array | undefined;
   if (body?.json !== undefined) {
     headers['content-type'] = 'application/json';
@@ -80,6 +93,10 @@ export const models: Command = {
   usage: MODELS_USAGE,
   async run(argv) {
     const [sub, ...rest] = argv;
+    if (sub === '--help' || sub === '-h' || sub === 'help') {
+      console.log(MODELS_USAGE);
+      return 0;
+    }
     const { values, positionals } = parse(rest, { ...CONNECTION, reference: { type: 'string' } });
     if (sub === undefined || values.help) {
       console.log(MODELS_USAGE);
@@ -92,7 +109,7 @@ export const models: Command = {
         if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
         const reference = stringFlag(values.reference);
         if (reference !== undefined && !existsSync(reference)) throw new UsageError(`${reference} does not exist`);
-        const r = await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file) });
+        const r = await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file), source: file });
         print(values, r, () => `${r.name} version ${r.version} (sha256 ${r.sha256})`);
         if (reference !== undefined) {
           const ref = await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, { text: readFileSync(reference, 'utf8') });
@@ -196,10 +213,49 @@ export function deploymentSpec(values: Flags, variants: string[]): unknown {
   }
 }
 
-function describeDeployment(r: any): string {
-  const traffic = r.traffic ? Object.entries(r.traffic).map(([v, p]) => `v${v} ${Number(p).toFixed(1)}%`).join(', ') : r.serving;
-  const last = r.history.at(-1);
-  return [`${r.model}: ${r.strategy ? r.strategy.strategy : 'no deployment'}  traffic: ${traffic}`, last ? `  last change ${last.at}: ${last.action} (${last.reason})` : ''].filter(Boolean).join('\n');
+const pct = (x: unknown) => `${Number(x).toFixed(1)}%`;
+const ms = (x: unknown) => (x === null || x === undefined ? 'n/a' : `${Number(x).toFixed(2)} ms`);
+
+function describeStrategy(s: any): string {
+  switch (s.strategy) {
+    case 'direct':
+      return `direct v${s.version}`;
+    case 'blue-green':
+      return `blue-green blue v${s.blue}, green v${s.green}, active ${s.active}`;
+    case 'canary':
+      return `canary v${s.stable} -> v${s.canary} at ${s.percent}%${s.steps ? ` (steps ${s.steps.join(', ')} every ${s.stepSeconds} s)` : ''}`;
+    case 'ab':
+      return `A/B ${s.variants.map((v: any) => `${v.name}=v${v.version} (weight ${v.weight})`).join(', ')}${s.stickyKey ? `, sticky on ${s.stickyKey}` : ''}`;
+    case 'shadow':
+      return `shadow: v${s.primary} answers, v${s.shadow} gets copies`;
+    default:
+      return JSON.stringify(s);
+  }
+}
+
+/** `scoreline status` (and what deploy, promote and rollback print): strategy, traffic, per-version statistics, analysis, history. */
+export function describeDeployment(r: any): string {
+  if (!r.strategy) return `${r.model}: no deployment; serving the ${r.serving}`;
+  const out = [`${r.model}: ${describeStrategy(r.strategy)}, since ${r.since}${r.reason ? ` (${r.reason})` : ''}`];
+  out.push(`  traffic: ${Object.entries(r.traffic ?? {}).map(([v, p]) => `v${v} ${pct(p)}`).join(', ')}`);
+  for (const [v, st] of Object.entries<any>(r.step_stats ?? {})) {
+    out.push(`  v${v}: ${st.requests} requests, ${st.errors} errors${st.error_rate !== null ? ` (${pct(st.error_rate * 100)})` : ''}, p99 ${ms(st.p99_ms)}, ${st.scores} scores`);
+  }
+  const analysis = r.live_analysis ?? r.analysis?.at(-1) ?? null;
+  if (analysis) {
+    out.push(`  canary analysis${r.live_analysis ? '' : ` (at ${analysis.at})`}: ${analysis.verdict}`);
+    for (const c of analysis.checks) {
+      const figure = c.canary === null ? 'n/a' : Number(Number(c.canary).toPrecision(4));
+      out.push(`    ${c.name.padEnd(12)} ${c.result.padEnd(17)} canary ${figure}${c.limit !== null ? `, limit ${Number(Number(c.limit).toPrecision(4))}` : ''}, n ${c.n} of ${c.needed}${c.note ? ` (${c.note})` : ''}`);
+    }
+  }
+  if (r.shadow) out.push(`  shadow agreement: ${JSON.stringify(r.shadow)}`);
+  const history = (r.history ?? []).slice(-5);
+  if (history.length > 0) {
+    out.push('  history:');
+    for (const h of history) out.push(`    ${h.at}  ${h.action}: ${h.reason}`);
+  }
+  return out.join('\n');
 }
 
 export const deploy: Command = {
@@ -277,7 +333,7 @@ request_id and label (0/1, true/false, or a number for regression models).
 
 Options:
   --file FILE   the labels
-  --url URL     server address (default http://127.0.0.1:8080)
+  --url URL     server address (default: SCORELINE_URL, else http://127.0.0.1:8080)
   -h, --help    show this help`;
 
 export const feedback: Command = {
@@ -297,7 +353,7 @@ export const feedback: Command = {
     const idCol = header.indexOf('request_id');
     const labelCol = header.indexOf('label');
     if (idCol < 0 || labelCol < 0) throw new UsageError(`${file} needs the columns request_id and label (it has ${header.join(', ')})`);
-    const base = (stringFlag(values.url) ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+    const base = serverUrl(values);
     let joined = 0;
     let unknown = 0;
     let bad = 0;

@@ -11,6 +11,7 @@ const BENCHES: Record<string, { file: string; node?: string[]; what: string }> =
   features: { file: 'features.js', node: ['--expose-gc'], what: 'the native feature cache vs lru-cache, and /v1/score vs plain inference' },
   batch: { file: 'batch.js', what: 'score-batch on 2 million rows vs one session.run per row' },
   monitoring: { file: 'monitoring.js', what: 'throughput with monitoring on vs off (wrk)' },
+  tracing: { file: 'tracing.js', what: 'CPU per request with tracing and the access log off vs on (wrk)' },
   retrain: { file: 'retrain-latency.js', what: 'scoring latency while a retraining job trains' },
 };
 
@@ -24,7 +25,7 @@ Load tests need wrk (apt-get install -y wrk) and only target 127.0.0.1. Results 
 bench/RESULTS.md unless --no-write.`;
 
 export const bench: Command = {
-  summary: 'run a benchmark (http, features, batch, monitoring, retrain)',
+  summary: 'run a benchmark (http, features, batch, monitoring, tracing, retrain)',
   usage: USAGE,
   async run(argv) {
     const [name, ...rest] = argv;

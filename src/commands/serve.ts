@@ -1,5 +1,5 @@
-// `scoreline serve`: builds the server config from --config and flags, starts the server, and
-// shuts it down gracefully on SIGTERM / SIGINT.
+// `scoreline serve`: builds the server config from --config and flags, starts the server, shuts it
+// down gracefully on SIGTERM / SIGINT, and re-reads its TLS certificate on SIGHUP.
 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { loadConfigFile, mergeConfig, resolveConfig, type DeepPartial, type ServerConfig } from '../config.js';
@@ -14,6 +14,7 @@ Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onn
 Options:
   --model-repo DIR   model repository to serve
   --port N           port to listen on (default 8080; 0 picks a free port)
+  --grpc-port N|off  port of the OIP gRPC service (default 8081; 0 picks a free port; off: none)
   --host HOST        address to bind (default 0.0.0.0)
   --data-dir DIR     directory for scoreline's state (default ./data)
   --workers N        inference worker threads; 0 runs inference on the HTTP thread
@@ -28,9 +29,22 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
   const fix = (v: unknown) => (typeof v === 'string' && !isAbsolute(v) ? join(dir, v) : v);
   if ('modelRepository' in c) c.modelRepository = fix(c.modelRepository);
   if ('dataDir' in c) c.dataDir = fix(c.dataDir);
+  const t = c.tls;
+  if (t !== null && typeof t === 'object' && !Array.isArray(t)) {
+    const tls = { ...(t as Record<string, unknown>) };
+    if ('cert' in tls) tls.cert = fix(tls.cert);
+    if ('key' in tls) tls.key = fix(tls.key);
+    c.tls = tls;
+  }
   const f = c.features;
-  if (f !== null && typeof f === 'object' && !Array.isArray(f) && 'definitions' in f) {
-    c.features = { ...(f as Record<string, unknown>), definitions: fix((f as Record<string, unknown>).definitions) };
+  if (f !== null && typeof f === 'object' && !Array.isArray(f)) {
+    const features = { ...(f as Record<string, unknown>) };
+    if ('definitions' in features) features.definitions = fix(features.definitions);
+    const redis = features.redis;
+    if (redis !== null && typeof redis === 'object' && !Array.isArray(redis) && 'passwordFile' in redis) {
+      features.redis = { ...(redis as Record<string, unknown>), passwordFile: fix((redis as Record<string, unknown>).passwordFile) };
+    }
+    c.features = features;
   }
   // Retraining sections resolve their data paths and run trainer commands in the file's directory.
   const r = c.retraining;
@@ -50,6 +64,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
     port: { type: 'string' },
+    'grpc-port': { type: 'string' },
     host: { type: 'string' },
     'data-dir': { type: 'string' },
     workers: { type: 'string' },
@@ -60,25 +75,44 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const file = values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
   const source = values.config !== undefined ? String(values.config) : 'config';
+  // The file alone first, so that its errors name the file; the flags are checked as flags.
+  resolveConfig(file, source);
   const flags: DeepPartial<ServerConfig> = {};
-  if (values['model-repo'] !== undefined) flags.modelRepository = values['model-repo'] as string;
-  if (values['data-dir'] !== undefined) flags.dataDir = values['data-dir'] as string;
+  if (values['model-repo'] !== undefined) flags.modelRepository = nonEmpty(values['model-repo'], '--model-repo');
+  if (values['data-dir'] !== undefined) flags.dataDir = nonEmpty(values['data-dir'], '--data-dir');
   const port = intFlag(values.port as string | undefined, '--port');
+  if (port !== undefined && port > 65535) throw new UsageError(`--port must be from 0 to 65535, got ${port}`);
   if (port !== undefined || values.host !== undefined) {
     flags.server = {};
     if (port !== undefined) flags.server.port = port;
-    if (values.host !== undefined) flags.server.host = values.host as string;
+    if (values.host !== undefined) flags.server.host = nonEmpty(values.host, '--host');
   }
+  const grpcPort = values['grpc-port'] as string | undefined;
+  if (grpcPort !== undefined) flags.grpc = { port: grpcPort === 'off' ? false : intFlag(grpcPort, '--grpc-port')! };
   const workers = intFlag(values.workers as string | undefined, '--workers');
+  if (workers !== undefined && workers > 256) throw new UsageError(`--workers must be from 0 to 256, got ${workers}`);
   if (workers !== undefined) flags.inference = { workers };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] as ServerConfig['log']['level'] };
+  const level = values['log-level'];
+  if (level !== undefined) {
+    if (typeof level !== 'string' || !(LOG_LEVELS as readonly string[]).includes(level)) {
+      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${String(level)}'`);
+    }
+    flags.log = { level: level as ServerConfig['log']['level'] };
+  }
   const merged = resolveConfig(mergeConfig(file as object, flags), values.config !== undefined ? source : 'flags');
   if (merged.modelRepository === null) throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
   return merged;
 }
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function nonEmpty(value: unknown, flag: string): string {
+  if (typeof value !== 'string' || value === '') throw new UsageError(`${flag} needs a value`);
+  return value;
+}
+
 export const serve: Command = {
-  summary: 'serve models over HTTP and WebSocket',
+  summary: 'serve models over HTTP, WebSocket and gRPC',
   usage: SERVE_USAGE,
   async run(argv) {
     const config = serveConfig(argv);
@@ -112,6 +146,10 @@ export const serve: Command = {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // The usual daemon reload signal: a renewed certificate is taken without a restart.
+      process.on('SIGHUP', () => {
+        if (!stopping) server.reloadTls();
+      });
     });
     return 0;
   },

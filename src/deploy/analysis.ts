@@ -12,15 +12,16 @@
 //   within the limit.
 // - p99_latency: the limit is stable's p99 x maxP99Factor + p99SlackMs (stable needs MIN_P99_SAMPLES
 //   successful requests, so that its p99 is a p99 and not its maximum). A canary no slower than
-//   stable exceeds it no more often than stable does, so the check compares the two versions' counts
-//   of requests above the limit: given K such requests in all, the canary's share of them is
-//   binomial with its share of the traffic (stable's count is taken as at least 1% of its requests,
-//   what the limit allows it). A pause of the whole process (GC, a busy machine) slows the requests
-//   of both versions in flight at once, which this conditional test discounts and a test against a
-//   fixed 1% would not. Comparing the two p99s directly would not do either: on a canary of 150
-//   requests p99 is its second-largest latency, while stable's is taken from many more, so chance
-//   alone rolls back a good canary about one time in ten. p < ERROR_ALPHA fails; passing needs
-//   minRequests and at most 1% of the canary's requests above the limit.
+//   stable exceeds it no more often than stable does, so the check compares the two versions'
+//   counts of slow observations: given K in all, the canary's share of them is binomial with its
+//   share of the observations (stable's count is taken as at least 1% of its own, what the limit
+//   allows it). The observation is the batch (its slowest request), not the request: the requests of
+//   one batch share its fate, so counting them one by one would turn one pause of a busy machine
+//   into twenty "independent" slow canary requests. A pause slows both versions, which this
+//   conditional test discounts and a test against a fixed 1% would not. Comparing the two p99s
+//   directly would not do either: on a canary of 150 requests p99 is its second-largest latency,
+//   while stable's comes from many more, so chance alone rolls back a good canary about one time in
+//   ten. p < ERROR_ALPHA fails; p >= 0.05 passes (with minRequests); in between the check waits.
 // - score_psi: the canary's live scores against its own frozen drift reference (the rows scored when
 //   the version was registered or retrained). Under no shift, n * PSI is about chi-square with 9
 //   degrees of freedom (for n live scores against a reference of m rows, (1/n + 1/m)^-1 * PSI), so
@@ -48,15 +49,45 @@ export class Reservoir {
 export class StepStats {
   requests = 0;
   errors = 0;
+  /** Every successful request's latency. */
   readonly latency = new LatencyRecorder();
+  /**
+   * One latency per batch: the slowest request of each. Requests that ride in one batch share its
+   * fate (a slow run, a pause of the thread that ran it), so for the latency test a batch is one
+   * observation, not as many as it has requests.
+   */
+  private readonly units = new LatencyRecorder();
+  private unit: object | null = null;
+  private unitMax = 0;
   readonly scores = new Reservoir();
   readonly since = Date.now();
 
-  record(status: number, ms: number, score: number | null): void {
+  /** One answered request; `batch` identifies the batch it rode in (its result), when there was one. */
+  record(status: number, ms: number, score: number | null, batch?: object): void {
     this.requests++;
     if (status >= 500 || status === 429) this.errors++;
-    else this.latency.recordMicros(ms * 1000);
+    else {
+      this.latency.recordMicros(ms * 1000);
+      if (batch === undefined) this.units.recordMicros(ms * 1000);
+      else if (batch === this.unit) this.unitMax = Math.max(this.unitMax, ms);
+      else {
+        this.closeUnit();
+        this.unit = batch;
+        this.unitMax = ms;
+      }
+    }
     if (score !== null && Number.isFinite(score)) this.scores.add(score);
+  }
+
+  private closeUnit(): void {
+    if (this.unit !== null) this.units.recordMicros(this.unitMax * 1000);
+    this.unit = null;
+  }
+
+  /** Per-batch latencies so far (the open batch included). */
+  batches(): LatencyRecorder {
+    this.closeUnit();
+    return this.units;
   }
 }
 
@@ -66,6 +97,8 @@ const CHI2_9_Q9999 = 33.72;
 export const ERROR_ALPHA = 0.001;
 /** Successful requests each side needs before p99 latencies are compared. */
 export const MIN_P99_SAMPLES = 100;
+/** The latency test passes at p >= this (no sign of a slower canary); between it and ERROR_ALPHA it waits. */
+const LATENCY_PASS_P = 0.05;
 
 /**
  * The smallest current sample at which PSI (10 bins) against a reference of `referenceRows` values
@@ -174,8 +207,9 @@ export interface Check {
   readonly result: 'pass' | 'fail' | 'insufficient_data' | 'unavailable';
   /** The binomial test's p-value (error_rate, p99_latency). */
   readonly pValue?: number;
-  /** p99_latency: canary requests slower than the limit. */
+  /** p99_latency: canary batches slower than the limit, of `batches`. */
   readonly above?: number;
+  readonly batches?: number;
   /** Why a check is unavailable or waiting. */
   readonly note?: string;
 }
@@ -208,11 +242,15 @@ export function analyzeCanary(canary: StepStats, stable: StepStats, policy: Anal
     latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit: null, n: cl.count, needed: policy.minRequests, result: 'insufficient_data', note: `stable has ${sl.count} of the ${MIN_P99_SAMPLES} successful requests its p99 needs` };
   } else {
     const limit = sl.p99_ms! * policy.maxP99Factor + policy.p99SlackMs;
-    const above = canary.latency.countAboveMs(limit);
-    const stableAbove = Math.max(stable.latency.countAboveMs(limit), Math.ceil(0.01 * sl.count));
-    const p = binomialUpperTail(above, above + stableAbove, cl.count / (cl.count + sl.count));
-    const result: Check['result'] = p < ERROR_ALPHA ? 'fail' : cl.count < policy.minRequests || above > 0.01 * cl.count ? 'insufficient_data' : 'pass';
-    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit, n: cl.count, needed: policy.minRequests, result, pValue: p, above };
+    const cb = canary.batches();
+    const sb = stable.batches();
+    const cu = cb.snapshot().count;
+    const su = sb.snapshot().count;
+    const above = cb.countAboveMs(limit);
+    const stableAbove = Math.max(sb.countAboveMs(limit), Math.ceil(0.01 * su));
+    const p = binomialUpperTail(above, above + stableAbove, cu / Math.max(1, cu + su));
+    const result: Check['result'] = p < ERROR_ALPHA ? 'fail' : cl.count < policy.minRequests || p < LATENCY_PASS_P ? 'insufficient_data' : 'pass';
+    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit, n: cl.count, needed: policy.minRequests, result, pValue: p, above, batches: cu };
   }
 
   let psiCheck: Check;

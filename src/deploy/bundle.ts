@@ -13,7 +13,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parseModelConfig, resolveConfig } from '../config.js';
 import { badRequest, conflict } from '../errors.js';
-import type { JsonObject, ModelRegistry } from '../registry/store.js';
+import type { JsonObject } from '../registry/records.js';
+import type { Registry } from '../store/index.js';
 import pkg from '../version.js';
 import { versionsOf, type Strategy } from './strategies.js';
 
@@ -22,7 +23,7 @@ export const DEFAULT_BASE_IMAGE = `scoreline:${pkg.version}`;
 export const BUNDLE_IMAGE_DIR = '/app/bundle';
 
 export interface BundleOptions {
-  registry: ModelRegistry;
+  registry: Registry;
   model: string;
   /**
    * Versions to bundle: numbers, aliases or `latest`, each optionally as `NAME@REF` (NAME must be the
@@ -70,15 +71,16 @@ const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes)
 const versionList = (versions: readonly number[]): string => `version${versions.length === 1 ? '' : 's'} ${versions.join(', ')}`;
 
 /** Writes the bundle of `model` into `out`; see BundleOptions. */
-export function writeBundle(options: BundleOptions): BundleResult {
+export async function writeBundle(options: BundleOptions): Promise<BundleResult> {
   const { registry, model } = options;
   const baseImage = options.baseImage ?? DEFAULT_BASE_IMAGE;
   if (!IMAGE_REF.test(baseImage)) throw badRequest(`'${baseImage}' is not a container image reference`);
   const dir = resolve(options.out);
-  const { versions: numbers, selectedBy } = selectVersions(options);
+  const { versions: numbers, selectedBy } = await selectVersions(options);
 
   // Read (and verify) everything first: nothing touches the folder until the whole bundle is known.
-  const loaded = numbers.map((v) => registry.load(model, v));
+  const loaded: { record: { version: number; sha256: string; size: number; config: JsonObject }; bytes: Buffer }[] = [];
+  for (const v of numbers) loaded.push(await registry.load(model, v));
   const config = sharedConfig(model, loaded.map((l) => ({ version: l.record.version, config: l.record.config })));
   const warnings: string[] = [];
   const files = new Map<string, Uint8Array>();
@@ -86,7 +88,7 @@ export function writeBundle(options: BundleOptions): BundleResult {
 
   const modelConfig: Record<string, unknown> = { ...config };
   if (typeof modelConfig.reference === 'string') {
-    const found = storedReference(registry, model, modelConfig.reference, numbers);
+    const found = await storedReference(registry, model, modelConfig.reference, numbers);
     if (found) {
       modelConfig.reference = found.name;
       files.set(`models/${model}/${found.name}`, found.bytes);
@@ -123,32 +125,33 @@ export function writeBundle(options: BundleOptions): BundleResult {
   return { dir, files: [...files.keys()].sort(), versions: bundled, selectedBy, warnings };
 }
 
-function selectVersions(options: BundleOptions): { versions: number[]; selectedBy: BundleResult['selectedBy'] } {
+async function selectVersions(options: BundleOptions): Promise<{ versions: number[]; selectedBy: BundleResult['selectedBy'] }> {
   const { registry, model } = options;
-  registry.getModel(model); // MODEL_NOT_FOUND before anything else
+  await registry.getModel(model); // MODEL_NOT_FOUND before anything else
   if (options.versions !== undefined) {
     if (options.versions.length === 0) throw badRequest('no versions to bundle: name at least one, or none for the deployed ones');
-    const picked = options.versions.map((ref) => {
+    const picked: number[] = [];
+    for (const ref of options.versions) {
       const at = ref.lastIndexOf('@');
       if (at >= 0 && ref.slice(0, at) !== model) {
         throw badRequest(`'${ref}' names model '${ref.slice(0, at)}', but the bundle is of model '${model}'`);
       }
       const r = at >= 0 ? ref.slice(at + 1) : ref;
       if (r === '') throw badRequest(`'${ref}' names no version or alias`);
-      return registry.resolve(model, r).version;
-    });
+      picked.push((await registry.resolve(model, r)).version);
+    }
     return { versions: [...new Set(picked)].sort((a, b) => a - b), selectedBy: 'explicit' };
   }
-  const deployment = registry.getDeployment(model);
+  const deployment = await registry.getDeployment(model);
   if (deployment) {
     const strategy = strategyIn(deployment.state);
     if (!strategy) {
       throw badRequest(`the deployment of model '${model}' does not name its versions in a form the bundle knows; name the versions to bundle`);
     }
-    for (const v of versionsOf(strategy)) registry.getVersion(model, v);
+    for (const v of versionsOf(strategy)) await registry.getVersion(model, v);
     return { versions: [...new Set(versionsOf(strategy))].sort((a, b) => a - b), selectedBy: 'deployment' };
   }
-  return { versions: [registry.getModel(model).latestVersion], selectedBy: 'latest' };
+  return { versions: [(await registry.getModel(model)).latestVersion], selectedBy: 'latest' };
 }
 
 /**
@@ -197,12 +200,12 @@ function sharedConfig(model: string, configs: { version: number; config: JsonObj
  * The reference rows the registry keeps for the newest bundled version that has any (re-hashed as
  * they are read), under the base name model.yaml gives them, next to the version folders.
  */
-function storedReference(registry: ModelRegistry, model: string, reference: string, versions: readonly number[]): { name: string; bytes: Buffer } | null {
+async function storedReference(registry: Registry, model: string, reference: string, versions: readonly number[]): Promise<{ name: string; bytes: Buffer } | null> {
   const name = basename(reference);
   // Next to the version folders and model.yaml, the file must not take one of their names.
   if (/^[0-9]+$|^model\.(ya?ml|json)$|^\.{0,2}$/.test(name)) return null;
   for (const v of [...versions].sort((a, b) => b - a)) {
-    const bytes = registry.referenceData(model, v);
+    const bytes = await registry.referenceData(model, v);
     if (bytes !== null) return { name, bytes };
   }
   return null;
@@ -245,8 +248,13 @@ function dockerfile(model: string, versions: readonly number[], baseImage: strin
   ].join('\n');
 }
 
+/** The tag the bundle's image is built under, in its README and in what `scoreline bundle` prints. */
+export function bundleImageTag(model: string, versions: readonly number[]): string {
+  return `scoreline-${model.toLowerCase()}:${versions.join('-')}`;
+}
+
 function readme(model: string, versions: readonly BundledVersion[], baseImage: string, warnings: readonly string[]): string {
-  const tag = `scoreline-${model.toLowerCase()}:${versions.map((v) => v.version).join('-')}`;
+  const tag = bundleImageTag(model, versions.map((v) => v.version));
   const highest = versions[versions.length - 1]!.version;
   return [
     `# scoreline bundle: ${model}`,

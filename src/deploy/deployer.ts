@@ -2,18 +2,21 @@
 // version the new deployment needs is loaded from its verified artifact, warmed up, checked against
 // the deployment's input contract, run on sample inputs (outputs must be finite) and held to a
 // latency budget; on any failure nothing moves and the error says what failed. Then the router
-// switches in one step, the state is persisted (restored exactly after a restart), and versions
-// nobody routes to are unloaded once their in-flight requests are answered. Canary deployments
-// are analysed continuously and promote or roll back by themselves.
+// switches in one step, the state is persisted in the store (restored exactly after a restart),
+// and versions nobody routes to are unloaded once their in-flight requests are answered. Canary
+// deployments are analysed continuously and promote or roll back by themselves (on the leader
+// only, when replicas share a store). A deployment another replica stored is adopted the same
+// way: its versions are loaded and warmed here before the router switches to it.
 
 import type { Logger } from 'pino';
-import { badRequest, conflict, ScorelineError, type ScorelineError as ErrorType } from '../errors.js';
-import type { InferenceEngine, LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
-import { makeTypedArray } from '../inference/index.js';
-import type { ModelRegistry } from '../registry/store.js';
-import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type Check, type ScoreReference } from './analysis.js';
+import { badRequest, conflict, isScorelineError, ScorelineError, type ScorelineError as ErrorType } from '../errors.js';
+import type { InferenceEngine, LoadedModel } from '../inference/index.js';
+import type { DeploymentRecord } from '../registry/records.js';
+import type { Registry } from '../store/index.js';
+import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
 import type { Router } from './router.js';
 import { parseStrategy, versionsOf, type Strategy } from './strategies.js';
+import { describeFailure, incompatible, sampleCheck, traffic, withoutVersions } from './checks.js';
 
 export interface DeploymentState {
   readonly spec: Strategy;
@@ -24,7 +27,7 @@ export interface DeploymentState {
 }
 
 export interface DeployerOptions {
-  registry: ModelRegistry;
+  registry: Registry;
   engine: InferenceEngine;
   router: Router;
   log: Logger;
@@ -39,28 +42,26 @@ export interface DeployerOptions {
   tickMs?: number;
   /** A version's expected score distribution (its frozen drift reference), which canary analysis judges its live scores against. */
   referenceOf?: (m: LoadedModel) => ScoreReference | null;
+  /** Whether this process runs canary analysis's automatic transitions now (the leader of a cluster); default always. */
+  leads?: () => boolean;
+  /**
+   * Whether other replicas share the store: then a version that fails to load here is routed
+   * around locally and reported, never written to the shared deployment.
+   */
+  shared?: boolean;
+}
+
+/** How this process serves a model's stored deployment. */
+export interface Applied {
+  readonly revision: number;
+  readonly spec: Strategy;
+  readonly since: string;
+  /** Why less than the stored deployment is served here, or null. */
+  readonly problem: string | null;
 }
 
 const deploymentInvalid = (message: string) => new ScorelineError('DEPLOYMENT_INVALID', message);
 
-function traffic(s: Strategy): Record<string, number> {
-  switch (s.strategy) {
-    case 'direct':
-      return { [s.version]: 100 };
-    case 'blue-green':
-      return { [s.active === 'blue' ? s.blue : s.green]: 100, [s.active === 'blue' ? s.green : s.blue]: 0 };
-    case 'canary':
-      return { [s.stable]: 100 - s.percent, [s.canary]: s.percent };
-    case 'ab': {
-      const total = s.variants.reduce((a, v) => a + v.weight, 0);
-      const out: Record<string, number> = {};
-      for (const v of s.variants) out[v.version] = (out[v.version] ?? 0) + (100 * v.weight) / total;
-      return out;
-    }
-    case 'shadow':
-      return { [s.primary]: 100, [s.shadow]: 0 };
-  }
-}
 
 /** A deployment change, as subscribers (retraining jobs watching their canary) see it. */
 export interface DeploymentChange {
@@ -72,6 +73,10 @@ export interface DeploymentChange {
 
 export class Deployer {
   private readonly states = new Map<string, DeploymentState>();
+  /** The stored revision each model's state came from (0: none). */
+  private readonly revisions = new Map<string, number>();
+  /** Models whose stored deployment this process serves only in part (a version failed to load here), and why. */
+  private readonly problems = new Map<string, string>();
   private readonly listeners = new Set<(e: DeploymentChange) => void>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly busy = new Set<string>();
@@ -81,7 +86,7 @@ export class Deployer {
     this.policy = opts.policy ?? DEFAULT_POLICY;
   }
 
-  /** Calls fn after every switch; returns the unsubscribe function. */
+  /** Calls fn after every switch (made here or adopted from the store); returns the unsubscribe function. */
   subscribe(fn: (e: DeploymentChange) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -91,67 +96,97 @@ export class Deployer {
     return this.states.get(name) ?? null;
   }
 
-  /** Loads and routes every persisted deployment; a version that cannot load is routed around. */
-  async restore(): Promise<void> {
-    for (const rec of this.opts.registry.listDeployments<DeploymentState>()) {
-      const name = rec.model;
-      let state = rec.state;
-      try {
-        state = { ...state, spec: parseStrategy(state.spec) };
-      } catch (e) {
-        this.opts.log.error({ model: name, err: (e as Error).message }, 'persisted deployment is unreadable; serving the latest version');
-        continue;
-      }
-      const failed: number[] = [];
-      for (const v of versionsOf(state.spec)) {
-        try {
-          await this.ensureLoaded(name, v);
-        } catch (e) {
-          failed.push(v);
-          this.opts.log.error({ model: name, version: v, err: (e as Error).message }, 'version of a persisted deployment failed to load');
-        }
-      }
-      if (failed.length > 0) {
-        const degraded = this.withoutVersions(state.spec, failed);
-        this.opts.log.warn({ model: name, failed, now: degraded }, 'deployment restored without the versions that failed to load');
-        if (degraded === null) continue;
-        state = { ...state, spec: degraded, reason: `restored without version(s) ${failed.join(', ')}: failed to load`, since: new Date().toISOString() };
-        this.opts.registry.saveDeployment(name, state, { action: 'restore-degraded', reason: state.reason });
-      }
-      this.opts.router.set(name, state.spec);
-      this.states.set(name, state);
-      this.schedule(name);
+  /** What this process routes by, per model: for the replica's heartbeat and GET /admin/deployments. */
+  applied(): Record<string, Applied> {
+    const out: Record<string, Applied> = {};
+    for (const [name, st] of this.states) {
+      out[name] = { revision: this.revisions.get(name) ?? 0, spec: st.spec, since: st.since, problem: this.problems.get(name) ?? null };
     }
+    return out;
   }
 
-  private withoutVersions(s: Strategy, bad: readonly number[]): Strategy | null {
-    const ok = (v: number) => !bad.includes(v);
-    switch (s.strategy) {
-      case 'direct':
-        return ok(s.version) ? s : null;
-      case 'blue-green': {
-        const active = s.active === 'blue' ? s.blue : s.green;
-        const other = s.active === 'blue' ? s.green : s.blue;
-        return ok(active) ? { strategy: 'direct', version: active } : ok(other) ? { strategy: 'direct', version: other } : null;
-      }
-      case 'canary':
-        return ok(s.stable) ? { strategy: 'direct', version: s.stable } : ok(s.canary) ? { strategy: 'direct', version: s.canary } : null;
-      case 'shadow':
-        return ok(s.primary) ? { strategy: 'direct', version: s.primary } : null;
-      case 'ab': {
-        const variants = s.variants.filter((v) => ok(v.version));
-        if (variants.length === 0) return null;
-        return variants.length === 1 ? { strategy: 'direct', version: variants[0]!.version } : { ...s, variants };
+  /** Loads and routes every stored deployment; a version that cannot load is routed around. */
+  async restore(): Promise<void> {
+    for (const rec of await this.opts.registry.listDeployments<DeploymentState>()) await this.adopt(rec, true);
+  }
+
+  /**
+   * Brings this process to the stored deployments: every one whose revision is newer than the one
+   * served here is loaded, warmed and switched to (`only`: just that model). A model whose change is
+   * in progress here is left for the next call. Returns the models switched.
+   */
+  async sync(only?: string): Promise<string[]> {
+    const records = only === undefined ? await this.opts.registry.listDeployments<DeploymentState>() : [await this.opts.registry.getDeployment<DeploymentState>(only)].filter((r) => r !== undefined);
+    const switched: string[] = [];
+    for (const rec of records) {
+      if (rec.revision <= (this.revisions.get(rec.model) ?? 0) || this.busy.has(rec.model)) continue;
+      const ok = await this.exclusive(rec.model, async () => {
+        // Read again inside: a change made here meanwhile may have moved past this record.
+        if (rec.revision <= (this.revisions.get(rec.model) ?? 0)) return false;
+        return this.adopt(rec);
+      }).catch((e: Error) => {
+        this.opts.log.warn({ model: rec.model, err: e.message }, 'could not adopt the stored deployment yet');
+        return false;
+      });
+      if (ok) switched.push(rec.model);
+    }
+    return switched;
+  }
+
+  /** Serves a stored deployment: its versions loaded first, then one router switch. False when nothing of it can be served. */
+  private async adopt(rec: DeploymentRecord<DeploymentState>, restoring = false): Promise<boolean> {
+    const name = rec.model;
+    let state = rec.state;
+    try {
+      state = { ...state, spec: parseStrategy(state.spec, { persisted: true }) };
+    } catch (e) {
+      this.opts.log.error({ model: name, err: (e as Error).message }, 'stored deployment is unreadable; serving the latest version');
+      return false;
+    }
+    const failed: number[] = [];
+    for (const v of versionsOf(state.spec)) {
+      try {
+        await this.ensureLoaded(name, v);
+      } catch (e) {
+        failed.push(v);
+        this.opts.log.error({ model: name, version: v, err: (e as Error).message }, 'version of a stored deployment failed to load');
       }
     }
+    let revision = rec.revision;
+    let problem: string | null = null;
+    if (failed.length > 0) {
+      const degraded = withoutVersions(state.spec, failed);
+      this.opts.log.warn({ model: name, failed, now: degraded }, 'deployment served without the versions that failed to load');
+      if (degraded === null) return false;
+      problem = `version(s) ${failed.join(', ')} failed to load here`;
+      state = { ...state, spec: degraded, reason: `restored without version(s) ${failed.join(', ')}: failed to load`, since: new Date().toISOString() };
+      // Shared: another replica may load them fine, so the stored deployment stays what the operator asked for.
+      if (this.opts.shared !== true) {
+        revision = (await this.opts.registry.saveDeployment(name, state, { action: 'restore-degraded', reason: state.reason })).revision;
+        problem = null;
+      }
+    }
+    const previous = this.states.get(name);
+    this.opts.router.set(name, state.spec);
+    this.states.set(name, state);
+    this.revisions.set(name, revision);
+    if (problem === null) this.problems.delete(name);
+    else this.problems.set(name, problem);
+    this.schedule(name);
+    if (!restoring) {
+      this.opts.log.info({ model: name, spec: state.spec, revision }, 'deployment adopted from the store');
+      this.emit({ model: name, action: 'adopt', reason: state.reason, state });
+      void this.unloadUnused(name, previous?.spec ?? null);
+    }
+    return true;
   }
 
   /** PUT /admin/deployments/{name}. */
   async apply(name: string, body: unknown, reason = 'deployed'): Promise<DeploymentState> {
     const spec = parseStrategy(body);
     return this.exclusive(name, async () => {
-      this.opts.registry.getModel(name); // 404 for an unknown model
-      for (const v of versionsOf(spec)) this.opts.registry.getVersion(name, v); // 404 for an unknown version
+      await this.opts.registry.getModel(name); // 404 for an unknown model
+      for (const v of versionsOf(spec)) await this.opts.registry.getVersion(name, v); // 404 for an unknown version
       await this.validate(name, spec);
       return this.switchTo(name, spec, 'deploy', reason);
     });
@@ -160,7 +195,7 @@ export class Deployer {
   /** POST .../promote: canary -> next step (or all traffic), blue-green -> the other slot, shadow -> the shadow. */
   async promote(name: string, reason = 'promoted'): Promise<DeploymentState> {
     return this.exclusive(name, async () => {
-      const s = this.current(name);
+      const s = await this.current(name);
       switch (s.strategy) {
         case 'canary': {
           const next = s.steps?.find((p) => p > s.percent);
@@ -180,7 +215,7 @@ export class Deployer {
   /** POST .../rollback: canary -> stable, blue-green -> the other slot, shadow -> primary, else the previous deployment. */
   async rollback(name: string, reason = 'rolled back'): Promise<DeploymentState> {
     return this.exclusive(name, async () => {
-      const s = this.current(name);
+      const s = await this.current(name);
       switch (s.strategy) {
         case 'canary':
           return this.switchTo(name, { strategy: 'direct', version: s.stable }, 'rollback', reason);
@@ -189,10 +224,10 @@ export class Deployer {
         case 'shadow':
           return this.switchTo(name, { strategy: 'direct', version: s.primary }, 'rollback', reason);
         default: {
-          const history = this.opts.registry.deploymentHistory<DeploymentState>(name);
+          const history = await this.opts.registry.deploymentHistory<DeploymentState>(name);
           const previous = [...history].reverse().find((h) => h.from !== null && JSON.stringify(h.from.spec) !== JSON.stringify(s))?.from;
           if (!previous) throw conflict(`model '${name}' has no earlier deployment to roll back to`);
-          const spec = parseStrategy(previous.spec);
+          const spec = parseStrategy(previous.spec, { persisted: true });
           await this.validate(name, spec);
           return this.switchTo(name, spec, 'rollback', reason);
         }
@@ -200,12 +235,12 @@ export class Deployer {
     });
   }
 
-  private current(name: string): Strategy {
+  /** The deployment a promote or rollback starts from: the stored one, adopted here first if another replica changed it. */
+  private async current(name: string): Promise<Strategy> {
+    const rec = await this.opts.registry.getDeployment<DeploymentState>(name);
+    if (rec !== undefined && rec.revision > (this.revisions.get(name) ?? 0)) await this.adopt(rec);
     const s = this.states.get(name)?.spec;
-    if (s === undefined) {
-      this.opts.registry.getModel(name);
-      throw conflict(`model '${name}' has no deployment yet (it serves its latest version); PUT one first`);
-    }
+    if (s === undefined) throw conflict(`model '${name}' has no deployment yet (it serves its latest version); PUT one first`);
     return s;
   }
 
@@ -224,14 +259,10 @@ export class Deployer {
     const loaded = this.opts.engine.find(name, String(version));
     if (loaded !== undefined && loaded.state === 'ready') return loaded;
     // Reading through the registry verifies the bytes and counts a tampered artifact.
-    const { record } = this.opts.registry.load(name, version);
-    const m = await this.opts.engine.load({
-      name,
-      version,
-      path: this.opts.registry.artifacts.path(record.sha256),
-      sha256: record.sha256,
-      config: record.config as never,
-    });
+    const { record, path } = await this.opts.registry.artifactFile(name, version);
+    const again = this.opts.engine.find(name, String(version));
+    if (again !== undefined && again.state === 'ready') return again;
+    const m = await this.opts.engine.load({ name, version, path, sha256: record.sha256, config: record.config as never });
     this.opts.onLoaded?.(m);
     return m;
   }
@@ -254,6 +285,7 @@ export class Deployer {
         try {
           m = await this.ensureLoaded(name, v);
         } catch (e) {
+          if (isScorelineError(e) && e.code === 'STORE_UNAVAILABLE') throw e;
           throw deploymentInvalid(`version ${v} failed to load: ${(e as Error).message}`);
         }
         if (before === undefined || before.state !== 'ready') loadedHere.push(m);
@@ -286,7 +318,11 @@ export class Deployer {
     return (s !== undefined && versionsOf(s).includes(version)) || (this.opts.pinned?.(name).has(version) ?? false);
   }
 
-  private switchTo(name: string, spec: Strategy, action: string, reason: string, analysis?: Analysis): DeploymentState {
+  /**
+   * Stores the new state (refused when another replica changed the deployment since this one read
+   * it), then switches the router. Nothing moves here when the store refuses or cannot be reached.
+   */
+  private async switchTo(name: string, spec: Strategy, action: string, reason: string, analysis?: Analysis): Promise<DeploymentState> {
     const previous = this.states.get(name);
     // The analysis trail of a rollout lasts through its steps and its automatic outcome.
     const keepAnalysis = previous && previous.spec.strategy === 'canary' && (spec.strategy === 'canary' || analysis !== undefined) ? previous.analysis : [];
@@ -296,20 +332,26 @@ export class Deployer {
       reason,
       analysis: analysis ? [...keepAnalysis, analysis].slice(-20) : keepAnalysis,
     };
-    this.opts.registry.saveDeployment(name, state, { action, reason });
+    const saved = await this.opts.registry.saveDeployment(name, state, { action, reason, expectRevision: this.revisions.get(name) ?? 0 });
     this.opts.router.set(name, spec);
     this.states.set(name, state);
-    this.opts.log.info({ model: name, action, spec, reason }, 'deployment switched');
+    this.revisions.set(name, saved.revision);
+    this.problems.delete(name);
+    this.opts.log.info({ model: name, action, spec, reason, revision: saved.revision }, 'deployment switched');
     this.schedule(name);
-    for (const fn of this.listeners) {
-      try {
-        fn({ model: name, action, reason, state });
-      } catch (e) {
-        this.opts.log.error({ model: name, err: (e as Error).message }, 'deployment subscriber failed');
-      }
-    }
+    this.emit({ model: name, action, reason, state });
     void this.unloadUnused(name, previous?.spec ?? null);
     return state;
+  }
+
+  private emit(e: DeploymentChange): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        this.opts.log.error({ model: e.model, err: (err as Error).message }, 'deployment subscriber failed');
+      }
+    }
   }
 
   /** Versions the old deployment used and the new one does not: unloaded once idle. */
@@ -334,7 +376,8 @@ export class Deployer {
     const stepMs = (s.stepSeconds ?? Infinity) * 1000;
     const started = Date.now();
     const timer = setInterval(() => {
-      if (this.busy.has(name)) return;
+      // Every replica routes and measures; only the leader decides, so one transition is stored.
+      if (this.busy.has(name) || !(this.opts.leads?.() ?? true)) return;
       const cur = this.states.get(name)?.spec;
       if (cur === undefined || cur.strategy !== 'canary') return;
       const stats = this.opts.router.stats(name);
@@ -359,8 +402,9 @@ export class Deployer {
   }
 
   /** GET /admin/deployments/{name}: strategy, traffic split, per-version statistics, analysis, history. */
-  view(name: string) {
-    this.opts.registry.getModel(name);
+  async view(name: string) {
+    await this.opts.registry.getModel(name);
+    const history = await this.opts.registry.deploymentHistory<DeploymentState>(name);
     const state = this.states.get(name) ?? null;
     const stats: Record<string, unknown> = {};
     for (const [v, st] of this.opts.router.stats(name)) {
@@ -374,78 +418,30 @@ export class Deployer {
       traffic: state ? traffic(state.spec) : null,
       since: state?.since ?? null,
       reason: state?.reason ?? null,
+      revision: this.revisions.get(name) ?? 0,
       step_stats: stats,
       analysis: state?.analysis ?? [],
+      // What the analysis says now (recorded analyses above are the ones that moved traffic).
+      live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
-      history: this.opts.registry.deploymentHistory<DeploymentState>(name).slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
+      history: history.slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
     };
+  }
+
+  private liveAnalysis(name: string, spec: Extract<Strategy, { strategy: 'canary' }>): Analysis | null {
+    const stats = this.opts.router.stats(name);
+    const canary = stats.get(spec.canary);
+    const stable = stats.get(spec.stable);
+    if (canary === undefined || stable === undefined) return null;
+    const canaryModel = this.opts.engine.find(name, String(spec.canary));
+    const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
+    return analyzeCanary(canary, stable, this.policy, reference);
   }
 
   close(): void {
     for (const t of this.timers.values()) clearInterval(t);
     this.timers.clear();
   }
-}
-
-const fmt = (x: number | null) => (x === null ? 'n/a' : Number(x.toPrecision(4)));
-
-function describeFailure(c: Check): string {
-  switch (c.name) {
-    case 'error_rate':
-      return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
-    case 'p99_latency':
-      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.n} canary requests above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
-    case 'score_psi':
-      return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
-  }
-}
-
-function incompatible(contract: LoadedModel, m: LoadedModel): string | null {
-  const want = contract.inputs;
-  const got = m.inputs;
-  if (want.length !== got.length) return `${got.length} inputs, the contract has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the contract says ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i])) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the contract [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
-}
-
-/** Runs a few sample rows (zeros, ones, and varied values) through the version; all outputs must be finite. */
-async function sampleCheck(m: LoadedModel): Promise<string | null> {
-  const rows = m.batchable ? Math.min(8, m.batching.maxBatchSize) : 1;
-  const batch = m.batcher.reserve(rows);
-  for (let i = 0; i < m.inputs.length; i++) {
-    const buf = batch.buffers[i]!;
-    const per = m.batcher.rowElements(batch, i);
-    const at = batch.rows * per;
-    const dt = m.inputs[i]!.datatype;
-    for (let k = 0; k < rows * per; k++) {
-      const r = Math.floor(k / per);
-      const v = r === 0 ? 0 : r === 1 ? 1 : ((k * 7919) % 100) / 10;
-      if (dt === 'INT64' || dt === 'UINT64') (buf as BigInt64Array)[at + k] = BigInt(Math.round(v));
-      else if (dt === 'BOOL') (buf as Uint8Array)[at + k] = v > 0 ? 1 : 0;
-      else (buf as Float32Array)[at + k] = dt.startsWith('FP') ? v : Math.round(v);
-    }
-  }
-  void makeTypedArray;
-  const result = await new Promise<RunResult | ErrorType>((resolve) => {
-    const now = performance.now();
-    const p: PendingRequest = { rows, enqueuedAt: now, deadline: now + 30_000, settled: false, resolve: (r) => resolve(r), reject: (e) => resolve(e) };
-    m.batcher.commit(batch, p);
-  });
-  if (result instanceof Error) return result.message;
-  for (const o of result.outputs) {
-    if (o.datatype !== 'FP32' && o.datatype !== 'FP64') continue;
-    for (let k = 0; k < o.data.length; k++) {
-      if (!Number.isFinite(o.data[k] as number)) return `output '${o.name}' is not finite (${o.data[k]})`;
-    }
-  }
-  return null;
 }
 
 export { badRequest };

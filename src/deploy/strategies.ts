@@ -43,8 +43,11 @@ function onlyKeys(o: Record<string, unknown>, allowed: string[], path: string): 
   for (const k of Object.keys(o)) if (!allowed.includes(k)) throw badRequest(`${path}: unknown field '${k}' (allowed: ${allowed.join(', ')})`);
 }
 
-/** Validates a deployment body as an operator sent it; errors name the field. */
-export function parseStrategy(body: unknown): Strategy {
+/**
+ * Validates a deployment body as an operator sent it; errors name the field. `persisted`: a stored
+ * deployment read back, whose canary may have stepped up to one of its steps since it was sent.
+ */
+export function parseStrategy(body: unknown, options: { persisted?: boolean } = {}): Strategy {
   const o = object(body, 'deployment');
   switch (o.strategy) {
     case 'direct':
@@ -75,7 +78,7 @@ export function parseStrategy(body: unknown): Strategy {
           prev = p;
         }
         if (steps[steps.length - 1] !== 100) throw badRequest('the last step must be 100');
-        if (!(percent < steps[0])) throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
+        if (!options.persisted && !(percent < steps[0])) throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
         s.steps = steps as number[];
         const stepSeconds = o.stepSeconds;
         if (!Number.isFinite(stepSeconds) || (stepSeconds as number) < 1) throw badRequest('stepSeconds must be at least 1 when steps are given');
@@ -134,6 +137,28 @@ export function versionsOf(s: Strategy): number[] {
       return [...new Set(s.variants.map((v) => v.version))];
     case 'shadow':
       return [s.primary, s.shadow];
+  }
+}
+
+/**
+ * The version the deployment stands behind, with the role that makes it so: the one direct traffic
+ * goes to, blue-green's active colour, a canary's stable, the heaviest A/B variant (the first of
+ * equals), shadow's primary. What offline work (batch scoring) should use when no version is named.
+ */
+export function primaryVersion(s: Strategy): { version: number; role: string } {
+  switch (s.strategy) {
+    case 'direct':
+      return { version: s.version, role: 'direct' };
+    case 'blue-green':
+      return { version: s.active === 'blue' ? s.blue : s.green, role: `blue-green ${s.active} (active)` };
+    case 'canary':
+      return { version: s.stable, role: `canary stable (${100 - s.percent}% of traffic)` };
+    case 'ab': {
+      const top = s.variants.reduce((a, b) => (b.weight > a.weight ? b : a));
+      return { version: top.version, role: `A/B variant '${top.name}' (the largest weight)` };
+    }
+    case 'shadow':
+      return { version: s.primary, role: 'shadow primary' };
   }
 }
 

@@ -76,18 +76,23 @@ function writeOne(view: DataView, bytes: Uint8Array, layout: GroupLayout, i: num
   view.setFloat64(layout.valuesAt + 8 * (n + i), Number.isFinite(eventTs) ? eventTs : 0, true);
 }
 
-function start(layout: GroupLayout): { bytes: Uint8Array; view: DataView } {
-  const bytes = new Uint8Array(layout.byteLength);
-  const view = new DataView(bytes.buffer);
+function start(layout: GroupLayout, into?: Uint8Array): { bytes: Uint8Array; view: DataView } {
+  if (into !== undefined && into.byteLength !== layout.byteLength) throw new RangeError(`a group of this layout takes ${layout.byteLength} bytes, not ${into.byteLength}`);
+  const bytes = into ?? new Uint8Array(layout.byteLength);
+  bytes.fill(0);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   bytes[0] = FORMAT;
   view.setUint16(2, layout.names.length, true);
   view.setUint32(4, layout.hash, true);
   return { bytes, view };
 }
 
-/** Encodes values keyed by feature name; names of the layout that are absent are stored as missing. */
-export function encodeGroup(layout: GroupLayout, values: Readonly<Record<string, FeatureValue | undefined>>): Uint8Array {
-  const { bytes, view } = start(layout);
+/**
+ * Encodes values keyed by feature name; names of the layout that are absent are stored as missing.
+ * With `into` (layout.byteLength bytes, e.g. a slice of one buffer for many groups) it writes there.
+ */
+export function encodeGroup(layout: GroupLayout, values: Readonly<Record<string, FeatureValue | undefined>>, into?: Uint8Array): Uint8Array {
+  const { bytes, view } = start(layout, into);
   layout.names.forEach((name, i) => {
     const fv = Object.hasOwn(values, name) ? values[name] : undefined;
     writeOne(view, bytes, layout, i, fv?.value ?? null, fv?.eventTs ?? 0);

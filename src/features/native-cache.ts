@@ -1,5 +1,6 @@
 // The JS face of the native feature cache: loads build/Release/scoreline_native.node (built from
-// native/ by node-gyp) and wraps the one process-wide sharded LRU store it holds. Every thread
+// native/ by node-gyp) and wraps the one process-wide sharded LRU store it holds (NativeCache), and
+// its named tables (NativeTable). Every thread
 // of the process (main and each worker_thread) sees the same entries; values are bytes, kept
 // outside the JS heap, and copied out on read.
 
@@ -46,6 +47,13 @@ interface NativeBinding {
   delete(key: string): boolean;
   clear(): void;
   stats(): NativeCacheStats;
+  tableOpen(name: string, limits?: { maxEntries?: number; maxBytes?: number }): number;
+  tableGetInto(id: number, key: string, out: Uint8Array, offset: number): number;
+  tableSet(id: number, key: string, value: Uint8Array): boolean;
+  tableInsertMany(id: number, keys: string, count: number, values: Uint8Array, ends: Int32Array): number;
+  tableDelete(id: number, key: string): boolean;
+  tableClear(id: number): void;
+  tableStats(id: number): NativeCacheStats;
   readonly entryOverheadBytes: number;
   readonly keySeparator: string;
 }
@@ -263,5 +271,89 @@ export class NativeCache {
 
   stats(): NativeCacheStats {
     return this.#native.stats();
+  }
+}
+
+/**
+ * A named process-wide table in the addon: the same store as the cache (sharded, off the JS heap,
+ * seen by every thread that opens the same name), without TTLs, and unlimited unless limits are
+ * given (then least recently used entries are evicted, counted in stats().evictions). The embedded
+ * feature store keeps every entity's groups in one.
+ */
+export class NativeTable {
+  readonly #native: NativeBinding;
+  readonly #id: number;
+  #slab: Uint8Array = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  #slabOffset = 0;
+
+  /** Opens (or creates) the table `name`; `limits` replace its limits when given. */
+  constructor(readonly name: string, limits?: { maxEntries?: number; maxBytes?: number }) {
+    this.#native = loadNativeBinding();
+    this.#id = this.#native.tableOpen(name, limits);
+  }
+
+  /** A copy of key's value (a view of a shared slab, as NativeCache.get), or undefined. */
+  get(key: string): Buffer | undefined {
+    let slab = this.#slab;
+    let offset = this.#slabOffset;
+    let length = this.#native.tableGetInto(this.#id, key, slab, offset);
+    if (length < 0) return undefined;
+    if (length > slab.length - offset) {
+      slab = this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, length));
+      offset = 0;
+      // The value may have changed size between the two reads: read until one fits.
+      for (;;) {
+        length = this.#native.tableGetInto(this.#id, key, slab, 0);
+        if (length < 0) return undefined;
+        if (length <= slab.length) break;
+        slab = this.#slab = Buffer.allocUnsafeSlow(length);
+      }
+    }
+    this.#slabOffset = (offset + length + 7) & ~7;
+    return Buffer.from(slab.buffer, slab.byteOffset + offset, length);
+  }
+
+  /** Stores a copy of value under key, replacing any entry. */
+  set(key: string, value: Uint8Array): boolean {
+    return this.#native.tableSet(this.#id, key, value);
+  }
+
+  /**
+   * Inserts the pairs whose key holds nothing (an entry stored meanwhile by set() is kept); one call
+   * across the boundary. Returns how many were inserted.
+   */
+  insertMany(keys: readonly string[], values: readonly Uint8Array[]): number {
+    if (keys.length !== values.length) throw new RangeError('keys and values must have the same length');
+    let total = 0;
+    for (const v of values) total += v.byteLength;
+    const bytes = new Uint8Array(total);
+    const ends = new Int32Array(values.length);
+    let at = 0;
+    values.forEach((v, i) => {
+      bytes.set(v, at);
+      at += v.byteLength;
+      ends[i] = at;
+    });
+    const joined = keys.length === 1 ? keys[0]! : keys.join(this.#native.keySeparator);
+    let inserted = this.#native.tableInsertMany(this.#id, joined, keys.length, bytes, ends);
+    if (inserted < 0) {
+      // A key holds the separator: one at a time.
+      inserted = 0;
+      keys.forEach((k, i) => (inserted += this.#native.tableInsertMany(this.#id, k, 1, values[i]!, Int32Array.of(values[i]!.byteLength))));
+    }
+    return inserted;
+  }
+
+  delete(key: string): boolean {
+    return this.#native.tableDelete(this.#id, key);
+  }
+
+  /** Removes every entry (for every thread), freeing their memory. */
+  clear(): void {
+    this.#native.tableClear(this.#id);
+  }
+
+  stats(): NativeCacheStats {
+    return this.#native.tableStats(this.#id);
   }
 }

@@ -10,10 +10,10 @@
 //   {prefix}e:{event}:{event id}              STRING one per applied event, until the event can no longer
 //                                             change a window: a retry with the same id is not counted again
 //
-// A request's reads go out as one pipeline. The client fails fast while Redis is unreachable
-// (no offline queue) and reconnects by itself; a circuit breaker stops requests waiting on a Redis
-// that is connected but does not answer (see breaker.ts). Callers then serve from the L1 cache and
-// fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
+// The reads of all requests of one event-loop turn go out as one pipeline. The client fails fast
+// while Redis is unreachable (no offline queue) and reconnects by itself; a circuit breaker stops
+// requests waiting on a Redis that is connected but does not answer (see breaker.ts). Callers then
+// serve from the L1 cache and fallbacks. Failures say whether anything was sent (StoreUnavailableError.sent): a write refused
 // before sending was not applied, one that timed out may have been.
 
 import { Redis } from 'ioredis';
@@ -21,9 +21,9 @@ import type { Logger } from '../logger.js';
 import { CircuitBreaker, REFUSED, type Admission } from './breaker.js';
 import { encodeGroup, type FeatureValue } from './codec.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
-import type { EventRecord, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead, SeriesReader } from './store.js';
+import type { EventRecord, FetchResult, GroupRead, GroupWrite, OnlineStore, SeriesRead } from './store.js';
+import { encodeSnapshot } from './window-cache.js';
 import {
-  aggregateWindow,
   bucketStart,
   bucketWidthMs,
   decodeAggregate,
@@ -51,6 +51,8 @@ export const NOT_CONNECTED = 'store not connected';
 
 export interface RedisStoreOptions {
   url: string;
+  /** AUTH password (overrides one in the URL); read from features.redis.passwordFile. */
+  password?: string;
   keyPrefix?: string;
   /** Per-command timeout; a read slower than this counts as a failure and the request falls back. */
   timeoutMs?: number;
@@ -99,6 +101,19 @@ end
 return 1
 `;
 
+// Reads hashes for a batch of requests: every key's fields and values joined by \x1f, the keys'
+// answers by \x1e, in one reply string. A reply array per HGETALL costs the client most of a cache
+// miss (a command with its own timer per key; a string per field and value, an array and an object
+// per hash); the script moves a little of that work to redis-server. Field names are
+// feature names or bucket starts, values numbers: neither holds a control character.
+const READ_HASHES = `
+local out = {}
+for i = 1, #KEYS do out[i] = table.concat(redis.call('HGETALL', KEYS[i]), '\\31') end
+return table.concat(out, '\\30')
+`;
+/** Keys per script call: a batch larger than this is split over several calls of one pipeline. */
+const READ_CHUNK = 256;
+
 type RedisWithScript = Redis & {
   slAddEvent(numKeys: number, ...args: (string | number)[]): Promise<number>;
 };
@@ -117,6 +132,27 @@ function decodeField(raw: string): FeatureValue | undefined {
   return { value, eventTs: Number.isFinite(ts) ? ts : 0 };
 }
 
+/** One caller's reads, waiting for the end of the event-loop turn. */
+interface PendingFetch {
+  readonly groups: readonly GroupRead[];
+  readonly series: readonly SeriesRead[];
+  resolve(r: FetchResult): void;
+  reject(e: unknown): void;
+}
+
+/** A group hash (fields and values of READ_HASHES, `name`, `"value|ts"`, ...) as codec bytes; null when empty (no such key). */
+function parseGroup(group: StoredGroup, items: readonly string[]): Uint8Array | null {
+  if (items.length === 0) return null;
+  const values: Record<string, FeatureValue> = {};
+  for (let i = 0; i + 1 < items.length; i += 2) {
+    const v = decodeField(items[i + 1]!);
+    if (v !== undefined) values[items[i]!] = v;
+  }
+  return encodeGroup(group.layout, values);
+}
+
+const NONE: readonly string[] = [];
+
 export class RedisStore implements OnlineStore {
   readonly kind = 'redis';
   readonly sync = false;
@@ -132,6 +168,7 @@ export class RedisStore implements OnlineStore {
     this.prefix = opts.keyPrefix ?? 'sl:';
     this.timeoutMs = opts.timeoutMs ?? 50;
     this.redis = new Redis(opts.url, {
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.timeoutMs,
@@ -159,6 +196,7 @@ export class RedisStore implements OnlineStore {
     this.redis.on('ready', () => this.refresh());
     for (const ev of ['close', 'end', 'reconnecting']) this.redis.on(ev, () => this.refresh());
     this.redis.defineCommand('slAddEvent', { lua: ADD_EVENT });
+    this.redis.defineCommand('slReadHashes', { lua: READ_HASHES });
     for (const s of opts.streams) {
       const list = s.windowsMs.map((w) => ({ widthMs: bucketWidthMs(w), retentionMs: retentionMs(w) }));
       // One bucket series per width; the longest retention of windows sharing a width wins.
@@ -261,45 +299,113 @@ export class RedisStore implements OnlineStore {
     return new StoreUnavailableError(`the connection to the store failed before it answered (${err.message})`, true, 'store connection lost');
   }
 
-  async fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
-    const seriesKeys = series.map((s) => this.seriesKey(s.entity, s.id, s.stream, bucketWidthMs(s.windowMs)));
-    const replies = await this.exec<Record<string, string>>((p) => {
-      for (const g of groups) p.hgetall(this.groupKey(g.group, g.id));
-      for (const k of seriesKeys) p.hgetall(k);
+  /**
+   * Reads groups and series. Every fetch of one event-loop turn goes out in one pipeline, sent when
+   * the turn ends (setImmediate: after all the requests the server read in this turn), each key
+   * once however many requests ask for it; each caller gets its own answer, or the batch's failure.
+   */
+  fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ groups, series, resolve, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#flush);
+      }
     });
-    const out: (Uint8Array | null)[] = [];
-    for (let i = 0; i < groups.length; i++) {
-      const hash = replies[i]!;
-      const fields = Object.keys(hash);
-      if (fields.length === 0) {
-        out.push(null);
-        continue;
+  }
+
+  #pending: PendingFetch[] = [];
+  #flushScheduled = false;
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    const keys: string[] = [];
+    /** Per key: the group layout to decode it with, or the series' bucket width and retention. */
+    const parse: (StoredGroup | { widthMs: number; retentionMs: number })[] = [];
+    const index = new Map<string, number>();
+    const at = (key: string, how: StoredGroup | { widthMs: number; retentionMs: number }): number => {
+      let i = index.get(key);
+      if (i === undefined) {
+        i = keys.length;
+        keys.push(key);
+        parse.push(how);
+        index.set(key, i);
       }
-      const values: Record<string, FeatureValue> = {};
-      for (const f of fields) {
-        const v = decodeField(hash[f]!);
-        if (v !== undefined) values[f] = v;
+      return i;
+    };
+    const slots: Int32Array[] = batch.map((p) => {
+      const out = new Int32Array(p.groups.length + p.series.length);
+      let k = 0;
+      for (const g of p.groups) out[k++] = at(this.groupKey(g.group, g.id), g.group);
+      for (const s of p.series) {
+        const width = this.seriesWidth(s.entity, s.stream, s.windowMs);
+        out[k++] = at(this.seriesKey(s.entity, s.id, s.stream, width.widthMs), width);
       }
-      out.push(encodeGroup(groups[i]!.group.layout, values));
+      return out;
+    });
+    const readAt = Date.now();
+    this.exec<string>((p) => {
+      const pp = p as unknown as { slReadHashes(n: number, ...keys: string[]): void };
+      for (let i = 0; i < keys.length; i += READ_CHUNK) {
+        const chunk = keys.slice(i, i + READ_CHUNK);
+        pp.slReadHashes(chunk.length, ...chunk);
+      }
+    }).then(
+      (replies) => {
+        const values: (Uint8Array | null)[] = [];
+        try {
+          for (let c = 0; c < replies.length; c++) {
+            const records = replies[c]!.split('\x1e');
+            const first = c * READ_CHUNK;
+            if (records.length !== Math.min(READ_CHUNK, keys.length - first)) throw new Error(`redis answered ${records.length} hashes for ${Math.min(READ_CHUNK, keys.length - first)} keys`);
+            for (let k = 0; k < records.length; k++) {
+              const i = first + k;
+              const how = parse[i]!;
+              const items = records[k] === '' ? NONE : records[k]!.split('\x1f');
+              values.push('layout' in how ? parseGroup(how, items) : this.parseSeries(keys[i]!, how, items, readAt));
+            }
+          }
+        } catch (e) {
+          for (const p of batch) p.reject(e);
+          return;
+        }
+        batch.forEach((p, j) => {
+          const s = slots[j]!;
+          const groups: (Uint8Array | null)[] = [];
+          const series: Uint8Array[] = [];
+          for (let k = 0; k < p.groups.length; k++) groups.push(values[s[k]!]!);
+          for (let k = p.groups.length; k < s.length; k++) series.push(values[s[k]!]!);
+          p.resolve({ groups, series });
+        });
+      },
+      (e) => {
+        for (const p of batch) p.reject(e);
+      },
+    );
+  };
+
+  /** The bucket width a window of `windowMs` is stored at, with the longest retention of that width. */
+  private seriesWidth(entity: string, stream: string, windowMs: number): { widthMs: number; retentionMs: number } {
+    const widthMs = bucketWidthMs(windowMs);
+    return this.widths.get(`${entity}:${stream}`)?.find((w) => w.widthMs === widthMs) ?? { widthMs, retentionMs: retentionMs(windowMs) };
+  }
+
+  /** A series hash as a snapshot; buckets no window can read any more are dropped here and in Redis. */
+  private parseSeries(key: string, width: { widthMs: number; retentionMs: number }, items: readonly string[], readAt: number): Uint8Array {
+    const buckets: [number, Aggregate][] = [];
+    const dead: string[] = [];
+    for (let i = 0; i + 1 < items.length; i += 2) {
+      const f = items[i]!;
+      const start = decodeBucketField(f);
+      const a = decodeAggregate(items[i + 1]!);
+      if (start === null || a === null) continue;
+      if (start + width.widthMs <= readAt - width.retentionMs) dead.push(f);
+      else buckets.push([start, a]);
     }
-    const readers: SeriesReader[] = [];
-    const now = Date.now();
-    for (let j = 0; j < series.length; j++) {
-      const hash = replies[groups.length + j]!;
-      const widthMs = bucketWidthMs(series[j]!.windowMs);
-      const buckets: [number, Aggregate][] = [];
-      const dead: string[] = [];
-      for (const f in hash) {
-        const start = decodeBucketField(f);
-        const a = decodeAggregate(hash[f]!);
-        if (start === null || a === null) continue;
-        if (start + widthMs <= now - series[j]!.windowMs - widthMs) dead.push(f);
-        else buckets.push([start, a]);
-      }
-      if (dead.length > 0) this.redis.hdel(seriesKeys[j]!, ...dead).catch(() => undefined);
-      readers.push((nowMs, windowMs, aggregation, since) => aggregateWindow(buckets, nowMs, windowMs, aggregation, since));
-    }
-    return { groups: out, series: readers };
+    if (dead.length > 0) this.redis.hdel(key, ...dead).catch(() => undefined);
+    return encodeSnapshot(buckets, readAt);
   }
 
   async writeGroups(writes: readonly GroupWrite[]): Promise<void> {

@@ -1,26 +1,21 @@
 // The feature server: resolves the features a model's input columns are bound to, for one entity,
-// per request. Stored groups come from the native L1 cache, then the online store in one round trip
-// for everything missing (realtime series always from the store); values older than their TTL are
-// stale and take their fallback (default | last_known | compute | error); online features are
-// computed in dependency order. Each value carries a status (present, stale, default, missing,
+// per request. Stored groups and realtime windows come from the embedded store synchronously, or
+// with Redis from the native L1 cache (groups and window snapshots, see window-cache.ts) and then one
+// round trip, shared by every request of the event-loop turn, for whatever L1 lacks; values older
+// than their TTL are stale and take their fallback (default | last_known | compute | error); online
+// features are computed in dependency order (resolution.ts holds one request's state). Each value carries a status (present, stale, default, missing,
 // override) and an age, returned with "debug": true, and a reason when the store could not be read
 // for it (circuit open, timed out, not connected). Plans are compiled once per model.
 
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
 import type { FeatureDef } from './definitions.js';
-import type { NativeCache } from './native-cache.js';
+import { BatchReadBuffer, type NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
-import { groupKey, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
-
-export type ValueStatus = 'present' | 'stale' | 'default' | 'missing' | 'override';
-const STATUS: readonly ValueStatus[] = ['present', 'stale', 'default', 'missing', 'override'];
-const PRESENT = 0;
-const STALE = 1;
-const DEFAULT = 2;
-const MISSING = 3;
-const OVERRIDE = 4;
+import { groupKey, type EventRecord, type FetchResult, type GroupRead, type OnlineStore, type SeriesRead } from './store.js';
+import { DEFAULT, MISSING, OVERRIDE, PRESENT, Resolution, STALE, type Resolved } from './resolution.js';
+import { snapshotAtValid, snapshotView, WindowCache } from './window-cache.js';
 
 /** Where a model input column's value comes from. */
 type ColumnSource = { kind: 'feature'; slot: number } | { kind: 'request'; field: string };
@@ -39,24 +34,6 @@ export interface ModelFeatures {
   readonly windowEntity: Int32Array;
   /** Freshness recorder per slot (stored features), so a request does no metric lookups. */
   readonly freshness: readonly ((ageSeconds: number) => void)[];
-}
-
-export interface Resolved {
-  /** The model input row, in column order. */
-  readonly row: readonly number[];
-  readonly entityIds: Readonly<Record<string, string>>;
-  /**
-   * Per feature of the plan (debug): value, status, age in ms (null when not stored), and why the
-   * store did not give it (`reason`), only for values that took a fallback because it could not be read.
-   */
-  debug(): Record<string, FeatureDebug>;
-}
-
-export interface FeatureDebug {
-  value: number | boolean | null;
-  status: ValueStatus;
-  age_ms: number | null;
-  reason?: string;
 }
 
 export interface FeatureObserver {
@@ -78,6 +55,13 @@ export interface FeatureServerOptions {
   cache: NativeCache | null;
   cacheTtlMs: number;
   negativeTtlMs: number;
+  /**
+   * Keep realtime window snapshots in L1 too (default true, with a cache and a TTL > 0): a window
+   * then misses other replicas' events of up to cacheTtlMs. False reads every window from the store.
+   */
+  cacheWindows?: boolean;
+  /** The store's command timeout: how long a read may still come back after it was sent. */
+  storeTimeoutMs?: number;
   observer?: FeatureObserver;
 }
 
@@ -92,13 +76,21 @@ export class FeatureServer {
   readonly registry: FeatureRegistry;
   readonly store: OnlineStore;
   private readonly cache: NativeCache | null;
+  private readonly windows: WindowCache | null;
   private readonly observer: FeatureObserver;
+  readonly #keys: string[] = [];
+  readonly #batch = new BatchReadBuffer(16 * 1024, 16);
+  #batchF64: Float64Array = new Float64Array(0);
 
   constructor(private readonly opts: FeatureServerOptions) {
     this.registry = opts.registry;
     this.store = opts.store;
     this.cache = opts.cache;
     this.observer = opts.observer ?? NO_OBSERVER;
+    this.windows =
+      opts.cache !== null && opts.cacheTtlMs > 0 && opts.cacheWindows !== false
+        ? new WindowCache({ cache: opts.cache, ttlMs: opts.cacheTtlMs, streams: opts.registry.streams, inFlightMs: 2 * (opts.storeTimeoutMs ?? 1000) + 1000 })
+        : null;
   }
 
   /**
@@ -175,39 +167,104 @@ export class FeatureServer {
       });
     }
 
-    // A remote store: L1 first, then one round trip for the missing groups and every series.
+    // A remote store: L1 first, for groups and window snapshots; then one round trip (shared with
+    // every request of this event-loop turn) for whatever L1 does not hold.
     const reads: GroupRead[] = [];
     const readIndex: number[] = [];
+    const series: SeriesRead[] = [];
+    const seriesIndex: number[] = [];
     let hits = 0;
+    const cache = this.cache;
+    const wc = this.windows;
+    // Every L1 key of the request in one call across the boundary (one per key costs ~3x more).
+    const keys = this.#keys;
+    keys.length = 0;
+    if (cache !== null) {
+      for (let i = 0; i < plan.stored.length; i++) keys.push(groupKey(plan.stored[i]!.group, ids[mf.storedEntity[i]!]!));
+      if (wc !== null) for (let wi = 0; wi < plan.windows.length; wi++) keys.push(wc.key(plan.windows[wi]!, ids[mf.windowEntity[wi]!]!));
+      if (keys.length > 0) cache.getManyInto(keys, this.#batch);
+    }
+    const batch = this.#batch;
     for (let i = 0; i < plan.stored.length; i++) {
       const s = plan.stored[i]!;
-      const id = ids[mf.storedEntity[i]!]!;
-      const bytes = this.cache?.get(groupKey(s.group, id));
-      if (bytes !== undefined && decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s)) {
-        hits++;
-        continue;
+      if (cache !== null) {
+        const at = batch.meta[2 * i]!;
+        if (at >= 0 && decodeGroupInto(s.group.layout, batch.data.subarray(at, at + batch.meta[2 * i + 1]!), r.values, r.ts, s)) {
+          hits++;
+          continue;
+        }
       }
-      reads.push({ group: s.group, id });
+      reads.push({ group: s.group, id: ids[mf.storedEntity[i]!]! });
       readIndex.push(i);
     }
-    if (this.cache !== null) this.observer.cacheLookup(hits, reads.length);
-    const series: SeriesRead[] = plan.windows.map((w, wi) => ({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs }));
-    if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, NO_SERIES);
+    let inBatch = false;
+    for (let wi = 0; wi < plan.windows.length; wi++) {
+      if (wc !== null) {
+        const k = plan.stored.length + wi;
+        const at = batch.meta[2 * k]!;
+        // Read in place (values in the batch buffer are 8-byte aligned: every length is a multiple of 8).
+        let f = this.#batchF64;
+        if (f.buffer !== batch.data.buffer) f = this.#batchF64 = new Float64Array(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength >> 3);
+        if (at >= 0 && (at & 7) === 0 && snapshotAtValid(f, at >> 3, batch.meta[2 * k + 1]!)) {
+          r.snapshots[wi] = f;
+          r.snapshotAt[wi] = at >> 3;
+          inBatch = true;
+          hits++;
+          continue;
+        }
+      }
+      const w = plan.windows[wi]!;
+      series.push({ entity: w.entity, id: ids[mf.windowEntity[wi]!]!, stream: w.stream, windowMs: w.windowMs });
+      seriesIndex.push(wi);
+    }
+    if (cache !== null) this.observer.cacheLookup(hits, reads.length + (wc !== null ? series.length : 0));
+    if (reads.length === 0 && series.length === 0) return this.finish(r, overridden, null);
     // A field read: while the store is down or its circuit is open, nothing waits on it.
     if (!store.available) {
       this.observer.storeFailure();
-      r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex);
-      return this.finish(r, overridden, NO_SERIES);
+      r.unread(store.unavailableReason?.() ?? 'store unavailable', readIndex, seriesIndex);
+      return this.finish(r, overridden, null);
     }
+    // The next request reads into the batch buffer: snapshots kept past this turn are copied.
+    if (inBatch) {
+      for (let wi = 0; wi < plan.windows.length; wi++) {
+        const f = r.snapshots[wi];
+        if (f !== this.#batchF64) continue;
+        const at = r.snapshotAt[wi]!;
+        r.snapshots[wi] = f.slice(at, at + 3 + 5 * f[at + 2]!);
+        r.snapshotAt[wi] = 0;
+      }
+    }
+    const sentAt = performance.now();
     return store.fetch(reads, series).then(
-      (f) => this.finish(r, overridden, this.absorb(mf, f, reads, readIndex, r)),
+      (f) => {
+        this.absorb(mf, f, reads, readIndex, r);
+        for (let k = 0; k < series.length; k++) {
+          const bytes = f.series[k]!;
+          const s = series[k]!;
+          wc?.put(s.entity, s.id, s.stream, s.windowMs, bytes, sentAt);
+          r.snapshots[seriesIndex[k]!] = snapshotView(bytes) ?? undefined;
+          r.snapshotAt[seriesIndex[k]!] = 0;
+        }
+        return this.finish(r, overridden, null);
+      },
       (e) => {
         if (!(e instanceof StoreUnavailableError)) throw e;
         this.observer.storeFailure();
-        r.unread(e.reason, readIndex);
-        return this.finish(r, overridden, NO_SERIES);
+        r.unread(e.reason, readIndex, seriesIndex);
+        return this.finish(r, overridden, null);
       },
     );
+  }
+
+  /** Realtime events this replica wrote: cached window snapshots take them in (see window-cache.ts). */
+  eventsWritten(records: readonly EventRecord[], applied: readonly boolean[]): void {
+    this.windows?.written(records, applied);
+  }
+
+  /** Realtime events whose write may or may not have landed. */
+  eventsUncertain(records: readonly EventRecord[]): void {
+    this.windows?.uncertain(records);
   }
 
   private requestField(ctx: Record<string, unknown>, field: string): number | boolean {
@@ -237,7 +294,7 @@ export class FeatureServer {
   }
 
   /** Decodes fetched groups into the slots and caches them (empty groups too, briefly). */
-  private absorb(mf: ModelFeatures, f: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], r: Resolution): SeriesAccess {
+  private absorb(mf: ModelFeatures, f: FetchResult, reads: readonly GroupRead[], readIndex: readonly number[], r: Resolution): void {
     for (let k = 0; k < reads.length; k++) {
       const s = mf.plan.stored[readIndex[k]!]!;
       let bytes = f.groups[k];
@@ -250,14 +307,10 @@ export class FeatureServer {
       }
       decodeGroupInto(s.group.layout, bytes, r.values, r.ts, s);
     }
-    const plan = mf.plan;
-    return (wi, since) => {
-      const w = plan.windows[wi]!;
-      return f.series[wi]!(r.now, w.windowMs, w.aggregation, since);
-    };
   }
 
-  private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess): Resolution {
+  /** `series` reads the in-process store's windows; null reads the resolution's snapshots. */
+  private finish(r: Resolution, overridden: Map<number, number | boolean> | null, series: SeriesAccess | null): Resolution {
     this.observer.resolution();
     const mf = r.mf;
     const plan = mf.plan;
@@ -292,7 +345,9 @@ export class FeatureServer {
       }
       if (def.type === 'realtime' || (def.type === 'hybrid' && st === PRESENT)) {
         const wi = mf.windowBySlot[slot]!;
-        const part = series(wi, def.type === 'hybrid' ? ts[slot] : undefined);
+        const since = def.type === 'hybrid' ? ts[slot] : undefined;
+        const part = series !== null ? series(wi, since) : r.fromSnapshot(wi, since);
+        if (part !== undefined) r.windowRead(wi, series === null);
         if (part === undefined || part === null) {
           v = null;
           st = MISSING;
@@ -347,60 +402,6 @@ const EMPTY: Record<string, unknown> = {};
 
 /** Window part of feature `wi` of the plan (after `since` for hybrids); undefined when unavailable. */
 type SeriesAccess = (wi: number, since: number | undefined) => number | null | undefined;
-const NO_SERIES: SeriesAccess = () => undefined;
-
-/** One request's resolution: slots, statuses and the model row, with the debug view on demand. */
-class Resolution implements Resolved {
-  readonly values: (number | boolean | null)[] = [];
-  readonly ts: number[] = [];
-  readonly status: number[] = [];
-  readonly row: number[] = [];
-  /** Set when the store could not be read: why, and which of plan.stored were not (windows: all). */
-  storeReason: string | null = null;
-  private unreadStored: readonly number[] | null = null;
-
-  constructor(
-    readonly mf: ModelFeatures,
-    readonly ids: readonly string[],
-    readonly now: number,
-  ) {
-    const n = mf.plan.slotCount;
-    for (let i = 0; i < n; i++) {
-      this.values.push(null);
-      this.ts.push(NaN);
-      this.status.push(MISSING);
-    }
-    for (let c = 0; c < mf.columns.length; c++) this.row.push(0);
-  }
-
-  get entityIds(): Record<string, string> {
-    const out: Record<string, string> = {};
-    this.mf.plan.entities.forEach((e, i) => (out[e] = this.ids[i]!));
-    return out;
-  }
-
-  unread(reason: string, readIndex: readonly number[]): void {
-    this.storeReason = reason;
-    this.unreadStored = readIndex;
-  }
-
-  debug(): Record<string, FeatureDebug> {
-    const out: Record<string, FeatureDebug> = {};
-    let unread: Set<number> | null = null;
-    if (this.storeReason !== null) {
-      const plan = this.mf.plan;
-      unread = new Set(plan.windows.map((w) => w.slot));
-      for (const i of this.unreadStored!) for (const slot of plan.stored[i]!.slots) unread.add(slot);
-    }
-    for (const p of this.mf.plan.features) {
-      const t = this.ts[p.slot]!;
-      const st = this.status[p.slot]!;
-      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
-      if (unread !== null && st !== PRESENT && st !== OVERRIDE && unread.has(p.slot)) d.reason = this.storeReason!;
-      out[p.def.ref] = d;
-    }
-    return out;
-  }
-}
 
 export type { FeatureDef };
+export type { FeatureDebug, Resolved, ValueStatus } from './resolution.js';

@@ -4,7 +4,7 @@
 // CSV fields may be quoted ("" escapes a quote); a quoted field cannot span lines.
 
 import { createReadStream, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import type { FeatureValue } from './codec.js';
 import type { FeatureDef, SourceDef } from './definitions.js';
 import type { FeatureRegistry, StoredGroup } from './plan.js';
@@ -34,43 +34,72 @@ export function splitCsvLine(line: string): string[] {
   return out;
 }
 
-/** Rows of a CSV (header line first) or JSONL file as records of raw values, with line numbers. */
-export async function* readRows(
-  path: string,
-  format: 'csv' | 'jsonl',
-): AsyncGenerator<{ line: number; row: Record<string, unknown> | null; error?: string; bytes: number }> {
-  const lines = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+export interface SourceRow {
+  line: number;
+  row: Record<string, unknown> | null;
+  error?: string;
+  /** Bytes of the file read so far (up to the end of this row's chunk). */
+  bytes: number;
+}
+
+/**
+ * Rows of a CSV (header line first) or JSONL file as records of raw values, with line numbers, in
+ * batches: one per chunk read from the file, so that a caller's loop does not wait once per row
+ * (at millions of rows, a promise per row costs more than parsing it). Lines end with \n, \r\n or \r.
+ */
+export async function* readRowBatches(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<SourceRow[]> {
+  const decoder = new StringDecoder('utf8');
   let header: string[] | null = null;
   let n = 0;
   let bytes = 0;
-  for await (const raw of lines) {
+  let rest = '';
+  const parse = (line: string, out: SourceRow[]): void => {
     n++;
-    bytes += Buffer.byteLength(raw) + 1;
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-    if (line.trim() === '') continue;
+    if (line.trim() === '') return;
     if (format === 'jsonl') {
       try {
         const v = JSON.parse(line) as unknown;
-        if (v === null || typeof v !== 'object' || Array.isArray(v)) yield { line: n, row: null, error: 'not a JSON object', bytes };
-        else yield { line: n, row: v as Record<string, unknown>, bytes };
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) out.push({ line: n, row: null, error: 'not a JSON object', bytes });
+        else out.push({ line: n, row: v as Record<string, unknown>, bytes });
       } catch (e) {
-        yield { line: n, row: null, error: `invalid JSON: ${(e as Error).message}`, bytes };
+        out.push({ line: n, row: null, error: `invalid JSON: ${(e as Error).message}`, bytes });
       }
-      continue;
+      return;
     }
     const fields = splitCsvLine(line);
     if (header === null) {
       header = fields.map((f) => f.trim());
-      continue;
+      return;
     }
     if (fields.length !== header.length) {
-      yield { line: n, row: null, error: `${fields.length} fields, the header has ${header.length}`, bytes };
-      continue;
+      out.push({ line: n, row: null, error: `${fields.length} fields, the header has ${header.length}`, bytes });
+      return;
     }
     const row: Record<string, unknown> = {};
     for (let i = 0; i < header.length; i++) row[header[i]!] = fields[i];
-    yield { line: n, row, bytes };
+    out.push({ line: n, row, bytes });
+  };
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    bytes += (chunk as Buffer).length;
+    let text = rest + decoder.write(chunk as Buffer);
+    // A \r at the end may be the first half of a \r\n split across chunks: keep it for the next.
+    const keep = text.endsWith('\r') ? 1 : 0;
+    const lines = text.slice(0, text.length - keep).split(/\r\n|\n|\r/);
+    rest = lines.pop()! + (keep ? '\r' : '');
+    text = '';
+    const out: SourceRow[] = [];
+    for (const line of lines) parse(line, out);
+    if (out.length > 0) yield out;
   }
+  rest += decoder.end();
+  const out: SourceRow[] = [];
+  for (const line of rest.split(/\r\n|\n|\r/)) if (line !== '') parse(line, out);
+  if (out.length > 0) yield out;
+}
+
+/** readRowBatches one row at a time. */
+export async function* readRows(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<SourceRow> {
+  for await (const batch of readRowBatches(path, format)) yield* batch;
 }
 
 /** Epoch ms from an ISO date/time string or a number of epoch milliseconds. */
@@ -160,51 +189,45 @@ export async function materializeSource(
     batch = [];
     opts.onProgress?.(progress);
   };
-  for await (const { line, row, error, bytes } of readRows(file, format)) {
-    progress.rows++;
-    progress.bytesRead = Math.min(bytes, bytesTotal);
-    if (row === null) {
-      reject(line, error!);
-      continue;
-    }
+  /** A row's group writes, or why it is rejected. */
+  const writesOf = (row: Record<string, unknown>): GroupWrite[] | string => {
     let id: string;
     try {
       id = registry.entityId(entity.name, row);
     } catch (e) {
-      reject(line, (e as Error).message);
-      continue;
+      return (e as Error).message;
     }
     let ts = fallbackTs;
     if (source.timestampColumn !== null) {
       const parsed = parseTimestamp(row[source.timestampColumn]);
-      if (parsed === null) {
-        reject(line, `${source.timestampColumn}: not a timestamp (${JSON.stringify(row[source.timestampColumn])})`);
-        continue;
-      }
+      if (parsed === null) return `${source.timestampColumn}: not a timestamp (${JSON.stringify(row[source.timestampColumn])})`;
       ts = parsed;
     }
     const writes: GroupWrite[] = [];
-    let bad: string | null = null;
     for (const feed of feeds) {
       const values: Record<string, FeatureValue> = {};
       for (const f of feed.features) {
         const column = f.column ?? f.name;
         const v = parseValue(f, row[column]);
-        if (v === undefined) {
-          bad = row[column] === undefined ? `column '${column}' is missing` : `${column}: ${JSON.stringify(row[column])} is not a ${f.dtype}`;
-          break;
-        }
+        if (v === undefined) return row[column] === undefined ? `column '${column}' is missing` : `${column}: ${JSON.stringify(row[column])} is not a ${f.dtype}`;
         values[f.name] = { value: v, eventTs: ts };
       }
-      if (bad !== null) break;
       writes.push({ group: feed.group, id, values });
     }
-    if (bad !== null) {
-      reject(line, bad);
-      continue;
+    return writes;
+  };
+  for await (const rows of readRowBatches(file, format)) {
+    for (const { line, row, error, bytes } of rows) {
+      progress.rows++;
+      progress.bytesRead = Math.min(bytes, bytesTotal);
+      const writes = row === null ? error! : writesOf(row);
+      if (typeof writes === 'string') {
+        reject(line, writes);
+        continue;
+      }
+      for (const w of writes) batch.push(w);
+      if (batch.length >= batchRows) await flush();
     }
-    batch.push(...writes);
-    if (batch.length >= batchRows) await flush();
   }
   await flush();
   progress.bytesRead = bytesTotal;

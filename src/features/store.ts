@@ -5,6 +5,7 @@
 
 import { decodeGroup, encodeGroup, type FeatureValue } from './codec.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
+import { encodeSnapshot } from './window-cache.js';
 import { WindowStore, type Aggregation } from './windows.js';
 
 export interface GroupRead {
@@ -19,13 +20,11 @@ export interface SeriesRead {
   readonly windowMs: number;
 }
 
-/** Answers a window aggregation over one series as of `nowMs` (after `sinceMs` for hybrids). */
-export type SeriesReader = (nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number) => number | null;
-
 export interface FetchResult {
   /** Codec bytes per group read; null when the store holds nothing for that entity id and version. */
-  readonly groups: (Uint8Array | null)[];
-  readonly series: SeriesReader[];
+  readonly groups: readonly (Uint8Array | null)[];
+  /** Per series read, its buckets as a snapshot (window-cache.ts), stamped with when it was read. */
+  readonly series: readonly Uint8Array[];
 }
 
 export interface GroupWrite {
@@ -55,7 +54,7 @@ export interface EventRecord {
 }
 
 export interface OnlineStore {
-  readonly kind: 'memory' | 'redis';
+  readonly kind: 'memory' | 'embedded' | 'redis';
   /** True when reads can be answered synchronously (fetchSync). */
   readonly sync: boolean;
   /** False while the store cannot be reached (reads then fail fast and callers fall back). */
@@ -166,8 +165,9 @@ export class MemoryStore implements OnlineStore {
   }
 
   async fetch(groups: readonly GroupRead[], series: readonly SeriesRead[]): Promise<FetchResult> {
+    const now = Date.now();
     const g = groups.map((r) => this.groupSync(r.group, r.id));
-    const s: SeriesReader[] = series.map((r) => (now, windowMs, aggregation, since) => this.windowSync(r.entity, r.id, r.stream, now, windowMs, aggregation, since));
+    const s = series.map((r) => encodeSnapshot(this.windows.get(r.entity)?.get(r.stream)?.buckets(r.id, r.windowMs) ?? [], now));
     return { groups: g, series: s };
   }
 

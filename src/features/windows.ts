@@ -256,6 +256,22 @@ export class WindowStore {
     return 'added';
   }
 
+  /**
+   * Puts back a bucket kept elsewhere (a durable copy) into the series of `widthMs`, replacing what
+   * that bucket held. Buckets of widths the stream does not use are ignored (false).
+   */
+  restore(key: string, widthMs: number, startMs: number, a: Aggregate): boolean {
+    const spec = this.#specs.get(this.#streamOf(key))?.find((x) => x.widthMs === widthMs);
+    if (!spec) return false;
+    let series = this.#keys.get(key);
+    if (!series) this.#keys.set(key, (series = []));
+    let s = series.find((x) => x.widthMs === widthMs);
+    if (!s) series.push((s = { widthMs, windowMs: spec.windowMs, buckets: new Map(), oldest: Infinity }));
+    s.buckets.set(startMs, { ...a });
+    if (startMs < s.oldest) s.oldest = startMs;
+    return true;
+  }
+
   /** The aggregation over [now - window, now] (and after `sinceMs`, for hybrid features). */
   read(key: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs = -Infinity): number | null {
     const widthMs = bucketWidthMs(windowMs);

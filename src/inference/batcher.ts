@@ -1,5 +1,6 @@
 // Dynamic batching. A DynamicBatcher per model version packs requests into batches: a request's
-// rows are decoded straight into the open batch's buffers (no per-request tensor), a batch is sealed
+// rows are decoded straight into the open batch's buffers (typed arrays, string arrays for BYTES
+// inputs; no per-request tensor), a batch is sealed
 // when full, and the BatchScheduler, shared by all batchers of one executor, decides when a batch
 // leaves: at once when a runner is idle (at the end of the current I/O turn, so everything read in
 // that turn rides together), otherwise when the batch is full or its oldest request has waited
@@ -12,7 +13,7 @@
 import { deadlineExceeded, inferenceFailed, isScorelineError, queueFull, signatureMismatch, storeUnavailable, tooManyRows, type ScorelineError } from '../errors.js';
 import { ModelRunError, type Executor } from './executor.js';
 import type { RunResult, SessionSpec, TensorPayload } from './session.js';
-import { elementCount, makeTypedArray, type Datatype, type TypedArray } from './tensor.js';
+import { copyElements, elementCount, elementsOf, makeTensorData, type Datatype, type TensorData } from './tensor.js';
 
 export interface BatchingOptions {
   /** Rows per batch; 1 for a model without a dynamic batch dimension. */
@@ -35,13 +36,15 @@ export interface PendingRequest {
   readonly requestId?: string;
   /** The deployment variant that routed it, for the prediction log. */
   readonly variant?: string;
+  /** The id of the API key that sent it, for the prediction log. */
+  readonly keyId?: string | undefined;
   /** Validation and reference scoring: not traffic, not monitored. */
   readonly internal?: boolean;
   /** A chunk of a larger request: its first row's index in that request, and the request's rows. */
   readonly rowOffset?: number;
   readonly totalRows?: number;
-  /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request. */
-  resolve(result: RunResult, rowStart: number): void;
+  /** Rows [rowStart, rowStart + rows) of every batch-major output belong to this request; `batch` is the one that ran them (tracing). */
+  resolve(result: RunResult, rowStart: number, batch?: Batch): void;
   reject(err: ScorelineError): void;
 }
 
@@ -61,13 +64,19 @@ export interface BatchInput {
   readonly inner: readonly number[];
 }
 
+let dispatches = 0;
+
 export class Batch {
   rows = 0;
   readonly requests: PendingRequest[] = [];
   readonly rowStarts: number[] = [];
   attempts = 0;
+  /** When it was handed to a worker (performance.now()), and a process-wide sequence number of that dispatch. */
+  dispatchedAt = 0;
+  seq = 0;
   constructor(
-    readonly buffers: TypedArray[],
+    /** One per input: a typed array, or an array of strings for a BYTES input. */
+    readonly buffers: TensorData[],
     readonly inner: readonly (readonly number[])[],
     readonly innerKey: string,
     readonly capacity: number,
@@ -78,7 +87,7 @@ export class Batch {
 
 /** One request answered from several batches: each chunk's output rows copied into place, in order. */
 class SplitRequest {
-  private outputs: { name: string; datatype: Datatype; dims: number[]; data: TypedArray }[] | null = null;
+  private outputs: { name: string; datatype: Datatype; dims: number[]; data: TensorData }[] | null = null;
   private remaining = 0;
   private computeMs = 0;
   private readonly chunks: ChunkRequest[] = [];
@@ -98,13 +107,13 @@ class SplitRequest {
     if (this.outputs === null) {
       this.outputs = result.outputs.map((o) => {
         const dims = [total, ...o.dims.slice(1)];
-        return { name: o.name, datatype: o.datatype, dims, data: makeTypedArray(o.datatype, elementCount(dims)) };
+        return { name: o.name, datatype: o.datatype, dims, data: makeTensorData(o.datatype, elementCount(dims)) };
       });
     }
     for (let k = 0; k < result.outputs.length; k++) {
       const o = result.outputs[k]!;
       const per = elementCount(o.dims.slice(1));
-      (this.outputs[k]!.data as Float32Array).set(o.data.subarray(rowStart * per, (rowStart + c.rows) * per) as Float32Array, c.start * per);
+      copyElements(this.outputs[k]!.data, c.start * per, o.data, rowStart * per, (rowStart + c.rows) * per);
     }
     this.computeMs += result.computeMs;
     if (--this.remaining === 0) {
@@ -128,6 +137,7 @@ class ChunkRequest implements PendingRequest {
   readonly deadline: number;
   readonly requestId: string | undefined;
   readonly variant: string | undefined;
+  readonly keyId: string | undefined;
   readonly internal: boolean | undefined;
   readonly totalRows: number;
 
@@ -141,6 +151,7 @@ class ChunkRequest implements PendingRequest {
     this.deadline = whole.deadline;
     this.requestId = whole.requestId;
     this.variant = whole.variant;
+    this.keyId = whole.keyId;
     this.internal = whole.internal;
     this.totalRows = whole.rows;
   }
@@ -163,7 +174,7 @@ export class DynamicBatcher {
   private readonly sealed: Batch[] = [];
   private open: Batch | null = null;
   private readonly inflight = new Set<Batch>();
-  private readonly spare: TypedArray[][] = [];
+  private readonly spare: TensorData[][] = [];
   private readonly staticInner: boolean;
   private readonly rowElems: number[];
   /** Requests (or chunks of split requests) accepted and not yet dispatched. */
@@ -252,7 +263,7 @@ export class DynamicBatcher {
       const b = this.slot(n, staging.inner, staging.innerKey);
       for (let i = 0; i < this.inputs.length; i++) {
         const per = this.rowElements(staging, i);
-        (b.buffers[i] as Float32Array).set(staging.buffers[i]!.subarray(start * per, (start + n) * per) as Float32Array, b.rows * per);
+        copyElements(b.buffers[i]!, b.rows * per, staging.buffers[i]!, start * per, (start + n) * per);
       }
       this.commit(b, whole.chunk(start, n));
     }
@@ -287,7 +298,7 @@ export class DynamicBatcher {
     const buffers =
       key === '' && !staging && this.spare.length > 0
         ? this.spare.pop()!
-        : this.inputs.map((input, i) => makeTypedArray(input.datatype, capacity * elementCount(inner[i]!)));
+        : this.inputs.map((input, i) => makeTensorData(input.datatype, capacity * elementCount(inner[i]!)));
     return new Batch(buffers, inner, key, capacity, staging);
   }
 
@@ -301,7 +312,9 @@ export class DynamicBatcher {
     if (live.length === 0) return this.recycle(batch);
     batch.attempts++;
     this.inflight.add(batch);
-    this.observer.onDispatch(batch, performance.now());
+    batch.dispatchedAt = performance.now();
+    batch.seq = ++dispatches;
+    this.observer.onDispatch(batch, batch.dispatchedAt);
     let result: RunResult;
     try {
       result = await executor.run(this.spec, this.payload(batch, 0, batch.rows));
@@ -336,7 +349,7 @@ export class DynamicBatcher {
         const r = reqs[i]!;
         if (r.settled) continue;
         r.settled = true;
-        r.resolve(result, batch.rowStarts[i]!);
+        r.resolve(result, batch.rowStarts[i]!, batch);
       }
     }
     this.recycle(batch);
@@ -379,7 +392,7 @@ export class DynamicBatcher {
         name: input.name,
         datatype: input.datatype,
         dims: this.batchable ? [rows, ...inner] : inner,
-        data: batch.buffers[i]!.subarray(rowStart * per, (rowStart + rows) * per),
+        data: elementsOf(batch.buffers[i]!, rowStart * per, (rowStart + rows) * per),
       });
     }
     return out;

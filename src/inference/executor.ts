@@ -5,6 +5,7 @@
 
 import { Piscina } from 'piscina';
 import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+import { isStringTensor } from './tensor.js';
 import type { WorkerLoadAnswer, WorkerRunAnswer, WorkerTask } from './worker.js';
 
 /** The model refused the batch (onnxruntime error); retrying the same batch cannot help. */
@@ -77,6 +78,11 @@ export class PoolExecutor implements Executor {
     const copies: TensorPayload[] = [];
     const transfer: ArrayBuffer[] = [];
     for (const t of inputs) {
+      // Strings cannot be transferred: they go by structured clone, which copies them anyway.
+      if (isStringTensor(t.data)) {
+        copies.push(t);
+        continue;
+      }
       const data = t.data.slice();
       copies.push({ name: t.name, datatype: t.datatype, dims: t.dims, data });
       transfer.push(data.buffer as ArrayBuffer);

@@ -18,9 +18,18 @@ export interface ModelSource {
   readonly config: ModelConfig;
 }
 
+/**
+ * model.yaml `features`: the columns of the model's inputs, named, in input order. Feature j is
+ * column `column[j]` of input `input[j]`; a feature of a BYTES input is a category (a string).
+ */
 export interface FeatureColumns {
   readonly names: readonly string[];
   readonly index: ReadonlyMap<string, number>;
+  readonly input: readonly number[];
+  readonly column: readonly number[];
+  readonly categorical: readonly boolean[];
+  /** True when every feature is a column of the single input (the common, fast case). */
+  readonly single: boolean;
 }
 
 export class LoadedModel {
@@ -94,16 +103,47 @@ export class LoadedModel {
   }
 }
 
+/**
+ * One input: rank 2, and as many columns as names (or a dynamic width). Several inputs (e.g. numeric
+ * features FP32 [-1, 10] and a categorical BYTES [-1, 1]): each of rank 1 (one column) or rank 2
+ * with a fixed width, the names spread over them in input order, so every name is one column.
+ */
 function featureColumns(names: readonly string[], inputs: readonly TensorSpec[], where: string): FeatureColumns {
-  const input = inputs[0]!;
-  if (inputs.length !== 1 || input.shape.length !== 2) {
-    throw modelInvalid(`${where}: model.yaml lists features, so the model must have one 2-D input (it has ${inputs.length} inputs, the first of rank ${input.shape.length})`);
+  const input: number[] = [];
+  const column: number[] = [];
+  const categorical: boolean[] = [];
+  if (inputs.length === 1) {
+    const only = inputs[0]!;
+    if (only.shape.length !== 2) {
+      throw modelInvalid(`${where}: model.yaml lists features, so its input must be 2-D, or the features spread over several inputs (input '${only.name}' has rank ${only.shape.length})`);
+    }
+    const width = only.shape[1]!;
+    if (width !== -1 && width !== names.length) {
+      throw modelInvalid(`${where}: model.yaml lists ${names.length} features but input '${only.name}' has ${width} columns`);
+    }
+    names.forEach((_, j) => {
+      input.push(0);
+      column.push(j);
+      categorical.push(only.datatype === 'BYTES');
+    });
+  } else {
+    inputs.forEach((t, i) => {
+      const width = t.shape.length === 1 ? 1 : t.shape.length === 2 ? t.shape[1]! : -1;
+      if (width < 1) {
+        throw modelInvalid(`${where}: model.yaml lists features over ${inputs.length} inputs, so each must be [-1] or [-1, width] with a fixed width (input '${t.name}' is [${t.shape.join(', ')}])`);
+      }
+      for (let c = 0; c < width; c++) {
+        input.push(i);
+        column.push(c);
+        categorical.push(t.datatype === 'BYTES');
+      }
+    });
+    if (input.length !== names.length) {
+      const widths = inputs.map((t) => `'${t.name}' ${t.shape.length === 1 ? 1 : t.shape[1]}`).join(', ');
+      throw modelInvalid(`${where}: model.yaml lists ${names.length} features but the inputs have ${input.length} columns (${widths})`);
+    }
   }
-  const width = input.shape[1]!;
-  if (width !== -1 && width !== names.length) {
-    throw modelInvalid(`${where}: model.yaml lists ${names.length} features but input '${input.name}' has ${width} columns`);
-  }
-  return { names, index: new Map(names.map((n, i) => [n, i])) };
+  return { names, index: new Map(names.map((n, i) => [n, i])), input, column, categorical, single: inputs.length === 1 };
 }
 
 /** model.yaml `score`, else the output named `probabilities`, else the first floating-point output; last column. */

@@ -1,7 +1,8 @@
 // ONNX model writer: a typed graph builder over onnx-proto that turns inputs, initializers, nodes
 // and outputs into ModelProto bytes. It owns the mapping from Open Inference Protocol datatype
-// names to ONNX element types and the little-endian encoding of initializer data. Same calls in
-// the same order give byte-identical files, so generated models can be checked in and hashed.
+// names to ONNX element types and the little-endian encoding of initializer data (BYTES: ONNX
+// strings, as UTF-8 string_data). Same calls in the same order give byte-identical files, so
+// generated models can be checked in and hashed.
 import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
@@ -10,16 +11,17 @@ type AttributeProtoInit = onnxProto.onnx.IAttributeProto;
 type TensorProtoInit = onnxProto.onnx.ITensorProto;
 type ValueInfoProtoInit = onnxProto.onnx.IValueInfoProto;
 
-/** Tensor element types, named as in the Open Inference Protocol. */
-export type TensorDatatype = 'FP32' | 'FP64' | 'INT32' | 'INT64' | 'BOOL';
+/** Tensor element types, named as in the Open Inference Protocol (BYTES: ONNX STRING). */
+export type TensorDatatype = 'FP32' | 'FP64' | 'INT32' | 'INT64' | 'BOOL' | 'BYTES';
 
-/** Typed array that holds each datatype's elements (BOOL: one byte per element, 0 or 1). */
+/** Array that holds each datatype's elements (BOOL: one byte per element, 0 or 1; BYTES: strings). */
 export interface TensorArrayOf {
   FP32: Float32Array;
   FP64: Float64Array;
   INT32: Int32Array;
   INT64: BigInt64Array;
   BOOL: Uint8Array;
+  BYTES: readonly string[];
 }
 export type TensorData = TensorArrayOf[TensorDatatype];
 
@@ -90,6 +92,7 @@ const ELEMENT_TYPE: Readonly<Record<TensorDatatype, number>> = {
   INT32: onnx.TensorProto.DataType.INT32,
   INT64: onnx.TensorProto.DataType.INT64,
   BOOL: onnx.TensorProto.DataType.BOOL,
+  BYTES: onnx.TensorProto.DataType.STRING,
 };
 
 const ARRAY_NAME: Readonly<Record<TensorDatatype, string>> = {
@@ -98,9 +101,10 @@ const ARRAY_NAME: Readonly<Record<TensorDatatype, string>> = {
   INT32: 'Int32Array',
   INT64: 'BigInt64Array',
   BOOL: 'Uint8Array',
+  BYTES: 'array of strings',
 };
 
-export const TENSOR_DATATYPES: readonly TensorDatatype[] = ['FP32', 'FP64', 'INT32', 'INT64', 'BOOL'];
+export const TENSOR_DATATYPES: readonly TensorDatatype[] = ['FP32', 'FP64', 'INT32', 'INT64', 'BOOL', 'BYTES'];
 
 /** The ONNX TensorProto.DataType number for an OIP datatype name. */
 export function onnxElementType(datatype: TensorDatatype): number {
@@ -121,16 +125,19 @@ function isTypedArrayFor(datatype: TensorDatatype, data: unknown): boolean {
     case 'INT32': return data instanceof Int32Array;
     case 'INT64': return data instanceof BigInt64Array;
     case 'BOOL': return data instanceof Uint8Array;
+    case 'BYTES': return Array.isArray(data) && data.every((v) => typeof v === 'string');
   }
 }
 
-/** Little-endian bytes of a typed array, independent of the host's byte order. */
+/** Little-endian bytes of a typed array, independent of the host's byte order. BYTES has no raw form (it is string_data). */
 export function rawTensorBytes(datatype: TensorDatatype, data: TensorData): Uint8Array {
-  const itemSize = datatype === 'BOOL' ? 1 : data.BYTES_PER_ELEMENT;
-  const bytes = new Uint8Array(data.length * itemSize);
+  if (datatype === 'BYTES' || Array.isArray(data)) throw new TypeError('BYTES tensors have no raw bytes: they are written as string_data');
+  const numeric = data as Exclude<TensorData, readonly string[]>;
+  const itemSize = datatype === 'BOOL' ? 1 : numeric.BYTES_PER_ELEMENT;
+  const bytes = new Uint8Array(numeric.length * itemSize);
   const view = new DataView(bytes.buffer);
-  for (let i = 0; i < data.length; i++) {
-    const value = data[i];
+  for (let i = 0; i < numeric.length; i++) {
+    const value = numeric[i];
     switch (datatype) {
       case 'FP32': view.setFloat32(i * 4, value as number, true); break;
       case 'FP64': view.setFloat64(i * 8, value as number, true); break;
@@ -157,6 +164,10 @@ function tensorProto(name: string, tensor: TensorValue, where: string): TensorPr
   }
   if (datatype === 'BOOL' && (tensor.data as Uint8Array).some((v) => v > 1)) {
     throw new RangeError(`${where}: BOOL data must hold only 0 and 1`);
+  }
+  if (datatype === 'BYTES') {
+    const encoder = new TextEncoder();
+    return { name, dims, dataType: ELEMENT_TYPE[datatype], stringData: (tensor.data as readonly string[]).map((v) => encoder.encode(v)) };
   }
   return { name, dims, dataType: ELEMENT_TYPE[datatype], rawData: rawTensorBytes(datatype, tensor.data) };
 }

@@ -4,6 +4,7 @@
 // so a batch runs and answers in the same turn, in a worker and inline alike.
 
 import { createRequire } from 'node:module';
+import './ort-env.js';
 import ort from 'onnxruntime-node';
 
 const require = createRequire(import.meta.url);

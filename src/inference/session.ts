@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { refuseExternalData } from '../registry/external-data.js';
 import { createNativeSession, Tensor, type NativeSession, type OrtTensor } from './ort.js';
-import { datatypeFromOrt, makeTypedArray, ortType, type Datatype, type TypedArray } from './tensor.js';
+import { datatypeFromOrt, makeTensorData, ortType, type Datatype, type TensorData } from './tensor.js';
 
 /** What a thread needs to create (or re-create, after a worker restart) a session. */
 export interface SessionSpec {
@@ -31,7 +31,8 @@ export interface TensorPayload {
   readonly name: string;
   readonly datatype: Datatype;
   readonly dims: readonly number[];
-  readonly data: TypedArray;
+  /** A typed array, or strings for BYTES. */
+  readonly data: TensorData;
 }
 
 export interface RunResult {
@@ -83,10 +84,10 @@ export class SessionHost {
     for (const name of loaded.outputNames) {
       const t = out[name]!;
       const datatype = datatypeFromOrt(t.type);
-      if (datatype === undefined || datatype === 'BYTES' || datatype === 'FP16') {
+      if (datatype === undefined || datatype === 'FP16') {
         throw new Error(`output '${name}' has type ${t.type}, which this server cannot return`);
       }
-      outputs.push({ name, datatype, dims: t.dims, data: t.data as TypedArray });
+      outputs.push({ name, datatype, dims: t.dims, data: t.data as TensorData });
     }
     return { outputs, computeMs };
   }
@@ -154,7 +155,7 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
     for (const input of spec.warmup.inputs) {
       const dims = input.shape.map((d, i) => (d >= 0 ? d : i === 0 ? size : 1));
       const n = dims.reduce((a, b) => a * b, 1);
-      feeds[input.name] = new Tensor(ortType(input.datatype), makeTypedArray(input.datatype, n) as never, dims);
+      feeds[input.name] = new Tensor(ortType(input.datatype), makeTensorData(input.datatype, n) as never, dims);
     }
     return feeds;
   };

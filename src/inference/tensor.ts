@@ -1,6 +1,8 @@
 // Tensor datatypes as the Open Inference Protocol names them, their typed-array and onnxruntime
 // representations, and the two conversions on the hot path: JSON `data` (flat or nested) into a
-// typed array slot, and typed-array rows back into JSON text.
+// typed array slot, and typed-array rows back into JSON text. BYTES tensors (ONNX strings) are held
+// as plain arrays of strings: onnxruntime takes and gives them that way, and there is no fixed width
+// to pack them into.
 
 import { badRequest, signatureMismatch, valueOutOfRange } from '../errors.js';
 import type { Datatype } from '../registry/onnx.js';
@@ -19,7 +21,14 @@ export type TypedArray =
   | Float32Array
   | Float64Array;
 
+/** A BYTES tensor's elements: one (UTF-8) string each. */
+export type StringTensor = string[];
+
+/** What a tensor's elements live in: a typed array, or strings for BYTES. */
+export type TensorData = TypedArray | StringTensor;
+
 export type OrtType =
+  | 'string'
   | 'bool'
   | 'uint8'
   | 'int8'
@@ -32,15 +41,16 @@ export type OrtType =
   | 'float32'
   | 'float64';
 
-type Kind = 'float32' | 'float64' | 'int' | 'bigint' | 'bool';
+type Kind = 'float32' | 'float64' | 'int' | 'bigint' | 'bool' | 'string';
 
 interface DatatypeInfo {
   readonly ort: OrtType;
+  /** Bytes per element (0 for BYTES: variable). */
   readonly bytes: number;
   readonly kind: Kind;
   readonly min: number;
   readonly max: number;
-  readonly make: (n: number) => TypedArray;
+  readonly make: (n: number) => TensorData;
 }
 
 const FLT_MAX = 3.4028234663852886e38;
@@ -64,6 +74,7 @@ const INFO: Partial<Record<Datatype, DatatypeInfo>> = {
   },
   FP32: { ort: 'float32', bytes: 4, kind: 'float32', min: -FLT_MAX, max: FLT_MAX, make: (n) => new Float32Array(n) },
   FP64: { ort: 'float64', bytes: 8, kind: 'float64', min: -Infinity, max: Infinity, make: (n) => new Float64Array(n) },
+  BYTES: { ort: 'string', bytes: 0, kind: 'string', min: 0, max: 0, make: (n) => new Array<string>(n).fill('') },
 };
 
 const ALL_DATATYPES = new Set<string>([
@@ -88,7 +99,30 @@ export function datatypeInfo(dt: Datatype): DatatypeInfo {
 
 export const ortType = (dt: Datatype): OrtType => datatypeInfo(dt).ort;
 export const datatypeFromOrt = (t: string): Datatype | undefined => FROM_ORT[t];
-export const makeTypedArray = (dt: Datatype, n: number): TypedArray => datatypeInfo(dt).make(n);
+/** Storage for n elements of a numeric datatype. */
+export const makeTypedArray = (dt: Datatype, n: number): TypedArray => {
+  const d = datatypeInfo(dt).make(n);
+  if (isStringTensor(d)) throw signatureMismatch(`datatype ${dt} has no typed array`);
+  return d;
+};
+/** Storage for n elements of any datatype: a typed array, or strings for BYTES. */
+export const makeTensorData = (dt: Datatype, n: number): TensorData => datatypeInfo(dt).make(n);
+export const isStringTensor = (d: TensorData): d is StringTensor => Array.isArray(d);
+
+/** Elements [start, end) of `data`: a view of a typed array, a copy of strings. */
+export function elementsOf<T extends TensorData>(data: T, start: number, end: number): T {
+  return (isStringTensor(data) ? data.slice(start, end) : data.subarray(start, end)) as T;
+}
+
+/** Copies elements [start, end) of `src` into `target` at `at`; both hold the same datatype. */
+export function copyElements(target: TensorData, at: number, src: TensorData, start: number, end: number): void {
+  if (isStringTensor(target)) {
+    const s = src as StringTensor;
+    for (let i = start; i < end; i++) target[at + i - start] = s[i]!;
+  } else {
+    (target as Float32Array).set((src as Float32Array).subarray(start, end), at);
+  }
+}
 
 export const elementCount = (shape: readonly number[]): number => {
   let n = 1;
@@ -107,7 +141,7 @@ export const elementCount = (shape: readonly number[]): number => {
 export function writeTensorData(
   data: unknown,
   dt: Datatype,
-  target: TypedArray,
+  target: TensorData,
   offset: number,
   shape: readonly number[],
   where: string,
@@ -133,7 +167,7 @@ export function writeTensorData(
 }
 
 /** Writes nested `arr` at `pos`, level `depth` of `shape`; returns the position after the last value. */
-function fillNested(arr: unknown[], info: DatatypeInfo, target: TypedArray, pos: number, shape: readonly number[], depth: number, where: string): number {
+function fillNested(arr: unknown[], info: DatatypeInfo, target: TensorData, pos: number, shape: readonly number[], depth: number, where: string): number {
   const want = shape[depth];
   if (want === undefined || arr.length !== want) {
     const at = depth === 0 ? 'data' : `data at depth ${depth}`;
@@ -153,8 +187,12 @@ function fillNested(arr: unknown[], info: DatatypeInfo, target: TypedArray, pos:
   return pos;
 }
 
-function putElement(info: DatatypeInfo, v: unknown, target: TypedArray, pos: number, where: string): void {
+function putElement(info: DatatypeInfo, v: unknown, target: TensorData, pos: number, where: string): void {
   switch (info.kind) {
+    case 'string':
+      if (typeof v !== 'string') throw elementError(where, v, 'a string');
+      (target as StringTensor)[pos] = v;
+      return;
     case 'float32':
     case 'float64':
       if (typeof v !== 'number') throw elementError(where, v, 'a number');
@@ -181,18 +219,65 @@ function putElement(info: DatatypeInfo, v: unknown, target: TypedArray, pos: num
 }
 
 /** Writes one JSON scalar into `target[pos]` with the same checks as writeTensorData; `what` names it in errors (e.g. "instance 3 feature 'age'"). */
-export function writeElement(v: unknown, dt: Datatype, target: TypedArray, pos: number, what: string): void {
+export function writeElement(v: unknown, dt: Datatype, target: TensorData, pos: number, what: string): void {
   putElement(datatypeInfo(dt), v, target, pos, what);
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/**
+ * Writes one 64-bit integer given exactly (a decimal string or a bigint, as protobuf carries it)
+ * into an INT64 or UINT64 slot: the datatype's whole range, where JSON numbers stop at +-2^53.
+ */
+export function writeInt64Element(v: string | number | bigint, dt: 'INT64' | 'UINT64', target: TensorData, pos: number, what: string): void {
+  let b: bigint;
+  try {
+    b = BigInt(v);
+  } catch {
+    throw elementError(what, v, 'an integer');
+  }
+  if (dt === 'INT64' ? b < INT64_MIN || b > INT64_MAX : b < 0n || b > UINT64_MAX) {
+    throw valueOutOfRange(`${what}: value ${b} is out of range for ${dt}`);
+  }
+  (target as BigInt64Array)[pos] = b;
+}
+
+/**
+ * Checks elements [start, end) of numeric data that arrived as raw bytes against the datatype, with
+ * the rule JSON values get: floats must be finite, BOOL bytes 0 or 1 (integers of the right width
+ * cannot be out of range).
+ */
+export function checkRawValues(data: TypedArray, dt: Datatype, start: number, end: number, where: string): void {
+  const kind = datatypeInfo(dt).kind;
+  if (kind === 'float32' || kind === 'float64') {
+    const f = data as Float32Array;
+    for (let i = start; i < end; i++) {
+      const v = f[i]!;
+      if (!Number.isFinite(v)) throw valueOutOfRange(`${where}: element ${i - start} is ${v}, not a finite ${kind === 'float32' ? 'FP32' : 'FP64'} number`);
+    }
+  } else if (kind === 'bool') {
+    for (let i = start; i < end; i++) {
+      if (data[i]! > 1) throw valueOutOfRange(`${where}: element ${i - start} is ${data[i]}; a BOOL byte must be 0 or 1`);
+    }
+  }
+}
+
 function elementError(where: string, v: unknown, want: string) {
+  if (typeof v === 'bigint') v = String(v);
   const shown = typeof v === 'string' ? JSON.stringify(v.length > 32 ? v.slice(0, 32) + '...' : v) : String(v);
   return badRequest(`${where}: element ${shown} is not ${want}`);
 }
 
 /** JSON text of elements [start, end) of `data`, without brackets. */
-export function jsonElements(data: TypedArray, dt: Datatype, start: number, end: number): string {
+export function jsonElements(data: TensorData, dt: Datatype, start: number, end: number): string {
   if (start >= end) return '';
+  if (isStringTensor(data)) {
+    let s = JSON.stringify(data[start]);
+    for (let i = start + 1; i < end; i++) s += ',' + JSON.stringify(data[i]);
+    return s;
+  }
   if (dt === 'BOOL') {
     let s = data[start] ? 'true' : 'false';
     for (let i = start + 1; i < end; i++) s += data[i] ? ',true' : ',false';
@@ -203,8 +288,9 @@ export function jsonElements(data: TypedArray, dt: Datatype, start: number, end:
   return s;
 }
 
-/** Elements [start, end) of `data` as JSON values (numbers, or booleans for BOOL). */
-export function jsValues(data: TypedArray, dt: Datatype, start: number, end: number): (number | boolean)[] {
+/** Elements [start, end) of `data` as JSON values (numbers, booleans for BOOL, strings for BYTES). */
+export function jsValues(data: TensorData, dt: Datatype, start: number, end: number): (number | boolean | string)[] {
+  if (isStringTensor(data)) return data.slice(start, end);
   const out = new Array<number | boolean>(end - start);
   if (dt === 'BOOL') for (let i = start; i < end; i++) out[i - start] = data[i] !== 0;
   else for (let i = start; i < end; i++) out[i - start] = Number(data[i]);

@@ -4,6 +4,7 @@
 import { threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+import { isStringTensor } from './tensor.js';
 
 export type WorkerTask =
   | { op: 'run'; spec: SessionSpec; inputs: TensorPayload[] }
@@ -34,6 +35,8 @@ class MovableAnswer {
   get [Piscina.transferableSymbol](): ArrayBufferLike[] {
     const out: ArrayBufferLike[] = [];
     for (const t of this.answer.result?.outputs ?? []) {
+      // Strings (BYTES outputs) are cloned; typed arrays are moved.
+      if (isStringTensor(t.data)) continue;
       // A buffer can only be listed once; onnxruntime gives each output its own.
       if (t.data.byteOffset === 0 && t.data.byteLength === t.data.buffer.byteLength && !out.includes(t.data.buffer)) {
         out.push(t.data.buffer);

@@ -304,6 +304,17 @@ export class AlertManager {
     this.restore();
   }
 
+  /**
+   * Forgets every live alert and cooldown and restores them from the store again: for a process
+   * that starts evaluating after another did (it became the leader of a cluster), so that alerts
+   * the other fired are neither fired a second time nor lost.
+   */
+  reload(): void {
+    for (const alerts of this.live.values()) alerts.clear();
+    this.lastResolved.clear();
+    this.restore();
+  }
+
   private restore(): void {
     const now = this.clock();
     for (const a of this.store.loadFiring()) {

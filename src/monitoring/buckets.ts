@@ -93,11 +93,14 @@ export class WindowedStats {
   private readonly all: Bucket;
   /** Called with each closed minute (history points). */
   onMinute: ((start: number, minute: Bucket) => void) | null = null;
+  /** Per feature: whether its baseline is categorical (its values come as category indices). */
+  private readonly categorical: readonly boolean[];
 
   constructor(
     readonly baselines: Baselines | null,
     now = Date.now(),
   ) {
+    this.categorical = (baselines?.features ?? []).map((f) => f.baseline.kind === 'categorical');
     this.minute = new Bucket(baselines);
     this.hour = new Bucket(baselines);
     this.all = new Bucket(baselines);
@@ -136,7 +139,10 @@ export class WindowedStats {
     if (micros !== null) b.latency.recordValue(micros < 1 ? 1 : micros);
   }
 
-  /** One scored row: its score and, when the model has named features, its input values. */
+  /**
+   * One scored row: its score and, when the model has named features, its input values; a
+   * categorical feature's value is its index in the reference's categories (NaN: missing).
+   */
   recordPrediction(now: number, score: number, row: ArrayLike<number> | null, offset: number): void {
     const b = this.current(now);
     b.predictions++;
@@ -149,7 +155,11 @@ export class WindowedStats {
     b.score.add(score);
     if (row !== null) {
       const f = b.features;
-      for (let i = 0; i < f.length; i++) (f[i] as NumericDriftCounter).add(row[offset + i]);
+      const categorical = this.categorical;
+      for (let i = 0; i < f.length; i++) {
+        if (categorical[i]) (f[i] as CategoricalDriftCounter).addIndex(row[offset + i]!);
+        else (f[i] as NumericDriftCounter).add(row[offset + i]);
+      }
     }
   }
 

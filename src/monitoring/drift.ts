@@ -316,6 +316,18 @@ export class CategoricalDriftCounter extends DriftCounter {
     this.counts[this.index.get(k) ?? this.other]!++;
   }
 
+  /**
+   * A value already coded as its index in the baseline's categories (how rows of a categorical
+   * input are recorded): an index beyond them is "other", NaN (or any non-index) is missing.
+   */
+  addIndex(index: number): void {
+    if (!(index >= 0)) {
+      this.missingCount++;
+      return;
+    }
+    this.counts[index < this.other ? Math.floor(index) : this.other]!++;
+  }
+
   /** Adds another counter's observations; both must use the same categories. */
   merge(other: CategoricalDriftCounter): this {
     const a = this.baseline.categories;

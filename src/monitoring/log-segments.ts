@@ -1,7 +1,7 @@
-// The log thread's side of the ring: records read out of it are assembled, per model version and
-// variant, into the columnar segments the store writes (timestamps, scores and inputs in typed
-// arrays, the request ids as one JSON array text that SQLite expands itself). A segment closes at
-// SEGMENT_ROWS rows, at a cut record, and when the reader takes what it has read.
+// The log thread's side of the ring: records read out of it are assembled, per model version,
+// variant and API key, into the columnar segments the store writes (timestamps, scores and inputs
+// in typed arrays, the request ids as one JSON array text that SQLite expands itself). A segment
+// closes at SEGMENT_ROWS rows, at a cut record, and when the reader takes what it has read.
 
 import type { AppendSegment, Task } from './log-store.js';
 import type { RecordVisitor, RingReader } from './log-ring.js';
@@ -21,6 +21,8 @@ export interface StreamDef {
   variant: string;
   width: number;
   task: Task | null;
+  /** The API key id the stream's predictions came with (null: none, auth off). */
+  keyId: string | null;
 }
 
 const QUOTE = 0x22;
@@ -122,8 +124,8 @@ class Builder {
 
   segment(): AppendSegment {
     this.ids[this.idBytes++] = 0x5d; // ]
-    const { model, version, variant, task, width } = this.def;
-    return { model, version, variant, task, width, n: this.n, ids: this.ids.toString('utf8', 0, this.idBytes), ts: this.ts, scores: this.scores, features: this.features };
+    const { model, version, variant, keyId, task, width } = this.def;
+    return { model, version, variant, keyId, task, width, n: this.n, ids: this.ids.toString('utf8', 0, this.idBytes), ts: this.ts, scores: this.scores, features: this.features };
   }
 }
 

@@ -17,6 +17,8 @@ export interface AppendSegment {
   model: string;
   version: number;
   variant: string;
+  /** The API key that sent these predictions (null: none, auth off). */
+  keyId?: string | null;
   /** The model's task, which decides what labels it can get (null: not known). */
   task: Task | null;
   width: number;
@@ -104,8 +106,10 @@ export function openStore(db: Database.Database, sync: boolean) {
   `);
   // Files from before segments knew their model's task: their labels are checked for finiteness only.
   if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'task'").get() === undefined) db.exec('ALTER TABLE segments ADD COLUMN task TEXT');
+  // The API key id of a segment's predictions (never the key); files from before API keys have none.
+  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'key_id'").get() === undefined) db.exec('ALTER TABLE segments ADD COLUMN key_id TEXT');
 
-  const segmentPut = db.prepare('INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  const segmentPut = db.prepare('INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
   // json_each expands the ids inside SQLite: one statement per segment, not one per prediction.
   const idsPut = db.prepare('INSERT OR IGNORE INTO prediction_ids (request_id, loc) SELECT value, ? + key FROM json_each(?)');
   const idGet = db.prepare('SELECT loc FROM prediction_ids WHERE request_id = ?').pluck();
@@ -137,7 +141,7 @@ export function openStore(db: Database.Database, sync: boolean) {
       if (t < t0) t0 = t;
       if (t > t1) t1 = t;
     }
-    const id = Number(segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task).lastInsertRowid);
+    const id = Number(segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task, s.keyId ?? null).lastInsertRowid);
     idsPut.run(id * SEG, s.ids);
   };
 

@@ -1,4 +1,4 @@
-// One model version and variant of the prediction log, as the HTTP thread holds it: a small index
+// One model version, variant and API key of the prediction log, as the HTTP thread holds it: a small index
 // into the shared ring (log-ring.ts), defined there once, before its first row. Pushing a
 // prediction writes one record into the ring: no I/O, no message, no per-row object.
 
@@ -12,7 +12,7 @@ export interface StreamOwner {
   dropped: number;
 }
 
-/** The log of one model version and variant; rows of `width` float inputs. */
+/** The log of one model version, variant and API key; rows of `width` float inputs. */
 export class LogStream {
   private defined = false;
 
@@ -25,6 +25,8 @@ export class LogStream {
     readonly variant: string,
     readonly width: number,
     readonly task: Task | null,
+    /** The API key id its predictions came with (null: none). */
+    readonly keyId: string | null = null,
   ) {}
 
   /**
@@ -44,8 +46,8 @@ export class LogStream {
   }
 
   private define(): boolean {
-    const { model, version, variant, width, task } = this;
-    this.defined = this.ring.define(this.index, JSON.stringify({ model, version, variant, width, task }));
+    const { model, version, variant, width, task, keyId } = this;
+    this.defined = this.ring.define(this.index, JSON.stringify({ model, version, variant, width, task, keyId }));
     return this.defined;
   }
 }

@@ -140,12 +140,12 @@ export class PredictionLog {
     return this.opts.sampleRate >= 1 || Math.random() < this.opts.sampleRate;
   }
 
-  /** The log of a model version and variant (created on first use, with that row width). */
-  stream(model: string, version: number, variant: string, width: number, task: Task | null = null): LogStream {
-    const key = `${model}\u0000${version}\u0000${variant}\u0000${width}`;
+  /** The log of a model version, variant and API key id (created on first use, with that row width). */
+  stream(model: string, version: number, variant: string, width: number, task: Task | null = null, keyId: string | null = null): LogStream {
+    const key = `${model}\u0000${version}\u0000${variant}\u0000${width}\u0000${keyId ?? ''}`;
     let s = this.streams.get(key);
     if (s === undefined) {
-      s = new LogStream(this, this.ring, this.streams.size, model, version, variant, width, task);
+      s = new LogStream(this, this.ring, this.streams.size, model, version, variant, width, task, keyId);
       this.streams.set(key, s);
     }
     return s;

@@ -55,7 +55,17 @@ export function numericColumn(values: readonly unknown[]): (number | null)[] | n
   return out;
 }
 
-export function freezeReference(features: readonly string[], table: ReferenceTable, scores: ArrayLike<number>, label: string | null): ReferenceRecord {
+/**
+ * `categorical` names the features that are categories whatever their values look like (a BYTES
+ * input: "1" and "2" are purposes, not numbers); any other column is categorical when a value is not a number.
+ */
+export function freezeReference(
+  features: readonly string[],
+  table: ReferenceTable,
+  scores: ArrayLike<number>,
+  label: string | null,
+  categorical: ReadonlySet<string> = NO_NAMES,
+): ReferenceRecord {
   const col = (name: string) => {
     const i = table.columns.indexOf(name);
     if (i < 0) throw new RangeError(`reference data has no column '${name}' (columns: ${table.columns.join(', ')})`);
@@ -63,7 +73,7 @@ export function freezeReference(features: readonly string[], table: ReferenceTab
   };
   const feats = features.map((name) => {
     const raw = col(name);
-    const nums = numericColumn(raw);
+    const nums = categorical.has(name) ? null : numericColumn(raw);
     return { name, baseline: nums !== null ? (numericBaseline(nums) as DriftBaseline) : categoricalBaseline(raw as string[]) };
   });
   let referenceAuc: number | null = null;
@@ -73,6 +83,8 @@ export function freezeReference(features: readonly string[], table: ReferenceTab
   }
   return { rows: scores.length, score: numericBaseline(scores), features: feats, referenceAuc, label, frozenAt: new Date().toISOString() };
 }
+
+const NO_NAMES: ReadonlySet<string> = new Set();
 
 export function baselinesOf(record: unknown): Baselines | null {
   if (record === null || typeof record !== 'object') return null;

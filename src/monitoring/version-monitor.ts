@@ -11,9 +11,10 @@ import { LatencyRecorder, RateCounter } from './latency.js';
 import type { LogStream, PredictionLog } from './prediction-log.js';
 import type { CounterCell, CounterFamily, HistogramCell, HistogramFamily } from './prometheus.js';
 
-export type Route = 'infer' | 'predict' | 'stream' | 'score';
-export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score'];
-const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3 };
+/** How a request came in; `explain` is any request that asked for explanations, whatever carried it. */
+export type Route = 'infer' | 'predict' | 'stream' | 'score' | 'grpc' | 'explain';
+export const ROUTES: readonly Route[] = ['infer', 'predict', 'stream', 'score', 'grpc', 'explain'];
+const ROUTE_INDEX: Record<Route, number> = { infer: 0, predict: 1, stream: 2, score: 3, grpc: 4, explain: 5 };
 export const CLASSES = ['2xx', '4xx', '5xx'] as const;
 
 /** Sub-millisecond resolution where scoreline lives, seconds at the tail. */
@@ -48,6 +49,16 @@ export class VersionMonitor implements BatchObserver {
   stats: WindowedStats;
   /** Input columns recorded per prediction (0 when the model has no named features). */
   private readonly width: number;
+  /**
+   * Per feature, for a categorical one (a BYTES input's column): its category -> index in the
+   * reference's categories, so a row is numbers throughout (index = categories.length: a category
+   * the reference never had; NaN: missing, or no reference yet). Null for numeric features.
+   */
+  private codes: (Map<string, number> | null)[] = [];
+  /** One row's feature values, when they have to be gathered (several inputs, categories). */
+  private readonly scratch: Float32Array;
+  /** The single numeric input holds every feature in order: rows are read in place. */
+  private readonly inPlace: boolean;
   private readonly variants = new Map<string, { requests: CounterCell[][]; duration: HistogramCell[] }>();
   private readonly queueChild: HistogramCell;
   private readonly computeChild: HistogramCell;
@@ -67,8 +78,12 @@ export class VersionMonitor implements BatchObserver {
     this.queueChild = m.queue.cell(labels);
     this.computeChild = m.compute.cell(labels);
     this.batchChild = m.batch.cell(labels);
-    this.width = loaded.features?.names.length ?? 0;
+    const f = loaded.features;
+    this.width = f?.names.length ?? 0;
+    this.inPlace = f === null || (f.single && !f.categorical[0]);
+    this.scratch = new Float32Array(this.width);
     this.stats = new WindowedStats(null);
+    this.setCodes(null);
   }
 
   /** Freezes the reference (drift baselines): windows restart against it. */
@@ -76,19 +91,46 @@ export class VersionMonitor implements BatchObserver {
     const onMinute = this.stats.onMinute;
     this.stats = new WindowedStats(b);
     this.stats.onMinute = onMinute;
+    this.setCodes(b);
+  }
+
+  private setCodes(b: Baselines | null): void {
+    const f = this.loaded.features;
+    this.codes = (f?.names ?? []).map((name, j) => {
+      if (!f!.categorical[j]) return null;
+      const base = b?.features.find((x) => x.name === name)?.baseline;
+      return new Map(base?.kind === 'categorical' ? base.categories.map((c, k) => [c, k]) : []);
+    });
+  }
+
+  /** Gathers row `row` of the batch's inputs into the scratch row, categories as their codes. */
+  private gather(batch: Batch, row: number, per: readonly number[]): Float32Array {
+    const f = this.loaded.features!;
+    const out = this.scratch;
+    for (let j = 0; j < out.length; j++) {
+      const i = f.input[j]!;
+      const v = batch.buffers[i]![row * per[i]! + f.column[j]!];
+      const codes = this.codes[j];
+      if (codes === null || codes === undefined) out[j] = Number(v);
+      // No reference to code against: unknown; an empty string is a missing category.
+      else out[j] = v === '' || codes.size === 0 ? NaN : (codes.get(v as string) ?? codes.size);
+    }
+    return out;
   }
 
   private readonly logStreams = new Map<string, LogStream>();
-  /** The last variant's stream: a version nearly always serves one variant at a time. */
+  /** The last stream used: a version nearly always serves one variant for one key at a time. */
   private lastStream: LogStream | null = null;
 
-  private logStream(log: PredictionLog, variant: string): LogStream {
+  /** The log of a variant and API key id (keyed by both: each segment carries one of each). */
+  private logStream(log: PredictionLog, variant: string, keyId: string | undefined): LogStream {
     const last = this.lastStream;
-    if (last !== null && last.variant === variant) return last;
-    let s = this.logStreams.get(variant);
+    if (last !== null && last.variant === variant && last.keyId === (keyId ?? null)) return last;
+    const k = keyId === undefined ? variant : `${variant}\u0000${keyId}`;
+    let s = this.logStreams.get(k);
     if (s === undefined) {
-      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification');
-      this.logStreams.set(variant, s);
+      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification', keyId ?? null);
+      this.logStreams.set(k, s);
     }
     return (this.lastStream = s);
   }
@@ -117,12 +159,15 @@ export class VersionMonitor implements BatchObserver {
     c.requests[r]![statusClass(status)]!.inc();
     c.duration[r]!.observe(ms / 1000);
     const ok = status < 400;
-    if (ok) this.latency.recordMicros(ms * 1000);
+    // Explanations (KernelSHAP above all) take far longer than a score: they are counted, and timed in
+    // the route's histogram, but kept out of the version's latency percentiles and SLA.
+    const timed = ok && route !== 'explain';
+    if (timed) this.latency.recordMicros(ms * 1000);
     const now = Date.now();
     this.volume.add(now);
     const error = isError(status);
     if (error) this.errors.add(now);
-    this.stats.recordRequest(now, error, ok ? ms * 1000 : null);
+    this.stats.recordRequest(now, error, timed ? ms * 1000 : null);
   }
 
   onDispatch(batch: Batch, now: number): void {
@@ -146,7 +191,9 @@ export class VersionMonitor implements BatchObserver {
     for (let i = 1; i < o.dims.length; i++) per *= o.dims[i]!;
     const column = Math.min(m.scoreOutput.column ?? per - 1, per - 1);
     const width = this.width;
-    const input = width > 0 ? (batch.buffers[0] as Float32Array) : null;
+    const inPlace = this.inPlace;
+    const input = width > 0 && inPlace ? (batch.buffers[0] as Float32Array) : null;
+    const rowElems = inPlace ? null : m.inputs.map((_, i) => m.batcher.rowElements(batch, i));
     const now = Date.now();
     const stats = this.stats;
     const log = this.log;
@@ -157,16 +204,18 @@ export class VersionMonitor implements BatchObserver {
       const r = reqs[k]!;
       if (r.internal) continue;
       const start = batch.rowStarts[k]!;
-      const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default') : null;
+      const stream = log !== null && r.requestId !== undefined ? this.logStream(log, r.variant ?? 'default', r.keyId) : null;
       // Rows of a multi-row request are logged as id/row (a chunk of a split request knows its offset).
       const total = r.totalRows ?? r.rows;
       const offset = r.rowOffset ?? 0;
       for (let j = 0; j < r.rows; j++) {
         const row = start + j;
         const score = Number(o.data[row * per + column]);
-        stats.recordPrediction(now, score, input, row * width);
+        const values = rowElems === null ? input : this.gather(batch, row, rowElems);
+        const at = rowElems === null ? row * width : 0;
+        stats.recordPrediction(now, score, values, at);
         if (stream !== null && log!.sampled()) {
-          if (stream.push(r.requestId!, now, score, input, row * width, total > 1 ? offset + j : -1)) logged++;
+          if (stream.push(r.requestId!, now, score, values, at, total > 1 ? offset + j : -1)) logged++;
           else lost++;
         }
       }

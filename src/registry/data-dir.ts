@@ -9,7 +9,7 @@ import { chmodSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Files scoreline keeps at the top of the data dir (SQLite's -wal, -shm and -journal files follow their database). */
-const OWN_FILES = ['registry.db', 'monitoring.db', 'retraining.db', 'admin-token'];
+const OWN_FILES = ['registry.db', 'monitoring.db', 'retraining.db', 'features.db', 'admin-token'];
 const SQLITE_SUFFIXES = ['', '-wal', '-shm', '-journal'];
 /** Folders scoreline owns entirely. */
 const OWN_DIRS = ['artifacts', 'retraining'];

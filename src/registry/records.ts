@@ -130,6 +130,8 @@ export interface DeploymentRecord<S = unknown> {
   readonly model: string;
   readonly state: S;
   readonly updatedAt: string;
+  /** 1 for the first deployment of the model, one more for every change. */
+  readonly revision: number;
 }
 
 export interface DeploymentEvent<S = unknown> {

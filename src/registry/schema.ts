@@ -77,6 +77,27 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE versions ADD COLUMN reference_data TEXT CHECK (reference_data IS NULL OR length(reference_data) = 64);
   `,
+  // A deployment's revision, so that a change based on an older state is refused rather than lost;
+  // and the alerts with their events, the store's other control-plane records in SQLite.
+  `
+  ALTER TABLE deployments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+
+  CREATE TABLE alerts (
+    id         TEXT    PRIMARY KEY,
+    state      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,   -- epoch ms of the latest state change
+    data       TEXT    NOT NULL    -- the alert manager's JSON
+  );
+  CREATE INDEX alerts_by_update ON alerts (updated_at);
+
+  CREATE TABLE alert_events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT    NOT NULL,
+    state    TEXT    NOT NULL,
+    at       INTEGER NOT NULL,
+    data     TEXT    NOT NULL
+  );
+  `,
 ];
 
 /** Opens (creating if needed) the database file and migrates it to the newest schema. */

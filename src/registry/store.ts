@@ -25,7 +25,7 @@ export type * from './records.js';
 export const ALIAS_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
 /** Resolves to the highest version; cannot be set as an alias. */
 export const LATEST = 'latest';
-const MAX_VERSION = 999_999_999;
+export const MAX_VERSION = 999_999_999;
 
 interface VersionRow {
   model: string; version: number; sha256: string; size: number; created_at: string; signature: string;
@@ -36,6 +36,46 @@ interface VersionRow {
 const VERSION_SELECT = `
   SELECT v.*, (SELECT group_concat(a.alias, ',') FROM aliases a WHERE a.model = v.model AND a.version = v.version) AS aliases
   FROM versions v`;
+
+/** What every store checks and derives before it records a version: the name, the number, the bytes as ONNX, hash, signature and lineage. */
+export function prepareRegistration(name: string, bytes: Uint8Array, options: RegisterOptions) {
+  if (!MODEL_NAME.test(name)) {
+    throw badRequest(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; at most 128, starting with a letter or digit)`);
+  }
+  const requested = options.version;
+  if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
+    throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
+  }
+  const declared = options.source === undefined ? options.declaredSource : undefined;
+  const source = options.source ?? (declared !== undefined ? `'${declared}' (as its sender names it)` : `the artifact for model '${name}'`);
+  const meta = assertOnnx(bytes, source);
+  const sha256 = sha256Of(bytes);
+  const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
+  const lineage: Lineage = {
+    ...(options.source !== undefined ? { source: options.source } : {}),
+    ...(declared !== undefined ? { declaredSource: declared } : {}),
+    ...options.lineage,
+  };
+  return { requested, source, sha256, signature, lineage, referenceData: options.referenceData };
+}
+
+/** Metrics or tags with a patch applied: a null value removes the key. */
+export function mergePatch<T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined): Record<string, T> {
+  const out: Record<string, T> = { ...base };
+  for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
+  return out;
+}
+
+/** Refuses alias names that could be read as a version or as `latest`. */
+export function checkAliasName(alias: string): void {
+  if (!ALIAS_NAME.test(alias) || alias === LATEST) {
+    throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
+  }
+}
+
+/** The deployment's revision did not match: another writer changed it since the caller read it. */
+export const deploymentMoved = (name: string, expected: number, actual: number) =>
+  conflict(`the deployment of model '${name}' changed while this change was prepared (revision ${actual}, this change was based on ${expected}); read it again and retry`);
 
 export class ModelRegistry {
   readonly dataDir: string;
@@ -64,24 +104,7 @@ export class ModelRegistry {
 
   /** Validates the bytes as ONNX, stores the artifact and records the version, all or nothing. */
   register(name: string, bytes: Uint8Array, options: RegisterOptions = {}): RegisterResult {
-    if (!MODEL_NAME.test(name)) {
-      throw badRequest(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; at most 128, starting with a letter or digit)`);
-    }
-    const requested = options.version;
-    if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 1 && requested <= MAX_VERSION)) {
-      throw badRequest(`model versions are integers from 1 to ${MAX_VERSION}, got ${requested}`);
-    }
-    const declared = options.source === undefined ? options.declaredSource : undefined;
-    const source = options.source ?? (declared !== undefined ? `'${declared}' (as its sender names it)` : `the artifact for model '${name}'`);
-    const meta = assertOnnx(bytes, source);
-    const sha256 = sha256Of(bytes);
-    const signature: Signature = { inputs: meta.inputs, outputs: meta.outputs };
-    const lineage: Lineage = {
-      ...(options.source !== undefined ? { source: options.source } : {}),
-      ...(declared !== undefined ? { declaredSource: declared } : {}),
-      ...options.lineage,
-    };
-    const referenceData = options.referenceData;
+    const { requested, source, sha256, signature, lineage, referenceData } = prepareRegistration(name, bytes, options);
 
     return this.#write(() => {
       const at = this.#stamp();
@@ -231,9 +254,7 @@ export class ModelRegistry {
 
   /** Points the alias at the version, recording the move (no record when it already points there). */
   setAlias(name: string, alias: string, version: number, options: ChangeOptions = {}): AliasEvent {
-    if (!ALIAS_NAME.test(alias) || alias === LATEST) {
-      throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
-    }
+    checkAliasName(alias);
     return this.#write(() => {
       this.getVersion(name, version);
       const current = this.#aliasVersion(name, alias);
@@ -269,34 +290,34 @@ export class ModelRegistry {
   updateVersion(name: string, version: number, update: VersionUpdate): VersionRecord {
     return this.#write(() => {
       const current = this.getVersion(name, version);
-      const merge = <T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined) => {
-        const out: Record<string, T> = { ...base };
-        for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
-        return out;
-      };
       const reference = 'reference' in update ? update.reference ?? null : current.reference;
       const referenceData = update.referenceData !== undefined ? this.artifacts.put(update.referenceData, 'csv').sha256 : current.referenceData;
       this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ?, reference_data = ? WHERE model = ? AND version = ?').run(
-        JSON.stringify(merge(current.metrics, update.metrics)), JSON.stringify(merge(current.tags, update.tags)),
+        JSON.stringify(mergePatch(current.metrics, update.metrics)), JSON.stringify(mergePatch(current.tags, update.tags)),
         reference === null ? null : JSON.stringify(reference), referenceData, name, version,
       );
       return this.getVersion(name, version);
     });
   }
 
-  /** Replaces the model's deployment state and appends the change to its history. */
-  saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string }): DeploymentRecord<S> {
+  /**
+   * Replaces the model's deployment state and appends the change to its history. With
+   * expectRevision, writes only when the stored deployment is still at that revision (0: none yet).
+   */
+  saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string; expectRevision?: number }): DeploymentRecord<S> {
     const json = JSON.stringify(state);
     if (json === undefined) throw badRequest('a deployment state must be JSON');
     return this.#write(() => {
       this.#requireModel(name);
       const at = this.#stamp();
-      const before = this.#db.prepare('SELECT state FROM deployments WHERE model = ?').get(name) as { state: string } | undefined;
-      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at) VALUES (?, ?, ?)
-        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`).run(name, json, at);
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      const current = before?.revision ?? 0;
+      if (options.expectRevision !== undefined && options.expectRevision !== current) throw deploymentMoved(name, options.expectRevision, current);
+      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at, revision) VALUES (?, ?, ?, ?)
+        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`).run(name, json, at, current + 1);
       this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
         .run(name, at, options.action, before?.state ?? null, json, options.reason ?? '');
-      return { model: name, state: JSON.parse(json) as S, updatedAt: at };
+      return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
     });
   }
 
@@ -371,9 +392,9 @@ export class ModelRegistry {
   }
 }
 
-interface DeploymentRow { model: string; state: string; updated_at: string }
+interface DeploymentRow { model: string; state: string; updated_at: string; revision: number }
 
-const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at });
+const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at, revision: r.revision });
 
 function toVersion(r: VersionRow): VersionRecord {
   return {

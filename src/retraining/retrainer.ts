@@ -1,40 +1,32 @@
 // Automated retraining: triggers (drift and performance alerts, a cron schedule, an operator, an
-// incident) become jobs, at most one per model at a time, debounced and cooled down. A job
-// gathers the data (files and, if enabled, logged predictions joined with their labels), splits it
-// out of time, trains a challenger (built-in logistic regression, or an external command), scores
-// champion and challenger on the same held-out latest rows, and applies the gate. A challenger
-// that passes is registered with its lineage, aliased `challenger` and rolled out as a canary;
-// the canary's own analysis promotes it (alias `champion`) or rolls it back. Every step, its
-// timing, the metrics and the reasons for each decision are kept with the job, and every outcome
-// is sent to the alert channels. Heavy work runs in the job's worker thread (./worker.ts), so
-// scoring latency is not the trainer's problem.
+// incident) become jobs in the store, at most one unfinished job per model across every replica,
+// debounced and cooled down. Any replica records a trigger; only the leader runs jobs (./job-run.ts),
+// fires the schedules and hears the alerts, so one trigger makes one job however many replicas
+// watch. A leader that starts leading fails the jobs a previous leader left unfinished (it died,
+// or stopped leading), and queues an automatically triggered one again, once; every outcome is
+// sent to the alert channels. With SQLite the one process always leads, and a restart is the
+// handover.
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fork, type ChildProcess } from 'node:child_process';
-import { setPriority } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { hostname } from 'node:os';
 import { Cron } from 'croner';
 import type { Logger } from 'pino';
-import type { ModelConfig } from '../config.js';
-import type { Deployer, DeploymentChange } from '../deploy/index.js';
+import type { Deployer } from '../deploy/index.js';
 import type { Strategy } from '../deploy/strategies.js';
-import { conflict, jobNotFound, retrainingNotConfigured } from '../errors.js';
+import { conflict, isScorelineError, jobNotFound, retrainingNotConfigured } from '../errors.js';
 import type { AlertManager, AlertNotification } from '../monitoring/alerts.js';
 import type { PredictionLog } from '../monitoring/prediction-log.js';
 import { notify, type AlertChannel } from '../monitoring/webhook.js';
-import { readOnnxMetadata } from '../registry/onnx.js';
-import type { ModelRegistry } from '../registry/store.js';
-import { killTrainer, runCommandTrainer } from './command.js';
+import { AUTOMATIC_TRIGGERS, type Incident, type Job, type JobFilter, type JobRecords, type JobState, type Registry, type Trigger, type TriggerKind } from '../store/index.js';
+import { killTrainer } from './command.js';
 import type { RetrainingConfig } from './config.js';
-import { TERMINAL, JobStore, type Incident, type Job, type JobState, type Trigger, type TriggerKind } from './store.js';
-import type { PrepareResult, TrainResult, ValidateResult, WorkerRequest } from './worker.js';
+import { fmt, JobFailure, JobRun, JobTakenOver, type RunHost } from './job-run.js';
 
 export interface RetrainerOptions {
   dataDir: string;
   log: Logger;
-  registry: ModelRegistry;
+  registry: Registry;
+  jobs: JobRecords;
   deployer: Deployer;
   predictionLog: PredictionLog | null;
   alerts: AlertManager | null;
@@ -44,18 +36,23 @@ export interface RetrainerOptions {
   definitionsPath: string | null;
   /** Freezes a new version's drift reference from CSV rows (the job's validation rows). */
   freezeReference?: (model: string, version: number, csv: string) => Promise<void>;
+  /** This replica: the owner of the jobs it runs. */
+  replicaId: string;
+  /** Whether other replicas share the store (then a job left unfinished was another replica's, not a previous run of this one). */
+  shared?: boolean;
   now?: () => number;
 }
 
+type Outcome = 'job' | 'folded' | 'skipped-running' | 'skipped-cooldown';
+
 const MAX_LOG = 2000;
+/** How often the leader looks for queued jobs besides being told (a notification from another replica can be missed). */
+const PUMP_MS = 1000;
 
 function newJobId(now: number): string {
   const t = new Date(now).toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   return `job-${t}-${randomBytes(3).toString('hex')}`;
 }
-
-const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10000) / 10000);
-const fmt = (x: number | null | undefined): string => (x === null || x === undefined ? 'n/a' : x.toFixed(4));
 
 /** The one version a deployment serves all traffic with, or null while traffic is split. */
 function soleVersion(s: Strategy): number | null {
@@ -71,71 +68,23 @@ function soleVersion(s: Strategy): number | null {
   }
 }
 
-/** The job's child process (./worker.ts), at the lowest CPU priority; one request at a time. */
-class JobWorker {
-  private readonly child: ChildProcess;
-  private pending: { resolve: (v: any) => void; reject: (e: Error) => void } | null = null;
-  private exited = false;
-
-  constructor(log: Logger) {
-    this.child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    try {
-      if (this.child.pid !== undefined) setPriority(this.child.pid, 19);
-    } catch (e) {
-      log.warn({ err: (e as Error).message }, 'could not lower the retraining process priority');
-    }
-    this.child.on('message', (m: { ok: boolean; value?: unknown; error?: string }) => {
-      const p = this.pending;
-      this.pending = null;
-      if (p === null) return;
-      if (m.ok) p.resolve(m.value);
-      else p.reject(new Error(m.error));
-    });
-    this.child.on('error', (e) => {
-      this.pending?.reject(e);
-      this.pending = null;
-    });
-    this.child.on('exit', (code, signal) => {
-      this.exited = true;
-      this.pending?.reject(new Error(`the job's worker process exited (${signal ?? code})`));
-      this.pending = null;
-    });
-  }
-
-  call<T>(req: WorkerRequest): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.exited) return reject(new Error("the job's worker process is gone"));
-      this.pending = { resolve, reject };
-      this.child.send(req);
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const gone = new Promise<void>((r) => this.child.once('exit', () => r()));
-    this.child.kill('SIGKILL');
-    await gone;
-  }
-}
-
-class JobFailure extends Error {}
-
-export class Retrainer {
-  private readonly store: JobStore;
-  /** The queued or running job of each model. */
-  private readonly active = new Map<string, Job>();
-  private readonly crons: Cron[] = [];
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly workers = new Set<JobWorker>();
-  private readonly trainers = new Set<number>();
-  private readonly waiters = new Set<(e: Error) => void>();
+export class Retrainer implements RunHost {
+  /** Jobs this replica runs now, by id. */
+  private readonly runs = new Map<string, { run: JobRun; done: Promise<void> }>();
+  private crons: Cron[] = [];
   private unsubscribe: (() => void)[] = [];
   private readonly clock: () => number;
+  private leading = false;
+  private closing = false;
   private closed = false;
-  private readonly running = new Set<Promise<void>>();
+  private pumpTimer: NodeJS.Timeout | null = null;
+  private pumping = false;
+  private pumpAgain = false;
+  private wakeTimers = new Set<NodeJS.Timeout>();
+  private countCache: { model: string; state: string; n: number }[] = [];
+  private storeDown = false;
 
-  constructor(private readonly opts: RetrainerOptions) {
-    this.store = new JobStore(opts.dataDir);
+  constructor(readonly opts: RetrainerOptions) {
     this.clock = opts.now ?? Date.now;
   }
 
@@ -143,24 +92,78 @@ export class Retrainer {
     return this.opts.configs;
   }
 
-  /** Fails what a previous process left unfinished, then starts the schedules and alert triggers. */
-  start(): void {
-    for (const job of this.store.unfinished()) {
-      const was = job.state;
-      if (job.trainerPid !== undefined && killTrainer(job.trainerPid)) this.jobLog(job, `stopped the orphaned trainer process ${job.trainerPid}`);
-      this.finish(job, 'failed', [`interrupted by a restart while ${was}; the job did not complete`], { notify: true });
-      this.opts.log.warn({ job: job.id, model: job.model, was }, 'retraining job interrupted by a restart: marked failed');
+  /**
+   * This replica leads now: fails what a previous leader left unfinished (queuing automatic
+   * triggers again once), then starts the schedules, the alert triggers and the job queue.
+   */
+  async lead(): Promise<void> {
+    if (this.leading || this.closing) return;
+    this.leading = true;
+    try {
+      await this.adoptUnfinished();
+    } catch (e) {
+      // Not leading after all until the next attempt: nothing started.
+      this.leading = false;
+      throw e;
     }
+    if (!this.leading) return;
     for (const [model, cfg] of this.opts.configs) {
       if (cfg.triggers.schedule === null) continue;
       const pattern = cfg.triggers.schedule;
       this.crons.push(
         new Cron(pattern, { catch: (e) => this.opts.log.error({ model, err: (e as Error).message }, 'scheduled retraining trigger failed') }, () => {
-          this.trigger(model, { kind: 'schedule', reason: `schedule '${pattern}'`, evidence: { schedule: pattern } });
+          void this.trigger(model, { kind: 'schedule', reason: `schedule '${pattern}'`, evidence: { schedule: pattern } }).catch((e: Error) =>
+            this.opts.log.warn({ model, err: e.message }, 'scheduled retraining trigger could not be recorded'),
+          );
         }),
       );
     }
     if (this.opts.alerts !== null) this.unsubscribe.push(this.opts.alerts.subscribe((n) => this.onAlert(n)));
+    this.pumpTimer = setInterval(() => this.wake(), PUMP_MS);
+    this.pumpTimer.unref();
+    await this.refreshCounts();
+    this.wake();
+  }
+
+  /** Fails the jobs a previous leader (or a previous run of this process) left running. */
+  private async adoptUnfinished(): Promise<void> {
+    for (const job of await this.opts.jobs.unfinished()) {
+      if (job.state === 'queued' || this.runs.has(job.id)) continue;
+      const was = job.state;
+      if (job.trainerPid !== undefined && (job.ownerHost === undefined || job.ownerHost === hostname()) && killTrainer(job.trainerPid)) {
+        this.jobLog(job, `stopped the orphaned trainer process ${job.trainerPid}`);
+      }
+      const why =
+        this.opts.shared === true && job.owner !== this.opts.replicaId
+          ? `interrupted while ${was}: replica ${job.owner ?? '(unknown)'} that ran it stopped leading; the job did not complete`
+          : `interrupted by a restart while ${was}; the job did not complete`;
+      this.opts.log.warn({ job: job.id, model: job.model, was, owner: job.owner }, 'retraining job interrupted: marked failed');
+      await this.interrupted(job, why, true);
+    }
+  }
+
+  /** This replica no longer leads: no more schedules or alert triggers; its running jobs are stopped and recorded as interrupted. */
+  stepDown(reason: string): void {
+    if (!this.leading) return;
+    this.leading = false;
+    this.stopTriggers();
+    // Their outcome is written when the store answers again; a new leader that gets there first wins.
+    for (const { run } of this.runs.values()) run.abort(`interrupted while ${run.job.state}: ${reason}`);
+  }
+
+  get isLeading(): boolean {
+    return this.leading;
+  }
+
+  private stopTriggers(): void {
+    for (const c of this.crons) c.stop();
+    this.crons = [];
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
+    if (this.pumpTimer !== null) clearInterval(this.pumpTimer);
+    this.pumpTimer = null;
+    for (const t of this.wakeTimers) clearTimeout(t);
+    this.wakeTimers.clear();
   }
 
   /** Drift and performance alerts that cross a model's trigger thresholds start a job. */
@@ -172,149 +175,239 @@ export class Retrainer {
     if (cfg === undefined) return;
     const metric = this.opts.alerts?.rule(n.alert.rule)?.metric;
     const evidence = { alert: { id: n.alert.id, rule: n.alert.rule, severity: n.alert.severity, labels: n.alert.labels, value: n.alert.value, threshold: n.alert.threshold, message: n.alert.message } };
+    let t: Omit<Trigger, 'at'> | null = null;
     if (metric === 'score_psi' && cfg.triggers.drift !== null && n.alert.value > cfg.triggers.drift.psi) {
-      this.trigger(model, { kind: 'drift', reason: `score PSI ${fmt(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`, evidence });
+      t = { kind: 'drift', reason: `score PSI ${fmt(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`, evidence };
     } else if (metric === 'auc_drop' && cfg.triggers.performance !== null && n.alert.value > cfg.triggers.performance.aucDrop) {
-      this.trigger(model, { kind: 'performance', reason: `AUC dropped ${fmt(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`, evidence });
+      t = { kind: 'performance', reason: `AUC dropped ${fmt(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`, evidence };
     }
+    if (t !== null) void this.trigger(model, t).catch((e: Error) => this.opts.log.warn({ model, err: e.message }, 'retraining trigger could not be recorded'));
   }
 
   /**
-   * A trigger for a model. Manual and incident triggers skip the cooldown; a manual trigger while a
-   * job runs is a conflict (409), any other is recorded as skipped. Returns the job it started or
-   * joined, and what became of the trigger.
+   * A trigger for a model, on any replica. Manual and incident triggers skip the cooldown; a manual
+   * trigger while a job runs is a conflict (409), any other is recorded as skipped; a trigger while
+   * a job waits in the queue is folded into it. Returns the job it started or joined, and what
+   * became of the trigger.
    */
-  trigger(model: string, t: Omit<Trigger, 'at'>): { job: Job | null; outcome: 'job' | 'folded' | 'skipped-running' | 'skipped-cooldown' } {
+  async trigger(model: string, t: Omit<Trigger, 'at'>): Promise<{ job: Job | null; outcome: Outcome }> {
     const cfg = this.opts.configs.get(model);
-    this.opts.registry.getModel(model); // 404 for an unknown model
+    await this.opts.registry.getModel(model); // 404 for an unknown model
     if (cfg === undefined) throw retrainingNotConfigured(model);
     const now = this.clock();
     const trigger: Trigger = { ...t, at: new Date(now).toISOString() };
-    const record = (outcome: 'job' | 'folded' | 'skipped-running' | 'skipped-cooldown', job: Job | null, why: string) => {
-      this.store.addTriggerEvent({ at: trigger.at, model, kind: t.kind, outcome, jobId: job?.id ?? null, reason: why });
+    const record = async (outcome: Outcome, job: Job | null, why: string) => {
+      await this.opts.jobs.addTriggerEvent({ at: trigger.at, model, kind: t.kind, outcome, jobId: job?.id ?? null, reason: why });
       this.opts.log.info({ model, trigger: t.kind, outcome, job: job?.id, reason: t.reason }, `retraining trigger: ${outcome}`);
       return { job, outcome };
     };
-    const active = this.active.get(model);
-    if (active !== undefined) {
-      if (active.state === 'queued') {
-        active.folded.push(trigger);
-        this.store.save(active);
-        return record('folded', active, t.reason);
+    const automatic = AUTOMATIC_TRIGGERS.has(t.kind);
+    // Replicas record triggers concurrently: each step compares and sets, and is tried again when another replica won.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const active = await this.opts.jobs.active(model);
+      if (active !== undefined) {
+        if (active.state === 'queued') {
+          active.folded.push(trigger);
+          if (!(await this.opts.jobs.update(active))) continue;
+          return record('folded', active, t.reason);
+        }
+        if (t.kind === 'manual') throw conflict(`model '${model}' already has a retraining job in progress (${active.id}, ${active.state})`);
+        return record('skipped-running', active, `${t.reason}; job ${active.id} is ${active.state}`);
       }
-      if (t.kind === 'manual') throw conflict(`model '${model}' already has a retraining job in progress (${active.id}, ${active.state})`);
-      return record('skipped-running', active, `${t.reason}; job ${active.id} is ${active.state}`);
+      const last = await this.opts.jobs.lastEnded(model);
+      if (automatic && last !== null && now < last + cfg.triggers.cooldownSeconds * 1000) {
+        const until = new Date(last + cfg.triggers.cooldownSeconds * 1000).toISOString();
+        return record('skipped-cooldown', null, `${t.reason}; cooling down until ${until}`);
+      }
+      // Automatic triggers wait for the debounce so a burst of alerts makes one job.
+      const job = this.newJob(model, trigger, automatic ? cfg.triggers.debounceSeconds * 1000 : 0);
+      this.jobLog(job, `queued: ${t.kind} trigger: ${t.reason}`);
+      if (!(await this.opts.jobs.insert(job))) continue;
+      void this.refreshCounts();
+      this.wakeAt(job);
+      return record('job', job, t.reason);
     }
-    const automatic = t.kind === 'drift' || t.kind === 'performance' || t.kind === 'schedule';
-    const last = this.store.lastEnded(model);
-    if (automatic && last !== null && now < last + cfg.triggers.cooldownSeconds * 1000) {
-      const until = new Date(last + cfg.triggers.cooldownSeconds * 1000).toISOString();
-      return record('skipped-cooldown', null, `${t.reason}; cooling down until ${until}`);
-    }
-    const job: Job = {
+    throw conflict(`the retraining jobs of model '${model}' changed too often while this trigger was recorded; retry`);
+  }
+
+  private newJob(model: string, trigger: Trigger, debounceMs: number): Job {
+    const now = this.clock();
+    return {
       id: newJobId(now),
       model,
       state: 'queued',
       trigger,
       folded: [],
-      createdAt: trigger.at,
-      updatedAt: trigger.at,
+      createdAt: new Date(now).toISOString(),
+      updatedAt: new Date(now).toISOString(),
+      ...(debounceMs > 0 ? { notBefore: new Date(now + debounceMs).toISOString() } : {}),
       steps: [],
       log: [],
+      revision: 0,
     };
-    this.active.set(model, job);
-    this.store.save(job);
-    this.jobLog(job, `queued: ${t.kind} trigger: ${t.reason}`);
-    // Automatic triggers wait for the debounce so a burst of alerts makes one job.
-    const delay = automatic ? cfg.triggers.debounceSeconds * 1000 : 0;
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      const p = this.run(job, cfg).finally(() => this.running.delete(p));
-      this.running.add(p);
-    }, delay);
-    this.timers.add(timer);
-    return record('job', job, t.reason);
   }
 
   /** POST /admin/incidents: recorded, and a retraining trigger for the model. */
-  incident(model: string, reason: string, severity: string): { incident: Incident; job: Job | null; outcome: string } {
-    const { job, outcome } = this.trigger(model, { kind: 'incident', reason: `incident: ${reason}`, evidence: { reason, severity } });
+  async incident(model: string, reason: string, severity: string): Promise<{ incident: Incident; job: Job | null; outcome: string }> {
+    const { job, outcome } = await this.trigger(model, { kind: 'incident', reason: `incident: ${reason}`, evidence: { reason, severity } });
     const incident: Incident = { id: `inc-${randomBytes(4).toString('hex')}`, model, at: new Date(this.clock()).toISOString(), reason, severity, jobId: job?.id ?? null, outcome };
-    this.store.addIncident(incident);
+    await this.opts.jobs.addIncident(incident);
     return { incident, job, outcome };
   }
 
-  /** Jobs by model and state (for `scoreline_retraining_jobs`). */
+  /** Jobs by model and state (for `scoreline_retraining_jobs`), as last read from the store: /metrics never waits on it. */
   counts(): { model: string; state: string; n: number }[] {
-    return this.closed ? [] : this.store.counts();
+    return this.closed ? [] : this.countCache;
   }
 
-  incidents(model?: string): Incident[] {
-    return this.store.incidents(model);
+  /** Reads the job counts again (on every replica: the metric is the cluster's). */
+  async refreshCounts(): Promise<void> {
+    try {
+      this.countCache = await this.opts.jobs.counts();
+    } catch (e) {
+      // Kept as last read: the metric is a gauge, and the store being away is logged elsewhere.
+      if (!isScorelineError(e) && !this.closing) this.opts.log.error({ err: (e as Error).stack }, 'could not count the retraining jobs');
+    }
   }
 
-  get(id: string): Job {
-    const live = [...this.active.values()].find((j) => j.id === id);
-    const job = live ?? this.store.get(id);
+  async incidents(model?: string): Promise<Incident[]> {
+    return this.opts.jobs.incidents(model);
+  }
+
+  async get(id: string): Promise<Job> {
+    const live = this.runs.get(id)?.run.job;
+    const job = live ?? (await this.opts.jobs.get(id));
     if (job === undefined) throw jobNotFound(id);
     return job;
   }
 
-  list(filter: { model?: string; state?: JobState; limit?: number } = {}): Job[] {
-    return this.store.list(filter);
+  async list(filter: JobFilter = {}): Promise<Job[]> {
+    return this.opts.jobs.list(filter);
   }
 
   /** GET /admin/retrain/{model}: configuration, the job in progress, the last one, cooldown, recent triggers. */
-  status(model: string) {
-    this.opts.registry.getModel(model);
+  async status(model: string) {
+    await this.opts.registry.getModel(model);
     const cfg = this.opts.configs.get(model);
     if (cfg === undefined) throw retrainingNotConfigured(model);
-    const last = this.store.lastEnded(model);
+    const last = await this.opts.jobs.lastEnded(model);
+    const stored = await this.opts.jobs.active(model);
+    const active = stored === undefined ? null : (this.runs.get(stored.id)?.run.job ?? stored);
     return {
       model,
       config: cfg,
-      active: this.active.get(model) ?? null,
-      last: this.store.list({ model, limit: 1 })[0] ?? null,
+      active,
+      last: (await this.opts.jobs.list({ model, limit: 1 }))[0] ?? null,
       cooldownUntil: last === null ? null : new Date(last + cfg.triggers.cooldownSeconds * 1000).toISOString(),
-      triggers: this.store.triggerEvents(model, 50),
+      triggers: await this.opts.jobs.triggerEvents(model, 50),
     };
   }
 
-  // ---- the job ---------------------------------------------------------------------------------
+  // ---- running jobs (the leader) ---------------------------------------------------------------
 
-  private jobLog(job: Job, msg: string): void {
+  /** Looks for queued jobs due now (a job queued here, or a notification that another replica queued one). */
+  wake(): void {
+    if (!this.leading || this.closing) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void this.pump()
+      .catch((e: Error) => {
+        if (!isScorelineError(e)) this.opts.log.error({ err: e.stack }, 'retraining queue failed');
+      })
+      .finally(() => {
+        this.pumping = false;
+        if (this.pumpAgain) {
+          this.pumpAgain = false;
+          this.wake();
+        }
+      });
+  }
+
+  private wakeAt(job: Job): void {
+    const delay = job.notBefore === undefined ? 0 : Math.max(0, Date.parse(job.notBefore) - this.clock());
+    const t = setTimeout(() => {
+      this.wakeTimers.delete(t);
+      this.wake();
+    }, delay + 5);
+    t.unref();
+    this.wakeTimers.add(t);
+  }
+
+  private async pump(): Promise<void> {
+    const now = this.clock();
+    for (const job of await this.opts.jobs.unfinished()) {
+      if (!this.leading || this.closing) return;
+      if (job.state !== 'queued' || this.runs.has(job.id)) continue;
+      if (job.notBefore !== undefined && Date.parse(job.notBefore) > now) continue;
+      const cfg = this.opts.configs.get(job.model);
+      if (cfg === undefined) {
+        await this.finish(job, 'failed', [`the leading replica ${this.opts.replicaId} has no retraining configuration for model '${job.model}'`]);
+        continue;
+      }
+      // Claimed by compare-and-set: a job is started once, whatever else changed it meanwhile.
+      job.state = 'running';
+      job.owner = this.opts.replicaId;
+      job.ownerHost = hostname();
+      job.startedAt = new Date(this.clock()).toISOString();
+      job.updatedAt = job.startedAt;
+      this.jobLog(job, `state: running (replica ${this.opts.replicaId})`);
+      if (!(await this.opts.jobs.update(job))) continue;
+      this.start(job, cfg);
+    }
+  }
+
+  private start(job: Job, cfg: RetrainingConfig): void {
+    const run = new JobRun(this, job, cfg);
+    this.send(job, 'started');
+    void this.refreshCounts();
+    const done = run.run().then(async (outcome) => {
+      if (outcome.kind === 'interrupted') await this.interrupted(job, outcome.reason, false);
+      else await this.finish(job, outcome.state, outcome.reasons);
+    }).catch((e: Error) => this.opts.log.error({ job: job.id, err: e.stack }, 'retraining job could not be recorded'))
+      .finally(() => {
+        this.runs.delete(job.id);
+        void this.refreshCounts();
+      });
+    this.runs.set(job.id, { run, done });
+  }
+
+  jobLog(job: Job, msg: string): void {
     job.log.push({ at: new Date(this.clock()).toISOString(), msg });
     if (job.log.length > MAX_LOG) job.log.splice(0, job.log.length - MAX_LOG);
   }
 
-  private setState(job: Job, state: JobState): void {
+  async setState(job: Job, state: JobState): Promise<void> {
     job.state = state;
     job.updatedAt = new Date(this.clock()).toISOString();
     this.jobLog(job, `state: ${state}`);
-    this.store.save(job);
+    await this.save(job);
   }
 
-  private async step<T>(job: Job, name: string, work: () => Promise<T>): Promise<T> {
-    const t0 = this.clock();
-    const s = { name, startedAt: new Date(t0).toISOString() } as Job['steps'][number];
-    job.steps.push(s);
-    this.store.save(job);
+  /**
+   * Stores a running job's progress. While the store cannot be reached the job goes on (its next
+   * write carries everything); when another replica has written the job since (it was failed as
+   * interrupted), JobTakenOver stops the run.
+   */
+  async save(job: Job): Promise<void> {
     try {
-      const r = await work();
-      s.ok = true;
-      return r;
+      if (!(await this.opts.jobs.update(job))) throw new JobTakenOver('another replica recorded the job as interrupted while this one ran it');
+      if (this.storeDown) this.opts.log.info({ job: job.id }, 'retraining job progress is stored again');
+      this.storeDown = false;
     } catch (e) {
-      s.ok = false;
-      throw e;
-    } finally {
-      const t1 = this.clock();
-      s.endedAt = new Date(t1).toISOString();
-      s.ms = t1 - t0;
-      this.store.save(job);
+      if (!(isScorelineError(e) && e.code === 'STORE_UNAVAILABLE')) throw e;
+      if (!this.storeDown) this.opts.log.warn({ job: job.id, err: e.message }, 'retraining job progress cannot be stored; the job goes on');
+      this.storeDown = true;
     }
   }
 
-  private finish(job: Job, state: JobState, reasons: string[], opts: { notify: boolean } = { notify: true }): void {
+  /**
+   * Records the job's end, and notifies. The write is retried while the store cannot be reached
+   * (until this process closes); false when another replica ended the job first.
+   */
+  private async finish(job: Job, state: JobState, reasons: string[], opts: { notify: boolean } = { notify: true }): Promise<boolean> {
     const now = new Date(this.clock()).toISOString();
     job.state = state;
     job.updatedAt = now;
@@ -325,12 +418,36 @@ export class Retrainer {
     job.decision = { outcome, reasons: state === 'rejected' ? reasons : [...earlier, ...reasons] };
     if (state === 'failed') job.error = reasons.join('; ');
     this.jobLog(job, `${state}: ${reasons.join('; ')}`);
-    this.store.save(job);
-    if (this.active.get(job.model)?.id === job.id) this.active.delete(job.model);
+    for (let delay = 500; ; delay = Math.min(5000, delay * 2)) {
+      try {
+        if (!(await this.opts.jobs.update(job))) {
+          this.opts.log.warn({ job: job.id, state }, 'retraining job was already recorded by another replica; this outcome is dropped');
+          return false;
+        }
+        break;
+      } catch (e) {
+        if (!(isScorelineError(e) && e.code === 'STORE_UNAVAILABLE') || this.closing) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
     if (opts.notify) this.send(job, state);
+    return true;
   }
 
-  private send(job: Job, event: JobState | 'started'): void {
+  /** A job stopped from outside: failed, and an automatic trigger's job queued again (once: never a retry's retry). */
+  private async interrupted(job: Job, reason: string, notifyFailure: boolean): Promise<void> {
+    if (!(await this.finish(job, 'failed', [reason], { notify: notifyFailure }))) return;
+    if (!AUTOMATIC_TRIGGERS.has(job.trigger.kind) || job.retryOf !== undefined) return;
+    const retry: Job = { ...this.newJob(job.model, job.trigger, 0), retryOf: job.id, folded: [...job.folded] };
+    this.jobLog(retry, `queued again: job ${job.id} (${job.trigger.kind} trigger: ${job.trigger.reason}) was interrupted: ${reason}`);
+    if (await this.opts.jobs.insert(retry)) {
+      await this.opts.jobs.addTriggerEvent({ at: retry.createdAt, model: job.model, kind: job.trigger.kind, outcome: 'job', jobId: retry.id, reason: `queued again: job ${job.id} was interrupted` });
+      this.opts.log.info({ job: retry.id, model: job.model, retryOf: job.id }, 'retraining job queued again after an interruption');
+      this.wake();
+    }
+  }
+
+  send(job: Job, event: JobState | 'started'): void {
     const icon = { started: 'STARTED', succeeded: 'PROMOTED', rejected: 'REJECTED', failed: 'FAILED', rolled_back: 'ROLLED BACK' }[event as string] ?? event.toUpperCase();
     // the outcome first (the last reason), then how the gate saw it
     const r = job.decision?.reasons ?? [];
@@ -344,8 +461,8 @@ export class Retrainer {
   }
 
   /** The version serving all traffic now: alias `champion`, else the deployment's, else the latest. */
-  championOf(model: string): number {
-    const m = this.opts.registry.getModel(model);
+  async championOf(model: string): Promise<number> {
+    const m = await this.opts.registry.getModel(model);
     if (m.aliases.champion !== undefined) return m.aliases.champion;
     const s = this.opts.deployer.state(model)?.spec;
     if (s !== undefined) {
@@ -356,293 +473,15 @@ export class Retrainer {
     return m.latestVersion;
   }
 
-  private async run(job: Job, cfg: RetrainingConfig): Promise<void> {
-    if (this.closed) return;
-    const worker = new JobWorker(this.opts.log);
-    this.workers.add(worker);
-    const model = job.model;
-    try {
-      job.startedAt = new Date(this.clock()).toISOString();
-      this.setState(job, 'running');
-      this.send(job, 'started');
-      const champion = this.championOf(model);
-      job.championVersion = champion;
-      const championRecord = this.opts.registry.getVersion(model, champion);
-      const mc = championRecord.config as ModelConfig;
-      const features = mc.features;
-      if (!features || features.length === 0) throw new JobFailure(`model.yaml of ${model} v${champion} has no features list: retraining needs the input columns by name`);
-      this.jobLog(job, `champion: v${champion}; features: ${features.join(', ')}`);
-
-      // 1. data
-      const prep = await this.step(job, 'data', async () => {
-        let feedback: { X: Float64Array; y: Float64Array; t: Float64Array; n: number } | null = null;
-        if (cfg.useFeedback && this.opts.predictionLog !== null) {
-          const rows = (await this.opts.predictionLog.training(model)).filter((r) => r.features.length === features.length);
-          const p = features.length;
-          feedback = { X: new Float64Array(rows.length * p), y: new Float64Array(rows.length), t: new Float64Array(rows.length), n: rows.length };
-          rows.forEach((r, i) => {
-            feedback!.X.set(r.features, i * p);
-            feedback!.y[i] = r.label;
-            feedback!.t[i] = r.ts;
-          });
-        }
-        const jobDir = join(this.opts.dataDir, 'retraining', job.id);
-        const r = await worker.call<PrepareResult>(
-          {
-            op: 'prepare',
-            patterns: [...cfg.data],
-            features,
-            label: cfg.label,
-            timeColumn: cfg.timeColumn,
-            definitionsPath: this.opts.definitionsPath,
-            bindings: mc.bindings ?? {},
-            feedback,
-            oot: cfg.oot,
-            jobDir,
-          },
-        );
-        for (const f of r.files) this.jobLog(job, `data: ${f.path}: ${f.rows} rows${f.skipped ? `, ${f.skipped} skipped (${f.reasons.join('; ')})` : ''}${f.computed.length ? `; computed by feature definitions: ${f.computed.join(', ')}` : ''}`);
-        for (const u of r.unmatched) this.jobLog(job, `data: no file matches ${u}`);
-        if (cfg.useFeedback) this.jobLog(job, `data: ${r.feedbackRows} labelled predictions from the prediction log`);
-        this.jobLog(job, `split out of time at ${r.cut}: train ${r.train.rows} rows (${r.train.from} .. ${r.train.to}), validation ${r.validation.rows} rows (${r.validation.from} .. ${r.validation.to})`);
-        return r;
-      });
-      job.data = { files: prep.files, unmatched: prep.unmatched, feedbackRows: prep.feedbackRows, train: prep.train, validation: prep.validation, cut: prep.cut };
-      const minValidation = Math.max(2, Math.ceil(cfg.minRows / 4));
-      const classes = (s: { rows: number; positives: number }) => s.positives > 0 && s.positives < s.rows;
-      if (prep.train.rows < cfg.minRows) throw new JobFailure(`not enough training rows: ${prep.train.rows} (minRows ${cfg.minRows})`);
-      if (prep.validation.rows < minValidation) throw new JobFailure(`not enough validation rows: ${prep.validation.rows} (at least ${minValidation})`);
-      if (!classes(prep.train) || !classes(prep.validation)) throw new JobFailure('training and validation rows must both hold each class (0 and 1)');
-
-      // 2. train
-      const challengerBytes = await this.step(job, 'train', async () => {
-        const t = cfg.trainer;
-        if ('builtin' in t) {
-          const r = await worker.call<TrainResult>({ op: 'train', l2: t.params.l2, maxIterations: t.params.maxIterations, features, modelName: model, docString: `scoreline retraining job ${job.id}` });
-          job.training = { trainer: 'logistic-regression', params: t.params, iterations: r.iterations, converged: r.converged };
-          this.jobLog(job, `trained logistic regression: ${r.iterations} iterations, ${r.converged ? 'converged' : 'NOT converged'}`);
-          return r.onnx;
-        }
-        job.training = { trainer: 'command', command: t.command, timeoutSeconds: t.timeoutSeconds };
-        this.jobLog(job, `running trainer: ${t.command.join(' ')}`);
-        return runCommandTrainer({
-          command: t.command,
-          timeoutSeconds: t.timeoutSeconds,
-          env: t.env,
-          cwd: cfg.baseDir,
-          trainFile: prep.trainFile,
-          validationFile: prep.validationFile,
-          features,
-          label: cfg.label,
-          timeColumn: cfg.timeColumn ?? 'time',
-          outputDir: join(this.opts.dataDir, 'retraining', job.id, 'output'),
-          log: (l) => this.jobLog(job, l),
-          onSpawn: (pid) => {
-            job.trainerPid = pid;
-            this.trainers.add(pid);
-            this.store.save(job);
-          },
-          onExit: (pid) => {
-            delete job.trainerPid;
-            this.trainers.delete(pid);
-          },
-        }).catch((e: Error) => {
-          throw new JobFailure(e.message);
-        });
-      });
-
-      // 3. validate
-      this.setState(job, 'validating');
-      const verdict = await this.step(job, 'validate', async () => {
-        const reasons: string[] = [];
-        let meta;
-        try {
-          meta = readOnnxMetadata(challengerBytes, 'challenger');
-        } catch (e) {
-          return { pass: false, reasons: [`challenger is not a usable ONNX model: ${(e as Error).message}`], result: null };
-        }
-        const problem = signatureProblem(championRecord.signature.inputs, meta.inputs);
-        if (problem !== null) return { pass: false, reasons: [`signature incompatible with champion v${champion}: ${problem}`], result: null };
-        const scoreOut = mc.score?.output ?? null;
-        if (scoreOut !== null && !meta.outputs.some((o) => o.name === scoreOut)) {
-          return { pass: false, reasons: [`challenger has no output '${scoreOut}' (model.yaml score.output)`], result: null };
-        }
-        const score = { output: scoreOut, index: mc.score?.index ?? null };
-        const championBytes = this.opts.registry.load(model, champion).bytes;
-        const r = await worker.call<ValidateResult>({
-          op: 'validate',
-          champion: { bytes: new Uint8Array(championBytes), score },
-          challenger: { bytes: challengerBytes, score },
-          threshold: mc.threshold ?? 0.5,
-        });
-        const ch = r.challenger;
-        const cp = r.champion!;
-        let pass = true;
-        const check = (ok: boolean, text: string) => {
-          reasons.push(`${ok ? 'pass' : 'FAIL'}: ${text}`);
-          if (!ok) pass = false;
-        };
-        check(ch.nonFinite === 0, ch.nonFinite === 0 ? 'challenger outputs are finite' : `challenger gave ${ch.nonFinite} non-finite scores`);
-        if (ch.auc !== null && cp.auc !== null) {
-          const need = cp.auc + cfg.gate.minDelta;
-          check(ch.auc >= need, `AUC ${fmt(ch.auc)} vs champion ${fmt(cp.auc)} (${ch.auc - cp.auc >= 0 ? '+' : ''}${(ch.auc - cp.auc).toFixed(4)}; needs >= ${cfg.gate.minDelta >= 0 ? '+' : ''}${cfg.gate.minDelta})`);
-        } else check(false, 'AUC is undefined on the validation rows');
-        if (ch.ks !== null && cp.ks !== null) {
-          check(ch.ks >= cp.ks - cfg.gate.ksTolerance, `KS ${fmt(ch.ks)} vs champion ${fmt(cp.ks)} (tolerance ${cfg.gate.ksTolerance})`);
-        } else check(false, 'KS is undefined on the validation rows');
-        if (r.delong !== null) reasons.push(`info: DeLong test of the AUC difference: z = ${r.delong.z.toFixed(3)}, p = ${r.delong.p.toPrecision(3)}`);
-        return { pass, reasons, result: r };
-      });
-      if (verdict.result !== null) {
-        const { champion: cp, challenger: ch, delong, rows } = verdict.result;
-        job.validation = {
-          rows,
-          champion: cp,
-          challenger: ch,
-          delong: delong && { z: r4(delong.z), p: delong.p, aucDifference: r4(delong.aucDifference) },
-          gate: cfg.gate,
-        };
-      }
-      await worker.close();
-      this.workers.delete(worker);
-      if (!verdict.pass) {
-        job.decision = { outcome: 'rejected', reasons: verdict.reasons };
-        this.finish(job, 'rejected', verdict.reasons);
-        return;
-      }
-      job.decision = { outcome: 'accepted', reasons: verdict.reasons };
-
-      // 4. register, canary, promote or roll back
-      const v = verdict.result!;
-      const reg = this.opts.registry.register(model, challengerBytes, {
-        source: `retraining job ${job.id}`,
-        config: championRecord.config,
-        tags: { trained_by: 'scoreline-retraining', trigger: job.trigger.kind },
-        metrics: {
-          validation_auc: r4(v.challenger.auc)!,
-          validation_ks: r4(v.challenger.ks)!,
-          champion_validation_auc: r4(v.champion!.auc)!,
-          validation_rows: v.rows,
-          ...(v.delong ? { delong_p: v.delong.p } : {}),
-        },
-        lineage: {
-          trainingJobId: job.id,
-          trigger: job.trigger.kind,
-          champion,
-          dataWindow: { train: prep.train, validation: prep.validation, cut: prep.cut },
-          files: prep.files.map((f) => f.path),
-          feedbackRows: prep.feedbackRows,
-          trainer: job.training,
-        },
-      });
-      if (!reg.created) throw new JobFailure(`the challenger is byte-identical to registered version ${reg.version}; nothing new to deploy`);
-      job.challengerVersion = reg.version;
-      this.opts.registry.setAlias(model, 'challenger', reg.version, { reason: `retraining job ${job.id} passed the gate` });
-      this.jobLog(job, `registered challenger v${reg.version} (sha256 ${reg.sha256.slice(0, 12)}), alias challenger`);
-      if (this.opts.freezeReference) {
-        try {
-          await this.opts.freezeReference(model, reg.version, readFileSync(prep.validationFile, 'utf8'));
-          this.jobLog(job, `drift reference of v${reg.version} frozen from the ${prep.validation.rows} validation rows`);
-        } catch (e) {
-          this.jobLog(job, `could not freeze the drift reference of v${reg.version}: ${(e as Error).message}`);
-        }
-      }
-
-      this.setState(job, 'deploying');
-      const outcome = await this.step(job, 'canary', () => this.canary(job, cfg, champion, reg.version));
-      if (outcome.promoted) {
-        this.opts.registry.setAlias(model, 'champion', reg.version, { reason: `retraining job ${job.id}: canary promoted` });
-        this.finish(job, 'succeeded', [`canary promoted: v${reg.version} serves all traffic and is the champion (${outcome.reason})`]);
-      } else {
-        this.finish(job, 'rolled_back', [`canary rolled back: ${outcome.reason}; v${champion} serves all traffic`]);
-      }
-    } catch (e) {
-      const msg = e instanceof JobFailure ? e.message : `${(e as Error).message}`;
-      if (!TERMINAL.has(job.state)) this.finish(job, 'failed', [msg]);
-      if (!(e instanceof JobFailure)) this.opts.log.error({ job: job.id, model, err: (e as Error).stack }, 'retraining job failed');
-    } finally {
-      this.workers.delete(worker);
-      await worker.close().catch(() => undefined);
-    }
-  }
-
-  /** Deploys the challenger as a canary and waits for the deployer's analysis to decide. */
-  private async canary(job: Job, cfg: RetrainingConfig, stable: number, canary: number): Promise<{ promoted: boolean; reason: string }> {
-    const model = job.model;
-    const steps = cfg.deploy.steps;
-    const spec = { strategy: 'canary', stable, canary, percent: steps[0]!, steps: steps.slice(1), stepSeconds: cfg.deploy.stepSeconds };
-    let cancel: (e: Error) => void = () => undefined;
-    const done = new Promise<{ promoted: boolean; reason: string }>((resolve, reject) => {
-      const settle = () => {
-        off();
-        this.waiters.delete(cancel);
-      };
-      const off = this.opts.deployer.subscribe((e: DeploymentChange) => {
-        if (e.model !== model) return;
-        const s = e.state.spec;
-        if (e.action === 'canary-step') {
-          this.jobLog(job, `canary step: ${s.strategy === 'canary' ? s.percent : '?'}% of traffic (${e.reason})`);
-          this.store.save(job);
-          return;
-        }
-        if (s.strategy === 'direct' && s.version === canary) {
-          settle();
-          resolve({ promoted: true, reason: e.reason });
-        } else if (s.strategy === 'direct' && s.version === stable) {
-          settle();
-          resolve({ promoted: false, reason: e.reason });
-        } else if (!(s.strategy === 'canary' && s.canary === canary && s.stable === stable)) {
-          settle();
-          reject(new JobFailure(`the deployment was changed while the canary ran (${e.action}: ${e.reason})`));
-        }
-      });
-      cancel = (err: Error) => {
-        settle();
-        reject(err);
-      };
-      this.waiters.add(cancel);
-    });
-    try {
-      await this.opts.deployer.apply(model, spec, `retraining job ${job.id}: canary of v${canary} against v${stable}`);
-    } catch (e) {
-      const failure = new JobFailure(`canary deployment refused: ${(e as Error).message}`);
-      cancel(failure);
-      await done.catch(() => undefined);
-      // loaded to freeze its reference: nothing will route to it now
-      await this.opts.deployer.release(model, canary).catch(() => undefined);
-      throw failure;
-    }
-    this.jobLog(job, `canary: v${canary} gets ${steps[0]}% of traffic, steps ${steps.join(' -> ')} every ${cfg.deploy.stepSeconds} s`);
-    this.store.save(job);
-    return done;
-  }
-
-  /** Stops triggers; running jobs are failed now (a restart would find them and fail them anyway). */
+  /** Stops triggers; running jobs are failed now (an automatic trigger's job is queued again once, for the next leader). */
   async close(): Promise<void> {
+    this.closing = true;
+    this.stopTriggers();
+    for (const { run } of this.runs.values()) run.abort('interrupted: the server shut down');
+    await Promise.allSettled([...this.runs.values()].map((r) => r.done));
+    this.leading = false;
     this.closed = true;
-    for (const c of this.crons) c.stop();
-    for (const off of this.unsubscribe) off();
-    for (const t of this.timers) clearTimeout(t);
-    for (const w of [...this.waiters]) w(new JobFailure('the server shut down while the canary ran; the deployment itself is persisted and continues after a restart'));
-    for (const pid of this.trainers) killTrainer(pid);
-    for (const w of this.workers) await w.close().catch(() => undefined);
-    await Promise.allSettled([...this.running]);
-    for (const job of [...this.active.values()]) if (!TERMINAL.has(job.state)) this.finish(job, 'failed', ['interrupted: the server shut down'], { notify: false });
-    this.store.close();
   }
-}
-
-function signatureProblem(want: readonly { name: string; datatype: string; shape: readonly number[] }[], got: readonly { name: string; datatype: string; shape: readonly number[] }[]): string | null {
-  if (want.length !== got.length) return `${got.length} inputs, the champion has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the champion's ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i] && d !== -1 && w.shape[i] !== -1)) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the champion's [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
 }
 
 /** The final reason first, then the gate's checks: what a notification reader needs first. */

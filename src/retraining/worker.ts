@@ -7,6 +7,7 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import '../inference/ort-env.js';
 import ort from 'onnxruntime-node';
 import { loadFeatureDefinitionsFile } from '../features/definitions.js';
 import type { FeatureRegistry } from '../features/plan.js';

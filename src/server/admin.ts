@@ -1,16 +1,19 @@
 // The admin API under /admin (bearer token: SCORELINE_ADMIN_TOKEN, else a random token generated at
-// first start into <data-dir>/admin-token with mode 0600; compared in constant time): models and
-// versions, aliases with history, deployments (apply, promote, roll back, inspect).
+// first start into <data-dir>/admin-token with mode 0600, or shared through the store by every
+// replica; compared in constant time): models and versions, aliases with history, deployments
+// (apply, promote, roll back, inspect, per replica), alerts, retraining, and the cluster. Every
+// answer reads or writes the store; when it cannot be reached the answer is 503 with Retry-After,
+// and nothing changed.
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, unauthorized, unsupportedMediaType } from '../errors.js';
+import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, notReady, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
 import type { Alerting } from './alerting.js';
 import { summary, type Retrainer } from '../retraining/retrainer.js';
-import { JOB_STATES, type JobState } from '../retraining/store.js';
-import type { ModelRegistry } from '../registry/store.js';
+import { JOB_STATES, type JobState, type Registry } from '../store/index.js';
+import type { Cluster } from './cluster.js';
 import type { ServerContext } from './context.js';
 import { freezeFromCsv } from './reference.js';
 import { checkOptionalJsonContentType, isObject, postRoute, sendError, sendJson, type PostRequest, type ResponseState } from './http.js';
@@ -36,10 +39,12 @@ const AUTH: readonly string[] = ['authorization'];
 const AUTH_AND_SOURCE: readonly string[] = ['authorization', 'x-scoreline-source'];
 
 export interface AdminDeps {
-  registry: ModelRegistry;
+  registry: Registry;
   deployer: Deployer;
   alerting: Alerting;
   retrainer: Retrainer;
+  /** Set once the server listens (its address is known then). */
+  cluster: { current: Cluster | null };
   token: string;
   maxModelBytes: number;
 }
@@ -62,14 +67,27 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   const authorize = (req: HttpRequest): void => authorizeHeader(req.getHeader('authorization'));
   const admit = (p: PostRequest) => authorizeHeader(p.headers[0]!);
 
+  /**
+   * A GET behind the token. `answer` must read everything it needs from `req` before its first
+   * await (uWS reuses the request object once the handler returns).
+   */
   const get = (pattern: string, answer: (req: HttpRequest) => unknown) =>
     app.get(pattern, (res: Res, req) => {
+      res.onAborted(() => {
+        res.aborted = true;
+      });
+      let result: unknown;
       try {
         authorize(req);
-        sendJson(res, 200, JSON.stringify(answer(req)));
+        result = answer(req);
       } catch (e) {
         sendError(res, storage(e), ctx.log);
+        return;
       }
+      Promise.resolve(result).then(
+        (r) => sendJson(res, 200, JSON.stringify(r)),
+        (e) => sendError(res, storage(e), ctx.log),
+      );
     });
 
   /** A JSON body handler behind the token; `answer` may be async. An empty body is undefined. */
@@ -90,10 +108,10 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     );
 
   // Models and versions.
-  get('/admin/models', () => ({ models: registry.listModels() }));
-  get('/admin/models/:name', (req) => {
+  get('/admin/models', async () => ({ models: await registry.listModels() }));
+  get('/admin/models/:name', async (req) => {
     const name = req.getParameter(0);
-    return { model: registry.getModel(name), versions: registry.listVersions(name), deployment: deployer.view(name) };
+    return { model: await registry.getModel(name), versions: await registry.listVersions(name), deployment: await deployer.view(name) };
   });
   postRoute(
     app,
@@ -115,23 +133,26 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       // The client's word for where the file came from: recorded, never opened (it names a path on the
       // client's machine at best, and any path on this one at worst).
       const declaredSource = p.headers[1]!;
-      try {
-        if (buf.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
+      // A copy now: the body's memory is the server's only until this handler returns.
+      const bytes = new Uint8Array(buf);
+      (async () => {
+        if (bytes.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
         // A new version inherits the model's settings (features, bindings, batching) from its latest,
         // and the reference rows stored with it, which that model.yaml's `reference` names.
-        const latest = registry.listModels(name)[0]?.latestVersion ?? undefined;
-        const config = latest === undefined ? {} : registry.getVersion(name, latest).config;
-        const referenceData = latest === undefined ? null : registry.referenceData(name, latest);
-        const r = registry.register(name, new Uint8Array(buf), {
+        const latest = (await registry.listModels(name))[0]?.latestVersion ?? undefined;
+        const config = latest === undefined ? {} : (await registry.getVersion(name, latest)).config;
+        const referenceData = latest === undefined ? null : await registry.referenceData(name, latest);
+        const r = await registry.register(name, bytes, {
           config,
           ...(declaredSource !== '' ? { declaredSource } : {}),
           ...(referenceData !== null ? { referenceData } : {}),
         });
         ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
-        sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 }));
-      } catch (e) {
-        sendError(res, storage(e), ctx.log);
-      }
+        return r;
+      })().then(
+        (r) => sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 })),
+        (e) => sendError(res, storage(e), ctx.log),
+      );
     },
   );
 
@@ -156,7 +177,7 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       const [name, version] = [p.params[0]!, Number(p.params[1])];
       const csv = buf.toString('utf8');
       (async () => {
-        registry.getVersion(name, version);
+        await registry.getVersion(name, version);
         const m = await deployer.ensureLoaded(name, version);
         const r = await freezeFromCsv(ctx, m, csv);
         return { model: name, version, rows: r.rows, reference_auc: r.referenceAuc, features: r.features.map((f) => f.name) };
@@ -168,28 +189,28 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   );
 
   // Aliases.
-  withJson('put', '/admin/models/:name/aliases/:alias', ([name, alias], body) => {
+  withJson('put', '/admin/models/:name/aliases/:alias', async ([name, alias], body) => {
     if (!isObject(body) || !Number.isSafeInteger(body.version)) throw badRequest('body must be {"version": <integer>, "reason"?: "..."}');
     if (body.reason !== undefined && typeof body.reason !== 'string') throw badRequest('"reason" must be a string');
-    const event = registry.setAlias(name!, alias!, body.version as number, { reason: (body.reason as string | undefined) ?? 'set by the admin API', actor: 'admin-api' });
+    const event = await registry.setAlias(name!, alias!, body.version as number, { reason: (body.reason as string | undefined) ?? 'set by the admin API', actor: 'admin-api' });
     return { alias: alias, version: event.to, event };
   });
-  get('/admin/models/:name/aliases/:alias', (req) => {
+  get('/admin/models/:name/aliases/:alias', async (req) => {
     const name = req.getParameter(0);
     const alias = req.getParameter(1);
-    const version = registry.getModel(name).aliases[alias] ?? null;
-    return { model: name, alias, version, history: registry.aliasHistory(name, alias) };
+    const version = (await registry.getModel(name)).aliases[alias] ?? null;
+    return { model: name, alias, version, history: await registry.aliasHistory(name, alias) };
   });
 
   // Alerts.
   get('/admin/alerts', (req) => {
     const model = req.getQuery('model') || undefined;
     const limit = Number(req.getQuery('limit') || 100);
-    const m = deps.alerting.manager;
+    const a = deps.alerting;
     return {
-      firing: m.firing(model ? { labels: { model } } : {}),
-      pending: m.active(model ? { labels: { model } } : {}).filter((a) => a.state === 'pending'),
-      history: m.history({ limit: Number.isFinite(limit) ? Math.min(Math.max(1, limit), 1000) : 100, ...(model ? { model } : {}) }),
+      firing: a.firing(model ? { labels: { model } } : {}),
+      pending: a.pending(model ? { labels: { model } } : {}),
+      history: a.history({ limit: Number.isFinite(limit) ? Math.min(Math.max(1, limit), 1000) : 100, ...(model ? { model } : {}) }),
     };
   });
 
@@ -198,11 +219,11 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   withJson(
     'post',
     '/admin/retrain/:name',
-    ([name], body) => {
+    async ([name], body) => {
       if (body !== undefined && !isObject(body)) throw badRequest('the body, when given, must be a JSON object {"reason"}');
       const reason = isObject(body) && body.reason !== undefined ? body.reason : 'requested through the admin API';
       if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
-      const r = retrainer.trigger(name!, { kind: 'manual', reason, evidence: { by: 'admin API' } });
+      const r = await retrainer.trigger(name!, { kind: 'manual', reason, evidence: { by: 'admin API' } });
       return { outcome: r.outcome, job: r.job && summary(r.job) };
     },
     202,
@@ -211,27 +232,27 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   withJson(
     'post',
     '/admin/incidents',
-    (_params, body) => {
+    async (_params, body) => {
       if (!isObject(body)) throw badRequest('an incident is a JSON object {"model", "reason", "severity"?}');
       const { model, reason } = body;
       const severity = body.severity ?? 'critical';
       if (typeof model !== 'string' || model.length === 0) throw badRequest('"model" must be a model name');
       if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
       if (typeof severity !== 'string' || !['info', 'warning', 'critical', 'emergency'].includes(severity)) throw badRequest('"severity" must be info, warning, critical or emergency');
-      const r = retrainer.incident(model, reason, severity);
+      const r = await retrainer.incident(model, reason, severity);
       return { incident: r.incident, outcome: r.outcome, job: r.job && summary(r.job) };
     },
     201,
   );
-  get('/admin/incidents', (req) => ({ incidents: retrainer.incidents(req.getQuery('model') || undefined) }));
-  get('/admin/jobs', (req) => {
+  get('/admin/incidents', async (req) => ({ incidents: await retrainer.incidents(req.getQuery('model') || undefined) }));
+  get('/admin/jobs', async (req) => {
     const state = req.getQuery('state') || undefined;
     if (state !== undefined && !(JOB_STATES as readonly string[]).includes(state)) throw badRequest(`state must be one of ${JOB_STATES.join(', ')}`);
     const rawLimit = req.getQuery('limit');
     const limit = rawLimit ? Number(rawLimit) : 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('limit must be an integer from 1 to 1000');
     const model = req.getQuery('model') || undefined;
-    return { jobs: retrainer.list({ ...(model ? { model } : {}), ...(state ? { state: state as JobState } : {}), limit }).map(summary) };
+    return { jobs: (await retrainer.list({ ...(model ? { model } : {}), ...(state ? { state: state as JobState } : {}), limit })).map(summary) };
   });
   get('/admin/jobs/:id', (req) => retrainer.get(req.getParameter(0)));
 
@@ -240,9 +261,20 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     const spec = isObject(body) ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'reason')) : body;
     return deployer.apply(name!, spec, reasonOf(body, 'deployed by the admin API')).then(() => deployer.view(name!));
   });
-  get('/admin/deployments/:name', (req) => deployer.view(req.getParameter(0)));
+  get('/admin/deployments/:name', async (req) => {
+    const name = req.getParameter(0);
+    const view = await deployer.view(name);
+    return { ...view, replicas: (await deps.cluster.current?.deploymentOf(name)) ?? [] };
+  });
   withJson('post', '/admin/deployments/:name/promote', ([name], body) => deployer.promote(name!, reasonOf(body, 'promoted by the admin API')).then(() => deployer.view(name!)));
   withJson('post', '/admin/deployments/:name/rollback', ([name], body) => deployer.rollback(name!, reasonOf(body, 'rolled back by the admin API')).then(() => deployer.view(name!)));
+
+  // The cluster: who leads, and every replica heard from recently.
+  get('/admin/cluster', async () => {
+    const cluster = deps.cluster.current;
+    if (cluster === null) throw notReady('the cluster view');
+    return cluster.view();
+  });
 }
 
 function reasonOf(body: unknown, fallback: string): string {
@@ -263,4 +295,5 @@ export const ADMIN_PATTERNS = [
   '/admin/incidents',
   '/admin/jobs',
   '/admin/jobs/:id',
+  '/admin/cluster',
 ];

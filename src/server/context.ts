@@ -4,10 +4,13 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import type { Agreement, Deployer, Router, Target } from '../deploy/index.js';
 import type { FeatureService } from '../features/index.js';
-import type { ModelRegistry } from '../registry/store.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { Monitor, VersionMonitor } from '../monitoring/index.js';
+import type { ApiKeys } from './api-keys.js';
+import type { Registry } from '../store/index.js';
 import type { PostContext } from './http.js';
+import type { TlsFiles } from './tls.js';
+import type { Tracing } from './tracing.js';
 
 export interface ServerContext {
   readonly config: ServerConfig;
@@ -16,13 +19,19 @@ export interface ServerContext {
   readonly log: Logger;
   /** Feature serving, when the config names feature definitions. */
   readonly features: FeatureService | null;
-  readonly registry: ModelRegistry;
+  /** The store's registry: admin and control paths only, never awaited by a request. */
+  readonly registry: Registry;
   readonly router: Router;
   readonly deployer: Deployer;
   /** Logger and origin policy for the POST route helper. */
   readonly http: PostContext;
   /** Set on shutdown: new requests get 503 and their connection is closed. */
   draining: boolean;
+  /** API keys when auth.enabled (null: the data plane is open). Other transports (gRPC) check theirs with `keys.check`. */
+  keys: ApiKeys | null;
+  /** The TLS certificate and key (null: plain text); gRPC's credentials come from it (tls-grpc.ts). */
+  tls: TlsFiles | null;
+  tracing: Tracing | null;
 }
 
 const monitors = new WeakMap<LoadedModel, VersionMonitor>();

@@ -73,7 +73,9 @@ export function registerDashboard(app: TemplatedApp): void {
     res.answered = true;
     res.cork(() => {
       for (const k in page.headers) res.writeHeader(k, page.headers[k]!);
+      if (res.requestId !== undefined) res.writeHeader('x-request-id', res.requestId);
       res.end(page.body);
     });
+    res.exchange?.end(200, res);
   });
 }

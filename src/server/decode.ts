@@ -11,7 +11,7 @@ import {
   type Batch,
   type Datatype,
   type LoadedModel,
-  type TypedArray,
+  type TensorData,
 } from '../inference/index.js';
 import { isObject } from './http.js';
 
@@ -58,21 +58,28 @@ export function selectOutputs(model: LoadedModel, outputs: unknown): number[] {
   return select;
 }
 
-/**
- * Decodes an OIP inference request. `maxElements` bounds the tensor sizes a client may declare
- * (a JSON body cannot hold more elements than about half its bytes), so a lying shape cannot make
- * the server allocate more than the body justifies. `checkId` is off for WebSocket frames, whose ids
- * may also be numbers and are echoed by the stream itself.
- */
-export function decodeOip(model: LoadedModel, body: unknown, maxElements: number, checkId = true): DecodedRequest {
-  if (!isObject(body)) throw badRequest('request body must be a JSON object with an "inputs" array');
-  const id = checkId ? body.id : undefined;
-  if (id !== undefined && typeof id !== 'string') throw badRequest('"id" must be a string');
-  if (body.parameters !== undefined && !isObject(body.parameters)) throw badRequest('"parameters" must be an object');
-  const inputs = body.inputs;
-  if (!Array.isArray(inputs) || inputs.length === 0) throw badRequest('"inputs" must be a non-empty array');
-  const select = body.outputs === undefined ? null : selectOutputs(model, body.outputs);
+/** An input tensor's header as a request declares it (JSON object or protobuf message). */
+export interface DeclaredInput {
+  readonly name: unknown;
+  readonly datatype: unknown;
+  /** Positive integers. */
+  readonly shape: unknown;
+}
 
+/** The request's inputs matched to the model's: per model input, its place in the request and its shape. */
+export interface CheckedInputs {
+  /** order[i]: index in the request of the model's input i. */
+  readonly order: number[];
+  readonly shapes: number[][];
+  readonly rows: number;
+}
+
+/**
+ * Checks a request's input headers against the model's signature, before any data is read: every
+ * name known and given once, every input present, datatype and shape as the model has them, and
+ * one batch size over all inputs. The same rules for every wire format (OIP JSON, WebSocket, gRPC).
+ */
+export function checkInputs(model: LoadedModel, inputs: readonly DeclaredInput[]): CheckedInputs {
   const specs = model.inputs;
   const order: number[] = [];
   const shapes: number[][] = [];
@@ -82,8 +89,7 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
   }
   let rows = 1;
   for (let k = 0; k < inputs.length; k++) {
-    const input = inputs[k];
-    if (!isObject(input)) throw badRequest(`inputs[${k}] must be an object`);
+    const input = inputs[k]!;
     const name = input.name;
     if (typeof name !== 'string') throw badRequest(`inputs[${k}].name must be a string`);
     const i = model.inputIndex.get(name);
@@ -101,10 +107,6 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
     if (!fits(shape, spec.shape)) {
       throw signatureMismatch(`input '${name}': shape ${shapeText(shape)} does not fit the model's ${shapeText(spec.shape)} (-1 = any)`);
     }
-    if (input.data === undefined) throw badRequest(`input '${name}': "data" is required`);
-    if (elementCount(shape) > maxElements) {
-      throw badRequest(`input '${name}': shape ${shapeText(shape)} declares more elements than the request body holds`);
-    }
     if (model.batchable) {
       if (k === 0) rows = shape[0]!;
       else if (shape[0] !== rows) throw signatureMismatch(`inputs disagree on the batch size (${rows} vs ${shape[0]} for '${name}')`);
@@ -114,23 +116,56 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
   for (let i = 0; i < specs.length; i++) {
     if (order[i] === -1) throw signatureMismatch(`input '${specs[i]!.name}' of model '${model.name}' is missing`);
   }
+  return { order, shapes, rows };
+}
 
+/** The open batch a checked request's rows go into (its inner shapes matter only to models with dynamic inner dimensions). */
+export function reserveFor(model: LoadedModel, checked: CheckedInputs): Batch {
   const batcher = model.batcher;
-  // Inner shapes only matter to the batcher when the model leaves inner dimensions dynamic.
-  const inner = !batcher.dynamicInner ? undefined : model.batchable ? shapes.map((s) => s.slice(1)) : shapes;
-  const batch = batcher.reserve(rows, inner);
+  const inner = !batcher.dynamicInner ? undefined : model.batchable ? checked.shapes.map((s) => s.slice(1)) : checked.shapes;
+  return batcher.reserve(checked.rows, inner);
+}
+
+/**
+ * Decodes an OIP inference request. `maxElements` bounds the tensor sizes a client may declare
+ * (a JSON body cannot hold more elements than about half its bytes), so a lying shape cannot make
+ * the server allocate more than the body justifies. `checkId` is off for WebSocket frames, whose ids
+ * may also be numbers and are echoed by the stream itself.
+ */
+export function decodeOip(model: LoadedModel, body: unknown, maxElements: number, checkId = true): DecodedRequest {
+  if (!isObject(body)) throw badRequest('request body must be a JSON object with an "inputs" array');
+  const id = checkId ? body.id : undefined;
+  if (id !== undefined && typeof id !== 'string') throw badRequest('"id" must be a string');
+  if (body.parameters !== undefined && !isObject(body.parameters)) throw badRequest('"parameters" must be an object');
+  const inputs = body.inputs;
+  if (!Array.isArray(inputs) || inputs.length === 0) throw badRequest('"inputs" must be a non-empty array');
+  const select = body.outputs === undefined ? null : selectOutputs(model, body.outputs);
+  for (let k = 0; k < inputs.length; k++) if (!isObject(inputs[k])) throw badRequest(`inputs[${k}] must be an object`);
+  const checked = checkInputs(model, inputs as unknown as DeclaredInput[]);
+  const specs = model.inputs;
+  for (let i = 0; i < specs.length; i++) {
+    const input = inputs[checked.order[i]!] as Record<string, unknown>;
+    const name = specs[i]!.name;
+    if (input.data === undefined) throw badRequest(`input '${name}': "data" is required`);
+    if (elementCount(checked.shapes[i]!) > maxElements) {
+      throw badRequest(`input '${name}': shape ${shapeText(checked.shapes[i]!)} declares more elements than the request body holds`);
+    }
+  }
+  const batch = reserveFor(model, checked);
+  const batcher = model.batcher;
   for (let i = 0; i < specs.length; i++) {
     const spec = specs[i]!;
     const per = batcher.rowElements(batch, i);
-    const input = inputs[order[i]!] as Record<string, unknown>;
-    writeTensorData(input.data, spec.datatype, batch.buffers[i]!, batch.rows * per, shapes[i]!, `input '${spec.name}'`);
+    const input = inputs[checked.order[i]!] as Record<string, unknown>;
+    writeTensorData(input.data, spec.datatype, batch.buffers[i]!, batch.rows * per, checked.shapes[i]!, `input '${spec.name}'`);
   }
-  return { batch, rows, id, select };
+  return { batch, rows: checked.rows, id, select };
 }
 
 /**
  * Decodes v1 `{"instances": [...]}`. An instance is a row of the single input (nested for rank > 2),
- * an object of named features when model.yaml lists them, or an object of per-input rows.
+ * an object of named features when model.yaml lists them (over one input or several, a category
+ * being a string), or an object of per-input rows.
  */
 export function decodeInstances(model: LoadedModel, body: unknown, maxElements: number): DecodedRequest {
   if (!isObject(body)) throw badRequest('request body must be a JSON object with an "instances" array');
@@ -150,10 +185,12 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
   const batch = batcher.reserve(rows);
   const base = batch.rows;
   const features = model.features;
+  let perRow = 0;
+  for (let i = 0; i < specs.length; i++) perRow += batcher.rowElements(batch, i);
+  if (rows * perRow > maxElements) throw badRequest('"instances" declares more values than the request body holds');
   if (specs.length === 1) {
     const spec = specs[0]!;
     const per = batcher.rowElements(batch, 0);
-    if (rows * per > maxElements) throw badRequest('"instances" declares more values than the request body holds');
     const target = batch.buffers[0]!;
     for (let r = 0; r < rows; r++) {
       const inst = instances[r];
@@ -161,18 +198,7 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
       if (Array.isArray(inst)) {
         writeRow(inst, spec.datatype, target, at, batcher.inputs[0]!.inner, r);
       } else if (isObject(inst) && features !== null) {
-        let seen = 0;
-        for (let j = 0; j < features.names.length; j++) {
-          const f = features.names[j]!;
-          const v = inst[f];
-          if (v === undefined) throw badRequest(`instance ${r} is missing feature '${f}'`);
-          writeElement(v, spec.datatype, target, at + j, `instance ${r} feature '${f}'`);
-          seen++;
-        }
-        if (Object.keys(inst).length !== seen) {
-          const unknown = Object.keys(inst).find((k) => !features.index.has(k));
-          throw badRequest(`instance ${r} has unknown feature '${unknown}' (features: ${features.names.join(', ')})`);
-        }
+        writeFeatures(model, batch, base + r, inst, r);
       } else if (isObject(inst)) {
         const v = inst[spec.name];
         if (!Array.isArray(v)) throw badRequest(`instance ${r} must be an array, or an object with '${spec.name}'`);
@@ -181,25 +207,52 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
         throw badRequest(`instance ${r} must be an array${features ? ' or an object of named features' : ''}`);
       }
     }
-  } else {
-    for (let r = 0; r < rows; r++) {
-      const inst = instances[r];
-      if (!isObject(inst)) throw badRequest(`instance ${r} must be an object with one entry per input (${specs.map((s) => s.name).join(', ')})`);
-      for (let i = 0; i < specs.length; i++) {
-        const spec = specs[i]!;
-        const per = batcher.rowElements(batch, i);
-        const v = inst[spec.name];
-        if (v === undefined) throw badRequest(`instance ${r} is missing input '${spec.name}'`);
-        if (Array.isArray(v)) writeRow(v, spec.datatype, batch.buffers[i]!, (base + r) * per, batcher.inputs[i]!.inner, r);
-        else if (per === 1) writeElement(v, spec.datatype, batch.buffers[i]!, base + r, `instance ${r} input '${spec.name}'`);
-        else throw badRequest(`instance ${r} input '${spec.name}' must be an array of ${per} values`);
-      }
+    return { batch, rows, id: undefined, select: null };
+  }
+  // Several inputs: objects of named features when model.yaml names the columns (unless an object
+  // holds exactly one entry per input and no feature is named like an input), else of per-input rows.
+  for (let r = 0; r < rows; r++) {
+    const inst = instances[r];
+    if (!isObject(inst)) {
+      throw badRequest(`instance ${r} must be an object with one entry per ${features !== null ? `feature (${features.names.join(', ')})` : `input (${specs.map((t) => t.name).join(', ')})`}`);
+    }
+    const byInput = features === null || (specs.every((t) => !features.index.has(t.name) && t.name in inst) && Object.keys(inst).length === specs.length);
+    if (!byInput) {
+      writeFeatures(model, batch, base + r, inst, r);
+      continue;
+    }
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!;
+      const per = batcher.rowElements(batch, i);
+      const v = inst[spec.name];
+      if (v === undefined) throw badRequest(`instance ${r} is missing input '${spec.name}'`);
+      if (Array.isArray(v)) writeRow(v, spec.datatype, batch.buffers[i]!, (base + r) * per, batcher.inputs[i]!.inner, r);
+      else if (per === 1) writeElement(v, spec.datatype, batch.buffers[i]!, base + r, `instance ${r} input '${spec.name}'`);
+      else throw badRequest(`instance ${r} input '${spec.name}' must be an array of ${per} values`);
     }
   }
   return { batch, rows, id: undefined, select: null };
 }
 
+/** One instance of named features into row `row` of the batch: each feature into its input's column. */
+function writeFeatures(model: LoadedModel, batch: Batch, row: number, inst: Record<string, unknown>, r: number): void {
+  const f = model.features!;
+  const specs = model.inputs;
+  for (let j = 0; j < f.names.length; j++) {
+    const name = f.names[j]!;
+    const v = inst[name];
+    if (v === undefined) throw badRequest(`instance ${r} is missing feature '${name}'`);
+    const i = f.input[j]!;
+    const per = model.batcher.rowElements(batch, i);
+    writeElement(v, specs[i]!.datatype, batch.buffers[i]!, row * per + f.column[j]!, `instance ${r} feature '${name}'`);
+  }
+  if (Object.keys(inst).length !== f.names.length) {
+    const unknown = Object.keys(inst).find((k) => !f.index.has(k));
+    throw badRequest(`instance ${r} has unknown feature '${unknown}' (features: ${f.names.join(', ')})`);
+  }
+}
+
 /** One instance: a row of the input, flat or nested as the input's inner dimensions. */
-function writeRow(row: unknown[], dt: Datatype, target: TypedArray, at: number, inner: readonly number[], r: number): void {
+function writeRow(row: unknown[], dt: Datatype, target: TensorData, at: number, inner: readonly number[], r: number): void {
   writeTensorData(row, dt, target, at, inner.length === 0 ? [1] : inner, `instance ${r}`);
 }

@@ -5,6 +5,7 @@
 
 import type { Logger } from 'pino';
 import { bodyTooLarge, emptyBody, foreignOrigin, internal, invalidJson, isScorelineError, unsupportedMediaType, type ScorelineError } from '../errors.js';
+import type { RequestOrigin } from './exchange.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export const STATUS_LINES: Record<number, string> = {
@@ -27,8 +28,8 @@ export const STATUS_LINES: Record<number, string> = {
   507: '507 Insufficient Storage',
 };
 
-/** Per-response state kept on the uWS response object. */
-export interface ResponseState {
+/** Per-response state kept on the uWS response object (with what the gate learned: request id, key, exchange). */
+export interface ResponseState extends RequestOrigin {
   aborted?: boolean;
   answered?: boolean;
   /** An allowed cross-site origin, echoed in Access-Control-Allow-Origin. */
@@ -51,7 +52,9 @@ function writeCorked(): void {
   if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
   res.writeHeader('content-type', 'application/json');
   if (headers) for (const k in headers) res.writeHeader(k, headers[k]!);
-  if (res.allowOrigin !== undefined) res.writeHeader('access-control-allow-origin', res.allowOrigin).writeHeader('vary', 'origin');
+  if (res.allowOrigin !== undefined) res.writeHeader('access-control-allow-origin', res.allowOrigin).writeHeader('vary', 'origin').writeHeader('access-control-expose-headers', 'x-request-id, traceparent');
+  if (res.requestId !== undefined) res.writeHeader('x-request-id', res.requestId);
+  if (res.exchange?.span) res.writeHeader('traceparent', res.exchange.traceparent());
   res.end(body, close);
 }
 
@@ -66,6 +69,7 @@ export function sendJson(res: Res, status: number, body: string, extraHeaders?: 
   res.cork(writeCorked);
   out.res = null as unknown as Res;
   out.body = '';
+  if (res.exchange !== undefined) res.exchange.end(status, res);
 }
 
 export function sendText(res: Res, status: number, contentType: string, body: string): void {
@@ -73,8 +77,18 @@ export function sendText(res: Res, status: number, contentType: string, body: st
   res.answered = true;
   res.cork(() => {
     if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
-    res.writeHeader('content-type', contentType).end(body);
+    res.writeHeader('content-type', contentType);
+    if (res.requestId !== undefined) res.writeHeader('x-request-id', res.requestId);
+    if (res.exchange?.span) res.writeHeader('traceparent', res.exchange.traceparent());
+    res.end(body);
   });
+  if (res.exchange !== undefined) res.exchange.end(status, res);
+}
+
+/** Marks a response whose client went away; its exchange ends as 499 (the status nginx logs for it). */
+export function markAborted(res: Res): void {
+  res.aborted = true;
+  if (res.exchange !== undefined) res.exchange.end(499, res);
 }
 
 /** The JSON error body and status for any thrown value; unknown errors are logged, never leaked. */
@@ -84,11 +98,14 @@ export function errorResponse(err: unknown, log?: Logger): ScorelineError {
   return internal();
 }
 
+/** A 401 says how to authenticate (RFC 7235). */
+const BEARER_CHALLENGE: Record<string, string> = { 'www-authenticate': 'Bearer realm="scoreline"' };
+
 export function sendError(res: Res, err: unknown, log?: Logger, close = false): number {
   const e = errorResponse(err, log);
-  const headers = e.retryAfter !== undefined ? { 'retry-after': String(e.retryAfter) } : undefined;
+  const headers = e.retryAfter !== undefined ? { 'retry-after': String(e.retryAfter) } : e.status === 401 ? BEARER_CHALLENGE : undefined;
   // After a 413 the rest of the body may still be on the wire: close rather than parse it as a request.
-  sendJson(res, e.status, `{"error":${JSON.stringify(e.message)}}`, headers, close || e.status === 413);
+  sendJson(res, e.status, `{${e.jsonFields}}`, headers, close || e.status === 413);
   return e.status;
 }
 
@@ -235,7 +252,7 @@ function preflight(res: Res, req: HttpRequest, ctx: PostContext): void {
       res.writeStatus('204 No Content');
       if (allow !== null) res.writeHeader('access-control-allow-origin', allow).writeHeader('vary', 'origin');
       res.writeHeader('access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS');
-      res.writeHeader('access-control-allow-headers', 'content-type, authorization, x-request-id');
+      res.writeHeader('access-control-allow-headers', 'content-type, authorization, x-api-key, x-request-id, traceparent, tracestate');
       res.writeHeader('access-control-max-age', '600');
       res.end();
     });
@@ -255,9 +272,7 @@ export function readBody(
   onBody: (body: Buffer) => void,
   onError: (err: ScorelineError) => void,
 ): void {
-  res.onAborted(() => {
-    res.aborted = true;
-  });
+  res.onAborted(() => markAborted(res));
   const declared = contentLength === '' ? -1 : Number(contentLength);
   if (declared > limits.maxBytes) {
     // Answer at once and close: reading a body we will refuse is wasted work.

@@ -1,8 +1,14 @@
 // The scoreline server: one uWS app on one port for inference (OIP v2, v1 :predict, WebSocket),
-// health, metrics and monitoring. start() loads the model repository onto the inference engine and
-// listens; close() is the graceful shutdown: refuse new work, finish what is in flight within the
-// configured time, close connections and the worker pool.
+// health, metrics and monitoring, and OIP over gRPC on a port of its own (grpc.port). start() loads
+// the model repository onto the inference engine and listens; close() is the graceful shutdown:
+// refuse new work, finish what is in flight within the configured time, close connections and the
+// worker pool. Every route is registered through the gate (request ids, API keys, tracing, access
+// log). With TLS, reloadTls() builds a new SSL app with the same routes from the re-read certificate
+// and moves the port to it; connections already open stay with the previous app (uWS.js v20.30
+// cannot change a listening app's certificate, and its SNI contexts need routes of their own and
+// never serve clients that send no server name).
 
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
@@ -10,34 +16,55 @@ import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
-import { ModelRegistry } from '../registry/store.js';
+import { openStore, storeUrl } from '../store/index.js';
 import { prepareDataDir } from '../registry/data-dir.js';
 import { scanRepository } from '../registry/repository.js';
-import { ADMIN_PATTERNS, adminToken, registerAdmin } from './admin.js';
+import { ADMIN_PATTERNS, registerAdmin } from './admin.js';
+import { adminTokenFor, importLegacyAlerts, replicaIdOf } from './replica.js';
 import type { ServerContext } from './context.js';
 import { OriginPolicy, registerPreflight, sendError } from './http.js';
 import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
 import { OIP_PATTERNS, registerOip } from './oip.js';
-import { createAlerting } from './alerting.js';
-import { freezeFromCsv, restoreReference } from './reference.js';
+import { createAlerting, type Alerting } from './alerting.js';
+import { Cluster } from './cluster.js';
+import { freezeFromCsv, refreshReference, restoreReference } from './reference.js';
 import type { ModelConfig } from '../config.js';
 import type { RepositoryModel } from '../registry/repository.js';
 import { parseRetrainingConfig, type RetrainingConfig } from '../retraining/config.js';
 import { Retrainer } from '../retraining/retrainer.js';
 import { bindModel, registerScore } from './score.js';
-import { registerStream, type StreamHandle } from './stream.js';
+import { registerStream } from './stream.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
+import { startGrpc, type GrpcServer } from './grpc.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
+import pkg from '../version.js';
+import { AccessLog } from './access-log.js';
+import { ApiKeys } from './api-keys.js';
+import { Gate, registerGateMetrics } from './gate.js';
+import { registerObserveMetrics } from './observe.js';
+import { Streams } from './stream.js';
+import { TlsFiles } from './tls.js';
+import { startTracing } from './tracing.js';
 
 export interface RunningServer {
   readonly port: number;
+  /** The gRPC port, or null when grpc.port turns it off. */
+  readonly grpcPort: number | null;
   readonly host: string;
   readonly engine: InferenceEngine;
   readonly monitor: Monitor;
+  /** Whether the port serves TLS. */
+  readonly tls: boolean;
+  /**
+   * Re-reads the TLS certificate and key (SIGHUP) and serves new connections with them; open ones
+   * keep theirs. False (logged) when TLS is off or the new files are refused: the current pair stays.
+   */
+  reloadTls(): boolean;
   /** Graceful shutdown; resolves true when every in-flight request was answered in time. */
   close(): Promise<boolean>;
 }
+
 
 export interface StartOptions {
   config: ServerConfig;
@@ -46,9 +73,28 @@ export interface StartOptions {
 
 export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
+  // Credentials and certificates first: a mistake there stops the start before anything loads.
+  const keys = ApiKeys.forServer(config, process.env.SCORELINE_API_KEYS, log);
+  const tls = config.tls === null ? null : new TlsFiles(config.tls.cert, config.tls.key);
+  if (tls !== null) log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
+  const tracing = await startTracing(config.tracing, log, pkg.version);
+  const access = config.accessLog.enabled && config.accessLog.sampleRate > 0 ? new AccessLog(log, config.accessLog.sampleRate) : null;
   const dir = prepareDataDir(config.dataDir);
   if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
   if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
+  const replicaId = replicaIdOf();
+  // A shared store that cannot be reached yet is waited for here, with the reason logged at every try.
+  const store = await openStore({
+    url: storeUrl(config.store.url),
+    dataDir: config.dataDir,
+    log,
+    origin: replicaId,
+    onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
+    onCacheRepaired: (sha, path) => log.warn({ sha256: sha, path }, 'the cached copy of an artifact was damaged; fetched again from the store'),
+  });
+  const shared = store.cluster.shared;
+  log.info({ store: store.location, replica: replicaId }, shared ? 'store: shared with the other replicas' : 'store: embedded');
+  const registry = store.registry;
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
@@ -64,17 +110,17 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let features: FeatureService | null = null;
   let ctx: ServerContext;
   let repoModels: readonly RepositoryModel[] = [];
+  let cluster: Cluster | null = null;
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
+    await tracing?.shutdown();
+    await cluster?.close();
     deployer.close();
     await features?.close();
     await engine.close();
-    registry.close();
     await monitor.close();
+    await store.close();
   };
-  const registry = ModelRegistry.open(config.dataDir, {
-    onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
-  });
   const router = new Router(engine);
   const pinned = new Map<string, Set<number>>();
   const deployer = new Deployer({
@@ -94,58 +140,69 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       if (features !== null) bindModel(ctx, features, m);
       if (mon.enabled) void restoreReference(ctx, m);
     },
+    leads: () => cluster?.leads() ?? false,
+    shared,
   });
   try {
-    features = await createFeatureService(config.features, monitor.featureObserver(), log);
-    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false };
+    features = await createFeatureService(config.features, { observer: monitor.featureObserver(), log, dataDir: config.dataDir });
+    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false, keys, tls, tracing };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
-      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the in-process store');
+      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the feature store');
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
     repoModels = await loadRepository(ctx, pinned);
     await deployer.restore();
+    if (!shared && predictionLog !== null) await importLegacyAlerts(store, predictionLog, log);
   } catch (e) {
     await abandon();
     throw e;
   }
-  const alerting = await createAlerting(mon, monitor, log, () => {
-    const out = new Map<string, Set<string>>();
-    for (const m of engine.list()) {
-      if (out.has(m.name)) continue;
-      const spec = deployer.state(m.name)?.spec;
-      let versions: string[] = [];
-      if (spec !== undefined) versions = versionsOf(spec).map(String);
-      else {
-        try {
-          versions = [engine.lookup(m.name).version];
-        } catch {
-          versions = [];
-        }
-      }
-      out.set(m.name, new Set(versions));
-    }
-    return out;
-  });
+  let alerting: Alerting;
   let retrainer: Retrainer;
+  try {
+    alerting = await createAlerting(mon, monitor, store.alerts, log, () => {
+      const out = new Map<string, Set<string>>();
+      for (const m of engine.list()) {
+        if (out.has(m.name)) continue;
+        const spec = deployer.state(m.name)?.spec;
+        let versions: string[] = [];
+        if (spec !== undefined) versions = versionsOf(spec).map(String);
+        else {
+          try {
+            versions = [engine.lookup(m.name).version];
+          } catch {
+            versions = [];
+          }
+        }
+        out.set(m.name, new Set(versions));
+      }
+      return out;
+    });
+  } catch (e) {
+    await abandon();
+    throw e;
+  }
   try {
     retrainer = new Retrainer({
       dataDir: config.dataDir,
       log,
       registry,
+      jobs: store.jobs,
       deployer,
       predictionLog,
       alerts: alerting.manager,
       channels: alerting.channels,
-      configs: retrainingConfigs(ctx, repoModels),
+      configs: await retrainingConfigs(ctx, repoModels),
       definitionsPath: config.features.definitions,
+      replicaId,
+      shared,
       freezeReference: async (name, version, csv) => {
         const m = await deployer.ensureLoaded(name, version);
         await freezeFromCsv(ctx, m, csv);
       },
     });
-    retrainer.start();
     monitor.callback('scoreline_retraining_jobs', 'Retraining jobs by model and state (queued, running, validating, deploying, succeeded, rejected, failed, rolled_back).', 'gauge', () =>
       retrainer.counts().map((c) => ({ labels: { model: c.model, state: c.state }, value: c.n })),
     );
@@ -154,41 +211,62 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await abandon();
     throw e;
   }
-  const token = adminToken(config.dataDir);
+  const { host, port } = config.server;
+  const token = await adminTokenFor(config.dataDir, store);
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
+  const clusterRef: { current: Cluster | null } = { current: null };
 
-  const app: TemplatedApp = uws.App();
-  registerOip(app, ctx);
-  registerScore(app, ctx, features);
-  registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, token: token.token, maxModelBytes: config.admin.maxModelBytes });
-  const streams: StreamHandle = registerStream(app, ctx);
-  registerObserve(app, ctx, streams, alerting.alertsOf);
-  registerDashboard(app);
+  const streams = new Streams();
+  const feedbackCounts = registerObserveMetrics(ctx, streams);
+  registerGateMetrics(ctx, keys, tracing, access, tls);
+  const gate = new Gate({ keys, metricsPublic: config.auth.metricsPublic, tracing, access, log });
+  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
+  /** A new uWS app (SSL with the current certificate when TLS is on) with every route registered. */
+  const buildApp = (): TemplatedApp => {
+    const raw = tls === null ? uws.App() : tls.withFiles((files) => uws.SSLApp(files));
+    const app = gate.wrap(raw);
+    registerOip(app, ctx);
+    registerScore(app, ctx, features);
+    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, cluster: clusterRef, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+    registerStream(app, ctx, streams, keys);
+    registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
+    registerDashboard(app);
+    registerPreflight(app, ctx.http, patterns);
+    for (const pattern of patterns) {
+      app.any(pattern, (res, req) => {
+        sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+      });
+    }
+    app.any('/*', (res, req) => {
+      sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
+    });
+    return raw;
+  };
+  let app: TemplatedApp;
+  try {
+    app = buildApp();
+  } catch (e) {
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
   const evaluator = setInterval(
     () =>
       void monitor
         .evaluate()
-        .then(() => alerting.evaluate())
+        .then(() => {
+          if (cluster?.leads()) alerting.evaluate();
+        })
         .catch((e: Error) => log.error({ err: e.message }, 'monitoring evaluation failed')),
     mon.evaluateSeconds * 1000,
   );
   evaluator.unref();
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
-  registerPreflight(app, ctx.http, patterns);
-  for (const pattern of patterns) {
-    app.any(pattern, (res, req) => {
-      sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
-    });
-  }
-  app.any('/*', (res, req) => {
-    sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
-  });
 
-  const { host, port } = config.server;
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await listenExclusive(app, host, port);
+    listenSocket = await listenExclusive(uws, app, host, port);
   } catch (e) {
     clearInterval(evaluator);
     await retrainer.close();
@@ -197,12 +275,86 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     throw e;
   }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
+  let grpcServer: GrpcServer | null = null;
+  const grpcPort = config.grpc.port;
+  if (grpcPort !== null && grpcPort !== false) {
+    try {
+      grpcServer = await startGrpc(ctx, host, grpcPort);
+    } catch (e) {
+      uws.us_listen_socket_close(listenSocket as never);
+      clearInterval(evaluator);
+      await retrainer.close();
+      await alerting.close();
+      await abandon();
+      throw e;
+    }
+  }
   const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
   monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
   monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
   monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
-  log.info({ host, port: boundPort, models: engine.list().map((m) => `${m.name}:${m.version}`) }, `scoreline listening on http://${host}:${boundPort}`);
+
+  // The bound port is known now: the replica reports where it answers, and the first lease attempt
+  // decides whether it leads (with SQLite it does, and fails the jobs a killed process left running).
+  cluster = new Cluster({
+    store,
+    deployer,
+    retrainer,
+    alerting,
+    log,
+    id: replicaId,
+    address: config.store.address ?? `${host === '0.0.0.0' || host === '::' ? hostname() : host}:${boundPort}`,
+    refreshReferences: async (only) => {
+      if (!mon.enabled) return;
+      for (const m of engine.list()) {
+        if (m.state !== 'ready' || (only !== undefined && (m.name !== only.model || m.versionNumber !== only.version))) continue;
+        await refreshReference(ctx, m);
+      }
+    },
+    heartbeatMs: config.store.heartbeatSeconds * 1000,
+    leaseMs: config.store.leaseSeconds * 1000,
+    resyncMs: config.store.resyncSeconds * 1000,
+  });
+  clusterRef.current = cluster;
+  try {
+    await cluster.start();
+  } catch (e) {
+    guard.close();
+    clearInterval(evaluator);
+    await retrainer.close();
+    await alerting.close();
+    await abandon();
+    throw e;
+  }
+  log.info(
+    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, tls: tls !== null, replica: replicaId, models: engine.list().map((m) => `${m.name}:${m.version}`) },
+    `scoreline listening on ${tls === null ? 'http' : 'https'}://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
+  );
+
+  const reloadTls = (): boolean => {
+    if (tls === null) {
+      log.info('TLS reload asked (SIGHUP), but the server has no tls section: nothing to reload');
+      return false;
+    }
+    const before = tls.pair;
+    let next: TemplatedApp;
+    try {
+      tls.reload();
+      next = buildApp();
+    } catch (e) {
+      log.error({ err: (e as Error).message, certFile: tls.certFile, keyFile: tls.keyFile, serving: before.fingerprint256 }, 'TLS reload refused: the current certificate stays in use');
+      return false;
+    }
+    if (!guard.swap(next)) {
+      log.error({ port: boundPort }, 'TLS reload: the new certificate could not take over the port; the previous one keeps serving');
+      return false;
+    }
+    app = next;
+    const p = tls.pair;
+    log.info({ subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 }, 'TLS certificate reloaded: new connections use it, open ones keep theirs');
+    return true;
+  };
 
   let closing: Promise<boolean> | null = null;
   const close = (): Promise<boolean> =>
@@ -215,20 +367,31 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       // Let the last answers leave before sockets close.
       await new Promise((r) => setTimeout(r, 20));
       streams.closeAll();
+      // Answered calls are still being written out: a short grace, then the port closes.
+      await grpcServer?.close(1000);
       clearInterval(evaluator);
       await retrainer.close();
       await alerting.close();
+      await cluster?.close();
       deployer.close();
       await engine.close();
       await features?.close();
       await monitor.close();
-      registry.close();
+      await store.close();
+      access?.close();
+      if (tracing !== null) {
+        // A collector that hangs must not hold the exit past the orchestrator's grace period.
+        const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), TRACING_SHUTDOWN_MS).unref());
+        const done = await Promise.race([tracing.shutdown().then(() => 'ok' as const, (e: Error) => e.message), timer]);
+        if (done !== 'ok') log.warn({ reason: done }, 'tracing: spans still buffered at shutdown were not all exported');
+      }
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
 
-  return { port: boundPort, host, engine, monitor, close };
+  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, tls: tls !== null, reloadTls, close };
 }
+
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
   const cache = features.cache;
@@ -260,7 +423,7 @@ async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number
   if (dir === null) return [];
   const scan = scanRepository(dir);
   for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
-  const imported = ctx.registry.importRepository(scan);
+  const imported = await ctx.registry.importRepository(scan);
   for (const r of imported.imported) ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
   if (imported.skipped.length > 0) {
     const reasons = imported.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
@@ -294,7 +457,7 @@ async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number
 }
 
 /** Retraining sections: each repository model's model.yaml, then the server config's (which win). */
-function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[]): Map<string, RetrainingConfig> {
+async function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[]): Promise<Map<string, RetrainingConfig>> {
   const out = new Map<string, RetrainingConfig>();
   for (const m of repo) {
     if (m.config.retraining === undefined) continue;
@@ -303,8 +466,8 @@ function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryModel[])
   for (const [name, section] of Object.entries(ctx.config.retraining)) {
     let label: string | undefined;
     try {
-      const latest = ctx.registry.getModel(name).latestVersion;
-      label = (ctx.registry.getVersion(name, latest).config as ModelConfig).label;
+      const latest = (await ctx.registry.getModel(name)).latestVersion;
+      label = ((await ctx.registry.getVersion(name, latest)).config as ModelConfig).label;
     } catch {
       ctx.log.warn({ model: name }, 'retraining configured for a model the registry does not have (yet)');
     }
@@ -324,3 +487,4 @@ function registerRegistryMetrics(ctx: ServerContext): void {
 }
 
 const NONE: ReadonlySet<number> = new Set();
+const TRACING_SHUTDOWN_MS = 3000;

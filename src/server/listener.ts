@@ -6,6 +6,10 @@
 // socket is closed, so new clients are refused at once (ECONNREFUSED) instead of queueing in the
 // kernel while uWS spins on a failing accept() (EMFILE at the descriptor limit); at 75% of the
 // limit it listens again. Linux only (it reads /proc/self/fd); elsewhere the limit is not enforced.
+// A TLS reload swaps the app behind the port: the old listen socket is closed and the new app listens
+// on the same port in the same step, while the old app keeps serving the connections it has.
+// Listening again on the port while connections accepted from it are open needs SO_REUSEADDR, which
+// uSockets sets only for a non-zero port: port 0 is resolved to a free port first, then bound by number.
 
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -15,13 +19,29 @@ import type { TemplatedApp, Uws, us_listen_socket } from './uws.js';
 const EXCLUSIVE_PORT = 1;
 type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => TemplatedApp;
 
-/** Listens on host:port, alone; rejects with "port P is in use" when another socket holds it. */
-export function listenExclusive(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
-  return new Promise((resolve, reject) => {
-    (app.listen as unknown as ListenWithOptions).call(app, host, port, EXCLUSIVE_PORT, (s) =>
-      s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port}: port ${port} is in use (or not permitted)`)),
-    );
+/** Listens on host:port alone, now (uWS binds synchronously); false when the port is taken. */
+function listenNow(app: TemplatedApp, host: string, port: number): us_listen_socket | false {
+  let socket: us_listen_socket | false = false;
+  (app.listen as unknown as ListenWithOptions).call(app, host, port, EXCLUSIVE_PORT, (s) => {
+    socket = s;
   });
+  return socket;
+}
+
+/** Listens on host:port, alone; rejects with "port P is in use" when another socket holds it. Port 0 picks a free port. */
+export async function listenExclusive(uws: Uws, app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+  for (let attempt = 0; port === 0 && attempt < 5; attempt++) {
+    const probe = listenNow(app, host, 0);
+    if (probe === false) break;
+    const picked = uws.us_socket_local_port(probe as never);
+    uws.us_listen_socket_close(probe);
+    const s = listenNow(app, host, picked);
+    // Another process took the port in between: pick again.
+    if (s !== false) return s;
+  }
+  const s = listenNow(app, host, port);
+  if (s === false) throw new Error(`cannot listen on ${host}:${port}: port ${port} is in use (or not permitted)`);
+  return s;
 }
 
 /** The soft limit on open file descriptors (RLIMIT_NOFILE), or null where /proc is not there. */
@@ -46,7 +66,7 @@ function openFiles(): number | 'exhausted' | null {
 
 export interface GuardOptions {
   readonly uws: Uws;
-  readonly app: TemplatedApp;
+  app: TemplatedApp;
   readonly host: string;
   readonly port: number;
   /** limits.maxConnections, or null for the default derived from the descriptor limit. */
@@ -127,9 +147,33 @@ export class ConnectionGuard {
     this.opts.log.warn({ connections, limit: this.limit }, 'connection limit reached: new connections are refused until some close');
   }
 
+  /**
+   * Serves new connections from `app` from now on (a TLS reload): closes the listen socket and binds
+   * the port again for `app` at once, so the port is closed only for that instant (a connection still
+   * in the kernel's accept queue then is reset; established ones stay with the old app). If the new
+   * app cannot bind, the old one listens again. Returns whether `app` is now listening.
+   */
+  swap(app: TemplatedApp): boolean {
+    const old = this.opts.app;
+    this.opts.app = app;
+    if (this.closed || this.socket === null) return true; // paused at the limit: relisten() uses the new app
+    this.opts.uws.us_listen_socket_close(this.socket);
+    this.socket = null;
+    const s = listenNow(app, this.opts.host, this.opts.port);
+    if (s !== false) {
+      this.socket = s;
+      return true;
+    }
+    this.opts.app = old;
+    const back = listenNow(old, this.opts.host, this.opts.port);
+    if (back !== false) this.socket = back;
+    else this.opts.log.error({ port: this.opts.port }, 'cannot listen on the port again after a TLS reload; retrying');
+    return false;
+  }
+
   private relisten(): void {
     this.relistening = true;
-    listenExclusive(this.opts.app, this.opts.host, this.opts.port).then(
+    listenExclusive(this.opts.uws, this.opts.app, this.opts.host, this.opts.port).then(
       (s) => {
         this.relistening = false;
         if (this.closed) {

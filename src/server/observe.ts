@@ -4,6 +4,7 @@
 // POST /v1/feedback, joined to logged predictions by request id.
 
 import { badRequest, labelInvalid, notReady } from '../errors.js';
+import { primaryVersion, trafficOf } from '../deploy/index.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
@@ -41,7 +42,15 @@ export function parseFeedback(body: unknown): { requestId: string; label: number
   });
 }
 
-export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: StreamHandle, alertsOf: AlertsOf): void {
+/** Labels received at /v1/feedback, by outcome. */
+export interface FeedbackCounts {
+  joined: number;
+  unknown: number;
+  rejected: number;
+}
+
+/** The observability gauges and counters, registered once per server (routes may be registered on several apps). */
+export function registerObserveMetrics(ctx: ServerContext, streams: StreamHandle): FeedbackCounts {
   const { engine, monitor } = ctx;
   monitor.gauge('scoreline_model_ready', 'Whether a model version is loaded, warmed up and serving (1) or not (0).', ['model', 'version'], (set) => {
     for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
@@ -54,12 +63,17 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.inFlight);
   });
-  const feedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
+  const feedbackCounts: FeedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
   monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback: joined to a logged prediction, unknown id, or rejected (a label the model cannot have).', 'counter', () => [
     { labels: { result: 'joined' }, value: feedbackCounts.joined },
     { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
     { labels: { result: 'rejected' }, value: feedbackCounts.rejected },
   ]);
+  return feedbackCounts;
+}
+
+export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf: AlertsOf, feedbackCounts: FeedbackCounts): void {
+  const { engine, monitor } = ctx;
 
   app.get('/metrics', (res: Res) => {
     res.onAborted(() => {
@@ -72,27 +86,19 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
   });
 
   app.get('/v1/monitoring', (res: Res) => {
-    const names = [...new Set(engine.list().map((m) => m.name))];
-    const models = names.map((name) => {
-      let serving: string | undefined;
-      try {
-        serving = ctx.router.pick(name).model.version;
-      } catch {
-        serving = undefined;
-      }
-      return { name, versions: engine.versionsOf(name).map((m) => ({ version: m.version, state: m.state, serving: m.version === serving })) };
-    });
-    sendJson(res, 200, JSON.stringify({ models, prediction_log: ctx.monitor.logStatus() }));
+    try {
+      const names = [...new Set(engine.list().map((m) => m.name))].sort();
+      sendJson(res, 200, JSON.stringify({ models: names.map((name) => monitoredVersions(ctx, name)), prediction_log: ctx.monitor.logStatus() }));
+    } catch (e) {
+      sendError(res, e, ctx.log);
+    }
   });
 
-  /** The version a monitoring request means: ?version=, else the one serving requests without one. */
+  /** The version a monitoring request means: ?version=, else the one the deployment stands behind (never a random pick). */
   const versionOf = (name: string, version: string | undefined): LoadedModel => {
     if (version !== undefined) return engine.lookup(name, version);
-    try {
-      return ctx.router.pick(name).model;
-    } catch {
-      return engine.lookup(name);
-    }
+    const state = ctx.deployer.state(name);
+    return state !== null ? engine.lookup(name, String(primaryVersion(state.spec).version)) : engine.lookup(name);
   };
   const windowOf = (raw: string): Window => {
     if (!(WINDOWS as readonly string[]).includes(raw)) throw badRequest(`window must be one of ${WINDOWS.join(', ')}`);
@@ -177,10 +183,49 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, streams: 
           const first = r.rejected[0]!;
           const more = items.length > 1 ? ` (and ${items.length - 1} more)` : '';
           const e = labelInvalid(`every label was rejected: request '${first.requestId}': ${first.reason}${more}`);
-          sendJson(res, e.status, JSON.stringify({ error: e.message, ...answer }));
+          sendJson(res, e.status, JSON.stringify({ error: e.message, code: e.publicCode, ...answer }));
         },
         (e) => sendError(res, e, ctx.log),
       );
     },
   );
+}
+
+/**
+ * A model's entry in GET /v1/monitoring: every loaded version and every version its deployment sends
+ * traffic to, each with its share of traffic and whether drift can be computed (and why not).
+ */
+function monitoredVersions(ctx: ServerContext, name: string) {
+  const state = ctx.deployer.state(name);
+  const traffic: Record<string, number> = state !== null ? trafficOf(state.spec) : {};
+  const primary = state !== null ? String(primaryVersion(state.spec).version) : (ctx.engine.find(name)?.version ?? null);
+  if (state === null && primary !== null) traffic[primary] = 100;
+  const loaded = new Map(ctx.engine.versionsOf(name).map((m) => [m.version, m]));
+  const versions = [...new Set([...loaded.keys(), ...Object.keys(traffic)])].sort((a, b) => Number(a) - Number(b));
+  return {
+    name,
+    versions: versions.map((v) => {
+      const m = loaded.get(v);
+      const share = traffic[v] ?? 0;
+      return {
+        version: v,
+        state: m?.state ?? 'not loaded',
+        serving: share > 0,
+        primary: v === primary,
+        traffic_percent: Number(share.toFixed(2)),
+        drift: m === undefined ? { available: false, reason: `version ${v} is not loaded on this server` } : driftAvailability(ctx, m),
+      };
+    }),
+  };
+}
+
+function driftAvailability(ctx: ServerContext, m: LoadedModel): { available: true } | { available: false; reason: string } {
+  if (monitorOf(ctx, m).stats.baselines !== null) return { available: true };
+  if (!m.config.features) {
+    return { available: false, reason: `no drift reference: model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input` };
+  }
+  return {
+    available: false,
+    reason: `no drift reference: version ${m.version} was registered without reference rows; freeze one with PUT /admin/models/${m.name}/versions/${m.version}/reference (a CSV) or scoreline models register --reference`,
+  };
 }

@@ -1,5 +1,6 @@
-// Open Inference Protocol (KServe v2) REST endpoints and the v1 `:predict` endpoint: health,
-// server and model metadata, readiness, and inference through the version's dynamic batcher.
+// Open Inference Protocol (KServe v2) REST endpoints and the v1 `:predict` and `:explain` endpoints:
+// health, server and model metadata, readiness, and inference through the version's dynamic batcher
+// (with explanations when a request asks for them, see explain.ts).
 
 import pkg from '../version.js';
 import { routeNotFound, shuttingDown, type ScorelineError } from '../errors.js';
@@ -8,6 +9,7 @@ import type { ServerContext } from './context.js';
 import { decodeInstances, decodeOip } from './decode.js';
 import { outputsJson, predictionsJson } from './encode.js';
 import { sendError, sendJson, postRoute, type ResponseState, type PostRequest } from './http.js';
+import { explaining, explainingInput, oipExplainAsk, v1ExplainAsk, type ExplainAsk, type Explaining } from './explain.js';
 import { infer, type Answering, type Protocol, type Reply } from './inference.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -37,12 +39,34 @@ export const V1_PREDICT: Protocol<JsonBody> = {
   shadow: (m, i) => decodeInstances(m, i.body, i.size),
 };
 
+/** v1 `:explain`: the instances of `:predict`, answered with one explanation per instance. */
+const V1_EXPLAINED: Protocol<JsonBody> = {
+  route: 'predict',
+  decode: (m, i) => decodeInstances(m, i.body, i.size),
+  encode: (m: LoadedModel, _result: RunResult, _rowStart: number, a: Answering<JsonBody>) =>
+    `{"model_name":${JSON.stringify(m.name)},"model_version":"${m.version}","request_id":${JSON.stringify(a.requestId)}}`,
+  shadow: (m, i) => decodeInstances(m, i.body, i.size),
+};
+
+/** How a route takes requests for explanations: the protocol, and what the body asks (null: none). */
+interface ExplainRoute {
+  readonly protocol: Protocol<Explaining<JsonBody>>;
+  readonly ask: (body: unknown) => ExplainAsk | null;
+}
+
+/** Appends `"key": value` to a JSON object's text. */
+const withMember = (body: string, member: string): string => body.slice(0, -1) + ',' + member + '}';
+
 /** An HTTP response as the inference step's reply. */
 export class HttpReply implements Reply {
   constructor(
     private readonly res: Res,
     private readonly ctx: ServerContext,
   ) {}
+  /** The gate's findings (x-request-id, API key, exchange) live on the response object. */
+  get origin(): Res {
+    return this.res;
+  }
   ok(body: string): void {
     sendJson(this.res, 200, body);
   }
@@ -51,20 +75,34 @@ export class HttpReply implements Reply {
   }
 }
 
-/** The model and version a URL names; v1 carries `:predict` on its last segment. */
-function targetPath(protocol: Protocol<JsonBody>, params: readonly string[]): { name: string; version: string | undefined } | null {
+/** The model and version a URL names; v1 carries `:predict` or `:explain` on its last segment. */
+function targetPath(protocol: Protocol<JsonBody>, params: readonly string[]): { name: string; version: string | undefined; explain: boolean } | null {
   let name = params[0]!;
   let version = params.length > 1 ? params[1] : undefined;
+  let explain = false;
   if (protocol.route === 'predict') {
     const last = version ?? name;
-    if (!last.endsWith(':predict')) return null;
+    explain = last.endsWith(':explain');
+    if (!explain && !last.endsWith(':predict')) return null;
+    // ':predict' and ':explain' are both 8 characters.
     if (version !== undefined) version = last.slice(0, -8);
     else name = last.slice(0, -8);
   }
-  return { name, version };
+  return { name, version, explain };
 }
 
-function registerInference(app: TemplatedApp, ctx: ServerContext, pattern: string, protocol: Protocol<JsonBody>, versioned: boolean): void {
+/**
+ * `explain.inline` takes explanation requests on the protocol's own path (OIP parameters);
+ * `explain.suffix` serves the v1 `:explain` suffix.
+ */
+function registerInference(
+  app: TemplatedApp,
+  ctx: ServerContext,
+  pattern: string,
+  protocol: Protocol<JsonBody>,
+  versioned: boolean,
+  explain: { inline: ExplainRoute | null; suffix: ExplainRoute | null },
+): void {
   const route = protocol.route;
   postRoute(
     app,
@@ -87,15 +125,23 @@ function registerInference(app: TemplatedApp, ctx: ServerContext, pattern: strin
     },
     (res, body, raw, p) => {
       const t = targetPath(protocol, p.params)!;
-      infer(ctx, {
-        protocol,
-        model: t.name,
-        version: t.version,
-        sticky: p.headers[0] || undefined,
-        input: { body, size: raw.length },
-        reply: new HttpReply(res, ctx),
-        t0: p.t0,
-      });
+      const x = t.explain ? explain.suffix : explain.inline;
+      let ask: ExplainAsk | null = null;
+      if (x !== null) {
+        try {
+          ask = x.ask(body);
+        } catch (e) {
+          ctx.monitor.unrouted('explain', sendError(res, e, ctx.log));
+          return;
+        }
+      }
+      const sticky = p.headers[0] || undefined;
+      const reply = new HttpReply(res, ctx);
+      if (ask === null) {
+        infer(ctx, { protocol, model: t.name, version: t.version, sticky, input: { body, size: raw.length }, reply, t0: p.t0 });
+      } else {
+        infer(ctx, { protocol: x!.protocol, model: t.name, version: t.version, sticky, input: explainingInput({ body, size: raw.length }, ask), reply, t0: p.t0 });
+      }
     },
   );
 }
@@ -146,12 +192,23 @@ export function registerOip(app: TemplatedApp, ctx: ServerContext): void {
   app.get('/v2/models/:model/versions/:version', metadata(true));
   app.get('/v2/models/:model/ready', ready(false));
   app.get('/v2/models/:model/versions/:version/ready', ready(true));
-  registerInference(app, ctx, '/v2/models/:model/infer', OIP_JSON, false);
-  registerInference(app, ctx, '/v2/models/:model/versions/:version/infer', OIP_JSON, true);
+  // Explanations ride on the same paths: OIP parameters {"explain": true}, v1 `:explain`.
+  const oipExplain: ExplainRoute = {
+    protocol: explaining(ctx, OIP_JSON, (body, list) => withMember(body, `"parameters":{"explanation":[${list.join(',')}]}`)),
+    ask: oipExplainAsk,
+  };
+  const v1Explain: ExplainRoute = {
+    protocol: explaining(ctx, V1_EXPLAINED, (body, list) => withMember(body, `"explanations":[${list.join(',')}]`)),
+    ask: v1ExplainAsk,
+  };
+  const oip = { inline: oipExplain, suffix: null };
+  const v1 = { inline: null, suffix: v1Explain };
+  registerInference(app, ctx, '/v2/models/:model/infer', OIP_JSON, false, oip);
+  registerInference(app, ctx, '/v2/models/:model/versions/:version/infer', OIP_JSON, true, oip);
 
   // KServe v1
-  registerInference(app, ctx, '/v1/models/:model', V1_PREDICT, false);
-  registerInference(app, ctx, '/v1/models/:model/versions/:version', V1_PREDICT, true);
+  registerInference(app, ctx, '/v1/models/:model', V1_PREDICT, false, v1);
+  registerInference(app, ctx, '/v1/models/:model/versions/:version', V1_PREDICT, true, v1);
   app.get('/v1/models', (res) => {
     const names = [...new Set(ctx.engine.list().map((m) => m.name))];
     sendJson(res, 200, JSON.stringify({ models: names }));

@@ -1,18 +1,23 @@
 // Freezing a version's drift reference: the reference rows (model.yaml `reference`, a CSV next to
 // the version's model folder, or a CSV sent to the admin API) are scored by that version through
 // its own batcher (as internal requests, not traffic), and the score bins, feature bins and
-// reference AUC are stored in the registry and handed to the version's monitor.
+// reference AUC are stored in the registry and handed to the version's monitor. What each loaded
+// version's monitor was given is remembered, so a reference another replica stores is applied
+// here once, and an unchanged one never resets the monitor's windows.
 
-import { badRequest, ScorelineError } from '../errors.js';
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import { badRequest } from '../errors.js';
+import { writeElement, type LoadedModel } from '../inference/index.js';
 import { baselinesOf, freezeReference, parseCsvTable, type ReferenceRecord, type ReferenceTable } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
 import { scoreOf } from './encode.js';
+import { forgetExplainer } from './explain.js';
+import { scoreInternally } from './internal-rows.js';
 
-/** Scores every row of the table (the model's `features` columns, in order) with this version. */
+/** Scores every row of the table (the model's `features` columns, each into its input's column) with this version. */
 async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float64Array> {
-  const names = m.config.features;
-  if (!names) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  const f = m.features;
+  if (f === null) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  const names = f.names;
   const cols = names.map((n) => {
     const i = table.columns.indexOf(n);
     if (i < 0) throw badRequest(`reference data has no column '${n}'`);
@@ -20,54 +25,53 @@ async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float6
   });
   const rows = cols[0]!.length;
   const scores = new Float64Array(rows);
-  const chunk = Math.max(1, m.batching.maxBatchSize);
-  // A few chunks in flight at a time: the reference is scored beside live traffic, not ahead of it,
-  // and never holds more of the version's queue than a handful of batches.
-  const window: Promise<void>[] = [];
-  for (let start = 0; start < rows; start += chunk) {
-    if (window.length >= IN_FLIGHT) await window.shift();
-    const n = Math.min(chunk, rows - start);
-    const batch = m.batcher.reserve(n);
-    const buf = batch.buffers[0] as Float32Array;
-    const at = batch.rows * names.length;
-    for (let r = 0; r < n; r++) {
-      for (let c = 0; c < names.length; c++) {
-        const v = Number(cols[c]![start + r]);
-        if (!Number.isFinite(v)) throw badRequest(`reference row ${start + r + 1}, column '${names[c]}': ${JSON.stringify(cols[c]![start + r])} is not a number`);
-        buf[at + r * names.length + c] = v;
+  await scoreInternally(
+    m,
+    rows,
+    (batch, start, n) => {
+      const per = m.inputs.map((_, i) => m.batcher.rowElements(batch, i));
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < names.length; c++) {
+          const i = f.input[c]!;
+          const cell = cols[c]![start + r];
+          const where = `reference row ${start + r + 1}, column '${names[c]}'`;
+          const at = (batch.rows + r) * per[i]! + f.column[c]!;
+          // A category is its text (an empty cell: the empty category, which the model maps as it was trained to).
+          if (f.categorical[c]) {
+            writeElement(cell === undefined || cell === null ? '' : String(cell), 'BYTES', batch.buffers[i]!, at, where);
+            continue;
+          }
+          const v = Number(cell);
+          if (!Number.isFinite(v)) throw badRequest(`${where}: ${JSON.stringify(cell)} is not a number`);
+          writeElement(v, m.inputs[i]!.datatype, batch.buffers[i]!, at, where);
+        }
       }
-    }
-    const done = new Promise<void>((resolve, reject) => {
-      const now = performance.now();
-      const p: PendingRequest = {
-        rows: n,
-        enqueuedAt: now,
-        deadline: now + 120_000,
-        settled: false,
-        internal: true,
-        resolve(result: RunResult, rowStart: number) {
-          for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
-          resolve();
-        },
-        reject(err: ScorelineError) {
-          reject(err);
-        },
-      };
-      m.batcher.commit(batch, p);
-    });
-    // Awaited below; marked handled now so that a chunk failing while an earlier throw unwinds is not unhandled.
-    done.catch(() => undefined);
-    window.push(done);
-  }
-  await Promise.all(window);
+    },
+    (start, n, result, rowStart) => {
+      for (let r = 0; r < n; r++) scores[start + r] = scoreOf(m, result, rowStart + r);
+    },
+    performance.now() + 120_000,
+  );
   return scores;
 }
 
-/** Reference chunks queued at once. */
-const IN_FLIGHT = 4;
+/** The stored reference (as JSON) each loaded version's monitor holds. */
+const applied = new WeakMap<LoadedModel, string>();
+/** Reference work per loaded version, one at a time: the freeze that starts last is the one that stays. */
+const queues = new WeakMap<LoadedModel, Promise<unknown>>();
+
+function serial<T>(m: LoadedModel, work: () => Promise<T>): Promise<T> {
+  const run = (queues.get(m) ?? Promise.resolve()).catch(() => undefined).then(work);
+  queues.set(m, run);
+  return run;
+}
 
 /** Freezes (and stores) the reference of a version from CSV text. */
-export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {
+export function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {
+  return serial(m, () => freeze(ctx, m, csv));
+}
+
+async function freeze(ctx: ServerContext, m: LoadedModel, csv: string): Promise<ReferenceRecord> {
   let table: ReferenceTable;
   try {
     table = parseCsvTable(csv);
@@ -77,13 +81,18 @@ export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: str
   const scores = await scoreTable(m, table);
   let record: ReferenceRecord;
   try {
-    record = freezeReference(m.config.features ?? [], table, scores, m.config.label ?? null);
+    const f = m.features;
+    const categorical = new Set(f === null ? [] : f.names.filter((_, j) => f.categorical[j]));
+    record = freezeReference(m.config.features ?? [], table, scores, m.config.label ?? null, categorical);
   } catch (e) {
     throw badRequest(`reference data: ${(e as Error).message}`);
   }
   // The rows go with the frozen record, so a bundle or another replica can freeze the same reference.
-  ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record, referenceData: Buffer.from(csv, 'utf8') });
+  await ctx.registry.updateVersion(m.name, m.versionNumber, { reference: record, referenceData: Buffer.from(csv, 'utf8') });
   monitorOf(ctx, m).setBaselines(baselinesOf(record));
+  // Explanations are measured against the reference rows: the next one rebuilds from these.
+  forgetExplainer(m);
+  applied.set(m, JSON.stringify(record));
   ctx.log.info({ model: m.name, version: m.version, rows: record.rows, referenceAuc: record.referenceAuc }, 'drift reference frozen');
   return record;
 }
@@ -94,21 +103,47 @@ export async function freezeFromCsv(ctx: ServerContext, m: LoadedModel, csv: str
  * registered after), frozen now. Never a path: a recorded source is metadata. Problems are logged,
  * never fatal.
  */
-export async function restoreReference(ctx: ServerContext, m: LoadedModel): Promise<void> {
+export function restoreReference(ctx: ServerContext, m: LoadedModel): Promise<void> {
+  return serial(m, () => restore(ctx, m));
+}
+
+async function restore(ctx: ServerContext, m: LoadedModel): Promise<void> {
   try {
-    const rec = ctx.registry.getVersion(m.name, m.versionNumber);
+    const rec = await ctx.registry.getVersion(m.name, m.versionNumber);
     const stored = baselinesOf(rec.reference);
     if (stored !== null) {
       monitorOf(ctx, m).setBaselines(stored);
+      applied.set(m, JSON.stringify(rec.reference));
       return;
     }
-    const rows = ctx.registry.referenceData(m.name, m.versionNumber);
+    const rows = await ctx.registry.referenceData(m.name, m.versionNumber);
     if (rows === null) {
       if (m.config.reference !== undefined) ctx.log.warn({ model: m.name, version: m.version }, 'model.yaml names reference data, but none is stored with this version; drift has no baseline');
       return;
     }
-    await freezeFromCsv(ctx, m, rows.toString('utf8'));
+    await freeze(ctx, m, rows.toString('utf8'));
   } catch (e) {
     ctx.log.error({ model: m.name, version: m.version, err: (e as Error).message }, 'could not freeze the drift reference');
   }
+}
+
+/**
+ * Applies the stored reference of a loaded version when it differs from the one its monitor holds
+ * (another replica froze it): the monitor's windows start over against it. A version without a
+ * stored reference keeps what it has.
+ */
+export function refreshReference(ctx: ServerContext, m: LoadedModel): Promise<void> {
+  return serial(m, () => refresh(ctx, m));
+}
+
+async function refresh(ctx: ServerContext, m: LoadedModel): Promise<void> {
+  const rec = await ctx.registry.getVersion(m.name, m.versionNumber);
+  if (rec.reference === null) return;
+  const json = JSON.stringify(rec.reference);
+  if (applied.get(m) === json) return;
+  const b = baselinesOf(rec.reference);
+  if (b === null) return;
+  monitorOf(ctx, m).setBaselines(b);
+  applied.set(m, json);
+  ctx.log.info({ model: m.name, version: m.version, rows: b.rows }, 'drift reference changed in the store: applied');
 }

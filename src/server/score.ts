@@ -1,7 +1,9 @@
 // Entity scoring and realtime events:
 //   POST /v1/score/{model}  {"entity": {"customer_id": "C00042"}, "context": {request fields}?,
-//                            "features": {overrides}?, "debug": true?, "id": "..."?}
-//     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug")}
+//                            "features": {overrides}?, "debug": true?, "id": "..."?,
+//                            "explain": true?, "top_k": K?}
+//     -> {"request_id", "model", "model_version", "variant", "score", "features"? (with "debug"),
+//         "explanation"? (with "explain", see explain.ts)}
 //   POST /v1/events          one event or {"events": [...]}, see features/events.ts
 //     -> {"accepted", "ignored", "duplicates", "ids"}; a store failure answers 503
 //        {"error", "state": "unknown" | "not_stored", "ids"} (retry with the same ids)
@@ -15,6 +17,7 @@ import { writeElement, type LoadedModel, type RunResult } from '../inference/ind
 import type { ServerContext } from './context.js';
 import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
+import { explainAsk, explaining, explainingInput, type ExplainAsk } from './explain.js';
 import { isObject, postRoute, sendError, sendJson } from './http.js';
 import { infer, type Answering, type Protocol } from './inference.js';
 import { HttpReply } from './oip.js';
@@ -39,6 +42,8 @@ export function bindModel(ctx: ServerContext, features: FeatureService, m: Loade
   const input = m.inputs[0]!;
   try {
     if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw signatureMismatch(`${where}: entity scoring needs an FP32 or FP64 input, not ${input.datatype}`);
+    // Features resolve to numbers in one row: a model with categorical (BYTES) or several inputs is scored over OIP, v1 or gRPC.
+    if (m.inputs.length !== 1) throw signatureMismatch(`${where}: entity scoring needs a single numeric input, the model has ${m.inputs.length}`);
     modelFeatures.set(m, features.server.compileModel(columns, m.config.bindings ?? {}, where));
   } catch (e) {
     if (m.config.bindings) throw e;
@@ -116,6 +121,7 @@ function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
 export function registerScore(app: TemplatedApp, ctx: ServerContext, features: FeatureService | null): void {
   const maxBytes = ctx.config.server.maxBodyBytes;
   const protocol = features === null ? null : scoreProtocol(features);
+  const explained = protocol === null ? null : explaining(ctx, protocol, (body, list) => `${body.slice(0, -1)},"explanation":${list[0]}}`);
 
   postRoute(
     app,
@@ -138,6 +144,7 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
       const name = p.params[0]!;
       const reply = new HttpReply(res, ctx);
       let input: ScoreInput;
+      let ask: ExplainAsk | null;
       let sticky = p.headers[0] || undefined;
       try {
         if (!isObject(body)) throw badRequest('request body must be a JSON object with an "entity"');
@@ -147,12 +154,14 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         const stickyField = ctx.router.stickyEntityField(name);
         const stickyValue = stickyField !== null && isObject(body.entity) ? body.entity[stickyField] : undefined;
         if (stickyValue !== undefined) sticky = String(stickyValue);
+        ask = explainAsk(body, '');
         input = { body, id: body.id as string | undefined, debug: body.debug === true, resolved: null, columns: null };
       } catch (e) {
         ctx.monitor.unrouted('score', sendError(res, e, ctx.log));
         return;
       }
-      infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
+      if (ask === null) infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
+      else infer(ctx, { protocol: explained!, model: name, version: undefined, sticky, input: explainingInput(input, ask), reply, t0: p.t0 });
     },
   );
 
@@ -173,7 +182,7 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         (r) => sendJson(res, 200, JSON.stringify(r)),
         (e) => {
           // The answer says whether the events may have landed, and their ids for a retry.
-          if (e instanceof EventWriteError) sendJson(res, e.status, `{"error":${JSON.stringify(e.message)},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
+          if (e instanceof EventWriteError) sendJson(res, e.status, `{${e.jsonFields},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
           else sendError(res, e, ctx.log);
         },
       );
@@ -195,7 +204,7 @@ export async function ingestFrame(features: FeatureService | null, frame: Record
     const r = await features.ingest(typeof frame.id === 'number' ? { ...frame, id: undefined } : frame);
     return `"accepted":${r.accepted},"ignored":${r.ignored},"duplicates":${r.duplicates},"ids":${JSON.stringify(r.ids)}`;
   } catch (e) {
-    if (e instanceof EventWriteError) return `"error":${JSON.stringify(e.message)},"status":${e.status},${writeState(e)}`;
+    if (e instanceof EventWriteError) return `${e.jsonFields},"status":${e.status},${writeState(e)}`;
     throw e;
   }
 }

@@ -6,16 +6,20 @@
 // outbox that drains on `drain`. A connection may have maxInflightPerConnection requests in flight
 // (more get a 429 answer); when its outbox holds that many unread answers the reader is too slow
 // and the connection is closed (1008), so a client that never reads cannot grow server memory.
+// With API keys on, the upgrade needs a key (Authorization or x-api-key header; 401 otherwise) and
+// every frame the scope it uses: `infer` for inference frames, `events` for event frames (403 frame).
 
 import { badRequest, isScorelineError, ScorelineError, shuttingDown } from '../errors.js';
+import type { ApiKey, ApiKeys } from './api-keys.js';
+import type { RequestOrigin } from './exchange.js';
 import type { LoadedModel, RunResult } from '../inference/index.js';
 import type { ServerContext } from './context.js';
 import { decodeOip } from './decode.js';
 import { outputsJson } from './encode.js';
 import { ingestFrame } from './score.js';
-import { errorResponse, isObject } from './http.js';
+import { errorResponse, isObject, STATUS_LINES } from './http.js';
 import { infer, type Answering, type Protocol, type Reply } from './inference.js';
-import type { TemplatedApp, WebSocket } from './uws.js';
+import type { HttpResponse, TemplatedApp, WebSocket } from './uws.js';
 
 interface Conn {
   /** Requests accepted and not yet answered. */
@@ -25,12 +29,23 @@ interface Conn {
   closed: boolean;
   /** The upgrade request's headers (lower-case names): a deployment's sticky header applies to the whole connection. */
   headers: Map<string, string>;
+  /** The API key the connection was opened with (null: auth off). */
+  key: ApiKey | null;
+  /** What every request of the connection carries: the key id, for the prediction log. */
+  origin: RequestOrigin;
 }
 
 type Socket = WebSocket<Conn>;
 
 export const CLOSE_SLOW_CONSUMER = 1008;
 export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_TOO_BIG = 1009;
+/**
+ * uWS v20.30 drops a connection whose frame exceeds its maxPayloadLength without a close frame (the
+ * peer sees 1006), so uWS gets this multiple of the configured limit and the limit is enforced here
+ * with 1009 and a reason. Frames beyond uWS's own cut-off still end in 1006.
+ */
+export const UWS_PAYLOAD_FACTOR = 4;
 
 interface Limits {
   readonly backpressure: number;
@@ -51,7 +66,7 @@ function deliver(ws: Socket, conn: Conn, text: string, limits: Limits): void {
 }
 
 function errorFrame(id: string, err: ScorelineError): string {
-  return `{"id":${id},"error":${JSON.stringify(err.message)},"status":${err.status}}`;
+  return `{"id":${id},${err.jsonFields},"status":${err.status}}`;
 }
 
 /** An OIP inference frame, its size (bounding declared tensor sizes) and its id as JSON text. */
@@ -78,6 +93,9 @@ class FrameReply implements Reply {
     private readonly limits: Limits,
     private readonly idJson: string,
   ) {}
+  get origin(): RequestOrigin {
+    return this.conn.origin;
+  }
   ok(body: string): void {
     this.conn.inflight--;
     deliver(this.ws, this.conn, body, this.limits);
@@ -97,13 +115,38 @@ export interface StreamHandle {
   readonly queuedAnswers: number;
 }
 
-export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHandle {
+/** The open connections of every app the stream is registered on (a TLS reload registers it on a new one). */
+export class Streams implements StreamHandle {
+  readonly open = new Set<Socket>();
+  closeAll(): void {
+    for (const ws of this.open) ws.end(CLOSE_GOING_AWAY, 'server shutting down');
+  }
+  get connections(): number {
+    return this.open.size;
+  }
+  get queuedAnswers(): number {
+    let n = 0;
+    for (const ws of this.open) n += ws.getUserData().outbox.length;
+    return n;
+  }
+}
+
+/** Refuses an upgrade with a JSON error and closes. */
+function refuseUpgrade(res: HttpResponse, err: ScorelineError): void {
+  res.cork(() => {
+    res.writeStatus(STATUS_LINES[err.status] ?? `${err.status} Error`).writeHeader('content-type', 'application/json');
+    if (err.status === 401) res.writeHeader('www-authenticate', 'Bearer realm="scoreline"');
+    res.end(`{${err.jsonFields}}`, true);
+  });
+}
+
+export function registerStream(app: TemplatedApp, ctx: ServerContext, streams = new Streams(), keys: ApiKeys | null = null): Streams {
   const cfg = ctx.config.websocket;
   const limits: Limits = { backpressure: cfg.maxBackpressureBytes, outbox: cfg.maxInflightPerConnection };
-  const open = new Set<Socket>();
+  const open = streams.open;
 
   app.ws<Conn>('/v1/stream', {
-    maxPayloadLength: cfg.maxPayloadBytes,
+    maxPayloadLength: Math.min(cfg.maxPayloadBytes * UWS_PAYLOAD_FACTOR, 2 ** 31 - 1),
     // Our own outbox enforces the limit; uWS must never drop a frame we decided to send.
     maxBackpressure: 1024 * 1024 * 1024,
     closeOnBackpressureLimit: 0,
@@ -111,20 +154,24 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
       if (ctx.draining) {
-        res.cork(() => res.writeStatus('503 Service Unavailable').end('{"error":"the server is shutting down"}', true));
+        res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'application/json').end(`{${shuttingDown().jsonFields}}`, true));
         return;
       }
+      let key: ApiKey | null = null;
       try {
         // A page on another site may open a WebSocket to us (browsers do not preflight them): only allowed origins.
         ctx.http.origins.check(req.getHeader('origin'), req.getHeader('host'));
+        if (keys !== null) key = keys.authenticate(req.getHeader('authorization'), req.getHeader('x-api-key'));
       } catch (e) {
-        const err = errorResponse(e, ctx.log);
-        res.cork(() => res.writeStatus('403 Forbidden').writeHeader('content-type', 'application/json').end(`{"error":${JSON.stringify(err.message)}}`, true));
+        refuseUpgrade(res, errorResponse(e, ctx.log));
         return;
       }
       const headers = new Map<string, string>();
-      req.forEach((k, v) => headers.set(k, v));
-      const conn: Conn = { inflight: 0, outbox: [], closed: false, headers };
+      // Credentials stay out of the connection's state.
+      req.forEach((k, v) => {
+        if (k !== 'authorization' && k !== 'x-api-key') headers.set(k, v);
+      });
+      const conn: Conn = { inflight: 0, outbox: [], closed: false, headers, key, origin: key === null ? {} : { keyId: key.id } };
       res.upgrade(conn, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
     },
     open: (ws) => {
@@ -134,6 +181,14 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
       const t0 = performance.now();
       const conn = ws.getUserData();
       if (conn.closed) return;
+      if (message.byteLength > cfg.maxPayloadBytes) {
+        conn.closed = true;
+        conn.outbox.length = 0;
+        // A close reason must fit in 123 bytes.
+        ws.end(CLOSE_TOO_BIG, `frame of ${message.byteLength} bytes is over websocket.maxPayloadBytes (${cfg.maxPayloadBytes})`);
+        ctx.monitor.unrouted('stream', 413);
+        return;
+      }
       let idJson = 'null';
       try {
         if (isBinary) throw badRequest('binary frames are not supported on /v1/stream; send JSON text frames');
@@ -152,6 +207,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
         }
         if (ctx.draining) throw shuttingDown();
         if (typeof frame.event === 'string') {
+          if (conn.key !== null) keys!.authorize(conn.key, 'events');
           // A realtime event frame: stored, then acknowledged with the counts.
           conn.inflight++;
           const answer = idJson;
@@ -168,6 +224,7 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
           return;
         }
         if (typeof frame.model !== 'string') throw badRequest('"model" (a string) is required, or "event" for an event frame');
+        if (conn.key !== null) keys!.authorize(conn.key, 'infer');
         const v = frame.version;
         if (v !== undefined && typeof v !== 'string' && typeof v !== 'number') throw badRequest('"version" must be a string or a number');
         if (conn.inflight >= cfg.maxInflightPerConnection) {
@@ -204,17 +261,5 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext): StreamHan
     },
   });
 
-  return {
-    closeAll() {
-      for (const ws of open) ws.end(CLOSE_GOING_AWAY, 'server shutting down');
-    },
-    get connections() {
-      return open.size;
-    },
-    get queuedAnswers() {
-      let n = 0;
-      for (const ws of open) n += ws.getUserData().outbox.length;
-      return n;
-    },
-  };
+  return streams;
 }

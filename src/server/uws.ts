@@ -24,10 +24,17 @@ export function loadUws(): Uws {
     return require(path) as Uws;
   } catch (err) {
     const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    const major = Number(process.versions.node.split('.')[0]);
+    const newer =
+      major > 20
+        ? ` Node.js ${process.versions.node} is newer than this build supports: run scoreline on Node.js 20, or replace the dependency with ` +
+          "uWebSockets.js v20.52.0 or later from GitHub (`npm install uNetworking/uWebSockets.js#v20.52.0`; Node 22 and 24; its Linux " +
+          'binaries need glibc 2.35 or newer, v20.55 glibc 2.38), which is not published on the npm registry.'
+        : '';
     throw new Error(
       `uWebSockets.js has no working native binary for this platform (${binary}: ${reason}). ` +
-        'scoreline needs Linux, macOS or Windows on x64/arm64 with glibc (not Alpine/musl) and Node.js 18 or 20; ' +
-        'it does not fall back to the slow JS emulation.',
+        'scoreline uses @trufflesuite/uws-js-unofficial 20.30, whose binaries exist for Node.js 16, 18 and 20 on Linux, macOS or Windows ' +
+        `(x64/arm64, glibc: not Alpine/musl); it does not fall back to the slow JS emulation.${newer}`,
     );
   }
 }

@@ -88,7 +88,7 @@ const cases: Case[] = [
   { name: 'BOOL as number', path: '/v2/models/dtypes/infer', json: dtypes('b', [1, 0]), status: 400, error: /is not true or false/ },
   { name: 'INT32 out of range', path: '/v2/models/dtypes/infer', json: dtypes('i32', [2 ** 31, 0]), status: 422, error: /out of range/ },
   { name: 'v1 without instances', path: '/v1/models/logistic:predict', json: { rows: [] }, status: 400, error: /"instances" must be a non-empty array/ },
-  { name: 'v1 wrong suffix', path: '/v1/models/logistic:explain', json: { instances: [[1, 2, 3]] }, status: 404, error: /no route/ },
+  { name: 'v1 wrong suffix', path: '/v1/models/logistic:classify', json: { instances: [[1, 2, 3]] }, status: 404, error: /no route/ },
   { name: 'v1 instance of wrong width', path: '/v1/models/logistic:predict', json: { instances: [[1, 2]] }, status: 400, error: /instance 0: data has 2 values but the shape \[3\] needs 3/ },
   { name: 'v1 feature beyond FP32', path: '/v1/models/logistic:predict', json: { instances: [{ f0: 1, f1: 1e39, f2: 3 }] }, status: 422, error: /instance 0 feature 'f1': value 1e\+39 is not a finite FP32/ },
 ];
@@ -106,6 +106,7 @@ test('bad-input table: status, precise message, no stack trace', async () => {
     assert.equal(r.status, c.status, `${c.name}: expected ${c.status}, got ${r.status} ${r.text}`);
     assert.equal(r.headers.get('content-type'), 'application/json', c.name);
     assert.equal(typeof r.body?.error, 'string', `${c.name}: ${r.text}`);
+    assert.match(r.body.code, /^SCORELINE_[A-Z_]+$/, `${c.name}: ${r.text}`);
     assert.match(r.body.error, c.error, c.name);
     assert.doesNotMatch(r.text, /\bat .+\.js:\d+|node:internal|\/work\//, `${c.name} leaks internals: ${r.text}`);
   }

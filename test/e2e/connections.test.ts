@@ -68,7 +68,7 @@ test('a second server on a taken port fails at start with "port P is in use"', a
   const dir = await repo();
   const first = await startServer(['--model-repo', dir]);
   servers.push(first);
-  const second = spawnSync(process.execPath, [CLI, 'serve', '--model-repo', dir, '--data-dir', await tempDir(), '--host', '127.0.0.1', '--port', String(first.port)], {
+  const second = spawnSync(process.execPath, [CLI, 'serve', '--model-repo', dir, '--data-dir', await tempDir(), '--host', '127.0.0.1', '--port', String(first.port), '--grpc-port', '0'], {
     cwd: ROOT,
     encoding: 'utf8',
     timeout: 30_000,
@@ -109,7 +109,7 @@ test('400 idle connections at an open-files limit of 256 do not make the server 
   const dir = await repo();
   const dataDir = await tempDir('scoreline-data-');
   // prlimit lowers the child's hard limit too, so Node cannot raise it back at start.
-  const proc = spawn('prlimit', ['--nofile=256:256', process.execPath, CLI, 'serve', '--model-repo', dir, '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--workers', '1'], {
+  const proc = spawn('prlimit', ['--nofile=256:256', process.execPath, CLI, 'serve', '--model-repo', dir, '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--workers', '1'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

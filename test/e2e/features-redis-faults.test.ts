@@ -134,7 +134,8 @@ describe('a hung Redis (SIGSTOP)', { skip: skipRedis }, () => {
     assert.equal(await storeUp(s), 1);
     pause(s.redis!);
     try {
-      // 8 clients, 20 requests each, every one needing Redis (realtime windows are always read from it).
+      // 8 clients, 20 requests each: C001 was scored before the pause (its groups and windows are in L1
+      // and need no Redis); C002 was not, so its requests need Redis.
       const concurrency = 8;
       const latencies: number[] = [];
       const answers: any[] = [];

@@ -117,7 +117,7 @@ function checkFresh(r: { status: number; body: any; text: string }, txns: number
 }
 
 for (const withRedis of [false, true]) {
-  describe(withRedis ? 'with Redis' : 'in-process store', { skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false }, () => {
+  describe(withRedis ? 'with Redis' : 'embedded store', { skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false }, () => {
     let s: Setup;
     before(async () => {
       s = await setup(withRedis);
@@ -246,9 +246,16 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
       const cached = await score(s, body);
       assert.equal(cached.status, 200, cached.text);
       assert.equal(cached.body.features['income@1'].status, 'present');
-      assert.equal(cached.body.features['txn_max_1h@1'].status, 'default');
-      assert.equal(cached.body.features['txn_max_1h@1'].reason, 'store not connected');
       assert.equal(cached.body.features['income@1'].reason, undefined);
+      // its windows were cached with its groups: read from L1 (no events: sum 0, max takes its default)
+      const sum = cached.body.features['txn_sum_1h@1'];
+      assert.deepEqual([sum.value, sum.status, sum.reason], [0, 'present', undefined]);
+      assert.ok(sum.window_age_ms >= 0 && sum.window_age_ms < 60_000, `window age ${sum.window_age_ms}`);
+      assert.deepEqual([cached.body.features['txn_max_1h@1'].status, cached.body.features['txn_max_1h@1'].reason], ['default', undefined]);
+      // a customer not cached: its windows could not be read, and say why
+      const uncached = await score(s, { entity: { customer_id: 'C003' }, context: { amount: 1 }, features: { age: 50, score_band: 4 }, debug: true });
+      assert.equal(uncached.status, 200, uncached.text);
+      assert.deepEqual(uncached.body.features['txn_max_1h@1'], { value: -5, status: 'default', age_ms: null, reason: 'store not connected' });
       const ready = await request(`${s.server.url}/v2/health/ready`);
       assert.equal(ready.status, 200);
       assert.match(ready.body.degraded, /unreachable/);

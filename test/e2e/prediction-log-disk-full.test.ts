@@ -147,7 +147,7 @@ test('a full disk: answers continue, the failure is counted and reported, admin 
 
   // A start on the full disk: one line on stderr naming the data dir and ENOSPC.
   const fresh = join(mnt, 'fresh');
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', '--model-repo', repo, '--data-dir', fresh], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--model-repo', repo, '--data-dir', fresh], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

@@ -47,6 +47,7 @@ export async function startRedis(): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     proc: await launch(port),
     async kill() {
+      if (r.proc.exitCode !== null || r.proc.signalCode !== null) return;
       const exited = new Promise((res) => r.proc.once('exit', res));
       r.proc.kill('SIGKILL');
       await exited;

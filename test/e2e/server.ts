@@ -15,6 +15,8 @@ export const DEMO_REPO = join(ROOT, 'examples', 'models');
 export interface TestServer {
   readonly url: string;
   readonly port: number;
+  /** The OIP gRPC port (every test server gets a free one unless its args say otherwise), or null when off. */
+  readonly grpcPort: number | null;
   readonly proc: ChildProcess;
   readonly logs: string[];
   /** Sends a signal and resolves with the exit code. */
@@ -26,24 +28,44 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
-export async function startServer(args: string[], env: Record<string, string> = {}): Promise<TestServer> {
+/**
+ * `cli` and `cwd`: another scoreline tree (e.g. a container image's /app assembled by a test);
+ * `onLine` sees every log line as it comes, also while the server is still starting.
+ */
+export async function startServer(
+  args: string[],
+  env: Record<string, string> = {},
+  where: { cli?: string; cwd?: string; onLine?: (line: string) => void } = {},
+): Promise<TestServer> {
   // Every server gets its own data dir (registry, artifacts, admin token) unless the test names one.
   const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...dataDir, ...args], {
-    cwd: ROOT,
+  // gRPC on a free port too: the default (8081) would collide between servers running side by side.
+  const grpc = args.includes('--grpc-port') ? [] : ['--grpc-port', '0'];
+  const proc = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...grpc, ...dataDir, ...args], {
+    cwd: where.cwd ?? ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  createInterface({ input: proc.stderr! }).on('line', (l) => logs.push(l));
+  createInterface({ input: proc.stderr! }).on('line', (l) => {
+    logs.push(l);
+    where.onLine?.(l);
+  });
+  let grpcPort: number | null = null;
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in time:\n${logs.join('\n')}`)), 30_000);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed test.
+      proc.kill('SIGKILL');
+      reject(new Error(`server did not start in time:\n${logs.join('\n')}`));
+    }, 30_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       logs.push(line);
+      where.onLine?.(line);
       try {
-        const rec = JSON.parse(line) as { msg?: string; port?: number };
+        const rec = JSON.parse(line) as { msg?: string; port?: number; grpcPort?: number | null };
         if (rec.msg?.startsWith('scoreline listening') && rec.port) {
+          grpcPort = rec.grpcPort ?? null;
           clearTimeout(timer);
           resolve(rec.port);
         }
@@ -59,6 +81,7 @@ export async function startServer(args: string[], env: Record<string, string> = 
   return {
     url: `http://127.0.0.1:${port}`,
     port,
+    grpcPort,
     proc,
     logs,
     exited,

@@ -1,0 +1,112 @@
+// What the deployer checks and describes, as functions of their inputs: the traffic split of a
+// strategy, a strategy without the versions that failed to load, whether a version keeps the
+// deployment's input contract, its run on sample inputs, and why a canary check failed.
+
+import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import type { ScorelineError } from '../errors.js';
+import type { Check } from './analysis.js';
+import type { Strategy } from './strategies.js';
+
+/** Percent of traffic per version. */
+export function traffic(s: Strategy): Record<string, number> {
+  switch (s.strategy) {
+    case 'direct':
+      return { [s.version]: 100 };
+    case 'blue-green':
+      return { [s.active === 'blue' ? s.blue : s.green]: 100, [s.active === 'blue' ? s.green : s.blue]: 0 };
+    case 'canary':
+      return { [s.stable]: 100 - s.percent, [s.canary]: s.percent };
+    case 'ab': {
+      const total = s.variants.reduce((a, v) => a + v.weight, 0);
+      const out: Record<string, number> = {};
+      for (const v of s.variants) out[v.version] = (out[v.version] ?? 0) + (100 * v.weight) / total;
+      return out;
+    }
+    case 'shadow':
+      return { [s.primary]: 100, [s.shadow]: 0 };
+  }
+}
+
+/** The strategy without the versions in `bad`, falling back to what is left; null when nothing is. */
+export function withoutVersions(s: Strategy, bad: readonly number[]): Strategy | null {
+  const ok = (v: number) => !bad.includes(v);
+  switch (s.strategy) {
+    case 'direct':
+      return ok(s.version) ? s : null;
+    case 'blue-green': {
+      const active = s.active === 'blue' ? s.blue : s.green;
+      const other = s.active === 'blue' ? s.green : s.blue;
+      return ok(active) ? { strategy: 'direct', version: active } : ok(other) ? { strategy: 'direct', version: other } : null;
+    }
+    case 'canary':
+      return ok(s.stable) ? { strategy: 'direct', version: s.stable } : ok(s.canary) ? { strategy: 'direct', version: s.canary } : null;
+    case 'shadow':
+      return ok(s.primary) ? { strategy: 'direct', version: s.primary } : null;
+    case 'ab': {
+      const variants = s.variants.filter((v) => ok(v.version));
+      if (variants.length === 0) return null;
+      return variants.length === 1 ? { strategy: 'direct', version: variants[0]!.version } : { ...s, variants };
+    }
+  }
+}
+
+const fmt = (x: number | null) => (x === null ? 'n/a' : Number(x.toPrecision(4)));
+
+export function describeFailure(c: Check): string {
+  switch (c.name) {
+    case 'error_rate':
+      return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
+    case 'p99_latency':
+      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
+    case 'score_psi':
+      return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
+  }
+}
+
+export function incompatible(contract: LoadedModel, m: LoadedModel): string | null {
+  const want = contract.inputs;
+  const got = m.inputs;
+  if (want.length !== got.length) return `${got.length} inputs, the contract has ${want.length}`;
+  for (const w of want) {
+    const g = got.find((x) => x.name === w.name);
+    if (g === undefined) return `no input '${w.name}'`;
+    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the contract says ${w.datatype}`;
+    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i])) {
+      return `input '${w.name}' has shape [${g.shape.join(', ')}], the contract [${w.shape.join(', ')}]`;
+    }
+  }
+  return null;
+}
+
+/** Runs a few sample rows (zeros, ones, and varied values) through the version; all outputs must be finite. */
+export async function sampleCheck(m: LoadedModel): Promise<string | null> {
+  const rows = m.batchable ? Math.min(8, m.batching.maxBatchSize) : 1;
+  const batch = m.batcher.reserve(rows);
+  for (let i = 0; i < m.inputs.length; i++) {
+    const buf = batch.buffers[i]!;
+    const per = m.batcher.rowElements(batch, i);
+    const at = batch.rows * per;
+    const dt = m.inputs[i]!.datatype;
+    for (let k = 0; k < rows * per; k++) {
+      const r = Math.floor(k / per);
+      const v = r === 0 ? 0 : r === 1 ? 1 : ((k * 7919) % 100) / 10;
+      if (dt === 'INT64' || dt === 'UINT64') (buf as BigInt64Array)[at + k] = BigInt(Math.round(v));
+      else if (dt === 'BOOL') (buf as Uint8Array)[at + k] = v > 0 ? 1 : 0;
+      else (buf as Float32Array)[at + k] = dt.startsWith('FP') ? v : Math.round(v);
+    }
+  }
+  const result = await new Promise<RunResult | ScorelineError>((resolve) => {
+    const now = performance.now();
+    const p: PendingRequest = { rows, enqueuedAt: now, deadline: now + 30_000, settled: false, resolve: (r) => resolve(r), reject: (e) => resolve(e) };
+    m.batcher.commit(batch, p);
+  });
+  if (result instanceof Error) return result.message;
+  for (const o of result.outputs) {
+    if (o.datatype !== 'FP32' && o.datatype !== 'FP64') continue;
+    for (let k = 0; k < o.data.length; k++) {
+      if (!Number.isFinite(o.data[k] as number)) return `output '${o.name}' is not finite (${o.data[k]})`;
+    }
+  }
+  return null;
+}
+
