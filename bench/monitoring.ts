@@ -118,6 +118,11 @@ async function main(): Promise<void> {
   const ratio = b.rps / a.rps;
   // Per round too: the spread says how much of the difference is noise.
   const perRound = off.results.map((r, i) => on.results[i]!.rps / r.rps);
+  const load1 = loadavg()[0]!;
+  const met = (ok: boolean) => (ok ? 'met' : 'missed');
+  const loadLine =
+    `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${load1.toFixed(1)} (on ${availableParallelism()} cores; ` +
+    `above that, other processes shared the machine and throughput is noisier than CPU per request)`;
   const setup =
     `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
     `request: one row of the demo credit model over OIP.`;
@@ -134,6 +139,8 @@ async function main(): Promise<void> {
     `- the prediction log per logged prediction (one per request) in these servers: log thread **${b.log.toFixed(2)} us**, HTTP thread ${(b.http - c.http).toFixed(2)} us (on - in-memory only, within the run-to-run noise of ${c.http.toFixed(1)} us)\n` +
     `- HTTP thread per logged prediction, in process (VersionMonitor.onComplete with the log minus without, thread CPU time, \`node dist/bench/prediction-log.js\`): ` +
     `**${loggedNs.toFixed(0)} ns** (target <= 300 ns); all threads ${perRow!.cpuNs.toFixed(0)} ns (the log thread writing SQLite)\n` +
+    `- targets: throughput on / off >= 0.97 **${met(ratio >= 0.97)}** (${ratio.toFixed(3)}); HTTP thread <= 300 ns per logged prediction **${met(loggedNs <= 300)}** (${loggedNs.toFixed(0)} ns)\n` +
+    `${loadLine}\n` +
     `- where the log thread's time goes (its steps run apart in this process on the same rows): reading the ring into segments ${split.readNs.toFixed(0)} ns, ` +
     `SQLite writing them ${split.sqliteNs.toFixed(0)} ns per prediction (WAL frames and the request-id index, which feedback joins on)` +
     (ratio < 0.97
@@ -151,7 +158,7 @@ async function main(): Promise<void> {
     `- per round sync / async: ${syncPerRound.map((x) => x.toFixed(3)).join(', ')}\n` +
     `- sync answers a batch only once its predictions are committed with synchronous=FULL (one WAL fsync per group commit, shared by everything that arrived meanwhile), ` +
     `so its cost follows the data dir's fsync latency: here the machine's local virtual disk.\n` +
-    `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (on ${availableParallelism()} cores; above that, other processes shared the machine and throughput is noisier than CPU per request)`;
+    loadLine;
   console.log(`\n${text}\n\n${durabilityText}`);
   const args = process.argv.slice(2).filter((x) => x !== '--no-write');
   const command = `npm run bench:monitoring${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
