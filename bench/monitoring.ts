@@ -119,6 +119,11 @@ async function main(): Promise<void> {
   // Per round too: the spread says how much of the difference is noise.
   const perRound = off.results.map((r, i) => on.results[i]!.rps / r.rps);
   const load1 = loadavg()[0]!;
+  // A median past the target while single rounds fall either side of it is noise, not a result: say so.
+  const lo = Math.min(...perRound);
+  const hi = Math.max(...perRound);
+  const throughputNote =
+    lo >= 0.97 || hi < 0.97 ? '' : `; rounds from ${lo.toFixed(3)} to ${hi.toFixed(3)}, so at this load the median alone does not settle it: server CPU per request on / off is ${(b.cpu / a.cpu).toFixed(3)}`;
   const met = (ok: boolean) => (ok ? 'met' : 'missed');
   const loadLine =
     `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${load1.toFixed(1)} (on ${availableParallelism()} cores; ` +
@@ -139,7 +144,7 @@ async function main(): Promise<void> {
     `- the prediction log per logged prediction (one per request) in these servers: log thread **${b.log.toFixed(2)} us**, HTTP thread ${(b.http - c.http).toFixed(2)} us (on - in-memory only, within the run-to-run noise of ${c.http.toFixed(1)} us)\n` +
     `- HTTP thread per logged prediction, in process (VersionMonitor.onComplete with the log minus without, thread CPU time, \`node dist/bench/prediction-log.js\`): ` +
     `**${loggedNs.toFixed(0)} ns** (target <= 300 ns); all threads ${perRow!.cpuNs.toFixed(0)} ns (the log thread writing SQLite)\n` +
-    `- targets: throughput on / off >= 0.97 **${met(ratio >= 0.97)}** (${ratio.toFixed(3)}); HTTP thread <= 300 ns per logged prediction **${met(loggedNs <= 300)}** (${loggedNs.toFixed(0)} ns)\n` +
+    `- targets: throughput on / off >= 0.97 **${met(ratio >= 0.97)}** (${ratio.toFixed(3)}${throughputNote}); HTTP thread <= 300 ns per logged prediction **${met(loggedNs <= 300)}** (${loggedNs.toFixed(0)} ns)\n` +
     `${loadLine}\n` +
     `- where the log thread's time goes (its steps run apart in this process on the same rows): reading the ring into segments ${split.readNs.toFixed(0)} ns, ` +
     `SQLite writing them ${split.sqliteNs.toFixed(0)} ns per prediction (WAL frames and the request-id index, which feedback joins on)` +
