@@ -296,6 +296,60 @@ test("prediction log: each prediction's segment carries the API key id it came w
   }
 });
 
+/** `p`, or a failure after `ms` (a pending timer also keeps the event loop alive: the log thread is unref'd). */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A PredictionLog's private ends, for killing its log thread the ways it can die. */
+type Internals = { ring: RingWriter; worker: Worker };
+
+for (const how of ['a bug throws in it (a row of a stream never defined)', 'it exits unasked'] as const) {
+  test(`prediction log: when its thread dies (${how}), waiting commits and reads fail at once, what it had not written and every later row are dropped and counted`, async () => {
+    const errors: string[] = [];
+    const logger = { error: (_: object, msg: string) => void errors.push(msg), warn: () => undefined };
+    const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, durability: 'sync', flushMs: 60_000, logger });
+    const s = log.stream('m', 1, 'default', 1, 'classification');
+    for (let i = 0; i < 10; i++) assert.ok(s.push(`before-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+    await log.commit();
+    // Rows the thread will never write, a commit and a read waiting on it.
+    for (let i = 0; i < 5; i++) assert.ok(s.push(`pending-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+    const exited = new Promise((resolve) => (log as unknown as Internals).worker.once('exit', resolve));
+    const internals = log as unknown as Internals;
+    if (how === 'it exits unasked') void internals.worker.terminate();
+    else assert.ok(internals.ring.row(99, 0, 'stray', -1, Date.now(), 0.5, null, 0));
+    const commit = log.commit();
+    const read = log.feedback([{ requestId: 'before-0', label: 1 }]);
+    const stopped = (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /prediction log thread stopped/.test(e.message);
+    const [c, r] = await within(10_000, 'the commit and the read to fail', Promise.allSettled([commit, read]));
+    assert.ok(c.status === 'rejected' && stopped(c.reason), String((c as PromiseRejectedResult).reason));
+    // The read fails either way: the thread gone, or (the bug) it meets the stray row first and says so.
+    assert.equal(r.status, 'rejected');
+    await within(10_000, 'the log thread to exit', exited);
+    const lostAtDeath = log.dropped;
+    assert.ok(lostAtDeath >= 5, `${lostAtDeath} dropped: the 5 pending rows at least (with the stray one when it was taken before the crash)`);
+    assert.equal(log.backlog, 0);
+    // Later rows are refused, counted, and never waited for; later commits and reads fail at once.
+    assert.equal(s.push('after', Date.now(), 0.5, Float32Array.of(1), 0), false);
+    assert.equal(log.dropped, lostAtDeath + 1);
+    await assert.rejects(log.commit(), stopped);
+    await assert.rejects(log.labelled('m', 1, 0), stopped);
+    const st = log.status();
+    assert.equal(st.state, 'failing');
+    assert.match(st.last_error!, /prediction log thread stopped/);
+    assert.equal(st.dropped, lostAtDeath + 1);
+    assert.equal(errors.filter((m) => /thread stopped/.test(m)).length, 1, 'said once');
+    await log.close();
+    assert.equal(log.dropped, lostAtDeath + 1, 'close counts nothing twice');
+  });
+}
+
 test('committed-row counts compare across the int32 wrap', () => {
   assert.ok(reached(5, 5));
   assert.ok(reached(6, 5));

@@ -96,7 +96,7 @@ export class RingWriter extends RingViews {
   private next = 0;
   private readonly quarter: number;
   /** Longest record taken: an id too long for it is refused rather than filling the ring. */
-  readonly maxRecord: number;
+  maxRecord: number;
   /** Rows written so far (int32, wraps); rows settled are counted by the reader in the same sequence. */
   rows = 0;
 
@@ -188,6 +188,11 @@ export class RingWriter extends RingViews {
     this.i32[w + 3] = 0;
     this.publish();
     return true;
+  }
+
+  /** Refuses every record from now on (the reader is gone): no check on the write path, the size test does it. */
+  stop(): void {
+    this.maxRecord = -1;
   }
 
   /** Asks the reader to write everything so far now. */

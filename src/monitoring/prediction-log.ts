@@ -56,7 +56,7 @@ export interface PredictionLogStatus {
   errors: number;
   /** Predictions logged and not yet written (in the ring, or held by the log thread). */
   backlog: number;
-  /** Predictions never written: the ring was full, or they were still held at shutdown. */
+  /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped: number;
 }
 
@@ -97,7 +97,7 @@ export class PredictionLog {
   private lastError: string | null = null;
   private lastErrorAt: number | null = null;
   logged = 0;
-  /** Predictions never written: the ring was full, or they were still held at shutdown. */
+  /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped = 0;
   /** Failed write attempts. */
   errors = 0;
@@ -116,13 +116,11 @@ export class PredictionLog {
       if (m.kind === 'written') this.written();
       else this.failed(m);
     });
-    this.worker.on('error', (e) => {
-      // The thread itself died (not a failed write, which it survives): nothing more will be written.
-      this.noteFailure(e.message, null, this.backlog);
-      for (const w of this.waiting.values()) w.reject(e);
-      this.waiting.clear();
-      this.dead = storeUnavailable(`the prediction log thread stopped: ${e.message}`);
-      this.rejectAll(this.dead);
+    // The thread itself died (not a failed write, which it survives): a bug that threw, out of
+    // memory, or an exit nobody asked for. Nothing more will be written.
+    this.worker.on('error', (e) => this.died(e.message));
+    this.worker.on('exit', (code) => {
+      if (!this.closed) this.died(`exited with code ${code}`);
     });
     const prune = () => void this.request({ op: 'prune', before: Date.now() - opts.retentionDays * 86_400_000 }).catch(() => undefined);
     this.pruneTimer = setInterval(prune, 3_600_000);
@@ -130,8 +128,34 @@ export class PredictionLog {
     prune();
   }
 
-  /** Predictions logged and not yet written (in the ring, or held by the log thread). */
+  /**
+   * The log thread is gone: what it had not written is lost and counted as dropped, the ring refuses
+   * every row from now on (dropped and counted too, never waited for), and commits and reads waiting
+   * on it fail with STORE_UNAVAILABLE, as does every later one. The log says so once, at error.
+   */
+  private died(why: string): void {
+    if (this.dead !== null) return;
+    const lost = this.backlog;
+    const error = `the prediction log thread stopped: ${why}`;
+    this.errors++;
+    this.lastError = error;
+    this.lastErrorAt = Date.now();
+    this.failingSince ??= this.lastErrorAt;
+    this.dead = storeUnavailable(error);
+    this.ring.stop();
+    this.dropped += lost;
+    this.opts.logger?.error(
+      { file: this.file, err: why, lost, durability: this.durability },
+      `prediction log: ${error}; ${lost} predictions not yet written are lost, and every prediction from now on is dropped and counted (restart the server to log again)`,
+    );
+    for (const w of this.waiting.values()) w.reject(this.dead);
+    this.waiting.clear();
+    this.rejectAll(this.dead);
+  }
+
+  /** Predictions logged and not yet written (in the ring, or held by the log thread); none once it has died (they are dropped). */
   get backlog(): number {
+    if (this.dead !== null) return 0;
     return (this.ring.rows - this.ring.settled()) | 0;
   }
 
