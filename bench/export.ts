@@ -40,9 +40,9 @@ function writeLog(dataDir: string, model: string, rows: number, width: number): 
         for (let j = 0; j < width; j++) features[i * width + j] = (s + i + j) % 101;
         ids.push(`req-${s + i}`);
       }
-      segments.push({ model, version: 1 + (s % 2), variant: 'default', task: 'classification', width, n, ids, ts, scores, features });
+      segments.push({ model, version: 1 + (s % 2), variant: 'default', task: 'classification', width, n, ids: JSON.stringify(ids), ts, scores, features });
     }
-    store.writeGroup([{ kind: 'append', seq: ++seq, segments, rows: segments.reduce((a, x) => a + x.n, 0) }]);
+    store.writeGroup([{ kind: 'append', through: ++seq, segments, rows: segments.reduce((a, x) => a + x.n, 0) }]);
     const labels = [];
     for (let i = start; i < Math.min(rows, start + SEGMENT * 50); i += 10) labels.push({ requestId: `req-${i}`, label: i % 20 === 0 ? 1 : 0 });
     store.feedback(labels, t0 + rows * 10);

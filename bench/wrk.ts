@@ -3,7 +3,7 @@
 // measured, so the load generator does not steal the server's core on a small machine.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -88,6 +88,29 @@ export function cpuMs(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** CPU time (user + system) one thread of a process has used so far, in milliseconds (Linux /proc). */
+export function threadCpuMs(pid: number, tid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The id of a process's thread named `name` (its comm), or null. */
+export function threadNamed(pid: number, name: string): number | null {
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === name) return Number(tid);
+    }
+  } catch {
+    // not Linux, or the process is gone
+  }
+  return null;
 }
 
 /** Waits until a server answers `body` POSTed to `path` with a 2xx (up to 30 s). */

@@ -47,7 +47,7 @@ function segment(model: string, version: number, variant: string, width: number,
     scores[i] = r.score;
     features.set(r.x, i * width);
   });
-  return { model, version, variant, task: 'classification', width, n, ids: rows.map((r) => r.id), ts, scores, features };
+  return { model, version, variant, task: 'classification', width, n, ids: JSON.stringify(rows.map((r) => r.id)), ts, scores, features };
 }
 
 /** A data dir with a registry (feature names) and a prediction log; returns what an export of `credit` must hold. */
@@ -76,7 +76,7 @@ async function fixture(): Promise<{ dataDir: string; rows: Row[] }> {
   const late = [{ id: 'late-1', ts: T0 + 3_600_000, score: 0.5, x: [1, 2, 3] }];
   store.writeGroup([{
     kind: 'append',
-    seq: 1,
+    through: 1,
     rows: 13,
     segments: [segment('credit', 1, 'default', 3, v1a), segment('other', 1, 'default', 2, other), segment('credit', 2, 'canary', 2, v2), segment('credit', 1, 'default', 3, late)],
   }]);

@@ -154,7 +154,7 @@ export class Monitor {
       ),
     );
     this.callback('scoreline_predictions_logged_total', 'Predictions accepted into the prediction log (after sampling; written by its thread shortly after).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
-    this.callback('scoreline_predictions_dropped_total', 'Predictions never written to the prediction log: more than a million were waiting (the log thread behind, or failing), or still held at shutdown.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
+    this.callback('scoreline_predictions_dropped_total', 'Predictions never written to the prediction log: the ring was full (the log thread behind, or failing and holding a million), the log thread died, or they were still held at shutdown.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
     this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written (including those held while writes fail).', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
     this.callback('scoreline_prediction_log_errors_total', 'Failed write attempts of the prediction log (disk full, file unwritable); held predictions are retried.', 'counter', () => [{ labels: {}, value: this.log?.errors ?? 0 }]);
     this.callback('scoreline_prediction_log_failing', 'Whether the prediction log\'s last write failed (1) or not (0).', 'gauge', () => [{ labels: {}, value: this.log?.status().state === 'failing' ? 1 : 0 }]);

@@ -1,29 +1,38 @@
 // The monitoring store's own thread: every SQLite write and read of <data-dir>/monitoring.db
-// (log-store.ts) happens here, never on the HTTP thread. All of the log, both threads, costs 1.3 us
-// of CPU per prediction in `npm run bench:monitoring`.
+// (log-store.ts) happens here, never on the HTTP thread. Predictions arrive through the shared ring
+// (log-ring.ts): this thread sleeps until the HTTP thread's first row after a quiet spell, reads the
+// ring within flushMs of it (at once when the HTTP thread asks: a durability sync commit, the ring a
+// quarter full), assembles segments (log-segments.ts) and writes them.
 //
 // Writes (segments, history points, alert events) queue here in arrival order and are committed in
 // groups: whatever arrived while the previous transaction ran goes into the next one, so under load a
 // commit (and, with durability sync, its fsync) is shared by many flushes. A write that fails (disk
 // full, file unwritable) stays queued and is retried with backoff, oldest first, and the HTTP thread
-// is told, so it can count, log and report it; with durability sync the failed flushes are refused
-// instead (their requests are waiting, and get an error rather than an answer nobody logged).
+// is told, so it can count, log and report it; with durability sync the failed rows are refused
+// instead (their requests are waiting, and get an error rather than an answer nobody logged). What
+// is committed or refused is published in the ring as a row count, which is what commits wait on.
+// Held rows are bounded: past MAX_BACKLOG this thread stops reading the ring, which then fills, and
+// the HTTP thread drops (and counts) what does not fit.
 
-import { closeSync, openSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { openStore, type AppendSegment, type Store, type Task, type Write } from './log-store.js';
+import { IDLE, PENDING, RingReader, URGENT } from './log-ring.js';
+import { MAX_BACKLOG, SegmentAssembler } from './log-segments.js';
+import { openStore, type Store, type Task, type Write } from './log-store.js';
 import { classificationMetrics, regressionMetrics } from './metrics.js';
 
 export type { AppendSegment, FeedbackResult, Task } from './log-store.js';
 
 // On Linux a thread has its own nice value: this one yields to the HTTP thread when both want the
 // same core (nice 10 still gets ~10% of a contended core, more than the log needs at tens of
-// thousands of predictions a second), so a flush never stalls a request. Elsewhere: no-op.
+// thousands of predictions a second), so a flush never stalls a request. It is named, so that
+// `top -H` (and the monitoring benchmark) can tell its CPU from the HTTP thread's. Elsewhere: no-op.
 try {
   const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
   if (Number.isInteger(tid) && tid > 0) setPriority(tid, 10);
+  writeFileSync('/proc/thread-self/comm', 'scoreline-log');
 } catch {
   // not Linux, or not permitted
 }
@@ -31,11 +40,13 @@ try {
 export interface LogWorkerData {
   file: string;
   durability: 'async' | 'sync';
+  /** The ring the HTTP thread writes predictions into (log-ring.ts). */
+  ring: SharedArrayBuffer;
+  /** Longest a row waits in the ring before this thread writes it, ms. */
+  flushMs: number;
 }
 
 export type LogRequest =
-  /** One flush of the HTTP thread: its segments are committed together, acknowledged by `seq`. */
-  | { op: 'append'; seq: number; segments: AppendSegment[] }
   | { op: 'feedback'; id: number; items: { requestId: string; label: number }[]; now: number }
   | { op: 'labelled'; id: number; model: string; version: number; since: number; limit: number }
   | { op: 'performance'; id: number; model: string; version: number; since: number; limit: number; task: Task; threshold: number }
@@ -46,29 +57,38 @@ export type LogRequest =
   | { op: 'alerts.history'; id: number; limit: number; since: number }
   | { op: 'alerts.open'; id: number }
   | { op: 'prune'; before: number; id: number }
-  /** Tries every queued write now (backoff or not), then answers how many predictions are still held. */
+  /** Reads the ring and tries every queued write now (backoff or not), then answers how many predictions are still held. */
   | { op: 'flush'; id: number };
 
-/** What the log thread reports about its writes, besides answers to requests. */
+/**
+ * The requests that answer, with `rows`: how many predictions the HTTP thread had logged when it
+ * asked. Each sees those rows, and no later ones.
+ */
+type Question = Exclude<LogRequest, { op: 'history.put' | 'alerts.save' }> & { rows: number };
+
+/** What the log thread reports about its writes, besides answers to requests (and the settled count in the ring). */
 export type LogReport =
-  /** Every append up to `through` is committed (or was refused earlier); `rows` predictions were just written. */
-  | { kind: 'written'; through: number; rows: number }
+  /** Writes succeed again after a failure. */
+  | { kind: 'written' }
   /**
    * A write failed. Async: everything stays queued (`held` predictions) and is retried. Sync: the
-   * appends of the failed transaction are refused (`refused` predictions, seqs up to `refusedThrough`).
+   * queued rows are refused (`refused` predictions, rows after `refusedFrom` through
+   * `refusedThrough`), which is refusal number `refusals` in the ring.
    */
-  | { kind: 'failed'; error: string; code: string | null; held: number; refused: number; refusedThrough: number };
+  | { kind: 'failed'; error: string; code: string | null; held: number; refused: number; refusedFrom: number; refusedThrough: number; refusals: number };
 
 /** An answer to a request with an `id`. */
 export type LogReply = { id: number; value: unknown } | { id: number; error: string; code: string | null };
 
-/** Predictions per transaction while catching up on a queue (a single flush is never split). */
+/** Predictions per transaction while catching up on a queue (a single read of the ring is never split). */
 const GROUP_ROWS = 65_536;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 
-const { file, durability } = workerData as LogWorkerData;
+const { file, durability, ring, flushMs } = workerData as LogWorkerData;
 const SYNC = durability === 'sync';
+const reader = new RingReader(ring);
+const assembler = new SegmentAssembler();
 
 let store: Store | null = null;
 
@@ -88,36 +108,52 @@ function storeOf(): Store {
 }
 
 const queue: Write[] = [];
-let drainQueued = false;
+/** Predictions in the queue. */
+let held = 0;
+let writeQueued = false;
 let retryTimer: NodeJS.Timeout | null = null;
 let retryMs = RETRY_MIN_MS;
 let failing = false;
-/** Every append up to this seq is committed or refused. */
+/** Rows committed or refused so far (as published in the ring). */
 let settledThrough = 0;
+/** Set while reading is paused at MAX_BACKLOG: called once a write makes room. */
+let onRoom: (() => void) | null = null;
 
 const post = (m: LogReport | LogReply, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(m, transfer);
 const codeOf = (e: unknown): string | null => {
   const c = (e as { code?: unknown } | null)?.code;
   return typeof c === 'string' ? c : null;
 };
-const heldRows = () => queue.reduce((a, w) => a + (w.kind === 'append' ? w.rows : 0), 0);
+
+/**
+ * Moves the rows in the ring (those before row `until`, when given) into the queue, as segments;
+ * nothing while MAX_BACKLOG rows are held.
+ */
+function pull(until: number | null = null): void {
+  if (held >= MAX_BACKLOG) return;
+  reader.read(assembler, until);
+  const { segments, rows } = assembler.take();
+  if (rows === 0) return;
+  queue.push({ kind: 'append', through: reader.rows, segments, rows });
+  held += rows;
+}
 
 function enqueue(w: Write): void {
   queue.push(w);
-  if (!drainQueued) {
-    drainQueued = true;
-    setImmediate(drain);
+  if (!writeQueued) {
+    writeQueued = true;
+    setImmediate(write);
   }
 }
 
 /**
  * Commits the queue, oldest first, in groups. While a failure's backoff runs, new writes wait for
- * it, except with durability sync, where requests wait on each flush and try at once.
+ * it, except with durability sync, where requests wait on the rows and try at once.
  */
-function drain(force = false): void {
-  drainQueued = false;
+function write(force = false): void {
+  writeQueued = false;
   if (retryTimer !== null) {
-    if (!force && !(SYNC && queue.some((w) => w.kind === 'append'))) return;
+    if (!force && !(SYNC && held > 0)) return;
     clearTimeout(retryTimer);
     retryTimer = null;
   }
@@ -144,25 +180,40 @@ function drain(force = false): void {
       return;
     }
     queue.splice(0, k);
-    for (const w of group) if (w.kind === 'append') settledThrough = w.seq;
-    failing = false;
-    retryMs = RETRY_MIN_MS;
-    post({ kind: 'written', through: settledThrough, rows });
+    held -= rows;
+    let through: number | null = null;
+    for (const w of group) if (w.kind === 'append') through = w.through;
+    if (through !== null) reader.settle((settledThrough = through));
+    recovered();
   }
-  if (failing && reopening) {
-    // The store opens again and nothing was queued: say so, or the failure would look permanent.
-    failing = false;
-    retryMs = RETRY_MIN_MS;
-    post({ kind: 'written', through: settledThrough, rows: 0 });
-  }
+  if (reopening) recovered();
+  room();
+}
+
+/** Resumes reading the ring once the held rows are below MAX_BACKLOG again. */
+function room(): void {
+  if (onRoom === null || held >= MAX_BACKLOG) return;
+  const resume = onRoom;
+  onRoom = null;
+  resume();
+}
+
+/** A write succeeded: after a failure, the HTTP thread is told (it logs the recovery once). */
+function recovered(): void {
+  if (!failing) return;
+  failing = false;
+  retryMs = RETRY_MIN_MS;
+  post({ kind: 'written' });
 }
 
 function failed(e: unknown): void {
   failing = true;
   let refused = 0;
-  let refusedThrough = 0;
+  const refusedFrom = settledThrough;
+  let refusedThrough = settledThrough;
+  let refusals = reader.refusals();
   if (SYNC) {
-    // Their requests are still waiting: every queued flush gets an error now (the ones behind the
+    // Their requests are still waiting: every queued row gets an error now (the ones behind the
     // failed group would fail the same way) and these rows are never written.
     for (let i = 0; i < queue.length; ) {
       const w = queue[i]!;
@@ -172,26 +223,80 @@ function failed(e: unknown): void {
       }
       queue.splice(i, 1);
       refused += w.rows;
-      refusedThrough = settledThrough = w.seq;
+      refusedThrough = w.through;
+    }
+    if (refused > 0) {
+      held -= refused;
+      // Counted before the rows are settled: a commit that sees them settled also sees the refusal.
+      refusals = reader.refuse();
+      reader.settle((settledThrough = refusedThrough));
+      room();
     }
   }
-  post({ kind: 'failed', error: (e as Error)?.message ?? String(e), code: codeOf(e), held: heldRows(), refused, refusedThrough });
-  // Retried until it works. With nothing left to write (sync refused it) the next flush is the retry.
+  post({ kind: 'failed', error: (e as Error)?.message ?? String(e), code: codeOf(e), held, refused, refusedFrom, refusedThrough, refusals });
+  // Retried until it works. With nothing left to write (sync refused it) the next rows are the retry.
   if (retryTimer === null && (queue.length > 0 || store === null)) {
     retryTimer = setTimeout(() => {
       retryTimer = null;
-      drain();
+      write();
     }, retryMs);
     retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
   }
 }
 
-function answer(m: Exclude<LogRequest, { op: 'append' | 'history.put' | 'alerts.save' }>): void {
-  // Reads see every write queued before them (and feedback first retries held predictions, so that
-  // labels sent just after the disk has room again find them).
-  drain(m.op === 'feedback' || m.op === 'flush');
+/**
+ * Waits for rows and writes them: asleep while the ring is empty, woken by the HTTP thread's first
+ * row (written within flushMs of it) or by its asking for everything now.
+ */
+async function run(): Promise<void> {
+  /** When the rows waiting in the ring must be written by. */
+  let due = Infinity;
+  /** When the last read of the ring began: rows found after it arrived no earlier. */
+  let lastRead = Date.now();
+  for (;;) {
+    if (held >= MAX_BACKLOG) {
+      // Writes are failing and hold all they may: leave the rest in the ring until one succeeds.
+      await new Promise<void>((resolve) => (onRoom = resolve));
+      continue;
+    }
+    const wake = reader.wake();
+    if (wake === IDLE) {
+      if (reader.empty()) {
+        due = Infinity;
+        await reader.waitWake(IDLE);
+      } else if (reader.swapWake(IDLE, PENDING)) {
+        // Rows published while the last write ran, without a wake: due a flush after it began.
+        due = lastRead + flushMs;
+      }
+      continue;
+    }
+    if (wake === PENDING) {
+      if (due === Infinity) due = Date.now() + flushMs;
+      const left = due - Date.now();
+      if (left > 0) {
+        await reader.waitWake(PENDING, left);
+        continue;
+      }
+    }
+    // Asked for now (URGENT), or due: everything in the ring is read and written.
+    reader.swapWake(URGENT, PENDING);
+    lastRead = Date.now();
+    pull();
+    write();
+    due = Infinity;
+    // A writer that asked again meanwhile (URGENT) is served by the next turn.
+    reader.swapWake(PENDING, IDLE);
+  }
+}
+
+function answer(m: Question): void {
+  // Reads see every row the HTTP thread logged before asking, and every write queued before them
+  // (and feedback first retries held predictions, so that labels sent just after the disk has room
+  // again find them).
+  pull(m.rows);
+  write(m.op === 'feedback' || m.op === 'flush');
   if (m.op === 'flush') {
-    post({ id: m.id, value: { held: heldRows() } });
+    post({ id: m.id, value: { held } });
     return;
   }
   const s = storeOf();
@@ -239,15 +344,13 @@ function answer(m: Exclude<LogRequest, { op: 'append' | 'history.put' | 'alerts.
 
 parentPort!.on('message', (m: LogRequest) => {
   switch (m.op) {
-    case 'append':
-      return enqueue({ kind: 'append', seq: m.seq, segments: m.segments, rows: m.segments.reduce((a, s) => a + s.n, 0) });
     case 'history.put':
       return enqueue({ kind: 'history', points: m.points });
     case 'alerts.save':
       return enqueue({ kind: 'alert', alert: m.alert });
     default:
       try {
-        answer(m);
+        answer(m as Question);
       } catch (e) {
         post({ id: m.id, error: (e as Error).message, code: codeOf(e) });
       }
@@ -255,4 +358,10 @@ parentPort!.on('message', (m: LogRequest) => {
 });
 
 // Opened now, so that a store that cannot be opened is reported (and retried) before the first write.
-drain(true);
+write(true);
+run().catch((e) => {
+  // A bug, not a failed write (those are caught where they happen): the thread's error event reports it.
+  setImmediate(() => {
+    throw e;
+  });
+});

@@ -1,22 +1,28 @@
-// The prediction log as the HTTP thread sees it: each model version and variant appends into its
-// own columnar buffers (typed arrays and an id list: no I/O, no per-row objects), shipped to the
-// log worker every flushMs (default 100) or 1,024 rows, all streams of a flush in one message with a
-// sequence number, buffers transferred rather than copied. The worker acknowledges flushes by that
-// number once committed, which is what `durability: sync` waits for before a request is answered.
-// A failed write is held (bounded by the backlog), retried by the worker, counted and reported here:
-// status(), one error line per failure episode and one line when it writes again.
-// Reads (labelled windows, feedback joins, history, alerts) are messages answered by the worker.
-// Sampling keeps a fraction of predictions; the worker prunes what is older than the retention.
+// The prediction log as the HTTP thread sees it: every logged prediction is one record written into
+// a shared-memory ring (log-ring.ts) that the log thread drains into SQLite segments, within flushMs
+// (default 100) of the first row after a quiet spell. Logging a prediction costs the HTTP thread a
+// few typed-array stores and one atomic store: no object, no message, no I/O. When the ring is full
+// (the log thread behind, or failing and holding what it may) the prediction is dropped and counted.
+// The log thread publishes how many rows are committed in the ring, which is what `durability: sync`
+// waits for (Atomics.waitAsync) before a request is answered.
+// A failed write is held (bounded), retried by the log thread, counted and reported here: status(),
+// one error line per failure episode and one line when it writes again.
+// Reads (labelled windows, feedback joins, history, alerts) are messages answered by the log thread,
+// after it has read every row logged before them.
+// Sampling keeps a fraction of predictions; the log thread prunes what is older than the retention.
 
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { insufficientStorage, isDiskFull, storeUnavailable } from '../errors.js';
-import type { AppendSegment, FeedbackResult, LogReply, LogReport, LogRequest, LogWorkerData, Task } from './log-worker.js';
-import { LogStream, MAX_BACKLOG } from './log-stream.js';
+import type { FeedbackResult, LogReply, LogReport, LogRequest, LogWorkerData, Task } from './log-worker.js';
+import { createRing, DEFAULT_RING_BYTES, reached, RingWriter } from './log-ring.js';
+import { MAX_BACKLOG } from './log-segments.js';
+import { LogStream } from './log-stream.js';
 import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 
 export type { FeedbackResult } from './log-worker.js';
-export { LogStream, MAX_BACKLOG } from './log-stream.js';
+export { LogStream } from './log-stream.js';
+export { MAX_BACKLOG } from './log-segments.js';
 export type Durability = 'async' | 'sync';
 
 /** Where the log reports its failures and recoveries (a pino logger fits). */
@@ -30,10 +36,12 @@ export interface PredictionLogOptions {
   /** Share of predictions kept (0..1). */
   sampleRate: number;
   retentionDays: number;
-  /** Longest a logged prediction waits in memory before it is sent to the log thread, ms (default 100). */
+  /** Longest a logged prediction waits in the ring before the log thread writes it, ms (default 100). */
   flushMs?: number;
   /** async (default): requests are answered at once; sync: only once their predictions are committed. */
   durability?: Durability;
+  /** Bytes of the shared ring (default 16 MiB): how much the log thread may fall behind before predictions are dropped. */
+  ringBytes?: number;
   logger?: LogSink;
 }
 
@@ -46,9 +54,9 @@ export interface PredictionLogStatus {
   last_error_at: string | null;
   /** Failed write attempts since start. */
   errors: number;
-  /** Predictions sent to the log thread and not yet written (held ones included). */
+  /** Predictions logged and not yet written (in the ring, or held by the log thread). */
   backlog: number;
-  /** Predictions never written: the backlog was full, or they were still held at shutdown. */
+  /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped: number;
 }
 
@@ -58,58 +66,61 @@ interface Deferred {
   promise: Promise<void>;
   resolve: () => void;
   reject: (e: Error) => void;
-  /** The flush whose commit settles it. */
+  /** The rows it covers: after row `from` through row `through` (ring row counts). */
+  from: number;
   through: number;
 }
 
 export class PredictionLog {
   private readonly worker: Worker;
   private readonly file: string;
+  private readonly ring: RingWriter;
   private readonly streams = new Map<string, LogStream>();
-  private readonly dirty = new Set<LogStream>();
-  private readonly flushMs: number;
   readonly durability: Durability;
-  private timer: NodeJS.Timeout | null = null;
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private readonly pruneTimer: NodeJS.Timeout;
-  /** Sequence number of the last flush sent to the worker. */
-  private seq = 0;
-  /** Commits waited on (durability sync), oldest flush first. */
+  /** Commits waited on (durability sync), in row order, each covering the rows since the one before. */
   private readonly commits: Deferred[] = [];
-  /** The commit everything pushed in this turn of the event loop waits on. */
+  /** The commit everything logged in this turn of the event loop waits on. */
   private pendingCommit: Deferred | null = null;
+  /** Where the next commit's rows start. */
+  private commitFrom = 0;
+  /** Refusals of the log thread whose report has been handled. */
+  private refusalsSeen = 0;
+  /** Whether a wait on the ring's settled count is armed. */
+  private watching = false;
+  /** Set when the log thread has died: nothing more will be written. */
+  private dead: Error | null = null;
   private failingSince: number | null = null;
   private episode = { errors: 0, dropped: 0 };
   private lastError: string | null = null;
   private lastErrorAt: number | null = null;
   logged = 0;
-  /** Predictions never written: the backlog was full, or they were still held at shutdown. */
+  /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped = 0;
-  /** Predictions sent to the log thread and not yet acknowledged as written. */
-  backlog = 0;
   /** Failed write attempts. */
   errors = 0;
   closed = false;
 
   constructor(private readonly opts: PredictionLogOptions) {
     this.file = join(opts.dataDir, 'monitoring.db');
-    this.flushMs = opts.flushMs ?? DEFAULT_FLUSH_MS;
     this.durability = opts.durability ?? 'async';
-    const workerData: LogWorkerData = { file: this.file, durability: this.durability };
+    const ring = createRing(opts.ringBytes ?? DEFAULT_RING_BYTES);
+    this.ring = new RingWriter(ring);
+    const workerData: LogWorkerData = { file: this.file, durability: this.durability, ring, flushMs: opts.flushMs ?? DEFAULT_FLUSH_MS };
     this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData });
     this.worker.unref();
     this.worker.on('message', (m: LogReport | LogReply) => {
       if ('id' in m) return this.answered(m);
-      if (m.kind === 'written') this.written(m.through, m.rows);
+      if (m.kind === 'written') this.written();
       else this.failed(m);
     });
-    this.worker.on('error', (e) => {
-      // The thread itself died (not a failed write, which it survives): nothing more will be written.
-      this.noteFailure(e.message, null, this.backlog);
-      for (const w of this.waiting.values()) w.reject(e);
-      this.waiting.clear();
-      this.settle(Infinity, storeUnavailable(`the prediction log thread stopped: ${e.message}`));
+    // The thread itself died (not a failed write, which it survives): a bug that threw, out of
+    // memory, or an exit nobody asked for. Nothing more will be written.
+    this.worker.on('error', (e) => this.died(e.message));
+    this.worker.on('exit', (code) => {
+      if (!this.closed) this.died(`exited with code ${code}`);
     });
     const prune = () => void this.request({ op: 'prune', before: Date.now() - opts.retentionDays * 86_400_000 }).catch(() => undefined);
     this.pruneTimer = setInterval(prune, 3_600_000);
@@ -117,17 +128,48 @@ export class PredictionLog {
     prune();
   }
 
+  /**
+   * The log thread is gone: what it had not written is lost and counted as dropped, the ring refuses
+   * every row from now on (dropped and counted too, never waited for), and commits and reads waiting
+   * on it fail with STORE_UNAVAILABLE, as does every later one. The log says so once, at error.
+   */
+  private died(why: string): void {
+    if (this.dead !== null) return;
+    const lost = this.backlog;
+    const error = `the prediction log thread stopped: ${why}`;
+    this.errors++;
+    this.lastError = error;
+    this.lastErrorAt = Date.now();
+    this.failingSince ??= this.lastErrorAt;
+    this.dead = storeUnavailable(error);
+    this.ring.stop();
+    this.dropped += lost;
+    this.opts.logger?.error(
+      { file: this.file, err: why, lost, durability: this.durability },
+      `prediction log: ${error}; ${lost} predictions not yet written are lost, and every prediction from now on is dropped and counted (restart the server to log again)`,
+    );
+    for (const w of this.waiting.values()) w.reject(this.dead);
+    this.waiting.clear();
+    this.rejectAll(this.dead);
+  }
+
+  /** Predictions logged and not yet written (in the ring, or held by the log thread); none once it has died (they are dropped). */
+  get backlog(): number {
+    if (this.dead !== null) return 0;
+    return (this.ring.rows - this.ring.settled()) | 0;
+  }
+
   /** Whether this prediction is kept (sampling); cheap enough to ask per row. */
   sampled(): boolean {
     return this.opts.sampleRate >= 1 || Math.random() < this.opts.sampleRate;
   }
 
-  /** The buffer of a model version, variant and API key id (created on first use, with that row width). */
+  /** The log of a model version, variant and API key id (created on first use, with that row width). */
   stream(model: string, version: number, variant: string, width: number, task: Task | null = null, keyId: string | null = null): LogStream {
     const key = `${model}\u0000${version}\u0000${variant}\u0000${width}\u0000${keyId ?? ''}`;
     let s = this.streams.get(key);
     if (s === undefined) {
-      s = new LogStream(this, model, version, variant, width, task, keyId);
+      s = new LogStream(this, this.ring, this.streams.size, model, version, variant, width, task, keyId);
       this.streams.set(key, s);
     }
     return s;
@@ -137,98 +179,76 @@ export class PredictionLog {
     return this.stream(model, version, variant, width, task).push(id, ts, score, row, offset);
   }
 
-  /** @internal a stream got its first row: flush it within flushMs. */
-  schedule(s: LogStream): void {
-    this.dirty.add(s);
-    if (this.timer === null) {
-      this.timer = setTimeout(() => this.flush(), this.flushMs);
-      this.timer.unref();
-    }
-  }
-
-  /** @internal a stream is full: ship it, with every other buffered row (a flush carries all rows pushed before it). */
-  flushStream(s: LogStream): void {
-    this.dirty.add(s);
-    this.flush();
-  }
-
-  /** Ships every buffered row to the worker. */
+  /** Ends the segments being filled (rows logged after this go into new ones) and has the log thread write them now. */
   flush(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    const segments: AppendSegment[] = [];
-    for (const s of this.dirty) {
-      const segment = s.take();
-      if (segment !== null) segments.push(segment);
-    }
-    this.dirty.clear();
-    // A commit waiting on the next flush gets one, even an empty one, or it would wait forever.
-    if (segments.length > 0 || this.pendingCommit?.through === this.seq + 1) this.send(segments);
-  }
-
-  private send(segments: AppendSegment[]): void {
-    const seq = ++this.seq;
-    const transfer: ArrayBuffer[] = [];
-    let rows = 0;
-    for (const s of segments) {
-      rows += s.n;
-      transfer.push(s.ts.buffer as ArrayBuffer, s.scores.buffer as ArrayBuffer, s.features.buffer as ArrayBuffer);
-    }
-    this.backlog += rows;
-    this.worker.postMessage({ op: 'append', seq, segments } satisfies LogRequest, transfer);
-    const c = this.pendingCommit;
-    if (c !== null && c.through === seq) {
-      this.pendingCommit = null;
-      this.commits.push(c);
-    }
+    // A cut that does not fit (the ring full) only leaves the segments to close when they are read.
+    this.ring.cut();
+    this.ring.urgent();
   }
 
   /**
-   * Resolves once every prediction pushed so far is committed to SQLite (durability sync); rejects
-   * with STORE_UNAVAILABLE when that write failed. Everything pushed in the same turn of the event
-   * loop shares one flush and one promise, so a commit serves many batches.
+   * Resolves once every prediction logged so far is committed to SQLite (durability sync); rejects
+   * with STORE_UNAVAILABLE when that write failed. Everything logged in the same turn of the event
+   * loop shares one promise and one wake of the log thread, so a commit serves many batches.
    */
   commit(): Promise<void> {
     if (this.closed) return Promise.reject(storeUnavailable('the prediction log is closed'));
+    if (this.dead !== null) return Promise.reject(this.dead);
     let c = this.pendingCommit;
     if (c === null) {
-      // Every row pushed so far is buffered (it goes into the next flush) or in an earlier flush.
       let resolve!: () => void;
       let reject!: (e: Error) => void;
       const promise = new Promise<void>((res, rej) => {
         resolve = res;
         reject = rej;
       });
-      c = this.pendingCommit = { promise, resolve, reject, through: this.seq + 1 };
-      setImmediate(this.commitNow);
+      c = this.pendingCommit = { promise, resolve, reject, from: this.commitFrom, through: this.commitFrom };
+      setImmediate(this.seal);
     }
     return c.promise;
   }
 
-  /** Sends the flush the pending commit waits on, unless a read or a full stream already did. */
-  private readonly commitNow = (): void => {
-    if (this.pendingCommit !== null) this.flush();
+  /** At the end of the turn: the pending commit covers every row logged so far; the log thread is asked to write them now. */
+  private readonly seal = (): void => {
+    const c = this.pendingCommit;
+    if (c === null) return;
+    this.pendingCommit = null;
+    c.through = this.ring.rows;
+    this.commitFrom = c.through;
+    this.commits.push(c);
+    if (!reached(this.ring.settled(), c.through)) this.ring.urgent();
+    this.settle();
   };
 
-  /** Resolves (or rejects with `err`) every commit waiting on a flush up to `through`. */
-  private settle(through: number, err: Error | null): void {
+  /** Resolves the commits whose rows the log thread has settled, and waits (cheaply) for the rest. */
+  private settle(): void {
     const cs = this.commits;
+    if (cs.length === 0) return;
+    const settled = this.ring.settled();
+    // Read after the settled count: a refusal not yet reported decides first which commits failed.
+    if (this.ring.refusals() !== this.refusalsSeen) return;
     let k = 0;
-    while (k < cs.length && cs[k]!.through <= through) {
-      if (err === null) cs[k]!.resolve();
-      else cs[k]!.reject(err);
-      k++;
-    }
+    while (k < cs.length && reached(settled, cs[k]!.through)) cs[k++]!.resolve();
     if (k > 0) cs.splice(0, k);
-    if (err !== null && this.pendingCommit !== null && this.pendingCommit.through <= through) {
-      this.pendingCommit.reject(err);
-      this.pendingCommit = null;
-    }
+    if (cs.length === 0 || this.watching) return;
+    this.watching = true;
+    const again = () => {
+      this.watching = false;
+      this.settle();
+    };
+    const change = this.ring.settledChange(settled);
+    if (change === null) queueMicrotask(again);
+    else void change.then(again);
   }
 
-  private written(through: number, rows: number): void {
-    this.backlog -= rows;
-    this.settle(through, null);
+  private rejectAll(err: Error): void {
+    for (const c of this.commits) c.reject(err);
+    this.commits.length = 0;
+    this.pendingCommit?.reject(err);
+    this.pendingCommit = null;
+  }
+
+  private written(): void {
     if (this.failingSince === null) return;
     this.opts.logger?.warn(
       {
@@ -244,9 +264,35 @@ export class PredictionLog {
   }
 
   private failed(m: Extract<LogReport, { kind: 'failed' }>): void {
-    this.backlog -= m.refused;
-    if (m.refused > 0) this.settle(m.refusedThrough, storeUnavailable(`the prediction log could not commit this prediction: ${m.error}`));
+    if (m.refused > 0) this.refused(m.refusedFrom, m.refusedThrough, m.refusals, storeUnavailable(`the prediction log could not commit this prediction: ${m.error}`));
     this.noteFailure(m.error, m.code, m.held);
+  }
+
+  /**
+   * Durability sync: rows after `from` through `through` were not committed. A commit whose rows
+   * overlap them fails; one wholly before them was committed.
+   */
+  private refused(from: number, through: number, refusals: number, err: Error): void {
+    const overlaps = (c: Deferred) => c.through !== c.from && !reached(c.from, through);
+    this.commits.splice(
+      0,
+      this.commits.length,
+      ...this.commits.filter((c) => {
+        if (reached(from, c.through)) c.resolve();
+        else if (overlaps(c)) c.reject(err);
+        else return true;
+        return false;
+      }),
+    );
+    // Rows of this turn may be among them: its commit fails, and the next one starts after them.
+    const p = this.pendingCommit;
+    if (p !== null && !reached(p.from, through)) {
+      p.reject(err);
+      this.pendingCommit = null;
+    }
+    this.commitFrom = this.ring.rows;
+    this.refusalsSeen = refusals;
+    this.settle();
   }
 
   private noteFailure(error: string, code: string | null, held: number): void {
@@ -291,11 +337,11 @@ export class PredictionLog {
   }
 
   private request<T>(m: Record<string, unknown>): Promise<T> {
-    this.flush();
+    if (this.dead !== null) return Promise.reject(this.dead);
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...m, id });
+      this.worker.postMessage({ ...m, id, rows: this.ring.rows });
     });
   }
 
@@ -357,24 +403,23 @@ export class PredictionLog {
     return this.request({ op: 'prune', before });
   }
 
-  /** Tries to write everything appended so far (also what a failure holds); resolves with the predictions still held. */
+  /** Tries to write everything logged so far (also what a failure holds); resolves with the predictions still held. */
   async drain(): Promise<{ held: number }> {
     return this.request({ op: 'flush' });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    const held = await this.drain().then(
-      (r) => r.held,
-      () => this.backlog,
-    );
+    await this.drain().catch(() => undefined);
     this.closed = true;
+    // What the log thread still holds, and anything logged while it wrote the rest.
+    const held = this.backlog;
     if (held > 0) {
       this.dropped += held;
       this.opts.logger?.error({ file: this.file, held, lastError: this.lastError }, `prediction log: ${held} predictions could not be written before shutdown and are lost`);
     }
     clearInterval(this.pruneTimer);
-    this.settle(Infinity, storeUnavailable('the prediction log is closed'));
+    this.rejectAll(storeUnavailable('the prediction log is closed'));
     await this.worker.terminate();
   }
 }

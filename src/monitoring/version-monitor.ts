@@ -119,16 +119,20 @@ export class VersionMonitor implements BatchObserver {
   }
 
   private readonly logStreams = new Map<string, LogStream>();
+  /** The last stream used: a version nearly always serves one variant for one key at a time. */
+  private lastStream: LogStream | null = null;
 
-  /** The log buffer of a variant and API key id (keyed by both: each segment carries one of each). */
+  /** The log of a variant and API key id (keyed by both: each segment carries one of each). */
   private logStream(log: PredictionLog, variant: string, keyId: string | undefined): LogStream {
+    const last = this.lastStream;
+    if (last !== null && last.variant === variant && last.keyId === (keyId ?? null)) return last;
     const k = keyId === undefined ? variant : `${variant}\u0000${keyId}`;
     let s = this.logStreams.get(k);
     if (s === undefined) {
       s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification', keyId ?? null);
       this.logStreams.set(k, s);
     }
-    return s;
+    return (this.lastStream = s);
   }
 
   private cellsOf(variant: string) {
@@ -211,7 +215,7 @@ export class VersionMonitor implements BatchObserver {
         const at = rowElems === null ? row * width : 0;
         stats.recordPrediction(now, score, values, at);
         if (stream !== null && log!.sampled()) {
-          if (stream.push(total > 1 ? `${r.requestId}/${offset + j}` : r.requestId!, now, score, values, at)) logged++;
+          if (stream.push(r.requestId!, now, score, values, at, total > 1 ? offset + j : -1)) logged++;
           else lost++;
         }
       }
