@@ -59,7 +59,7 @@ export async function call(
   }
   let res: Response;
   try {
-    res = await fetch(`${base}${path}`, { method, headers, body: payload });
+    res = await fetch(`${base}${path}`, { method, headers, body: payload ?? null });
   } catch (e) {
     throw new ScorelineError('NOT_READY', `cannot reach ${base}: ${(e as Error).cause ?? (e as Error).message}`);
   }

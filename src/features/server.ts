@@ -62,7 +62,7 @@ export interface FeatureServerOptions {
   cacheWindows?: boolean;
   /** The store's command timeout: how long a read may still come back after it was sent. */
   storeTimeoutMs?: number;
-  observer?: FeatureObserver;
+  observer?: FeatureObserver | undefined;
 }
 
 const IGNORE = (): void => undefined;
