@@ -7,6 +7,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
+import { isObject } from './json.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './monitoring/sample-size.js';
 import { parseRetrainingConfig } from './retraining/config.js';
 
@@ -563,11 +564,11 @@ export function parseConfigText(text: string, source: string): unknown {
 }
 
 function merge<T>(base: T, over: unknown): T {
-  if (over === null || typeof over !== 'object' || Array.isArray(over)) return (over === undefined ? base : over) as T;
+  if (!isObject(over)) return (over === undefined ? base : over) as T;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
-  for (const [k, v] of Object.entries(over as Record<string, unknown>)) {
+  for (const [k, v] of Object.entries(over)) {
     const b = out[k];
-    out[k] = b !== null && typeof b === 'object' && !Array.isArray(b) ? merge(b, v) : v;
+    out[k] = isObject(b) ? merge(b, v) : v;
   }
   return out as T;
 }

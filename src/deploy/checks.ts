@@ -4,6 +4,7 @@
 
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { ScorelineError } from '../errors.js';
+import { significant4 } from '../numbers.js';
 import type { Check } from './analysis.js';
 import type { Strategy } from './strategies.js';
 
@@ -50,16 +51,15 @@ export function withoutVersions(s: Strategy, bad: readonly number[]): Strategy |
   }
 }
 
-const fmt = (x: number | null) => (x === null ? 'n/a' : Number(x.toPrecision(4)));
 
 export function describeFailure(c: Check): string {
   switch (c.name) {
     case 'error_rate':
-      return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
+      return `error_rate ${significant4(c.canary)} vs stable ${significant4(c.stable)} (limit ${significant4(c.limit)}, binomial p = ${significant4(c.pValue ?? null)}, n = ${c.n})`;
     case 'p99_latency':
-      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
+      return `p99_latency ${significant4(c.canary)} ms vs stable ${significant4(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${significant4(c.limit)} ms, binomial p = ${significant4(c.pValue ?? null)})`;
     case 'score_psi':
-      return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
+      return `score_psi ${significant4(c.canary)} against the canary's own reference (limit ${significant4(c.limit)}, n = ${c.n})`;
   }
 }
 

@@ -8,6 +8,7 @@
 // for it (circuit open, timed out, not connected). Plans are compiled once per model.
 
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
+import { isObject } from '../json.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
 import type { FeatureDef } from './definitions.js';
 import { BatchReadBuffer, type NativeCache } from './native-cache.js';
@@ -68,9 +69,6 @@ export interface FeatureServerOptions {
 const IGNORE = (): void => undefined;
 const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {}, stale() {}, resolution() {} };
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
 
 export class FeatureServer {
   readonly registry: FeatureRegistry;

@@ -6,9 +6,10 @@
 
 import client from 'prom-client';
 import type { LoadedModel } from '../inference/index.js';
+import { round6 } from '../numbers.js';
 import { driftSpeaks, WINDOWS, type Bucket, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
-import { performanceOf, r4, type Performance } from './performance.js';
+import { performanceOf, type Performance } from './performance.js';
 import type { PredictionLog, PredictionLogStatus } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
@@ -250,7 +251,7 @@ export class Monitor {
     const s = this.sla;
     const obj = (target: number | null, actual: number | null, lowerIsBetter = true) => ({
       target,
-      actual: r4(actual),
+      actual: round6(actual),
       met: target === null || actual === null ? null : lowerIsBetter ? actual <= target : actual >= target,
     });
     const availability = errorRate === null || requests === 0 ? null : 1 - errorRate;
@@ -277,27 +278,27 @@ export class Monitor {
             const ms = (p: number) => (n === 0 ? null : h.getValueAtPercentile(p) / 1000);
             return { count: n, p50_ms: ms(50), p95_ms: ms(95), p99_ms: ms(99), p999_ms: ms(99.9), max_ms: n === 0 ? null : h.maxValue / 1000, mean_ms: n === 0 ? null : h.mean / 1000 };
           })();
-    const latency = Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, k === 'count' ? v : r4(v as number | null)]));
+    const latency = Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, k === 'count' ? v : round6(v as number | null)]));
     const errorRate = b.requests === 0 ? null : b.errors / b.requests;
     const volume = {
       requests: b.requests,
       errors: b.errors,
-      rps: r4(window === 'all' || window === '1h' ? vm.volumeSnapshot().rps : b.requests / (WINDOW_MS[window] / 1000)),
-      error_rate: r4(errorRate),
+      rps: round6(window === 'all' || window === '1h' ? vm.volumeSnapshot().rps : b.requests / (WINDOW_MS[window] / 1000)),
+      error_rate: round6(errorRate),
     };
     const n = b.predictions;
     const mean = n === 0 ? null : b.scoreSum / n;
     const predictions = {
       count: n,
-      mean: r4(mean),
-      std: n < 2 || mean === null ? null : r4(Math.sqrt(Math.max(0, b.scoreSq / n - mean * mean))),
-      min: n === 0 ? null : r4(b.scoreMin),
-      max: n === 0 ? null : r4(b.scoreMax),
-      histogram: { edges: b.score.baseline.edges.map((e) => r4(e)), counts: Array.from(b.score.counts), reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null },
+      mean: round6(mean),
+      std: n < 2 || mean === null ? null : round6(Math.sqrt(Math.max(0, b.scoreSq / n - mean * mean))),
+      min: n === 0 ? null : round6(b.scoreMin),
+      max: n === 0 ? null : round6(b.scoreMax),
+      histogram: { edges: b.score.baseline.edges.map((e) => round6(e)), counts: Array.from(b.score.counts), reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null },
     };
     const drift = vm.stats.drift(b, this.minSamples.psi);
-    for (const d of [drift.score, ...Object.values(drift.features)]) d.psi = r4(d.psi);
-    for (const f of Object.values(drift.features)) f.missing_rate = r4(f.missing_rate);
+    for (const d of [drift.score, ...Object.values(drift.features)]) d.psi = round6(d.psi);
+    for (const f of Object.values(drift.features)) f.missing_rate = round6(f.missing_rate);
     return {
       model: vm.model,
       version: vm.version,
@@ -311,7 +312,7 @@ export class Monitor {
       latency,
       volume,
       sla: this.slaOf(latency.p99_ms as number | null, latency.p95_ms as number | null, errorRate, b.requests),
-      reference: vm.stats.baselines ? { rows: vm.stats.baselines.rows, auc: r4(vm.stats.baselines.referenceAuc) } : null,
+      reference: vm.stats.baselines ? { rows: vm.stats.baselines.rows, auc: round6(vm.stats.baselines.referenceAuc) } : null,
       prediction_log: this.logStatus(),
     };
   }
@@ -350,16 +351,16 @@ export class Monitor {
     const e = this.evaluations.get(vm);
     const data = {
       requests: minute.requests,
-      rps: r4(minute.requests / 60),
+      rps: round6(minute.requests / 60),
       p50_ms: n === 0 ? null : l.getValueAtPercentile(50) / 1000,
       p95_ms: n === 0 ? null : l.getValueAtPercentile(95) / 1000,
       p99_ms: n === 0 ? null : l.getValueAtPercentile(99) / 1000,
-      error_rate: minute.requests === 0 ? null : r4(minute.errors / minute.requests),
+      error_rate: minute.requests === 0 ? null : round6(minute.errors / minute.requests),
       predictions: minute.predictions,
       // The last evaluation's (1h drift, 24h AUC): null below their minimum sample, which is kept beside them.
-      score_psi: r4(e?.scorePsi ?? null),
+      score_psi: round6(e?.scorePsi ?? null),
       score_psi_n: e?.scorePsiN ?? null,
-      auc: r4(e?.auc ?? null),
+      auc: round6(e?.auc ?? null),
       labelled: e?.labelled ?? null,
     };
     this.log.putHistory([{ model: vm.model, version: vm.loaded.versionNumber, at: start, data: JSON.stringify(data) }]);
