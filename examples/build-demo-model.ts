@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/logistic.js';
+import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/index.js';
 import { CREDIT_FEATURES, featureVector, generateCreditData, toCsv } from './credit-data.js';
 
 export const DEMO_MODEL_NAME = 'credit-default';

@@ -9,7 +9,7 @@ import YAML from 'yaml';
 import { configInvalid } from './errors.js';
 import { isObject } from './json.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './monitoring/sample-size.js';
-import { parseRetrainingConfig } from './retraining/config.js';
+import { parseRetrainingConfig } from './retraining-config.js';
 
 export interface BatchingConfig {
   maxBatchSize: number;
@@ -68,7 +68,7 @@ export interface ServerConfig {
     maxConnections: number | null;
   };
   monitoring: MonitoringConfig;
-  /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
+  /** Retraining sections by model name (see src/retraining-config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
   auth: AuthConfig;
   /** TLS on the HTTP/WebSocket port (and the gRPC port): PEM files, re-read on SIGHUP; null: plain HTTP. */
@@ -507,7 +507,7 @@ export interface ModelConfig {
   threshold?: number;
   /** Which output is the score: default the output `probabilities` if present, else the only output; last column. */
   score?: { output: string; index?: number };
-  /** Automated retraining (src/retraining/config.ts); paths relative to the model folder. */
+  /** Automated retraining (src/retraining-config.ts); paths relative to the model folder. */
   retraining?: Record<string, unknown>;
 }
 

@@ -14,7 +14,7 @@ import YAML from 'yaml';
 import { parseModelConfig, resolveConfig } from '../config.js';
 import { badRequest, conflict } from '../errors.js';
 import { isObject } from '../json.js';
-import type { JsonObject } from '../registry/records.js';
+import type { JsonObject } from '../registry/index.js';
 import type { Registry } from '../store/index.js';
 import pkg from '../version.js';
 import { versionsOf, type Strategy } from './strategies.js';

@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { badRequest, conflict, isScorelineError, ScorelineError, type ScorelineError as ErrorType } from '../errors.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
-import type { DeploymentRecord } from '../registry/records.js';
+import type { DeploymentRecord } from '../registry/index.js';
 import type { Registry } from '../store/index.js';
 import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
 import type { Router } from './router.js';

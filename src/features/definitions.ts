@@ -7,13 +7,13 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import YAML from 'yaml';
+import { parseDuration } from '../duration.js';
 import { configInvalid } from '../errors.js';
 import { compileExpression, type CompiledExpression, type Scalar } from './expression.js';
 import {
   describeSchemaErrors,
   dtypeMismatch,
   featureLabel,
-  parseDuration,
   show,
   validateDocument,
   type RawDocument,

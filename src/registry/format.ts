@@ -16,8 +16,7 @@
 
 import { gunzipSync, inflateSync, constants } from 'node:zlib';
 import { isScorelineError, notOnnx, unsupportedFormat } from '../errors.js';
-import { refuseExternalData } from './external-data.js';
-import { readOnnxMetadata, type OnnxMetadata } from './onnx.js';
+import { readOnnxMetadata, refuseExternalData, type OnnxMetadata } from '../onnx/index.js';
 
 export type ModelFormat = 'onnx' | 'pickle' | 'joblib' | 'unknown';
 

@@ -18,9 +18,9 @@ import type { ModelConfig } from '../config.js';
 import type { Deployer, DeploymentChange } from '../deploy/index.js';
 import type { Job, JobState, TerminalState } from '../store/index.js';
 import { fixed4, round4 } from '../numbers.js';
-import { readOnnxMetadata } from '../registry/onnx.js';
+import { readOnnxMetadata } from '../onnx/index.js';
 import { killTrainer, runCommandTrainer } from './command.js';
-import type { RetrainingConfig } from './config.js';
+import type { RetrainingConfig } from '../retraining-config.js';
 import type { RetrainerOptions } from './retrainer.js';
 import type { PrepareResult, TrainResult, ValidateResult, WorkerRequest } from './worker.js';
 

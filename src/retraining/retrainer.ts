@@ -20,7 +20,7 @@ import type { PredictionLog } from '../monitoring/prediction-log.js';
 import { notify, type AlertChannel } from '../monitoring/webhook.js';
 import { AUTOMATIC_TRIGGERS, type Incident, type Job, type JobFilter, type JobRecords, type JobState, type Registry, type Trigger, type TriggerKind } from '../store/index.js';
 import { killTrainer } from './command.js';
-import type { RetrainingConfig } from './config.js';
+import type { RetrainingConfig } from '../retraining-config.js';
 import { JobFailure, JobRun, JobTakenOver, type RunHost } from './job-run.js';
 
 export interface RetrainerOptions {

@@ -12,7 +12,7 @@ import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, n
 import type { Deployer } from '../deploy/index.js';
 import { isObject } from '../json.js';
 import type { Alerting } from './alerting.js';
-import { summary, type Retrainer } from '../retraining/retrainer.js';
+import { summary, type Retrainer } from '../retraining/index.js';
 import { JOB_STATES, type JobState, type Registry } from '../store/index.js';
 import type { Cluster } from './cluster.js';
 import type { ServerContext } from './context.js';

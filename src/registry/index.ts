@@ -1,0 +1,15 @@
+// The model registry: models, versions (their ONNX signature, metrics, lineage), aliases and the
+// deployment history in SQLite, artifacts content-addressed by sha256 under the data dir, and the
+// model repository folder it imports from. Uploads are judged by content (ONNX only; pickles and
+// joblib dumps refused). The store module (src/store) wraps it for SQLite and PostgreSQL alike.
+
+export type * from './records.js';
+export { ArtifactStore, sha256Of, type ArtifactCounters, type ArtifactKind, type ArtifactStoreOptions, type StoredArtifact } from './artifacts.js';
+export { prepareDataDir, type DataDirPreparation, type ModeChange } from './data-dir.js';
+export { assertOnnx, detectFormat, type ModelFormat } from './format.js';
+export {
+  MODEL_NAME, scanRepository, sha256File,
+  type RepositoryModel, type RepositoryReference, type RepositoryScan, type RepositoryVersion,
+} from './repository.js';
+export { MIGRATIONS, openDatabase, schemaVersion, type Db } from './schema.js';
+export { ALIAS_NAME, checkAliasName, deploymentMoved, LATEST, MAX_VERSION, mergePatch, ModelRegistry, prepareRegistration } from './store.js';
