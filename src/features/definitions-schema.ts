@@ -4,7 +4,7 @@
 // fallbacks, expressions, cycles) live in definitions.ts.
 
 import { Ajv, type ErrorObject } from 'ajv';
-import type { Dtype, FeatureType } from './definitions.js';
+import type { Dtype, FeatureType } from './types.js';
 import type { Aggregation } from './windows.js';
 
 export interface RawEntity {

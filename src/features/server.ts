@@ -10,7 +10,7 @@
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
 import { isObject } from '../json.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
-import type { FeatureDef } from './definitions.js';
+import type { FeatureDef } from './types.js';
 import { BatchReadBuffer, type NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
