@@ -63,21 +63,6 @@ export function describeFailure(c: Check): string {
   }
 }
 
-export function incompatible(contract: LoadedModel, m: LoadedModel): string | null {
-  const want = contract.inputs;
-  const got = m.inputs;
-  if (want.length !== got.length) return `${got.length} inputs, the contract has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the contract says ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i])) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the contract [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
-}
-
 /** Runs a few sample rows (zeros, ones, and varied values) through the version; all outputs must be finite. */
 export async function sampleCheck(m: LoadedModel): Promise<string | null> {
   const rows = m.batchable ? Math.min(8, m.batching.maxBatchSize) : 1;

@@ -16,7 +16,8 @@ import type { Registry } from '../store/index.js';
 import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
 import type { Router } from './router.js';
 import { parseStrategy, versionsOf, type Strategy } from './strategies.js';
-import { describeFailure, incompatible, sampleCheck, traffic, withoutVersions } from './checks.js';
+import { describeFailure, sampleCheck, traffic, withoutVersions } from './checks.js';
+import { inputIncompatibility } from '../onnx/index.js';
 
 export interface DeploymentState {
   readonly spec: Strategy;
@@ -291,7 +292,7 @@ export class Deployer {
         if (before === undefined || before.state !== 'ready') loadedHere.push(m);
         const where = `version ${v}`;
         if (contract !== null) {
-          const problem = incompatible(contract, m);
+          const problem = inputIncompatibility(contract.inputs, m.inputs, 'the contract');
           if (problem !== null) throw deploymentInvalid(`${where} does not fit the deployment's input contract: ${problem}`);
         }
         if (m.batchMicros > this.opts.latencyBudgetMicros) {

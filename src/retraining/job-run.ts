@@ -18,7 +18,7 @@ import type { ModelConfig } from '../config.js';
 import type { Deployer, DeploymentChange } from '../deploy/index.js';
 import type { Job, JobState, TerminalState } from '../store/index.js';
 import { fixed4, round4 } from '../numbers.js';
-import { readOnnxMetadata } from '../onnx/index.js';
+import { inputIncompatibility, readOnnxMetadata } from '../onnx/index.js';
 import { killTrainer, runCommandTrainer } from './command.js';
 import type { RetrainingConfig } from '../retraining-config.js';
 import type { RetrainerOptions } from './retrainer.js';
@@ -253,7 +253,7 @@ export class JobRun {
       } catch (e) {
         return { pass: false, reasons: [`challenger is not a usable ONNX model: ${(e as Error).message}`], result: null };
       }
-      const problem = signatureProblem(championRecord.signature.inputs, meta.inputs);
+      const problem = inputIncompatibility(championRecord.signature.inputs, meta.inputs, 'the champion');
       if (problem !== null) return { pass: false, reasons: [`signature incompatible with champion v${champion}: ${problem}`], result: null };
       const scoreOut = mc.score?.output ?? null;
       if (scoreOut !== null && !meta.outputs.some((o) => o.name === scoreOut)) {
@@ -396,16 +396,3 @@ export class JobRun {
 
 /** Another replica wrote the job since this one read it (it was failed when this replica stopped leading). */
 export class JobTakenOver extends Error {}
-
-function signatureProblem(want: readonly { name: string; datatype: string; shape: readonly number[] }[], got: readonly { name: string; datatype: string; shape: readonly number[] }[]): string | null {
-  if (want.length !== got.length) return `${got.length} inputs, the champion has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the champion's ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i] && d !== -1 && w.shape[i] !== -1)) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the champion's [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
-}
