@@ -85,7 +85,11 @@ export class Retrainer implements RunHost {
   private countCache: { model: string; state: string; n: number }[] = [];
   private storeDown = false;
 
-  constructor(readonly opts: RetrainerOptions) {
+  readonly opts: RetrainerOptions;
+
+  constructor(opts: RetrainerOptions) {
+    // Every retraining line, the job runs' included, carries component=retraining.
+    this.opts = { ...opts, log: opts.log.child({ component: 'retraining' }) };
     this.clock = opts.now ?? Date.now;
   }
 

@@ -51,7 +51,10 @@ export class Cluster {
   private closed = false;
   private readonly deploymentSyncs = new Map<string, NodeJS.Timeout>();
 
-  constructor(private readonly opts: ClusterOptions) {
+  private readonly opts: ClusterOptions;
+
+  constructor(opts: ClusterOptions) {
+    this.opts = { ...opts, log: opts.log.child({ component: 'cluster' }) };
     this.id = opts.id;
   }
 
