@@ -195,7 +195,8 @@ export function defaultConfig(): ServerConfig {
       workers: Math.max(1, availableParallelism() - 1),
       tasksPerWorker: 2,
       intraOpThreads: 1,
-      // A batch hop to a worker and back costs ~50-100 us; a model faster than that runs better inline.
+      // A batch's hop to a worker and back has a fixed cost; a model whose largest batch runs faster
+      // than that is served better inline (bench/RESULTS.md compares the two).
       inlineBelowMicros: 100,
     },
     batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },

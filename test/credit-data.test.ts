@@ -1,6 +1,6 @@
 // Tests for the synthetic credit-application generator, its CLI, the rank-based AUC and the demo
-// model build: determinism, column order and ranges, base rate, signal strength, drift (PSI as
-// DESIGN.md section 5 defines it), and byte-identical demo artifacts scored by onnxruntime.
+// model build: determinism, column order and ranges, base rate, signal strength, drift (PSI over
+// the reference's decile bins), and byte-identical demo artifacts scored by onnxruntime.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';

@@ -174,7 +174,8 @@ export class FeatureServer {
     let hits = 0;
     const cache = this.cache;
     const wc = this.windows;
-    // Every L1 key of the request in one call across the boundary (one per key costs ~3x more).
+    // Every L1 key of the request in one call across the N-API boundary: each crossing has a fixed cost
+// larger than one key's lookup.
     const keys = this.#keys;
     keys.length = 0;
     if (cache !== null) {

@@ -1,7 +1,7 @@
-// Alerting (issue 5, item 7): rules from config and their defaults, and the AlertManager that turns
+// Alerting: rules from config and their defaults, and the AlertManager that turns
 // metric observations into deduplicated alerts with pending -> firing -> resolved states, for-
 // durations, cooldowns and inhibition, notifying channels (./webhook.ts) and subscribers (the
-// retraining triggers of issue 6). No timers and no I/O of its own: the monitor calls evaluate().
+// retrainer's drift and performance triggers). No timers and no I/O of its own: the monitor calls evaluate().
 //
 // Metrics the default rules read (the monitor supplies them per model version, labels model and
 // version; stale_feature_ratio also carries a feature label):

@@ -1,8 +1,9 @@
-// Monitoring of what the server serves: Prometheus metrics (DESIGN.md section 4), and per model
+// Monitoring of what the server serves: Prometheus metrics (the README lists them), and per model
 // version the windowed statistics (latency, volume, predictions, drift against the frozen
 // reference), performance from delayed labels joined in the prediction log, SLA compliance, a
-// history point per minute, and the periodic evaluation that feeds gauges and alert rules. Drift and
-// performance figures carry their sample size and hold their band below a minimum (./sample-size.ts).
+// history point per minute, and the periodic evaluation that feeds gauges and alert rules (the
+// Monitor, ./monitor.ts). Drift and performance figures carry their sample size and hold their band
+// below a minimum (./sample-size.ts).
 
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
 export { VersionMonitor, type Route, type VolumeSnapshot } from './version-monitor.js';

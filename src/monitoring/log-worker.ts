@@ -1,6 +1,6 @@
 // The monitoring store's own thread: every SQLite write and read of <data-dir>/monitoring.db
-// (log-store.ts) happens here, never on the HTTP thread. All of the log, both threads, costs 1.3 us
-// of CPU per prediction in `npm run bench:monitoring`.
+// (log-store.ts) happens here, never on the HTTP thread. `npm run bench:monitoring` measures the CPU
+// the log costs per prediction, both threads (see bench/RESULTS.md).
 //
 // Writes (segments, history points, alert events) queue here in arrival order and are committed in
 // groups: whatever arrived while the previous transaction ran goes into the next one, so under load a
