@@ -65,7 +65,8 @@ COPY --from=build /app/examples/features examples/features
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME /data
-EXPOSE 8080
+# HTTP (and WebSocket, /metrics) on 8080, OIP over gRPC on 8081 (grpc.port).
+EXPOSE 8080 8081
 # Docker-format metadata: `podman build` keeps it only with --format docker.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8080/v2/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

@@ -62,7 +62,7 @@ async function writeDemoCsv(path: string, rows: number, firstPath: string, first
     if (written < firstRows) {
       const lines = body.split('\n');
       const keep = Math.min(firstRows - written + (written === 0 ? 1 : 0), lines.length - 1);
-      await put(first, lines.slice(0, keep).join('\n') + '\n');
+      await put(first, `${lines.slice(0, keep).join('\n')}\n`);
     }
     written += n;
   }

@@ -109,7 +109,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-explain-'));
   const repo = join(dir, 'models');
   const csv = (features: number) =>
-    [NAMES.slice(0, features).join(','), ...Array.from({ length: refRows }, (_, i) => Array.from(ref.X.subarray(i * M, i * M + features)).join(','))].join('\n') + '\n';
+    `${[NAMES.slice(0, features).join(','), ...Array.from({ length: refRows }, (_, i) => Array.from(ref.X.subarray(i * M, i * M + features)).join(','))].join('\n')}\n`;
   const models: [string, Uint8Array, number, Record<string, unknown>][] = [
     ['linear61', linearBytes, M, { score: { output: 'probabilities', index: 1 } }],
     ['trees61', treesBytes, M, { score: { output: 'probabilities', index: 1 } }],

@@ -153,15 +153,15 @@ async function stop(s: Server): Promise<void> {
   await exited;
 }
 
-const post = async (port: number, path: string, body: unknown): Promise<any> =>
+const post = async (port: number, path: string, body: unknown): Promise<unknown> =>
   (await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
 
 /** Scores (with feature values) of a few accounts, and their event window, to compare across a restart. */
 async function probe(port: number, n: number): Promise<string> {
   const out: unknown[] = [];
   for (const i of [0, 1, Math.floor(n / 2), n - 1]) {
-    const r = await post(port, '/v1/score/accounts', { entity: { account_id: accountId(i) }, debug: true });
-    out.push([r.score, Object.values(r.features ?? {}).map((f: any) => [f.value, f.status])]);
+    const r = (await post(port, '/v1/score/accounts', { entity: { account_id: accountId(i) }, debug: true })) as { score: number; features?: Record<string, { value: unknown; status: string }> };
+    out.push([r.score, Object.values(r.features ?? {}).map((f) => [f.value, f.status])]);
   }
   return JSON.stringify(out);
 }

@@ -61,7 +61,7 @@ function keyOf(i: number): string {
 }
 
 /** Value ~100-200 bytes (or exactly `fixed`), content derived from i. */
-function valueOf(i: number, fixed?: number): Buffer {
+function valueFor(i: number, fixed?: number): Buffer {
   const value = Buffer.allocUnsafe(fixed ?? 100 + (i % 101));
   value.fill(i & 255);
   value.writeUInt32LE(i >>> 0, 0);
@@ -94,7 +94,7 @@ function openStore(impl: Impl, entries: number): Store {
       fill(n, fixed) {
         for (let base = 0; base < n; base += 1000) {
           const ids = Array.from({ length: Math.min(1000, n - base) }, (_, j) => base + j);
-          cache.setMany(ids.map(keyOf), ids.map((i) => valueOf(i, fixed)));
+          cache.setMany(ids.map(keyOf), ids.map((i) => valueFor(i, fixed)));
         }
       },
       readBatch(keys) {
@@ -109,7 +109,7 @@ function openStore(impl: Impl, entries: number): Store {
   const lru = new LRUCache<string, Buffer>({ max: entries * 2 });
   return {
     fill(n, fixed) {
-      for (let i = 0; i < n; i++) lru.set(keyOf(i), valueOf(i, fixed));
+      for (let i = 0; i < n; i++) lru.set(keyOf(i), valueFor(i, fixed));
     },
     readBatch(keys) {
       let bytes = 0;
@@ -142,14 +142,14 @@ function childThroughput(entries: number, maxTime: number): Record<string, numbe
   cache.configure({ maxEntries: entries * 2, maxBytes: entries * 1024 });
   const lru = new LRUCache<string, Buffer>({ max: entries * 2 });
   for (let i = 0; i < entries; i++) {
-    const value = valueOf(i);
+    const value = valueFor(i);
     cache.set(keyOf(i), value);
     lru.set(keyOf(i), value);
   }
   const batches = makeBatches(entries, 4096);
   const singles = batches.flat();
   const out = new BatchReadBuffer();
-  const written = valueOf(7, 150);
+  const written = valueFor(7, 150);
   let b = 0;
   let s = 0;
   let sink = 0;

@@ -40,7 +40,7 @@ export function writeGbdtRepository(dir: string): number[] {
   const ref = gbdtData(2_000, 62);
   const lines = [[...names, 'label'].join(',')];
   for (let i = 0; i < 2_000; i++) lines.push([...ref.X.subarray(i * GBDT_FEATURES, (i + 1) * GBDT_FEATURES), ref.y[i]].join(','));
-  writeFileSync(join(folder, 'reference.csv'), lines.join('\n') + '\n');
+  writeFileSync(join(folder, 'reference.csv'), `${lines.join('\n')}\n`);
   writeFileSync(
     join(folder, 'model.yaml'),
     stringify({ features: names, reference: 'reference.csv', label: 'label', task: 'classification', score: { output: 'probabilities', index: 1 }, batching: { maxBatchSize: 64, maxQueueDelayMicros: 200 } }),

@@ -42,13 +42,19 @@ export function encodeResponse(res: object): Buffer {
   return methods().responseSerialize(res);
 }
 
+/** The parts of a decoded ModelInferResponse the benchmark compares with HTTP's answer. */
+export interface InferAnswer {
+  outputs: { contents: { fp32_contents: number[] } }[];
+  raw_output_contents: Buffer[];
+}
+
 /** Calls ModelInfer once with a request object and decodes the answer (to check it before a run). */
-export async function inferOnce(port: number, req: object): Promise<any> {
+export async function inferOnce(port: number, req: object): Promise<InferAnswer> {
   const m = methods();
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
     return await new Promise((resolve, reject) =>
-      client.makeUnaryRequest(PATH, m.requestSerialize, m.responseDeserialize, req, (e, r) => (e ? reject(e) : resolve(r))),
+      client.makeUnaryRequest(PATH, m.requestSerialize, m.responseDeserialize, req, (e, r) => (e ? reject(e) : resolve(r as InferAnswer))),
     );
   } finally {
     client.close();

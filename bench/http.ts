@@ -107,7 +107,7 @@ async function main(): Promise<void> {
       for (const t of m.targets.slice(1)) await waitReady(t.port, path, m.request);
       // Same request, same answer: check before measuring anything.
       const answers = await Promise.all(m.targets.slice(1).map(async (t) => (await fetch(`http://127.0.0.1:${t.port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: m.request })).json()));
-      const probs = answers.map((a: any) => a.outputs.find((o: any) => o.name === 'probabilities').data[1] as number);
+      const probs = (answers as { outputs: { name: string; data: number[] }[] }[]).map((a) => a.outputs.find((o) => o.name === 'probabilities')!.data[1]!);
       if (probs.some((p) => Math.abs(p - probs[0]!) > 1e-5)) throw new Error(`${m.name}: servers disagree: ${probs.join(', ')}`);
       const ours = answers[1]!;
       writeFileSync(join(dir, `${m.name}-answer.json`), JSON.stringify(ours));
@@ -121,8 +121,8 @@ async function main(): Promise<void> {
     const typedAnswer = await inferOnce(GRPC_PORT, grpcTyped);
     const rawAnswer = await inferOnce(GRPC_PORT, grpcRaw);
     const httpP = (await (await fetch(`http://127.0.0.1:${scoreline.port}/v2/models/credit-default/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: models[0]!.request })).json() as { outputs: { data: number[] }[] }).outputs[1]!.data[1]!;
-    const typedP = typedAnswer.outputs[1].contents.fp32_contents[1] as number;
-    const rawP = (rawAnswer.raw_output_contents[1] as Buffer).readFloatLE(4);
+    const typedP = typedAnswer.outputs[1]!.contents.fp32_contents[1]!;
+    const rawP = rawAnswer.raw_output_contents[1]!.readFloatLE(4);
     if (Math.abs(typedP - httpP) > 1e-6 || Math.abs(rawP - httpP) > 1e-6) throw new Error(`gRPC disagrees with HTTP: ${typedP}, ${rawP} vs ${httpP}`);
     const grpcAnswerFile = join(dir, 'grpc-answer.bin');
     writeFileSync(grpcAnswerFile, encodeResponse(typedAnswer));
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
         `\n\n- scoreline: **${sc.cpu.toFixed(2)} us** of server CPU per request (**${(sc.cpu / c.cpu).toFixed(2)}x** the ceiling's, **${(sc.cpu / f.cpu).toFixed(2)}x** Fastify's); ` +
         `throughput **${(sc.rps / c.rps).toFixed(2)}x** the ceiling, **${(sc.rps / f.rps).toFixed(2)}x** Fastify; p99 ${sc.p99.toFixed(3)} ms vs Fastify's ${f.p99.toFixed(3)} ms\n` +
         `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n\n`;
-      readme += `${m.label}:\n\n` + table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)])) + '\n\n';
+      readme += `${m.label}:\n\n${table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)]))}\n\n`;
     }
     {
       const http = results.get(key(models[0]!, scoreline))!;

@@ -64,17 +64,17 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const during: WrkResult = await runWrk(url, script, { connections, seconds });
     const t1 = Date.now();
-    let j: any;
+    let j: { state: string; startedAt: string; endedAt: string; steps: { name: string; ms?: number }[] };
     for (;;) {
-      j = await (await fetch(`${base}/admin/jobs/${job.id}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
+      j = (await (await fetch(`${base}/admin/jobs/${job.id}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as typeof j;
       if (['succeeded', 'rejected', 'failed', 'rolled_back'].includes(j.state)) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    const busy = j.steps.reduce((a: number, s: any) => a + (s.ms ?? 0), 0);
+    const busy = j.steps.reduce((a: number, s) => a + (s.ms ?? 0), 0);
     const jobStart = Date.parse(j.startedAt);
     const jobEnd = Date.parse(j.endedAt);
     const overlap = Math.max(0, Math.min(jobEnd, t1) - Math.max(jobStart, t0)) / (t1 - t0);
-    console.log(`training: ${during.rps.toFixed(0)} rps, p50 ${during.p50ms.toFixed(3)} ms, p99 ${during.p99ms.toFixed(3)} ms (job ${j.state}, steps ${j.steps.map((s: any) => `${s.name} ${s.ms} ms`).join(', ')})`);
+    console.log(`training: ${during.rps.toFixed(0)} rps, p50 ${during.p50ms.toFixed(3)} ms, p99 ${during.p99ms.toFixed(3)} ms (job ${j.state}, steps ${j.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')})`);
     if (overlap < 0.5) console.log(`warning: the job ran for only ${(overlap * 100).toFixed(0)}% of the measured window; use more --rows`);
 
     const text =
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
         ],
       ) +
       `\n\nwrk: 1 thread, ${connections} connections, ${seconds} s per phase, pinned to the last CPU (server on the others); job: ${rows} training rows from one CSV, ` +
-      `built-in logistic regression, steps ${j.steps.map((s: any) => `${s.name} ${s.ms} ms`).join(', ')} (${busy} ms of work, covering ${(overlap * 100).toFixed(0)}% of the measured window).\n\n` +
+      `built-in logistic regression, steps ${j.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')} (${busy} ms of work, covering ${(overlap * 100).toFixed(0)}% of the measured window).\n\n` +
       `- p99 while training / p99 idle = **${(during.p99ms / idle.p99ms).toFixed(2)}** (${idle.p99ms.toFixed(3)} -> ${during.p99ms.toFixed(3)} ms); throughput ${(during.rps / idle.rps).toFixed(2)}x`;
     console.log(`\n${text}`);
     if (!values['no-write']) writeSection('retrain-latency', 'Scoring latency while a retraining job trains', 'npm run bench:retrain', text);

@@ -12,7 +12,7 @@ export function customersCsv(): string {
   const columns = SNAPSHOT_COLUMNS.filter((c) => c !== 'as_of');
   const lines = [columns.join(',')];
   for (const s of generateCustomerSnapshots(DEMO_SEED)) lines.push(columns.map((c) => String(s[c])).join(','));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 async function main(): Promise<void> {

@@ -143,7 +143,7 @@ export function purposeModelYaml(): string {
 
 export function purposeCsv(rows: readonly PurposeApplication[]): string {
   const columns = [...CREDIT_FEATURES, 'purpose', 'default'] as const;
-  return [columns.join(','), ...rows.map((r) => columns.map((c) => String(r[c])).join(','))].join('\n') + '\n';
+  return `${[columns.join(','), ...rows.map((r) => columns.map((c) => String(r[c])).join(','))].join('\n')}\n`;
 }
 
 export interface PurposeModelReport {

@@ -296,7 +296,7 @@ export function featureVector(row: CreditFeatures): number[] {
 export function toCsv(rows: readonly CreditApplication[], columns: readonly CreditColumn[] = CREDIT_COLUMNS): string {
   const lines = [columns.join(',')];
   for (const row of rows) lines.push(columns.map((c) => String(row[c])).join(','));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 interface CliArgs { n: number; seed: number; out?: string | undefined; drift: number; start?: string | undefined; end?: string | undefined }

@@ -31,6 +31,22 @@ const MODEL = 'credit-default';
 const TOKEN = 'demo-retrain-token';
 const TERMINAL = new Set(['succeeded', 'rejected', 'failed', 'rolled_back']);
 
+/** What the demo reads of the admin API's answers about jobs and models. */
+interface Job {
+  id: string;
+  state: string;
+  trigger: { kind: string; reason: string };
+  challengerVersion?: number;
+  log: { at: string; msg: string }[];
+  validation?: { rows: number; challenger: { auc: number | null }; champion: { auc: number | null }; delong: { p: number } | null };
+  decision?: { reasons: string[] };
+}
+interface ModelView {
+  model: { aliases: Record<string, number> };
+  versions: { version: number }[];
+  deployment: { strategy: unknown };
+}
+
 const work = mkdtempSync(join(tmpdir(), 'scoreline-demo-retrain-'));
 const modelDir = join(work, 'models', MODEL);
 const say = (s: string) => console.log(s);
@@ -86,15 +102,15 @@ async function stopServer(): Promise<void> {
   });
 }
 
-async function api(method: string, path: string, json?: unknown): Promise<any> {
+async function api<T>(method: string, path: string, json?: unknown): Promise<T> {
   const res = await fetch(`${base}${path}`, {
     method,
     headers: { authorization: `Bearer ${TOKEN}`, ...(json !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(json !== undefined ? { body: JSON.stringify(json) } : {}),
   });
-  const body = (await res.json()) as any;
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${body.error}`);
-  return body;
+  const body: unknown = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${(body as { error?: string }).error}`);
+  return body as T;
 }
 
 const request = (id: string, r: CreditApplication) => ({ id, inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: featureVector(r) }] });
@@ -127,11 +143,11 @@ async function feedback(rows: readonly CreditApplication[], prefix: string): Pro
 }
 
 /** Follows a job to its end, printing its state changes and log; keeps traffic flowing meanwhile. */
-async function follow(id: string, traffic: () => Promise<unknown>): Promise<any> {
+async function follow(id: string, traffic: () => Promise<unknown>): Promise<Job> {
   let seen = 0;
   let last = '';
   for (;;) {
-    const job = await api('GET', `/admin/jobs/${id}`);
+    const job = await api<Job>('GET', `/admin/jobs/${id}`);
     for (const l of job.log.slice(seen)) say(`  ${l.at.slice(11, 19)}  ${l.msg}`);
     seen = job.log.length;
     if (job.state !== last) last = job.state;
@@ -140,7 +156,7 @@ async function follow(id: string, traffic: () => Promise<unknown>): Promise<any>
   }
 }
 
-function decision(job: any): void {
+function decision(job: Job): void {
   say(`\n  >> job ${job.id}: ${job.state.toUpperCase()}`);
   if (job.validation) {
     const v = job.validation;
@@ -201,9 +217,9 @@ async function main(): Promise<void> {
       say(`  scored ${part.length} applications; their outcomes arrived (${joined} labels joined)`);
     }
     say('  waiting for the drift alert and the automatic retraining job ...');
-    let job: any;
+    let job: Job | undefined;
     for (let t = 0; job === undefined; t++) {
-      job = (await api('GET', `/admin/jobs?model=${MODEL}`)).jobs[0];
+      job = (await api<{ jobs: Job[] }>('GET', `/admin/jobs?model=${MODEL}`)).jobs[0];
       if (t > 240) throw new Error('no retraining job was triggered');
       if (job === undefined) await new Promise((r) => setTimeout(r, 250));
     }
@@ -211,14 +227,14 @@ async function main(): Promise<void> {
     const more = generateCreditData({ n: 64, seed: 202, drift: 0.6, concept: 1, start: '2026-02-01', end: '2026-02-28' });
     let n = 0;
     decision(await follow(job.id, () => score(more, `canary1-${n++}`)));
-    const m1 = await api('GET', `/admin/models/${MODEL}`);
+    const m1 = await api<ModelView>('GET', `/admin/models/${MODEL}`);
     say(`  aliases: ${JSON.stringify(m1.model.aliases)}; serving: ${JSON.stringify(m1.deployment.strategy)}`);
 
     step('2. Another retrain with nothing new to learn from');
-    const r2 = await api('POST', `/admin/retrain/${MODEL}`, { reason: 'weekly review asked for a refresh' });
+    const r2 = await api<{ job: Job }>('POST', `/admin/retrain/${MODEL}`, { reason: 'weekly review asked for a refresh' });
     decision(await follow(r2.job.id, async () => undefined));
-    const m2 = await api('GET', `/admin/models/${MODEL}`);
-    say(`  versions registered: ${m2.versions.map((v: any) => v.version).join(', ')} (unchanged); serving: ${JSON.stringify(m2.deployment.strategy)}`);
+    const m2 = await api<ModelView>('GET', `/admin/models/${MODEL}`);
+    say(`  versions registered: ${m2.versions.map((v) => v.version).join(', ')} (unchanged); serving: ${JSON.stringify(m2.deployment.strategy)}`);
 
     step('3. A new external trainer, a restart, and a world that moved again');
     writeModelYaml({ command: [process.execPath, join(ROOT, 'dist/examples/retrain/bucketed-trainer.js')], timeoutSeconds: 300 });
@@ -233,7 +249,7 @@ async function main(): Promise<void> {
       await feedback(part, `w2-${i}`);
     }
     say(`  scored ${world2.length} more applications and received their outcomes`);
-    const r3 = await api('POST', `/admin/retrain/${MODEL}`, { reason: 'first run of the bucketed trainer' });
+    const r3 = await api<{ job: Job }>('POST', `/admin/retrain/${MODEL}`, { reason: 'first run of the bucketed trainer' });
     // live traffic during the canary: mostly ordinary loans, and the new jumbo loans (80,000)
     const live = generateCreditData({ n: 64, seed: 404, drift: 0.6, concept: 2, start: '2026-04-01', end: '2026-04-30' }).map((r, i) => (i % 8 === 0 ? { ...r, amount: 80_000 } : r));
     let k = 0;
@@ -242,13 +258,13 @@ async function main(): Promise<void> {
     decision(job3);
     const failed = statuses.filter((s) => s !== 200).length;
     say(`  during the canary ${failed} of ${statuses.length} requests failed (all on the canary's share of jumbo loans)`);
-    const m3 = await api('GET', `/admin/models/${MODEL}`);
+    const m3 = await api<ModelView>('GET', `/admin/models/${MODEL}`);
     say(`  aliases: ${JSON.stringify(m3.model.aliases)}; serving: ${JSON.stringify(m3.deployment.strategy)}`);
     const after = await score(live, 'after');
     say(`  after the rollback: ${after.filter((s) => s === 200).length} of ${after.length} requests answered (jumbo loans included)`);
 
     step('Job history');
-    for (const j of (await api('GET', `/admin/jobs?model=${MODEL}`)).jobs.reverse()) {
+    for (const j of (await api<{ jobs: Job[] }>('GET', `/admin/jobs?model=${MODEL}`)).jobs.reverse()) {
       say(`  ${j.id}  ${j.state.padEnd(11)} trigger ${j.trigger.kind.padEnd(8)} ${j.challengerVersion !== undefined ? `challenger v${j.challengerVersion}` : 'nothing registered'}`);
     }
     say(`\n(state kept in ${work}: \`scoreline serve --config ${join(work, 'scoreline.yaml')}\` brings it back, and \`scoreline jobs\` lists this history)`);

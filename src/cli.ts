@@ -6,6 +6,7 @@ import { UsageError, type Command } from './commands/command.js';
 import { features } from './commands/features.js';
 import { incident, jobs, retrain } from './commands/retrain.js';
 import { bench } from './commands/bench.js';
+import { exportCommand } from './commands/export.js';
 import { configCommand } from './commands/config.js';
 import { keys } from './commands/keys.js';
 import { bundleCommand, scoreBatchCommand } from './commands/offline.js';
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, Command> = {
   status,
   'score-batch': scoreBatchCommand,
   bundle: bundleCommand,
+  export: exportCommand,
   features,
   feedback,
   retrain,

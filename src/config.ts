@@ -28,6 +28,8 @@ export interface ServerConfig {
   /** OIP over gRPC on server.host: its port (0: any free port), or null / false for no gRPC server. */
   grpc: { port: number | null | false };
   modelRepository: string | null;
+  /** How the model repository is watched: every `poll` seconds new version folders are imported and loaded (0: only at start). */
+  repository: { poll: number };
   dataDir: string;
   inference: {
     /** Worker threads; 0 runs inference inline on the HTTP thread. */
@@ -189,6 +191,7 @@ export function defaultConfig(): ServerConfig {
     },
     grpc: { port: 8081 },
     modelRepository: null,
+    repository: { poll: 0 },
     dataDir: 'data',
     inference: {
       // One core stays with the HTTP thread; the rest run onnxruntime.
@@ -278,6 +281,12 @@ const configSchema = {
       properties: { port: { anyOf: [int(0, 65535), { type: 'null' }, { const: false }] } },
     },
     modelRepository: { type: ['string', 'null'] },
+    repository: {
+      type: 'object',
+      additionalProperties: false,
+      // 0 turns polling off; otherwise at least a second between scans (each one hashes changed files).
+      properties: { poll: { anyOf: [{ const: 0 }, { type: 'number', minimum: 1, maximum: 86_400 }] } },
+    },
     dataDir: { type: 'string', minLength: 1 },
     inference: {
       type: 'object',

@@ -44,7 +44,9 @@ export type ErrorCode =
   | 'TOO_MANY_REJECTS'
   | 'API_KEY_REQUIRED'
   | 'API_KEY_INVALID'
-  | 'SCOPE_MISSING';
+  | 'SCOPE_MISSING'
+  | 'MLFLOW_MODEL_INVALID'
+  | 'UPGRADE_REQUIRED';
 
 const STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -97,6 +99,9 @@ const STATUS: Record<ErrorCode, number> = {
   API_KEY_REQUIRED: 401,
   API_KEY_INVALID: 401,
   SCOPE_MISSING: 403,
+  // Like NOT_ONNX: an MLflow model folder that is well-formed, but not one the server can serve as it is.
+  MLFLOW_MODEL_INVALID: 422,
+  UPGRADE_REQUIRED: 426,
 };
 
 export class ScorelineError extends Error {
@@ -256,3 +261,9 @@ export const apiKeyInvalid = (why = 'the API key is not valid') => new Scoreline
 export const scopeMissing = (keyId: string, scope: string) =>
   new ScorelineError('SCOPE_MISSING', `API key '${keyId}' does not have the '${scope}' scope this endpoint needs`);
 export const requestIdInvalid = (why: string) => new ScorelineError('BAD_REQUEST', `x-request-id ${why}`);
+/** An MLflow model folder (MLmodel, its flavor, its signature) that cannot be served as it is. */
+export const mlflowInvalid = (source: string, detail: string) =>
+  new ScorelineError('MLFLOW_MODEL_INVALID', `${source} is an MLflow model scoreline cannot serve: ${detail}`);
+/** A plain GET on a WebSocket route. */
+export const upgradeRequired = (url: string) =>
+  new ScorelineError('UPGRADE_REQUIRED', `${url} is a WebSocket endpoint: send GET with Upgrade: websocket (and Connection: Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)`);

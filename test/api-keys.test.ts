@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { ApiKeys, generateKey, hashKey, parseEnvKeys } from '../src/server/api-keys.js';
 import { accessOf, checkRequestId } from '../src/server/gate.js';
+import { OPERATIONS } from '../src/server/api.js';
 import { isScorelineError, type ScorelineError } from '../src/errors.js';
 
 const KEY = 'k'.repeat(30);
@@ -79,8 +80,20 @@ test('every route has an access rule; a route without one is refused', () => {
   assert.equal(accessOf('get', '/v2/health/ready'), 'open');
   assert.equal(accessOf('put', '/admin/deployments/:name'), 'admin');
   assert.equal(accessOf('any', '/v1/feedback'), 'open', 'the 405 and 404 answers serve nothing');
-  assert.throws(() => accessOf('get', '/v1/secret-new-route'), /route GET \/v1\/secret-new-route has no access rule: add it to ROUTE_ACCESS/);
+  assert.equal(accessOf('del', '/admin/deployments/:name'), 'admin', 'uWS names DELETE del');
+  assert.equal(accessOf('post', '/v2/repository/models/:model/load'), 'admin');
+  assert.equal(accessOf('get', '/openapi.json'), 'open');
+  assert.throws(() => accessOf('get', '/v1/secret-new-route'), /route GET \/v1\/secret-new-route has no access rule: add it, with its access, to the route table in src\/server\/api\.ts/);
   assert.throws(() => accessOf('get', '/v1/feedback'), /no access rule/, 'by method as well as path');
+});
+
+test('the access rules are the route table\'s: every admin route is behind the admin token, every data-plane route needs its scope', () => {
+  for (const op of OPERATIONS) {
+    const uws = op.method === 'delete' ? 'del' : op.method;
+    assert.equal(accessOf(uws, op.pattern), op.access, `${op.method} ${op.pattern}`);
+    if (op.pattern.startsWith('/admin') || op.pattern.startsWith('/v2/repository')) assert.equal(op.access, 'admin', `${op.method} ${op.pattern}`);
+    if (op.method !== 'get') assert.notEqual(op.access, 'open', `${op.method} ${op.pattern} changes or scores something`);
+  }
 });
 
 test('x-request-id: printable ASCII up to 128 characters', () => {

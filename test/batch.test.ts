@@ -68,15 +68,26 @@ function parseCsv(text: string): string[][] {
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
     if (quoted) {
-      if (c === '"' && text[i + 1] === '"') (field += '"'), i++;
-      else if (c === '"') quoted = false;
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"';
+        i++;
+      } else if (c === '"') quoted = false;
       else field += c;
     } else if (c === '"') quoted = true;
-    else if (c === ',') row.push(field), (field = '');
-    else if (c === '\n') row.push(field), rows.push(row), (row = []), (field = '');
-    else if (c !== '\r') field += c;
+    else if (c === ',') {
+      row.push(field);
+      field = '';
+    } else if (c === '\n') {
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else if (c !== '\r') field += c;
   }
-  if (field !== '' || row.length > 0) row.push(field), rows.push(row);
+  if (field !== '' || row.length > 0) {
+    row.push(field);
+    rows.push(row);
+  }
   return rows;
 }
 
@@ -103,7 +114,7 @@ const ROWS: number[][] = [[1, 10, 0], [3, 15, 1], [-3, 0, -2], [0.5, 12.25, 2.5]
 
 test('scores a CSV whose columns come in another order, with extra columns, copying the id column', async () => {
   await withEnv(async (env) => {
-    const input = env.file('in.csv', ['id,f2,note,f0,f1', ...ROWS.map((r, i) => `c${i},${r[2]},x,${r[0]},${r[1]}`)].join('\n') + '\n');
+    const input = env.file('in.csv', `${['id,f2,note,f0,f1', ...ROWS.map((r, i) => `c${i},${r[2]},x,${r[0]},${r[1]}`)].join('\n')}\n`);
     const output = join(env.dir, 'out.csv');
     const summary = await env.score({ model: 'logistic', input, output, idColumns: ['id'] });
     assert.equal(summary.model, 'logistic');
@@ -142,7 +153,9 @@ test('scores JSON Lines to JSON Lines and to CSV; ids keep their JSON type', asy
     const toCsvOut = await env.score({ model: 'logistic', input, output: join(env.dir, 'out2.csv') });
     const rows = readCsv(toCsvOut.output);
     assert.deepEqual(rows[0], ['label', 'probabilities_0', 'probabilities_1']);
-    ROWS.forEach((r, i) => assertLogistic(env.logistic, r, ...(rows[i + 1] as [string, string, string])));
+    ROWS.forEach((r, i) => {
+      assertLogistic(env.logistic, r, ...(rows[i + 1] as [string, string, string]));
+    });
   });
 });
 
@@ -152,7 +165,7 @@ test('keeps input order across many small batches on several workers', async () 
     const row = (i: number) => [(i % 97) / 10 - 4, (i % 13) * 2, ((i * 7) % 31) / 5 - 3];
     const lines = ['key,f0,f1,f2'];
     for (let i = 0; i < n; i++) lines.push(`k${i},${row(i).join(',')}`);
-    const input = env.file('many.csv', lines.join('\n') + '\n');
+    const input = env.file('many.csv', `${lines.join('\n')}\n`);
     const progress: BatchProgress[] = [];
     const summary = await env.score({
       model: 'logistic', input, output: join(env.dir, 'many-out.csv'), idColumns: ['key'], batchRows: 64, workers: 3,
@@ -169,7 +182,7 @@ test('keeps input order across many small batches on several workers', async () 
     const last = progress.at(-1)!;
     assert.equal(last.rows, n);
     assert.equal(last.bytesRead, last.bytesTotal);
-    assert.equal(last.bytesTotal, Buffer.byteLength(lines.join('\n') + '\n'));
+    assert.equal(last.bytesTotal, Buffer.byteLength(`${lines.join('\n')}\n`));
   });
 });
 
@@ -256,7 +269,7 @@ test('bad JSON Lines rows are rejected with reasons; blank lines are skipped', a
       '{"id":9,"f0":1e400,"f1":10,"f2":0}', //    9 Infinity
       '{"id":10,"f0":3,"f1":15,"f2":1}\r', //    10 good, CRLF
     ];
-    const input = env.file('bad.ndjson', lines.join('\n') + '\n');
+    const input = env.file('bad.ndjson', `${lines.join('\n')}\n`);
     const summary = await env.score({ model: 'logistic', input, output: join(env.dir, 'bad.jsonl'), idColumns: ['id'] });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected, summary.blankLines], [9, 2, 7, 1]);
     assert.deepEqual(readJsonl(summary.output).map((o) => o.id), [1, 10]);
@@ -279,7 +292,7 @@ test('a batch the model refuses is split until only the refused rows are rejecte
     const fx = await writeGatherModel(join(env.dir, 'repo2'));
     env.registry.register('table', fx.bytes);
     const idx = [3, 7, 12, 5, 0, 9, 10, 4, 1.5, 2];
-    const input = env.file('idx.csv', ['row,idx', ...idx.map((v, i) => `r${i},${v}`)].join('\n') + '\n');
+    const input = env.file('idx.csv', `${['row,idx', ...idx.map((v, i) => `r${i},${v}`)].join('\n')}\n`);
     const summary = await env.score({ model: 'table', input, output: join(env.dir, 'idx-out.csv'), idColumns: ['row'], batchRows: 4, workers: 2 });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected], [10, 7, 3]);
     const out = readCsv(summary.output);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
-import { InferenceEngine, PoolExecutor, type LoadedModel, type PendingRequest, type RunResult } from '../src/inference/index.js';
+import { InferenceEngine, type PoolExecutor, type LoadedModel, type PendingRequest, type RunResult } from '../src/inference/index.js';
 import { Monitor } from '../src/monitoring/index.js';
 import { decodeOip } from '../src/server/decode.js';
 import { outputsJson } from '../src/server/encode.js';
@@ -179,7 +179,9 @@ test('a worker that dies under a batch loses no request: the batch runs again on
   await pool.dieOnNextRun(pool.threads[0]!.threadId);
   const pending = Array.from({ length: 40 }, (_, i) => submit(model, body(i), 30_000));
   const results = await Promise.all(pending);
-  results.forEach((r, i) => assert.ok(Math.abs(r.outputs[0].data[0] - i) < 1e-3, `request ${i}: ${r.outputs[0].data[0]}`));
+  results.forEach((r, i) => {
+    assert.ok(Math.abs(r.outputs[0].data[0] - i) < 1e-3, `request ${i}: ${r.outputs[0].data[0]}`);
+  });
   assert.ok(model.batcher.retried >= 1, `the lost batch ran again (${model.batcher.retried} retried)`);
   // the pool replaced the worker and still serves
   const again = await submit(model, body(3));
@@ -206,7 +208,10 @@ test('an observer whose onComplete returns a promise holds the answers until it 
   const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 2));
 
   const settled: number[] = [];
-  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => (settled.push(i), r)));
+  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => {
+    settled.push(i);
+    return r;
+  }));
   for (let t = 0; releases.length === 0 && t < 500; t++) await new Promise((r) => setTimeout(r, 2));
   assert.ok(releases.length > 0, 'the batch ran and onComplete was called');
   // Many turns of the event loop later: still not answered, and still pending.
@@ -219,7 +224,9 @@ test('an observer whose onComplete returns a promise holds the answers until it 
     await new Promise((r) => setTimeout(r, 2));
   }
   const answers = await Promise.all(held);
-  answers.forEach((a, k) => assert.deepEqual(a.outputs[0].data, sumExpected([row(k + 1)], 2)));
+  answers.forEach((a, k) => {
+    assert.deepEqual(a.outputs[0].data, sumExpected([row(k + 1)], 2));
+  });
 
   fail = new Error('disk I/O error');
   const refused = await Promise.allSettled([4, 5].map((i) => submit(model, sumBody(i))));

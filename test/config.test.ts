@@ -94,6 +94,28 @@ test('repository scan: Triton layout, versions sorted, odd entries skipped with 
   assert.throws(() => scanRepository(join(repo, 'missing')), /does not exist/);
 });
 
+test('repository.poll: off by default, seconds from 1 up, anything else names the path', () => {
+  assert.equal(resolveConfig({}).repository.poll, 0);
+  assert.equal(resolveConfig({ repository: { poll: 5 } }).repository.poll, 5);
+  for (const poll of [0.5, -1, 'often', 100_000]) assert.throws(() => resolveConfig({ repository: { poll } }), /repository\.poll: must/);
+  assert.throws(() => resolveConfig({ repository: { every: 5 } }), /repository: must NOT have additional properties 'every'/);
+});
+
+test('the hash cache of a repository scan re-hashes only files whose size or time changed', async () => {
+  const repo = await tempDir();
+  await writeSumModel(repo, 'sum', 1);
+  const cache = new Map<string, { size: number; mtimeMs: number; sha256: string }>();
+  const first = scanRepository(repo, cache).models[0]!.versions[0]!;
+  const path = first.path;
+  // A cached entry is trusted while size and time match (shown by planting a wrong hash)...
+  cache.set(path, { ...cache.get(path)!, sha256: 'f'.repeat(64) });
+  assert.equal(scanRepository(repo, cache).models[0]!.versions[0]!.sha256, 'f'.repeat(64));
+  // ...and dropped as soon as the file changes.
+  const other = await writeSumModel(join(repo, '..', 'other'), 'sum', 7);
+  await writeFile(path, other.bytes);
+  assert.notEqual(scanRepository(repo, cache).models[0]!.versions[0]!.sha256, first.sha256);
+});
+
 function cli(...args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
 }

@@ -181,9 +181,11 @@ test('rocAuc is the Mann-Whitney statistic with ties counted one half', () => {
   const labels = rows.map((r) => r.default);
   let wins = 0;
   let pairs = 0;
-  scores.forEach((s, i) => scores.forEach((t, j) => {
-    if (labels[i] === 1 && labels[j] === 0) { pairs++; wins += s > t ? 1 : s === t ? 0.5 : 0; }
-  }));
+  scores.forEach((s, i) => {
+    scores.forEach((t, j) => {
+      if (labels[i] === 1 && labels[j] === 0) { pairs++; wins += s > t ? 1 : s === t ? 0.5 : 0; }
+    });
+  });
   assert.ok(Math.abs(rocAuc(scores, labels) - wins / pairs) < 1e-12);
   assert.throws(() => rocAuc([1, 2], [1, 1]), /at least one positive and one negative/);
   assert.throws(() => rocAuc([1, 2], [1]), /2 scores but 1 labels/);

@@ -5,6 +5,9 @@
 // selectors that match, and a kustomization that lists exactly the manifests present. NetworkPolicies
 // admit only what they should; Redis requires the password of a Secret that scoreline reads as a
 // file; and Redis and scoreline are run as the manifests configure them (args, config, definitions).
+// The replicas share PostgreSQL, not a volume: the store URL comes from a Secret whose example
+// agrees with the PostgreSQL StatefulSet (user, database, password, Service, port), each pod's data
+// dir is an emptyDir, and no claim anywhere asks for ReadWriteMany.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -16,6 +19,7 @@ import { test } from 'node:test';
 import YAML from 'yaml';
 import { serveConfig } from '../src/cli.js';
 import { resolveConfig } from '../src/config.js';
+import { storeUrl } from '../src/store/index.js';
 import { parseFeatureDefinitions } from '../src/features/index.js';
 import { parseEnvKeys } from '../src/server/api-keys.js';
 import { accessOf } from '../src/server/gate.js';
@@ -67,14 +71,16 @@ test('every manifest parses, with the expected kinds and apiVersions', () => {
     'redis.yaml: v1 PersistentVolumeClaim/scoreline-redis-data',
     'redis.yaml: v1 Service/scoreline-redis',
     'scoreline-configmap.yaml: v1 ConfigMap/scoreline-config',
+    'postgres.yaml: apps/v1 StatefulSet/scoreline-postgres',
+    'postgres.yaml: v1 Service/scoreline-postgres',
     'scoreline-deployment.yaml: apps/v1 Deployment/scoreline',
-    'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-data',
-    'scoreline-deployment.yaml: v1 PersistentVolumeClaim/scoreline-models',
     'scoreline-hpa.yaml: autoscaling/v2 HorizontalPodAutoscaler/scoreline',
     'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline',
     'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-postgres',
     'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-redis',
     'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
+    'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-postgres',
+    'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-store',
     'scoreline-redis-secret.example.yaml: v1 Secret/scoreline-redis',
     'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
     'scoreline-secret.example.yaml: v1 Secret/scoreline-api-keys',
@@ -93,12 +99,12 @@ test('the kustomization lists exactly the manifests present, not the example sec
   assert.ok(!resources.some((r) => r.includes('example')), 'applying the kustomization never installs the placeholder token');
   const text = readFileSync(join(DIR, 'kustomization.yaml'), 'utf8');
   assert.match(text, /scoreline-servicemonitor\.yaml is opt-in/, 'the kustomization says how to add the ServiceMonitor');
-  for (const secret of ['scoreline-admin', 'scoreline-redis']) assert.match(text, new RegExp(`kubectl create secret generic ${secret} `));
+  for (const secret of ['scoreline-admin', 'scoreline-redis', 'scoreline-postgres', 'scoreline-store']) assert.match(text, new RegExp(`kubectl create secret generic ${secret} `));
 });
 
-test('the container serves on port 8080 named http and is probed on the OIP health paths', () => {
+test('the container serves HTTP on 8080 and gRPC on 8081, and is probed on the OIP health paths', () => {
   assert.equal(container.image, 'scoreline:0.1.0');
-  assert.deepEqual(container.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
+  assert.deepEqual(container.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'grpc', containerPort: 8081, protocol: 'TCP' }]);
   const probe = (p: Obj) => ({ path: p.httpGet.path, port: p.httpGet.port });
   assert.deepEqual(probe(container.readinessProbe), { path: '/v2/health/ready', port: 'http' });
   assert.deepEqual(probe(container.livenessProbe), { path: '/v2/health/live', port: 'http' });
@@ -152,9 +158,10 @@ test('the pod runs as the image\'s node user, read-only, without capabilities', 
   const tmp = container.volumeMounts.find((m: Obj) => m.mountPath === '/tmp');
   assert.ok(tmp, '/tmp is writable');
   assert.ok(pod.spec.volumes.find((v: Obj) => v.name === tmp.name).emptyDir, '/tmp is an emptyDir');
-  // The only other writable mount is the data volume.
-  const writable = container.volumeMounts.filter((m: Obj) => !m.readOnly).map((m: Obj) => m.mountPath).sort();
-  assert.deepEqual(writable, ['/data', '/tmp']);
+  // The only other writable mount is the data dir, and nothing a pod writes is shared with another pod.
+  const writable = container.volumeMounts.filter((m: Obj) => !m.readOnly);
+  assert.deepEqual(writable.map((m: Obj) => m.mountPath).sort(), ['/data', '/tmp']);
+  for (const m of writable) assert.ok(pod.spec.volumes.find((v: Obj) => v.name === m.name).emptyDir, `${m.mountPath} is an emptyDir`);
 });
 
 test('shutdown: preStop sleep, then the server drains within the grace period; rollouts keep capacity', () => {
@@ -182,7 +189,11 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
   for (const key of ['server', 'inference', 'batching', 'features', 'log']) assert.ok(key in raw, `${key} is set explicitly`);
 
   const args = container.args as string[];
-  assert.deepEqual(args, ['serve', '--config', '/etc/scoreline/config.yaml', '--model-repo', '/models', '--data-dir', '/data']);
+  assert.deepEqual(args, ['serve', '--config', '/etc/scoreline/config.yaml', '--model-repo', '/app/examples/models', '--data-dir', '/data']);
+  // The repository is the one the image carries (the Dockerfile's WORKDIR is /app).
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  assert.match(dockerfile, /^WORKDIR \/app$/m);
+  assert.match(dockerfile, /^COPY --from=build \/app\/examples\/models examples\/models$/m);
   // The config file is where the ConfigMap is mounted.
   const mount = container.volumeMounts.find((m: Obj) => m.name === 'config');
   const volume = pod.spec.volumes.find((v: Obj) => v.name === 'config');
@@ -198,9 +209,11 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
     const parsed = serveConfig(args.slice(1).map((a) => (a === '/etc/scoreline/config.yaml' ? file : a)));
     assert.ok(parsed);
     assert.equal(parsed.features.definitions, join(dir, 'features.yaml'), 'definitions are found next to the config, where the ConfigMap mounts them');
-    assert.equal(parsed.modelRepository, '/models');
+    assert.equal(parsed.modelRepository, '/app/examples/models');
     assert.equal(parsed.dataDir, '/data');
-    assert.equal(parsed.server.port, container.ports[0].containerPort);
+    assert.equal(parsed.server.port, container.ports.find((p: Obj) => p.name === 'http').containerPort);
+    assert.equal(parsed.grpc.port, container.ports.find((p: Obj) => p.name === 'grpc').containerPort);
+    assert.equal(parsed.store.url, null, 'no store URL in the ConfigMap: it would win over the Secret\'s SCORELINE_STORE_URL');
     assert.equal(parsed.inference.workers, config.inference.workers);
     assert.deepEqual(parsed.features.redis, config.features.redis);
   } finally {
@@ -208,22 +221,96 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
   }
 });
 
-test('volumes: models on a read-only claim, the registry data on a shared claim, both defined', () => {
-  const volume = (mountPath: string) => {
-    const m = container.volumeMounts.find((x: Obj) => x.mountPath === mountPath);
-    assert.ok(m, `${mountPath} is mounted`);
-    return { mount: m as Obj, volume: pod.spec.volumes.find((v: Obj) => v.name === m.name) as Obj };
-  };
-  const models = volume('/models');
-  assert.equal(models.mount.readOnly, true);
-  assert.deepEqual(models.volume.persistentVolumeClaim, { claimName: 'scoreline-models', readOnly: true });
-  const data = volume('/data');
-  assert.equal(data.volume.persistentVolumeClaim.claimName, 'scoreline-data');
-  for (const claim of ['scoreline-models', 'scoreline-data']) {
-    // N replicas on any nodes share both volumes.
-    assert.deepEqual(find('PersistentVolumeClaim', claim).spec.accessModes, ['ReadWriteMany']);
+test('no volume is shared between pods: the data dir is an emptyDir, and no claim anywhere asks for ReadWriteMany', () => {
+  const data = container.volumeMounts.find((m: Obj) => m.mountPath === '/data');
+  assert.ok(data, '/data is mounted');
+  const volume = pod.spec.volumes.find((v: Obj) => v.name === data.name) as Obj;
+  assert.ok(volume.emptyDir, 'the data dir is the pod\'s own');
+  assert.ok(bytes(volume.emptyDir.sizeLimit) >= 1024 ** 3, 'with room for the cached models and the prediction log');
+  assert.deepEqual(pod.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.name), [], 'the Deployment mounts no claim');
+  const claims = [
+    ...all.filter((d) => d.kind === 'PersistentVolumeClaim').map((d) => ({ name: d.metadata.name, spec: d.spec })),
+    ...all.flatMap((d) => (d.spec?.volumeClaimTemplates ?? []).map((t: Obj) => ({ name: `${d.metadata.name}/${t.metadata.name}`, spec: t.spec }))),
+  ];
+  assert.deepEqual(claims.map((c) => c.name).sort(), ['scoreline-postgres/data', 'scoreline-redis-data']);
+  for (const c of claims) assert.deepEqual(c.spec.accessModes, ['ReadWriteOnce'], `${c.name} is one pod's`);
+  // Every claim a workload mounts exists, and every claim is mounted by something.
+  const mounted = all.filter((d) => d.spec?.template?.spec?.volumes).flatMap((d) => d.spec.template.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.persistentVolumeClaim.claimName));
+  for (const name of mounted) find('PersistentVolumeClaim', name);
+  assert.deepEqual(mounted.sort(), all.filter((d) => d.kind === 'PersistentVolumeClaim').map((d) => d.metadata.name).sort());
+  const text = readFileSync(join(DIR, 'scoreline-deployment.yaml'), 'utf8');
+  assert.match(text, /scoreline bundle/, 'the bundle image is named as the alternative repository');
+  assert.match(text, /emptyDir/);
+  assert.doesNotMatch(text, /ReadWriteMany/);
+});
+
+test('the store URL comes from a Secret whose example agrees with the PostgreSQL StatefulSet: user, database, password, Service, port', () => {
+  const env = container.env.find((e: Obj) => e.name === 'SCORELINE_STORE_URL');
+  assert.ok(env, 'SCORELINE_STORE_URL is set');
+  assert.equal(env.value, undefined, 'never inline: it carries the password');
+  const ref = env.valueFrom.secretKeyRef;
+  assert.notEqual(ref.optional, true, 'a missing Secret stops the pod instead of running it on a registry of its own');
+  const secret = find('Secret', ref.name);
+  assert.equal(secret.file, 'scoreline-postgres-secret.example.yaml');
+  assert.match(readFileSync(join(DIR, secret.file), 'utf8'), /^# EXAMPLE ONLY/);
+  const url = secret.stringData[ref.key] as string;
+  // What the server does with it: the ConfigMap names no store, so the variable is the store.
+  assert.equal(storeUrl(resolveConfig(YAML.parse(configText)).store.url, { SCORELINE_STORE_URL: url }), url);
+  const u = new URL(url);
+  assert.equal(u.protocol, 'postgres:');
+
+  const sts = find('StatefulSet', 'scoreline-postgres');
+  const pgPod = sts.spec.template;
+  const pgc = pgPod.spec.containers[0] as Obj;
+  const pgEnv = (name: string) => pgc.env.find((e: Obj) => e.name === name) as Obj;
+  assert.equal(sts.spec.replicas, 1);
+  assert.ok(matches(sts.spec.selector.matchLabels, pgPod.metadata.labels));
+  // The URL's host is the StatefulSet's Service, on the port the container listens on.
+  const svc = find('Service', u.hostname);
+  assert.equal(sts.spec.serviceName, svc.metadata.name, 'the governing Service');
+  assert.ok(matches(svc.spec.selector, pgPod.metadata.labels));
+  assert.ok(!matches(svc.spec.selector, pod.metadata.labels), 'it never selects scoreline pods');
+  const port = svc.spec.ports.find((p: Obj) => p.port === Number(u.port || 5432));
+  assert.ok(port, `the Service serves port ${u.port}`);
+  assert.equal(pgc.ports.find((p: Obj) => p.name === port.targetPort).containerPort, 5432);
+  // The URL's user, database and password are the ones the postgres image creates.
+  assert.equal(decodeURIComponent(u.username), pgEnv('POSTGRES_USER').value);
+  assert.equal(u.pathname.slice(1), pgEnv('POSTGRES_DB').value);
+  const pwRef = pgEnv('POSTGRES_PASSWORD').valueFrom.secretKeyRef;
+  assert.equal(pgEnv('POSTGRES_PASSWORD').value, undefined);
+  const pgSecret = find('Secret', pwRef.name);
+  assert.equal(pgSecret.file, 'scoreline-postgres-secret.example.yaml');
+  assert.equal(decodeURIComponent(u.password), pgSecret.stringData[pwRef.key], 'the URL carries the PostgreSQL password');
+  assert.match(pgSecret.stringData[pwRef.key], /REPLACE-ME/);
+  assert.ok(!container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === pwRef.name), 'scoreline reads the URL, not the server\'s password Secret');
+  // Readiness asks the server for the same user and database.
+  const probe = pgc.readinessProbe.exec.command as string[];
+  assert.equal(probe[0], 'pg_isready');
+  assert.equal(probe[probe.indexOf('-U') + 1], pgEnv('POSTGRES_USER').value);
+  assert.equal(probe[probe.indexOf('-d') + 1], pgEnv('POSTGRES_DB').value);
+
+  // PGDATA lives on the claim template's volume; the read-only root has emptyDirs where the server writes.
+  const [template] = sts.spec.volumeClaimTemplates as Obj[];
+  assert.ok(template, 'the StatefulSet has a volume claim template');
+  const dataMount = pgc.volumeMounts.find((m: Obj) => m.name === template.metadata.name);
+  assert.ok(dataMount, 'the claim template is mounted');
+  assert.ok(pgEnv('PGDATA').value.startsWith(`${dataMount.mountPath}/`), 'PGDATA is a subdirectory of the volume (lost+found)');
+  assert.equal(pgc.securityContext.readOnlyRootFilesystem, true);
+  for (const m of pgc.volumeMounts.filter((x: Obj) => x.name !== template.metadata.name)) {
+    assert.ok(pgPod.spec.volumes.find((v: Obj) => v.name === m.name).emptyDir, `${m.mountPath} is an emptyDir`);
   }
-  assert.match(readFileSync(join(DIR, 'scoreline-deployment.yaml'), 'utf8'), /scoreline bundle/, 'the bundle image is named as the alternative');
+  assert.ok(pgc.volumeMounts.some((m: Obj) => m.mountPath === '/var/run/postgresql'), 'the socket dir is writable');
+  assert.equal(pgPod.spec.securityContext.runAsNonRoot, true);
+  assert.ok(pgc.resources.limits.memory && pgc.resources.limits.cpu);
+
+  const text = readFileSync(join(DIR, 'postgres.yaml'), 'utf8');
+  assert.match(text, /managed PostgreSQL/, 'the file says it is for a demo or staging cluster');
+  // The commands that create the real Secrets build the URL from the same password.
+  for (const f of ['postgres.yaml', 'scoreline-postgres-secret.example.yaml', 'kustomization.yaml']) {
+    const t = readFileSync(join(DIR, f), 'utf8');
+    assert.match(t, /--from-literal=password="\$PGPASSWORD"/, f);
+    assert.match(t, new RegExp(`--from-literal=url="postgres://${u.username}:\\$PGPASSWORD@${u.host}${u.pathname}"`), f);
+  }
 });
 
 test('the Service, the autoscaler and the disruption budget point at the scoreline pods', () => {
@@ -233,7 +320,8 @@ test('the Service, the autoscaler and the disruption budget point at the scoreli
   const svc = find('Service', 'scoreline');
   assert.equal(svc.spec.type, 'ClusterIP');
   assert.ok(matches(svc.spec.selector, labels));
-  assert.deepEqual(svc.spec.ports, [{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }]);
+  assert.deepEqual(svc.spec.ports, [{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }, { name: 'grpc', port: 8081, targetPort: 'grpc', protocol: 'TCP' }]);
+  for (const p of svc.spec.ports) assert.ok(container.ports.some((c: Obj) => c.name === p.targetPort && c.containerPort === p.port), `${p.name} reaches the container port of that name`);
 
   const hpa = find('HorizontalPodAutoscaler', 'scoreline');
   assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: 'scoreline' });
@@ -325,15 +413,18 @@ test('NetworkPolicies: scoreline pods admit only the ingress controller and Prom
   assert.deepEqual(server.spec.policyTypes, ['Ingress']);
   assert.equal(server.spec.ingress.length, 1);
   const [rule] = server.spec.ingress;
-  assert.deepEqual(rule.ports, [{ port: 'http', protocol: 'TCP' }]);
-  assert.equal(container.ports.find((p: Obj) => p.name === 'http').containerPort, 8080);
+  assert.deepEqual(rule.ports, [{ port: 'http', protocol: 'TCP' }, { port: 'grpc', protocol: 'TCP' }]);
+  for (const p of rule.ports) assert.ok(container.ports.some((c: Obj) => c.name === p.port), `${p.port} is a container port`);
   const peers = rule.from.map((f: Obj) => `${f.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name']}/${f.podSelector?.matchLabels?.['app.kubernetes.io/name']}`);
   assert.deepEqual(peers, ['ingress-nginx/ingress-nginx', 'monitoring/prometheus'], 'each peer is a namespace AND pod selector, not either');
   for (const f of rule.from) assert.ok(f.namespaceSelector && f.podSelector);
 
   const redisPods = find('Deployment', 'scoreline-redis').spec.template.metadata.labels;
   const redisPort = find('Deployment', 'scoreline-redis').spec.template.spec.containers[0].ports[0].containerPort;
-  for (const [name, port, podLabels] of [['scoreline-redis', redisPort, redisPods], ['scoreline-postgres', 5432, { 'app.kubernetes.io/name': 'scoreline-postgres' }]] as const) {
+  const pgPod = find('StatefulSet', 'scoreline-postgres').spec.template;
+  const pgPort = pgPod.spec.containers[0].ports[0].containerPort;
+  assert.equal(pgPort, 5432);
+  for (const [name, port, podLabels] of [['scoreline-redis', redisPort, redisPods], ['scoreline-postgres', pgPort, pgPod.metadata.labels]] as const) {
     const np = find('NetworkPolicy', name);
     assert.ok(matches(np.spec.podSelector.matchLabels, podLabels), `${name} selects its pods`);
     assert.ok(!matches(np.spec.podSelector.matchLabels, labels), `${name} does not select scoreline pods`);

@@ -96,7 +96,7 @@ test('lint: pinned glibc base, apt hygiene, no ADD, absolute WORKDIR, JSON-form 
   for (const op of ['CMD', 'ENTRYPOINT']) for (const v of args(runtime, op)) assert.doesNotThrow(() => JSON.parse(v), `${op} in JSON form`);
   assert.deepEqual(args(runtime, 'USER'), ['node']);
   assert.ok(runtime.findIndex((l) => l.startsWith('USER ')) < runtime.findIndex((l) => l.startsWith('ENTRYPOINT ')));
-  assert.deepEqual(args(runtime, 'EXPOSE'), ['8080']);
+  assert.deepEqual(args(runtime, 'EXPOSE').flatMap((e) => e.split(/\s+/)), ['8080', '8081'], 'HTTP and OIP gRPC');
   assert.deepEqual(args(runtime, 'VOLUME'), ['/data']);
 });
 
@@ -201,6 +201,7 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
     assert.ok(config);
     assert.equal(config.dataDir, '/data');
     assert.equal(config.server.port, 8080);
+    assert.equal(config.grpc.port, 8081, 'the gRPC port EXPOSE names');
     assert.ok(config.features.definitions !== null, 'the default command serves the demo with its feature definitions');
     const dataDir = join(app, 'data-volume');
     const server = await startServer([...cmd.slice(1).map((a) => (a === '/data' ? dataDir : a === '8080' ? '0' : a))], {}, { cli: join(app, 'bin', 'scoreline.js'), cwd: app });

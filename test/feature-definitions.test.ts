@@ -37,7 +37,7 @@ const INVALID: [string, string, string][] = [
   ],
   [
     'self cycle through a bare name (highest version)',
-    online('a', 'income', 'income') + `  - { name: a, version: 2, entity: customer, type: online, dtype: float64, dependsOn: [a], expression: "a" }\n` + offline('income'),
+    `${online('a', 'income', 'income')}  - { name: a, version: 2, entity: customer, type: online, dtype: float64, dependsOn: [a], expression: "a" }\n${offline('income')}`,
     'features[1] (a@2): dependsOn: dependency cycle: a@2 -> a@2',
   ],
   ['unknown dependency', offline('income') + online('dti', 'incme', 'incme / 12'), "features[1] (dti@1): dependsOn: unknown feature 'incme' (known: income, dti)"],
@@ -47,7 +47,7 @@ const INVALID: [string, string, string][] = [
   ['variable given twice', offline('amount') + online('dti', 'amount, request.amount', 'amount'), "dependsOn: 'amount' and 'request.amount' would both be the variable 'amount'"],
   [
     'dependency on another entity',
-    `  - { name: merchant_risk, version: 1, entity: merchant, type: offline, dtype: float64, source: merchants }\n` + online('x', 'merchant_risk', 'merchant_risk'),
+    `  - { name: merchant_risk, version: 1, entity: merchant, type: offline, dtype: float64, source: merchants }\n${online('x', 'merchant_risk', 'merchant_risk')}`,
     "features[1] (x@1): dependsOn: 'merchant_risk@1' is a feature of entity 'merchant', not 'customer'",
   ],
   ['bad dtype', `  - { name: income, version: 1, entity: customer, type: offline, dtype: float, source: customers }\n`, "features[0] (income@1): dtype: must be one of float64, float32, int64, int32, bool (got 'float')"],
@@ -90,7 +90,7 @@ const INVALID: [string, string, string][] = [
   ['bad feature name', offline('Income'), "features[0] (Income@1): name: 'Income' is not a valid name (lowercase letters, digits and _"],
   ['version zero', offline('income').replace('version: 1', 'version: 0'), 'features[0] (income@0): version: must be >= 1'],
   ['missing dtype', `  - { name: x, version: 1, entity: customer, type: offline, source: customers }\n`, "features[0] (x@1): must have required property 'dtype'"],
-  ['dependsOn without computation', `  - { name: x, version: 1, entity: customer, type: offline, dtype: float64, source: customers, dependsOn: [y] }\n` + offline('y'), 'features[0] (x@1): dependsOn: only an expression or a module reads dependencies'],
+  ['dependsOn without computation', `  - { name: x, version: 1, entity: customer, type: offline, dtype: float64, source: customers, dependsOn: [y] }\n${offline('y')}`, 'features[0] (x@1): dependsOn: only an expression or a module reads dependencies'],
 ];
 
 test('invalid definitions fail with the feature, the path and the reason', () => {

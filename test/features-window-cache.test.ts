@@ -18,7 +18,10 @@ const STREAMS: StreamSpec[] = [{ entity: 'customer', event: 'txn', field: 'amoun
 
 function randomBuckets(seed: number, now: number, widthMs: number, n: number): [number, Aggregate][] {
   let s = seed;
-  const next = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const next = () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s / 2 ** 31;
+  };
   const out: [number, Aggregate][] = [];
   const starts = new Set<number>();
   while (out.length < n) {

@@ -109,6 +109,7 @@ test('the dashboard parses with a recent schema and Prometheus-driven variables'
   for (const name of ['model', 'version']) {
     const v = vars[name];
     assert.equal(v.type, 'query');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's dashboard variable, written literally in the JSON
     assert.deepEqual(v.datasource, { type: 'prometheus', uid: '${datasource}' });
     assert.equal(v.includeAll, true);
     assert.equal(v.multi, true);
@@ -214,6 +215,7 @@ test('panels: unique ids, the datasource variable, unique refIds, a grid without
     }
     if (p.type === 'row') continue;
     assert.ok(p.title && p.description, 'panels say what they show');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's dashboard variable, written literally in the JSON
     assert.deepEqual(p.datasource, { type: 'prometheus', uid: '${datasource}' });
     const refIds = (p.targets as Obj[]).map((t) => t.refId);
     assert.equal(new Set(refIds).size, refIds.length, `${p.title}: refIds unique`);

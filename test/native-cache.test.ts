@@ -59,7 +59,7 @@ test('set, get, overwrite, delete and clear', () => {
   cache.set('basic:ключ:😀', bytes('unicode'));
   assert.equal(cache.get('basic:ключ:😀')?.toString(), 'unicode');
   assert.equal(cache.get('basic:ключ:'), undefined);
-  const longKey = 'basic:' + 'k'.repeat(10_000);
+  const longKey = `basic:${'k'.repeat(10_000)}`;
   cache.set(longKey, bytes('long'));
   assert.equal(cache.get(longKey)?.toString(), 'long');
   assert.equal(cache.get(longKey.slice(0, -1)), undefined);
@@ -84,7 +84,9 @@ test('get() returns large values and many small ones intact', () => {
   for (let i = 0; i < 500; i++) cache.set(`large:small:${i}`, Buffer.alloc(100 + (i % 200), i & 255));
   const kept: Buffer[] = [];
   for (let i = 0; i < 500; i++) kept.push(cache.get(`large:small:${i}`)!);
-  kept.forEach((value, i) => assert.deepEqual(value, Buffer.alloc(100 + (i % 200), i & 255)));
+  kept.forEach((value, i) => {
+    assert.deepEqual(value, Buffer.alloc(100 + (i % 200), i & 255));
+  });
 });
 
 test('getMany returns hits in order and undefined for misses', () => {

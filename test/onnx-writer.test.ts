@@ -136,10 +136,14 @@ test('logistic fixture: onnxruntime probabilities match the JS expectation, labe
     assert.deepEqual(jsonData(output(result, 'label')), expectedLabel!.data);
     assert.deepEqual(jsonData(output(result, 'label')), [0, 1, 0]);
     const probabilities = jsonData(output(result, 'probabilities')) as number[];
-    (expectedProbabilities!.data as number[]).forEach((p, i) => assert.ok(Math.abs(probabilities[i]! - p) < 1e-6, `probability ${i}: ${probabilities[i]} vs ${p}`));
+    (expectedProbabilities!.data as number[]).forEach((p, i) => {
+      assert.ok(Math.abs(probabilities[i]! - p) < 1e-6, `probability ${i}: ${probabilities[i]} vs ${p}`);
+    });
     // sigmoid(-0.3), sigmoid(1.2), sigmoid(-3.3) by hand
     const hand = [-0.3, 1.2, -3.3].map((t) => 1 / (1 + Math.exp(-t)));
-    hand.forEach((p, i) => assert.ok(Math.abs(probabilities[2 * i + 1]! - p) < 1e-6));
+    hand.forEach((p, i) => {
+      assert.ok(Math.abs(probabilities[2 * i + 1]! - p) < 1e-6);
+    });
     assert.ok(Math.abs(fixture.expectedProbability([5, 0, 1]) - 1 / (1 + Math.exp(-(-0.3 + 1.6 + 1 + 1.2)))) < 1e-12);
   });
 });
@@ -204,7 +208,9 @@ test('attributes: int, float, ints, floats, string and tensor are encoded with t
   assert.deepEqual(jsonData(output(out, 'padded')), [-2, 1, -2, 3, -2, 5, -4, 5, -6, 5]); // reflect pad on the last axis
   assert.deepEqual(output(out, 'stacked').dims, [4, 3]);
   const elu = jsonData(output(out, 'elu')) as number[];
-  [1, -2, 3, -4, 5, -6].forEach((v, i) => assert.ok(Math.abs(elu[i]! - (v > 0 ? v : 0.5 * (Math.exp(v) - 1))) < 1e-6));
+  [1, -2, 3, -4, 5, -6].forEach((v, i) => {
+    assert.ok(Math.abs(elu[i]! - (v > 0 ? v : 0.5 * (Math.exp(v) - 1))) < 1e-6);
+  });
 });
 
 test('model header: IR 8, opset 17 by default, producer, doc string and metadata in order', () => {

@@ -106,9 +106,9 @@ export function expectation(expected: readonly string[]): RegExp {
     .replace(/\s+/g, '');
   const pattern = marked
     .replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
-    .replace(/\u0001/g, '"[^"]*"')
-    .replace(/\u0002/g, '\\d*')
-    .replace(/\u0003/g, '[\\s\\S]*?');
+    .replaceAll('\u0001', '"[^"]*"')
+    .replaceAll('\u0002', '\\d*')
+    .replaceAll('\u0003', '[\\s\\S]*?');
   return new RegExp(`^${pattern}$`);
 }
 
@@ -192,6 +192,7 @@ test('every sh block of the README runs against the demo and shows what the READ
     });
     assert.equal(r.error, undefined, String(r.error));
     const outputs = new Map<number, { text: string; rc: number }>();
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the script marks each command's output with record separators (0x1e)
     for (const m of r.stdout.matchAll(/\x1eBEGIN (\d+)\n([\s\S]*?)\n\x1eEND \1 (\d+)\n/g)) outputs.set(Number(m[1]), { text: m[2]!, rc: Number(m[3]) });
     const failures: string[] = [];
     commands.forEach((s, i) => {

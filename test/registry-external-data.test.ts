@@ -224,8 +224,8 @@ test('a session never reads external data, not even from the working directory',
         () => createNativeSession(bytes, sessionOptions(specFor(artifact, bytes))),
         /artifact\.onnx\/weights\.bin, but it is not regular file|does not exist/,
       );
-      const escape = encode(subgraphModel('../cwd/weights.bin'));
-      assert.throws(() => createNativeSession(escape, sessionOptions(specFor(artifact, escape))), /outside|escapes/);
+      const escaping = encode(subgraphModel('../cwd/weights.bin'));
+      assert.throws(() => createNativeSession(escaping, sessionOptions(specFor(artifact, escaping))), /outside|escapes/);
     } finally {
       process.chdir(before);
       await host.releaseAll();

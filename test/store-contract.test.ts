@@ -4,7 +4,8 @@
 // verified on every load (a damaged copy is refused and counted), aliases and deployments keep
 // their history, a deployment change based on an old revision is refused, at most one unfinished
 // job exists per model even under concurrent inserts, a job write based on an old revision (or to
-// a finished job) changes nothing, and alerts keep their latest state.
+// a finished job) changes nothing, and alerts keep their latest state. A removed deployment reads as
+// none while its revision keeps counting; MLflow version folders import like model.onnx ones.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,6 +18,7 @@ import { scanRepository } from '../src/registry/repository.js';
 import { PostgresStore, SqliteStore, type Job, type Store } from '../src/store/index.js';
 import { clock } from './fixtures/registry.js';
 import { writeSumModel } from './fixtures/models.js';
+import { MLFLOW_FEATURES, writeMlflowFolder } from './fixtures/mlflow.js';
 import { postgresSkip, startPostgres, type TestPostgres } from './fixtures/postgres.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -248,7 +250,7 @@ for (const kind of kinds) {
         await writeSumModel(repo, 'sum', 2);
         const first = await env.store.registry.importRepository(scanRepository(repo));
         assert.deepEqual(first.imported.map((i) => i.version), [1, 2]);
-        assert.equal((await env.store.registry.getVersion('sum', 1)).config.features instanceof Array, true);
+        assert.equal(Array.isArray((await env.store.registry.getVersion('sum', 1)).config.features), true);
         assert.deepEqual(await env.store.registry.referenceData('sum', 2), Buffer.from('a,b,c,d\n1,2,3,4\n'));
         const again = await env.store.registry.importRepository(scanRepository(repo));
         assert.deepEqual([again.imported.length, again.unchanged.length, again.skipped.length], [0, 2, 0]);
@@ -275,7 +277,7 @@ for (const kind of kinds) {
         assert.equal(got?.state.spec.strategy, 'canary');
         assert.deepEqual((await r.listDeployments()).map((d) => [d.model, d.revision]), [['m', 2]]);
         const history = await r.deploymentHistory<{ spec: { strategy: string } }>('m');
-        assert.deepEqual(history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to.spec.strategy, h.reason]), [
+        assert.deepEqual(history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]), [
           ['deploy', null, 'direct', 'initial'],
           ['deploy', 'direct', 'canary', ''],
         ]);
@@ -284,6 +286,49 @@ for (const kind of kinds) {
         await rejects(r.saveDeployment('nope', {}, { action: 'deploy' }), 'MODEL_NOT_FOUND', 404);
         await rejects(r.saveDeployment('m', undefined, { action: 'deploy' }), 'BAD_REQUEST', 400);
         await rejects(r.getDeployment('nope'), 'MODEL_NOT_FOUND', 404);
+      });
+    });
+
+    test('a removed deployment reads as none; its revision keeps counting, so a replica that served an older one adopts the next; removing twice or from a stale revision is a 409', async () => {
+      await withStore(async ({ store }, bytes) => {
+        const r = store.registry;
+        await r.register('m', await bytes(1));
+        await rejects(r.removeDeployment('m', { action: 'remove' }), 'CONFLICT', 409, /has no deployment/);
+        await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', expectRevision: 0 });
+        await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', expectRevision: 1 });
+        await rejects(r.removeDeployment('m', { action: 'remove', expectRevision: 1 }), 'CONFLICT', 409, /revision 2/);
+        assert.equal((await r.getDeployment('m'))?.revision, 2, 'a refused removal changes nothing');
+        assert.equal(await r.removeDeployment('m', { action: 'remove', reason: 'back to latest', expectRevision: 2 }), 3);
+        assert.equal(await r.getDeployment('m'), undefined);
+        assert.deepEqual(await r.listDeployments(), []);
+        await rejects(r.removeDeployment('m', { action: 'remove' }), 'CONFLICT', 409, /has no deployment/);
+        // "No deployment" is revision 0 to a caller, and the removal's own revision to the one that removed it.
+        await rejects(r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', expectRevision: 2 }), 'CONFLICT', 409);
+        const again = await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', reason: 'again', expectRevision: 0 });
+        assert.equal(again.revision, 4);
+        const history = await r.deploymentHistory<{ spec: { strategy: string } }>('m');
+        assert.deepEqual(history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]), [
+          ['deploy', null, 'direct', ''],
+          ['deploy', 'direct', 'direct', ''],
+          ['remove', 'direct', null, 'back to latest'],
+          ['deploy', null, 'direct', 'again'],
+        ]);
+        await rejects(r.saveDeployment('m', null, { action: 'deploy' }), 'BAD_REQUEST', 400);
+      });
+    });
+
+    test('an MLflow version folder imports from its flavor\'s ONNX file with the signature\'s features and MLmodel as lineage; one without ONNX is reported, not imported', async () => {
+      await withStore(async (env) => {
+        const repo = join(env.dir, 'mlrepo');
+        writeMlflowFolder(join(repo, 'ml', '1'));
+        writeMlflowFolder(join(repo, 'ml', '2'), { flavors: { sklearn: { pickled_model: 'model.pkl' }, python_function: { loader_module: 'mlflow.sklearn' } } });
+        const result = await env.store.registry.importRepository(scanRepository(repo));
+        assert.deepEqual(result.imported.map((i) => [i.name, i.version]), [['ml', 1]]);
+        assert.deepEqual(result.skipped.map((s) => [s.model, s.version, s.code]), [['ml', 2, 'UNSUPPORTED_MODEL_FORMAT']]);
+        const v = await env.store.registry.getVersion('ml', 1);
+        assert.deepEqual(v.config.features, MLFLOW_FEATURES);
+        assert.equal((v.lineage.mlflow as { run_id?: string }).run_id !== undefined, true, JSON.stringify(v.lineage));
+        assert.equal(v.sha256, sha(readFileSync(join(repo, 'ml', '1', 'model.onnx'))));
       });
     });
 

@@ -11,7 +11,9 @@ import { CREDIT_FEATURES, featureVector, generateCreditData, trueDefaultLogit } 
 function creditSet(n: number, seed: number) {
   const rows = generateCreditData({ n, seed });
   const X = new Float64Array(n * CREDIT_FEATURES.length);
-  rows.forEach((r, i) => X.set(featureVector(r), i * CREDIT_FEATURES.length));
+  rows.forEach((r, i) => {
+    X.set(featureVector(r), i * CREDIT_FEATURES.length);
+  });
   return { rows, X, y: Float64Array.from(rows, (r) => r.default) };
 }
 

@@ -50,7 +50,11 @@ export function bindColumns(names: readonly string[], cols: InputColumns, source
 
   const featureOf = new Int32Array(names.length).fill(-1);
   const idOf = new Int32Array(names.length).fill(-1);
-  featureNames.forEach((n, j) => (featureOf[position.get(n)!] = j));
-  cols.idColumns.forEach((n, k) => (idOf[position.get(n)!] = k));
+  featureNames.forEach((n, j) => {
+    featureOf[position.get(n)!] = j;
+  });
+  cols.idColumns.forEach((n, k) => {
+    idOf[position.get(n)!] = k;
+  });
   return { featureNames, featureOf, idOf };
 }

@@ -96,7 +96,7 @@ export class RowFormatter {
 
   header(): string {
     if (this.format === 'jsonl') return '';
-    return [...this.idColumns, ...this.outputs.flatMap((o) => o.columns)].map(csvCell).join(',') + '\n';
+    return `${[...this.idColumns, ...this.outputs.flatMap((o) => o.columns)].map(csvCell).join(',')}\n`;
   }
 
   /** The text of every scored row of the batch, in row order. */
@@ -114,7 +114,7 @@ export class RowFormatter {
         let line = json ? '{' : '';
         for (let k = 0; k < idCount; k++) {
           const v = ids[row * idCount + k];
-          line += json ? this.idKeys[k] + JSON.stringify(v ?? null) : k === 0 ? csvCell(v) : ',' + csvCell(v);
+          line += json ? `${this.idKeys[k]}${JSON.stringify(v ?? null)}` : k === 0 ? csvCell(v) : `,${csvCell(v)}`;
         }
         let sep = idCount > 0;
         for (let o = 0; o < outs.length; o++) {
@@ -128,12 +128,12 @@ export class RowFormatter {
             for (let j = 0; j < perRow; j++) line += keys[j] + fmt(data, at + j);
           } else {
             for (let j = 0; j < perRow; j++) {
-              line += sep ? ',' + fmt(data, at + j) : fmt(data, at + j);
+              line += sep ? `,${fmt(data, at + j)}` : fmt(data, at + j);
               sep = true;
             }
           }
         }
-        text += json ? line + '}\n' : line + '\n';
+        text += json ? `${line}}\n` : `${line}\n`;
       }
     }
     return text;
@@ -184,7 +184,8 @@ export class FileSink {
     return sink;
   }
 
-  async write(text: string): Promise<void> {
+  /** Text, or bytes the caller will not touch again (the stream keeps them until they are written). */
+  async write(text: string | Uint8Array): Promise<void> {
     if (this.failure !== null) throw this.failure;
     if (text.length === 0) return;
     if (!this.stream.write(text)) await once(this.stream, 'drain');

@@ -6,6 +6,24 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ScorelineError } from '../errors.js';
 import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
+import type { Analysis } from '../deploy/analysis.js';
+import type { Strategy } from '../deploy/strategies.js';
+import type { AliasEvent, ModelRecord, RegisterResult, VersionRecord } from '../registry/index.js';
+
+/** What the commands read of GET /admin/deployments/{name} (the deployer's view, as JSON). */
+interface DeploymentView {
+  model: string;
+  strategy: Strategy | null;
+  serving?: string;
+  traffic: Record<string, number> | null;
+  since: string | null;
+  reason: string | null;
+  step_stats?: Record<string, { requests: number; errors: number; error_rate: number | null; p99_ms: number | null; scores: number }>;
+  analysis?: Analysis[];
+  live_analysis?: Analysis | null;
+  shadow?: unknown;
+  history?: { at: string; action: string; reason: string }[];
+}
 
 export const COMMON = `Connection:
   --url URL         server address (default: SCORELINE_URL, else http://127.0.0.1:8080)
@@ -41,7 +59,7 @@ export async function call(
   method: string,
   path: string,
   body?: { json?: unknown; bytes?: Uint8Array; text?: string; source?: string },
-): Promise<any> {
+): Promise<unknown> {
   const base = serverUrl(values);
   const headers: Record<string, string> = { authorization: `Bearer ${token(values)}` };
   // Recorded as the version's declared source; the server never opens it.
@@ -64,13 +82,13 @@ export async function call(
     throw new ScorelineError('NOT_READY', `cannot reach ${base}: ${(e as Error).cause ?? (e as Error).message}`);
   }
   const text = await res.text();
-  let parsed: any;
+  let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
     parsed = { error: text };
   }
-  if (!res.ok) throw new ScorelineError(res.status === 404 ? 'MODEL_NOT_FOUND' : 'BAD_REQUEST', `${method} ${path}: ${res.status} ${parsed.error ?? text}`);
+  if (!res.ok) throw new ScorelineError(res.status === 404 ? 'MODEL_NOT_FOUND' : 'BAD_REQUEST', `${method} ${path}: ${res.status} ${(parsed as { error?: unknown } | null)?.error ?? text}`);
   return parsed;
 }
 
@@ -109,21 +127,21 @@ export const models: Command = {
         if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
         const reference = stringFlag(values.reference);
         if (reference !== undefined && !existsSync(reference)) throw new UsageError(`${reference} does not exist`);
-        const r = await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file), source: file });
+        const r = (await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file), source: file })) as RegisterResult;
         print(values, r, () => `${r.name} version ${r.version} (sha256 ${r.sha256})`);
         if (reference !== undefined) {
-          const ref = await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, { text: readFileSync(reference, 'utf8') });
+          const ref = (await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, { text: readFileSync(reference, 'utf8') })) as { rows: number; reference_auc: number | null };
           print(values, ref, () => `  drift reference frozen from ${ref.rows} rows${ref.reference_auc !== null ? ` (reference AUC ${Number(ref.reference_auc).toFixed(4)})` : ''}`);
         }
         return 0;
       }
       case 'list': {
-        const r = await call(values, 'GET', '/admin/models');
+        const r = (await call(values, 'GET', '/admin/models')) as { models: ModelRecord[] };
         print(values, r, () =>
           r.models.length === 0
             ? 'no models registered'
             : r.models
-                .map((m: any) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versionCount} versions  ${Object.entries(m.aliases).map(([a, v]) => `${a}=v${v}`).join(' ')}`)
+                .map((m) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versionCount} versions  ${Object.entries(m.aliases).map(([a, v]) => `${a}=v${v}`).join(' ')}`)
                 .join('\n'),
         );
         return 0;
@@ -131,11 +149,11 @@ export const models: Command = {
       case 'show': {
         const [name] = positionals;
         if (!name) throw new UsageError('show needs NAME');
-        const r = await call(values, 'GET', `/admin/models/${encodeURIComponent(name)}`);
+        const r = (await call(values, 'GET', `/admin/models/${encodeURIComponent(name)}`)) as { model: ModelRecord; versions: VersionRecord[]; deployment: DeploymentView };
         print(values, r, () =>
           [
             `${r.model.name}: ${r.model.versionCount} versions, aliases ${JSON.stringify(r.model.aliases)}`,
-            ...r.versions.map((v: any) => `  v${v.version}  ${v.sha256.slice(0, 12)}  ${v.size} bytes  ${v.createdAt}  ${v.aliases.join(',')}`),
+            ...r.versions.map((v) => `  v${v.version}  ${v.sha256.slice(0, 12)}  ${v.size} bytes  ${v.createdAt}  ${v.aliases.join(',')}`),
             `  deployment: ${r.deployment.strategy ? JSON.stringify(r.deployment.strategy) : r.deployment.serving}`,
           ].join('\n'),
         );
@@ -144,9 +162,9 @@ export const models: Command = {
       case 'alias': {
         const [name, alias, version] = positionals;
         if (!name || !alias || !version || !/^\d+$/.test(version)) throw new UsageError('alias needs NAME ALIAS VERSION');
-        const r = await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}`, {
+        const r = (await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}`, {
           json: { version: Number(version), ...(values.reason ? { reason: values.reason } : {}) },
-        });
+        })) as { event: AliasEvent };
         print(values, r, () => `${name} ${alias}: v${r.event.from ?? '-'} -> v${r.event.to}`);
         return 0;
       }
@@ -216,7 +234,7 @@ export function deploymentSpec(values: Flags, variants: string[]): unknown {
 const pct = (x: unknown) => `${Number(x).toFixed(1)}%`;
 const ms = (x: unknown) => (x === null || x === undefined ? 'n/a' : `${Number(x).toFixed(2)} ms`);
 
-function describeStrategy(s: any): string {
+function describeStrategy(s: Strategy): string {
   switch (s.strategy) {
     case 'direct':
       return `direct v${s.version}`;
@@ -225,7 +243,7 @@ function describeStrategy(s: any): string {
     case 'canary':
       return `canary v${s.stable} -> v${s.canary} at ${s.percent}%${s.steps ? ` (steps ${s.steps.join(', ')} every ${s.stepSeconds} s)` : ''}`;
     case 'ab':
-      return `A/B ${s.variants.map((v: any) => `${v.name}=v${v.version} (weight ${v.weight})`).join(', ')}${s.stickyKey ? `, sticky on ${s.stickyKey}` : ''}`;
+      return `A/B ${s.variants.map((v) => `${v.name}=v${v.version} (weight ${v.weight})`).join(', ')}${s.stickyKey ? `, sticky on ${s.stickyKey}` : ''}`;
     case 'shadow':
       return `shadow: v${s.primary} answers, v${s.shadow} gets copies`;
     default:
@@ -234,11 +252,11 @@ function describeStrategy(s: any): string {
 }
 
 /** `scoreline status` (and what deploy, promote and rollback print): strategy, traffic, per-version statistics, analysis, history. */
-export function describeDeployment(r: any): string {
+export function describeDeployment(r: DeploymentView): string {
   if (!r.strategy) return `${r.model}: no deployment; serving the ${r.serving}`;
   const out = [`${r.model}: ${describeStrategy(r.strategy)}, since ${r.since}${r.reason ? ` (${r.reason})` : ''}`];
   out.push(`  traffic: ${Object.entries(r.traffic ?? {}).map(([v, p]) => `v${v} ${pct(p)}`).join(', ')}`);
-  for (const [v, st] of Object.entries<any>(r.step_stats ?? {})) {
+  for (const [v, st] of Object.entries(r.step_stats ?? {})) {
     out.push(`  v${v}: ${st.requests} requests, ${st.errors} errors${st.error_rate !== null ? ` (${pct(st.error_rate * 100)})` : ''}, p99 ${ms(st.p99_ms)}, ${st.scores} scores`);
   }
   const analysis = r.live_analysis ?? r.analysis?.at(-1) ?? null;
@@ -294,7 +312,7 @@ export const deploy: Command = {
     const [name] = positionals;
     if (!name) throw new UsageError('deploy needs NAME');
     const spec = deploymentSpec(values, variants) as Record<string, unknown>;
-    const r = await call(values, 'PUT', `/admin/deployments/${encodeURIComponent(name)}`, { json: { ...spec, ...(values.reason ? { reason: values.reason } : {}) } });
+    const r = (await call(values, 'PUT', `/admin/deployments/${encodeURIComponent(name)}`, { json: { ...spec, ...(values.reason ? { reason: values.reason } : {}) } })) as DeploymentView;
     print(values, r, () => describeDeployment(r));
     return 0;
   },
@@ -315,7 +333,7 @@ function simple(action: 'promote' | 'rollback' | 'status'): Command {
       const [name] = positionals;
       if (!name) throw new UsageError(`${action} needs NAME`);
       const path = `/admin/deployments/${encodeURIComponent(name)}${action === 'status' ? '' : `/${action}`}`;
-      const r = await call(values, action === 'status' ? 'GET' : 'POST', path, action === 'status' ? undefined : { json: values.reason ? { reason: values.reason } : {} });
+      const r = (await call(values, action === 'status' ? 'GET' : 'POST', path, action === 'status' ? undefined : { json: values.reason ? { reason: values.reason } : {} })) as DeploymentView;
       print(values, r, () => describeDeployment(r));
       return 0;
     },

@@ -13,6 +13,8 @@ const BENCHES: Record<string, { file: string; node?: string[]; what: string }> =
   monitoring: { file: 'monitoring.js', what: 'throughput with monitoring on vs off (wrk)' },
   tracing: { file: 'tracing.js', what: 'CPU per request with tracing and the access log off vs on (wrk)' },
   retrain: { file: 'retrain-latency.js', what: 'scoring latency while a retraining job trains' },
+  export: { file: 'export.js', what: 'peak memory of export predictions as the log grows tenfold' },
+  schemas: { file: 'schemas.js', what: 'an inference body\'s schema check vs its JSON.parse' },
 };
 
 const USAGE = `Usage: scoreline bench NAME [options of that benchmark]
@@ -25,7 +27,7 @@ Load tests need wrk (apt-get install -y wrk) and only target 127.0.0.1. Results 
 bench/RESULTS.md unless --no-write.`;
 
 export const bench: Command = {
-  summary: 'run a benchmark (http, features, batch, monitoring, tracing, retrain)',
+  summary: 'run a benchmark (http, features, batch, monitoring, tracing, retrain, export, schemas)',
   usage: USAGE,
   async run(argv) {
     const [name, ...rest] = argv;

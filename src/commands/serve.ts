@@ -12,15 +12,16 @@ const SERVE_USAGE = `Usage: scoreline serve [options]
 Serve the models of a repository (Triton layout: DIR/<model>/<version>/model.onnx).
 
 Options:
-  --model-repo DIR   model repository to serve
-  --port N           port to listen on (default 8080; 0 picks a free port)
-  --grpc-port N|off  port of the OIP gRPC service (default 8081; 0 picks a free port; off: none)
-  --host HOST        address to bind (default 0.0.0.0)
-  --data-dir DIR     directory for scoreline's state (default ./data)
-  --workers N        inference worker threads; 0 runs inference on the HTTP thread
-  --config FILE      YAML or JSON configuration file (flags override it)
-  --log-level LEVEL  fatal | error | warn | info | debug | trace | silent
-  -h, --help         show this help`;
+  --model-repo DIR     model repository to serve (a version folder holds model.onnx or an MLflow model)
+  --repository-poll S  rescan the repository every S seconds for new version folders (0: only at start)
+  --port N             port to listen on (default 8080; 0 picks a free port)
+  --grpc-port N|off    port of the OIP gRPC service (default 8081; 0 picks a free port; off: none)
+  --host HOST          address to bind (default 0.0.0.0)
+  --data-dir DIR       directory for scoreline's state (default ./data)
+  --workers N          inference worker threads; 0 runs inference on the HTTP thread
+  --config FILE        YAML or JSON configuration file (flags override it)
+  --log-level LEVEL    fatal | error | warn | info | debug | trace | silent
+  -h, --help           show this help`;
 
 /** Paths inside a config file are relative to the file; flags stay relative to the working directory. */
 export function anchorPaths(raw: unknown, dir: string): unknown {
@@ -63,6 +64,7 @@ export function anchorPaths(raw: unknown, dir: string): unknown {
 export function serveConfig(argv: string[]): ServerConfig | null {
   const { values, positionals } = parse(argv, {
     'model-repo': { type: 'string' },
+    'repository-poll': { type: 'string' },
     port: { type: 'string' },
     'grpc-port': { type: 'string' },
     host: { type: 'string' },
@@ -80,6 +82,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const flags: DeepPartial<ServerConfig> = {};
   if (values['model-repo'] !== undefined) flags.modelRepository = nonEmpty(values['model-repo'], '--model-repo');
   if (values['data-dir'] !== undefined) flags.dataDir = nonEmpty(values['data-dir'], '--data-dir');
+  const poll = intFlag(values['repository-poll'] as string | undefined, '--repository-poll');
+  if (poll !== undefined) flags.repository = { poll };
   const port = intFlag(values.port as string | undefined, '--port');
   if (port !== undefined && port > 65535) throw new UsageError(`--port must be from 0 to 65535, got ${port}`);
   if (port !== undefined || values.host !== undefined) {

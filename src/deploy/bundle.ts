@@ -291,7 +291,7 @@ function readme(model: string, versions: readonly BundledVersion[], baseImage: s
     `(\`scoreline deploy\`, or \`PUT /admin/deployments/${model}\`).`,
     '',
     'On Kubernetes (deploy/kubernetes in the scoreline repository), set the Deployment\'s image to this one',
-    `and its \`--model-repo\` argument to \`${BUNDLE_IMAGE_DIR}/models\`; the models volume is then not needed.`,
+    `and its \`--model-repo\` argument to \`${BUNDLE_IMAGE_DIR}/models\`.`,
     ...(warnings.length > 0 ? ['', '## Warnings', '', ...warnings.map((w) => `- ${w}`)] : []),
     '',
   ].join('\n');

@@ -113,8 +113,9 @@ export class Deployer {
 
   /**
    * Brings this process to the stored deployments: every one whose revision is newer than the one
-   * served here is loaded, warmed and switched to (`only`: just that model). A model whose change is
-   * in progress here is left for the next call. Returns the models switched.
+   * served here is loaded, warmed and switched to (`only`: just that model), and one removed in the
+   * store stops being served here. A model whose change is in progress here is left for the next
+   * call. Returns the models switched.
    */
   async sync(only?: string): Promise<string[]> {
     const records = only === undefined ? await this.opts.registry.listDeployments<DeploymentState>() : [await this.opts.registry.getDeployment<DeploymentState>(only)].filter((r) => r !== undefined);
@@ -131,7 +132,33 @@ export class Deployer {
       });
       if (ok) switched.push(rec.model);
     }
+    // Deployments another replica removed: the model goes back to its highest ready version here too.
+    const stored = new Set(records.map((r) => r.model));
+    for (const name of [...this.states.keys()]) {
+      if ((only !== undefined && name !== only) || stored.has(name) || this.busy.has(name)) continue;
+      const ok = await this.exclusive(name, async () => {
+        // Read again inside: a deployment made here meanwhile is in the store.
+        if (!this.states.has(name) || (await this.opts.registry.getDeployment(name)) !== undefined) return false;
+        this.drop(name, 0);
+        this.opts.log.info({ model: name }, 'deployment removed in the store: serving the latest ready version');
+        return true;
+      }).catch((e: Error) => {
+        this.opts.log.warn({ model: name, err: e.message }, 'could not check a removed deployment yet');
+        return false;
+      });
+      if (ok) switched.push(name);
+    }
     return switched;
+  }
+
+  /** Stops routing by the model's deployment (it serves its highest ready version); its versions stay loaded. */
+  private drop(name: string, revision: number): void {
+    this.opts.router.set(name, null);
+    this.states.delete(name);
+    if (revision === 0) this.revisions.delete(name);
+    else this.revisions.set(name, revision);
+    this.problems.delete(name);
+    this.schedule(name);
   }
 
   /** Serves a stored deployment: its versions loaded first, then one router switch. False when nothing of it can be served. */
@@ -253,6 +280,22 @@ export class Deployer {
     } finally {
       this.busy.delete(name);
     }
+  }
+
+  /**
+   * DELETE /admin/deployments/{name}: the model goes back to serving its highest ready version.
+   * Versions stay loaded (unloading them is a separate, explicit step). A canary is refused: its
+   * analysis (and a retraining job waiting on it) decides it; roll it back or promote it first.
+   */
+  async remove(name: string, reason = 'removed'): Promise<void> {
+    await this.exclusive(name, async () => {
+      const s = await this.current(name);
+      if (s.strategy === 'canary') throw conflict(`model '${name}' has a canary deployment under analysis; roll it back or promote it before removing the deployment`);
+      // Stored first (refused when another replica changed it meanwhile); the other replicas follow by propagation.
+      const revision = await this.opts.registry.removeDeployment(name, { action: 'remove', reason, expectRevision: this.revisions.get(name) ?? 0 });
+      this.drop(name, revision);
+      this.opts.log.info({ model: name, reason, was: s, revision }, 'deployment removed');
+    });
   }
 
   /** Loads a registered version from its verified artifact, unless it is already serving. */
@@ -425,7 +468,7 @@ export class Deployer {
       // What the analysis says now (recorded analyses above are the ones that moved traffic).
       live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
-      history: history.slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to.spec })),
+      history: history.slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to?.spec ?? null })),
     };
   }
 

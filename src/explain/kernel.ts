@@ -123,7 +123,10 @@ export function planCoalitions(M: number, options: KernelOptions): CoalitionPlan
   // Cumulative kernel mass over the sampled sizes.
   const cumulative: number[] = [];
   let acc = 0;
-  for (let s = lo; s <= hi; s++) cumulative.push((acc += mass[s]!));
+  for (let s = lo; s <= hi; s++) {
+    acc += mass[s]!;
+    cumulative.push(acc);
+  }
   const order = Array.from({ length: M }, (_, i) => i);
   for (let p = 0; p < pairs; p++) {
     const u = random() * acc;
@@ -148,7 +151,9 @@ export function planCoalitions(M: number, options: KernelOptions): CoalitionPlan
 
 function finish(M: number, masks: number[][], weights: number[], sampled: number, sampledMass: number, exact: boolean): CoalitionPlan {
   const flat = new Uint8Array(masks.length * M);
-  masks.forEach((m, i) => flat.set(m, i * M));
+  masks.forEach((m, i) => {
+    flat.set(m, i * M);
+  });
   return { features: M, count: masks.length, masks: flat, weights: Float64Array.from(weights), sampled, sampledMass, exact };
 }
 

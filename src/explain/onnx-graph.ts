@@ -77,7 +77,9 @@ class Interpreter {
     const graph = onnx.ModelProto.decode(bytes).graph;
     if (!graph) throw new Unsupported('the model has no graph');
     for (const t of graph.initializer ?? []) if (t.name) this.initializers.set(t.name, t);
-    for (const node of graph.node ?? []) (node.output ?? []).forEach((o, index) => o && this.producers.set(o, { node, index }));
+    for (const node of graph.node ?? []) (node.output ?? []).forEach((o, index) => {
+        if (o) this.producers.set(o, { node, index });
+      });
     this.M = target.features;
   }
 

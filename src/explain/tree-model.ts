@@ -194,7 +194,10 @@ export function parseEnsemble(raw: RawEnsemble): ParsedEnsemble {
     const i = index.get(key(raw.weightTree[w]!, raw.weightNode[w]!));
     if (i === undefined) throw new Unsupported(`a weight names node ${raw.weightNode[w]} of tree ${raw.weightTree[w]}, which does not exist`);
     let lw = weights.get(i);
-    if (lw === undefined) weights.set(i, (lw = { ids: [], values: [], nodeValue: raw.values[i]! }));
+    if (lw === undefined) {
+      lw = { ids: [], values: [], nodeValue: raw.values[i]! };
+      weights.set(i, lw);
+    }
     lw.ids.push(raw.weightId[w]!);
     lw.values.push(raw.weightValue[w]!);
   }

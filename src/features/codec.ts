@@ -157,7 +157,10 @@ export function decodeGroup(layout: GroupLayout, bytes: Uint8Array): Record<stri
   const n = layout.names.length;
   const values: (number | boolean | null)[] = [];
   const ts: number[] = [];
-  for (let i = 0; i < n; i++) values.push(null), ts.push(0);
+  for (let i = 0; i < n; i++) {
+    values.push(null);
+    ts.push(0);
+  }
   if (!decodeGroupInto(layout, bytes, values, ts)) return null;
   const out: Record<string, FeatureValue> = {};
   for (let i = 0; i < n; i++) out[layout.names[i]!] = { value: values[i]!, eventTs: ts[i]! };

@@ -122,7 +122,10 @@ export class EmbeddedStore implements OnlineStore {
 
     for (const s of opts.streams) {
       let byStream = this.#windows.get(s.entity);
-      if (byStream === undefined) this.#windows.set(s.entity, (byStream = new Map()));
+      if (byStream === undefined) {
+        byStream = new Map();
+        this.#windows.set(s.entity, byStream);
+      }
       const ws = new WindowStore({ stream: s.stream });
       for (const w of s.windowsMs) ws.register(s.stream, w);
       byStream.set(s.stream, ws);
@@ -232,7 +235,8 @@ export class EmbeddedStore implements OnlineStore {
         const layout = w.group.layout;
         let whole = true;
         for (const name of layout.names) if (!Object.hasOwn(w.values, name)) whole = false;
-        const into = arena.subarray(at, (at += layout.byteLength));
+        const into = arena.subarray(at, at + layout.byteLength);
+        at += layout.byteLength;
         let bytes: Uint8Array;
         if (whole) bytes = encodeGroup(layout, w.values, into);
         else {

@@ -136,51 +136,62 @@ function check(node: Node, allowed: ReadonlySet<string>, used: string[]): void {
     case 'Literal': {
       const v = node.value;
       if (typeof v === 'number' || typeof v === 'boolean') return;
-      return fail(v === null ? 'null is not allowed' : 'string literals are not allowed', at);
+      fail(v === null ? 'null is not allowed' : 'string literals are not allowed', at);
+      return;
     }
     case 'Identifier': {
       const name = node.name as string;
       if (!allowed.has(name)) {
         const known = allowed.size ? [...allowed].join(', ') : 'none';
-        return fail(`unknown variable '${name}' (allowed: ${known})`, at);
+        fail(`unknown variable '${name}' (allowed: ${known})`, at);
       }
       if (!used.includes(name)) used.push(name);
       return;
     }
     case 'UnaryExpression':
-      if (!UNARY.has(node.operator as string)) return fail(`operator '${node.operator as string}' is not allowed`, at);
-      return check(node.argument as Node, allowed, used);
+      if (!UNARY.has(node.operator as string)) fail(`operator '${node.operator as string}' is not allowed`, at);
+      check(node.argument as Node, allowed, used);
+      return;
     case 'BinaryExpression':
       check(node.left as Node, allowed, used);
-      return check(node.right as Node, allowed, used);
+      check(node.right as Node, allowed, used);
+      return;
     case 'ConditionalExpression':
       check(node.test as Node, allowed, used);
       check(node.consequent as Node, allowed, used);
-      return check(node.alternate as Node, allowed, used);
+      check(node.alternate as Node, allowed, used);
+      return;
     case 'CallExpression': {
       const callee = node.callee as Node;
-      if (callee.type !== 'Identifier') return fail('only calls of the allowed functions by name are allowed', at);
+      if (callee.type !== 'Identifier') fail('only calls of the allowed functions by name are allowed', at);
       const name = callee.name as string;
       const arity = FUNCTIONS.get(name);
-      if (!arity) return fail(`unknown function '${name}' (allowed: ${EXPRESSION_FUNCTIONS.join(', ')})`, at);
+      if (!arity) {
+        fail(`unknown function '${name}' (allowed: ${EXPRESSION_FUNCTIONS.join(', ')})`, at);
+        return;
+      }
       const args = node.arguments as Node[];
       if (args.length < arity[0] || args.length > arity[1]) {
         const want = arity[0] === arity[1] ? `${arity[0]}` : `at least ${arity[0]}`;
-        return fail(`${name}() takes ${want} argument${arity[0] === 1 ? '' : 's'}, got ${args.length}`, at);
+        fail(`${name}() takes ${want} argument${arity[0] === 1 ? '' : 's'}, got ${args.length}`, at);
       }
       for (const a of args) check(a, allowed, used);
       return;
     }
     case 'MemberExpression':
-      return fail('member access is not allowed', at);
+      fail('member access is not allowed', at);
+      return;
     case 'ThisExpression':
-      return fail("'this' is not allowed", at);
+      fail("'this' is not allowed", at);
+      return;
     case 'ArrayExpression':
-      return fail('array literals are not allowed', at);
+      fail('array literals are not allowed', at);
+      return;
     case 'SequenceExpression':
-      return fail('comma sequences are not allowed', at);
+      fail('comma sequences are not allowed', at);
+      return;
     default:
-      return fail(`${node.type} is not allowed`, at);
+      fail(`${node.type} is not allowed`, at);
   }
 }
 
@@ -226,9 +237,9 @@ function binary<I>(op: string, l: Fn<I>, r: Fn<I>): Fn<I> {
     case '>': return (v) => l(v) > r(v);
     case '>=': return (v) => l(v) >= r(v);
     // Operands are numbers or booleans only, where == differs from === just by treating
-    // true/false as 1/0; both are kept with JavaScript's meaning.
-    case '==': return (v) => l(v) == r(v);
-    case '!=': return (v) => l(v) != r(v);
+    // true/false as 1/0; both keep JavaScript's meaning by comparing the operands as numbers.
+    case '==': return (v) => +l(v) === +r(v);
+    case '!=': return (v) => +l(v) !== +r(v);
     case '===': return (v) => l(v) === r(v);
     case '!==': return (v) => l(v) !== r(v);
     case '&&': return (v) => l(v) && r(v);
@@ -262,13 +273,13 @@ function call<I>(name: string, args: Fn<I>[]): Fn<I> {
     case 'clamp': return (v) => Math.min(Math.max(num(a(v)), num(b(v))), num(c(v)));
     case 'isnan': return (v) => {
       const x = a(v);
-      return x !== x;
+      return Number.isNaN(x);
     };
     default: // coalesce: missing values read as NaN, so the first value that is not NaN wins
       return (v) => {
         for (let i = 0; i < args.length; i++) {
           const x = args[i]!(v);
-          if (x === x) return x;
+          if (!Number.isNaN(x)) return x;
         }
         return NaN;
       };

@@ -339,7 +339,9 @@ export class NativeTable {
     if (inserted < 0) {
       // A key holds the separator: one at a time.
       inserted = 0;
-      keys.forEach((k, i) => (inserted += this.#native.tableInsertMany(this.#id, k, 1, values[i]!, Int32Array.of(values[i]!.byteLength))));
+      keys.forEach((k, i) => {
+        inserted += this.#native.tableInsertMany(this.#id, k, 1, values[i]!, Int32Array.of(values[i]!.byteLength));
+      });
     }
     return inserted;
   }

@@ -89,7 +89,7 @@ export interface ResolutionPlan {
 
 /** Casts a computed value to the dtype: float32 rounds, ints truncate, bool is x !== 0; NaN stays NaN. */
 export function castToDtype(dtype: Dtype, x: unknown): Scalar {
-  if (dtype === 'bool') return typeof x === 'boolean' ? x : typeof x === 'number' && x === x ? x !== 0 : NaN;
+  if (dtype === 'bool') return typeof x === 'boolean' ? x : typeof x === 'number' && !Number.isNaN(x) ? x !== 0 : NaN;
   const n = typeof x === 'number' ? x : typeof x === 'boolean' ? +x : NaN;
   return dtype === 'float32' ? Math.fround(n) : dtype === 'float64' ? n : Math.trunc(n);
 }
@@ -159,7 +159,9 @@ export class FeatureRegistry {
     this.entities = defs.entities;
     this.sources = defs.sources;
     this.features = defs.features;
-    defs.order.forEach((ref, i) => this.#rank.set(ref, i));
+    defs.order.forEach((ref, i) => {
+      this.#rank.set(ref, i);
+    });
 
     const groups = new Map<string, FeatureDef[]>();
     for (const f of defs.features) {
@@ -169,7 +171,9 @@ export class FeatureRegistry {
     }
     this.groups = [...groups.values()].map((list) => {
       const group = { entity: list[0]!.entity, version: list[0]!.version, refs: list.map((f) => f.ref), layout: groupLayout(list.map((f) => f.name)) };
-      list.forEach((f, field) => this.#groupOf.set(f.ref, { group, field }));
+      list.forEach((f, field) => {
+        this.#groupOf.set(f.ref, { group, field });
+      });
       return group;
     });
 
@@ -227,6 +231,7 @@ export class FeatureRegistry {
       throw badRequest(`${what} must be a string, got ${Array.isArray(raw) ? 'array' : typeof raw}`);
     const id = String(raw);
     if (id.length === 0 || id.length > 256) throw badRequest(`${what} must have 1 to 256 characters, got ${id.length}`);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: an entity id must not contain control characters, so the class names them
     if (/[\u0000-\u001f\u007f]/.test(id)) throw badRequest(`${what} must not contain control characters`);
     if (def.pattern && !def.pattern.test(id)) {
       const shown = id.length > 64 ? `${id.slice(0, 64)}...` : id;
@@ -251,7 +256,10 @@ export class FeatureRegistry {
     const requestFields: { field: string; slot: number }[] = [];
     const fieldSlot = (field: string): number => {
       let r = requestFields.find((x) => x.field === field);
-      if (!r) requestFields.push((r = { field, slot: ordered.length + requestFields.length }));
+      if (!r) {
+        r = { field, slot: ordered.length + requestFields.length };
+        requestFields.push(r);
+      }
       return r.slot;
     };
 

@@ -70,7 +70,9 @@ export class Resolution implements Resolved {
 
   get entityIds(): Record<string, string> {
     const out: Record<string, string> = {};
-    this.mf.plan.entities.forEach((e, i) => (out[e] = this.ids[i]!));
+    this.mf.plan.entities.forEach((e, i) => {
+      out[e] = this.ids[i]!;
+    });
     return out;
   }
 
@@ -89,7 +91,8 @@ export class Resolution implements Resolved {
 
   /** Window `wi` gave a value: from a snapshot (its read time), or from the in-process store (now). */
   windowRead(wi: number, fromSnapshot: boolean): void {
-    const at = (this.windowReadAt ??= []);
+    this.windowReadAt ??= [];
+    const at = this.windowReadAt;
     at[wi] = fromSnapshot ? snapshotReadAt(this.snapshots[wi]!, this.snapshotAt[wi]) : this.now;
   }
 
@@ -104,7 +107,7 @@ export class Resolution implements Resolved {
     for (const p of plan.features) {
       const t = this.ts[p.slot]!;
       const st = this.status[p.slot]!;
-      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: t !== t || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: Number.isNaN(t) || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
       const wi = this.mf.windowBySlot[p.slot]!;
       const readAt = wi >= 0 && st !== OVERRIDE ? this.windowReadAt?.[wi] : undefined;
       if (readAt !== undefined) d.window_age_ms = Math.max(0, Math.round(this.now - readAt));

@@ -119,7 +119,9 @@ export class FeatureServer {
       if (!overrideSlot.has(p.def.name) || plan.refs.includes(p.def.ref)) overrideSlot.set(p.def.name, p.slot);
     }
     const windowBySlot = new Int32Array(plan.slotCount).fill(-1);
-    plan.windows.forEach((w, i) => (windowBySlot[w.slot] = i));
+    plan.windows.forEach((w, i) => {
+      windowBySlot[w.slot] = i;
+    });
     return {
       plan,
       columns: sources.map((s) => (s.kind === 'request' ? s : { kind: 'feature', slot: slotOf.get(s.ref)! })),
@@ -331,7 +333,7 @@ export class FeatureServer {
       if (def.type === 'offline' || def.type === 'hybrid') {
         stored = values[slot] ?? null;
         const t = ts[slot]!;
-        if (stored !== null && t === t) {
+        if (stored !== null && !Number.isNaN(t)) {
           const age = now - t;
           mf.freshness[slot]!(age > 0 ? age / 1000 : 0);
           if (def.ttlMs === 0 || age <= def.ttlMs) {
@@ -356,7 +358,7 @@ export class FeatureServer {
         }
       } else if (def.type === 'online') {
         const x = p.computeSlots!(values);
-        if (typeof x === 'boolean' || x === x) {
+        if (typeof x === 'boolean' || !Number.isNaN(x)) {
           v = x;
           st = PRESENT;
         }
@@ -371,13 +373,16 @@ export class FeatureServer {
           st = STALE;
         } else if (fb.kind === 'compute' && p.computeSlots) {
           const x = p.computeSlots(values);
-          if (typeof x === 'boolean' || x === x) {
+          if (typeof x === 'boolean' || !Number.isNaN(x)) {
             v = x;
             st = DEFAULT;
           }
         }
         if (st !== MISSING) this.observer.fallback(def.ref, fb.kind);
-        else (missing ??= []).push(def.ref);
+        else {
+          missing ??= [];
+          missing.push(def.ref);
+        }
       }
       values[slot] = v;
       status[slot] = st;

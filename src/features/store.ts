@@ -142,7 +142,10 @@ export class MemoryStore implements OnlineStore {
   constructor(streams: readonly StreamSpec[]) {
     for (const s of streams) {
       let byStream = this.windows.get(s.entity);
-      if (byStream === undefined) this.windows.set(s.entity, (byStream = new Map()));
+      if (byStream === undefined) {
+        byStream = new Map();
+        this.windows.set(s.entity, byStream);
+      }
       const ws = new WindowStore({ stream: s.stream });
       for (const w of s.windowsMs) ws.register(s.stream, w);
       byStream.set(s.stream, ws);
@@ -174,7 +177,10 @@ export class MemoryStore implements OnlineStore {
   async writeGroups(writes: readonly GroupWrite[]): Promise<void> {
     for (const w of writes) {
       let byId = this.groups.get(w.group);
-      if (byId === undefined) this.groups.set(w.group, (byId = new Map()));
+      if (byId === undefined) {
+        byId = new Map();
+        this.groups.set(w.group, byId);
+      }
       const old = byId.get(w.id);
       const merged = old ? { ...(decodeGroup(w.group.layout, old) ?? {}), ...w.values } : w.values;
       byId.set(w.id, encodeGroup(w.group.layout, merged));

@@ -238,17 +238,24 @@ export class WindowStore {
     if (verdict !== 'accept') return verdict;
 
     let series = this.#keys.get(key);
-    if (!series) this.#keys.set(key, (series = []));
+    if (!series) {
+      series = [];
+      this.#keys.set(key, series);
+    }
     for (const spec of specs) {
       let s = series.find((x) => x.widthMs === spec.widthMs);
-      if (!s) series.push((s = { widthMs: spec.widthMs, windowMs: spec.windowMs, buckets: new Map(), oldest: Infinity }));
+      if (!s) {
+        s = { widthMs: spec.widthMs, windowMs: spec.windowMs, buckets: new Map(), oldest: Infinity };
+        series.push(s);
+      }
       prune(s, nowMs);
       const start = bucketStart(tsMs, s.widthMs);
       // A shorter series may already be past this event even when the longest one is not.
       if (start + s.widthMs <= nowMs - s.windowMs) continue;
       let a = s.buckets.get(start);
       if (!a) {
-        s.buckets.set(start, (a = emptyAggregate()));
+        a = emptyAggregate();
+        s.buckets.set(start, a);
         if (start < s.oldest) s.oldest = start;
       }
       addValue(a, value);
@@ -264,9 +271,15 @@ export class WindowStore {
     const spec = this.#specs.get(this.#streamOf(key))?.find((x) => x.widthMs === widthMs);
     if (!spec) return false;
     let series = this.#keys.get(key);
-    if (!series) this.#keys.set(key, (series = []));
+    if (!series) {
+      series = [];
+      this.#keys.set(key, series);
+    }
     let s = series.find((x) => x.widthMs === widthMs);
-    if (!s) series.push((s = { widthMs, windowMs: spec.windowMs, buckets: new Map(), oldest: Infinity }));
+    if (!s) {
+      s = { widthMs, windowMs: spec.windowMs, buckets: new Map(), oldest: Infinity };
+      series.push(s);
+    }
     s.buckets.set(startMs, { ...a });
     if (startMs < s.oldest) s.oldest = startMs;
     return true;

@@ -95,7 +95,10 @@ export class InferenceEngine {
     let lane = this.pool ?? this.inline;
     model.batcher = batcherOn(lane);
     let versions = this.models.get(model.name);
-    if (versions === undefined) this.models.set(model.name, (versions = new Map()));
+    if (versions === undefined) {
+      versions = new Map();
+      this.models.set(model.name, versions);
+    }
     const previous = versions.get(model.version);
     if (previous !== undefined && previous.state !== 'unloaded') {
       throw modelInvalid(`model '${model.name}' version ${model.version} is already loaded`);
@@ -140,10 +143,10 @@ export class InferenceEngine {
       if (m !== undefined) return m;
     }
     const versions = this.models.get(name);
-    if (versions === undefined || versions.size === 0) throw modelNotFound(name);
+    if (versions === undefined) throw modelNotFound(name);
     if (version !== undefined) {
       const m = versions.get(version);
-      if (m === undefined || m.state === 'unloaded') throw versionNotFound(name, version);
+      if (m === undefined || m.state === 'unloaded') throw this.gone(name) ? modelNotFound(name) : versionNotFound(name, version);
       if (m.state !== 'ready') throw notReady(`model '${name}' version ${version} (${m.state})`);
       return m;
     }
@@ -151,8 +154,14 @@ export class InferenceEngine {
     for (const m of versions.values()) {
       if (m.state === 'ready' && (best === undefined || m.versionNumber > best.versionNumber)) best = m;
     }
-    if (best === undefined) throw notReady(`model '${name}'`);
+    if (best === undefined) throw this.gone(name) ? modelNotFound(name) : notReady(`model '${name}'`);
     return best;
+  }
+
+  /** A model whose every version was unloaded is gone (404), not waiting to become ready (503). */
+  private gone(name: string): boolean {
+    for (const m of this.models.get(name)?.values() ?? []) if (m.state !== 'unloaded') return false;
+    return true;
   }
 
   /** Any version, ready or not (metadata and readiness endpoints); throws 404 when there is none. */

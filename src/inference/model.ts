@@ -156,5 +156,5 @@ export function scoreOutputOf(config: ModelConfig, outputs: readonly TensorSpec[
   const named = outputs.findIndex((o) => o.name === 'probabilities');
   if (named >= 0) return { output: named, column: null };
   const float = outputs.findIndex((o) => o.datatype === 'FP32' || o.datatype === 'FP64');
-  return { output: float >= 0 ? float : 0, column: null };
+  return { output: Math.max(float, 0), column: null };
 }

@@ -266,7 +266,7 @@ export function checkRawValues(data: TypedArray, dt: Datatype, start: number, en
 
 function elementError(where: string, v: unknown, want: string) {
   if (typeof v === 'bigint') v = String(v);
-  const shown = typeof v === 'string' ? JSON.stringify(v.length > 32 ? v.slice(0, 32) + '...' : v) : String(v);
+  const shown = typeof v === 'string' ? JSON.stringify(v.length > 32 ? `${v.slice(0, 32)}...` : v) : String(v);
   return badRequest(`${where}: element ${shown} is not ${want}`);
 }
 
@@ -275,7 +275,7 @@ export function jsonElements(data: TensorData, dt: Datatype, start: number, end:
   if (start >= end) return '';
   if (isStringTensor(data)) {
     let s = JSON.stringify(data[start]);
-    for (let i = start + 1; i < end; i++) s += ',' + JSON.stringify(data[i]);
+    for (let i = start + 1; i < end; i++) s += `,${JSON.stringify(data[i])}`;
     return s;
   }
   if (dt === 'BOOL') {
@@ -284,7 +284,7 @@ export function jsonElements(data: TensorData, dt: Datatype, start: number, end:
     return s;
   }
   let s = String(data[start]);
-  for (let i = start + 1; i < end; i++) s += ',' + String(data[i]);
+  for (let i = start + 1; i < end; i++) s += `,${String(data[i])}`;
   return s;
 }
 

@@ -127,9 +127,18 @@ export function parseAlertRules(json: unknown, where: string): AlertRule[] {
     for (const k of Object.keys(raw)) if (!RULE_KEYS.has(k)) errors.push(`${p}: unknown property '${k}'`);
     const num = (key: string, min: number | null, required: boolean): number | undefined => {
       const v = raw[key];
-      if (v === undefined) return required ? (bad(key, 'is required (a number)'), undefined) : undefined;
-      if (typeof v !== 'number' || !Number.isFinite(v)) return bad(key, 'must be a finite number'), undefined;
-      if (min !== null && v < min) return bad(key, `must be >= ${min}`), undefined;
+      if (v === undefined) {
+        if (required) bad(key, 'is required (a number)');
+        return undefined;
+      }
+      if (typeof v !== 'number' || !Number.isFinite(v)) {
+        bad(key, 'must be a finite number');
+        return undefined;
+      }
+      if (min !== null && v < min) {
+        bad(key, `must be >= ${min}`);
+        return undefined;
+      }
       return v;
     };
     if (typeof raw.name !== 'string' || raw.name.trim() === '') bad('name', 'must be a non-empty string');
@@ -160,12 +169,12 @@ function ruleSetErrors(rules: readonly AlertRule[], where: string): string[] {
     if (index.has(r.name)) errors.push(`${where}[${i}].name: duplicate rule name '${r.name}' (also ${where}[${index.get(r.name)}])`);
     else index.set(r.name, i);
   });
-  rules.forEach((r, i) =>
+  rules.forEach((r, i) => {
     (r.inhibitedBy ?? []).forEach((n, j) => {
       if (n === r.name) errors.push(`${where}[${i}].inhibitedBy[${j}]: a rule cannot inhibit itself`);
       else if (!index.has(n)) errors.push(`${where}[${i}].inhibitedBy[${j}]: no rule named '${n}'`);
-    }),
-  );
+    });
+  });
   if (errors.length === 0 && inhibitionOrder(rules) === null) errors.push(`${where}: inhibitedBy forms a cycle`);
   return errors;
 }
@@ -350,7 +359,10 @@ export class AlertManager {
           if (cur?.state === 'pending') alerts.delete(key);
         } else if (holds(rule, v)) {
           let a = cur;
-          if (a === undefined) alerts.set(key, (a = this.pending(rule, { ...observations[i]!.labels }, key, v, now)));
+          if (a === undefined) {
+            a = this.pending(rule, { ...observations[i]!.labels }, key, v, now);
+            alerts.set(key, a);
+          }
           a.value = v;
           a.message = alertMessage(rule, a.labels, v, a.state);
           held.add(a);

@@ -303,7 +303,9 @@ export class CategoricalDriftCounter extends DriftCounter {
   constructor(readonly baseline: CategoricalBaseline) {
     if (baseline.refShares.length !== baseline.categories.length + 1) throw new RangeError('categorical baseline needs categories.length + 1 refShares');
     super(baseline.refShares);
-    baseline.categories.forEach((c, i) => this.index.set(c, i));
+    baseline.categories.forEach((c, i) => {
+      this.index.set(c, i);
+    });
     this.other = baseline.categories.length;
   }
 

@@ -47,13 +47,19 @@ export class FeatureMetricsObserver {
   fallback(ref: string, kind: string): void {
     const key = `${ref}\u0000${kind}`;
     let c = this.fallbackCells.get(key);
-    if (c === undefined) this.fallbackCells.set(key, (c = this.fallbacks.cell({ feature: ref, kind })));
+    if (c === undefined) {
+      c = this.fallbacks.cell({ feature: ref, kind });
+      this.fallbackCells.set(key, c);
+    }
     c.inc();
   }
 
   freshness(ref: string): (ageSeconds: number) => void {
     let h = this.fresh.get(ref);
-    if (h === undefined) this.fresh.set(ref, (h = this.freshnessFamily.cell({ feature: ref })));
+    if (h === undefined) {
+      h = this.freshnessFamily.cell({ feature: ref });
+      this.fresh.set(ref, h);
+    }
     const cell = h;
     return (ageSeconds) => cell.observe(ageSeconds);
   }
@@ -70,7 +76,10 @@ export class FeatureMetricsObserver {
   stale(ref: string): void {
     this.staleCounts.set(ref, (this.staleCounts.get(ref) ?? 0) + 1);
     let c = this.staleCells.get(ref);
-    if (c === undefined) this.staleCells.set(ref, (c = this.staleFamily!.cell({ feature: ref })));
+    if (c === undefined) {
+      c = this.staleFamily!.cell({ feature: ref });
+      this.staleCells.set(ref, c);
+    }
     c.inc();
   }
 

@@ -17,7 +17,7 @@ export class LatencyRecorder {
   private readonly h = new HdrHistogram(3_600_000_000, 3);
 
   recordMicros(us: number): void {
-    this.h.recordValue(us < 1 ? 1 : us);
+    this.h.recordValue(Math.max(us, 1));
   }
 
   snapshot(): LatencySnapshot {

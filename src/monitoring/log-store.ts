@@ -38,6 +38,18 @@ export interface FeedbackResult {
 /** Rows per segment are below this; a prediction's location is segment id * SEG + row. */
 export const SEG = 65536;
 
+/** A segment blob's columns, as views into it: timestamps, scores, then n * width inputs (row-major). */
+export function segmentColumns(data: Buffer, n: number, width: number): { ts: Float64Array; scores: Float64Array; features: Float32Array } {
+  // The blob is a SQLite copy at an arbitrary offset: align it once so that the views need no per-value reads.
+  const bytes = data.byteOffset % 8 === 0 ? data : new Uint8Array(data);
+  const base = bytes.byteOffset;
+  return {
+    ts: new Float64Array(bytes.buffer, base, n),
+    scores: new Float64Array(bytes.buffer, base + n * 8, n),
+    features: new Float32Array(bytes.buffer, base + n * 16, n * width),
+  };
+}
+
 /** A write queued in the log thread: a flush of the HTTP thread, history points or an alert change. */
 export type Write =
   | { kind: 'append'; seq: number; segments: AppendSegment[]; rows: number }
@@ -121,7 +133,7 @@ export function openStore(db: Database.Database, sync: boolean) {
   const alertHistory = db.prepare('SELECT data FROM alert_events WHERE at >= ? ORDER BY seq DESC LIMIT ?');
   const alertOpen = db.prepare("SELECT data FROM alerts WHERE state IN ('pending', 'firing')");
 
-  /** Blob layout: ts float64 x n, score float64 x n, inputs float32 x n*width (row-major). */
+  /** Blob layout (segmentColumns reads it): ts float64 x n, score float64 x n, inputs float32 x n*width (row-major). */
   const appendSegment = (s: AppendSegment) => {
     const { n, width } = s;
     if (n === 0) return;

@@ -190,39 +190,50 @@ function answer(m: Exclude<LogRequest, { op: 'append' | 'history.put' | 'alerts.
   // Reads see every write queued before them (and feedback first retries held predictions, so that
   // labels sent just after the disk has room again find them).
   drain(m.op === 'feedback' || m.op === 'flush');
-  if (m.op === 'flush') return post({ id: m.id, value: { held: heldRows() } });
+  if (m.op === 'flush') {
+    post({ id: m.id, value: { held: heldRows() } });
+    return;
+  }
   const s = storeOf();
   switch (m.op) {
     case 'feedback':
-      return post({ id: m.id, value: s.feedback(m.items, m.now) });
+      post({ id: m.id, value: s.feedback(m.items, m.now) });
+      return;
     case 'labelled': {
       const { scores, labels } = s.labelledRows(m.model, m.version, m.since, m.limit);
-      return post({ id: m.id, value: { scores, labels } }, [scores.buffer as ArrayBuffer, labels.buffer as ArrayBuffer]);
+      post({ id: m.id, value: { scores, labels } }, [scores.buffer as ArrayBuffer, labels.buffer as ArrayBuffer]);
+      return;
     }
     case 'performance': {
       // Sorting a day of labels takes tens of milliseconds: done here, not on the HTTP thread.
       const { scores, labels } = s.labelledRows(m.model, m.version, m.since, m.limit);
       const metrics = scores.length === 0 ? null : m.task === 'regression' ? regressionMetrics(scores, labels) : classificationMetrics(scores, labels, m.threshold);
-      return post({ id: m.id, value: { n: scores.length, metrics } });
+      post({ id: m.id, value: { n: scores.length, metrics } });
+      return;
     }
     case 'training': {
       const rows = s.training.all(m.model, m.since, m.limit) as { ts: number; score: number; features: Buffer; label: number }[];
-      return post({
+      post({
         id: m.id,
         value: rows.map((r) => ({ ts: r.ts, score: r.score, label: r.label, features: Array.from(new Float32Array(r.features.buffer, r.features.byteOffset, r.features.byteLength / 4)) })),
       });
+      return;
     }
     case 'history.get':
-      return post({
+      post({
         id: m.id,
         value: (s.historyGet.all(m.model, m.version, m.from, m.to) as { at: number; data: string }[]).map((r) => ({ at: r.at, ...JSON.parse(r.data) })),
       });
+      return;
     case 'alerts.history':
-      return post({ id: m.id, value: (s.alertHistory.all(m.since, m.limit) as { data: string }[]).map((r) => JSON.parse(r.data)) });
+      post({ id: m.id, value: (s.alertHistory.all(m.since, m.limit) as { data: string }[]).map((r) => JSON.parse(r.data)) });
+      return;
     case 'alerts.open':
-      return post({ id: m.id, value: (s.alertOpen.all() as { data: string }[]).map((r) => JSON.parse(r.data)) });
+      post({ id: m.id, value: (s.alertOpen.all() as { data: string }[]).map((r) => JSON.parse(r.data)) });
+      return;
     case 'prune':
-      return post({ id: m.id, value: s.prune(m.before) });
+      post({ id: m.id, value: s.prune(m.before) });
+      return;
   }
 }
 

@@ -82,7 +82,7 @@ function pointwise(scores: Values, labels: Values, threshold: number, eps: numbe
     const s = scores[i]!;
     const y = labels[i]!;
     if (!usable(s, y)) continue;
-    const p = s < eps ? eps : s > hi ? hi : s;
+    const p = Math.min(Math.max(s, eps), hi);
     if (y === 1) {
       if (s >= threshold) tp++;
       else fn++;

@@ -71,7 +71,7 @@ export class PredictionLog {
   readonly durability: Durability;
   private timer: NodeJS.Timeout | null = null;
   private next = 1;
-  private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private readonly pruneTimer: NodeJS.Timeout;
   /** Sequence number of the last flush sent to the worker. */
   private seq = 0;
@@ -271,7 +271,10 @@ export class PredictionLog {
     const w = this.waiting.get(m.id);
     if (w === undefined) return;
     this.waiting.delete(m.id);
-    if (!('error' in m)) return w.resolve(m.value);
+    if (!('error' in m)) {
+      w.resolve(m.value);
+      return;
+    }
     w.reject(isDiskFull(m) ? insufficientStorage(this.opts.dataDir, new Error(m.error)) : new Error(m.error));
   }
 
@@ -291,7 +294,7 @@ export class PredictionLog {
     this.flush();
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.worker.postMessage({ ...m, id });
     });
   }

@@ -56,7 +56,7 @@ export function readOnnxMetadata(bytes: Uint8Array, source = 'model'): OnnxMetad
     throw modelInvalid(`${source} is not an ONNX model: ${(e as Error).message}`);
   }
   const graph = model.graph;
-  if (!graph || !graph.output || graph.output.length === 0) {
+  if (!graph?.output || graph.output.length === 0) {
     throw modelInvalid(`${source} is not an ONNX model: it has no graph outputs`);
   }
   const initializers = new Set((graph.initializer ?? []).map((t) => t.name));

@@ -5,7 +5,7 @@
 // is returned for the server to log. Only scoreline's own entries are touched, never other files
 // that happen to live in the same directory.
 
-import { chmodSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 /** Files scoreline keeps at the top of the data dir (SQLite's -wal, -shm and -journal files follow their database). */
@@ -46,7 +46,7 @@ export function prepareDataDir(dataDir: string): DataDirPreparation {
 
 /** Removes group and other bits from `path` (and, with `deep`, everything under it); symlinks are left alone. */
 function tighten(path: string, out: DataDirPreparation, deep: boolean): void {
-  let st;
+  let st: Stats;
   try {
     st = lstatSync(path);
   } catch {

@@ -1,6 +1,6 @@
 // The model registry: models, versions (their ONNX signature, metrics, lineage), aliases and the
 // deployment history in SQLite, artifacts content-addressed by sha256 under the data dir, and the
-// model repository folder it imports from. Uploads are judged by content (ONNX only; pickles and
+// model repository folder it imports from (plain version folders and MLflow model folders). Uploads are judged by content (ONNX only; pickles and
 // joblib dumps refused). The store module (src/store) wraps it for SQLite and PostgreSQL alike.
 
 export type * from './records.js';
@@ -9,7 +9,14 @@ export { prepareDataDir, type DataDirPreparation, type ModeChange } from './data
 export { assertOnnx, detectFormat, type ModelFormat } from './format.js';
 export {
   MODEL_NAME, scanRepository, sha256File,
-  type RepositoryModel, type RepositoryReference, type RepositoryScan, type RepositoryVersion,
+  type HashCache, type RepositoryModel, type RepositoryReference, type RepositoryRefusal, type RepositoryScan, type RepositoryVersion,
 } from './repository.js';
+export {
+  ARCHIVE_TYPES, isMlflowFolder, MLFLOW_NUMERIC_TYPES, MLMODEL, mlflowModelFile, readMlflowArchive, readMlflowFolder, readMlflowModel,
+  type MlflowModel,
+} from './mlflow.js';
 export { MIGRATIONS, openDatabase, schemaVersion, type Db } from './schema.js';
-export { ALIAS_NAME, checkAliasName, deploymentMoved, LATEST, MAX_VERSION, mergePatch, ModelRegistry, prepareRegistration } from './store.js';
+export {
+  ALIAS_NAME, checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, MAX_VERSION, mergePatch, ModelRegistry, prepareRegistration,
+  REMOVED_DEPLOYMENT, repositoryRegistration, versionTaken,
+} from './store.js';

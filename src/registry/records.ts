@@ -139,7 +139,8 @@ export interface DeploymentEvent<S = unknown> {
   readonly at: string;
   readonly action: string;
   readonly from: S | null;
-  readonly to: S;
+  /** null: the deployment was removed. */
+  readonly to: S | null;
   readonly reason: string;
 }
 

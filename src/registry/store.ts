@@ -12,7 +12,8 @@ import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, i
 import { ArtifactStore, sha256Of } from './artifacts.js';
 import { refuseExternalData } from '../onnx/index.js';
 import { assertOnnx } from './format.js';
-import { MODEL_NAME, type RepositoryScan } from './repository.js';
+import { readMlflowFolder } from './mlflow.js';
+import { MODEL_NAME, type RepositoryModel, type RepositoryScan, type RepositoryVersion } from './repository.js';
 import type {
   AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord,
   RegisterOptions, RegisterResult, RegistryCounters, RegistryOptions, Signature, VersionRecord, VersionUpdate,
@@ -71,6 +72,41 @@ export function checkAliasName(alias: string): void {
   if (!ALIAS_NAME.test(alias) || alias === LATEST) {
     throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
   }
+}
+
+/**
+ * The stored state of a removed deployment. Its row stays, so revisions keep counting up across a
+ * removal (a replica that served an older revision adopts the next deployment), and reads treat it
+ * as no deployment.
+ */
+export const REMOVED_DEPLOYMENT = 'null';
+
+/** Whether a change based on `expected` may be written over the stored `current` revision; 0 means "no deployment". */
+export const deploymentRevisionMatches = (expected: number, current: number, removed: boolean) => expected === current || (removed && expected === 0);
+
+/**
+ * What a repository version is registered from: its model.onnx, or its MLflow folder's flavor file
+ * with the signature's feature names (model.yaml's settings win) and MLmodel as lineage.
+ */
+export function repositoryRegistration(model: RepositoryModel, v: RepositoryVersion): { bytes: Uint8Array; options: RegisterOptions } {
+  const mlflow = v.mlflowDir === undefined ? null : readMlflowFolder(v.mlflowDir);
+  const config = mlflow?.features ? { features: mlflow.features, ...model.config } : model.config;
+  return {
+    bytes: mlflow?.bytes ?? readFileSync(v.path),
+    options: {
+      version: v.version,
+      source: v.path,
+      config: config as JsonObject,
+      ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
+      ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
+    },
+  };
+}
+
+/** Versions are immutable: other bytes under a registered number are refused before they are read. */
+export function versionTaken(model: string, version: number, path: string, registered: string, found: string): ImportSkip {
+  const e = conflict(`version ${version} of model '${model}' already exists with different bytes (sha256 ${registered}, not ${found}); versions are immutable: add a new version folder`);
+  return { model, version, path, code: e.code, reason: e.message };
 }
 
 /** The deployment's revision did not match: another writer changed it since the caller read it. */
@@ -148,12 +184,13 @@ export class ModelRegistry {
    * versions already registered with the same hash are not re-read (they only get the reference
    * rows if they have none yet). A version whose number the registry holds with other bytes (or
    * whose file is not ONNX, or keeps tensor data in other files) is skipped and reported: the
-   * registry stays the source of truth.
+   * registry stays the source of truth. An MLflow version folder is registered from its flavor's
+   * ONNX file, with its signature's feature names (model.yaml's settings win) and MLmodel as lineage.
    */
   importRepository(scan: RepositoryScan): ImportResult {
     const imported: RegisterResult[] = [];
     const unchanged: RegisterResult[] = [];
-    const skipped: ImportSkip[] = [];
+    const skipped: ImportSkip[] = [...scan.refused];
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Fast path for every restart: same number, same hash (from the scan), artifact present.
@@ -167,13 +204,14 @@ export class ModelRegistry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
           continue;
         }
+        const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(model.name, v.version) as { sha256: string } | undefined;
+        if (taken !== undefined && taken.sha256 !== v.sha256) {
+          skipped.push(versionTaken(model.name, v.version, v.path, taken.sha256, v.sha256));
+          continue;
+        }
         try {
-          const result = this.register(model.name, readFileSync(v.path), {
-            version: v.version,
-            source: v.path,
-            config: model.config as JsonObject,
-            ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
-          });
+          const { bytes, options } = repositoryRegistration(model, v);
+          const result = this.register(model.name, bytes, options);
           (result.created ? imported : unchanged).push(result);
         } catch (e) {
           if (!isScorelineError(e) || e.status >= 500) throw e;
@@ -306,40 +344,60 @@ export class ModelRegistry {
    */
   saveDeployment<S>(name: string, state: S, options: { action: string; reason?: string; expectRevision?: number }): DeploymentRecord<S> {
     const json = JSON.stringify(state);
-    if (json === undefined) throw badRequest('a deployment state must be JSON');
+    if (json === undefined || json === REMOVED_DEPLOYMENT) throw badRequest('a deployment state must be JSON');
     return this.#write(() => {
       this.#requireModel(name);
       const at = this.#stamp();
       const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
       const current = before?.revision ?? 0;
-      if (options.expectRevision !== undefined && options.expectRevision !== current) throw deploymentMoved(name, options.expectRevision, current);
+      const removed = before === undefined || before.state === REMOVED_DEPLOYMENT;
+      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed)) throw deploymentMoved(name, options.expectRevision, current);
       this.#db.prepare(`INSERT INTO deployments (model, state, updated_at, revision) VALUES (?, ?, ?, ?)
         ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`).run(name, json, at, current + 1);
       this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(name, at, options.action, before?.state ?? null, json, options.reason ?? '');
+        .run(name, at, options.action, removed ? null : before.state, json, options.reason ?? '');
       return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
+    });
+  }
+
+  /**
+   * Removes the model's deployment (it then serves its highest ready version), recording the removal
+   * in its history with no new state; CONFLICT when it has none, or when it changed since
+   * expectRevision. Returns the removal's revision.
+   */
+  removeDeployment(name: string, options: { action: string; reason?: string; expectRevision?: number }): number {
+    return this.#write(() => {
+      this.#requireModel(name);
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      if (before === undefined || before.state === REMOVED_DEPLOYMENT) throw conflict(`model '${name}' has no deployment`);
+      if (options.expectRevision !== undefined && options.expectRevision !== before.revision) throw deploymentMoved(name, options.expectRevision, before.revision);
+      const at = this.#stamp();
+      this.#db.prepare('UPDATE deployments SET state = ?, updated_at = ?, revision = ? WHERE model = ?').run(REMOVED_DEPLOYMENT, at, before.revision + 1, name);
+      this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(name, at, options.action, before.state, REMOVED_DEPLOYMENT, options.reason ?? '');
+      return before.revision + 1;
     });
   }
 
   /** The model's deployment, or undefined when it has none. */
   getDeployment<S = unknown>(name: string): DeploymentRecord<S> | undefined {
     this.#requireModel(name);
-    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ?').get(name) as DeploymentRow | undefined;
+    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ? AND state <> ?').get(name, REMOVED_DEPLOYMENT) as DeploymentRow | undefined;
     return row && toDeployment<S>(row);
   }
 
   listDeployments<S = unknown>(): DeploymentRecord<S>[] {
-    return (this.#db.prepare('SELECT * FROM deployments ORDER BY model').all() as DeploymentRow[]).map((r) => toDeployment<S>(r));
+    return (this.#db.prepare('SELECT * FROM deployments WHERE state <> ? ORDER BY model').all(REMOVED_DEPLOYMENT) as DeploymentRow[]).map((r) => toDeployment<S>(r));
   }
 
-  /** Deployment changes of a model, oldest first. */
+  /** Deployment changes of a model, oldest first; `to` is null where the deployment was removed. */
   deploymentHistory<S = unknown>(name: string): DeploymentEvent<S>[] {
     this.#requireModel(name);
     const rows = this.#db.prepare('SELECT * FROM deployment_history WHERE model = ? ORDER BY id').all(name) as
       { model: string; at: string; action: string; from_state: string | null; to_state: string; reason: string }[];
     return rows.map((r) => ({
       model: r.model, at: r.at, action: r.action, reason: r.reason,
-      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S,
+      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S | null,
     }));
   }
 

@@ -101,7 +101,7 @@ export function planColumns(features: readonly string[], header: readonly string
   return features.map((name) => {
     if (have.has(name)) return { kind: 'column', name };
     const bound = bindings[name];
-    if (bound !== undefined && bound.startsWith('request.') && have.has(bound.slice(8))) return { kind: 'column', name: bound.slice(8) };
+    if (bound?.startsWith('request.') && have.has(bound.slice(8))) return { kind: 'column', name: bound.slice(8) };
     const ref = bound !== undefined && !bound.startsWith('request.') ? bound : name;
     const def = defs?.get(ref);
     if (def === undefined || (def.expression === null && def.module === null)) {

@@ -27,7 +27,7 @@ import type { PrepareResult, TrainResult, ValidateResult, WorkerRequest } from '
 /** The job's child process (./worker.ts), at the lowest CPU priority; one request at a time. */
 class JobWorker {
   private readonly child: ChildProcess;
-  private pending: { resolve: (v: any) => void; reject: (e: Error) => void } | null = null;
+  private pending: { resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
   private exited = false;
 
   constructor(log: Logger) {
@@ -58,7 +58,7 @@ class JobWorker {
   call<T>(req: WorkerRequest): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.exited) return reject(new Error("the job's worker process is gone"));
-      this.pending = { resolve, reject };
+      this.pending = { resolve: resolve as (v: unknown) => void, reject };
       this.child.send(req);
     });
   }
@@ -247,7 +247,7 @@ export class JobRun {
     await this.host.setState(job, 'validating');
     const verdict = await this.step('validate', async () => {
       const reasons: string[] = [];
-      let meta;
+      let meta: ReturnType<typeof readOnnxMetadata>;
       try {
         meta = readOnnxMetadata(challengerBytes, 'challenger');
       } catch (e) {

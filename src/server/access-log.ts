@@ -39,7 +39,10 @@ export class AccessLog {
     // Lines at info: a server logging only warnings and errors keeps no access log.
     this.sampleRate = log.isLevelEnabled('info') ? sampleRate : 0;
     this.dest = (log as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym]!;
-    const collect = { write: (line: string) => void (this.text += line) };
+    const collect = { write: (line: string) => {
+        this.text += line;
+      },
+    };
     this.format = pino({ level: 'info', base: null, timestamp: pino.stdTimeFunctions.isoTime }, collect).child({ ...log.bindings(), component: 'access' });
   }
 

@@ -16,6 +16,7 @@ import { summary, type Retrainer } from '../retraining/index.js';
 import { JOB_STATES, type JobState, type Registry } from '../store/index.js';
 import type { Cluster } from './cluster.js';
 import type { ServerContext } from './context.js';
+import { ARCHIVE_TYPES, readMlflowArchive } from '../registry/index.js';
 import { freezeFromCsv } from './reference.js';
 import { checkOptionalJsonContentType, postRoute, sendError, sendJson, type PostRequest, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
@@ -36,8 +37,29 @@ export function adminToken(dataDir: string): { token: string; source: string } {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
-const AUTH: readonly string[] = ['authorization'];
-const AUTH_AND_SOURCE: readonly string[] = ['authorization', 'x-scoreline-source'];
+/** The header every admin route reads first: the guard's `admit` checks headers[0]. */
+export const AUTH: readonly string[] = ['authorization'];
+const UPLOAD_HEADERS: readonly string[] = ['authorization', 'x-scoreline-source', 'content-type'];
+
+/** The admin token check, for routes behind it (the admin API's and model control's). */
+export interface AdminGuard {
+  /** Reads the Authorization header (synchronously, as uWS requires) and checks it: 401 without, 403 when wrong. */
+  authorize(req: HttpRequest): void;
+  /** The same for a POST route whose first requested header is Authorization. */
+  admit(p: PostRequest): void;
+}
+
+export function adminGuard(token: string): AdminGuard {
+  const expected = digest(token);
+  const check = (h: string): void => {
+    if (h === '') throw unauthorized();
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (m === null) throw unauthorized();
+    // Hashing first gives equal lengths, so the comparison time does not depend on the token.
+    if (!timingSafeEqual(digest(m[1]!), expected)) throw forbidden();
+  };
+  return { authorize: (req) => check(req.getHeader('authorization')), admit: (p) => check(p.headers[0]!) };
+}
 
 export interface AdminDeps {
   registry: Registry;
@@ -46,27 +68,17 @@ export interface AdminDeps {
   retrainer: Retrainer;
   /** Set once the server listens (its address is known then). */
   cluster: { current: Cluster | null };
-  token: string;
+  guard: AdminGuard;
   maxModelBytes: number;
 }
 
+const baseType = (ct: string) => ct.split(';')[0]!.trim().toLowerCase();
+
 export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: AdminDeps): void {
-  const expected = digest(deps.token);
   const { registry, deployer } = deps;
+  const { authorize, admit } = deps.guard;
   /** A write refused by a full disk (anywhere below: registry, jobs, references) is a 507 the operator can act on. */
   const storage = (e: unknown): unknown => (isDiskFull(e) ? insufficientStorage(ctx.config.dataDir, e) : e);
-
-  /** Checks an Authorization header value. */
-  const authorizeHeader = (h: string): void => {
-    if (h === '') throw unauthorized();
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
-    if (m === null) throw unauthorized();
-    // Hashing first gives equal lengths, so the comparison time does not depend on the token.
-    if (!timingSafeEqual(digest(m[1]!), expected)) throw forbidden();
-  };
-  /** Reads the Authorization header (synchronously, as uWS requires) and checks it. */
-  const authorize = (req: HttpRequest): void => authorizeHeader(req.getHeader('authorization'));
-  const admit = (p: PostRequest) => authorizeHeader(p.headers[0]!);
 
   /**
    * A GET behind the token. `answer` must read everything it needs from `req` before its first
@@ -114,6 +126,8 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     const name = req.getParameter(0);
     return { model: await registry.getModel(name), versions: await registry.listVersions(name), deployment: await deployer.view(name) };
   });
+  // A version: the ONNX file's bytes, or an MLflow model folder as a tar.gz (its onnx flavor's file is
+  // the artifact; MLmodel and the input example are kept as lineage, the signature names the features).
   postRoute(
     app,
     '/admin/models/:name/versions',
@@ -121,10 +135,12 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     {
       maxBytes: deps.maxModelBytes,
       params: 1,
-      headers: () => AUTH_AND_SOURCE,
+      headers: () => UPLOAD_HEADERS,
       json: false,
       contentType: (ct) => {
-        if (ct !== '' && ct.split(';')[0]!.trim() !== 'application/octet-stream') throw unsupportedMediaType(ct, 'application/octet-stream (the model file bytes)');
+        if (ct !== '' && baseType(ct) !== 'application/octet-stream' && !ARCHIVE_TYPES.includes(baseType(ct))) {
+          throw unsupportedMediaType(ct, 'application/octet-stream (the ONNX file) or application/gzip (a tar.gz of an MLflow model folder)');
+        }
       },
       admit,
       tooLarge: () => bodyTooLarge(deps.maxModelBytes),
@@ -134,24 +150,31 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       // The client's word for where the file came from: recorded, never opened (it names a path on the
       // client's machine at best, and any path on this one at worst).
       const declaredSource = p.headers[1]!;
+      const archive = ARCHIVE_TYPES.includes(baseType(p.headers[2]!));
       // A copy now: the body's memory is the server's only until this handler returns.
       const bytes = new Uint8Array(buf);
       (async () => {
-        if (bytes.length === 0) throw badRequest('the body must hold the model file (ONNX bytes)');
+        if (bytes.length === 0) throw badRequest(archive ? 'the body must hold a tar.gz of an MLflow model folder' : 'the body must hold the model file (ONNX bytes)');
+        const source = declaredSource !== '' ? `'${declaredSource}' (as its sender names it)` : `the archive uploaded for model '${name}'`;
+        // Read before the store is asked anything: a bad archive is refused whatever the store's state.
+        const mlflow = archive ? readMlflowArchive(bytes, deps.maxModelBytes, source) : null;
         // A new version inherits the model's settings (features, bindings, batching) from its latest,
         // and the reference rows stored with it, which that model.yaml's `reference` names.
         const latest = (await registry.listModels(name))[0]?.latestVersion ?? undefined;
-        const config = latest === undefined ? {} : (await registry.getVersion(name, latest)).config;
+        const inherited = latest === undefined ? {} : (await registry.getVersion(name, latest)).config;
         const referenceData = latest === undefined ? null : await registry.referenceData(name, latest);
-        const r = await registry.register(name, bytes, {
+        // An MLflow model's own signature names its features, over what the previous version had.
+        const config = mlflow?.features ? { ...inherited, features: mlflow.features } : inherited;
+        const r = await registry.register(name, mlflow?.bytes ?? bytes, {
           config,
           ...(declaredSource !== '' ? { declaredSource } : {}),
+          ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
           ...(referenceData !== null ? { referenceData } : {}),
         });
-        ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created }, 'model version registered');
-        return r;
+        ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created, mlflow: mlflow !== null }, 'model version registered');
+        return { r, features: mlflow === null ? undefined : mlflow.features };
       })().then(
-        (r) => sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256 })),
+        ({ r, features }) => sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256, ...(features !== undefined ? { features } : {}) })),
         (e) => sendError(res, storage(e), ctx.log),
       );
     },
@@ -267,6 +290,28 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     const view = await deployer.view(name);
     return { ...view, replicas: (await deps.cluster.current?.deploymentOf(name)) ?? [] };
   });
+  // Removing a deployment puts the model back on its highest ready version (and lets model control unload it).
+  app.del('/admin/deployments/:name', (res: Res, req) => {
+    res.onAborted(() => {
+      res.aborted = true;
+    });
+    let name: string;
+    try {
+      authorize(req);
+      name = req.getParameter(0);
+    } catch (e) {
+      sendError(res, e, ctx.log);
+      return;
+    }
+    const reason = req.getQuery('reason') || 'removed by the admin API';
+    deployer
+      .remove(name, reason)
+      .then(() => deployer.view(name))
+      .then(
+        (view) => sendJson(res, 200, JSON.stringify(view)),
+        (e) => sendError(res, storage(e), ctx.log),
+      );
+  });
   withJson('post', '/admin/deployments/:name/promote', ([name], body) => deployer.promote(name!, reasonOf(body, 'promoted by the admin API')).then(() => deployer.view(name!)));
   withJson('post', '/admin/deployments/:name/rollback', ([name], body) => deployer.rollback(name!, reasonOf(body, 'rolled back by the admin API')).then(() => deployer.view(name!)));
 
@@ -281,20 +326,3 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
 function reasonOf(body: unknown, fallback: string): string {
   return isObject(body) && typeof body.reason === 'string' && body.reason.length > 0 ? body.reason : fallback;
 }
-
-export const ADMIN_PATTERNS = [
-  '/admin/models',
-  '/admin/models/:name',
-  '/admin/models/:name/versions',
-  '/admin/models/:name/aliases/:alias',
-  '/admin/models/:name/versions/:version/reference',
-  '/admin/alerts',
-  '/admin/deployments/:name',
-  '/admin/deployments/:name/promote',
-  '/admin/deployments/:name/rollback',
-  '/admin/retrain/:name',
-  '/admin/incidents',
-  '/admin/jobs',
-  '/admin/jobs/:id',
-  '/admin/cluster',
-];

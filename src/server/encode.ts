@@ -11,7 +11,7 @@ function innerElements(dims: readonly number[]): number {
 
 function innerShapeText(dims: readonly number[]): string {
   let s = '';
-  for (let i = 1; i < dims.length; i++) s += ',' + dims[i];
+  for (let i = 1; i < dims.length; i++) s += `,${dims[i]}`;
   return s;
 }
 
@@ -37,9 +37,9 @@ export function outputsJson(model: LoadedModel, result: RunResult, rowStart: num
       shape = o.dims.join(',');
     }
     if (k > 0) s += ',';
-    s += model.outputHeads[i] + shape + '],"data":[' + jsonElements(o.data, o.datatype, start, end) + ']}';
+    s += `${model.outputHeads[i]}${shape}],"data":[${jsonElements(o.data, o.datatype, start, end)}]}`;
   }
-  return s + ']';
+  return `${s}]`;
 }
 
 /** One row of an output as JSON: a scalar for rank-1 outputs, else nested arrays of its inner dims. */
@@ -51,12 +51,12 @@ function rowJson(o: TensorPayload, row: number): string {
 }
 
 function nested(o: TensorPayload, dims: readonly number[], axis: number, start: number, size: number): string {
-  if (axis === dims.length - 1) return '[' + jsonElements(o.data, o.datatype, start, start + size) + ']';
+  if (axis === dims.length - 1) return `[${jsonElements(o.data, o.datatype, start, start + size)}]`;
   const d = dims[axis]!;
   const step = size / d;
   let s = '[';
   for (let j = 0; j < d; j++) s += (j > 0 ? ',' : '') + nested(o, dims, axis + 1, start + j * step, step);
-  return s + ']';
+  return `${s}]`;
 }
 
 /** The v1 `predictions` array: per row, the single output's value, or an object of all outputs. */
@@ -71,11 +71,11 @@ export function predictionsJson(model: LoadedModel, result: RunResult, rowStart:
     }
     s += '{';
     for (let i = 0; i < outs.length; i++) {
-      s += (i > 0 ? ',' : '') + JSON.stringify(model.outputs[i]!.name) + ':' + rowJson(outs[i]!, rowStart + r);
+      s += `${i > 0 ? ',' : ''}${JSON.stringify(model.outputs[i]!.name)}:${rowJson(outs[i]!, rowStart + r)}`;
     }
     s += '}';
   }
-  return s + ']';
+  return `${s}]`;
 }
 
 /** The score of one row: model.yaml's score output and column (default: the last column). */

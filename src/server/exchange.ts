@@ -47,7 +47,7 @@ export class Exchange {
     this.variant = variant;
     this.predictionId = predictionId;
     const s = this.span;
-    if (s !== null && s.isRecording()) {
+    if (s?.isRecording()) {
       s.setAttributes({ 'scoreline.model': model, 'scoreline.model_version': version, 'scoreline.variant': variant });
       if (predictionId !== null) s.setAttribute('scoreline.request_id', predictionId);
     }
@@ -60,7 +60,7 @@ export class Exchange {
 
   /** Whether parts are worth measuring (the request span records). */
   get recording(): boolean {
-    return this.span !== null && this.span.isRecording();
+    return this.span?.isRecording() ?? false;
   }
 
   traceparent(): string {

@@ -107,7 +107,8 @@ export function explainerOf(ctx: ServerContext, m: LoadedModel): Promise<Version
   let p = explainers.get(m);
   if (p === undefined) {
     const built = buildExplainer(ctx, m);
-    explainers.set(m, (p = built));
+    p = built;
+    explainers.set(m, p);
     built.catch(() => {
       if (explainers.get(m) === built) explainers.delete(m);
     });
@@ -160,7 +161,9 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
   const order = shuffled(count, parseInt(m.sha256.slice(0, 8), 16));
   const sample = order.slice(0, Math.min(CHECK_ROWS, count));
   const sampleRows = new Float64Array(sample.length * M);
-  sample.forEach((i, k) => sampleRows.set(rows.subarray(i * M, (i + 1) * M), k * M));
+  sample.forEach((i, k) => {
+    sampleRows.set(rows.subarray(i * M, (i + 1) * M), k * M);
+  });
   const scores = new Float64Array(sample.length);
   await scoreInternally(
     m,
@@ -223,7 +226,7 @@ const headsOf = (names: readonly string[]) => names.map((n) => `{"feature":${JSO
 
 /** The reference CSV as a row-major matrix of the model's features; blanks and non-numbers are NaN (missing). */
 function referenceMatrix(csv: string, names: readonly string[], float32: boolean, where: string): Float64Array {
-  let table;
+  let table: ReturnType<typeof parseCsvTable>;
   try {
     table = parseCsvTable(csv);
   } catch (e) {

@@ -2,8 +2,8 @@
 // and to name the prediction), its API key and the scope the route needs (when auth is on), and,
 // when tracing is on or the access log samples it, its Exchange (the request span continuing the
 // caller's traceparent, and the access line). The gate wraps route registration on a uWS app, so no
-// route can be added without an access rule: ROUTE_ACCESS lists every route, and a route missing
-// from it stops the server at start rather than being served open by accident.
+// route can be added without an access rule: the route table (api.ts) gives every route its rule,
+// and a route missing from it stops the server at start rather than being served open by accident.
 // WebSocket upgrades are checked in stream.ts (their frames need per-frame scopes).
 
 import type { Logger } from 'pino';
@@ -16,53 +16,15 @@ import { Exchange, type ExchangeSinks } from './exchange.js';
 import { sendError, type ResponseState } from './http.js';
 import type { TlsFiles } from './tls.js';
 import type { Tracing } from './tracing.js';
+import { accessOf } from './routes.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
 type Handler = (res: Res, req: HttpRequest) => void;
 
-/**
- * Who may call a route: `open` (health, metadata, the dashboard page), `admin` (the admin API's own
- * bearer token, checked there), `metrics` (open unless auth.metricsPublic is false, then
- * monitoring:read), or the API key scope it needs.
- */
-export type Access = 'open' | 'admin' | 'metrics' | ApiKeyScope;
-
-export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
-  'post /v2/models/:model/infer': 'infer',
-  'post /v2/models/:model/versions/:version/infer': 'infer',
-  // KServe v1 `:predict` (the colon is part of the last segment, so these are its patterns).
-  'post /v1/models/:model': 'infer',
-  'post /v1/models/:model/versions/:version': 'infer',
-  'post /v1/score/:model': 'infer',
-  'post /v1/events': 'events',
-  'post /v1/feedback': 'feedback',
-  'get /v1/monitoring': 'monitoring:read',
-  'get /v1/monitoring/:model': 'monitoring:read',
-  'get /v1/monitoring/:model/history': 'monitoring:read',
-  'get /metrics': 'metrics',
-  'get /v2': 'open',
-  'get /v2/': 'open',
-  'get /v2/health/live': 'open',
-  'get /v2/health/ready': 'open',
-  'get /v2/models/:model': 'open',
-  'get /v2/models/:model/versions/:version': 'open',
-  'get /v2/models/:model/ready': 'open',
-  'get /v2/models/:model/versions/:version/ready': 'open',
-  'get /v1/models': 'open',
-  'get /v1/models/:model': 'open',
-  'get /dashboard': 'open',
-};
-
-/** The access rule of a route; throws for a route nobody decided on. */
-export function accessOf(method: string, pattern: string): Access {
-  if (pattern === '/admin' || pattern.startsWith('/admin/')) return 'admin';
-  // `any` routes answer what no other route takes (405 on a known path, 404): they serve nothing.
-  if (method === 'any') return 'open';
-  const rule = ROUTE_ACCESS[`${method} ${pattern}`];
-  if (rule === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} has no access rule: add it to ROUTE_ACCESS in src/server/gate.ts`);
-  return rule;
-}
+/** Who may call a route: the route table's word for it (api.ts), which every route has. */
+export type { Access } from './api.js';
+export { accessOf };
 
 /** x-request-id: visible ASCII and spaces (it is echoed as a header and logged), at most 128 characters. */
 const REQUEST_ID = /^[\x20-\x7e]{1,128}$/;
@@ -113,6 +75,7 @@ export class Gate {
 
   private guard(method: string, pattern: string, handler: Handler): Handler {
     const rule = accessOf(method, pattern);
+    if (rule === 'stream') throw new Error(`route ${pattern} is a WebSocket route: its upgrade is checked by stream.ts, not registered as ${method.toUpperCase()}`);
     const { keys, tracing, access, log } = this.opts;
     const scope: ApiKeyScope | null = keys === null || rule === 'open' || rule === 'admin' || (rule === 'metrics' && this.opts.metricsPublic) ? null : rule === 'metrics' ? 'monitoring:read' : rule;
     // Traced: the data plane. Health checks, scrapes, the dashboard and the admin API would only add noise.
@@ -123,7 +86,7 @@ export class Gate {
     const anyMethod = method === 'any';
     const sinks = this.sinks;
     return (res, req) => {
-      const sampled = access !== null && access.sample();
+      const sampled = access?.sample() ?? false;
       if (traced || sampled) {
         const t0 = performance.now();
         const path = req.getUrl();

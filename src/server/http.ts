@@ -1,10 +1,11 @@
 // HTTP plumbing over uWS: the one POST route helper (origin check, content type 415, size limit 413,
-// body read and parsed, early refusals), writing corked responses, and the one place where errors
+// body read, parsed and checked against the route's schema, early refusals), writing corked responses, and the one place where errors
 // become HTTP responses. Follows the uWS rules: onAborted before anything async, headers and
 // parameters read inside the handler before the body arrives, chunks copied.
 
 import type { Logger } from 'pino';
 import { bodyTooLarge, emptyBody, foreignOrigin, internal, invalidJson, isScorelineError, unsupportedMediaType, type ScorelineError } from '../errors.js';
+import { bodyCheckOf } from './routes.js';
 import type { RequestOrigin } from './exchange.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -21,6 +22,7 @@ export const STATUS_LINES: Record<number, string> = {
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   422: '422 Unprocessable Entity',
+  426: '426 Upgrade Required',
   429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
@@ -190,14 +192,16 @@ export interface PostContext {
 
 /**
  * The one POST route helper: origin (403), content type (415), admission, body size (413), body
- * read (copied out of uWS's chunks) and parsed (400), then `handle` with the parsed body (undefined
+ * read (copied out of uWS's chunks), parsed and checked against the route table's schema for it
+ * (400), then `handle` with the parsed body (undefined
  * when `json` is false) and the raw bytes. Refusals before the body is read close the connection,
  * so an unread body is never parsed as the next request.
  */
 export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, route: PostRoute, handle: (res: Res, body: unknown, raw: Buffer, p: PostRequest) => void): void {
   const checkType = route.contentType ?? checkJsonContentType;
   const json = route.json ?? true;
-  app[route.method ?? 'post'](pattern, (res: Res, req: HttpRequest) => {
+  const method = route.method ?? 'post';
+  app[method](pattern, (res: Res, req: HttpRequest) => {
     const t0 = performance.now();
     const params: string[] = [];
     for (let i = 0; i < route.params; i++) params.push(req.getParameter(i));
@@ -227,15 +231,24 @@ export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, 
         let body: unknown;
         try {
           body = json === false || (json === 'optional' && buf.length === 0) ? undefined : parseJson(buf);
+          if (body !== undefined && check !== null) check(body);
         } catch (e) {
-          route.refused?.(sendError(res, e, ctx.log));
+          // Answered first: `refused?.(sendError(...))` would skip the answer on routes without a `refused`.
+          const status = sendError(res, e, ctx.log);
+          route.refused?.(status);
           return;
         }
         handle(res, body, buf, p);
       },
-      (err) => route.refused?.(sendError(res, err.status === 413 && route.tooLarge ? route.tooLarge() : err, ctx.log)),
+      (err) => {
+        const status = sendError(res, err.status === 413 && route.tooLarge ? route.tooLarge() : err, ctx.log);
+        route.refused?.(status);
+      },
     );
   });
+  // The route's request body schema, from the route table it was just registered in (null: its
+  // body is bytes, or checked by its own parser: see schemas.ts).
+  const check = bodyCheckOf(app, method, pattern);
 }
 
 /** Answers CORS preflights (OPTIONS) on every path: allowed origins get the methods and headers the API takes, others 403. */
@@ -303,7 +316,8 @@ export function readBody(
       }
       Buffer.from(chunk).copy(acc, received - n);
     } else {
-      (chunks ??= []).push(Buffer.from(Buffer.from(chunk)));
+      chunks ??= [];
+      chunks.push(Buffer.from(Buffer.from(chunk)));
     }
     if (isLast) onBody(acc !== null ? acc.subarray(0, received) : Buffer.concat(chunks ?? [], received));
   });

@@ -3,7 +3,9 @@
 // the model repository onto the inference engine and listens; close() is the graceful shutdown:
 // refuse new work, finish what is in flight within the configured time, close connections and the
 // worker pool. Every route is registered through the gate (request ids, API keys, tracing, access
-// log). With TLS, reloadTls() builds a new SSL app with the same routes from the re-read certificate
+// log) and the route table (every route described in api.ts, GET /openapi.json generated from it),
+// and model control and repository polling work on the model repository while it runs (repository.ts).
+// With TLS, reloadTls() builds a new SSL app with the same routes from the re-read certificate
 // and moves the port to it; connections already open stay with the previous app (uWS.js v20.30
 // cannot change a listening app's certificate, and its SNI contexts need routes of their own and
 // never serve clients that send no server name).
@@ -11,20 +13,20 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
-import { methodNotAllowed, modelInvalid, routeNotFound } from '../errors.js';
-import { InferenceEngine, type LoadedModel } from '../inference/index.js';
+import { methodNotAllowed, notReady, routeNotFound, upgradeRequired } from '../errors.js';
+import { InferenceEngine } from '../inference/index.js';
 import { Monitor, PredictionLog } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { openStore, storeUrl } from '../store/index.js';
-import { prepareDataDir, scanRepository, type RepositoryModel } from '../registry/index.js';
-import { ADMIN_PATTERNS, registerAdmin } from './admin.js';
+import { prepareDataDir, type RepositoryModel } from '../registry/index.js';
+import { adminGuard, registerAdmin } from './admin.js';
 import { adminTokenFor, importLegacyAlerts, replicaIdOf } from './replica.js';
 import type { ServerContext } from './context.js';
-import { OriginPolicy, registerPreflight, sendError } from './http.js';
+import { OriginPolicy, registerPreflight, sendError, sendJson } from './http.js';
 import { registerObserve } from './observe.js';
 import { registerDashboard } from './dashboard.js';
-import { OIP_PATTERNS, registerOip } from './oip.js';
+import { registerOip } from './oip.js';
 import { createAlerting, type Alerting } from './alerting.js';
 import { Cluster } from './cluster.js';
 import { freezeFromCsv, refreshReference, restoreReference } from './reference.js';
@@ -32,6 +34,9 @@ import type { ModelConfig } from '../config.js';
 import { parseRetrainingConfig, Retrainer, type RetrainingConfig } from '../retraining/index.js';
 import { bindModel, registerScore } from './score.js';
 import { registerStream } from './stream.js';
+import { RepositoryControl } from './repository.js';
+import { registerModelControl } from './model-control.js';
+import { RouteTable } from './routes.js';
 import { ConnectionGuard, listenExclusive } from './listener.js';
 import { startGrpc, type GrpcServer } from './grpc.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
@@ -108,8 +113,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   let ctx: ServerContext;
   let repoModels: readonly RepositoryModel[] = [];
   let cluster: Cluster | null = null;
+  let repository: RepositoryControl | null = null;
   /** A start that fails part way releases what it opened. */
   const abandon = async () => {
+    repository?.close();
     await tracing?.shutdown();
     await cluster?.close();
     deployer.close();
@@ -149,7 +156,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
-    repoModels = await loadRepository(ctx, pinned);
+    repository = new RepositoryControl(ctx, pinned);
+    repoModels = await repository.start();
     await deployer.restore();
     if (!shared && predictionLog !== null) await importLegacyAlerts(store, predictionLog, log);
   } catch (e) {
@@ -218,24 +226,44 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const feedbackCounts = registerObserveMetrics(ctx, streams);
   registerGateMetrics(ctx, keys, tracing, access, tls);
   const gate = new Gate({ keys, metricsPublic: config.auth.metricsPublic, tracing, access, log });
-  const patterns = [...OIP_PATTERNS, ...ADMIN_PATTERNS, '/metrics', '/v1/monitoring', '/v1/monitoring/:model', '/v1/monitoring/:model/history', '/v1/feedback', '/v1/score/:model', '/v1/events', '/dashboard'];
-  /** A new uWS app (SSL with the current certificate when TLS is on) with every route registered. */
+  const admin = adminGuard(token.token);
+  const control = repository!;
+  /** The API description: the first app's routes (every build registers the same), once the gRPC port is known. */
+  let describe: ((grpcPort: number | null) => string) | null = null;
+  let openapi: string | null = null;
+  /**
+   * A new uWS app (SSL with the current certificate when TLS is on) with every route registered:
+   * raw app -> the gate (request id, key and scope, tracing, access log) -> the route table (only
+   * described routes; their schemas and access rules). The 405/404 answers pass the gate too.
+   */
   const buildApp = (): TemplatedApp => {
     const raw = tls === null ? uws.App() : tls.withFiles((files) => uws.SSLApp(files));
-    const app = gate.wrap(raw);
+    const gated = gate.wrap(raw);
+    const routes = new RouteTable(gated);
+    const app = routes.app;
+    app.get('/openapi.json', (res) => {
+      if (openapi === null) sendError(res, notReady('the API description (the server is starting)'));
+      else sendJson(res, 200, openapi);
+    });
     registerOip(app, ctx);
     registerScore(app, ctx, features);
-    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, cluster: clusterRef, token: token.token, maxModelBytes: config.admin.maxModelBytes });
+    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, cluster: clusterRef, guard: admin, maxModelBytes: config.admin.maxModelBytes });
+    registerModelControl(app, ctx, control, admin);
     registerStream(app, ctx, streams, keys);
     registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
     registerDashboard(app);
-    registerPreflight(app, ctx.http, patterns);
+    routes.verify();
+    describe ??= (grpcPort) => JSON.stringify(routes.document({ auth: keys !== null, metricsPublic: config.auth.metricsPublic, grpcPort }));
+    const patterns = routes.patterns();
+    registerPreflight(gated, ctx.http, patterns);
+    const websockets = new Set(routes.operations().filter((op) => op.websocket).map((op) => op.pattern));
     for (const pattern of patterns) {
-      app.any(pattern, (res, req) => {
-        sendError(res, methodNotAllowed(req.getMethod(), req.getUrl()));
+      gated.any(pattern, (res, req) => {
+        const method = req.getMethod();
+        sendError(res, method === 'get' && websockets.has(pattern) ? upgradeRequired(req.getUrl()) : methodNotAllowed(method, req.getUrl()));
       });
     }
-    app.any('/*', (res, req) => {
+    gated.any('/*', (res, req) => {
       sendError(res, routeNotFound(req.getMethod(), req.getUrl()));
     });
     return raw;
@@ -286,6 +314,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       throw e;
     }
   }
+  openapi = describe!(grpcServer?.port ?? null);
+  control.poll(config.repository.poll);
   const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
   monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
   monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
@@ -358,6 +388,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     (closing ??= (async () => {
       ctx.draining = true;
       guard.close();
+      control.close();
       const timeout = config.server.shutdownTimeoutMs;
       log.info({ timeoutMs: timeout }, 'shutting down: finishing in-flight requests');
       const drained = await engine.drain(timeout);
@@ -407,50 +438,6 @@ function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): v
   ctx.monitor.callback('scoreline_feature_store_up', 'Whether the online feature store is reachable (1) or not (0).', 'gauge', () => [
     { labels: { store: features.store.kind }, value: features.store.available ? 1 : 0 },
   ]);
-}
-
-/**
- * Imports the model repository into the registry (content-addressed, idempotent across restarts)
- * and loads every repository version from its verified artifact; those stay loaded for requests
- * that name a version. A repository entry the registry refuses (not ONNX, a version number taken
- * by other bytes) stops the start with the reason.
- */
-async function loadRepository(ctx: ServerContext, pinned: Map<string, Set<number>>): Promise<readonly RepositoryModel[]> {
-  const dir = ctx.config.modelRepository;
-  if (dir === null) return [];
-  const scan = scanRepository(dir);
-  for (const s of scan.skipped) ctx.log.warn({ entry: s }, 'model repository entry skipped');
-  const imported = await ctx.registry.importRepository(scan);
-  for (const r of imported.imported) ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
-  if (imported.skipped.length > 0) {
-    const reasons = imported.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
-    throw modelInvalid(`the model repository has versions the registry refuses: ${reasons}`);
-  }
-  const loaded: LoadedModel[] = [];
-  for (const model of scan.models) {
-    const set = pinned.get(model.name) ?? new Set<number>();
-    pinned.set(model.name, set);
-    for (const v of model.versions) {
-      set.add(v.version);
-      const t0 = performance.now();
-      const m = await ctx.deployer.ensureLoaded(model.name, v.version);
-      ctx.log.info(
-        {
-          model: m.name,
-          version: m.version,
-          sha256: m.sha256,
-          batchable: m.batchable,
-          warmup: m.warmupSizes(),
-          placement: m.placement,
-          batchMicros: Math.round(m.batchMicros),
-          ms: Math.round(performance.now() - t0),
-        },
-        'model version ready',
-      );
-      loaded.push(m);
-    }
-  }
-  return scan.models;
 }
 
 /** Retraining sections: each repository model's model.yaml, then the server config's (which win). */

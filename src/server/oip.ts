@@ -26,7 +26,7 @@ export const OIP_JSON: Protocol<JsonBody> = {
   route: 'infer',
   decode: (m, i) => decodeOip(m, i.body, i.size),
   encode: (m: LoadedModel, result: RunResult, rowStart: number, a: Answering<JsonBody>) =>
-    m.oipPrefix + ',"id":' + JSON.stringify(a.requestId) + ',"outputs":' + outputsJson(m, result, rowStart, a.decoded.rows, a.decoded.select) + '}',
+    `${m.oipPrefix},"id":${JSON.stringify(a.requestId)},"outputs":${outputsJson(m, result, rowStart, a.decoded.rows, a.decoded.select)}}`,
   shadow: (m, i) => decodeOip(m, i.body, i.size),
 };
 
@@ -55,7 +55,7 @@ interface ExplainRoute {
 }
 
 /** Appends `"key": value` to a JSON object's text. */
-const withMember = (body: string, member: string): string => body.slice(0, -1) + ',' + member + '}';
+const withMember = (body: string, member: string): string => `${body.slice(0, -1)},${member}}`;
 
 /** An HTTP response as the inference step's reply. */
 export class HttpReply implements Reply {
@@ -215,19 +215,3 @@ export function registerOip(app: TemplatedApp, ctx: ServerContext): void {
   });
   app.get('/v1/models/:model', withModel(false, readiness));
 }
-
-/** Route patterns served, for answering 405 rather than 404 on a known path with the wrong method. */
-export const OIP_PATTERNS = [
-  '/v2',
-  '/v2/health/live',
-  '/v2/health/ready',
-  '/v2/models/:model',
-  '/v2/models/:model/versions/:version',
-  '/v2/models/:model/ready',
-  '/v2/models/:model/versions/:version/ready',
-  '/v2/models/:model/infer',
-  '/v2/models/:model/versions/:version/infer',
-  '/v1/models',
-  '/v1/models/:model',
-  '/v1/models/:model/versions/:version',
-];

@@ -48,7 +48,10 @@ export class OtlpHttpExporter implements SpanExporter {
   }
 
   export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    if (this.stopped) return done({ code: FAILED, error: new Error('the trace exporter is shut down') });
+    if (this.stopped) {
+      done({ code: FAILED, error: new Error('the trace exporter is shut down') });
+      return;
+    }
     const serializer = this.opts.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer;
     let body: Uint8Array | undefined;
     try {
@@ -59,7 +62,8 @@ export class OtlpHttpExporter implements SpanExporter {
     }
     if (body === undefined) {
       this.opts.stats.failed += spans.length;
-      return done({ code: FAILED, error: new Error('spans could not be encoded') });
+      done({ code: FAILED, error: new Error('spans could not be encoded') });
+      return;
     }
     const p = this.send(body, spans.length).then(
       () => done({ code: SUCCESS }),

@@ -28,7 +28,10 @@ const prefixes = new WeakMap<LoadedModel, string>();
 /** `"model":...,"model_version":...,` of a version, built once. */
 function prefixOf(m: LoadedModel): string {
   let p = prefixes.get(m);
-  if (p === undefined) prefixes.set(m, (p = `"model":${JSON.stringify(m.name)},"model_version":${JSON.stringify(m.version)},`));
+  if (p === undefined) {
+    p = `"model":${JSON.stringify(m.name)},"model_version":${JSON.stringify(m.version)},`;
+    prefixes.set(m, p);
+  }
   return p;
 }
 
@@ -108,7 +111,7 @@ function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
       let body = `{"request_id":${JSON.stringify(a.requestId)},${prefixOf(m)}"variant":${JSON.stringify(a.variant)},"score":${Number.isFinite(score) ? score : 'null'}`;
       const d = a.input.debug ? a.input.resolved : null;
       if (d !== null) body += `,"entity":${JSON.stringify(d.entityIds)},"features":${JSON.stringify(d.debug())}`;
-      return body + '}';
+      return `${body}}`;
     },
     // The shadow scores the same features only if it binds the same columns.
     shadow(m, input) {

@@ -50,7 +50,12 @@ export interface Registry {
   saveDeployment<S>(name: string, state: S, options: SaveDeploymentOptions): Promise<DeploymentRecord<S>>;
   getDeployment<S = unknown>(name: string): Promise<DeploymentRecord<S> | undefined>;
   listDeployments<S = unknown>(): Promise<DeploymentRecord<S>[]>;
-  /** Deployment changes of a model, oldest first. */
+  /**
+   * Removes the model's deployment (CONFLICT when it has none, or when it moved past
+   * expectRevision); returns the removal's revision. Revisions keep counting across a removal.
+   */
+  removeDeployment(name: string, options: SaveDeploymentOptions): Promise<number>;
+  /** Deployment changes of a model, oldest first; `to` is null where the deployment was removed. */
   deploymentHistory<S = unknown>(name: string): Promise<DeploymentEvent<S>[]>;
   /** Artifact loads refused here (this process), for /metrics. */
   counters(): RegistryCounters;

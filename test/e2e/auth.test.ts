@@ -197,6 +197,42 @@ describe('auth on: keys from the config and the environment', () => {
     assert.equal(ok128.headers.get('x-request-id'), 'y'.repeat(128));
   });
 
+  test('the API description says what each route needs, and the gate holds every route to it', async () => {
+    const doc = (await request(`${server.url}/openapi.json`)).body;
+    assert.match(doc.info.description, /API keys are required/);
+    const keyFor = (scope: string) => (scope === 'monitoring:read' ? scorer.key : watcher.key);
+    let keyed = 0;
+    for (const [path, item] of Object.entries<any>(doc.paths)) {
+      for (const method of ['get', 'post', 'put', 'delete']) {
+        const op = item[method];
+        if (op === undefined || op.parameters.some((p: any) => p.name === 'Upgrade')) continue;
+        const url = path.replace(/\{model\}|\{name\}/g, 'credit-default').replace('{version}', '1').replace('{alias}', 'champion').replace('{id}', 'j');
+        const type = Object.keys(op.requestBody?.content ?? {})[0];
+        const call = (headers: Record<string, string>) =>
+          request(`${server.url}${url}`, { method: method.toUpperCase(), headers: { ...headers, ...(type !== undefined ? { 'content-type': type } : {}) }, ...(type !== undefined ? { body: '{}' } : {}) });
+        const at = `${method.toUpperCase()} ${path}`;
+        const scopes: string[] | undefined = op.security?.find((s: any) => s.apiKey !== undefined)?.apiKey;
+        if (scopes !== undefined) {
+          assert.equal(scopes.length, 1, at);
+          assert.equal((await call({})).status, 401, `${at} without a key`);
+          const wrong = await call(bearer(keyFor(scopes[0]!)));
+          assert.equal(wrong.status, 403, `${at} with a key without '${scopes[0]}': ${wrong.text}`);
+          assert.match(wrong.body.error, new RegExp(`'${scopes[0]}' scope`), at);
+          assert.ok(op.responses['401'] && op.responses['403'], `${at} documents its refusals`);
+          keyed++;
+        } else if (op.security?.some((s: any) => s.adminToken !== undefined)) {
+          const r = await call({});
+          assert.equal(r.status, 401, `${at} without the admin token`);
+          assert.equal(r.body.code, 'SCORELINE_UNAUTHORIZED', at);
+        } else {
+          assert.equal(method, 'get', `${at} is open, so it must only read`);
+          assert.notEqual((await call({})).status, 401, `${at} is documented open`);
+        }
+      }
+    }
+    assert.ok(keyed >= 10, `${keyed} routes need a key`);
+  });
+
   test('the key id, never the key: prediction log, access log, metrics', async () => {
     const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: { ...OIP, id: 'keyed-prediction' }, headers: bearer(scorer.key) });
     assert.equal(r.status, 200);
@@ -226,6 +262,7 @@ describe('auth on: keys from the config and the environment', () => {
     const all = server.logs.join('\n');
     for (const k of [scorer.key, labeller.key, watcher.key, envKey]) assert.ok(!all.includes(k), 'no key in any log line');
   });
+
 });
 
 describe('auth settings the server refuses or warns about', () => {

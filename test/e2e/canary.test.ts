@@ -23,7 +23,11 @@ let skewed: number;
 
 const matrix = (rows: readonly CreditApplication[], scale: (j: number) => number = () => 1) => {
   const X = new Float64Array(rows.length * P);
-  rows.forEach((r, i) => featureVector(r).forEach((v, j) => (X[i * P + j] = v * scale(j))));
+  rows.forEach((r, i) => {
+    featureVector(r).forEach((v, j) => {
+      X[i * P + j] = v * scale(j);
+    });
+  });
   return X;
 };
 const csv = (rows: readonly CreditApplication[], scale: (j: number) => number = () => 1) =>

@@ -279,11 +279,11 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
 
     // time series: the live point of each line, and every history point the page was given
     assert.ok(history !== null && Array.isArray(history.points), 'the history endpoint answered the page with points');
-    for (const id of ['rps', 'latency', 'errors']) assert.equal(dom.charts[id]!['points'], String(history.points.length), `${id} chart points`);
-    assertValue(dom.charts['rps']!['liveRps'], seen.volume.rps, 'RPS chart live point');
-    assertValue(dom.charts['errors']!['liveErrorRate'], seen.volume.error_rate, 'error-rate chart live point');
+    for (const id of ['rps', 'latency', 'errors']) assert.equal(dom.charts[id]!.points, String(history.points.length), `${id} chart points`);
+    assertValue(dom.charts.rps!.liveRps, seen.volume.rps, 'RPS chart live point');
+    assertValue(dom.charts.errors!.liveErrorRate, seen.volume.error_rate, 'error-rate chart live point');
     for (const p of ['p50', 'p95', 'p99']) {
-      assertValue(dom.charts['latency']![`live${p[0]!.toUpperCase()}${p.slice(1)}Ms`], api.latency[`${p}_ms`], `latency chart live ${p}`);
+      assertValue(dom.charts.latency![`live${p[0]!.toUpperCase()}${p.slice(1)}Ms`], api.latency[`${p}_ms`], `latency chart live ${p}`);
       const legend = dom.legends[`legend-latency-${p}_ms`]!;
       assertValue(legend.value, api.latency[`${p}_ms`], `latency legend ${p}`);
       assertShown(legend.text, api.latency[`${p}_ms`], `latency legend ${p}`);
@@ -298,12 +298,14 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assert.equal(dom.score.current.length, counts.length);
     assert.equal(dom.score.reference.length, counts.length);
     counts.forEach((c, i) => {
-      assert.equal(dom.score.bins[i]!['count'], String(c), `bin ${i} count`);
+      assert.equal(dom.score.bins[i]!.count, String(c), `bin ${i} count`);
       assertValue(dom.score.current[i], c / total, `bin ${i} current share`);
       assertValue(dom.score.reference[i], hist.reference_shares[i], `bin ${i} reference share`);
     });
     assert.deepEqual(dom.score.edges.map((e) => Number(e.value)), hist.edges);
-    dom.score.edges.forEach((e, i) => assertShown(e.text, hist.edges[i], `edge ${i} label`));
+    dom.score.edges.forEach((e, i) => {
+      assertShown(e.text, hist.edges[i], `edge ${i} label`);
+    });
 
     // PSI: the score highlighted first, then one bar per feature with its value and band (a
     // colour), or, below the minimum sample, no bar and "insufficient data (n = X of Y)"
@@ -352,19 +354,19 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assertValue(t['perf-labelled']!.value, labels.length, 'labelled tile');
 
     // SLA rows
-    assert.deepEqual(dom.sla.map((r) => r['key']), SLA_KEYS);
+    assert.deepEqual(dom.sla.map((r) => r.key), SLA_KEYS);
     for (const row of dom.sla) {
-      const s = seen.sla[row['key']!];
-      assert.ok(s, `the API has sla.${row['key']}`);
-      assertValue(row['target'], s.target, `SLA ${row['key']} target`);
-      assertValue(row['actual'], s.actual, `SLA ${row['key']} actual`);
-      assert.equal(row['met'], typeof s.met === 'boolean' ? String(s.met) : '');
+      const s = seen.sla[row.key!];
+      assert.ok(s, `the API has sla.${row.key}`);
+      assertValue(row.target, s.target, `SLA ${row.key} target`);
+      assertValue(row.actual, s.actual, `SLA ${row.key} actual`);
+      assert.equal(row.met, typeof s.met === 'boolean' ? String(s.met) : '');
     }
     assert.equal(dom.compliant, typeof seen.sla.compliant === 'boolean' ? String(seen.sla.compliant) : '');
 
     // open alerts: one item per alert with its severity and state
     assert.equal(dom.alerts.length, seen.alerts.length, 'alerts listed');
-    assert.deepEqual(dom.alerts.map((a) => `${a['id']}/${a['severity']}/${a['state']}`).sort(), seen.alerts.map((a: any) => `${a.id}/${a.severity}/${a.state}`).sort());
+    assert.deepEqual(dom.alerts.map((a) => `${a.id}/${a.severity}/${a.state}`).sort(), seen.alerts.map((a: any) => `${a.id}/${a.severity}/${a.state}`).sort());
     if (seen.alerts.length === 0) assert.equal(dom.alertsEmpty, 'no open alerts');
 
     assert.ok(dom.scrollWidth <= 1280, `no horizontal scrolling at 1280 px (${dom.scrollWidth})`);

@@ -344,7 +344,7 @@ test('a restart restores the deployment exactly; the CLI reads the token from th
   assert.match(list.stdout, /sum\s+latest v\d+/);
   const dep = cli('deploy', 'sum', '--strategy', 'direct', '--version', '1', '--reason', 'from the CLI');
   assert.equal(dep.status, 0, dep.stderr);
-  assert.match(dep.stdout, /^sum: direct v1, since \S+ \(from the CLI\)\n  traffic: v1 100\.0%$/m);
+  assert.match(dep.stdout, /^sum: direct v1, since \S+ \(from the CLI\)\n {2}traffic: v1 100\.0%$/m);
   const st = cli('status', 'sum', '--json');
   assert.equal(JSON.parse(st.stdout).history.at(-1).reason, 'from the CLI');
   const refused = spawnSync(process.execPath, [CLI, 'status', 'sum', '--url', server.url, '--token', 'nope'], { encoding: 'utf8' });

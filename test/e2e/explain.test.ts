@@ -165,7 +165,7 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     const y = Float64Array.from({ length: n }, (_, i) => (sigmoid(X[i * M]! - X[i * M + 1]! * X[i * M + 2]! + 0.5 * X[i * M + 5]!) > r() ? 1 : 0));
     return { X, y };
   }
-  const csv = (X: Float64Array, y: Float64Array) => [[...names, 'y'].join(','), ...Array.from(y, (v, i) => [...X.subarray(i * M, (i + 1) * M), v].join(','))].join('\n') + '\n';
+  const csv = (X: Float64Array, y: Float64Array) => `${[[...names, 'y'].join(','), ...Array.from(y, (v, i) => [...X.subarray(i * M, (i + 1) * M), v].join(','))].join('\n')}\n`;
 
   before(async () => {
     const repo = await tempDir();
@@ -183,7 +183,7 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     await mkdir(join(repo, 'net', '1'), { recursive: true });
     await writeFile(join(repo, 'net', '1', 'model.onnx'), tanhNet(5, 8, 3));
     const netRef = syntheticRows(300, 4);
-    const netCsv = [[...netNames, 'y'].join(','), ...Array.from(netRef.y, (v, i) => [...netRef.X.subarray(i * M, i * M + 5), v].join(','))].join('\n') + '\n';
+    const netCsv = `${[[...netNames, 'y'].join(','), ...Array.from(netRef.y, (v, i) => [...netRef.X.subarray(i * M, i * M + 5), v].join(','))].join('\n')}\n`;
     await writeFile(join(repo, 'net', 'reference.csv'), netCsv);
     await writeFile(join(repo, 'net', 'model.yaml'), stringify({ features: netNames, reference: 'reference.csv', label: 'y', task: 'classification', score: { output: 'score' }, batching: { maxBatchSize: 64 } }));
 
@@ -221,7 +221,9 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
       for (const c of e.contributions) assert.ok(Math.abs(c.contribution - phi[names.indexOf(c.feature)]!) < 1e-9, c.feature);
     });
     const p = await request(`${server.url}/v1/models/gbdt:predict`, { json: { instances: instances(rows, 5) } });
-    r.body.explanations.forEach((e: any, i: number) => assert.equal(e.score, p.body.predictions[i].probabilities[1]));
+    r.body.explanations.forEach((e: any, i: number) => {
+      assert.equal(e.score, p.body.predictions[i].probabilities[1]);
+    });
     const oip = await request(`${server.url}/v2/models/gbdt/versions/1/infer`, {
       json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [5, M], data: Array.from(rows) }], parameters: { explain: true, top_k: 2 } },
     });
@@ -269,7 +271,9 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
       locallyAccurate(e, 'net');
     }
     const p = await request(`${server.url}/v1/models/net:predict`, { json: body });
-    r.body.explanations.forEach((e: any, i: number) => assert.equal(e.score, p.body.predictions[i][0]));
+    r.body.explanations.forEach((e: any, i: number) => {
+      assert.equal(e.score, p.body.predictions[i][0]);
+    });
     // Reproducible: the same row gets the same reasons.
     const again = await request(`${server.url}/v1/models/net:explain`, { json: body });
     assert.deepEqual(again.body.explanations, r.body.explanations);

@@ -34,7 +34,7 @@ async function writeFixture(dir: string): Promise<{ defs: string; repo: string }
   const rows = ['customer_id,as_of,income,age,lates'];
   // C000..C049: every fifth one stale (its values take their fallbacks), every seventh without an age
   for (let i = 0; i < 50; i++) rows.push(`C${String(i).padStart(3, '0')},${i % 5 === 4 ? old : fresh},${4000 + 100 * i},${i % 7 === 3 ? '' : 20 + i},${i % 4}`);
-  await writeFile(join(dir, 'people.csv'), rows.join('\n') + '\n');
+  await writeFile(join(dir, 'people.csv'), `${rows.join('\n')}\n`);
   const defs = join(dir, 'features.yaml');
   await writeFile(
     defs,

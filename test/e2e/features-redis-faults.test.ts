@@ -243,7 +243,7 @@ describe('event ids with Redis', { skip: skipRedis }, () => {
   test('a write that timed out says its state is unknown; the retry with the same id counts once', async () => {
     assert.deepEqual(await windows(s, 'C002'), [0, 0]);
     pause(s.redis!);
-    let lost;
+    let lost: Awaited<ReturnType<typeof events>>;
     try {
       const t0 = performance.now();
       lost = await events(s, txn('C002', 10, 'retry-1'));
@@ -258,7 +258,13 @@ describe('event ids with Redis', { skip: skipRedis }, () => {
     assert.equal(lost.body.error, 'the store did not answer within 200 ms; the write may have been applied; retry with the same id, it is idempotent');
     // It landed when Redis resumed: the retry is recognised and not counted again.
     let retry: Awaited<ReturnType<typeof events>> | undefined;
-    assert.ok(await until(5000, async () => (retry = await events(s, txn('C002', 10, 'retry-1'))).status === 200), retry?.text);
+    assert.ok(
+      await until(5000, async () => {
+        retry = await events(s, txn('C002', 10, 'retry-1'));
+        return retry.status === 200;
+      }),
+      retry?.text,
+    );
     assert.deepEqual(retry!.body, { accepted: 0, ignored: 0, duplicates: 1, ids: ['retry-1'] });
     assert.deepEqual(await windows(s, 'C002'), [1, 10]);
   });

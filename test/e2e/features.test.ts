@@ -37,12 +37,12 @@ async function writeFeatures(dir: string): Promise<string> {
   const iso = (ms: number) => new Date(ms).toISOString();
   await writeFile(
     join(dir, 'people.csv'),
-    [
+    `${[
       'customer_id,as_of,income,age,debt,score_band,lates',
       `C001,${iso(now - HOUR)},5000,30,400,2,1`,
       `C002,${iso(now - 72 * HOUR)},6000,40,500,3,2`,
       `C003,${iso(now - HOUR)},7000,50,,4,0`,
-    ].join('\n') + '\n',
+    ].join('\n')}\n`,
   );
   await writeFile(join(dir, 'triple.js'), 'export function triple({ age }) { return age * 3; }\n');
   const defs = {

@@ -15,7 +15,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { DTYPES_EXAMPLE, dtypesExpected, sumExpected, writeDtypesModel, writeLogisticModel, writeSlowModel, writeSumModel, writeWordsModel, wordsExpected } from '../fixtures/models.js';
-import { request, ROOT, startServer, tempDir, type TestServer } from './server.js';
+import { type JsonResponse, request, ROOT, startServer, tempDir, type TestServer } from './server.js';
 
 // The client knows the service from the .proto alone.
 const definition = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true });
@@ -424,14 +424,14 @@ test('feedback joins a prediction made over gRPC by its id, rows of a batched ca
   });
   assert.equal(answer.id, 'grpc-feedback-1');
   const deadline = Date.now() + 10_000;
-  let r;
-  do {
+  let r: JsonResponse;
+  for (;;) {
     r = await request(`${server.url}/v1/feedback`, { json: [{ request_id: 'grpc-feedback-1/0', label: 1 }, { request_id: 'grpc-feedback-1/1', label: 0 }] });
     assert.equal(r.status, 200, r.text);
     if (r.body.joined === 2) break;
     assert.ok(Date.now() < deadline, `feedback never joined: ${r.text}`);
     await new Promise((res) => setTimeout(res, 50));
-  } while (true);
+  }
   assert.equal(r.body.unknown, 0);
 });
 

@@ -149,7 +149,9 @@ test('auc_drop: 40 labels ranked backwards fire nothing; with the minimum met an
   for (let b = 0; b < 20; b++) {
     const xs = Array.from({ length: 50 }, rand);
     await scoreRows(server, 'ranked', `many-${b}`, xs);
-    xs.forEach((x, j) => labels.push({ request_id: `many-${b}/${j}`, label: rand() < 0.35 + 0.3 * x ? 1 : 0 }));
+    xs.forEach((x, j) => {
+      labels.push({ request_id: `many-${b}/${j}`, label: rand() < 0.35 + 0.3 * x ? 1 : 0 });
+    });
   }
   fb = await request(`${server.url}/v1/feedback`, { json: labels });
   assert.equal(fb.body.joined, 1000, fb.text);

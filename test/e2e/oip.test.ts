@@ -253,6 +253,8 @@ describe('v1 :predict', () => {
     const big = await request(`${server.url}/v1/models/logistic:predict`, { json: { instances: many } });
     assert.equal(big.status, 200, big.text);
     assert.equal(big.body.predictions.length, 19);
-    many.forEach((row, i) => assert.ok(Math.abs(big.body.predictions[i].probabilities[1] - logistic.expectedProbability(row)) < 1e-6, `instance ${i}`));
+    many.forEach((row, i) => {
+      assert.ok(Math.abs(big.body.predictions[i].probabilities[1] - logistic.expectedProbability(row)) < 1e-6, `instance ${i}`);
+    });
   });
 });

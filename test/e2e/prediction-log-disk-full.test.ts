@@ -99,7 +99,8 @@ const logLines = (s: TestServer) =>
 
 test('a full disk: answers continue, the failure is counted and reported, admin writes get 507, and the log resumes with nothing acknowledged lost', { skip: root ? false : 'needs root to mount a tmpfs' }, async () => {
   const dataDir = join(mnt, 'data');
-  const s = (server = await startServer(['--model-repo', repo, '--data-dir', dataDir], { SCORELINE_ADMIN_TOKEN: TOKEN }));
+  server = await startServer(['--model-repo', repo, '--data-dir', dataDir], { SCORELINE_ADMIN_TOKEN: TOKEN });
+  const s = server;
   const admin = (method: string, path: string, init: Parameters<typeof request>[1] = {}) =>
     request(`${s.url}${path}`, { ...init, method, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers as Record<string, string> | undefined) } });
 

@@ -109,7 +109,7 @@ export async function request<T = any>(url: string, init: RequestInit & { json?:
   }
   const res = await fetch(url, { ...rest, headers, body: body ?? null, method: rest.method ?? (body !== undefined ? 'POST' : 'GET') });
   const text = await res.text();
-  let parsed: unknown = undefined;
+  let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {

@@ -4,22 +4,27 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { writeSlowModel } from '../fixtures/models.js';
+import { until } from './cluster.js';
 import { request, startServer, tempDir } from './server.js';
 
 const body = (v: number) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(v) }] });
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  test(`${signal}: in-flight requests are answered, then the process exits 0`, async () => {
+  test(`${signal}: in-flight requests are answered, then the process exits 0`, async (t) => {
     const repo = await tempDir();
     // ~10 ms per row: 24 one-row batches keep the worker busy for about a quarter of a second.
     await writeSlowModel(repo, 'slow', 1, 3000, { modelYaml: { batching: { maxBatchSize: 1 } } });
     const server = await startServer(['--model-repo', repo, '--workers', '1']);
+    // A failed assertion must not leave the server (and this file) running.
+    t.after(() => server.stop('SIGKILL'));
     const inflight = Array.from({ length: 24 }, (_, i) => request(`${server.url}/v2/models/slow/infer`, { json: body(i) }));
-    // Let every request reach the server and queue behind the slow batches.
-    await new Promise((r) => setTimeout(r, 80));
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    const waiting = Number(/^scoreline_inference_queue_depth\{model="slow",version="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
-    assert.ok(waiting > 0, 'requests are still queued when the signal arrives');
+    // The signal is sent once requests are queued behind the slow batches (however long they take to
+    // arrive on a loaded machine), so the drain has something to answer.
+    await until('requests queued behind the slow batches', 10_000, async () => {
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const waiting = Number(/^scoreline_inference_queue_depth\{model="slow",version="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+      return waiting > 0 ? true : undefined;
+    }, 5);
     server.proc.kill(signal);
     const results = await Promise.all(inflight);
     results.forEach((r, i) => {

@@ -39,7 +39,7 @@ function connect(): Promise<WebSocket> {
 function frameOf(bytes: number, id: number): string {
   const base = JSON.stringify({ id, model: 'sum', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] });
   assert.ok(base.length <= bytes);
-  return base.slice(0, -1) + ' '.repeat(bytes - base.length) + '}';
+  return `${base.slice(0, -1)}${' '.repeat(bytes - base.length)}}`;
 }
 
 const closed = (ws: WebSocket) => new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));

@@ -130,7 +130,7 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
   });
 
   test('a malformed traceparent is ignored: a new trace starts and the request is served', async () => {
-    for (const bad of ['00-' + '0'.repeat(32) + '-' + hex(16) + '-01', 'ff-' + hex(32) + '-' + hex(16) + '-01', 'garbage', `00-${hex(32)}-${hex(16)}-01-extra`]) {
+    for (const bad of [`00-${'0'.repeat(32)}-${hex(16)}-01`, `ff-${hex(32)}-${hex(16)}-01`, 'garbage', `00-${hex(32)}-${hex(16)}-01-extra`]) {
       const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: bad } });
       assert.equal(r.status, 200, bad);
       const back = /^00-([0-9a-f]{32})-[0-9a-f]{16}-01$/.exec(r.headers.get('traceparent') ?? '');

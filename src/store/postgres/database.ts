@@ -90,7 +90,7 @@ export class Database {
     return err;
   }
 
-  async query<T extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<T[]> {
+  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
     try {
       return (await this.pool.query<T>(sql, params)).rows;
     } catch (e) {

@@ -9,7 +9,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { artifactMissing, artifactTampered, aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound, type ScorelineError } from '../../errors.js';
 import { refuseExternalData } from '../../onnx/index.js';
 import {
-  ArtifactStore, checkAliasName, deploymentMoved, LATEST, mergePatch, prepareRegistration, sha256Of,
+  ArtifactStore, checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, mergePatch, prepareRegistration, REMOVED_DEPLOYMENT,
+  repositoryRegistration, sha256Of, versionTaken,
   type AliasEvent, type ArtifactKind, type ChangeOptions, type DeploymentEvent, type DeploymentRecord, type ImportResult, type ImportSkip,
   type JsonObject, type Lineage, type ModelRecord, type RegisterOptions, type RegisterResult, type RegistryCounters, type RepositoryScan,
   type Signature, type VersionRecord, type VersionUpdate,
@@ -95,7 +96,7 @@ export class PostgresRegistry implements Registry {
   async importRepository(scan: RepositoryScan): Promise<ImportResult> {
     const imported: RegisterResult[] = [];
     const unchanged: RegisterResult[] = [];
-    const skipped: ImportSkip[] = [];
+    const skipped: ImportSkip[] = [...scan.refused];
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Every replica imports the repository at start: same number and hash (from the scan) is not read again.
@@ -113,13 +114,14 @@ export class PostgresRegistry implements Registry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: Number(known.size), created: false });
           continue;
         }
+        const taken = (await this.#db.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [model.name, v.version]))[0];
+        if (taken !== undefined && taken.sha256 !== v.sha256) {
+          skipped.push(versionTaken(model.name, v.version, v.path, taken.sha256, v.sha256));
+          continue;
+        }
         try {
-          const result = await this.register(model.name, readFileSync(v.path), {
-            version: v.version,
-            source: v.path,
-            config: model.config as JsonObject,
-            ...(model.reference !== null ? { referenceData: model.reference.bytes } : {}),
-          });
+          const { bytes, options } = repositoryRegistration(model, v);
+          const result = await this.register(model.name, bytes, options);
           (result.created ? imported : unchanged).push(result);
         } catch (e) {
           if (!isScorelineError(e) || e.status >= 500) throw e;
@@ -255,40 +257,59 @@ export class PostgresRegistry implements Registry {
 
   async saveDeployment<S>(name: string, state: S, options: SaveDeploymentOptions): Promise<DeploymentRecord<S>> {
     const json = JSON.stringify(state);
-    if (json === undefined) throw badRequest('a deployment state must be JSON');
+    if (json === undefined || json === REMOVED_DEPLOYMENT) throw badRequest('a deployment state must be JSON');
     return this.#db.tx(async (c) => {
       await lockKey(c, `deployment:${name}`);
       await this.#requireModel(c, name);
       const at = this.#stamp();
       const before = (await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [name])).rows[0];
       const current = before?.revision ?? 0;
-      if (options.expectRevision !== undefined && options.expectRevision !== current) throw deploymentMoved(name, options.expectRevision, current);
+      const removed = before === undefined || before.state === REMOVED_DEPLOYMENT;
+      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed)) throw deploymentMoved(name, options.expectRevision, current);
       await c.query(
         `INSERT INTO deployments (model, state, updated_at, revision) VALUES ($1, $2, $3, $4)
          ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`,
         [name, json, at, current + 1],
       );
       await c.query('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5, $6)', [
-        name, at, options.action, before?.state ?? null, json, options.reason ?? '',
+        name, at, options.action, removed ? null : before.state, json, options.reason ?? '',
       ]);
       await notifyChange(c, { kind: 'deployment', model: name, origin: this.#opts.origin ?? null });
       return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
     });
   }
 
+  async removeDeployment(name: string, options: SaveDeploymentOptions): Promise<number> {
+    return this.#db.tx(async (c) => {
+      await lockKey(c, `deployment:${name}`);
+      await this.#requireModel(c, name);
+      const before = (await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [name])).rows[0];
+      if (before === undefined || before.state === REMOVED_DEPLOYMENT) throw conflict(`model '${name}' has no deployment`);
+      if (options.expectRevision !== undefined && options.expectRevision !== before.revision) throw deploymentMoved(name, options.expectRevision, before.revision);
+      const at = this.#stamp();
+      // The row stays (state JSON null) so that the next deployment's revision is higher than every replica's.
+      await c.query('UPDATE deployments SET state = $1, updated_at = $2, revision = $3 WHERE model = $4', [REMOVED_DEPLOYMENT, at, before.revision + 1, name]);
+      await c.query('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5, $6)', [
+        name, at, options.action, before.state, REMOVED_DEPLOYMENT, options.reason ?? '',
+      ]);
+      await notifyChange(c, { kind: 'deployment', model: name, origin: this.#opts.origin ?? null });
+      return before.revision + 1;
+    });
+  }
+
   async getDeployment<S = unknown>(name: string): Promise<DeploymentRecord<S> | undefined> {
     await this.#requireModel(this.#db, name);
-    const row = (await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE model = $1', [name]))[0];
+    const row = (await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE model = $1 AND state::text <> $2', [name, REMOVED_DEPLOYMENT]))[0];
     return row && toDeployment<S>(row);
   }
 
   async listDeployments<S = unknown>(): Promise<DeploymentRecord<S>[]> {
-    return (await this.#db.query<DeploymentRow>('SELECT * FROM deployments ORDER BY model COLLATE "C"')).map((r) => toDeployment<S>(r));
+    return (await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE state::text <> $1 ORDER BY model COLLATE "C"', [REMOVED_DEPLOYMENT])).map((r) => toDeployment<S>(r));
   }
 
   async deploymentHistory<S = unknown>(name: string): Promise<DeploymentEvent<S>[]> {
     await this.#requireModel(this.#db, name);
-    const rows = await this.#db.query<{ model: string; at: string; action: string; from_state: S | null; to_state: S; reason: string }>(
+    const rows = await this.#db.query<{ model: string; at: string; action: string; from_state: S | null; to_state: S | null; reason: string }>(
       'SELECT * FROM deployment_history WHERE model = $1 ORDER BY id',
       [name],
     );

@@ -69,6 +69,9 @@ export class SqliteRegistry implements Registry {
   async listDeployments<S = unknown>() {
     return this.inner.listDeployments<S>();
   }
+  async removeDeployment(name: string, options: SaveDeploymentOptions) {
+    return this.inner.removeDeployment(name, options);
+  }
   async deploymentHistory<S = unknown>(name: string) {
     return this.inner.deploymentHistory<S>(name);
   }
@@ -137,7 +140,10 @@ class LocalCluster implements ClusterRecords {
   }
   async sharedSecret(name: string, make: () => string): Promise<string> {
     let s = this.secrets.get(name);
-    if (s === undefined) this.secrets.set(name, (s = make()));
+    if (s === undefined) {
+      s = make();
+      this.secrets.set(name, s);
+    }
     return s;
   }
 }

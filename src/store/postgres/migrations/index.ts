@@ -4,6 +4,7 @@
 // its own transaction with its row in schema_migrations. Append migrations; never edit one that
 // has shipped.
 
+import type { PoolClient } from 'pg';
 import { configInvalid } from '../../../errors.js';
 import type { Database } from '../database.js';
 import initial from './0001-initial.js';
@@ -17,7 +18,7 @@ const MIGRATION_LOCK = 0x73636f72;
 
 /** Applies the migrations the database lacks; returns the versions applied now. */
 export async function migrate(db: Database): Promise<number[]> {
-  let client;
+  let client: PoolClient;
   try {
     client = await db.pool.connect();
   } catch (e) {
