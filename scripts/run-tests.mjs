@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // `npm test`: runs the native cache's C++ test program, then every compiled node:test file
-// (dist/test/**/*.test.js), and fails when no test ran at all. Extra arguments select test files
-// by substring, e.g. `npm test -- oip`.
+// (dist/test/**/*.test.js), and fails when no test ran at all (none found, or every one skipped).
+// Extra arguments select test files by substring, e.g. `npm test -- oip`.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,21 +39,24 @@ console.log(`running ${files.length} test files: ${files.map((f) => relative(joi
 
 // A test that hangs fails after this long instead of holding CI until its own timeout.
 const TEST_TIMEOUT_MS = 240_000;
-const r = spawnSync(process.execPath, ['--test', `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', '--test-reporter-destination=dist/test-results.tap', ...files], {
+// The counts are read from this run's TAP file: one left over from an earlier run must not count.
+const tapFile = join(root, 'dist', 'test-results.tap');
+rmSync(tapFile, { force: true });
+const r = spawnSync(process.execPath, ['--test', `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tapFile}`, ...files], {
   stdio: 'inherit',
   cwd: root,
 });
 let ran = 0;
 try {
-  const { readFileSync } = await import('node:fs');
-  const tap = readFileSync(join(root, 'dist', 'test-results.tap'), 'utf8');
-  const m = /^# tests (\d+)$/m.exec(tap);
-  ran = m ? Number(m[1]) : 0;
+  const tap = readFileSync(tapFile, 'utf8');
+  const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(tap)?.[1] ?? 0);
+  // Skipped and todo tests are counted in "tests" but did not run.
+  ran = count('tests') - count('skipped') - count('todo');
 } catch {
   ran = 0;
 }
-if (ran === 0) {
-  console.error('no test was executed: that counts as a failure');
+if (ran <= 0) {
+  console.error('no test was executed (none found, or every one skipped): that counts as a failure');
   failed = true;
 }
 if (r.status !== 0) failed = true;

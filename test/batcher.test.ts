@@ -13,6 +13,7 @@ import { outputsJson } from '../src/server/encode.js';
 import type { ScorelineError } from '../src/errors.js';
 import { sumExpected, writeGatherModel, writeSlowModel, writeSumModel, type ModelFixture } from './fixtures/models.js';
 import { tempDir } from './e2e/server.js';
+import { waitFor } from './fixtures/wait.js';
 
 interface Engine {
   engine: InferenceEngine;
@@ -212,17 +213,19 @@ test('an observer whose onComplete returns a promise holds the answers until it 
     settled.push(i);
     return r;
   }));
-  for (let t = 0; releases.length === 0 && t < 500; t++) await new Promise((r) => setTimeout(r, 2));
-  assert.ok(releases.length > 0, 'the batch ran and onComplete was called');
+  await waitFor(() => releases.length > 0, { timeoutMs: 5000, intervalMs: 2, message: 'the batch to run and onComplete to be called' });
   // Many turns of the event loop later: still not answered, and still pending.
   for (let t = 0; t < 20; t++) await new Promise((r) => setImmediate(r));
   assert.deepEqual(settled, []);
   assert.equal(model.batcher.pending, 3, 'held requests are still pending (graceful shutdown waits for them)');
   // Release every batch's commit (the three may ride in one batch or more).
-  for (let t = 0; settled.length < 3 && t < 500; t++) {
-    for (const r of releases.splice(0)) r();
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await waitFor(
+    () => {
+      for (const r of releases.splice(0)) r();
+      return settled.length === 3;
+    },
+    { timeoutMs: 5000, intervalMs: 2, message: () => `the three held requests to be answered (${settled.length} so far)` },
+  );
   const answers = await Promise.all(held);
   answers.forEach((a, k) => {
     assert.deepEqual(a.outputs[0].data, sumExpected([row(k + 1)], 2));

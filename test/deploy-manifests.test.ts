@@ -25,6 +25,7 @@ import { parseEnvKeys } from '../src/server/api-keys.js';
 import { accessOf } from '../src/server/gate.js';
 import { redisAvailable } from './e2e/redis.js';
 import { CLI, request, ROOT, startServer } from './e2e/server.js';
+import { waitFor } from './fixtures/wait.js';
 
 type Obj = Record<string, any>;
 
@@ -491,11 +492,7 @@ test('run as configured: Redis with the manifest\'s args and password, scoreline
   const redis = spawn('redis-server', [...args, '--port', String(port), '--bind', '127.0.0.1'], { stdio: 'ignore' });
   try {
     const cli = (env: Record<string, string>) => spawnSync('redis-cli', ['-p', String(port), 'ping'], { env: { ...process.env, ...env }, encoding: 'utf8' });
-    const deadline = Date.now() + 10_000;
-    while (cli({ REDISCLI_AUTH: password }).stdout.trim() !== 'PONG') {
-      assert.ok(Date.now() < deadline, 'redis-server starts with the manifest\'s args');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(() => cli({ REDISCLI_AUTH: password }).stdout.trim() === 'PONG', { timeoutMs: 10_000, intervalMs: 50, message: "redis-server to start with the manifest's args" });
     assert.match(cli({ REDISCLI_AUTH: '' }).stdout, /NOAUTH/, 'without the password Redis refuses');
 
     // /etc/scoreline as the ConfigMap mounts it, the Secret as a file, Redis at its Service name -> here.

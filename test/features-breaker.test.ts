@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ADMITTED, CircuitBreaker, REFUSED, TRIAL } from '../src/features/breaker.js';
+import { elapse, waitFor } from './fixtures/wait.js';
 
 /** A probe the test resolves or rejects by hand, counting calls. */
 function handProbe() {
@@ -22,11 +23,7 @@ function handProbe() {
 }
 
 async function until(ms: number, check: () => boolean): Promise<void> {
-  const end = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > end) assert.fail('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  await waitFor(check, { timeoutMs: ms, intervalMs: 5, message: `${check}` });
 }
 
 function breaker(failures = 3) {
@@ -73,7 +70,8 @@ test('probes while open, one at a time; an answer half-opens it and one trial cl
     b.failure(b.admit(), 'timeout');
     await until(2000, () => p.calls >= 1);
     // a probe that has not answered yet is not duplicated, however many periods pass
-    await new Promise((r) => setTimeout(r, 50));
+    // (elapsed time is the subject: five probe periods in which a second probe must NOT start)
+    await elapse(50);
     assert.equal(p.calls, 1);
     p.pending.shift()!.reject(new Error('Command timed out'));
     await until(2000, () => p.calls >= 2);
@@ -88,7 +86,8 @@ test('probes while open, one at a time; an answer half-opens it and one trial cl
     assert.equal(b.admitting, false, 'one trial at a time');
     assert.equal(b.admit(), REFUSED);
     const calls = p.calls;
-    await new Promise((r) => setTimeout(r, 50));
+    // Elapsed time is the subject: five probe periods in which no probe may start.
+    await elapse(50);
     assert.equal(p.calls, calls, 'no probing while half-open');
     b.success(TRIAL);
     assert.equal(b.state, 'closed');
@@ -132,7 +131,8 @@ test('stop() ends probing', async () => {
   const { b, p } = breaker(1);
   b.failure(b.admit(), 'timeout');
   b.stop();
-  await new Promise((r) => setTimeout(r, 50));
+  // Elapsed time is the subject: five probe periods in which no probe may start.
+  await elapse(50);
   assert.equal(p.calls, 0);
 });
 

@@ -4,10 +4,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { BatchReadBuffer, NativeCache } from '../src/features/native-cache.js';
 import { isStressValue, stressValue, type WorkerReply, type WorkerRequest } from './native-cache-worker.js';
+import { elapse } from './fixtures/wait.js';
 
 const SHARDS = 64;
 const MAX_ENTRIES = 100_000;
@@ -149,7 +149,8 @@ test('entries expire after their TTL and are never returned', async () => {
   cache.set('ttl:none', bytes('none'));
   cache.setMany(['ttl:many1', 'ttl:many2'], [bytes('m1'), bytes('m2')], 100);
   assert.equal(cache.get('ttl:short')?.toString(), 'short');
-  await sleep(150);
+  // Elapsed time is the subject in this test (TTLs on the addon's own clock, which takes no injected one).
+  await elapse(150);
   assert.equal(cache.get('ttl:short'), undefined);
   assert.deepEqual(
     cache.getMany(['ttl:many1', 'ttl:long', 'ttl:many2', 'ttl:none']).map((v) => v?.toString()),
@@ -160,14 +161,14 @@ test('entries expire after their TTL and are never returned', async () => {
   assert.equal(after.entries, 2); // expired entries were removed on access
   // An expired entry is counted once, and a delete of it reports false.
   cache.set('ttl:gone', bytes('x'), 1);
-  await sleep(10);
+  await elapse(10);
   assert.equal(cache.delete('ttl:gone'), false);
   assert.equal(cache.stats().expirations - before.expirations, 4);
   // Overwriting resets the TTL.
   cache.set('ttl:refresh', bytes('1'), 50);
-  await sleep(30);
+  await elapse(30);
   cache.set('ttl:refresh', bytes('2'), 500);
-  await sleep(40);
+  await elapse(40);
   assert.equal(cache.get('ttl:refresh')?.toString(), '2');
 
   assert.throws(() => cache.set('ttl:bad', bytes('x'), -1), { code: 'ERR_OUT_OF_RANGE' });
@@ -311,7 +312,8 @@ test('a worker thread and the main thread see each other\'s writes', async () =>
     // A TTL set by the worker is honoured on the main thread.
     await worker.ask({ op: 'set', key: 'shared:ttl', value: '01', ttlMs: 100 });
     assert.deepEqual(cache.get('shared:ttl'), Buffer.from([1]));
-    await sleep(150);
+    // Elapsed time is the subject: the 100 ms TTL runs out.
+    await elapse(150);
     assert.equal(cache.get('shared:ttl'), undefined);
   } finally {
     assert.equal(await worker.close(), 0);
@@ -340,7 +342,7 @@ test('concurrent writers and readers on several threads keep values intact', asy
         hits++;
         if (!isStressValue(prefix, (start + j) % keys, value)) corrupt++;
       });
-      if (round % 20 === 0) await sleep(1);
+      if (round % 20 === 0) await elapse(1); // a pause in the main thread's writing, not a wait for a condition
     }
     const results = (await replies) as Extract<WorkerReply, { op: 'stress' }>[];
     assert.equal(corrupt, 0);

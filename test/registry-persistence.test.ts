@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { MIGRATIONS } from '../src/registry/schema.js';
 import type { ModelRegistry } from '../src/registry/store.js';
 import { sha, throwsCode, withRegistry as withEnv } from './fixtures/registry.js';
+import { elapse } from './fixtures/wait.js';
 
 test('everything survives close and reopen', async () => {
   await withEnv(async (env) => {
@@ -108,8 +109,9 @@ test('a writer in another process waits for the lock (busy_timeout) instead of f
     child.stdout.on('data', (c: Buffer) => { stdout += c; });
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
     await Promise.race([opened, exited]);
-    // The child is now inside register(), blocked on BEGIN IMMEDIATE.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The child is now inside register(), blocked on BEGIN IMMEDIATE. Elapsed time is the subject:
+    // while the writer holds the lock, the child must NOT finish within this window.
+    await elapse(300);
     assert.equal(child.exitCode, null, 'the child should still be waiting for the lock');
     writer.exec('COMMIT');
     writer.close();

@@ -20,6 +20,7 @@ import { clock } from './fixtures/registry.js';
 import { writeSumModel } from './fixtures/models.js';
 import { MLFLOW_FEATURES, writeMlflowFolder } from './fixtures/mlflow.js';
 import { postgresSkip, startPostgres, type TestPostgres } from './fixtures/postgres.js';
+import { waitFor } from './fixtures/wait.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const quiet = { warn: () => undefined, info: () => undefined };
@@ -417,12 +418,12 @@ test('the PostgreSQL store: a second replica sees the lease held; a lapsed or re
       const lb = await b.cluster.lead('b', 400);
       assert.deepEqual([lb.holder, lb.term], ['a', la.term]);
       // 'a' stops renewing: once the lease lapses (the database's clock), 'b' takes it with the next term.
-      const deadline = Date.now() + 5000;
       let taken = lb;
-      while (taken.holder !== 'b' && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
-        taken = await b.cluster.lead('b', 60_000);
-      }
+      await waitFor(async () => (taken = await b.cluster.lead('b', 60_000)).holder === 'b', {
+        timeoutMs: 5000,
+        intervalMs: 50,
+        message: () => `the lapsed lease to pass to 'b' (held by ${taken.holder})`,
+      });
       assert.deepEqual([taken.holder, taken.term], ['b', la.term + 1]);
       assert.equal((await a.cluster.lead('a', 60_000)).holder, 'b');
       await b.cluster.resign('b');
@@ -467,17 +468,17 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
         { kind: 'deployment', model: 'm', origin: 'r1' },
         { kind: 'reference', model: 'm', origin: 'r1' },
       ];
-      for (let i = 0; i < 100 && seen.length < want.length; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(() => seen.length >= want.length, { timeoutMs: 5000, message: () => `${want.length} changes at the listener: ${JSON.stringify(seen)}` });
       assert.deepEqual(seen, want);
       // A refused write notifies nobody.
       await assert.rejects(stores[2]!.registry.saveDeployment('m', {}, { action: 'x', expectRevision: 0 }));
       // The listening connection is killed: the listener reconnects and reports the gap.
       await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'scoreline-listen' AND datname = current_database()");
       await c.end();
-      for (let i = 0; i < 200 && gaps < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      await waitFor(() => gaps >= 2, { timeoutMs: 5000, message: 'the listener to reconnect and report the gap' });
       assert.equal(gaps, 2);
       await stores[0]!.registry.setAlias('m', 'challenger', 1);
-      for (let i = 0; i < 100 && seen.length < 5; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(() => seen.length >= 5, { timeoutMs: 5000, message: () => `the change after the reconnection: ${JSON.stringify(seen)}` });
       assert.deepEqual(seen.slice(4), [{ kind: 'alias', model: 'm', origin: 'r1' }]);
       await stop();
       assert.ok(existsSync(join(dir, '1')), 'each replica keeps its own artifact cache');
@@ -508,8 +509,7 @@ test('the PostgreSQL store down: calls fail with STORE_UNAVAILABLE naming it, a 
       await assert.rejects(PostgresStore.open({ url: server.url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false }), { code: 'STORE_UNAVAILABLE' });
       const warnings: string[] = [];
       const waiting = PostgresStore.open({ url: server.url, dataDir: join(dir, 'c'), log: { warn: (_o, m) => warnings.push(m), info: () => undefined } });
-      for (let i = 0; i < 100 && warnings.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
-      assert.ok(warnings.length >= 2, 'it tried more than once');
+      await waitFor(() => warnings.length >= 2, { timeoutMs: 5000, intervalMs: 50, message: () => `a second attempt to reach the store: ${JSON.stringify(warnings)}` });
       assert.match(warnings[0]!, /^cannot reach the store \(PostgreSQL at .*\): connect ECONNREFUSED .*; retrying in 500 ms$/);
       await server.start();
       const late = await waiting;

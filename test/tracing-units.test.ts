@@ -15,6 +15,7 @@ import { AccessLog, ACCESS_FLUSH_MS, ACCESS_MAX_BUFFERED, type AccessRecord } fr
 import { tracesUrl } from '../src/server/otlp-exporter.js';
 import { formatTraceparent, parseTraceparent } from '../src/server/traceparent.js';
 import { decodeTraceJson, decodeTraceRequest } from './e2e/otlp-receiver.js';
+import { waitFor } from './fixtures/wait.js';
 
 const T = '4bf92f3577b34da6a3ce929d0e0e4736';
 const S = '00f067aa0ba902b7';
@@ -91,8 +92,7 @@ test('the access log writes from a timer, not in push(), and drops (counted) bey
   assert.ok(access.sample());
   access.push(rec(0));
   assert.equal(lines.length, 0, 'nothing is written while the request is answered');
-  const deadline = Date.now() + ACCESS_FLUSH_MS * 20;
-  while (lines.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => lines.length > 0, { timeoutMs: ACCESS_FLUSH_MS * 20, intervalMs: 10, message: 'the access log line to be flushed' });
   assert.equal(lines.length, 1);
   assert.equal(lines[0]!.component, 'access');
   assert.equal(lines[0]!.service, 't', 'the server logger\'s bindings');

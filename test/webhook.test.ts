@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { AlertManager } from '../src/monitoring/alerts.js';
 import { WebhookChannel, notify, retryAfterMs, type LogEntry } from '../src/monitoring/webhook.js';
+import { waitFor } from './fixtures/wait.js';
 
 interface Received {
   at: number;
@@ -213,7 +214,7 @@ test('closing stops retries; a full queue and bad options are reported, not thro
     const first = ch.send(alertPayload('x', 'fired'));
     await ch.send(alertPayload('y', 'fired')); // dropped: one delivery already pending
     assert.equal(ch.stats().failed, 1);
-    while (ch.stats().retried === 0) await new Promise((res) => setTimeout(res, 5));
+    await waitFor(() => ch.stats().retried > 0, { timeoutMs: 5000, intervalMs: 5, message: () => `the first delivery to fail and be queued for a retry: ${JSON.stringify(ch.stats())}` });
     ch.close();
     await first;
     assert.deepEqual(ch.stats(), { sent: 0, failed: 2, retried: 1, pending: 0 });

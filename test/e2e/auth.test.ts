@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import WebSocket from 'ws';
 import { stringify } from 'yaml';
 import { CLI, DEMO_REPO, request, ROOT, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
 const OIP = { inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] };
@@ -165,8 +166,7 @@ describe('auth on: keys from the config and the environment', () => {
       ws.on('message', (d) => got.push(JSON.parse(d.toString())));
       ws.send(JSON.stringify({ id: 1, model: 'credit-default', ...OIP }));
       ws.send(JSON.stringify({ id: 2, event: 'transaction', entity: 'C00042', fields: { amount: 5 } }));
-      const deadline = Date.now() + 10_000;
-      while (got.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => got.length >= 2, { timeoutMs: 10_000, intervalMs: 10, message: () => `two answers on the socket: ${JSON.stringify(got)}` });
       const byId = new Map(got.map((a) => [a.id, a]));
       assert.ok(byId.get(1)?.outputs, JSON.stringify(byId.get(1)));
       assert.equal(byId.get(2)?.status, 403);

@@ -13,6 +13,7 @@ import { CREDIT_FEATURES, featureVector, generateCreditData, type CreditApplicat
 import { logisticToOnnx, trainLogistic } from '../../src/retraining/logistic.js';
 import { fitTrees, treesToOnnx } from '../../src/retraining/trees.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const TOKEN = 'canary-test-token';
 const P = CREDIT_FEATURES.length;
@@ -93,14 +94,15 @@ async function canaryOutcome(canary: number): Promise<{ action: string; reason: 
   assert.equal((await admin('PUT', '/admin/deployments/credit', { json: { strategy: 'direct', version: 1 } })).status, 200);
   const put = await admin('PUT', '/admin/deployments/credit', { json: { strategy: 'canary', stable: 1, canary, percent: 50, steps: [100], stepSeconds: 1 } });
   assert.equal(put.status, 200, put.text);
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const rs = await Promise.all(Array.from({ length: 40 }, infer));
-    for (const r of rs) assert.equal(r.status, 200, r.text);
-    const view = (await admin('GET', '/admin/deployments/credit')).body;
-    if (view.strategy.strategy === 'direct') return view.history.at(-1);
-  }
-  throw new Error('the canary reached no verdict within 60 s');
+  return waitFor(
+    async () => {
+      const rs = await Promise.all(Array.from({ length: 40 }, infer));
+      for (const r of rs) assert.equal(r.status, 200, r.text);
+      const view = (await admin('GET', '/admin/deployments/credit')).body;
+      return view.strategy.strategy === 'direct' ? (view.history.at(-1) as { action: string; reason: string }) : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 0, message: 'the canary to reach a verdict' },
+  );
 }
 
 test('a challenger of another model family is promoted 20 times in 20 on traffic from the same population', async () => {

@@ -11,6 +11,7 @@ import { FEATURES, TRUE_INTERCEPT, TRUE_WEIGHTS, writeWeakModel } from '../fixtu
 import { postgresSkip } from '../fixtures/postgres.js';
 import { request, tempDir } from './server.js';
 import { alive, startCluster, until, type TestCluster } from './cluster.js';
+import { elapse } from '../fixtures/wait.js';
 
 const skip = postgresSkip();
 const OUTAGE_MS = 30_000;
@@ -82,7 +83,8 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
       }
       for (const r of c.replicas.slice(0, 3)) assert.ok(alive(r), 'no replica exits');
       assert.equal((await c.admin(1, 'PUT', '/admin/models/risk/aliases/champion', { json: { version: 1 } })).status, 503);
-      await new Promise((r) => setTimeout(r, 500));
+      // Elapsed time is the subject: the outage lasts OUTAGE_MS, checked every half second.
+      await elapse(500);
     }
     const during = sent;
     await c.pg.start();

@@ -2,12 +2,12 @@
 // (the CLI as child processes, each with its own data dir) sharing it through SCORELINE_STORE_URL,
 // with the same config file; HTTP helpers per replica, and polling with deadlines.
 
-import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { startPostgres, type TestPostgres } from '../fixtures/postgres.js';
 import { request, startServer, tempDir, type JsonResponse, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 export const TOKEN = 'cluster-test-token';
 
@@ -80,18 +80,20 @@ export async function startCluster(n: number, config: Record<string, unknown>, e
 
 /** Polls `probe` until it returns a value other than undefined, or fails after ms with `what`. */
 export async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + ms;
   let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+  const found = await waitFor(
+    async () => {
+      try {
+        const v = await probe();
+        return v === undefined ? undefined : { v };
+      } catch (e) {
+        last = e;
+        return undefined;
+      }
+    },
+    { timeoutMs: ms, intervalMs: everyMs, message: () => `${what}${last ? ` (last error: ${(last as Error).message})` : ''}` },
+  );
+  return found.v;
 }
 
 /** Whether the replica's process is still running. */

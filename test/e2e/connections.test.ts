@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { writeSumModel } from '../fixtures/models.js';
 import { CLI, ROOT, startServer, tempDir, type TestServer } from './server.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 const servers: TestServer[] = [];
 const sockets: Socket[] = [];
@@ -57,11 +58,7 @@ async function idle(port: number, n: number): Promise<void> {
 }
 
 async function until(what: string, cond: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(cond, { timeoutMs: ms, intervalMs: 50, message: what });
 }
 
 test('a second server on a taken port fails at start with "port P is in use"', async () => {
@@ -129,7 +126,8 @@ test('400 idle connections at an open-files limit of 256 do not make the server 
   try {
     await idle(port, 400);
     const t0 = cpuSeconds(proc.pid!);
-    await new Promise((r) => setTimeout(r, 2000));
+    // Elapsed time is the subject: the CPU the server burns over two idle seconds.
+    await elapse(2000);
     const used = cpuSeconds(proc.pid!) - t0;
     // Spinning on a failing accept() costs 0.4 to 1 core; a server that stopped accepting costs next to nothing.
     assert.ok(used < 0.5, `the server used ${used.toFixed(2)} s of CPU in 2 s with 400 idle connections`);

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { stringify } from 'yaml';
 import { CLI, DEMO_REPO, startServer, tempDir } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -46,14 +47,12 @@ test('the dashboard asks for an API key with monitoring:read and works with one'
 
     // Polled from here: the page's CSP forbids the eval that waitForFunction with a string needs.
     const status = async (pattern: RegExp) => {
-      const deadline = Date.now() + 15_000;
       let text = '';
-      while (Date.now() < deadline) {
-        text = (await page.textContent('[data-testid=status]')) ?? '';
-        if (pattern.test(text)) return;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.fail(`status never matched ${pattern}: '${text}'`);
+      await waitFor(async () => pattern.test((text = (await page.textContent('[data-testid=status]')) ?? '')), {
+        timeoutMs: 15_000,
+        intervalMs: 50,
+        message: () => `the status to match ${pattern}: '${text}'`,
+      });
     };
     await page.fill('[data-testid=api-key]', 'slk_wrong-key-wrong-key-wrong-key');
     await page.press('[data-testid=api-key]', 'Enter');

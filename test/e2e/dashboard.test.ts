@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Page } from 'playwright-core';
 import { request, ROOT, startServer } from './server.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -119,13 +119,9 @@ function assertShown(text: string | null, expected: unknown, what: string, scale
 }
 
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) assert.fail(`${what} (last seen: ${JSON.stringify(v)?.slice(0, 3000)})`);
-    await sleep(200);
-  }
+  let last: T | undefined;
+  await waitFor(async () => ok((last = await read())), { timeoutMs: ms, intervalMs: 200, message: () => `${what} (last seen: ${JSON.stringify(last)?.slice(0, 3000)})` });
+  return last as T;
 }
 
 test('the page builds its DOM from API strings as text only and keeps inline code CSP-hashable', () => {
@@ -388,7 +384,8 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
       document.dispatchEvent(new Event('visibilitychange'));
     })()`);
     snapshotRequests = [];
-    await sleep(4_500);
+    // Elapsed time is the subject: over two poll intervals (POLL_MS is 2 s) the hidden page must NOT ask.
+    await elapse(4_500);
     assert.equal(snapshotRequests.length, 0, 'no polling while the tab is hidden');
     const next = page.waitForRequest((r) => new URL(r.url()).pathname === SNAPSHOT_PATH, { timeout: 1_000 });
     await page.evaluate(`(() => {

@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { writeDtypesModel, writeSumModel } from '../fixtures/models.js';
+import { waitFor } from '../fixtures/wait.js';
 import { CLI, request, startServer, tempDir, type TestServer } from './server.js';
 
 let dataDir: string;
@@ -218,8 +219,10 @@ test('shadow: the primary answers every request, the shadow is compared off the 
     assert.equal(r.body.model_version, '1');
     assert.deepEqual(r.body.outputs[0].data, [i]);
   }
-  await new Promise((r) => setTimeout(r, 200));
-  const s = (await admin('GET', '/admin/deployments/sum')).body.shadow;
+  // The shadow is scored off the response path: its comparisons land after the answers.
+  const shadowStats = async () => (await admin('GET', '/admin/deployments/sum')).body.shadow;
+  let s = await shadowStats();
+  await waitFor(async () => (s = await shadowStats()).pairs >= 40, { message: () => `40 shadow comparisons: ${JSON.stringify(s)}` });
   assert.equal(s.pairs, 40);
   // shadow = 2 x primary, so the mean absolute difference is the mean of i over 0..39
   assert.ok(Math.abs(s.mean_abs_diff - 19.5) < 1e-6, JSON.stringify(s));
@@ -227,8 +230,8 @@ test('shadow: the primary answers every request, the shadow is compared off the 
   // a shadow that fails never shows
   await deployment({ strategy: 'shadow', primary: 1, shadow: v.failing });
   for (let i = 1; i < 20; i++) assert.equal((await infer([1000 + i, 0, 0, 0])).status, 200);
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal((await admin('GET', '/admin/deployments/sum')).body.shadow.shadow_errors, 19);
+  await waitFor(async () => (s = await shadowStats()).shadow_errors >= 19, { message: () => `19 shadow errors: ${JSON.stringify(s)}` });
+  assert.equal(s.shadow_errors, 19);
 });
 
 test('validation refuses a version that does not fit, and nothing moves', async () => {
@@ -262,13 +265,18 @@ test('a tampered artifact is refused, logged and counted; the serving version ke
   assert.ok(server.logs.some((l) => l.includes('artifact refused')));
 });
 
-/** Sends traffic until `stop()` says so. */
+/** Sends traffic until `stop()` says so; fails after a minute. */
 async function traffic(stop: () => Promise<boolean>, x = [1, 2, 3, 4]): Promise<number> {
   let n = 0;
-  while (!(await stop())) {
-    await Promise.all(Array.from({ length: 20 }, () => infer(x)));
-    n += 20;
-  }
+  await waitFor(
+    async () => {
+      if (await stop()) return true;
+      await Promise.all(Array.from({ length: 20 }, () => infer(x)));
+      n += 20;
+      return false;
+    },
+    { timeoutMs: 60_000, intervalMs: 0, message: () => `the canary to end (back to a direct deployment) after ${n} requests` },
+  );
   return n;
 }
 
@@ -321,7 +329,9 @@ test('20 deployment switches under continuous load: not one failed request', asy
   ];
   for (let i = 0; i < 20; i++) {
     await deployment(specs[i % specs.length]);
-    await new Promise((r) => setTimeout(r, 50));
+    // Each deployment serves some of the load before the next switch.
+    const served = results.length;
+    await waitFor(() => results.length >= served + 16, { intervalMs: 5, message: () => `requests served by deployment ${i} (${results.length - served} so far)` });
   }
   stop = true;
   await load;

@@ -12,6 +12,7 @@ import { stringify } from 'yaml';
 import WebSocket from 'ws';
 import { writeSlowModel } from '../fixtures/models.js';
 import { request, ROOT, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 const ALLOWED = 'https://risk-console.example';
@@ -118,14 +119,18 @@ test('a WebSocket frame refused during shutdown carries its id', async () => {
   const frame = (id: string) => ({ id, model: 'slow', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(1) }] });
   // Slow work in flight keeps the server draining (not yet closed) while the late frame arrives.
   for (let i = 0; i < 16; i++) ws.send(JSON.stringify(frame(`busy-${i}`)));
-  const deadline = Date.now() + 10_000;
-  while (answers.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => answers.length > 0, { timeoutMs: 10_000, intervalMs: 10, message: 'the first answer of the slow work' });
   s.proc.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 30));
+  await waitFor(() => s.logs.some((l) => l.includes('shutting down: finishing in-flight requests')), {
+    intervalMs: 5,
+    message: () => `the server to start draining:\n${s.logs.join('\n')}`,
+  });
   ws.send(JSON.stringify(frame('late-1')));
-  while (!answers.some((a) => a.id === 'late-1') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  const late = answers.find((a) => a.id === 'late-1');
-  assert.ok(late !== undefined, `no answer for the late frame: ${JSON.stringify(answers.slice(-3))}`);
+  const late = await waitFor(() => answers.find((a) => a.id === 'late-1'), {
+    timeoutMs: 10_000,
+    intervalMs: 10,
+    message: () => `an answer for the late frame: ${JSON.stringify(answers.slice(-3))}`,
+  });
   assert.equal(late.status, 503);
   assert.match(late.error, /shutting down/);
   assert.equal(await s.exited, 0);

@@ -14,6 +14,7 @@ import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { CLI, request, startServer, tempDir, type TestServer } from './server.js';
 import { redisAvailable, startRedis, type TestRedis } from './redis.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const COLUMNS = ['income', 'age', 'txn_sum_1h', 'lates'];
 const HOUR = 3_600_000;
@@ -157,21 +158,18 @@ describe('batched Redis reads and window snapshots', { skip }, () => {
     assert.equal((await events(batched, { event: 'txn', id: 'other-1', entity: { customer_id: customer }, fields: { amount: 7 } })).body.accepted, 1);
     assert.equal((await sum(batched)).value, 7);
     // ... and shortTtl sees it only once its snapshot (read before the write) has expired (2 s).
-    let seen: { value: number; window_age_ms: number } | undefined;
-    const deadline = performance.now() + 10_000;
-    while (performance.now() < deadline) {
-      const r = await sum(shortTtl);
-      const askedAt = performance.now();
-      if (r.value === 12) {
-        seen = r;
-        break;
-      }
-      assert.equal(r.value, 5, 'before, it has its own event and not the other');
-      // the view it answers from is older than the other replica's write, and younger than the TTL
-      assert.ok(r.window_age_ms <= 2000 + 50 && r.window_age_ms >= askedAt - written - 1000, `window_age_ms ${r.window_age_ms}`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    assert.ok(seen, 'the other replica\'s event was seen once the TTL passed');
+    const seen = await waitFor(
+      async () => {
+        const r = await sum(shortTtl);
+        const askedAt = performance.now();
+        if (r.value === 12) return r;
+        assert.equal(r.value, 5, 'before, it has its own event and not the other');
+        // the view it answers from is older than the other replica's write, and younger than the TTL
+        assert.ok(r.window_age_ms <= 2000 + 50 && r.window_age_ms >= askedAt - written - 1000, `window_age_ms ${r.window_age_ms}`);
+        return undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 100, message: "the other replica's event, once the 2 s snapshot TTL passed" },
+    );
     assert.ok(seen.window_age_ms < 1000, `a fresh read from the store, window_age_ms ${seen.window_age_ms}`);
     // the hybrid window follows the same rule
     const lates = async (s: TestServer) => (await score(s, customer)).body.features['lates@1'].value as number;
@@ -179,11 +177,6 @@ describe('batched Redis reads and window snapshots', { skip }, () => {
     assert.equal(await lates(batched), base);
     assert.equal((await events(batched, { event: 'late', id: 'late-1', entity: { customer_id: customer } })).body.accepted, 1);
     assert.equal(await lates(batched), base + 1);
-    let caughtUp = false;
-    for (let i = 0; i < 100 && !caughtUp; i++) {
-      caughtUp = (await lates(shortTtl)) === base + 1;
-      if (!caughtUp) await new Promise((res) => setTimeout(res, 100));
-    }
-    assert.ok(caughtUp);
+    await waitFor(async () => (await lates(shortTtl)) === base + 1, { timeoutMs: 10_000, intervalMs: 100, message: 'the hybrid window of the other replica to catch up once its snapshot expired' });
   });
 });

@@ -14,6 +14,7 @@ import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { CLI, request, startServer, tempDir, type TestServer } from './server.js';
 import { redisAvailable, startRedis, type TestRedis } from './redis.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const COLUMNS = ['income', 'txn_count_1h', 'txn_sum_1h'];
 const HOUR = 3_600_000;
@@ -101,15 +102,7 @@ function resume(r: TestRedis): void {
   process.kill(r.proc.pid!, 'SIGCONT');
 }
 
-/** Polls `check` until it returns true or `ms` pass. */
-async function until(ms: number, check: () => Promise<boolean>): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (performance.now() < end) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
-}
+
 
 const logLines = (s: Setup, pattern: RegExp) => s.server.logs.filter((l) => pattern.test(l)).map((l) => JSON.parse(l) as { level: number; msg: string });
 
@@ -183,11 +176,14 @@ describe('a hung Redis (SIGSTOP)', { skip: skipRedis }, () => {
     }
 
     // Closes once a probe answers and one real request goes through; statuses are back to present.
-    const closed = await until(10_000, async () => {
-      const r = await score(s, 'C003');
-      return r.status === 200 && Object.values<any>(r.body.features).every((f) => f.status === 'present' && f.reason === undefined);
-    });
-    assert.ok(closed, 'the circuit closed after Redis answered again');
+    let lastScore: any;
+    await waitFor(
+      async () => {
+        const r = (lastScore = await score(s, 'C003'));
+        return r.status === 200 && Object.values<any>(r.body.features).every((f) => f.status === 'present' && f.reason === undefined);
+      },
+      { timeoutMs: 10_000, intervalMs: 50, message: () => `the circuit to close after Redis answered again: ${lastScore?.text}` },
+    );
     assert.equal(await storeUp(s), 1);
     assert.equal((await request(`${s.server.url}/v2/health/ready`)).body.degraded, undefined);
     // The refused event was not stored; the next one is.
@@ -258,12 +254,12 @@ describe('event ids with Redis', { skip: skipRedis }, () => {
     assert.equal(lost.body.error, 'the store did not answer within 200 ms; the write may have been applied; retry with the same id, it is idempotent');
     // It landed when Redis resumed: the retry is recognised and not counted again.
     let retry: Awaited<ReturnType<typeof events>> | undefined;
-    assert.ok(
-      await until(5000, async () => {
+    await waitFor(
+      async () => {
         retry = await events(s, txn('C002', 10, 'retry-1'));
         return retry.status === 200;
-      }),
-      retry?.text,
+      },
+      { timeoutMs: 5000, intervalMs: 50, message: () => `the retried event to be stored: ${retry?.text}` },
     );
     assert.deepEqual(retry!.body, { accepted: 0, ignored: 0, duplicates: 1, ids: ['retry-1'] });
     assert.deepEqual(await windows(s, 'C002'), [1, 10]);

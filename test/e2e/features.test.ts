@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { CLI, ROOT, request, startServer, tempDir, type TestServer } from './server.js';
 import { redisAvailable, startRedis, type TestRedis } from './redis.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const COLUMNS = ['income', 'age', 'debt', 'score_band', 'ratio', 'tripled', 'txn_sum_1h', 'txn_max_1h', 'lates', 'amount'];
 const WEIGHTS = [0.001, 0.1, 0.01, 1, 10, 0.05, 0.02, 0.03, 2, 0.0001];
@@ -275,12 +276,11 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
       assert.match(metrics, /scoreline_feature_store_up\{store="redis"\} 0/);
       assert.match(metrics, /scoreline_feature_store_failures_total \d+/);
       await s.redis!.restart();
-      let back = false;
-      for (let i = 0; i < 60 && !back; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        back = (await request(`${s.server.url}/v2/health/ready`)).body.degraded === undefined;
-      }
-      assert.ok(back, 'reconnected without a restart');
+      await waitFor(async () => (await request(`${s.server.url}/v2/health/ready`)).body.degraded === undefined, {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        message: 'the server to reconnect to the restarted Redis without a restart',
+      });
       const stored = await events(s, { event: 'late', id: 'after-restart', entity: { customer_id: 'C001' } });
       assert.deepEqual(stored.body, { accepted: 1, ignored: 0, duplicates: 0, ids: ['after-restart'] });
     } finally {

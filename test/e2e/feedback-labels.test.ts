@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { identityRequest, writeIdentityModel } from '../fixtures/identity.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 
@@ -27,10 +28,19 @@ after(async () => {
 });
 
 const feedback = (items: unknown) => request(`${server.url}/v1/feedback`, { json: items });
-const performance = async (model: string) => {
-  // Performance is cached for two seconds (dashboards poll): wait it out so the answer is fresh.
-  await new Promise((r) => setTimeout(r, 2100));
-  return (await request(`${server.url}/v1/monitoring/${model}`)).body.performance;
+/**
+ * The model's performance once it shows `labelled` labels. Performance is cached for two seconds
+ * (dashboards poll), so an answer can lag the labels just sent: poll until it shows them.
+ */
+const performance = async (model: string, labelled: number) => {
+  let last: any;
+  return waitFor(
+    async () => {
+      last = (await request(`${server.url}/v1/monitoring/${model}`)).body.performance;
+      return last.labelled === labelled ? last : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `${labelled} labels in the performance of ${model}: ${JSON.stringify(last)}` },
+  );
 };
 
 test('a classifier refuses labels other than 0/1 (or true/false): 422 when all are, naming the allowed values', async () => {
@@ -43,7 +53,7 @@ test('a classifier refuses labels other than 0/1 (or true/false): 422 when all a
   assert.equal(ok.status, 200, ok.text);
   assert.equal(ok.body.joined, 4);
   assert.equal(ok.body.rejected, 0);
-  const before = await performance('clf');
+  const before = await performance('clf', 4);
   assert.equal(before.labelled, 4);
   assert.equal(before.auc, 1);
 
@@ -66,7 +76,10 @@ test('a classifier refuses labels other than 0/1 (or true/false): 422 when all a
   assert.match(bad.body.rejected_items[0].reason, /model 'clf' version 1 \(classification\)/);
 
   // Nothing changed: c1 is still labelled 0 and c8 1 (a flipped label would break the perfect AUC).
-  const afterwards = await performance('clf');
+  // Elapsed time is the subject: only after the two-second performance cache has expired is the
+  // answer recomputed, and only a recomputed answer shows that the refused labels stored nothing.
+  await elapse(2100);
+  const afterwards = await performance('clf', 4);
   assert.equal(afterwards.labelled, 4);
   assert.equal(afterwards.auc, 1);
   assert.equal(afterwards.accuracy, before.accuracy);
@@ -85,7 +98,7 @@ test('a request mixing valid and out-of-range labels: 200, the valid ones joined
   assert.deepEqual(r.body.unknown_ids, ['never-scored']);
   assert.equal(r.body.rejected, 1);
   assert.equal(r.body.rejected_items[0].request_id, 'c4');
-  assert.equal((await performance('clf')).labelled, 5);
+  assert.equal((await performance('clf', 5)).labelled, 5);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
   assert.match(metrics, /^scoreline_feedback_total\{result="rejected"\} 3$/m);
 });
@@ -102,5 +115,5 @@ test('a regression model takes any finite number; a non-finite one is a bad requ
   const inf = await request(`${server.url}/v1/feedback`, { body: '[{"request_id": "r4", "label": 1e999}]', headers: { 'content-type': 'application/json' }, method: 'POST' });
   assert.equal(inf.status, 400, inf.text);
   assert.match(inf.body.error, /finite number/);
-  assert.equal((await performance('reg')).labelled, 3);
+  assert.equal((await performance('reg', 3)).labelled, 3);
 });

@@ -15,7 +15,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { DTYPES_EXAMPLE, dtypesExpected, sumExpected, writeDtypesModel, writeLogisticModel, writeSlowModel, writeSumModel, writeWordsModel, wordsExpected } from '../fixtures/models.js';
-import { type JsonResponse, request, ROOT, startServer, tempDir, type TestServer } from './server.js';
+import { request, ROOT, startServer, tempDir, type JsonResponse, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 // The client knows the service from the .proto alone.
 const definition = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true });
@@ -359,22 +360,20 @@ test('the queue sheds load with RESOURCE_EXHAUSTED and retry-after; the client d
   const batchMs = Date.now() - t0;
   const before = await metrics();
   const busy = [slow(64, 'busy-1'), slow(64, 'busy-2')];
-  const start = Date.now() + 10_000;
-  while (!/^scoreline_inference_batches_in_flight 2$/m.test(await metrics())) assert.ok(Date.now() < start, 'the long batches never started');
+  await waitFor(async () => /^scoreline_inference_batches_in_flight 2$/m.test(await metrics()), { timeoutMs: 10_000, intervalMs: 0, message: 'the two long batches to start' });
   busy.push(slow(64, 'busy-3'));
-  const queued = Date.now() + 10_000;
-  while (!/^scoreline_inference_queue_depth\{model="slow",version="1"\} 1$/m.test(await metrics())) assert.ok(Date.now() < queued, 'the third batch never queued');
+  await waitFor(async () => /^scoreline_inference_queue_depth\{model="slow",version="1"\} 1$/m.test(await metrics()), { timeoutMs: 10_000, intervalMs: 0, message: 'the third batch to queue' });
   const late = await slow(1, 'late', Math.max(20, Math.min(250, Math.floor(batchMs / 2))));
   assert.ok(isError(late) && late.code === grpc.status.DEADLINE_EXCEEDED, JSON.stringify(late));
   for (const b of await Promise.all(busy)) assert.ok(!isError(b), JSON.stringify(b));
   const fivexx = /^scoreline_requests_total\{model="slow",version="1",variant="default",route="grpc",status="5xx"\} (\d+)$/m;
   const twoxx = /^scoreline_requests_total\{model="slow",version="1",variant="default",route="grpc",status="2xx"\} (\d+)$/m;
-  const deadline = Date.now() + 10_000;
-  let now = await metrics();
-  while (metric(now, fivexx) - metric(before, fivexx) < 1) {
-    assert.ok(Date.now() < deadline, 'the server never recorded the expired call as 504');
-    now = await metrics();
-  }
+  let now = '';
+  await waitFor(async () => metric((now = await metrics()), fivexx) - metric(before, fivexx) >= 1, {
+    timeoutMs: 10_000,
+    intervalMs: 10,
+    message: 'the server to record the expired call as 504',
+  });
   assert.equal(metric(now, fivexx) - metric(before, fivexx), 1);
   assert.equal(metric(now, twoxx) - metric(before, twoxx), 3, 'only the three long calls were computed');
 });
@@ -423,16 +422,16 @@ test('feedback joins a prediction made over gRPC by its id, rows of a batched ca
     inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 3], contents: { fp32_contents: [1, 10, 0, 3, 15, 1] } }],
   });
   assert.equal(answer.id, 'grpc-feedback-1');
-  const deadline = Date.now() + 10_000;
-  let r: JsonResponse;
-  for (;;) {
-    r = await request(`${server.url}/v1/feedback`, { json: [{ request_id: 'grpc-feedback-1/0', label: 1 }, { request_id: 'grpc-feedback-1/1', label: 0 }] });
-    assert.equal(r.status, 200, r.text);
-    if (r.body.joined === 2) break;
-    assert.ok(Date.now() < deadline, `feedback never joined: ${r.text}`);
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  assert.equal(r.body.unknown, 0);
+  let r: JsonResponse | undefined;
+  await waitFor(
+    async () => {
+      r = await request(`${server.url}/v1/feedback`, { json: [{ request_id: 'grpc-feedback-1/0', label: 1 }, { request_id: 'grpc-feedback-1/1', label: 0 }] });
+      assert.equal(r.status, 200, r.text);
+      return r.body.joined === 2;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, message: () => `the feedback to join both rows: ${r?.text}` },
+  );
+  assert.equal(r!.body.unknown, 0);
 });
 
 test('draining: a call in flight is answered, a new call is refused with UNAVAILABLE, the server exits 0', async () => {
@@ -443,17 +442,15 @@ test('draining: a call in flight is answered, a new call is refused with UNAVAIL
     return r;
   });
   // Wait until the server is computing it.
-  const deadline = Date.now() + 10_000;
-  while (!/^scoreline_inference_batches_in_flight [1-9]/m.test(await metrics())) {
-    assert.ok(Date.now() < deadline, 'the slow call never started');
-  }
+  await waitFor(async () => /^scoreline_inference_batches_in_flight [1-9]/m.test(await metrics()), { timeoutMs: 10_000, intervalMs: 0, message: 'the slow call to start' });
   server.proc.kill('SIGTERM');
-  let refused: CallError | null = null;
-  while (refused === null) {
-    const r = await call('ModelInfer', sumRequest([[1, 2, 3, 4]], { model_version: '1' }));
-    if (isError(r)) refused = r;
-    assert.ok(Date.now() < deadline, 'new calls were never refused');
-  }
+  const refused = await waitFor(
+    async () => {
+      const r = await call('ModelInfer', sumRequest([[1, 2, 3, 4]], { model_version: '1' }));
+      return isError(r) ? r : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 0, message: 'new calls to be refused once draining' },
+  );
   assert.equal(grpc.status[refused.code], 'UNAVAILABLE');
   assert.match(refused.details, /shutting down/);
   assert.equal(done, false, 'refused while the slow call was still in flight');

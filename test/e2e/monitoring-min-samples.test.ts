@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { mulberry32 as rng } from '../fixtures/random.js';
+import { waitFor } from '../fixtures/wait.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
 
 const TOKEN = 'min-samples-test-token';
@@ -72,30 +72,39 @@ const scoreRows = async (s: TestServer, model: string, id: string, xs: number[])
   const r = await request(`${s.url}/v2/models/${model}/infer`, { json: { id, inputs: [{ name: 'x', datatype: 'FP32', shape: [xs.length, 1], data: xs }] } });
   assert.equal(r.status, 200, r.text);
 };
-const snapshot = async (s: TestServer, model: string) => {
-  // Performance is cached for two seconds (dashboards poll): wait it out so the answer is fresh.
-  await sleep(2100);
-  const r = await request(`${s.url}/v1/monitoring/${model}?window=1h`);
-  assert.equal(r.status, 200, r.text);
-  return r.body;
+/**
+ * The 1h monitoring snapshot once `fresh` holds for it. Performance is cached for two seconds
+ * (dashboards poll), so an answer can lag the labels just sent: poll until it shows them.
+ */
+const snapshot = async (s: TestServer, model: string, fresh: (body: any) => boolean, what: string) => {
+  let last: any;
+  return waitFor(
+    async () => {
+      const r = await request(`${s.url}/v1/monitoring/${model}?window=1h`);
+      assert.equal(r.status, 200, r.text);
+      last = r.body;
+      return fresh(r.body) ? r.body : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `the snapshot of ${model} to show ${what}: ${JSON.stringify({ drift: last?.drift?.score, performance: last?.performance })}` },
+  );
 };
 const firing = async (model: string) =>
   (await request(`${server.url}/admin/alerts?model=${model}`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.firing as { rule: string; labels: Record<string, string> }[];
 
 /** Polls /metrics until a line matches (the periodic evaluation has run on what was sent). */
 async function metricsUntil(s: TestServer, line: RegExp, ms = 15_000): Promise<string> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const text = await (await fetch(`${s.url}/metrics`)).text();
-    if (line.test(text)) return text;
-    if (Date.now() > deadline) assert.fail(`/metrics never showed ${line}:\n${text.split('\n').filter((l) => /drift|model_auc|labelled/.test(l)).join('\n')}`);
-    await sleep(100);
-  }
+  let text = '';
+  await waitFor(async () => line.test((text = await (await fetch(`${s.url}/metrics`)).text())), {
+    timeoutMs: ms,
+    intervalMs: 100,
+    message: () => `/metrics to show ${line}:\n${text.split('\n').filter((l) => /drift|model_auc|labelled/.test(l)).join('\n')}`,
+  });
+  return text;
 }
 
 test('3 requests: score PSI and feature CSI are shown with n = 3 and band insufficient_data; no gauge, no alert', async () => {
   await scoreRows(server, 'drifty', 'three', [0.12, 0.47, 0.93]);
-  const s = await snapshot(server, 'drifty');
+  const s = await snapshot(server, 'drifty', (b) => b.drift.score.n === 3, '3 scores');
   // Seven empty bins of ten: a PSI that would read "significant" without its sample size.
   assert.ok(s.drift.score.psi > 4, `score PSI ${s.drift.score.psi}`);
   assert.equal(s.drift.score.band, 'insufficient_data');
@@ -109,13 +118,13 @@ test('3 requests: score PSI and feature CSI are shown with n = 3 and band insuff
   assert.doesNotMatch(text, /^scoreline_drift_psi\{model="drifty"/m);
   // That evaluation has been handed to the rules (they run right after it): nothing fired.
   assert.deepEqual(await firing('drifty'), []);
-  assert.deepEqual((await snapshot(server, 'drifty')).alerts, []);
+  assert.deepEqual((await snapshot(server, 'drifty', () => true, 'anything')).alerts, []);
 });
 
 test('traffic from the reference population, in numbers, gives band stable for the score and the feature', async () => {
   const rand = rng(42);
   for (let i = 0; i < 12; i++) await scoreRows(server, 'drifty', `ref-${i}`, Array.from({ length: 50 }, rand));
-  const s = await snapshot(server, 'drifty');
+  const s = await snapshot(server, 'drifty', (b) => b.drift.score.n === 603, '603 scores');
   assert.equal(s.drift.score.n, 603);
   assert.equal(s.drift.score.band, 'stable', `score PSI ${s.drift.score.psi}`);
   assert.ok(s.drift.score.psi < 0.1);
@@ -135,7 +144,7 @@ test('auc_drop: 40 labels ranked backwards fire nothing; with the minimum met an
   let text = await metricsUntil(server, /^scoreline_model_labelled_predictions\{model="ranked",version="1"\} 40$/m);
   assert.doesNotMatch(text, /^scoreline_model_auc\{model="ranked"/m);
   assert.deepEqual(await firing('ranked'), []);
-  let s = await snapshot(server, 'ranked');
+  let s = await snapshot(server, 'ranked', (b) => b.performance.labelled === 40, '40 labelled');
   assert.deepEqual(s.alerts, [], 'not even pending');
   assert.equal(s.performance.auc, 0, 'the value is shown');
   assert.equal(s.performance.bands.auc, 'insufficient_data');
@@ -155,16 +164,14 @@ test('auc_drop: 40 labels ranked backwards fire nothing; with the minimum met an
   }
   fb = await request(`${server.url}/v1/feedback`, { json: labels });
   assert.equal(fb.body.joined, 1000, fb.text);
-  const deadline = Date.now() + 15_000;
-  let fired = await firing('ranked');
-  while (fired.length === 0 && Date.now() < deadline) {
-    await sleep(100);
-    fired = await firing('ranked');
-  }
+  const fired = await waitFor(async () => {
+    const f = await firing('ranked');
+    return f.length > 0 ? f : undefined;
+  }, { timeoutMs: 15_000, intervalMs: 100, message: 'the auc_drop alert on ranked' });
   assert.deepEqual(fired.map((a) => [a.rule, a.labels]), [['auc_drop', { model: 'ranked', version: '1' }]]);
   text = await metricsUntil(server, /^scoreline_model_auc\{model="ranked",version="1"\} 0\.\d+$/m);
   assert.match(text, /^scoreline_model_labelled_predictions\{model="ranked",version="1"\} 1040$/m);
-  s = await snapshot(server, 'ranked');
+  s = await snapshot(server, 'ranked', (b) => b.performance.labelled === 1040, '1040 labelled');
   assert.equal(s.performance.bands.auc, 'sufficient');
   assert.ok(s.reference.auc - s.performance.auc > 0.1, `AUC ${s.performance.auc} vs reference ${s.reference.auc}`);
 });
@@ -174,7 +181,7 @@ test('monitoring.minSamples.psi from the config file sets the minimum', async ()
   try {
     const rand = rng(3);
     await scoreRows(other, 'drifty', 'some', Array.from({ length: 30 }, rand));
-    const s = await snapshot(other, 'drifty');
+    const s = await snapshot(other, 'drifty', (b) => b.drift.score.n === 30, '30 scores');
     assert.equal(s.drift.score.n, 30);
     assert.equal(s.drift.score.min_n, 21, '20 effective values against a 1000-row reference');
     assert.notEqual(s.drift.score.band, 'insufficient_data');

@@ -14,6 +14,7 @@ import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
 import { mkdir } from 'node:fs/promises';
 import { mulberry32 as rng } from '../fixtures/random.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 let dataDir: string;
@@ -87,12 +88,21 @@ after(async () => {
 const score = (model: string, id: string, x: number) =>
   request(`${server.url}/v2/models/${model}/infer`, { json: { id, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [x] }] } });
 const feedback = (items: { request_id: string; label: number }[]) => request(`${server.url}/v1/feedback`, { json: items });
-const snapshot = async (model: string, window = 'all') => {
-  // Performance is cached for two seconds (dashboards poll): wait it out so the answer is fresh.
-  await new Promise((r) => setTimeout(r, 2100));
-  const r = await request(`${server.url}/v1/monitoring/${model}?window=${window}`);
-  assert.equal(r.status, 200, r.text);
-  return r.body;
+/**
+ * The monitoring snapshot once `fresh` holds for it. Performance is cached for two seconds (dashboards
+ * poll), so an answer can lag the labels just sent: poll until it shows them.
+ */
+const snapshot = async (model: string, window: string, fresh: (s: any) => boolean, what: string) => {
+  let last: any;
+  return waitFor(
+    async () => {
+      const r = await request(`${server.url}/v1/monitoring/${model}?window=${window}`);
+      assert.equal(r.status, 200, r.text);
+      last = r.body;
+      return fresh(r.body) ? r.body : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `the ${window} snapshot of ${model} to show ${what}: ${JSON.stringify(last?.performance ?? last)}` },
+  );
 };
 
 /** The textbook definitions, computed independently of src/monitoring/metrics.ts. */
@@ -131,6 +141,8 @@ const close = (actual: number, want: number, what: string) => assert.ok(Math.abs
 
 const sentScores: number[] = [];
 const sentLabels: number[] = [];
+/** Ids scored but not labelled by the first test, with their true labels: the restart test sends them. */
+let pendingTruth: [string, number][] = [];
 
 // Enough labels for every metric's minimum sample (monitoring.minSamples: AUC 1000 labelled and 200
 // of each class), so the metrics below are the ones gauges and alerts act on.
@@ -163,7 +175,7 @@ test('performance from delayed labels equals AUC by pair counting, KS and the co
   assert.equal(fb.body.unknown, 1);
   assert.deepEqual(fb.body.unknown_ids, ['never-scored']);
   sentLabels.push(...truth.slice(0, LABELLED));
-  const s = await snapshot('ident');
+  const s = await snapshot('ident', 'all', (x) => x.performance.labelled === LABELLED, `${LABELLED} labelled`);
   const want = expected(sentScores.slice(0, LABELLED), sentLabels);
   assert.equal(s.performance.labelled, LABELLED);
   const positives = sentLabels.filter((l) => l === 1).length;
@@ -188,19 +200,22 @@ test('performance from delayed labels equals AUC by pair counting, KS and the co
   assert.equal(s.drift.score.min_n, 429);
   assert.equal(s.drift.score.band, 'stable', `score PSI ${s.drift.score.psi}`);
   // remember the unlabelled ones for the restart test
-  (globalThis as { pendingTruth?: [string, number][] }).pendingTruth = ids.slice(LABELLED).map((id, k) => [id, truth[LABELLED + k]!]);
+  pendingTruth = ids.slice(LABELLED).map((id, k) => [id, truth[LABELLED + k]!]);
 
   // Bad feedback changes nothing.
   const bad = await feedback([{ request_id: 'perf-0', label: 'yes' as unknown as number }]);
   assert.equal(bad.status, 400);
-  assert.equal((await snapshot('ident')).performance.labelled, LABELLED);
+  // Elapsed time is the subject here: only once the two-second performance cache has expired does the
+  // snapshot recompute, and only a recomputed answer shows that nothing was stored.
+  await elapse(2100);
+  assert.equal((await snapshot('ident', 'all', () => true, 'anything')).performance.labelled, LABELLED);
 });
 
 test('a window with one class only has no AUC, KS or Gini, but has accuracy', async () => {
   for (let i = 0; i < 20; i++) assert.equal((await score('oneclass', `one-${i}`, i / 20)).status, 200);
   const fb = await feedback(Array.from({ length: 20 }, (_, i) => ({ request_id: `one-${i}`, label: 0 })));
   assert.equal(fb.body.joined, 20);
-  const s = await snapshot('oneclass', '1h');
+  const s = await snapshot('oneclass', '1h', (x) => x.performance.labelled === 20, '20 labelled');
   assert.equal(s.performance.labelled, 20);
   assert.equal(s.performance.auc, null);
   assert.equal(s.performance.ks, null);
@@ -221,19 +236,19 @@ test('score drift fires one alert, delivered to the webhook after a retry, liste
   for (let i = 0; i < 1500; i += batch) {
     await Promise.all(Array.from({ length: batch }, (_, k) => score('ident', `drift-${i + k}`, 0.95 + rand() * 0.05)));
   }
-  const deadline = Date.now() + 15_000;
-  while (received.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  await waitFor(() => received.length > 0, { timeoutMs: 15_000, intervalMs: 100, message: `the drift alert at the webhook (${hookCalls} calls so far)` });
   assert.equal(received.length, 1, `webhook got ${received.length} notifications`);
   assert.ok(hookCalls >= 2, 'the first delivery failed with 500 and was retried');
   const n = received[0]!;
   assert.equal(n.event, 'fired');
   assert.equal(n.alert.rule, 'score_drift');
   assert.deepEqual(n.alert.labels, { model: 'ident', version: '1' });
-  // Several more evaluations while the drift holds: still one notification (deduplicated).
-  await new Promise((r) => setTimeout(r, 1200));
+  // Several more evaluations (every 0.2 s) while the drift holds: still one notification (deduplicated).
+  // Elapsed time is the subject: a second notification must NOT come within this window.
+  await elapse(1200);
   assert.equal(received.filter((x) => x.event === 'fired').length, 1);
 
-  const s = await snapshot('ident', '1h');
+  const s = await snapshot('ident', '1h', (x) => x.drift.score.n === SCORED + 1500, `the drift of ${SCORED + 1500} scores`);
   assert.ok(s.drift.score.psi > 0.25, `score psi ${s.drift.score.psi}`);
   assert.equal(s.drift.score.band, 'significant');
   assert.equal(s.drift.score.n, SCORED + 1500);
@@ -256,16 +271,18 @@ test('after a restart, labels for predictions logged before it still join, and t
   assert.equal(await server.stop(), 0);
   const firedBefore = received.length;
   server = await start();
-  const pending = (globalThis as { pendingTruth?: [string, number][] }).pendingTruth!;
+  const pending = pendingTruth;
+  assert.equal(pending.length, SCORED - LABELLED, 'the first test scored the predictions these labels are for');
   const fb = await feedback(pending.map(([id, label]) => ({ request_id: id, label })));
   assert.equal(fb.status, 200, fb.text);
   assert.equal(fb.body.joined, SCORED - LABELLED);
   sentLabels.push(...pending.map(([, l]) => l));
-  const s = await snapshot('ident');
+  const s = await snapshot('ident', 'all', (x) => x.performance.labelled === SCORED, `${SCORED} labelled`);
   assert.equal(s.performance.labelled, SCORED);
   close(s.performance.auc, expected(sentScores, sentLabels).auc, `auc over all ${SCORED}`);
   const a = await request(`${server.url}/admin/alerts?model=ident`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(a.body.firing.length, 1, a.text);
-  await new Promise((r) => setTimeout(r, 600));
+  // Elapsed time is the subject: the restored alert must NOT be notified over several evaluations.
+  await elapse(600);
   assert.equal(received.length, firedBefore, 'a restored alert is not notified again');
 });

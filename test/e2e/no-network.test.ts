@@ -10,6 +10,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { CLI, DEMO_REPO, request, ROOT, tempDir } from './server.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 const HAS_STRACE = spawnSync('strace', ['-V']).status === 0;
 const SYSCALLS = 'trace=execve,connect,sendto,sendmsg,sendmmsg';
@@ -45,14 +46,13 @@ async function traced(dir: string, argv: string[]): Promise<Traced> {
   proc.stdout!.on('data', (b: Buffer) => output.push(b.toString()));
   proc.stderr!.on('data', (b: Buffer) => output.push(b.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 10_000;
-  let pid = 0;
-  while (pid === 0 && Date.now() < deadline) {
-    const first = existsSync(trace) ? /^(\d+) +execve\(/.exec(readFileSync(trace, 'utf8')) : null;
-    if (first !== null) pid = Number(first[1]);
-    else await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.ok(pid > 0, `strace started the program: ${output.join('')}`);
+  const pid = await waitFor(
+    () => {
+      const first = existsSync(trace) ? /^(\d+) +execve\(/.exec(readFileSync(trace, 'utf8')) : null;
+      return first === null ? 0 : Number(first[1]);
+    },
+    { timeoutMs: 10_000, intervalMs: 50, message: () => `strace to start the program: ${output.join('')}` },
+  );
   return { trace, pid, output, exited, read: () => readFileSync(trace, 'utf8') };
 }
 
@@ -71,24 +71,25 @@ test('a served request makes no DNS lookup and no outbound connection', { skip: 
   writeFileSync(config, `modelRepository: ${DEMO_REPO}\ndataDir: ${join(dir, 'data')}\ninference: { workers: 1, inlineBelowMicros: 0 }\n`);
   const t = await traced(dir, [CLI, 'serve', '--config', config, '--port', '0', '--host', '127.0.0.1']);
   try {
-    let port = 0;
     const started = Date.now();
-    while (port === 0 && Date.now() - started < 30_000) {
-      const m = /"port":(\d+)[^\n]*scoreline listening/.exec(t.output.join(''));
-      if (m !== null) port = Number(m[1]);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.ok(port > 0, `the server listens:\n${t.output.join('')}`);
+    const port = await waitFor(
+      () => {
+        const m = /"port":(\d+)[^\n]*scoreline listening/.exec(t.output.join(''));
+        return m === null ? 0 : Number(m[1]);
+      },
+      { timeoutMs: 30_000, intervalMs: 50, message: () => `the server to listen:\n${t.output.join('')}` },
+    );
     const infer = await request(`http://127.0.0.1:${port}/v2/models/credit-default/infer`, {
       json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0] }] },
     });
     assert.equal(infer.status, 200, infer.text);
-    // Watch the whole window, failing at the first call out.
+    // Watch the whole window, failing at the first call out. Elapsed time is the subject: no call
+    // out may happen within WATCH_MS of the start (startup, the request, timers that fire later).
     const until = started + WATCH_MS;
     while (Date.now() < until) {
       const out = outboundCalls(t.read());
       assert.deepEqual(out, [], 'no outbound network call');
-      await new Promise((r) => setTimeout(r, 250));
+      await elapse(250);
     }
     assert.equal((await request(`http://127.0.0.1:${port}/v2/health/ready`)).status, 200);
   } finally {

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { identityBytes, identityRequest, writeIdentityModel } from '../fixtures/identity.js';
 import { CLI, ROOT, request, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const TOKEN = 'disk-full-test-token';
 const root = process.getuid?.() === 0;
@@ -81,11 +82,7 @@ async function metric(url: string, name: string): Promise<number> {
 }
 
 async function until(what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(cond, { timeoutMs: ms, intervalMs: 50, message: what });
 }
 
 const logLines = (s: TestServer) =>
@@ -148,7 +145,7 @@ test('a full disk: answers continue, the failure is counted and reported, admin 
 
   // A start on the full disk: one line on stderr naming the data dir and ENOSPC.
   const fresh = join(mnt, 'fresh');
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--model-repo', repo, '--data-dir', fresh], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--workers', '1', '--model-repo', repo, '--data-dir', fresh], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { identityRequest, writeIdentityModel } from '../fixtures/identity.js';
 import { request, startServer, tempDir } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const FLUSH_MS = 100;
 /**
@@ -49,9 +50,7 @@ async function killUnderLoad(durability: 'async' | 'sync'): Promise<{ run: Run; 
     }
   });
   // Mid-load: well after the first flushes, with requests in flight.
-  const deadline = Date.now() + 30_000;
-  while (acknowledged.size < 4000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(acknowledged.size >= 4000, `load reached ${acknowledged.size} answers`);
+  await waitFor(() => acknowledged.size >= 4000, { timeoutMs: 30_000, intervalMs: 10, message: () => `4000 answers under load (${acknowledged.size} so far)` });
   const killedAt = performance.now();
   server.proc.kill('SIGKILL');
   await server.exited;

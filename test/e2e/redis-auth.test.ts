@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { redisAvailable } from './redis.js';
 import { CLI, request, ROOT, startServer, tempDir } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const PASSWORD = 'k8s-secret-0123456789';
 let redis: ChildProcess | undefined;
@@ -32,11 +33,11 @@ before(async () => {
   if (skip) return;
   port = await freePort();
   redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  while (spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', '-a', PASSWORD, 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG') {
-    assert.ok(Date.now() < deadline, 'redis-server starts');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(() => spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', '-a', PASSWORD, 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
+    timeoutMs: 10_000,
+    intervalMs: 50,
+    message: 'redis-server to start',
+  });
   dir = await tempDir('scoreline-redis-auth-');
   writeFileSync(join(dir, 'password'), `${PASSWORD}\n`);
   writeFileSync(join(dir, 'wrong'), 'not-the-password\n');

@@ -16,6 +16,7 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { logisticToOnnx } from '../../src/retraining/logistic.js';
 import { FEATURES, generate, rng, toCsv, WEAK, writeWeakModel } from '../fixtures/retraining.js';
+import { waitFor } from '../fixtures/wait.js';
 import { CLI, ROOT, request, startServer, tempDir, type TestServer } from './server.js';
 
 const TOKEN = 'retrain-test-token';
@@ -107,14 +108,16 @@ function running(pid: number): boolean {
 const TERMINAL = ['succeeded', 'rejected', 'failed', 'rolled_back'];
 
 async function waitJob(id: string, until: (j: any) => boolean, ms = 60_000): Promise<any> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const r = await admin('GET', `/admin/jobs/${id}`);
-    assert.equal(r.status, 200, r.text);
-    if (until(r.body)) return r.body;
-    if (Date.now() > deadline) assert.fail(`job ${id} is still ${r.body.state}: ${JSON.stringify(r.body.log.slice(-5))}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  let last: any;
+  return waitFor(
+    async () => {
+      const r = await admin('GET', `/admin/jobs/${id}`);
+      assert.equal(r.status, 200, r.text);
+      last = r.body;
+      return until(r.body) ? r.body : undefined;
+    },
+    { timeoutMs: ms, intervalMs: 100, message: () => `job ${id} (still ${last?.state}: ${JSON.stringify(last?.log.slice(-5))})` },
+  );
 }
 
 const infer = (model: string, x: number[]) =>
@@ -124,15 +127,16 @@ const infer = (model: string, x: number[]) =>
 async function trafficUntilDone(model: string, jobId: string, x: () => number[]): Promise<{ job: any; statuses: number[] }> {
   const statuses: number[] = [];
   let job: any;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const rs = await Promise.all(Array.from({ length: 10 }, () => infer(model, x())));
-    for (const r of rs) statuses.push(r.status);
-    job = (await admin('GET', `/admin/jobs/${jobId}`)).body;
-    if (TERMINAL.includes(job.state)) return { job, statuses };
-    if (Date.now() > deadline) assert.fail(`job ${jobId} did not finish: ${job.state}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
+  await waitFor(
+    async () => {
+      const rs = await Promise.all(Array.from({ length: 10 }, () => infer(model, x())));
+      for (const r of rs) statuses.push(r.status);
+      job = (await admin('GET', `/admin/jobs/${jobId}`)).body;
+      return TERMINAL.includes(job.state);
+    },
+    { timeoutMs: 60_000, message: () => `job ${jobId} to finish under traffic (still ${job?.state})` },
+  );
+  return { job, statuses };
 }
 
 const normal = rng(5);
@@ -157,14 +161,11 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
   // 600 requests: the score PSI speaks from 429 values on (300 effective against the 1000-row reference).
   const shifted = rng(9);
   for (let i = 0; i < 30; i++) await Promise.all(Array.from({ length: 20 }, () => infer('risk', [0, 0, 0, 3 + shifted.normal()])));
-  let job: any;
-  const deadline = Date.now() + 20_000;
-  while (job === undefined) {
-    const list = (await admin('GET', '/admin/jobs?model=risk')).body.jobs;
-    job = list[0];
-    if (Date.now() > deadline) assert.fail('no job was triggered by the drift alert');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const job = await waitFor(async () => (await admin('GET', '/admin/jobs?model=risk')).body.jobs[0], {
+    timeoutMs: 20_000,
+    intervalMs: 100,
+    message: 'a job triggered by the drift alert',
+  });
   assert.equal(job.trigger.kind, 'drift');
   assert.equal(job.trigger.evidence.alert.rule, 'score_drift');
   assert.ok(job.trigger.evidence.alert.value > 0.25);
@@ -200,13 +201,14 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
   // requests are now answered by v2
   assert.equal((await infer('risk', [1, 0, 0, 0])).body.model_version, '2');
   // v1 no longer serves: its drift alert resolves instead of firing on forever
-  const deadlineAlerts = Date.now() + 5000;
-  let alerts = (await admin('GET', '/admin/alerts?model=risk')).body;
-  while (alerts.firing.some((a: any) => a.labels.version === '1') && Date.now() < deadlineAlerts) {
-    await new Promise((r) => setTimeout(r, 100));
-    alerts = (await admin('GET', '/admin/alerts?model=risk')).body;
-  }
-  assert.deepEqual(alerts.firing.filter((a: any) => a.labels.version === '1'), []);
+  let alerts: any;
+  await waitFor(
+    async () => {
+      alerts = (await admin('GET', '/admin/alerts?model=risk')).body;
+      return !alerts.firing.some((a: any) => a.labels.version === '1');
+    },
+    { timeoutMs: 5000, intervalMs: 100, message: () => `v1's drift alert to resolve: ${JSON.stringify(alerts.firing)}` },
+  );
   assert.ok(alerts.history.some((a: any) => a.state === 'resolved' && /no longer serves traffic/.test(a.message)), JSON.stringify(alerts.history.slice(0, 3)));
   const events = notifications.filter((n) => n.job?.id === job.id).map((n) => n.event);
   assert.deepEqual(events, ['retraining.started', 'retraining.succeeded']);
@@ -261,22 +263,23 @@ test('an external trainer (the documented contract) whose canary fails on produc
 });
 
 test('a schedule trigger: one job at a time, then the cooldown holds further triggers back', async () => {
-  const done = await waitJob(
-    await (async () => {
-      for (;;) {
-        const j = (await admin('GET', '/admin/jobs?model=sched')).body.jobs[0];
-        if (j) return j.id as string;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })(),
-    (j) => TERMINAL.includes(j.state),
-  );
+  const first = await waitFor(async () => (await admin('GET', '/admin/jobs?model=sched')).body.jobs[0], {
+    timeoutMs: 20_000,
+    intervalMs: 100,
+    message: 'the every-second schedule to start a job',
+  });
+  const done = await waitJob(first.id, (j) => TERMINAL.includes(j.state));
   assert.equal(done.trigger.kind, 'schedule');
   assert.equal(done.state, 'rejected');
-  await new Promise((r) => setTimeout(r, 2200));
-  const status = (await admin('GET', '/admin/retrain/sched')).body;
-  const outcomes = new Set(status.triggers.map((t: any) => t.outcome));
-  assert.ok(outcomes.has('skipped-cooldown'), JSON.stringify(status.triggers.slice(0, 5)));
+  // The schedule keeps ticking every second: the next ticks after the job must be held back by the cooldown.
+  let status: any;
+  await waitFor(
+    async () => {
+      status = (await admin('GET', '/admin/retrain/sched')).body;
+      return status.triggers.some((t: any) => t.outcome === 'skipped-cooldown');
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `a schedule tick skipped for the cooldown: ${JSON.stringify(status.triggers.slice(0, 5))}` },
+  );
   assert.equal((await admin('GET', '/admin/jobs?model=sched')).body.jobs.length, 1, 'exactly one job for all those ticks');
   assert.ok(Date.parse(status.cooldownUntil) > Date.now());
 });

@@ -4,9 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { loadConfigFile } from '../../src/config.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'bin', 'scoreline.js');
@@ -29,6 +30,26 @@ export async function tempDir(prefix = 'scoreline-test-'): Promise<string> {
 }
 
 /**
+ * The inference workers of a test server: 1 unless the test asks for a number (`--workers`, or
+ * inference.workers in its `--config` file). The server's own default (cores - 1) would have every
+ * test file that runs in parallel start a pool sized for the whole machine.
+ */
+export function workerArgs(args: string[], cwd: string = ROOT): string[] {
+  if (args.includes('--workers')) return [];
+  const at = args.indexOf('--config');
+  if (at >= 0 && args[at + 1] !== undefined) {
+    let workers: unknown;
+    try {
+      workers = (loadConfigFile(resolve(cwd, args[at + 1]!)) as { inference?: { workers?: unknown } } | null)?.inference?.workers;
+    } catch {
+      return []; // the server reports the unreadable config itself
+    }
+    if (workers !== undefined) return [];
+  }
+  return ['--workers', '1'];
+}
+
+/**
  * `cli` and `cwd`: another scoreline tree (e.g. a container image's /app assembled by a test);
  * `onLine` sees every log line as it comes, also while the server is still starting.
  */
@@ -41,7 +62,8 @@ export async function startServer(
   const dataDir = args.includes('--data-dir') ? [] : ['--data-dir', await tempDir('scoreline-data-')];
   // gRPC on a free port too: the default (8081) would collide between servers running side by side.
   const grpc = args.includes('--grpc-port') ? [] : ['--grpc-port', '0'];
-  const proc = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...grpc, ...dataDir, ...args], {
+  const workers = workerArgs(args, where.cwd ?? ROOT);
+  const proc = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...grpc, ...workers, ...dataDir, ...args], {
     cwd: where.cwd ?? ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

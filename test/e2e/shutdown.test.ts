@@ -4,10 +4,34 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { writeSlowModel } from '../fixtures/models.js';
-import { until } from './cluster.js';
-import { request, startServer, tempDir } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
+import { request, startServer, tempDir, type TestServer } from './server.js';
 
 const body = (v: number) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(v) }] });
+
+/** One-row requests to 'slow' the server holds: queued in the batcher, running on a worker, or answered. */
+async function held(server: TestServer): Promise<{ queued: number; running: number; answered: number }> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
+  return {
+    queued: sum(/^scoreline_inference_queue_depth\{model="slow",version="1"\} (\d+)$/gm),
+    running: sum(/^scoreline_inference_batches_in_flight (\d+)$/gm),
+    answered: sum(/^scoreline_requests_total\{model="slow",[^}]*\} (\d+)$/gm),
+  };
+}
+
+/** Waits until all `n` requests reached the server (batches are one row each); returns what it saw last. */
+async function allArrived(server: TestServer, n: number): Promise<{ queued: number; running: number; answered: number }> {
+  let last = { queued: 0, running: 0, answered: 0 };
+  await waitFor(
+    async () => {
+      last = await held(server);
+      return last.queued + last.running + last.answered >= n;
+    },
+    { intervalMs: 5, message: () => `all ${n} requests to reach the server: ${JSON.stringify(last)}` },
+  );
+  return last;
+}
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`${signal}: in-flight requests are answered, then the process exits 0`, async (t) => {
@@ -18,13 +42,9 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     // A failed assertion must not leave the server (and this file) running.
     t.after(() => server.stop('SIGKILL'));
     const inflight = Array.from({ length: 24 }, (_, i) => request(`${server.url}/v2/models/slow/infer`, { json: body(i) }));
-    // The signal is sent once requests are queued behind the slow batches (however long they take to
-    // arrive on a loaded machine), so the drain has something to answer.
-    await until('requests queued behind the slow batches', 10_000, async () => {
-      const metrics = await (await fetch(`${server.url}/metrics`)).text();
-      const waiting = Number(/^scoreline_inference_queue_depth\{model="slow",version="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
-      return waiting > 0 ? true : undefined;
-    }, 5);
+    // Every request reaches the server and queues behind the slow batches before the signal.
+    const { queued } = await allArrived(server, inflight.length);
+    assert.ok(queued > 0, 'requests are still queued when the signal arrives');
     server.proc.kill(signal);
     const results = await Promise.all(inflight);
     results.forEach((r, i) => {
@@ -44,9 +64,12 @@ test('during the drain new requests get 503 and readiness turns false', async ()
   // A keep-alive connection opened before the signal can still send during the drain.
   assert.equal((await request(`${server.url}/v2/health/ready`)).status, 200);
   const inflight = Array.from({ length: 16 }, (_, i) => request(`${server.url}/v2/models/slow/infer`, { json: body(i) }));
-  await new Promise((r) => setTimeout(r, 60));
+  await allArrived(server, inflight.length);
   server.proc.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => server.logs.some((l) => l.includes('shutting down: finishing in-flight requests')), {
+    intervalMs: 5,
+    message: () => `the server to start draining:\n${server.logs.join('\n')}`,
+  });
   const late = await request(`${server.url}/v2/models/slow/infer`, { json: body(1) }).catch(() => null);
   if (late !== null) {
     assert.equal(late.status, 503);

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import WebSocket from 'ws';
 import { sumExpected, writeSlowModel, writeSumModel } from '../fixtures/models.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 let wsUrl: string;
@@ -112,12 +113,14 @@ test('a reader that stops reading is disconnected; server memory stays bounded',
   const rssBefore = await serverRss();
   for (let i = 0; i < 4000; i++) ws.send(frame);
   // Wait until the server has dealt with the flood.
-  let connections = 1;
-  for (let i = 0; i < 100 && connections > 0; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    connections = await gauge('scoreline_websocket_connections');
-  }
-  assert.equal(connections, 0, `the server closed the slow reader (outboxes hold ${await gauge('scoreline_websocket_pending_answers')})`);
+  let pending = 0;
+  await waitFor(
+    async () => {
+      pending = await gauge('scoreline_websocket_pending_answers');
+      return (await gauge('scoreline_websocket_connections')) === 0;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `the server to close the slow reader (outboxes hold ${pending})` },
+  );
   assert.equal(await gauge('scoreline_websocket_pending_answers'), 0);
   const grown = (await serverRss()) - rssBefore;
   assert.ok(grown < 100 * 1024 * 1024, `server RSS grew by ${(grown / 1048576).toFixed(1)} MB`);

@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 import { stringify } from 'yaml';
 import { haveOpenssl, selfSigned, type TestCert } from './certs.js';
 import { DEMO_REPO, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
 const OIP = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] });
@@ -53,13 +54,10 @@ function call(port: number, path: string, opts: { ca: Buffer; agent?: Agent; bod
 }
 
 async function waitForLog(server: TestServer, text: string, from: number): Promise<string> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const line = server.logs.slice(from).find((l) => l.includes(text));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no log line '${text}':\n${server.logs.slice(from).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  return waitFor(() => server.logs.slice(from).find((l) => l.includes(text)), {
+    timeoutMs: 10_000,
+    message: () => `a log line '${text}':\n${server.logs.slice(from).join('\n')}`,
+  });
 }
 
 describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? false : 'openssl is not installed' }, () => {
@@ -136,8 +134,7 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
       assert.equal(again.fingerprint, a.fingerprint256);
 
       ws.send(JSON.stringify({ id: 7, model: 'credit-default', inputs: JSON.parse(OIP).inputs }));
-      const deadline = Date.now() + 10_000;
-      while (frames.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => frames.length > 0, { timeoutMs: 10_000, intervalMs: 10, message: 'an answer on the WebSocket opened before the reload' });
       assert.equal(frames[0]?.id, 7);
       assert.ok(frames[0]?.outputs, 'the WebSocket opened before the reload still answers');
       assert.equal(ws.readyState, WebSocket.OPEN);

@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { DEMO_REPO, request, ROOT, startServer, tempDir, type TestServer } from './server.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './otlp-receiver.js';
+import { waitFor } from '../fixtures/wait.js';
 
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
 const OIP = { inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] };
@@ -25,14 +26,15 @@ async function configFile(extra: Record<string, unknown>): Promise<string> {
 }
 
 /** Waits (bounded) until `pick` finds what it wants among the received spans. */
-async function waitFor<T>(receiver: OtlpReceiver, pick: (spans: ReceivedSpan[]) => T | undefined, what: string, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = pick(receiver.spans);
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; received: ${receiver.spans.map((s) => `${s.name}@${s.traceId}`).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+async function spansFor<T>(receiver: OtlpReceiver, pick: (spans: ReceivedSpan[]) => T | undefined, what: string, ms = 15_000): Promise<T> {
+  const found = await waitFor(
+    () => {
+      const v = pick(receiver.spans);
+      return v === undefined ? undefined : { v };
+    },
+    { timeoutMs: ms, intervalMs: 25, message: () => `${what}; received: ${receiver.spans.map((s) => `${s.name}@${s.traceId}`).join(', ')}` },
+  );
+  return found.v;
 }
 
 describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
@@ -62,7 +64,7 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     assert.equal(back[1], traceId, 'same trace');
     assert.notEqual(back[2], callerSpan, 'the server\'s own span');
 
-    const spans = await waitFor(receiver, (all) => {
+    const spans = await spansFor(receiver, (all) => {
       const mine = all.filter((s) => s.traceId === traceId);
       return mine.length >= 3 ? mine : undefined;
     }, 'the request span and its children');
@@ -104,7 +106,7 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     assert.equal(r.status, 200, r.text);
     const back = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(r.headers.get('traceparent') ?? '');
     assert.ok(back, 'sampled at sampleRatio 1');
-    const spans = await waitFor(receiver, (all) => {
+    const spans = await spansFor(receiver, (all) => {
       const mine = all.filter((s) => s.traceId === back[1]);
       return mine.some((s) => s.name === 'feature lookup') && mine.some((s) => s.name === 'inference') && mine.some((s) => s.parentSpanId === '') ? mine : undefined;
     }, 'the scoring trace');
@@ -125,7 +127,7 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     // A sampled request sent after it: once its spans are in, the unsampled one's would have been too.
     const sampled = hex(32);
     await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${sampled}-${hex(16)}-01` } });
-    await waitFor(receiver, (all) => (all.some((s) => s.traceId === sampled && s.kind === 2) ? true : undefined), 'the sampled request');
+    await spansFor(receiver, (all) => (all.some((s) => s.traceId === sampled && s.kind === 2) ? true : undefined), 'the sampled request');
     assert.equal(receiver.spans.filter((s) => s.traceId === unsampled).length, 0);
   });
 
@@ -143,7 +145,7 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     const traceId = hex(32);
     const r = await request(`${server.url}/v2/models/nope/infer`, { json: OIP, headers: { traceparent: `00-${traceId}-${hex(16)}-01` } });
     assert.equal(r.status, 404);
-    const span = await waitFor(receiver, (all) => all.find((s) => s.traceId === traceId), 'the 404 span');
+    const span = await spansFor(receiver, (all) => all.find((s) => s.traceId === traceId), 'the 404 span');
     assert.equal(span.attributes['http.response.status_code'], 404);
     assert.equal(span.status, 0, 'a 4xx is not a server error');
     const h = await request(`${server.url}/v2/health/ready`, { headers: { traceparent: `00-${hex(32)}-${hex(16)}-01` } });
@@ -159,20 +161,16 @@ test('a collector that refuses for a while gets the spans on retry; one that sta
     const traceId = hex(32);
     const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${traceId}-${hex(16)}-01` } });
     assert.equal(r.status, 200);
-    await waitFor(receiver, (all) => (all.some((s) => s.traceId === traceId) ? true : undefined), 'the retried export');
+    await spansFor(receiver, (all) => (all.some((s) => s.traceId === traceId) ? true : undefined), 'the retried export');
     assert.equal(receiver.refused, 2);
 
     await receiver.close();
     const down = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP });
     assert.equal(down.status, 200, 'a dead collector does not touch requests');
-    const deadline = Date.now() + 20_000;
-    let failed = 0;
-    while (Date.now() < deadline) {
-      const m = await request(`${server.url}/metrics`);
-      failed = Number(/^scoreline_trace_spans_failed_total (\d+)/m.exec(m.text)?.[1] ?? 0);
-      if (failed > 0) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    const failed = await waitFor(
+      async () => Number(/^scoreline_trace_spans_failed_total (\d+)/m.exec((await request(`${server.url}/metrics`)).text)?.[1] ?? 0),
+      { timeoutMs: 20_000, intervalMs: 100, message: 'the spans the dead collector did not take to be counted' },
+    );
     assert.ok(failed >= 3, `the dropped spans are counted (${failed})`);
     assert.ok(server.logs.some((l) => l.includes('the collector did not take these spans')), 'and logged');
   } finally {
@@ -186,7 +184,7 @@ test('OTLP/JSON when asked for', async () => {
   try {
     const traceId = hex(32);
     await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${traceId}-${hex(16)}-01` } });
-    const root = await waitFor(receiver, (all) => all.find((s) => s.traceId === traceId && s.kind === 2), 'the JSON export');
+    const root = await spansFor(receiver, (all) => all.find((s) => s.traceId === traceId && s.kind === 2), 'the JSON export');
     assert.equal(root.attributes['scoreline.model'], 'credit-default');
     assert.equal(root.resource['service.name'], 'scoring-eu');
     assert.ok(receiver.contentTypes.every((t) => t.startsWith('application/json')));

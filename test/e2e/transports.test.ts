@@ -13,6 +13,7 @@ import WebSocket from 'ws';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
 import { sumExpected, writeSumModel } from '../fixtures/models.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
+import { waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 let token: string;
@@ -115,14 +116,16 @@ const deploy = async (spec: unknown) => {
 async function streamUntilDirect(x: number[]): Promise<{ action: string; reason: string; stats: any }> {
   const ws = await connect();
   try {
-    const deadline = Date.now() + 30_000;
     let id = 0;
-    while (Date.now() < deadline) {
-      const before = (await admin('GET', '/admin/deployments/sum')).body;
-      if (before.strategy.strategy === 'direct') return { ...before.history.at(-1), stats: before.step_stats };
-      await exchange(ws, Array.from({ length: 40 }, () => frame(id++, x)));
-    }
-    throw new Error('the canary reached no verdict within 30 s');
+    return await waitFor(
+      async () => {
+        const before = (await admin('GET', '/admin/deployments/sum')).body;
+        if (before.strategy.strategy === 'direct') return { ...before.history.at(-1), stats: before.step_stats };
+        await exchange(ws, Array.from({ length: 40 }, () => frame(id++, x)));
+        return undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 0, message: () => `the canary to reach a verdict (${id} frames sent)` },
+    );
   } finally {
     ws.close();
   }
@@ -174,11 +177,11 @@ test('shadow pairs count WebSocket requests', async () => {
   const got = await exchange(ws, Array.from({ length: 30 }, (_, i) => frame(i, [i, 0, 0, 0])));
   ws.close();
   for (const a of got) assert.equal(a.model_version, '1');
-  const deadline = Date.now() + 5_000;
   let shadow: any;
-  do {
-    shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow;
-  } while (shadow.pairs < 30 && Date.now() < deadline);
+  await waitFor(async () => (shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow).pairs >= 30, {
+    timeoutMs: 5_000,
+    message: () => `30 shadow pairs: ${JSON.stringify(shadow)}`,
+  });
   assert.equal(shadow.pairs, 30);
   // shadow = 2 x primary: the mean absolute difference is the mean of i over 0..29.
   assert.ok(Math.abs(shadow.mean_abs_diff - 14.5) < 1e-6, JSON.stringify(shadow));
