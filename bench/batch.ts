@@ -23,7 +23,7 @@ import ort from 'onnxruntime-node';
 import { CREDIT_FEATURES, generateCreditData, toCsv } from '../examples/credit-data.js';
 import { scoreBatch, DEFAULT_BATCH_ROWS, type BatchSummary } from '../src/batch/index.js';
 import { parseModelConfig } from '../src/config.js';
-import { ModelRegistry } from '../src/registry/store.js';
+import { ModelRegistry } from '../src/registry/index.js';
 import { SqliteRegistry } from '../src/store/index.js';
 import { machine, table, writeSection } from './results.js';
 

@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Random } from '../examples/credit-data.js';
-import { fitTrees, treesToOnnx } from '../src/retraining/trees.js';
+import { fitTrees, treesToOnnx } from '../src/retraining/index.js';
 
 export const GBDT_FEATURES = 61;
 export const GBDT_NAME = 'gbdt';

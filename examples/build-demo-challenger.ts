@@ -9,7 +9,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/logistic.js';
+import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/index.js';
 import { DEMO_L2, DEMO_SEED, HELD_OUT_ROWS, rocAuc, TRAIN_ROWS } from './build-demo-model.js';
 import { CREDIT_FEATURES, featureVector, generateCreditData, toCsv, type CreditApplication } from './credit-data.js';
 

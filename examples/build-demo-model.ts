@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/logistic.js';
+import { logisticToOnnx, predictProba, trainLogistic, type LogisticModel } from '../src/retraining/index.js';
 import { CREDIT_FEATURES, featureVector, generateCreditData, toCsv } from './credit-data.js';
 
 export const DEMO_MODEL_NAME = 'credit-default';
@@ -27,15 +27,16 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): nu
     if (Number.isNaN(scores[i])) throw new RangeError(`rocAuc: score ${i} is NaN`);
     if (labels[i] !== 0 && labels[i] !== 1) throw new RangeError(`rocAuc: label ${i} is ${labels[i]}, expected 0 or 1`);
   }
-  order.sort((a, b) => scores[a] - scores[b]);
+  // `order` is a permutation of 0..n-1, so every scores[...] / labels[...] read below is in range.
+  order.sort((a, b) => scores[a]! - scores[b]!);
   let positives = 0;
   let positiveRankSum = 0;
   for (let start = 0; start < n;) {
     let end = start;
-    while (end + 1 < n && scores[order[end + 1]] === scores[order[start]]) end++;
+    while (end + 1 < n && scores[order[end + 1]!] === scores[order[start]!]) end++;
     const averageRank = (start + end) / 2 + 1; // 1-based ranks; a tie group shares its mean rank
     for (let k = start; k <= end; k++) {
-      if (labels[order[k]] === 1) { positives++; positiveRankSum += averageRank; }
+      if (labels[order[k]!] === 1) { positives++; positiveRankSum += averageRank; }
     }
     start = end + 1;
   }

@@ -27,9 +27,9 @@ export interface CreditDataOptions {
   n: number;
   seed: number;
   /** First application date, ISO `YYYY-MM-DD` (default 2024-01-01). */
-  start?: string;
+  start?: string | undefined;
   /** Last application date, inclusive (default 2025-12-31). */
-  end?: string;
+  end?: string | undefined;
   /** Covariate drift: 0 none (default), 1 strong (PSI of score and several features > 0.25). */
   drift?: number;
   /**
@@ -208,7 +208,7 @@ export function generateCreditData(options: CreditDataOptions): CreditApplicatio
     // Bigger loans run longer: the term index follows the amount's position on a log scale.
     const amountPosition = (Math.log(amount) - Math.log(500)) / (Math.log(50_000) - Math.log(500));
     const termIndex = clip(Math.round(amountPosition * 8 + 1.2 * rng.normal()), 0, LOAN_TERMS_MONTHS.length - 1);
-    const durationMonths = LOAN_TERMS_MONTHS[termIndex];
+    const durationMonths = LOAN_TERMS_MONTHS[termIndex]!; // clipped to the table's indexes above
     const monthlyDebt = existingLoans * c.paymentPerLoan + monthlyInstalment(amount, durationMonths);
     const debtToIncome = clip(roundDecimals(monthlyDebt / (income / 12), 4), 0, 3);
     const txnCount = clip(rng.poisson(c.txnRate), 0, 40);
@@ -299,14 +299,14 @@ export function toCsv(rows: readonly CreditApplication[], columns: readonly Cred
   return `${lines.join('\n')}\n`;
 }
 
-interface CliArgs { n: number; seed: number; out?: string; drift: number; start?: string; end?: string }
+interface CliArgs { n: number; seed: number; out?: string | undefined; drift: number; start?: string | undefined; end?: string | undefined }
 
 const USAGE = 'usage: node dist/examples/credit-data.js --n <rows> --seed <int> [--out file.csv] [--drift 0..1] [--start YYYY-MM-DD] [--end YYYY-MM-DD]';
 
 export function parseCliArgs(argv: readonly string[]): CliArgs {
   const values = new Map<string, string>();
   for (let i = 0; i < argv.length; i += 2) {
-    const flag = argv[i];
+    const flag = argv[i]!;
     const value = argv[i + 1];
     if (!['--n', '--seed', '--out', '--drift', '--start', '--end'].includes(flag)) throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     if (value === undefined || value.startsWith('--')) throw new Error(`${flag} needs a value\n${USAGE}`);

@@ -297,8 +297,8 @@ Napi::Value GetManyArray(const Napi::CallbackInfo& info) {
 }
 
 // get(key: string): Buffer | undefined
-// Simple, but creating a Buffer through N-API costs more than the read itself (about 1 us on the
-// bench machine); the JS wrapper's get() uses getInto and a slab instead.
+// Simple, but creating a Buffer through N-API costs more than the read itself; the JS wrapper's
+// get() uses getInto and a slab instead.
 Napi::Value Get(const Napi::CallbackInfo& info) {
   napi_env env = info.Env();
   ThreadState& state = State(info);

@@ -7,8 +7,9 @@ import { dirname, extname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
+import { isObject } from './json.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './monitoring/sample-size.js';
-import { parseRetrainingConfig } from './retraining/config.js';
+import { parseRetrainingConfig } from './retraining-config.js';
 
 export interface BatchingConfig {
   maxBatchSize: number;
@@ -69,7 +70,7 @@ export interface ServerConfig {
     maxConnections: number | null;
   };
   monitoring: MonitoringConfig;
-  /** Retraining sections by model name (see src/retraining/config.ts); they override model.yaml's. */
+  /** Retraining sections by model name (see src/retraining-config.ts); they override model.yaml's. */
   retraining: Record<string, Record<string, unknown>>;
   auth: AuthConfig;
   /** TLS on the HTTP/WebSocket port (and the gRPC port): PEM files, re-read on SIGHUP; null: plain HTTP. */
@@ -197,7 +198,8 @@ export function defaultConfig(): ServerConfig {
       workers: Math.max(1, availableParallelism() - 1),
       tasksPerWorker: 2,
       intraOpThreads: 1,
-      // A batch hop to a worker and back costs ~50-100 us; a model faster than that runs better inline.
+      // A batch's hop to a worker and back has a fixed cost; a model whose largest batch runs faster
+      // than that is served better inline (bench/RESULTS.md compares the two).
       inlineBelowMicros: 100,
     },
     batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },
@@ -515,7 +517,7 @@ export interface ModelConfig {
   threshold?: number;
   /** Which output is the score: default the output `probabilities` if present, else the only output; last column. */
   score?: { output: string; index?: number };
-  /** Automated retraining (src/retraining/config.ts); paths relative to the model folder. */
+  /** Automated retraining (src/retraining-config.ts); paths relative to the model folder. */
   retraining?: Record<string, unknown>;
 }
 
@@ -572,11 +574,11 @@ export function parseConfigText(text: string, source: string): unknown {
 }
 
 function merge<T>(base: T, over: unknown): T {
-  if (over === null || typeof over !== 'object' || Array.isArray(over)) return (over === undefined ? base : over) as T;
+  if (!isObject(over)) return (over === undefined ? base : over) as T;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
-  for (const [k, v] of Object.entries(over as Record<string, unknown>)) {
+  for (const [k, v] of Object.entries(over)) {
     const b = out[k];
-    out[k] = b !== null && typeof b === 'object' && !Array.isArray(b) ? merge(b, v) : v;
+    out[k] = isObject(b) ? merge(b, v) : v;
   }
   return out as T;
 }

@@ -367,7 +367,7 @@ test('a tampered artifact in the registry stops the bundle with the tamper error
     const path = env.registry.artifacts.path(sha256);
     chmodSync(path, 0o644);
     const bytes = readFileSync(path);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes[bytes.length - 1]! ^= 0xff;
     writeFileSync(path, bytes);
 
     const out = env.out('tampered');

@@ -1,6 +1,6 @@
 // Tests for the synthetic credit-application generator, its CLI, the rank-based AUC and the demo
-// model build: determinism, column order and ranges, base rate, signal strength, drift (PSI as
-// DESIGN.md section 5 defines it), and byte-identical demo artifacts scored by onnxruntime.
+// model build: determinism, column order and ranges, base rate, signal strength, drift (PSI over
+// the reference's decile bins), and byte-identical demo artifacts scored by onnxruntime.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -24,7 +24,7 @@ function quantile(sorted: readonly number[], q: number): number {
   const h = (sorted.length - 1) * q;
   const lo = Math.floor(h);
   const hi = Math.min(lo + 1, sorted.length - 1);
-  return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
+  return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
 }
 
 /** PSI with decile edges of the reference, bin = number of edges <= value, shares floored at 1e-4. */
@@ -33,12 +33,12 @@ function psi(reference: readonly number[], current: readonly number[]): number {
   const edges = [1, 2, 3, 4, 5, 6, 7, 8, 9].map((k) => quantile(sorted, k / 10));
   const shares = (values: readonly number[]): number[] => {
     const counts = new Array<number>(10).fill(0);
-    for (const v of values) counts[edges.filter((e) => e <= v).length]++;
+    for (const v of values) counts[edges.filter((e) => e <= v).length]!++;
     return counts.map((c) => Math.max(c / values.length, 1e-4));
   };
   const ref = shares(reference);
   const cur = shares(current);
-  return ref.reduce((sum, r, i) => sum + (cur[i] - r) * Math.log(cur[i] / r), 0);
+  return ref.reduce((sum, r, i) => sum + (cur[i]! - r) * Math.log(cur[i]! / r), 0);
 }
 
 const column = (rows: readonly CreditApplication[], name: keyof CreditApplication): number[] => rows.map((r) => r[name] as number);
@@ -51,7 +51,7 @@ test('deterministic per seed; different seeds differ', () => {
   assert.equal(toCsv(generateCreditData({ n: 2_000, seed: 7 })), toCsv(a));
   const b = generateCreditData({ n: 2_000, seed: 8 });
   assert.notDeepEqual(b, a);
-  assert.ok(a.filter((row, i) => row.amount !== b[i].amount).length > 1_500);
+  assert.ok(a.filter((row, i) => row.amount !== b[i]!.amount).length > 1_500);
 });
 
 test('columns come in the documented order, in rows and in CSV', () => {
@@ -66,7 +66,7 @@ test('columns come in the documented order, in rows and in CSV', () => {
   const lines = toCsv(rows).split('\n');
   assert.equal(lines[0], expected.join(','));
   assert.equal(lines.length, 5); // header, 3 rows, trailing newline
-  assert.equal(lines[1], expected.map((c) => String(rows[0][c as keyof CreditApplication])).join(','));
+  assert.equal(lines[1], expected.map((c) => String(rows[0]![c as keyof CreditApplication])).join(','));
   assert.equal(lines[1].split(',').length, 13);
 });
 
@@ -114,12 +114,12 @@ test('a customer keeps stable traits across applications', () => {
   const repeated = [...byCustomer.values()].filter((apps) => apps.length >= 2);
   assert.ok(repeated.length > 3_000);
   for (const apps of repeated) {
-    assert.ok(apps.every((a) => a.income === apps[0].income || Math.abs(a.age - apps[0].age) >= 1), 'income changes only with age');
+    assert.ok(apps.every((a) => a.income === apps[0]!.income || Math.abs(a.age - apps[0]!.age) >= 1), 'income changes only with age');
     const ages = apps.map((a) => a.age); // apps are in date order, the period spans two years
-    assert.ok(ages.every((age, i) => i === 0 || (age >= ages[i - 1] && age - ages[0] <= 2)), `ages ${ages.join(', ')}`);
+    assert.ok(ages.every((age, i) => i === 0 || (age >= ages[i - 1]! && age - ages[0]! <= 2)), `ages ${ages.join(', ')}`);
   }
-  const sameAge = repeated.filter((apps) => apps[0].age === apps[1].age);
-  assert.ok(sameAge.every((apps) => apps[0].income === apps[1].income && apps[0].credit_history_months === apps[1].credit_history_months));
+  const sameAge = repeated.filter((apps) => apps[0]!.age === apps[1]!.age);
+  assert.ok(sameAge.every((apps) => apps[0]!.income === apps[1]!.income && apps[0]!.credit_history_months === apps[1]!.credit_history_months));
   // Older applicants have worked longer and borrowed longer.
   const young = rows.filter((r) => r.age < 30);
   const old = rows.filter((r) => r.age > 50);
@@ -236,9 +236,10 @@ test('demo model build is byte-identical twice, matches the checked-in files, an
     assert.ok(values.every((v) => v.length === 11 && v.every(Number.isFinite)));
     const session = await ort.InferenceSession.create(await readFile(first.files.model));
     const input = new ort.Tensor('float32', Float32Array.from(values.flatMap((v) => v.slice(0, 10))), [values.length, 10]);
-    const out = await session.run({ input });
-    const p1 = Array.from({ length: values.length }, (_, i) => (out.probabilities.data as Float32Array)[2 * i + 1]);
-    const ortAuc = rocAuc(p1, values.map((v) => v[10]));
+    const { probabilities } = await session.run({ input });
+    assert.ok(probabilities, 'the graph has a probabilities output');
+    const p1 = Array.from({ length: values.length }, (_, i) => (probabilities.data as Float32Array)[2 * i + 1]!);
+    const ortAuc = rocAuc(p1, values.map((v) => v[10]!));
     assert.ok(Math.abs(ortAuc - first.heldOutAuc) < 1e-3, `onnxruntime AUC ${ortAuc} vs ${first.heldOutAuc}`);
   } finally {
     await rm(dir, { recursive: true, force: true });

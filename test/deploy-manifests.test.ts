@@ -292,6 +292,7 @@ test('the store URL comes from a Secret whose example agrees with the PostgreSQL
 
   // PGDATA lives on the claim template's volume; the read-only root has emptyDirs where the server writes.
   const [template] = sts.spec.volumeClaimTemplates as Obj[];
+  assert.ok(template, 'the StatefulSet has a volume claim template');
   const dataMount = pgc.volumeMounts.find((m: Obj) => m.name === template.metadata.name);
   assert.ok(dataMount, 'the claim template is mounted');
   assert.ok(pgEnv('PGDATA').value.startsWith(`${dataMount.mountPath}/`), 'PGDATA is a subdirectory of the volume (lost+found)');

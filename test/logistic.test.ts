@@ -20,7 +20,7 @@ function syntheticSet(n: number, seed: number, weights: number[], intercept: num
   for (let i = 0; i < n; i++) {
     const row = [50 + 10 * rng.normal(), rng.normal(), 5 * rng.uniform()];
     X.set(row, i * 3);
-    const eta = intercept + row.reduce((s, v, j) => s + weights[j] * v, 0);
+    const eta = intercept + row.reduce((s, v, j) => s + weights[j]! * v, 0);
     y[i] = rng.uniform() < sigmoid(eta) ? 1 : 0;
   }
   return { X, y };
@@ -40,7 +40,7 @@ test('closed form: one binary feature, no penalty, gives the log-odds of each gr
   assert.deepEqual(model.std, [0.5]);
   const raw = originalScaleCoefficients(model);
   assert.ok(Math.abs(raw.intercept - Math.log(1 / 3)) < 1e-9, `intercept ${raw.intercept}`);
-  assert.ok(Math.abs(raw.weights[0] - 2 * Math.log(3)) < 1e-9, `weight ${raw.weights[0]}`);
+  assert.ok(Math.abs(raw.weights[0]! - 2 * Math.log(3)) < 1e-9, `weight ${raw.weights[0]}`);
   assert.ok(Math.abs(predictProba(model, [0]) - 0.25) < 1e-12);
   assert.ok(Math.abs(predictProba(model, [1]) - 0.75) < 1e-12);
 });
@@ -53,13 +53,13 @@ test('recovers known coefficients on a seeded synthetic set', () => {
   assert.ok(model.iterations <= 10, `iterations ${model.iterations}`);
   const fitted = originalScaleCoefficients(model);
   fitted.weights.forEach((w, j) => {
-    const tolerance = 0.08 * Math.abs(truth.weights[j]) + 0.01;
-    assert.ok(Math.abs(w - truth.weights[j]) < tolerance, `weight ${j}: ${w} vs ${truth.weights[j]}`);
+    const tolerance = 0.08 * Math.abs(truth.weights[j]!) + 0.01;
+    assert.ok(Math.abs(w - truth.weights[j]!) < tolerance, `weight ${j}: ${w} vs ${truth.weights[j]}`);
   });
   assert.ok(Math.abs(fitted.intercept - truth.intercept) < 0.3, `intercept ${fitted.intercept}`);
   // Standardisation is the population mean / deviation of each column.
-  assert.ok(Math.abs(model.mean[0] - 50) < 0.3 && Math.abs(model.std[0] - 10) < 0.2);
-  assert.ok(Math.abs(model.std[2] - 5 / Math.sqrt(12)) < 0.03);
+  assert.ok(Math.abs(model.mean[0]! - 50) < 0.3 && Math.abs(model.std[0]! - 10) < 0.2);
+  assert.ok(Math.abs(model.std[2]! - 5 / Math.sqrt(12)) < 0.03);
 });
 
 test('the fit satisfies the penalised optimality conditions (intercept unpenalised)', () => {
@@ -69,23 +69,23 @@ test('the fit satisfies the penalised optimality conditions (intercept unpenalis
   const gradient = [0, 0, 0, 0];
   for (let i = 0; i < y.length; i++) {
     const row = X.subarray(i * 3, i * 3 + 3);
-    const residual = predictProba(model, row) - y[i];
-    gradient[0] += residual;
-    for (let j = 0; j < 3; j++) gradient[j + 1] += residual * (row[j] - model.mean[j]) / model.std[j];
+    const residual = predictProba(model, row) - y[i]!;
+    gradient[0]! += residual;
+    for (let j = 0; j < 3; j++) gradient[j + 1]! += residual * (row[j]! - model.mean[j]!) / model.std[j]!;
   }
-  assert.ok(Math.abs(gradient[0]) < 1e-6, `intercept gradient ${gradient[0]}`);
+  assert.ok(Math.abs(gradient[0]!) < 1e-6, `intercept gradient ${gradient[0]}`);
   for (let j = 0; j < 3; j++) {
-    const total = gradient[j + 1] + l2 * model.weights[j];
+    const total = gradient[j + 1]! + l2 * model.weights[j]!;
     assert.ok(Math.abs(total) < 1e-6, `weight ${j} gradient ${total}`);
-    assert.ok(Math.abs(gradient[j + 1]) > 1e-3, 'the penalty must matter for this test to mean anything');
+    assert.ok(Math.abs(gradient[j + 1]!) > 1e-3, 'the penalty must matter for this test to mean anything');
   }
 });
 
 test('a larger l2 shrinks the weights; l2 = 0 is allowed', () => {
   const { X, y } = syntheticSet(2_000, 3, [0.05, -1.0, 0.6], -3.5);
   const norms = [0, 10, 1_000, 100_000].map((l2) => Math.hypot(...trainLogistic(X, y, { l2 }).weights));
-  for (let i = 1; i < norms.length; i++) assert.ok(norms[i] < norms[i - 1], `norms ${norms.join(', ')}`);
-  assert.ok(norms[3] < 0.05 * norms[0]);
+  for (let i = 1; i < norms.length; i++) assert.ok(norms[i]! < norms[i - 1]!, `norms ${norms.join(', ')}`);
+  assert.ok(norms[3]! < 0.05 * norms[0]!);
 });
 
 test('deterministic, and rows as number[][] or a row-major Float64Array give the same model', () => {
@@ -99,12 +99,12 @@ test('deterministic, and rows as number[][] or a row-major Float64Array give the
 
 test('a constant feature gets std 1 and weight 0, even without a penalty', () => {
   const { X, y } = syntheticSet(1_000, 4, [0.05, -1.0, 0.6], -3.5);
-  const withConstant = Array.from({ length: y.length }, (_, i) => [X[i * 3], 7, X[i * 3 + 1]]);
+  const withConstant = Array.from({ length: y.length }, (_, i) => [X[i * 3]!, 7, X[i * 3 + 1]!]);
   for (const l2 of [0, 1]) {
     const model = trainLogistic(withConstant, y, { l2 });
     assert.equal(model.std[1], 1);
     assert.equal(model.mean[1], 7);
-    assert.ok(Math.abs(model.weights[1]) < 1e-9, `weight ${model.weights[1]}`);
+    assert.ok(Math.abs(model.weights[1]!) < 1e-9, `weight ${model.weights[1]}`);
     assert.equal(model.converged, true);
   }
 });
@@ -142,19 +142,21 @@ test('ONNX export matches predictProba to 1e-6 on 2,000 rows; label is probabili
   assert.deepEqual(session.inputNames, ['input']);
   assert.deepEqual(session.outputNames, ['label', 'probabilities']);
   const input = new ort.Tensor('float32', Float32Array.from(rows.flat()), [rows.length, CREDIT_FEATURES.length]);
-  const out = await session.run({ input });
-  assert.equal(out.label.type, 'int64');
-  assert.deepEqual(out.label.dims, [rows.length]);
-  assert.equal(out.probabilities.type, 'float32');
-  assert.deepEqual(out.probabilities.dims, [rows.length, 2]);
-  const probabilities = out.probabilities.data as Float32Array;
-  const labels = out.label.data as BigInt64Array;
+  const { label, probabilities: probabilityTensor } = await session.run({ input });
+  assert.ok(label && probabilityTensor, 'the graph has both outputs');
+  assert.equal(label.type, 'int64');
+  assert.deepEqual(label.dims, [rows.length]);
+  assert.equal(probabilityTensor.type, 'float32');
+  assert.deepEqual(probabilityTensor.dims, [rows.length, 2]);
+  const probabilities = probabilityTensor.data as Float32Array;
+  const labels = label.data as BigInt64Array;
   let worst = 0;
   let positives = 0;
   rows.forEach((row, i) => {
     const expected = predictProba(model, row);
-    const p0 = probabilities[2 * i];
-    const p1 = probabilities[2 * i + 1];
+    // In range: the dims are [rows.length, 2] (asserted above).
+    const p0 = probabilities[2 * i]!;
+    const p1 = probabilities[2 * i + 1]!;
     worst = Math.max(worst, Math.abs(p1 - expected));
     assert.ok(Math.abs(p0 + p1 - 1) < 1e-6);
     assert.equal(labels[i], p1 > 0.5 ? 1n : 0n, `row ${i}: label ${labels[i]} for p1 ${p1}`);

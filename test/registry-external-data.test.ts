@@ -1,4 +1,4 @@
-// ONNX external data (src/registry/external-data.ts) on real model bytes: every place a tensor can
+// ONNX external data (src/onnx/external-data.ts) on real model bytes: every place a tensor can
 // sit (main graph, If/Loop/Scan subgraphs, sparse initializers, Constant and other attribute
 // tensors, functions and their attribute defaults, training graphs) is found and named; the
 // registry refuses such models at registration, at repository import and at load (for one stored
@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import onnxProto from 'onnx-proto';
 import { createNativeSession, Tensor } from '../src/inference/ort.js';
 import { SessionHost, sessionOptions, type SessionSpec } from '../src/inference/session.js';
-import { findExternalData } from '../src/registry/external-data.js';
+import { findExternalData } from '../src/onnx/index.js';
 import { assertOnnx } from '../src/registry/format.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { writeSumModel } from './fixtures/models.js';

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { loadFeatureDefinitions } from '../src/features/definitions.js';
 import { auc } from '../src/monitoring/metrics.js';
 import { runCommandTrainer } from '../src/retraining/command.js';
-import { parseRetrainingConfig } from '../src/retraining/config.js';
+import { parseRetrainingConfig } from '../src/retraining/index.js';
 import { expandGlob, ootSplit, readDataFile, toRows } from '../src/retraining/data.js';
 import { logisticToOnnx, predictProba, trainLogistic } from '../src/retraining/logistic.js';
 import { FEATURES, generate, toCsv, WEAK } from './fixtures/retraining.js';

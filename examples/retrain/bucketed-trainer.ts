@@ -9,7 +9,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { addClassifierOutputs, addLogisticNodes, trainLogistic, type LogisticModel } from '../../src/retraining/logistic.js';
+import { addClassifierOutputs, addLogisticNodes, trainLogistic, type LogisticModel } from '../../src/retraining/index.js';
 
 const BUCKET = 5000;
 

@@ -7,7 +7,7 @@ import type { ModelConfig } from '../config.js';
 import { badRequest, modelInvalid } from '../errors.js';
 import type { TensorSpec } from '../inference/index.js';
 import type { SessionSpec } from '../inference/session.js';
-import { LATEST } from '../registry/store.js';
+import { LATEST } from '../registry/index.js';
 import type { Registry } from '../store/index.js';
 import { cellType, type CellType } from './cells.js';
 

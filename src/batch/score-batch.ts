@@ -23,6 +23,7 @@ import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { badRequest, inferenceFailed, tooManyRejects } from '../errors.js';
+import { significant3 } from '../numbers.js';
 import { ModelRunError, PoolExecutor, type RunResult } from '../inference/index.js';
 import type { SessionSpec } from '../inference/session.js';
 import type { Registry } from '../store/index.js';
@@ -183,7 +184,7 @@ export function overRejectLimit(limit: ScoreBatchOptions['maxRejects'], rejected
   if (limit === undefined) return null;
   if ('count' in limit) return rejected > limit.count ? `${rejected} of ${rows} rows were rejected, more than the limit of ${limit.count}` : null;
   const share = rows === 0 ? 0 : (100 * rejected) / rows;
-  return share > limit.percent ? `${rejected} of ${rows} rows were rejected (${Number(share.toPrecision(3))}%), more than the limit of ${limit.percent}%` : null;
+  return share > limit.percent ? `${rejected} of ${rows} rows were rejected (${significant3(share)}%), more than the limit of ${limit.percent}%` : null;
 }
 
 /** One run's state: the reader's batches in, scored text out, in order. */

@@ -8,7 +8,7 @@ import { ScorelineError } from '../errors.js';
 import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 import type { Analysis } from '../deploy/analysis.js';
 import type { Strategy } from '../deploy/strategies.js';
-import type { AliasEvent, ModelRecord, RegisterResult, VersionRecord } from '../registry/records.js';
+import type { AliasEvent, ModelRecord, RegisterResult, VersionRecord } from '../registry/index.js';
 
 /** What the commands read of GET /admin/deployments/{name} (the deployer's view, as JSON). */
 interface DeploymentView {
@@ -77,7 +77,7 @@ export async function call(
   }
   let res: Response;
   try {
-    res = await fetch(`${base}${path}`, { method, headers, body: payload });
+    res = await fetch(`${base}${path}`, { method, headers, body: payload ?? null });
   } catch (e) {
     throw new ScorelineError('NOT_READY', `cannot reach ${base}: ${(e as Error).cause ?? (e as Error).message}`);
   }

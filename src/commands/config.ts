@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { loadConfigFile, resolveConfig } from '../config.js';
 import { loadFeatureDefinitionsFile } from '../features/index.js';
-import { scanRepository } from '../registry/repository.js';
+import { scanRepository } from '../registry/index.js';
 import { parse, UsageError, type Command } from './command.js';
 import { anchorPaths } from './serve.js';
 

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { loadConfigFile, resolveConfig } from '../config.js';
 import { configInvalid } from '../errors.js';
 import { EmbeddedStore, FeatureServer, feedsOf, fingerprintOf, loadFeatureDefinitionsFile, materializeSource, MemoryStore, readPasswordFile, RedisStore, type FeatureRegistry } from '../features/index.js';
-import { scanRepository } from '../registry/repository.js';
+import { scanRepository } from '../registry/index.js';
 import { parse, stringFlag, intFlag, UsageError, type Command, type Flags } from './command.js';
 import { anchorPaths } from './serve.js';
 import { progressBar } from './progress.js';

@@ -10,7 +10,7 @@ import { scoreBatch } from '../batch/index.js';
 import { bundleImageTag, parseStrategy, primaryVersion, writeBundle } from '../deploy/index.js';
 import { isScorelineError, ScorelineError } from '../errors.js';
 import { openStore, storeUrl, type Registry, type Store } from '../store/index.js';
-import { scanRepository } from '../registry/repository.js';
+import { scanRepository } from '../registry/index.js';
 import { intFlag, parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 import { progressBar } from './progress.js';
 

@@ -2,6 +2,8 @@
 // of a running server (same connection flags as `scoreline models`).
 
 import { intFlag, parse, stringFlag, UsageError, type Command } from './command.js';
+import { fixed4 } from '../numbers.js';
+import { TERMINAL, type JobState } from '../store/index.js';
 import { call, COMMON, CONNECTION, print } from './admin.js';
 
 const RETRAIN_USAGE = `Usage: scoreline retrain MODEL [--reason TEXT] [--wait]
@@ -27,7 +29,7 @@ ${COMMON}`;
 interface JobView {
   id: string;
   model: string;
-  state: string;
+  state: JobState;
   trigger: { kind: string; reason: string };
   createdAt: string;
   endedAt?: string;
@@ -48,7 +50,7 @@ export function describeJob(j: JobView): string {
   const out = [line(j), `  trigger: ${j.trigger.kind}: ${j.trigger.reason}`];
   for (const s of j.steps ?? []) out.push(`  step ${s.name}: ${s.ok === undefined ? 'running' : s.ok ? 'ok' : 'failed'}${s.ms !== undefined ? ` in ${s.ms} ms` : ''}`);
   const v = j.validation;
-  if (v?.challenger) out.push(`  validation AUC: challenger ${v.challenger.auc?.toFixed(4) ?? 'n/a'}, champion ${v.champion?.auc?.toFixed(4) ?? 'n/a'}${v.delong ? `, DeLong p = ${v.delong.p.toPrecision(3)}` : ''}`);
+  if (v?.challenger) out.push(`  validation AUC: challenger ${fixed4(v.challenger.auc)}, champion ${fixed4(v.champion?.auc)}${v.delong ? `, DeLong p = ${v.delong.p.toPrecision(3)}` : ''}`);
   if (j.decision) {
     out.push(`  decision: ${j.decision.outcome}`);
     for (const r of j.decision.reasons) out.push(`    ${r}`);
@@ -56,8 +58,6 @@ export function describeJob(j: JobView): string {
   if (j.log) for (const l of j.log.slice(-40)) out.push(`  ${l.at}  ${l.msg}`);
   return out.join('\n');
 }
-
-const TERMINAL = new Set(['succeeded', 'rejected', 'failed', 'rolled_back']);
 
 export const retrain: Command = {
   summary: 'start a retraining job for a model (manual trigger)',

@@ -13,7 +13,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parseModelConfig, resolveConfig } from '../config.js';
 import { badRequest, conflict } from '../errors.js';
-import type { JsonObject } from '../registry/records.js';
+import { isObject } from '../json.js';
+import type { JsonObject } from '../registry/index.js';
 import type { Registry } from '../store/index.js';
 import pkg from '../version.js';
 import { versionsOf, type Strategy } from './strategies.js';
@@ -160,8 +161,7 @@ async function selectVersions(options: BundleOptions): Promise<{ versions: numbe
  * strategy's own (current canary step, timestamps) are ignored.
  */
 function strategyIn(state: unknown): Strategy | null {
-  const obj = (v: unknown): Record<string, unknown> | null =>
-    v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  const obj = (v: unknown): Record<string, unknown> | null => (isObject(v) ? v : null);
   const s = obj(state);
   if (!s) return null;
   for (const candidate of [s, obj(s.strategy), obj(s.spec), obj(s.desired), obj(s.target)]) {

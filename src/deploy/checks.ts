@@ -4,6 +4,7 @@
 
 import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
 import type { ScorelineError } from '../errors.js';
+import { significant4 } from '../numbers.js';
 import type { Check } from './analysis.js';
 import type { Strategy } from './strategies.js';
 
@@ -50,32 +51,16 @@ export function withoutVersions(s: Strategy, bad: readonly number[]): Strategy |
   }
 }
 
-const fmt = (x: number | null) => (x === null ? 'n/a' : Number(x.toPrecision(4)));
 
 export function describeFailure(c: Check): string {
   switch (c.name) {
     case 'error_rate':
-      return `error_rate ${fmt(c.canary)} vs stable ${fmt(c.stable)} (limit ${fmt(c.limit)}, binomial p = ${fmt(c.pValue ?? null)}, n = ${c.n})`;
+      return `error_rate ${significant4(c.canary)} vs stable ${significant4(c.stable)} (limit ${significant4(c.limit)}, binomial p = ${significant4(c.pValue ?? null)}, n = ${c.n})`;
     case 'p99_latency':
-      return `p99_latency ${fmt(c.canary)} ms vs stable ${fmt(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${fmt(c.limit)} ms, binomial p = ${fmt(c.pValue ?? null)})`;
+      return `p99_latency ${significant4(c.canary)} ms vs stable ${significant4(c.stable)} ms (${c.above} of ${c.batches} canary batches above the limit ${significant4(c.limit)} ms, binomial p = ${significant4(c.pValue ?? null)})`;
     case 'score_psi':
-      return `score_psi ${fmt(c.canary)} against the canary's own reference (limit ${fmt(c.limit)}, n = ${c.n})`;
+      return `score_psi ${significant4(c.canary)} against the canary's own reference (limit ${significant4(c.limit)}, n = ${c.n})`;
   }
-}
-
-export function incompatible(contract: LoadedModel, m: LoadedModel): string | null {
-  const want = contract.inputs;
-  const got = m.inputs;
-  if (want.length !== got.length) return `${got.length} inputs, the contract has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the contract says ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i])) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the contract [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
 }
 
 /** Runs a few sample rows (zeros, ones, and varied values) through the version; all outputs must be finite. */

@@ -11,12 +11,13 @@
 import type { Logger } from 'pino';
 import { badRequest, conflict, isScorelineError, ScorelineError, type ScorelineError as ErrorType } from '../errors.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
-import type { DeploymentRecord } from '../registry/records.js';
+import type { DeploymentRecord } from '../registry/index.js';
 import type { Registry } from '../store/index.js';
 import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
 import type { Router } from './router.js';
 import { parseStrategy, versionsOf, type Strategy } from './strategies.js';
-import { describeFailure, incompatible, sampleCheck, traffic, withoutVersions } from './checks.js';
+import { describeFailure, sampleCheck, traffic, withoutVersions } from './checks.js';
+import { inputIncompatibility } from '../onnx/index.js';
 
 export interface DeploymentState {
   readonly spec: Strategy;
@@ -334,7 +335,7 @@ export class Deployer {
         if (before === undefined || before.state !== 'ready') loadedHere.push(m);
         const where = `version ${v}`;
         if (contract !== null) {
-          const problem = incompatible(contract, m);
+          const problem = inputIncompatibility(contract.inputs, m.inputs, 'the contract');
           if (problem !== null) throw deploymentInvalid(`${where} does not fit the deployment's input contract: ${problem}`);
         }
         if (m.batchMicros > this.opts.latencyBudgetMicros) {

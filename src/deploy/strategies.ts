@@ -21,7 +21,7 @@ export interface RouteDecision {
 
 export interface RouteInput {
   /** Value of the sticky key (header or entity field) when the strategy has one. */
-  readonly sticky?: string;
+  readonly sticky?: string | undefined;
   /** Uniform in [0, 1): the caller's randomness, injectable for tests. */
   readonly random: number;
 }

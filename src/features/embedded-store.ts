@@ -14,7 +14,8 @@
 // Realtime windows are held in process (WindowStore), restored from `buckets` at open.
 //
 // With `memoryBytes` set below what the groups need, the table evicts least recently used groups and
-// every group not in memory is read from the file (about 7 us instead of 0.3 us).
+// every group not in memory is read from the file, which costs far more than a memory lookup (see
+// bench/RESULTS.md).
 
 import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';

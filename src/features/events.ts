@@ -11,6 +11,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { badRequest } from '../errors.js';
+import { isObject } from '../json.js';
 import type { FeatureRegistry, StreamSpec } from './plan.js';
 import { parseTimestamp } from './sources.js';
 import type { EventRecord, EventWrite } from './store.js';
@@ -35,9 +36,6 @@ const ID_PREFIX = `ev-${randomBytes(8).toString('hex')}`;
 let idCounter = 0;
 export const nextEventId = (): string => `${ID_PREFIX}-${(++idCounter).toString(36)}`;
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
 
 export interface EventTarget {
   readonly spec: StreamSpec;

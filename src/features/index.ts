@@ -79,7 +79,8 @@ function openEmbedded(path: string, opts: Omit<EmbeddedStoreOptions, 'path'>): E
 }
 
 export async function createFeatureService(cfg: FeaturesConfig, options: ServiceOptions = {}): Promise<FeatureService | null> {
-  const { observer, log, dataDir } = options;
+  const { observer, dataDir } = options;
+  const log = options.log?.child({ component: 'features' });
   if (cfg.definitions === null) return null;
   const registry = await loadFeatureDefinitionsFile(cfg.definitions);
   let store: OnlineStore;

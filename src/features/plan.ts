@@ -9,7 +9,7 @@ import { extname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { badRequest, configInvalid } from '../errors.js';
 import { groupLayout, type GroupLayout } from './codec.js';
-import type { Dtype, EntityDef, FeatureDef, FeatureDefinitions, SourceDef } from './definitions.js';
+import type { Dtype, EntityDef, FeatureDef, FeatureDefinitions, SourceDef } from './types.js';
 import type { Scalar, ScalarInput } from './expression.js';
 import type { Aggregation } from './windows.js';
 

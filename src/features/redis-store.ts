@@ -58,11 +58,11 @@ export interface RedisStoreOptions {
   timeoutMs?: number;
   streams: readonly StreamSpec[];
   /** Observes each pipeline's round trip (seconds) and failures, for metrics. */
-  onRoundTrip?: (seconds: number, ok: boolean) => void;
+  onRoundTrip?: ((seconds: number, ok: boolean) => void) | undefined;
   /** Timeouts or connection errors in a row that open the circuit (default 5), and its probe period (default 1000 ms). */
-  breaker?: { failures?: number; probeMs?: number };
+  breaker?: { failures?: number; probeMs?: number } | undefined;
   /** Where the circuit's opening (warn) and closing (info) are logged. */
-  log?: Pick<Logger, 'warn' | 'info'>;
+  log?: Pick<Logger, 'warn' | 'info'> | undefined;
 }
 
 type Failure = 'timeout' | 'connection' | 'reply' | 'unsent';

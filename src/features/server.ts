@@ -8,8 +8,9 @@
 // for it (circuit open, timed out, not connected). Plans are compiled once per model.
 
 import { badRequest, featureUnavailable, ScorelineError } from '../errors.js';
+import { isObject } from '../json.js';
 import { decodeGroupInto, encodeGroupArrays } from './codec.js';
-import type { FeatureDef } from './definitions.js';
+import type { FeatureDef } from './types.js';
 import { BatchReadBuffer, type NativeCache } from './native-cache.js';
 import type { FeatureRegistry, ResolutionPlan } from './plan.js';
 import { StoreUnavailableError } from './redis-store.js';
@@ -62,15 +63,12 @@ export interface FeatureServerOptions {
   cacheWindows?: boolean;
   /** The store's command timeout: how long a read may still come back after it was sent. */
   storeTimeoutMs?: number;
-  observer?: FeatureObserver;
+  observer?: FeatureObserver | undefined;
 }
 
 const IGNORE = (): void => undefined;
 const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {}, stale() {}, resolution() {} };
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
 
 export class FeatureServer {
   readonly registry: FeatureRegistry;
@@ -178,7 +176,8 @@ export class FeatureServer {
     let hits = 0;
     const cache = this.cache;
     const wc = this.windows;
-    // Every L1 key of the request in one call across the boundary (one per key costs ~3x more).
+    // Every L1 key of the request in one call across the N-API boundary: each crossing has a fixed cost
+// larger than one key's lookup.
     const keys = this.#keys;
     keys.length = 0;
     if (cache !== null) {

@@ -6,7 +6,7 @@
 import { createReadStream, statSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import type { FeatureValue } from './codec.js';
-import type { FeatureDef, SourceDef } from './definitions.js';
+import type { FeatureDef, SourceDef } from './types.js';
 import type { FeatureRegistry, StoredGroup } from './plan.js';
 import type { GroupWrite, OnlineStore } from './store.js';
 

@@ -33,13 +33,13 @@ export interface PendingRequest {
   readonly deadline: number;
   settled: boolean;
   /** The id its predictions are logged under (monitoring), when it has one. */
-  readonly requestId?: string;
+  readonly requestId?: string | undefined;
   /** The deployment variant that routed it, for the prediction log. */
-  readonly variant?: string;
+  readonly variant?: string | undefined;
   /** The id of the API key that sent it, for the prediction log. */
   readonly keyId?: string | undefined;
   /** Validation and reference scoring: not traffic, not monitored. */
-  readonly internal?: boolean;
+  readonly internal?: boolean | undefined;
   /** A chunk of a larger request: its first row's index in that request, and the request's rows. */
   readonly rowOffset?: number;
   readonly totalRows?: number;

@@ -5,7 +5,7 @@
 import type { BatchingConfig, ModelConfig } from '../config.js';
 import { modelInvalid } from '../errors.js';
 import type { DynamicBatcher } from './batcher.js';
-import type { OnnxMetadata, TensorSpec } from '../registry/onnx.js';
+import type { OnnxMetadata, TensorSpec } from '../onnx/index.js';
 import { isSupported } from './tensor.js';
 
 export type ModelState = 'loading' | 'ready' | 'failed' | 'unloaded';

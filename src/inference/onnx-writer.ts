@@ -197,16 +197,15 @@ function explicitAttribute(value: AttributeValue, where: string): ExplicitAttrib
 function attributeProto(name: string, value: AttributeValue, where: string): AttributeProtoInit {
   const explicit = explicitAttribute(value, where);
   const { AttributeType } = onnx.AttributeProto;
-  const checkNumbers = (values: readonly number[], integers: boolean): number[] => {
-    for (const v of values) {
-      if (typeof v !== 'number') throw new TypeError(`${where}: expected numbers, got ${describe(v)}`);
-      if (integers && !Number.isSafeInteger(v)) throw new TypeError(`${where}: expected safe integers, got ${v}`);
-    }
-    return [...values];
+  const checkNumber = (v: number, integers: boolean): number => {
+    if (typeof v !== 'number') throw new TypeError(`${where}: expected numbers, got ${describe(v)}`);
+    if (integers && !Number.isSafeInteger(v)) throw new TypeError(`${where}: expected safe integers, got ${v}`);
+    return v;
   };
+  const checkNumbers = (values: readonly number[], integers: boolean): number[] => Array.from(values, (v) => checkNumber(v, integers));
   switch (explicit.kind) {
-    case 'int': return { name, type: AttributeType.INT, i: checkNumbers([explicit.value], true)[0] };
-    case 'float': return { name, type: AttributeType.FLOAT, f: checkNumbers([explicit.value], false)[0] };
+    case 'int': return { name, type: AttributeType.INT, i: checkNumber(explicit.value, true) };
+    case 'float': return { name, type: AttributeType.FLOAT, f: checkNumber(explicit.value, false) };
     case 'ints': return { name, type: AttributeType.INTS, ints: checkNumbers(explicit.value, true) };
     case 'floats': return { name, type: AttributeType.FLOATS, floats: checkNumbers(explicit.value, false) };
     case 'string':
@@ -309,7 +308,7 @@ export class GraphBuilder {
     const opsetImport = [{ domain: '', version: opset }];
     for (const domain of Object.keys(domainOpsets).sort()) {
       const version = domainOpsets[domain];
-      if (!Number.isSafeInteger(version) || version < 1) throw new RangeError(`opset of domain ${JSON.stringify(domain)} must be a positive integer, got ${version}`);
+      if (version === undefined || !Number.isSafeInteger(version) || version < 1) throw new RangeError(`opset of domain ${JSON.stringify(domain)} must be a positive integer, got ${version}`);
       opsetImport.push({ domain, version });
     }
     for (const domain of this.domains) {

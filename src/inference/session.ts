@@ -6,7 +6,9 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { refuseExternalData } from '../registry/external-data.js';
+// Past the face on purpose: every piscina worker loads this file, and the face would also load the
+// protobuf decoder (onnx-proto) that a worker never needs.
+import { refuseExternalData } from '../onnx/external-data.js';
 import { createNativeSession, Tensor, type NativeSession, type OrtTensor } from './ort.js';
 import { datatypeFromOrt, makeTensorData, ortType, type Datatype, type TensorData } from './tensor.js';
 

@@ -5,7 +5,7 @@
 // to pack them into.
 
 import { badRequest, signatureMismatch, valueOutOfRange } from '../errors.js';
-import type { Datatype } from '../registry/onnx.js';
+import type { Datatype } from '../onnx/index.js';
 
 export type { Datatype };
 

@@ -1,7 +1,7 @@
-// Alerting (issue 5, item 7): rules from config and their defaults, and the AlertManager that turns
+// Alerting: rules from config and their defaults, and the AlertManager that turns
 // metric observations into deduplicated alerts with pending -> firing -> resolved states, for-
 // durations, cooldowns and inhibition, notifying channels (./webhook.ts) and subscribers (the
-// retraining triggers of issue 6). No timers and no I/O of its own: the monitor calls evaluate().
+// retrainer's drift and performance triggers). No timers and no I/O of its own: the monitor calls evaluate().
 //
 // Metrics the default rules read (the monitor supplies them per model version, labels model and
 // version; stale_feature_ratio also carries a feature label):
@@ -29,6 +29,8 @@
 
 import { createHash } from 'node:crypto';
 import { configInvalid } from '../errors.js';
+import { isObject } from '../json.js';
+import { significant3 } from '../numbers.js';
 import { notify, type AlertChannel, type LogFn } from './webhook.js';
 
 export type Severity = 'info' | 'warning' | 'critical' | 'emergency';
@@ -110,7 +112,6 @@ export interface AlertStore {
 
 const RULE_KEYS = new Set(['name', 'metric', 'comparison', 'threshold', 'below', 'forSeconds', 'severity', 'cooldownSeconds', 'description', 'inhibitedBy']);
 const METRIC_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** Validates rules from config; one error lists every problem with its path (`alerts[1].severity: ...`). */
 export function parseAlertRules(json: unknown, where: string): AlertRule[] {
@@ -227,7 +228,6 @@ const METRIC_TEXT: Record<string, { name: string; unit?: string }> = {
   stale_feature_ratio: { name: 'stale share' },
 };
 
-const fmt = (v: number): string => String(Number(v.toPrecision(3)));
 
 function subject(labels: Record<string, string>): string {
   const { model, version, feature, ...rest } = labels;
@@ -241,14 +241,14 @@ function subject(labels: Record<string, string>): string {
 
 function condition(rule: AlertRule): string {
   const unit = METRIC_TEXT[rule.metric]?.unit ?? '';
-  const band = rule.below !== undefined ? ` and <= ${fmt(rule.below)}${unit}` : '';
-  return `${rule.comparison} ${fmt(rule.threshold)}${unit}${band}`;
+  const band = rule.below !== undefined ? ` and <= ${significant3(rule.below)}${unit}` : '';
+  return `${rule.comparison} ${significant3(rule.threshold)}${unit}${band}`;
 }
 
 /** "score PSI of credit-default v1 is 0.31 (> 0.25 for 60 s)". */
 export function alertMessage(rule: AlertRule, labels: Record<string, string>, value: number, state: AlertState, inhibitedBy?: string): string {
   const m = METRIC_TEXT[rule.metric];
-  const head = `${m?.name ?? rule.metric}${subject(labels)} is ${fmt(value)}${m?.unit ?? ''}`;
+  const head = `${m?.name ?? rule.metric}${subject(labels)} is ${significant3(value)}${m?.unit ?? ''}`;
   if (state !== 'resolved') return `${head} (${condition(rule)}${rule.forSeconds > 0 ? ` for ${rule.forSeconds} s` : ''})`;
   return inhibitedBy !== undefined ? `${head} (superseded by ${inhibitedBy})` : `${head} (no longer ${condition(rule)})`;
 }

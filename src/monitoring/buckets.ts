@@ -13,7 +13,7 @@ export const WINDOWS: readonly Window[] = ['all', '1h', '24h', '7d'];
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
 
-/** The frozen reference of a version (DESIGN.md section 5), from its reference data. */
+/** The frozen reference of a version, from its reference data. */
 export interface Baselines {
   readonly score: NumericBaseline | null;
   readonly features: readonly { readonly name: string; readonly baseline: DriftBaseline }[];

@@ -1,5 +1,5 @@
-// Drift of a model version's scores and input features against a frozen reference (DESIGN.md
-// section 5), as pure functions plus small streaming counters: type-7 quantiles, the 9 frozen
+// Drift of a model version's scores and input features against a frozen reference, as
+// pure functions plus small streaming counters: type-7 quantiles, the 9 frozen
 // decile edges, bin assignment, PSI (CSI is the same per feature) and its band, numeric and
 // categorical baselines that round-trip through JSON, and counters with constant work per
 // observation that merge, so a window can be kept as per-minute counters and summed.
@@ -274,7 +274,7 @@ export class NumericDriftCounter extends DriftCounter {
       return;
     }
     // The definition itself, branch-free: a loop that stops at the first edge above the value
-    // mispredicts on random data and measured ~2.5x slower (bench/monitoring-math.ts).
+    // mispredicts on random data and is slower (bench/monitoring-math.ts; see bench/RESULTS.md).
     const e = this.edges;
     const v = value as number;
     const i = +(e[0]! <= v) + +(e[1]! <= v) + +(e[2]! <= v) + +(e[3]! <= v) + +(e[4]! <= v) + +(e[5]! <= v) + +(e[6]! <= v) + +(e[7]! <= v) + +(e[8]! <= v);

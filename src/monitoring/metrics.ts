@@ -1,5 +1,5 @@
 // Performance metrics of a model version over a window of labelled predictions, as pure functions
-// (no I/O, no state): ranking (AUC, Gini, KS per DESIGN.md section 5), thresholded (confusion,
+// (no I/O, no state): ranking (AUC, Gini = 2 AUC - 1, KS), thresholded (confusion,
 // accuracy, precision, recall, F1), probabilistic (log loss, Brier), regression (MAE, RMSE, R2,
 // MAPE), DeLong's test for two correlated AUCs, and the normal CDF it needs.
 //

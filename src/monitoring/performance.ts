@@ -2,6 +2,7 @@
 // below its minimum sample), the counts behind them, and per metric its band and the count that
 // falls short of its minimum (./sample-size.ts).
 
+import { round6 } from '../numbers.js';
 import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 import {
   bandOfShortfall,
@@ -15,7 +16,6 @@ import {
 } from './sample-size.js';
 
 /** Six decimals for JSON; null for anything not finite. */
-export const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 1e6) / 1e6);
 
 export type Performance =
   | ({ [K in ClassificationMetricName]: number | null } & {
@@ -48,7 +48,7 @@ export function performanceOf(
   if (task === 'regression') {
     const m = metrics as RegressionMetrics | null;
     const shortfall = regressionShortfalls(m?.count ?? 0, min);
-    return { mae: r4(m?.mae), rmse: r4(m?.rmse), r2: r4(m?.r2), mape: r4(m?.mape), labelled: m?.count ?? 0, bands: mapValues(shortfall, bandOfShortfall), shortfall };
+    return { mae: round6(m?.mae), rmse: round6(m?.rmse), r2: round6(m?.r2), mape: round6(m?.mape), labelled: m?.count ?? 0, bands: mapValues(shortfall, bandOfShortfall), shortfall };
   }
   const m = metrics as ClassificationMetrics | null;
   const labelled = m?.labelled ?? 0;
@@ -56,21 +56,21 @@ export function performanceOf(
   const predictedPositives = m?.predictedPositives ?? 0;
   const shortfall = classificationShortfalls({ labelled, positives, predictedPositives }, min);
   return {
-    auc: r4(m?.auc),
-    ks: r4(m?.ks),
-    gini: r4(m?.gini),
-    accuracy: r4(m?.accuracy),
-    precision: r4(m?.precision),
-    recall: r4(m?.recall),
-    f1: r4(m?.f1),
-    log_loss: r4(m?.log_loss),
-    brier: r4(m?.brier),
+    auc: round6(m?.auc),
+    ks: round6(m?.ks),
+    gini: round6(m?.gini),
+    accuracy: round6(m?.accuracy),
+    precision: round6(m?.precision),
+    recall: round6(m?.recall),
+    f1: round6(m?.f1),
+    log_loss: round6(m?.log_loss),
+    brier: round6(m?.brier),
     labelled,
     positives,
     negatives: labelled - positives,
     predicted_positives: predictedPositives,
     threshold,
-    reference_auc: r4(referenceAuc),
+    reference_auc: round6(referenceAuc),
     bands: mapValues(shortfall, bandOfShortfall),
     shortfall,
   };

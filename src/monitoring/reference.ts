@@ -1,4 +1,4 @@
-// The drift reference of a model version, frozen from reference data (DESIGN.md section 5): the
+// The drift reference of a model version, frozen from reference data: the
 // score bins from the version's own scores on the reference rows, bins per input feature
 // (categories for non-numeric columns), and the reference AUC when the data has labels. Stored as
 // JSON in the registry; rebuilt into Baselines for the windowed statistics.

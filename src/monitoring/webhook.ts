@@ -1,4 +1,4 @@
-// Notification channels for alerts (issue 5) and retraining jobs (issue 6): the AlertChannel
+// Notification channels for alerts and retraining jobs: the AlertChannel
 // contract, a log channel, and a webhook channel that POSTs any JSON payload carrying a
 // Slack-compatible `text` -- with a per-attempt timeout, retries with exponential backoff and
 // jitter on network errors, 5xx and 429 (Retry-After honoured, capped), none on other 4xx.

@@ -16,8 +16,7 @@
 
 import { gunzipSync, inflateSync, constants } from 'node:zlib';
 import { isScorelineError, notOnnx, unsupportedFormat } from '../errors.js';
-import { refuseExternalData } from './external-data.js';
-import { readOnnxMetadata, type OnnxMetadata } from './onnx.js';
+import { readOnnxMetadata, refuseExternalData, type OnnxMetadata } from '../onnx/index.js';
 
 export type ModelFormat = 'onnx' | 'pickle' | 'joblib' | 'unknown';
 
@@ -52,7 +51,7 @@ function isPickle01(bytes: Uint8Array): boolean {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let pos = 0;
   while (pos < bytes.length) {
-    const arg = OPCODES_0_1.get(bytes[pos]);
+    const arg = OPCODES_0_1.get(bytes[pos]!); // pos < bytes.length: the loop condition
     if (arg === undefined) return false;
     if (bytes[pos++] === STOP) return pos === bytes.length && pos > 1;
     if (typeof arg === 'number') pos += arg;
@@ -64,7 +63,7 @@ function isPickle01(bytes: Uint8Array): boolean {
       }
     } else if (arg === 'len1') {
       if (pos + 1 > bytes.length) return false;
-      pos += 1 + bytes[pos];
+      pos += 1 + bytes[pos]!;
     } else {
       if (pos + 4 > bytes.length) return false;
       const len = view.getInt32(pos, true);
@@ -80,7 +79,8 @@ function isPickle01(bytes: Uint8Array): boolean {
  * false for a decompressed head, where the walk to STOP is impossible.
  */
 function pickleProtocol(bytes: Uint8Array, whole: boolean): number | undefined {
-  if (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] >= 2 && bytes[1] <= 5) return bytes[1];
+  const protocol = bytes[1];
+  if (bytes[0] === 0x80 && protocol !== undefined && protocol >= 2 && protocol <= 5) return protocol;
   if (whole && isPickle01(bytes)) return 1;
   return undefined;
 }
@@ -110,7 +110,7 @@ function sniffPythonSerialized(bytes: Uint8Array): Sniffed | undefined {
     return { format: 'pickle', what: `a Python pickle (protocol ${protocol === 1 ? '0 or 1' : protocol})` };
   }
 
-  const isZlib = bytes.length >= 2 && bytes[0] === 0x78 && ((bytes[0] << 8) | bytes[1]) % 31 === 0;
+  const isZlib = bytes.length >= 2 && bytes[0] === 0x78 && ((0x78 << 8) | bytes[1]!) % 31 === 0;
   const isGzip = startsWith(bytes, [0x1f, 0x8b]);
   if (isZlib || isGzip) {
     const head = inflateHead(bytes, isGzip);
@@ -121,7 +121,8 @@ function sniffPythonSerialized(bytes: Uint8Array): Sniffed | undefined {
   }
   const compressed = (kind: string): Sniffed =>
     ({ format: 'joblib', what: `a file compressed with ${kind}, the way joblib stores its Python pickles` });
-  if (startsWith(bytes, ascii('BZh')) && bytes[3] >= 0x31 && bytes[3] <= 0x39
+  const bz2Level = bytes[3];
+  if (startsWith(bytes, ascii('BZh')) && bz2Level !== undefined && bz2Level >= 0x31 && bz2Level <= 0x39
     && (startsWith(bytes, BZ2_BLOCK, 4) || startsWith(bytes, BZ2_EMPTY, 4))) return compressed('bz2');
   if (startsWith(bytes, XZ)) return compressed('xz');
   if (startsWith(bytes, LZ4_FRAME)) return compressed('lz4');

@@ -19,7 +19,7 @@ import { Parser, type ReadEntry } from 'tar';
 import YAML from 'yaml';
 import { badRequest, bodyTooLarge, isScorelineError, mlflowInvalid, notOnnx, unsupportedFormat } from '../errors.js';
 import { assertOnnx } from './format.js';
-import type { TensorSpec } from './onnx.js';
+import type { TensorSpec } from '../onnx/index.js';
 import type { JsonObject } from './records.js';
 
 export const MLMODEL = 'MLmodel';

@@ -3,7 +3,7 @@
 // sends it.
 
 import type { ScorelineError } from '../errors.js';
-import type { TensorSpec } from './onnx.js';
+import type { TensorSpec } from '../onnx/index.js';
 
 export type JsonObject = { readonly [key: string]: unknown };
 

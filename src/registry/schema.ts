@@ -139,7 +139,7 @@ function migrate(db: Db, file: string): void {
     if (current > MIGRATIONS.length) throw tooNew(current);
     const record = db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)');
     for (let v = current; v < MIGRATIONS.length; v++) {
-      db.exec(MIGRATIONS[v]);
+      db.exec(MIGRATIONS[v]!);
       record.run(v + 1, new Date().toISOString());
     }
   }).immediate();

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
-import { refuseExternalData } from './external-data.js';
+import { refuseExternalData } from '../onnx/index.js';
 import { assertOnnx } from './format.js';
 import { readMlflowFolder } from './mlflow.js';
 import { MODEL_NAME, type RepositoryModel, type RepositoryScan, type RepositoryVersion } from './repository.js';

@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { readOnnxMetadata } from '../registry/onnx.js';
+import { readOnnxMetadata } from '../onnx/index.js';
 
 export interface CommandTrainerOptions {
   command: readonly string[];

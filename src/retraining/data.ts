@@ -1,8 +1,8 @@
-// Training data for a retraining job, as plain functions (they run in the job's worker thread):
-// data files found by glob, read into a numeric matrix in the model's input order, with features a
-// file lacks computed by the same feature definitions the server uses to serve them (so training
-// and serving cannot disagree on a derived feature); rows from the prediction log joined with
-// their labels; and the out-of-time split on the time column.
+// Training data for a retraining job, as plain functions (they run in the job's child process,
+// ./worker.ts): data files found by glob, read into a numeric matrix in the model's input order,
+// with features a file lacks computed by the same feature definitions the server uses to serve them
+// (so training and serving cannot disagree on a derived feature); rows from the prediction log
+// joined with their labels; and the out-of-time split on the time column.
 
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, sep } from 'node:path';

@@ -16,15 +16,13 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { ModelConfig } from '../config.js';
 import type { Deployer, DeploymentChange } from '../deploy/index.js';
-import type { Job, JobState } from '../store/index.js';
-import { readOnnxMetadata } from '../registry/onnx.js';
+import type { Job, JobState, TerminalState } from '../store/index.js';
+import { fixed4, round4 } from '../numbers.js';
+import { inputIncompatibility, readOnnxMetadata } from '../onnx/index.js';
 import { killTrainer, runCommandTrainer } from './command.js';
-import type { RetrainingConfig } from './config.js';
+import type { RetrainingConfig } from '../retraining-config.js';
 import type { RetrainerOptions } from './retrainer.js';
 import type { PrepareResult, TrainResult, ValidateResult, WorkerRequest } from './worker.js';
-
-const r4 = (x: number | null | undefined): number | null => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10000) / 10000);
-export const fmt = (x: number | null | undefined): string => (x === null || x === undefined ? 'n/a' : x.toFixed(4));
 
 /** The job's child process (./worker.ts), at the lowest CPU priority; one request at a time. */
 class JobWorker {
@@ -88,7 +86,7 @@ export interface RunHost {
 }
 
 export type RunOutcome =
-  | { kind: 'finished'; state: 'succeeded' | 'rejected' | 'rolled_back' | 'failed'; reasons: string[] }
+  | { kind: 'finished'; state: TerminalState; reasons: string[] }
   /** Stopped from outside: nothing is known about how it would have ended. */
   | { kind: 'interrupted'; reason: string };
 
@@ -255,7 +253,7 @@ export class JobRun {
       } catch (e) {
         return { pass: false, reasons: [`challenger is not a usable ONNX model: ${(e as Error).message}`], result: null };
       }
-      const problem = signatureProblem(championRecord.signature.inputs, meta.inputs);
+      const problem = inputIncompatibility(championRecord.signature.inputs, meta.inputs, 'the champion');
       if (problem !== null) return { pass: false, reasons: [`signature incompatible with champion v${champion}: ${problem}`], result: null };
       const scoreOut = mc.score?.output ?? null;
       if (scoreOut !== null && !meta.outputs.some((o) => o.name === scoreOut)) {
@@ -279,17 +277,17 @@ export class JobRun {
       check(ch.nonFinite === 0, ch.nonFinite === 0 ? 'challenger outputs are finite' : `challenger gave ${ch.nonFinite} non-finite scores`);
       if (ch.auc !== null && cp.auc !== null) {
         const need = cp.auc + cfg.gate.minDelta;
-        check(ch.auc >= need, `AUC ${fmt(ch.auc)} vs champion ${fmt(cp.auc)} (${ch.auc - cp.auc >= 0 ? '+' : ''}${(ch.auc - cp.auc).toFixed(4)}; needs >= ${cfg.gate.minDelta >= 0 ? '+' : ''}${cfg.gate.minDelta})`);
+        check(ch.auc >= need, `AUC ${fixed4(ch.auc)} vs champion ${fixed4(cp.auc)} (${ch.auc - cp.auc >= 0 ? '+' : ''}${fixed4(ch.auc - cp.auc)}; needs >= ${cfg.gate.minDelta >= 0 ? '+' : ''}${cfg.gate.minDelta})`);
       } else check(false, 'AUC is undefined on the validation rows');
       if (ch.ks !== null && cp.ks !== null) {
-        check(ch.ks >= cp.ks - cfg.gate.ksTolerance, `KS ${fmt(ch.ks)} vs champion ${fmt(cp.ks)} (tolerance ${cfg.gate.ksTolerance})`);
+        check(ch.ks >= cp.ks - cfg.gate.ksTolerance, `KS ${fixed4(ch.ks)} vs champion ${fixed4(cp.ks)} (tolerance ${cfg.gate.ksTolerance})`);
       } else check(false, 'KS is undefined on the validation rows');
       if (r.delong !== null) reasons.push(`info: DeLong test of the AUC difference: z = ${r.delong.z.toFixed(3)}, p = ${r.delong.p.toPrecision(3)}`);
       return { pass, reasons, result: r };
     });
     if (verdict.result !== null) {
       const { champion: cp, challenger: ch, delong, rows } = verdict.result;
-      job.validation = { rows, champion: cp, challenger: ch, delong: delong && { z: r4(delong.z), p: delong.p, aucDifference: r4(delong.aucDifference) }, gate: cfg.gate };
+      job.validation = { rows, champion: cp, challenger: ch, delong: delong && { z: round4(delong.z), p: delong.p, aucDifference: round4(delong.aucDifference) }, gate: cfg.gate };
     }
     await worker.close();
     if (!verdict.pass) {
@@ -306,9 +304,9 @@ export class JobRun {
       config: championRecord.config,
       tags: { trained_by: 'scoreline-retraining', trigger: job.trigger.kind },
       metrics: {
-        validation_auc: r4(v.challenger.auc)!,
-        validation_ks: r4(v.challenger.ks)!,
-        champion_validation_auc: r4(v.champion!.auc)!,
+        validation_auc: round4(v.challenger.auc)!,
+        validation_ks: round4(v.challenger.ks)!,
+        champion_validation_auc: round4(v.champion!.auc)!,
         validation_rows: v.rows,
         ...(v.delong ? { delong_p: v.delong.p } : {}),
       },
@@ -398,16 +396,3 @@ export class JobRun {
 
 /** Another replica wrote the job since this one read it (it was failed when this replica stopped leading). */
 export class JobTakenOver extends Error {}
-
-function signatureProblem(want: readonly { name: string; datatype: string; shape: readonly number[] }[], got: readonly { name: string; datatype: string; shape: readonly number[] }[]): string | null {
-  if (want.length !== got.length) return `${got.length} inputs, the champion has ${want.length}`;
-  for (const w of want) {
-    const g = got.find((x) => x.name === w.name);
-    if (g === undefined) return `no input '${w.name}'`;
-    if (g.datatype !== w.datatype) return `input '${w.name}' is ${g.datatype}, the champion's ${w.datatype}`;
-    if (g.shape.length !== w.shape.length || g.shape.some((d, i) => d !== w.shape[i] && d !== -1 && w.shape[i] !== -1)) {
-      return `input '${w.name}' has shape [${g.shape.join(', ')}], the champion's [${w.shape.join(', ')}]`;
-    }
-  }
-  return null;
-}

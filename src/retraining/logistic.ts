@@ -2,6 +2,8 @@
 // intercept), Newton/IRLS with a backtracking line search, and the export of a fitted model as
 // an ONNX graph (label + class probabilities) carrying its features and scaling as metadata.
 // Everything here is deterministic: the same data and options give the same model and bytes.
+// The loops index flat row-major arrays whose shapes are checked on entry (rows x cols, k = cols + 1),
+// so an indexed read inside them is in range and carries a non-null assertion.
 import { GraphBuilder, onnxElementType } from '../inference/onnx-writer.js';
 
 export interface LogisticOptions {
@@ -101,12 +103,12 @@ function columnScaling(X: DesignMatrix): { mean: number[]; std: number[] } {
   const { data, rows, cols } = X;
   const mean = new Array<number>(cols).fill(0);
   const std = new Array<number>(cols).fill(0);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) mean[j] += data[i * cols + j];
-  for (let j = 0; j < cols; j++) mean[j] = mean[j] / rows;
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) mean[j]! += data[i * cols + j]!;
+  for (let j = 0; j < cols; j++) mean[j] = mean[j]! / rows;
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) { const d = data[i * cols + j] - mean[j]; std[j] += d * d; }
+    for (let j = 0; j < cols; j++) { const d = data[i * cols + j]! - mean[j]!; std[j]! += d * d; }
   }
-  for (let j = 0; j < cols; j++) { const s = Math.sqrt(std[j] / rows); std[j] = s > 0 ? s : 1; }
+  for (let j = 0; j < cols; j++) { const s = Math.sqrt(std[j]! / rows); std[j] = s > 0 ? s : 1; }
   return { mean, std };
 }
 
@@ -116,26 +118,26 @@ function columnScaling(X: DesignMatrix): { mean: number[]; std: number[] } {
  */
 function solveSpd(A: Float64Array, b: Float64Array, k: number): Float64Array {
   let maxDiag = 0;
-  for (let i = 0; i < k; i++) maxDiag = Math.max(maxDiag, A[i * k + i]);
+  for (let i = 0; i < k; i++) maxDiag = Math.max(maxDiag, A[i * k + i]!);
   for (let ridge = 0, attempt = 0; attempt < 12; attempt++, ridge = (maxDiag || 1) * 1e-12 * 10 ** attempt) {
     const L = new Float64Array(k * k);
     let ok = true;
     for (let i = 0; i < k && ok; i++) {
       for (let j = 0; j <= i; j++) {
-        let s = A[i * k + j] + (i === j ? ridge : 0);
-        for (let m = 0; m < j; m++) s -= L[i * k + m] * L[j * k + m];
+        let s = A[i * k + j]! + (i === j ? ridge : 0);
+        for (let m = 0; m < j; m++) s -= L[i * k + m]! * L[j * k + m]!;
         if (i === j) {
           if (!(s > 1e-14 * (maxDiag || 1))) { ok = false; break; }
           L[i * k + i] = Math.sqrt(s);
         } else {
-          L[i * k + j] = s / L[j * k + j];
+          L[i * k + j] = s / L[j * k + j]!;
         }
       }
     }
     if (!ok) continue;
     const x = new Float64Array(k);
-    for (let i = 0; i < k; i++) { let s = b[i]; for (let m = 0; m < i; m++) s -= L[i * k + m] * x[m]; x[i] = s / L[i * k + i]; }
-    for (let i = k - 1; i >= 0; i--) { let s = x[i]; for (let m = i + 1; m < k; m++) s -= L[m * k + i] * x[m]; x[i] = s / L[i * k + i]; }
+    for (let i = 0; i < k; i++) { let s = b[i]!; for (let m = 0; m < i; m++) s -= L[i * k + m]! * x[m]!; x[i] = s / L[i * k + i]!; }
+    for (let i = k - 1; i >= 0; i--) { let s = x[i]!; for (let m = i + 1; m < k; m++) s -= L[m * k + i]! * x[m]!; x[i] = s / L[i * k + i]!; }
     return x;
   }
   throw new Error('logistic regression: the Hessian is not positive definite even with a ridge; check the data for NaN or extreme values');
@@ -146,12 +148,12 @@ function objective(Z: DesignMatrix, y: ArrayLike<number>, beta: Float64Array, l2
   const { data, rows, cols } = Z;
   let loss = 0;
   for (let i = 0; i < rows; i++) {
-    let eta = beta[0];
-    for (let j = 0; j < cols; j++) eta += data[i * cols + j] * beta[j + 1];
-    loss += softplus(eta) - y[i] * eta;
+    let eta = beta[0]!;
+    for (let j = 0; j < cols; j++) eta += data[i * cols + j]! * beta[j + 1]!;
+    loss += softplus(eta) - y[i]! * eta;
   }
   let penalty = 0;
-  for (let j = 1; j <= cols; j++) penalty += beta[j] * beta[j];
+  for (let j = 1; j <= cols; j++) penalty += beta[j]! * beta[j]!;
   return loss + 0.5 * l2 * penalty;
 }
 
@@ -167,8 +169,9 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
   const { rows: n, cols: p } = raw;
   let positives = 0;
   for (let i = 0; i < n; i++) {
-    if (y[i] !== 0 && y[i] !== 1) throw new RangeError(`y[${i}] is ${y[i]}; labels must be 0 or 1`);
-    positives += y[i];
+    const label = y[i];
+    if (label !== 0 && label !== 1) throw new RangeError(`y[${i}] is ${label}; labels must be 0 or 1`);
+    positives += label;
   }
   if (positives === 0 || positives === n) throw new RangeError('y must contain both classes (0 and 1)');
   for (let i = 0; i < raw.data.length; i++) {
@@ -177,7 +180,7 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
 
   const { mean, std } = columnScaling(raw);
   const Z: DesignMatrix = { data: new Float64Array(n * p), rows: n, cols: p };
-  for (let i = 0; i < n; i++) for (let j = 0; j < p; j++) Z.data[i * p + j] = (raw.data[i * p + j] - mean[j]) / std[j];
+  for (let i = 0; i < n; i++) for (let j = 0; j < p; j++) Z.data[i * p + j] = (raw.data[i * p + j]! - mean[j]!) / std[j]!;
 
   const k = p + 1;
   const beta = new Float64Array(k);
@@ -192,27 +195,27 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
     const hessian = new Float64Array(k * k);
     for (let i = 0; i < n; i++) {
       z[0] = 1;
-      for (let j = 0; j < p; j++) z[j + 1] = Z.data[i * p + j];
+      for (let j = 0; j < p; j++) z[j + 1] = Z.data[i * p + j]!;
       let eta = 0;
-      for (let j = 0; j < k; j++) eta += z[j] * beta[j];
+      for (let j = 0; j < k; j++) eta += z[j]! * beta[j]!;
       const mu = sigmoid(eta);
-      const residual = mu - y[i];
+      const residual = mu - y[i]!;
       const w = mu * (1 - mu);
       for (let a = 0; a < k; a++) {
-        gradient[a] += residual * z[a];
-        for (let b = 0; b <= a; b++) hessian[a * k + b] += w * z[a] * z[b];
+        gradient[a]! += residual * z[a]!;
+        for (let b = 0; b <= a; b++) hessian[a * k + b]! += w * z[a]! * z[b]!;
       }
     }
-    for (let a = 1; a < k; a++) { gradient[a] += l2 * beta[a]; hessian[a * k + a] += l2; }
-    for (let a = 0; a < k; a++) for (let b = a + 1; b < k; b++) hessian[a * k + b] = hessian[b * k + a];
+    for (let a = 1; a < k; a++) { gradient[a]! += l2 * beta[a]!; hessian[a * k + a]! += l2; }
+    for (let a = 0; a < k; a++) for (let b = a + 1; b < k; b++) hessian[a * k + b] = hessian[b * k + a]!;
 
     const step = solveSpd(hessian, gradient, k);
     let newtonStep = 0;
     let descent = 0;
-    for (let a = 0; a < k; a++) { newtonStep = Math.max(newtonStep, Math.abs(step[a])); descent += gradient[a] * step[a]; }
+    for (let a = 0; a < k; a++) { newtonStep = Math.max(newtonStep, Math.abs(step[a]!)); descent += gradient[a]! * step[a]!; }
     if (newtonStep < tol) {
       // At the optimum the objective no longer changes in floating point: take the step as is.
-      for (let a = 0; a < k; a++) beta[a] -= step[a];
+      for (let a = 0; a < k; a++) beta[a]! -= step[a]!;
       converged = true;
       break;
     }
@@ -221,12 +224,12 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
     // noise count as no increase and the (then excellent) Newton step is taken.
     const noise = 1e-12 * (1 + Math.abs(current));
     for (let t = 1, halvings = 0; halvings < 40; halvings++, t /= 2) {
-      const candidate = beta.map((v, a) => v - t * step[a]);
+      const candidate = beta.map((v, a) => v - t * step[a]!);
       const next = objective(Z, y, candidate, l2);
       if (next <= current - 1e-4 * t * descent + noise) { beta.set(candidate); current = next; break; }
     }
   }
-  return { mean, std, weights: Array.from(beta.subarray(1)), intercept: beta[0], l2, iterations, converged };
+  return { mean, std, weights: Array.from(beta.subarray(1)), intercept: beta[0]!, l2, iterations, converged };
 }
 
 /** Linear predictor (log-odds) of one row of raw features. */
@@ -234,7 +237,7 @@ export function logit(model: LogisticModel, row: ArrayLike<number>): number {
   const p = model.weights.length;
   if (row.length !== p) throw new RangeError(`row has ${row.length} features, model expects ${p}`);
   let eta = model.intercept;
-  for (let j = 0; j < p; j++) eta += model.weights[j] * (row[j] - model.mean[j]) / model.std[j];
+  for (let j = 0; j < p; j++) eta += model.weights[j]! * (row[j]! - model.mean[j]!) / model.std[j]!;
   return eta;
 }
 
@@ -245,8 +248,8 @@ export function predictProba(model: LogisticModel, row: ArrayLike<number>): numb
 
 /** The same model as coefficients on the raw (unstandardised) features. */
 export function originalScaleCoefficients(model: LogisticModel): { weights: number[]; intercept: number } {
-  const weights = model.weights.map((w, j) => w / model.std[j]);
-  const intercept = model.intercept - weights.reduce((s, w, j) => s + w * model.mean[j], 0);
+  const weights = model.weights.map((w, j) => w / model.std[j]!);
+  const intercept = model.intercept - weights.reduce((s, w, j) => s + w * model.mean[j]!, 0);
   return { weights, intercept };
 }
 

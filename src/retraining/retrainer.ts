@@ -14,13 +14,14 @@ import type { Logger } from 'pino';
 import type { Deployer } from '../deploy/index.js';
 import type { Strategy } from '../deploy/strategies.js';
 import { conflict, isScorelineError, jobNotFound, retrainingNotConfigured } from '../errors.js';
+import { fixed4 } from '../numbers.js';
 import type { AlertManager, AlertNotification } from '../monitoring/alerts.js';
 import type { PredictionLog } from '../monitoring/prediction-log.js';
 import { notify, type AlertChannel } from '../monitoring/webhook.js';
 import { AUTOMATIC_TRIGGERS, type Incident, type Job, type JobFilter, type JobRecords, type JobState, type Registry, type Trigger, type TriggerKind } from '../store/index.js';
 import { killTrainer } from './command.js';
-import type { RetrainingConfig } from './config.js';
-import { fmt, JobFailure, JobRun, JobTakenOver, type RunHost } from './job-run.js';
+import type { RetrainingConfig } from '../retraining-config.js';
+import { JobFailure, JobRun, JobTakenOver, type RunHost } from './job-run.js';
 
 export interface RetrainerOptions {
   dataDir: string;
@@ -84,7 +85,11 @@ export class Retrainer implements RunHost {
   private countCache: { model: string; state: string; n: number }[] = [];
   private storeDown = false;
 
-  constructor(readonly opts: RetrainerOptions) {
+  readonly opts: RetrainerOptions;
+
+  constructor(opts: RetrainerOptions) {
+    // Every retraining line, the job runs' included, carries component=retraining.
+    this.opts = { ...opts, log: opts.log.child({ component: 'retraining' }) };
     this.clock = opts.now ?? Date.now;
   }
 
@@ -177,9 +182,9 @@ export class Retrainer implements RunHost {
     const evidence = { alert: { id: n.alert.id, rule: n.alert.rule, severity: n.alert.severity, labels: n.alert.labels, value: n.alert.value, threshold: n.alert.threshold, message: n.alert.message } };
     let t: Omit<Trigger, 'at'> | null = null;
     if (metric === 'score_psi' && cfg.triggers.drift !== null && n.alert.value > cfg.triggers.drift.psi) {
-      t = { kind: 'drift', reason: `score PSI ${fmt(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`, evidence };
+      t = { kind: 'drift', reason: `score PSI ${fixed4(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`, evidence };
     } else if (metric === 'auc_drop' && cfg.triggers.performance !== null && n.alert.value > cfg.triggers.performance.aucDrop) {
-      t = { kind: 'performance', reason: `AUC dropped ${fmt(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`, evidence };
+      t = { kind: 'performance', reason: `AUC dropped ${fixed4(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`, evidence };
     }
     if (t !== null) void this.trigger(model, t).catch((e: Error) => this.opts.log.warn({ model, err: e.message }, 'retraining trigger could not be recorded'));
   }

@@ -11,7 +11,7 @@ import '../inference/ort-env.js';
 import ort from 'onnxruntime-node';
 import { loadFeatureDefinitionsFile } from '../features/definitions.js';
 import type { FeatureRegistry } from '../features/plan.js';
-import { readOnnxMetadata } from '../registry/onnx.js';
+import { readOnnxMetadata } from '../onnx/index.js';
 import { classificationMetrics, delong } from '../monitoring/metrics.js';
 import { expandGlob, ootSplit, readDataFile, rowsToCsv, toRows, type FileReport, type Rows, type Split } from './data.js';
 import { logisticToOnnx, trainLogistic } from './logistic.js';

@@ -10,14 +10,15 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, notReady, unauthorized, unsupportedMediaType } from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
+import { isObject } from '../json.js';
 import type { Alerting } from './alerting.js';
-import { summary, type Retrainer } from '../retraining/retrainer.js';
+import { summary, type Retrainer } from '../retraining/index.js';
 import { JOB_STATES, type JobState, type Registry } from '../store/index.js';
 import type { Cluster } from './cluster.js';
 import type { ServerContext } from './context.js';
-import { ARCHIVE_TYPES, readMlflowArchive } from '../registry/mlflow.js';
+import { ARCHIVE_TYPES, readMlflowArchive } from '../registry/index.js';
 import { freezeFromCsv } from './reference.js';
-import { checkOptionalJsonContentType, isObject, postRoute, sendError, sendJson, type PostRequest, type ResponseState } from './http.js';
+import { checkOptionalJsonContentType, postRoute, sendError, sendJson, type PostRequest, type ResponseState } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;

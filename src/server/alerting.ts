@@ -125,7 +125,8 @@ export interface Alerting {
 /** Per model, the versions its traffic goes to now. */
 export type ServingVersions = () => ReadonlyMap<string, ReadonlySet<string>>;
 
-export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, records: AlertRecords, log: Logger, serving?: ServingVersions): Promise<Alerting> {
+export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, records: AlertRecords, serverLog: Logger, serving?: ServingVersions): Promise<Alerting> {
+  const log = serverLog.child({ component: 'alerting' });
   const rules =
     cfg.alerts.rules !== null
       ? parseAlertRules(cfg.alerts.rules, 'monitoring.alerts.rules')

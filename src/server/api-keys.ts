@@ -97,7 +97,8 @@ export class ApiKeys {
    * The keys a server checks: null when auth is off (with a warning if keys are configured anyway);
    * refuses auth on without a key, which would lock everyone out.
    */
-  static forServer(config: ServerConfig, env: string | undefined, log: Logger): ApiKeys | null {
+  static forServer(config: ServerConfig, env: string | undefined, serverLog: Logger): ApiKeys | null {
+    const log = serverLog.child({ component: 'auth' });
     const keys = ApiKeys.fromConfig(config.auth, env);
     if (!config.auth.enabled) {
       if (keys.size > 0) log.warn({ keys: keys.ids }, 'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port');

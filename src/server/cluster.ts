@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Deployer } from '../deploy/index.js';
 import { isScorelineError } from '../errors.js';
-import type { Retrainer } from '../retraining/retrainer.js';
+import type { Retrainer } from '../retraining/index.js';
 import type { ReplicaRecord, Store, StoreChange } from '../store/index.js';
 import type { Alerting } from './alerting.js';
 
@@ -51,7 +51,10 @@ export class Cluster {
   private closed = false;
   private readonly deploymentSyncs = new Map<string, NodeJS.Timeout>();
 
-  constructor(private readonly opts: ClusterOptions) {
+  private readonly opts: ClusterOptions;
+
+  constructor(opts: ClusterOptions) {
+    this.opts = { ...opts, log: opts.log.child({ component: 'cluster' }) };
     this.id = opts.id;
   }
 

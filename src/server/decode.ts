@@ -13,7 +13,7 @@ import {
   type LoadedModel,
   type TensorData,
 } from '../inference/index.js';
-import { isObject } from './http.js';
+import { isObject } from '../json.js';
 
 export interface DecodedRequest {
   readonly batch: Batch;

@@ -31,10 +31,10 @@ import {
   type Link,
 } from '../explain/index.js';
 import type { LoadedModel, RunResult } from '../inference/index.js';
+import { isObject } from '../json.js';
 import { parseCsvTable } from '../monitoring/index.js';
 import type { ServerContext } from './context.js';
 import { scoreOf } from './encode.js';
-import { isObject } from './http.js';
 import type { Answering, Protocol } from './inference.js';
 import { intoSingleInput, scoreInternally } from './internal-rows.js';
 

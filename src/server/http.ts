@@ -334,7 +334,3 @@ export function parseJson(body: Buffer): unknown {
     throw invalidJson((e as Error).message);
   }
 }
-
-export function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}

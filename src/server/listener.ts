@@ -87,10 +87,10 @@ export class ConnectionGuard {
   /** Times the listen socket was closed because the limit was reached. */
   pauses = 0;
 
-  constructor(
-    private readonly opts: GuardOptions,
-    socket: us_listen_socket,
-  ) {
+  private readonly opts: GuardOptions;
+
+  constructor(opts: GuardOptions, socket: us_listen_socket) {
+    this.opts = { ...opts, log: opts.log.child({ component: 'listener' }) };
     this.socket = socket;
     const count = openFiles();
     const fds = typeof count === 'number' ? count : null;

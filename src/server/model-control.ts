@@ -10,7 +10,8 @@
 import { badRequest } from '../errors.js';
 import { AUTH, type AdminGuard } from './admin.js';
 import type { ServerContext } from './context.js';
-import { checkOptionalJsonContentType, isObject, postRoute, sendError, sendJson } from './http.js';
+import { isObject } from '../json.js';
+import { checkOptionalJsonContentType, postRoute, sendError, sendJson } from './http.js';
 import type { RepositoryControl } from './repository.js';
 import type { TemplatedApp } from './uws.js';
 

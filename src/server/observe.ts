@@ -4,11 +4,12 @@
 // POST /v1/feedback, joined to logged predictions by request id.
 
 import { badRequest, labelInvalid, notReady } from '../errors.js';
+import { isObject } from '../json.js';
 import { primaryVersion, trafficOf } from '../deploy/index.js';
 import type { LoadedModel } from '../inference/index.js';
 import { WINDOWS, type Window } from '../monitoring/index.js';
 import { monitorOf, type ServerContext } from './context.js';
-import { isObject, postRoute, sendError, sendJson, sendText, type ResponseState } from './http.js';
+import { postRoute, sendError, sendJson, sendText, type ResponseState } from './http.js';
 import type { StreamHandle } from './stream.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 

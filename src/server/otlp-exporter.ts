@@ -58,7 +58,7 @@ export class OtlpHttpExporter implements SpanExporter {
       body = serializer.serializeRequest(spans);
     } catch (e) {
       body = undefined;
-      this.opts.log.error({ err: (e as Error).message, spans: spans.length }, 'tracing: spans could not be encoded; dropped');
+      this.opts.log.error({ err: (e as Error).message, spans: spans.length }, 'spans could not be encoded; dropped');
     }
     if (body === undefined) {
       this.opts.stats.failed += spans.length;
@@ -99,14 +99,14 @@ export class OtlpHttpExporter implements SpanExporter {
     this.failedInEpisode += count;
     if (this.failingSince === null) {
       this.failingSince = Date.now();
-      this.opts.log.warn({ url: this.url, err: last, spans: count }, 'tracing: the collector did not take these spans; they are dropped (requests are not affected)');
+      this.opts.log.warn({ url: this.url, err: last, spans: count }, 'the collector did not take these spans; they are dropped (requests are not affected)');
     }
     throw new Error(`OTLP export to ${this.url} failed: ${last}`);
   }
 
   private recovered(): void {
     if (this.failingSince === null) return;
-    this.opts.log.info({ url: this.url, droppedSpans: this.failedInEpisode, failedForSeconds: Math.round((Date.now() - this.failingSince) / 1000) }, 'tracing: exporting again');
+    this.opts.log.info({ url: this.url, droppedSpans: this.failedInEpisode, failedForSeconds: Math.round((Date.now() - this.failingSince) / 1000) }, 'exporting again');
     this.failingSince = null;
     this.failedInEpisode = 0;
   }

@@ -13,8 +13,7 @@
 
 import { conflict, isScorelineError, modelInvalid, modelNotFound, ScorelineError, type ErrorCode } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
-import { scanRepository, type HashCache, type RepositoryModel, type RepositoryScan } from '../registry/repository.js';
-import type { ImportSkip } from '../registry/records.js';
+import { scanRepository, type HashCache, type ImportSkip, type RepositoryModel, type RepositoryScan } from '../registry/index.js';
 import { versionsOf, type DeploymentState } from '../deploy/index.js';
 import type { ServerContext } from './context.js';
 

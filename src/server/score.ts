@@ -14,11 +14,12 @@
 import { badRequest, EventWriteError, shuttingDown, signatureMismatch, storeUnavailable } from '../errors.js';
 import { StoreUnavailableError, type FeatureService, type ModelFeatures, type Resolved } from '../features/index.js';
 import { writeElement, type LoadedModel, type RunResult } from '../inference/index.js';
+import { isObject } from '../json.js';
 import type { ServerContext } from './context.js';
 import type { DecodedRequest } from './decode.js';
 import { scoreOf } from './encode.js';
 import { explainAsk, explaining, explainingInput, type ExplainAsk } from './explain.js';
-import { isObject, postRoute, sendError, sendJson } from './http.js';
+import { postRoute, sendError, sendJson } from './http.js';
 import { infer, type Answering, type Protocol } from './inference.js';
 import { HttpReply } from './oip.js';
 import type { TemplatedApp } from './uws.js';

@@ -13,11 +13,12 @@ import { badRequest, isScorelineError, ScorelineError, shuttingDown } from '../e
 import type { ApiKey, ApiKeys } from './api-keys.js';
 import type { RequestOrigin } from './exchange.js';
 import type { LoadedModel, RunResult } from '../inference/index.js';
+import { isObject } from '../json.js';
 import type { ServerContext } from './context.js';
 import { decodeOip } from './decode.js';
 import { outputsJson } from './encode.js';
 import { ingestFrame } from './score.js';
-import { errorResponse, isObject, STATUS_LINES } from './http.js';
+import { errorResponse, STATUS_LINES } from './http.js';
 import { infer, type Answering, type Protocol, type Reply } from './inference.js';
 import type { HttpResponse, TemplatedApp, WebSocket } from './uws.js';
 

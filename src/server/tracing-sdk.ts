@@ -47,7 +47,7 @@ export class OtelTracing implements Tracing {
       spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: config.exportIntervalMs, maxQueueSize: 16_384, maxExportBatchSize: 1024 })],
     });
     this.tracer = this.provider.getTracer('scoreline', version);
-    log.info({ endpoint: config.otlpEndpoint, protocol: config.protocol, sampleRatio: config.sampleRatio }, 'tracing: exporting spans over OTLP/HTTP');
+    log.info({ endpoint: config.otlpEndpoint, protocol: config.protocol, sampleRatio: config.sampleRatio }, 'exporting spans over OTLP/HTTP');
   }
 
   request(name: string, t0: number, traceparent: string, tracestate: string, attributes: Attributes): Span {

@@ -38,5 +38,5 @@ export interface Tracing {
 export async function startTracing(config: TracingConfig, log: Logger, version: string): Promise<Tracing | null> {
   if (config.otlpEndpoint === null) return null;
   const { OtelTracing } = await import('./tracing-sdk.js');
-  return new OtelTracing(config, log, version);
+  return new OtelTracing(config, log.child({ component: 'tracing' }), version);
 }

@@ -5,11 +5,10 @@
 // and may fail with STORE_UNAVAILABLE (503, Retry-After) when a shared store cannot be reached; none
 // is ever awaited on the request path, which serves from memory.
 
-import type { RepositoryScan } from '../registry/repository.js';
 import type {
   AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ModelRecord, RegisterOptions, RegisterResult,
-  RegistryCounters, VersionRecord, VersionUpdate,
-} from '../registry/records.js';
+  RegistryCounters, RepositoryScan, VersionRecord, VersionUpdate,
+} from '../registry/index.js';
 import type { AlertRecord, Incident, Job, JobFilter, Lease, ReplicaRecord, ReplicaReport, StoreChange, TriggerEvent } from './records.js';
 
 export interface SaveDeploymentOptions {

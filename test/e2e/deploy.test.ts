@@ -254,7 +254,7 @@ test('a tampered artifact is refused, logged and counted; the serving version ke
   const sha = (await admin('GET', '/admin/models/sum')).body.versions.find((x: any) => x.version === tampered).sha256 as string;
   const file = join(dataDir, 'artifacts', sha.slice(0, 2), `${sha}.onnx`);
   const bytes = readFileSync(file);
-  bytes[bytes.length - 5] ^= 0xff;
+  bytes[bytes.length - 5]! ^= 0xff;
   writeFileSync(file, bytes);
   const r = await admin('PUT', '/admin/deployments/sum', { json: { strategy: 'direct', version: tampered } });
   assert.equal(r.status, 422);

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { prepareTreeShap, recogniseScore, treeShap, type TreeModel, type TreeShapModel } from '../../src/explain/index.js';
 import { seededRandom } from '../../src/explain/index.js';
-import { readOnnxMetadata } from '../../src/registry/onnx.js';
+import { readOnnxMetadata } from '../../src/onnx/index.js';
 import { fitTrees, treesToOnnx } from '../../src/retraining/trees.js';
 import { tanhNet } from '../fixtures/explain-models.js';
 import { writeLogisticModel } from '../fixtures/models.js';

@@ -129,7 +129,7 @@ export async function request<T = any>(url: string, init: RequestInit & { json?:
     body = JSON.stringify(json);
     if (!headers.has('content-type')) headers.set('content-type', 'application/json');
   }
-  const res = await fetch(url, { ...rest, headers, body, method: rest.method ?? (body !== undefined ? 'POST' : 'GET') });
+  const res = await fetch(url, { ...rest, headers, body: body ?? null, method: rest.method ?? (body !== undefined ? 'POST' : 'GET') });
   const text = await res.text();
   let parsed: unknown;
   try {

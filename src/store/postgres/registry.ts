@@ -7,16 +7,14 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { artifactMissing, artifactTampered, aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound, type ScorelineError } from '../../errors.js';
-import { ArtifactStore, sha256Of, type ArtifactKind } from '../../registry/artifacts.js';
-import { refuseExternalData } from '../../registry/external-data.js';
-import type {
-  AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord, RegisterOptions,
-  RegisterResult, RegistryCounters, Signature, VersionRecord, VersionUpdate,
-} from '../../registry/records.js';
-import type { RepositoryScan } from '../../registry/repository.js';
+import { refuseExternalData } from '../../onnx/index.js';
 import {
-  checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, mergePatch, prepareRegistration, REMOVED_DEPLOYMENT, repositoryRegistration, versionTaken,
-} from '../../registry/store.js';
+  ArtifactStore, checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, mergePatch, prepareRegistration, REMOVED_DEPLOYMENT,
+  repositoryRegistration, sha256Of, versionTaken,
+  type AliasEvent, type ArtifactKind, type ChangeOptions, type DeploymentEvent, type DeploymentRecord, type ImportResult, type ImportSkip,
+  type JsonObject, type Lineage, type ModelRecord, type RegisterOptions, type RegisterResult, type RegistryCounters, type RepositoryScan,
+  type Signature, type VersionRecord, type VersionUpdate,
+} from '../../registry/index.js';
 import type { Registry, SaveDeploymentOptions } from '../types.js';
 import { lockKey, notifyChange, type Database, type Queryable } from './database.js';
 

@@ -4,11 +4,11 @@
 // underneath (better-sqlite3) and answer as promises to fit the store's interface.
 
 import { hostname } from 'node:os';
-import { openDatabase, type Db } from '../../registry/schema.js';
-import { ModelRegistry, type RegistryOptions } from '../../registry/store.js';
+import {
+  ModelRegistry, openDatabase,
+  type ChangeOptions, type Db, type RegisterOptions, type RegistryOptions, type RepositoryScan, type VersionUpdate,
+} from '../../registry/index.js';
 import { join, resolve } from 'node:path';
-import type { RepositoryScan } from '../../registry/repository.js';
-import type { ChangeOptions, RegisterOptions, VersionUpdate } from '../../registry/records.js';
 import type { AlertRecord, Lease, ReplicaRecord, ReplicaReport } from '../records.js';
 import type { AlertRecords, ClusterRecords, Registry, SaveDeploymentOptions, Store } from '../types.js';
 import { SqliteJobs } from './jobs.js';

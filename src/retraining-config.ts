@@ -2,11 +2,13 @@
 // where training data comes from, how the out-of-time split is made, which trainer runs, the gate
 // a challenger must pass, what triggers a job and how a passing challenger is rolled out. Parsed
 // once, with errors that name the field; relative data paths resolve against the file they are in.
+// It sits beside src/config.ts, below src/retraining/, because a model's config is refused at load
+// when this section is invalid.
 
 import { isAbsolute, resolve } from 'node:path';
 import { Cron } from 'croner';
-import { configInvalid } from '../errors.js';
-import { parseDuration } from '../features/definitions-schema.js';
+import { parseDuration } from './duration.js';
+import { configInvalid } from './errors.js';
 
 export type TrainerConfig =
   | { readonly builtin: 'logistic-regression'; readonly params: { readonly l2: number; readonly maxIterations: number } }
