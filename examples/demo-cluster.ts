@@ -119,18 +119,34 @@ async function startReplica(i: number, config: string, storeUrl: string): Promis
   return r;
 }
 
-async function call(base: string, method: string, path: string, body?: unknown, type = 'application/json'): Promise<{ status: number; json: any }> {
+/** A JSON answer as the demo reads it: fields it prints or compares, never trusted for their type. */
+type Json = Record<string, unknown>;
+interface ClusterView {
+  leader: string | null;
+  replicas: { id: string; address: string; leader: boolean }[];
+}
+interface FeedbackAnswer {
+  joined: number;
+  unknown: number;
+}
+interface Snapshot {
+  latency?: { p99_ms?: number | null };
+  volume?: { requests?: number; errors?: number };
+  performance?: { labelled?: number };
+}
+
+async function call<T = Json>(base: string, method: string, path: string, body?: unknown, type = 'application/json'): Promise<{ status: number; json: T }> {
   const res = await fetch(`${base}${path}`, {
     method,
     headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': type } : {}) },
     ...(body !== undefined ? { body: body instanceof Uint8Array ? body : JSON.stringify(body) } : {}),
   });
   const text = await res.text();
-  let json: any = null;
+  let json: T;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(text) as T;
   } catch {
-    json = text;
+    json = { text } as T;
   }
   return { status: res.status, json };
 }
@@ -150,7 +166,7 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
 }
 
 const score = (r: Replica, customer: string, id?: string) =>
-  call(r.url, 'POST', `/v1/score/${MODEL}`, { ...(id ? { id } : {}), entity: { customer_id: customer }, context: { amount: 5200, duration_months: 24 } });
+  call<{ score: number; model_version: string }>(r.url, 'POST', `/v1/score/${MODEL}`, { ...(id ? { id } : {}), entity: { customer_id: customer }, context: { amount: 5200, duration_months: 24 } });
 
 function showCluster(view: { leader: string | null; replicas: { id: string; address: string; leader: boolean }[] }): void {
   say(`  leader: ${view.leader}`);
@@ -196,7 +212,7 @@ async function main(): Promise<void> {
     say(`${r.name} listening at ${r.url} (data dir ${r.dataDir})`);
   }
   const first = await until('every replica heard from', 10_000, async () => {
-    const v = (await call(replicas[0]!.url, 'GET', '/admin/cluster')).json;
+    const v = (await call<ClusterView>(replicas[0]!.url, 'GET', '/admin/cluster')).json;
     return v.replicas?.length === 3 && v.leader ? v : undefined;
   });
   say(`GET /admin/cluster (heartbeat ${HEARTBEAT_SECONDS} s, lease ${LEASE_SECONDS} s):`);
@@ -236,15 +252,15 @@ async function main(): Promise<void> {
 
   step('feedback joins only on the replica that served the prediction (each keeps its own prediction log)');
   // demo-0 was served by replica-1 (k % 3 == 0).
-  const own = (await call(replicas[0]!.url, 'POST', '/v1/feedback', { request_id: 'demo-0', label: 0 })).json;
-  const other = (await call(replicas[1]!.url, 'POST', '/v1/feedback', { request_id: 'demo-3', label: 0 })).json;
+  const own = (await call<FeedbackAnswer>(replicas[0]!.url, 'POST', '/v1/feedback', { request_id: 'demo-0', label: 0 })).json;
+  const other = (await call<FeedbackAnswer>(replicas[1]!.url, 'POST', '/v1/feedback', { request_id: 'demo-3', label: 0 })).json;
   say(`label for demo-0 sent to replica-1, which served it: joined ${own.joined}, unknown ${own.unknown}`);
   say(`label for demo-3 sent to replica-2, but replica-1 served it: joined ${other.joined}, unknown ${other.unknown}`);
 
   step('monitoring: per replica (each sees only the traffic it served; merged monitoring is not built yet)');
-  const snapshot = async (r: Replica) => (await call(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${reg.json.version}`)).json;
+  const snapshot = async (r: Replica) => (await call<Snapshot>(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${String(reg.json.version)}`)).json;
   // Performance figures are cached for two seconds: wait (bounded) until replica-1's shows its label.
-  await until('replica-1 counts its label', 5000, async () => ((await snapshot(replicas[0]!)).performance?.labelled >= own.joined ? true : undefined)).catch(() => undefined);
+  await until('replica-1 counts its label', 5000, async () => (((await snapshot(replicas[0]!)).performance?.labelled ?? 0) >= own.joined ? true : undefined)).catch(() => undefined);
   for (const r of replicas) {
     const snap = await snapshot(r);
     const p99 = snap.latency?.p99_ms;
@@ -252,7 +268,7 @@ async function main(): Promise<void> {
   }
 
   step('the leader killed with SIGKILL');
-  const view = (await call(replicas[0]!.url, 'GET', '/admin/cluster')).json;
+  const view = (await call<ClusterView>(replicas[0]!.url, 'GET', '/admin/cluster')).json;
   const leader = replicas.find((r) => r.name === view.leader);
   if (leader === undefined) throw new Error(`no replica of this demo leads: ${JSON.stringify(view)}`);
   const survivors = replicas.filter((r) => r !== leader);
@@ -260,7 +276,7 @@ async function main(): Promise<void> {
   const killedAt = Date.now();
   say(`${leader.name} killed (it led)`);
   const after = await until('a new leader', 4 * LEASE_SECONDS * 1000, async () => {
-    const v = (await call(survivors[0]!.url, 'GET', '/admin/cluster')).json;
+    const v = (await call<ClusterView>(survivors[0]!.url, 'GET', '/admin/cluster')).json;
     return v.leader && v.leader !== leader.name ? v : undefined;
   });
   const took = Date.now() - killedAt;

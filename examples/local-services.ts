@@ -23,7 +23,7 @@ export interface LocalPostgres {
   /** Starts the stopped server again on the same port. */
   start(): Promise<void>;
   /** Runs SQL on the database. */
-  query<T extends pg.QueryResultRow = any>(sql: string, params?: unknown[]): Promise<T[]>;
+  query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<T[]>;
   /** Stops the server and removes its files. */
   remove(): Promise<void>;
   /** remove(), synchronously: for an exit handler, where nothing asynchronous runs any more. */

@@ -120,7 +120,9 @@ test('prediction log: request ids of every length and alphabet, and id/row of mu
   const s = log.stream('m', 1, 'default', 1, 'classification');
   const ids = ['', 'a', 'x'.repeat(5000), 'é', '日本語のID', 'emoji-😀', 'quote"back\\slash/', 'ctl\u0001\n\t\u001f', 'lone-\ud800-surrogate', 'low-\udc00-x', 'end-\ud83d', '{"json":[1]}'];
   const now = Date.now();
-  ids.forEach((id, i) => assert.ok(s.push(id, now, i / 10, Float32Array.of(i), 0), `id ${JSON.stringify(id.slice(0, 20))}`));
+  ids.forEach((id, i) => {
+    assert.ok(s.push(id, now, i / 10, Float32Array.of(i), 0), `id ${JSON.stringify(id.slice(0, 20))}`);
+  });
   const parts = [0, 7, 10, 99, 100, 123_456];
   for (const p of parts) assert.ok(s.push('multi', now, 0.5, Float32Array.of(p), 0, p));
   // Longer than an eighth of the 64 KB ring: refused and counted, never a partial id.

@@ -419,7 +419,10 @@ test('the PostgreSQL store: a second replica sees the lease held; a lapsed or re
       assert.deepEqual([lb.holder, lb.term], ['a', la.term]);
       // 'a' stops renewing: once the lease lapses (the database's clock), 'b' takes it with the next term.
       let taken = lb;
-      await waitFor(async () => (taken = await b.cluster.lead('b', 60_000)).holder === 'b', {
+      await waitFor(async () => {
+        taken = await b.cluster.lead('b', 60_000);
+        return taken.holder === 'b';
+      }, {
         timeoutMs: 5000,
         intervalMs: 50,
         message: () => `the lapsed lease to pass to 'b' (held by ${taken.holder})`,

@@ -21,7 +21,10 @@ test('waitFor fails at its deadline with the message, evaluated then', async () 
   let seen = 0;
   const started = Date.now();
   await assert.rejects(
-    waitFor(() => ((seen += 1), false), { timeoutMs: 50, intervalMs: 5, message: () => `something that never comes (checked ${seen} times)` }),
+    waitFor(() => {
+      seen += 1;
+      return false;
+    }, { timeoutMs: 50, intervalMs: 5, message: () => `something that never comes (checked ${seen} times)` }),
     (e: Error) => {
       assert.match(e.message, /^timed out after 50 ms waiting for something that never comes \(checked \d+ times\)$/);
       assert.ok(seen >= 2, 'polled more than once');

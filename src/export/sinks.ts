@@ -43,7 +43,7 @@ class TextSink implements RowSink {
   static async open(path: string, layout: ExportLayout, json: boolean): Promise<TextSink> {
     const file = await FileSink.open(path);
     const sink = new TextSink(file, layout, json);
-    if (!json) await file.write([...FIXED_COLUMNS, ...layout.features].map(csvCell).join(',') + '\n');
+    if (!json) await file.write(`${[...FIXED_COLUMNS, ...layout.features].map(csvCell).join(',')}\n`);
     return sink;
   }
 
@@ -65,14 +65,14 @@ class TextSink implements RowSink {
           const j = sources[f]!;
           line += keys[8 + f] + (j < 0 ? 'null' : jsonNumber(c.features[at + j]!));
         }
-        text += line + '}\n';
+        text += `${line}}\n`;
       } else {
         let line = `${csvCell(id)},${ts ?? ''},${model},${c.version},${variant},${csvNumber(c.scores[r]!)},${csvNumber(c.labels[r]!)},${labelled ?? ''}`;
         for (let f = 0; f < sources.length; f++) {
           const j = sources[f]!;
-          line += j < 0 ? ',' : ',' + csvNumber(c.features[at + j]!);
+          line += j < 0 ? ',' : `,${csvNumber(c.features[at + j]!)}`;
         }
-        text += line + '\n';
+        text += `${line}\n`;
       }
     }
     await this.file.write(text);

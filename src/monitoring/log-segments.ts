@@ -33,7 +33,7 @@ const HEX = '0123456789abcdef';
 const PLAIN = new Uint8Array(256).map((_, c) => (c >= 0x20 && c !== QUOTE && c !== BACKSLASH && c !== 0xed ? 1 : 0));
 
 /** Writes `\uXXXX` for code unit `u` at `p`; returns the next offset. */
-function escape(out: Buffer, p: number, u: number): number {
+function escapeInto(out: Buffer, p: number, u: number): number {
   out[p++] = BACKSLASH;
   out[p++] = 0x75;
   for (let shift = 12; shift >= 0; shift -= 4) out[p++] = HEX.charCodeAt((u >> shift) & 15);
@@ -99,10 +99,10 @@ class Builder {
         out[p++] = c;
       } else if (c === 0xed && src[i + 1]! >= 0xa0) {
         // A lone surrogate (the writer's three bytes for it): JSON's \uXXXX, which SQLite decodes the same way.
-        p = escape(out, p, ((c & 0x0f) << 12) | ((src[i + 1]! & 0x3f) << 6) | (src[i + 2]! & 0x3f));
+        p = escapeInto(out, p, ((c & 0x0f) << 12) | ((src[i + 1]! & 0x3f) << 6) | (src[i + 2]! & 0x3f));
         i += 2;
       } else if (c === 0xed) out[p++] = c;
-      else p = escape(out, p, c);
+      else p = escapeInto(out, p, c);
     }
     out[p++] = QUOTE;
     this.idBytes = p;

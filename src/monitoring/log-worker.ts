@@ -183,7 +183,10 @@ function write(force = false): void {
     held -= rows;
     let through: number | null = null;
     for (const w of group) if (w.kind === 'append') through = w.through;
-    if (through !== null) reader.settle((settledThrough = through));
+    if (through !== null) {
+      settledThrough = through;
+      reader.settle(through);
+    }
     recovered();
   }
   if (reopening) recovered();
@@ -229,7 +232,8 @@ function failed(e: unknown): void {
       held -= refused;
       // Counted before the rows are settled: a commit that sees them settled also sees the refusal.
       refusals = reader.refuse();
-      reader.settle((settledThrough = refusedThrough));
+      settledThrough = refusedThrough;
+      reader.settle(refusedThrough);
       room();
     }
   }

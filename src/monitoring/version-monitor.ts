@@ -132,7 +132,8 @@ export class VersionMonitor implements BatchObserver {
       s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification', keyId ?? null);
       this.logStreams.set(k, s);
     }
-    return (this.lastStream = s);
+    this.lastStream = s;
+    return s;
   }
 
   private cellsOf(variant: string) {

@@ -208,7 +208,7 @@ export function readMlflowModel(read: ReadFile, source: string): MlflowModel {
   const bytes = read(modelFile);
   if (bytes === undefined) throw mlflowInvalid(source, `the onnx flavor's model file '${modelFile}' is not there`);
   const where = `${source} (${modelFile})`;
-  let meta;
+  let meta: ReturnType<typeof assertOnnx>;
   try {
     meta = assertOnnx(bytes, where);
   } catch (e) {

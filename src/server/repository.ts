@@ -80,7 +80,10 @@ export class RepositoryControl {
 
   private async loadVersion(name: string, version: number): Promise<LoadedModel> {
     let set = this.pinned.get(name);
-    if (set === undefined) this.pinned.set(name, (set = new Set()));
+    if (set === undefined) {
+      set = new Set();
+      this.pinned.set(name, set);
+    }
     set.add(version);
     const t0 = performance.now();
     const m = await this.ctx.deployer.ensureLoaded(name, version);

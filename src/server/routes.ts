@@ -149,7 +149,9 @@ export class RouteTable {
       const scope = scopeOf(op.access, options);
       const path = op.path ?? openApiPath(op.pattern);
       const names = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!);
-      (paths[path] ??= {})[op.method] = {
+      const entry = paths[path] ?? {};
+      paths[path] = entry;
+      entry[op.method] = {
         operationId: operationId(op),
         summary: op.summary,
         ...(op.description !== undefined ? { description: op.description } : {}),

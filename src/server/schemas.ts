@@ -173,6 +173,7 @@ export const EVENTS_REQUEST: Schema = {
   type: 'object',
   description: 'One event, or {"events": [...]} (at most 10,000).',
   if: { required: ['events'] },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
   then: { properties: { events: { type: 'array', minItems: 1, maxItems: 10_000, items: event } } },
   else: event,
 };
@@ -194,6 +195,7 @@ export const SCORE_REQUEST: Schema = {
   },
   // top_k only means something with explain.
   if: { required: ['top_k'] },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
   then: { properties: { explain: { const: true, 'x-error': '"top_k" needs "explain": true' } }, required: ['explain'] },
 };
 
@@ -217,9 +219,11 @@ const labels = (at: string): Schema => ({
 export const FEEDBACK_REQUEST: Schema = {
   description: 'One label, a list of labels, or {"feedback": [labels]}.',
   if: { type: 'array' },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
   then: labels('feedback'),
   else: {
     if: { type: 'object', required: ['feedback'] },
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
     then: { properties: { feedback: labels('feedback') } },
     else: label('feedback'),
   },
@@ -254,6 +258,7 @@ export const INCIDENT_REQUEST: Schema = {
 
 const strategy = (name: string, properties: Record<string, Schema>, required: string[]): Schema => ({
   if: { required: ['strategy'], properties: { strategy: { const: name } } },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable
   then: {
     required,
     properties: { ...properties, strategy: { const: name }, reason: true },

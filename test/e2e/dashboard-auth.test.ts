@@ -48,7 +48,10 @@ test('the dashboard asks for an API key with monitoring:read and works with one'
     // Polled from here: the page's CSP forbids the eval that waitForFunction with a string needs.
     const status = async (pattern: RegExp) => {
       let text = '';
-      await waitFor(async () => pattern.test((text = (await page.textContent('[data-testid=status]')) ?? '')), {
+      await waitFor(async () => {
+        text = (await page.textContent('[data-testid=status]')) ?? '';
+        return pattern.test(text);
+      }, {
         timeoutMs: 15_000,
         intervalMs: 50,
         message: () => `the status to match ${pattern}: '${text}'`,

@@ -120,7 +120,10 @@ function assertShown(text: string | null, expected: unknown, what: string, scale
 
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
   let last: T | undefined;
-  await waitFor(async () => ok((last = await read())), { timeoutMs: ms, intervalMs: 200, message: () => `${what} (last seen: ${JSON.stringify(last)?.slice(0, 3000)})` });
+  await waitFor(async () => {
+    last = await read();
+    return ok(last);
+  }, { timeoutMs: ms, intervalMs: 200, message: () => `${what} (last seen: ${JSON.stringify(last)?.slice(0, 3000)})` });
   return last as T;
 }
 

@@ -222,7 +222,10 @@ test('shadow: the primary answers every request, the shadow is compared off the 
   // The shadow is scored off the response path: its comparisons land after the answers.
   const shadowStats = async () => (await admin('GET', '/admin/deployments/sum')).body.shadow;
   let s = await shadowStats();
-  await waitFor(async () => (s = await shadowStats()).pairs >= 40, { message: () => `40 shadow comparisons: ${JSON.stringify(s)}` });
+  await waitFor(async () => {
+    s = await shadowStats();
+    return s.pairs >= 40;
+  }, { message: () => `40 shadow comparisons: ${JSON.stringify(s)}` });
   assert.equal(s.pairs, 40);
   // shadow = 2 x primary, so the mean absolute difference is the mean of i over 0..39
   assert.ok(Math.abs(s.mean_abs_diff - 19.5) < 1e-6, JSON.stringify(s));
@@ -230,7 +233,10 @@ test('shadow: the primary answers every request, the shadow is compared off the 
   // a shadow that fails never shows
   await deployment({ strategy: 'shadow', primary: 1, shadow: v.failing });
   for (let i = 1; i < 20; i++) assert.equal((await infer([1000 + i, 0, 0, 0])).status, 200);
-  await waitFor(async () => (s = await shadowStats()).shadow_errors >= 19, { message: () => `19 shadow errors: ${JSON.stringify(s)}` });
+  await waitFor(async () => {
+    s = await shadowStats();
+    return s.shadow_errors >= 19;
+  }, { message: () => `19 shadow errors: ${JSON.stringify(s)}` });
   assert.equal(s.shadow_errors, 19);
 });
 

@@ -29,7 +29,9 @@ before(async () => {
     const r = await request(`${server.url}/v2/models/pd/infer`, { json: { id, inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, 3], data: rows.flat() }] } });
     assert.equal(r.status, 200, r.text);
     const p = r.body.outputs.find((o: { name: string }) => o.name === 'probabilities').data as number[];
-    rows.forEach((x, i) => sent.set(rows.length === 1 ? id : `${id}/${i}`, { x, score: p[2 * i + 1]! }));
+    rows.forEach((x, i) => {
+      sent.set(rows.length === 1 ? id : `${id}/${i}`, { x, score: p[2 * i + 1]! });
+    });
   };
   for (let i = 0; i < 20; i++) await infer(`q${i}`, [[i / 10, 1 - i / 20, i % 3]]);
   await infer('batch', [[0.5, 0.25, 2], [-1, 3, 0.125]]);

@@ -179,7 +179,8 @@ describe('a hung Redis (SIGSTOP)', { skip: skipRedis }, () => {
     let lastScore: any;
     await waitFor(
       async () => {
-        const r = (lastScore = await score(s, 'C003'));
+        const r = await score(s, 'C003');
+        lastScore = r;
         return r.status === 200 && Object.values<any>(r.body.features).every((f) => f.status === 'present' && f.reason === undefined);
       },
       { timeoutMs: 10_000, intervalMs: 50, message: () => `the circuit to close after Redis answered again: ${lastScore?.text}` },

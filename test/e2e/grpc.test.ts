@@ -369,7 +369,10 @@ test('the queue sheds load with RESOURCE_EXHAUSTED and retry-after; the client d
   const fivexx = /^scoreline_requests_total\{model="slow",version="1",variant="default",route="grpc",status="5xx"\} (\d+)$/m;
   const twoxx = /^scoreline_requests_total\{model="slow",version="1",variant="default",route="grpc",status="2xx"\} (\d+)$/m;
   let now = '';
-  await waitFor(async () => metric((now = await metrics()), fivexx) - metric(before, fivexx) >= 1, {
+  await waitFor(async () => {
+    now = await metrics();
+    return metric(now, fivexx) - metric(before, fivexx) >= 1;
+  }, {
     timeoutMs: 10_000,
     intervalMs: 10,
     message: 'the server to record the expired call as 504',

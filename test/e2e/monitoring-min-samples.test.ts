@@ -94,7 +94,10 @@ const firing = async (model: string) =>
 /** Polls /metrics until a line matches (the periodic evaluation has run on what was sent). */
 async function metricsUntil(s: TestServer, line: RegExp, ms = 15_000): Promise<string> {
   let text = '';
-  await waitFor(async () => line.test((text = await (await fetch(`${s.url}/metrics`)).text())), {
+  await waitFor(async () => {
+    text = await (await fetch(`${s.url}/metrics`)).text();
+    return line.test(text);
+  }, {
     timeoutMs: ms,
     intervalMs: 100,
     message: () => `/metrics to show ${line}:\n${text.split('\n').filter((l) => /drift|model_auc|labelled/.test(l)).join('\n')}`,

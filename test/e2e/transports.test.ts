@@ -178,7 +178,10 @@ test('shadow pairs count WebSocket requests', async () => {
   ws.close();
   for (const a of got) assert.equal(a.model_version, '1');
   let shadow: any;
-  await waitFor(async () => (shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow).pairs >= 30, {
+  await waitFor(async () => {
+    shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow;
+    return shadow.pairs >= 30;
+  }, {
     timeoutMs: 5_000,
     message: () => `30 shadow pairs: ${JSON.stringify(shadow)}`,
   });
