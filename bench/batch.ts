@@ -85,10 +85,17 @@ async function child(req: ChildRequest): Promise<void> {
   const samples: [number, number][] = [];
   try {
     const summary = await scoreBatch({
-      registry: new SqliteRegistry(registry), model: MODEL, input: req.input, output: req.output, idColumns: ['customer_id'], workers: req.workers,
+      registry: new SqliteRegistry(registry),
+      model: MODEL,
+      input: req.input,
+      output: req.output,
+      idColumns: ['customer_id'],
+      workers: req.workers,
       progress: (p) => {
         samples.push([p.rows, process.memoryUsage.rss()]);
-        process.stderr.write(`\r  ${p.rows.toLocaleString('en')} rows, ${Math.round(p.rowsPerSecond).toLocaleString('en')} rows/s, ${(100 * p.bytesRead / p.bytesTotal).toFixed(0)}%   `);
+        process.stderr.write(
+          `\r  ${p.rows.toLocaleString('en')} rows, ${Math.round(p.rowsPerSecond).toLocaleString('en')} rows/s, ${((100 * p.bytesRead) / p.bytesTotal).toFixed(0)}%   `,
+        );
       },
     });
     process.stderr.write('\n');
@@ -185,8 +192,24 @@ async function main(argv: string[]): Promise<void> {
       table(
         ['method', 'rows', 'seconds', 'rows/s', 'x naive', 'peak RSS (sampled)', 'peak RSS (OS)'],
         [
-          [`scoreBatch, ${workers} worker${workers > 1 ? 's' : ''}, batches of ${DEFAULT_BATCH_ROWS}${runs > 1 ? ` (median of ${runs})` : ''}`, int(s.rows), s.seconds.toFixed(2), int(s.rowsPerSecond), (s.rowsPerSecond / naiveRate).toFixed(1), mb(peakSampled), mb(peakOs)],
-          [`scoreBatch, same, first tenth of the file`, int(first.summary.rows), first.summary.seconds.toFixed(2), int(first.summary.rowsPerSecond), (first.summary.rowsPerSecond / naiveRate).toFixed(1), mb(first.summary.peakRssBytes), mb(first.maxRssBytes)],
+          [
+            `scoreBatch, ${workers} worker${workers > 1 ? 's' : ''}, batches of ${DEFAULT_BATCH_ROWS}${runs > 1 ? ` (median of ${runs})` : ''}`,
+            int(s.rows),
+            s.seconds.toFixed(2),
+            int(s.rowsPerSecond),
+            (s.rowsPerSecond / naiveRate).toFixed(1),
+            mb(peakSampled),
+            mb(peakOs),
+          ],
+          [
+            `scoreBatch, same, first tenth of the file`,
+            int(first.summary.rows),
+            first.summary.seconds.toFixed(2),
+            int(first.summary.rowsPerSecond),
+            (first.summary.rowsPerSecond / naiveRate).toFixed(1),
+            mb(first.summary.peakRssBytes),
+            mb(first.maxRssBytes),
+          ],
           ['naive: readline + InferenceSession.run per row', int(slow.rows), slow.seconds.toFixed(2), int(naiveRate), '1.0', '', ''],
         ],
       ),

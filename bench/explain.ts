@@ -120,21 +120,44 @@ async function main(): Promise<void> {
     mkdirSync(join(repo, name, '1'), { recursive: true });
     writeFileSync(join(repo, name, '1', 'model.onnx'), bytes);
     writeFileSync(join(repo, name, 'reference.csv'), csv(features));
-    writeFileSync(join(repo, name, 'model.yaml'), stringify({ features: NAMES.slice(0, features), reference: 'reference.csv', task: 'classification', ...extra }));
+    writeFileSync(
+      join(repo, name, 'model.yaml'),
+      stringify({ features: NAMES.slice(0, features), reference: 'reference.csv', task: 'classification', ...extra }),
+    );
   }
   const config = join(dir, 'scoreline.yaml');
   // KernelSHAP on 61 features runs ~10^5 model rows per explained row: the deadline is raised for it.
-  writeFileSync(config, stringify({ modelRepository: repo, dataDir: join(dir, 'data'), server: { requestTimeoutMs: 120_000 }, monitoring: { enabled: false } }));
+  writeFileSync(
+    config,
+    stringify({ modelRepository: repo, dataDir: join(dir, 'data'), server: { requestTimeoutMs: 120_000 }, monitoring: { enabled: false } }),
+  );
   let proc: ChildProcess | undefined;
   killOnExit(() => [proc]);
   const pin = serverPin();
-  const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', config, '--port', String(PORT), '--host', '127.0.0.1', '--log-level', 'error'];
+  const argv = [
+    ...pin.slice(1),
+    process.execPath,
+    'bin/scoreline.js',
+    'serve',
+    '--config',
+    config,
+    '--port',
+    String(PORT),
+    '--host',
+    '127.0.0.1',
+    '--log-level',
+    'error',
+  ];
   proc = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   const instance = (i: number, features: number) => Array.from(probe.X.subarray((i % 512) * M, (i % 512) * M + features));
   await waitReady(PORT, '/v1/models/linear61:predict', JSON.stringify({ instances: [instance(0, M)] }));
 
   const post = async (path: string, body: unknown) => {
-    const r = await fetch(`http://127.0.0.1:${PORT}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const r = await fetch(`http://127.0.0.1:${PORT}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     const text = await r.text();
     if (!r.ok) throw new Error(`${path}: ${r.status} ${text}`);
     return JSON.parse(text) as { explanations?: { method: string; kernel?: { coalitions: number; exact: boolean; model_rows: number } }[] };
@@ -143,7 +166,8 @@ async function main(): Promise<void> {
   const measure = async (path: string, requests: number, batch: number, features: number) => {
     const cpu0 = cpuMs(proc!.pid!);
     const t0 = performance.now();
-    for (let q = 0; q < requests; q++) await post(path, { instances: Array.from({ length: batch }, (_, b) => instance(q * batch + b, features)) });
+    for (let q = 0; q < requests; q++)
+      await post(path, { instances: Array.from({ length: batch }, (_, b) => instance(q * batch + b, features)) });
     const rows = requests * batch;
     return { wallUs: ((performance.now() - t0) * 1000) / rows, cpuUs: ((cpuMs(proc!.pid!) - cpu0) * 1000) / rows };
   };
@@ -158,9 +182,23 @@ async function main(): Promise<void> {
       const [requests, batch] = kernel ? (features > 10 ? [3, 1] : [10, 1]) : [40, 32];
       const explain = await measure(`/v1/models/${name}:explain`, requests, batch, features);
       const predict = await measure(`/v1/models/${name}:predict`, kernel ? 40 : requests, kernel ? 32 : batch, features);
-      const detail = e.kernel ? `${e.kernel.coalitions} coalitions${e.kernel.exact ? ' (all)' : ' (sampled)'} x 50 background = ${e.kernel.model_rows} model rows per explained row` : `${requests} requests x ${batch} rows`;
-      served.push({ model: name, features, method: e.method, detail, build, wallUs: explain.wallUs, cpuUs: explain.cpuUs, predictWallUs: predict.wallUs, predictCpuUs: predict.cpuUs });
-      console.log(`served ${name} (${e.method}): ${explain.wallUs.toFixed(0)} us wall, ${explain.cpuUs.toFixed(0)} us CPU per explained row; predict ${predict.wallUs.toFixed(1)} / ${predict.cpuUs.toFixed(1)} us; first explanation ${build.toFixed(0)} ms`);
+      const detail = e.kernel
+        ? `${e.kernel.coalitions} coalitions${e.kernel.exact ? ' (all)' : ' (sampled)'} x 50 background = ${e.kernel.model_rows} model rows per explained row`
+        : `${requests} requests x ${batch} rows`;
+      served.push({
+        model: name,
+        features,
+        method: e.method,
+        detail,
+        build,
+        wallUs: explain.wallUs,
+        cpuUs: explain.cpuUs,
+        predictWallUs: predict.wallUs,
+        predictCpuUs: predict.cpuUs,
+      });
+      console.log(
+        `served ${name} (${e.method}): ${explain.wallUs.toFixed(0)} us wall, ${explain.cpuUs.toFixed(0)} us CPU per explained row; predict ${predict.wallUs.toFixed(1)} / ${predict.cpuUs.toFixed(1)} us; first explanation ${build.toFixed(0)} ms`,
+      );
     }
   } finally {
     proc.kill('SIGTERM');
@@ -174,7 +212,16 @@ async function main(): Promise<void> {
     `**Served** (v1 \`:explain\` vs \`:predict\` on the same rows, one client, sequential requests; reference ${refRows} rows):`,
     '',
     table(
-      ['model', 'method', 'us per explained row (wall)', 'server CPU us per explained row', 'us per predicted row (wall / CPU)', 'x predict (CPU)', 'first explanation (builds the explainer)', 'work'],
+      [
+        'model',
+        'method',
+        'us per explained row (wall)',
+        'server CPU us per explained row',
+        'us per predicted row (wall / CPU)',
+        'x predict (CPU)',
+        'first explanation (builds the explainer)',
+        'work',
+      ],
       served.map((s) => [
         `${s.model} (${s.features} features)`,
         s.method,
@@ -188,7 +235,7 @@ async function main(): Promise<void> {
     ),
     '',
     `Load average (1 min) ${load0.toFixed(2)} at start, ${load1.toFixed(2)} at end${load0 > 1 || load1 > 1 ? ': measured while other work ran on the machine' : ''}.`,
-    'KernelSHAP runs its coalition rows through the version\'s batcher (maxBatchSize 64) as internal requests, four batches in flight: its cost is model rows, not math.',
+    "KernelSHAP runs its coalition rows through the version's batcher (maxBatchSize 64) as internal requests, four batches in flight: its cost is model rows, not math.",
   ].join('\n');
   console.log(`\n${body}`);
   if (!values['no-write']) writeSection('explain', 'Explanations: cost per explained row', 'npm run bench:explain', body);

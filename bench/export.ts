@@ -40,11 +40,23 @@ function writeLog(dataDir: string, model: string, rows: number, width: number): 
         for (let j = 0; j < width; j++) features[i * width + j] = (s + i + j) % 101;
         ids.push(`req-${s + i}`);
       }
-      segments.push({ model, version: 1 + (s % 2), variant: 'default', task: 'classification', width, n, ids: JSON.stringify(ids), ts, scores, features });
+      segments.push({
+        model,
+        version: 1 + (s % 2),
+        variant: 'default',
+        task: 'classification',
+        width,
+        n,
+        ids: JSON.stringify(ids),
+        ts,
+        scores,
+        features,
+      });
     }
     store.writeGroup([{ kind: 'append', through: ++seq, segments, rows: segments.reduce((a, x) => a + x.n, 0) }]);
     const labels = [];
-    for (let i = start; i < Math.min(rows, start + SEGMENT * 50); i += 10) labels.push({ requestId: `req-${i}`, label: i % 20 === 0 ? 1 : 0 });
+    for (let i = start; i < Math.min(rows, start + SEGMENT * 50); i += 10)
+      labels.push({ requestId: `req-${i}`, label: i % 20 === 0 ? 1 : 0 });
     store.feedback(labels, t0 + rows * 10);
   }
   db.close();
@@ -62,17 +74,36 @@ interface Run {
 function exportOnce(dataDir: string, model: string, format: string, dir: string, heap: number | null): Run {
   const out = join(dir, `out.${format}`);
   const node = heap === null ? [] : [`--max-old-space-size=${heap}`];
-  const r = spawnSync(process.execPath, [...node, CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', model, '--format', format, '--output', out, '--quiet'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [...node, CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', model, '--format', format, '--output', out, '--quiet'],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(r.stderr);
   const m = /exported ([\d,]+) predictions .* in ([\d.]+) s \(peak RSS (\d+) MB\)/.exec(r.stdout);
   if (m === null) throw new Error(`unexpected output: ${r.stdout}`);
   const bytes = statSync(out).size;
   rmSync(out);
-  return { rows: Number(m[1]!.replaceAll(',', '')), heap: heap === null ? 'default' : `${heap} MB`, format, seconds: Number(m[2]), rssMb: Number(m[3]), bytes };
+  return {
+    rows: Number(m[1]!.replaceAll(',', '')),
+    heap: heap === null ? 'default' : `${heap} MB`,
+    format,
+    seconds: Number(m[2]),
+    rssMb: Number(m[3]),
+    bytes,
+  };
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, small: { type: 'string', default: '100000' }, features: { type: 'string', default: '10' }, heap: { type: 'string', default: '96' }, 'no-write': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: {
+      rows: { type: 'string', default: '1000000' },
+      small: { type: 'string', default: '100000' },
+      features: { type: 'string', default: '10' },
+      heap: { type: 'string', default: '96' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
   const heap = Number(values.heap);
   const big = Number(values.rows);
   const small = Number(values.small);
@@ -87,14 +118,25 @@ function main(): void {
     writeLog(dataDir, 'big', big, width);
     const runs: Run[] = [];
     for (const format of ['parquet', 'jsonl', 'csv']) {
-      for (const cap of [null, heap]) runs.push(exportOnce(dataDir, 'small', format, dir, cap), exportOnce(dataDir, 'big', format, dir, cap));
+      for (const cap of [null, heap])
+        runs.push(exportOnce(dataDir, 'small', format, dir, cap), exportOnce(dataDir, 'big', format, dir, cap));
     }
-    const rows = runs.map((r) => [r.format, r.heap, r.rows.toLocaleString('en-US'), r.seconds.toFixed(2), Math.round(r.rows / r.seconds).toLocaleString('en-US'), r.rssMb, (r.bytes / 2 ** 20).toFixed(1)]);
-    const ratios = (h: string) => ['parquet', 'jsonl', 'csv'].map((f) => {
-      const [a, b] = runs.filter((r) => r.format === f && r.heap === h);
-      return `${f} ${(b!.rssMb / a!.rssMb).toFixed(2)}x`;
-    });
-    const body = `${table(['format', 'V8 heap', 'rows', 'seconds', 'rows/s', 'peak RSS (MB)', 'file (MiB)'], rows)}\n\n` +
+    const rows = runs.map((r) => [
+      r.format,
+      r.heap,
+      r.rows.toLocaleString('en-US'),
+      r.seconds.toFixed(2),
+      Math.round(r.rows / r.seconds).toLocaleString('en-US'),
+      r.rssMb,
+      (r.bytes / 2 ** 20).toFixed(1),
+    ]);
+    const ratios = (h: string) =>
+      ['parquet', 'jsonl', 'csv'].map((f) => {
+        const [a, b] = runs.filter((r) => r.format === f && r.heap === h);
+        return `${f} ${(b!.rssMb / a!.rssMb).toFixed(2)}x`;
+      });
+    const body =
+      `${table(['format', 'V8 heap', 'rows', 'seconds', 'rows/s', 'peak RSS (MB)', 'file (MiB)'], rows)}\n\n` +
       `Peak RSS of the ${big.toLocaleString('en-US')}-row export over the ${small.toLocaleString('en-US')}-row one (${width} features, ` +
       `segments of ${SEGMENT} rows, one row in ten labelled): with V8's default heap ${ratios('default').join(', ')}; ` +
       `with the heap capped at ${heap} MB (both sizes complete under it) ${ratios(`${heap} MB`).join(', ')}. Load average at start: ${load.toFixed(2)}.`;

@@ -29,10 +29,14 @@ function interpret(node: Node, v: Values): number {
       const l = interpret(node.left as Node, v);
       const r = interpret(node.right as Node, v);
       switch (node.operator) {
-        case '+': return l + r;
-        case '-': return l - r;
-        case '*': return l * r;
-        default: return l / r;
+        case '+':
+          return l + r;
+        case '-':
+          return l - r;
+        case '*':
+          return l * r;
+        default:
+          return l / r;
       }
     }
     case 'CallExpression':
@@ -70,22 +74,34 @@ export function runExpressionBench(): { name: string; ns: number }[] {
     if (got !== want) throw new Error(`variants disagree: ${String(got)} vs ${want}`);
 
   return [
-    { name: 'compiled closures, record by name (evaluate)', ns: measure((i) => {
-      values.amount = i;
-      return expr.evaluate(values) as number;
-    }) },
-    { name: 'compiled closures, array slots (bind)', ns: measure((i) => {
-      slots[1] = i;
-      return slotsFn(slots) as number;
-    }) },
-    { name: 'tree-walking interpreter over the jsep AST', ns: measure((i) => {
-      values.amount = i;
-      return interpret(ast, values);
-    }) },
-    { name: 'hand-written TypeScript', ns: measure((i) => {
-      values.amount = i;
-      return hand(values);
-    }) },
+    {
+      name: 'compiled closures, record by name (evaluate)',
+      ns: measure((i) => {
+        values.amount = i;
+        return expr.evaluate(values) as number;
+      }),
+    },
+    {
+      name: 'compiled closures, array slots (bind)',
+      ns: measure((i) => {
+        slots[1] = i;
+        return slotsFn(slots) as number;
+      }),
+    },
+    {
+      name: 'tree-walking interpreter over the jsep AST',
+      ns: measure((i) => {
+        values.amount = i;
+        return interpret(ast, values);
+      }),
+    },
+    {
+      name: 'hand-written TypeScript',
+      ns: measure((i) => {
+        values.amount = i;
+        return hand(values);
+      }),
+    },
   ];
 }
 
@@ -96,5 +112,6 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     rows.map((r) => [r.name, r.ns.toFixed(1)]),
   )}`;
   console.log(`${machine()}\n\n${body}`);
-  if (process.argv.includes('--write')) writeSection('expression', 'Online-feature expressions', 'npx tsc -p . && node dist/bench/expression.js --write', body);
+  if (process.argv.includes('--write'))
+    writeSection('expression', 'Online-feature expressions', 'npx tsc -p . && node dist/bench/expression.js --write', body);
 }

@@ -29,7 +29,18 @@ import { table, writeSection } from './results.js';
 import { cpuMs, have, killOnExit, median, runWrk, serverPin, type WrkResult } from './wrk.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const FEATURES = ['balance', 'limit_used', 'tenure_months', 'open_accounts', 'utilisation', 'avg_payment', 'max_dpd', 'income_est', 'has_mortgage', 'score_ext'];
+const FEATURES = [
+  'balance',
+  'limit_used',
+  'tenure_months',
+  'open_accounts',
+  'utilisation',
+  'avg_payment',
+  'max_dpd',
+  'income_est',
+  'has_mortgage',
+  'score_ext',
+];
 const DTYPES = ['float64', 'float64', 'int64', 'int64', 'float32', 'float64', 'int64', 'float64', 'bool', 'float32'];
 const WEIGHTS = [1e-5, 1e-4, 0.01, 0.05, 0.5, 1e-4, 0.02, 1e-6, 0.3, 0.001];
 const DAY = 86_400_000;
@@ -82,7 +93,16 @@ export async function writeAccounts(path: string, rows: number, seed = 42, now =
 
 /** Definitions, model repository and server config for one size, in `dir`. */
 async function writeSetup(dir: string, csv: string, durable = true): Promise<string> {
-  const features = FEATURES.map((name, i) => ({ name, version: 1, entity: 'account', type: 'offline', dtype: DTYPES[i], ttl: '60d', source: 'accounts', fallback: { default: DTYPES[i] === 'bool' ? false : 0 } }));
+  const features = FEATURES.map((name, i) => ({
+    name,
+    version: 1,
+    entity: 'account',
+    type: 'offline',
+    dtype: DTYPES[i],
+    ttl: '60d',
+    source: 'accounts',
+    fallback: { default: DTYPES[i] === 'bool' ? false : 0 },
+  }));
   await writeFile(
     join(dir, 'features.yaml'),
     JSON.stringify({
@@ -100,7 +120,14 @@ async function writeSetup(dir: string, csv: string, durable = true): Promise<str
   await writeFile(join(dir, 'models', 'accounts', '1', 'model.onnx'), g.toModelBytes());
   await writeFile(join(dir, 'models', 'accounts', 'model.yaml'), JSON.stringify({ features: FEATURES }));
   const config = join(dir, 'server.json');
-  writeFileSync(config, JSON.stringify({ modelRepository: join(dir, 'models'), dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml'), embedded: { durable } } }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      modelRepository: join(dir, 'models'),
+      dataDir: join(dir, 'data'),
+      features: { definitions: join(dir, 'features.yaml'), embedded: { durable } },
+    }),
+  );
   return config;
 }
 
@@ -126,7 +153,20 @@ async function freePort(): Promise<number> {
 async function start(config: string): Promise<Server> {
   const port = await freePort();
   const pin = serverPin();
-  const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', config, '--port', String(port), '--host', '127.0.0.1', '--log-level', 'info'];
+  const argv = [
+    ...pin.slice(1),
+    process.execPath,
+    'bin/scoreline.js',
+    'serve',
+    '--config',
+    config,
+    '--port',
+    String(port),
+    '--host',
+    '127.0.0.1',
+    '--log-level',
+    'info',
+  ];
   const t0 = performance.now();
   const proc = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const inMemory = new Promise<number>((resolve) => {
@@ -154,13 +194,22 @@ async function stop(s: Server): Promise<void> {
 }
 
 const post = async (port: number, path: string, body: unknown): Promise<unknown> =>
-  (await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
+  (
+    await fetch(`http://127.0.0.1:${port}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+  ).json();
 
 /** Scores (with feature values) of a few accounts, and their event window, to compare across a restart. */
 async function probe(port: number, n: number): Promise<string> {
   const out: unknown[] = [];
   for (const i of [0, 1, Math.floor(n / 2), n - 1]) {
-    const r = (await post(port, '/v1/score/accounts', { entity: { account_id: accountId(i) }, debug: true })) as { score: number; features?: Record<string, { value: unknown; status: string }> };
+    const r = (await post(port, '/v1/score/accounts', { entity: { account_id: accountId(i) }, debug: true })) as {
+      score: number;
+      features?: Record<string, { value: unknown; status: string }>;
+    };
     out.push([r.score, Object.values(r.features ?? {}).map((f) => [f.value, f.status])]);
   }
   return JSON.stringify(out);
@@ -224,7 +273,10 @@ function tableReadCost(entries: number): number {
   for (let i = 0; i < entries; i += 4096) {
     const keys: string[] = [];
     for (let j = i; j < Math.min(entries, i + 4096); j++) keys.push(key(j));
-    t.insertMany(keys, keys.map(() => value));
+    t.insertMany(
+      keys,
+      keys.map(() => value),
+    );
   }
   const next = rng(11);
   const keys = Array.from({ length: 500_000 }, () => key(Math.floor(next() * entries)));
@@ -277,11 +329,26 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
       const generateSeconds = (performance.now() - t) / 1000;
       const config = await writeSetup(dir, csv);
       const size: Size = {
-        entities, dir, config, csvMb: statSync(csv).size / 2 ** 20, generateSeconds, loadSeconds: 0, fileMb: 0, startSeconds: 0, inMemorySeconds: 0,
-        server: null, same: false, results: [], cpuUs: [], heapMb: 0, rssMb: 0,
+        entities,
+        dir,
+        config,
+        csvMb: statSync(csv).size / 2 ** 20,
+        generateSeconds,
+        loadSeconds: 0,
+        fileMb: 0,
+        startSeconds: 0,
+        inMemorySeconds: 0,
+        server: null,
+        same: false,
+        results: [],
+        cpuUs: [],
+        heapMb: 0,
+        rssMb: 0,
       };
       sizes.push(size);
-      console.log(`${entities.toLocaleString('en-US')} entities: CSV ${size.csvMb.toFixed(0)} MB generated in ${generateSeconds.toFixed(1)} s`);
+      console.log(
+        `${entities.toLocaleString('en-US')} entities: CSV ${size.csvMb.toFixed(0)} MB generated in ${generateSeconds.toFixed(1)} s`,
+      );
       // First start: loads the source into the file.
       let s = await start(config);
       size.loadSeconds = s.readySeconds;
@@ -296,7 +363,9 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
       size.inMemorySeconds = await s.inMemory;
       size.same = (await probe(s.port, entities)) === before;
       size.server = s;
-      console.log(`  first start (load) ${size.loadSeconds.toFixed(1)} s, file ${size.fileMb.toFixed(0)} MB; restart: ready in ${size.startSeconds.toFixed(2)} s, all in memory after ${size.inMemorySeconds.toFixed(1)} s; same answers after the restart: ${size.same}`);
+      console.log(
+        `  first start (load) ${size.loadSeconds.toFixed(1)} s, file ${size.fileMb.toFixed(0)} MB; restart: ready in ${size.startSeconds.toFixed(2)} s, all in memory after ${size.inMemorySeconds.toFixed(1)} s; same answers after the restart: ${size.same}`,
+      );
     }
     const scripts = sizes.map((s) => scoreScript(String(s.entities), s.entities));
     for (const [i, s] of sizes.entries()) await runWrk(`http://127.0.0.1:${s.server!.port}`, scripts[i]!, { connections: 32, seconds: 2 });
@@ -309,7 +378,9 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
         const res = await runWrk(`http://127.0.0.1:${s.server!.port}`, scripts[i]!, { connections: 32, seconds: opts.seconds });
         s.cpuUs.push(((cpuMs(pid) - cpu0) * 1000) / res.requests);
         s.results.push(res);
-        console.log(`round ${r + 1} ${s.entities.toLocaleString('en-US').padStart(12)} entities ${res.rps.toFixed(0).padStart(8)} rps  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${s.cpuUs.at(-1)!.toFixed(2)} us/req`);
+        console.log(
+          `round ${r + 1} ${s.entities.toLocaleString('en-US').padStart(12)} entities ${res.rps.toFixed(0).padStart(8)} rps  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${s.cpuUs.at(-1)!.toFixed(2)} us/req`,
+        );
       }
     }
     for (const s of sizes) {
@@ -361,7 +432,24 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
   ]);
   const n = big.entities.toLocaleString('en-US');
   return (
-    table(['entities', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'server CPU us/request', 'JS heap used MB', 'RSS MB', 'features.db MB', 'first start (load) s', 'restart: ready s', 'restart: all in memory s', 'same answers after restart'], rows) +
+    table(
+      [
+        'entities',
+        'RPS (median)',
+        'p50 ms',
+        'p99 ms',
+        'errors',
+        'server CPU us/request',
+        'JS heap used MB',
+        'RSS MB',
+        'features.db MB',
+        'first start (load) s',
+        'restart: ready s',
+        'restart: all in memory s',
+        'same answers after restart',
+      ],
+      rows,
+    ) +
     `\n\nGoals at ${n} entities x 10 stored features, embedded default: throughput **${ratio.toFixed(3)}x** the 10,000-entity case (goal within 10%: ${ratio >= 0.9 ? 'met' : 'missed'}; server CPU per request ${(median(big.cpuUs) / median(small.cpuUs)).toFixed(3)}x; ` +
     `per round, big / small: throughput ${small.results.map((x, i) => (big.results[i]!.rps / x.rps).toFixed(3)).join(', ')}, CPU per request ${small.cpuUs.map((c, i) => (big.cpuUs[i]! / c).toFixed(3)).join(', ')}); ` +
     `JS heap **${big.heapMb.toFixed(0)} MB** (goal < 200 MB: ${big.heapMb < 200 ? 'met' : 'missed'}); RSS ${big.rssMb.toFixed(0)} MB; ` +
@@ -379,10 +467,29 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { entities: { type: 'string', default: '10000000' }, seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '3' }, keep: { type: 'string' }, 'no-write': { type: 'boolean', default: false } } });
-  const text = await runBigStoreBench({ entities: Number(values.entities), seconds: Number(values.seconds), rounds: Number(values.rounds), ...(values.keep ? { keep: values.keep } : {}) });
+  const { values } = parseArgs({
+    options: {
+      entities: { type: 'string', default: '10000000' },
+      seconds: { type: 'string', default: '8' },
+      rounds: { type: 'string', default: '3' },
+      keep: { type: 'string' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
+  const text = await runBigStoreBench({
+    entities: Number(values.entities),
+    seconds: Number(values.seconds),
+    rounds: Number(values.rounds),
+    ...(values.keep ? { keep: values.keep } : {}),
+  });
   console.log(`\n${text}`);
-  if (!values['no-write']) writeSection('features-big', 'The embedded feature store at 10,000,000 entities', 'npx tsc -p . && node dist/bench/features-big.js', text);
+  if (!values['no-write'])
+    writeSection(
+      'features-big',
+      'The embedded feature store at 10,000,000 entities',
+      'npx tsc -p . && node dist/bench/features-big.js',
+      text,
+    );
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

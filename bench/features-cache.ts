@@ -94,7 +94,10 @@ function openStore(impl: Impl, entries: number): Store {
       fill(n, fixed) {
         for (let base = 0; base < n; base += 1000) {
           const ids = Array.from({ length: Math.min(1000, n - base) }, (_, j) => base + j);
-          cache.setMany(ids.map(keyOf), ids.map((i) => valueFor(i, fixed)));
+          cache.setMany(
+            ids.map(keyOf),
+            ids.map((i) => valueFor(i, fixed)),
+          );
         }
       },
       readBatch(keys) {
@@ -293,12 +296,7 @@ const fmtUs = (us: number): string => `${us.toFixed(1)} µs`;
 const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
 
 export function formatFeaturesCacheTable(r: FeaturesCacheBenchResult): string {
-  const lines = [
-    `Machine: ${r.machine}`,
-    '',
-    '| benchmark | native | lru-cache | native / lru-cache |',
-    '| --- | ---: | ---: | ---: |',
-  ];
+  const lines = [`Machine: ${r.machine}`, '', '| benchmark | native | lru-cache | native / lru-cache |', '| --- | ---: | ---: | ---: |'];
   for (const t of r.throughput) {
     lines.push(
       `| ${t.name}, ${t.entries.toLocaleString('en-US')} entries | ${fmtOps(t.nativeOpsPerSec)} | ${fmtOps(t.lruOpsPerSec)} | ${ratio(t.nativeOpsPerSec, t.lruOpsPerSec)} |`,
@@ -306,14 +304,25 @@ export function formatFeaturesCacheTable(r: FeaturesCacheBenchResult): string {
   }
   const m = r.memory;
   const loaded = `${m.entries.toLocaleString('en-US')} entries (100 B values)`;
-  lines.push(`| JS heapUsed after GC, ${loaded} | ${fmtMB(m.nativeHeapBytes)} | ${fmtMB(m.lruHeapBytes)} | ${ratio(m.nativeHeapBytes, m.lruHeapBytes)} |`);
-  lines.push(`| RSS after GC, ${loaded} | ${fmtMB(m.nativeRssBytes)} | ${fmtMB(m.lruRssBytes)} | ${ratio(m.nativeRssBytes, m.lruRssBytes)} |`);
+  lines.push(
+    `| JS heapUsed after GC, ${loaded} | ${fmtMB(m.nativeHeapBytes)} | ${fmtMB(m.lruHeapBytes)} | ${ratio(m.nativeHeapBytes, m.lruHeapBytes)} |`,
+  );
+  lines.push(
+    `| RSS after GC, ${loaded} | ${fmtMB(m.nativeRssBytes)} | ${fmtMB(m.lruRssBytes)} | ${ratio(m.nativeRssBytes, m.lruRssBytes)} |`,
+  );
   const { native: n, lru: l } = r.latency;
   const readLoop = `read loop (20 keys + churn) under GC, ${r.latency.entries.toLocaleString('en-US')} entries`;
-  for (const [label, key] of [['p50', 'p50Micros'], ['p99', 'p99Micros'], ['p999', 'p999Micros'], ['max', 'maxMicros']] as const) {
+  for (const [label, key] of [
+    ['p50', 'p50Micros'],
+    ['p99', 'p99Micros'],
+    ['p999', 'p999Micros'],
+    ['max', 'maxMicros'],
+  ] as const) {
     lines.push(`| ${readLoop}: ${label} | ${fmtUs(n[key])} | ${fmtUs(l[key])} | ${ratio(n[key], l[key])} |`);
   }
-  lines.push(`| GC during the read loop: count / total pause | ${n.gcCount} / ${n.gcPauseMillis.toFixed(0)} ms | ${l.gcCount} / ${l.gcPauseMillis.toFixed(0)} ms | |`);
+  lines.push(
+    `| GC during the read loop: count / total pause | ${n.gcCount} / ${n.gcPauseMillis.toFixed(0)} ms | ${l.gcCount} / ${l.gcPauseMillis.toFixed(0)} ms | |`,
+  );
   lines.push('', 'Ratios: for throughput above 1 means native is faster; for memory and latency below 1 means native is smaller / faster.');
   return lines.join('\n');
 }

@@ -22,7 +22,9 @@ return table.concat(out, '\\30')
 `;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { batches: { type: 'string', default: '2000' }, 'no-write': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: { batches: { type: 'string', default: '2000' }, 'no-write': { type: 'boolean', default: false } },
+  });
   if (!have('redis-server')) throw new Error('redis-server is not installed');
   const batches = Number(values.batches);
   const port = 18000 + Math.floor(Math.random() * 1000);
@@ -31,8 +33,22 @@ async function main(): Promise<void> {
   const server = spawn(pin[0] ?? argv.shift()!, argv, { stdio: 'ignore' });
   const load0 = loadavg()[0]!;
   try {
-    for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 50));
-    const m = spawnSync(process.execPath, ['bin/scoreline.js', 'features', 'materialize', '--definitions', 'examples/features/features.yaml', '--redis', `redis://127.0.0.1:${port}`, '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const m = spawnSync(
+      process.execPath,
+      [
+        'bin/scoreline.js',
+        'features',
+        'materialize',
+        '--definitions',
+        'examples/features/features.yaml',
+        '--redis',
+        `redis://127.0.0.1:${port}`,
+        '--quiet',
+      ],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
     if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
     const redis = new Redis(`redis://127.0.0.1:${port}`, { commandTimeout: 1000 });
     redis.defineCommand('slReadHashes', { lua: READ_HASHES });
@@ -87,7 +103,13 @@ async function main(): Promise<void> {
       `Client CPU is this process's (ioredis and parsing into field lists); the store also decodes the values, the same for both.` +
       `\n- 1-minute load average at the start and end: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (2 cores: above 2, other processes shared the machine).`;
     console.log(text);
-    if (!values['no-write']) writeSection('features-redis-read', 'Redis reads of a batch: one script call vs a pipeline of HGETALL', 'npx tsc -p . && node dist/bench/features-redis-read.js', text);
+    if (!values['no-write'])
+      writeSection(
+        'features-redis-read',
+        'Redis reads of a batch: one script call vs a pipeline of HGETALL',
+        'npx tsc -p . && node dist/bench/features-redis-read.js',
+        text,
+      );
   } finally {
     server.kill('SIGTERM');
   }

@@ -76,7 +76,13 @@ async function allPresent(port: number): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, 'no-write': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '8' },
+      rounds: { type: 'string', default: '2' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
   const seconds = Number(values.seconds);
   const rounds = Number(values.rounds);
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
@@ -84,15 +90,56 @@ async function main(): Promise<void> {
   const redisPort = await freePort();
   const port = await freePort();
   const procs: ChildProcess[] = [];
-  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
   procs.push(redis);
   try {
-    await poll('redis-server did not start', 10_000, async () => spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG');
-    const m = spawnSync(process.execPath, ['bin/scoreline.js', 'features', 'materialize', '--definitions', 'examples/features/features.yaml', '--redis', `redis://127.0.0.1:${redisPort}`, '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    await poll(
+      'redis-server did not start',
+      10_000,
+      async () => spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG',
+    );
+    const m = spawnSync(
+      process.execPath,
+      [
+        'bin/scoreline.js',
+        'features',
+        'materialize',
+        '--definitions',
+        'examples/features/features.yaml',
+        '--redis',
+        `redis://127.0.0.1:${redisPort}`,
+        '--quiet',
+      ],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
     if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
     const config = join(tmpdir(), `scoreline-bench-redis-hung-${process.pid}.yaml`);
-    writeFileSync(config, `modelRepository: ${join(ROOT, 'examples/models')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`);
-    procs.push(spawn(process.execPath, ['bin/scoreline.js', 'serve', '--host', '127.0.0.1', '--port', String(port), '--grpc-port', 'off', '--log-level', 'warn', '--config', config], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }));
+    writeFileSync(
+      config,
+      `modelRepository: ${join(ROOT, 'examples/models')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`,
+    );
+    procs.push(
+      spawn(
+        process.execPath,
+        [
+          'bin/scoreline.js',
+          'serve',
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--grpc-port',
+          'off',
+          '--log-level',
+          'warn',
+          '--config',
+          config,
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] },
+      ),
+    );
     await poll('the server did not become ready', 30_000, async () => (await fetch(`http://127.0.0.1:${port}/v2/health/ready`)).ok);
     const url = `http://127.0.0.1:${port}`;
     const script = scoreScript();
@@ -108,7 +155,9 @@ async function main(): Promise<void> {
       const a = await runWrk(url, script, { connections: 32, seconds });
       up.push(a);
       waitedUp.push((await failedRoundTrips(port)) - start);
-      console.log(`round ${i + 1} Redis up       ${a.rps.toFixed(0).padStart(8)} rps  p99 ${a.p99ms.toFixed(3)} ms  non-2xx ${a.errors}  waited the timeout ${waitedUp.at(-1)}`);
+      console.log(
+        `round ${i + 1} Redis up       ${a.rps.toFixed(0).padStart(8)} rps  p99 ${a.p99ms.toFixed(3)} ms  non-2xx ${a.errors}  waited the timeout ${waitedUp.at(-1)}`,
+      );
       const before = await failedRoundTrips(port);
       process.kill(redis.pid!, 'SIGSTOP');
       let b: WrkResult;
@@ -119,7 +168,9 @@ async function main(): Promise<void> {
       }
       hung.push(b);
       waited.push((await failedRoundTrips(port)) - before);
-      console.log(`round ${i + 1} Redis stopped  ${b.rps.toFixed(0).padStart(8)} rps  p99 ${b.p99ms.toFixed(3)} ms  non-2xx ${b.errors}  waited the timeout ${waited.at(-1)}`);
+      console.log(
+        `round ${i + 1} Redis stopped  ${b.rps.toFixed(0).padStart(8)} rps  p99 ${b.p99ms.toFixed(3)} ms  non-2xx ${b.errors}  waited the timeout ${waited.at(-1)}`,
+      );
       await poll('the circuit did not close after Redis resumed', 30_000, () => allPresent(port));
     }
     const upRps = median(up.map((x) => x.rps));
@@ -127,12 +178,28 @@ async function main(): Promise<void> {
       const rps = median(rs.map((x) => x.rps));
       const requests = rs.reduce((s, x) => s + x.requests, 0);
       const bad = rs.reduce((s, x) => s + x.errors, 0);
-      return [name, rps.toFixed(0), median(rs.map((x) => x.p50ms)).toFixed(3), median(rs.map((x) => x.p99ms)).toFixed(3), `${bad} of ${requests}`, extra, (rps / upRps).toFixed(2)];
+      return [
+        name,
+        rps.toFixed(0),
+        median(rs.map((x) => x.p50ms)).toFixed(3),
+        median(rs.map((x) => x.p99ms)).toFixed(3),
+        `${bad} of ${requests}`,
+        extra,
+        (rps / upRps).toFixed(2),
+      ];
     };
     const ratio = median(hung.map((x) => x.rps)) / upRps;
     const out =
       table(
-        ['/v1/score through Redis + L1', 'RPS (median)', 'p50 ms', 'p99 ms', 'non-2xx or errors', 'requests that waited the timeout', 'x Redis up'],
+        [
+          '/v1/score through Redis + L1',
+          'RPS (median)',
+          'p50 ms',
+          'p99 ms',
+          'non-2xx or errors',
+          'requests that waited the timeout',
+          'x Redis up',
+        ],
         [row('Redis up', up, waitedUp.join(' + ')), row('Redis stopped (SIGSTOP)', hung, waited.join(' + '))],
       ) +
       `\n\nRedis stopped / Redis up: **${ratio.toFixed(2)}x** (goal >= 0.5x).` +
@@ -143,7 +210,13 @@ async function main(): Promise<void> {
       `\n- Requests that waited the timeout: failed Redis round trips per round (/metrics); with Redis up they are timeouts of a loaded machine (event-loop lag past 50 ms), and 5 in a row open the circuit as well.` +
       `\n- Before the breaker, every request waited the 50 ms timeout while Redis hung (the tester measured ~215/s against ~17,000/s).`;
     console.log(`\n${out}`);
-    if (!values['no-write']) writeSection('features-redis-hung', 'Entity scoring while Redis hangs (circuit breaker)', 'npx tsc -p . && node dist/bench/features-redis.js', out);
+    if (!values['no-write'])
+      writeSection(
+        'features-redis-hung',
+        'Entity scoring while Redis hangs (circuit breaker)',
+        'npx tsc -p . && node dist/bench/features-redis.js',
+        out,
+      );
   } finally {
     for (const p of procs) {
       if (p === redis && redis.exitCode === null) redis.kill('SIGCONT');

@@ -92,7 +92,10 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
   try {
     const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-features-'));
     const embeddedConfig = join(dir, 'embedded.yaml');
-    writeFileSync(embeddedConfig, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'embedded')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n`);
+    writeFileSync(
+      embeddedConfig,
+      `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'embedded')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n`,
+    );
     const embedded = serve(['--config', embeddedConfig, '--port', String(embeddedPort), '--grpc-port', 'off']);
     procs.push(embedded);
     let redis: ChildProcess | null = null;
@@ -100,14 +103,46 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
     if (have('redis-server')) {
       // redis-server shares the servers' CPU: its work per request is part of the cost measured.
       const pin = serverPin();
-      const argv = [...pin.slice(1), 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+      const argv = [
+        ...pin.slice(1),
+        'redis-server',
+        '--port',
+        String(redisPort),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+      ];
       redis = spawn(pin[0] ?? argv.shift()!, argv, { stdio: 'ignore' });
       procs.push(redis);
-      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 50));
-      const m = spawnSync(process.execPath, ['bin/scoreline.js', 'features', 'materialize', '--definitions', 'examples/features/features.yaml', '--redis', `redis://127.0.0.1:${redisPort}`, '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+      for (
+        let i = 0;
+        i < 100 && spawnSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG';
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 50));
+      const m = spawnSync(
+        process.execPath,
+        [
+          'bin/scoreline.js',
+          'features',
+          'materialize',
+          '--definitions',
+          'examples/features/features.yaml',
+          '--redis',
+          `redis://127.0.0.1:${redisPort}`,
+          '--quiet',
+        ],
+        { cwd: ROOT, encoding: 'utf8' },
+      );
       if (m.status !== 0) throw new Error(`materialize failed: ${m.stderr}`);
       const redisConfig = join(dir, 'redis.yaml');
-      writeFileSync(redisConfig, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'redis')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`);
+      writeFileSync(
+        redisConfig,
+        `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, 'redis')}\nfeatures:\n  definitions: ${join(ROOT, 'examples/features/features.yaml')}\n  redis: { url: redis://127.0.0.1:${redisPort} }\n`,
+      );
       viaRedis = serve(['--config', redisConfig, '--port', String(redisServedPort), '--grpc-port', 'off']);
       procs.push(viaRedis);
     }
@@ -115,8 +150,20 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
     if (viaRedis) await ready(redisServedPort);
     const infer = script('infer', '/v2/models/credit-default/infer', INFER_BODY);
     const scoreScript = script('score', '/v1/score/credit-default', SCORE_BODY);
-    const run = (name: string, port: number, s: string, server: ChildProcess, r: ChildProcess | null): Run => ({ name, url: `http://127.0.0.1:${port}`, script: s, server, redis: r, results: [], cpuUs: [], redisCpuUs: [] });
-    const runs: Run[] = [run('OIP inference (plain, same model)', embeddedPort, infer, embedded, null), run('/v1/score, embedded store (default)', embeddedPort, scoreScript, embedded, null)];
+    const run = (name: string, port: number, s: string, server: ChildProcess, r: ChildProcess | null): Run => ({
+      name,
+      url: `http://127.0.0.1:${port}`,
+      script: s,
+      server,
+      redis: r,
+      results: [],
+      cpuUs: [],
+      redisCpuUs: [],
+    });
+    const runs: Run[] = [
+      run('OIP inference (plain, same model)', embeddedPort, infer, embedded, null),
+      run('/v1/score, embedded store (default)', embeddedPort, scoreScript, embedded, null),
+    ];
     if (viaRedis) runs.push(run('/v1/score, Redis + native L1 cache', redisServedPort, scoreScript, viaRedis, redis));
     for (let i = 0; i < rounds; i++) {
       for (const r of i % 2 === 0 ? runs : [...runs].reverse()) {
@@ -130,7 +177,9 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
         if (r.redis) r.redisCpuUs.push(((cpuMs(r.redis.pid!) - redis0) * 1000) / res.requests);
         r.results.push(res);
         const redisCpu = r.redis ? `  redis-server ${r.redisCpuUs.at(-1)!.toFixed(2)} us/req` : '';
-        console.log(`round ${i + 1} ${r.name.padEnd(40)} ${res.rps.toFixed(0).padStart(8)} rps  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${r.cpuUs.at(-1)!.toFixed(2)} us/req${redisCpu}`);
+        console.log(
+          `round ${i + 1} ${r.name.padEnd(40)} ${res.rps.toFixed(0).padStart(8)} rps  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${r.cpuUs.at(-1)!.toFixed(2)} us/req${redisCpu}`,
+        );
       }
     }
     const base = median(runs[0]!.results.map((x) => x.rps));
@@ -155,7 +204,9 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
     if (viaRedis) {
       const hits = await metric(redisServedPort, /^scoreline_feature_lookups_total\{result="hit"\} (\S+)$/m);
       const misses = await metric(redisServedPort, /^scoreline_feature_lookups_total\{result="miss"\} (\S+)$/m);
-      const trips = (await metric(redisServedPort, /^scoreline_feature_store_roundtrip_seconds_count\{result="ok"\} (\S+)$/m)) + (await metric(redisServedPort, /^scoreline_feature_store_roundtrip_seconds_count\{result="error"\} (\S+)$/m));
+      const trips =
+        (await metric(redisServedPort, /^scoreline_feature_store_roundtrip_seconds_count\{result="ok"\} (\S+)$/m)) +
+        (await metric(redisServedPort, /^scoreline_feature_store_roundtrip_seconds_count\{result="error"\} (\S+)$/m));
       const served = await metric(redisServedPort, /^scoreline_requests_total\{[^}]*route="score"[^}]*status="2xx"\} (\S+)$/m);
       hit =
         `\n- L1 hit rate through Redis on this traffic (group and window reads; uniform over the 10,000 demo customers, cache TTL 30 s, counted over warm-ups and runs): **${(hits / (hits + misses)).toFixed(3)}** (${hits} hits, ${misses} misses); ` +
@@ -173,7 +224,20 @@ async function endToEnd(seconds: number, rounds: number): Promise<string> {
         `\nPer round, Redis / plain: throughput ${perRoundRps.map((x) => x.toFixed(2)).join(', ')}; server CPU per request ${perRound.map((x) => x.toFixed(2)).join(', ')}.`;
     }
     return (
-      table(['endpoint', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x plain inference', 'server CPU us/request', 'CPU x plain', 'redis-server CPU us/request'], rows) +
+      table(
+        [
+          'endpoint',
+          'RPS (median)',
+          'p50 ms',
+          'p99 ms',
+          'errors',
+          'x plain inference',
+          'server CPU us/request',
+          'CPU x plain',
+          'redis-server CPU us/request',
+        ],
+        rows,
+      ) +
       goals +
       `\n\nwrk: 1 thread, 32 connections, ${seconds} s per run after a 3 s warm-up run on the same target, ${rounds} interleaved rounds (medians), pinned to the last CPU; the scoreline servers and redis-server pinned to the other(s), so redis-server's work competes with the server's. Every request names a random demo customer (C00000..C09999).` +
       `\n- /v1/score resolves 9 features of the 4 types (6 offline from one stored group, 1 online expression, 1 realtime window, 1 hybrid) and 2 request fields per request.${hit}` +
@@ -200,7 +264,9 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2).filter((x) => x !== '--no-write');
   const command = `npm run bench:features${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
   if (only === undefined || only === 'cache') {
-    const micro = await runFeaturesCacheBench(values.quick ? { throughputEntries: [10_000], loadedEntries: 200_000, maxTime: 0.5, latencyBatches: 200_000 } : {});
+    const micro = await runFeaturesCacheBench(
+      values.quick ? { throughputEntries: [10_000], loadedEntries: 200_000, maxTime: 0.5, latencyBatches: 200_000 } : {},
+    );
     const microTable = formatFeaturesCacheTable(micro);
     console.log(microTable);
     if (!values['no-write']) writeSection('features-cache', 'Native feature cache vs lru-cache', command, microTable);
@@ -211,9 +277,19 @@ async function main(): Promise<void> {
     if (!values['no-write']) writeSection('features-e2e', 'Entity scoring end to end: /v1/score vs plain inference', command, e2e);
   }
   if (only === undefined || only === 'big') {
-    const big = await runBigStoreBench({ entities: Number(values.entities), seconds: Number(values.seconds), rounds: Number(values.rounds) });
+    const big = await runBigStoreBench({
+      entities: Number(values.entities),
+      seconds: Number(values.seconds),
+      rounds: Number(values.rounds),
+    });
     console.log(`\n${big}`);
-    if (!values['no-write']) writeSection('features-big', `The embedded feature store at ${Number(values.entities).toLocaleString('en-US')} entities`, command, big);
+    if (!values['no-write'])
+      writeSection(
+        'features-big',
+        `The embedded feature store at ${Number(values.entities).toLocaleString('en-US')} entities`,
+        command,
+        big,
+      );
   }
 }
 

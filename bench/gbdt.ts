@@ -23,7 +23,13 @@ export function gbdtData(n: number, seed: number): { X: Float64Array; y: Float64
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < p; j++) X[i * p + j] = j % 5 === 0 ? rng.int(0, 9) : rng.normal() * (1 + (j % 7));
     const x = X.subarray(i * p, (i + 1) * p);
-    const t = -1.5 + 0.8 * Math.tanh(x[1]!) + 0.5 * (x[5]! > 6 ? 1 : 0) - 0.3 * Math.abs(x[12]!) / 4 + 0.4 * x[2]! * x[3]! / 9 + 0.2 * Math.sin(x[30]!);
+    const t =
+      -1.5 +
+      0.8 * Math.tanh(x[1]!) +
+      0.5 * (x[5]! > 6 ? 1 : 0) -
+      (0.3 * Math.abs(x[12]!)) / 4 +
+      (0.4 * x[2]! * x[3]!) / 9 +
+      0.2 * Math.sin(x[30]!);
     y[i] = rng.uniform() < 1 / (1 + Math.exp(-t)) ? 1 : 0;
   }
   return { X, y };
@@ -43,7 +49,14 @@ export function writeGbdtRepository(dir: string): number[] {
   writeFileSync(join(folder, 'reference.csv'), `${lines.join('\n')}\n`);
   writeFileSync(
     join(folder, 'model.yaml'),
-    stringify({ features: names, reference: 'reference.csv', label: 'label', task: 'classification', score: { output: 'probabilities', index: 1 }, batching: { maxBatchSize: 64, maxQueueDelayMicros: 200 } }),
+    stringify({
+      features: names,
+      reference: 'reference.csv',
+      label: 'label',
+      task: 'classification',
+      score: { output: 'probabilities', index: 1 },
+      batching: { maxBatchSize: 64, maxQueueDelayMicros: 200 },
+    }),
   );
   const row = gbdtData(1, 63).X;
   // Two decimals: a realistic request body, not 17-digit doubles.

@@ -52,7 +52,12 @@ function node(args: string[]): ChildProcess {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '3' }, connections: { type: 'string', default: '32' }, 'no-write': { type: 'boolean', default: false } },
+    options: {
+      seconds: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '32' },
+      'no-write': { type: 'boolean', default: false },
+    },
   });
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const seconds = Number(values.seconds);
@@ -67,23 +72,89 @@ async function main(): Promise<void> {
   const poolOnly = join(dir, 'pool.yaml');
   writeFileSync(poolOnly, 'inference:\n  workers: 1\n  inlineBelowMicros: 0\n');
   const serve = (port: number, extra: string[]) =>
-    node(['bin/scoreline.js', 'serve', '--model-repo', repo, '--data-dir', join(dir, `data-${port}`), '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', ...extra]);
+    node([
+      'bin/scoreline.js',
+      'serve',
+      '--model-repo',
+      repo,
+      '--data-dir',
+      join(dir, `data-${port}`),
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--log-level',
+      'warn',
+      ...extra,
+    ]);
   const GRPC_PORT = 18194;
   const GRPC_CEILING_PORT = 18195;
-  const scoreline: Target = { name: 'scoreline (default)', port: 18192, start: () => serve(18192, ['--grpc-port', String(GRPC_PORT)]), results: [], cpuUs: [] };
-  const pooled: Target = { name: 'scoreline (batches in 1 worker)', port: 18193, start: () => serve(18193, ['--grpc-port', 'off', '--config', poolOnly]), results: [], cpuUs: [] };
+  const scoreline: Target = {
+    name: 'scoreline (default)',
+    port: 18192,
+    start: () => serve(18192, ['--grpc-port', String(GRPC_PORT)]),
+    results: [],
+    cpuUs: [],
+  };
+  const pooled: Target = {
+    name: 'scoreline (batches in 1 worker)',
+    port: 18193,
+    start: () => serve(18193, ['--grpc-port', 'off', '--config', poolOnly]),
+    results: [],
+    cpuUs: [],
+  };
   const grpcCeiling: { proc?: ChildProcess } = {};
-  const grpcTyped = { model_name: 'credit-default', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], contents: { fp32_contents: DEMO_ROW } }] };
-  const grpcRaw = { model_name: 'credit-default', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10] }], raw_input_contents: [Buffer.from(Float32Array.from(DEMO_ROW).buffer)] };
+  const grpcTyped = {
+    model_name: 'credit-default',
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], contents: { fp32_contents: DEMO_ROW } }],
+  };
+  const grpcRaw = {
+    model_name: 'credit-default',
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10] }],
+    raw_input_contents: [Buffer.from(Float32Array.from(DEMO_ROW).buffer)],
+  };
   const grpcRuns = [
-    { name: 'ceiling (grpc-js fixed answer)', port: GRPC_CEILING_PORT, body: encodeRequest(grpcTyped), proc: () => grpcCeiling.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
-    { name: 'scoreline gRPC, typed contents', port: GRPC_PORT, body: encodeRequest(grpcTyped), proc: () => scoreline.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
-    { name: 'scoreline gRPC, raw contents', port: GRPC_PORT, body: encodeRequest(grpcRaw), proc: () => scoreline.proc!, res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[], cpu: [] as number[] },
+    {
+      name: 'ceiling (grpc-js fixed answer)',
+      port: GRPC_CEILING_PORT,
+      body: encodeRequest(grpcTyped),
+      proc: () => grpcCeiling.proc!,
+      res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[],
+      cpu: [] as number[],
+    },
+    {
+      name: 'scoreline gRPC, typed contents',
+      port: GRPC_PORT,
+      body: encodeRequest(grpcTyped),
+      proc: () => scoreline.proc!,
+      res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[],
+      cpu: [] as number[],
+    },
+    {
+      name: 'scoreline gRPC, raw contents',
+      port: GRPC_PORT,
+      body: encodeRequest(grpcRaw),
+      proc: () => scoreline.proc!,
+      res: [] as { rps: number; p50ms: number; p99ms: number; errors: number }[],
+      cpu: [] as number[],
+    },
   ];
   const oip = (row: number[]) => JSON.stringify({ inputs: [{ name: 'input', shape: [1, row.length], datatype: 'FP32', data: row }] });
   const models: Model[] = [
-    { name: 'credit-default', label: 'logistic regression, 10 features (the demo)', path: join(repo, 'credit-default/1/model.onnx'), request: oip(DEMO_ROW), targets: [] },
-    { name: GBDT_NAME, label: 'gradient-boosted trees, 150 trees of depth 3, 61 features', path: join(repo, GBDT_NAME, '1/model.onnx'), request: oip(gbdtRow), targets: [] },
+    {
+      name: 'credit-default',
+      label: 'logistic regression, 10 features (the demo)',
+      path: join(repo, 'credit-default/1/model.onnx'),
+      request: oip(DEMO_ROW),
+      targets: [],
+    },
+    {
+      name: GBDT_NAME,
+      label: 'gradient-boosted trees, 150 trees of depth 3, 61 features',
+      path: join(repo, GBDT_NAME, '1/model.onnx'),
+      request: oip(gbdtRow),
+      targets: [],
+    },
   ];
   let port = 18200;
   for (const m of models) {
@@ -91,8 +162,20 @@ async function main(): Promise<void> {
     const p1 = port++;
     const p2 = port++;
     m.targets = [
-      { name: 'ceiling (uWS fixed body)', port: p1, start: () => node(['dist/bench/servers/hello.js', String(p1), answer]), results: [], cpuUs: [] },
-      { name: 'fastify + onnxruntime-node', port: p2, start: () => node(['dist/bench/servers/fastify-ort.js', String(p2), m.path, m.name]), results: [], cpuUs: [] },
+      {
+        name: 'ceiling (uWS fixed body)',
+        port: p1,
+        start: () => node(['dist/bench/servers/hello.js', String(p1), answer]),
+        results: [],
+        cpuUs: [],
+      },
+      {
+        name: 'fastify + onnxruntime-node',
+        port: p2,
+        start: () => node(['dist/bench/servers/fastify-ort.js', String(p2), m.path, m.name]),
+        results: [],
+        cpuUs: [],
+      },
       scoreline,
       pooled,
     ];
@@ -106,8 +189,20 @@ async function main(): Promise<void> {
       const path = `/v2/models/${m.name}/infer`;
       for (const t of m.targets.slice(1)) await waitReady(t.port, path, m.request);
       // Same request, same answer: check before measuring anything.
-      const answers = await Promise.all(m.targets.slice(1).map(async (t) => (await fetch(`http://127.0.0.1:${t.port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: m.request })).json()));
-      const probs = (answers as { outputs: { name: string; data: number[] }[] }[]).map((a) => a.outputs.find((o) => o.name === 'probabilities')!.data[1]!);
+      const answers = await Promise.all(
+        m.targets.slice(1).map(async (t) =>
+          (
+            await fetch(`http://127.0.0.1:${t.port}${path}`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: m.request,
+            })
+          ).json(),
+        ),
+      );
+      const probs = (answers as { outputs: { name: string; data: number[] }[] }[]).map(
+        (a) => a.outputs.find((o) => o.name === 'probabilities')!.data[1]!,
+      );
       if (probs.some((p) => Math.abs(p - probs[0]!) > 1e-5)) throw new Error(`${m.name}: servers disagree: ${probs.join(', ')}`);
       const ours = answers[1]!;
       writeFileSync(join(dir, `${m.name}-answer.json`), JSON.stringify(ours));
@@ -120,10 +215,19 @@ async function main(): Promise<void> {
     await waitGrpcReady(GRPC_PORT, grpcTyped);
     const typedAnswer = await inferOnce(GRPC_PORT, grpcTyped);
     const rawAnswer = await inferOnce(GRPC_PORT, grpcRaw);
-    const httpP = (await (await fetch(`http://127.0.0.1:${scoreline.port}/v2/models/credit-default/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: models[0]!.request })).json() as { outputs: { data: number[] }[] }).outputs[1]!.data[1]!;
+    const httpP = (
+      (await (
+        await fetch(`http://127.0.0.1:${scoreline.port}/v2/models/credit-default/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: models[0]!.request,
+        })
+      ).json()) as { outputs: { data: number[] }[] }
+    ).outputs[1]!.data[1]!;
     const typedP = typedAnswer.outputs[1]!.contents.fp32_contents[1]!;
     const rawP = rawAnswer.raw_output_contents[1]!.readFloatLE(4);
-    if (Math.abs(typedP - httpP) > 1e-6 || Math.abs(rawP - httpP) > 1e-6) throw new Error(`gRPC disagrees with HTTP: ${typedP}, ${rawP} vs ${httpP}`);
+    if (Math.abs(typedP - httpP) > 1e-6 || Math.abs(rawP - httpP) > 1e-6)
+      throw new Error(`gRPC disagrees with HTTP: ${typedP}, ${rawP} vs ${httpP}`);
     const grpcAnswerFile = join(dir, 'grpc-answer.bin');
     writeFileSync(grpcAnswerFile, encodeResponse(typedAnswer));
     grpcCeiling.proc = node(['dist/bench/servers/grpc-echo.js', String(GRPC_CEILING_PORT), grpcAnswerFile]);
@@ -148,7 +252,9 @@ async function main(): Promise<void> {
           slot.res.push(res);
           slot.cpu.push(cpuUs);
           results.set(key(m, t), slot);
-          console.log(`round ${r + 1} ${m.name.padEnd(15)} ${t.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`);
+          console.log(
+            `round ${r + 1} ${m.name.padEnd(15)} ${t.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`,
+          );
         }
       }
       for (const g of grpcRuns) {
@@ -158,7 +264,9 @@ async function main(): Promise<void> {
         const cpuUs = ((cpuMs(pid) - c0) * 1000) / Math.max(1, res.requests);
         g.res.push(res);
         g.cpu.push(cpuUs);
-        console.log(`round ${r + 1} credit-default  ${g.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`);
+        console.log(
+          `round ${r + 1} credit-default  ${g.name.padEnd(32)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  cpu ${cpuUs.toFixed(2)} us/req  errors ${res.errors}`,
+        );
       }
     }
 
@@ -167,24 +275,65 @@ async function main(): Promise<void> {
     for (const m of models) {
       const summary = m.targets.map((t) => {
         const s = results.get(key(m, t))!;
-        return { name: t.name, cpu: median(s.cpu), rps: median(s.res.map((x) => x.rps)), p50: median(s.res.map((x) => x.p50ms)), p99: median(s.res.map((x) => x.p99ms)), errors: s.res.reduce((a, x) => a + x.errors, 0) };
+        return {
+          name: t.name,
+          cpu: median(s.cpu),
+          rps: median(s.res.map((x) => x.rps)),
+          p50: median(s.res.map((x) => x.p50ms)),
+          p99: median(s.res.map((x) => x.p99ms)),
+          errors: s.res.reduce((a, x) => a + x.errors, 0),
+        };
       });
       const [c, f, sc, w] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
-      const rows = summary.map((x) => [x.name, x.cpu.toFixed(2), (x.cpu / c.cpu).toFixed(2), x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)]);
+      const rows = summary.map((x) => [
+        x.name,
+        x.cpu.toFixed(2),
+        (x.cpu / c.cpu).toFixed(2),
+        x.rps.toFixed(0),
+        x.p50.toFixed(3),
+        x.p99.toFixed(3),
+        x.errors,
+        (x.rps / c.rps).toFixed(2),
+        (x.rps / f.rps).toFixed(2),
+      ]);
       text +=
         `### ${m.name}: ${m.label}\n\n` +
         table(['server', 'CPU us/request', 'CPU x ceiling', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x ceiling', 'x fastify'], rows) +
         `\n\n- scoreline: **${sc.cpu.toFixed(2)} us** of server CPU per request (**${(sc.cpu / c.cpu).toFixed(2)}x** the ceiling's, **${(sc.cpu / f.cpu).toFixed(2)}x** Fastify's); ` +
         `throughput **${(sc.rps / c.rps).toFixed(2)}x** the ceiling, **${(sc.rps / f.rps).toFixed(2)}x** Fastify; p99 ${sc.p99.toFixed(3)} ms vs Fastify's ${f.p99.toFixed(3)} ms\n` +
         `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n\n`;
-      readme += `${m.label}:\n\n${table(['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'], summary.map((x) => [x.name, x.cpu.toFixed(1), x.rps.toFixed(0), x.p99.toFixed(2), (x.rps / c.rps).toFixed(2), (x.rps / f.rps).toFixed(2)]))}\n\n`;
+      readme += `${m.label}:\n\n${table(
+        ['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'],
+        summary.map((x) => [
+          x.name,
+          x.cpu.toFixed(1),
+          x.rps.toFixed(0),
+          x.p99.toFixed(2),
+          (x.rps / c.rps).toFixed(2),
+          (x.rps / f.rps).toFixed(2),
+        ]),
+      )}\n\n`;
     }
     {
       const http = results.get(key(models[0]!, scoreline))!;
       const httpCpu = median(http.cpu);
       const rows = [
-        ['scoreline HTTP, OIP JSON (wrk)', httpCpu.toFixed(2), '1.00', median(http.res.map((x) => x.rps)).toFixed(0), median(http.res.map((x) => x.p50ms)).toFixed(3), median(http.res.map((x) => x.p99ms)).toFixed(3)],
-        ...grpcRuns.map((g) => [g.name, median(g.cpu).toFixed(2), (median(g.cpu) / httpCpu).toFixed(2), median(g.res.map((x) => x.rps)).toFixed(0), median(g.res.map((x) => x.p50ms)).toFixed(3), median(g.res.map((x) => x.p99ms)).toFixed(3)]),
+        [
+          'scoreline HTTP, OIP JSON (wrk)',
+          httpCpu.toFixed(2),
+          '1.00',
+          median(http.res.map((x) => x.rps)).toFixed(0),
+          median(http.res.map((x) => x.p50ms)).toFixed(3),
+          median(http.res.map((x) => x.p99ms)).toFixed(3),
+        ],
+        ...grpcRuns.map((g) => [
+          g.name,
+          median(g.cpu).toFixed(2),
+          (median(g.cpu) / httpCpu).toFixed(2),
+          median(g.res.map((x) => x.rps)).toFixed(0),
+          median(g.res.map((x) => x.p50ms)).toFixed(3),
+          median(g.res.map((x) => x.p99ms)).toFixed(3),
+        ]),
       ];
       const [ceil, typed, raw] = grpcRuns.map((g) => median(g.cpu)) as [number, number, number];
       text +=

@@ -7,7 +7,13 @@
 //   npx tsc -p . && node dist/bench/monitoring-math.js [--write]   (--write: also into bench/RESULTS.md)
 
 import { pathToFileURL } from 'node:url';
-import { CategoricalDriftCounter, NumericDriftCounter, categoricalBaseline, distributionSummary, numericBaseline } from '../src/monitoring/drift.js';
+import {
+  CategoricalDriftCounter,
+  NumericDriftCounter,
+  categoricalBaseline,
+  distributionSummary,
+  numericBaseline,
+} from '../src/monitoring/drift.js';
 import { classificationMetrics, delong, regressionMetrics } from '../src/monitoring/metrics.js';
 import * as hdr from 'hdr-histogram-js';
 import { HdrHistogram } from '../src/monitoring/hdr.js';
@@ -75,7 +81,12 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
   // Request latencies in microseconds, log-uniform from 50 us to 50 ms.
   const latencies = Float64Array.from({ length: ROWS }, () => 50 * Math.exp(r() * Math.log(1000)));
   const mine = new HdrHistogram(3_600_000_000, 3);
-  const theirs = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const theirs = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+    useWebAssembly: false,
+  });
   const rows: MonitoringMathRow[] = [
     {
       name: 'NumericDriftCounter.add (5% missing)',
@@ -105,12 +116,48 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
         for (let k = 0; k < REPEAT; k++) for (let i = 0; i < ROWS; i++) theirs.recordValue(latencies[i]!);
       }, REPEAT * ROWS),
     },
-    { name: 'NumericDriftCounter.psi()', rows: 1, ns: measure(() => { for (let k = 0; k < 10_000; k++) sink += num.psi() ?? 0; }, 10_000) },
-    { name: 'classificationMetrics', rows: ROWS, ns: measure(() => { sink += classificationMetrics(scores, labels, 0.5).auc ?? 0; }, 1) },
-    { name: 'regressionMetrics', rows: ROWS, ns: measure(() => { sink += regressionMetrics(scores, scoresB).rmse ?? 0; }, 1) },
-    { name: 'delong', rows: ROWS, ns: measure(() => { sink += delong(scores, scoresB, labels)?.z ?? 0; }, 1) },
-    { name: 'numericBaseline (freeze edges)', rows: reference.length, ns: measure(() => { sink += numericBaseline(reference).edges[4]!; }, 1) },
-    { name: 'distributionSummary', rows: ROWS, ns: measure(() => { sink += distributionSummary(scores).p50 ?? 0; }, 1) },
+    {
+      name: 'NumericDriftCounter.psi()',
+      rows: 1,
+      ns: measure(() => {
+        for (let k = 0; k < 10_000; k++) sink += num.psi() ?? 0;
+      }, 10_000),
+    },
+    {
+      name: 'classificationMetrics',
+      rows: ROWS,
+      ns: measure(() => {
+        sink += classificationMetrics(scores, labels, 0.5).auc ?? 0;
+      }, 1),
+    },
+    {
+      name: 'regressionMetrics',
+      rows: ROWS,
+      ns: measure(() => {
+        sink += regressionMetrics(scores, scoresB).rmse ?? 0;
+      }, 1),
+    },
+    {
+      name: 'delong',
+      rows: ROWS,
+      ns: measure(() => {
+        sink += delong(scores, scoresB, labels)?.z ?? 0;
+      }, 1),
+    },
+    {
+      name: 'numericBaseline (freeze edges)',
+      rows: reference.length,
+      ns: measure(() => {
+        sink += numericBaseline(reference).edges[4]!;
+      }, 1),
+    },
+    {
+      name: 'distributionSummary',
+      rows: ROWS,
+      ns: measure(() => {
+        sink += distributionSummary(scores).p50 ?? 0;
+      }, 1),
+    },
   ];
   if (mine.getValueAtPercentile(99) !== theirs.getValueAtPercentile(99)) console.error('the two histograms disagree');
   if (Number.isNaN(sink)) console.error('unexpected NaN');
@@ -118,7 +165,8 @@ export function runMonitoringMathBench(): MonitoringMathRow[] {
 }
 
 function format(rows: MonitoringMathRow[]): string {
-  const human = (ns: number): string => (ns < 1e3 ? `${ns.toFixed(1)} ns` : ns < 1e6 ? `${(ns / 1e3).toFixed(1)} us` : `${(ns / 1e6).toFixed(2)} ms`);
+  const human = (ns: number): string =>
+    ns < 1e3 ? `${ns.toFixed(1)} ns` : ns < 1e6 ? `${(ns / 1e3).toFixed(1)} us` : `${(ns / 1e6).toFixed(2)} ms`;
   return table(
     ['operation', 'rows per call', 'time per call', 'ns per row'],
     rows.map((row) => [row.name, row.rows.toLocaleString('en-US'), human(row.ns), (row.ns / row.rows).toFixed(1)]),
@@ -129,6 +177,11 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const body = format(runMonitoringMathBench());
   console.log(`Monitoring math, median of ${ROUNDS} rounds, on ${machine()}\n\n${body}`);
   if (process.argv.includes('--write')) {
-    writeSection('monitoring-math', 'Monitoring math (drift counters, window metrics)', 'npx tsc -p . && node dist/bench/monitoring-math.js --write', body);
+    writeSection(
+      'monitoring-math',
+      'Monitoring math (drift counters, window metrics)',
+      'npx tsc -p . && node dist/bench/monitoring-math.js --write',
+      body,
+    );
   }
 }

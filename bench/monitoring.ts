@@ -21,7 +21,19 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { cpuMs, have, median, killOnExit, postScript, runWrk, waitReady, serverPin, threadCpuMs, threadNamed, type WrkResult } from './wrk.js';
+import {
+  cpuMs,
+  have,
+  median,
+  killOnExit,
+  postScript,
+  runWrk,
+  waitReady,
+  serverPin,
+  threadCpuMs,
+  threadNamed,
+  type WrkResult,
+} from './wrk.js';
 import { runLogThreadSplit, runPredictionLogBench } from './prediction-log.js';
 import { table, writeSection } from './results.js';
 
@@ -46,7 +58,13 @@ interface Target {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' }, 'sample-rate': { type: 'string', default: '1' }, 'no-write': { type: 'boolean', default: false } },
+    options: {
+      seconds: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '32' },
+      'sample-rate': { type: 'string', default: '1' },
+      'no-write': { type: 'boolean', default: false },
+    },
   });
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const seconds = Number(values.seconds);
@@ -58,21 +76,63 @@ async function main(): Promise<void> {
   const sampleRate = Number(values['sample-rate']);
   const mk = (name: string, enabled: boolean, rate: number, durability = 'async'): string => {
     const file = join(dir, `${name}.yaml`);
-    writeFileSync(file, `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate}, durability: ${durability} }\n`);
+    writeFileSync(
+      file,
+      `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate}, durability: ${durability} }\n`,
+    );
     return file;
   };
   const targets: Target[] = [
     { name: 'monitoring off', port: 18290, config: mk('off', false, 0), results: [], cpuUs: [], httpUs: [], logUs: [] },
-    { name: `monitoring on, prediction log sampleRate ${sampleRate}`, port: 18291, config: mk('on', true, sampleRate), results: [], cpuUs: [], httpUs: [], logUs: [] },
-    { name: 'monitoring on, prediction log off (sampleRate 0)', port: 18292, config: mk('mem', true, 0), results: [], cpuUs: [], httpUs: [], logUs: [] },
-    { name: `monitoring on, prediction log sampleRate ${sampleRate}, durability sync`, port: 18293, config: mk('sync', true, sampleRate, 'sync'), results: [], cpuUs: [], httpUs: [], logUs: [] },
+    {
+      name: `monitoring on, prediction log sampleRate ${sampleRate}`,
+      port: 18291,
+      config: mk('on', true, sampleRate),
+      results: [],
+      cpuUs: [],
+      httpUs: [],
+      logUs: [],
+    },
+    {
+      name: 'monitoring on, prediction log off (sampleRate 0)',
+      port: 18292,
+      config: mk('mem', true, 0),
+      results: [],
+      cpuUs: [],
+      httpUs: [],
+      logUs: [],
+    },
+    {
+      name: `monitoring on, prediction log sampleRate ${sampleRate}, durability sync`,
+      port: 18293,
+      config: mk('sync', true, sampleRate, 'sync'),
+      results: [],
+      cpuUs: [],
+      httpUs: [],
+      logUs: [],
+    },
   ];
   const [off, on, , sync] = targets as [Target, Target, Target, Target];
   killOnExit(() => targets.map((t) => t.proc));
   try {
     for (const t of targets) {
       const pin = serverPin();
-      const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', t.config, '--port', String(t.port), '--grpc-port', 'off', '--host', '127.0.0.1', '--log-level', 'error'];
+      const argv = [
+        ...pin.slice(1),
+        process.execPath,
+        'bin/scoreline.js',
+        'serve',
+        '--config',
+        t.config,
+        '--port',
+        String(t.port),
+        '--grpc-port',
+        'off',
+        '--host',
+        '127.0.0.1',
+        '--log-level',
+        'error',
+      ];
       t.proc = spawn(pin[0] ?? argv.shift()!, argv, {
         cwd: ROOT,
         stdio: ['ignore', 'inherit', 'inherit'],
@@ -101,7 +161,10 @@ async function main(): Promise<void> {
       }
     }
     // The monitored server really monitored: its snapshot counts the traffic and the log holds rows.
-    const snap = (await (await fetch(`http://127.0.0.1:${on.port}/v1/monitoring/credit-default?window=1h`)).json()) as { volume: { requests: number }; drift: { score: { psi: number | null } } };
+    const snap = (await (await fetch(`http://127.0.0.1:${on.port}/v1/monitoring/credit-default?window=1h`)).json()) as {
+      volume: { requests: number };
+      drift: { score: { psi: number | null } };
+    };
     console.log(`monitored server: ${snap.volume.requests} requests in its 1h window, score PSI ${snap.drift.score.psi}`);
     if (!(snap.volume.requests > 0) || snap.drift.score.psi === null) throw new Error('the monitored server did not monitor');
   } finally {
@@ -113,8 +176,17 @@ async function main(): Promise<void> {
   const [perRow] = await runPredictionLogBench(5);
   const loggedNs = perRow!.onNs - perRow!.offNs;
   const split = runLogThreadSplit(5);
-  const summary = targets.map((t) => ({ name: t.name, cpu: median(t.cpuUs), http: median(t.httpUs), log: median(t.logUs), rps: median(t.results.map((r) => r.rps)), p50: median(t.results.map((r) => r.p50ms)), p99: median(t.results.map((r) => r.p99ms)), errors: t.results.reduce((a, r) => a + r.errors, 0) }));
-  const [a, b, c, d] = summary as [typeof summary[0], typeof summary[0], typeof summary[0], typeof summary[0]];
+  const summary = targets.map((t) => ({
+    name: t.name,
+    cpu: median(t.cpuUs),
+    http: median(t.httpUs),
+    log: median(t.logUs),
+    rps: median(t.results.map((r) => r.rps)),
+    p50: median(t.results.map((r) => r.p50ms)),
+    p99: median(t.results.map((r) => r.p99ms)),
+    errors: t.results.reduce((a, r) => a + r.errors, 0),
+  }));
+  const [a, b, c, d] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
   const ratio = b.rps / a.rps;
   // Per round too: the spread says how much of the difference is noise.
   const perRound = off.results.map((r, i) => on.results[i]!.rps / r.rps);
@@ -123,7 +195,9 @@ async function main(): Promise<void> {
   const lo = Math.min(...perRound);
   const hi = Math.max(...perRound);
   const throughputNote =
-    lo >= 0.97 || hi < 0.97 ? '' : `; rounds from ${lo.toFixed(3)} to ${hi.toFixed(3)}, so at this load the median alone does not settle it: server CPU per request on / off is ${(b.cpu / a.cpu).toFixed(3)}`;
+    lo >= 0.97 || hi < 0.97
+      ? ''
+      : `; rounds from ${lo.toFixed(3)} to ${hi.toFixed(3)}, so at this load the median alone does not settle it: server CPU per request on / off is ${(b.cpu / a.cpu).toFixed(3)}`;
   const met = (ok: boolean) => (ok ? 'met' : 'missed');
   const loadLine =
     `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${load1.toFixed(1)} (on ${availableParallelism()} cores; ` +
@@ -132,7 +206,17 @@ async function main(): Promise<void> {
     `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
     `request: one row of the demo credit model over OIP.`;
   const header = ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x off', 'server CPU us/request', 'HTTP thread', 'log thread'];
-  const row = (x: typeof a) => [x.name, x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / a.rps).toFixed(3), x.cpu.toFixed(2), x.http.toFixed(2), x.log.toFixed(2)];
+  const row = (x: typeof a) => [
+    x.name,
+    x.rps.toFixed(0),
+    x.p50.toFixed(3),
+    x.p99.toFixed(3),
+    x.errors,
+    (x.rps / a.rps).toFixed(3),
+    x.cpu.toFixed(2),
+    x.http.toFixed(2),
+    x.log.toFixed(2),
+  ];
   const text =
     table(header, [a, b, c].map(row)) +
     `\n\n${setup} CPU per request from /proc: all threads, the HTTP (main) thread, and the prediction log's thread (\`scoreline-log\`).\n\n` +

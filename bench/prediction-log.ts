@@ -80,7 +80,10 @@ function batches(count: number, multiRow: boolean): { batch: Batch; result: RunR
       scores[i * 2 + 1] = (i + 0.5) / BATCH_ROWS;
       scores[i * 2] = 1 - scores[i * 2 + 1]!;
     }
-    return { batch, result: { outputs: [{ name: 'probabilities', datatype: 'FP32', dims: [BATCH_ROWS, 2], data: scores }], computeMs: 0.02 } };
+    return {
+      batch,
+      result: { outputs: [{ name: 'probabilities', datatype: 'FP32', dims: [BATCH_ROWS, 2], data: scores }], computeMs: 0.02 },
+    };
   });
 }
 
@@ -128,7 +131,10 @@ async function measure(multiRow: boolean, rounds: number): Promise<PredictionLog
   try {
     for (let r = -1; r < rounds; r++) {
       // Same batches, same order; the log's ids repeat across rounds, which SQLite ignores (INSERT OR IGNORE) at the same cost.
-      for (const [vm, times, cpu] of [[without, off, offCpu], [withLog, on, onCpu]] as const) {
+      for (const [vm, times, cpu] of [
+        [without, off, offCpu],
+        [withLog, on, onCpu],
+      ] as const) {
         const c0 = cpuNow();
         let thread = 0;
         for (let p = 0; p < PASSES; p++) {
@@ -180,7 +186,10 @@ export function runLogThreadSplit(rounds: number): LogThreadSplit {
   const writer = new RingWriter(sab);
   const reader = new RingReader(sab);
   const asm = new SegmentAssembler();
-  writer.define(0, JSON.stringify({ model: 'credit-default', version: 1, variant: 'default', width: WIDTH, task: 'classification', keyId: null }));
+  writer.define(
+    0,
+    JSON.stringify({ model: 'credit-default', version: 1, variant: 'default', width: WIDTH, task: 'classification', keyId: null }),
+  );
   const input = new Float32Array(BATCH_ROWS * WIDTH).map((_, i) => (i % 97) * 0.37);
   let next = 0;
   const reads: number[] = [];
@@ -200,14 +209,18 @@ export function runLogThreadSplit(rounds: number): LogThreadSplit {
       read += threadNs() - t0;
     }
     const rows = CHUNK * CHUNKS;
-    for (const [pageSize, times] of [[16384, writes], [4096, writes4k]] as const) {
+    for (const [pageSize, times] of [
+      [16384, writes],
+      [4096, writes4k],
+    ] as const) {
       const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-store-'));
       const db = new Database(join(dir, 'monitoring.db'));
       // A file from before 16 KB pages: its page size is fixed when its first table is made.
       if (pageSize === 4096) db.exec('PRAGMA page_size = 4096; CREATE TABLE made_before (x)');
       const store = openStore(db, false);
       const t0 = threadNs();
-      for (let i = 0; i < segments.length; i += 7) store.writeGroup([{ kind: 'append', through: 0, rows: 0, segments: segments.slice(i, i + 7) }]);
+      for (let i = 0; i < segments.length; i += 7)
+        store.writeGroup([{ kind: 'append', through: 0, rows: 0, segments: segments.slice(i, i + 7) }]);
       const ns = threadNs() - t0;
       db.close();
       rmSync(dir, { recursive: true, force: true });
@@ -225,7 +238,13 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const split = runLogThreadSplit(Number(values.rounds));
   const body =
     table(
-      ['predictions', 'onComplete without log, ns/prediction', 'with log', 'HTTP thread cost of logging, ns/prediction', 'all threads CPU of logging, ns/prediction'],
+      [
+        'predictions',
+        'onComplete without log, ns/prediction',
+        'with log',
+        'HTTP thread cost of logging, ns/prediction',
+        'all threads CPU of logging, ns/prediction',
+      ],
       rows.map((r) => [r.name, r.offNs.toFixed(1), r.onNs.toFixed(1), `**${(r.onNs - r.offNs).toFixed(1)}**`, r.cpuNs.toFixed(0)]),
     ) +
     `\n\n${ROWS.toLocaleString('en-US')} predictions per round, ${values.rounds} rounds (medians), model shape: ${WIDTH} float inputs, score in column 1 of 2; ` +
@@ -236,5 +255,11 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     `SQLite writing them (transactions of ~7,000 rows, WAL) **${split.sqliteNs.toFixed(0)} ns** (${split.sqlite4kNs.toFixed(0)} ns in a file made with 4 KB pages)\n` +
     `- 1-minute load average at the start and end: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)}`;
   console.log(`Prediction log cost per prediction on ${machine()}\n\n${body}`);
-  if (values.write) writeSection('prediction-log', 'Prediction log: cost per logged prediction', 'npx tsc -p . && node dist/bench/prediction-log.js --write', body);
+  if (values.write)
+    writeSection(
+      'prediction-log',
+      'Prediction log: cost per logged prediction',
+      'npx tsc -p . && node dist/bench/prediction-log.js --write',
+      body,
+    );
 }

@@ -16,7 +16,9 @@ export function writeSection(name: string, title: string, command: string, body:
   const start = `<!-- bench:${name}:start -->`;
   const end = `<!-- bench:${name}:end -->`;
   const section = `${start}\n## ${title}\n\nCommand: \`${command}\`  \nMeasured: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine()}\n\n${body.trim()}\n${end}`;
-  let text = existsSync(FILE) ? readFileSync(FILE, 'utf8') : '# Benchmark results\n\nEvery table below is written by the command named with it.\n';
+  let text = existsSync(FILE)
+    ? readFileSync(FILE, 'utf8')
+    : '# Benchmark results\n\nEvery table below is written by the command named with it.\n';
   const i = text.indexOf(start);
   const j = text.indexOf(end);
   text = i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;

@@ -24,7 +24,12 @@ const TOKEN = 'bench-retrain';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { rows: { type: 'string', default: '300000' }, seconds: { type: 'string', default: '8' }, connections: { type: 'string', default: '8' }, 'no-write': { type: 'boolean', default: false } },
+    options: {
+      rows: { type: 'string', default: '300000' },
+      seconds: { type: 'string', default: '8' },
+      connections: { type: 'string', default: '8' },
+      'no-write': { type: 'boolean', default: false },
+    },
   });
   if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const rows = Number(values.rows);
@@ -38,14 +43,41 @@ async function main(): Promise<void> {
   copyFileSync(join(ROOT, 'examples/models/credit-default/reference.csv'), join(modelDir, 'reference.csv'));
   mkdirSync(join(work, 'training'));
   console.log(`writing ${rows} training rows ...`);
-  writeFileSync(join(work, 'training', 'applications.csv'), toCsv(generateCreditData({ n: rows, seed: 5, drift: 0.5, concept: 1 }), CREDIT_COLUMNS));
-  const retraining = { data: '../../training/applications.csv', useFeedback: false, timeColumn: 'application_date', label: 'default', gate: { minDelta: 1 }, triggers: {} };
+  writeFileSync(
+    join(work, 'training', 'applications.csv'),
+    toCsv(generateCreditData({ n: rows, seed: 5, drift: 0.5, concept: 1 }), CREDIT_COLUMNS),
+  );
+  const retraining = {
+    data: '../../training/applications.csv',
+    useFeedback: false,
+    timeColumn: 'application_date',
+    label: 'default',
+    gate: { minDelta: 1 },
+    triggers: {},
+  };
   writeFileSync(join(modelDir, 'model.yaml'), `${demoModelYaml()}${stringify({ retraining })}`);
   writeFileSync(join(work, 'scoreline.yaml'), stringify({ modelRepository: 'models', dataDir: 'data', log: { level: 'info' } }));
 
   const pin = serverPin();
-  const argv = [...pin.slice(1), process.execPath, join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '18391', '--grpc-port', 'off', '--host', '127.0.0.1'];
-  const proc: ChildProcess = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const argv = [
+    ...pin.slice(1),
+    process.execPath,
+    join(ROOT, 'bin/scoreline.js'),
+    'serve',
+    '--config',
+    join(work, 'scoreline.yaml'),
+    '--port',
+    '18391',
+    '--grpc-port',
+    'off',
+    '--host',
+    '127.0.0.1',
+  ];
+  const proc: ChildProcess = spawn(pin[0] ?? argv.shift()!, argv, {
+    cwd: ROOT,
+    env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   killOnExit(() => [proc]);
   const base = 'http://127.0.0.1:18391';
   try {
@@ -59,7 +91,11 @@ async function main(): Promise<void> {
     const idle: WrkResult = await runWrk(url, script, { connections, seconds });
     console.log(`idle:     ${idle.rps.toFixed(0)} rps, p50 ${idle.p50ms.toFixed(3)} ms, p99 ${idle.p99ms.toFixed(3)} ms`);
 
-    const started = await fetch(`${base}/admin/retrain/credit-default`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
+    const started = await fetch(`${base}/admin/retrain/credit-default`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
     const { job } = (await started.json()) as { job: { id: string } };
     const t0 = Date.now();
     const during: WrkResult = await runWrk(url, script, { connections, seconds });
@@ -74,7 +110,9 @@ async function main(): Promise<void> {
     const jobStart = Date.parse(j.startedAt);
     const jobEnd = Date.parse(j.endedAt);
     const overlap = Math.max(0, Math.min(jobEnd, t1) - Math.max(jobStart, t0)) / (t1 - t0);
-    console.log(`training: ${during.rps.toFixed(0)} rps, p50 ${during.p50ms.toFixed(3)} ms, p99 ${during.p99ms.toFixed(3)} ms (job ${j.state}, steps ${j.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')})`);
+    console.log(
+      `training: ${during.rps.toFixed(0)} rps, p50 ${during.p50ms.toFixed(3)} ms, p99 ${during.p99ms.toFixed(3)} ms (job ${j.state}, steps ${j.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')})`,
+    );
     if (overlap < 0.5) console.log(`warning: the job ran for only ${(overlap * 100).toFixed(0)}% of the measured window; use more --rows`);
 
     const text =
@@ -89,7 +127,8 @@ async function main(): Promise<void> {
       `built-in logistic regression, steps ${j.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')} (${busy} ms of work, covering ${(overlap * 100).toFixed(0)}% of the measured window).\n\n` +
       `- p99 while training / p99 idle = **${(during.p99ms / idle.p99ms).toFixed(2)}** (${idle.p99ms.toFixed(3)} -> ${during.p99ms.toFixed(3)} ms); throughput ${(during.rps / idle.rps).toFixed(2)}x`;
     console.log(`\n${text}`);
-    if (!values['no-write']) writeSection('retrain-latency', 'Scoring latency while a retraining job trains', 'npm run bench:retrain', text);
+    if (!values['no-write'])
+      writeSection('retrain-latency', 'Scoring latency while a retraining job trains', 'npm run bench:retrain', text);
   } finally {
     proc.kill('SIGTERM');
   }

@@ -32,7 +32,10 @@ const validate = ajv.compile(OIP_INFER_REQUEST);
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
 const rows: string[][] = [];
 for (const n of [1, 64]) {
-  const text = JSON.stringify({ id: 'r1', inputs: [{ name: 'input', datatype: 'FP32', shape: [n, 10], data: Array.from({ length: n }, () => ROW).flat() }] });
+  const text = JSON.stringify({
+    id: 'r1',
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [n, 10], data: Array.from({ length: n }, () => ROW).flat() }],
+  });
   const body = JSON.parse(text) as unknown;
   if (!validate(body)) throw new Error('the benchmark body must be valid');
   let sink = 0;
@@ -47,4 +50,5 @@ for (const n of [1, 64]) {
 }
 const body = `${table(['request', 'JSON.parse (ns)', 'schema check (ns)', 'check / parse'], rows)}\n\nLoad average at start: ${loadavg()[0]!.toFixed(2)}.`;
 console.log(body);
-if (!process.argv.includes('--no-write')) writeSection('schemas', 'Inference body schema check vs JSON.parse', 'npm run bench:schemas', body);
+if (!process.argv.includes('--no-write'))
+  writeSection('schemas', 'Inference body schema check vs JSON.parse', 'npm run bench:schemas', body);

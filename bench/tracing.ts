@@ -73,18 +73,53 @@ async function main(): Promise<void> {
     return file;
   };
   const targets: Target[] = [];
-  if (values.baseline !== undefined) targets.push({ name: 'before (baseline build)', port: 18300, root: values.baseline, config: mk('before', ''), results: [], cpuUs: [] });
+  if (values.baseline !== undefined)
+    targets.push({ name: 'before (baseline build)', port: 18300, root: values.baseline, config: mk('before', ''), results: [], cpuUs: [] });
   targets.push(
     { name: 'tracing off (defaults: access log 1%)', port: 18301, root: ROOT, config: mk('off', ''), results: [], cpuUs: [] },
-    { name: 'tracing off, access log every request', port: 18302, root: ROOT, config: mk('access', 'accessLog: { sampleRate: 1 }\n'), results: [], cpuUs: [] },
-    { name: 'tracing on, sampleRatio 0.01', port: 18303, root: ROOT, config: mk('on1', `tracing: { otlpEndpoint: "${sink.url}", sampleRatio: 0.01 }\n`), results: [], cpuUs: [] },
-    { name: 'tracing on, sampleRatio 1', port: 18304, root: ROOT, config: mk('on100', `tracing: { otlpEndpoint: "${sink.url}", sampleRatio: 1 }\n`), results: [], cpuUs: [] },
+    {
+      name: 'tracing off, access log every request',
+      port: 18302,
+      root: ROOT,
+      config: mk('access', 'accessLog: { sampleRate: 1 }\n'),
+      results: [],
+      cpuUs: [],
+    },
+    {
+      name: 'tracing on, sampleRatio 0.01',
+      port: 18303,
+      root: ROOT,
+      config: mk('on1', `tracing: { otlpEndpoint: "${sink.url}", sampleRatio: 0.01 }\n`),
+      results: [],
+      cpuUs: [],
+    },
+    {
+      name: 'tracing on, sampleRatio 1',
+      port: 18304,
+      root: ROOT,
+      config: mk('on100', `tracing: { otlpEndpoint: "${sink.url}", sampleRatio: 1 }\n`),
+      results: [],
+      cpuUs: [],
+    },
   );
   killOnExit(() => targets.map((t) => t.proc));
   try {
     for (const t of targets) {
       const pin = serverPin();
-      const argv = [...pin.slice(1), process.execPath, join(t.root, 'bin/scoreline.js'), 'serve', '--config', t.config, '--port', String(t.port), '--host', '127.0.0.1', '--log-level', 'info'];
+      const argv = [
+        ...pin.slice(1),
+        process.execPath,
+        join(t.root, 'bin/scoreline.js'),
+        'serve',
+        '--config',
+        t.config,
+        '--port',
+        String(t.port),
+        '--host',
+        '127.0.0.1',
+        '--log-level',
+        'info',
+      ];
       // Log level info everywhere (into /dev/null): the access log's lines are really serialised and written.
       t.proc = spawn(pin[0] ?? argv.shift()!, argv, { cwd: t.root, stdio: ['ignore', 'ignore', 'inherit'] });
       await waitReady(t.port, PATH, REQUEST);
@@ -97,7 +132,9 @@ async function main(): Promise<void> {
         const res = await runWrk(`http://127.0.0.1:${t.port}${PATH}`, script, { connections, seconds });
         t.cpuUs.push(((cpuMs(t.proc!.pid!) - cpu0) * 1000) / res.requests);
         t.results.push(res);
-        console.log(`round ${r + 1} ${t.name.padEnd(40)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${t.cpuUs.at(-1)!.toFixed(2)} us/req`);
+        console.log(
+          `round ${r + 1} ${t.name.padEnd(40)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}  cpu ${t.cpuUs.at(-1)!.toFixed(2)} us/req`,
+        );
       }
     }
     // The traced servers really exported.
@@ -107,12 +144,38 @@ async function main(): Promise<void> {
     sink.close();
   }
 
-  const s = targets.map((t) => ({ name: t.name, cpu: median(t.cpuUs), rps: median(t.results.map((x) => x.rps)), p50: median(t.results.map((x) => x.p50ms)), p99: median(t.results.map((x) => x.p99ms)), errors: t.results.reduce((a, x) => a + x.errors, 0), t }));
+  const s = targets.map((t) => ({
+    name: t.name,
+    cpu: median(t.cpuUs),
+    rps: median(t.results.map((x) => x.rps)),
+    p50: median(t.results.map((x) => x.p50ms)),
+    p99: median(t.results.map((x) => x.p99ms)),
+    errors: t.results.reduce((a, x) => a + x.errors, 0),
+    t,
+  }));
   const off = s.find((x) => x.name.startsWith('tracing off (defaults'))!;
   const before = s.find((x) => x.name.startsWith('before'));
   const ref = before ?? off;
-  const header = ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', `RPS x ${before ? 'before' : 'off'}`, 'server CPU us/request', `CPU x ${before ? 'before' : 'off'}`];
-  const row = (x: (typeof s)[0]) => [x.name, x.rps.toFixed(0), x.p50.toFixed(3), x.p99.toFixed(3), x.errors, (x.rps / ref.rps).toFixed(3), x.cpu.toFixed(2), (x.cpu / ref.cpu).toFixed(3)];
+  const header = [
+    'server',
+    'RPS (median)',
+    'p50 ms',
+    'p99 ms',
+    'errors',
+    `RPS x ${before ? 'before' : 'off'}`,
+    'server CPU us/request',
+    `CPU x ${before ? 'before' : 'off'}`,
+  ];
+  const row = (x: (typeof s)[0]) => [
+    x.name,
+    x.rps.toFixed(0),
+    x.p50.toFixed(3),
+    x.p99.toFixed(3),
+    x.errors,
+    (x.rps / ref.rps).toFixed(3),
+    x.cpu.toFixed(2),
+    (x.cpu / ref.cpu).toFixed(3),
+  ];
   const perRound = (a: Target, b: Target) => a.cpuUs.map((c, i) => (c / b.cpuUs[i]!).toFixed(3)).join(', ');
   const lines = [
     table(header, s.map(row)),
@@ -120,9 +183,17 @@ async function main(): Promise<void> {
     `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; request: one row of the demo credit model over OIP; spans to an OTLP/HTTP sink in the benchmark process.`,
     '',
   ];
-  if (before) lines.push(`- tracing off (this build) / before, server CPU per request: **${(off.cpu / before.cpu).toFixed(3)}** (${before.cpu.toFixed(2)} -> ${off.cpu.toFixed(2)} us); per round ${perRound(off.t, before.t)}`);
-  for (const x of s.filter((y) => y !== off && y !== before)) lines.push(`- ${x.name} / tracing off, server CPU per request: **${(x.cpu / off.cpu).toFixed(3)}** (+${(x.cpu - off.cpu).toFixed(2)} us); per round ${perRound(x.t, off.t)}`);
-  lines.push(`- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (on ${availableParallelism()} cores; above that, other processes shared the machine and throughput is noisier than CPU per request)`);
+  if (before)
+    lines.push(
+      `- tracing off (this build) / before, server CPU per request: **${(off.cpu / before.cpu).toFixed(3)}** (${before.cpu.toFixed(2)} -> ${off.cpu.toFixed(2)} us); per round ${perRound(off.t, before.t)}`,
+    );
+  for (const x of s.filter((y) => y !== off && y !== before))
+    lines.push(
+      `- ${x.name} / tracing off, server CPU per request: **${(x.cpu / off.cpu).toFixed(3)}** (+${(x.cpu - off.cpu).toFixed(2)} us); per round ${perRound(x.t, off.t)}`,
+    );
+  lines.push(
+    `- 1-minute load average at the start and end of the run: ${load0.toFixed(1)}, ${loadavg()[0]!.toFixed(1)} (on ${availableParallelism()} cores; above that, other processes shared the machine and throughput is noisier than CPU per request)`,
+  );
   const text = lines.join('\n');
   console.log(`\n${text}`);
   const args = process.argv.slice(2).filter((x) => x !== '--no-write');
@@ -133,7 +204,9 @@ async function main(): Promise<void> {
     const brief = [
       `Server CPU per request (\`${command}\`, medians of ${rounds} interleaved rounds, load average ${load0.toFixed(1)} on ${availableParallelism()} cores):`,
       '',
-      ...s.map((x) => `- ${x.name}: ${us(x)}${x === ref ? '' : ` (${(x.cpu / ref.cpu).toFixed(2)}x ${before ? 'before' : 'tracing off'})`}`),
+      ...s.map(
+        (x) => `- ${x.name}: ${us(x)}${x === ref ? '' : ` (${(x.cpu / ref.cpu).toFixed(2)}x ${before ? 'before' : 'tracing off'})`}`,
+      ),
     ].join('\n');
     writeReadmeBlock('tracing', brief);
   }

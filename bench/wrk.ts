@@ -43,7 +43,11 @@ function toMs(v: string): number {
   return m[2] === 'us' ? n / 1000 : m[2] === 's' ? n * 1000 : n;
 }
 
-export async function runWrk(url: string, script: string, opts: { connections: number; seconds: number; threads?: number }): Promise<WrkResult> {
+export async function runWrk(
+  url: string,
+  script: string,
+  opts: { connections: number; seconds: number; threads?: number },
+): Promise<WrkResult> {
   const args = ['-t', String(opts.threads ?? 1), '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--latency', '-s', script, url];
   const pin = have('taskset') && availableParallelism() > 1;
   const cmd = pin ? 'taskset' : 'wrk';
@@ -60,7 +64,13 @@ export async function runWrk(url: string, script: string, opts: { connections: n
   const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const errors = non2xx + (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
-  return { rps, p50ms: toMs(/^\s+50%\s+(\S+)$/m.exec(out)?.[1] ?? ''), p99ms: toMs(/^\s+99%\s+(\S+)$/m.exec(out)?.[1] ?? ''), requests, errors };
+  return {
+    rps,
+    p50ms: toMs(/^\s+50%\s+(\S+)$/m.exec(out)?.[1] ?? ''),
+    p99ms: toMs(/^\s+99%\s+(\S+)$/m.exec(out)?.[1] ?? ''),
+    requests,
+    errors,
+  };
 }
 
 export function median(xs: number[]): number {

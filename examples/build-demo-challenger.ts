@@ -35,11 +35,23 @@ export async function buildDemoChallenger(dir: string): Promise<ChallengerReport
   const rows = laterApplications();
   const train = rows.slice(0, TRAIN_ROWS);
   const recent = rows.slice(TRAIN_ROWS);
-  const model = trainLogistic(train.map(featureVector), train.map((r) => r.default), { l2: DEMO_L2 });
+  const model = trainLogistic(
+    train.map(featureVector),
+    train.map((r) => r.default),
+    { l2: DEMO_L2 },
+  );
   if (!model.converged) throw new Error(`logistic regression did not converge in ${model.iterations} iterations`);
   const old = generateCreditData({ n: TRAIN_ROWS + HELD_OUT_ROWS, seed: DEMO_SEED }).slice(0, TRAIN_ROWS);
-  const champion = trainLogistic(old.map(featureVector), old.map((r) => r.default), { l2: DEMO_L2 });
-  const auc = (m: LogisticModel) => rocAuc(recent.map((r) => predictProba(m, featureVector(r))), recent.map((r) => r.default));
+  const champion = trainLogistic(
+    old.map(featureVector),
+    old.map((r) => r.default),
+    { l2: DEMO_L2 },
+  );
+  const auc = (m: LogisticModel) =>
+    rocAuc(
+      recent.map((r) => predictProba(m, featureVector(r))),
+      recent.map((r) => r.default),
+    );
   const onnx = logisticToOnnx(model, { featureNames: CREDIT_FEATURES, name: 'credit_default' });
   const files = { model: join(dir, 'model.onnx'), recent: join(dir, 'recent.csv') };
   await mkdir(dir, { recursive: true });

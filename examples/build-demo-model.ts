@@ -31,12 +31,15 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): nu
   order.sort((a, b) => scores[a]! - scores[b]!);
   let positives = 0;
   let positiveRankSum = 0;
-  for (let start = 0; start < n;) {
+  for (let start = 0; start < n; ) {
     let end = start;
     while (end + 1 < n && scores[order[end + 1]!] === scores[order[start]!]) end++;
     const averageRank = (start + end) / 2 + 1; // 1-based ranks; a tie group shares its mean rank
     for (let k = start; k <= end; k++) {
-      if (labels[order[k]!] === 1) { positives++; positiveRankSum += averageRank; }
+      if (labels[order[k]!] === 1) {
+        positives++;
+        positiveRankSum += averageRank;
+      }
     }
     start = end + 1;
   }
@@ -76,9 +79,17 @@ export async function buildDemoModel(repositoryDir: string): Promise<DemoModelRe
   const rows = generateCreditData({ n: TRAIN_ROWS + HELD_OUT_ROWS, seed: DEMO_SEED });
   const train = rows.slice(0, TRAIN_ROWS);
   const heldOut = rows.slice(TRAIN_ROWS);
-  const model = trainLogistic(train.map(featureVector), train.map((r) => r.default), { l2: DEMO_L2 });
+  const model = trainLogistic(
+    train.map(featureVector),
+    train.map((r) => r.default),
+    { l2: DEMO_L2 },
+  );
   if (!model.converged) throw new Error(`logistic regression did not converge in ${model.iterations} iterations`);
-  const auc = (set: typeof rows): number => rocAuc(set.map((r) => predictProba(model, featureVector(r))), set.map((r) => r.default));
+  const auc = (set: typeof rows): number =>
+    rocAuc(
+      set.map((r) => predictProba(model, featureVector(r))),
+      set.map((r) => r.default),
+    );
 
   const onnx = logisticToOnnx(model, { featureNames: CREDIT_FEATURES, name: 'credit_default' });
   const modelDir = join(repositoryDir, DEMO_MODEL_NAME);

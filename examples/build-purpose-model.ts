@@ -98,7 +98,11 @@ export function purposeModelToOnnx(terms: PurposeTerms): Uint8Array {
     'LabelEncoder',
     ['purpose'],
     ['purpose_logit'],
-    { keys_strings: attr.strings([...PURPOSES]), values_floats: attr.floats(PURPOSES.map((c) => terms.purpose[c])), default_float: attr.float(0) },
+    {
+      keys_strings: attr.strings([...PURPOSES]),
+      values_floats: attr.floats(PURPOSES.map((c) => terms.purpose[c])),
+      default_float: attr.float(0),
+    },
     { domain: 'ai.onnx.ml' },
   );
   g.node('Add', ['numeric_logit', 'purpose_logit'], ['logit']);
@@ -158,10 +162,18 @@ export async function buildPurposeModel(repositoryDir: string): Promise<PurposeM
   const rows = withPurposes(generateCreditData({ n: TRAIN_ROWS + HELD_OUT_ROWS, seed: DEMO_SEED }), DEMO_SEED);
   const train = rows.slice(0, TRAIN_ROWS);
   const heldOut = rows.slice(TRAIN_ROWS);
-  const fitted = trainLogistic(train.map(designRow), train.map((r) => r.default), { l2: DEMO_L2 });
+  const fitted = trainLogistic(
+    train.map(designRow),
+    train.map((r) => r.default),
+    { l2: DEMO_L2 },
+  );
   if (!fitted.converged) throw new Error(`logistic regression did not converge in ${fitted.iterations} iterations`);
   const terms = splitTerms(fitted);
-  const auc = (set: readonly PurposeApplication[]) => rocAuc(set.map((r) => purposeProbability(terms, r)), set.map((r) => r.default));
+  const auc = (set: readonly PurposeApplication[]) =>
+    rocAuc(
+      set.map((r) => purposeProbability(terms, r)),
+      set.map((r) => r.default),
+    );
   const dir = join(repositoryDir, PURPOSE_MODEL_NAME);
   const files = { model: join(dir, '1', 'model.onnx'), reference: join(dir, 'reference.csv'), config: join(dir, 'model.yaml') };
   await mkdir(dirname(files.model), { recursive: true });

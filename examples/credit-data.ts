@@ -8,8 +8,16 @@ import { pathToFileURL } from 'node:url';
 
 /** Model features, in the order every model and CSV uses. */
 export const CREDIT_FEATURES = [
-  'duration_months', 'amount', 'age', 'income', 'employment_years', 'credit_history_months',
-  'existing_loans', 'debt_to_income', 'txn_count_24h', 'late_payments_90d',
+  'duration_months',
+  'amount',
+  'age',
+  'income',
+  'employment_years',
+  'credit_history_months',
+  'existing_loans',
+  'debt_to_income',
+  'txn_count_24h',
+  'late_payments_90d',
 ] as const;
 export type CreditFeature = (typeof CREDIT_FEATURES)[number];
 
@@ -61,7 +69,10 @@ export class Random {
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
       return (z ^ (z >>> 16)) >>> 0;
     };
-    this.s0 = mix(); this.s1 = mix(); this.s2 = mix(); this.s3 = mix();
+    this.s0 = mix();
+    this.s1 = mix();
+    this.s2 = mix();
+    this.s3 = mix();
   }
 
   /** Next 32-bit unsigned integer. */
@@ -148,18 +159,20 @@ export function customerTraits(seed: number, index: number): CustomerTraits {
 
 /** Ground-truth log-odds of default for a feature vector and the customer's latent risk. */
 export function trueDefaultLogit(f: CreditFeatures, latentRisk = 0, concept = 0): number {
-  return -2.65
-    + concept * (0.12 * (f.txn_count_24h - 4) + 0.5 * (f.existing_loans - 1))
-    + 2.0 * f.debt_to_income
-    - 1.0 * Math.log(f.income / 45_000)
-    + 0.5 * f.late_payments_90d
-    - 0.02 * (f.age - 40)
-    - 0.025 * (f.credit_history_months / 12)
-    - 0.03 * f.employment_years
-    + 0.2 * f.existing_loans
-    + 0.012 * (f.duration_months - 30)
-    + 0.03 * f.txn_count_24h
-    + 0.55 * latentRisk;
+  return (
+    -2.65 +
+    concept * (0.12 * (f.txn_count_24h - 4) + 0.5 * (f.existing_loans - 1)) +
+    2.0 * f.debt_to_income -
+    1.0 * Math.log(f.income / 45_000) +
+    0.5 * f.late_payments_90d -
+    0.02 * (f.age - 40) -
+    0.025 * (f.credit_history_months / 12) -
+    0.03 * f.employment_years +
+    0.2 * f.existing_loans +
+    0.012 * (f.duration_months - 30) +
+    0.03 * f.txn_count_24h +
+    0.55 * latentRisk
+  );
 }
 
 function monthlyInstalment(amount: number, months: number): number {
@@ -169,7 +182,8 @@ function monthlyInstalment(amount: number, months: number): number {
 
 function parseIsoDate(value: string, what: string): number {
   const ms = /^\d{4}-\d{2}-\d{2}$/.test(value) ? Date.parse(`${value}T00:00:00Z`) : NaN;
-  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== value) throw new RangeError(`${what} must be an ISO date YYYY-MM-DD, got ${JSON.stringify(value)}`);
+  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== value)
+    throw new RangeError(`${what} must be an ISO date YYYY-MM-DD, got ${JSON.stringify(value)}`);
   return ms;
 }
 
@@ -193,7 +207,10 @@ export function generateCreditData(options: CreditDataOptions): CreditApplicatio
   for (let i = 0; i < n; i++) {
     const customer = rng.int(0, CUSTOMER_COUNT - 1);
     let c = traits.get(customer);
-    if (c === undefined) { c = customerTraits(seed, customer); traits.set(customer, c); }
+    if (c === undefined) {
+      c = customerTraits(seed, customer);
+      traits.set(customer, c);
+    }
     const day = rng.int(0, days - 1);
     const yearsSinceStart = day / 365.25;
 
@@ -253,8 +270,15 @@ export interface CustomerSnapshot {
 }
 
 export const SNAPSHOT_COLUMNS = [
-  'customer_id', 'as_of', 'age', 'income', 'employment_years', 'credit_history_months', 'existing_loans',
-  'existing_monthly_debt', 'late_payments_90d',
+  'customer_id',
+  'as_of',
+  'age',
+  'income',
+  'employment_years',
+  'credit_history_months',
+  'existing_loans',
+  'existing_monthly_debt',
+  'late_payments_90d',
 ] as const;
 
 /**
@@ -299,16 +323,25 @@ export function toCsv(rows: readonly CreditApplication[], columns: readonly Cred
   return `${lines.join('\n')}\n`;
 }
 
-interface CliArgs { n: number; seed: number; out?: string | undefined; drift: number; start?: string | undefined; end?: string | undefined }
+interface CliArgs {
+  n: number;
+  seed: number;
+  out?: string | undefined;
+  drift: number;
+  start?: string | undefined;
+  end?: string | undefined;
+}
 
-const USAGE = 'usage: node dist/examples/credit-data.js --n <rows> --seed <int> [--out file.csv] [--drift 0..1] [--start YYYY-MM-DD] [--end YYYY-MM-DD]';
+const USAGE =
+  'usage: node dist/examples/credit-data.js --n <rows> --seed <int> [--out file.csv] [--drift 0..1] [--start YYYY-MM-DD] [--end YYYY-MM-DD]';
 
 export function parseCliArgs(argv: readonly string[]): CliArgs {
   const values = new Map<string, string>();
   for (let i = 0; i < argv.length; i += 2) {
     const flag = argv[i]!;
     const value = argv[i + 1];
-    if (!['--n', '--seed', '--out', '--drift', '--start', '--end'].includes(flag)) throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
+    if (!['--n', '--seed', '--out', '--drift', '--start', '--end'].includes(flag))
+      throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     if (value === undefined || value.startsWith('--')) throw new Error(`${flag} needs a value\n${USAGE}`);
     values.set(flag, value);
   }
@@ -316,20 +349,35 @@ export function parseCliArgs(argv: readonly string[]): CliArgs {
     const raw = values.get(flag);
     if (raw === undefined && fallback !== undefined) return fallback;
     const value = Number(raw);
-    if (raw === undefined || !Number.isSafeInteger(value)) throw new Error(`${flag} must be an integer, got ${JSON.stringify(raw ?? null)}\n${USAGE}`);
+    if (raw === undefined || !Number.isSafeInteger(value))
+      throw new Error(`${flag} must be an integer, got ${JSON.stringify(raw ?? null)}\n${USAGE}`);
     return value;
   };
   const drift = Number(values.get('--drift') ?? '0');
-  if (!(Number.isFinite(drift) && drift >= 0)) throw new Error(`--drift must be a number >= 0, got ${JSON.stringify(values.get('--drift'))}`);
-  return { n: integer('--n'), seed: integer('--seed', 7), drift, out: values.get('--out'), start: values.get('--start'), end: values.get('--end') };
+  if (!(Number.isFinite(drift) && drift >= 0))
+    throw new Error(`--drift must be a number >= 0, got ${JSON.stringify(values.get('--drift'))}`);
+  return {
+    n: integer('--n'),
+    seed: integer('--seed', 7),
+    drift,
+    out: values.get('--out'),
+    start: values.get('--start'),
+    end: values.get('--end'),
+  };
 }
 
 function main(argv: readonly string[]): void {
-  if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); return; }
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(USAGE);
+    return;
+  }
   const args = parseCliArgs(argv);
   const csv = toCsv(generateCreditData(args));
   if (args.out === undefined) process.stdout.write(csv);
-  else { writeFileSync(args.out, csv); console.error(`wrote ${args.n} rows to ${args.out}`); }
+  else {
+    writeFileSync(args.out, csv);
+    console.error(`wrote ${args.n} rows to ${args.out}`);
+  }
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

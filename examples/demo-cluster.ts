@@ -20,7 +20,17 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { postgresBin, POSTGRES_MISSING, redisAvailable, REDIS_MISSING, removeAllSync, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from './local-services.js';
+import {
+  postgresBin,
+  POSTGRES_MISSING,
+  redisAvailable,
+  REDIS_MISSING,
+  removeAllSync,
+  startPostgres,
+  startRedis,
+  type LocalPostgres,
+  type LocalRedis,
+} from './local-services.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'bin', 'scoreline.js');
@@ -85,11 +95,15 @@ function stopReplica(r: Replica, signal: NodeJS.Signals): Promise<void> {
 async function startReplica(i: number, config: string, storeUrl: string): Promise<Replica> {
   const name = `replica-${i + 1}`;
   const dataDir = join(work!, name);
-  const proc = spawn(process.execPath, [CLI, 'serve', '--config', config, '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0'], {
-    cwd: ROOT,
-    env: { ...process.env, SCORELINE_STORE_URL: storeUrl, SCORELINE_ADMIN_TOKEN: TOKEN, SCORELINE_REPLICA_ID: name },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [CLI, 'serve', '--config', config, '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0'],
+    {
+      cwd: ROOT,
+      env: { ...process.env, SCORELINE_STORE_URL: storeUrl, SCORELINE_ADMIN_TOKEN: TOKEN, SCORELINE_REPLICA_ID: name },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const logs: string[] = [];
   const r: Replica = { name, proc, url: '', dataDir, logs };
   replicas[i] = r;
@@ -135,7 +149,13 @@ interface Snapshot {
   performance?: { labelled?: number };
 }
 
-async function call<T = Json>(base: string, method: string, path: string, body?: unknown, type = 'application/json'): Promise<{ status: number; json: T }> {
+async function call<T = Json>(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  type = 'application/json',
+): Promise<{ status: number; json: T }> {
   const res = await fetch(`${base}${path}`, {
     method,
     headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': type } : {}) },
@@ -166,7 +186,11 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
 }
 
 const score = (r: Replica, customer: string, id?: string) =>
-  call<{ score: number; model_version: string }>(r.url, 'POST', `/v1/score/${MODEL}`, { ...(id ? { id } : {}), entity: { customer_id: customer }, context: { amount: 5200, duration_months: 24 } });
+  call<{ score: number; model_version: string }>(r.url, 'POST', `/v1/score/${MODEL}`, {
+    ...(id ? { id } : {}),
+    entity: { customer_id: customer },
+    context: { amount: 5200, duration_months: 24 },
+  });
 
 function showCluster(view: { leader: string | null; replicas: { id: string; address: string; leader: boolean }[] }): void {
   say(`  leader: ${view.leader}`);
@@ -194,14 +218,21 @@ async function main(): Promise<void> {
 
   // The demo config (npm start's), with the shared Redis and a short lease; paths made absolute.
   const config = join(work, 'scoreline.yaml');
-  writeFileSync(config, stringify({
-    modelRepository: join(ROOT, 'examples', 'models'),
-    features: { definitions: join(ROOT, 'examples', 'features', 'features.yaml'), redis: { url: redis.url } },
-    // Three replicas on one machine: one inference worker each.
-    inference: { workers: 1 },
-    store: { heartbeatSeconds: HEARTBEAT_SECONDS, leaseSeconds: LEASE_SECONDS },
-  }));
-  const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+  writeFileSync(
+    config,
+    stringify({
+      modelRepository: join(ROOT, 'examples', 'models'),
+      features: { definitions: join(ROOT, 'examples', 'features', 'features.yaml'), redis: { url: redis.url } },
+      // Three replicas on one machine: one inference worker each.
+      inference: { workers: 1 },
+      store: { heartbeatSeconds: HEARTBEAT_SECONDS, leaseSeconds: LEASE_SECONDS },
+    }),
+  );
+  const m = spawnSync(
+    process.execPath,
+    [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
   if (m.status !== 0) throw new Error(`features materialize failed: ${m.stderr}${m.stdout}`);
   say(`the demo customers' features loaded into Redis (${redis.cli('dbsize')} keys)`);
 
@@ -219,7 +250,13 @@ async function main(): Promise<void> {
   showCluster(first);
 
   step(`version 2 of ${MODEL} registered and deployed through replica-1 only`);
-  const reg = await call(replicas[0]!.url, 'POST', `/admin/models/${MODEL}/versions`, new Uint8Array(readFileSync(v2)), 'application/octet-stream');
+  const reg = await call(
+    replicas[0]!.url,
+    'POST',
+    `/admin/models/${MODEL}/versions`,
+    new Uint8Array(readFileSync(v2)),
+    'application/octet-stream',
+  );
   if (reg.status !== 201 && reg.status !== 200) throw new Error(`register: ${reg.status} ${JSON.stringify(reg.json)}`);
   say(`replica-1: registered ${MODEL} v${reg.json.version} (sha256 ${String(reg.json.sha256).slice(0, 12)}...), stored in PostgreSQL`);
   const put = await call(replicas[0]!.url, 'PUT', `/admin/deployments/${MODEL}`, { strategy: 'direct', version: reg.json.version });
@@ -227,7 +264,9 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   say(`replica-1: deployed v${reg.json.version} (direct)`);
   for (const r of replicas.slice(1)) {
-    await until(`${r.name} serves v2`, 10_000, async () => ((await score(r, 'C00042')).json.model_version === String(reg.json.version) ? true : undefined));
+    await until(`${r.name} serves v2`, 10_000, async () =>
+      (await score(r, 'C00042')).json.model_version === String(reg.json.version) ? true : undefined,
+    );
     say(`${r.name}: serving v${reg.json.version} ${Date.now() - t0} ms after the deployment (notified through the store, loaded from it)`);
   }
 
@@ -245,9 +284,11 @@ async function main(): Promise<void> {
   }
   say(`300 scoring requests: ${[...served].map(([n, c]) => `${n} ${c}`).join(', ')}`);
   const same = [...answers.values()].every((s) => s.size === 1);
-  say(same
-    ? `each of ${customers.length} customers got one score from all three replicas (one model version, features from one Redis)`
-    : 'WARNING: a customer got different scores from different replicas');
+  say(
+    same
+      ? `each of ${customers.length} customers got one score from all three replicas (one model version, features from one Redis)`
+      : 'WARNING: a customer got different scores from different replicas',
+  );
   if (!same) process.exitCode = 1;
 
   step('feedback joins only on the replica that served the prediction (each keeps its own prediction log)');
@@ -258,13 +299,18 @@ async function main(): Promise<void> {
   say(`label for demo-3 sent to replica-2, but replica-1 served it: joined ${other.joined}, unknown ${other.unknown}`);
 
   step('monitoring: per replica (each sees only the traffic it served; merged monitoring is not built yet)');
-  const snapshot = async (r: Replica) => (await call<Snapshot>(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${String(reg.json.version)}`)).json;
+  const snapshot = async (r: Replica) =>
+    (await call<Snapshot>(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${String(reg.json.version)}`)).json;
   // Performance figures are cached for two seconds: wait (bounded) until replica-1's shows its label.
-  await until('replica-1 counts its label', 5000, async () => (((await snapshot(replicas[0]!)).performance?.labelled ?? 0) >= own.joined ? true : undefined)).catch(() => undefined);
+  await until('replica-1 counts its label', 5000, async () =>
+    ((await snapshot(replicas[0]!)).performance?.labelled ?? 0) >= own.joined ? true : undefined,
+  ).catch(() => undefined);
   for (const r of replicas) {
     const snap = await snapshot(r);
     const p99 = snap.latency?.p99_ms;
-    say(`${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled`);
+    say(
+      `${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled`,
+    );
   }
 
   step('the leader killed with SIGKILL');
@@ -280,7 +326,9 @@ async function main(): Promise<void> {
     return v.leader && v.leader !== leader.name ? v : undefined;
   });
   const took = Date.now() - killedAt;
-  say(`${after.leader} leads ${took} ms after the kill (lease ${LEASE_SECONDS} s + heartbeat ${HEARTBEAT_SECONDS} s at most: ${took <= (LEASE_SECONDS + HEARTBEAT_SECONDS) * 1000 + 1000 ? 'within it' : 'LATER than that'})`);
+  say(
+    `${after.leader} leads ${took} ms after the kill (lease ${LEASE_SECONDS} s + heartbeat ${HEARTBEAT_SECONDS} s at most: ${took <= (LEASE_SECONDS + HEARTBEAT_SECONDS) * 1000 + 1000 ? 'within it' : 'LATER than that'})`,
+  );
   showCluster(after);
   for (const r of survivors) {
     const res = await score(r, 'C00042');
@@ -294,7 +342,9 @@ async function main(): Promise<void> {
 
 main().catch(async (e: Error) => {
   console.error(`demo:cluster failed: ${e.message}`);
-  for (const r of replicas) if (r.logs.length > 0 && r.proc.exitCode !== null && r.proc.signalCode === null) console.error(`[${r.name} log]\n${r.logs.slice(-20).join('\n')}`);
+  for (const r of replicas)
+    if (r.logs.length > 0 && r.proc.exitCode !== null && r.proc.signalCode === null)
+      console.error(`[${r.name} log]\n${r.logs.slice(-20).join('\n')}`);
   process.exitCode = 1;
   await cleanup().catch(() => cleanupSync());
 });

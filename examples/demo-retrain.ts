@@ -71,11 +71,26 @@ let server: ChildProcess | null = null;
 let base = '';
 
 async function startServer(): Promise<void> {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin/scoreline.js'), 'serve', '--config', join(work, 'scoreline.yaml'), '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1'], {
-    cwd: ROOT,
-    env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin/scoreline.js'),
+      'serve',
+      '--config',
+      join(work, 'scoreline.yaml'),
+      '--port',
+      '0',
+      '--grpc-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+    ],
+    {
+      cwd: ROOT,
+      env: { ...process.env, SCORELINE_ADMIN_TOKEN: TOKEN },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   server = proc;
   base = await new Promise<string>((resolve, reject) => {
     proc.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
@@ -113,7 +128,10 @@ async function api<T>(method: string, path: string, json?: unknown): Promise<T> 
   return body as T;
 }
 
-const request = (id: string, r: CreditApplication) => ({ id, inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: featureVector(r) }] });
+const request = (id: string, r: CreditApplication) => ({
+  id,
+  inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: featureVector(r) }],
+});
 
 /** Scores rows (32 at a time) with ids; returns the HTTP statuses. */
 async function score(rows: readonly CreditApplication[], prefix: string): Promise<number[]> {
@@ -121,7 +139,13 @@ async function score(rows: readonly CreditApplication[], prefix: string): Promis
   for (let i = 0; i < rows.length; i += 32) {
     const chunk = rows.slice(i, i + 32);
     const rs = await Promise.all(
-      chunk.map((r, k) => fetch(`${base}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request(`${prefix}-${i + k}`, r)) })),
+      chunk.map((r, k) =>
+        fetch(`${base}/v2/models/${MODEL}/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(request(`${prefix}-${i + k}`, r)),
+        }),
+      ),
     );
     for (const r of rs) {
       statuses.push(r.status);
@@ -136,7 +160,11 @@ async function feedback(rows: readonly CreditApplication[], prefix: string): Pro
   let joined = 0;
   for (let i = 0; i < rows.length; i += 1000) {
     const items = rows.slice(i, i + 1000).map((r, k) => ({ request_id: `${prefix}-${i + k}`, label: r.default }));
-    const res = await fetch(`${base}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(items) });
+    const res = await fetch(`${base}/v1/feedback`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(items),
+    });
     joined += ((await res.json()) as { joined: number }).joined;
   }
   return joined;
@@ -160,7 +188,9 @@ function decision(job: Job): void {
   say(`\n  >> job ${job.id}: ${job.state.toUpperCase()}`);
   if (job.validation) {
     const v = job.validation;
-    say(`     validation on ${v.rows} latest rows: challenger AUC ${v.challenger.auc?.toFixed(4)}, champion AUC ${v.champion.auc?.toFixed(4)}, DeLong p = ${v.delong?.p.toPrecision(3)}`);
+    say(
+      `     validation on ${v.rows} latest rows: challenger AUC ${v.challenger.auc?.toFixed(4)}, champion AUC ${v.champion.auc?.toFixed(4)}, DeLong p = ${v.delong?.p.toPrecision(3)}`,
+    );
   }
   for (const r of job.decision?.reasons ?? []) say(`     ${r}`);
 }
@@ -171,7 +201,10 @@ async function main(): Promise<void> {
   copyFileSync(join(ROOT, 'examples/models', MODEL, '1', 'model.onnx'), join(modelDir, '1', 'model.onnx'));
   copyFileSync(join(ROOT, 'examples/models', MODEL, 'reference.csv'), join(modelDir, 'reference.csv'));
   mkdirSync(join(work, 'training'), { recursive: true });
-  writeFileSync(join(work, 'training', 'applications-2024-2025.csv'), toCsv(generateCreditData({ n: 8000, seed: DEMO_SEED }), CREDIT_COLUMNS));
+  writeFileSync(
+    join(work, 'training', 'applications-2024-2025.csv'),
+    toCsv(generateCreditData({ n: 8000, seed: DEMO_SEED }), CREDIT_COLUMNS),
+  );
   writeModelYaml({ builtin: 'logistic-regression', params: { l2: 1 } });
 
   // Notifications (the alert channels) arrive here and are printed.
@@ -196,7 +229,16 @@ async function main(): Promise<void> {
         evaluateSeconds: 1,
         alerts: {
           rules: [
-            { name: 'score_drift', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 2, cooldownSeconds: 3600, description: 'significant drift of the score distribution' },
+            {
+              name: 'score_drift',
+              metric: 'score_psi',
+              comparison: '>',
+              threshold: 0.25,
+              severity: 'critical',
+              forSeconds: 2,
+              cooldownSeconds: 3600,
+              description: 'significant drift of the score distribution',
+            },
           ],
           webhooks: [{ url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/`, retries: 2 }],
         },
@@ -234,7 +276,9 @@ async function main(): Promise<void> {
     const r2 = await api<{ job: Job }>('POST', `/admin/retrain/${MODEL}`, { reason: 'weekly review asked for a refresh' });
     decision(await follow(r2.job.id, async () => undefined));
     const m2 = await api<ModelView>('GET', `/admin/models/${MODEL}`);
-    say(`  versions registered: ${m2.versions.map((v) => v.version).join(', ')} (unchanged); serving: ${JSON.stringify(m2.deployment.strategy)}`);
+    say(
+      `  versions registered: ${m2.versions.map((v) => v.version).join(', ')} (unchanged); serving: ${JSON.stringify(m2.deployment.strategy)}`,
+    );
 
     step('3. A new external trainer, a restart, and a world that moved again');
     writeModelYaml({ command: [process.execPath, join(ROOT, 'dist/examples/retrain/bucketed-trainer.js')], timeoutSeconds: 300 });
@@ -251,7 +295,9 @@ async function main(): Promise<void> {
     say(`  scored ${world2.length} more applications and received their outcomes`);
     const r3 = await api<{ job: Job }>('POST', `/admin/retrain/${MODEL}`, { reason: 'first run of the bucketed trainer' });
     // live traffic during the canary: mostly ordinary loans, and the new jumbo loans (80,000)
-    const live = generateCreditData({ n: 64, seed: 404, drift: 0.6, concept: 2, start: '2026-04-01', end: '2026-04-30' }).map((r, i) => (i % 8 === 0 ? { ...r, amount: 80_000 } : r));
+    const live = generateCreditData({ n: 64, seed: 404, drift: 0.6, concept: 2, start: '2026-04-01', end: '2026-04-30' }).map((r, i) =>
+      i % 8 === 0 ? { ...r, amount: 80_000 } : r,
+    );
     let k = 0;
     const statuses: number[] = [];
     const job3 = await follow(r3.job.id, async () => statuses.push(...(await score(live, `canary3-${k++}`))));
@@ -265,9 +311,13 @@ async function main(): Promise<void> {
 
     step('Job history');
     for (const j of (await api<{ jobs: Job[] }>('GET', `/admin/jobs?model=${MODEL}`)).jobs.reverse()) {
-      say(`  ${j.id}  ${j.state.padEnd(11)} trigger ${j.trigger.kind.padEnd(8)} ${j.challengerVersion !== undefined ? `challenger v${j.challengerVersion}` : 'nothing registered'}`);
+      say(
+        `  ${j.id}  ${j.state.padEnd(11)} trigger ${j.trigger.kind.padEnd(8)} ${j.challengerVersion !== undefined ? `challenger v${j.challengerVersion}` : 'nothing registered'}`,
+      );
     }
-    say(`\n(state kept in ${work}: \`scoreline serve --config ${join(work, 'scoreline.yaml')}\` brings it back, and \`scoreline jobs\` lists this history)`);
+    say(
+      `\n(state kept in ${work}: \`scoreline serve --config ${join(work, 'scoreline.yaml')}\` brings it back, and \`scoreline jobs\` lists this history)`,
+    );
   } finally {
     await stopServer();
     hook.close();

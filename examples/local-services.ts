@@ -41,14 +41,17 @@ export interface LocalRedis {
   cli(...args: string[]): string;
 }
 
-export const POSTGRES_MISSING = 'PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (install the postgresql package: apt-get install postgresql)';
+export const POSTGRES_MISSING =
+  'PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (install the postgresql package: apt-get install postgresql)';
 export const REDIS_MISSING = 'redis-server is not on PATH (install it: apt-get install redis-server)';
 
 /** The newest PostgreSQL bin directory with initdb and pg_ctl, or null. */
 export function postgresBin(): string | null {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) return null;
-  const majors = readdirSync(root).filter((d) => /^[0-9]+$/.test(d)).sort((a, b) => Number(b) - Number(a));
+  const majors = readdirSync(root)
+    .filter((d) => /^[0-9]+$/.test(d))
+    .sort((a, b) => Number(b) - Number(a));
   for (const m of majors) {
     const bin = join(root, m, 'bin');
     if (existsSync(join(bin, 'initdb')) && existsSync(join(bin, 'pg_ctl'))) return bin;
@@ -87,7 +90,8 @@ const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 function pgUser(): { uid: number; gid: number } {
   const r = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
   const g = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
-  if (r.status !== 0 || g.status !== 0) throw new Error("running as root, but there is no 'postgres' user to own the cluster (initdb refuses root)");
+  if (r.status !== 0 || g.status !== 0)
+    throw new Error("running as root, but there is no 'postgres' user to own the cluster (initdb refuses root)");
   return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
 }
 
@@ -168,7 +172,9 @@ export async function startPostgres(database = 'scoreline'): Promise<LocalPostgr
 }
 
 async function launchRedis(port: number): Promise<ChildProcess> {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
   const kill = () => {
     live.delete(kill);
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');

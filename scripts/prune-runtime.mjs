@@ -65,15 +65,24 @@ const wanted = `uws_${platform}_${arch}_${abi}.node`;
 for (const dir of ['binaries', 'dist']) {
   const d = join(uws, dir);
   if (!existsSync(d)) continue;
-  for (const f of readdirSync(d)) if (/^uws_.*\.node$/.test(f) && f !== wanted) remove(join(d, f), 'uWebSockets.js for another platform or Node ABI');
+  for (const f of readdirSync(d))
+    if (/^uws_.*\.node$/.test(f) && f !== wanted) remove(join(d, f), 'uWebSockets.js for another platform or Node ABI');
 }
 
 // 3. Build leftovers: sources and object files of the native modules once their .node is built.
 const sqlite = join(root, 'node_modules', 'better-sqlite3');
-for (const p of ['deps', 'src', join('build', 'Release', 'obj'), join('build', 'Release', 'obj.target'), join('build', 'Release', '.deps'), join('build', 'deps')]) {
+for (const p of [
+  'deps',
+  'src',
+  join('build', 'Release', 'obj'),
+  join('build', 'Release', 'obj.target'),
+  join('build', 'Release', '.deps'),
+  join('build', 'deps'),
+]) {
   remove(join(sqlite, p), 'better-sqlite3 build input');
 }
-for (const p of [join('build', 'Release', 'obj.target'), join('build', 'Release', '.deps')]) remove(join(root, p), 'scoreline addon build input');
+for (const p of [join('build', 'Release', 'obj.target'), join('build', 'Release', '.deps')])
+  remove(join(root, p), 'scoreline addon build input');
 
 const removedBytes = removed.reduce((a, r) => a + r.bytes, 0);
 // node_modules itself may be a symlink (a worktree sharing a checkout's): measure what it points to.

@@ -42,10 +42,22 @@ const TEST_TIMEOUT_MS = 240_000;
 // The counts are read from this run's TAP file: one left over from an earlier run must not count.
 const tapFile = join(root, 'dist', 'test-results.tap');
 rmSync(tapFile, { force: true });
-const r = spawnSync(process.execPath, ['--test', `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tapFile}`, ...files], {
-  stdio: 'inherit',
-  cwd: root,
-});
+const r = spawnSync(
+  process.execPath,
+  [
+    '--test',
+    `--test-timeout=${TEST_TIMEOUT_MS}`,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tapFile}`,
+    ...files,
+  ],
+  {
+    stdio: 'inherit',
+    cwd: root,
+  },
+);
 let ran = 0;
 try {
   const tap = readFileSync(tapFile, 'utf8');

@@ -229,7 +229,14 @@ export function defaultConfig(): ServerConfig {
     retraining: {},
     auth: { enabled: false, apiKeys: [], metricsPublic: true },
     tls: null,
-    tracing: { otlpEndpoint: null, protocol: 'http/protobuf', sampleRatio: 1, serviceName: 'scoreline', headers: {}, exportIntervalMs: 2000 },
+    tracing: {
+      otlpEndpoint: null,
+      protocol: 'http/protobuf',
+      sampleRatio: 1,
+      serviceName: 'scoreline',
+      headers: {},
+      exportIntervalMs: 2000,
+    },
     accessLog: { enabled: true, sampleRate: 0.01 },
     store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 },
     features: {
@@ -359,7 +366,12 @@ const configSchema = {
             properties: {
               id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
               hash: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
-              scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['infer', 'feedback', 'events', 'monitoring:read'] } },
+              scopes: {
+                type: 'array',
+                minItems: 1,
+                uniqueItems: true,
+                items: { enum: ['infer', 'feedback', 'events', 'monitoring:read'] },
+              },
             },
           },
         },
@@ -599,7 +611,9 @@ export function resolveConfig(partial: unknown, source = 'config'): ServerConfig
   const { heartbeatSeconds, leaseSeconds } = config.store;
   // The leader renews at every heartbeat: a lease shorter than two of them lapses between renewals.
   if (leaseSeconds < 2 * heartbeatSeconds) {
-    throw configInvalid(`${source} is invalid: store.leaseSeconds (${leaseSeconds}) must be at least twice store.heartbeatSeconds (${heartbeatSeconds})`);
+    throw configInvalid(
+      `${source} is invalid: store.leaseSeconds (${leaseSeconds}) must be at least twice store.heartbeatSeconds (${heartbeatSeconds})`,
+    );
   }
   return config;
 }
@@ -619,7 +633,8 @@ export function parseModelConfig(text: string, source: string): ModelConfig {
   if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors)}`);
   const config = value as ModelConfig;
   // A bad retraining section fails the model's load, naming the field, not the first job.
-  if (config.retraining !== undefined) parseRetrainingConfig(config.retraining, `${source}: retraining`, dirname(resolve(source)), config.label);
+  if (config.retraining !== undefined)
+    parseRetrainingConfig(config.retraining, `${source}: retraining`, dirname(resolve(source)), config.label);
   return config;
 }
 

@@ -135,17 +135,17 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = STATUS;
 export const isScorelineError = (e: unknown): e is ScorelineError => e instanceof ScorelineError;
 
 export const badRequest = (message: string) => new ScorelineError('BAD_REQUEST', message);
-export const invalidJson = (detail: string) =>
-  new ScorelineError('INVALID_JSON', `request body is not valid JSON: ${detail}`);
+export const invalidJson = (detail: string) => new ScorelineError('INVALID_JSON', `request body is not valid JSON: ${detail}`);
 export const emptyBody = () => new ScorelineError('EMPTY_BODY', 'request body is empty; expected a JSON object');
 export const unsupportedMediaType = (got: string, want = 'application/json') =>
   new ScorelineError('UNSUPPORTED_MEDIA_TYPE', `content-type '${got}' is not supported; send ${want}`);
-export const bodyTooLarge = (limit: number) =>
-  new ScorelineError('BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
+export const bodyTooLarge = (limit: number) => new ScorelineError('BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
 export const tooManyRows = (rows: number, limit: number) =>
-  new ScorelineError('TOO_MANY_ROWS', `the request holds ${rows} rows, more than limits.maxRowsPerRequest (${limit}); split it or raise the limit`);
-export const modelNotFound = (model: string) =>
-  new ScorelineError('MODEL_NOT_FOUND', `model '${model}' is not known to this server`);
+  new ScorelineError(
+    'TOO_MANY_ROWS',
+    `the request holds ${rows} rows, more than limits.maxRowsPerRequest (${limit}); split it or raise the limit`,
+  );
+export const modelNotFound = (model: string) => new ScorelineError('MODEL_NOT_FOUND', `model '${model}' is not known to this server`);
 export const versionNotFound = (model: string, version: string) =>
   new ScorelineError('VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
 export const routeNotFound = (method: string, url: string) =>
@@ -156,7 +156,8 @@ export const signatureMismatch = (message: string) => new ScorelineError('SIGNAT
 /** A well-formed value the model's datatype cannot hold (1e39 as FP32, 2^31 as INT32); the message names the field. */
 export const valueOutOfRange = (message: string) => new ScorelineError('VALUE_OUT_OF_RANGE', message);
 export const featureUnavailable = (message: string) => new ScorelineError('FEATURE_UNAVAILABLE', message);
-export const unauthorized = () => new ScorelineError('UNAUTHORIZED', 'this endpoint needs an admin bearer token (Authorization: Bearer <token>)');
+export const unauthorized = () =>
+  new ScorelineError('UNAUTHORIZED', 'this endpoint needs an admin bearer token (Authorization: Bearer <token>)');
 export const forbidden = () => new ScorelineError('FORBIDDEN', 'the admin token is not valid');
 export const foreignOrigin = (origin: string) =>
   new ScorelineError('FOREIGN_ORIGIN', `requests from origin '${origin}' are not allowed; list it in cors.allowedOrigins to allow it`);
@@ -165,16 +166,11 @@ export const storeUnavailable = (message: string) => new ScorelineError('STORE_U
 export const storeUnreachable = (location: string, cause: string) =>
   new ScorelineError('STORE_UNAVAILABLE', `the store (${location}) cannot be reached: ${cause}; nothing was changed, retry later`, 5);
 export const queueFull = (model: string, version: string, limit: number) =>
-  new ScorelineError(
-    'QUEUE_FULL',
-    `the queue of model '${model}' version ${version} is full (${limit} rows waiting); retry later`,
-    1,
-  );
+  new ScorelineError('QUEUE_FULL', `the queue of model '${model}' version ${version} is full (${limit} rows waiting); retry later`, 1);
 export const notReady = (what: string) => new ScorelineError('NOT_READY', `${what} is not ready`, 1);
 export const deadlineExceeded = (ms: number) =>
   new ScorelineError('DEADLINE_EXCEEDED', `the request did not complete within its deadline of ${ms} ms`);
-export const inferenceFailed = (message: string) =>
-  new ScorelineError('INFERENCE_FAILED', `inference failed: ${message}`);
+export const inferenceFailed = (message: string) => new ScorelineError('INFERENCE_FAILED', `inference failed: ${message}`);
 export const shuttingDown = () => new ScorelineError('SHUTTING_DOWN', 'the server is shutting down', 1);
 export const configInvalid = (message: string) => new ScorelineError('CONFIG_INVALID', message);
 export const modelInvalid = (message: string) => new ScorelineError('MODEL_INVALID', message);
@@ -189,10 +185,7 @@ export const unsupportedFormat = (source: string, what: string) =>
       `To serve the model, ${TO_ONNX}, and register the .onnx file`,
   );
 export const notOnnx = (source: string, detail: string) =>
-  new ScorelineError(
-    'NOT_ONNX',
-    `${source} is not an ONNX model (${detail}); scoreline serves ONNX only. To serve the model, ${TO_ONNX}`,
-  );
+  new ScorelineError('NOT_ONNX', `${source} is not an ONNX model (${detail}); scoreline serves ONNX only. To serve the model, ${TO_ONNX}`);
 export const artifactTampered = (sha256: string, actual: string, where = 'on disk') =>
   new ScorelineError(
     'ARTIFACT_TAMPERED',
@@ -205,7 +198,10 @@ export const aliasNotFound = (model: string, alias: string) =>
 export const conflict = (message: string) => new ScorelineError('CONFLICT', message);
 export const jobNotFound = (id: string) => new ScorelineError('JOB_NOT_FOUND', `no retraining job '${id}'`);
 export const retrainingNotConfigured = (model: string) =>
-  new ScorelineError('RETRAINING_NOT_CONFIGURED', `model '${model}' has no retraining configuration (a \`retraining\` section in its model.yaml or in the server config's retraining.${model})`);
+  new ScorelineError(
+    'RETRAINING_NOT_CONFIGURED',
+    `model '${model}' has no retraining configuration (a \`retraining\` section in its model.yaml or in the server config's retraining.${model})`,
+  );
 export const internal = (message = 'internal error') => new ScorelineError('INTERNAL', message);
 
 /**
@@ -224,9 +220,14 @@ export class EventWriteError extends ScorelineError {
   }
 }
 
-export const eventsNotStored = (why: string, ids: readonly string[]) => new EventWriteError(`events were not stored: ${why}`, 'not_stored', ids);
+export const eventsNotStored = (why: string, ids: readonly string[]) =>
+  new EventWriteError(`events were not stored: ${why}`, 'not_stored', ids);
 export const eventsMaybeStored = (why: string, ids: readonly string[]) =>
-  new EventWriteError(`${why}; the write may have been applied; retry with the same ${ids.length === 1 ? 'id' : 'ids'}, it is idempotent`, 'unknown', ids);
+  new EventWriteError(
+    `${why}; the write may have been applied; retry with the same ${ids.length === 1 ? 'id' : 'ids'}, it is idempotent`,
+    'unknown',
+    ids,
+  );
 /** An error from the filesystem or SQLite that means the disk (or the user's quota) is full. */
 export const isDiskFull = (e: unknown): boolean => {
   const code = (e as { code?: unknown } | null)?.code;
@@ -244,8 +245,8 @@ export const externalDataRefused = (source: string, count: number, described: st
   new ScorelineError(
     'EXTERNAL_DATA',
     `${source} keeps the data of ${count === 1 ? described : `${count} tensors (${described})`} in a file ` +
-      'outside the model (ONNX external data); external data is not accepted: the registry\'s sha256 covers only the model ' +
-      'file, and the data would be read from the server\'s disk. Save the model with every tensor inside the file: ' +
+      "outside the model (ONNX external data); external data is not accepted: the registry's sha256 covers only the model " +
+      "file, and the data would be read from the server's disk. Save the model with every tensor inside the file: " +
       'onnx.save_model(model, path, save_as_external_data=False), or, for a model already saved with external data, ' +
       'm = onnx.load(path) (reads the data files next to it), onnx.external_data_helper.convert_model_from_external_data(m), ' +
       'then onnx.save_model(m, path, save_as_external_data=False), and register that file',
@@ -266,4 +267,7 @@ export const mlflowInvalid = (source: string, detail: string) =>
   new ScorelineError('MLFLOW_MODEL_INVALID', `${source} is an MLflow model scoreline cannot serve: ${detail}`);
 /** A plain GET on a WebSocket route. */
 export const upgradeRequired = (url: string) =>
-  new ScorelineError('UPGRADE_REQUIRED', `${url} is a WebSocket endpoint: send GET with Upgrade: websocket (and Connection: Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)`);
+  new ScorelineError(
+    'UPGRADE_REQUIRED',
+    `${url} is a WebSocket endpoint: send GET with Upgrade: websocket (and Connection: Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)`,
+  );

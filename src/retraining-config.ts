@@ -90,7 +90,8 @@ export function parseRetrainingConfig(raw: unknown, where: string, baseDir: stri
   if (typeof useFeedback !== 'boolean') fail(`${where}.useFeedback`, 'must be true or false');
   if (data.length === 0 && !useFeedback) fail(where, 'needs training data: `data` files, `useFeedback: true`, or both');
   const timeColumn = o.timeColumn === undefined ? null : str(o.timeColumn, `${where}.timeColumn`);
-  if (data.length > 0 && timeColumn === null) fail(`${where}.timeColumn`, 'is required with data files: the out-of-time split orders rows by it');
+  if (data.length > 0 && timeColumn === null)
+    fail(`${where}.timeColumn`, 'is required with data files: the out-of-time split orders rows by it');
   const label = o.label === undefined ? (modelLabel ?? null) : str(o.label, `${where}.label`);
   if (label === null) fail(`${where}.label`, 'is required (or set `label` in model.yaml)');
 
@@ -98,7 +99,8 @@ export function parseRetrainingConfig(raw: unknown, where: string, baseDir: stri
   if (o.oot !== undefined) {
     const x = obj(o.oot, `${where}.oot`);
     only(x, ['fraction', 'window'], `${where}.oot`);
-    if ((x.fraction === undefined) === (x.window === undefined)) fail(`${where}.oot`, 'needs exactly one of fraction (0..1) or window (e.g. 30d)');
+    if ((x.fraction === undefined) === (x.window === undefined))
+      fail(`${where}.oot`, 'needs exactly one of fraction (0..1) or window (e.g. 30d)');
     if (x.fraction !== undefined) {
       const f = num(x.fraction, `${where}.oot.fraction`, 0, 1);
       if (f <= 0 || f >= 1) fail(`${where}.oot.fraction`, 'must be between 0 and 1 (exclusive)');
@@ -117,27 +119,40 @@ export function parseRetrainingConfig(raw: unknown, where: string, baseDir: stri
     if ((t.builtin === undefined) === (t.command === undefined)) fail(`${where}.trainer`, 'needs exactly one of builtin or command');
     if (t.builtin !== undefined) {
       only(t, ['builtin', 'params'], `${where}.trainer`);
-      if (t.builtin !== 'logistic-regression') fail(`${where}.trainer.builtin`, `unknown trainer '${String(t.builtin)}' (available: logistic-regression)`);
+      if (t.builtin !== 'logistic-regression')
+        fail(`${where}.trainer.builtin`, `unknown trainer '${String(t.builtin)}' (available: logistic-regression)`);
       const p = t.params === undefined ? {} : obj(t.params, `${where}.trainer.params`);
       only(p, ['l2', 'maxIterations'], `${where}.trainer.params`);
       trainer = {
         builtin: 'logistic-regression',
-        params: { l2: num(p.l2, `${where}.trainer.params.l2`, 0, 1e6, 1), maxIterations: Math.floor(num(p.maxIterations, `${where}.trainer.params.maxIterations`, 1, 10_000, 100)) },
+        params: {
+          l2: num(p.l2, `${where}.trainer.params.l2`, 0, 1e6, 1),
+          maxIterations: Math.floor(num(p.maxIterations, `${where}.trainer.params.maxIterations`, 1, 10_000, 100)),
+        },
       };
     } else {
       only(t, ['command', 'timeoutSeconds', 'env'], `${where}.trainer`);
-      if (!Array.isArray(t.command) || t.command.length === 0) fail(`${where}.trainer.command`, 'must be a non-empty list: the program and its arguments');
+      if (!Array.isArray(t.command) || t.command.length === 0)
+        fail(`${where}.trainer.command`, 'must be a non-empty list: the program and its arguments');
       const command = t.command.map((c, i) => str(c, `${where}.trainer.command[${i}]`));
       const env = t.env === undefined ? {} : obj(t.env, `${where}.trainer.env`);
       for (const [k, v] of Object.entries(env)) if (typeof v !== 'string') fail(`${where}.trainer.env.${k}`, 'must be a string');
-      trainer = { command, timeoutSeconds: num(t.timeoutSeconds, `${where}.trainer.timeoutSeconds`, 1, 86_400, 600), env: env as Record<string, string> };
+      trainer = {
+        command,
+        timeoutSeconds: num(t.timeoutSeconds, `${where}.trainer.timeoutSeconds`, 1, 86_400, 600),
+        env: env as Record<string, string>,
+      };
     }
   }
 
   const g = o.gate === undefined ? {} : obj(o.gate, `${where}.gate`);
   only(g, ['metric', 'minDelta', 'ksTolerance'], `${where}.gate`);
   if (g.metric !== undefined && g.metric !== 'auc') fail(`${where}.gate.metric`, "must be 'auc'");
-  const gate = { metric: 'auc' as const, minDelta: num(g.minDelta, `${where}.gate.minDelta`, -1, 1, 0.005), ksTolerance: num(g.ksTolerance, `${where}.gate.ksTolerance`, 0, 1, 0.02) };
+  const gate = {
+    metric: 'auc' as const,
+    minDelta: num(g.minDelta, `${where}.gate.minDelta`, -1, 1, 0.005),
+    ksTolerance: num(g.ksTolerance, `${where}.gate.ksTolerance`, 0, 1, 0.02),
+  };
 
   const tr = o.triggers === undefined ? {} : obj(o.triggers, `${where}.triggers`);
   only(tr, ['drift', 'performance', 'schedule', 'cooldownSeconds', 'debounceSeconds'], `${where}.triggers`);
@@ -174,10 +189,12 @@ export function parseRetrainingConfig(raw: unknown, where: string, baseDir: stri
   only(dp, ['strategy', 'steps', 'stepSeconds'], `${where}.deploy`);
   if (dp.strategy !== undefined && dp.strategy !== 'canary') fail(`${where}.deploy.strategy`, "must be 'canary'");
   const stepsRaw = dp.steps === undefined ? [10, 50, 100] : dp.steps;
-  if (!Array.isArray(stepsRaw) || stepsRaw.length === 0) fail(`${where}.deploy.steps`, 'must be a list of traffic percentages, e.g. [10, 50, 100]');
+  if (!Array.isArray(stepsRaw) || stepsRaw.length === 0)
+    fail(`${where}.deploy.steps`, 'must be a list of traffic percentages, e.g. [10, 50, 100]');
   const steps = stepsRaw.map((s, i) => num(s, `${where}.deploy.steps[${i}]`, 1, 100));
   for (let i = 1; i < steps.length; i++) if (steps[i]! <= steps[i - 1]!) fail(`${where}.deploy.steps`, 'must increase');
-  if (steps.length < 2 || steps[steps.length - 1] !== 100) fail(`${where}.deploy.steps`, 'must start below 100 and end at 100: the canary share first, then each step up to all traffic');
+  if (steps.length < 2 || steps[steps.length - 1] !== 100)
+    fail(`${where}.deploy.steps`, 'must start below 100 and end at 100: the canary share first, then each step up to all traffic');
   const deploy = { strategy: 'canary' as const, steps, stepSeconds: num(dp.stepSeconds, `${where}.deploy.stepSeconds`, 1, 86_400, 60) };
 
   const minRows = Math.floor(num(o.minRows, `${where}.minRows`, 2, 1e9, 200));

@@ -5,7 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  AlertManager, InMemoryAlertStore, defaultAlertRules, parseAlertRules, type AlertNotification, type AlertRule, type Observation,
+  AlertManager,
+  InMemoryAlertStore,
+  defaultAlertRules,
+  parseAlertRules,
+  type AlertNotification,
+  type AlertRule,
+  type Observation,
 } from '../src/monitoring/alerts.js';
 import { LogChannel, type LogEntry } from '../src/monitoring/webhook.js';
 import { isScorelineError } from '../src/errors.js';
@@ -25,7 +31,14 @@ function manager(rules: AlertRule[], opts: { store?: InMemoryAlertStore; log?: L
   return { m, at, clock };
 }
 
-const psiCritical: AlertRule = { name: 'psi_critical', metric: 'score_psi', comparison: '>', threshold: 0.25, forSeconds: 60, severity: 'critical' };
+const psiCritical: AlertRule = {
+  name: 'psi_critical',
+  metric: 'score_psi',
+  comparison: '>',
+  threshold: 0.25,
+  forSeconds: 60,
+  severity: 'critical',
+};
 
 function parseError(json: unknown): string {
   try {
@@ -42,7 +55,16 @@ test('parseAlertRules accepts valid rules and defaults forSeconds to 0', () => {
   const rules = parseAlertRules(
     [
       { name: 'a', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', cooldownSeconds: 60 },
-      { name: 'b', metric: 'score_psi', comparison: '>=', threshold: 0.1, below: 0.25, forSeconds: 30, severity: 'warning', inhibitedBy: ['a'] },
+      {
+        name: 'b',
+        metric: 'score_psi',
+        comparison: '>=',
+        threshold: 0.1,
+        below: 0.25,
+        forSeconds: 30,
+        severity: 'warning',
+        inhibitedBy: ['a'],
+      },
     ],
     'alerts.rules',
   );
@@ -68,18 +90,34 @@ test('parseAlertRules names the failing path of every problem', () => {
     'alerts.rules[1].severity: must be one of info, warning, critical, emergency',
     'alerts.rules[1].threshold: must be a finite number',
     'alerts.rules[1].forSeconds: must be >= 0',
-  ]) assert.ok(msg.includes(part), `missing "${part}" in: ${msg}`);
+  ])
+    assert.ok(msg.includes(part), `missing "${part}" in: ${msg}`);
   assert.match(parseError([{ name: 'a', metric: 'm', comparison: '>', severity: 'info' }]), /alerts\.rules\[0\]\.threshold: is required/);
   assert.match(
     parseError([{ name: 'a', metric: 'm', comparison: '>', threshold: 0.3, below: 0.2, severity: 'info' }]),
     /alerts\.rules\[0\]\.below: must be greater than threshold \(0\.3\)/,
   );
-  assert.match(parseError([{ name: 'a', metric: 'm', comparison: '<', threshold: 0.3, below: 0.5, severity: 'info' }]), /below: is an upper bound/);
+  assert.match(
+    parseError([{ name: 'a', metric: 'm', comparison: '<', threshold: 0.3, below: 0.5, severity: 'info' }]),
+    /below: is an upper bound/,
+  );
   const r = { metric: 'm', comparison: '>', threshold: 1, severity: 'info' };
-  assert.match(parseError([{ name: 'a', ...r }, { name: 'a', ...r }]), /alerts\.rules\[1\]\.name: duplicate rule name 'a' \(also alerts\.rules\[0\]\)/);
+  assert.match(
+    parseError([
+      { name: 'a', ...r },
+      { name: 'a', ...r },
+    ]),
+    /alerts\.rules\[1\]\.name: duplicate rule name 'a' \(also alerts\.rules\[0\]\)/,
+  );
   assert.match(parseError([{ name: 'a', ...r, inhibitedBy: ['nope'] }]), /alerts\.rules\[0\]\.inhibitedBy\[0\]: no rule named 'nope'/);
   assert.match(parseError([{ name: 'a', ...r, inhibitedBy: ['a'] }]), /inhibitedBy\[0\]: a rule cannot inhibit itself/);
-  assert.match(parseError([{ name: 'a', ...r, inhibitedBy: ['b'] }, { name: 'b', ...r, inhibitedBy: ['a'] }]), /alerts\.rules: inhibitedBy forms a cycle/);
+  assert.match(
+    parseError([
+      { name: 'a', ...r, inhibitedBy: ['b'] },
+      { name: 'b', ...r, inhibitedBy: ['a'] },
+    ]),
+    /alerts\.rules: inhibitedBy forms a cycle/,
+  );
   assert.throws(() => new AlertManager({ rules: [{ ...psiCritical, inhibitedBy: ['x'] }], channels: [] }), /no rule named 'x'/);
 });
 
@@ -158,13 +196,24 @@ test('cooldown: a condition back within cooldownSeconds stays pending until the 
 });
 
 test('inhibition: a firing critical keeps the warning from firing, and supersedes a firing warning', () => {
-  const warn: AlertRule = { name: 'psi_warning', metric: 'score_psi', comparison: '>=', threshold: 0.1, forSeconds: 60, severity: 'warning', inhibitedBy: ['psi_critical'] };
+  const warn: AlertRule = {
+    name: 'psi_warning',
+    metric: 'score_psi',
+    comparison: '>=',
+    threshold: 0.1,
+    forSeconds: 60,
+    severity: 'warning',
+    inhibitedBy: ['psi_critical'],
+  };
   // Both true from the start: only the critical fires.
   {
     const { m, at } = manager([warn, psiCritical]);
     at(0, obs({ score_psi: 0.4 }));
     assert.deepEqual(brief(at(60, obs({ score_psi: 0.4 }))), ['fired psi_critical']);
-    assert.deepEqual(m.active({ rule: 'psi_warning' }).map((a) => a.state), ['pending']);
+    assert.deepEqual(
+      m.active({ rule: 'psi_warning' }).map((a) => a.state),
+      ['pending'],
+    );
     // When the critical resolves and the warning still holds, the waiting warning fires.
     assert.deepEqual(brief(at(120, obs({ score_psi: 0.2 }))), ['resolved psi_critical', 'fired psi_warning']);
   }
@@ -178,14 +227,20 @@ test('inhibition: a firing critical keeps the warning from firing, and supersede
     assert.deepEqual(brief(ns), ['fired psi_critical', 'resolved psi_warning']);
     assert.equal(ns[1]!.alert.inhibitedBy, 'psi_critical');
     assert.equal(ns[1]!.alert.message, 'score PSI of credit-default v1 is 0.3 (superseded by psi_critical)');
-    assert.deepEqual(m.firing().map((a) => a.rule), ['psi_critical']);
+    assert.deepEqual(
+      m.firing().map((a) => a.rule),
+      ['psi_critical'],
+    );
   }
   // Inhibition needs the inhibitor's labels: a critical on version 2 does not mute version 1.
   {
     const { at } = manager([warn, psiCritical]);
     const v2 = { model: 'credit-default', version: '2' };
     at(0, obs({ score_psi: 0.3 }, v2), obs({ score_psi: 0.15 }));
-    assert.deepEqual(brief(at(60, obs({ score_psi: 0.3 }, v2), obs({ score_psi: 0.15 }))).sort(), ['fired psi_critical', 'fired psi_warning']);
+    assert.deepEqual(brief(at(60, obs({ score_psi: 0.3 }, v2), obs({ score_psi: 0.15 }))).sort(), [
+      'fired psi_critical',
+      'fired psi_warning',
+    ]);
   }
 });
 
@@ -221,15 +276,30 @@ test('per-feature labels give separate alerts that resolve independently', () =>
   const f = (feature: string, v: number | null) => obs({ stale_feature_ratio: v }, { ...M, feature });
   at(0, f('income', 0.2), f('age', 0));
   const first = at(60, f('income', 0.2), f('age', 0.05));
-  assert.deepEqual(first.map((n) => n.alert.labels.feature), ['income']);
+  assert.deepEqual(
+    first.map((n) => n.alert.labels.feature),
+    ['income'],
+  );
   assert.equal(first[0]!.alert.message, 'stale share of credit-default v1 feature income is 0.2 (> 0 for 60 s)');
   const second = at(125, f('income', 0.2), f('age', 0.05));
-  assert.deepEqual(second.map((n) => n.alert.labels.feature), ['age']);
+  assert.deepEqual(
+    second.map((n) => n.alert.labels.feature),
+    ['age'],
+  );
   assert.notEqual(second[0]!.alert.id, first[0]!.alert.id);
-  assert.deepEqual(m.firing().map((a) => a.labels.feature), ['income', 'age']);
+  assert.deepEqual(
+    m.firing().map((a) => a.labels.feature),
+    ['income', 'age'],
+  );
   const r = at(130, f('income', 0), f('age', 0.05));
-  assert.deepEqual(r.map((n) => `${n.event} ${n.alert.labels.feature}`), ['resolved income']);
-  assert.deepEqual(m.firing().map((a) => a.labels.feature), ['age']);
+  assert.deepEqual(
+    r.map((n) => `${n.event} ${n.alert.labels.feature}`),
+    ['resolved income'],
+  );
+  assert.deepEqual(
+    m.firing().map((a) => a.labels.feature),
+    ['age'],
+  );
 });
 
 test('default rules: each fires just past its documented threshold, with its severity, not at it', () => {
@@ -245,7 +315,10 @@ test('default rules: each fires just past its documented threshold, with its sev
       ['stale_feature', 'stale_feature_ratio', '>', 0, null, 'warning', 60, 600],
     ],
   );
-  assert.deepEqual(defaultAlertRules().map((r) => r.name), ['auc_drop', 'score_psi_critical', 'score_psi_warning', 'error_rate', 'stale_feature']);
+  assert.deepEqual(
+    defaultAlertRules().map((r) => r.name),
+    ['auc_drop', 'score_psi_critical', 'score_psi_warning', 'error_rate', 'stale_feature'],
+  );
   assert.equal(defaultAlertRules().find((r) => r.name === 'error_rate')!.threshold, 0.01);
   // Values at the threshold, then just past it, held for the rule's forSeconds.
   const cases: [string, number, number, string[]][] = [
@@ -262,7 +335,11 @@ test('default rules: each fires just past its documented threshold, with its sev
     const hold = (v: number, from: number) => [0, 30, 60].flatMap((s) => run.at(from + s, obs({ [metric]: v })));
     assert.deepEqual(hold(at, 0), [], `${metric} = ${at} must not fire`);
     const fired = hold(past, 1000);
-    assert.deepEqual(fired.map((n) => `${n.alert.severity} ${n.alert.rule}`), expected, `${metric} = ${past}`);
+    assert.deepEqual(
+      fired.map((n) => `${n.alert.severity} ${n.alert.rule}`),
+      expected,
+      `${metric} = ${past}`,
+    );
   }
   // p99 messages carry the unit.
   const run = manager(rules);
@@ -275,7 +352,10 @@ test('default PSI band: the warning resolves as PSI leaves it upward and the cri
   at(0, obs({ score_psi: 0.2 }));
   assert.deepEqual(brief(at(60, obs({ score_psi: 0.2 }))), ['fired score_psi_warning']);
   assert.deepEqual(brief(at(90, obs({ score_psi: 0.31 }))), ['resolved score_psi_warning']);
-  assert.deepEqual(m.active().map((a) => `${a.state} ${a.rule}`), ['pending score_psi_critical']);
+  assert.deepEqual(
+    m.active().map((a) => `${a.state} ${a.rule}`),
+    ['pending score_psi_critical'],
+  );
   assert.deepEqual(brief(at(150, obs({ score_psi: 0.31 }))), ['fired score_psi_critical']);
 });
 
@@ -289,21 +369,38 @@ test('history: newest first, with limit, since and model filters', () => {
   at(300, obs({ score_psi: 0.1 }, b));
   at(400, obs({ score_psi: 0.3 }, a));
   const h = m.history();
-  assert.deepEqual(h.map((x) => [x.labels.model, x.state, (x.firedAt! - h[2]!.firedAt!) / S]), [
-    ['a', 'firing', 400],
-    ['b', 'resolved', 200],
-    ['a', 'resolved', 0],
-  ]);
-  assert.deepEqual(m.history({ limit: 1 }).map((x) => x.labels.model), ['a']);
-  assert.deepEqual(m.history({ model: 'a' }).map((x) => x.state), ['firing', 'resolved']);
+  assert.deepEqual(
+    h.map((x) => [x.labels.model, x.state, (x.firedAt! - h[2]!.firedAt!) / S]),
+    [
+      ['a', 'firing', 400],
+      ['b', 'resolved', 200],
+      ['a', 'resolved', 0],
+    ],
+  );
+  assert.deepEqual(
+    m.history({ limit: 1 }).map((x) => x.labels.model),
+    ['a'],
+  );
+  assert.deepEqual(
+    m.history({ model: 'a' }).map((x) => x.state),
+    ['firing', 'resolved'],
+  );
   // since: alerts firing at or after it (the first 'a' resolved at 100 s, before 150 s).
-  assert.deepEqual(m.history({ since: h[2]!.firedAt! + 150 * S }).map((x) => x.labels.model), ['a', 'b']);
+  assert.deepEqual(
+    m.history({ since: h[2]!.firedAt! + 150 * S }).map((x) => x.labels.model),
+    ['a', 'b'],
+  );
 });
 
 test('subscribers get fired and resolved notifications; a throwing one is logged; the log channel maps severity to level', async () => {
   const entries: LogEntry[] = [];
   const clock = { t: 0 };
-  const m = new AlertManager({ rules: [{ ...psiCritical, forSeconds: 0 }], channels: [new LogChannel((e) => entries.push(e))], now: () => clock.t, log: (e) => entries.push(e) });
+  const m = new AlertManager({
+    rules: [{ ...psiCritical, forSeconds: 0 }],
+    channels: [new LogChannel((e) => entries.push(e))],
+    now: () => clock.t,
+    log: (e) => entries.push(e),
+  });
   const seen: string[] = [];
   const off = m.subscribe((n) => seen.push(`${n.event} ${n.alert.state}`));
   m.subscribe(() => {
@@ -318,14 +415,24 @@ test('subscribers get fired and resolved notifications; a throwing one is logged
   await m.drain();
   assert.deepEqual(seen, ['fired firing', 'resolved resolved']);
   const channel = entries.filter((e) => e.event !== undefined);
-  assert.deepEqual(channel.map((e) => [e.level, e.event]), [['error', 'fired'], ['info', 'resolved'], ['error', 'fired']]);
+  assert.deepEqual(
+    channel.map((e) => [e.level, e.event]),
+    [
+      ['error', 'fired'],
+      ['info', 'resolved'],
+      ['error', 'fired'],
+    ],
+  );
   assert.equal(channel[0]!.msg, '[CRITICAL] FIRING psi_critical: score PSI of credit-default v1 is 0.5 (> 0.25)');
   assert.equal(entries.filter((e) => e.msg === 'alert listener failed: listener bug').length, 3);
 });
 
 test('restart: firing alerts and cooldowns come back from the store; removed rules are resolved', () => {
   const store = new InMemoryAlertStore();
-  const rules: AlertRule[] = [{ ...psiCritical, forSeconds: 0, cooldownSeconds: 600 }, { name: 'gone', metric: 'p99_ms', comparison: '>', threshold: 1, forSeconds: 0, severity: 'info' }];
+  const rules: AlertRule[] = [
+    { ...psiCritical, forSeconds: 0, cooldownSeconds: 600 },
+    { name: 'gone', metric: 'p99_ms', comparison: '>', threshold: 1, forSeconds: 0, severity: 'info' },
+  ];
   const v2 = { model: 'credit-default', version: '2' };
   const before = manager(rules, { store });
   before.at(0, obs({ score_psi: 0.3, p99_ms: 5 }), obs({ score_psi: 0.3 }, v2));
@@ -334,12 +441,18 @@ test('restart: firing alerts and cooldowns come back from the store; removed rul
 
   const after = manager([rules[0]!], { store });
   after.clock.t = before.clock.t;
-  assert.deepEqual(after.m.firing().map((a) => [a.id, a.rule]), [[firedId, 'psi_critical']]);
+  assert.deepEqual(
+    after.m.firing().map((a) => [a.id, a.rule]),
+    [[firedId, 'psi_critical']],
+  );
   assert.equal(store.history({ rule: 'gone' })[0]!.state, 'resolved');
   // Still true: no second "fired". Then it resolves under its original id.
   assert.deepEqual(after.at(20, obs({ score_psi: 0.3 })), []);
   const r = after.at(30, obs({ score_psi: 0.1 }));
-  assert.deepEqual(r.map((n) => [n.event, n.alert.id]), [['resolved', firedId]]);
+  assert.deepEqual(
+    r.map((n) => [n.event, n.alert.id]),
+    [['resolved', firedId]],
+  );
   // v2 resolved at 10 s before the restart: its cooldown (600 s) still holds after it.
   assert.deepEqual(after.at(40, obs({ score_psi: 0.3 }, v2)), []);
   assert.deepEqual(brief(after.at(610, obs({ score_psi: 0.3 }, v2))), ['fired psi_critical']);
@@ -359,8 +472,14 @@ test('retire: alerts of a version that stopped serving resolve with the reason; 
   assert.equal(out[0]!.alert.labels.model, 'credit-default');
   assert.match(out[0]!.alert.message, /resolved: the version no longer serves traffic$/);
   assert.match(out[0]!.text, /RESOLVED psi_critical: .*no longer serves traffic/);
-  assert.deepEqual(m.firing().map((a) => a.labels.version), ['2']);
+  assert.deepEqual(
+    m.firing().map((a) => a.labels.version),
+    ['2'],
+  );
   assert.equal(m.active().length, 1, 'the pending alert of other v1 was dropped');
   // retiring again does nothing
-  assert.deepEqual(m.retire((a) => a.labels.version === '1', 'x'), []);
+  assert.deepEqual(
+    m.retire((a) => a.labels.version === '1', 'x'),
+    [],
+  );
 });

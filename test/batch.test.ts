@@ -92,7 +92,11 @@ function parseCsv(text: string): string[][] {
 }
 
 const readCsv = (path: string) => parseCsv(readFileSync(path, 'utf8'));
-const readJsonl = (path: string) => readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+const readJsonl = (path: string) =>
+  readFileSync(path, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 /** Asserts one scored row of the logistic model: label and both class probabilities. */
 function assertLogistic(fx: LogisticFixture, features: readonly number[], label: unknown, p0: unknown, p1: unknown): void {
@@ -110,7 +114,13 @@ async function rejectsCode(p: Promise<unknown>, code: string, message?: RegExp):
   });
 }
 
-const ROWS: number[][] = [[1, 10, 0], [3, 15, 1], [-3, 0, -2], [0.5, 12.25, 2.5], [100, -40, 7]];
+const ROWS: number[][] = [
+  [1, 10, 0],
+  [3, 15, 1],
+  [-3, 0, -2],
+  [0.5, 12.25, 2.5],
+  [100, -40, 7],
+];
 
 test('scores a CSV whose columns come in another order, with extra columns, copying the id column', async () => {
   await withEnv(async (env) => {
@@ -139,7 +149,10 @@ test('scores a CSV whose columns come in another order, with extra columns, copy
 
 test('scores JSON Lines to JSON Lines and to CSV; ids keep their JSON type', async () => {
   await withEnv(async (env) => {
-    const input = env.file('in.jsonl', ROWS.map((r, i) => JSON.stringify({ f1: r[1], id: i === 0 ? 'first' : i, f0: r[0], f2: r[2], other: [1] })).join('\n'));
+    const input = env.file(
+      'in.jsonl',
+      ROWS.map((r, i) => JSON.stringify({ f1: r[1], id: i === 0 ? 'first' : i, f0: r[0], f2: r[2], other: [1] })).join('\n'),
+    );
     const summary = await env.score({ model: 'logistic', input, output: join(env.dir, 'out.jsonl'), idColumns: ['id'] });
     assert.equal(summary.scored, ROWS.length);
     const out = readJsonl(summary.output);
@@ -168,7 +181,12 @@ test('keeps input order across many small batches on several workers', async () 
     const input = env.file('many.csv', `${lines.join('\n')}\n`);
     const progress: BatchProgress[] = [];
     const summary = await env.score({
-      model: 'logistic', input, output: join(env.dir, 'many-out.csv'), idColumns: ['key'], batchRows: 64, workers: 3,
+      model: 'logistic',
+      input,
+      output: join(env.dir, 'many-out.csv'),
+      idColumns: ['key'],
+      batchRows: 64,
+      workers: 3,
       progress: (p) => progress.push(p),
     });
     assert.equal(summary.scored, n);
@@ -210,7 +228,10 @@ test('bad CSV rows go to the rejects file with line numbers and reasons; good ro
     const summary = await env.score({ model: 'logistic', input, output, idColumns: ['id'], batchRows: 2 });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected, summary.blankLines], [12, 3, 9, 1]);
     const out = readCsv(output);
-    assert.deepEqual(out.slice(1).map((r) => r[0]), ['a', 'i', 'k']);
+    assert.deepEqual(
+      out.slice(1).map((r) => r[0]),
+      ['a', 'i', 'k'],
+    );
     assertLogistic(env.logistic, [2.5, 10, -0], ...(out[2]!.slice(1) as [string, string, string]));
     const rejects = readCsv(summary.rejects);
     assert.deepEqual(rejects[0], ['line', 'reason', 'raw']);
@@ -242,15 +263,21 @@ test('CRLF, a BOM, quoted fields with commas, quotes and newlines, and an unclos
     const summary = await env.score({ model: 'logistic', input, output: join(env.dir, 'q.csv'), idColumns: ['id'] });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected], [6, 4, 2]);
     const out = readCsv(summary.output);
-    assert.deepEqual(out.slice(1).map((r) => r[0]), ['Smith, J.', 'say "hi"', 'two\r\nlines', 'last']);
+    assert.deepEqual(
+      out.slice(1).map((r) => r[0]),
+      ['Smith, J.', 'say "hi"', 'two\r\nlines', 'last'],
+    );
     assert.ok(readFileSync(summary.output, 'utf8').includes('"Smith, J.",'), 'ids with commas are quoted in the output');
     assertLogistic(env.logistic, [3, 15, 1], ...(out[2]!.slice(1) as [string, string, string]));
     assertLogistic(env.logistic, [0.5, 12.25, 2.5], ...(out[4]!.slice(1) as [string, string, string]));
     const rejects = readCsv(summary.rejects).slice(1);
-    assert.deepEqual(rejects.map((r) => [r[0], r[1]]), [
-      ['6', 'unexpected text after the closing quote of field 2'],
-      ['7', 'a quoted field is not closed before the end of the line'],
-    ]);
+    assert.deepEqual(
+      rejects.map((r) => [r[0], r[1]]),
+      [
+        ['6', 'unexpected text after the closing quote of field 2'],
+        ['7', 'a quoted field is not closed before the end of the line'],
+      ],
+    );
     assert.equal(rejects[1]![2], 'open,"1,10,0');
   });
 });
@@ -272,9 +299,15 @@ test('bad JSON Lines rows are rejected with reasons; blank lines are skipped', a
     const input = env.file('bad.ndjson', `${lines.join('\n')}\n`);
     const summary = await env.score({ model: 'logistic', input, output: join(env.dir, 'bad.jsonl'), idColumns: ['id'] });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected, summary.blankLines], [9, 2, 7, 1]);
-    assert.deepEqual(readJsonl(summary.output).map((o) => o.id), [1, 10]);
+    assert.deepEqual(
+      readJsonl(summary.output).map((o) => o.id),
+      [1, 10],
+    );
     const rejects = readCsv(summary.rejects).slice(1);
-    assert.deepEqual(rejects.map((r) => r[0]), ['2', '3', '4', '5', '6', '8', '9']);
+    assert.deepEqual(
+      rejects.map((r) => r[0]),
+      ['2', '3', '4', '5', '6', '8', '9'],
+    );
     assert.equal(rejects[0]![1], `feature 'f0' is "1", not a number`);
     assert.equal(rejects[1]![1], `missing feature 'f1'`);
     assert.equal(rejects[2]![1], `feature 'f1' is null, not a number`);
@@ -293,13 +326,35 @@ test('a batch the model refuses is split until only the refused rows are rejecte
     env.registry.register('table', fx.bytes);
     const idx = [3, 7, 12, 5, 0, 9, 10, 4, 1.5, 2];
     const input = env.file('idx.csv', `${['row,idx', ...idx.map((v, i) => `r${i},${v}`)].join('\n')}\n`);
-    const summary = await env.score({ model: 'table', input, output: join(env.dir, 'idx-out.csv'), idColumns: ['row'], batchRows: 4, workers: 2 });
+    const summary = await env.score({
+      model: 'table',
+      input,
+      output: join(env.dir, 'idx-out.csv'),
+      idColumns: ['row'],
+      batchRows: 4,
+      workers: 2,
+    });
     assert.deepEqual([summary.rows, summary.scored, summary.rejected], [10, 7, 3]);
     const out = readCsv(summary.output);
     assert.deepEqual(out[0], ['row', 'value']);
-    assert.deepEqual(out.slice(1), [['r0', '103'], ['r1', '107'], ['r3', '105'], ['r4', '100'], ['r5', '109'], ['r7', '104'], ['r9', '102']]);
+    assert.deepEqual(out.slice(1), [
+      ['r0', '103'],
+      ['r1', '107'],
+      ['r3', '105'],
+      ['r4', '100'],
+      ['r5', '109'],
+      ['r7', '104'],
+      ['r9', '102'],
+    ]);
     const rejects = readCsv(summary.rejects).slice(1);
-    assert.deepEqual(rejects.map((r) => [r[0], r[2]]), [['4', 'r2,12'], ['8', 'r6,10'], ['10', 'r8,1.5']]);
+    assert.deepEqual(
+      rejects.map((r) => [r[0], r[2]]),
+      [
+        ['4', 'r2,12'],
+        ['8', 'r6,10'],
+        ['10', 'r8,1.5'],
+      ],
+    );
     assert.match(rejects[0]![1]!, /^model error: /);
     assert.match(rejects[1]![1]!, /^model error: /);
     assert.equal(rejects[2]![1], `1.5 is not an integer (column 'idx')`);
@@ -329,13 +384,32 @@ test('model references: NAME is the latest version, NAME@VERSION and NAME@ALIAS 
     await rejectsCode(env.score({ model: 'sum@challenger', input, output }), 'ALIAS_NOT_FOUND', /'challenger'/);
     await rejectsCode(env.score({ model: 'sum@', input, output }), 'BAD_REQUEST', /NAME@VERSION/);
     // Wrong width without a features list, then missing feature and id columns: the run stops before scoring.
-    await rejectsCode(env.score({ model: 'sum', input: env.file('three.csv', 'a,b,c\n1,2,3\n'), output }), 'BAD_REQUEST', /3 columns besides the id columns, but the model's input has 4/);
-    await rejectsCode(env.score({ model: 'logistic', input: env.file('nof.csv', 'f0,x\n1,2\n'), output }), 'BAD_REQUEST', /lacks the model's feature columns: f1, f2/);
-    await rejectsCode(env.score({ model: 'logistic', input: env.file('noid.csv', 'f0,f1,f2\n1,2,3\n'), output, idColumns: ['id'] }), 'BAD_REQUEST', /no id column id/);
+    await rejectsCode(
+      env.score({ model: 'sum', input: env.file('three.csv', 'a,b,c\n1,2,3\n'), output }),
+      'BAD_REQUEST',
+      /3 columns besides the id columns, but the model's input has 4/,
+    );
+    await rejectsCode(
+      env.score({ model: 'logistic', input: env.file('nof.csv', 'f0,x\n1,2\n'), output }),
+      'BAD_REQUEST',
+      /lacks the model's feature columns: f1, f2/,
+    );
+    await rejectsCode(
+      env.score({ model: 'logistic', input: env.file('noid.csv', 'f0,f1,f2\n1,2,3\n'), output, idColumns: ['id'] }),
+      'BAD_REQUEST',
+      /no id column id/,
+    );
     await rejectsCode(env.score({ model: 'logistic', input: join(env.dir, 'missing.csv'), output }), 'BAD_REQUEST', /ENOENT/);
-    await rejectsCode(env.score({ model: 'logistic', input, output: join(env.dir, 'out.parquet') }), 'BAD_REQUEST', /\.csv, \.jsonl or \.ndjson/);
+    await rejectsCode(
+      env.score({ model: 'logistic', input, output: join(env.dir, 'out.parquet') }),
+      'BAD_REQUEST',
+      /\.csv, \.jsonl or \.ndjson/,
+    );
     assert.equal(existsSync(output), false, 'a failed run leaves no output file');
-    assert.deepEqual((await readdir(env.dir)).filter((f) => f.includes('never') || f.endsWith('.partial')), []);
+    assert.deepEqual(
+      (await readdir(env.dir)).filter((f) => f.includes('never') || f.endsWith('.partial')),
+      [],
+    );
   });
 });
 
@@ -344,9 +418,18 @@ function readAll(text: string, format: 'csv' | 'jsonl', chunk: number, maxRecord
   const type = cellType('FP32')!;
   const asm = new BatchAssembler(3, 1, type, 3, 4);
   const cols = { features: ['f0', 'f1', 'f2'], width: 3, idColumns: ['id'] };
-  const reader: RecordReader = format === 'csv'
-    ? new CsvReader(asm, { type, maxRecordBytes, source: 't.csv', bind: (h) => bindColumns(h, cols, 't.csv') })
-    : new JsonlReader(asm, { type, features: cols.features, width: 3, idColumns: cols.idColumns, onColumns: () => undefined, maxRecordBytes, source: 't.jsonl' });
+  const reader: RecordReader =
+    format === 'csv'
+      ? new CsvReader(asm, { type, maxRecordBytes, source: 't.csv', bind: (h) => bindColumns(h, cols, 't.csv') })
+      : new JsonlReader(asm, {
+          type,
+          features: cols.features,
+          width: 3,
+          idColumns: cols.idColumns,
+          onColumns: () => undefined,
+          maxRecordBytes,
+          source: 't.jsonl',
+        });
   const seen: unknown[] = [];
   const drain = () => {
     for (const b of asm.ready.splice(0)) {
@@ -396,9 +479,33 @@ test('readers give the same rows and rejects wherever the chunks end', () => {
 });
 
 test('parseDecimal reads what Number() reads, and nothing that is not a decimal number', () => {
-  const cases = ['0', '-0', '+1', '1.', '.5', '-.5', '007', '1e5', '1E-5', '2.5e+3', ' 42 ', '\t-1.25', '123456789012345',
-    '1234567890123456789', '0.1', '0.30000000000000004', '1e22', '1e23', '4.9e-324', '1e-400', '1e400', '9007199254740993',
-    '3.4028234663852886e38', '0.000001234', '100000000000000000000000'];
+  const cases = [
+    '0',
+    '-0',
+    '+1',
+    '1.',
+    '.5',
+    '-.5',
+    '007',
+    '1e5',
+    '1E-5',
+    '2.5e+3',
+    ' 42 ',
+    '\t-1.25',
+    '123456789012345',
+    '1234567890123456789',
+    '0.1',
+    '0.30000000000000004',
+    '1e22',
+    '1e23',
+    '4.9e-324',
+    '1e-400',
+    '1e400',
+    '9007199254740993',
+    '3.4028234663852886e38',
+    '0.000001234',
+    '100000000000000000000000',
+  ];
   for (const s of cases) assert.equal(Object.is(parseDecimal(Buffer.from(s), 0, s.length), Number(s)), true, s);
   for (let i = 0; i < 20_000; i++) {
     const digits = String(Math.floor(Math.random() * 10 ** (1 + (i % 17))));

@@ -25,7 +25,10 @@ after(async () => {
   await Promise.all(engines.map((e) => e.close()));
 });
 
-function makeEngine(workers: number, batching: Partial<{ maxBatchSize: number; maxQueueDelayMicros: number; maxQueueSize: number }> = {}): Engine {
+function makeEngine(
+  workers: number,
+  batching: Partial<{ maxBatchSize: number; maxQueueDelayMicros: number; maxQueueSize: number }> = {},
+): Engine {
   const monitor = new Monitor({ processMetrics: false });
   const engine = new InferenceEngine({
     workers,
@@ -86,7 +89,10 @@ for (const workers of [0, 2]) {
       const model = await load(engine, await writeGatherModel(await tempDir()));
       const body = (idx: number) => ({ inputs: [{ name: 'idx', datatype: 'INT64', shape: [1, 1], data: [idx] }] });
       const results = await Promise.allSettled([3, 5, 42, 7, 0].map((i) => submit(model, body(i))));
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+      );
       assert.deepEqual((results[0] as PromiseFulfilledResult<any>).value.outputs[0].data, [103]);
       assert.deepEqual((results[3] as PromiseFulfilledResult<any>).value.outputs[0].data, [107]);
       const err = (results[2] as PromiseRejectedResult).reason as ScorelineError;
@@ -133,20 +139,43 @@ test('a full queue refuses with 429 and Retry-After, and what was accepted still
 test('the queue bound counts rows; a request larger than maxBatchSize is split, answered in order, and admitted alone when larger than the bound', async () => {
   const { engine } = makeEngine(1, { maxBatchSize: 8, maxQueueSize: 100 });
   const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 1));
-  const body = (n: number, from = 0) => ({ inputs: [{ name: 'x', datatype: 'FP32', shape: [n, 4], data: Array.from({ length: n }, (_, i) => row(from + i)).flat() }] });
+  const body = (n: number, from = 0) => ({
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [n, 4], data: Array.from({ length: n }, (_, i) => row(from + i)).flat() }],
+  });
   // 90 rows wait (nothing is dispatched before this turn ends); 20 more do not fit, 10 do.
   const first = submit(model, body(90));
   assert.equal(model.batcher.queuedRows, 90);
-  assert.throws(() => submit(model, body(20)), (e: ScorelineError) => e.status === 429 && /is full \(100 rows waiting\)/.test(e.message));
+  assert.throws(
+    () => submit(model, body(20)),
+    (e: ScorelineError) => e.status === 429 && /is full \(100 rows waiting\)/.test(e.message),
+  );
   const fits = submit(model, body(10, 90));
   const [a, b] = await Promise.all([first, fits]);
-  assert.deepEqual(a.outputs[0].data, sumExpected(Array.from({ length: 90 }, (_, i) => row(i)), 1));
-  assert.deepEqual(b.outputs[0].data, sumExpected(Array.from({ length: 10 }, (_, i) => row(90 + i)), 1));
+  assert.deepEqual(
+    a.outputs[0].data,
+    sumExpected(
+      Array.from({ length: 90 }, (_, i) => row(i)),
+      1,
+    ),
+  );
+  assert.deepEqual(
+    b.outputs[0].data,
+    sumExpected(
+      Array.from({ length: 10 }, (_, i) => row(90 + i)),
+      1,
+    ),
+  );
   assert.ok(a.batchRows <= 90 && a.outputs[0].shape[0] === 90);
   // Larger than the whole bound: admitted into an empty queue, split into chunks of 8, in order.
   const big = await submit(model, body(250));
   assert.deepEqual(big.outputs[0].shape, [250, 1]);
-  assert.deepEqual(big.outputs[0].data, sumExpected(Array.from({ length: 250 }, (_, i) => row(i)), 1));
+  assert.deepEqual(
+    big.outputs[0].data,
+    sumExpected(
+      Array.from({ length: 250 }, (_, i) => row(i)),
+      1,
+    ),
+  );
   assert.equal(model.batcher.queuedRows, 0);
   assert.equal(model.batcher.pending, 0);
 });
@@ -209,10 +238,12 @@ test('an observer whose onComplete returns a promise holds the answers until it 
   const model = await load(engine, await writeSumModel(await tempDir(), 'sum', 2));
 
   const settled: number[] = [];
-  const held = [1, 2, 3].map((i) => submit(model, sumBody(i)).then((r) => {
-    settled.push(i);
-    return r;
-  }));
+  const held = [1, 2, 3].map((i) =>
+    submit(model, sumBody(i)).then((r) => {
+      settled.push(i);
+      return r;
+    }),
+  );
   await waitFor(() => releases.length > 0, { timeoutMs: 5000, intervalMs: 2, message: 'the batch to run and onComplete to be called' });
   // Many turns of the event loop later: still not answered, and still pending.
   for (let t = 0; t < 20; t++) await new Promise((r) => setImmediate(r));

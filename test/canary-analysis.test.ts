@@ -46,7 +46,12 @@ test('psiMinSample: the sample at which PSI over 0.25 by chance is negligible; I
   const needed = psiMinSample(0.25, 5000);
   let failed = 0;
   for (let k = 0; k < 2000; k++) {
-    const a = analyzeCanary(stats(needed, () => draw(rng)), stats(needed, () => draw(rng)), POLICY, reference);
+    const a = analyzeCanary(
+      stats(needed, () => draw(rng)),
+      stats(needed, () => draw(rng)),
+      POLICY,
+      reference,
+    );
     if (a.checks.find((c) => c.name === 'score_psi')!.result === 'fail') failed++;
   }
   assert.ok(failed <= 2, `${failed} of 2000 same-population canaries failed on score PSI`);
@@ -57,12 +62,22 @@ test('the canary is judged against its own reference, never against stable score
   // The canary is another model: its scores sit far from stable's, and exactly where its own reference says.
   const canaryRef = referenceOf(Array.from({ length: 5000 }, () => draw(rng, 1.5)));
   const n = Math.max(MIN_P99_SAMPLES, psiMinSample(0.25, 5000));
-  const a = analyzeCanary(stats(n, () => draw(rng, 1.5)), stats(n, () => draw(rng)), POLICY, canaryRef);
+  const a = analyzeCanary(
+    stats(n, () => draw(rng, 1.5)),
+    stats(n, () => draw(rng)),
+    POLICY,
+    canaryRef,
+  );
   assert.equal(a.verdict, 'pass', JSON.stringify(a.checks));
   const psi = a.checks.find((c) => c.name === 'score_psi')!;
   assert.ok(psi.canary! < 0.1, `canary PSI vs its reference ${psi.canary}`);
   // Training/serving skew: the canary's live scores move away from its reference.
-  const skewed = analyzeCanary(stats(n, () => draw(rng, 3)), stats(n, () => draw(rng)), POLICY, canaryRef);
+  const skewed = analyzeCanary(
+    stats(n, () => draw(rng, 3)),
+    stats(n, () => draw(rng)),
+    POLICY,
+    canaryRef,
+  );
   assert.equal(skewed.verdict, 'fail');
   assert.equal(skewed.checks.find((c) => c.name === 'score_psi')!.result, 'fail');
 });
@@ -71,14 +86,24 @@ test('every check says insufficient_data until its sample is large enough', () =
   const rng = new Random(3);
   const ref = referenceOf(Array.from({ length: 5000 }, () => draw(rng)));
   // 3 wildly skewed scores: no verdict.
-  const few = analyzeCanary(stats(3, () => 0.99), stats(3, () => draw(rng)), POLICY, ref);
+  const few = analyzeCanary(
+    stats(3, () => 0.99),
+    stats(3, () => draw(rng)),
+    POLICY,
+    ref,
+  );
   assert.equal(few.verdict, 'insufficient_data');
   for (const c of few.checks) assert.equal(c.result, 'insufficient_data', `${c.name} spoke on 3 requests`);
   const psi = few.checks.find((c) => c.name === 'score_psi')!;
   assert.equal(psi.canary, null);
   assert.deepEqual([psi.n, psi.needed], [3, 139]);
   // Enough requests for errors, not for p99 or PSI.
-  const some = analyzeCanary(stats(60, () => draw(rng)), stats(60, () => draw(rng)), POLICY, ref);
+  const some = analyzeCanary(
+    stats(60, () => draw(rng)),
+    stats(60, () => draw(rng)),
+    POLICY,
+    ref,
+  );
   assert.equal(some.verdict, 'insufficient_data');
   assert.equal(some.checks.find((c) => c.name === 'error_rate')!.result, 'pass');
   assert.equal(some.checks.find((c) => c.name === 'p99_latency')!.result, 'insufficient_data');
@@ -86,25 +111,50 @@ test('every check says insufficient_data until its sample is large enough', () =
 
 test('errors: a canary failing every request fails within a handful; one stray error does not', () => {
   const rng = new Random(5);
-  const failing = analyzeCanary(stats(4, () => 0.5, 4), stats(100, () => draw(rng)), POLICY, null);
+  const failing = analyzeCanary(
+    stats(4, () => 0.5, 4),
+    stats(100, () => draw(rng)),
+    POLICY,
+    null,
+  );
   assert.equal(failing.verdict, 'fail');
   assert.ok(failing.checks[0]!.pValue! < 0.001);
-  const stray = analyzeCanary(stats(20, () => 0.5, 1), stats(100, () => draw(rng)), POLICY, null);
+  const stray = analyzeCanary(
+    stats(20, () => 0.5, 1),
+    stats(100, () => draw(rng)),
+    POLICY,
+    null,
+  );
   assert.notEqual(stray.verdict, 'fail');
   // Observed above the limit but not yet significant: no promotion, no rollback.
-  const unsure = analyzeCanary(stats(200, () => draw(rng), 5), stats(200, () => draw(rng)), POLICY, null);
+  const unsure = analyzeCanary(
+    stats(200, () => draw(rng), 5),
+    stats(200, () => draw(rng)),
+    POLICY,
+    null,
+  );
   assert.equal(unsure.checks[0]!.result, 'insufficient_data');
 });
 
 test('without a reference the score check is unavailable, says why, and the verdict rests on errors and latency', () => {
   const rng = new Random(9);
-  const a = analyzeCanary(stats(200, () => 0.9), stats(200, () => draw(rng)), POLICY, null);
+  const a = analyzeCanary(
+    stats(200, () => 0.9),
+    stats(200, () => draw(rng)),
+    POLICY,
+    null,
+  );
   const psi = a.checks.find((c) => c.name === 'score_psi')!;
   assert.equal(psi.result, 'unavailable');
   assert.match(psi.note!, /no drift reference/);
   assert.equal(a.verdict, 'pass');
   // Slow canary: fails on p99 once both sides have enough samples.
-  const slow = analyzeCanary(stats(200, () => 0.5, 0, 40), stats(200, () => 0.5, 0, 1), POLICY, null);
+  const slow = analyzeCanary(
+    stats(200, () => 0.5, 0, 40),
+    stats(200, () => 0.5, 0, 1),
+    POLICY,
+    null,
+  );
   assert.equal(slow.verdict, 'fail');
   assert.equal(slow.checks.find((c) => c.name === 'p99_latency')!.result, 'fail');
 });

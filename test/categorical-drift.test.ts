@@ -53,7 +53,13 @@ test('a reference freezes a named categorical column as categories even when its
 /** A model with a numeric input x [-1, 2] and a categorical w [-1, 1], features [x0, x1, w], and its batcher. */
 function wordsModel(): LoadedModel {
   const m = new LoadedModel(
-    { name: 'words', version: 1, path: '/nonexistent', sha256: '0'.repeat(64), config: { features: ['x0', 'x1', 'w'], task: 'classification' } },
+    {
+      name: 'words',
+      version: 1,
+      path: '/nonexistent',
+      sha256: '0'.repeat(64),
+      config: { features: ['x0', 'x1', 'w'], task: 'classification' },
+    },
     {
       inputs: [
         { name: 'x', datatype: 'FP32', shape: [-1, 2] },
@@ -92,7 +98,17 @@ test('rows of a BYTES feature are recorded as category indices: CSI in the windo
   try {
     const vm = monitor.version(m);
     const refTable = parseCsvTable(['x0,x1,w', ...REFERENCE.map((w, i) => `${i},${i % 7},${w}`)].join('\n'));
-    vm.setBaselines(baselinesOf(freezeReference(['x0', 'x1', 'w'], refTable, REFERENCE.map((_, i) => i / 100), null, new Set(['w']))));
+    vm.setBaselines(
+      baselinesOf(
+        freezeReference(
+          ['x0', 'x1', 'w'],
+          refTable,
+          REFERENCE.map((_, i) => i / 100),
+          null,
+          new Set(['w']),
+        ),
+      ),
+    );
 
     // One batch: the current rows, then one with an empty category (missing).
     const values = [...CURRENT, ''];
@@ -102,7 +118,15 @@ test('rows of a BYTES feature are recorded as category indices: CSI in the windo
       (batch.buffers[0] as Float32Array)[2 * r + 1] = 0.5;
       (batch.buffers[1] as string[])[r] = w;
     });
-    const req: PendingRequest = { rows: values.length, enqueuedAt: 0, deadline: Infinity, settled: false, requestId: 'cat', resolve() {}, reject() {} };
+    const req: PendingRequest = {
+      rows: values.length,
+      enqueuedAt: 0,
+      deadline: Infinity,
+      settled: false,
+      requestId: 'cat',
+      resolve() {},
+      reject() {},
+    };
     m.batcher.commit(batch, req);
     const scores = Float32Array.from(values, (_, r) => r / values.length);
     await vm.onComplete(batch, { outputs: [{ name: 'y', datatype: 'FP32', dims: [values.length, 1], data: scores }], computeMs: 1 });

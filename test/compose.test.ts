@@ -27,17 +27,23 @@ const composeText = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
 
 /** Compose's interpolation of the forms the file may use: $$, ${VAR}, ${VAR:-default}. */
 function interpolate(text: string, env: Record<string, string>): string {
-  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}/g, (m, name: string | undefined, def: string | undefined) => {
-    if (m === '$$') return '$';
-    assert.ok(name !== undefined, `${m}: an interpolation form this test does not know (only \${VAR} and \${VAR:-default})`);
-    const v = env[name];
-    return v !== undefined && v !== '' ? v : (def ?? '');
-  });
+  return text.replace(
+    /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}/g,
+    (m, name: string | undefined, def: string | undefined) => {
+      if (m === '$$') return '$';
+      assert.ok(name !== undefined, `${m}: an interpolation form this test does not know (only \${VAR} and \${VAR:-default})`);
+      const v = env[name];
+      return v !== undefined && v !== '' ? v : (def ?? '');
+    },
+  );
 }
 
 function load(env: Record<string, string> = {}): Obj {
   const doc = YAML.parseDocument(interpolate(composeText, env), { merge: true });
-  assert.deepEqual(doc.errors.map((e) => e.message), []);
+  assert.deepEqual(
+    doc.errors.map((e) => e.message),
+    [],
+  );
   return doc.toJS() as Obj;
 }
 
@@ -49,7 +55,9 @@ const IMAGE = /docker build -t (scoreline:\S+) \./.exec(dockerfile)![1]!;
 const replicas = names.filter((n) => services[n]!.command?.[0] === 'serve').sort();
 
 const dependsOn = (s: Obj): Record<string, string> =>
-  Array.isArray(s.depends_on) ? Object.fromEntries(s.depends_on.map((d: string) => [d, 'service_started'])) : Object.fromEntries(Object.entries(s.depends_on ?? {}).map(([k, v]) => [k, (v as Obj).condition ?? 'service_started']));
+  Array.isArray(s.depends_on)
+    ? Object.fromEntries(s.depends_on.map((d: string) => [d, 'service_started']))
+    : Object.fromEntries(Object.entries(s.depends_on ?? {}).map(([k, v]) => [k, (v as Obj).condition ?? 'service_started']));
 
 /** A bind mount's repository file for a container path, checked to exist. */
 function bindSource(service: string, target: string): string {
@@ -66,15 +74,28 @@ function bindSource(service: string, target: string): string {
 /** Container paths of the image (WORKDIR /app) mapped onto this checkout, as the Dockerfile copies them. */
 const inImage = (p: string) => {
   assert.ok(p.startsWith('/app/examples/'), p);
-  assert.match(dockerfile, new RegExp(`^COPY --from=build /app/examples/${p.split('/')[3]} examples/${p.split('/')[3]}$`, 'm'), `the image carries ${p}`);
+  assert.match(
+    dockerfile,
+    new RegExp(`^COPY --from=build /app/examples/${p.split('/')[3]} examples/${p.split('/')[3]}$`, 'm'),
+    `the image carries ${p}`,
+  );
   return join(ROOT, p.slice('/app/'.length));
 };
 
 const replicaConfigFile = bindSource('scoreline-1', '/etc/scoreline/scoreline.yaml');
 const replicaConfig = resolveConfig(loadConfigFile(replicaConfigFile), 'deploy/compose/scoreline.yaml');
 
-test('every service has an image; scoreline\'s is built from this Dockerfile with its tag', () => {
-  assert.deepEqual(names.sort(), ['features-load', 'postgres', 'prometheus', 'proxy', 'redis', 'scoreline-1', 'scoreline-2', 'scoreline-3']);
+test("every service has an image; scoreline's is built from this Dockerfile with its tag", () => {
+  assert.deepEqual(names.sort(), [
+    'features-load',
+    'postgres',
+    'prometheus',
+    'proxy',
+    'redis',
+    'scoreline-1',
+    'scoreline-2',
+    'scoreline-3',
+  ]);
   for (const [name, s] of Object.entries(services)) {
     assert.ok(typeof s.image === 'string' && /^[a-z0-9./-]+:[\w.-]+$/.test(s.image), `${name} names a tagged image`);
     assert.ok(!s.image.endsWith(':latest'), `${name}: a tag that does not move`);
@@ -90,11 +111,15 @@ test('every service has an image; scoreline\'s is built from this Dockerfile wit
 });
 
 test('depends_on names services that exist and can meet the condition; no cycle', () => {
-  const healthy = (n: string) => services[n]!.healthcheck !== undefined || (services[n]!.image === IMAGE && /^HEALTHCHECK /m.test(dockerfile));
+  const healthy = (n: string) =>
+    services[n]!.healthcheck !== undefined || (services[n]!.image === IMAGE && /^HEALTHCHECK /m.test(dockerfile));
   for (const [name, s] of Object.entries(services)) {
     for (const [dep, condition] of Object.entries(dependsOn(s))) {
       assert.ok(dep in services, `${name} depends on ${dep}, which exists`);
-      assert.ok(['service_started', 'service_healthy', 'service_completed_successfully'].includes(condition), `${name} -> ${dep}: ${condition}`);
+      assert.ok(
+        ['service_started', 'service_healthy', 'service_completed_successfully'].includes(condition),
+        `${name} -> ${dep}: ${condition}`,
+      );
       if (condition === 'service_healthy') assert.ok(healthy(dep), `${dep} has a healthcheck for ${name} to wait on`);
       if (condition === 'service_completed_successfully') assert.equal(services[dep]!.restart, 'no', `${dep} runs once`);
     }
@@ -108,7 +133,11 @@ test('depends_on names services that exist and can meet the condition; no cycle'
   };
   for (const n of names) visit(n, []);
   for (const r of replicas) {
-    assert.deepEqual(dependsOn(services[r]!), { postgres: 'service_healthy', redis: 'service_healthy', 'features-load': 'service_completed_successfully' });
+    assert.deepEqual(dependsOn(services[r]!), {
+      postgres: 'service_healthy',
+      redis: 'service_healthy',
+      'features-load': 'service_completed_successfully',
+    });
   }
   assert.deepEqual(Object.keys(dependsOn(services.proxy!)).sort(), replicas);
   assert.deepEqual(Object.keys(dependsOn(services.prometheus!)).sort(), replicas);
@@ -138,7 +167,7 @@ test('the store URL points at the postgres service, on its port, with the user, 
   assert.equal(hc[hc.indexOf('-U') + 1], services.postgres!.environment.POSTGRES_USER);
 });
 
-test('the replicas run the checked-in config: Redis at the redis service\'s port, HTTP 8080, gRPC 8081; each its own data volume', () => {
+test("the replicas run the checked-in config: Redis at the redis service's port, HTTP 8080, gRPC 8081; each its own data volume", () => {
   const redisUrl = new URL(replicaConfig.features.redis!.url);
   assert.ok(redisUrl.hostname in services, `${redisUrl.hostname} is a service`);
   const redis = services[redisUrl.hostname]!;
@@ -148,7 +177,7 @@ test('the replicas run the checked-in config: Redis at the redis service\'s port
   assert.equal(redisUrl.port || '6379', redisPort);
   assert.equal(redis.healthcheck.test.join(' '), 'CMD redis-cli ping');
   assert.equal(replicaConfig.store.url, null);
-  assert.ok(existsSync(inImage(replicaConfig.features.definitions!)), 'the definitions are the image\'s');
+  assert.ok(existsSync(inImage(replicaConfig.features.definitions!)), "the definitions are the image's");
 
   const dataVolumes = new Set<string>();
   for (const r of replicas) {
@@ -161,7 +190,9 @@ test('the replicas run the checked-in config: Redis at the redis service\'s port
     assert.ok(volume in compose.volumes, `${volume} is a named volume`);
     dataVolumes.add(volume);
     // The command through the real CLI, with the image's paths on this checkout.
-    const args = (s.command as string[]).slice(1).map((a) => (a === '/etc/scoreline/scoreline.yaml' ? replicaConfigFile : a.startsWith('/app/') ? inImage(a) : a));
+    const args = (s.command as string[])
+      .slice(1)
+      .map((a) => (a === '/etc/scoreline/scoreline.yaml' ? replicaConfigFile : a.startsWith('/app/') ? inImage(a) : a));
     const parsed = serveConfig(args)!;
     assert.ok(parsed);
     assert.equal(parsed.server.port, 8080);
@@ -188,16 +219,26 @@ test('the nginx proxy round-robins HTTP and gRPC over exactly the three replicas
   const servers = (name: string) => [...upstreams.get(name)!.matchAll(/^\s*server\s+(\S+)/gm)].map((m) => m[1]!).sort();
   const http = /proxy_pass\s+http:\/\/(\w+);/.exec(conf)![1]!;
   const grpc = /grpc_pass\s+grpc:\/\/(\w+);/.exec(conf)![1]!;
-  assert.deepEqual(servers(http), replicas.map((r) => `${r}:${replicaConfig.server.port}`));
-  assert.deepEqual(servers(grpc), replicas.map((r) => `${r}:${replicaConfig.grpc.port}`));
-  for (const body of upstreams.values()) assert.doesNotMatch(body, /\b(ip_hash|least_conn|hash|random)\b/, 'round robin, nginx\'s default');
+  assert.deepEqual(
+    servers(http),
+    replicas.map((r) => `${r}:${replicaConfig.server.port}`),
+  );
+  assert.deepEqual(
+    servers(grpc),
+    replicas.map((r) => `${r}:${replicaConfig.grpc.port}`),
+  );
+  for (const body of upstreams.values()) assert.doesNotMatch(body, /\b(ip_hash|least_conn|hash|random)\b/, "round robin, nginx's default");
   assert.match(conf, /listen\s+8080;/);
   assert.match(conf, /listen\s+8081;\s+http2\s+on;/, 'HTTP/2 on the gRPC port (nginx 1.25.1+ syntax)');
   assert.match(services.proxy!.image, /^nginx:1\.(2[5-9]|[3-9]\d)/, 'an nginx that knows `http2 on`');
   assert.match(conf, /proxy_http_version\s+1\.1;/, 'uWebSockets.js needs HTTP/1.1 upstream');
   assert.match(conf, /proxy_set_header\s+Upgrade\s+\$http_upgrade;/, 'the WebSocket passes');
   assert.deepEqual(services.proxy!.ports, ['8080:8080', '8081:8081']);
-  assert.match(readFileSync(join(ROOT, 'deploy', 'compose', 'nginx.conf'), 'utf8'), /label joins only on the\s+# replica that served the prediction/, 'the proxy says where feedback lands');
+  assert.match(
+    readFileSync(join(ROOT, 'deploy', 'compose', 'nginx.conf'), 'utf8'),
+    /label joins only on the\s+# replica that served the prediction/,
+    'the proxy says where feedback lands',
+  );
 });
 
 test('Prometheus scrapes /metrics of each replica; promtool check config passes', (t) => {
@@ -208,7 +249,11 @@ test('Prometheus scrapes /metrics of each replica; promtool check config passes'
   assert.ok(job, 'a scoreline job');
   assert.equal(job.metrics_path ?? '/metrics', '/metrics');
   const targets = (job.static_configs as Obj[]).flatMap((s) => s.targets as string[]).sort();
-  assert.deepEqual(targets, replicas.map((r) => `${r}:${replicaConfig.server.port}`), 'each replica directly, not the proxy');
+  assert.deepEqual(
+    targets,
+    replicas.map((r) => `${r}:${replicaConfig.server.port}`),
+    'each replica directly, not the proxy',
+  );
   assert.ok(replicaConfig.auth.metricsPublic || !replicaConfig.auth.enabled, 'the scrape carries no key, so /metrics must be open');
 
   if (spawnSync('sh', ['-c', 'command -v promtool']).status !== 0) {
@@ -231,7 +276,10 @@ test('Prometheus scrapes /metrics of each replica; promtool check config passes'
 });
 
 const runSkip = postgresSkip() || (!redisAvailable() && 'redis-server is not installed');
-test('run as configured: features-load fills Redis, and a replica with the file\'s command, config and store URL scores from it and leads', { skip: runSkip, timeout: 120_000 }, async () => {
+test("run as configured: features-load fills Redis, and a replica with the file's command, config and store URL scores from it and leads", {
+  skip: runSkip,
+  timeout: 120_000,
+}, async () => {
   const pg = await startPostgres();
   const redis = await startRedis();
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-compose-run-'));
@@ -242,24 +290,36 @@ test('run as configured: features-load fills Redis, and a replica with the file\
     raw.features.definitions = inImage(raw.features.definitions);
     const config = join(dir, 'scoreline.yaml');
     writeFileSync(config, YAML.stringify(raw));
-    const mapArgs = (cmd: string[]) => cmd.map((a) => (a === '/etc/scoreline/scoreline.yaml' ? config : a === '/data' ? join(dir, 'data') : a.startsWith('/app/') ? inImage(a) : a));
+    const mapArgs = (cmd: string[]) =>
+      cmd.map((a) =>
+        a === '/etc/scoreline/scoreline.yaml' ? config : a === '/data' ? join(dir, 'data') : a.startsWith('/app/') ? inImage(a) : a,
+      );
     const m = spawnSync(process.execPath, [CLI, ...mapArgs(services['features-load']!.command)], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(m.status, 0, m.stderr + m.stdout);
     assert.ok(Number(redis.cli('dbsize')) > 0, 'the customers are in Redis');
 
     const url = new URL(services['scoreline-1']!.environment.SCORELINE_STORE_URL);
     assert.equal(`${url.hostname}:${url.port}`, 'postgres:5432');
-    const server = await startServer(mapArgs(services['scoreline-1']!.command).slice(1), { SCORELINE_STORE_URL: pg.url, SCORELINE_ADMIN_TOKEN: 'compose-test-token' });
+    const server = await startServer(mapArgs(services['scoreline-1']!.command).slice(1), {
+      SCORELINE_STORE_URL: pg.url,
+      SCORELINE_ADMIN_TOKEN: 'compose-test-token',
+    });
     try {
-      const r = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+      const r = await request(`${server.url}/v1/score/credit-default`, {
+        json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true },
+      });
       assert.equal(r.status, 200, r.text);
-      assert.equal(r.body.features['income@1'].status, 'present', 'the customer\'s features come from Redis');
+      assert.equal(r.body.features['income@1'].status, 'present', "the customer's features come from Redis");
       const cluster = await request(`${server.url}/admin/cluster`, { headers: { authorization: 'Bearer compose-test-token' } });
       assert.equal(cluster.status, 200, cluster.text);
       assert.equal(cluster.body.replicas.length, 1);
       assert.equal(cluster.body.leader, cluster.body.replicas[0].id, 'the one replica on the store leads');
       const models = await pg.query<{ name: string }>('SELECT DISTINCT model AS name FROM versions ORDER BY 1');
-      assert.deepEqual(models.map((x) => x.name), ['credit-default', 'credit-purpose'], 'the image\'s repository was imported into the store');
+      assert.deepEqual(
+        models.map((x) => x.name),
+        ['credit-default', 'credit-purpose'],
+        "the image's repository was imported into the store",
+      );
     } finally {
       await server.stop();
     }

@@ -35,7 +35,10 @@ test('config errors name the failing path', () => {
     [{ sever: {} }, /\(root\): must NOT have additional properties 'sever'/],
     [{ websocket: { maxPayloadBytes: 10 } }, /websocket\.maxPayloadBytes: must be >= 1024/],
     [{ monitoring: { minSamples: { psi: 0 } } }, /monitoring\.minSamples\.psi: must be >= 1/],
-    [{ monitoring: { minSamples: { auc: { perclass: 30 } } } }, /monitoring\.minSamples\.auc: must NOT have additional properties 'perclass'/],
+    [
+      { monitoring: { minSamples: { auc: { perclass: 30 } } } },
+      /monitoring\.minSamples\.auc: must NOT have additional properties 'perclass'/,
+    ],
     [{ monitoring: { minSamples: { regression: 2.5 } } }, /monitoring\.minSamples\.regression: must be integer/],
   ];
   for (const [value, message] of cases) assert.throws(() => resolveConfig(value, 'test.yaml'), message);
@@ -45,8 +48,14 @@ test('the prediction log keys: flushMs defaults to 100 and durability to async; 
   assert.deepEqual(defaultConfig().monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 100, durability: 'async' });
   const c = resolveConfig({ monitoring: { predictionLog: { durability: 'sync', flushMs: 20 } } });
   assert.deepEqual(c.monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 20, durability: 'sync' });
-  assert.throws(() => resolveConfig({ monitoring: { predictionLog: { durability: 'fsync' } } }, 'test.yaml'), /monitoring\.predictionLog\.durability: must be equal to one of the allowed values \(async, sync\)/);
-  assert.throws(() => resolveConfig({ monitoring: { predictionLog: { flushMs: 0 } } }, 'test.yaml'), /monitoring\.predictionLog\.flushMs: must be >= 1/);
+  assert.throws(
+    () => resolveConfig({ monitoring: { predictionLog: { durability: 'fsync' } } }, 'test.yaml'),
+    /monitoring\.predictionLog\.durability: must be equal to one of the allowed values \(async, sync\)/,
+  );
+  assert.throws(
+    () => resolveConfig({ monitoring: { predictionLog: { flushMs: 0 } } }, 'test.yaml'),
+    /monitoring\.predictionLog\.flushMs: must be >= 1/,
+  );
 });
 
 test('the store keys: SQLite unless a postgres URL is configured or in SCORELINE_STORE_URL; a lease must outlast two heartbeats', () => {
@@ -57,7 +66,10 @@ test('the store keys: SQLite unless a postgres URL is configured or in SCORELINE
   assert.equal(storeUrl('postgresql://c/db', { SCORELINE_STORE_URL: 'postgres://h/db' }), 'postgresql://c/db', 'the config wins');
   assert.equal(resolveConfig({ store: { url: 'postgres://u@db:5432/s' } }).store.url, 'postgres://u@db:5432/s');
   assert.throws(() => resolveConfig({ store: { url: 'mysql://db/s' } }), /store\.url: must match pattern/);
-  assert.throws(() => resolveConfig({ store: { leaseSeconds: 3 } }), /store\.leaseSeconds \(3\) must be at least twice store\.heartbeatSeconds \(2\)/);
+  assert.throws(
+    () => resolveConfig({ store: { leaseSeconds: 3 } }),
+    /store\.leaseSeconds \(3\) must be at least twice store\.heartbeatSeconds \(2\)/,
+  );
   assert.throws(() => resolveConfig({ store: { replicas: 3 } }), /store: must NOT have additional properties 'replicas'/);
 });
 
@@ -72,7 +84,10 @@ test('model.yaml is validated with the file and the path in the error', () => {
   assert.throws(() => parseModelConfig('thresold: 0.5\n', 'm/model.yaml'), /must NOT have additional properties 'thresold'/);
   assert.throws(() => parseModelConfig('features: [a\n', 'm/model.yaml'), /m\/model\.yaml: cannot parse/);
   // a bad retraining section fails the model's load, naming the field
-  assert.throws(() => parseModelConfig('label: y\nretraining: { useFeedback: true, oot: { fraction: 2 } }\n', 'm/model.yaml'), /m\/model\.yaml: retraining\.oot\.fraction/);
+  assert.throws(
+    () => parseModelConfig('label: y\nretraining: { useFeedback: true, oot: { fraction: 2 } }\n', 'm/model.yaml'),
+    /m\/model\.yaml: retraining\.oot\.fraction/,
+  );
   assert.equal(parseModelConfig('label: y\nretraining: { useFeedback: true }\n', 'm/model.yaml').retraining?.useFeedback, true);
 });
 
@@ -86,7 +101,10 @@ test('repository scan: Triton layout, versions sorted, odd entries skipped with 
   await writeFile(join(repo, 'README.txt'), 'not a model');
   const scan = scanRepository(repo);
   assert.equal(scan.models.length, 1);
-  assert.deepEqual(scan.models[0]!.versions.map((v) => v.version), [2, 10]);
+  assert.deepEqual(
+    scan.models[0]!.versions.map((v) => v.version),
+    [2, 10],
+  );
   assert.match(scan.models[0]!.versions[0]!.sha256, /^[0-9a-f]{64}$/);
   assert.ok(scan.skipped.some((s) => s.startsWith('sum/latest: version folders are positive integers')));
   assert.ok(scan.skipped.some((s) => s.startsWith('empty: no version folder')));

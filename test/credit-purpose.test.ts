@@ -11,7 +11,15 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
-import { buildPurposeModel, designRow, PURPOSES, purposeProbability, splitTerms, withPurposes, type PurposeApplication } from '../examples/build-purpose-model.js';
+import {
+  buildPurposeModel,
+  designRow,
+  PURPOSES,
+  purposeProbability,
+  splitTerms,
+  withPurposes,
+  type PurposeApplication,
+} from '../examples/build-purpose-model.js';
 import { CREDIT_FEATURES, featureVector, generateCreditData } from '../examples/credit-data.js';
 import { predictProba, trainLogistic } from '../src/retraining/logistic.js';
 
@@ -25,7 +33,11 @@ test('credit-purpose: byte-identical builds matching the checked-in files; onnxr
     for (const file of ['1/model.onnx', 'reference.csv', 'model.yaml']) {
       const bytes = await readFile(join(dir, 'a', 'credit-purpose', file));
       assert.deepEqual(await readFile(join(dir, 'b', 'credit-purpose', file)), bytes, file);
-      assert.deepEqual(await readFile(join(repoRoot, 'examples', 'models', 'credit-purpose', file)), bytes, `${file} is stale: run npm run demo:model`);
+      assert.deepEqual(
+        await readFile(join(repoRoot, 'examples', 'models', 'credit-purpose', file)),
+        bytes,
+        `${file} is stale: run npm run demo:model`,
+      );
     }
     assert.ok(first.heldOutAuc > 0.75 && first.heldOutAuc < 0.9, String(first.heldOutAuc));
     // Business and vacation loans default more often in the generator: their terms are the largest.
@@ -40,12 +52,22 @@ test('credit-purpose: byte-identical builds matching the checked-in files; onnxr
     const session = await ort.InferenceSession.create(await readFile(first.files.model));
     const out = await session.run({
       input: new ort.Tensor('float32', Float32Array.from(rows.flatMap((r) => r.slice(0, 10).map(Number))), [rows.length, 10]),
-      purpose: new ort.Tensor('string', rows.map((r) => r[10]!), [rows.length, 1]),
+      purpose: new ort.Tensor(
+        'string',
+        rows.map((r) => r[10]!),
+        [rows.length, 1],
+      ),
     });
     const p1 = out.probabilities!.data as Float32Array;
     rows.forEach((r, i) => {
-      const app = { ...Object.fromEntries(CREDIT_FEATURES.map((f, j) => [f, Number(r[j])])), purpose: r[10] } as unknown as PurposeApplication;
-      assert.ok(Math.abs(p1[2 * i + 1]! - purposeProbability(first.terms, app)) < 1e-5, `row ${i}: ${p1[2 * i + 1]} vs ${purposeProbability(first.terms, app)}`);
+      const app = {
+        ...Object.fromEntries(CREDIT_FEATURES.map((f, j) => [f, Number(r[j])])),
+        purpose: r[10],
+      } as unknown as PurposeApplication;
+      assert.ok(
+        Math.abs(p1[2 * i + 1]! - purposeProbability(first.terms, app)) < 1e-5,
+        `row ${i}: ${p1[2 * i + 1]} vs ${purposeProbability(first.terms, app)}`,
+      );
     });
     const numericOnly = predictProba(first.terms.numeric, rows[rows.length - 1]!.slice(0, 10).map(Number));
     assert.ok(Math.abs(p1[2 * (rows.length - 1) + 1]! - numericOnly) < 1e-5);
@@ -56,7 +78,10 @@ test('credit-purpose: byte-identical builds matching the checked-in files; onnxr
 
 test('the per-purpose terms reproduce the one-hot logistic regression exactly', () => {
   const rows = withPurposes(generateCreditData({ n: 3000, seed: 11 }), 11);
-  const fitted = trainLogistic(rows.map(designRow), rows.map((r) => r.default));
+  const fitted = trainLogistic(
+    rows.map(designRow),
+    rows.map((r) => r.default),
+  );
   const terms = splitTerms(fitted);
   for (const r of rows.slice(0, 200)) {
     assert.ok(Math.abs(purposeProbability(terms, r) - predictProba(fitted, designRow(r))) < 1e-12);

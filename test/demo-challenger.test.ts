@@ -33,9 +33,18 @@ test('the challenger is rebuilt byte for byte, matches the checked-in files, and
     assert.equal(lines[0], [...CREDIT_FEATURES, 'default'].join(','));
     const values = lines.slice(1).map((l) => l.split(',').map(Number));
     const session = await ort.InferenceSession.create(await readFile(a.files.model));
-    const out = await session.run({ input: new ort.Tensor('float32', Float32Array.from(values.flatMap((v) => v.slice(0, 10))), [values.length, 10]) });
+    const out = await session.run({
+      input: new ort.Tensor('float32', Float32Array.from(values.flatMap((v) => v.slice(0, 10))), [values.length, 10]),
+    });
     const p1 = Array.from({ length: values.length }, (_, i) => (out.probabilities!.data as Float32Array)[2 * i + 1]!);
-    assert.ok(Math.abs(rocAuc(p1, values.map((v) => v[10]!)) - a.recentAuc) < 1e-3);
+    assert.ok(
+      Math.abs(
+        rocAuc(
+          p1,
+          values.map((v) => v[10]!),
+        ) - a.recentAuc,
+      ) < 1e-3,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -50,7 +50,10 @@ function started(out: string): Left {
 /** Processes the demo started, found by what their command lines hold: its dirs (PostgreSQL's -D, the replicas' --data-dir) and Redis's port. */
 function processesOf(left: Left): string[] {
   const ps = spawnSync('ps', ['-eo', 'pid=,stat=,args='], { encoding: 'utf8' }).stdout.split('\n');
-  return ps.filter((l) => !/^\s*\d+\s+Z/.test(l) && (l.includes(left.work) || l.includes(left.pgDir) || l.includes(`redis-server 127.0.0.1:${left.redisPort}`)));
+  return ps.filter(
+    (l) =>
+      !/^\s*\d+\s+Z/.test(l) && (l.includes(left.work) || l.includes(left.pgDir) || l.includes(`redis-server 127.0.0.1:${left.redisPort}`)),
+  );
 }
 
 async function assertNothingLeft(left: Left): Promise<void> {
@@ -62,7 +65,10 @@ async function assertNothingLeft(left: Left): Promise<void> {
   assert.deepEqual(processesOf(left), [], 'no replica, PostgreSQL or Redis process is left');
 }
 
-test('the demo, end to end: propagation, traffic on all three, per-replica feedback and monitoring, a new leader after SIGKILL; nothing left', { skip, timeout: 180_000 }, async (t) => {
+test('the demo, end to end: propagation, traffic on all three, per-replica feedback and monitoring, a new leader after SIGKILL; nothing left', {
+  skip,
+  timeout: 180_000,
+}, async (t) => {
   const r = spawnSync(process.execPath, [DEMO], { cwd: ROOT, encoding: 'utf8', timeout: 170_000 });
   const out = r.stdout;
   // Whatever fails below, the demo's own account is in the report.
@@ -78,10 +84,20 @@ test('the demo, end to end: propagation, traffic on all three, per-replica feedb
   assert.match(out, /^label for demo-0 sent to replica-1, which served it: joined 1, unknown 0$/m);
   assert.match(out, /^label for demo-3 sent to replica-2, but replica-1 served it: joined 0, unknown 1$/m);
   // Each replica shows its own share, never the cluster's 300.
-  const snaps = [...out.matchAll(/^(replica-\d) \(its own traffic only\): (\d+) requests, 0 errors, p99 (?:[\d.]+ ms|n\/a), (\d+) labelled$/gm)];
-  assert.deepEqual(snaps.map((m) => m[1]), ['replica-1', 'replica-2', 'replica-3'], out);
+  const snaps = [
+    ...out.matchAll(/^(replica-\d) \(its own traffic only\): (\d+) requests, 0 errors, p99 (?:[\d.]+ ms|n\/a), (\d+) labelled$/gm),
+  ];
+  assert.deepEqual(
+    snaps.map((m) => m[1]),
+    ['replica-1', 'replica-2', 'replica-3'],
+    out,
+  );
   for (const m of snaps) assert.ok(Number(m[2]) >= 100 && Number(m[2]) < 300, `${m[1]}: ${m[2]} requests`);
-  assert.deepEqual(snaps.map((m) => Number(m[3])), [1, 0, 0], 'the one joined label is on replica-1');
+  assert.deepEqual(
+    snaps.map((m) => Number(m[3])),
+    [1, 0, 0],
+    'the one joined label is on replica-1',
+  );
   const killed = /^(replica-\d) killed \(it led\)$/m.exec(out)?.[1];
   assert.ok(killed, out);
   const next = /^(replica-\d) leads \d+ ms after the kill/m.exec(out)?.[1];

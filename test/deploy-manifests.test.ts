@@ -30,14 +30,22 @@ import { waitFor } from './fixtures/wait.js';
 type Obj = Record<string, any>;
 
 const DIR = join(ROOT, 'deploy', 'kubernetes');
-const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')).sort();
+const files = readdirSync(DIR)
+  .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+  .sort();
 
 function load(file: string): Obj[] {
   const docs = YAML.parseAllDocuments(readFileSync(join(DIR, file), 'utf8'));
-  return (Array.isArray(docs) ? docs : [docs]).map((d) => {
-    assert.deepEqual(d.errors.map((e) => e.message), [], `${file} parses`);
-    return d.toJS() as Obj;
-  }).filter((d) => d !== null);
+  return (Array.isArray(docs) ? docs : [docs])
+    .map((d) => {
+      assert.deepEqual(
+        d.errors.map((e) => e.message),
+        [],
+        `${file} parses`,
+      );
+      return d.toJS() as Obj;
+    })
+    .filter((d) => d !== null);
 }
 
 const docs = new Map(files.map((f) => [f, load(f)]));
@@ -66,28 +74,31 @@ const matches = (selector: Obj, labels: Obj) => Object.entries(selector).every((
 
 test('every manifest parses, with the expected kinds and apiVersions', () => {
   const seen = all.map((d) => `${d.file}: ${d.apiVersion} ${d.kind}/${d.metadata?.name ?? ''}`).sort();
-  assert.deepEqual(seen, [
-    'kustomization.yaml: kustomize.config.k8s.io/v1beta1 Kustomization/',
-    'redis.yaml: apps/v1 Deployment/scoreline-redis',
-    'redis.yaml: v1 PersistentVolumeClaim/scoreline-redis-data',
-    'redis.yaml: v1 Service/scoreline-redis',
-    'scoreline-configmap.yaml: v1 ConfigMap/scoreline-config',
-    'postgres.yaml: apps/v1 StatefulSet/scoreline-postgres',
-    'postgres.yaml: v1 Service/scoreline-postgres',
-    'scoreline-deployment.yaml: apps/v1 Deployment/scoreline',
-    'scoreline-hpa.yaml: autoscaling/v2 HorizontalPodAutoscaler/scoreline',
-    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline',
-    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-postgres',
-    'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-redis',
-    'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
-    'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-postgres',
-    'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-store',
-    'scoreline-redis-secret.example.yaml: v1 Secret/scoreline-redis',
-    'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
-    'scoreline-secret.example.yaml: v1 Secret/scoreline-api-keys',
-    'scoreline-service.yaml: v1 Service/scoreline',
-    'scoreline-servicemonitor.yaml: monitoring.coreos.com/v1 ServiceMonitor/scoreline',
-  ].sort());
+  assert.deepEqual(
+    seen,
+    [
+      'kustomization.yaml: kustomize.config.k8s.io/v1beta1 Kustomization/',
+      'redis.yaml: apps/v1 Deployment/scoreline-redis',
+      'redis.yaml: v1 PersistentVolumeClaim/scoreline-redis-data',
+      'redis.yaml: v1 Service/scoreline-redis',
+      'scoreline-configmap.yaml: v1 ConfigMap/scoreline-config',
+      'postgres.yaml: apps/v1 StatefulSet/scoreline-postgres',
+      'postgres.yaml: v1 Service/scoreline-postgres',
+      'scoreline-deployment.yaml: apps/v1 Deployment/scoreline',
+      'scoreline-hpa.yaml: autoscaling/v2 HorizontalPodAutoscaler/scoreline',
+      'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline',
+      'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-postgres',
+      'scoreline-networkpolicy.yaml: networking.k8s.io/v1 NetworkPolicy/scoreline-redis',
+      'scoreline-pdb.yaml: policy/v1 PodDisruptionBudget/scoreline',
+      'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-postgres',
+      'scoreline-postgres-secret.example.yaml: v1 Secret/scoreline-store',
+      'scoreline-redis-secret.example.yaml: v1 Secret/scoreline-redis',
+      'scoreline-secret.example.yaml: v1 Secret/scoreline-admin',
+      'scoreline-secret.example.yaml: v1 Secret/scoreline-api-keys',
+      'scoreline-service.yaml: v1 Service/scoreline',
+      'scoreline-servicemonitor.yaml: monitoring.coreos.com/v1 ServiceMonitor/scoreline',
+    ].sort(),
+  );
   for (const file of files) assert.match(readFileSync(join(DIR, file), 'utf8'), /^# /, `${file} starts with a comment saying what it is`);
 });
 
@@ -100,12 +111,16 @@ test('the kustomization lists exactly the manifests present, not the example sec
   assert.ok(!resources.some((r) => r.includes('example')), 'applying the kustomization never installs the placeholder token');
   const text = readFileSync(join(DIR, 'kustomization.yaml'), 'utf8');
   assert.match(text, /scoreline-servicemonitor\.yaml is opt-in/, 'the kustomization says how to add the ServiceMonitor');
-  for (const secret of ['scoreline-admin', 'scoreline-redis', 'scoreline-postgres', 'scoreline-store']) assert.match(text, new RegExp(`kubectl create secret generic ${secret} `));
+  for (const secret of ['scoreline-admin', 'scoreline-redis', 'scoreline-postgres', 'scoreline-store'])
+    assert.match(text, new RegExp(`kubectl create secret generic ${secret} `));
 });
 
 test('the container serves HTTP on 8080 and gRPC on 8081, and is probed on the OIP health paths', () => {
   assert.equal(container.image, 'scoreline:0.1.0');
-  assert.deepEqual(container.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'grpc', containerPort: 8081, protocol: 'TCP' }]);
+  assert.deepEqual(container.ports, [
+    { name: 'http', containerPort: 8080, protocol: 'TCP' },
+    { name: 'grpc', containerPort: 8081, protocol: 'TCP' },
+  ]);
   const probe = (p: Obj) => ({ path: p.httpGet.path, port: p.httpGet.port });
   assert.deepEqual(probe(container.readinessProbe), { path: '/v2/health/ready', port: 'http' });
   assert.deepEqual(probe(container.livenessProbe), { path: '/v2/health/live', port: 'http' });
@@ -145,7 +160,7 @@ test('pods carry the Prometheus scrape annotations for the container port and /m
   assert.equal(Number(pod.metadata.annotations['prometheus.io/port']), container.ports[0].containerPort);
 });
 
-test('the pod runs as the image\'s node user, read-only, without capabilities', () => {
+test("the pod runs as the image's node user, read-only, without capabilities", () => {
   const ps = pod.spec.securityContext as Obj;
   assert.equal(ps.runAsNonRoot, true);
   assert.equal(ps.runAsUser, 1000);
@@ -172,25 +187,38 @@ test('shutdown: preStop sleep, then the server drains within the grace period; r
   const sleep = Number(preStop[1]);
   assert.ok(sleep >= 3, 'endpoints get time to be removed before SIGTERM');
   assert.equal(config.server.shutdownTimeoutMs, 10_000);
-  assert.ok(pod.spec.terminationGracePeriodSeconds > sleep + config.server.shutdownTimeoutMs / 1000,
-    `grace ${pod.spec.terminationGracePeriodSeconds} s > preStop ${sleep} s + drain ${config.server.shutdownTimeoutMs / 1000} s`);
+  assert.ok(
+    pod.spec.terminationGracePeriodSeconds > sleep + config.server.shutdownTimeoutMs / 1000,
+    `grace ${pod.spec.terminationGracePeriodSeconds} s > preStop ${sleep} s + drain ${config.server.shutdownTimeoutMs / 1000} s`,
+  );
   assert.deepEqual(deployment.spec.strategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
   assert.equal(deployment.spec.replicas, undefined, 'the HPA owns the replica count');
 });
 
-test('the ConfigMap\'s config passes the real validator and the Deployment\'s args parse with the real CLI', () => {
+test("the ConfigMap's config passes the real validator and the Deployment's args parse with the real CLI", () => {
   const raw = YAML.parse(configText) as Obj;
   const config = resolveConfig(raw, 'scoreline-configmap.yaml');
   assert.equal(config.features.redis?.url, 'redis://scoreline-redis:6379');
   // With a store there must be definitions (else the store is never used, and the config is refused).
   assert.equal(config.features.definitions, 'features.yaml');
-  assert.throws(() => resolveConfig({ ...raw, features: { ...raw.features, definitions: null } }), /features\.redis is set but features\.definitions is not/);
+  assert.throws(
+    () => resolveConfig({ ...raw, features: { ...raw.features, definitions: null } }),
+    /features\.redis is set but features\.definitions is not/,
+  );
   assert.equal(config.server.port, 8080);
   assert.equal(config.log.level, 'info');
   for (const key of ['server', 'inference', 'batching', 'features', 'log']) assert.ok(key in raw, `${key} is set explicitly`);
 
   const args = container.args as string[];
-  assert.deepEqual(args, ['serve', '--config', '/etc/scoreline/config.yaml', '--model-repo', '/app/examples/models', '--data-dir', '/data']);
+  assert.deepEqual(args, [
+    'serve',
+    '--config',
+    '/etc/scoreline/config.yaml',
+    '--model-repo',
+    '/app/examples/models',
+    '--data-dir',
+    '/data',
+  ]);
   // The repository is the one the image carries (the Dockerfile's WORKDIR is /app).
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
   assert.match(dockerfile, /^WORKDIR \/app$/m);
@@ -209,12 +237,16 @@ test('the ConfigMap\'s config passes the real validator and the Deployment\'s ar
     writeFileSync(file, configText);
     const parsed = serveConfig(args.slice(1).map((a) => (a === '/etc/scoreline/config.yaml' ? file : a)));
     assert.ok(parsed);
-    assert.equal(parsed.features.definitions, join(dir, 'features.yaml'), 'definitions are found next to the config, where the ConfigMap mounts them');
+    assert.equal(
+      parsed.features.definitions,
+      join(dir, 'features.yaml'),
+      'definitions are found next to the config, where the ConfigMap mounts them',
+    );
     assert.equal(parsed.modelRepository, '/app/examples/models');
     assert.equal(parsed.dataDir, '/data');
     assert.equal(parsed.server.port, container.ports.find((p: Obj) => p.name === 'http').containerPort);
     assert.equal(parsed.grpc.port, container.ports.find((p: Obj) => p.name === 'grpc').containerPort);
-    assert.equal(parsed.store.url, null, 'no store URL in the ConfigMap: it would win over the Secret\'s SCORELINE_STORE_URL');
+    assert.equal(parsed.store.url, null, "no store URL in the ConfigMap: it would win over the Secret's SCORELINE_STORE_URL");
     assert.equal(parsed.inference.workers, config.inference.workers);
     assert.deepEqual(parsed.features.redis, config.features.redis);
   } finally {
@@ -226,19 +258,35 @@ test('no volume is shared between pods: the data dir is an emptyDir, and no clai
   const data = container.volumeMounts.find((m: Obj) => m.mountPath === '/data');
   assert.ok(data, '/data is mounted');
   const volume = pod.spec.volumes.find((v: Obj) => v.name === data.name) as Obj;
-  assert.ok(volume.emptyDir, 'the data dir is the pod\'s own');
+  assert.ok(volume.emptyDir, "the data dir is the pod's own");
   assert.ok(bytes(volume.emptyDir.sizeLimit) >= 1024 ** 3, 'with room for the cached models and the prediction log');
-  assert.deepEqual(pod.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.name), [], 'the Deployment mounts no claim');
+  assert.deepEqual(
+    pod.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.name),
+    [],
+    'the Deployment mounts no claim',
+  );
   const claims = [
     ...all.filter((d) => d.kind === 'PersistentVolumeClaim').map((d) => ({ name: d.metadata.name, spec: d.spec })),
-    ...all.flatMap((d) => (d.spec?.volumeClaimTemplates ?? []).map((t: Obj) => ({ name: `${d.metadata.name}/${t.metadata.name}`, spec: t.spec }))),
+    ...all.flatMap((d) =>
+      (d.spec?.volumeClaimTemplates ?? []).map((t: Obj) => ({ name: `${d.metadata.name}/${t.metadata.name}`, spec: t.spec })),
+    ),
   ];
   assert.deepEqual(claims.map((c) => c.name).sort(), ['scoreline-postgres/data', 'scoreline-redis-data']);
   for (const c of claims) assert.deepEqual(c.spec.accessModes, ['ReadWriteOnce'], `${c.name} is one pod's`);
   // Every claim a workload mounts exists, and every claim is mounted by something.
-  const mounted = all.filter((d) => d.spec?.template?.spec?.volumes).flatMap((d) => d.spec.template.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.persistentVolumeClaim.claimName));
+  const mounted = all
+    .filter((d) => d.spec?.template?.spec?.volumes)
+    .flatMap((d) =>
+      d.spec.template.spec.volumes.filter((v: Obj) => v.persistentVolumeClaim).map((v: Obj) => v.persistentVolumeClaim.claimName),
+    );
   for (const name of mounted) find('PersistentVolumeClaim', name);
-  assert.deepEqual(mounted.sort(), all.filter((d) => d.kind === 'PersistentVolumeClaim').map((d) => d.metadata.name).sort());
+  assert.deepEqual(
+    mounted.sort(),
+    all
+      .filter((d) => d.kind === 'PersistentVolumeClaim')
+      .map((d) => d.metadata.name)
+      .sort(),
+  );
   const text = readFileSync(join(DIR, 'scoreline-deployment.yaml'), 'utf8');
   assert.match(text, /scoreline bundle/, 'the bundle image is named as the alternative repository');
   assert.match(text, /emptyDir/);
@@ -283,7 +331,10 @@ test('the store URL comes from a Secret whose example agrees with the PostgreSQL
   assert.equal(pgSecret.file, 'scoreline-postgres-secret.example.yaml');
   assert.equal(decodeURIComponent(u.password), pgSecret.stringData[pwRef.key], 'the URL carries the PostgreSQL password');
   assert.match(pgSecret.stringData[pwRef.key], /REPLACE-ME/);
-  assert.ok(!container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === pwRef.name), 'scoreline reads the URL, not the server\'s password Secret');
+  assert.ok(
+    !container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === pwRef.name),
+    "scoreline reads the URL, not the server's password Secret",
+  );
   // Readiness asks the server for the same user and database.
   const probe = pgc.readinessProbe.exec.command as string[];
   assert.equal(probe[0], 'pg_isready');
@@ -300,7 +351,10 @@ test('the store URL comes from a Secret whose example agrees with the PostgreSQL
   for (const m of pgc.volumeMounts.filter((x: Obj) => x.name !== template.metadata.name)) {
     assert.ok(pgPod.spec.volumes.find((v: Obj) => v.name === m.name).emptyDir, `${m.mountPath} is an emptyDir`);
   }
-  assert.ok(pgc.volumeMounts.some((m: Obj) => m.mountPath === '/var/run/postgresql'), 'the socket dir is writable');
+  assert.ok(
+    pgc.volumeMounts.some((m: Obj) => m.mountPath === '/var/run/postgresql'),
+    'the socket dir is writable',
+  );
   assert.equal(pgPod.spec.securityContext.runAsNonRoot, true);
   assert.ok(pgc.resources.limits.memory && pgc.resources.limits.cpu);
 
@@ -321,14 +375,24 @@ test('the Service, the autoscaler and the disruption budget point at the scoreli
   const svc = find('Service', 'scoreline');
   assert.equal(svc.spec.type, 'ClusterIP');
   assert.ok(matches(svc.spec.selector, labels));
-  assert.deepEqual(svc.spec.ports, [{ name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' }, { name: 'grpc', port: 8081, targetPort: 'grpc', protocol: 'TCP' }]);
-  for (const p of svc.spec.ports) assert.ok(container.ports.some((c: Obj) => c.name === p.targetPort && c.containerPort === p.port), `${p.name} reaches the container port of that name`);
+  assert.deepEqual(svc.spec.ports, [
+    { name: 'http', port: 8080, targetPort: 'http', protocol: 'TCP' },
+    { name: 'grpc', port: 8081, targetPort: 'grpc', protocol: 'TCP' },
+  ]);
+  for (const p of svc.spec.ports)
+    assert.ok(
+      container.ports.some((c: Obj) => c.name === p.targetPort && c.containerPort === p.port),
+      `${p.name} reaches the container port of that name`,
+    );
 
   const hpa = find('HorizontalPodAutoscaler', 'scoreline');
   assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: 'scoreline' });
   assert.equal(hpa.spec.minReplicas, 2);
   assert.equal(hpa.spec.maxReplicas, 10);
-  assert.deepEqual(hpa.spec.metrics.map((m: Obj) => [m.type, m.resource.name, m.resource.target.type]), [['Resource', 'cpu', 'Utilization']]);
+  assert.deepEqual(
+    hpa.spec.metrics.map((m: Obj) => [m.type, m.resource.name, m.resource.target.type]),
+    [['Resource', 'cpu', 'Utilization']],
+  );
   const target = hpa.spec.metrics[0].resource.target.averageUtilization;
   assert.ok(target > 0 && target < 100);
   assert.ok(hpa.spec.behavior.scaleDown.stabilizationWindowSeconds >= 60, 'scale-down is stabilized');
@@ -372,12 +436,16 @@ test('API keys are on, from a Secret whose example is marked as an example; prob
   assert.equal(secret.file, 'scoreline-secret.example.yaml');
   assert.match(secret.stringData[ref.key], /REPLACE-ME/);
   // The example's shape is one the server reads (the placeholder key is long enough to pass).
-  assert.deepEqual(parseEnvKeys(secret.stringData[ref.key]).map((k) => [k.id, [...k.scopes]]), [['REPLACE-ME-loan-origination', ['infer']]]);
-  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) assert.equal(accessOf('get', container[probe].httpGet.path), 'open', `${probe} needs no key`);
+  assert.deepEqual(
+    parseEnvKeys(secret.stringData[ref.key]).map((k) => [k.id, [...k.scopes]]),
+    [['REPLACE-ME-loan-origination', ['infer']]],
+  );
+  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe'])
+    assert.equal(accessOf('get', container[probe].httpGet.path), 'open', `${probe} needs no key`);
   assert.equal(accessOf('get', pod.metadata.annotations['prometheus.io/path']), 'metrics');
 });
 
-test('Redis: a single node with an append-only file, reachable at the config\'s URL', () => {
+test("Redis: a single node with an append-only file, reachable at the config's URL", () => {
   const url = new URL(resolveConfig(YAML.parse(configText)).features.redis!.url);
   const svc = find('Service', url.hostname);
   assert.equal(svc.spec.ports[0].port, Number(url.port));
@@ -414,10 +482,24 @@ test('NetworkPolicies: scoreline pods admit only the ingress controller and Prom
   assert.deepEqual(server.spec.policyTypes, ['Ingress']);
   assert.equal(server.spec.ingress.length, 1);
   const [rule] = server.spec.ingress;
-  assert.deepEqual(rule.ports, [{ port: 'http', protocol: 'TCP' }, { port: 'grpc', protocol: 'TCP' }]);
-  for (const p of rule.ports) assert.ok(container.ports.some((c: Obj) => c.name === p.port), `${p.port} is a container port`);
-  const peers = rule.from.map((f: Obj) => `${f.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name']}/${f.podSelector?.matchLabels?.['app.kubernetes.io/name']}`);
-  assert.deepEqual(peers, ['ingress-nginx/ingress-nginx', 'monitoring/prometheus'], 'each peer is a namespace AND pod selector, not either');
+  assert.deepEqual(rule.ports, [
+    { port: 'http', protocol: 'TCP' },
+    { port: 'grpc', protocol: 'TCP' },
+  ]);
+  for (const p of rule.ports)
+    assert.ok(
+      container.ports.some((c: Obj) => c.name === p.port),
+      `${p.port} is a container port`,
+    );
+  const peers = rule.from.map(
+    (f: Obj) =>
+      `${f.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name']}/${f.podSelector?.matchLabels?.['app.kubernetes.io/name']}`,
+  );
+  assert.deepEqual(
+    peers,
+    ['ingress-nginx/ingress-nginx', 'monitoring/prometheus'],
+    'each peer is a namespace AND pod selector, not either',
+  );
   for (const f of rule.from) assert.ok(f.namespaceSelector && f.podSelector);
 
   const redisPods = find('Deployment', 'scoreline-redis').spec.template.metadata.labels;
@@ -425,7 +507,10 @@ test('NetworkPolicies: scoreline pods admit only the ingress controller and Prom
   const pgPod = find('StatefulSet', 'scoreline-postgres').spec.template;
   const pgPort = pgPod.spec.containers[0].ports[0].containerPort;
   assert.equal(pgPort, 5432);
-  for (const [name, port, podLabels] of [['scoreline-redis', redisPort, redisPods], ['scoreline-postgres', pgPort, pgPod.metadata.labels]] as const) {
+  for (const [name, port, podLabels] of [
+    ['scoreline-redis', redisPort, redisPods],
+    ['scoreline-postgres', pgPort, pgPod.metadata.labels],
+  ] as const) {
     const np = find('NetworkPolicy', name);
     assert.ok(matches(np.spec.podSelector.matchLabels, podLabels), `${name} selects its pods`);
     assert.ok(!matches(np.spec.podSelector.matchLabels, labels), `${name} does not select scoreline pods`);
@@ -440,14 +525,17 @@ test('NetworkPolicies: scoreline pods admit only the ingress controller and Prom
   }
 });
 
-test('Redis requires the Secret\'s password; scoreline reads the same Secret as the passwordFile', () => {
+test("Redis requires the Secret's password; scoreline reads the same Secret as the passwordFile", () => {
   const redis = find('Deployment', 'scoreline-redis').spec.template.spec.containers[0] as Obj;
   const args = redis.args as string[];
   assert.equal(args[args.indexOf('--requirepass') + 1], '$(REDIS_PASSWORD)');
   const env = (name: string) => redis.env.find((e: Obj) => e.name === name)?.valueFrom?.secretKeyRef;
   assert.deepEqual(env('REDIS_PASSWORD'), { name: 'scoreline-redis', key: 'password' });
   assert.deepEqual(env('REDISCLI_AUTH'), { name: 'scoreline-redis', key: 'password' }, 'the readiness probe authenticates');
-  assert.ok(redis.env.findIndex((e: Obj) => e.name === 'REDIS_PASSWORD') >= 0, 'the kubelet expands $(REDIS_PASSWORD) from the container env');
+  assert.ok(
+    redis.env.findIndex((e: Obj) => e.name === 'REDIS_PASSWORD') >= 0,
+    'the kubelet expands $(REDIS_PASSWORD) from the container env',
+  );
 
   const passwordFile = resolveConfig(YAML.parse(configText)).features.redis!.passwordFile!;
   const mount = container.volumeMounts.find((m: Obj) => m.mountPath === dirname(passwordFile));
@@ -456,17 +544,20 @@ test('Redis requires the Secret\'s password; scoreline reads the same Secret as 
   const volume = pod.spec.volumes.find((v: Obj) => v.name === mount.name);
   assert.equal(volume.secret.secretName, 'scoreline-redis');
   assert.deepEqual(volume.secret.items, [{ key: 'password', path: basename(passwordFile) }]);
-  assert.ok(!container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === 'scoreline-redis'), 'never in the server\'s environment');
+  assert.ok(!container.env.some((e: Obj) => e.valueFrom?.secretKeyRef?.name === 'scoreline-redis'), "never in the server's environment");
   const example = find('Secret', 'scoreline-redis');
   assert.equal(example.file, 'scoreline-redis-secret.example.yaml');
   assert.match(example.stringData.password, /REPLACE-ME/);
 });
 
-test('the ServiceMonitor scrapes /metrics on the Service\'s http port', () => {
+test("the ServiceMonitor scrapes /metrics on the Service's http port", () => {
   const sm = find('ServiceMonitor', 'scoreline');
   const svc = find('Service', 'scoreline');
   assert.ok(matches(sm.spec.selector.matchLabels, svc.metadata.labels), 'it selects the Service by its labels');
-  assert.deepEqual(sm.spec.endpoints.map((e: Obj) => [e.port, e.path]), [['http', '/metrics']]);
+  assert.deepEqual(
+    sm.spec.endpoints.map((e: Obj) => [e.port, e.path]),
+    [['http', '/metrics']],
+  );
   assert.ok(svc.spec.ports.some((p: Obj) => p.name === 'http'));
   const e = sm.spec.endpoints[0];
   assert.ok(Number.parseInt(e.scrapeTimeout, 10) < Number.parseInt(e.interval, 10));
@@ -482,7 +573,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-test('run as configured: Redis with the manifest\'s args and password, scoreline with the ConfigMap\'s config and definitions', { skip: !redisAvailable() && 'redis-server is not installed', timeout: 120_000 }, async () => {
+test("run as configured: Redis with the manifest's args and password, scoreline with the ConfigMap's config and definitions", {
+  skip: !redisAvailable() && 'redis-server is not installed',
+  timeout: 120_000,
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-k8s-run-'));
   const password = 'pw-from-the-secret';
   const port = await freePort();
@@ -491,8 +585,13 @@ test('run as configured: Redis with the manifest\'s args and password, scoreline
   const args = (manifest.args as string[]).slice(1).map((a) => (a === '$(REDIS_PASSWORD)' ? password : a === '/data' ? dir : a));
   const redis = spawn('redis-server', [...args, '--port', String(port), '--bind', '127.0.0.1'], { stdio: 'ignore' });
   try {
-    const cli = (env: Record<string, string>) => spawnSync('redis-cli', ['-p', String(port), 'ping'], { env: { ...process.env, ...env }, encoding: 'utf8' });
-    await waitFor(() => cli({ REDISCLI_AUTH: password }).stdout.trim() === 'PONG', { timeoutMs: 10_000, intervalMs: 50, message: "redis-server to start with the manifest's args" });
+    const cli = (env: Record<string, string>) =>
+      spawnSync('redis-cli', ['-p', String(port), 'ping'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    await waitFor(() => cli({ REDISCLI_AUTH: password }).stdout.trim() === 'PONG', {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: "redis-server to start with the manifest's args",
+    });
     assert.match(cli({ REDISCLI_AUTH: '' }).stdout, /NOAUTH/, 'without the password Redis refuses');
 
     // /etc/scoreline as the ConfigMap mounts it, the Secret as a file, Redis at its Service name -> here.
@@ -508,16 +607,26 @@ test('run as configured: Redis with the manifest\'s args and password, scoreline
     const config = join(etc, 'config.yaml');
     const check = spawnSync(process.execPath, [CLI, 'config', 'check', config], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr);
-    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    const m = spawnSync(
+      process.execPath,
+      [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
     assert.equal(m.status, 0, m.stderr);
     // The Deployment turns API keys on from the scoreline-api-keys Secret: give this run one, as that Secret would.
-    const server = await startServer(['--config', config, '--model-repo', join(ROOT, 'examples', 'models'), '--data-dir', join(dir, 'data')], {
-      SCORELINE_API_KEYS: 'manifest-test:manifest-test-key-0123456789abcdef:infer+events+feedback+monitoring:read',
-    });
+    const server = await startServer(
+      ['--config', config, '--model-repo', join(ROOT, 'examples', 'models'), '--data-dir', join(dir, 'data')],
+      {
+        SCORELINE_API_KEYS: 'manifest-test:manifest-test-key-0123456789abcdef:infer+events+feedback+monitoring:read',
+      },
+    );
     try {
-      const r = await request(`${server.url}/v1/score/credit-default`, { headers: { 'x-api-key': 'manifest-test-key-0123456789abcdef' }, json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+      const r = await request(`${server.url}/v1/score/credit-default`, {
+        headers: { 'x-api-key': 'manifest-test-key-0123456789abcdef' },
+        json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true },
+      });
       assert.equal(r.status, 200, r.text);
-      assert.equal(r.body.features['income@1'].status, 'present', 'the customer\'s features come from Redis');
+      assert.equal(r.body.features['income@1'].status, 'present', "the customer's features come from Redis");
       const metrics = await request(`${server.url}/metrics`);
       assert.match(metrics.text, /^scoreline_feature_store_up\{store="redis"\} 1$/m);
     } finally {

@@ -40,12 +40,23 @@ const ignoreRules = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
     const pattern = (negate ? l.slice(1) : l).replace(/^\/+|\/+$/g, '');
     const re = pattern
       .split('/')
-      .map((part) => (part === '**' ? '(?:.*)' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')))
+      .map((part) =>
+        part === '**'
+          ? '(?:.*)'
+          : part
+              .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+              .replace(/\*/g, '[^/]*')
+              .replace(/\?/g, '[^/]'),
+      )
       .join('/')
       .replace(/\(\?:\.\*\)\//g, '(?:.*/)?');
     return { negate, re: new RegExp(`^${re}(?:/.*)?$`) };
   });
-const ignoreSources = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.startsWith('!')).map((l) => l.slice(1));
+const ignoreSources = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l.startsWith('!'))
+  .map((l) => l.slice(1));
 /** Whether a path (relative to the context, '/'-separated) is excluded from the build context. */
 function ignored(path: string): boolean {
   let out = false;
@@ -84,19 +95,31 @@ test('lint: pinned glibc base, apt hygiene, no ADD, absolute WORKDIR, JSON-form 
   const arg = args(globals, 'ARG').find((a) => a.startsWith('NODE_IMAGE='));
   assert.ok(arg, 'the base image is one ARG both stages use');
   assert.match(arg, /^NODE_IMAGE=node:20-bookworm-slim@sha256:[0-9a-f]{64}$/, 'pinned by digest, glibc (bookworm), not Alpine');
-  assert.match(dockerfile, /# The base image is pinned by digest[\s\S]*imagetools inspect node:20-bookworm-slim[\s\S]*skopeo inspect/, 'the comment says how to update the digest');
+  assert.match(
+    dockerfile,
+    /# The base image is pinned by digest[\s\S]*imagetools inspect node:20-bookworm-slim[\s\S]*skopeo inspect/,
+    'the comment says how to update the digest',
+  );
   assert.equal(stages.length, 3, 'two stages');
   for (const s of [build, runtime]) assert.match(s[0]!, /^FROM \$\{NODE_IMAGE\}/);
   assert.equal(instructions.filter((l) => l.startsWith('ADD ')).length, 0, 'COPY, never ADD');
   for (const w of args(instructions, 'WORKDIR')) assert.match(w, /^\//);
   for (const r of args(instructions, 'RUN').filter((x) => x.includes('apt-get install'))) {
-    assert.match(r, /apt-get update && apt-get install -y --no-install-recommends /, `update and install in one layer, no recommends: ${r}`);
+    assert.match(
+      r,
+      /apt-get update && apt-get install -y --no-install-recommends /,
+      `update and install in one layer, no recommends: ${r}`,
+    );
     assert.match(r, /rm -rf \/var\/lib\/apt\/lists\/\*/, 'package lists removed in the same layer');
   }
   for (const op of ['CMD', 'ENTRYPOINT']) for (const v of args(runtime, op)) assert.doesNotThrow(() => JSON.parse(v), `${op} in JSON form`);
   assert.deepEqual(args(runtime, 'USER'), ['node']);
   assert.ok(runtime.findIndex((l) => l.startsWith('USER ')) < runtime.findIndex((l) => l.startsWith('ENTRYPOINT ')));
-  assert.deepEqual(args(runtime, 'EXPOSE').flatMap((e) => e.split(/\s+/)), ['8080', '8081'], 'HTTP and OIP gRPC');
+  assert.deepEqual(
+    args(runtime, 'EXPOSE').flatMap((e) => e.split(/\s+/)),
+    ['8080', '8081'],
+    'HTTP and OIP gRPC',
+  );
   assert.deepEqual(args(runtime, 'VOLUME'), ['/data']);
 });
 
@@ -114,18 +137,30 @@ test('layers: dependencies and the addon build before the sources, so an edit in
   assert.ok(npmCi > 0);
   assert.ok(idx(/^COPY package\.json package-lock\.json binding\.gyp \.\/$/) < npmCi);
   assert.ok(idx(/^COPY native native$/) < npmCi);
-  for (const late of [/^COPY src src$/, /^COPY bin bin$/, /^COPY examples examples$/, /^COPY tsconfig\.json/]) assert.ok(idx(late) > npmCi, `${late} after npm ci`);
+  for (const late of [/^COPY src src$/, /^COPY bin bin$/, /^COPY examples examples$/, /^COPY tsconfig\.json/])
+    assert.ok(idx(late) > npmCi, `${late} after npm ci`);
 });
 
 test('offline-capable native builds: Node headers from the image, SQLite from source, no dependency install scripts', () => {
   const ci = args(build, 'RUN').find((r) => r.startsWith('npm ci'))!;
   assert.match(ci, /^npm ci --ignore-scripts /, "no dependency's install script runs (onnxruntime-node's downloads CUDA)");
-  assert.match(ci, /cd node_modules\/better-sqlite3 && node "\$NODE_GYP" rebuild --release/, 'better-sqlite3 compiled from its bundled SQLite, not prebuild-install');
+  assert.match(
+    ci,
+    /cd node_modules\/better-sqlite3 && node "\$NODE_GYP" rebuild --release/,
+    'better-sqlite3 compiled from its bundled SQLite, not prebuild-install',
+  );
   assert.match(ci, /&& node "\$NODE_GYP" rebuild --release$/, "scoreline's addon");
   const env = args(build, 'ENV').join(' ');
   assert.match(env, /npm_config_nodedir=\/usr\/local/, "node-gyp takes the image's headers");
-  assert.match(env, /NODE_GYP=\/usr\/local\/lib\/node_modules\/npm\/node_modules\/node-gyp\/bin\/node-gyp\.js/, "npm's own node-gyp, nothing fetched");
-  assert.ok(args(build, 'ARG').some((a) => a.startsWith('NPM_CONFIG_REGISTRY=')), 'a registry mirror can be given');
+  assert.match(
+    env,
+    /NODE_GYP=\/usr\/local\/lib\/node_modules\/npm\/node_modules\/node-gyp\/bin\/node-gyp\.js/,
+    "npm's own node-gyp, nothing fetched",
+  );
+  assert.ok(
+    args(build, 'ARG').some((a) => a.startsWith('NPM_CONFIG_REGISTRY=')),
+    'a registry mirror can be given',
+  );
   const prune = args(build, 'RUN').find((r) => r.includes('prune-runtime.mjs'))!;
   assert.ok(prune.indexOf('tsc -p') < prune.indexOf('prune-runtime.mjs'), 'pruned after the TypeScript build (tsc is a devDependency)');
 });
@@ -137,16 +172,41 @@ test('every COPY source exists and is in the build context; .dockerignore keeps 
       assert.ok(!ignored(src.replace(/\/$/, '')), `COPY source ${src} is excluded by .dockerignore`);
     }
   }
-  for (const state of ['node_modules', 'node_modules/typescript/package.json', 'data', 'data/admin-token', 'data/registry.db', 'dist', 'build', 'test', 'bench', '.git',
-    'examples/data/admin-token', 'src/data', 'scoreline.log', '.env', 'examples/.env.local', 'test-artifacts', 'scripts/native-test.sh']) {
+  for (const state of [
+    'node_modules',
+    'node_modules/typescript/package.json',
+    'data',
+    'data/admin-token',
+    'data/registry.db',
+    'dist',
+    'build',
+    'test',
+    'bench',
+    '.git',
+    'examples/data/admin-token',
+    'src/data',
+    'scoreline.log',
+    '.env',
+    'examples/.env.local',
+    'test-artifacts',
+    'scripts/native-test.sh',
+  ]) {
     assert.ok(ignored(state), `${state} is kept out of the build context`);
   }
-  for (const needed of ['src/server/dashboard.html', 'src/retraining/data.ts', 'examples/models/credit-default/1/model.onnx', 'examples/features/customers.csv', 'native/cache.cc']) {
+  for (const needed of [
+    'src/server/dashboard.html',
+    'src/retraining/data.ts',
+    'examples/models/credit-default/1/model.onnx',
+    'examples/features/customers.csv',
+    'native/cache.cc',
+  ]) {
     assert.ok(!ignored(needed), `${needed} is in the build context`);
   }
 });
 
-test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the demo with the image\'s command', { timeout: 180_000 }, async (t) => {
+test("the runtime stage's /app, assembled as the Dockerfile does, serves the demo with the image's command", {
+  timeout: 180_000,
+}, async (t) => {
   // Build context size with and without .dockerignore.
   const context = contextBytes();
   const unfiltered = contextBytes(ROOT, false);
@@ -154,15 +214,23 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
   assert.ok(context < 10e6, `build context ${MB(context)}`);
 
   // What prune-runtime.mjs removes from this checkout's dependencies (dry run: node_modules is shared).
-  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'prune-runtime.mjs'), '--root', ROOT, '--dry-run'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'prune-runtime.mjs'), '--root', ROOT, '--dry-run'], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
   assert.equal(r.status, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { removedBytes: number; nodeModulesBytesAfter: number; removed: { path: string; bytes: number; why: string }[] };
+  const report = JSON.parse(r.stdout) as {
+    removedBytes: number;
+    nodeModulesBytesAfter: number;
+    removed: { path: string; bytes: number; why: string }[];
+  };
   const removed = new Set(report.removed.map((x) => join(ROOT, x.path)));
   for (const dev of ['typescript', 'playwright-core', 'fastify', '@biomejs/biome']) {
     assert.ok(removed.has(join(ROOT, 'node_modules', dev)), `devDependency ${dev} is pruned`);
   }
   const ort = join(ROOT, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6');
-  for (const p of readdirSync(ort).filter((x) => x !== process.platform)) assert.ok(removed.has(join(ort, p)), `onnxruntime ${p} binaries are pruned`);
+  for (const p of readdirSync(ort).filter((x) => x !== process.platform))
+    assert.ok(removed.has(join(ort, p)), `onnxruntime ${p} binaries are pruned`);
 
   // Assemble /app: the files the runtime stage copies, node_modules without what the prune removes.
   const app = join(tmpdir(), `scoreline-image-${process.pid}`);
@@ -189,8 +257,24 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
     cpSync(join(ROOT, 'src', 'server', 'proto'), join(app, 'dist', 'src', 'server', 'proto'), { recursive: true });
     assert.ok(!existsSync(join(app, 'node_modules', 'typescript')) && !existsSync(join(app, 'src')));
     const appBytes = sizeOf(app);
-    const oldApp = sizeOf(modules) + ['dist', 'build', 'src', 'examples', 'bin', 'native', 'scripts', 'package.json', 'package-lock.json', 'tsconfig.json', 'binding.gyp'].reduce((a, p) => a + (existsSync(join(ROOT, p)) ? sizeOf(join(ROOT, p)) : 0), 0);
-    t.diagnostic(`runtime /app: ${MB(appBytes)} (node_modules ${MB(sizeOf(join(app, 'node_modules')))}); the previous Dockerfile's /app (everything, devDependencies, every platform): ${MB(oldApp)}`);
+    const oldApp =
+      sizeOf(modules) +
+      [
+        'dist',
+        'build',
+        'src',
+        'examples',
+        'bin',
+        'native',
+        'scripts',
+        'package.json',
+        'package-lock.json',
+        'tsconfig.json',
+        'binding.gyp',
+      ].reduce((a, p) => a + (existsSync(join(ROOT, p)) ? sizeOf(join(ROOT, p)) : 0), 0);
+    t.diagnostic(
+      `runtime /app: ${MB(appBytes)} (node_modules ${MB(sizeOf(join(app, 'node_modules')))}); the previous Dockerfile's /app (everything, devDependencies, every platform): ${MB(oldApp)}`,
+    );
     assert.ok(appBytes < oldApp / 3);
 
     // The image's ENTRYPOINT + CMD, tini left out (the host has none in the test), in /app.
@@ -204,11 +288,19 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
     assert.equal(config.grpc.port, 8081, 'the gRPC port EXPOSE names');
     assert.ok(config.features.definitions !== null, 'the default command serves the demo with its feature definitions');
     const dataDir = join(app, 'data-volume');
-    const server = await startServer([...cmd.slice(1).map((a) => (a === '/data' ? dataDir : a === '8080' ? '0' : a))], {}, { cli: join(app, 'bin', 'scoreline.js'), cwd: app });
+    const server = await startServer(
+      [...cmd.slice(1).map((a) => (a === '/data' ? dataDir : a === '8080' ? '0' : a))],
+      {},
+      { cli: join(app, 'bin', 'scoreline.js'), cwd: app },
+    );
     try {
-      const score = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } } });
+      const score = await request(`${server.url}/v1/score/credit-default`, {
+        json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } },
+      });
       assert.equal(score.status, 200, score.text);
-      const ev = await request(`${server.url}/v1/events`, { json: { event: 'transaction', entity: { customer_id: 'C00042' }, fields: { amount: 1 } } });
+      const ev = await request(`${server.url}/v1/events`, {
+        json: { event: 'transaction', entity: { customer_id: 'C00042' }, fields: { amount: 1 } },
+      });
       assert.equal(ev.status, 200, ev.text);
       const fb = await request(`${server.url}/v1/feedback`, { json: { request_id: score.body.request_id, label: 0 } });
       assert.equal(fb.body.joined, 1, fb.text);
@@ -228,7 +320,7 @@ test('the runtime stage\'s /app, assembled as the Dockerfile does, serves the de
   }
 });
 
-test('one image name: the Dockerfile, the README, the manifests and the bundle base say scoreline:<version>; a bundle\'s CLI line and README agree', async () => {
+test("one image name: the Dockerfile, the README, the manifests and the bundle base say scoreline:<version>; a bundle's CLI line and README agree", async () => {
   const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   const image = `scoreline:${version}`;
   assert.ok(dockerfile.includes(`docker build -t ${image} .`));
@@ -237,7 +329,10 @@ test('one image name: the Dockerfile, the README, the manifests and the bundle b
   const tags = [...readme.matchAll(/(?:docker|podman) (?:build|run)[^\n]*? (scoreline(?:-[a-z0-9-]+)?:[0-9][\w.-]*)/g)].map((m) => m[1]);
   assert.ok(tags.length >= 3);
   assert.deepEqual([...new Set(tags)], [image], 'the README builds and runs one image name');
-  assert.match(readFileSync(join(ROOT, 'deploy', 'kubernetes', 'scoreline-deployment.yaml'), 'utf8'), new RegExp(`image: ${image.replace('.', '\\.')}\\n`));
+  assert.match(
+    readFileSync(join(ROOT, 'deploy', 'kubernetes', 'scoreline-deployment.yaml'), 'utf8'),
+    new RegExp(`image: ${image.replace('.', '\\.')}\\n`),
+  );
   const { DEFAULT_BASE_IMAGE } = await import('../src/deploy/bundle.js');
   assert.equal(DEFAULT_BASE_IMAGE, image);
 
@@ -249,12 +344,19 @@ test('one image name: the Dockerfile, the README, the manifests and the bundle b
     const registry = ModelRegistry.open(join(dir, 'data'));
     registry.register('sum', (await writeSumModel(join(dir, 'repo'), 'sum', 1)).bytes);
     registry.close();
-    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'scoreline.js'), 'bundle', '--model', 'sum', '--out', join(dir, 'bundle'), '--data-dir', join(dir, 'data')], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'bin', 'scoreline.js'), 'bundle', '--model', 'sum', '--out', join(dir, 'bundle'), '--data-dir', join(dir, 'data')],
+      { encoding: 'utf8' },
+    );
     assert.equal(r.status, 0, r.stderr);
     const line = /^build it: docker build -t (\S+) /m.exec(r.stdout);
     assert.ok(line, r.stdout);
     assert.equal(line[1], 'scoreline-sum:1');
-    assert.ok(readFileSync(join(dir, 'bundle', 'README.md'), 'utf8').includes(`docker build -t ${line[1]} .`), 'the bundle README builds the same tag');
+    assert.ok(
+      readFileSync(join(dir, 'bundle', 'README.md'), 'utf8').includes(`docker build -t ${line[1]} .`),
+      'the bundle README builds the same tag',
+    );
     assert.ok(readFileSync(join(dir, 'bundle', 'Dockerfile'), 'utf8').includes(`FROM ${image}`));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -12,7 +12,8 @@ const README = readFileSync(fileURLToPath(new URL('../../README.md', import.meta
 test('the README lists every error code with its status, and nothing else', () => {
   const listed = new Map<string, number>();
   for (const m of README.matchAll(/^\| `SCORELINE_([A-Z_]+)` \| (\d{3}) \|/gm)) listed.set(m[1]!, Number(m[2]));
-  for (const [code, status] of Object.entries(ERROR_STATUS)) assert.equal(listed.get(code), status, `README: SCORELINE_${code} should be listed with ${status}`);
+  for (const [code, status] of Object.entries(ERROR_STATUS))
+    assert.equal(listed.get(code), status, `README: SCORELINE_${code} should be listed with ${status}`);
   for (const code of listed.keys()) assert.ok(code in ERROR_STATUS, `README lists SCORELINE_${code}, which does not exist`);
 });
 

@@ -37,7 +37,12 @@ async function session(bytes: Uint8Array) {
   return ort.InferenceSession.create(bytes);
 }
 
-async function run(s: ort.InferenceSession, rows: ArrayLike<number>, M: number, output: string): Promise<{ data: Float32Array; width: number }> {
+async function run(
+  s: ort.InferenceSession,
+  rows: ArrayLike<number>,
+  M: number,
+  output: string,
+): Promise<{ data: Float32Array; width: number }> {
   const n = rows.length / M;
   const out = await s.run({ input: new ort.Tensor('float32', Float32Array.from(rows), [n, M]) });
   const t = out[output]!;
@@ -61,7 +66,10 @@ async function agrees(bytes: Uint8Array, M: number, output: string, label: strin
     for (let i = 0; i < 200; i++) {
       const mine = scoreFromMargin(model, marginOf(model, rows.subarray(i * M, (i + 1) * M)));
       const theirs = ref.data[i * ref.width + c]!;
-      assert.ok(Math.abs(mine - theirs) < 1e-5 * Math.max(1, Math.abs(theirs)), `${label} column ${c} row ${i}: read ${mine}, onnxruntime ${theirs}`);
+      assert.ok(
+        Math.abs(mine - theirs) < 1e-5 * Math.max(1, Math.abs(theirs)),
+        `${label} column ${c} row ${i}: read ${mine}, onnxruntime ${theirs}`,
+      );
     }
   }
 }
@@ -110,13 +118,19 @@ test('skl2onnx-style LinearClassifier (two rows, LOGISTIC, then Normalizer L1), 
   {
     const g = new GraphBuilder('sk_logistic');
     g.input('input', 'FP32', [-1, M]);
-    g.node('LinearClassifier', ['input'], ['label', 'raw'], {
-      coefficients: attr.floats([...w.map((v) => -v), ...w]),
-      intercepts: attr.floats([-b, b]),
-      classlabels_ints: attr.ints([0, 1]),
-      post_transform: attr.string('LOGISTIC'),
-      multi_class: attr.int(0),
-    }, ml);
+    g.node(
+      'LinearClassifier',
+      ['input'],
+      ['label', 'raw'],
+      {
+        coefficients: attr.floats([...w.map((v) => -v), ...w]),
+        intercepts: attr.floats([-b, b]),
+        classlabels_ints: attr.ints([0, 1]),
+        post_transform: attr.string('LOGISTIC'),
+        multi_class: attr.int(0),
+      },
+      ml,
+    );
     g.node('Normalizer', ['raw'], ['probabilities'], { norm: attr.string('L1') }, ml);
     g.output('label', 'INT64', [-1]);
     g.output('probabilities', 'FP32', [-1, 2]);
@@ -129,12 +143,18 @@ test('skl2onnx-style LinearClassifier (two rows, LOGISTIC, then Normalizer L1), 
   for (const post of ['LOGISTIC', 'NONE']) {
     const g = new GraphBuilder('one_row');
     g.input('input', 'FP32', [-1, M]);
-    g.node('LinearClassifier', ['input'], ['label', 'scores'], {
-      coefficients: attr.floats(w),
-      intercepts: attr.floats([b]),
-      classlabels_ints: attr.ints([0, 1]),
-      post_transform: attr.string(post),
-    }, ml);
+    g.node(
+      'LinearClassifier',
+      ['input'],
+      ['label', 'scores'],
+      {
+        coefficients: attr.floats(w),
+        intercepts: attr.floats([b]),
+        classlabels_ints: attr.ints([0, 1]),
+        post_transform: attr.string(post),
+      },
+      ml,
+    );
     g.output('label', 'INT64', [-1]);
     g.output('scores', 'FP32', [-1, 2]);
     await agrees(g.toModelBytes({ domainOpsets: { 'ai.onnx.ml': 1 } }), M, 'scores', `one-row LinearClassifier ${post}`);
@@ -172,7 +192,14 @@ async function scoresOf(s: ort.InferenceSession, rows: Float64Array, M: number):
 }
 
 /** Shapley values of v(S) = link(mean over background of f(x_S, b)) by enumerating every subset. */
-async function bruteForce(s: ort.InferenceSession, M: number, x: Float64Array, background: Float64Array, K: number, link: Link): Promise<Float64Array> {
+async function bruteForce(
+  s: ort.InferenceSession,
+  M: number,
+  x: Float64Array,
+  background: Float64Array,
+  K: number,
+  link: Link,
+): Promise<Float64Array> {
   const subsets = 1 << M;
   const rows = new Float32Array(subsets * K * M);
   for (let S = 0; S < subsets; S++) {
@@ -247,7 +274,11 @@ test('KernelSHAP with sampled coalitions (13 features): exact for an additive mo
       };
       const gx = (await scoresOf(s, only(x.subarray(j, j + 1)), M))[0]! - (await scoresOf(s, new Float64Array(M), M))[0]!;
       let gb = 0;
-      for (let b = 0; b < K; b++) gb += ((await scoresOf(s, only(background.subarray(b * M + j, b * M + j + 1)), M))[0]! - (await scoresOf(s, new Float64Array(M), M))[0]!) / K;
+      for (let b = 0; b < K; b++)
+        gb +=
+          ((await scoresOf(s, only(background.subarray(b * M + j, b * M + j + 1)), M))[0]! -
+            (await scoresOf(s, new Float64Array(M), M))[0]!) /
+          K;
       assert.ok(Math.abs(e.phi[j]! - (gx - gb)) < 1e-5, `feature ${j}: ${e.phi[j]} vs ${gx - gb}`);
       assert.ok(e.standardError[j]! < 1e-5, `additive: no sampling error, got ${e.standardError[j]}`);
     }
@@ -265,7 +296,10 @@ test('KernelSHAP with sampled coalitions (13 features): exact for an additive mo
     assert.ok(sampled.standardError.some((v) => v > 0));
     for (let j = 0; j < M; j++) {
       const err = Math.abs(sampled.phi[j]! - exact.phi[j]!);
-      assert.ok(err <= 4 * sampled.standardError[j]! + 1e-6, `feature ${j}: sampled ${sampled.phi[j]} exact ${exact.phi[j]} (se ${sampled.standardError[j]})`);
+      assert.ok(
+        err <= 4 * sampled.standardError[j]! + 1e-6,
+        `feature ${j}: sampled ${sampled.phi[j]} exact ${exact.phi[j]} (se ${sampled.standardError[j]})`,
+      );
     }
     // The same row gets the same coalitions: reason codes are reproducible.
     const again = await kernelShap(M, score, bgMean, 'logit', means, { seed: 3 });

@@ -22,10 +22,19 @@ import {
 import { seededRandom } from '../src/explain/index.js';
 import { ensembleBytes, gridRows, type EnsembleSpec } from './fixtures/explain-models.js';
 
-async function runOrt(bytes: Uint8Array, rows: Float64Array, features: number, output: string, type: 'FP32' | 'FP64' = 'FP32'): Promise<{ data: Float32Array; width: number }> {
+async function runOrt(
+  bytes: Uint8Array,
+  rows: Float64Array,
+  features: number,
+  output: string,
+  type: 'FP32' | 'FP64' = 'FP32',
+): Promise<{ data: Float32Array; width: number }> {
   const session = await ort.InferenceSession.create(bytes);
   const n = rows.length / features;
-  const tensor = type === 'FP32' ? new ort.Tensor('float32', Float32Array.from(rows), [n, features]) : new ort.Tensor('float64', Float64Array.from(rows), [n, features]);
+  const tensor =
+    type === 'FP32'
+      ? new ort.Tensor('float32', Float32Array.from(rows), [n, features])
+      : new ort.Tensor('float64', Float64Array.from(rows), [n, features]);
   const out = await session.run({ input: tensor });
   await session.release();
   const t = out[output]!;
@@ -52,19 +61,34 @@ async function agreesWithOrt(spec: EnsembleSpec, output: string, nanShare = 0): 
       const x = rows.subarray(i * M, (i + 1) * M);
       const mine = scoreFromMargin(model, marginOf(model, x));
       const theirs = ref.data[i * ref.width + c]!;
-      assert.ok(Math.abs(mine - theirs) <= 2e-5 * Math.max(1, Math.abs(theirs)), `${JSON.stringify({ ...spec, modes: undefined })} column ${c} row ${i}: explainer ${mine}, onnxruntime ${theirs}`);
+      assert.ok(
+        Math.abs(mine - theirs) <= 2e-5 * Math.max(1, Math.abs(theirs)),
+        `${JSON.stringify({ ...spec, modes: undefined })} column ${c} row ${i}: explainer ${mine}, onnxruntime ${theirs}`,
+      );
     }
   }
 }
 
 test('TreeEnsemble reading equals onnxruntime: scoreline GBDT, binary with one weight class (mixed, positive), two weight classes, multi-class', async () => {
   const base = { trees: 12, depth: 3, features: 5 };
-  await agreesWithOrt({ kind: 'classifier', ...base, seed: 1, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', baseValues: [-0.7] }, 'probabilities');
+  await agreesWithOrt(
+    { kind: 'classifier', ...base, seed: 1, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', baseValues: [-0.7] },
+    'probabilities',
+  );
   await agreesWithOrt({ kind: 'classifier', ...base, seed: 2, outputs: 2, weightIds: [0], postTransform: 'NONE' }, 'probabilities');
-  await agreesWithOrt({ kind: 'classifier', ...base, seed: 3, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', positive: true }, 'probabilities');
+  await agreesWithOrt(
+    { kind: 'classifier', ...base, seed: 3, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', positive: true },
+    'probabilities',
+  );
   await agreesWithOrt({ kind: 'classifier', ...base, seed: 4, outputs: 2, postTransform: 'NONE', positive: true }, 'probabilities');
-  await agreesWithOrt({ kind: 'classifier', ...base, seed: 5, outputs: 2, postTransform: 'LOGISTIC', baseValues: [0.3, -0.2] }, 'probabilities');
-  await agreesWithOrt({ kind: 'classifier', ...base, seed: 6, outputs: 3, postTransform: 'LOGISTIC', baseValues: [0.1, 0.2, -0.4] }, 'probabilities');
+  await agreesWithOrt(
+    { kind: 'classifier', ...base, seed: 5, outputs: 2, postTransform: 'LOGISTIC', baseValues: [0.3, -0.2] },
+    'probabilities',
+  );
+  await agreesWithOrt(
+    { kind: 'classifier', ...base, seed: 6, outputs: 3, postTransform: 'LOGISTIC', baseValues: [0.1, 0.2, -0.4] },
+    'probabilities',
+  );
   await agreesWithOrt({ kind: 'classifier', ...base, seed: 7, outputs: 3, postTransform: 'NONE', shuffleIds: true }, 'probabilities');
 });
 
@@ -75,7 +99,11 @@ test('TreeEnsemble reading equals onnxruntime: regressors (SUM, AVERAGE, several
   await agreesWithOrt({ kind: 'regressor', ...base, seed: 12, outputs: 1, aggregate: 'AVERAGE', baseValues: [0.5] }, 'variable');
   await agreesWithOrt({ kind: 'regressor', ...base, seed: 13, outputs: 2, baseValues: [1, -1], postTransform: 'LOGISTIC' }, 'variable');
   await agreesWithOrt({ kind: 'regressor', ...base, seed: 14, outputs: 1, modes, missingTrue: 0.5 }, 'variable', 0.2);
-  await agreesWithOrt({ kind: 'classifier', ...base, seed: 15, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', modes, missingTrue: 0.5 }, 'probabilities', 0.2);
+  await agreesWithOrt(
+    { kind: 'classifier', ...base, seed: 15, outputs: 2, weightIds: [0], postTransform: 'LOGISTIC', modes, missingTrue: 0.5 },
+    'probabilities',
+    0.2,
+  );
   await agreesWithOrt({ kind: 'regressor', ...base, seed: 16, outputs: 1, modes, missingTrue: 0.3, inputType: 'FP64' }, 'variable', 0.1);
   await agreesWithOrt({ kind: 'regressor', ...base, seed: 17, outputs: 1, modes, inputType: 'FP64', castToFloat: true }, 'variable');
 });
@@ -86,7 +114,13 @@ test('MIN and MAX aggregation, and softmax, are not read as additive (KernelSHAP
     { kind: 'regressor', trees: 3, depth: 2, features: 3, seed: 22, outputs: 1, aggregate: 'MAX' },
     { kind: 'classifier', trees: 3, depth: 2, features: 3, seed: 23, outputs: 3, postTransform: 'SOFTMAX' },
   ] as EnsembleSpec[]) {
-    const r = recogniseScore(ensembleBytes(spec), { input: 'input', inputType: 'FP32', features: 3, output: spec.kind === 'classifier' ? 'probabilities' : 'variable', column: 0 });
+    const r = recogniseScore(ensembleBytes(spec), {
+      input: 'input',
+      inputType: 'FP32',
+      features: 3,
+      output: spec.kind === 'classifier' ? 'probabilities' : 'variable',
+      column: 0,
+    });
     assert.equal(r.ok, false, JSON.stringify(spec));
     assert.match((r as { reason: string }).reason, /aggregate_function (MIN|MAX) is not additive|SOFTMAX is not applied per column/);
   }
@@ -132,7 +166,10 @@ function checkAgainstBruteForce(e: TreeShapModel, rows: Float64Array, label: str
       assert.ok(Math.abs(phi[j]! - expected[j]!) <= 1e-5, `${label} row ${i} feature ${j}: TreeSHAP ${phi[j]}, brute force ${expected[j]}`);
     }
     const sum = phi.reduce((s, v) => s + v, e.expected);
-    assert.ok(Math.abs(sum - margin) <= 1e-9 * Math.max(1, Math.abs(margin)), `${label} row ${i}: base + contributions ${sum} != margin ${margin}`);
+    assert.ok(
+      Math.abs(sum - margin) <= 1e-9 * Math.max(1, Math.abs(margin)),
+      `${label} row ${i}: base + contributions ${sum} != margin ${margin}`,
+    );
   }
   return worst;
 }
@@ -142,7 +179,9 @@ test('TreeSHAP equals brute-force Shapley values on a small GBDT from fitTrees (
   const r = seededRandom(31);
   const n = 3000;
   const X = new Float64Array(n * M).map(() => r() * 4 - 2);
-  const y = Float64Array.from({ length: n }, (_, i) => (X[i * M]! * X[i * M + 1]! + X[i * M + 2]! - 0.5 * X[i * M + 3]! + (r() - 0.5) > 0 ? 1 : 0));
+  const y = Float64Array.from({ length: n }, (_, i) =>
+    X[i * M]! * X[i * M + 1]! + X[i * M + 2]! - 0.5 * X[i * M + 3]! + (r() - 0.5) > 0 ? 1 : 0,
+  );
   const trees = fitTrees(X, y, { trees: 20, depth: 3, learningRate: 0.2 });
   const bytes = treesToOnnx(trees, { featureNames: ['a', 'b', 'c', 'd'] });
   const model = recognised(bytes, M, 'probabilities', 1);
@@ -183,7 +222,13 @@ test('TreeSHAP equals brute force with repeated features on a path, every branch
   // Few reference rows: some nodes are never reached and split their empty cover evenly.
   const reference = gridRows(6, M, 42, 0.2).map(Math.fround);
   const e = prepareTreeShap(trees, reference, 6, M);
-  assert.ok(e.shares.some((s) => s.some((v) => v === 0.5)), 'some node has no cover');
-  assert.ok(e.shares.some((s) => s.some((v) => v === 0)), 'some child gets no share');
+  assert.ok(
+    e.shares.some((s) => s.some((v) => v === 0.5)),
+    'some node has no cover',
+  );
+  assert.ok(
+    e.shares.some((s) => s.some((v) => v === 0)),
+    'some child gets no share',
+  );
   checkAgainstBruteForce(e, gridRows(60, M, 43, 0.2).map(Math.fround), 'modes');
 });

@@ -35,9 +35,28 @@ interface Row {
 
 const V1 = ['income', 'score', 'age'];
 const V2 = ['income', 'debt'];
-const COLUMNS = ['request_id', 'ts', 'model', 'version', 'variant', 'score', 'label', 'labelled_at', 'income', 'feature_score', 'age', 'debt'];
+const COLUMNS = [
+  'request_id',
+  'ts',
+  'model',
+  'version',
+  'variant',
+  'score',
+  'label',
+  'labelled_at',
+  'income',
+  'feature_score',
+  'age',
+  'debt',
+];
 
-function segment(model: string, version: number, variant: string, width: number, rows: { id: string; ts: number; score: number; x: number[] }[]): AppendSegment {
+function segment(
+  model: string,
+  version: number,
+  variant: string,
+  width: number,
+  rows: { id: string; ts: number; score: number; x: number[] }[],
+): AppendSegment {
   const n = rows.length;
   const ts = new Float64Array(n);
   const scores = new Float64Array(n);
@@ -62,7 +81,12 @@ async function fixture(): Promise<{ dataDir: string; rows: Row[] }> {
 
   const db = new Database(join(dataDir, 'monitoring.db'));
   const store = openStore(db, false);
-  const v1a = Array.from({ length: 5 }, (_, i) => ({ id: `r1-${i}`, ts: T0 + i * 1000, score: 0.1 * i + 0.05, x: [1000 + i, i / 3, 30 + i] }));
+  const v1a = Array.from({ length: 5 }, (_, i) => ({
+    id: `r1-${i}`,
+    ts: T0 + i * 1000,
+    score: 0.1 * i + 0.05,
+    x: [1000 + i, i / 3, 30 + i],
+  }));
   // The id with a comma and a quote checks CSV quoting; 'dup' comes back in the next segment.
   v1a[1]!.id = 'a,"quoted" id';
   v1a[2]!.id = 'dup';
@@ -70,33 +94,63 @@ async function fixture(): Promise<{ dataDir: string; rows: Row[] }> {
   v1a[3]!.score = NaN;
   v1a[4]!.x = [NaN, NaN, NaN];
   const other = [{ id: 'o-1', ts: T0 + 500, score: 0.9, x: [1, 2] }];
-  const v2 = Array.from({ length: 6 }, (_, i) => ({ id: `r2-${i}`, ts: T0 + 10_000 + i * 1000, score: 1 - 0.1 * i, x: [2000.5 + i, -0.5 - i * 1.25] }));
+  const v2 = Array.from({ length: 6 }, (_, i) => ({
+    id: `r2-${i}`,
+    ts: T0 + 10_000 + i * 1000,
+    score: 1 - 0.1 * i,
+    x: [2000.5 + i, -0.5 - i * 1.25],
+  }));
   v2[0]!.id = 'dup';
   // Outside the window the test asks for.
   const late = [{ id: 'late-1', ts: T0 + 3_600_000, score: 0.5, x: [1, 2, 3] }];
-  store.writeGroup([{
-    kind: 'append',
-    through: 1,
-    rows: 13,
-    segments: [segment('credit', 1, 'default', 3, v1a), segment('other', 1, 'default', 2, other), segment('credit', 2, 'canary', 2, v2), segment('credit', 1, 'default', 3, late)],
-  }]);
+  store.writeGroup([
+    {
+      kind: 'append',
+      through: 1,
+      rows: 13,
+      segments: [
+        segment('credit', 1, 'default', 3, v1a),
+        segment('other', 1, 'default', 2, other),
+        segment('credit', 2, 'canary', 2, v2),
+        segment('credit', 1, 'default', 3, late),
+      ],
+    },
+  ]);
   const labelledAt = T0 + 7_200_000;
-  const fb = store.feedback([{ requestId: 'r1-0', label: 1 }, { requestId: 'r2-3', label: 0 }, { requestId: 'a,"quoted" id', label: 0 }], labelledAt);
+  const fb = store.feedback(
+    [
+      { requestId: 'r1-0', label: 1 },
+      { requestId: 'r2-3', label: 0 },
+      { requestId: 'a,"quoted" id', label: 0 },
+    ],
+    labelledAt,
+  );
   assert.equal(fb.joined, 3);
   db.close();
 
   const f32 = (x: number) => (Number.isNaN(x) ? null : Math.fround(x));
   const rows: Row[] = [
     ...v1a.map((r) => ({
-      request_id: r.id, ts: r.ts, model: 'credit', version: 1, variant: 'default', score: Number.isNaN(r.score) ? null : r.score,
+      request_id: r.id,
+      ts: r.ts,
+      model: 'credit',
+      version: 1,
+      variant: 'default',
+      score: Number.isNaN(r.score) ? null : r.score,
       label: r.id === 'r1-0' ? 1 : r.id === 'a,"quoted" id' ? 0 : null,
       labelled_at: r.id === 'r1-0' || r.id === 'a,"quoted" id' ? labelledAt : null,
       features: { income: f32(r.x[0]!), feature_score: f32(r.x[1]!), age: f32(r.x[2]!), debt: null },
     })),
     ...v2.map((r, i) => ({
       // the second 'dup' was not kept: the first prediction owns the id
-      request_id: i === 0 ? null : r.id, ts: r.ts, model: 'credit', version: 2, variant: 'canary', score: r.score,
-      label: r.id === 'r2-3' ? 0 : null, labelled_at: r.id === 'r2-3' ? labelledAt : null,
+      request_id: i === 0 ? null : r.id,
+      ts: r.ts,
+      model: 'credit',
+      version: 2,
+      variant: 'canary',
+      score: r.score,
+      label: r.id === 'r2-3' ? 0 : null,
+      labelled_at: r.id === 'r2-3' ? labelledAt : null,
       features: { income: f32(r.x[0]!), feature_score: null, age: null, debt: f32(r.x[1]!) },
     })),
   ];
@@ -104,7 +158,10 @@ async function fixture(): Promise<{ dataDir: string; rows: Row[] }> {
 }
 
 function runExport(dataDir: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'credit', ...args], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'credit', ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -164,9 +221,15 @@ test('JSON Lines and CSV exports hold every row of the window with its id, time,
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /exported 11 predictions of credit \(versions 1, 2; 3 labelled; 4 feature columns\)/);
   assert.match(r.stderr, /feature 'score' is exported as column 'feature_score'/);
-  const lines = readFileSync(jsonl, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = readFileSync(jsonl, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.deepEqual(Object.keys(lines[0]!), COLUMNS);
-  assert.deepEqual(lines.map((l) => fromRecord((c) => l[c])), rows);
+  assert.deepEqual(
+    lines.map((l) => fromRecord((c) => l[c])),
+    rows,
+  );
   // Times are UTC with milliseconds; the inputs are the float32 values that were logged.
   assert.equal(lines[0]!.ts, new Date(T0).toISOString());
   assert.equal(lines[1]!.feature_score, Math.fround(1 / 3));
@@ -195,7 +258,10 @@ test('the Parquet export reads back in parquet-wasm/Arrow with every row, column
   const table: Table = tableFromIPC(readParquet(bytes).intoIPCStream());
   assert.equal(table.numRows, rows.length);
   const types = Object.fromEntries(table.schema.fields.map((f) => [f.name, `${f.type}${f.nullable ? '?' : ''}`]));
-  assert.deepEqual(table.schema.fields.map((f) => f.name), COLUMNS);
+  assert.deepEqual(
+    table.schema.fields.map((f) => f.name),
+    COLUMNS,
+  );
   assert.deepEqual(types, {
     request_id: 'Utf8?',
     ts: 'Timestamp<MILLISECOND, UTC>',
@@ -226,8 +292,14 @@ test('a version filter, an empty window, and the errors: unknown model, no log, 
   const { dataDir } = await fixture();
   const out = join(dataDir, '..', 'v2.jsonl');
   assert.equal(runExport(dataDir, ['--version', '2', '--output', out, ...WINDOW, '--quiet']).status, 0);
-  const lines = readFileSync(out, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  assert.deepEqual(lines.map((l) => l.version), [2, 2, 2, 2, 2, 2]);
+  const lines = readFileSync(out, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    lines.map((l) => l.version),
+    [2, 2, 2, 2, 2, 2],
+  );
   // Only version 2's features are columns now.
   assert.deepEqual(Object.keys(lines[0]!).slice(8), ['income', 'debt']);
 
@@ -236,11 +308,19 @@ test('a version filter, an empty window, and the errors: unknown model, no log, 
   assert.equal(e.status, 0, e.stderr);
   assert.equal(readFileSync(empty, 'utf8'), `${COLUMNS.slice(0, 8).join(',')}\n`);
 
-  const unknown = spawnSync(process.execPath, [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'nope', '--output', join(dataDir, '..', 'x.csv')], { encoding: 'utf8' });
+  const unknown = spawnSync(
+    process.execPath,
+    [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'nope', '--output', join(dataDir, '..', 'x.csv')],
+    { encoding: 'utf8' },
+  );
   assert.equal(unknown.status, 1);
   assert.match(unknown.stderr, /the prediction log has no predictions of model 'nope' \(it has: credit, other\)/);
   assert.equal(existsSync(join(dataDir, '..', 'x.csv')), false);
-  assert.deepEqual(readdirSync(join(dataDir, '..')).filter((f) => f.includes('.partial')), [], 'no partial file left');
+  assert.deepEqual(
+    readdirSync(join(dataDir, '..')).filter((f) => f.includes('.partial')),
+    [],
+    'no partial file left',
+  );
 
   const noLog = runExport(join(dataDir, 'nowhere'), ['--output', join(dataDir, '..', 'y.csv')]);
   assert.equal(noLog.status, 1);

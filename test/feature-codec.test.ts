@@ -56,7 +56,10 @@ test('array encoding matches record encoding; decodeGroupInto picks fields into 
 
   const slots: (number | boolean | null)[] = ['x', 'x', 'x', 'x'] as never;
   const slotTs = [0, 0, 0, 0];
-  assert.equal(decodeGroupInto(layout, fromArrays, slots, slotTs, { fields: Int32Array.of(19, 0, 14), slots: Int32Array.of(3, 0, 1) }), true);
+  assert.equal(
+    decodeGroupInto(layout, fromArrays, slots, slotTs, { fields: Int32Array.of(19, 0, 14), slots: Int32Array.of(3, 0, 1) }),
+    true,
+  );
   assert.deepEqual(slots, [null, true, 'x', 19 * 1.25]);
   assert.deepEqual(slotTs, [ts[0], ts[14], 0, ts[19]]);
 });

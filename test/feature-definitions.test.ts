@@ -26,8 +26,7 @@ const offline = (name: string, extra = '') =>
   `  - { name: ${name}, version: 1, entity: customer, type: offline, dtype: float64, source: customers${extra} }\n`;
 const online = (name: string, deps: string, expr: string, extra = '') =>
   `  - { name: ${name}, version: 1, entity: customer, type: online, dtype: float64, dependsOn: [${deps}], expression: "${expr}"${extra} }\n`;
-const realtime = (extra: string) =>
-  `  - { name: rt, version: 1, entity: customer, type: realtime, dtype: int64, ${extra} }\n`;
+const realtime = (extra: string) => `  - { name: rt, version: 1, entity: customer, type: realtime, dtype: int64, ${extra} }\n`;
 
 const INVALID: [string, string, string][] = [
   [
@@ -40,19 +39,43 @@ const INVALID: [string, string, string][] = [
     `${online('a', 'income', 'income')}  - { name: a, version: 2, entity: customer, type: online, dtype: float64, dependsOn: [a], expression: "a" }\n${offline('income')}`,
     'features[1] (a@2): dependsOn: dependency cycle: a@2 -> a@2',
   ],
-  ['unknown dependency', offline('income') + online('dti', 'incme', 'incme / 12'), "features[1] (dti@1): dependsOn: unknown feature 'incme' (known: income, dti)"],
-  ['unknown version', offline('income') + online('dti', 'income@3', 'income'), "dependsOn: unknown feature version 'income@3' (known versions of income: 1)"],
+  [
+    'unknown dependency',
+    offline('income') + online('dti', 'incme', 'incme / 12'),
+    "features[1] (dti@1): dependsOn: unknown feature 'incme' (known: income, dti)",
+  ],
+  [
+    'unknown version',
+    offline('income') + online('dti', 'income@3', 'income'),
+    "dependsOn: unknown feature version 'income@3' (known versions of income: 1)",
+  ],
   ['bad request field', offline('income') + online('dti', 'income, request.2x', 'income'), "dependsOn: bad request field 'request.2x'"],
   ['malformed reference', offline('income') + online('dti', 'Income@v1', 'income'), "dependsOn: 'Income@v1' is not a feature reference"],
-  ['variable given twice', offline('amount') + online('dti', 'amount, request.amount', 'amount'), "dependsOn: 'amount' and 'request.amount' would both be the variable 'amount'"],
+  [
+    'variable given twice',
+    offline('amount') + online('dti', 'amount, request.amount', 'amount'),
+    "dependsOn: 'amount' and 'request.amount' would both be the variable 'amount'",
+  ],
   [
     'dependency on another entity',
     `  - { name: merchant_risk, version: 1, entity: merchant, type: offline, dtype: float64, source: merchants }\n${online('x', 'merchant_risk', 'merchant_risk')}`,
     "features[1] (x@1): dependsOn: 'merchant_risk@1' is a feature of entity 'merchant', not 'customer'",
   ],
-  ['bad dtype', `  - { name: income, version: 1, entity: customer, type: offline, dtype: float, source: customers }\n`, "features[0] (income@1): dtype: must be one of float64, float32, int64, int32, bool (got 'float')"],
-  ['bad type', `  - { name: income, version: 1, entity: customer, type: batch, dtype: float64 }\n`, "features[0] (income@1): type: must be one of online, offline, realtime, hybrid (got 'batch')"],
-  ['bad TTL', offline('income', ', ttl: ten days'), "features[0] (income@1): ttl: 'ten days' is not a duration (a number with ms, s, m, h or d"],
+  [
+    'bad dtype',
+    `  - { name: income, version: 1, entity: customer, type: offline, dtype: float, source: customers }\n`,
+    "features[0] (income@1): dtype: must be one of float64, float32, int64, int32, bool (got 'float')",
+  ],
+  [
+    'bad type',
+    `  - { name: income, version: 1, entity: customer, type: batch, dtype: float64 }\n`,
+    "features[0] (income@1): type: must be one of online, offline, realtime, hybrid (got 'batch')",
+  ],
+  [
+    'bad TTL',
+    offline('income', ', ttl: ten days'),
+    "features[0] (income@1): ttl: 'ten days' is not a duration (a number with ms, s, m, h or d",
+  ],
   ['negative TTL', offline('income', ', ttl: -5m'), "features[0] (income@1): ttl: '-5m' must not be negative"],
   ['TTL without a unit', offline('income', ', ttl: 3600'), 'ttl: 3600 has no unit'],
   ['zero window', realtime('event: txn, aggregation: count, window: 0'), 'features[0] (rt@1): window: must be greater than 0'],
@@ -60,37 +83,125 @@ const INVALID: [string, string, string][] = [
   ['window under a bucket', realtime('event: txn, aggregation: count, window: 500ms'), "window: '500ms' is shorter than 1s"],
   ['realtime without event', realtime('aggregation: count, window: 1h'), 'features[0] (rt@1): event: required for a realtime feature'],
   ['sum without field', realtime('event: txn, aggregation: sum, window: 1h'), 'features[0] (rt@1): field: required for aggregation sum'],
-  ['bool realtime', `  - { name: rt, version: 1, entity: customer, type: realtime, dtype: bool, event: txn, aggregation: count, window: 1h }\n`, 'dtype: a realtime aggregation is numeric; bool is not allowed'],
+  [
+    'bool realtime',
+    `  - { name: rt, version: 1, entity: customer, type: realtime, dtype: bool, event: txn, aggregation: count, window: 1h }\n`,
+    'dtype: a realtime aggregation is numeric; bool is not allowed',
+  ],
   [
     'hybrid mean',
     `  - { name: h, version: 1, entity: customer, type: hybrid, dtype: float64, source: customers, event: txn, aggregation: mean, field: amount, window: 1h }\n`,
     'features[0] (h@1): aggregation: a hybrid feature adds its realtime part to the offline value, so only count and sum work, not mean',
   ],
-  ['offline without source', `  - { name: income, version: 1, entity: customer, type: offline, dtype: float64 }\n`, 'features[0] (income@1): source: required for an offline feature'],
-  ['unknown source', offline('income').replace('source: customers', 'source: custs'), "source: unknown source 'custs' (known: customers, merchants)"],
-  ['source of another entity', offline('income').replace('source: customers', 'source: merchants'), "source: 'merchants' holds entity 'merchant', not 'customer'"],
-  ['realtime with a source', realtime('event: txn, aggregation: count, window: 1h, source: customers'), 'source: only offline and hybrid features have a source'],
-  ['default not an integer', `  - { name: n, version: 1, entity: customer, type: offline, dtype: int64, source: customers, fallback: { default: 1.5 } }\n`, 'features[0] (n@1): fallback.default: 1.5 is not a valid int64 (must be an integer)'],
-  ['default a string', offline('income', ', fallback: { default: forty }'), "fallback.default: 'forty' is not a valid float64 (must be a number)"],
-  ['default a boolean for float64', offline('income', ', fallback: { default: true }'), 'fallback.default: true is not a valid float64 (must be a number)'],
-  ['default a number for bool', `  - { name: b, version: 1, entity: customer, type: offline, dtype: bool, source: customers, fallback: { default: 1 } }\n`, 'fallback.default: 1 is not a valid bool (must be true or false)'],
-  ['default beyond int32', `  - { name: n, version: 1, entity: customer, type: offline, dtype: int32, source: customers, fallback: { default: 3000000000 } }\n`, 'fallback.default: 3000000000 is not a valid int32 (must be within the int32 range)'],
-  ['unknown fallback', offline('income', ', fallback: zero'), "fallback: 'zero' is not a fallback (use { default: value }, last_known, compute or error)"],
-  ['compute without expression', offline('income', ', fallback: compute'), 'features[0] (income@1): fallback: compute needs an expression or a module'],
-  ['online without expression', `  - { name: o, version: 1, entity: customer, type: online, dtype: float64 }\n`, 'features[0] (o@1): expression: an online feature needs an expression or a module with a function'],
-  ['expression and module', online('o', 'income', 'income', ', module: ./o.js, function: f') + offline('income'), 'features[0] (o@1): module: give either expression or module, not both'],
-  ['module without function', `  - { name: o, version: 1, entity: customer, type: online, dtype: float64, module: ./o.js }\n`, 'function: required with module'],
-  ['bad expression', offline('income') + online('dti', 'income', 'income +'), 'features[1] (dti@1): expression: syntax error: Expected expression after + at character 8'],
-  ['unknown variable', offline('income') + online('dti', 'income', 'debt / income'), "features[1] (dti@1): expression: unknown variable 'debt' (allowed: income) at character 0"],
-  ['unknown function', offline('income') + online('dti', 'income', 'sigmoid(income)'), "features[1] (dti@1): expression: unknown function 'sigmoid' (allowed: min, max, abs"],
-  ['member access', offline('income') + online('dti', 'income', '1 + income.toFixed'), 'expression: member access is not allowed at character 4'],
+  [
+    'offline without source',
+    `  - { name: income, version: 1, entity: customer, type: offline, dtype: float64 }\n`,
+    'features[0] (income@1): source: required for an offline feature',
+  ],
+  [
+    'unknown source',
+    offline('income').replace('source: customers', 'source: custs'),
+    "source: unknown source 'custs' (known: customers, merchants)",
+  ],
+  [
+    'source of another entity',
+    offline('income').replace('source: customers', 'source: merchants'),
+    "source: 'merchants' holds entity 'merchant', not 'customer'",
+  ],
+  [
+    'realtime with a source',
+    realtime('event: txn, aggregation: count, window: 1h, source: customers'),
+    'source: only offline and hybrid features have a source',
+  ],
+  [
+    'default not an integer',
+    `  - { name: n, version: 1, entity: customer, type: offline, dtype: int64, source: customers, fallback: { default: 1.5 } }\n`,
+    'features[0] (n@1): fallback.default: 1.5 is not a valid int64 (must be an integer)',
+  ],
+  [
+    'default a string',
+    offline('income', ', fallback: { default: forty }'),
+    "fallback.default: 'forty' is not a valid float64 (must be a number)",
+  ],
+  [
+    'default a boolean for float64',
+    offline('income', ', fallback: { default: true }'),
+    'fallback.default: true is not a valid float64 (must be a number)',
+  ],
+  [
+    'default a number for bool',
+    `  - { name: b, version: 1, entity: customer, type: offline, dtype: bool, source: customers, fallback: { default: 1 } }\n`,
+    'fallback.default: 1 is not a valid bool (must be true or false)',
+  ],
+  [
+    'default beyond int32',
+    `  - { name: n, version: 1, entity: customer, type: offline, dtype: int32, source: customers, fallback: { default: 3000000000 } }\n`,
+    'fallback.default: 3000000000 is not a valid int32 (must be within the int32 range)',
+  ],
+  [
+    'unknown fallback',
+    offline('income', ', fallback: zero'),
+    "fallback: 'zero' is not a fallback (use { default: value }, last_known, compute or error)",
+  ],
+  [
+    'compute without expression',
+    offline('income', ', fallback: compute'),
+    'features[0] (income@1): fallback: compute needs an expression or a module',
+  ],
+  [
+    'online without expression',
+    `  - { name: o, version: 1, entity: customer, type: online, dtype: float64 }\n`,
+    'features[0] (o@1): expression: an online feature needs an expression or a module with a function',
+  ],
+  [
+    'expression and module',
+    online('o', 'income', 'income', ', module: ./o.js, function: f') + offline('income'),
+    'features[0] (o@1): module: give either expression or module, not both',
+  ],
+  [
+    'module without function',
+    `  - { name: o, version: 1, entity: customer, type: online, dtype: float64, module: ./o.js }\n`,
+    'function: required with module',
+  ],
+  [
+    'bad expression',
+    offline('income') + online('dti', 'income', 'income +'),
+    'features[1] (dti@1): expression: syntax error: Expected expression after + at character 8',
+  ],
+  [
+    'unknown variable',
+    offline('income') + online('dti', 'income', 'debt / income'),
+    "features[1] (dti@1): expression: unknown variable 'debt' (allowed: income) at character 0",
+  ],
+  [
+    'unknown function',
+    offline('income') + online('dti', 'income', 'sigmoid(income)'),
+    "features[1] (dti@1): expression: unknown function 'sigmoid' (allowed: min, max, abs",
+  ],
+  [
+    'member access',
+    offline('income') + online('dti', 'income', '1 + income.toFixed'),
+    'expression: member access is not allowed at character 4',
+  ],
   ['duplicate name@version', offline('income') + offline('income'), 'features[1] (income@1): duplicate feature income@1'],
-  ['unknown entity', offline('income').replace('entity: customer', 'entity: custmer'), "features[0] (income@1): entity: unknown entity 'custmer' (known: customer, merchant)"],
+  [
+    'unknown entity',
+    offline('income').replace('entity: customer', 'entity: custmer'),
+    "features[0] (income@1): entity: unknown entity 'custmer' (known: customer, merchant)",
+  ],
   ['unknown property', offline('income', ', colum: x'), "features[0] (income@1): unknown property 'colum'"],
   ['bad feature name', offline('Income'), "features[0] (Income@1): name: 'Income' is not a valid name (lowercase letters, digits and _"],
   ['version zero', offline('income').replace('version: 1', 'version: 0'), 'features[0] (income@0): version: must be >= 1'],
-  ['missing dtype', `  - { name: x, version: 1, entity: customer, type: offline, source: customers }\n`, "features[0] (x@1): must have required property 'dtype'"],
-  ['dependsOn without computation', `  - { name: x, version: 1, entity: customer, type: offline, dtype: float64, source: customers, dependsOn: [y] }\n${offline('y')}`, 'features[0] (x@1): dependsOn: only an expression or a module reads dependencies'],
+  [
+    'missing dtype',
+    `  - { name: x, version: 1, entity: customer, type: offline, source: customers }\n`,
+    "features[0] (x@1): must have required property 'dtype'",
+  ],
+  [
+    'dependsOn without computation',
+    `  - { name: x, version: 1, entity: customer, type: offline, dtype: float64, source: customers, dependsOn: [y] }\n${offline('y')}`,
+    'features[0] (x@1): dependsOn: only an expression or a module reads dependencies',
+  ],
 ];
 
 test('invalid definitions fail with the feature, the path and the reason', () => {
@@ -113,20 +224,32 @@ test('document-level problems: YAML syntax, entities, sources', () => {
     ['entities: [\n', 'features.yaml: cannot parse'],
     ['features: []\n', "(root): must have required property 'entities'"],
     [HEAD.replace('C[0-9]{5}', '[C') + offline('income'), 'entities[0] (customer): pattern: Invalid regular expression'],
-    [HEAD.replace('entity: merchant }', 'entity: shop }') + offline('income'), "sources.merchants: entity: unknown entity 'shop' (known: customer, merchant)"],
-    [HEAD.replace('merchants.jsonl', 'merchants.parquet') + offline('income'), "sources.merchants: path: cannot tell the format of 'merchants.parquet'"],
+    [
+      HEAD.replace('entity: merchant }', 'entity: shop }') + offline('income'),
+      "sources.merchants: entity: unknown entity 'shop' (known: customer, merchant)",
+    ],
+    [
+      HEAD.replace('merchants.jsonl', 'merchants.parquet') + offline('income'),
+      "sources.merchants: path: cannot tell the format of 'merchants.parquet'",
+    ],
   ];
   for (const [text, fragment] of cases)
-    assert.throws(() => parseFeatureDefinitions(text, { source: 'features.yaml' }), (e: Error) => e.message.includes(fragment) || assert.fail(`${fragment}\n  got: ${e.message}`));
+    assert.throws(
+      () => parseFeatureDefinitions(text, { source: 'features.yaml' }),
+      (e: Error) => e.message.includes(fragment) || assert.fail(`${fragment}\n  got: ${e.message}`),
+    );
 });
 
 test('several problems are reported together', () => {
   const text = doc(offline('income', ', ttl: forever') + realtime('event: txn, aggregation: max, window: 1h'));
-  assert.throws(() => parseFeatureDefinitions(text), (e: Error) => {
-    assert.match(e.message, /features\[0\] \(income@1\): ttl: 'forever' is not a duration/);
-    assert.match(e.message, /features\[1\] \(rt@1\): field: required for aggregation max/);
-    return true;
-  });
+  assert.throws(
+    () => parseFeatureDefinitions(text),
+    (e: Error) => {
+      assert.match(e.message, /features\[0\] \(income@1\): ttl: 'forever' is not a duration/);
+      assert.match(e.message, /features\[1\] \(rt@1\): field: required for aggregation max/);
+      return true;
+    },
+  );
 });
 
 test('durations', () => {
@@ -196,7 +319,12 @@ test('a valid document: refs, entities, groups, streams', async () => {
   assert.deepEqual(
     reg.groups.map((g) => [g.entity, g.version, g.refs, g.layout.names]),
     [
-      ['customer', 1, ['age@1', 'income@1', 'monthly_debt@1', 'late_payments_90d@1'], ['age', 'income', 'monthly_debt', 'late_payments_90d']],
+      [
+        'customer',
+        1,
+        ['age@1', 'income@1', 'monthly_debt@1', 'late_payments_90d@1'],
+        ['age', 'income', 'monthly_debt', 'late_payments_90d'],
+      ],
       ['customer', 2, ['income@2', 'utilisation@2'], ['income', 'utilisation']],
       ['merchant', 1, ['merchant_risk@1'], ['merchant_risk']],
     ],
@@ -216,7 +344,16 @@ test('a plan: closure in topological order, stored reads, windows, request field
   const reg = await loadFeatureDefinitions(VALID);
   const plan = reg.plan(['risk', 'txn_count_24h', 'late_payments_90d', 'utilisation']);
   const order = plan.features.map((p) => p.def.ref);
-  assert.deepEqual(order, ['age@1', 'income@2', 'monthly_debt@1', 'dti@1', 'risk@1', 'txn_count_24h@1', 'late_payments_90d@1', 'utilisation@2']);
+  assert.deepEqual(order, [
+    'age@1',
+    'income@2',
+    'monthly_debt@1',
+    'dti@1',
+    'risk@1',
+    'txn_count_24h@1',
+    'late_payments_90d@1',
+    'utilisation@2',
+  ]);
   plan.features.forEach((p, i) => {
     assert.equal(p.slot, i);
     for (const d of p.def.dependsOn) if (d.kind === 'feature') assert.ok(order.indexOf(d.ref) < i, `${d.ref} before ${p.def.ref}`);
@@ -244,7 +381,10 @@ test('a plan: closure in topological order, stored reads, windows, request field
       [6, 'late_payment', 'count', 2 * 86_400_000, true],
     ],
   );
-  assert.deepEqual(plan.computed.map((p) => p.def.ref), ['dti@1', 'risk@1', 'utilisation@2']);
+  assert.deepEqual(
+    plan.computed.map((p) => p.def.ref),
+    ['dti@1', 'risk@1', 'utilisation@2'],
+  );
   assert.deepEqual([...plan.features[3]!.inputs], [2, 1, 8, 9]);
 
   // Fill slots as a resolver would and compute in order.
@@ -261,7 +401,11 @@ test('a plan: closure in topological order, stored reads, windows, request field
 
   // A stored read decodes straight into the slot array.
   const group = plan.stored[0]!.group;
-  const bytes = encodeGroup(group.layout, { age: { value: 31, eventTs: 5 }, monthly_debt: { value: 0, eventTs: 6 }, late_payments_90d: { value: 2, eventTs: 7 } });
+  const bytes = encodeGroup(group.layout, {
+    age: { value: 31, eventTs: 5 },
+    monthly_debt: { value: 0, eventTs: 6 },
+    late_payments_90d: { value: 2, eventTs: 7 },
+  });
   const values: (number | boolean | null)[] = new Array(plan.slotCount).fill(null);
   const ts = new Float64Array(plan.slotCount);
   assert.equal(decodeGroupInto(group.layout, bytes, values, ts, plan.stored[0]!), true);
@@ -281,7 +425,10 @@ test('entity ids: pattern, type, length; bad ones are 400s', async () => {
     [null, "entity must be an object holding 'customer_id'"],
   ];
   for (const [entity, fragment] of bad)
-    assert.throws(() => reg.entityId('customer', entity), (e: ScorelineError) => e.status === 400 && e.message.includes(fragment));
+    assert.throws(
+      () => reg.entityId('customer', entity),
+      (e: ScorelineError) => e.status === 400 && e.message.includes(fragment),
+    );
   assert.throws(() => reg.entityId('merchant', { merchant_id: 'a'.repeat(257) }), /1 to 256 characters, got 257/);
   assert.throws(() => reg.entityId('merchant', { merchant_id: 'a\nb' }), /control characters/);
 });

@@ -7,7 +7,8 @@ import { compileExpression, EXPRESSION_FUNCTIONS, type Scalar } from '../src/fea
 
 const VARS = ['a', 'b', 'c', 'x', 'flag', 'income', 'debt'];
 const VALUES = { a: 2, b: 3, c: 4, x: -1.5, flag: true, income: 60_000, debt: 500 };
-const run = (source: string, values: Record<string, Scalar | null | undefined> = VALUES) => compileExpression(source, VARS).evaluate(values);
+const run = (source: string, values: Record<string, Scalar | null | undefined> = VALUES) =>
+  compileExpression(source, VARS).evaluate(values);
 
 test('arithmetic and precedence', () => {
   const cases: [string, Scalar][] = [
@@ -81,7 +82,22 @@ test('whitelisted functions', () => {
     ['max(income / 12, 1)', 5000],
   ];
   for (const [source, want] of cases) assert.equal(run(source), want, source);
-  assert.deepEqual(EXPRESSION_FUNCTIONS, ['min', 'max', 'abs', 'log', 'log1p', 'exp', 'sqrt', 'pow', 'floor', 'ceil', 'round', 'clamp', 'coalesce', 'isnan']);
+  assert.deepEqual(EXPRESSION_FUNCTIONS, [
+    'min',
+    'max',
+    'abs',
+    'log',
+    'log1p',
+    'exp',
+    'sqrt',
+    'pow',
+    'floor',
+    'ceil',
+    'round',
+    'clamp',
+    'coalesce',
+    'isnan',
+  ]);
 });
 
 test('missing inputs read as NaN; coalesce and isnan handle them', () => {
@@ -128,7 +144,10 @@ test('every construct outside the whitelist is refused with its position', () =>
     ['[1, 2]', 'array literals are not allowed at character 0'],
     ['a = 1', 'syntax error: Unexpected "=" at character 2'],
     ['a += 1', 'syntax error: Expected expression after + at character 3'],
-    ['foo(a)', "unknown function 'foo' (allowed: min, max, abs, log, log1p, exp, sqrt, pow, floor, ceil, round, clamp, coalesce, isnan) at character 0"],
+    [
+      'foo(a)',
+      "unknown function 'foo' (allowed: min, max, abs, log, log1p, exp, sqrt, pow, floor, ceil, round, clamp, coalesce, isnan) at character 0",
+    ],
     ['1 + eval(a)', "unknown function 'eval'"],
     ['a.constructor(1)', 'only calls of the allowed functions by name are allowed at character 0'],
     ['Math.min(a, b)', 'only calls of the allowed functions by name are allowed at character 0'],

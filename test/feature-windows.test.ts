@@ -184,7 +184,11 @@ test('WindowStore answers like aggregateWindow over its own buckets', () => {
   assert.equal(store.read(key, now, 5 * M, 'count'), 3);
   assert.equal(store.read(key, now, 5 * M, 'sum'), 45);
   assert.equal(store.read(key, now, 5 * M, 'max'), 30);
-  for (const [w, a] of [[H, 'sum'], [5 * M, 'min'], [5 * M, 'mean']] as const)
+  for (const [w, a] of [
+    [H, 'sum'],
+    [5 * M, 'min'],
+    [5 * M, 'mean'],
+  ] as const)
     assert.equal(store.read(key, now, w, a), aggregateWindow(store.buckets(key, w), now, w, a));
   // Hybrid-style lower bound.
   assert.equal(store.read(key, now, H, 'count', now - 5 * M), 3);

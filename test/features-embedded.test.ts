@@ -42,10 +42,22 @@ async function fixture() {
   const group = registry.groups[0]!;
   const streams = streamsByEvent(registry);
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-embedded-'));
-  return { registry, group, dir, path: join(dir, 'features.db'), events: (body: unknown, now: number) => parseEvents(registry, streams, body, now).records };
+  return {
+    registry,
+    group,
+    dir,
+    path: join(dir, 'features.db'),
+    events: (body: unknown, now: number) => parseEvents(registry, streams, body, now).records,
+  };
 }
 
-const txn = (id: string, amount: number, eventId: string, ts?: number) => ({ event: 'txn', id: eventId, entity: { customer_id: id }, fields: { amount }, ...(ts ? { ts } : {}) });
+const txn = (id: string, amount: number, eventId: string, ts?: number) => ({
+  event: 'txn',
+  id: eventId,
+  entity: { customer_id: id },
+  fields: { amount },
+  ...(ts ? { ts } : {}),
+});
 
 test('groups, windows and event ids survive closing and opening the file again', async () => {
   const { registry, group, path, events } = await fixture();
@@ -53,10 +65,31 @@ test('groups, windows and event ids survive closing and opening the file again',
   const now = Date.now();
   let store = new EmbeddedStore({ path, streams: registry.streams });
   await store.writeGroups([
-    { group, id: 'C1', values: { income: { value: 52_000.5, eventTs: t }, loans: { value: 3, eventTs: t }, util: { value: Math.fround(0.1), eventTs: t }, owner: { value: true, eventTs: t } } },
-    { group, id: 'C2', values: { income: { value: null, eventTs: t - 1 }, loans: { value: 0, eventTs: t - 1 }, util: { value: 0, eventTs: t - 1 }, owner: { value: false, eventTs: t - 1 } } },
+    {
+      group,
+      id: 'C1',
+      values: {
+        income: { value: 52_000.5, eventTs: t },
+        loans: { value: 3, eventTs: t },
+        util: { value: Math.fround(0.1), eventTs: t },
+        owner: { value: true, eventTs: t },
+      },
+    },
+    {
+      group,
+      id: 'C2',
+      values: {
+        income: { value: null, eventTs: t - 1 },
+        loans: { value: 0, eventTs: t - 1 },
+        util: { value: 0, eventTs: t - 1 },
+        owner: { value: false, eventTs: t - 1 },
+      },
+    },
   ]);
-  assert.deepEqual(await store.addEvents(events({ events: [txn('C1', 10, 'a'), txn('C1', 5, 'b', now - 30 * 60_000), txn('C1', 10, 'a')] }, now), now), [true, true, false]);
+  assert.deepEqual(
+    await store.addEvents(events({ events: [txn('C1', 10, 'a'), txn('C1', 5, 'b', now - 30 * 60_000), txn('C1', 10, 'a')] }, now), now),
+    [true, true, false],
+  );
   assert.equal(store.windowSync('customer', 'C1', 'txn.amount', now, HOUR, 'sum'), 15);
   await store.close();
 
@@ -98,7 +131,10 @@ test('an event write the file refuses changes nothing and says it was not stored
     const now = Date.now();
     // SQLite refuses every write from here on, as it would on a full disk or a read-only file.
     store.db.pragma('query_only = ON');
-    await assert.rejects(store.addEvents(events(txn('C1', 10, 'w1'), now), now), (e: Error) => e instanceof StoreUnavailableError && !e.sent && /could not be written/.test(e.message));
+    await assert.rejects(
+      store.addEvents(events(txn('C1', 10, 'w1'), now), now),
+      (e: Error) => e instanceof StoreUnavailableError && !e.sent && /could not be written/.test(e.message),
+    );
     assert.equal(store.windowSync('customer', 'C1', 'txn.amount', now, HOUR, 'sum'), 0);
     store.db.pragma('query_only = OFF');
     assert.deepEqual(await store.addEvents(events(txn('C1', 10, 'w1'), now), now), [true]);
@@ -116,12 +152,29 @@ test('a write naming some features keeps the others; one naming all replaces the
     const v = (value: number | boolean | null, eventTs = 1000) => ({ value, eventTs });
     await store.writeGroups([{ group, id: 'C1', values: { income: v(1), loans: v(2), util: v(0.5), owner: v(false) } }]);
     await store.writeGroups([{ group, id: 'C1', values: { loans: v(7, 2000) } }]);
-    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C1')!), { income: v(1), loans: v(7, 2000), util: v(0.5), owner: v(false) });
-    await store.writeGroups([{ group, id: 'C1', values: { income: v(null, 3000), loans: v(1, 3000), util: v(0, 3000), owner: v(true, 3000) } }]);
-    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C1')!), { income: v(null, 3000), loans: v(1, 3000), util: v(0, 3000), owner: v(true, 3000) });
+    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C1')!), {
+      income: v(1),
+      loans: v(7, 2000),
+      util: v(0.5),
+      owner: v(false),
+    });
+    await store.writeGroups([
+      { group, id: 'C1', values: { income: v(null, 3000), loans: v(1, 3000), util: v(0, 3000), owner: v(true, 3000) } },
+    ]);
+    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C1')!), {
+      income: v(null, 3000),
+      loans: v(1, 3000),
+      util: v(0, 3000),
+      owner: v(true, 3000),
+    });
     // a group never written with some fields has them missing
     await store.writeGroups([{ group, id: 'C9', values: { loans: v(4) } }]);
-    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C9')!), { income: v(null, 0), loans: v(4), util: v(null, 0), owner: v(null, 0) });
+    assert.deepEqual(decodeGroup(group.layout, store.groupSync(group, 'C9')!), {
+      income: v(null, 0),
+      loans: v(4),
+      util: v(null, 0),
+      owner: v(null, 0),
+    });
   } finally {
     await store.close();
   }

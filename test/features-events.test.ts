@@ -26,9 +26,14 @@ async function fixture() {
   return { registry, streams, parse: (body: unknown, now: number) => parseEvents(registry, streams, body, now) };
 }
 
-const txn = (amount: number, extra: Record<string, unknown> = {}) => ({ event: 'txn', entity: { customer_id: 'C001' }, fields: { amount }, ...extra });
+const txn = (amount: number, extra: Record<string, unknown> = {}) => ({
+  event: 'txn',
+  entity: { customer_id: 'C001' },
+  fields: { amount },
+  ...extra,
+});
 
-test('every event gets an id: the client\'s, else a generated one, unique', async () => {
+test("every event gets an id: the client's, else a generated one, unique", async () => {
   const { parse } = await fixture();
   const now = Date.now();
   const p = parse({ events: [txn(1, { id: 'a' }), txn(2), txn(3), txn(4, { id: 'a' }), txn(5, { ts: now - 3 * 24 * HOUR })] }, now);
@@ -38,7 +43,10 @@ test('every event gets an id: the client\'s, else a generated one, unique', asyn
   assert.notEqual(p.ids[1], p.ids[2]);
   for (const id of [p.ids[1]!, p.ids[2]!, p.ids[4]!]) assert.match(id, /^ev-[0-9a-f]{16}-[0-9a-z]+$/);
   assert.equal(p.ignored, 1, 'too old for any window: an id, no record');
-  assert.deepEqual(p.records.map((r) => r.eventId), ['a', p.ids[1], p.ids[2], 'a']);
+  assert.deepEqual(
+    p.records.map((r) => r.eventId),
+    ['a', p.ids[1], p.ids[2], 'a'],
+  );
   const ids = new Set(Array.from({ length: 10_000 }, () => nextEventId()));
   assert.equal(ids.size, 10_000);
 });
@@ -51,7 +59,10 @@ test('an id is kept as long as its event can change the longest window of its ty
   // the 1 h series no longer reads it; the 24 h one does, until 24 h + one bucket (24 min) after ts
   assert.equal(r!.keepUntil, ts + retentionMs(24 * HOUR));
   assert.equal(r!.keepUntil, ts + 24 * HOUR + 24 * 60_000);
-  assert.deepEqual(r!.writes.map((w) => [w.stream, w.value]), [['txn', 1]]);
+  assert.deepEqual(
+    r!.writes.map((w) => [w.stream, w.value]),
+    [['txn', 1]],
+  );
   const [refund] = parse({ event: 'refund', id: 'k', entity: { customer_id: 'C001' }, ts: now }, now).records;
   assert.equal(refund!.keepUntil, now + retentionMs(HOUR));
 });
@@ -60,7 +71,10 @@ test('client ids are checked: a non-empty string of at most 200 characters', asy
   const { parse } = await fixture();
   const now = Date.now();
   for (const id of [42, '', 'x'.repeat(201), null, { a: 1 }]) {
-    assert.throws(() => parse({ events: [txn(1), txn(2, { id })] }, now), /events\[1\]\.id must be a non-empty string of at most 200 characters/);
+    assert.throws(
+      () => parse({ events: [txn(1), txn(2, { id })] }, now),
+      /events\[1\]\.id must be a non-empty string of at most 200 characters/,
+    );
   }
   assert.equal(parse(txn(1, { id: 'x'.repeat(200) }), now).ids[0]!.length, 200);
 });

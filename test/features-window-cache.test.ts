@@ -9,7 +9,15 @@ import { test } from 'node:test';
 import { NativeCache } from '../src/features/native-cache.js';
 import type { StreamSpec } from '../src/features/plan.js';
 import type { EventRecord } from '../src/features/store.js';
-import { addToSnapshot, aggregateSnapshot, encodeSnapshot, seriesCacheKey, snapshotReadAt, snapshotView, WindowCache } from '../src/features/window-cache.js';
+import {
+  addToSnapshot,
+  aggregateSnapshot,
+  encodeSnapshot,
+  seriesCacheKey,
+  snapshotReadAt,
+  snapshotView,
+  WindowCache,
+} from '../src/features/window-cache.js';
 import { AGGREGATIONS, aggregateWindow, bucketStart, bucketWidthMs, retentionMs, type Aggregate } from '../src/features/windows.js';
 
 const HOUR = 3_600_000;
@@ -46,14 +54,20 @@ test('a snapshot aggregates exactly as aggregateWindow over the same buckets', (
       for (const agg of AGGREGATIONS) {
         for (const at of [now, now + 7 * width, now + windowMs / 2]) {
           assert.equal(aggregateSnapshot(f, at, windowMs, agg), aggregateWindow(buckets, at, windowMs, agg), `${agg} ${windowMs} ${seed}`);
-          assert.equal(aggregateSnapshot(f, at, windowMs, agg, now - windowMs / 3), aggregateWindow(buckets, at, windowMs, agg, now - windowMs / 3));
+          assert.equal(
+            aggregateSnapshot(f, at, windowMs, agg, now - windowMs / 3),
+            aggregateWindow(buckets, at, windowMs, agg, now - windowMs / 3),
+          );
         }
       }
     }
   }
   // empty series: counts 0, the rest null
   const empty = snapshotView(encodeSnapshot([], now))!;
-  assert.deepEqual(AGGREGATIONS.map((a) => aggregateSnapshot(empty, now, HOUR, a)), [0, 0, null, null, null]);
+  assert.deepEqual(
+    AGGREGATIONS.map((a) => aggregateSnapshot(empty, now, HOUR, a)),
+    [0, 0, null, null, null],
+  );
   // not a snapshot
   assert.equal(snapshotView(new Uint8Array(7)), null);
   assert.equal(snapshotView(new Uint8Array(24)), null);
@@ -74,14 +88,22 @@ test('an event added to a snapshot lands in its bucket; buckets no window reads 
   const f = snapshotView(encodeSnapshot(buckets, now - 1000))!;
   const same = snapshotView(addToSnapshot(f, now, 7, width, retentionMs(HOUR), now))!;
   assert.equal(snapshotReadAt(same), now - 1000, 'the read time is kept');
-  assert.deepEqual([aggregateSnapshot(same, now, HOUR, 'count'), aggregateSnapshot(same, now, HOUR, 'sum'), aggregateSnapshot(same, now, HOUR, 'max')], [2, 12, 7]);
+  assert.deepEqual(
+    [aggregateSnapshot(same, now, HOUR, 'count'), aggregateSnapshot(same, now, HOUR, 'sum'), aggregateSnapshot(same, now, HOUR, 'max')],
+    [2, 12, 7],
+  );
   assert.equal(same[2], 1, 'the bucket two hours old is gone');
   const other = snapshotView(addToSnapshot(same, now - 10 * width, -3, width, retentionMs(HOUR), now))!;
   assert.deepEqual([aggregateSnapshot(other, now, HOUR, 'count'), aggregateSnapshot(other, now, HOUR, 'min')], [3, -3]);
 });
 
 function record(id: string, eventId: string, amount: number, ts: number): EventRecord {
-  return { event: 'txn', eventId, keepUntil: ts + 25 * HOUR, writes: [{ entity: 'customer', id, stream: 'txn.amount', ts, value: amount }] };
+  return {
+    event: 'txn',
+    eventId,
+    keepUntil: ts + 25 * HOUR,
+    writes: [{ entity: 'customer', id, stream: 'txn.amount', ts, value: amount }],
+  };
 }
 
 const keysOf = (id: string) => STREAMS[0]!.windowsMs.map((w) => seriesCacheKey('customer', id, 'txn.amount', bucketWidthMs(w)));
@@ -124,7 +146,14 @@ test('a read sent before a local write is not cached: it may not hold the write'
   wc.put('customer', id, 'txn.amount', HOUR, encodeSnapshot([], now), sent);
   assert.equal(wc.get('customer', id, 'txn.amount', HOUR), undefined);
   // a read sent after the write is cached
-  wc.put('customer', id, 'txn.amount', HOUR, encodeSnapshot([[bucketStart(now, 60_000), { count: 1, sum: 4, min: 4, max: 4 }]], now), performance.now());
+  wc.put(
+    'customer',
+    id,
+    'txn.amount',
+    HOUR,
+    encodeSnapshot([[bucketStart(now, 60_000), { count: 1, sum: 4, min: 4, max: 4 }]], now),
+    performance.now(),
+  );
   assert.equal(aggregateSnapshot(wc.get('customer', id, 'txn.amount', HOUR)!, now, HOUR, 'sum'), 4);
   // another series is not affected by the write
   wc.put('customer', `${id}-other`, 'txn.amount', HOUR, encodeSnapshot([], now), sent);

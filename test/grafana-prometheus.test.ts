@@ -20,11 +20,19 @@ type Obj = Record<string, any>;
 
 const dashboard = JSON.parse(readFileSync(join(ROOT, 'deploy', 'grafana', 'scoreline.json'), 'utf8')) as Obj;
 const panels = (dashboard.panels as Obj[]).flatMap((p) => [p, ...((p.panels as Obj[] | undefined) ?? [])]).filter((p) => p.type !== 'row');
-const exprs = panels.flatMap((p) => (p.targets as Obj[]).map((t) => ({ panel: p.title as string, refId: t.refId as string, expr: t.expr as string })));
+const exprs = panels.flatMap((p) =>
+  (p.targets as Obj[]).map((t) => ({ panel: p.title as string, refId: t.refId as string, expr: t.expr as string })),
+);
 
 const HAS_PROMETHEUS = spawnSync('prometheus', ['--version']).status === 0;
 // Skipped only outside CI: CI installs both, so missing there fails the test.
-const skip = process.env.CI ? false : !HAS_PROMETHEUS ? 'prometheus is not installed' : !redisAvailable() ? 'redis-server is not installed' : false;
+const skip = process.env.CI
+  ? false
+  : !HAS_PROMETHEUS
+    ? 'prometheus is not installed'
+    : !redisAvailable()
+      ? 'redis-server is not installed'
+      : false;
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -58,7 +66,11 @@ test('every dashboard query returns data from a real Prometheus scraping a real 
         monitoring: { evaluateSeconds: 1, minSamples: { psi: 20, auc: { labelled: 30, perClass: 5 } } },
       }),
     );
-    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    const m = spawnSync(
+      process.execPath,
+      [CLI, 'features', 'materialize', '--config', config, '--from', join(ROOT, 'examples', 'features', 'customers.csv'), '--quiet'],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
     assert.equal(m.status, 0, m.stderr);
     server = await startServer(['--config', config]);
     const base = server.url;
@@ -66,17 +78,35 @@ test('every dashboard query returns data from a real Prometheus scraping a real 
     const promPort = await freePort();
     writeFileSync(
       join(dir, 'prometheus.yml'),
-      YAML.stringify({ global: { scrape_interval: '1s', evaluation_interval: '1s' }, scrape_configs: [{ job_name: 'scoreline', metrics_path: '/metrics', static_configs: [{ targets: [`127.0.0.1:${server.port}`] }] }] }),
+      YAML.stringify({
+        global: { scrape_interval: '1s', evaluation_interval: '1s' },
+        scrape_configs: [{ job_name: 'scoreline', metrics_path: '/metrics', static_configs: [{ targets: [`127.0.0.1:${server.port}`] }] }],
+      }),
     );
-    prometheus = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${promPort}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    prometheus = spawn(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'tsdb')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     const promLog: string[] = [];
     prometheus.stderr!.on('data', (b: Buffer) => promLog.push(b.toString()));
     const prom = `http://127.0.0.1:${promPort}`;
-    await waitFor(async () => (await fetch(`${prom}/-/ready`).then((r) => r.status, () => 0)) === 200, {
-      timeoutMs: 30_000,
-      intervalMs: 100,
-      message: () => `prometheus to start:\n${promLog.join('')}`,
-    });
+    await waitFor(
+      async () =>
+        (await fetch(`${prom}/-/ready`).then(
+          (r) => r.status,
+          () => 0,
+        )) === 200,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        message: () => `prometheus to start:\n${promLog.join('')}`,
+      },
+    );
 
     // Traffic for every panel: OIP inference, entity scoring (features, cache, freshness), events, labels.
     let n = 0;
@@ -85,8 +115,14 @@ test('every dashboard query returns data from a real Prometheus scraping a real 
         n++;
         const customer = `C${String((n * 7919) % 10_000).padStart(5, '0')}`;
         const [, scored] = await Promise.all([
-          request(`${base}/v2/models/credit-default/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, n % 4] }] } }),
-          request(`${base}/v1/score/credit-default`, { json: { id: `g-${n}`, entity: { customer_id: customer }, context: { amount: 1000 + (n % 50) * 200, duration_months: 24 } } }),
+          request(`${base}/v2/models/credit-default/infer`, {
+            json: {
+              inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, n % 4] }],
+            },
+          }),
+          request(`${base}/v1/score/credit-default`, {
+            json: { id: `g-${n}`, entity: { customer_id: customer }, context: { amount: 1000 + (n % 50) * 200, duration_months: 24 } },
+          }),
           request(`${base}/v1/events`, { json: { event: 'transaction', entity: { customer_id: customer }, fields: { amount: 12.5 } } }),
         ]);
         if (scored.status === 200) await request(`${base}/v1/feedback`, { json: { request_id: `g-${n}`, label: n % 3 === 0 ? 1 : 0 } });
@@ -118,12 +154,18 @@ test('every dashboard query returns data from a real Prometheus scraping a real 
         versions = models.length > 0 ? await labelValues('version', `scoreline_requests_total{model=~"${regexOf(models)}"}`) : [];
         return versions.length > 0;
       },
-      { timeoutMs: deadline - Date.now(), intervalMs: 250, message: () => `the model and version variables to resolve (models ${JSON.stringify(models)})` },
+      {
+        timeoutMs: deadline - Date.now(),
+        intervalMs: 250,
+        message: () => `the model and version variables to resolve (models ${JSON.stringify(models)})`,
+      },
     );
     assert.deepEqual(models, ['credit-default']);
     assert.deepEqual(versions, ['1']);
 
-    const pending = new Map(exprs.map((e) => [`${e.panel} [${e.refId}]`, e.expr.replaceAll('$model', regexOf(models)).replaceAll('$version', regexOf(versions))]));
+    const pending = new Map(
+      exprs.map((e) => [`${e.panel} [${e.refId}]`, e.expr.replaceAll('$model', regexOf(models)).replaceAll('$version', regexOf(versions))]),
+    );
     const last = new Map<string, string>();
     await waitFor(
       async () => {
@@ -135,7 +177,11 @@ test('every dashboard query returns data from a real Prometheus scraping a real 
         }
         return pending.size === 0;
       },
-      { timeoutMs: Math.max(1, deadline - Date.now()), intervalMs: 500, message: () => `a finite value in every panel, after ${n} rounds of traffic: ${[...pending.keys()].join('; ')}` },
+      {
+        timeoutMs: Math.max(1, deadline - Date.now()),
+        intervalMs: 500,
+        message: () => `a finite value in every panel, after ${n} rounds of traffic: ${[...pending.keys()].join('; ')}`,
+      },
     ).catch(() => undefined); // the assertion below names each panel left and its last answer
     assert.deepEqual(
       [...pending.entries()].map(([name, q]) => `${name}: ${q} -> ${last.get(name)}`),

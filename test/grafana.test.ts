@@ -74,10 +74,44 @@ function documentedNames(): Set<string> {
 const allowList = documentedNames();
 
 const PROMQL_WORDS = new Set([
-  'sum', 'min', 'max', 'avg', 'count', 'stddev', 'stdvar', 'topk', 'bottomk', 'quantile', 'count_values', 'group',
-  'rate', 'irate', 'increase', 'delta', 'idelta', 'deriv', 'histogram_quantile', 'abs', 'clamp_min', 'clamp_max',
-  'vector', 'scalar', 'absent', 'time', 'avg_over_time', 'max_over_time', 'min_over_time', 'sum_over_time', 'label_replace',
-  'and', 'or', 'unless', 'bool', 'offset', 'Inf', 'NaN',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'count',
+  'stddev',
+  'stdvar',
+  'topk',
+  'bottomk',
+  'quantile',
+  'count_values',
+  'group',
+  'rate',
+  'irate',
+  'increase',
+  'delta',
+  'idelta',
+  'deriv',
+  'histogram_quantile',
+  'abs',
+  'clamp_min',
+  'clamp_max',
+  'vector',
+  'scalar',
+  'absent',
+  'time',
+  'avg_over_time',
+  'max_over_time',
+  'min_over_time',
+  'sum_over_time',
+  'label_replace',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'Inf',
+  'NaN',
 ]);
 
 /** Metric names a PromQL expression selects: strings, label matchers, ranges, grouping lists and numbers removed first. */
@@ -124,7 +158,9 @@ test('the allow-list is what the README names', () => {
   // The README's metrics list writes names without the prefix and with label lists.
   for (const name of ['scoreline_requests_total', 'scoreline_model_ready', 'scoreline_batch_size']) assert.ok(allowList.has(name));
   assert.deepEqual(expand('scoreline_feature_cache_{hits,misses,evictions}_total'), [
-    'scoreline_feature_cache_hits_total', 'scoreline_feature_cache_misses_total', 'scoreline_feature_cache_evictions_total',
+    'scoreline_feature_cache_hits_total',
+    'scoreline_feature_cache_misses_total',
+    'scoreline_feature_cache_evictions_total',
   ]);
 });
 
@@ -152,9 +188,19 @@ test('latency quantiles come from bucket rates aggregated by le', () => {
   for (const { panel, expr } of hq) {
     const m = shape.exec(expr);
     assert.ok(m, `${panel}: ${expr}`);
-    assert.ok(m[2]!.split(',').map((s) => s.trim()).includes('le'), `${panel}: aggregated by le`);
+    assert.ok(
+      m[2]!
+        .split(',')
+        .map((s) => s.trim())
+        .includes('le'),
+      `${panel}: aggregated by le`,
+    );
   }
-  const quantilesOf = (metric: string) => hq.filter((e) => e.expr.includes(`(${metric}_bucket`)).map((e) => shape.exec(e.expr)![1]).sort();
+  const quantilesOf = (metric: string) =>
+    hq
+      .filter((e) => e.expr.includes(`(${metric}_bucket`))
+      .map((e) => shape.exec(e.expr)![1])
+      .sort();
   assert.deepEqual(quantilesOf('scoreline_request_duration_seconds'), ['0.5', '0.95', '0.99']);
   assert.deepEqual(quantilesOf('scoreline_inference_queue_duration_seconds'), ['0.5', '0.99']);
   assert.deepEqual(quantilesOf('scoreline_inference_compute_duration_seconds'), ['0.5', '0.99']);
@@ -184,9 +230,15 @@ test('every signal the monitoring issue asks for has a panel', () => {
     ['feature PSI', /scoreline_drift_psi\{[^}]*feature!="__score__"/],
     ['AUC', /scoreline_model_auc/],
     ['alerts by severity', /sum by \(severity\) \(scoreline_alerts_firing\)/],
-    ['cache hit rate', /scoreline_feature_cache_hits_total[\s\S]*\/ \(sum\(rate\(scoreline_feature_cache_hits_total[\s\S]*scoreline_feature_cache_misses_total/],
+    [
+      'cache hit rate',
+      /scoreline_feature_cache_hits_total[\s\S]*\/ \(sum\(rate\(scoreline_feature_cache_hits_total[\s\S]*scoreline_feature_cache_misses_total/,
+    ],
     // A histogram: its quantiles per feature, never the bare name (which selects no series).
-    ['feature freshness', /^histogram_quantile\(0\.99, sum by \(le, feature\) \(rate\(scoreline_feature_freshness_seconds_bucket\[5m\]\)\)\)$/],
+    [
+      'feature freshness',
+      /^histogram_quantile\(0\.99, sum by \(le, feature\) \(rate\(scoreline_feature_freshness_seconds_bucket\[5m\]\)\)\)$/,
+    ],
     ['model readiness', /scoreline_model_ready/],
   ];
   for (const [what, re] of want) assert.ok(panelWith(re), `a panel shows ${what}`);
@@ -205,10 +257,11 @@ test('panels: unique ids, the datasource variable, unique refIds, a grid without
   for (const p of panels) {
     const { x, y, w, h } = p.gridPos as { x: number; y: number; w: number; h: number };
     assert.ok(x >= 0 && w > 0 && x + w <= 24 && h > 0, `${p.title}: inside 24 columns`);
-    for (let i = x; i < x + w; i++) for (let j = y; j < y + h; j++) {
-      assert.ok(!cells.has(`${i},${j}`), `${p.title} overlaps another panel at ${i},${j}`);
-      cells.add(`${i},${j}`);
-    }
+    for (let i = x; i < x + w; i++)
+      for (let j = y; j < y + h; j++) {
+        assert.ok(!cells.has(`${i},${j}`), `${p.title} overlaps another panel at ${i},${j}`);
+        cells.add(`${i},${j}`);
+      }
     if (p.type === 'row') continue;
     assert.ok(p.title && p.description, 'panels say what they show');
     // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's dashboard variable, written literally in the JSON

@@ -30,27 +30,44 @@ test('every HTTP status scoreline answers has its gRPC code', () => {
   };
   for (const [http, code] of Object.entries(expected)) assert.equal(grpcCodeOf(Number(http)), code, `HTTP ${http}`);
   // Every status the error module can produce is in the table, not left to the fallback.
-  for (const http of [400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504, 507]) assert.ok(GRPC_CODES[http] !== undefined, `HTTP ${http}`);
+  for (const http of [400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504, 507])
+    assert.ok(GRPC_CODES[http] !== undefined, `HTTP ${http}`);
   assert.equal(grpcCodeOf(502), status.INTERNAL);
   assert.equal(grpcCodeOf(418), status.INVALID_ARGUMENT);
 });
 
 test('the service is the OIP one, loaded from the proto inside the package', () => {
   const service = loadService();
-  assert.deepEqual(Object.keys(service).sort(), ['ModelInfer', 'ModelMetadata', 'ModelReady', 'ServerLive', 'ServerMetadata', 'ServerReady']);
+  assert.deepEqual(Object.keys(service).sort(), [
+    'ModelInfer',
+    'ModelMetadata',
+    'ModelReady',
+    'ServerLive',
+    'ServerMetadata',
+    'ServerReady',
+  ]);
   assert.equal(service.ModelInfer!.path, '/inference.GRPCInferenceService/ModelInfer');
 });
 
 test('raw BYTES: a 4-byte little-endian length before each element, both ways; malformed framing is a 400', () => {
   const values = ['', 'a', 'purpose=car', 'é€', 'x'.repeat(300)];
   const raw = joinRawBytes(values);
-  assert.equal(raw.length, values.reduce((n, v) => n + 4 + Buffer.byteLength(v), 0));
+  assert.equal(
+    raw.length,
+    values.reduce((n, v) => n + 4 + Buffer.byteLength(v), 0),
+  );
   assert.deepEqual([...raw.subarray(0, 9)], [0, 0, 0, 0, 1, 0, 0, 0, 0x61]);
   assert.equal(raw.readUInt32LE(raw.length - 304), 300);
-  assert.deepEqual(splitRawBytes(raw, 'w').map((b) => Buffer.from(b).toString('utf8')), values);
+  assert.deepEqual(
+    splitRawBytes(raw, 'w').map((b) => Buffer.from(b).toString('utf8')),
+    values,
+  );
   assert.deepEqual(splitRawBytes(new Uint8Array(0), 'w'), []);
   const err = (bytes: number[], message: RegExp) =>
-    assert.throws(() => splitRawBytes(Uint8Array.from(bytes), "input 'w'"), (e: { status: number; message: string }) => e.status === 400 && message.test(e.message));
+    assert.throws(
+      () => splitRawBytes(Uint8Array.from(bytes), "input 'w'"),
+      (e: { status: number; message: string }) => e.status === 400 && message.test(e.message),
+    );
   err([1, 0, 0], /input 'w': raw BYTES content ends inside the length of element 0/);
   err([2, 0, 0, 0, 65], /element 0 declares 2 bytes but only 1 remain/);
   err([0, 0, 0, 0, 5, 0, 0, 0, 65], /element 1 declares 5 bytes/);
@@ -64,7 +81,10 @@ test('BYTES tensors: strings in, strings out as JSON, anything else refused', ()
   assert.equal(jsonElements(t, 'BYTES', 1, 3), '"car","vacation"');
   assert.equal(jsonElements(['say "hi"\n'], 'BYTES', 0, 1), '"say \\"hi\\"\\n"');
   assert.deepEqual(jsValues(t, 'BYTES', 0, 2), ['', 'car']);
-  assert.throws(() => writeTensorData([1], 'BYTES', t, 0, [1], "input 'purpose'"), (e: { status: number; message: string }) => e.status === 400 && /input 'purpose': element 1 is not a string/.test(e.message));
+  assert.throws(
+    () => writeTensorData([1], 'BYTES', t, 0, [1], "input 'purpose'"),
+    (e: { status: number; message: string }) => e.status === 400 && /input 'purpose': element 1 is not a string/.test(e.message),
+  );
   assert.throws(() => writeTensorData([null], 'BYTES', t, 0, [1], 'x'), /element null is not a string/);
 });
 
@@ -76,12 +96,22 @@ test('64-bit integers are exact over their whole range; raw floats must be finit
   const u64 = makeTensorData('UINT64', 1) as BigUint64Array;
   writeInt64Element('18446744073709551615', 'UINT64', u64, 0, 'x');
   assert.equal(u64[0], 2n ** 64n - 1n);
-  assert.throws(() => writeInt64Element('-1', 'UINT64', u64, 0, "input 'u'"), (e: { status: number; message: string }) => e.status === 422 && /input 'u': value -1 is out of range for UINT64/.test(e.message));
+  assert.throws(
+    () => writeInt64Element('-1', 'UINT64', u64, 0, "input 'u'"),
+    (e: { status: number; message: string }) => e.status === 422 && /input 'u': value -1 is out of range for UINT64/.test(e.message),
+  );
   assert.throws(() => writeInt64Element('9223372036854775808', 'INT64', i64, 0, 'x'), /out of range for INT64/);
-  assert.throws(() => writeInt64Element('1.5', 'INT64', i64, 0, 'x'), (e: { status: number }) => e.status === 400);
+  assert.throws(
+    () => writeInt64Element('1.5', 'INT64', i64, 0, 'x'),
+    (e: { status: number }) => e.status === 400,
+  );
 
   checkRawValues(Float32Array.of(1, -3.4e38, 0), 'FP32', 0, 3, 'x');
-  assert.throws(() => checkRawValues(Float32Array.of(1, Infinity), 'FP32', 0, 2, "input 'x'"), (e: { status: number; message: string }) => e.status === 422 && /input 'x': element 1 is Infinity, not a finite FP32 number/.test(e.message));
+  assert.throws(
+    () => checkRawValues(Float32Array.of(1, Infinity), 'FP32', 0, 2, "input 'x'"),
+    (e: { status: number; message: string }) =>
+      e.status === 422 && /input 'x': element 1 is Infinity, not a finite FP32 number/.test(e.message),
+  );
   assert.throws(() => checkRawValues(Float64Array.of(0, 0, NaN), 'FP64', 1, 3, 'x'), /element 1 is NaN, not a finite FP64/);
   // Only the request's own range [start, end) is checked.
   checkRawValues(Float32Array.of(NaN, 2), 'FP32', 1, 2, 'x');

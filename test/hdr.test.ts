@@ -8,15 +8,22 @@ import * as hdr from 'hdr-histogram-js';
 import { HdrHistogram } from '../src/monitoring/hdr.js';
 import { mulberry32 as rng } from './fixtures/random.js';
 
-
 const PERCENTILES = [0, 0.1, 1, 10, 25, 50, 75, 90, 95, 99, 99.9, 99.99, 100];
 
-for (const [digits, highest] of [[3, 3_600_000_000], [2, 120_000_000]] as const) {
+for (const [digits, highest] of [
+  [3, 3_600_000_000],
+  [2, 120_000_000],
+] as const) {
   test(`${digits} significant digits up to ${highest}: the same answers as hdr-histogram-js`, () => {
     const rand = rng(digits);
     const mine = new HdrHistogram(highest, digits);
     const other = new HdrHistogram(highest, digits);
-    const ref = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: highest, numberOfSignificantValueDigits: digits, useWebAssembly: false });
+    const ref = hdr.build({
+      lowestDiscernibleValue: 1,
+      highestTrackableValue: highest,
+      numberOfSignificantValueDigits: digits,
+      useWebAssembly: false,
+    });
     let sum = 0;
     for (let i = 0; i < 50_000; i++) {
       // log-uniform from 1 us to ~an hour/2 minutes, plus some exact small integers and fractions

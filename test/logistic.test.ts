@@ -6,7 +6,12 @@ import assert from 'node:assert/strict';
 import ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import {
-  logisticToOnnx, originalScaleCoefficients, predictProba, sigmoid, trainLogistic, type LogisticModel,
+  logisticToOnnx,
+  originalScaleCoefficients,
+  predictProba,
+  sigmoid,
+  trainLogistic,
+  type LogisticModel,
 } from '../src/retraining/logistic.js';
 import { CREDIT_FEATURES, Random, featureVector, generateCreditData } from '../examples/credit-data.js';
 
@@ -71,7 +76,7 @@ test('the fit satisfies the penalised optimality conditions (intercept unpenalis
     const row = X.subarray(i * 3, i * 3 + 3);
     const residual = predictProba(model, row) - y[i]!;
     gradient[0]! += residual;
-    for (let j = 0; j < 3; j++) gradient[j + 1]! += residual * (row[j]! - model.mean[j]!) / model.std[j]!;
+    for (let j = 0; j < 3; j++) gradient[j + 1]! += (residual * (row[j]! - model.mean[j]!)) / model.std[j]!;
   }
   assert.ok(Math.abs(gradient[0]!) < 1e-6, `intercept gradient ${gradient[0]}`);
   for (let j = 0; j < 3; j++) {
@@ -125,13 +130,20 @@ test('bad training input is rejected with a clear message', () => {
   assert.throws(() => trainLogistic([[1], [Number.NaN]], [0, 1]), /non-finite value at row 1, column 0/);
   assert.throws(() => trainLogistic([[1], [2]], [0, 1], { l2: -1 }), /l2 must be a finite number >= 0/);
   assert.throws(() => trainLogistic([[1], [2]], [0, 1], { maxIter: 0 }), /maxIter must be a positive integer/);
-  assert.throws(() => predictProba({ mean: [0], std: [1], weights: [1], intercept: 0, l2: 0, iterations: 0, converged: true }, [1, 2]), /row has 2 features, model expects 1/);
+  assert.throws(
+    () => predictProba({ mean: [0], std: [1], weights: [1], intercept: 0, l2: 0, iterations: 0, converged: true }, [1, 2]),
+    /row has 2 features, model expects 1/,
+  );
 });
 
 async function creditModel(): Promise<{ model: LogisticModel; rows: number[][]; bytes: Uint8Array }> {
   const data = generateCreditData({ n: 6_000, seed: 31 });
   const train = data.slice(0, 4_000);
-  const model = trainLogistic(train.map(featureVector), train.map((r) => r.default), { l2: 1 });
+  const model = trainLogistic(
+    train.map(featureVector),
+    train.map((r) => r.default),
+    { l2: 1 },
+  );
   const bytes = logisticToOnnx(model, { featureNames: CREDIT_FEATURES, name: 'credit_test' });
   return { model, rows: data.slice(4_000).map(featureVector), bytes };
 }
@@ -178,9 +190,19 @@ test('ONNX export carries features, standardisation and coefficients as metadata
   assert.deepEqual(JSON.parse(metadata['scoreline.coefficients']!), { weights: model.weights, intercept: model.intercept });
   assert.deepEqual(JSON.parse(metadata['scoreline.training']!), { l2: 1, iterations: model.iterations, converged: true });
   assert.equal(decoded.graph!.name, 'credit_test');
-  assert.deepEqual(decoded.graph!.node!.map((n) => n.opType), ['Sub', 'Div', 'MatMul', 'Add', 'Sigmoid', 'Sub', 'Concat', 'Greater', 'Cast', 'Reshape']);
-  const outputs = decoded.graph!.output!.map((o) => [o.name, o.type!.tensorType!.elemType, o.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue))]);
-  assert.deepEqual(outputs, [['label', onnx.TensorProto.DataType.INT64, ['N']], ['probabilities', onnx.TensorProto.DataType.FLOAT, ['N', 2]]]);
+  assert.deepEqual(
+    decoded.graph!.node!.map((n) => n.opType),
+    ['Sub', 'Div', 'MatMul', 'Add', 'Sigmoid', 'Sub', 'Concat', 'Greater', 'Cast', 'Reshape'],
+  );
+  const outputs = decoded.graph!.output!.map((o) => [
+    o.name,
+    o.type!.tensorType!.elemType,
+    o.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)),
+  ]);
+  assert.deepEqual(outputs, [
+    ['label', onnx.TensorProto.DataType.INT64, ['N']],
+    ['probabilities', onnx.TensorProto.DataType.FLOAT, ['N', 2]],
+  ]);
   assert.throws(() => logisticToOnnx(model, { featureNames: ['a'] }), /featureNames has 1 names, model has 10 features/);
   assert.throws(() => logisticToOnnx(model, { featureNames: Array(10).fill('same') }), /distinct non-empty strings/);
 });

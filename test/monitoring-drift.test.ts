@@ -7,14 +7,28 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mulberry32 as rng } from './fixtures/random.js';
 import {
-  CategoricalDriftCounter, NumericDriftCounter, band, binIndex, categoricalBaseline, distributionSummary, driftCounter,
-  frozenEdges, numericBaseline, parseBaseline, psi, quantileType7, shares,
+  CategoricalDriftCounter,
+  NumericDriftCounter,
+  band,
+  binIndex,
+  categoricalBaseline,
+  distributionSummary,
+  driftCounter,
+  frozenEdges,
+  numericBaseline,
+  parseBaseline,
+  psi,
+  quantileType7,
+  shares,
 } from '../src/monitoring/drift.js';
 
 function closeAll(actual: ArrayLike<number>, expected: number[], tol = 1e-12): void {
   assert.equal(actual.length, expected.length);
   for (let i = 0; i < expected.length; i++) {
-    assert.ok(Math.abs(actual[i]! - expected[i]!) <= tol * Math.max(1, Math.abs(expected[i]!)), `[${i}]: expected ${expected[i]}, got ${actual[i]}`);
+    assert.ok(
+      Math.abs(actual[i]! - expected[i]!) <= tol * Math.max(1, Math.abs(expected[i]!)),
+      `[${i}]: expected ${expected[i]}, got ${actual[i]}`,
+    );
   }
 }
 
@@ -23,16 +37,30 @@ function close(actual: number | null, expected: number, tol = 1e-12): void {
   assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `expected ${expected}, got ${actual}`);
 }
 
-
 test('type-7 quantiles of 1..10 and of values with duplicates', () => {
   const v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
   // h = 9p: p .1 -> h .9 -> 1 + .9 = 1.9; p .25 -> h 2.25 -> 3.25; p .5 -> 5.5; p .9 -> h 8.1 -> 9.1.
-  for (const [p, q] of [[0, 1], [0.1, 1.9], [0.25, 3.25], [0.5, 5.5], [0.75, 7.75], [0.9, 9.1], [1, 10]] as const) {
+  for (const [p, q] of [
+    [0, 1],
+    [0.1, 1.9],
+    [0.25, 3.25],
+    [0.5, 5.5],
+    [0.75, 7.75],
+    [0.9, 9.1],
+    [1, 10],
+  ] as const) {
     close(quantileType7(v, p), q);
   }
   // [1, 2, 2, 2, 3], h = 4p: p .1 -> 1 + .4 = 1.4; p .25 -> h 1 -> 2; p .8 -> h 3.2 -> 2 + .2 = 2.2; p .9 -> 2.6.
   const d = [1, 2, 2, 2, 3];
-  for (const [p, q] of [[0.1, 1.4], [0.25, 2], [0.5, 2], [0.8, 2.2], [0.9, 2.6]] as const) close(quantileType7(d, p), q);
+  for (const [p, q] of [
+    [0.1, 1.4],
+    [0.25, 2],
+    [0.5, 2],
+    [0.8, 2.2],
+    [0.9, 2.6],
+  ] as const)
+    close(quantileType7(d, p), q);
   assert.equal(quantileType7([7], 0.3), 7);
   assert.ok(Number.isNaN(quantileType7([], 0.5)));
   assert.throws(() => quantileType7(v, 1.5), RangeError);
@@ -41,7 +69,10 @@ test('type-7 quantiles of 1..10 and of values with duplicates', () => {
 test('frozen edges are the deciles of the finite reference values, in any order', () => {
   closeAll(frozenEdges([10, 3, 7, 1, 9, 2, 8, 4, 6, 5]), [1.9, 2.8, 3.7, 4.6, 5.5, 6.4, 7.3, 8.2, 9.1]);
   // Missing values (null, undefined, NaN, +-Infinity) are left out: the same edges as 1..10.
-  closeAll(frozenEdges([10, null, 3, 7, NaN, 1, 9, 2, undefined, 8, 4, Infinity, 6, -Infinity, 5]), [1.9, 2.8, 3.7, 4.6, 5.5, 6.4, 7.3, 8.2, 9.1]);
+  closeAll(
+    frozenEdges([10, null, 3, 7, NaN, 1, 9, 2, undefined, 8, 4, Infinity, 6, -Infinity, 5]),
+    [1.9, 2.8, 3.7, 4.6, 5.5, 6.4, 7.3, 8.2, 9.1],
+  );
   // [1, 2, 2, 2, 3], h = 4p for p = .1 .. .9: 0.4 0.8 1.2 1.6 2 2.4 2.8 3.2 3.6 -> edges repeat.
   closeAll(frozenEdges([3, 2, 1, 2, 2]), [1.4, 1.8, 2, 2, 2, 2, 2, 2.2, 2.6]);
   // One distinct value: all nine edges equal it.
@@ -131,7 +162,13 @@ test('the numeric counter equals the batch computation, and merged per-minute co
   assert.equal(whole.count, 2996);
   assert.equal(whole.missing, 4);
   close(whole.missingRate(), 4 / 3000, 1e-15);
-  close(whole.psi(), psi(baseline.refShares, batchCounts.map((c) => c / 2996)));
+  close(
+    whole.psi(),
+    psi(
+      baseline.refShares,
+      batchCounts.map((c) => c / 2996),
+    ),
+  );
   assert.equal(band(whole.psi()), 'significant');
   // Three "minutes", merged.
   const parts = [0, 1, 2].map(() => new NumericDriftCounter(baseline));
@@ -167,7 +204,10 @@ test('numeric baseline and counter survive JSON', () => {
   assert.equal(c2.psi(), c.psi());
   assert.equal(c2.missingRate(), c.missingRate());
   assert.throws(() => NumericDriftCounter.fromJSON(baseline, { counts: [1, 2], missing: 0 }), TypeError);
-  assert.throws(() => parseBaseline({ kind: 'numeric', edges: [3, 2, 1, 4, 5, 6, 7, 8, 9], refShares: new Array(10).fill(0.1) }), TypeError);
+  assert.throws(
+    () => parseBaseline({ kind: 'numeric', edges: [3, 2, 1, 4, 5, 6, 7, 8, 9], refShares: new Array(10).fill(0.1) }),
+    TypeError,
+  );
   assert.throws(() => parseBaseline({ kind: 'histogram' }), TypeError);
 });
 

@@ -32,11 +32,18 @@ function rowsOf(segments: AppendSegment[]): Row[] {
   return segments.flatMap((s) => {
     const ids = JSON.parse(s.ids) as string[];
     assert.equal(ids.length, s.n);
-    return ids.map((id, i) => ({ variant: s.variant, id, ts: s.ts[i]!, score: s.scores[i]!, inputs: Array.from(s.features.subarray(i * s.width, (i + 1) * s.width)) }));
+    return ids.map((id, i) => ({
+      variant: s.variant,
+      id,
+      ts: s.ts[i]!,
+      score: s.scores[i]!,
+      inputs: Array.from(s.features.subarray(i * s.width, (i + 1) * s.width)),
+    }));
   });
 }
 
-const def = (variant: string, width: number): string => JSON.stringify({ model: 'm', version: 1, variant, width, task: 'classification', keyId: null } satisfies StreamDef);
+const def = (variant: string, width: number): string =>
+  JSON.stringify({ model: 'm', version: 1, variant, width, task: 'classification', keyId: null } satisfies StreamDef);
 
 test('log ring: records wrap around the end of a small ring, in order, with their ids, times, scores and inputs', () => {
   const sab = createRing(4096);
@@ -58,10 +65,14 @@ test('log ring: records wrap around the end of a small ring, in order, with thei
       expected.push({ variant: stream === 0 ? 'a' : 'b', id, ts: 1e12 + n, score: n / 1000, inputs: inputs.map(Math.fround) });
       bytes += 32 + 4 * inputs.length + id.length;
     }
-    assert.equal(r.read(asm), burst % 23 + 1);
+    assert.equal(r.read(asm), (burst % 23) + 1);
     // Within a take, rows come back grouped by stream, each stream in order.
     const taken = rowsOf(asm.take().segments);
-    for (const variant of ['a', 'b']) assert.deepEqual(taken.filter((x) => x.variant === variant), expected.slice(got.length).filter((x) => x.variant === variant));
+    for (const variant of ['a', 'b'])
+      assert.deepEqual(
+        taken.filter((x) => x.variant === variant),
+        expected.slice(got.length).filter((x) => x.variant === variant),
+      );
     got.push(...expected.slice(got.length));
   }
   assert.ok(bytes > 25 * 4096, `${bytes} bytes through a 4096-byte ring`);
@@ -80,16 +91,26 @@ test('log ring: a full ring refuses a row without blocking, and takes rows again
   const id = (i: number) => `row-${String(i).padStart(28, '0')}`; // 32 bytes + 32 of header
   let i = 0;
   while (w.row(0, 0, id(i), -1, i, i, null, 0)) i++;
-  assert.equal(i, 14, 'the definition and 14 rows fill 1000 of 1024 bytes; a 15th does not fit before the end, and cannot wrap onto the unread start');
+  assert.equal(
+    i,
+    14,
+    'the definition and 14 rows fill 1000 of 1024 bytes; a 15th does not fit before the end, and cannot wrap onto the unread start',
+  );
   assert.equal(w.rows, 14);
   assert.equal(r.read(asm), 14);
-  assert.deepEqual(JSON.parse(asm.take().segments[0]!.ids), Array.from({ length: 14 }, (_, k) => id(k)));
+  assert.deepEqual(
+    JSON.parse(asm.take().segments[0]!.ids),
+    Array.from({ length: 14 }, (_, k) => id(k)),
+  );
   // Room again: 15 rows now (the head wraps, then stops one record short of the tail).
   let j = 0;
   while (w.row(0, 0, id(100 + j), -1, j, j, null, 0)) j++;
   assert.equal(j, 15);
   assert.equal(r.read(asm), 15);
-  assert.deepEqual(JSON.parse(asm.take().segments[0]!.ids), Array.from({ length: 15 }, (_, k) => id(100 + k)));
+  assert.deepEqual(
+    JSON.parse(asm.take().segments[0]!.ids),
+    Array.from({ length: 15 }, (_, k) => id(100 + k)),
+  );
   // A record longer than an eighth of the ring is refused even when the ring is empty.
   assert.equal(w.row(0, 0, 'x'.repeat(200), -1, 0, 0, null, 0), false);
   assert.ok(r.empty());
@@ -118,7 +139,20 @@ test('prediction log: rows that do not fit in the ring are dropped and counted; 
 test('prediction log: request ids of every length and alphabet, and id/row of multi-row requests, join their labels', async () => {
   const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, ringBytes: 64 * 1024 });
   const s = log.stream('m', 1, 'default', 1, 'classification');
-  const ids = ['', 'a', 'x'.repeat(5000), 'é', '日本語のID', 'emoji-😀', 'quote"back\\slash/', 'ctl\u0001\n\t\u001f', 'lone-\ud800-surrogate', 'low-\udc00-x', 'end-\ud83d', '{"json":[1]}'];
+  const ids = [
+    '',
+    'a',
+    'x'.repeat(5000),
+    'é',
+    '日本語のID',
+    'emoji-😀',
+    'quote"back\\slash/',
+    'ctl\u0001\n\t\u001f',
+    'lone-\ud800-surrogate',
+    'low-\udc00-x',
+    'end-\ud83d',
+    '{"json":[1]}',
+  ];
   const now = Date.now();
   ids.forEach((id, i) => {
     assert.ok(s.push(id, now, i / 10, Float32Array.of(i), 0), `id ${JSON.stringify(id.slice(0, 20))}`);
@@ -128,12 +162,20 @@ test('prediction log: request ids of every length and alphabet, and id/row of mu
   // Longer than an eighth of the 64 KB ring: refused and counted, never a partial id.
   assert.equal(s.push('y'.repeat(10_000), now, 0.5, null, 0), false);
   assert.equal(log.dropped, 1);
-  const fb = await log.feedback([...ids, ...parts.map((p) => `multi/${p}`), 'multi', 'multi/1', 'y'.repeat(10_000)].map((requestId) => ({ requestId, label: 1 })));
-  assert.deepEqual(fb.unknown.map((x) => x.slice(0, 20)), ['multi', 'multi/1', 'y'.repeat(20)]);
+  const fb = await log.feedback(
+    [...ids, ...parts.map((p) => `multi/${p}`), 'multi', 'multi/1', 'y'.repeat(10_000)].map((requestId) => ({ requestId, label: 1 })),
+  );
+  assert.deepEqual(
+    fb.unknown.map((x) => x.slice(0, 20)),
+    ['multi', 'multi/1', 'y'.repeat(20)],
+  );
   assert.equal(fb.joined, ids.length + parts.length);
   // Each label joined its own prediction: the inputs stored with it say which.
   const train = await log.training('m');
-  assert.deepEqual(train.map((r) => r.features[0]).sort((a, b) => a! - b!), [...ids.map((_, i) => i), ...parts].sort((a, b) => a - b));
+  assert.deepEqual(
+    train.map((r) => r.features[0]).sort((a, b) => a! - b!),
+    [...ids.map((_, i) => i), ...parts].sort((a, b) => a - b),
+  );
   await log.close();
 });
 
@@ -161,7 +203,13 @@ test('log ring: a writer thread and a reader thread at once: every row read once
       const i = r.ts;
       const want = ringRow(i);
       const id = want.part >= 0 ? `${want.id}/${want.part}` : want.id;
-      if (r.variant !== `s${want.stream}` || r.id !== id || r.score !== want.score || r.inputs.join() !== want.inputs.map(Math.fround).join()) bad++;
+      if (
+        r.variant !== `s${want.stream}` ||
+        r.id !== id ||
+        r.score !== want.score ||
+        r.inputs.join() !== want.inputs.map(Math.fround).join()
+      )
+        bad++;
       seen[want.stream]!.push(i);
     }
   };
@@ -173,7 +221,11 @@ test('log ring: a writer thread and a reader thread at once: every row read once
   check();
   await worker.terminate();
   assert.equal(bad, 0, 'rows read intact');
-  for (const s of seen) assert.ok(s.every((v, k) => k === 0 || v > s[k - 1]!), 'each stream in order');
+  for (const s of seen)
+    assert.ok(
+      s.every((v, k) => k === 0 || v > s[k - 1]!),
+      'each stream in order',
+    );
   const all = new Set(seen.flat());
   assert.equal(all.size, seen.flat().length, 'no row read twice');
   const lost = dropped! as number[];
@@ -222,7 +274,7 @@ test('prediction log: the log thread writes every burst by itself, asleep in bet
   await log.close();
 });
 
-test('durability sync: each turn\'s commit settles once its rows are in the file; rows the log thread refuses fail their commit, and only theirs', async () => {
+test("durability sync: each turn's commit settles once its rows are in the file; rows the log thread refuses fail their commit, and only theirs", async () => {
   const dir = await tempDir();
   // monitoring.db a directory: every open fails (EISDIR) until it is removed.
   await mkdir(join(dir, 'monitoring.db'));
@@ -231,7 +283,10 @@ test('durability sync: each turn\'s commit settles once its rows are in the file
   const push = (id: string) => assert.ok(s.push(id, Date.now(), 0.5, Float32Array.of(1), 0));
   push('refused-1');
   push('refused-2');
-  await assert.rejects(log.commit(), (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /could not commit/.test(e.message));
+  await assert.rejects(
+    log.commit(),
+    (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /could not commit/.test(e.message),
+  );
   assert.equal(log.backlog, 0, 'refused rows are settled, not held');
   assert.equal(log.dropped, 0, 'refused rows were answered with an error, not dropped');
   assert.equal(log.status().state, 'failing');
@@ -275,7 +330,17 @@ test("prediction log: each prediction's segment carries the API key id it came w
     keys.forEach((keyId, i) => {
       const requestId = `b${b}-r${i}`;
       want.set(requestId, keyId ?? null);
-      const r: PendingRequest = { rows: 1, enqueuedAt: 0, deadline: Infinity, settled: false, requestId, variant: 'default', keyId, resolve: () => undefined, reject: () => undefined };
+      const r: PendingRequest = {
+        rows: 1,
+        enqueuedAt: 0,
+        deadline: Infinity,
+        settled: false,
+        requestId,
+        variant: 'default',
+        keyId,
+        resolve: () => undefined,
+        reject: () => undefined,
+      };
       batch.requests.push(r);
       batch.rowStarts.push(batch.rows);
       batch.rows += 1;
@@ -289,7 +354,12 @@ test("prediction log: each prediction's segment carries the API key id it came w
   const db = new Database(join(dir, 'monitoring.db'), { readonly: true });
   try {
     const got = new Map(
-      (db.prepare('SELECT p.request_id AS id, s.key_id AS key FROM prediction_ids p JOIN segments s ON s.id = p.loc / 65536').all() as { id: string; key: string | null }[]).map((r) => [r.id, r.key]),
+      (
+        db.prepare('SELECT p.request_id AS id, s.key_id AS key FROM prediction_ids p JOIN segments s ON s.id = p.loc / 65536').all() as {
+          id: string;
+          key: string | null;
+        }[]
+      ).map((r) => [r.id, r.key]),
     );
     assert.deepEqual(got, want);
     assert.deepEqual(db.prepare('SELECT DISTINCT key_id FROM segments ORDER BY key_id').pluck().all(), [null, 'batch-job', 'scorer']);
@@ -316,7 +386,14 @@ for (const how of ['a bug throws in it (a row of a stream never defined)', 'it e
   test(`prediction log: when its thread dies (${how}), waiting commits and reads fail at once, what it had not written and every later row are dropped and counted`, async () => {
     const errors: string[] = [];
     const logger = { error: (_: object, msg: string) => void errors.push(msg), warn: () => undefined };
-    const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, durability: 'sync', flushMs: 60_000, logger });
+    const log = new PredictionLog({
+      dataDir: await tempDir(),
+      sampleRate: 1,
+      retentionDays: 30,
+      durability: 'sync',
+      flushMs: 60_000,
+      logger,
+    });
     const s = log.stream('m', 1, 'default', 1, 'classification');
     for (let i = 0; i < 10; i++) assert.ok(s.push(`before-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
     await log.commit();
@@ -335,7 +412,10 @@ for (const how of ['a bug throws in it (a row of a stream never defined)', 'it e
     assert.equal(r.status, 'rejected');
     await within(10_000, 'the log thread to exit', exited);
     const lostAtDeath = log.dropped;
-    assert.ok(lostAtDeath >= 5, `${lostAtDeath} dropped: the 5 pending rows at least (with the stray one when it was taken before the crash)`);
+    assert.ok(
+      lostAtDeath >= 5,
+      `${lostAtDeath} dropped: the 5 pending rows at least (with the stray one when it was taken before the crash)`,
+    );
     assert.equal(log.backlog, 0);
     // Later rows are refused, counted, and never waited for; later commits and reads fail at once.
     assert.equal(s.push('after', Date.now(), 0.5, Float32Array.of(1), 0), false);

@@ -6,8 +6,26 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mulberry32 as rng } from './fixtures/random.js';
 import {
-  accuracy, auc, brier, classificationMetrics, confusion, delong, erf, erfc, f1, gini, ks, logLoss, mae, mape,
-  normalCdf, precision, r2, recall, regressionMetrics, rmse,
+  accuracy,
+  auc,
+  brier,
+  classificationMetrics,
+  confusion,
+  delong,
+  erf,
+  erfc,
+  f1,
+  gini,
+  ks,
+  logLoss,
+  mae,
+  mape,
+  normalCdf,
+  precision,
+  r2,
+  recall,
+  regressionMetrics,
+  rmse,
 } from '../src/monitoring/metrics.js';
 
 function close(actual: number | null, expected: number, tol = 1e-12, what = ''): void {
@@ -19,7 +37,6 @@ function close(actual: number | null, expected: number, tol = 1e-12, what = ''):
 function rel(actual: number, expected: number, tol: number, what = ''): void {
   assert.ok(Math.abs(actual - expected) <= tol * Math.abs(expected), `${what}: expected ${expected}, got ${actual}`);
 }
-
 
 /** Tie-heavy data: scores from a grid of `levels` values, labels leaning on the score. */
 function tieHeavy(n: number, levels: number, seed: number): { s: number[]; y: number[] } {
@@ -36,7 +53,8 @@ function tieHeavy(n: number, levels: number, seed: number): { s: number[]; y: nu
 
 /** AUC by its definition: over all (positive, negative) pairs, 1 if the positive scores higher, 1/2 on a tie. */
 function aucByPairs(s: number[], y: number[]): number {
-  let wins = 0, pairs = 0;
+  let wins = 0,
+    pairs = 0;
   for (let i = 0; i < s.length; i++) {
     if (y[i] !== 1) continue;
     for (let j = 0; j < s.length; j++) {
@@ -54,14 +72,15 @@ function ksBySweep(s: number[], y: number[]): number {
   const N = y.length - P;
   let best = 0;
   for (const t of [...new Set(s), Infinity]) {
-    let tp = 0, fp = 0;
+    let tp = 0,
+      fp = 0;
     for (let i = 0; i < s.length; i++) if (s[i]! >= t) y[i] === 1 ? tp++ : fp++;
     best = Math.max(best, Math.abs(tp / P - fp / N));
   }
   return best;
 }
 
-test('AUC, Gini and KS on scikit-learn\'s documented example', () => {
+test("AUC, Gini and KS on scikit-learn's documented example", () => {
   // roc_auc_score docstring: y_true [0, 0, 1, 1], y_scores [0.1, 0.4, 0.35, 0.8] -> 0.75.
   // roc_curve docstring, same data: tpr [0, .5, .5, 1, 1], fpr [0, 0, .5, .5, 1] -> max(tpr - fpr) = 0.5.
   const s = [0.1, 0.4, 0.35, 0.8];
@@ -103,7 +122,10 @@ test('AUC and KS equal pair counting and a threshold sweep on tie-heavy data', (
 });
 
 test('one-class and empty windows give null, never NaN', () => {
-  for (const y of [[0, 0, 0], [1, 1, 1]]) {
+  for (const y of [
+    [0, 0, 0],
+    [1, 1, 1],
+  ]) {
     const s = [0.2, 0.6, 0.9];
     assert.equal(auc(s, y), null);
     assert.equal(ks(s, y), null);
@@ -118,7 +140,18 @@ test('one-class and empty windows give null, never NaN', () => {
   }
   const empty = classificationMetrics([], []);
   assert.deepEqual(empty, {
-    auc: null, ks: null, gini: null, accuracy: null, precision: null, recall: null, f1: null, log_loss: null, brier: null, labelled: 0, positives: 0, predictedPositives: 0,
+    auc: null,
+    ks: null,
+    gini: null,
+    accuracy: null,
+    precision: null,
+    recall: null,
+    f1: null,
+    log_loss: null,
+    brier: null,
+    labelled: 0,
+    positives: 0,
+    predictedPositives: 0,
   });
 });
 
@@ -169,7 +202,7 @@ test('precision, recall and F1 edge cases', () => {
   assert.equal(accuracy({ tp: 0, fp: 0, tn: 0, fn: 0 }), null);
 });
 
-test('log loss and Brier score by hand and from scikit-learn\'s docs', () => {
+test("log loss and Brier score by hand and from scikit-learn's docs", () => {
   // log_loss docstring: ["spam", "ham", "ham", "spam"] with P(spam) = [.9, .1, .2, .65] -> 0.21616...
   // = -(ln .9 + ln .9 + ln .8 + ln .65) / 4 = (0.1053605157 * 2 + 0.2231435513 + 0.4307829161) / 4.
   close(logLoss([0.9, 0.1, 0.2, 0.65], [1, 0, 0, 1]), 0.21616187468057912, 1e-15);
@@ -188,7 +221,7 @@ test('log loss and Brier score by hand and from scikit-learn\'s docs', () => {
   close(m.brier, 0.045625, 1e-15);
 });
 
-test('regression metrics by hand and from scikit-learn\'s docs', () => {
+test("regression metrics by hand and from scikit-learn's docs", () => {
   // Docstrings: y_true [3, -0.5, 2, 7], y_pred [2.5, 0.0, 2, 8]. MAE 0.5; MSE 0.375; R2 = 1 - 1.5 / 29.1875 (mean 2.875);
   // MAPE = (0.5/3 + 0.5/0.5 + 0 + 1/7) / 4 = 55/168 = 0.32738...
   const pred = [2.5, 0.0, 2, 8];
@@ -276,7 +309,8 @@ test('DeLong equals brute-force structural components on tie-heavy data', () => 
     const v01 = (s: number[]): number[] => neg.map((j) => pos.reduce((t, i) => t + psiOf(s[i]!, s[j]!), 0) / pos.length);
     const mean = (x: number[]): number => x.reduce((t, v) => t + v, 0) / x.length;
     const cov = (x: number[], w: number[]): number => {
-      const mx = mean(x), mw = mean(w);
+      const mx = mean(x),
+        mw = mean(w);
       return x.reduce((t, v, k) => t + (v - mx) * (w[k]! - mw), 0) / (x.length - 1);
     };
     const [a10, b10, a01, b01] = [v10(a), v10(b), v01(a), v01(b)];

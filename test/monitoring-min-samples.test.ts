@@ -10,7 +10,15 @@ import { pino } from 'pino';
 import { defaultConfig } from '../src/config.js';
 import type { LoadedModel } from '../src/inference/index.js';
 import { categoricalBaseline, numericBaseline, NumericDriftCounter, type NumericBaseline } from '../src/monitoring/drift.js';
-import { baselinesOf, DEFAULT_MIN_SAMPLES, freezeReference, Monitor, parseCsvTable, PredictionLog, psiMinCount } from '../src/monitoring/index.js';
+import {
+  baselinesOf,
+  DEFAULT_MIN_SAMPLES,
+  freezeReference,
+  Monitor,
+  parseCsvTable,
+  PredictionLog,
+  psiMinCount,
+} from '../src/monitoring/index.js';
 import { classificationShortfalls, regressionShortfalls } from '../src/monitoring/sample-size.js';
 import { createAlerting } from '../src/server/alerting.js';
 import { SqliteStore } from '../src/store/index.js';
@@ -48,7 +56,9 @@ test('PSI null distribution: 3 values always look "significant"; at the default 
   const exact: NumericBaseline = { kind: 'numeric', edges: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], refShares: TEN };
   // At least 7 empty bins, each contributing about (0.1 - 1e-4) ln(1000) = 0.69: the tester's 8.28.
   for (let t = 0; t < 200; t++) assert.ok(nullPsi(exact, 3, rand) > 4);
-  let over = 0, watch = 0, sum = 0;
+  let over = 0,
+    watch = 0,
+    sum = 0;
   const trials = 3000;
   for (let t = 0; t < trials; t++) {
     const p = nullPsi(exact, DEFAULT_MIN_SAMPLES.psi, rand);
@@ -103,7 +113,11 @@ test('shortfalls: the first count below its minimum, per metric group; precision
   assert.equal(rare.accuracy, null);
   assert.equal(rare.recall, null);
   assert.equal(rare.precision, null);
-  assert.deepEqual(classificationShortfalls({ labelled: 1200, positives: 1150, predictedPositives: 600 }, min).ks, { count: 'negatives', n: 50, min: 200 });
+  assert.deepEqual(classificationShortfalls({ labelled: 1200, positives: 1150, predictedPositives: 600 }, min).ks, {
+    count: 'negatives',
+    n: 50,
+    min: 200,
+  });
   // A high threshold flags few rows: precision is a share of those.
   const strict = classificationShortfalls({ labelled: 1200, positives: 300, predictedPositives: 20 }, min);
   assert.deepEqual(strict.precision, { count: 'predicted_positives', n: 20, min: 100 });
@@ -117,7 +131,14 @@ test('shortfalls: the first count below its minimum, per metric group; precision
 
 /** The parts of a loaded model version the monitor reads. */
 const fakeModel = (name: string): LoadedModel =>
-  ({ name, version: '1', versionNumber: 1, state: 'ready', config: { task: 'classification', threshold: 0.5 }, features: { names: ['x'], input: [0], column: [0], categorical: [false], single: true } }) as unknown as LoadedModel;
+  ({
+    name,
+    version: '1',
+    versionNumber: 1,
+    state: 'ready',
+    config: { task: 'classification', threshold: 0.5 },
+    features: { names: ['x'], input: [0], column: [0], categorical: [false], single: true },
+  }) as unknown as LoadedModel;
 
 /** x uniform on [0, 1) with P(label 1 | x) = x: the model (score = x) has a reference AUC near 0.83. */
 function reference(rows: number, seed: number) {
@@ -231,7 +252,10 @@ test('a Monitor below and above the minimum: snapshot bands, evaluation, gauges,
     assert.deepEqual(fired[0]!.labels, { model: 'm', version: '1' });
     assert.match(await monitor.exposition(), /^scoreline_model_auc\{model="m",version="1"\} 0\.\d+$/m);
     // The firing alert is in the store, as the next leader would read it.
-    assert.deepEqual((await store.alerts.open()).map((a) => a.id), [fired[0]!.id]);
+    assert.deepEqual(
+      (await store.alerts.open()).map((a) => a.id),
+      [fired[0]!.id],
+    );
   } finally {
     await alerting.close();
     await monitor.close();

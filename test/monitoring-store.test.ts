@@ -64,7 +64,10 @@ test('prediction log: append, feedback joins by id, unknown ids reported, labell
   const now = Date.now();
   for (let i = 0; i < 100; i++) log.append(`r${i}`, 'm', 1, 'default', now - i * 1000, i / 100, Float32Array.of(i, i * 2), 0, 2);
   log.append('old', 'm', 1, 'default', now - 48 * 3_600_000, 0.9, null, 0, 0);
-  const fb = await log.feedback([...Array.from({ length: 50 }, (_, i) => ({ requestId: `r${i}`, label: i % 2 })), { requestId: 'ghost', label: 1 }]);
+  const fb = await log.feedback([
+    ...Array.from({ length: 50 }, (_, i) => ({ requestId: `r${i}`, label: i % 2 })),
+    { requestId: 'ghost', label: 1 },
+  ]);
   assert.deepEqual(fb, { joined: 50, unknown: ['ghost'], rejected: [] });
   log.putHistory([{ model: 'm', version: 1, at: now - MIN, data: JSON.stringify({ requests: 7 }) }]);
   log.saveAlert('a1', 'firing', { id: 'a1', rule: 'score_psi_critical', state: 'firing' }, now);
@@ -73,7 +76,10 @@ test('prediction log: append, feedback joins by id, unknown ids reported, labell
   log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30 });
   const lab = await log.labelled('m', 1, now - 3_600_000);
   assert.equal(lab.scores.length, 50);
-  assert.equal(lab.labels.reduce((a, b) => a + b, 0), 25);
+  assert.equal(
+    lab.labels.reduce((a, b) => a + b, 0),
+    25,
+  );
   assert.deepEqual([...lab.scores].sort((a, b) => a - b).slice(0, 3), [0, 0.01, 0.02]);
   const late = await log.feedback([{ requestId: 'old', label: 1 }]);
   assert.equal(late.joined, 1);
@@ -82,8 +88,14 @@ test('prediction log: append, feedback joins by id, unknown ids reported, labell
   const train = await log.training('m');
   assert.equal(train.length, 50);
   assert.deepEqual(train.find((r) => r.score === 0.02)!.features, [2, 4]);
-  assert.deepEqual((await log.history('m', 1, now - 2 * MIN, now)).map((p) => p.requests), [7]);
-  assert.deepEqual((await log.openAlerts()).map((a: any) => a.id), ['a1']);
+  assert.deepEqual(
+    (await log.history('m', 1, now - 2 * MIN, now)).map((p) => p.requests),
+    [7],
+  );
+  assert.deepEqual(
+    (await log.openAlerts()).map((a: any) => a.id),
+    ['a1'],
+  );
   await log.close();
 });
 
@@ -174,7 +186,13 @@ test('prediction log: a label its model cannot have is rejected with the reason 
   ]);
   assert.equal(fb.joined, 2);
   assert.deepEqual(fb.unknown, []);
-  assert.deepEqual(fb.rejected.map((r) => [r.requestId, r.label]), [['c1', 7], ['c1', -1e308]]);
+  assert.deepEqual(
+    fb.rejected.map((r) => [r.requestId, r.label]),
+    [
+      ['c1', 7],
+      ['c1', -1e308],
+    ],
+  );
   assert.equal(fb.rejected[0]!.reason, "label 7 is not 0/1 (or true/false), the only labels of model 'clf' version 1 (classification)");
   const c = await log.labelled('clf', 1, 0);
   assert.deepEqual([...c.labels], [1], 'the earlier label stands');
@@ -201,7 +219,15 @@ test('prediction log, durability sync: commit() settles once the rows are in the
   db.close();
   // A commit with nothing new still settles (an empty flush carries it).
   await log.commit();
-  assert.deepEqual(log.status(), { state: 'ok', durability: 'sync', last_error: null, last_error_at: null, errors: 0, backlog: 0, dropped: 0 });
+  assert.deepEqual(log.status(), {
+    state: 'ok',
+    durability: 'sync',
+    last_error: null,
+    last_error_at: null,
+    errors: 0,
+    backlog: 0,
+    dropped: 0,
+  });
   await log.close();
   await assert.rejects(log.commit(), /closed/);
 });

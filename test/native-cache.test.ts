@@ -18,8 +18,7 @@ const cache = new NativeCache();
 assert.equal(cache.configure({ shards: SHARDS, maxEntries: MAX_ENTRIES, maxBytes: MAX_BYTES }), true);
 
 const bytes = (text: string): Buffer => Buffer.from(text);
-const charge = (key: string, valueLength: number): number =>
-  Buffer.byteLength(key) + valueLength + cache.entryOverheadBytes;
+const charge = (key: string, valueLength: number): number => Buffer.byteLength(key) + valueLength + cache.entryOverheadBytes;
 
 function restoreLimits(): void {
   cache.clear();
@@ -98,7 +97,10 @@ test('getMany returns hits in order and undefined for misses', () => {
     ['A', undefined, '', 'BB', 'A'],
   );
   assert.deepEqual(cache.getMany([]), []);
-  assert.deepEqual(cache.getMany(['many:b']).map((v) => v?.toString()), ['BB']);
+  assert.deepEqual(
+    cache.getMany(['many:b']).map((v) => v?.toString()),
+    ['BB'],
+  );
 
   // Keys containing the separator the fast path joins with still work (array fallback).
   cache.set('many:with\u001fsep', bytes('sep'));
@@ -111,7 +113,10 @@ test('getMany returns hits in order and undefined for misses', () => {
   // Returned values survive later reads.
   const held = cache.getMany(['many:a', 'many:b']);
   cache.getMany(['many:c', 'many:c', 'many:c']);
-  assert.deepEqual(held.map((v) => v?.toString()), ['A', 'BB']);
+  assert.deepEqual(
+    held.map((v) => v?.toString()),
+    ['A', 'BB'],
+  );
 });
 
 test('getManyInto fills offsets/lengths and grows its buffer', () => {
@@ -285,7 +290,7 @@ class CacheWorker {
   }
 }
 
-test('a worker thread and the main thread see each other\'s writes', async () => {
+test("a worker thread and the main thread see each other's writes", async () => {
   cache.clear();
   cache.set('shared:from-main', bytes('written by main'));
   const worker = new CacheWorker();
@@ -336,7 +341,10 @@ test('concurrent writers and readers on several threads keep values intact', asy
     for (let round = 0; round < 300; round++) {
       const start = (round * 11) % keys;
       const batch = Array.from({ length: 20 }, (_, j) => `${prefix}${(start + j) % keys}`);
-      cache.setMany(batch, batch.map((_, j) => stressValue(prefix, (start + j) % keys, round)));
+      cache.setMany(
+        batch,
+        batch.map((_, j) => stressValue(prefix, (start + j) % keys, round)),
+      );
       cache.getMany(batch).forEach((value, j) => {
         if (value === undefined) return;
         hits++;

@@ -15,7 +15,12 @@ test('the install script is kept from running by .npmrc and by allowScripts, and
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { allowScripts: Record<string, boolean> };
   assert.equal(pkg.allowScripts['onnxruntime-node'], false);
   const script = join(ROOT, 'node_modules', 'onnxruntime-node', 'script', 'install.js');
-  const r = spawnSync(process.execPath, [script], { cwd: join(ROOT, 'node_modules', 'onnxruntime-node'), encoding: 'utf8', timeout: 20_000, env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
+  const r = spawnSync(process.execPath, [script], {
+    cwd: join(ROOT, 'node_modules', 'onnxruntime-node'),
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' },
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout + r.stderr, '', 'it exits at once, downloading nothing');
 });

@@ -10,23 +10,49 @@ import onnxProto from 'onnx-proto';
 import { parse } from 'yaml';
 import { GraphBuilder, attr, onnxElementType, rawTensorBytes, type TensorDatatype } from '../src/inference/onnx-writer.js';
 import {
-  DTYPES_EXAMPLE, writeDtypesModel, writeFixedBatchModel, writeLogisticModel, writeSumModel,
-  type JsonTensor, type ModelFixture,
+  DTYPES_EXAMPLE,
+  writeDtypesModel,
+  writeFixedBatchModel,
+  writeLogisticModel,
+  writeSumModel,
+  type JsonTensor,
+  type ModelFixture,
 } from './fixtures/models.js';
 
 const { onnx } = onnxProto;
 
-const ORT_TYPE: Record<TensorDatatype, ort.Tensor.Type> = { FP32: 'float32', FP64: 'float64', INT32: 'int32', INT64: 'int64', BOOL: 'bool', BYTES: 'string' };
+const ORT_TYPE: Record<TensorDatatype, ort.Tensor.Type> = {
+  FP32: 'float32',
+  FP64: 'float64',
+  INT32: 'int32',
+  INT64: 'int64',
+  BOOL: 'bool',
+  BYTES: 'string',
+};
 
 function toOrtTensor(t: JsonTensor): ort.Tensor {
   const values = t.data as unknown[];
   switch (t.datatype) {
-    case 'FP32': return new ort.Tensor('float32', Float32Array.from(values as number[]), t.shape);
-    case 'FP64': return new ort.Tensor('float64', Float64Array.from(values as number[]), t.shape);
-    case 'INT32': return new ort.Tensor('int32', Int32Array.from(values as number[]), t.shape);
-    case 'INT64': return new ort.Tensor('int64', BigInt64Array.from(values as number[], (v) => BigInt(v)), t.shape);
-    case 'BOOL': return new ort.Tensor('bool', Uint8Array.from(values as boolean[], (v) => (v ? 1 : 0)), t.shape);
-    case 'BYTES': return new ort.Tensor('string', values as string[], t.shape);
+    case 'FP32':
+      return new ort.Tensor('float32', Float32Array.from(values as number[]), t.shape);
+    case 'FP64':
+      return new ort.Tensor('float64', Float64Array.from(values as number[]), t.shape);
+    case 'INT32':
+      return new ort.Tensor('int32', Int32Array.from(values as number[]), t.shape);
+    case 'INT64':
+      return new ort.Tensor(
+        'int64',
+        BigInt64Array.from(values as number[], (v) => BigInt(v)),
+        t.shape,
+      );
+    case 'BOOL':
+      return new ort.Tensor(
+        'bool',
+        Uint8Array.from(values as boolean[], (v) => (v ? 1 : 0)),
+        t.shape,
+      );
+    case 'BYTES':
+      return new ort.Tensor('string', values as string[], t.shape);
   }
 }
 
@@ -52,7 +78,11 @@ async function runExample(fixture: ModelFixture): Promise<Record<string, ort.Ten
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-onnx-writer-'));
-  try { await fn(dir); } finally { await rm(dir, { recursive: true, force: true }); }
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 const decode = (bytes: Uint8Array) => onnx.ModelProto.decode(bytes);
@@ -87,12 +117,18 @@ test('dtypes fixture: declared inputs and outputs match the graph, -1 as symboli
     const fixture = await writeDtypesModel(dir, 'types', 3);
     assert.equal(fixture.modelPath, join(dir, 'types', '3', 'model.onnx'));
     const graph = decode(fixture.bytes).graph!;
-    assert.deepEqual(graph.input!.map((i) => i.name), fixture.inputs.map((i) => i.name));
+    assert.deepEqual(
+      graph.input!.map((i) => i.name),
+      fixture.inputs.map((i) => i.name),
+    );
     for (const [i, info] of graph.input!.entries()) {
       assert.equal(info.type!.tensorType!.elemType, onnxElementType(fixture.inputs[i]!.datatype));
       assert.deepEqual(dimsOf(info), ['N', fixture.inputs[i]!.shape[1]]);
     }
-    assert.deepEqual(graph.output!.map((o) => o.name), fixture.outputs.map((o) => o.name));
+    assert.deepEqual(
+      graph.output!.map((o) => o.name),
+      fixture.outputs.map((o) => o.name),
+    );
     const session = await ort.InferenceSession.create(fixture.bytes);
     assert.deepEqual(session.inputNames, ['f32', 'f64', 'i32', 'i64', 'b']);
     assert.deepEqual(session.outputNames, ['f32_out', 'f64_out', 'i32_out', 'i64_out', 'b_out']);
@@ -110,7 +146,11 @@ test('sum fixture: each version multiplies the row sum by its version number', a
       assert.deepEqual(jsonData(output(result, 'y')), fixture.example.outputs[0]!.data);
       answers.push(jsonData(output(result, 'y')) as number[]);
     }
-    assert.deepEqual(answers, [[10, 1, -8], [20, 2, -16], [30, 3, -24]]);
+    assert.deepEqual(answers, [
+      [10, 1, -8],
+      [20, 2, -16],
+      [30, 3, -24],
+    ]);
     assert.equal(Number(decode(await readFile(join(dir, 'sum', '2', 'model.onnx'))).modelVersion), 2);
   });
 });
@@ -194,7 +234,10 @@ test('attributes: int, float, ints, floats, string and tensor are encoded with t
   assert.equal(byName.get('Elu.alpha')!.type, AttributeType.FLOAT);
   assert.equal(byName.get('Constant.value_floats')!.type, AttributeType.FLOATS);
   const tensors = attributes.filter(([key]) => key === 'Constant.value').map(([, a]) => a);
-  assert.deepEqual(tensors.map((a) => a.type), [AttributeType.TENSOR, AttributeType.TENSOR]);
+  assert.deepEqual(
+    tensors.map((a) => a.type),
+    [AttributeType.TENSOR, AttributeType.TENSOR],
+  );
 
   const session = await ort.InferenceSession.create(bytes);
   const x = Float32Array.of(1, -2, 3, -4, 5, -6);
@@ -220,22 +263,40 @@ test('model header: IR 8, opset 17 by default, producer, doc string and metadata
   g.output('y', 'FP32', [-1, 'features']);
   const model = decode(g.toModelBytes({ docString: 'doc', metadata: { zeta: '1', alpha: '2' }, producerVersion: '0.1.0' }));
   assert.equal(Number(model.irVersion), 8);
-  assert.deepEqual(model.opsetImport!.map((o) => [o.domain, Number(o.version)]), [['', 17]]);
+  assert.deepEqual(
+    model.opsetImport!.map((o) => [o.domain, Number(o.version)]),
+    [['', 17]],
+  );
   assert.equal(model.producerName, 'scoreline');
   assert.equal(model.producerVersion, '0.1.0');
   assert.equal(model.docString, 'doc');
-  assert.deepEqual(model.metadataProps!.map((m) => [m.key, m.value]), [['zeta', '1'], ['alpha', '2']]);
+  assert.deepEqual(
+    model.metadataProps!.map((m) => [m.key, m.value]),
+    [
+      ['zeta', '1'],
+      ['alpha', '2'],
+    ],
+  );
   assert.deepEqual(dimsOf(model.graph!.input![0]!), ['N', 'features']);
   assert.equal(model.graph!.node![0]!.name, 'Identity_0');
   const custom = decode(g.toModelBytes({ opset: 13, domainOpsets: { 'ai.onnx.ml': 3 } }));
-  assert.deepEqual(custom.opsetImport!.map((o) => [o.domain, Number(o.version)]), [['', 13], ['ai.onnx.ml', 3]]);
+  assert.deepEqual(
+    custom.opsetImport!.map((o) => [o.domain, Number(o.version)]),
+    [
+      ['', 13],
+      ['ai.onnx.ml', 3],
+    ],
+  );
 });
 
 test('initializer data is stored as little-endian raw_data', () => {
   assert.deepEqual(Array.from(rawTensorBytes('FP32', Float32Array.of(1))), [0x00, 0x00, 0x80, 0x3f]);
   assert.deepEqual(Array.from(rawTensorBytes('FP64', Float64Array.of(-2))), [0, 0, 0, 0, 0, 0, 0, 0xc0]);
   assert.deepEqual(Array.from(rawTensorBytes('INT32', Int32Array.of(258))), [2, 1, 0, 0]);
-  assert.deepEqual(Array.from(rawTensorBytes('INT64', BigInt64Array.of(-1n, 256n))), [255, 255, 255, 255, 255, 255, 255, 255, 0, 1, 0, 0, 0, 0, 0, 0]);
+  assert.deepEqual(
+    Array.from(rawTensorBytes('INT64', BigInt64Array.of(-1n, 256n))),
+    [255, 255, 255, 255, 255, 255, 255, 255, 0, 1, 0, 0, 0, 0, 0, 0],
+  );
   assert.deepEqual(Array.from(rawTensorBytes('BOOL', Uint8Array.of(1, 0, 1))), [1, 0, 1]);
   const g = new GraphBuilder('raw');
   g.initializer('w', 'INT32', [2], Int32Array.of(1, -1));
@@ -267,10 +328,19 @@ test('output is deterministic: same calls give byte-identical models and files',
 test('argument errors are reported clearly', () => {
   const g = new GraphBuilder('errors');
   g.input('x', 'FP32', [-1, 2]);
-  assert.throws(() => g.input('z', 'FP16' as TensorDatatype, [1]), /input "z": unknown datatype "FP16"; expected one of FP32, FP64, INT32, INT64, BOOL/);
+  assert.throws(
+    () => g.input('z', 'FP16' as TensorDatatype, [1]),
+    /input "z": unknown datatype "FP16"; expected one of FP32, FP64, INT32, INT64, BOOL/,
+  );
   assert.throws(() => g.initializer('w', 'UINT8' as 'BOOL', [1], Uint8Array.of(1)), /unknown datatype "UINT8"/);
-  assert.throws(() => g.initializer('w', 'FP32', [2, 2], Float32Array.of(1, 2, 3)), /initializer "w": shape \[2, 2\] holds 4 elements but data has 3/);
-  assert.throws(() => g.initializer('w', 'FP32', [2], Float64Array.of(1, 2) as unknown as Float32Array), /FP32 data must be a Float32Array, got Float64Array/);
+  assert.throws(
+    () => g.initializer('w', 'FP32', [2, 2], Float32Array.of(1, 2, 3)),
+    /initializer "w": shape \[2, 2\] holds 4 elements but data has 3/,
+  );
+  assert.throws(
+    () => g.initializer('w', 'FP32', [2], Float64Array.of(1, 2) as unknown as Float32Array),
+    /FP32 data must be a Float32Array, got Float64Array/,
+  );
   assert.throws(() => g.initializer('w', 'INT64', [1], Int32Array.of(1) as unknown as BigInt64Array), /INT64 data must be a BigInt64Array/);
   assert.throws(() => g.initializer('w', 'BOOL', [2], Uint8Array.of(1, 2)), /BOOL data must hold only 0 and 1/);
   assert.throws(() => g.initializer('w', 'FP32', [-1], Float32Array.of(1)), /dims must be non-negative integers/);
@@ -284,7 +354,10 @@ test('argument errors are reported clearly', () => {
   assert.throws(() => g.node('Relu', ['x'], []), /at least one output/);
   assert.throws(() => g.node('Foo', ['x'], ['y'], { values: [] }), /empty list is ambiguous/);
   assert.throws(() => g.node('Foo', ['x'], ['y'], { values: attr.ints([1, 2.5]) }), /expected safe integers, got 2.5/);
-  assert.throws(() => g.node('Foo', ['x'], ['y'], { t: { datatype: 'FP32', dims: [2], data: Float32Array.of(1) } }), /holds 2 elements but data has 1/);
+  assert.throws(
+    () => g.node('Foo', ['x'], ['y'], { t: { datatype: 'FP32', dims: [2], data: Float32Array.of(1) } }),
+    /holds 2 elements but data has 1/,
+  );
   assert.throws(() => g.output('nothing', 'FP32', [1]), /output "nothing": no input, initializer or node produces it/);
   assert.throws(() => new GraphBuilder('empty').toModelBytes(), /declare at least one output/);
   g.node('Relu', ['x'], ['y']);

@@ -140,8 +140,14 @@ test('the runner: parsing, elisions and comparisons', () => {
     ].join('\n'),
   );
   assert.equal(blocks.length, 2);
-  assert.deepEqual(blocks[0]!.steps.map((s) => [s.line, s.expected.length]), [[3, 1], [7, 0]]);
-  assert.equal(blocks[0]!.steps[0]!.command, "curl -s x -d '{\n  \"a\": 1}'   # trailing comment");
+  assert.deepEqual(
+    blocks[0]!.steps.map((s) => [s.line, s.expected.length]),
+    [
+      [3, 1],
+      [7, 0],
+    ],
+  );
+  assert.equal(blocks[0]!.steps[0]!.command, 'curl -s x -d \'{\n  "a": 1}\'   # trailing comment');
   assert.equal(blocks[0]!.steps[1]!.command, 'echo one \\\n  two');
   assert.equal(blocks[1]!.skip, 'Docker');
   const e = blocks[0]!.steps[0]!.expected;
@@ -160,16 +166,23 @@ function userEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_(config|package|lifecycle)_/i.test(k)));
 }
 
-test('every sh block of the README runs against the demo and shows what the README says', { skip: !redisAvailable() && 'redis-server is not installed', timeout: 300_000 }, async (t) => {
+test('every sh block of the README runs against the demo and shows what the README says', {
+  skip: !redisAvailable() && 'redis-server is not installed',
+  timeout: 300_000,
+}, async (t) => {
   const blocks = parseReadme(readme);
   const run = blocks.filter((b) => b.skip === null);
   for (const b of blocks.filter((x) => x.skip !== null)) {
-    for (const s of b.steps) assert.match(s.command, SKIPPABLE, `README line ${s.line}: a skipped block may hold only npm/docker/podman/kubectl/grpcurl commands`);
+    for (const s of b.steps)
+      assert.match(s.command, SKIPPABLE, `README line ${s.line}: a skipped block may hold only npm/docker/podman/kubectl/grpcurl commands`);
   }
   const commands = run.flatMap((b) => b.steps);
   assert.ok(commands.filter((s) => /^curl /.test(s.command)).length >= 10, 'the curl examples run');
   assert.ok(commands.filter((s) => /^npx scoreline /.test(s.command)).length >= 8, 'the scoreline examples run');
-  assert.ok(!/^scoreline /m.test(blocks.flatMap((b) => b.steps.map((s) => s.command)).join('\n')), 'commands say npx scoreline (a bare scoreline is not on PATH)');
+  assert.ok(
+    !/^scoreline /m.test(blocks.flatMap((b) => b.steps.map((s) => s.command)).join('\n')),
+    'commands say npx scoreline (a bare scoreline is not on PATH)',
+  );
 
   const dir = join(tmpdir(), `scoreline-readme-${process.pid}`);
   rmSync(dir, { recursive: true, force: true });
@@ -181,19 +194,32 @@ test('every sh block of the README runs against the demo and shows what the READ
   const server = await startServer(['--config', join(ROOT, 'examples', 'scoreline.yaml'), '--data-dir', join(dir, 'data')]);
   try {
     const substitute = (c: string) =>
-      c.replaceAll('localhost:8080', `localhost:${server.port}`).replaceAll('127.0.0.1:8080', `127.0.0.1:${server.port}`).replaceAll('redis://127.0.0.1:6379', redis.url);
-    const script = ['exec 2>&1', ...commands.flatMap((s, i) => [`printf '\\036BEGIN ${i}\\n'`, substitute(s.command), `printf '\\n\\036END ${i} %d\\n' $?`])].join('\n');
+      c
+        .replaceAll('localhost:8080', `localhost:${server.port}`)
+        .replaceAll('127.0.0.1:8080', `127.0.0.1:${server.port}`)
+        .replaceAll('redis://127.0.0.1:6379', redis.url);
+    const script = [
+      'exec 2>&1',
+      ...commands.flatMap((s, i) => [`printf '\\036BEGIN ${i}\\n'`, substitute(s.command), `printf '\\n\\036END ${i} %d\\n' $?`]),
+    ].join('\n');
     const r = spawnSync('bash', ['-c', script], {
       cwd: dir,
       encoding: 'utf8',
       timeout: 240_000,
       maxBuffer: 256 * 1024 * 1024,
-      env: { ...userEnv(), SCORELINE_URL: server.url, SCORELINE_ADMIN_TOKEN: '', npm_config_offline: 'true', npm_config_update_notifier: 'false' },
+      env: {
+        ...userEnv(),
+        SCORELINE_URL: server.url,
+        SCORELINE_ADMIN_TOKEN: '',
+        npm_config_offline: 'true',
+        npm_config_update_notifier: 'false',
+      },
     });
     assert.equal(r.error, undefined, String(r.error));
     const outputs = new Map<number, { text: string; rc: number }>();
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the script marks each command's output with record separators (0x1e)
-    for (const m of r.stdout.matchAll(/\x1eBEGIN (\d+)\n([\s\S]*?)\n\x1eEND \1 (\d+)\n/g)) outputs.set(Number(m[1]), { text: m[2]!, rc: Number(m[3]) });
+    for (const m of r.stdout.matchAll(/\x1eBEGIN (\d+)\n([\s\S]*?)\n\x1eEND \1 (\d+)\n/g))
+      outputs.set(Number(m[1]), { text: m[2]!, rc: Number(m[3]) });
     const failures: string[] = [];
     commands.forEach((s, i) => {
       const out = outputs.get(i);
@@ -206,11 +232,20 @@ test('every sh block of the README runs against the demo and shows what the READ
         out.rc !== 0
           ? `exit ${out.rc}`
           : s.expected.length > 0
-            ? matches(s.expected, out.text) ? null : `expected:\n${s.expected.join('\n')}`
-            : /^\s*\{"error":/.test(out.text) ? 'answered an error' : null;
+            ? matches(s.expected, out.text)
+              ? null
+              : `expected:\n${s.expected.join('\n')}`
+            : /^\s*\{"error":/.test(out.text)
+              ? 'answered an error'
+              : null;
       if (problem !== null) failures.push(`README line ${s.line}: ${s.command.split('\n')[0]}\n  ${problem}\n  got:\n${shown(out.text)}`);
     });
-    t.diagnostic(`${commands.length} commands in ${run.length} blocks ran; ${blocks.length - run.length} blocks skipped (${blocks.filter((b) => b.skip).map((b) => b.skip).join('; ')})`);
+    t.diagnostic(
+      `${commands.length} commands in ${run.length} blocks ran; ${blocks.length - run.length} blocks skipped (${blocks
+        .filter((b) => b.skip)
+        .map((b) => b.skip)
+        .join('; ')})`,
+    );
     assert.deepEqual(failures, [], failures.join('\n\n'));
   } finally {
     await server.stop();

@@ -18,7 +18,13 @@ import { assertOnnx } from '../src/registry/format.js';
 import { scanRepository } from '../src/registry/repository.js';
 import { writeSumModel } from './fixtures/models.js';
 import {
-  concat, externalTensor, rawField, subgraphModel, WEIGHT_BYTES, writeExternalInitializerModel, writeSubgraphModel,
+  concat,
+  externalTensor,
+  rawField,
+  subgraphModel,
+  WEIGHT_BYTES,
+  writeExternalInitializerModel,
+  writeSubgraphModel,
 } from './fixtures/external-data.js';
 import { sha, throwsCode, withRegistry as withEnv } from './fixtures/registry.js';
 
@@ -28,11 +34,13 @@ const encode = (m: onnxProto.onnx.IModelProto) => new Uint8Array(onnx.ModelProto
 const FLOAT = 1;
 const vi = (name: string) => ({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }] } } } });
 /** A valid one-node model around `graph` parts, with input x and output y. */
-const model = (graph: Partial<onnxProto.onnx.IGraphProto>, extra: Partial<onnxProto.onnx.IModelProto> = {}) => encode({
-  irVersion: 8, opsetImport: [{ domain: '', version: 17 }],
-  ...extra,
-  graph: { name: 'main', input: [vi('x')], output: [vi('y')], node: [{ opType: 'Identity', input: ['x'], output: ['y'] }], ...graph },
-});
+const model = (graph: Partial<onnxProto.onnx.IGraphProto>, extra: Partial<onnxProto.onnx.IModelProto> = {}) =>
+  encode({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    ...extra,
+    graph: { name: 'main', input: [vi('x')], output: [vi('y')], node: [{ opType: 'Identity', input: ['x'], output: ['y'] }], ...graph },
+  });
 const normal = (name: string) => ({ name, dims: [4], dataType: FLOAT, rawData: new Uint8Array(16) });
 
 function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
@@ -45,7 +53,10 @@ test('an external initializer of the main graph is found with its name, place an
     const m = writeExternalInitializerModel(dir);
     assert.deepEqual(findExternalData(m.bytes), [{ name: 'w', where: 'initializer of the main graph', location: 'weights.bin' }]);
     const err = throwsCode(() => assertOnnx(m.bytes, 'upload.onnx'), 'EXTERNAL_DATA', 422);
-    assert.match(err.message, /^upload\.onnx keeps the data of tensor 'w' \(initializer of the main graph\) at 'weights\.bin' in a file outside the model/);
+    assert.match(
+      err.message,
+      /^upload\.onnx keeps the data of tensor 'w' \(initializer of the main graph\) at 'weights\.bin' in a file outside the model/,
+    );
     assert.match(err.message, /external data is not accepted/);
     assert.match(err.message, /onnx\.save_model\(model, path, save_as_external_data=False\)/);
     assert.match(err.message, /convert_model_from_external_data/);
@@ -61,87 +72,188 @@ test('models without external data, the fixtures among them, are not flagged', a
     const inline = subgraphModel('unused');
     inline.graph!.node![0]!.attribute![0]!.g!.initializer = [normal('w_then')];
     assert.deepEqual(findExternalData(encode(inline)), []);
-    assert.deepEqual(findExternalData(model({
-      initializer: [{ name: 'f', dims: [2], dataType: FLOAT, floatData: [1, 2] }],
-      node: [{ opType: 'Constant', output: ['y'], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: normal('') }] }],
-    })), []);
+    assert.deepEqual(
+      findExternalData(
+        model({
+          initializer: [{ name: 'f', dims: [2], dataType: FLOAT, floatData: [1, 2] }],
+          node: [{ opType: 'Constant', output: ['y'], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: normal('') }] }],
+        }),
+      ),
+      [],
+    );
   });
 });
 
 test('subgraphs of If, Loop and Scan are searched, however deep', () => {
   const ifModel = subgraphModel('weights.bin');
-  assert.deepEqual(findExternalData(encode(ifModel)), [{
-    name: 'w_then', location: 'weights.bin',
-    where: "initializer of graph 'then' in attribute 'then_branch' of node 'choose' (If) of the main graph",
-  }]);
+  assert.deepEqual(findExternalData(encode(ifModel)), [
+    {
+      name: 'w_then',
+      location: 'weights.bin',
+      where: "initializer of graph 'then' in attribute 'then_branch' of node 'choose' (If) of the main graph",
+    },
+  ]);
   // A Loop body holding a Scan body holding the tensor.
   const scanBody = { name: 'scan_body', initializer: [externalTensor('deep', 'deep.bin')], node: [], output: [] };
   const loopBody = {
-    name: 'loop_body', initializer: [normal('shallow')],
+    name: 'loop_body',
+    initializer: [normal('shallow')],
     node: [{ name: 'inner', opType: 'Scan', attribute: [{ name: 'body', type: AttributeType.GRAPH, g: scanBody }] }],
   };
   const loop = model({ node: [{ name: 'outer', opType: 'Loop', attribute: [{ name: 'body', type: AttributeType.GRAPH, g: loopBody }] }] });
-  assert.deepEqual(findExternalData(loop), [{
-    name: 'deep', location: 'deep.bin',
-    where: "initializer of graph 'scan_body' in attribute 'body' of node 'inner' (Scan) of graph 'loop_body' in attribute 'body' of node 'outer' (Loop) of the main graph",
-  }]);
+  assert.deepEqual(findExternalData(loop), [
+    {
+      name: 'deep',
+      location: 'deep.bin',
+      where:
+        "initializer of graph 'scan_body' in attribute 'body' of node 'inner' (Scan) of graph 'loop_body' in attribute 'body' of node 'outer' (Loop) of the main graph",
+    },
+  ]);
   // GRAPHS attributes too.
-  const graphs = model({ node: [{ name: 'n', opType: 'Custom', attribute: [{ name: 'gs', type: AttributeType.GRAPHS, graphs: [{ name: 'a' }, scanBody] }] }] });
-  assert.deepEqual(findExternalData(graphs).map((t) => t.name), ['deep']);
+  const graphs = model({
+    node: [{ name: 'n', opType: 'Custom', attribute: [{ name: 'gs', type: AttributeType.GRAPHS, graphs: [{ name: 'a' }, scanBody] }] }],
+  });
+  assert.deepEqual(
+    findExternalData(graphs).map((t) => t.name),
+    ['deep'],
+  );
 });
 
 test('sparse initializers, Constant nodes and tensor attributes are searched', () => {
   const sparse = model({ sparseInitializer: [{ values: externalTensor('sv', 'v.bin'), indices: normal('si'), dims: [8] }] });
-  assert.deepEqual(findExternalData(sparse), [{ name: 'sv', where: 'values of the sparse initializer of the main graph', location: 'v.bin' }]);
+  assert.deepEqual(findExternalData(sparse), [
+    { name: 'sv', where: 'values of the sparse initializer of the main graph', location: 'v.bin' },
+  ]);
 
   const constant = model({
-    node: [{ name: 'c', opType: 'Constant', output: ['y'], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: externalTensor('', 'c.bin') }] }],
+    node: [
+      {
+        name: 'c',
+        opType: 'Constant',
+        output: ['y'],
+        attribute: [{ name: 'value', type: AttributeType.TENSOR, t: externalTensor('', 'c.bin') }],
+      },
+    ],
   });
-  assert.deepEqual(findExternalData(constant), [{ name: '', where: "attribute 'value' of node 'c' (Constant) of the main graph", location: 'c.bin' }]);
-  throwsCode(() => assertOnnx(constant, 'm'), 'EXTERNAL_DATA', 422, /tensor \(unnamed\) \(attribute 'value' of node 'c' \(Constant\) of the main graph\) at 'c\.bin'/);
+  assert.deepEqual(findExternalData(constant), [
+    { name: '', where: "attribute 'value' of node 'c' (Constant) of the main graph", location: 'c.bin' },
+  ]);
+  throwsCode(
+    () => assertOnnx(constant, 'm'),
+    'EXTERNAL_DATA',
+    422,
+    /tensor \(unnamed\) \(attribute 'value' of node 'c' \(Constant\) of the main graph\) at 'c\.bin'/,
+  );
 
   const sparseConstant = model({
-    node: [{ name: 's', opType: 'Constant', output: ['y'], attribute: [{ name: 'sparse_value', type: AttributeType.SPARSE_TENSOR, sparseTensor: { values: normal('v'), indices: externalTensor('i', 'i.bin'), dims: [8] } }] }],
+    node: [
+      {
+        name: 's',
+        opType: 'Constant',
+        output: ['y'],
+        attribute: [
+          {
+            name: 'sparse_value',
+            type: AttributeType.SPARSE_TENSOR,
+            sparseTensor: { values: normal('v'), indices: externalTensor('i', 'i.bin'), dims: [8] },
+          },
+        ],
+      },
+    ],
   });
-  assert.deepEqual(findExternalData(sparseConstant).map((t) => [t.name, t.where]), [['i', "indices of the sparse tensor in attribute 'sparse_value' of node 's' (Constant) of the main graph"]]);
+  assert.deepEqual(
+    findExternalData(sparseConstant).map((t) => [t.name, t.where]),
+    [['i', "indices of the sparse tensor in attribute 'sparse_value' of node 's' (Constant) of the main graph"]],
+  );
 
   const lists = model({
-    node: [{ name: 'l', opType: 'Custom', attribute: [
-      { name: 'ts', type: AttributeType.TENSORS, tensors: [normal('a'), externalTensor('b', 'b.bin')] },
-      { name: 'ss', type: AttributeType.SPARSE_TENSORS, sparseTensors: [{ values: externalTensor('c', 'c.bin'), indices: normal('ci') }] },
-    ] }],
+    node: [
+      {
+        name: 'l',
+        opType: 'Custom',
+        attribute: [
+          { name: 'ts', type: AttributeType.TENSORS, tensors: [normal('a'), externalTensor('b', 'b.bin')] },
+          {
+            name: 'ss',
+            type: AttributeType.SPARSE_TENSORS,
+            sparseTensors: [{ values: externalTensor('c', 'c.bin'), indices: normal('ci') }],
+          },
+        ],
+      },
+    ],
   });
-  assert.deepEqual(findExternalData(lists).map((t) => t.name), ['b', 'c']);
+  assert.deepEqual(
+    findExternalData(lists).map((t) => t.name),
+    ['b', 'c'],
+  );
 });
 
 test('functions (their nodes and attribute defaults) and training graphs are searched', () => {
-  const fn = model({}, {
-    functions: [{ name: 'scale', domain: 'local', node: [{ name: 'k', opType: 'Constant', attribute: [{ name: 'value', type: AttributeType.TENSOR, t: externalTensor('k', 'k.bin') }] }] }],
-  });
-  assert.deepEqual(findExternalData(fn), [{ name: 'k', where: "attribute 'value' of node 'k' (Constant) of function 'scale'", location: 'k.bin' }]);
+  const fn = model(
+    {},
+    {
+      functions: [
+        {
+          name: 'scale',
+          domain: 'local',
+          node: [
+            { name: 'k', opType: 'Constant', attribute: [{ name: 'value', type: AttributeType.TENSOR, t: externalTensor('k', 'k.bin') }] },
+          ],
+        },
+      ],
+    },
+  );
+  assert.deepEqual(findExternalData(fn), [
+    { name: 'k', where: "attribute 'value' of node 'k' (Constant) of function 'scale'", location: 'k.bin' },
+  ]);
 
   // FunctionProto.attribute_proto (field 11) is newer than onnx-proto, which would drop it when decoding.
-  const defaults = new Uint8Array(onnx.AttributeProto.encode({ name: 'alpha', type: AttributeType.TENSOR, t: externalTensor('alpha', 'a.bin') }).finish());
+  const defaults = new Uint8Array(
+    onnx.AttributeProto.encode({ name: 'alpha', type: AttributeType.TENSOR, t: externalTensor('alpha', 'a.bin') }).finish(),
+  );
   const fnBytes = concat(new Uint8Array(onnx.FunctionProto.encode({ name: 'f', domain: 'local' }).finish()), rawField(11, defaults));
   const withDefaults = concat(model({}), rawField(25, fnBytes));
   assert.equal(onnx.ModelProto.decode(withDefaults).functions[0]!.name, 'f', 'still a valid model');
-  assert.deepEqual(findExternalData(withDefaults), [{ name: 'alpha', where: "default of attribute 'alpha' of function 'f'", location: 'a.bin' }]);
+  assert.deepEqual(findExternalData(withDefaults), [
+    { name: 'alpha', where: "default of attribute 'alpha' of function 'f'", location: 'a.bin' },
+  ]);
 
   const training = model({}, { trainingInfo: [{ initialization: { name: 'init', initializer: [externalTensor('t', 't.bin')] } }] });
-  assert.deepEqual(findExternalData(training).map((t) => [t.name, t.where]), [['t', "initializer of initialization graph 'init' of the training info"]]);
+  assert.deepEqual(
+    findExternalData(training).map((t) => [t.name, t.where]),
+    [['t', "initializer of initialization graph 'init' of the training info"]],
+  );
 });
 
 test('either marker counts, and a graph split over two occurrences of its field is searched whole', () => {
-  const locationOnly = model({ initializer: [{ name: 'a', dims: [4], dataType: FLOAT, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL }] });
+  const locationOnly = model({
+    initializer: [{ name: 'a', dims: [4], dataType: FLOAT, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL }],
+  });
   assert.deepEqual(findExternalData(locationOnly), [{ name: 'a', where: 'initializer of the main graph', location: '' }]);
-  const entriesOnly = model({ initializer: [{ name: 'b', dims: [4], dataType: FLOAT, externalData: [{ key: 'location', value: 'b.bin' }] }] });
-  assert.deepEqual(findExternalData(entriesOnly).map((t) => t.name), ['b']);
+  const entriesOnly = model({
+    initializer: [{ name: 'b', dims: [4], dataType: FLOAT, externalData: [{ key: 'location', value: 'b.bin' }] }],
+  });
+  assert.deepEqual(
+    findExternalData(entriesOnly).map((t) => t.name),
+    ['b'],
+  );
   // Protobuf merges repeated occurrences of a message field; onnxruntime sees both halves.
-  const split = concat(model({}), rawField(7, new Uint8Array(onnx.GraphProto.encode({ initializer: [externalTensor('late', 'late.bin')] }).finish())));
-  assert.deepEqual(findExternalData(split).map((t) => t.name), ['late']);
+  const split = concat(
+    model({}),
+    rawField(7, new Uint8Array(onnx.GraphProto.encode({ initializer: [externalTensor('late', 'late.bin')] }).finish())),
+  );
+  assert.deepEqual(
+    findExternalData(split).map((t) => t.name),
+    ['late'],
+  );
   // More than three are summarised.
   const many = model({ initializer: ['a', 'b', 'c', 'd', 'e'].map((n) => externalTensor(n, `${n}.bin`)) });
-  throwsCode(() => assertOnnx(many, 'm'), 'EXTERNAL_DATA', 422, /5 tensors \(tensor 'a' .*; tensor 'c' \(initializer of the main graph\) at 'c\.bin'; and 2 more\)/);
+  throwsCode(
+    () => assertOnnx(many, 'm'),
+    'EXTERNAL_DATA',
+    422,
+    /5 tensors \(tensor 'a' .*; tensor 'c' \(initializer of the main graph\) at 'c\.bin'; and 2 more\)/,
+  );
 });
 
 test('truncated protobuf is refused as not ONNX, not walked past its end', () => {
@@ -158,7 +270,12 @@ test('the registry refuses external data at registration and at repository impor
     const main = writeExternalInitializerModel(join(env.dir, 'upload'));
     const sub = writeSubgraphModel(join(env.dir, 'upload-sub'));
     for (const m of [main, sub]) {
-      throwsCode(() => reg.register('sum', m.bytes, { declaredSource: m.modelPath }), 'EXTERNAL_DATA', 422, new RegExp(`tensor '${m.tensor}'`));
+      throwsCode(
+        () => reg.register('sum', m.bytes, { declaredSource: m.modelPath }),
+        'EXTERNAL_DATA',
+        422,
+        new RegExp(`tensor '${m.tensor}'`),
+      );
     }
     assert.deepEqual(reg.listModels(), []);
     assert.deepEqual(readdirSync(reg.artifacts.root), [], 'no artifact written');
@@ -167,11 +284,23 @@ test('the registry refuses external data at registration and at repository impor
     writeExternalInitializerModel(join(env.repoDir, 'sum', '2'));
     writeSubgraphModel(join(env.repoDir, 'sum', '3'));
     const r = reg.importRepository(scanRepository(env.repoDir));
-    assert.deepEqual(r.imported.map((v) => v.version), [1]);
-    assert.deepEqual(r.skipped.map((s) => [s.version, s.code]), [[2, 'EXTERNAL_DATA'], [3, 'EXTERNAL_DATA']]);
+    assert.deepEqual(
+      r.imported.map((v) => v.version),
+      [1],
+    );
+    assert.deepEqual(
+      r.skipped.map((s) => [s.version, s.code]),
+      [
+        [2, 'EXTERNAL_DATA'],
+        [3, 'EXTERNAL_DATA'],
+      ],
+    );
     assert.match(r.skipped[0]!.reason, new RegExp(`^${join(env.repoDir, 'sum', '2', 'model.onnx')} keeps the data of tensor 'w'`));
     assert.match(r.skipped[1]!.reason, /tensor 'w_then' \(initializer of graph 'then' in attribute 'then_branch' of node 'choose' \(If\)/);
-    assert.deepEqual(reg.listVersions('sum').map((v) => v.sha256), [sha(ok.bytes)]);
+    assert.deepEqual(
+      reg.listVersions('sum').map((v) => v.sha256),
+      [sha(ok.bytes)],
+    );
   });
 });
 
@@ -193,7 +322,10 @@ test('a model stored before the check existed is refused at every load', async (
 
 /** A SessionSpec for an artifact file, warm-up at batch size 1. */
 const specFor = (path: string, bytes: Uint8Array): SessionSpec => ({
-  key: `m:1:${sha(bytes)}`, path, sha256: sha(bytes), intraOpThreads: 1,
+  key: `m:1:${sha(bytes)}`,
+  path,
+  sha256: sha(bytes),
+  intraOpThreads: 1,
   warmup: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], sizes: [1] },
 });
 
@@ -239,7 +371,9 @@ test('a normal model still loads in a session with those options', async () => {
     const host = new SessionHost();
     try {
       await host.load(specFor(sum.modelPath, sum.bytes));
-      const r = await host.run(specFor(sum.modelPath, sum.bytes), [{ name: 'x', datatype: 'FP32', dims: [1, 4], data: Float32Array.of(1, 2, 3, 4) }]);
+      const r = await host.run(specFor(sum.modelPath, sum.bytes), [
+        { name: 'x', datatype: 'FP32', dims: [1, 4], data: Float32Array.of(1, 2, 3, 4) },
+      ]);
       assert.deepEqual(Array.from(r.outputs[0]!.data as Float32Array), [20]);
     } finally {
       await host.releaseAll();

@@ -12,14 +12,12 @@ import onnxProto from 'onnx-proto';
 import { GraphBuilder } from '../src/inference/onnx-writer.js';
 import { assertOnnx, detectFormat } from '../src/registry/format.js';
 import type { ScorelineError } from '../src/errors.js';
-import {
-  writeDtypesModel, writeFixedBatchModel, writeGatherModel, writeLogisticModel, writeSumModel,
-} from './fixtures/models.js';
+import { writeDtypesModel, writeFixedBatchModel, writeGatherModel, writeLogisticModel, writeSumModel } from './fixtures/models.js';
 import { PICKLE_4 } from './fixtures/registry.js';
 
 const { onnx } = onnxProto;
 
-const PICKLE_0 = Buffer.from("(dp0\nVa\np1\nI1\ns.", 'latin1'); // pickle.dumps({'a': 1}, 0)
+const PICKLE_0 = Buffer.from('(dp0\nVa\np1\nI1\ns.', 'latin1'); // pickle.dumps({'a': 1}, 0)
 const PICKLE_1 = Buffer.from(']q\x00(K\x01K\x02e.', 'latin1'); // pickle.dumps([1, 2], 1)
 
 /** Deterministic bytes that are nothing in particular. */
@@ -63,8 +61,11 @@ function assertPickleRefusal(bytes: Uint8Array, what: RegExp): void {
 test('ONNX from every fixture writer is detected as onnx and yields its signature', async () => {
   await withModels(async (dir) => {
     const fixtures = [
-      await writeSumModel(dir), await writeDtypesModel(dir), await writeFixedBatchModel(dir),
-      await writeLogisticModel(dir), await writeGatherModel(dir),
+      await writeSumModel(dir),
+      await writeDtypesModel(dir),
+      await writeFixedBatchModel(dir),
+      await writeLogisticModel(dir),
+      await writeGatherModel(dir),
     ];
     for (const f of fixtures) {
       assert.equal(detectFormat(f.bytes), 'onnx', f.name);
@@ -137,7 +138,12 @@ test('bz2, xz and lz4 frames and the old ZF container are refused as joblib by m
   const xz = Buffer.concat([Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), noise(64)]);
   const lz4 = Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18]), noise(64)]);
   const zf = Buffer.concat([Buffer.from('ZF0x1f    '), deflateSync(PICKLE_4)]);
-  for (const [bytes, what] of [[bz2, /a file compressed with bz2, the way joblib/], [xz, /compressed with xz/], [lz4, /compressed with lz4/], [zf, /old zlib container \('ZF' header\)/]] as const) {
+  for (const [bytes, what] of [
+    [bz2, /a file compressed with bz2, the way joblib/],
+    [xz, /compressed with xz/],
+    [lz4, /compressed with lz4/],
+    [zf, /old zlib container \('ZF' header\)/],
+  ] as const) {
     assert.equal(detectFormat(bytes), 'joblib');
     assertPickleRefusal(bytes, what);
   }
@@ -164,9 +170,16 @@ test('ONNX without a graph, with an empty graph, or with no inputs is refused', 
   const noGraph = onnx.ModelProto.encode({ irVersion: 8, producerName: 'x' }).finish();
   assert.match(refused(() => assertOnnx(noGraph, 'a.onnx'), 'NOT_ONNX').message, /no graph outputs/);
 
-  const emptyGraph = onnx.ModelProto.encode({ irVersion: 8, graph: { name: 'empty' }, opsetImport: [{ domain: '', version: 17 }] }).finish();
+  const emptyGraph = onnx.ModelProto.encode({
+    irVersion: 8,
+    graph: { name: 'empty' },
+    opsetImport: [{ domain: '', version: 17 }],
+  }).finish();
   assert.equal(detectFormat(emptyGraph), 'unknown');
-  assert.match(refused(() => assertOnnx(emptyGraph, 'b.onnx'), 'NOT_ONNX').message, /^b\.onnx is not an ONNX model \(it has no graph outputs\)/);
+  assert.match(
+    refused(() => assertOnnx(emptyGraph, 'b.onnx'), 'NOT_ONNX').message,
+    /^b\.onnx is not an ONNX model \(it has no graph outputs\)/,
+  );
 
   const g = new GraphBuilder('constant');
   g.initializer('c', 'FP32', [1], Float32Array.of(1));

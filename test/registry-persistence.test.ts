@@ -21,8 +21,11 @@ test('everything survives close and reopen', async () => {
     reg.updateVersion('m', 2, { metrics: { auc: 0.9 }, reference: { bins: 10 } });
     reg.saveDeployment('m', { strategy: 'direct', version: 2 }, { action: 'deploy' });
     const snapshot = (r: ModelRegistry) => ({
-      models: r.listModels(), versions: r.listVersions('m'), aliases: r.aliasHistory('m'),
-      deployment: r.getDeployment('m'), deployments: r.deploymentHistory('m'),
+      models: r.listModels(),
+      versions: r.listVersions('m'),
+      aliases: r.aliasHistory('m'),
+      deployment: r.getDeployment('m'),
+      deployments: r.deploymentHistory('m'),
     });
     const before = snapshot(reg);
     reg.close();
@@ -99,14 +102,20 @@ test('a writer in another process waits for the lock (busy_timeout) instead of f
       process.stderr.write('opened\\n');
       console.log(JSON.stringify(reg.register('m', readFileSync(process.argv[2]))));
       reg.close();`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, env.dataDir, b2Path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, env.dataDir, b2Path], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
-    const opened = new Promise<void>((resolve) => child.stderr.on('data', (c: Buffer) => {
-      stderr += c;
-      if (stderr.includes('opened')) resolve();
-    }));
-    child.stdout.on('data', (c: Buffer) => { stdout += c; });
+    const opened = new Promise<void>((resolve) =>
+      child.stderr.on('data', (c: Buffer) => {
+        stderr += c;
+        if (stderr.includes('opened')) resolve();
+      }),
+    );
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c;
+    });
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
     await Promise.race([opened, exited]);
     // The child is now inside register(), blocked on BEGIN IMMEDIATE. Elapsed time is the subject:
@@ -130,8 +139,9 @@ test('a registry written at schema 1 is migrated in place, its versions intact',
     db.exec('CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
     db.prepare("INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000Z')").run();
     db.prepare("INSERT INTO models (name, created_at) VALUES ('m', '2024-01-01T00:00:00.000Z')").run();
-    db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, lineage) VALUES ('m', 1, ?, ?, '2024-01-01T00:00:00.000Z', '{"inputs":[],"outputs":[]}', '{"source":"/repo/m/1/model.onnx"}')`)
-      .run(sha(bytes), bytes.length);
+    db.prepare(
+      `INSERT INTO versions (model, version, sha256, size, created_at, signature, lineage) VALUES ('m', 1, ?, ?, '2024-01-01T00:00:00.000Z', '{"inputs":[],"outputs":[]}', '{"source":"/repo/m/1/model.onnx"}')`,
+    ).run(sha(bytes), bytes.length);
     db.close();
 
     const reg = env.open();

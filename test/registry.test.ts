@@ -17,8 +17,11 @@ test('register stores the artifact by sha256 and round-trips the version record'
     const reg = env.open();
     const bytes = await env.bytes(1);
     const result = reg.register('credit', bytes, {
-      source: '/models/credit.onnx', description: 'PD model',
-      tags: { team: 'risk' }, metrics: { auc: 0.81 }, lineage: { trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
+      source: '/models/credit.onnx',
+      description: 'PD model',
+      tags: { team: 'risk' },
+      metrics: { auc: 0.81 },
+      lineage: { trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
       config: { features: ['a', 'b', 'c', 'd'] },
     });
     assert.deepEqual(result, { name: 'credit', version: 1, sha256: sha(bytes), size: bytes.length, created: true });
@@ -29,15 +32,30 @@ test('register stores the artifact by sha256 and round-trips the version record'
 
     const v = reg.getVersion('credit', 1);
     assert.deepEqual(v, {
-      model: 'credit', version: 1, sha256: sha(bytes), size: bytes.length, createdAt: '2024-01-01T00:00:00.000Z',
+      model: 'credit',
+      version: 1,
+      sha256: sha(bytes),
+      size: bytes.length,
+      createdAt: '2024-01-01T00:00:00.000Z',
       signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
-      metrics: { auc: 0.81 }, tags: { team: 'risk' },
+      metrics: { auc: 0.81 },
+      tags: { team: 'risk' },
       lineage: { source: '/models/credit.onnx', trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
-      config: { features: ['a', 'b', 'c', 'd'] }, reference: null, referenceData: null, aliases: [],
+      config: { features: ['a', 'b', 'c', 'd'] },
+      reference: null,
+      referenceData: null,
+      aliases: [],
     });
-    assert.deepEqual(reg.listModels(), [{
-      name: 'credit', description: 'PD model', createdAt: '2024-01-01T00:00:00.000Z', latestVersion: 1, versionCount: 1, aliases: {},
-    }]);
+    assert.deepEqual(reg.listModels(), [
+      {
+        name: 'credit',
+        description: 'PD model',
+        createdAt: '2024-01-01T00:00:00.000Z',
+        latestVersion: 1,
+        versionCount: 1,
+        aliases: {},
+      },
+    ]);
     const loaded = reg.load('credit', 1);
     assert.deepEqual(loaded.bytes, Buffer.from(bytes));
     assert.equal(loaded.record.sha256, sha(bytes));
@@ -52,7 +70,10 @@ test('versions are numbered in order; the same bytes again return the existing v
     assert.equal(reg.register('m', b2).version, 2);
     assert.deepEqual(reg.register('m', b1), { name: 'm', version: 1, sha256: sha(b1), size: b1.length, created: false });
     assert.deepEqual(reg.register('m', b1, { version: 1 }).created, false);
-    assert.deepEqual(reg.listVersions('m').map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      reg.listVersions('m').map((v) => v.version),
+      [1, 2],
+    );
     // A requested number may skip ahead; the next automatic one follows the highest.
     assert.equal(reg.register('m', b3, { version: 7 }).version, 7);
     assert.equal(reg.register('m', await env.bytes(4)).version, 8);
@@ -70,7 +91,10 @@ test('a requested version taken by other bytes, or bytes registered under anothe
     reg.register('m', b1);
     throwsCode(() => reg.register('m', b2, { version: 1 }), 'CONFLICT', 409, /version 1 of model 'm' already exists with different bytes/);
     throwsCode(() => reg.register('m', b1, { version: 5 }), 'CONFLICT', 409, /identical to version 1 of model 'm'/);
-    assert.deepEqual(reg.listVersions('m').map((v) => [v.version, v.sha256]), [[1, sha(b1)]]);
+    assert.deepEqual(
+      reg.listVersions('m').map((v) => [v.version, v.sha256]),
+      [[1, sha(b1)]],
+    );
     // Nothing of the refused bytes reached the artifact store.
     assert.equal(reg.artifacts.has(sha(b2)), false);
   });
@@ -83,8 +107,12 @@ test('bad names, versions and formats are refused and leave nothing behind', asy
     throwsCode(() => reg.register('../etc', b1), 'BAD_REQUEST', 400, /not a valid model name/);
     throwsCode(() => reg.register('m', b1, { version: 0 }), 'BAD_REQUEST', 400, /integers from 1/);
     throwsCode(() => reg.register('m', b1, { version: 1.5 }), 'BAD_REQUEST', 400);
-    throwsCode(() => reg.register('m', PICKLE_4, { source: 'model.pkl' }), 'UNSUPPORTED_MODEL_FORMAT', 422,
-      /model\.pkl is a Python pickle \(protocol 4\).*arbitrary code.*skl2onnx/);
+    throwsCode(
+      () => reg.register('m', PICKLE_4, { source: 'model.pkl' }),
+      'UNSUPPORTED_MODEL_FORMAT',
+      422,
+      /model\.pkl is a Python pickle \(protocol 4\).*arbitrary code.*skl2onnx/,
+    );
     throwsCode(() => reg.register('m', deflateSync(PICKLE_4)), 'UNSUPPORTED_MODEL_FORMAT', 422, /joblib dump/);
     throwsCode(() => reg.register('m', Buffer.from('not a model at all')), 'NOT_ONNX', 422, /hummingbird/);
     assert.deepEqual(reg.listModels(), []);
@@ -118,7 +146,10 @@ test('aliases move with a full from/to history and resolve like version numbers'
       { from: null, to: 1, reason: 'first model', actor: 'ana' },
       { from: 1, to: 2, reason: 'won the challenge', actor: 'ana' },
     ]);
-    assert.deepEqual(reg.aliasHistory('m').map((e) => `${e.alias}:${e.from}->${e.to}`), ['champion:null->1', 'challenger:null->2', 'champion:1->2']);
+    assert.deepEqual(
+      reg.aliasHistory('m').map((e) => `${e.alias}:${e.from}->${e.to}`),
+      ['champion:null->1', 'challenger:null->2', 'champion:1->2'],
+    );
     const ats = reg.aliasHistory('m').map((e) => e.at);
     assert.deepEqual([...ats].sort(), ats);
 
@@ -163,7 +194,12 @@ test('a tampered artifact is refused on every load and counted; other versions k
     tampered[tampered.length >> 1]! ^= 0x01;
     writeFileSync(path, tampered);
 
-    throwsCode(() => reg.load('m', 1), 'ARTIFACT_TAMPERED', 500, new RegExp(`artifact ${sha(b1)} was modified on disk \\(its content now hashes to ${sha(tampered)}\\)`));
+    throwsCode(
+      () => reg.load('m', 1),
+      'ARTIFACT_TAMPERED',
+      500,
+      new RegExp(`artifact ${sha(b1)} was modified on disk \\(its content now hashes to ${sha(tampered)}\\)`),
+    );
     throwsCode(() => reg.load('m', 1), 'ARTIFACT_TAMPERED', 500);
     assert.deepEqual(reg.counters(), { tamperedRefusals: 2, missingRefusals: 0 });
     assert.deepEqual(refusals, [`ARTIFACT_TAMPERED ${sha(b1)}`, `ARTIFACT_TAMPERED ${sha(b1)}`]);
@@ -232,11 +268,17 @@ test('deployment state and its history round-trip, opaque to the registry', asyn
     const saved = reg.saveDeployment('m', canary, { action: 'deploy', reason: 'retrained' });
     assert.deepEqual(saved.state, canary);
     assert.deepEqual(reg.getDeployment('m')?.state, canary);
-    assert.deepEqual(reg.listDeployments().map((d) => [d.model, d.state]), [['m', canary]]);
-    assert.deepEqual(reg.deploymentHistory('m').map(({ action, from, to, reason }) => ({ action, from, to, reason })), [
-      { action: 'deploy', from: null, to: direct, reason: 'initial' },
-      { action: 'deploy', from: direct, to: canary, reason: 'retrained' },
-    ]);
+    assert.deepEqual(
+      reg.listDeployments().map((d) => [d.model, d.state]),
+      [['m', canary]],
+    );
+    assert.deepEqual(
+      reg.deploymentHistory('m').map(({ action, from, to, reason }) => ({ action, from, to, reason })),
+      [
+        { action: 'deploy', from: null, to: direct, reason: 'initial' },
+        { action: 'deploy', from: direct, to: canary, reason: 'retrained' },
+      ],
+    );
     throwsCode(() => reg.saveDeployment('nope', direct, { action: 'deploy' }), 'MODEL_NOT_FOUND', 404);
     throwsCode(() => reg.saveDeployment('m', undefined, { action: 'deploy' }), 'BAD_REQUEST', 400);
   });
@@ -251,7 +293,10 @@ test('a model repository imports idempotently across restarts and reports versio
 
     let reg = env.open();
     const first = reg.importRepository(scanRepository(env.repoDir));
-    assert.deepEqual(first.imported.map((r) => `${r.name}@${r.version}`), ['pd@1', 'sum@1', 'sum@2']);
+    assert.deepEqual(
+      first.imported.map((r) => `${r.name}@${r.version}`),
+      ['pd@1', 'sum@1', 'sum@2'],
+    );
     assert.deepEqual([first.unchanged, first.skipped], [[], []]);
     assert.deepEqual(reg.getVersion('sum', 2).config, yaml);
     assert.deepEqual(reg.getVersion('sum', 2).lineage, { source: s2.modelPath });
@@ -262,7 +307,10 @@ test('a model repository imports idempotently across restarts and reports versio
     rmSync(reg.artifacts.path(sha(s1.bytes))); // a lost artifact is restored from the repository
     const second = reg.importRepository(scanRepository(env.repoDir));
     assert.deepEqual(second.imported, []);
-    assert.deepEqual(second.unchanged.map((r) => `${r.name}@${r.version}:${r.created}`), ['pd@1:false', 'sum@1:false', 'sum@2:false']);
+    assert.deepEqual(
+      second.unchanged.map((r) => `${r.name}@${r.version}:${r.created}`),
+      ['pd@1:false', 'sum@1:false', 'sum@2:false'],
+    );
     assert.equal(reg.listVersions('sum').length, 2);
     assert.deepEqual(reg.load('sum', 1).bytes, Buffer.from(s1.bytes));
 
@@ -273,15 +321,26 @@ test('a model repository imports idempotently across restarts and reports versio
     writeFileSync(s4, PICKLE_4);
     await writeSumModel(env.repoDir, 'sum', 5);
     const third = reg.importRepository(scanRepository(env.repoDir));
-    assert.deepEqual(third.imported.map((r) => `${r.name}@${r.version}`), ['sum@5']);
-    assert.deepEqual(third.skipped.map((s) => [s.model, s.version, s.code]), [
-      ['sum', 2, 'CONFLICT'], ['sum', 3, 'CONFLICT'], ['sum', 4, 'UNSUPPORTED_MODEL_FORMAT'],
-    ]);
+    assert.deepEqual(
+      third.imported.map((r) => `${r.name}@${r.version}`),
+      ['sum@5'],
+    );
+    assert.deepEqual(
+      third.skipped.map((s) => [s.model, s.version, s.code]),
+      [
+        ['sum', 2, 'CONFLICT'],
+        ['sum', 3, 'CONFLICT'],
+        ['sum', 4, 'UNSUPPORTED_MODEL_FORMAT'],
+      ],
+    );
     assert.match(third.skipped[0]!.reason, /version 2 of model 'sum' already exists with different bytes/);
     assert.equal(third.skipped[2]!.path, s4);
     // The registry kept what it had.
     assert.equal(reg.getVersion('sum', 2).sha256, sha(s2.bytes));
-    assert.deepEqual(reg.listVersions('sum').map((v) => v.version), [1, 2, 5]);
+    assert.deepEqual(
+      reg.listVersions('sum').map((v) => v.version),
+      [1, 2, 5],
+    );
   });
 });
 
@@ -311,7 +370,10 @@ test("a repository's reference rows are kept with its versions, verified on read
     reg.close();
     reg = env.open();
     const again = reg.importRepository(scanRepository(env.repoDir));
-    assert.deepEqual(again.imported.map((r) => `${r.name}@${r.version}`), ['sum@2']);
+    assert.deepEqual(
+      again.imported.map((r) => `${r.name}@${r.version}`),
+      ['sum@2'],
+    );
     assert.equal(reg.referenceData('sum', 1)!.toString(), csv);
     assert.equal(reg.referenceData('sum', 2)!.toString(), edited);
     // A version imported while its file was missing gets it once it is there.
@@ -320,7 +382,12 @@ test("a repository's reference rows are kept with its versions, verified on read
     const path = reg.artifacts.path(v1.referenceData!, 'csv');
     chmodSync(path, 0o644);
     writeFileSync(path, 'a,b,c,d,y\n0,0,0,0,0\n');
-    throwsCode(() => reg.referenceData('sum', 1), 'ARTIFACT_TAMPERED', 500, new RegExp(`artifact ${v1.referenceData} was modified on disk`));
+    throwsCode(
+      () => reg.referenceData('sum', 1),
+      'ARTIFACT_TAMPERED',
+      500,
+      new RegExp(`artifact ${v1.referenceData} was modified on disk`),
+    );
   });
 });
 
@@ -329,8 +396,12 @@ test('a path the sender of the bytes names is recorded as declaredSource, never 
     const reg = env.open();
     reg.register('m', await env.bytes(1), { declaredSource: '/etc/passwd' });
     assert.deepEqual(reg.getVersion('m', 1).lineage, { declaredSource: '/etc/passwd' });
-    throwsCode(() => reg.register('m', PICKLE_4, { declaredSource: '/home/me/model.pkl' }), 'UNSUPPORTED_MODEL_FORMAT', 422,
-      /^'\/home\/me\/model\.pkl' \(as its sender names it\) is a Python pickle/);
+    throwsCode(
+      () => reg.register('m', PICKLE_4, { declaredSource: '/home/me/model.pkl' }),
+      'UNSUPPORTED_MODEL_FORMAT',
+      422,
+      /^'\/home\/me\/model\.pkl' \(as its sender names it\) is a Python pickle/,
+    );
     // A file the caller read itself is the source; a declared one next to it is ignored.
     reg.register('m', await env.bytes(2), { source: '/repo/m/2/model.onnx', declaredSource: 'elsewhere' });
     assert.deepEqual(reg.getVersion('m', 2).lineage, { source: '/repo/m/2/model.onnx' });

@@ -25,7 +25,11 @@ test('configuration: defaults, paths relative to the file, and errors that name 
   assert.deepEqual(c.gate, { metric: 'auc', minDelta: 0.005, ksTolerance: 0.02 });
   assert.deepEqual(c.deploy.steps, [10, 50, 100]);
   assert.equal(c.useFeedback, true);
-  const w = parseRetrainingConfig({ useFeedback: true, label: 'y', oot: { window: '30d' }, triggers: { schedule: '0 3 * * 1', drift: { psi: 0.2 } } }, 'x', '/a');
+  const w = parseRetrainingConfig(
+    { useFeedback: true, label: 'y', oot: { window: '30d' }, triggers: { schedule: '0 3 * * 1', drift: { psi: 0.2 } } },
+    'x',
+    '/a',
+  );
   assert.deepEqual(w.oot, { windowMs: 30 * 86_400_000 });
   assert.equal(w.triggers.schedule, '0 3 * * 1');
   assert.deepEqual(w.triggers.drift, { psi: 0.2 });
@@ -50,16 +54,25 @@ test('configuration: defaults, paths relative to the file, and errors that name 
 
 test('out-of-time split: the latest rows by time are held out, ties at the boundary stay together', () => {
   const t = [5, 1, 3, 3, 2, 4, 3, 6, 7, 8].map((d) => Date.UTC(2026, 0, d));
-  const rows = toRows(t.map((ti, i) => ({ x: [i], y: i % 2, t: ti })), 1);
+  const rows = toRows(
+    t.map((ti, i) => ({ x: [i], y: i % 2, t: ti })),
+    1,
+  );
   const s = ootSplit(rows, { fraction: 0.3 });
   // the 3 latest are days 8, 7, 6
-  assert.deepEqual([...s.validation.t].map((x) => new Date(x).getUTCDate()), [6, 7, 8]);
+  assert.deepEqual(
+    [...s.validation.t].map((x) => new Date(x).getUTCDate()),
+    [6, 7, 8],
+  );
   assert.equal(s.train.n, 7);
   assert.ok(Math.max(...s.train.t) < Math.min(...s.validation.t));
   // 50% of 10 = 5 rows: days 4..8; 40%: days 5..8 (4 rows); 60%: the boundary is day 3, all three day-3 rows go to validation
   assert.equal(ootSplit(rows, { fraction: 0.6 }).validation.n, 8);
   const w = ootSplit(rows, { windowMs: 2 * 86_400_000 });
-  assert.deepEqual([...w.validation.t].map((x) => new Date(x).getUTCDate()), [7, 8]);
+  assert.deepEqual(
+    [...w.validation.t].map((x) => new Date(x).getUTCDate()),
+    [7, 8],
+  );
   // rows keep their values through the split
   assert.deepEqual([...s.validation.X], [7, 8, 9]);
 });
@@ -67,10 +80,16 @@ test('out-of-time split: the latest rows by time are held out, ties at the bound
 test('data files: a glob, bad rows skipped with reasons, a derived feature computed by its definition', async () => {
   const dir = await tempDir();
   await mkdir(join(dir, 'in'), { recursive: true });
-  await writeFile(join(dir, 'in', 'a.csv'), 'debt,income,amount,label,when\n100,1200,50,1,2026-01-02\n0,1000,0,0,2026-01-03\n5,x,1,1,2026-01-04\n1,1,1,2,2026-01-05\n1,1,1,0,someday\n');
+  await writeFile(
+    join(dir, 'in', 'a.csv'),
+    'debt,income,amount,label,when\n100,1200,50,1,2026-01-02\n0,1000,0,0,2026-01-03\n5,x,1,1,2026-01-04\n1,1,1,2,2026-01-05\n1,1,1,0,someday\n',
+  );
   await writeFile(join(dir, 'in', 'b.csv'), 'debt,income,amount,label,when\n200,2400,100,0,1767398400000\n');
   await writeFile(join(dir, 'in', 'c.txt'), 'ignored');
-  assert.deepEqual(expandGlob(join(dir, 'in', '*.csv')).map((p) => p.slice(dir.length)), ['/in/a.csv', '/in/b.csv']);
+  assert.deepEqual(
+    expandGlob(join(dir, 'in', '*.csv')).map((p) => p.slice(dir.length)),
+    ['/in/a.csv', '/in/b.csv'],
+  );
   assert.deepEqual(expandGlob(join(dir, '*', '?.csv')).length, 2);
   assert.deepEqual(expandGlob(join(dir, 'in', 'none-*.csv')), []);
   const defs = await loadFeatureDefinitions(
@@ -100,18 +119,31 @@ features:
   assert.deepEqual(a.rows[0], { x: [1200, 1.5], y: 1, t: Date.UTC(2026, 0, 2) });
   const b = readDataFile(join(dir, 'in', 'b.csv'), { features: ['income', 'dti'], label: 'label', timeColumn: 'when', defs });
   assert.equal(b.rows[0]!.t, 1767398400000);
-  assert.throws(() => readDataFile(join(dir, 'in', 'a.csv'), { features: ['income', 'age'], label: 'label', timeColumn: 'when', defs }), /no column 'age' and no feature definition computes it/);
-  assert.throws(() => readDataFile(join(dir, 'in', 'a.csv'), { features: ['income'], label: 'target', timeColumn: 'when', defs }), /no label column 'target'/);
+  assert.throws(
+    () => readDataFile(join(dir, 'in', 'a.csv'), { features: ['income', 'age'], label: 'label', timeColumn: 'when', defs }),
+    /no column 'age' and no feature definition computes it/,
+  );
+  assert.throws(
+    () => readDataFile(join(dir, 'in', 'a.csv'), { features: ['income'], label: 'target', timeColumn: 'when', defs }),
+    /no label column 'target'/,
+  );
 });
 
 test('the built-in trainer recovers a known signal: its AUC is within 0.01 of the true probabilities', () => {
   const train = generate(6000, 1);
   const test_ = generate(4000, 2);
-  const model = trainLogistic(train.map((r) => r.x), train.map((r) => r.label), { l2: 1 });
+  const model = trainLogistic(
+    train.map((r) => r.x),
+    train.map((r) => r.label),
+    { l2: 1 },
+  );
   assert.ok(model.converged);
   const learned = test_.map((r) => predictProba(model, r.x));
   const labels = test_.map((r) => r.label);
-  const best = auc(test_.map((r) => r.p), labels)!;
+  const best = auc(
+    test_.map((r) => r.p),
+    labels,
+  )!;
   const got = auc(learned, labels)!;
   assert.ok(best > 0.8, `Bayes AUC ${best}`);
   assert.ok(Math.abs(got - best) < 0.01, `learned ${got} vs true ${best}`);
@@ -119,7 +151,12 @@ test('the built-in trainer recovers a known signal: its AUC is within 0.01 of th
   const w = model.weights;
   assert.ok(w[0]! > 0 && w[1]! < 0 && w[2]! > 0 && Math.abs(w[3]!) < 0.1, JSON.stringify(w));
   // the weak fixture is indeed weak
-  assert.ok(auc(test_.map((r) => predictProba(WEAK, r.x)), labels)! < 0.56);
+  assert.ok(
+    auc(
+      test_.map((r) => predictProba(WEAK, r.x)),
+      labels,
+    )! < 0.56,
+  );
 });
 
 async function contract(script: string, timeoutSeconds = 30) {
@@ -168,11 +205,26 @@ test('external trainer contract: environment, logs, success, non-zero exit, time
   await assert.rejects((await contract('setTimeout(() => {}, 60000)', 1)).run, /timed out after 1 s and was killed/);
   assert.ok(Date.now() - t0 < 10_000);
   await assert.rejects((await contract('console.log("done")')).run, /wrote no model.onnx/);
-  await assert.rejects((await contract('require("fs").writeFileSync(require("path").join(process.env.SCORELINE_OUTPUT_DIR, "model.onnx"), "not onnx")')).run, /not a usable ONNX model/);
+  await assert.rejects(
+    (await contract('require("fs").writeFileSync(require("path").join(process.env.SCORELINE_OUTPUT_DIR, "model.onnx"), "not onnx")')).run,
+    /not a usable ONNX model/,
+  );
   const missing = await contract('');
   await missing.run.catch(() => undefined);
   await assert.rejects(
-    runCommandTrainer({ command: ['/nonexistent/trainer'], timeoutSeconds: 5, env: {}, cwd: missing.dir, trainFile: '', validationFile: '', features: FEATURES, label: 'label', timeColumn: 'date', outputDir: join(missing.dir, 'o'), log: () => undefined }),
+    runCommandTrainer({
+      command: ['/nonexistent/trainer'],
+      timeoutSeconds: 5,
+      env: {},
+      cwd: missing.dir,
+      trainFile: '',
+      validationFile: '',
+      features: FEATURES,
+      label: 'label',
+      timeColumn: 'date',
+      outputDir: join(missing.dir, 'o'),
+      log: () => undefined,
+    }),
     /cannot start trainer .*ENOENT/,
   );
 });

@@ -98,7 +98,19 @@ async function rejects(p: Promise<unknown>, code: string, status: number, messag
 }
 
 function job(id: string, model: string, at: string, over: Partial<Job> = {}): Job {
-  return { id, model, state: 'queued', trigger: { kind: 'manual', reason: 'test', at }, folded: [], createdAt: at, updatedAt: at, steps: [], log: [], revision: 0, ...over };
+  return {
+    id,
+    model,
+    state: 'queued',
+    trigger: { kind: 'manual', reason: 'test', at },
+    folded: [],
+    createdAt: at,
+    updatedAt: at,
+    steps: [],
+    log: [],
+    revision: 0,
+    ...over,
+  };
 }
 
 for (const kind of kinds) {
@@ -127,16 +139,31 @@ for (const kind of kinds) {
         const r = store.registry;
         const [b1, b2, b3] = [await bytes(1), await bytes(2), await bytes(3)];
         const first = await r.register('credit', b1, {
-          source: '/models/credit.onnx', description: 'PD model', tags: { team: 'risk' }, metrics: { auc: 0.81 },
-          lineage: { trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } }, config: { features: ['a', 'b', 'c', 'd'], batching: { maxBatchSize: 8 } },
+          source: '/models/credit.onnx',
+          description: 'PD model',
+          tags: { team: 'risk' },
+          metrics: { auc: 0.81 },
+          lineage: { trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
+          config: { features: ['a', 'b', 'c', 'd'], batching: { maxBatchSize: 8 } },
         });
         assert.deepEqual(first, { name: 'credit', version: 1, sha256: sha(b1), size: b1.length, created: true });
         assert.deepEqual(await r.getVersion('credit', 1), {
-          model: 'credit', version: 1, sha256: sha(b1), size: b1.length, createdAt: '2024-01-01T00:00:00.000Z',
-          signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
-          metrics: { auc: 0.81 }, tags: { team: 'risk' },
+          model: 'credit',
+          version: 1,
+          sha256: sha(b1),
+          size: b1.length,
+          createdAt: '2024-01-01T00:00:00.000Z',
+          signature: {
+            inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }],
+            outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }],
+          },
+          metrics: { auc: 0.81 },
+          tags: { team: 'risk' },
           lineage: { source: '/models/credit.onnx', trainingJobId: 'job-7', dataWindow: { from: '2023-01', to: '2023-12' } },
-          config: { features: ['a', 'b', 'c', 'd'], batching: { maxBatchSize: 8 } }, reference: null, referenceData: null, aliases: [],
+          config: { features: ['a', 'b', 'c', 'd'], batching: { maxBatchSize: 8 } },
+          reference: null,
+          referenceData: null,
+          aliases: [],
         });
         // Keys come back in the order they were written (a bundle's model.yaml depends on it).
         assert.deepEqual(Object.keys((await r.getVersion('credit', 1)).config), ['features', 'batching']);
@@ -144,12 +171,29 @@ for (const kind of kinds) {
         assert.equal((await r.register('credit', b2)).version, 2);
         assert.equal((await r.register('credit', b3, { version: 7 })).version, 7);
         await rejects(r.register('credit', b1, { version: 5 }), 'CONFLICT', 409, /identical to version 1 of model 'credit'/);
-        await rejects(r.register('credit', await bytes(4), { version: 2 }), 'CONFLICT', 409, /version 2 of model 'credit' already exists with different bytes/);
+        await rejects(
+          r.register('credit', await bytes(4), { version: 2 }),
+          'CONFLICT',
+          409,
+          /version 2 of model 'credit' already exists with different bytes/,
+        );
         await rejects(r.register('bad name!', b1), 'BAD_REQUEST', 400);
         await rejects(r.register('credit', b1, { version: 0 }), 'BAD_REQUEST', 400);
         await rejects(r.register('credit', Buffer.from('not a model')), 'NOT_ONNX', 422);
-        assert.deepEqual((await r.listVersions('credit')).map((v) => v.version), [1, 2, 7]);
-        assert.deepEqual(await r.listModels(), [{ name: 'credit', description: 'PD model', createdAt: '2024-01-01T00:00:00.000Z', latestVersion: 7, versionCount: 3, aliases: {} }]);
+        assert.deepEqual(
+          (await r.listVersions('credit')).map((v) => v.version),
+          [1, 2, 7],
+        );
+        assert.deepEqual(await r.listModels(), [
+          {
+            name: 'credit',
+            description: 'PD model',
+            createdAt: '2024-01-01T00:00:00.000Z',
+            latestVersion: 7,
+            versionCount: 3,
+            aliases: {},
+          },
+        ]);
         await rejects(r.getModel('nope'), 'MODEL_NOT_FOUND', 404);
         await rejects(r.getVersion('credit', 3), 'VERSION_NOT_FOUND', 404);
         await rejects(r.getVersion('nope', 1), 'MODEL_NOT_FOUND', 404);
@@ -192,7 +236,13 @@ for (const kind of kinds) {
         await r.register('m', await bytes(1));
         await r.register('m', await bytes(2));
         assert.deepEqual(await r.setAlias('m', 'champion', 1, { reason: 'first', actor: 'ci' }), {
-          model: 'm', alias: 'champion', from: null, to: 1, at: '2024-01-01T00:00:02.000Z', reason: 'first', actor: 'ci',
+          model: 'm',
+          alias: 'champion',
+          from: null,
+          to: 1,
+          at: '2024-01-01T00:00:02.000Z',
+          reason: 'first',
+          actor: 'ci',
         });
         assert.equal((await r.setAlias('m', 'champion', 2)).from, 1);
         await r.setAlias('m', 'champion', 2); // no move, no record
@@ -201,7 +251,13 @@ for (const kind of kinds) {
         assert.deepEqual((await r.getVersion('m', 2)).aliases, ['champion']);
         assert.equal((await r.resolve('m', 'champion')).version, 2);
         assert.deepEqual((await r.deleteAlias('m', 'challenger')).to, null);
-        assert.deepEqual((await r.aliasHistory('m', 'champion')).map((e) => [e.from, e.to]), [[null, 1], [1, 2]]);
+        assert.deepEqual(
+          (await r.aliasHistory('m', 'champion')).map((e) => [e.from, e.to]),
+          [
+            [null, 1],
+            [1, 2],
+          ],
+        );
         assert.equal((await r.aliasHistory('m')).length, 4);
         await rejects(r.setAlias('m', 'latest', 1), 'BAD_REQUEST', 400);
         await rejects(r.setAlias('m', '9lives', 1), 'BAD_REQUEST', 400);
@@ -216,7 +272,12 @@ for (const kind of kinds) {
         const r = store.registry;
         await r.register('m', await bytes(1), { metrics: { auc: 0.7, ks: 0.3 }, tags: { a: '1' } });
         const csv = Buffer.from('x0,x1,label\n1,2,0\n3,4,1\n');
-        const v = await r.updateVersion('m', 1, { metrics: { auc: 0.8, ks: null }, tags: { b: '2' }, reference: { rows: 2, bins: [1, 2] }, referenceData: csv });
+        const v = await r.updateVersion('m', 1, {
+          metrics: { auc: 0.8, ks: null },
+          tags: { b: '2' },
+          reference: { rows: 2, bins: [1, 2] },
+          referenceData: csv,
+        });
         assert.deepEqual(v.metrics, { auc: 0.8 });
         assert.deepEqual(v.tags, { a: '1', b: '2' });
         assert.deepEqual(v.reference, { rows: 2, bins: [1, 2] });
@@ -250,7 +311,10 @@ for (const kind of kinds) {
         writeFileSync(join(repo, 'sum', 'ref.csv'), 'a,b,c,d\n1,2,3,4\n');
         await writeSumModel(repo, 'sum', 2);
         const first = await env.store.registry.importRepository(scanRepository(repo));
-        assert.deepEqual(first.imported.map((i) => i.version), [1, 2]);
+        assert.deepEqual(
+          first.imported.map((i) => i.version),
+          [1, 2],
+        );
         assert.equal(Array.isArray((await env.store.registry.getVersion('sum', 1)).config.features), true);
         assert.deepEqual(await env.store.registry.referenceData('sum', 2), Buffer.from('a,b,c,d\n1,2,3,4\n'));
         const again = await env.store.registry.importRepository(scanRepository(repo));
@@ -268,20 +332,39 @@ for (const kind of kinds) {
         const r = store.registry;
         await r.register('m', await bytes(1));
         assert.equal(await r.getDeployment('m'), undefined);
-        const a = await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', reason: 'initial', expectRevision: 0 });
+        const a = await r.saveDeployment(
+          'm',
+          { spec: { strategy: 'direct', version: 1 } },
+          { action: 'deploy', reason: 'initial', expectRevision: 0 },
+        );
         assert.equal(a.revision, 1);
-        const b = await r.saveDeployment('m', { spec: { strategy: 'canary', stable: 1, canary: 2, percent: 10 } }, { action: 'deploy', expectRevision: 1 });
+        const b = await r.saveDeployment(
+          'm',
+          { spec: { strategy: 'canary', stable: 1, canary: 2, percent: 10 } },
+          { action: 'deploy', expectRevision: 1 },
+        );
         assert.equal(b.revision, 2);
-        await rejects(r.saveDeployment('m', { spec: { strategy: 'direct', version: 2 } }, { action: 'promote', expectRevision: 1 }), 'CONFLICT', 409, /revision 2/);
+        await rejects(
+          r.saveDeployment('m', { spec: { strategy: 'direct', version: 2 } }, { action: 'promote', expectRevision: 1 }),
+          'CONFLICT',
+          409,
+          /revision 2/,
+        );
         const got = await r.getDeployment<{ spec: { strategy: string } }>('m');
         assert.equal(got?.revision, 2);
         assert.equal(got?.state.spec.strategy, 'canary');
-        assert.deepEqual((await r.listDeployments()).map((d) => [d.model, d.revision]), [['m', 2]]);
+        assert.deepEqual(
+          (await r.listDeployments()).map((d) => [d.model, d.revision]),
+          [['m', 2]],
+        );
         const history = await r.deploymentHistory<{ spec: { strategy: string } }>('m');
-        assert.deepEqual(history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]), [
-          ['deploy', null, 'direct', 'initial'],
-          ['deploy', 'direct', 'canary', ''],
-        ]);
+        assert.deepEqual(
+          history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]),
+          [
+            ['deploy', null, 'direct', 'initial'],
+            ['deploy', 'direct', 'canary', ''],
+          ],
+        );
         // Without expectRevision the write is unconditional (a single process's own state).
         assert.equal((await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'rollback' })).revision, 3);
         await rejects(r.saveDeployment('nope', {}, { action: 'deploy' }), 'MODEL_NOT_FOUND', 404);
@@ -304,28 +387,47 @@ for (const kind of kinds) {
         assert.deepEqual(await r.listDeployments(), []);
         await rejects(r.removeDeployment('m', { action: 'remove' }), 'CONFLICT', 409, /has no deployment/);
         // "No deployment" is revision 0 to a caller, and the removal's own revision to the one that removed it.
-        await rejects(r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', expectRevision: 2 }), 'CONFLICT', 409);
-        const again = await r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', reason: 'again', expectRevision: 0 });
+        await rejects(
+          r.saveDeployment('m', { spec: { strategy: 'direct', version: 1 } }, { action: 'deploy', expectRevision: 2 }),
+          'CONFLICT',
+          409,
+        );
+        const again = await r.saveDeployment(
+          'm',
+          { spec: { strategy: 'direct', version: 1 } },
+          { action: 'deploy', reason: 'again', expectRevision: 0 },
+        );
         assert.equal(again.revision, 4);
         const history = await r.deploymentHistory<{ spec: { strategy: string } }>('m');
-        assert.deepEqual(history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]), [
-          ['deploy', null, 'direct', ''],
-          ['deploy', 'direct', 'direct', ''],
-          ['remove', 'direct', null, 'back to latest'],
-          ['deploy', null, 'direct', 'again'],
-        ]);
+        assert.deepEqual(
+          history.map((h) => [h.action, h.from?.spec.strategy ?? null, h.to?.spec.strategy ?? null, h.reason]),
+          [
+            ['deploy', null, 'direct', ''],
+            ['deploy', 'direct', 'direct', ''],
+            ['remove', 'direct', null, 'back to latest'],
+            ['deploy', null, 'direct', 'again'],
+          ],
+        );
         await rejects(r.saveDeployment('m', null, { action: 'deploy' }), 'BAD_REQUEST', 400);
       });
     });
 
-    test('an MLflow version folder imports from its flavor\'s ONNX file with the signature\'s features and MLmodel as lineage; one without ONNX is reported, not imported', async () => {
+    test("an MLflow version folder imports from its flavor's ONNX file with the signature's features and MLmodel as lineage; one without ONNX is reported, not imported", async () => {
       await withStore(async (env) => {
         const repo = join(env.dir, 'mlrepo');
         writeMlflowFolder(join(repo, 'ml', '1'));
-        writeMlflowFolder(join(repo, 'ml', '2'), { flavors: { sklearn: { pickled_model: 'model.pkl' }, python_function: { loader_module: 'mlflow.sklearn' } } });
+        writeMlflowFolder(join(repo, 'ml', '2'), {
+          flavors: { sklearn: { pickled_model: 'model.pkl' }, python_function: { loader_module: 'mlflow.sklearn' } },
+        });
         const result = await env.store.registry.importRepository(scanRepository(repo));
-        assert.deepEqual(result.imported.map((i) => [i.name, i.version]), [['ml', 1]]);
-        assert.deepEqual(result.skipped.map((s) => [s.model, s.version, s.code]), [['ml', 2, 'UNSUPPORTED_MODEL_FORMAT']]);
+        assert.deepEqual(
+          result.imported.map((i) => [i.name, i.version]),
+          [['ml', 1]],
+        );
+        assert.deepEqual(
+          result.skipped.map((s) => [s.model, s.version, s.code]),
+          [['ml', 2, 'UNSUPPORTED_MODEL_FORMAT']],
+        );
         const v = await env.store.registry.getVersion('ml', 1);
         assert.deepEqual(v.config.features, MLFLOW_FEATURES);
         assert.equal((v.lineage.mlflow as { run_id?: string }).run_id !== undefined, true, JSON.stringify(v.lineage));
@@ -359,16 +461,43 @@ for (const kind of kinds) {
         assert.equal(await j.update(stale), false, 'a finished job is never written again');
         assert.equal(await j.active('m'), undefined);
         assert.ok(await j.insert(job('job-next', 'm', '2024-01-01T00:03:00.000Z')));
-        assert.deepEqual((await j.unfinished()).map((x) => x.id), ['job-other', 'job-next']);
-        assert.deepEqual((await j.list({ model: 'm' })).map((x) => x.id), ['job-next', winner.id]);
-        assert.deepEqual((await j.list({ state: 'failed' })).map((x) => x.id), [winner.id]);
+        assert.deepEqual(
+          (await j.unfinished()).map((x) => x.id),
+          ['job-other', 'job-next'],
+        );
+        assert.deepEqual(
+          (await j.list({ model: 'm' })).map((x) => x.id),
+          ['job-next', winner.id],
+        );
+        assert.deepEqual(
+          (await j.list({ state: 'failed' })).map((x) => x.id),
+          [winner.id],
+        );
         assert.equal(await j.lastEnded('m'), Date.parse('2024-01-01T00:02:00.000Z'));
-        assert.deepEqual(await j.counts(), [{ model: 'm', state: 'failed', n: 1 }, { model: 'm', state: 'queued', n: 1 }, { model: 'n', state: 'queued', n: 1 }]);
+        assert.deepEqual(await j.counts(), [
+          { model: 'm', state: 'failed', n: 1 },
+          { model: 'm', state: 'queued', n: 1 },
+          { model: 'n', state: 'queued', n: 1 },
+        ]);
         await j.addTriggerEvent({ at: 'a', model: 'm', kind: 'drift', outcome: 'job', jobId: 'job-next', reason: 'r1' });
         await j.addTriggerEvent({ at: 'b', model: 'm', kind: 'manual', outcome: 'folded', jobId: 'job-next', reason: 'r2' });
-        assert.deepEqual((await j.triggerEvents('m')).map((e) => e.reason), ['r2', 'r1']);
-        await j.addIncident({ id: 'inc-1', model: 'm', at: '2024-01-01T00:00:00.000Z', reason: 'bad', severity: 'critical', jobId: null, outcome: 'job' });
-        assert.deepEqual((await j.incidents('m')).map((i) => i.id), ['inc-1']);
+        assert.deepEqual(
+          (await j.triggerEvents('m')).map((e) => e.reason),
+          ['r2', 'r1'],
+        );
+        await j.addIncident({
+          id: 'inc-1',
+          model: 'm',
+          at: '2024-01-01T00:00:00.000Z',
+          reason: 'bad',
+          severity: 'critical',
+          jobId: null,
+          outcome: 'job',
+        });
+        assert.deepEqual(
+          (await j.incidents('m')).map((i) => i.id),
+          ['inc-1'],
+        );
         assert.deepEqual(await j.incidents('n'), []);
       });
     });
@@ -379,9 +508,21 @@ for (const kind of kinds) {
         await a.save({ id: 'a1', state: 'firing', at: 1000, data: { id: 'a1', rule: 'psi', state: 'firing' } });
         await a.save({ id: 'a2', state: 'firing', at: 2000, data: { id: 'a2', rule: 'auc', state: 'firing' } });
         await a.save({ id: 'a1', state: 'resolved', at: 3000, data: { id: 'a1', rule: 'psi', state: 'resolved' } });
-        assert.deepEqual((await a.list(10, 0)).map((x) => [x.id, x.state, x.at]), [['a1', 'resolved', 3000], ['a2', 'firing', 2000]]);
-        assert.deepEqual((await a.list(10, 2500)).map((x) => x.id), ['a1']);
-        assert.deepEqual((await a.open()).map((x) => [x.id, (x.data as { rule: string }).rule]), [['a2', 'auc']]);
+        assert.deepEqual(
+          (await a.list(10, 0)).map((x) => [x.id, x.state, x.at]),
+          [
+            ['a1', 'resolved', 3000],
+            ['a2', 'firing', 2000],
+          ],
+        );
+        assert.deepEqual(
+          (await a.list(10, 2500)).map((x) => x.id),
+          ['a1'],
+        );
+        assert.deepEqual(
+          (await a.open()).map((x) => [x.id, (x.data as { rule: string }).rule]),
+          [['a2', 'auc']],
+        );
       });
     });
 
@@ -392,9 +533,19 @@ for (const kind of kinds) {
         assert.equal(lease.holder, 'r1');
         assert.equal((await c.lead('r1', 5000)).term, lease.term, 'renewing keeps the term');
         assert.equal(await c.leader(), 'r1');
-        await c.heartbeat({ id: 'r1', address: '127.0.0.1:1', host: 'h', pid: 1, startedAt: 'x', deployments: { m: { revision: 2, spec: { strategy: 'direct', version: 1 }, since: 's', problem: null } } });
+        await c.heartbeat({
+          id: 'r1',
+          address: '127.0.0.1:1',
+          host: 'h',
+          pid: 1,
+          startedAt: 'x',
+          deployments: { m: { revision: 2, spec: { strategy: 'direct', version: 1 }, since: 's', problem: null } },
+        });
         const seen = await c.replicas(60_000);
-        assert.deepEqual(seen.map((r) => [r.id, r.deployments.m?.revision]), [['r1', 2]]);
+        assert.deepEqual(
+          seen.map((r) => [r.id, r.deployments.m?.revision]),
+          [['r1', 2]],
+        );
         assert.equal(await c.sharedSecret('token', () => 'first'), 'first');
         assert.equal(await c.sharedSecret('token', () => 'second'), 'first');
         await c.resign('r1');
@@ -406,7 +557,9 @@ for (const kind of kinds) {
   });
 }
 
-test('the PostgreSQL store: a second replica sees the lease held; a lapsed or resigned lease changes hands with a new term', { skip: postgresSkip() }, async () => {
+test('the PostgreSQL store: a second replica sees the lease held; a lapsed or resigned lease changes hands with a new term', {
+  skip: postgresSkip(),
+}, async () => {
   const url = await freshDatabase();
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-lease-'));
   try {
@@ -419,14 +572,17 @@ test('the PostgreSQL store: a second replica sees the lease held; a lapsed or re
       assert.deepEqual([lb.holder, lb.term], ['a', la.term]);
       // 'a' stops renewing: once the lease lapses (the database's clock), 'b' takes it with the next term.
       let taken = lb;
-      await waitFor(async () => {
-        taken = await b.cluster.lead('b', 60_000);
-        return taken.holder === 'b';
-      }, {
-        timeoutMs: 5000,
-        intervalMs: 50,
-        message: () => `the lapsed lease to pass to 'b' (held by ${taken.holder})`,
-      });
+      await waitFor(
+        async () => {
+          taken = await b.cluster.lead('b', 60_000);
+          return taken.holder === 'b';
+        },
+        {
+          timeoutMs: 5000,
+          intervalMs: 50,
+          message: () => `the lapsed lease to pass to 'b' (held by ${taken.holder})`,
+        },
+      );
       assert.deepEqual([taken.holder, taken.term], ['b', la.term + 1]);
       assert.equal((await a.cluster.lead('a', 60_000)).holder, 'b');
       await b.cluster.resign('b');
@@ -446,11 +602,15 @@ test('the PostgreSQL store: a second replica sees the lease held; a lapsed or re
   }
 });
 
-test('the PostgreSQL store: replicas starting together migrate once; changes reach every listener; a lost connection is a gap', { skip: postgresSkip() }, async () => {
+test('the PostgreSQL store: replicas starting together migrate once; changes reach every listener; a lost connection is a gap', {
+  skip: postgresSkip(),
+}, async () => {
   const url = await freshDatabase();
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-notify-'));
   try {
-    const stores = await Promise.all([1, 2, 3].map((i) => PostgresStore.open({ url, dataDir: join(dir, String(i)), log: quiet, origin: `r${i}`, waitForServer: false })));
+    const stores = await Promise.all(
+      [1, 2, 3].map((i) => PostgresStore.open({ url, dataDir: join(dir, String(i)), log: quiet, origin: `r${i}`, waitForServer: false })),
+    );
     try {
       assert.deepEqual((await stores[0]!.registry.listModels()).length, 0);
       const c = new (await import('pg')).default.Client({ connectionString: url });
@@ -458,7 +618,10 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
       assert.deepEqual((await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows, [{ version: 1 }]);
       const seen: { kind: string; model: string | null; origin: string | null }[] = [];
       let gaps = 0;
-      const stop = await stores[1]!.cluster.listen((c) => seen.push({ kind: c.kind, model: c.model, origin: c.origin }), () => gaps++);
+      const stop = await stores[1]!.cluster.listen(
+        (c) => seen.push({ kind: c.kind, model: c.model, origin: c.origin }),
+        () => gaps++,
+      );
       assert.equal(gaps, 1, 'the first connection is a gap: nothing was heard before it');
       const bytes = (await writeSumModel(join(dir, 'scratch'), 'sum', 1)).bytes;
       await stores[0]!.registry.register('m', bytes);
@@ -471,17 +634,25 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
         { kind: 'deployment', model: 'm', origin: 'r1' },
         { kind: 'reference', model: 'm', origin: 'r1' },
       ];
-      await waitFor(() => seen.length >= want.length, { timeoutMs: 5000, message: () => `${want.length} changes at the listener: ${JSON.stringify(seen)}` });
+      await waitFor(() => seen.length >= want.length, {
+        timeoutMs: 5000,
+        message: () => `${want.length} changes at the listener: ${JSON.stringify(seen)}`,
+      });
       assert.deepEqual(seen, want);
       // A refused write notifies nobody.
       await assert.rejects(stores[2]!.registry.saveDeployment('m', {}, { action: 'x', expectRevision: 0 }));
       // The listening connection is killed: the listener reconnects and reports the gap.
-      await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'scoreline-listen' AND datname = current_database()");
+      await c.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'scoreline-listen' AND datname = current_database()",
+      );
       await c.end();
       await waitFor(() => gaps >= 2, { timeoutMs: 5000, message: 'the listener to reconnect and report the gap' });
       assert.equal(gaps, 2);
       await stores[0]!.registry.setAlias('m', 'challenger', 1);
-      await waitFor(() => seen.length >= 5, { timeoutMs: 5000, message: () => `the change after the reconnection: ${JSON.stringify(seen)}` });
+      await waitFor(() => seen.length >= 5, {
+        timeoutMs: 5000,
+        message: () => `the change after the reconnection: ${JSON.stringify(seen)}`,
+      });
       assert.deepEqual(seen.slice(4), [{ kind: 'alias', model: 'm', origin: 'r1' }]);
       await stop();
       assert.ok(existsSync(join(dir, '1')), 'each replica keeps its own artifact cache');
@@ -493,7 +664,9 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
   }
 });
 
-test('the PostgreSQL store down: calls fail with STORE_UNAVAILABLE naming it, a store opened meanwhile waits and says why, and both work once it is back', { skip: postgresSkip() }, async () => {
+test('the PostgreSQL store down: calls fail with STORE_UNAVAILABLE naming it, a store opened meanwhile waits and says why, and both work once it is back', {
+  skip: postgresSkip(),
+}, async () => {
   const server = await startPostgres('down');
   const dir = await mkdtemp(join(tmpdir(), 'scoreline-down-'));
   try {
@@ -505,14 +678,29 @@ test('the PostgreSQL store down: calls fail with STORE_UNAVAILABLE naming it, a 
         assert.equal(e.status, 503);
         assert.ok((e.retryAfter ?? 0) > 0);
         // The pool's idle connection learns of the shutdown first (57P01), a new one is refused.
-        assert.match(e.message, new RegExp(`the store \\(PostgreSQL at postgres@127\\.0\\.0\\.1:${server.port}/down\\) cannot be reached: .+; nothing was changed`));
+        assert.match(
+          e.message,
+          new RegExp(
+            `the store \\(PostgreSQL at postgres@127\\.0\\.0\\.1:${server.port}/down\\) cannot be reached: .+; nothing was changed`,
+          ),
+        );
         return true;
       });
       await assert.rejects(store.registry.listModels(), /cannot be reached: connect ECONNREFUSED/);
-      await assert.rejects(PostgresStore.open({ url: server.url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false }), { code: 'STORE_UNAVAILABLE' });
+      await assert.rejects(PostgresStore.open({ url: server.url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false }), {
+        code: 'STORE_UNAVAILABLE',
+      });
       const warnings: string[] = [];
-      const waiting = PostgresStore.open({ url: server.url, dataDir: join(dir, 'c'), log: { warn: (_o, m) => warnings.push(m), info: () => undefined } });
-      await waitFor(() => warnings.length >= 2, { timeoutMs: 5000, intervalMs: 50, message: () => `a second attempt to reach the store: ${JSON.stringify(warnings)}` });
+      const waiting = PostgresStore.open({
+        url: server.url,
+        dataDir: join(dir, 'c'),
+        log: { warn: (_o, m) => warnings.push(m), info: () => undefined },
+      });
+      await waitFor(() => warnings.length >= 2, {
+        timeoutMs: 5000,
+        intervalMs: 50,
+        message: () => `a second attempt to reach the store: ${JSON.stringify(warnings)}`,
+      });
       assert.match(warnings[0]!, /^cannot reach the store \(PostgreSQL at .*\): connect ECONNREFUSED .*; retrying in 500 ms$/);
       await server.start();
       const late = await waiting;

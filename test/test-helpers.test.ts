@@ -21,10 +21,13 @@ test('waitFor fails at its deadline with the message, evaluated then', async () 
   let seen = 0;
   const started = Date.now();
   await assert.rejects(
-    waitFor(() => {
-      seen += 1;
-      return false;
-    }, { timeoutMs: 50, intervalMs: 5, message: () => `something that never comes (checked ${seen} times)` }),
+    waitFor(
+      () => {
+        seen += 1;
+        return false;
+      },
+      { timeoutMs: 50, intervalMs: 5, message: () => `something that never comes (checked ${seen} times)` },
+    ),
     (e: Error) => {
       assert.match(e.message, /^timed out after 50 ms waiting for something that never comes \(checked \d+ times\)$/);
       assert.ok(seen >= 2, 'polled more than once');
@@ -38,10 +41,13 @@ test('waitFor fails at its deadline with the message, evaluated then', async () 
 test('waitFor stops at the first error the condition throws', async () => {
   let calls = 0;
   await assert.rejects(
-    waitFor(() => {
-      calls++;
-      throw new Error('the server answered 500');
-    }, { message: 'never' }),
+    waitFor(
+      () => {
+        calls++;
+        throw new Error('the server answered 500');
+      },
+      { message: 'never' },
+    ),
     /the server answered 500/,
   );
   assert.equal(calls, 1);

@@ -14,7 +14,15 @@ import { tempDir } from './e2e/server.js';
 
 const identity = (b: Buffer) => b;
 const ECHO: grpc.ServiceDefinition = {
-  Echo: { path: '/test.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  Echo: {
+    path: '/test.Echo/Echo',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
 };
 
 function client(port: number, ca: Buffer, seen: string[]): grpc.Client {
@@ -29,11 +37,15 @@ function client(port: number, ca: Buffer, seen: string[]): grpc.Client {
 
 function echo(c: grpc.Client, text: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    c.makeUnaryRequest('/test.Echo/Echo', identity, identity, Buffer.from(text), { deadline: Date.now() + 5000 }, (err, res) => (err ? reject(err) : resolve(res!.toString())));
+    c.makeUnaryRequest('/test.Echo/Echo', identity, identity, Buffer.from(text), { deadline: Date.now() + 5000 }, (err, res) =>
+      err ? reject(err) : resolve(res!.toString()),
+    );
   });
 }
 
-test('gRPC TLS from TlsFiles follows a reload; open channels keep their connection', { skip: haveOpenssl() ? false : 'openssl is not installed' }, async () => {
+test('gRPC TLS from TlsFiles follows a reload; open channels keep their connection', {
+  skip: haveOpenssl() ? false : 'openssl is not installed',
+}, async () => {
   const dir = await tempDir('scoreline-grpc-tls-');
   const a = selfSigned(dir, 'a');
   const b = selfSigned(dir, 'b');
@@ -43,8 +55,13 @@ test('gRPC TLS from TlsFiles follows a reload; open channels keep their connecti
   copyFileSync(a.keyFile, keyFile);
   const files = new TlsFiles(certFile, keyFile);
   const server = new grpc.Server();
-  server.addService(ECHO, { Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from(`echo ${call.request.toString()}`)) });
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpcCredentials(files), (e, p) => (e ? reject(e) : resolve(p))));
+  server.addService(ECHO, {
+    Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+      cb(null, Buffer.from(`echo ${call.request.toString()}`)),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpcCredentials(files), (e, p) => (e ? reject(e) : resolve(p))),
+  );
   const clients: grpc.Client[] = [];
   try {
     const seenA: string[] = [];

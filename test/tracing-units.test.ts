@@ -50,10 +50,17 @@ test('the collector URL: a base gets /v1/traces, a full URL is kept', () => {
 
 test('the test receiver decodes what the OpenTelemetry serializers encode, protobuf and JSON', () => {
   const exporter = new InMemorySpanExporter();
-  const provider = new BasicTracerProvider({ resource: resourceFromAttributes({ 'service.name': 'svc' }), spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': 'svc' }),
+    spanProcessors: [new SimpleSpanProcessor(exporter)],
+  });
   const tracer = provider.getTracer('scope-x');
   const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId: T, spanId: S, traceFlags: 1, isRemote: true });
-  const root = tracer.startSpan('root', { kind: SpanKind.SERVER, attributes: { s: 'v', i: 42, neg: -7, d: 1.5, b: true, arr: ['x', 'y'] } }, parent);
+  const root = tracer.startSpan(
+    'root',
+    { kind: SpanKind.SERVER, attributes: { s: 'v', i: 42, neg: -7, d: 1.5, b: true, arr: ['x', 'y'] } },
+    parent,
+  );
   const child = tracer.startSpan('child', {}, trace.setSpan(ROOT_CONTEXT, root));
   child.end();
   root.end();
@@ -88,14 +95,24 @@ test('the access log writes from a timer, not in push(), and drops (counted) bey
     },
   });
   const access = new AccessLog(pino({ base: { service: 't' } }, sink), 1);
-  const rec = (i: number): AccessRecord => ({ method: 'POST', path: `/p/${i}`, status: 200, duration_ms: 0.5, model: 'm', version: '1', variant: 'default', request_id: `r${i}`, key_id: 'k' });
+  const rec = (i: number): AccessRecord => ({
+    method: 'POST',
+    path: `/p/${i}`,
+    status: 200,
+    duration_ms: 0.5,
+    model: 'm',
+    version: '1',
+    variant: 'default',
+    request_id: `r${i}`,
+    key_id: 'k',
+  });
   assert.ok(access.sample());
   access.push(rec(0));
   assert.equal(lines.length, 0, 'nothing is written while the request is answered');
   await waitFor(() => lines.length > 0, { timeoutMs: ACCESS_FLUSH_MS * 20, intervalMs: 10, message: 'the access log line to be flushed' });
   assert.equal(lines.length, 1);
   assert.equal(lines[0]!.component, 'access');
-  assert.equal(lines[0]!.service, 't', 'the server logger\'s bindings');
+  assert.equal(lines[0]!.service, 't', "the server logger's bindings");
   assert.equal(lines[0]!.msg, 'request');
   assert.match(String(lines[0]!.time), /^\d{4}-\d\d-\d\dT/);
   assert.equal(lines[0]!.path, '/p/0');

@@ -58,7 +58,10 @@ test('a receiver failing with 500 twice then 200: delivered once, retried twice,
     const resolved = ch.send(alertPayload('a1', 'resolved'));
     assert.equal(ch.stats().pending, 2);
     await Promise.all([fired, resolved]);
-    assert.deepEqual(r.got.map((g) => g.body.event), ['fired', 'fired', 'fired', 'resolved']);
+    assert.deepEqual(
+      r.got.map((g) => g.body.event),
+      ['fired', 'fired', 'fired', 'resolved'],
+    );
     assert.deepEqual(ch.stats(), { sent: 2, failed: 0, retried: 2, pending: 0 });
     assert.deepEqual(r.got[0]!.body, alertPayload('a1', 'fired'));
     assert.equal(r.got[0]!.headers['content-type'], 'application/json');
@@ -69,14 +72,19 @@ test('a receiver failing with 500 twice then 200: delivered once, retried twice,
     assert.ok(r.got[2]!.at - r.got[1]!.at >= 19, `second retry after ${r.got[2]!.at - r.got[1]!.at} ms`);
     // The log names the origin, never the secret path.
     assert.equal(logs.filter((e) => e.level === 'warn').length, 2);
-    assert.ok(logs.every((e) => !e.msg.includes('SECRET')), JSON.stringify(logs));
+    assert.ok(
+      logs.every((e) => !e.msg.includes('SECRET')),
+      JSON.stringify(logs),
+    );
   } finally {
     await r.close();
   }
 });
 
 test('payloads of different alerts do not wait for each other', async () => {
-  const r = await receiver((_n, res, body) => answer(res, body.alert?.id === 'slow' && r.got.filter((g) => g.body.alert?.id === 'slow').length < 3 ? 503 : 200));
+  const r = await receiver((_n, res, body) =>
+    answer(res, body.alert?.id === 'slow' && r.got.filter((g) => g.body.alert?.id === 'slow').length < 3 ? 503 : 200),
+  );
   const ch = new WebhookChannel({ url: r.url, backoffMs: 100 });
   try {
     const slow = ch.send(alertPayload('slow', 'fired'));
@@ -177,15 +185,21 @@ test('alerts from the AlertManager reach a webhook with Slack-compatible text, i
     m.evaluate([{ labels, metrics: { score_psi: 0.05 } }]);
     await m.drain();
     const delivered = r.got.slice(1);
-    assert.deepEqual(delivered.map((g) => g.body.text), [
-      '[CRITICAL] FIRING score_psi_critical: score PSI of credit-default v1 is 0.31 (> 0.25 for 60 s)',
-      '[CRITICAL] RESOLVED score_psi_critical: score PSI of credit-default v1 is 0.05 (no longer > 0.25)',
-    ]);
+    assert.deepEqual(
+      delivered.map((g) => g.body.text),
+      [
+        '[CRITICAL] FIRING score_psi_critical: score PSI of credit-default v1 is 0.31 (> 0.25 for 60 s)',
+        '[CRITICAL] RESOLVED score_psi_critical: score PSI of credit-default v1 is 0.05 (no longer > 0.25)',
+      ],
+    );
     assert.deepEqual(delivered[0]!.body, JSON.parse(JSON.stringify(fired)));
-    assert.deepEqual(delivered.map((g) => [g.body.event, g.body.alert!.state, g.body.alert!.id]), [
-      ['fired', 'firing', fired!.alert.id],
-      ['resolved', 'resolved', fired!.alert.id],
-    ]);
+    assert.deepEqual(
+      delivered.map((g) => [g.body.event, g.body.alert!.state, g.body.alert!.id]),
+      [
+        ['fired', 'firing', fired!.alert.id],
+        ['resolved', 'resolved', fired!.alert.id],
+      ],
+    );
     assert.deepEqual(ch.stats(), { sent: 2, failed: 0, retried: 1, pending: 0 });
   } finally {
     await r.close();
@@ -195,12 +209,24 @@ test('alerts from the AlertManager reach a webhook with Slack-compatible text, i
 test('notify() sends job payloads to every channel and never rejects', async () => {
   const r = await receiver((_n, res) => answer(res, 200));
   const good = new WebhookChannel({ url: r.url });
-  const broken = { name: 'broken', send: (): Promise<void> => { throw new Error('sync failure'); } };
+  const broken = {
+    name: 'broken',
+    send: (): Promise<void> => {
+      throw new Error('sync failure');
+    },
+  };
   const rejecting = { name: 'rejecting', send: () => Promise.reject(new Error('async failure')) };
   try {
-    const payload = { text: 'retraining job j1 for credit-default succeeded: challenger v2 promoted', event: 'succeeded', job: { id: 'j1', model: 'credit-default' } };
+    const payload = {
+      text: 'retraining job j1 for credit-default succeeded: challenger v2 promoted',
+      event: 'succeeded',
+      job: { id: 'j1', model: 'credit-default' },
+    };
     await notify([broken, good, rejecting], payload);
-    assert.deepEqual(r.got.map((g) => g.body), [payload]);
+    assert.deepEqual(
+      r.got.map((g) => g.body),
+      [payload],
+    );
     assert.equal(good.stats().sent, 1);
   } finally {
     await r.close();
@@ -214,7 +240,11 @@ test('closing stops retries; a full queue and bad options are reported, not thro
     const first = ch.send(alertPayload('x', 'fired'));
     await ch.send(alertPayload('y', 'fired')); // dropped: one delivery already pending
     assert.equal(ch.stats().failed, 1);
-    await waitFor(() => ch.stats().retried > 0, { timeoutMs: 5000, intervalMs: 5, message: () => `the first delivery to fail and be queued for a retry: ${JSON.stringify(ch.stats())}` });
+    await waitFor(() => ch.stats().retried > 0, {
+      timeoutMs: 5000,
+      intervalMs: 5,
+      message: () => `the first delivery to fail and be queued for a retry: ${JSON.stringify(ch.stats())}`,
+    });
     ch.close();
     await first;
     assert.deepEqual(ch.stats(), { sent: 0, failed: 2, retried: 1, pending: 0 });

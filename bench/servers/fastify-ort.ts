@@ -20,7 +20,8 @@ const app = Fastify({ logger: false, bodyLimit: 4 * 1024 * 1024 });
 app.post<{ Params: { model: string }; Body: { id?: string; inputs: Input[] } }>('/v2/models/:model/infer', async (req, reply) => {
   if (req.params.model !== modelName) return reply.code(404).send({ error: 'unknown model' });
   const feeds: Record<string, ort.Tensor> = {};
-  for (const input of req.body.inputs) feeds[input.name] = new ort.Tensor('float32', Float32Array.from(input.data.flat(4) as number[]), input.shape);
+  for (const input of req.body.inputs)
+    feeds[input.name] = new ort.Tensor('float32', Float32Array.from(input.data.flat(4) as number[]), input.shape);
   const out = await session.run(feeds);
   return {
     model_name: modelName,

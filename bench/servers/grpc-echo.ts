@@ -9,7 +9,13 @@ const port = Number(process.argv[2]);
 const answer = readFileSync(process.argv[3]!);
 const same = (b: Buffer) => b;
 const server = new grpc.Server();
-server.register('/inference.GRPCInferenceService/ModelInfer', (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, answer), same, same, 'unary');
+server.register(
+  '/inference.GRPCInferenceService/ModelInfer',
+  (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, answer),
+  same,
+  same,
+  'unary',
+);
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
   if (err) process.exit(1);
   console.log('ready');

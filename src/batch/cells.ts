@@ -138,7 +138,9 @@ export function storeCell(type: CellType, v: number, target: TypedArray, pos: nu
     case 'float32':
     case 'float64':
       if (!(v >= type.min && v <= type.max)) {
-        return Number.isNaN(v) ? `not a number (column '${column}')` : `value ${v} is out of the ${type.datatype} range (column '${column}')`;
+        return Number.isNaN(v)
+          ? `not a number (column '${column}')`
+          : `value ${v} is out of the ${type.datatype} range (column '${column}')`;
       }
       (target as Float64Array)[pos] = v;
       return null;
@@ -146,7 +148,8 @@ export function storeCell(type: CellType, v: number, target: TypedArray, pos: nu
     case 'bigint':
     case 'bool':
       if (!Number.isInteger(v)) return `${v} is not ${type.kind === 'bool' ? '0 or 1' : 'an integer'} (column '${column}')`;
-      if (v < type.min || v > type.max) return `value ${v} is out of the ${type.datatype} range [${type.min}, ${type.max}] (column '${column}')`;
+      if (v < type.min || v > type.max)
+        return `value ${v} is out of the ${type.datatype} range [${type.min}, ${type.max}] (column '${column}')`;
       if (type.kind === 'bigint') (target as BigInt64Array)[pos] = BigInt(v);
       else (target as Int32Array)[pos] = v;
       return null;

@@ -110,10 +110,16 @@ export class CsvReader implements RecordReader {
     const lf = buf.indexOf(LF, pos);
     const lineEnd = lf < 0 ? len : lf;
     if (this.binding === null) {
-      throw badRequest(`${this.opts.source}: the header line ${lineEnd - pos > max ? `is longer than ${max} bytes` : 'has a quote that is never closed'}`);
+      throw badRequest(
+        `${this.opts.source}: the header line ${lineEnd - pos > max ? `is longer than ${max} bytes` : 'has a quote that is never closed'}`,
+      );
     }
     if (lineEnd - pos > max) {
-      this.asm.reject(this.line, `the line is longer than ${max} bytes`, buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)));
+      this.asm.reject(
+        this.line,
+        `the line is longer than ${max} bytes`,
+        buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)),
+      );
       if (lf < 0) {
         this.skipping = !eof;
         return len;
@@ -280,7 +286,8 @@ export class CsvReader implements RecordReader {
     if (Number.isNaN(v)) {
       const text = escaped ? buf.toString('utf8', fs, fe).replaceAll('""', '"') : buf.toString('utf8', fs, fe);
       const word = text.trim().toLowerCase();
-      if (type.kind === 'bool' && (word === 'true' || word === 'false')) return storeCell(type, word === 'true' ? 1 : 0, this.asm.current.data, at, column);
+      if (type.kind === 'bool' && (word === 'true' || word === 'false'))
+        return storeCell(type, word === 'true' ? 1 : 0, this.asm.current.data, at, column);
       return describeBadNumber(text, column);
     }
     return storeCell(type, v, this.asm.current.data, at, column);

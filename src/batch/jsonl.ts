@@ -71,7 +71,11 @@ export class JsonlReader implements RecordReader {
       }
       if (lf < 0 && !eof) {
         if (len - pos > this.opts.maxRecordBytes) {
-          this.asm.reject(this.line, `the line is longer than ${this.opts.maxRecordBytes} bytes`, buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)));
+          this.asm.reject(
+            this.line,
+            `the line is longer than ${this.opts.maxRecordBytes} bytes`,
+            buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)),
+          );
           this.skipping = true;
           return;
         }
@@ -80,7 +84,11 @@ export class JsonlReader implements RecordReader {
       const stop = lf < 0 ? len : lf;
       if (stop - pos > this.opts.maxRecordBytes) {
         // The same answer as when the line arrives in pieces and the carry outgrows the limit.
-        this.asm.reject(this.line, `the line is longer than ${this.opts.maxRecordBytes} bytes`, buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)));
+        this.asm.reject(
+          this.line,
+          `the line is longer than ${this.opts.maxRecordBytes} bytes`,
+          buf.toString('utf8', pos, pos + Math.min(this.opts.maxRecordBytes, LONG_LINE_SHOWN)),
+        );
         this.line++;
         pos = stop + 1;
         continue;
@@ -149,7 +157,16 @@ export class JsonlReader implements RecordReader {
     if (v === undefined || !Object.hasOwn(obj, name)) return `missing feature '${name}'`;
     if (typeof v === 'number') return storeCell(type, v, this.asm.current.data, at, name);
     if (typeof v === 'boolean' && type.kind === 'bool') return storeCell(type, v ? 1 : 0, this.asm.current.data, at, name);
-    const shown = typeof v === 'string' ? JSON.stringify(shorten(v)) : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : String(v);
+    const shown =
+      typeof v === 'string'
+        ? JSON.stringify(shorten(v))
+        : v === null
+          ? 'null'
+          : Array.isArray(v)
+            ? 'an array'
+            : typeof v === 'object'
+              ? 'an object'
+              : String(v);
     return `feature '${name}' is ${shown}, not a number`;
   }
 

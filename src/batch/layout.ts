@@ -46,7 +46,8 @@ export function bindColumns(names: readonly string[], cols: InputColumns, source
   const missingIds = cols.idColumns.filter((n) => !position.has(n));
   if (missingIds.length > 0) throw badRequest(`${source} has no id column${missingIds.length > 1 ? 's' : ''} ${missingIds.join(', ')}`);
   const ambiguous = [...duplicates].filter((n) => featureNames.includes(n) || ids.has(n));
-  if (ambiguous.length > 0) throw badRequest(`${source} names column${ambiguous.length > 1 ? 's' : ''} ${ambiguous.join(', ')} more than once`);
+  if (ambiguous.length > 0)
+    throw badRequest(`${source} names column${ambiguous.length > 1 ? 's' : ''} ${ambiguous.join(', ')} more than once`);
 
   const featureOf = new Int32Array(names.length).fill(-1);
   const idOf = new Int32Array(names.length).fill(-1);

@@ -58,10 +58,13 @@ export async function resolveBatchModel(registry: Registry, reference: string, b
   }
   const input = inputs[0]!;
   const type = cellType(input.datatype);
-  if (type === undefined) throw modelInvalid(`${where}: input '${input.name}' has datatype ${input.datatype}, which batch scoring cannot fill from text`);
+  if (type === undefined)
+    throw modelInvalid(`${where}: input '${input.name}' has datatype ${input.datatype}, which batch scoring cannot fill from text`);
   const [rowsDim, widthDim] = input.shape as [number, number];
   if (rowsDim !== -1 && rowsDim !== 1) {
-    throw modelInvalid(`${where}: input '${input.name}' has a fixed batch dimension of ${rowsDim}; batch scoring needs a dynamic one (or 1)`);
+    throw modelInvalid(
+      `${where}: input '${input.name}' has a fixed batch dimension of ${rowsDim}; batch scoring needs a dynamic one (or 1)`,
+    );
   }
   const features = featuresOf(record.config as ModelConfig, where);
   if (features !== null && widthDim > 0 && widthDim !== features.length) {
@@ -69,9 +72,12 @@ export async function resolveBatchModel(registry: Registry, reference: string, b
   }
   for (const o of outputs) {
     if (o.shape.length === 0 || (o.shape[0] !== -1 && o.shape[0] !== 1)) {
-      throw modelInvalid(`${where}: output '${o.name}' has no batch dimension (shape [${o.shape.join(', ')}]), so its values cannot be given per row`);
+      throw modelInvalid(
+        `${where}: output '${o.name}' has no batch dimension (shape [${o.shape.join(', ')}]), so its values cannot be given per row`,
+      );
     }
-    if (o.datatype === 'BYTES' || o.datatype === 'FP16') throw modelInvalid(`${where}: output '${o.name}' has datatype ${o.datatype}, which batch scoring cannot write`);
+    if (o.datatype === 'BYTES' || o.datatype === 'FP16')
+      throw modelInvalid(`${where}: output '${o.name}' has datatype ${o.datatype}, which batch scoring cannot write`);
   }
   return {
     name,

@@ -32,7 +32,14 @@ import { JsonlReader } from './jsonl.js';
 import { bindColumns } from './layout.js';
 import { resolveBatchModel, sessionSpec, type BatchModel } from './model.js';
 import {
-  FileSink, outputColumns, REJECTS_HEADER, RowFormatter, rejectLines, type ModelReject, type OutputFormat, type Segment,
+  FileSink,
+  outputColumns,
+  REJECTS_HEADER,
+  RowFormatter,
+  rejectLines,
+  type ModelReject,
+  type OutputFormat,
+  type Segment,
 } from './output.js';
 import { BatchAssembler, type RowBatch } from './rows.js';
 
@@ -182,9 +189,12 @@ export async function scoreBatch(opts: ScoreBatchOptions): Promise<BatchSummary>
 /** Why a run's rejects exceed its limit, or null when they do not. */
 export function overRejectLimit(limit: ScoreBatchOptions['maxRejects'], rejected: number, rows: number): string | null {
   if (limit === undefined) return null;
-  if ('count' in limit) return rejected > limit.count ? `${rejected} of ${rows} rows were rejected, more than the limit of ${limit.count}` : null;
+  if ('count' in limit)
+    return rejected > limit.count ? `${rejected} of ${rows} rows were rejected, more than the limit of ${limit.count}` : null;
   const share = rows === 0 ? 0 : (100 * rejected) / rows;
-  return share > limit.percent ? `${rejected} of ${rows} rows were rejected (${significant3(share)}%), more than the limit of ${limit.percent}%` : null;
+  return share > limit.percent
+    ? `${rejected} of ${rows} rows were rejected (${significant3(share)}%), more than the limit of ${limit.percent}%`
+    : null;
 }
 
 /** One run's state: the reader's batches in, scored text out, in order. */
@@ -331,7 +341,14 @@ class BatchRun {
   }
 
   /** Scored parts of rows [start, start + rows) into `segments`, refused single rows into `refused`. */
-  private async split(batch: RowBatch, start: number, rows: number, settled: Settled, segments: Segment[], refused: ModelReject[]): Promise<void> {
+  private async split(
+    batch: RowBatch,
+    start: number,
+    rows: number,
+    settled: Settled,
+    segments: Segment[],
+    refused: ModelReject[],
+  ): Promise<void> {
     if ('result' in settled) {
       segments.push({ start, rows, result: settled.result });
       return;
@@ -347,7 +364,9 @@ class BatchRun {
     await this.split(batch, start + half, rows - half, await this.runRows(batch, start + half, rows - half), segments, refused);
   }
 
-  private makeFormatter(outputs: readonly { name: string; datatype: RunResult['outputs'][number]['datatype']; dims: readonly number[] }[]): RowFormatter {
+  private makeFormatter(
+    outputs: readonly { name: string; datatype: RunResult['outputs'][number]['datatype']; dims: readonly number[] }[],
+  ): RowFormatter {
     return new RowFormatter(this.outputFormat, this.idColumns, outputColumns(outputs));
   }
 
@@ -357,7 +376,9 @@ class BatchRun {
       let perRow = 1;
       for (let d = 1; d < t.dims.length; d++) perRow *= t.dims[d]!;
       if (t.dims[0] !== s.rows || perRow !== cols[i]!.perRow) {
-        throw inferenceFailed(`output '${t.name}' has shape [${t.dims.join(', ')}] for ${s.rows} rows; expected [${s.rows}, ...] with ${cols[i]!.perRow} values per row as in the first batch`);
+        throw inferenceFailed(
+          `output '${t.name}' has shape [${t.dims.join(', ')}] for ${s.rows} rows; expected [${s.rows}, ...] with ${cols[i]!.perRow} values per row as in the first batch`,
+        );
       }
     });
   }

@@ -44,7 +44,10 @@ function token(values: Flags): string {
   const t = stringFlag(values.token) ?? process.env.SCORELINE_ADMIN_TOKEN;
   if (t !== undefined && t !== '') return t;
   const file = join(stringFlag(values['data-dir']) ?? 'data', 'admin-token');
-  if (!existsSync(file)) throw new UsageError(`no admin token: pass --token, set SCORELINE_ADMIN_TOKEN, or point --data-dir at the server's data dir (${file} does not exist)`);
+  if (!existsSync(file))
+    throw new UsageError(
+      `no admin token: pass --token, set SCORELINE_ADMIN_TOKEN, or point --data-dir at the server's data dir (${file} does not exist)`,
+    );
   return readFileSync(file, 'utf8').trim();
 }
 
@@ -88,7 +91,11 @@ export async function call(
   } catch {
     parsed = { error: text };
   }
-  if (!res.ok) throw new ScorelineError(res.status === 404 ? 'MODEL_NOT_FOUND' : 'BAD_REQUEST', `${method} ${path}: ${res.status} ${(parsed as { error?: unknown } | null)?.error ?? text}`);
+  if (!res.ok)
+    throw new ScorelineError(
+      res.status === 404 ? 'MODEL_NOT_FOUND' : 'BAD_REQUEST',
+      `${method} ${path}: ${res.status} ${(parsed as { error?: unknown } | null)?.error ?? text}`,
+    );
   return parsed;
 }
 
@@ -127,11 +134,21 @@ export const models: Command = {
         if (!existsSync(file)) throw new UsageError(`${file} does not exist`);
         const reference = stringFlag(values.reference);
         if (reference !== undefined && !existsSync(reference)) throw new UsageError(`${reference} does not exist`);
-        const r = (await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, { bytes: readFileSync(file), source: file })) as RegisterResult;
+        const r = (await call(values, 'POST', `/admin/models/${encodeURIComponent(name)}/versions`, {
+          bytes: readFileSync(file),
+          source: file,
+        })) as RegisterResult;
         print(values, r, () => `${r.name} version ${r.version} (sha256 ${r.sha256})`);
         if (reference !== undefined) {
-          const ref = (await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, { text: readFileSync(reference, 'utf8') })) as { rows: number; reference_auc: number | null };
-          print(values, ref, () => `  drift reference frozen from ${ref.rows} rows${ref.reference_auc !== null ? ` (reference AUC ${Number(ref.reference_auc).toFixed(4)})` : ''}`);
+          const ref = (await call(values, 'PUT', `/admin/models/${encodeURIComponent(name)}/versions/${r.version}/reference`, {
+            text: readFileSync(reference, 'utf8'),
+          })) as { rows: number; reference_auc: number | null };
+          print(
+            values,
+            ref,
+            () =>
+              `  drift reference frozen from ${ref.rows} rows${ref.reference_auc !== null ? ` (reference AUC ${Number(ref.reference_auc).toFixed(4)})` : ''}`,
+          );
         }
         return 0;
       }
@@ -141,7 +158,12 @@ export const models: Command = {
           r.models.length === 0
             ? 'no models registered'
             : r.models
-                .map((m) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versionCount} versions  ${Object.entries(m.aliases).map(([a, v]) => `${a}=v${v}`).join(' ')}`)
+                .map(
+                  (m) =>
+                    `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versionCount} versions  ${Object.entries(m.aliases)
+                      .map(([a, v]) => `${a}=v${v}`)
+                      .join(' ')}`,
+                )
                 .join('\n'),
         );
         return 0;
@@ -149,7 +171,11 @@ export const models: Command = {
       case 'show': {
         const [name] = positionals;
         if (!name) throw new UsageError('show needs NAME');
-        const r = (await call(values, 'GET', `/admin/models/${encodeURIComponent(name)}`)) as { model: ModelRecord; versions: VersionRecord[]; deployment: DeploymentView };
+        const r = (await call(values, 'GET', `/admin/models/${encodeURIComponent(name)}`)) as {
+          model: ModelRecord;
+          versions: VersionRecord[];
+          deployment: DeploymentView;
+        };
         print(values, r, () =>
           [
             `${r.model.name}: ${r.model.versionCount} versions, aliases ${JSON.stringify(r.model.aliases)}`,
@@ -205,9 +231,19 @@ export function deploymentSpec(values: Flags, variants: string[]): unknown {
     case 'direct':
       return { strategy: 'direct', version: intOf(values, 'version') };
     case 'blue-green':
-      return { strategy: 'blue-green', blue: intOf(values, 'blue'), green: intOf(values, 'green'), active: stringFlag(values.active) ?? 'green' };
+      return {
+        strategy: 'blue-green',
+        blue: intOf(values, 'blue'),
+        green: intOf(values, 'green'),
+        active: stringFlag(values.active) ?? 'green',
+      };
     case 'canary': {
-      const s: Record<string, unknown> = { strategy: 'canary', stable: intOf(values, 'stable'), canary: intOf(values, 'canary'), percent: Number(stringFlag(values.percent) ?? NaN) };
+      const s: Record<string, unknown> = {
+        strategy: 'canary',
+        stable: intOf(values, 'stable'),
+        canary: intOf(values, 'canary'),
+        percent: Number(stringFlag(values.percent) ?? NaN),
+      };
       const steps = stringFlag(values.steps);
       if (steps !== undefined) {
         s.steps = steps.split(',').map(Number);
@@ -255,16 +291,24 @@ function describeStrategy(s: Strategy): string {
 export function describeDeployment(r: DeploymentView): string {
   if (!r.strategy) return `${r.model}: no deployment; serving the ${r.serving}`;
   const out = [`${r.model}: ${describeStrategy(r.strategy)}, since ${r.since}${r.reason ? ` (${r.reason})` : ''}`];
-  out.push(`  traffic: ${Object.entries(r.traffic ?? {}).map(([v, p]) => `v${v} ${pct(p)}`).join(', ')}`);
+  out.push(
+    `  traffic: ${Object.entries(r.traffic ?? {})
+      .map(([v, p]) => `v${v} ${pct(p)}`)
+      .join(', ')}`,
+  );
   for (const [v, st] of Object.entries(r.step_stats ?? {})) {
-    out.push(`  v${v}: ${st.requests} requests, ${st.errors} errors${st.error_rate !== null ? ` (${pct(st.error_rate * 100)})` : ''}, p99 ${ms(st.p99_ms)}, ${st.scores} scores`);
+    out.push(
+      `  v${v}: ${st.requests} requests, ${st.errors} errors${st.error_rate !== null ? ` (${pct(st.error_rate * 100)})` : ''}, p99 ${ms(st.p99_ms)}, ${st.scores} scores`,
+    );
   }
   const analysis = r.live_analysis ?? r.analysis?.at(-1) ?? null;
   if (analysis) {
     out.push(`  canary analysis${r.live_analysis ? '' : ` (at ${analysis.at})`}: ${analysis.verdict}`);
     for (const c of analysis.checks) {
       const figure = c.canary === null ? 'n/a' : Number(Number(c.canary).toPrecision(4));
-      out.push(`    ${c.name.padEnd(12)} ${c.result.padEnd(17)} canary ${figure}${c.limit !== null ? `, limit ${Number(Number(c.limit).toPrecision(4))}` : ''}, n ${c.n} of ${c.needed}${c.note ? ` (${c.note})` : ''}`);
+      out.push(
+        `    ${c.name.padEnd(12)} ${c.result.padEnd(17)} canary ${figure}${c.limit !== null ? `, limit ${Number(Number(c.limit).toPrecision(4))}` : ''}, n ${c.n} of ${c.needed}${c.note ? ` (${c.note})` : ''}`,
+      );
     }
   }
   if (r.shadow) out.push(`  shadow agreement: ${JSON.stringify(r.shadow)}`);
@@ -312,7 +356,9 @@ export const deploy: Command = {
     const [name] = positionals;
     if (!name) throw new UsageError('deploy needs NAME');
     const spec = deploymentSpec(values, variants) as Record<string, unknown>;
-    const r = (await call(values, 'PUT', `/admin/deployments/${encodeURIComponent(name)}`, { json: { ...spec, ...(values.reason ? { reason: values.reason } : {}) } })) as DeploymentView;
+    const r = (await call(values, 'PUT', `/admin/deployments/${encodeURIComponent(name)}`, {
+      json: { ...spec, ...(values.reason ? { reason: values.reason } : {}) },
+    })) as DeploymentView;
     print(values, r, () => describeDeployment(r));
     return 0;
   },
@@ -322,7 +368,11 @@ function simple(action: 'promote' | 'rollback' | 'status'): Command {
   const usage = `Usage: scoreline ${action} NAME${action === 'status' ? '' : ' [--reason TEXT]'}\n\n${COMMON}`;
   return {
     summary:
-      action === 'promote' ? 'promote a deployment (canary step, blue-green switch, shadow to primary)' : action === 'rollback' ? 'roll a deployment back' : 'show a deployment: traffic, statistics, analysis, history',
+      action === 'promote'
+        ? 'promote a deployment (canary step, blue-green switch, shadow to primary)'
+        : action === 'rollback'
+          ? 'roll a deployment back'
+          : 'show a deployment: traffic, statistics, analysis, history',
     usage,
     async run(argv) {
       const { values, positionals } = parse(argv, CONNECTION);
@@ -333,7 +383,12 @@ function simple(action: 'promote' | 'rollback' | 'status'): Command {
       const [name] = positionals;
       if (!name) throw new UsageError(`${action} needs NAME`);
       const path = `/admin/deployments/${encodeURIComponent(name)}${action === 'status' ? '' : `/${action}`}`;
-      const r = (await call(values, action === 'status' ? 'GET' : 'POST', path, action === 'status' ? undefined : { json: values.reason ? { reason: values.reason } : {} })) as DeploymentView;
+      const r = (await call(
+        values,
+        action === 'status' ? 'GET' : 'POST',
+        path,
+        action === 'status' ? undefined : { json: values.reason ? { reason: values.reason } : {} },
+      )) as DeploymentView;
       print(values, r, () => describeDeployment(r));
       return 0;
     },
@@ -366,7 +421,9 @@ export const feedback: Command = {
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const file = stringFlag(values.file);
     if (file === undefined || !existsSync(file)) throw new UsageError('--file must name an existing CSV');
-    const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+    const lines = readFileSync(file, 'utf8')
+      .split(/\r?\n/)
+      .filter((l) => l.trim() !== '');
     const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
     const idCol = header.indexOf('request_id');
     const labelCol = header.indexOf('label');
@@ -388,7 +445,11 @@ export const feedback: Command = {
         return [{ request_id: f[idCol]!.trim(), label }];
       });
       if (items.length === 0) continue;
-      const res = await fetch(`${base}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(items) });
+      const res = await fetch(`${base}/v1/feedback`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(items),
+      });
       const body = (await res.json()) as { joined?: number; unknown?: number; error?: string };
       if (!res.ok) throw new ScorelineError('BAD_REQUEST', `POST /v1/feedback: ${res.status} ${body.error ?? ''}`);
       joined += body.joined ?? 0;

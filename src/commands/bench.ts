@@ -14,7 +14,7 @@ const BENCHES: Record<string, { file: string; node?: string[]; what: string }> =
   tracing: { file: 'tracing.js', what: 'CPU per request with tracing and the access log off vs on (wrk)' },
   retrain: { file: 'retrain-latency.js', what: 'scoring latency while a retraining job trains' },
   export: { file: 'export.js', what: 'peak memory of export predictions as the log grows tenfold' },
-  schemas: { file: 'schemas.js', what: 'an inference body\'s schema check vs its JSON.parse' },
+  schemas: { file: 'schemas.js', what: "an inference body's schema check vs its JSON.parse" },
 };
 
 const USAGE = `Usage: scoreline bench NAME [options of that benchmark]

@@ -14,7 +14,12 @@ export type Flags = Record<string, string | boolean | string[] | undefined>;
 
 export function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
   try {
-    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    const r = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
     return { values: r.values as Flags, positionals: r.positionals };
   } catch (e) {
     throw new UsageError((e as Error).message);

@@ -48,7 +48,9 @@ export const configCommand: Command = {
       notes.push('no modelRepository: serve needs --model-repo DIR');
     } else {
       const scan = scanRepository(config.modelRepository);
-      notes.push(`model repository ${config.modelRepository}: ${scan.models.map((m) => `${m.name} (versions ${m.versions.map((v) => v.version).join(', ')})`).join(', ') || 'no models'}`);
+      notes.push(
+        `model repository ${config.modelRepository}: ${scan.models.map((m) => `${m.name} (versions ${m.versions.map((v) => v.version).join(', ')})`).join(', ') || 'no models'}`,
+      );
       for (const s of scan.skipped) notes.push(`skipped ${s}`);
     }
     if (values.json) {

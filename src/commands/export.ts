@@ -59,13 +59,17 @@ export const exportCommand: Command = {
       console.log(USAGE);
       return 0;
     }
-    if (positionals[0] !== 'predictions') throw new UsageError(positionals.length === 0 ? 'say what to export: predictions' : `cannot export '${positionals[0]}'; only predictions`);
+    if (positionals[0] !== 'predictions')
+      throw new UsageError(
+        positionals.length === 0 ? 'say what to export: predictions' : `cannot export '${positionals[0]}'; only predictions`,
+      );
     if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
     const model = stringFlag(values.model);
     const output = stringFlag(values.output);
     if (!model || !output) throw new UsageError('--model and --output are required');
     const format = (stringFlag(values.format) ?? extname(output).slice(1).toLowerCase()) as ExportFormat;
-    if (!EXPORT_FORMATS.includes(format)) throw new UsageError(`--format must be one of ${EXPORT_FORMATS.join(', ')} (or --output ending in one)`);
+    if (!EXPORT_FORMATS.includes(format))
+      throw new UsageError(`--format must be one of ${EXPORT_FORMATS.join(', ')} (or --output ending in one)`);
     const version = intFlag(values.version, '--version');
     if (version === 0) throw new UsageError('--version must be a positive integer');
     const from = time(stringFlag(values.from), '--from', 0);
@@ -78,7 +82,8 @@ export const exportCommand: Command = {
     // Feature names as registered; a data dir without a registry (and no store URL) exports the inputs unnamed.
     const url = storeUrl(stringFlag(values['store-url']));
     const quiet = { warn: () => undefined, info: () => undefined };
-    const store: Store | null = url !== null || existsSync(join(dataDir, 'registry.db')) ? await openStore({ url, dataDir, log: quiet, waitForServer: false }) : null;
+    const store: Store | null =
+      url !== null || existsSync(join(dataDir, 'registry.db')) ? await openStore({ url, dataDir, log: quiet, waitForServer: false }) : null;
     const bar = progressBar('export', { quiet: values.quiet === true });
     try {
       const byVersion = new Map<number, string[]>();

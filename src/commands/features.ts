@@ -5,7 +5,18 @@
 import { dirname, join, resolve } from 'node:path';
 import { loadConfigFile, resolveConfig } from '../config.js';
 import { configInvalid } from '../errors.js';
-import { EmbeddedStore, FeatureServer, feedsOf, fingerprintOf, loadFeatureDefinitionsFile, materializeSource, MemoryStore, readPasswordFile, RedisStore, type FeatureRegistry } from '../features/index.js';
+import {
+  EmbeddedStore,
+  FeatureServer,
+  feedsOf,
+  fingerprintOf,
+  loadFeatureDefinitionsFile,
+  materializeSource,
+  MemoryStore,
+  readPasswordFile,
+  RedisStore,
+  type FeatureRegistry,
+} from '../features/index.js';
 import { scanRepository } from '../registry/index.js';
 import { parse, stringFlag, intFlag, UsageError, type Command, type Flags } from './command.js';
 import { anchorPaths } from './serve.js';
@@ -109,15 +120,26 @@ async function validate(values: Flags, print: boolean): Promise<number> {
 
 async function materialize(values: Flags): Promise<number> {
   const s = settings(values);
-  if (s.redis !== null && stringFlag(values['data-dir']) !== undefined && stringFlag(values.redis) !== undefined) throw new UsageError('pass --redis URL or --data-dir DIR, not both');
-  if (s.redis === null && s.dataDir === null) throw new UsageError('materialize writes to Redis or to a data dir: pass --redis URL or --data-dir DIR (or --config with either)');
+  if (s.redis !== null && stringFlag(values['data-dir']) !== undefined && stringFlag(values.redis) !== undefined)
+    throw new UsageError('pass --redis URL or --data-dir DIR, not both');
+  if (s.redis === null && s.dataDir === null)
+    throw new UsageError('materialize writes to Redis or to a data dir: pass --redis URL or --data-dir DIR (or --config with either)');
   const registry = await loadFeatureDefinitionsFile(s.definitions);
   const from = stringFlag(values.from);
   const name = stringFlag(values.source);
   const sources = [...registry.sources.values()];
-  const source = name !== undefined ? registry.sources.get(name) : sources.length === 1 ? sources[0] : sources.find((x) => from !== undefined && x.path.endsWith(from));
+  const source =
+    name !== undefined
+      ? registry.sources.get(name)
+      : sources.length === 1
+        ? sources[0]
+        : sources.find((x) => from !== undefined && x.path.endsWith(from));
   if (source === undefined) {
-    throw new UsageError(name !== undefined ? `no source '${name}' (sources: ${sources.map((x) => x.name).join(', ')})` : `which source is it? pass --source (sources: ${sources.map((x) => x.name).join(', ')})`);
+    throw new UsageError(
+      name !== undefined
+        ? `no source '${name}' (sources: ${sources.map((x) => x.name).join(', ')})`
+        : `which source is it? pass --source (sources: ${sources.map((x) => x.name).join(', ')})`,
+    );
   }
   const password = s.passwordFile !== null ? readPasswordFile(s.passwordFile) : undefined;
   const store =
@@ -141,7 +163,13 @@ async function materialize(values: Flags): Promise<number> {
     bar.done('');
     // The source's own file, loaded in full: a server starting on this data dir need not read it again.
     if (store instanceof EmbeddedStore && result.rejected === 0 && (from === undefined || resolve(from) === resolve(source.path))) {
-      store.markSourceLoaded(source.name, fingerprintOf(source.path, feedsOf(registry, source).map((f) => f.group)));
+      store.markSourceLoaded(
+        source.name,
+        fingerprintOf(
+          source.path,
+          feedsOf(registry, source).map((f) => f.group),
+        ),
+      );
     }
     console.log(
       `materialized ${result.written.toLocaleString('en-US')} entity groups from ${result.rows.toLocaleString('en-US')} rows of ${from ?? source.path} ` +

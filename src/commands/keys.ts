@@ -28,14 +28,18 @@ export const keys: Command = {
       console.log(USAGE);
       return 0;
     }
-    if (positionals[0] !== 'create') throw new UsageError(positionals.length === 0 ? 'missing subcommand: create' : `unknown subcommand '${positionals[0]}'`);
+    if (positionals[0] !== 'create')
+      throw new UsageError(positionals.length === 0 ? 'missing subcommand: create' : `unknown subcommand '${positionals[0]}'`);
     if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
     const id = stringFlag(values.id);
     const scopeList = stringFlag(values.scopes);
     if (id === undefined) throw new UsageError('--id is required');
     if (scopeList === undefined) throw new UsageError(`--scopes is required (${API_KEY_SCOPES.join(', ')})`);
     const key = generateKey();
-    const env = `${id}:${key}:${scopeList.split(',').map((s) => s.trim()).join('+')}`;
+    const env = `${id}:${key}:${scopeList
+      .split(',')
+      .map((s) => s.trim())
+      .join('+')}`;
     let scopes: string[];
     try {
       // The same checks the server applies when it reads the key.
@@ -50,7 +54,9 @@ export const keys: Command = {
       return 0;
     }
     console.log(`API key '${id}' (shown once; it is not stored):\n\n  ${key}\n`);
-    console.log(`Server config (auth.apiKeys):\n\n  auth:\n    enabled: true\n    apiKeys:\n      - id: ${id}\n        hash: ${hash}\n        scopes: [${scopes.join(', ')}]\n`);
+    console.log(
+      `Server config (auth.apiKeys):\n\n  auth:\n    enabled: true\n    apiKeys:\n      - id: ${id}\n        hash: ${hash}\n        scopes: [${scopes.join(', ')}]\n`,
+    );
     console.log(`Or in the environment (e.g. a Kubernetes Secret; entries separated by commas):\n\n  SCORELINE_API_KEYS=${env}\n`);
     console.log(`Clients send it as "Authorization: Bearer <key>" or "x-api-key: <key>".`);
     return 0;

@@ -18,7 +18,12 @@ const quiet = { warn: () => undefined, info: () => undefined };
 
 /** The store the flags name; a PostgreSQL that cannot be reached fails at once (a command does not wait like a server). */
 async function openCommandStore(values: Flags): Promise<Store> {
-  const store = await openStore({ url: storeUrl(stringFlag(values['store-url'])), dataDir: stringFlag(values['data-dir']) ?? 'data', log: quiet, waitForServer: false });
+  const store = await openStore({
+    url: storeUrl(stringFlag(values['store-url'])),
+    dataDir: stringFlag(values['data-dir']) ?? 'data',
+    log: quiet,
+    waitForServer: false,
+  });
   try {
     const repo = stringFlag(values['model-repo']);
     if (repo !== undefined) {
@@ -153,7 +158,8 @@ export const scoreBatchCommand: Command = {
     const rejects = stringFlag(values.rejects) ?? `${output}.rejects.csv`;
     if (values.force !== true) {
       const existing = [output, rejects].filter((f) => existsSync(f));
-      if (existing.length > 0) throw new UsageError(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; pass --force to overwrite`);
+      if (existing.length > 0)
+        throw new UsageError(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; pass --force to overwrite`);
     }
     const store = await openCommandStore(values);
     const registry = store.registry;
@@ -235,18 +241,27 @@ export const bundleCommand: Command = {
     const registry = store.registry;
     try {
       const config = stringFlag(values.config);
-      const r = await withRegistryContext(values, registry, model, () => writeBundle({
-        registry,
-        model,
-        out,
-        force: values.force === true,
-        ...(versions ? { versions } : {}),
-        ...(stringFlag(values['base-image']) ? { baseImage: stringFlag(values['base-image'])! } : {}),
-        ...(config ? { serverConfig: loadConfigFile(config) as Record<string, unknown> } : {}),
-      }));
-      console.log(`bundle of ${model} in ${r.dir}: versions ${r.versions.map((v) => `v${v.version} (${v.sha256.slice(0, 12)})`).join(', ')} (chosen by ${r.selectedBy})`);
+      const r = await withRegistryContext(values, registry, model, () =>
+        writeBundle({
+          registry,
+          model,
+          out,
+          force: values.force === true,
+          ...(versions ? { versions } : {}),
+          ...(stringFlag(values['base-image']) ? { baseImage: stringFlag(values['base-image'])! } : {}),
+          ...(config ? { serverConfig: loadConfigFile(config) as Record<string, unknown> } : {}),
+        }),
+      );
+      console.log(
+        `bundle of ${model} in ${r.dir}: versions ${r.versions.map((v) => `v${v.version} (${v.sha256.slice(0, 12)})`).join(', ')} (chosen by ${r.selectedBy})`,
+      );
       for (const w of r.warnings) console.error(`warning: ${w}`);
-      console.log(`build it: docker build -t ${bundleImageTag(model, r.versions.map((v) => v.version))} ${r.dir}`);
+      console.log(
+        `build it: docker build -t ${bundleImageTag(
+          model,
+          r.versions.map((v) => v.version),
+        )} ${r.dir}`,
+      );
       return 0;
     } finally {
       await store.close();

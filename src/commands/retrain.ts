@@ -42,15 +42,24 @@ interface JobView {
 }
 
 function line(j: JobView): string {
-  const versions = j.challengerVersion !== undefined ? ` v${j.challengerVersion} vs v${j.championVersion}` : j.championVersion !== undefined ? ` champion v${j.championVersion}` : '';
+  const versions =
+    j.challengerVersion !== undefined
+      ? ` v${j.challengerVersion} vs v${j.championVersion}`
+      : j.championVersion !== undefined
+        ? ` champion v${j.championVersion}`
+        : '';
   return `${j.id}  ${j.model}  ${j.state.padEnd(11)} ${j.trigger.kind.padEnd(11)} ${j.createdAt}${versions}`;
 }
 
 export function describeJob(j: JobView): string {
   const out = [line(j), `  trigger: ${j.trigger.kind}: ${j.trigger.reason}`];
-  for (const s of j.steps ?? []) out.push(`  step ${s.name}: ${s.ok === undefined ? 'running' : s.ok ? 'ok' : 'failed'}${s.ms !== undefined ? ` in ${s.ms} ms` : ''}`);
+  for (const s of j.steps ?? [])
+    out.push(`  step ${s.name}: ${s.ok === undefined ? 'running' : s.ok ? 'ok' : 'failed'}${s.ms !== undefined ? ` in ${s.ms} ms` : ''}`);
   const v = j.validation;
-  if (v?.challenger) out.push(`  validation AUC: challenger ${fixed4(v.challenger.auc)}, champion ${fixed4(v.champion?.auc)}${v.delong ? `, DeLong p = ${v.delong.p.toPrecision(3)}` : ''}`);
+  if (v?.challenger)
+    out.push(
+      `  validation AUC: challenger ${fixed4(v.challenger.auc)}, champion ${fixed4(v.champion?.auc)}${v.delong ? `, DeLong p = ${v.delong.p.toPrecision(3)}` : ''}`,
+    );
   if (j.decision) {
     out.push(`  decision: ${j.decision.outcome}`);
     for (const r of j.decision.reasons) out.push(`    ${r}`);
@@ -70,7 +79,9 @@ export const retrain: Command = {
     }
     const [name] = positionals;
     if (!name) throw new UsageError('retrain needs MODEL');
-    const r = (await call(values, 'POST', `/admin/retrain/${encodeURIComponent(name)}`, { json: values.reason ? { reason: values.reason } : {} })) as { outcome: string; job: JobView | null };
+    const r = (await call(values, 'POST', `/admin/retrain/${encodeURIComponent(name)}`, {
+      json: values.reason ? { reason: values.reason } : {},
+    })) as { outcome: string; job: JobView | null };
     if (!values.wait || r.job === null) {
       print(values, r, () => (r.job ? `${r.outcome}: ${line(r.job)}` : r.outcome));
       return 0;
@@ -94,7 +105,12 @@ export const jobs: Command = {
   summary: 'list retraining jobs, or show one',
   usage: JOBS_USAGE,
   async run(argv) {
-    const { values, positionals } = parse(argv, { ...CONNECTION, model: { type: 'string' }, state: { type: 'string' }, limit: { type: 'string' } });
+    const { values, positionals } = parse(argv, {
+      ...CONNECTION,
+      model: { type: 'string' },
+      state: { type: 'string' },
+      limit: { type: 'string' },
+    });
     if (values.help) {
       console.log(JOBS_USAGE);
       return 0;
@@ -130,7 +146,9 @@ export const incident: Command = {
     const [name] = positionals;
     if (!name) throw new UsageError('incident needs MODEL');
     if (!values.reason) throw new UsageError('incident needs --reason TEXT');
-    const r = (await call(values, 'POST', '/admin/incidents', { json: { model: name, reason: values.reason, ...(values.severity ? { severity: values.severity } : {}) } })) as {
+    const r = (await call(values, 'POST', '/admin/incidents', {
+      json: { model: name, reason: values.reason, ...(values.severity ? { severity: values.severity } : {}) },
+    })) as {
       incident: { id: string };
       outcome: string;
       job: JobView | null;

@@ -75,7 +75,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   });
   if (values.help) return null;
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-  const file = values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
+  const file =
+    values.config !== undefined ? anchorPaths(loadConfigFile(values.config as string), dirname(resolve(values.config as string))) : {};
   const source = values.config !== undefined ? String(values.config) : 'config';
   // The file alone first, so that its errors name the file; the flags are checked as flags.
   resolveConfig(file, source);
@@ -104,7 +105,8 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     flags.log = { level: level as ServerConfig['log']['level'] };
   }
   const merged = resolveConfig(mergeConfig(file as object, flags), values.config !== undefined ? source : 'flags');
-  if (merged.modelRepository === null) throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
+  if (merged.modelRepository === null)
+    throw new UsageError('no model repository: pass --model-repo DIR or set modelRepository in --config');
   return merged;
 }
 
@@ -158,4 +160,3 @@ export const serve: Command = {
     return 0;
   },
 };
-

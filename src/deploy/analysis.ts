@@ -143,8 +143,8 @@ function logChoose(n: number, k: number): number {
 function logGamma(x: number): number {
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
   const c = [
-    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012,
-    9.9843695780195716e-6, 1.5056327351493116e-7,
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
   ];
   x -= 1;
   let a = c[0]!;
@@ -192,7 +192,13 @@ export interface AnalysisPolicy {
   maxScorePsi: number;
 }
 
-export const DEFAULT_POLICY: AnalysisPolicy = { minRequests: 50, maxErrorRateIncrease: 0.01, maxP99Factor: 1.5, p99SlackMs: 5, maxScorePsi: 0.25 };
+export const DEFAULT_POLICY: AnalysisPolicy = {
+  minRequests: 50,
+  maxErrorRateIncrease: 0.01,
+  maxP99Factor: 1.5,
+  p99SlackMs: 5,
+  maxScorePsi: 0.25,
+};
 
 export interface Check {
   readonly name: 'error_rate' | 'p99_latency' | 'score_psi';
@@ -223,7 +229,12 @@ export interface Analysis {
 }
 
 /** Canary analysis: see the head of this file for what each check does and when it may speak. */
-export function analyzeCanary(canary: StepStats, stable: StepStats, policy: AnalysisPolicy = DEFAULT_POLICY, reference: ScoreReference | null = null): Analysis {
+export function analyzeCanary(
+  canary: StepStats,
+  stable: StepStats,
+  policy: AnalysisPolicy = DEFAULT_POLICY,
+  reference: ScoreReference | null = null,
+): Analysis {
   const at = new Date().toISOString();
   const base = { canaryRequests: canary.requests, stableRequests: stable.requests, at };
 
@@ -232,14 +243,36 @@ export function analyzeCanary(canary: StepStats, stable: StepStats, policy: Anal
   const errorLimit = Math.min(1, sr + policy.maxErrorRateIncrease);
   const pValue = binomialUpperTail(canary.errors, canary.requests, errorLimit);
   const errorResult: Check['result'] =
-    pValue < ERROR_ALPHA ? 'fail' : canary.requests < policy.minRequests || stable.requests < policy.minRequests || cr! > errorLimit ? 'insufficient_data' : 'pass';
-  const errorCheck: Check = { name: 'error_rate', canary: cr, stable: sr, limit: errorLimit, n: canary.requests, needed: policy.minRequests, result: errorResult, pValue };
+    pValue < ERROR_ALPHA
+      ? 'fail'
+      : canary.requests < policy.minRequests || stable.requests < policy.minRequests || cr! > errorLimit
+        ? 'insufficient_data'
+        : 'pass';
+  const errorCheck: Check = {
+    name: 'error_rate',
+    canary: cr,
+    stable: sr,
+    limit: errorLimit,
+    n: canary.requests,
+    needed: policy.minRequests,
+    result: errorResult,
+    pValue,
+  };
 
   const cl = canary.latency.snapshot();
   const sl = stable.latency.snapshot();
   let latencyCheck: Check;
   if (sl.count < MIN_P99_SAMPLES) {
-    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit: null, n: cl.count, needed: policy.minRequests, result: 'insufficient_data', note: `stable has ${sl.count} of the ${MIN_P99_SAMPLES} successful requests its p99 needs` };
+    latencyCheck = {
+      name: 'p99_latency',
+      canary: cl.p99_ms,
+      stable: sl.p99_ms,
+      limit: null,
+      n: cl.count,
+      needed: policy.minRequests,
+      result: 'insufficient_data',
+      note: `stable has ${sl.count} of the ${MIN_P99_SAMPLES} successful requests its p99 needs`,
+    };
   } else {
     const limit = sl.p99_ms! * policy.maxP99Factor + policy.p99SlackMs;
     const cb = canary.batches();
@@ -249,8 +282,20 @@ export function analyzeCanary(canary: StepStats, stable: StepStats, policy: Anal
     const above = cb.countAboveMs(limit);
     const stableAbove = Math.max(sb.countAboveMs(limit), Math.ceil(0.01 * su));
     const p = binomialUpperTail(above, above + stableAbove, cu / Math.max(1, cu + su));
-    const result: Check['result'] = p < ERROR_ALPHA ? 'fail' : cl.count < policy.minRequests || p < LATENCY_PASS_P ? 'insufficient_data' : 'pass';
-    latencyCheck = { name: 'p99_latency', canary: cl.p99_ms, stable: sl.p99_ms, limit, n: cl.count, needed: policy.minRequests, result, pValue: p, above, batches: cu };
+    const result: Check['result'] =
+      p < ERROR_ALPHA ? 'fail' : cl.count < policy.minRequests || p < LATENCY_PASS_P ? 'insufficient_data' : 'pass';
+    latencyCheck = {
+      name: 'p99_latency',
+      canary: cl.p99_ms,
+      stable: sl.p99_ms,
+      limit,
+      n: cl.count,
+      needed: policy.minRequests,
+      result,
+      pValue: p,
+      above,
+      batches: cu,
+    };
   }
 
   let psiCheck: Check;
@@ -287,7 +332,11 @@ export function analyzeCanary(canary: StepStats, stable: StepStats, policy: Anal
   }
 
   const checks = [errorCheck, latencyCheck, psiCheck];
-  const verdict = checks.some((c) => c.result === 'fail') ? 'fail' : checks.some((c) => c.result === 'insufficient_data') ? 'insufficient_data' : 'pass';
+  const verdict = checks.some((c) => c.result === 'fail')
+    ? 'fail'
+    : checks.some((c) => c.result === 'insufficient_data')
+      ? 'insufficient_data'
+      : 'pass';
   return { verdict, checks, ...base };
 }
 

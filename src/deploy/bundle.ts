@@ -82,7 +82,10 @@ export async function writeBundle(options: BundleOptions): Promise<BundleResult>
   // Read (and verify) everything first: nothing touches the folder until the whole bundle is known.
   const loaded: { record: { version: number; sha256: string; size: number; config: JsonObject }; bytes: Buffer }[] = [];
   for (const v of numbers) loaded.push(await registry.load(model, v));
-  const config = sharedConfig(model, loaded.map((l) => ({ version: l.record.version, config: l.record.config })));
+  const config = sharedConfig(
+    model,
+    loaded.map((l) => ({ version: l.record.version, config: l.record.config })),
+  );
   const warnings: string[] = [];
   const files = new Map<string, Uint8Array>();
   for (const { record, bytes } of loaded) files.set(`models/${model}/${record.version}/model.onnx`, bytes);
@@ -147,7 +150,9 @@ async function selectVersions(options: BundleOptions): Promise<{ versions: numbe
   if (deployment) {
     const strategy = strategyIn(deployment.state);
     if (!strategy) {
-      throw badRequest(`the deployment of model '${model}' does not name its versions in a form the bundle knows; name the versions to bundle`);
+      throw badRequest(
+        `the deployment of model '${model}' does not name its versions in a form the bundle knows; name the versions to bundle`,
+      );
     }
     for (const v of versionsOf(strategy)) await registry.getVersion(model, v);
     return { versions: [...new Set(versionsOf(strategy))].sort((a, b) => a - b), selectedBy: 'deployment' };
@@ -167,14 +172,18 @@ function strategyIn(state: unknown): Strategy | null {
   for (const candidate of [s, obj(s.strategy), obj(s.spec), obj(s.desired), obj(s.target)]) {
     if (!candidate || typeof candidate.strategy !== 'string') continue;
     const fields: Record<string, string[]> = {
-      direct: ['version'], 'blue-green': ['blue', 'green'], canary: ['stable', 'canary'], shadow: ['primary', 'shadow'], ab: [],
+      direct: ['version'],
+      'blue-green': ['blue', 'green'],
+      canary: ['stable', 'canary'],
+      shadow: ['primary', 'shadow'],
+      ab: [],
     };
     const needed = fields[candidate.strategy];
     if (!needed) continue;
-    const ok = candidate.strategy === 'ab'
-      ? Array.isArray(candidate.variants) && candidate.variants.length > 0 &&
-        candidate.variants.every((v) => isVersion(obj(v)?.version))
-      : needed.every((f) => isVersion(candidate[f]));
+    const ok =
+      candidate.strategy === 'ab'
+        ? Array.isArray(candidate.variants) && candidate.variants.length > 0 && candidate.variants.every((v) => isVersion(obj(v)?.version))
+        : needed.every((f) => isVersion(candidate[f]));
     if (ok) return candidate as unknown as Strategy;
   }
   return null;
@@ -200,7 +209,12 @@ function sharedConfig(model: string, configs: { version: number; config: JsonObj
  * The reference rows the registry keeps for the newest bundled version that has any (re-hashed as
  * they are read), under the base name model.yaml gives them, next to the version folders.
  */
-async function storedReference(registry: Registry, model: string, reference: string, versions: readonly number[]): Promise<{ name: string; bytes: Buffer } | null> {
+async function storedReference(
+  registry: Registry,
+  model: string,
+  reference: string,
+  versions: readonly number[],
+): Promise<{ name: string; bytes: Buffer } | null> {
   const name = basename(reference);
   // Next to the version folders and model.yaml, the file must not take one of their names.
   if (/^[0-9]+$|^model\.(ya?ml|json)$|^\.{0,2}$/.test(name)) return null;
@@ -235,7 +249,7 @@ function dockerfile(model: string, versions: readonly number[], baseImage: strin
   const args = ['serve', '--config', `${BUNDLE_IMAGE_DIR}/config.yaml`, '--model-repo', `${BUNDLE_IMAGE_DIR}/models`];
   return [
     `# Model bundle written by \`scoreline bundle\`: model '${model}', ${versionList(versions)}.`,
-    '# The base image is built from scoreline\'s own Dockerfile (its ENTRYPOINT runs the scoreline CLI).',
+    "# The base image is built from scoreline's own Dockerfile (its ENTRYPOINT runs the scoreline CLI).",
     `FROM ${baseImage}`,
     '# Owned by root and read-only to the server, which only reads its models and config.',
     `COPY models ${BUNDLE_IMAGE_DIR}/models`,
@@ -254,7 +268,10 @@ export function bundleImageTag(model: string, versions: readonly number[]): stri
 }
 
 function readme(model: string, versions: readonly BundledVersion[], baseImage: string, warnings: readonly string[]): string {
-  const tag = bundleImageTag(model, versions.map((v) => v.version));
+  const tag = bundleImageTag(
+    model,
+    versions.map((v) => v.version),
+  );
   const highest = versions[versions.length - 1]!.version;
   return [
     `# scoreline bundle: ${model}`,
@@ -267,7 +284,7 @@ function readme(model: string, versions: readonly BundledVersion[], baseImage: s
     '',
     '```',
     'models/<model>/<version>/model.onnx   the artifacts, in the model repository layout scoreline serves',
-    'models/<model>/model.yaml             the model\'s settings from the registry',
+    "models/<model>/model.yaml             the model's settings from the registry",
     'config.yaml                           the server config (serves models/ next to it, state in /data)',
     'SHA256SUMS                            sha256 of every file above; the image build checks them',
     'Dockerfile                            the image: these files on top of the scoreline image',
@@ -290,7 +307,7 @@ function readme(model: string, versions: readonly BundledVersion[], baseImage: s
     'Requests that name no version are answered by the highest version until a deployment says otherwise',
     `(\`scoreline deploy\`, or \`PUT /admin/deployments/${model}\`).`,
     '',
-    'On Kubernetes (deploy/kubernetes in the scoreline repository), set the Deployment\'s image to this one',
+    "On Kubernetes (deploy/kubernetes in the scoreline repository), set the Deployment's image to this one",
     `and its \`--model-repo\` argument to \`${BUNDLE_IMAGE_DIR}/models\`.`,
     ...(warnings.length > 0 ? ['', '## Warnings', '', ...warnings.map((w) => `- ${w}`)] : []),
     '',

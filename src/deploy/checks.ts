@@ -51,7 +51,6 @@ export function withoutVersions(s: Strategy, bad: readonly number[]): Strategy |
   }
 }
 
-
 export function describeFailure(c: Check): string {
   switch (c.name) {
     case 'error_rate':
@@ -82,7 +81,14 @@ export async function sampleCheck(m: LoadedModel): Promise<string | null> {
   }
   const result = await new Promise<RunResult | ScorelineError>((resolve) => {
     const now = performance.now();
-    const p: PendingRequest = { rows, enqueuedAt: now, deadline: now + 30_000, settled: false, resolve: (r) => resolve(r), reject: (e) => resolve(e) };
+    const p: PendingRequest = {
+      rows,
+      enqueuedAt: now,
+      deadline: now + 30_000,
+      settled: false,
+      resolve: (r) => resolve(r),
+      reject: (e) => resolve(e),
+    };
     m.batcher.commit(batch, p);
   });
   if (result instanceof Error) return result.message;
@@ -94,4 +100,3 @@ export async function sampleCheck(m: LoadedModel): Promise<string | null> {
   }
   return null;
 }
-

@@ -63,7 +63,6 @@ export interface Applied {
 
 const deploymentInvalid = (message: string) => new ScorelineError('DEPLOYMENT_INVALID', message);
 
-
 /** A deployment change, as subscribers (retraining jobs watching their canary) see it. */
 export interface DeploymentChange {
   readonly model: string;
@@ -118,7 +117,10 @@ export class Deployer {
    * call. Returns the models switched.
    */
   async sync(only?: string): Promise<string[]> {
-    const records = only === undefined ? await this.opts.registry.listDeployments<DeploymentState>() : [await this.opts.registry.getDeployment<DeploymentState>(only)].filter((r) => r !== undefined);
+    const records =
+      only === undefined
+        ? await this.opts.registry.listDeployments<DeploymentState>()
+        : [await this.opts.registry.getDeployment<DeploymentState>(only)].filter((r) => r !== undefined);
     const switched: string[] = [];
     for (const rec of records) {
       if (rec.revision <= (this.revisions.get(rec.model) ?? 0) || this.busy.has(rec.model)) continue;
@@ -187,7 +189,12 @@ export class Deployer {
       this.opts.log.warn({ model: name, failed, now: degraded }, 'deployment served without the versions that failed to load');
       if (degraded === null) return false;
       problem = `version(s) ${failed.join(', ')} failed to load here`;
-      state = { ...state, spec: degraded, reason: `restored without version(s) ${failed.join(', ')}: failed to load`, since: new Date().toISOString() };
+      state = {
+        ...state,
+        spec: degraded,
+        reason: `restored without version(s) ${failed.join(', ')}: failed to load`,
+        since: new Date().toISOString(),
+      };
       // Shared: another replica may load them fine, so the stored deployment stays what the operator asked for.
       if (this.opts.shared !== true) {
         revision = (await this.opts.registry.saveDeployment(name, state, { action: 'restore-degraded', reason: state.reason })).revision;
@@ -290,9 +297,14 @@ export class Deployer {
   async remove(name: string, reason = 'removed'): Promise<void> {
     await this.exclusive(name, async () => {
       const s = await this.current(name);
-      if (s.strategy === 'canary') throw conflict(`model '${name}' has a canary deployment under analysis; roll it back or promote it before removing the deployment`);
+      if (s.strategy === 'canary')
+        throw conflict(`model '${name}' has a canary deployment under analysis; roll it back or promote it before removing the deployment`);
       // Stored first (refused when another replica changed it meanwhile); the other replicas follow by propagation.
-      const revision = await this.opts.registry.removeDeployment(name, { action: 'remove', reason, expectRevision: this.revisions.get(name) ?? 0 });
+      const revision = await this.opts.registry.removeDeployment(name, {
+        action: 'remove',
+        reason,
+        expectRevision: this.revisions.get(name) ?? 0,
+      });
       this.drop(name, revision);
       this.opts.log.info({ model: name, reason, was: s, revision }, 'deployment removed');
     });
@@ -339,7 +351,9 @@ export class Deployer {
           if (problem !== null) throw deploymentInvalid(`${where} does not fit the deployment's input contract: ${problem}`);
         }
         if (m.batchMicros > this.opts.latencyBudgetMicros) {
-          throw deploymentInvalid(`${where} takes ${Math.round(m.batchMicros)} us for its largest batch, over the budget of ${this.opts.latencyBudgetMicros} us`);
+          throw deploymentInvalid(
+            `${where} takes ${Math.round(m.batchMicros)} us for its largest batch, over the budget of ${this.opts.latencyBudgetMicros} us`,
+          );
         }
         const bad = await sampleCheck(m);
         if (bad !== null) throw deploymentInvalid(`${where} fails on sample inputs: ${bad}`);
@@ -369,7 +383,8 @@ export class Deployer {
   private async switchTo(name: string, spec: Strategy, action: string, reason: string, analysis?: Analysis): Promise<DeploymentState> {
     const previous = this.states.get(name);
     // The analysis trail of a rollout lasts through its steps and its automatic outcome.
-    const keepAnalysis = previous && previous.spec.strategy === 'canary' && (spec.strategy === 'canary' || analysis !== undefined) ? previous.analysis : [];
+    const keepAnalysis =
+      previous && previous.spec.strategy === 'canary' && (spec.strategy === 'canary' || analysis !== undefined) ? previous.analysis : [];
     const state: DeploymentState = {
       spec,
       since: new Date().toISOString(),
@@ -433,11 +448,15 @@ export class Deployer {
       if (!failedNow && !(due && a.verdict === 'pass')) return;
       void this.exclusive(name, async () => {
         if (failedNow) {
-          const why = a.checks.filter((c) => c.result === 'fail').map(describeFailure).join('; ');
+          const why = a.checks
+            .filter((c) => c.result === 'fail')
+            .map(describeFailure)
+            .join('; ');
           return this.switchTo(name, { strategy: 'direct', version: cur.stable }, 'canary-rollback', `canary analysis failed: ${why}`, a);
         }
         const next = cur.steps?.find((p) => p > cur.percent);
-        if (next === undefined || next >= 100) return this.switchTo(name, { strategy: 'direct', version: cur.canary }, 'canary-promote', 'canary analysis passed every step', a);
+        if (next === undefined || next >= 100)
+          return this.switchTo(name, { strategy: 'direct', version: cur.canary }, 'canary-promote', 'canary analysis passed every step', a);
         return this.switchTo(name, { ...cur, percent: next }, 'canary-step', `canary analysis passed at ${cur.percent}%`, a);
       }).catch((e: ErrorType) => this.opts.log.error({ model: name, err: e.message }, 'canary transition failed'));
     }, this.opts.tickMs ?? 1000);
@@ -453,7 +472,13 @@ export class Deployer {
     const stats: Record<string, unknown> = {};
     for (const [v, st] of this.opts.router.stats(name)) {
       const l = st.latency.snapshot();
-      stats[v] = { requests: st.requests, errors: st.errors, error_rate: st.requests ? st.errors / st.requests : null, p99_ms: l.p99_ms, scores: st.scores.seen };
+      stats[v] = {
+        requests: st.requests,
+        errors: st.errors,
+        error_rate: st.requests ? st.errors / st.requests : null,
+        p99_ms: l.p99_ms,
+        scores: st.scores.seen,
+      };
     }
     return {
       model: name,
@@ -468,7 +493,9 @@ export class Deployer {
       // What the analysis says now (recorded analyses above are the ones that moved traffic).
       live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
-      history: history.slice(-20).map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to?.spec ?? null })),
+      history: history
+        .slice(-20)
+        .map((h) => ({ at: h.at, action: h.action, reason: h.reason, from: h.from?.spec ?? null, to: h.to?.spec ?? null })),
     };
   }
 

@@ -40,7 +40,8 @@ function object(v: unknown, path: string): Record<string, unknown> {
 }
 
 function onlyKeys(o: Record<string, unknown>, allowed: string[], path: string): void {
-  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw badRequest(`${path}: unknown field '${k}' (allowed: ${allowed.join(', ')})`);
+  for (const k of Object.keys(o))
+    if (!allowed.includes(k)) throw badRequest(`${path}: unknown field '${k}' (allowed: ${allowed.join(', ')})`);
 }
 
 /**
@@ -74,14 +75,17 @@ export function parseStrategy(body: unknown, options: { persisted?: boolean } = 
         if (!Array.isArray(steps) || steps.length === 0) throw badRequest('steps must be a non-empty array of percentages');
         let prev = -1;
         for (const p of steps) {
-          if (typeof p !== 'number' || !(p > 0 && p <= 100) || p <= prev) throw badRequest('steps must be increasing percentages in (0, 100]');
+          if (typeof p !== 'number' || !(p > 0 && p <= 100) || p <= prev)
+            throw badRequest('steps must be increasing percentages in (0, 100]');
           prev = p;
         }
         if (steps[steps.length - 1] !== 100) throw badRequest('the last step must be 100');
-        if (!options.persisted && !(percent < steps[0])) throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
+        if (!options.persisted && !(percent < steps[0]))
+          throw badRequest(`percent (${percent}) must be below the first step (${steps[0]})`);
         s.steps = steps as number[];
         const stepSeconds = o.stepSeconds;
-        if (!Number.isFinite(stepSeconds) || (stepSeconds as number) < 1) throw badRequest('stepSeconds must be at least 1 when steps are given');
+        if (!Number.isFinite(stepSeconds) || (stepSeconds as number) < 1)
+          throw badRequest('stepSeconds must be at least 1 when steps are given');
         s.stepSeconds = stepSeconds as number;
       } else if (o.stepSeconds !== undefined) {
         throw badRequest('stepSeconds needs steps');
@@ -99,7 +103,8 @@ export function parseStrategy(body: unknown, options: { persisted?: boolean } = 
         if (names.has(x.name)) throw badRequest(`variant name '${x.name}' is used twice`);
         names.add(x.name);
         const weight = x.weight;
-        if (typeof weight !== 'number' || !(weight >= 0) || !Number.isFinite(weight)) throw badRequest(`variants[${i}].weight must be a number >= 0`);
+        if (typeof weight !== 'number' || !(weight >= 0) || !Number.isFinite(weight))
+          throw badRequest(`variants[${i}].weight must be a number >= 0`);
         return { name: x.name, version: version(x.version, `variants[${i}].version`), weight };
       });
       if (variants.every((v) => v.weight === 0)) throw badRequest('at least one variant needs a weight above 0');

@@ -13,7 +13,16 @@ import { treeMarginOf } from './tree-model.js';
 export { recogniseScore, type Margin, type Recognition, type ScoreModel, type ScoreTarget } from './onnx-graph.js';
 export { linearContributions, linearMarginOf, prepareLinear, type LinearMargin, type LinearModel } from './linear.js';
 export { prepareTreeShap, treeShap, type TreeShapModel } from './tree-shap.js';
-export { treeMarginOf, coverShares, takesYes, parseEnsemble, columnTrees, type ShapTree, type TreeModel, type RawEnsemble } from './tree-model.js';
+export {
+  treeMarginOf,
+  coverShares,
+  takesYes,
+  parseEnsemble,
+  columnTrees,
+  type ShapTree,
+  type TreeModel,
+  type RawEnsemble,
+} from './tree-model.js';
 export {
   applyLink,
   kernelShap,
@@ -40,7 +49,9 @@ export function scoreFromMargin(model: ScoreModel, margin: number): number {
 }
 
 /** An exact explainer of a recognised score: linear contributions, or TreeSHAP. */
-export type ExactExplainer = { readonly method: 'linear'; readonly linear: LinearModel } | { readonly method: 'tree_shap'; readonly trees: TreeShapModel };
+export type ExactExplainer =
+  | { readonly method: 'linear'; readonly linear: LinearModel }
+  | { readonly method: 'tree_shap'; readonly trees: TreeShapModel };
 
 /** Means (linear) or covers (trees) from the reference rows (row-major, one value per feature). */
 export function prepareExact(model: ScoreModel, rows: ArrayLike<number>, count: number, names: readonly string[]): ExactExplainer {

@@ -76,7 +76,8 @@ function sizeMass(M: number): Float64Array {
 export function planCoalitions(M: number, options: KernelOptions): CoalitionPlan {
   if (!(Number.isSafeInteger(M) && M >= 1)) throw new RangeError(`KernelSHAP needs at least one feature, got ${M}`);
   const budget = Math.max(2, Math.floor(options.maxCoalitions ?? 2 * M + 2048));
-  if (M === 1) return { features: 1, count: 0, masks: new Uint8Array(0), weights: new Float64Array(0), sampled: 0, sampledMass: 0, exact: true };
+  if (M === 1)
+    return { features: 1, count: 0, masks: new Uint8Array(0), weights: new Float64Array(0), sampled: 0, sampledMass: 0, exact: true };
   const mass = sizeMass(M);
   const masks: number[][] = [];
   const weights: number[] = [];
@@ -142,7 +143,10 @@ export function planCoalitions(M: number, options: KernelOptions): CoalitionPlan
     }
     const mask = new Array<number>(M).fill(0);
     for (let i = 0; i < size; i++) mask[order[i]!] = 1;
-    masks.push(mask, mask.map((b) => 1 - b));
+    masks.push(
+      mask,
+      mask.map((b) => 1 - b),
+    );
   }
   const sampled = pairs * 2;
   for (let i = 0; i < sampled; i++) weights.push(restMass / sampled);
@@ -207,7 +211,15 @@ export function solveKernel(plan: CoalitionPlan, values: ArrayLike<number>, none
  * C = A^-1 - t t^T / (1^T t) keeps the contributions' sum fixed. Var(phi_j) = sum over pairs of
  * (C (g_p - mean g))_j^2 / (n (n - 1)).
  */
-function standardErrors(plan: CoalitionPlan, values: ArrayLike<number>, none: number, phi: Float64Array, L: Float64Array, t: Float64Array, st: number): Float64Array {
+function standardErrors(
+  plan: CoalitionPlan,
+  values: ArrayLike<number>,
+  none: number,
+  phi: Float64Array,
+  L: Float64Array,
+  t: Float64Array,
+  st: number,
+): Float64Array {
   const M = plan.features;
   const se = new Float64Array(M);
   const pairs = plan.sampled / 2;

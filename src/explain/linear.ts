@@ -38,7 +38,8 @@ export function prepareLinear(margin: LinearMargin, rows: ArrayLike<number>, cou
   }
   const means = new Float64Array(p);
   for (let j = 0; j < p; j++) {
-    if (seen[j] === 0) throw new RangeError(`reference column '${names[j]}' has no numeric value, so it has no mean to measure contributions from`);
+    if (seen[j] === 0)
+      throw new RangeError(`reference column '${names[j]}' has no numeric value, so it has no mean to measure contributions from`);
     means[j] = sums[j]! / seen[j]!;
   }
   return { margin, means, base: linearMarginOf(margin, means), referenceRows: count };

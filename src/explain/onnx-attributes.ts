@@ -25,13 +25,21 @@ export function tensorData(t: TensorProto): Float64Array {
   const view = raw ? new DataView(raw.buffer, raw.byteOffset, raw.byteLength) : null;
   switch (t.dataType) {
     case DT.FLOAT:
-      return view ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getFloat32(i * 4, true)) : Float64Array.from(t.floatData ?? []);
+      return view
+        ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getFloat32(i * 4, true))
+        : Float64Array.from(t.floatData ?? []);
     case DT.DOUBLE:
-      return view ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => view.getFloat64(i * 8, true)) : Float64Array.from(t.doubleData ?? []);
+      return view
+        ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => view.getFloat64(i * 8, true))
+        : Float64Array.from(t.doubleData ?? []);
     case DT.INT64:
-      return view ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true))) : Float64Array.from((t.int64Data ?? []).map(num));
+      return view
+        ? Float64Array.from({ length: view.byteLength / 8 }, (_, i) => Number(view.getBigInt64(i * 8, true)))
+        : Float64Array.from((t.int64Data ?? []).map(num));
     case DT.INT32:
-      return view ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getInt32(i * 4, true)) : Float64Array.from(t.int32Data ?? []);
+      return view
+        ? Float64Array.from({ length: view.byteLength / 4 }, (_, i) => view.getInt32(i * 4, true))
+        : Float64Array.from(t.int32Data ?? []);
     default:
       throw new Unsupported(`a constant of element type ${t.dataType}`);
   }

@@ -8,7 +8,15 @@
 
 import type { Link } from './kernel.js';
 import { floatsOrTensor, ints, num, strings, text, type Attributes } from './onnx-attributes.js';
-import { columnTrees, parseEnsemble, Unsupported, type LeafWeights, type ParsedEnsemble, type RawEnsemble, type TreeModel } from './tree-model.js';
+import {
+  columnTrees,
+  parseEnsemble,
+  Unsupported,
+  type LeafWeights,
+  type ParsedEnsemble,
+  type RawEnsemble,
+  type TreeModel,
+} from './tree-model.js';
 
 /** One output column: its trees (built on first use: a wide ensemble has many columns). */
 export interface EnsembleColumn {
@@ -20,7 +28,12 @@ export interface EnsembleColumn {
 }
 
 /** The columns of the node's score output, and a description ("TreeEnsembleClassifier (150 trees)"). */
-export function ensembleColumns(op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegressor', attrs: Attributes, roundInput: boolean, features: number): { columns: EnsembleColumn[]; source: string } {
+export function ensembleColumns(
+  op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegressor',
+  attrs: Attributes,
+  roundInput: boolean,
+  features: number,
+): { columns: EnsembleColumn[]; source: string } {
   const classifier = op === 'TreeEnsembleClassifier';
   const w = classifier ? 'class' : 'target';
   const raw: RawEnsemble = {
@@ -43,15 +56,36 @@ export function ensembleColumns(op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegr
   const parsed = parseEnsemble(raw);
   if (parsed.maxFeature >= features) throw new Unsupported(`the ensemble reads feature ${parsed.maxFeature} of a ${features}-column input`);
   const source = `${op} (${parsed.trees.length} trees)`;
-  const column = (leaf: (l: LeafWeights) => number, scale: number, b: number, link: Link, id: object = {}, complementOf?: object): EnsembleColumn => {
+  const column = (
+    leaf: (l: LeafWeights) => number,
+    scale: number,
+    b: number,
+    link: Link,
+    id: object = {},
+    complementOf?: object,
+  ): EnsembleColumn => {
     let built: TreeModel | null = null;
-    return { link, id, ...(complementOf !== undefined ? { complementOf } : {}), trees: () => (built ??= columnTrees(parsed, leaf, scale, b, roundInput)) };
+    return {
+      link,
+      id,
+      ...(complementOf !== undefined ? { complementOf } : {}),
+      trees: () => (built ??= columnTrees(parsed, leaf, scale, b, roundInput)),
+    };
   };
-  const columns = classifier ? classifierColumns(attrs, raw, parsed, base, post, column) : regressorColumns(attrs, parsed, base, post, column);
+  const columns = classifier
+    ? classifierColumns(attrs, raw, parsed, base, post, column)
+    : regressorColumns(attrs, parsed, base, post, column);
   return { columns, source };
 }
 
-type MakeColumn = (leaf: (l: LeafWeights) => number, scale: number, b: number, link: Link, id?: object, complementOf?: object) => EnsembleColumn;
+type MakeColumn = (
+  leaf: (l: LeafWeights) => number,
+  scale: number,
+  b: number,
+  link: Link,
+  id?: object,
+  complementOf?: object,
+) => EnsembleColumn;
 
 /** A leaf's summed weights for one class or target. */
 const sumOf = (id: number) => (l: LeafWeights) => {
@@ -60,7 +94,14 @@ const sumOf = (id: number) => (l: LeafWeights) => {
   return s;
 };
 
-function classifierColumns(attrs: Attributes, raw: RawEnsemble, parsed: ParsedEnsemble, base: readonly number[], post: string, column: MakeColumn): EnsembleColumn[] {
+function classifierColumns(
+  attrs: Attributes,
+  raw: RawEnsemble,
+  parsed: ParsedEnsemble,
+  base: readonly number[],
+  post: string,
+  column: MakeColumn,
+): EnsembleColumn[] {
   const labels = Math.max(ints(attrs, 'classlabels_int64s').length, strings(attrs, 'classlabels_strings').length);
   const ids = new Set(raw.weightId);
   if (labels === 2 && ids.size === 1) {
@@ -79,7 +120,9 @@ function classifierColumns(attrs: Attributes, raw: RawEnsemble, parsed: ParsedEn
   const link: Link = post === 'LOGISTIC' ? 'logit' : 'identity';
   if (labels === 2 && ids.size === 2 && ids.has(0) && ids.has(1)) {
     // Whether class 1 has a score depends on the leaves a row reaches unless every leaf has one.
-    for (const t of parsed.trees) for (const l of t.leaves) if (l !== null && !l.ids.includes(1)) throw new Unsupported('a binary ensemble with class 1 weights on some leaves only');
+    for (const t of parsed.trees)
+      for (const l of t.leaves)
+        if (l !== null && !l.ids.includes(1)) throw new Unsupported('a binary ensemble with class 1 weights on some leaves only');
     // With two base values onnxruntime scores class 1 as base[1] + the class 0 sum, class 0 as its negation.
     if (base.length === 2) return [column(sumOf(0), -1, -base[1]!, link), column(sumOf(0), 1, base[1]!, link)];
     return [column(sumOf(0), 1, base.length === 1 ? base[0]! : 0, link), column(sumOf(1), 1, 0, link)];
@@ -90,7 +133,13 @@ function classifierColumns(attrs: Attributes, raw: RawEnsemble, parsed: ParsedEn
   throw new Unsupported(`a classifier of ${labels} classes with weights for classes ${[...ids].join(', ')}`);
 }
 
-function regressorColumns(attrs: Attributes, parsed: ParsedEnsemble, base: readonly number[], post: string, column: MakeColumn): EnsembleColumn[] {
+function regressorColumns(
+  attrs: Attributes,
+  parsed: ParsedEnsemble,
+  base: readonly number[],
+  post: string,
+  column: MakeColumn,
+): EnsembleColumn[] {
   const targets = num(attrs.get('n_targets')?.i);
   const aggregate = text(attrs.get('aggregate_function')?.s) || 'SUM';
   if (aggregate !== 'SUM' && aggregate !== 'AVERAGE') throw new Unsupported(`aggregate_function ${aggregate} is not additive over trees`);
@@ -104,5 +153,7 @@ function regressorColumns(attrs: Attributes, parsed: ParsedEnsemble, base: reado
   if (!(targets > 1)) throw new Unsupported(`n_targets ${targets}`);
   if (post !== 'NONE' && post !== 'LOGISTIC') throw new Unsupported(`post_transform ${post} is not applied per column`);
   const withBase = base.length === targets;
-  return Array.from({ length: targets }, (_, t) => column(sumOf(t), scale, withBase ? base[t]! : 0, post === 'LOGISTIC' ? 'logit' : 'identity'));
+  return Array.from({ length: targets }, (_, t) =>
+    column(sumOf(t), scale, withBase ? base[t]! : 0, post === 'LOGISTIC' ? 'logit' : 'identity'),
+  );
 }

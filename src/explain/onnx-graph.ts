@@ -53,7 +53,6 @@ type Value =
   | { readonly kind: 'columns'; readonly columns: readonly Column[]; readonly rank: 1 | 2 }
   | { readonly kind: 'const'; readonly dims: readonly number[]; readonly data: Float64Array };
 
-
 /** Reads the score function of the model in `bytes`, or why it cannot be read. */
 export function recogniseScore(bytes: Uint8Array, target: ScoreTarget): Recognition {
   try {
@@ -77,7 +76,8 @@ class Interpreter {
     const graph = onnx.ModelProto.decode(bytes).graph;
     if (!graph) throw new Unsupported('the model has no graph');
     for (const t of graph.initializer ?? []) if (t.name) this.initializers.set(t.name, t);
-    for (const node of graph.node ?? []) (node.output ?? []).forEach((o, index) => {
+    for (const node of graph.node ?? [])
+      (node.output ?? []).forEach((o, index) => {
         if (o) this.producers.set(o, { node, index });
       });
     this.M = target.features;
@@ -153,15 +153,16 @@ class Interpreter {
         return this.matmul(arg(0), arg(1), 1, null, 0, false, 'MatMul');
       case 'Gemm': {
         if (num(attrs.get('transA')?.i) !== 0) throw new Unsupported('Gemm with transA');
-        const alpha = attrs.has('alpha') ? attrs.get('alpha')!.f ?? 1 : 1;
-        const beta = attrs.has('beta') ? attrs.get('beta')!.f ?? 1 : 1;
+        const alpha = attrs.has('alpha') ? (attrs.get('alpha')!.f ?? 1) : 1;
+        const beta = attrs.has('beta') ? (attrs.get('beta')!.f ?? 1) : 1;
         const c = inputs.length > 2 && inputs[2] ? arg(2) : null;
         return this.matmul(arg(0), arg(1), alpha, c, beta, num(attrs.get('transB')?.i) === 1, 'Gemm');
       }
       case 'Concat': {
         const axis = num(attrs.get('axis')?.i);
         const parts = inputs.map((n) => this.columnsOf(this.value(n)));
-        if (parts.some((p) => p.rank !== 2) || (axis !== 1 && axis !== -1)) throw new Unsupported('Concat other than of [N, k] tensors along axis 1');
+        if (parts.some((p) => p.rank !== 2) || (axis !== 1 && axis !== -1))
+          throw new Unsupported('Concat other than of [N, k] tensors along axis 1');
         return { kind: 'columns', rank: 2, columns: parts.flatMap((p) => p.columns) };
       }
       case 'Flatten':
@@ -212,7 +213,8 @@ class Interpreter {
         if (op === 'Mul') return affine(c, v, 0);
         if (op === 'Sub') {
           // 1 - sigmoid(m) = sigmoid(-m): the complementary probability of a binary classifier.
-          if (c.link === 'logit' && v === 1) return { link: 'logit', margin: () => scaleMargin(c.margin(), -1, 0), source: c.source, id: {}, complementOf: c.id };
+          if (c.link === 'logit' && v === 1)
+            return { link: 'logit', margin: () => scaleMargin(c.margin(), -1, 0), source: c.source, id: {}, complementOf: c.id };
           return affine(c, -1, v);
         }
         throw new Unsupported('a constant divided by a computed tensor');
@@ -237,25 +239,28 @@ class Interpreter {
       bias = broadcast(c, { kind: 'columns', rank: 2, columns: new Array<Column>(n) });
     }
     const inputs = x.columns;
-    const columns = Array.from({ length: n }, (_, o): Column => ({
-      link: 'identity',
-      source,
-      id: {},
-      margin: () => {
-        const weights = new Float64Array(this.M);
-        let intercept = bias === null ? 0 : beta * bias(o);
-        for (let i = 0; i < k; i++) {
-          if (inputs[i]!.link !== 'identity') throw new Unsupported('MatMul of a probability');
-          const m = inputs[i]!.margin();
-          if (m.kind !== 'linear') throw new Unsupported('MatMul of a tree ensemble output');
-          const f = alpha * at(i, o);
-          if (f === 0) continue;
-          addScaled(weights, m.linear.weights, f);
-          intercept += f * m.linear.intercept;
-        }
-        return linear(weights, intercept);
-      },
-    }));
+    const columns = Array.from(
+      { length: n },
+      (_, o): Column => ({
+        link: 'identity',
+        source,
+        id: {},
+        margin: () => {
+          const weights = new Float64Array(this.M);
+          let intercept = bias === null ? 0 : beta * bias(o);
+          for (let i = 0; i < k; i++) {
+            if (inputs[i]!.link !== 'identity') throw new Unsupported('MatMul of a probability');
+            const m = inputs[i]!.margin();
+            if (m.kind !== 'linear') throw new Unsupported('MatMul of a tree ensemble output');
+            const f = alpha * at(i, o);
+            if (f === 0) continue;
+            addScaled(weights, m.linear.weights, f);
+            intercept += f * m.linear.intercept;
+          }
+          return linear(weights, intercept);
+        },
+      }),
+    );
     return { kind: 'columns', rank: w.dims.length === 1 ? 1 : 2, columns };
   }
 
@@ -284,7 +289,11 @@ class Interpreter {
       case 'Normalizer': {
         const cols = this.columnsOf(x);
         const [a, b] = cols.columns;
-        const complementary = cols.columns.length === 2 && a!.link === 'logit' && b!.link === 'logit' && (a!.complementOf === b!.id || b!.complementOf === a!.id);
+        const complementary =
+          cols.columns.length === 2 &&
+          a!.link === 'logit' &&
+          b!.link === 'logit' &&
+          (a!.complementOf === b!.id || b!.complementOf === a!.id);
         // Two complementary probabilities already add up to 1: L1 normalisation leaves them as they are.
         if (text(attrs.get('norm')?.s) === 'L1' && complementary) return cols;
         throw new Unsupported('Normalizer other than L1 over the two complementary probabilities of a binary classifier');
@@ -297,7 +306,15 @@ class Interpreter {
         return {
           kind: 'columns',
           rank: 2,
-          columns: columns.map((c): Column => ({ link: c.link, source, id: c.id, ...(c.complementOf !== undefined ? { complementOf: c.complementOf } : {}), margin: () => ({ kind: 'trees', trees: c.trees() }) })),
+          columns: columns.map(
+            (c): Column => ({
+              link: c.link,
+              source,
+              id: c.id,
+              ...(c.complementOf !== undefined ? { complementOf: c.complementOf } : {}),
+              margin: () => ({ kind: 'trees', trees: c.trees() }),
+            }),
+          ),
         };
       }
       default:
@@ -306,14 +323,26 @@ class Interpreter {
   }
 
   /** rows of coefficients (targets x k) over the columns of x, plus intercepts. */
-  private linearNode(x: Value, coefficients: readonly number[], intercepts: readonly number[], targets: number, source: string): Extract<Value, { kind: 'columns' }> {
+  private linearNode(
+    x: Value,
+    coefficients: readonly number[],
+    intercepts: readonly number[],
+    targets: number,
+    source: string,
+  ): Extract<Value, { kind: 'columns' }> {
     const cols = this.columnsOf(x);
     const k = cols.columns.length;
-    if (coefficients.length !== targets * k) throw new Unsupported(`${source} has ${coefficients.length} coefficients for ${targets} x ${k}`);
-    if (intercepts.length !== 0 && intercepts.length !== targets) throw new Unsupported(`${source} has ${intercepts.length} intercepts for ${targets} targets`);
+    if (coefficients.length !== targets * k)
+      throw new Unsupported(`${source} has ${coefficients.length} coefficients for ${targets} x ${k}`);
+    if (intercepts.length !== 0 && intercepts.length !== targets)
+      throw new Unsupported(`${source} has ${intercepts.length} intercepts for ${targets} targets`);
     const w: number[][] = Array.from({ length: k }, (_, i) => Array.from({ length: targets }, (_, t) => coefficients[t * k + i]!));
     const matrix: Value = { kind: 'const', dims: [k, targets], data: Float64Array.from(w.flat()) };
-    const bias: Value = { kind: 'const', dims: [targets], data: Float64Array.from(intercepts.length === 0 ? new Array<number>(targets).fill(0) : intercepts) };
+    const bias: Value = {
+      kind: 'const',
+      dims: [targets],
+      data: Float64Array.from(intercepts.length === 0 ? new Array<number>(targets).fill(0) : intercepts),
+    };
     return this.matmul(cols, matrix, 1, bias, 1, false, source) as Extract<Value, { kind: 'columns' }>;
   }
 
@@ -334,7 +363,14 @@ class Interpreter {
       const s = scores.columns[0]!;
       if (post === 'LOGISTIC') {
         const positive: Column = { link: 'logit', margin: s.margin, source: s.source, id: {} };
-        return { kind: 'columns', rank: 2, columns: [{ link: 'logit', margin: () => scaleMargin(s.margin(), -1, 0), source: s.source, id: {}, complementOf: positive.id }, positive] };
+        return {
+          kind: 'columns',
+          rank: 2,
+          columns: [
+            { link: 'logit', margin: () => scaleMargin(s.margin(), -1, 0), source: s.source, id: {}, complementOf: positive.id },
+            positive,
+          ],
+        };
       }
       return { kind: 'columns', rank: 2, columns: [affine(s, -1, 1), s] };
     }
@@ -365,7 +401,10 @@ function addScaled(into: Float64Array, w: Float64Array, f: number): void {
 
 function scaleMargin(m: Margin, scale: number, offset: number): Margin {
   if (m.kind === 'trees') return { kind: 'trees', trees: affineTrees(m.trees, scale, offset) };
-  return linear(m.linear.weights.map((w) => w * scale), offset + scale * m.linear.intercept);
+  return linear(
+    m.linear.weights.map((w) => w * scale),
+    offset + scale * m.linear.intercept,
+  );
 }
 
 /** offset + scale * column, for a column whose value is its margin. */
@@ -394,7 +433,8 @@ function broadcast(c: Extract<Value, { kind: 'const' }>, x: Extract<Value, { kin
 }
 
 function reshapeRank(shape: Value): 1 | 2 {
-  if (shape.kind !== 'const' || (shape.data.length !== 1 && shape.data.length !== 2)) throw new Unsupported('Reshape to a shape that is not [n] or [n, 1]');
+  if (shape.kind !== 'const' || (shape.data.length !== 1 && shape.data.length !== 2))
+    throw new Unsupported('Reshape to a shape that is not [n] or [n, 1]');
   return shape.data.length === 1 ? 1 : 2;
 }
 

@@ -118,7 +118,8 @@ export function coverShares(model: TreeModel, rows: ArrayLike<number>, count: nu
 
 /** The tree's expected leaf value when every split is averaged by its shares (the empty coalition). */
 export function expectedLeaf(t: ShapTree, share: Float64Array): number {
-  const walk = (n: number): number => (t.feature[n]! < 0 ? t.value[n]! : share[t.yes[n]!]! * walk(t.yes[n]!) + share[t.no[n]!]! * walk(t.no[n]!));
+  const walk = (n: number): number =>
+    t.feature[n]! < 0 ? t.value[n]! : share[t.yes[n]!]! * walk(t.yes[n]!) + share[t.no[n]!]! * walk(t.no[n]!);
   return walk(0);
 }
 
@@ -179,7 +180,11 @@ export function parseEnsemble(raw: RawEnsemble): ParsedEnsemble {
   ] as const) {
     if (a.length !== count) throw new Unsupported(`${name} has ${a.length} entries for ${count} nodes`);
   }
-  if (raw.weightNode.length !== raw.weightTree.length || raw.weightId.length !== raw.weightTree.length || raw.weightValue.length !== raw.weightTree.length) {
+  if (
+    raw.weightNode.length !== raw.weightTree.length ||
+    raw.weightId.length !== raw.weightTree.length ||
+    raw.weightValue.length !== raw.weightTree.length
+  ) {
     throw new Unsupported('the leaf weight attributes differ in length');
   }
   const key = (tree: number, node: number) => `${tree}:${node}`;
@@ -192,7 +197,8 @@ export function parseEnsemble(raw: RawEnsemble): ParsedEnsemble {
   const weights = new Map<number, LeafWeights>();
   for (let w = 0; w < raw.weightTree.length; w++) {
     const i = index.get(key(raw.weightTree[w]!, raw.weightNode[w]!));
-    if (i === undefined) throw new Unsupported(`a weight names node ${raw.weightNode[w]} of tree ${raw.weightTree[w]}, which does not exist`);
+    if (i === undefined)
+      throw new Unsupported(`a weight names node ${raw.weightNode[w]} of tree ${raw.weightTree[w]}, which does not exist`);
     let lw = weights.get(i);
     if (lw === undefined) {
       lw = { ids: [], values: [], nodeValue: raw.values[i]! };
@@ -281,11 +287,26 @@ export function parseEnsemble(raw: RawEnsemble): ParsedEnsemble {
 }
 
 /** One column's trees: each leaf's value chosen from its weights (times `scale`), and the base. */
-export function columnTrees(parsed: ParsedEnsemble, leafValue: (w: LeafWeights) => number, scale: number, base: number, roundInput: boolean): TreeModel {
+export function columnTrees(
+  parsed: ParsedEnsemble,
+  leafValue: (w: LeafWeights) => number,
+  scale: number,
+  base: number,
+  roundInput: boolean,
+): TreeModel {
   const trees = parsed.trees.map((t): ShapTree => {
     const value = new Float64Array(t.feature.length);
     for (let n = 0; n < value.length; n++) if (t.feature[n]! < 0) value[n] = leafValue(t.leaves[n]!) * scale;
-    return { feature: t.feature, threshold: t.threshold, mode: t.mode, missingTrue: t.missingTrue, yes: t.yes, no: t.no, value, depth: t.depth };
+    return {
+      feature: t.feature,
+      threshold: t.threshold,
+      mode: t.mode,
+      missingTrue: t.missingTrue,
+      yes: t.yes,
+      no: t.no,
+      value,
+      depth: t.depth,
+    };
   });
   return { trees, base, roundInput };
 }

@@ -42,7 +42,9 @@ export async function exportPredictions(o: ExportOptions): Promise<ExportSummary
   try {
     if (scan.total === 0 && !scan.hasModel()) {
       const known = scan.models();
-      throw badRequest(`the prediction log has no predictions of model '${o.model}'${known.length > 0 ? ` (it has: ${known.join(', ')})` : ' (it is empty)'}`);
+      throw badRequest(
+        `the prediction log has no predictions of model '${o.model}'${known.length > 0 ? ` (it has: ${known.join(', ')})` : ' (it is empty)'}`,
+      );
     }
     const layout = layoutOf(scan.widths, o.featureNames);
     const sink = await openSink(o.format, o.output, layout, {

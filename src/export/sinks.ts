@@ -59,7 +59,8 @@ class TextSink implements RowSink {
       const labelled = isoOrNull(c.labelledAt[r]!);
       const at = r * c.width;
       if (this.json) {
-        let line = `${keys[0]}${JSON.stringify(id)}${keys[1]}${JSON.stringify(ts)}${keys[2]}${model}${keys[3]}${c.version}${keys[4]}${variant}` +
+        let line =
+          `${keys[0]}${JSON.stringify(id)}${keys[1]}${JSON.stringify(ts)}${keys[2]}${model}${keys[3]}${c.version}${keys[4]}${variant}` +
           `${keys[5]}${jsonNumber(c.scores[r]!)}${keys[6]}${jsonNumber(c.labels[r]!)}${keys[7]}${JSON.stringify(labelled)}`;
         for (let f = 0; f < sources.length; f++) {
           const j = sources[f]!;
@@ -105,7 +106,11 @@ class RowGroupWriter extends ByteWriter {
 }
 
 const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' } } as const;
-const TIMESTAMP = { type: 'INT64', converted_type: 'TIMESTAMP_MILLIS', logical_type: { type: 'TIMESTAMP', isAdjustedToUTC: true, unit: 'MILLIS' } } as const;
+const TIMESTAMP = {
+  type: 'INT64',
+  converted_type: 'TIMESTAMP_MILLIS',
+  logical_type: { type: 'TIMESTAMP', isAdjustedToUTC: true, unit: 'MILLIS' },
+} as const;
 
 /** The Parquet schema of an export: flat, one leaf per column. */
 export function parquetSchema(layout: ExportLayout): SchemaElement[] {
@@ -198,7 +203,12 @@ class ParquetSink implements RowSink {
   }
 }
 
-export async function openSink(format: ExportFormat, path: string, layout: ExportLayout, options: { rowGroupRows?: number; metadata?: Record<string, string> } = {}): Promise<RowSink> {
+export async function openSink(
+  format: ExportFormat,
+  path: string,
+  layout: ExportLayout,
+  options: { rowGroupRows?: number; metadata?: Record<string, string> } = {},
+): Promise<RowSink> {
   if (format !== 'parquet') return TextSink.open(path, layout, format === 'jsonl');
   return new ParquetSink(await FileSink.open(path), layout, options.rowGroupRows ?? DEFAULT_ROW_GROUP_ROWS, options.metadata ?? {});
 }

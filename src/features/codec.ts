@@ -77,7 +77,8 @@ function writeOne(view: DataView, bytes: Uint8Array, layout: GroupLayout, i: num
 }
 
 function start(layout: GroupLayout, into?: Uint8Array): { bytes: Uint8Array; view: DataView } {
-  if (into !== undefined && into.byteLength !== layout.byteLength) throw new RangeError(`a group of this layout takes ${layout.byteLength} bytes, not ${into.byteLength}`);
+  if (into !== undefined && into.byteLength !== layout.byteLength)
+    throw new RangeError(`a group of this layout takes ${layout.byteLength} bytes, not ${into.byteLength}`);
   const bytes = into ?? new Uint8Array(layout.byteLength);
   bytes.fill(0);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -91,7 +92,11 @@ function start(layout: GroupLayout, into?: Uint8Array): { bytes: Uint8Array; vie
  * Encodes values keyed by feature name; names of the layout that are absent are stored as missing.
  * With `into` (layout.byteLength bytes, e.g. a slice of one buffer for many groups) it writes there.
  */
-export function encodeGroup(layout: GroupLayout, values: Readonly<Record<string, FeatureValue | undefined>>, into?: Uint8Array): Uint8Array {
+export function encodeGroup(
+  layout: GroupLayout,
+  values: Readonly<Record<string, FeatureValue | undefined>>,
+  into?: Uint8Array,
+): Uint8Array {
   const { bytes, view } = start(layout, into);
   layout.names.forEach((name, i) => {
     const fv = Object.hasOwn(values, name) ? values[name] : undefined;

@@ -162,7 +162,10 @@ export function describeSchemaErrors(doc: unknown, errors: ErrorObject[] | null 
     // propertyNames reports once for the name and once more for the object; keep the first.
     .filter((e) => !(e.keyword === 'pattern' && e.propertyName !== undefined))
     .map((e) => {
-      const segments = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+      const segments = e.instancePath
+        .split('/')
+        .slice(1)
+        .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
       const got = valueAt(doc, segments);
       let label = '(root)';
       let rest = segments;

@@ -203,7 +203,8 @@ function buildFeature(f: RawFeature, i: number, ctx: Context, errors: string[]):
       else err('fallback', `${show(fb)} is not a fallback (use { default: value }, last_known, compute or error)`);
     } else {
       const keys = Object.keys(fb);
-      if (keys.length !== 1 || keys[0] !== 'default') err('fallback', `an object fallback is { default: value }, got keys ${keys.join(', ') || 'none'}`);
+      if (keys.length !== 1 || keys[0] !== 'default')
+        err('fallback', `an object fallback is { default: value }, got keys ${keys.join(', ') || 'none'}`);
       else {
         const why = dtypeMismatch(f.dtype, fb.default);
         if (why) err('fallback.default', `${show(fb.default)} is not a valid ${f.dtype} (${why})`);
@@ -211,9 +212,13 @@ function buildFeature(f: RawFeature, i: number, ctx: Context, errors: string[]):
       }
     }
   }
-  if (fallback.kind === 'compute' && !computes) err('fallback', 'compute needs an expression or a module (it computes the value from dependsOn)');
+  if (fallback.kind === 'compute' && !computes)
+    err('fallback', 'compute needs an expression or a module (it computes the value from dependsOn)');
   if (type !== 'online' && computes && fallback.kind !== 'compute')
-    err(f.expression !== undefined ? 'expression' : 'module', `a ${type} feature only computes as its fallback; set fallback: compute or remove it`);
+    err(
+      f.expression !== undefined ? 'expression' : 'module',
+      `a ${type} feature only computes as its fallback; set fallback: compute or remove it`,
+    );
   if (f.dependsOn?.length && !computes) err('dependsOn', 'only an expression or a module reads dependencies; this feature has neither');
 
   const beforeDeps = errors.length;
@@ -222,7 +227,10 @@ function buildFeature(f: RawFeature, i: number, ctx: Context, errors: string[]):
   // With a dependency missing, every use of it would be reported again as an unknown variable.
   if (f.expression !== undefined && errors.length === beforeDeps) {
     try {
-      expression = compileExpression(f.expression, dependsOn.map((d) => d.variable));
+      expression = compileExpression(
+        f.expression,
+        dependsOn.map((d) => d.variable),
+      );
     } catch (e) {
       err('expression', (e as Error).message);
     }

@@ -25,7 +25,16 @@ import { decodeGroup, encodeGroup } from './codec.js';
 import { NativeTable } from './native-cache.js';
 import { StoreUnavailableError } from './redis-store.js';
 import type { StoredGroup, StreamSpec } from './plan.js';
-import { groupKey, SeenIds, type EventRecord, type FetchResult, type GroupRead, type GroupWrite, type OnlineStore, type SeriesRead } from './store.js';
+import {
+  groupKey,
+  SeenIds,
+  type EventRecord,
+  type FetchResult,
+  type GroupRead,
+  type GroupWrite,
+  type OnlineStore,
+  type SeriesRead,
+} from './store.js';
 import { encodeSnapshot } from './window-cache.js';
 import { bucketStart, bucketWidthMs, retentionMs, WindowStore, type Aggregation } from './windows.js';
 
@@ -34,7 +43,11 @@ const PRUNE_MS = 60_000;
 const PUT_ROWS = 100;
 
 /** Writes the (key, value) pairs of `args` (PUT_ROWS of them with `many`, else one by one) and empties it. */
-function flush(many: Database.Statement<(string | Uint8Array)[]>, one: Database.Statement<[string, Uint8Array]>, args: (string | Uint8Array)[]): void {
+function flush(
+  many: Database.Statement<(string | Uint8Array)[]>,
+  one: Database.Statement<[string, Uint8Array]>,
+  args: (string | Uint8Array)[],
+): void {
   if (args.length === 2 * PUT_ROWS) many.run(...args);
   else for (let i = 0; i < args.length; i += 2) one.run(args[i] as string, args[i + 1] as Uint8Array);
   args.length = 0;
@@ -109,10 +122,13 @@ export class EmbeddedStore implements OnlineStore {
     this.db.exec(SCHEMA);
     const version = this.db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get();
     if (version === undefined) this.db.prepare("INSERT INTO meta VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
-    else if (version.value !== String(SCHEMA_VERSION)) throw new Error(`${this.path} has feature store schema ${version.value}; this version of scoreline reads ${SCHEMA_VERSION}`);
+    else if (version.value !== String(SCHEMA_VERSION))
+      throw new Error(`${this.path} has feature store schema ${version.value}; this version of scoreline reads ${SCHEMA_VERSION}`);
     this.#get = this.db.prepare<[string], Buffer>('SELECT value FROM groups WHERE key = ?').pluck();
     this.#put = this.db.prepare<[string, Uint8Array]>('INSERT OR REPLACE INTO groups (key, value) VALUES (?, ?)');
-    this.#putMany = this.db.prepare<(string | Uint8Array)[]>(`INSERT OR REPLACE INTO groups (key, value) VALUES ${Array(PUT_ROWS).fill('(?, ?)').join(', ')}`);
+    this.#putMany = this.db.prepare<(string | Uint8Array)[]>(
+      `INSERT OR REPLACE INTO groups (key, value) VALUES ${Array(PUT_ROWS).fill('(?, ?)').join(', ')}`,
+    );
     this.#seenAdd = this.db.prepare<[string, number]>('INSERT OR REPLACE INTO seen (key, until) VALUES (?, ?)');
     this.#bucketAdd = this.db.prepare(
       `INSERT INTO buckets (entity, stream, id, width, start, count, sum, lo, hi, until) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
@@ -131,7 +147,10 @@ export class EmbeddedStore implements OnlineStore {
       byStream.set(s.stream, ws);
       const byWidth = new Map<number, number>();
       for (const w of s.windowsMs) byWidth.set(bucketWidthMs(w), Math.max(byWidth.get(bucketWidthMs(w)) ?? 0, retentionMs(w)));
-      this.#widths.set(`${s.entity}:${s.stream}`, [...byWidth].map(([widthMs, r]) => ({ widthMs, retentionMs: r })));
+      this.#widths.set(
+        `${s.entity}:${s.stream}`,
+        [...byWidth].map(([widthMs, r]) => ({ widthMs, retentionMs: r })),
+      );
     }
     this.#restore(Date.now());
 
@@ -201,7 +220,15 @@ export class EmbeddedStore implements OnlineStore {
     return row;
   }
 
-  windowSync(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null {
+  windowSync(
+    entity: string,
+    id: string,
+    stream: string,
+    nowMs: number,
+    windowMs: number,
+    aggregation: Aggregation,
+    sinceMs?: number,
+  ): number | null {
     const ws = this.#windows.get(entity)?.get(stream);
     return ws === undefined ? null : ws.read(id, nowMs, windowMs, aggregation, sinceMs);
   }
@@ -329,5 +356,10 @@ export class EmbeddedStore implements OnlineStore {
 /** The fingerprint of a source file as it is now. */
 export function fingerprintOf(path: string, layouts: readonly StoredGroup[]): SourceFingerprint {
   const st = statSync(path);
-  return { path: resolve(path), size: st.size, mtimeMs: st.mtimeMs, layouts: layouts.map((g) => `${g.entity}@${g.version}:${g.layout.hash}`).join(',') };
+  return {
+    path: resolve(path),
+    size: st.size,
+    mtimeMs: st.mtimeMs,
+    layouts: layouts.map((g) => `${g.entity}@${g.version}:${g.layout.hash}`).join(','),
+  };
 }

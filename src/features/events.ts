@@ -36,7 +36,6 @@ const ID_PREFIX = `ev-${randomBytes(8).toString('hex')}`;
 let idCounter = 0;
 export const nextEventId = (): string => `${ID_PREFIX}-${(++idCounter).toString(36)}`;
 
-
 export interface EventTarget {
   readonly spec: StreamSpec;
   /** The longest window reading the stream. */
@@ -61,7 +60,12 @@ export function streamsByEvent(registry: FeatureRegistry): Map<string, EventTarg
   return out;
 }
 
-export function parseEvents(registry: FeatureRegistry, streams: ReadonlyMap<string, readonly EventTarget[]>, body: unknown, now: number): ParsedEvents {
+export function parseEvents(
+  registry: FeatureRegistry,
+  streams: ReadonlyMap<string, readonly EventTarget[]>,
+  body: unknown,
+  now: number,
+): ParsedEvents {
   if (!isObject(body)) throw badRequest('body must be an event object or {"events": [...]}');
   const list = body.events !== undefined ? body.events : [body];
   if (!Array.isArray(list) || list.length === 0) throw badRequest('"events" must be a non-empty array');
@@ -74,7 +78,8 @@ export function parseEvents(registry: FeatureRegistry, streams: ReadonlyMap<stri
     if (!isObject(e)) throw badRequest(`${at} must be an object`);
     if (typeof e.event !== 'string') throw badRequest(`${at}.event must be a string (one of: ${[...streams.keys()].join(', ')})`);
     const targets = streams.get(e.event);
-    if (targets === undefined) throw badRequest(`${at}.event '${e.event}' feeds no feature (known events: ${[...streams.keys()].join(', ')})`);
+    if (targets === undefined)
+      throw badRequest(`${at}.event '${e.event}' feeds no feature (known events: ${[...streams.keys()].join(', ')})`);
     if (e.id !== undefined && (typeof e.id !== 'string' || e.id.length === 0 || e.id.length > MAX_EVENT_ID_LENGTH)) {
       throw badRequest(`${at}.id must be a non-empty string of at most ${MAX_EVENT_ID_LENGTH} characters (the event's idempotency key)`);
     }
@@ -93,7 +98,8 @@ export function parseEvents(registry: FeatureRegistry, streams: ReadonlyMap<stri
       let value = 1;
       if (spec.field !== null) {
         const v = fields[spec.field];
-        if (typeof v !== 'number' || !Number.isFinite(v)) throw badRequest(`${at}.fields.${spec.field} must be a finite number (event '${e.event}' is summed on it)`);
+        if (typeof v !== 'number' || !Number.isFinite(v))
+          throw badRequest(`${at}.fields.${spec.field} must be a finite number (event '${e.event}' is summed on it)`);
         value = v;
       }
       const verdict = classifyEventTime(ts, now, longestMs, DEFAULT_MAX_FUTURE_SKEW_MS);

@@ -208,8 +208,7 @@ function constant<I>(value: Scalar): Fn<I> {
 }
 const isConstant = <I>(f: Fn<I>) => constants.has(f as Fn<never>);
 /** Folds a node whose children are all constant: evaluating it ignores the input. */
-const fold = <I>(f: Fn<I>, children: Fn<I>[]): Fn<I> =>
-  children.every(isConstant) ? constant<I>(f(undefined as I)) : f;
+const fold = <I>(f: Fn<I>, children: Fn<I>[]): Fn<I> => (children.every(isConstant) ? constant<I>(f(undefined as I)) : f);
 
 const num = (x: Scalar) => x as number;
 
@@ -226,24 +225,40 @@ function unary<I>(op: string, a: Fn<I>): Fn<I> {
 
 function binary<I>(op: string, l: Fn<I>, r: Fn<I>): Fn<I> {
   switch (op) {
-    case '+': return (v) => num(l(v)) + num(r(v));
-    case '-': return (v) => num(l(v)) - num(r(v));
-    case '*': return (v) => num(l(v)) * num(r(v));
-    case '/': return (v) => num(l(v)) / num(r(v));
-    case '%': return (v) => num(l(v)) % num(r(v));
-    case '**': return (v) => num(l(v)) ** num(r(v));
-    case '<': return (v) => l(v) < r(v);
-    case '<=': return (v) => l(v) <= r(v);
-    case '>': return (v) => l(v) > r(v);
-    case '>=': return (v) => l(v) >= r(v);
+    case '+':
+      return (v) => num(l(v)) + num(r(v));
+    case '-':
+      return (v) => num(l(v)) - num(r(v));
+    case '*':
+      return (v) => num(l(v)) * num(r(v));
+    case '/':
+      return (v) => num(l(v)) / num(r(v));
+    case '%':
+      return (v) => num(l(v)) % num(r(v));
+    case '**':
+      return (v) => num(l(v)) ** num(r(v));
+    case '<':
+      return (v) => l(v) < r(v);
+    case '<=':
+      return (v) => l(v) <= r(v);
+    case '>':
+      return (v) => l(v) > r(v);
+    case '>=':
+      return (v) => l(v) >= r(v);
     // Operands are numbers or booleans only, where == differs from === just by treating
     // true/false as 1/0; both keep JavaScript's meaning by comparing the operands as numbers.
-    case '==': return (v) => +l(v) === +r(v);
-    case '!=': return (v) => +l(v) !== +r(v);
-    case '===': return (v) => l(v) === r(v);
-    case '!==': return (v) => l(v) !== r(v);
-    case '&&': return (v) => l(v) && r(v);
-    default: return (v) => l(v) || r(v);
+    case '==':
+      return (v) => +l(v) === +r(v);
+    case '!=':
+      return (v) => +l(v) !== +r(v);
+    case '===':
+      return (v) => l(v) === r(v);
+    case '!==':
+      return (v) => l(v) !== r(v);
+    case '&&':
+      return (v) => l(v) && r(v);
+    default:
+      return (v) => l(v) || r(v);
   }
 }
 
@@ -261,20 +276,31 @@ function call<I>(name: string, args: Fn<I>[]): Fn<I> {
         return acc;
       };
     }
-    case 'abs': return (v) => Math.abs(num(a(v)));
-    case 'log': return (v) => Math.log(num(a(v)));
-    case 'log1p': return (v) => Math.log1p(num(a(v)));
-    case 'exp': return (v) => Math.exp(num(a(v)));
-    case 'sqrt': return (v) => Math.sqrt(num(a(v)));
-    case 'pow': return (v) => num(a(v)) ** num(b(v));
-    case 'floor': return (v) => Math.floor(num(a(v)));
-    case 'ceil': return (v) => Math.ceil(num(a(v)));
-    case 'round': return (v) => Math.round(num(a(v)));
-    case 'clamp': return (v) => Math.min(Math.max(num(a(v)), num(b(v))), num(c(v)));
-    case 'isnan': return (v) => {
-      const x = a(v);
-      return Number.isNaN(x);
-    };
+    case 'abs':
+      return (v) => Math.abs(num(a(v)));
+    case 'log':
+      return (v) => Math.log(num(a(v)));
+    case 'log1p':
+      return (v) => Math.log1p(num(a(v)));
+    case 'exp':
+      return (v) => Math.exp(num(a(v)));
+    case 'sqrt':
+      return (v) => Math.sqrt(num(a(v)));
+    case 'pow':
+      return (v) => num(a(v)) ** num(b(v));
+    case 'floor':
+      return (v) => Math.floor(num(a(v)));
+    case 'ceil':
+      return (v) => Math.ceil(num(a(v)));
+    case 'round':
+      return (v) => Math.round(num(a(v)));
+    case 'clamp':
+      return (v) => Math.min(Math.max(num(a(v)), num(b(v))), num(c(v)));
+    case 'isnan':
+      return (v) => {
+        const x = a(v);
+        return Number.isNaN(x);
+      };
     default: // coalesce: missing values read as NaN, so the first value that is not NaN wins
       return (v) => {
         for (let i = 0; i < args.length; i++) {

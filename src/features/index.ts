@@ -26,7 +26,15 @@ export { RedisStore, StoreUnavailableError } from './redis-store.js';
 export { EmbeddedStore, fingerprintOf } from './embedded-store.js';
 export { CircuitBreaker, type BreakerState } from './breaker.js';
 export { NativeCache, BatchReadBuffer } from './native-cache.js';
-export { feedsOf, materializeSource, readRowBatches, readRows, splitCsvLine, type MaterializeResult, type MaterializeProgress } from './sources.js';
+export {
+  feedsOf,
+  materializeSource,
+  readRowBatches,
+  readRows,
+  splitCsvLine,
+  type MaterializeResult,
+  type MaterializeProgress,
+} from './sources.js';
 export { parseEvents, streamsByEvent, nextEventId } from './events.js';
 
 /** What POST /v1/events (and a WebSocket event frame) answers when the events were stored. */
@@ -107,8 +115,13 @@ export async function createFeatureService(cfg: FeaturesConfig, options: Service
     store = openEmbedded(path, {
       streams: registry.streams,
       ...(cfg.embedded.memoryBytes !== null ? { memoryBytes: cfg.embedded.memoryBytes } : {}),
-      onPreloaded: (rows, seconds) => log?.info({ path, rows, seconds: Math.round(seconds * 100) / 100 }, 'feature store in memory: every stored group is served without reading the file'),
-      onPreloadError: (e) => log?.error({ path, err: e.message }, 'copying the feature store into memory failed: groups not in memory are read from the file'),
+      onPreloaded: (rows, seconds) =>
+        log?.info(
+          { path, rows, seconds: Math.round(seconds * 100) / 100 },
+          'feature store in memory: every stored group is served without reading the file',
+        ),
+      onPreloadError: (e) =>
+        log?.error({ path, err: e.message }, 'copying the feature store into memory failed: groups not in memory are read from the file'),
     });
   } else {
     store = new MemoryStore(registry.streams);
@@ -128,9 +141,18 @@ export async function createFeatureService(cfg: FeaturesConfig, options: Service
     for (const source of registry.sources.values()) {
       try {
         // The durable store keeps what it loaded: a source file unchanged since is not read again.
-        const fingerprint = store instanceof EmbeddedStore ? fingerprintOf(source.path, feedsOf(registry, source).map((f) => f.group)) : null;
+        const fingerprint =
+          store instanceof EmbeddedStore
+            ? fingerprintOf(
+                source.path,
+                feedsOf(registry, source).map((f) => f.group),
+              )
+            : null;
         if (store instanceof EmbeddedStore && store.sourceLoaded(source.name, fingerprint!)) {
-          log?.info({ source: source.name, path: source.path }, 'feature source unchanged since it was loaded into the feature store: not read again');
+          log?.info(
+            { source: source.name, path: source.path },
+            'feature source unchanged since it was loaded into the feature store: not read again',
+          );
           continue;
         }
         const result = await materializeSource(registry, source, store);

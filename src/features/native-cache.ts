@@ -212,12 +212,7 @@ export class NativeCache {
     for (;;) {
       // One joined string is the cheapest way to pass many strings through N-API; a key that
       // contains the separator makes the native side answer -1, and the array form is used.
-      let hits = this.#native.getManyJoined(
-        count === 1 ? keys[0]! : keys.join(this.#native.keySeparator),
-        count,
-        out.data,
-        out.meta,
-      );
+      let hits = this.#native.getManyJoined(count === 1 ? keys[0]! : keys.join(this.#native.keySeparator), count, out.data, out.meta);
       if (hits < 0) hits = this.#native.getManyArray(keys, out.data, out.meta);
       const needed = out.meta[2 * count]!;
       if (needed <= out.data.length) {
@@ -287,7 +282,10 @@ export class NativeTable {
   #slabOffset = 0;
 
   /** Opens (or creates) the table `name`; `limits` replace its limits when given. */
-  constructor(readonly name: string, limits?: { maxEntries?: number; maxBytes?: number }) {
+  constructor(
+    readonly name: string,
+    limits?: { maxEntries?: number; maxBytes?: number },
+  ) {
     this.#native = loadNativeBinding();
     this.#id = this.#native.tableOpen(name, limits);
   }

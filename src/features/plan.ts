@@ -170,7 +170,12 @@ export class FeatureRegistry {
       groups.set(key, [...(groups.get(key) ?? []), f]);
     }
     this.groups = [...groups.values()].map((list) => {
-      const group = { entity: list[0]!.entity, version: list[0]!.version, refs: list.map((f) => f.ref), layout: groupLayout(list.map((f) => f.name)) };
+      const group = {
+        entity: list[0]!.entity,
+        version: list[0]!.version,
+        refs: list.map((f) => f.ref),
+        layout: groupLayout(list.map((f) => f.name)),
+      };
       list.forEach((f, field) => {
         this.#groupOf.set(f.ref, { group, field });
       });
@@ -200,7 +205,10 @@ export class FeatureRegistry {
     if (f) return f;
     const name = ref.split('@')[0]!;
     const known = this.#defs.latest.has(name)
-      ? `known versions of ${name}: ${this.features.filter((x) => x.name === name).map((x) => x.version).join(', ')}`
+      ? `known versions of ${name}: ${this.features
+          .filter((x) => x.name === name)
+          .map((x) => x.version)
+          .join(', ')}`
       : `known: ${[...this.#defs.latest.keys()].join(', ')}`;
     throw configInvalid(`unknown feature '${ref}' (${known})`);
   }

@@ -189,7 +189,11 @@ export class RedisStore implements OnlineStore {
           { store: 'redis', failures: n, cause, timeoutMs: this.timeoutMs, probeMs },
           `feature store circuit open: redis failed ${n} requests in a row (${cause}); serving from the L1 cache and fallbacks without waiting, refusing event writes, probing every ${probeMs} ms`,
         ),
-      onClose: (ms) => opts.log?.info({ store: 'redis', openMs: Math.round(ms) }, `feature store circuit closed: redis answers again after ${Math.round(ms)} ms`),
+      onClose: (ms) =>
+        opts.log?.info(
+          { store: 'redis', openMs: Math.round(ms) },
+          `feature store circuit closed: redis answers again after ${Math.round(ms)} ms`,
+        ),
       onChange: () => this.refresh(),
     });
     // ioredis announces status changes on the next tick; exec() also checks the status itself.
@@ -202,7 +206,10 @@ export class RedisStore implements OnlineStore {
       // One bucket series per width; the longest retention of windows sharing a width wins.
       const byWidth = new Map<number, number>();
       for (const x of list) byWidth.set(x.widthMs, Math.max(byWidth.get(x.widthMs) ?? 0, x.retentionMs));
-      this.widths.set(`${s.entity}:${s.stream}`, [...byWidth].map(([widthMs, retention]) => ({ widthMs, retentionMs: retention })));
+      this.widths.set(
+        `${s.entity}:${s.stream}`,
+        [...byWidth].map(([widthMs, retention]) => ({ widthMs, retentionMs: retention })),
+      );
     }
   }
 
@@ -296,7 +303,11 @@ export class RedisStore implements OnlineStore {
       return new StoreUnavailableError(`the store did not answer within ${this.timeoutMs} ms`, true, 'store timed out');
     }
     this.breaker.failure(admission, `connection: ${err.message}`);
-    return new StoreUnavailableError(`the connection to the store failed before it answered (${err.message})`, true, 'store connection lost');
+    return new StoreUnavailableError(
+      `the connection to the store failed before it answered (${err.message})`,
+      true,
+      'store connection lost',
+    );
   }
 
   /**
@@ -359,7 +370,8 @@ export class RedisStore implements OnlineStore {
           for (let c = 0; c < replies.length; c++) {
             const records = replies[c]!.split('\x1e');
             const first = c * READ_CHUNK;
-            if (records.length !== Math.min(READ_CHUNK, keys.length - first)) throw new Error(`redis answered ${records.length} hashes for ${Math.min(READ_CHUNK, keys.length - first)} keys`);
+            if (records.length !== Math.min(READ_CHUNK, keys.length - first))
+              throw new Error(`redis answered ${records.length} hashes for ${Math.min(READ_CHUNK, keys.length - first)} keys`);
             for (let k = 0; k < records.length; k++) {
               const i = first + k;
               const how = parse[i]!;

@@ -107,7 +107,11 @@ export class Resolution implements Resolved {
     for (const p of plan.features) {
       const t = this.ts[p.slot]!;
       const st = this.status[p.slot]!;
-      const d: FeatureDebug = { value: this.values[p.slot] ?? null, status: STATUS[st]!, age_ms: Number.isNaN(t) || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)) };
+      const d: FeatureDebug = {
+        value: this.values[p.slot] ?? null,
+        status: STATUS[st]!,
+        age_ms: Number.isNaN(t) || st === OVERRIDE ? null : Math.max(0, Math.round(this.now - t)),
+      };
       const wi = this.mf.windowBySlot[p.slot]!;
       const readAt = wi >= 0 && st !== OVERRIDE ? this.windowReadAt?.[wi] : undefined;
       if (readAt !== undefined) d.window_age_ms = Math.max(0, Math.round(this.now - readAt));
@@ -117,4 +121,3 @@ export class Resolution implements Resolved {
     return out;
   }
 }
-

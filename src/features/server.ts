@@ -67,8 +67,14 @@ export interface FeatureServerOptions {
 }
 
 const IGNORE = (): void => undefined;
-const NO_OBSERVER: FeatureObserver = { cacheLookup() {}, fallback() {}, freshness: () => IGNORE, storeFailure() {}, stale() {}, resolution() {} };
-
+const NO_OBSERVER: FeatureObserver = {
+  cacheLookup() {},
+  fallback() {},
+  freshness: () => IGNORE,
+  storeFailure() {},
+  stale() {},
+  resolution() {},
+};
 
 export class FeatureServer {
   readonly registry: FeatureRegistry;
@@ -87,7 +93,12 @@ export class FeatureServer {
     this.observer = opts.observer ?? NO_OBSERVER;
     this.windows =
       opts.cache !== null && opts.cacheTtlMs > 0 && opts.cacheWindows !== false
-        ? new WindowCache({ cache: opts.cache, ttlMs: opts.cacheTtlMs, streams: opts.registry.streams, inFlightMs: 2 * (opts.storeTimeoutMs ?? 1000) + 1000 })
+        ? new WindowCache({
+            cache: opts.cache,
+            ttlMs: opts.cacheTtlMs,
+            streams: opts.registry.streams,
+            inFlightMs: 2 * (opts.storeTimeoutMs ?? 1000) + 1000,
+          })
         : null;
   }
 
@@ -97,7 +108,8 @@ export class FeatureServer {
    */
   compileModel(columns: readonly string[], bindings: Readonly<Record<string, string>> = {}, where = 'model'): ModelFeatures {
     for (const b of Object.keys(bindings)) {
-      if (!columns.includes(b)) throw new ScorelineError('CONFIG_INVALID', `${where}: bindings name '${b}', which is not one of its features`);
+      if (!columns.includes(b))
+        throw new ScorelineError('CONFIG_INVALID', `${where}: bindings name '${b}', which is not one of its features`);
     }
     const refs: string[] = [];
     const sources: ({ kind: 'feature'; ref: string } | { kind: 'request'; field: string })[] = columns.map((c) => {
@@ -129,7 +141,9 @@ export class FeatureServer {
       overrideSlot,
       windowBySlot,
       storedEntity: Int32Array.from(plan.stored, (x) => plan.entities.indexOf(x.group.entity)),
-      freshness: plan.features.map((p) => (p.def.type === 'offline' || p.def.type === 'hybrid' ? this.observer.freshness(p.def.ref) : IGNORE)),
+      freshness: plan.features.map((p) =>
+        p.def.type === 'offline' || p.def.type === 'hybrid' ? this.observer.freshness(p.def.ref) : IGNORE,
+      ),
       windowEntity: Int32Array.from(plan.windows, (w) => plan.entities.indexOf(w.entity)),
     };
   }
@@ -177,7 +191,7 @@ export class FeatureServer {
     const cache = this.cache;
     const wc = this.windows;
     // Every L1 key of the request in one call across the N-API boundary: each crossing has a fixed cost
-// larger than one key's lookup.
+    // larger than one key's lookup.
     const keys = this.#keys;
     keys.length = 0;
     if (cache !== null) {
@@ -205,7 +219,8 @@ export class FeatureServer {
         const at = batch.meta[2 * k]!;
         // Read in place (values in the batch buffer are 8-byte aligned: every length is a multiple of 8).
         let f = this.#batchF64;
-        if (f.buffer !== batch.data.buffer) f = this.#batchF64 = new Float64Array(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength >> 3);
+        if (f.buffer !== batch.data.buffer)
+          f = this.#batchF64 = new Float64Array(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength >> 3);
         if (at >= 0 && (at & 7) === 0 && snapshotAtValid(f, at >> 3, batch.meta[2 * k + 1]!)) {
           r.snapshots[wi] = f;
           r.snapshotAt[wi] = at >> 3;
@@ -283,10 +298,16 @@ export class FeatureServer {
     const out = new Map<number, number | boolean>();
     for (const key of Object.keys(overrides)) {
       const slot = mf.overrideSlot.get(key);
-      if (slot === undefined) throw badRequest(`features: '${key}' is not a feature this model uses (${[...mf.overrideSlot.keys()].filter((k) => !k.includes('@')).join(', ')})`);
+      if (slot === undefined)
+        throw badRequest(
+          `features: '${key}' is not a feature this model uses (${[...mf.overrideSlot.keys()].filter((k) => !k.includes('@')).join(', ')})`,
+        );
       const def = mf.plan.features[slot]!.def;
       const v = overrides[key];
-      const ok = def.dtype === 'bool' ? typeof v === 'boolean' : typeof v === 'number' && Number.isFinite(v) && (def.dtype.startsWith('float') || Number.isInteger(v));
+      const ok =
+        def.dtype === 'bool'
+          ? typeof v === 'boolean'
+          : typeof v === 'number' && Number.isFinite(v) && (def.dtype.startsWith('float') || Number.isInteger(v));
       if (!ok) throw badRequest(`features.${key} must be ${def.dtype === 'bool' ? 'true or false' : `a finite ${def.dtype}`}`);
       out.set(slot, v as number | boolean);
       status[slot] = OVERRIDE;
@@ -389,7 +410,9 @@ export class FeatureServer {
     }
     if (missing !== null) {
       const who = plan.entities.map((e, i) => `${e} ${r.ids[i]}`).join(', ');
-      throw featureUnavailable(`no usable value for feature${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${who} (missing or stale, and the fallback is error)`);
+      throw featureUnavailable(
+        `no usable value for feature${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${who} (missing or stale, and the fallback is error)`,
+      );
     }
     const row = r.row;
     for (let c = 0; c < mf.columns.length; c++) {

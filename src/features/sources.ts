@@ -209,7 +209,10 @@ export async function materializeSource(
       for (const f of feed.features) {
         const column = f.column ?? f.name;
         const v = parseValue(f, row[column]);
-        if (v === undefined) return row[column] === undefined ? `column '${column}' is missing` : `${column}: ${JSON.stringify(row[column])} is not a ${f.dtype}`;
+        if (v === undefined)
+          return row[column] === undefined
+            ? `column '${column}' is missing`
+            : `${column}: ${JSON.stringify(row[column])} is not a ${f.dtype}`;
         values[f.name] = { value: v, eventTs: ts };
       }
       writes.push({ group: feed.group, id, values });

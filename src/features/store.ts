@@ -65,7 +65,15 @@ export interface OnlineStore {
   /** Synchronous stores: one group record (codec bytes) or null. */
   groupSync?(group: StoredGroup, id: string): Uint8Array | null;
   /** Synchronous stores: a window aggregation over one series. */
-  windowSync?(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null;
+  windowSync?(
+    entity: string,
+    id: string,
+    stream: string,
+    nowMs: number,
+    windowMs: number,
+    aggregation: Aggregation,
+    sinceMs?: number,
+  ): number | null;
   /** Merges values into the groups (fields not given are kept). */
   writeGroups(writes: readonly GroupWrite[]): Promise<void>;
   /**
@@ -162,7 +170,15 @@ export class MemoryStore implements OnlineStore {
     return this.groups.get(group)?.get(id) ?? null;
   }
 
-  windowSync(entity: string, id: string, stream: string, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs?: number): number | null {
+  windowSync(
+    entity: string,
+    id: string,
+    stream: string,
+    nowMs: number,
+    windowMs: number,
+    aggregation: Aggregation,
+    sinceMs?: number,
+  ): number | null {
     const ws = this.windows.get(entity)?.get(stream);
     return ws === undefined ? null : ws.read(id, nowMs, windowMs, aggregation, sinceMs);
   }

@@ -7,11 +7,7 @@ import type { Aggregation } from './windows.js';
 
 export type FeatureType = 'online' | 'offline' | 'realtime' | 'hybrid';
 export type Dtype = 'float64' | 'float32' | 'int64' | 'int32' | 'bool';
-export type Fallback =
-  | { kind: 'default'; value: Scalar }
-  | { kind: 'last_known' }
-  | { kind: 'compute' }
-  | { kind: 'error' };
+export type Fallback = { kind: 'default'; value: Scalar } | { kind: 'last_known' } | { kind: 'compute' } | { kind: 'error' };
 
 export interface EntityDef {
   readonly name: string;

@@ -23,7 +23,8 @@ const HEADER = 3;
 const STRIDE = 5;
 
 /** The L1 key of a series snapshot; group keys end in `:v<version>`, these in `@<width>`. */
-export const seriesCacheKey = (entity: string, id: string, stream: string, widthMs: number): string => `${entity}:${id}:${stream}@${widthMs}`;
+export const seriesCacheKey = (entity: string, id: string, stream: string, widthMs: number): string =>
+  `${entity}:${id}:${stream}@${widthMs}`;
 
 /** Snapshot bytes of buckets read at `readAt` (epoch ms). */
 export function encodeSnapshot(buckets: readonly (readonly [number, Aggregate])[], readAt: number): Uint8Array {
@@ -69,7 +70,14 @@ export const snapshotReadAt = (f: Float64Array, at = 0): number => f[at + 1]!;
  * The aggregation over [now - window, now] (after `sinceMs` for hybrids) under the boundary rule
  * of windows.ts; the same answer aggregateWindow() gives for the buckets the snapshot holds.
  */
-export function aggregateSnapshot(f: Float64Array, nowMs: number, windowMs: number, aggregation: Aggregation, sinceMs = -Infinity, at0 = 0): number | null {
+export function aggregateSnapshot(
+  f: Float64Array,
+  nowMs: number,
+  windowMs: number,
+  aggregation: Aggregation,
+  sinceMs = -Infinity,
+  at0 = 0,
+): number | null {
   const width = bucketWidthMs(windowMs);
   const lower = Math.max(nowMs - windowMs, sinceMs);
   let count = 0;
@@ -154,7 +162,10 @@ export class WindowCache {
     for (const s of opts.streams) {
       const byWidth = new Map<number, number>();
       for (const w of s.windowsMs) byWidth.set(bucketWidthMs(w), Math.max(byWidth.get(bucketWidthMs(w)) ?? 0, retentionMs(w)));
-      this.#widths.set(`${s.entity}:${s.stream}`, [...byWidth].map(([widthMs, r]) => ({ widthMs, retentionMs: r })));
+      this.#widths.set(
+        `${s.entity}:${s.stream}`,
+        [...byWidth].map(([widthMs, r]) => ({ widthMs, retentionMs: r })),
+      );
     }
   }
 

@@ -31,12 +31,10 @@ export function bucketWidthMs(windowMs: number): number {
 }
 
 /** Start of the bucket of width `widthMs` that contains `timestampMs`. */
-export const bucketStart = (timestampMs: number, widthMs: number): number =>
-  Math.floor(timestampMs / widthMs) * widthMs;
+export const bucketStart = (timestampMs: number, widthMs: number): number => Math.floor(timestampMs / widthMs) * widthMs;
 
 /** Start of the bucket that holds `timestampMs` in the series of a window of `windowMs`. */
-export const bucketOf = (timestampMs: number, windowMs: number): number =>
-  bucketStart(timestampMs, bucketWidthMs(windowMs));
+export const bucketOf = (timestampMs: number, windowMs: number): number => bucketStart(timestampMs, bucketWidthMs(windowMs));
 
 /** How long a bucket can still be read by a window of `windowMs` (e.g. a Redis key's expiry). */
 export const retentionMs = (windowMs: number): number => windowMs + bucketWidthMs(windowMs);
@@ -301,7 +299,6 @@ export class WindowStore {
     }
     return finish(f, aggregation);
   }
-
 
   /** Drops expired buckets everywhere and keys left empty; returns how many keys were dropped. */
   prune(nowMs = Date.now()): number {

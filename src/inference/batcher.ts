@@ -10,7 +10,16 @@
 // decoded into a batch of its own and split into maxBatchSize chunks that queue like any request,
 // so other traffic interleaves with it; its rows are answered in order once every chunk is back.
 
-import { deadlineExceeded, inferenceFailed, isScorelineError, queueFull, signatureMismatch, storeUnavailable, tooManyRows, type ScorelineError } from '../errors.js';
+import {
+  deadlineExceeded,
+  inferenceFailed,
+  isScorelineError,
+  queueFull,
+  signatureMismatch,
+  storeUnavailable,
+  tooManyRows,
+  type ScorelineError,
+} from '../errors.js';
 import { ModelRunError, type Executor } from './executor.js';
 import type { RunResult, SessionSpec, TensorPayload } from './session.js';
 import { copyElements, elementCount, elementsOf, makeTensorData, type Datatype, type TensorData } from './tensor.js';
@@ -214,10 +223,12 @@ export class DynamicBatcher {
    * commit(); a failed decode simply never commits.
    */
   reserve(rows: number, inner?: readonly (readonly number[])[]): Batch {
-    if (!this.batchable && rows > 1) throw signatureMismatch(`model '${this.label.model}' has no dynamic batch dimension; send one tensor per request`);
+    if (!this.batchable && rows > 1)
+      throw signatureMismatch(`model '${this.label.model}' has no dynamic batch dimension; send one tensor per request`);
     if (rows > this.maxRowsPerRequest) throw tooManyRows(rows, this.maxRowsPerRequest);
     const waiting = this.queuedRows;
-    if (waiting > 0 && waiting + rows > this.options.maxQueueSize) throw queueFull(this.label.model, this.label.version, this.options.maxQueueSize);
+    if (waiting > 0 && waiting + rows > this.options.maxQueueSize)
+      throw queueFull(this.label.model, this.label.version, this.options.maxQueueSize);
     const innerShapes = inner ?? this.inputs.map((i) => i.inner);
     const key = this.staticInner ? '' : innerShapes.map((s) => s.join('x')).join('|');
     if (rows > this.maxBatchSize) return this.newBatch(innerShapes, key, rows, true);
@@ -335,7 +346,10 @@ export class DynamicBatcher {
         await committed;
       } catch (e) {
         this.inflight.delete(batch);
-        this.failAll(batch, isScorelineError(e) ? e : storeUnavailable(`the prediction log could not commit this batch: ${(e as Error).message}`));
+        this.failAll(
+          batch,
+          isScorelineError(e) ? e : storeUnavailable(`the prediction log could not commit this batch: ${(e as Error).message}`),
+        );
         return this.recycle(batch);
       }
     }

@@ -115,7 +115,9 @@ function featureColumns(names: readonly string[], inputs: readonly TensorSpec[],
   if (inputs.length === 1) {
     const only = inputs[0]!;
     if (only.shape.length !== 2) {
-      throw modelInvalid(`${where}: model.yaml lists features, so its input must be 2-D, or the features spread over several inputs (input '${only.name}' has rank ${only.shape.length})`);
+      throw modelInvalid(
+        `${where}: model.yaml lists features, so its input must be 2-D, or the features spread over several inputs (input '${only.name}' has rank ${only.shape.length})`,
+      );
     }
     const width = only.shape[1]!;
     if (width !== -1 && width !== names.length) {
@@ -130,7 +132,9 @@ function featureColumns(names: readonly string[], inputs: readonly TensorSpec[],
     inputs.forEach((t, i) => {
       const width = t.shape.length === 1 ? 1 : t.shape.length === 2 ? t.shape[1]! : -1;
       if (width < 1) {
-        throw modelInvalid(`${where}: model.yaml lists features over ${inputs.length} inputs, so each must be [-1] or [-1, width] with a fixed width (input '${t.name}' is [${t.shape.join(', ')}])`);
+        throw modelInvalid(
+          `${where}: model.yaml lists features over ${inputs.length} inputs, so each must be [-1] or [-1, width] with a fixed width (input '${t.name}' is [${t.shape.join(', ')}])`,
+        );
       }
       for (let c = 0; c < width; c++) {
         input.push(i);
@@ -147,10 +151,17 @@ function featureColumns(names: readonly string[], inputs: readonly TensorSpec[],
 }
 
 /** model.yaml `score`, else the output named `probabilities`, else the first floating-point output; last column. */
-export function scoreOutputOf(config: ModelConfig, outputs: readonly TensorSpec[], where: string): { output: number; column: number | null } {
+export function scoreOutputOf(
+  config: ModelConfig,
+  outputs: readonly TensorSpec[],
+  where: string,
+): { output: number; column: number | null } {
   if (config.score) {
     const i = outputs.findIndex((o) => o.name === config.score!.output);
-    if (i < 0) throw modelInvalid(`${where}: model.yaml score.output '${config.score.output}' is not an output (${outputs.map((o) => o.name).join(', ')})`);
+    if (i < 0)
+      throw modelInvalid(
+        `${where}: model.yaml score.output '${config.score.output}' is not an output (${outputs.map((o) => o.name).join(', ')})`,
+      );
     return { output: i, column: config.score.index ?? null };
   }
   const named = outputs.findIndex((o) => o.name === 'probabilities');

@@ -120,12 +120,18 @@ function checkDatatype(datatype: string, where: string): TensorDatatype {
 
 function isTypedArrayFor(datatype: TensorDatatype, data: unknown): boolean {
   switch (datatype) {
-    case 'FP32': return data instanceof Float32Array;
-    case 'FP64': return data instanceof Float64Array;
-    case 'INT32': return data instanceof Int32Array;
-    case 'INT64': return data instanceof BigInt64Array;
-    case 'BOOL': return data instanceof Uint8Array;
-    case 'BYTES': return Array.isArray(data) && data.every((v) => typeof v === 'string');
+    case 'FP32':
+      return data instanceof Float32Array;
+    case 'FP64':
+      return data instanceof Float64Array;
+    case 'INT32':
+      return data instanceof Int32Array;
+    case 'INT64':
+      return data instanceof BigInt64Array;
+    case 'BOOL':
+      return data instanceof Uint8Array;
+    case 'BYTES':
+      return Array.isArray(data) && data.every((v) => typeof v === 'string');
   }
 }
 
@@ -139,11 +145,21 @@ export function rawTensorBytes(datatype: TensorDatatype, data: TensorData): Uint
   for (let i = 0; i < numeric.length; i++) {
     const value = numeric[i];
     switch (datatype) {
-      case 'FP32': view.setFloat32(i * 4, value as number, true); break;
-      case 'FP64': view.setFloat64(i * 8, value as number, true); break;
-      case 'INT32': view.setInt32(i * 4, value as number, true); break;
-      case 'INT64': view.setBigInt64(i * 8, value as bigint, true); break;
-      case 'BOOL': bytes[i] = value as number; break;
+      case 'FP32':
+        view.setFloat32(i * 4, value as number, true);
+        break;
+      case 'FP64':
+        view.setFloat64(i * 8, value as number, true);
+        break;
+      case 'INT32':
+        view.setInt32(i * 4, value as number, true);
+        break;
+      case 'INT64':
+        view.setBigInt64(i * 8, value as bigint, true);
+        break;
+      case 'BOOL':
+        bytes[i] = value as number;
+        break;
     }
   }
   return bytes;
@@ -204,18 +220,24 @@ function attributeProto(name: string, value: AttributeValue, where: string): Att
   };
   const checkNumbers = (values: readonly number[], integers: boolean): number[] => Array.from(values, (v) => checkNumber(v, integers));
   switch (explicit.kind) {
-    case 'int': return { name, type: AttributeType.INT, i: checkNumber(explicit.value, true) };
-    case 'float': return { name, type: AttributeType.FLOAT, f: checkNumber(explicit.value, false) };
-    case 'ints': return { name, type: AttributeType.INTS, ints: checkNumbers(explicit.value, true) };
-    case 'floats': return { name, type: AttributeType.FLOATS, floats: checkNumbers(explicit.value, false) };
+    case 'int':
+      return { name, type: AttributeType.INT, i: checkNumber(explicit.value, true) };
+    case 'float':
+      return { name, type: AttributeType.FLOAT, f: checkNumber(explicit.value, false) };
+    case 'ints':
+      return { name, type: AttributeType.INTS, ints: checkNumbers(explicit.value, true) };
+    case 'floats':
+      return { name, type: AttributeType.FLOATS, floats: checkNumbers(explicit.value, false) };
     case 'string':
       if (typeof explicit.value !== 'string') throw new TypeError(`${where}: expected a string`);
       return { name, type: AttributeType.STRING, s: new TextEncoder().encode(explicit.value) };
     case 'strings':
       if (!explicit.value.every((v) => typeof v === 'string')) throw new TypeError(`${where}: expected strings`);
       return { name, type: AttributeType.STRINGS, strings: explicit.value.map((v) => new TextEncoder().encode(v)) };
-    case 'tensor': return { name, type: AttributeType.TENSOR, t: tensorProto('', explicit.value, where) };
-    default: throw new TypeError(`${where}: unknown attribute kind ${JSON.stringify((explicit as { kind: unknown }).kind)}`);
+    case 'tensor':
+      return { name, type: AttributeType.TENSOR, t: tensorProto('', explicit.value, where) };
+    default:
+      throw new TypeError(`${where}: unknown attribute kind ${JSON.stringify((explicit as { kind: unknown }).kind)}`);
   }
 }
 
@@ -268,19 +290,27 @@ export class GraphBuilder {
   }
 
   /** Appends a node; every non-empty input must already be defined. Returns the output names. */
-  node(opType: string, inputs: readonly string[], outputs: readonly string[], attributes: Readonly<Record<string, AttributeValue>> = {}, options: NodeOptions = {}): readonly string[] {
+  node(
+    opType: string,
+    inputs: readonly string[],
+    outputs: readonly string[],
+    attributes: Readonly<Record<string, AttributeValue>> = {},
+    options: NodeOptions = {},
+  ): readonly string[] {
     checkName(opType, 'node');
     const nodeName = options.name ?? `${opType}_${this.nodes.length}`;
     const where = `node ${JSON.stringify(nodeName)} (${opType})`;
     for (const input of inputs) {
-      if (input !== '' && !this.defined.has(input)) throw new Error(`${where}: input ${JSON.stringify(input)} is not defined by an earlier input, initializer or node`);
+      if (input !== '' && !this.defined.has(input))
+        throw new Error(`${where}: input ${JSON.stringify(input)} is not defined by an earlier input, initializer or node`);
     }
     if (outputs.length === 0) throw new Error(`${where}: a node needs at least one output`);
     const attribute = Object.entries(attributes).map(([key, value]) => attributeProto(key, value, `${where} attribute ${key}`));
     // Check every output before defining any, so a rejected node leaves the builder unchanged.
     outputs.forEach((output, i) => {
       checkName(output, where);
-      if (this.defined.has(output) || outputs.indexOf(output) !== i) throw new Error(`${where}: name ${JSON.stringify(output)} is already defined in graph ${JSON.stringify(this.name)}`);
+      if (this.defined.has(output) || outputs.indexOf(output) !== i)
+        throw new Error(`${where}: name ${JSON.stringify(output)} is already defined in graph ${JSON.stringify(this.name)}`);
     });
     for (const output of outputs) this.define(output, where);
     const domain = options.domain ?? '';
@@ -308,11 +338,13 @@ export class GraphBuilder {
     const opsetImport = [{ domain: '', version: opset }];
     for (const domain of Object.keys(domainOpsets).sort()) {
       const version = domainOpsets[domain];
-      if (version === undefined || !Number.isSafeInteger(version) || version < 1) throw new RangeError(`opset of domain ${JSON.stringify(domain)} must be a positive integer, got ${version}`);
+      if (version === undefined || !Number.isSafeInteger(version) || version < 1)
+        throw new RangeError(`opset of domain ${JSON.stringify(domain)} must be a positive integer, got ${version}`);
       opsetImport.push({ domain, version });
     }
     for (const domain of this.domains) {
-      if (domain !== '' && !Object.hasOwn(domainOpsets, domain)) throw new Error(`nodes use domain ${JSON.stringify(domain)}: give its opset in domainOpsets`);
+      if (domain !== '' && !Object.hasOwn(domainOpsets, domain))
+        throw new Error(`nodes use domain ${JSON.stringify(domain)}: give its opset in domainOpsets`);
     }
     const metadataProps = Object.entries(options.metadata ?? {}).map(([key, value]) => {
       if (typeof value !== 'string') throw new TypeError(`metadata ${JSON.stringify(key)} must be a string, got ${typeof value}`);
@@ -345,7 +377,8 @@ export class GraphBuilder {
 
   private define(name: string, where: string): void {
     checkName(name, where);
-    if (this.defined.has(name)) throw new Error(`${where}: name ${JSON.stringify(name)} is already defined in graph ${JSON.stringify(this.name)}`);
+    if (this.defined.has(name))
+      throw new Error(`${where}: name ${JSON.stringify(name)} is already defined in graph ${JSON.stringify(this.name)}`);
     this.defined.add(name);
   }
 }

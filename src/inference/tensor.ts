@@ -78,12 +78,35 @@ const INFO: Partial<Record<Datatype, DatatypeInfo>> = {
 };
 
 const ALL_DATATYPES = new Set<string>([
-  'BOOL', 'UINT8', 'INT8', 'UINT16', 'INT16', 'UINT32', 'INT32', 'UINT64', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES',
+  'BOOL',
+  'UINT8',
+  'INT8',
+  'UINT16',
+  'INT16',
+  'UINT32',
+  'INT32',
+  'UINT64',
+  'INT64',
+  'FP16',
+  'FP32',
+  'FP64',
+  'BYTES',
 ]);
 
 const FROM_ORT: Record<string, Datatype> = {
-  bool: 'BOOL', uint8: 'UINT8', int8: 'INT8', uint16: 'UINT16', int16: 'INT16', uint32: 'UINT32', int32: 'INT32',
-  uint64: 'UINT64', int64: 'INT64', float16: 'FP16', float32: 'FP32', float64: 'FP64', string: 'BYTES',
+  bool: 'BOOL',
+  uint8: 'UINT8',
+  int8: 'INT8',
+  uint16: 'UINT16',
+  int16: 'INT16',
+  uint32: 'UINT32',
+  int32: 'INT32',
+  uint64: 'UINT64',
+  int64: 'INT64',
+  float16: 'FP16',
+  float32: 'FP32',
+  float64: 'FP64',
+  string: 'BYTES',
 };
 
 export const isDatatype = (s: unknown): s is Datatype => typeof s === 'string' && ALL_DATATYPES.has(s);
@@ -150,7 +173,8 @@ export function writeTensorData(
   const info = datatypeInfo(dt);
   const expected = elementCount(shape);
   if (data.length > 0 && !Array.isArray(data[0])) {
-    const mixed = () => badRequest(`${where}: data mixes nested arrays and values; send it flat or nested exactly as the shape [${shape.join(', ')}]`);
+    const mixed = () =>
+      badRequest(`${where}: data mixes nested arrays and values; send it flat or nested exactly as the shape [${shape.join(', ')}]`);
     if (data.length !== expected) {
       if (data.some(Array.isArray)) throw mixed();
       throw badRequest(`${where}: data has ${data.length} values but the shape [${shape.join(', ')}] needs ${expected}`);
@@ -167,11 +191,21 @@ export function writeTensorData(
 }
 
 /** Writes nested `arr` at `pos`, level `depth` of `shape`; returns the position after the last value. */
-function fillNested(arr: unknown[], info: DatatypeInfo, target: TensorData, pos: number, shape: readonly number[], depth: number, where: string): number {
+function fillNested(
+  arr: unknown[],
+  info: DatatypeInfo,
+  target: TensorData,
+  pos: number,
+  shape: readonly number[],
+  depth: number,
+  where: string,
+): number {
   const want = shape[depth];
   if (want === undefined || arr.length !== want) {
     const at = depth === 0 ? 'data' : `data at depth ${depth}`;
-    throw badRequest(`${where}: ${at} has ${want === undefined ? 'more levels' : `${arr.length} entries`} where the shape [${shape.join(', ')}] has ${want === undefined ? `${shape.length}` : want}; nested data must match the shape exactly`);
+    throw badRequest(
+      `${where}: ${at} has ${want === undefined ? 'more levels' : `${arr.length} entries`} where the shape [${shape.join(', ')}] has ${want === undefined ? `${shape.length}` : want}; nested data must match the shape exactly`,
+    );
   }
   const last = depth === shape.length - 1;
   for (let i = 0; i < want; i++) {
@@ -180,7 +214,10 @@ function fillNested(arr: unknown[], info: DatatypeInfo, target: TensorData, pos:
       if (Array.isArray(v)) throw badRequest(`${where}: data is nested deeper than the shape [${shape.join(', ')}]`);
       putElement(info, v, target, pos++, where);
     } else {
-      if (!Array.isArray(v)) throw badRequest(`${where}: data at depth ${depth + 1} holds a value where the shape [${shape.join(', ')}] needs an array of ${shape[depth + 1]}`);
+      if (!Array.isArray(v))
+        throw badRequest(
+          `${where}: data at depth ${depth + 1} holds a value where the shape [${shape.join(', ')}] needs an array of ${shape[depth + 1]}`,
+        );
       pos = fillNested(v, info, target, pos, shape, depth + 1, where);
     }
   }
@@ -231,7 +268,13 @@ const UINT64_MAX = 2n ** 64n - 1n;
  * Writes one 64-bit integer given exactly (a decimal string or a bigint, as protobuf carries it)
  * into an INT64 or UINT64 slot: the datatype's whole range, where JSON numbers stop at +-2^53.
  */
-export function writeInt64Element(v: string | number | bigint, dt: 'INT64' | 'UINT64', target: TensorData, pos: number, what: string): void {
+export function writeInt64Element(
+  v: string | number | bigint,
+  dt: 'INT64' | 'UINT64',
+  target: TensorData,
+  pos: number,
+  what: string,
+): void {
   let b: bigint;
   try {
     b = BigInt(v);
@@ -255,7 +298,8 @@ export function checkRawValues(data: TypedArray, dt: Datatype, start: number, en
     const f = data as Float32Array;
     for (let i = start; i < end; i++) {
       const v = f[i]!;
-      if (!Number.isFinite(v)) throw valueOutOfRange(`${where}: element ${i - start} is ${v}, not a finite ${kind === 'float32' ? 'FP32' : 'FP64'} number`);
+      if (!Number.isFinite(v))
+        throw valueOutOfRange(`${where}: element ${i - start} is ${v}, not a finite ${kind === 'float32' ? 'FP32' : 'FP64'} number`);
     }
   } else if (kind === 'bool') {
     for (let i = start; i < end; i++) {

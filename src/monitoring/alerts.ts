@@ -110,7 +110,18 @@ export interface AlertStore {
 
 // ---- rules ------------------------------------------------------------------------------------
 
-const RULE_KEYS = new Set(['name', 'metric', 'comparison', 'threshold', 'below', 'forSeconds', 'severity', 'cooldownSeconds', 'description', 'inhibitedBy']);
+const RULE_KEYS = new Set([
+  'name',
+  'metric',
+  'comparison',
+  'threshold',
+  'below',
+  'forSeconds',
+  'severity',
+  'cooldownSeconds',
+  'description',
+  'inhibitedBy',
+]);
 const METRIC_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Validates rules from config; one error lists every problem with its path (`alerts[1].severity: ...`). */
@@ -147,13 +158,16 @@ export function parseAlertRules(json: unknown, where: string): AlertRule[] {
     if (!SEVERITIES.includes(raw.severity as Severity)) bad('severity', `must be one of ${SEVERITIES.join(', ')}`);
     const threshold = num('threshold', null, true);
     const below = num('below', null, false);
-    if (below !== undefined && (raw.comparison === '<' || raw.comparison === '<=')) bad('below', "is an upper bound and needs comparison '>' or '>='");
-    else if (below !== undefined && threshold !== undefined && below <= threshold) bad('below', `must be greater than threshold (${threshold})`);
+    if (below !== undefined && (raw.comparison === '<' || raw.comparison === '<='))
+      bad('below', "is an upper bound and needs comparison '>' or '>='");
+    else if (below !== undefined && threshold !== undefined && below <= threshold)
+      bad('below', `must be greater than threshold (${threshold})`);
     const forSeconds = num('forSeconds', 0, false) ?? 0;
     num('cooldownSeconds', 0, false);
     if (raw.description !== undefined && typeof raw.description !== 'string') bad('description', 'must be a string');
     const inh = raw.inhibitedBy;
-    if (inh !== undefined && (!Array.isArray(inh) || inh.some((n) => typeof n !== 'string'))) bad('inhibitedBy', 'must be an array of rule names');
+    if (inh !== undefined && (!Array.isArray(inh) || inh.some((n) => typeof n !== 'string')))
+      bad('inhibitedBy', 'must be an array of rule names');
     return { ...(raw as unknown as AlertRule), forSeconds };
   });
   if (errors.length === 0) errors.push(...ruleSetErrors(rules, where));
@@ -202,8 +216,16 @@ function inhibitionOrder(rules: readonly AlertRule[]): AlertRule[] | null {
  * and performance cool down for an hour (they feed retraining, which should not flap).
  */
 export function defaultAlertRules(sla: { p99Ms?: number; errorRate?: number } = {}): AlertRule[] {
-  const rule = (name: string, metric: string, comparison: Comparison, threshold: number, severity: Severity, forSeconds: number, cooldownSeconds: number, description: string): AlertRule =>
-    ({ name, metric, comparison, threshold, severity, forSeconds, cooldownSeconds, description });
+  const rule = (
+    name: string,
+    metric: string,
+    comparison: Comparison,
+    threshold: number,
+    severity: Severity,
+    forSeconds: number,
+    cooldownSeconds: number,
+    description: string,
+  ): AlertRule => ({ name, metric, comparison, threshold, severity, forSeconds, cooldownSeconds, description });
   return [
     rule('auc_drop', 'auc_drop', '>', 0.05, 'critical', 60, 3600, 'AUC fell more than 0.05 below the reference AUC'),
     rule('score_psi_critical', 'score_psi', '>', 0.25, 'critical', 60, 3600, 'significant drift of the score distribution'),
@@ -228,7 +250,6 @@ const METRIC_TEXT: Record<string, { name: string; unit?: string }> = {
   stale_feature_ratio: { name: 'stale share' },
 };
 
-
 function subject(labels: Record<string, string>): string {
   const { model, version, feature, ...rest } = labels;
   const parts: string[] = [];
@@ -246,7 +267,13 @@ function condition(rule: AlertRule): string {
 }
 
 /** "score PSI of credit-default v1 is 0.31 (> 0.25 for 60 s)". */
-export function alertMessage(rule: AlertRule, labels: Record<string, string>, value: number, state: AlertState, inhibitedBy?: string): string {
+export function alertMessage(
+  rule: AlertRule,
+  labels: Record<string, string>,
+  value: number,
+  state: AlertState,
+  inhibitedBy?: string,
+): string {
   const m = METRIC_TEXT[rule.metric];
   const head = `${m?.name ?? rule.metric}${subject(labels)} is ${significant3(value)}${m?.unit ?? ''}`;
   if (state !== 'resolved') return `${head} (${condition(rule)}${rule.forSeconds > 0 ? ` for ${rule.forSeconds} s` : ''})`;
@@ -275,8 +302,10 @@ export interface AlertFilter {
   labels?: Record<string, string>;
 }
 
-const labelKey = (labels: Record<string, string>): string => JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-const within = (inner: Record<string, string>, outer: Record<string, string>): boolean => Object.entries(inner).every(([k, v]) => outer[k] === v);
+const labelKey = (labels: Record<string, string>): string =>
+  JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+const within = (inner: Record<string, string>, outer: Record<string, string>): boolean =>
+  Object.entries(inner).every(([k, v]) => outer[k] === v);
 const copy = (a: Alert): Alert => ({ ...a, labels: { ...a.labels } });
 
 function holds(rule: AlertRule, v: number): boolean {
@@ -394,12 +423,30 @@ export class AlertManager {
 
   private pending(rule: AlertRule, labels: Record<string, string>, key: string, value: number, now: number): Alert {
     const id = createHash('sha256').update(`${rule.name}\u0000${key}\u0000${now}`).digest('hex').slice(0, 16);
-    const a: Alert = { id, rule: rule.name, severity: rule.severity, state: 'pending', labels, value, threshold: rule.threshold, message: '', startedAt: now };
+    const a: Alert = {
+      id,
+      rule: rule.name,
+      severity: rule.severity,
+      state: 'pending',
+      labels,
+      value,
+      threshold: rule.threshold,
+      message: '',
+      startedAt: now,
+    };
     if (rule.description !== undefined) a.description = rule.description;
     return a;
   }
 
-  private resolve(rule: AlertRule, key: string, a: Alert, value: number, now: number, inhibitedBy?: string, because?: string): AlertNotification {
+  private resolve(
+    rule: AlertRule,
+    key: string,
+    a: Alert,
+    value: number,
+    now: number,
+    inhibitedBy?: string,
+    because?: string,
+  ): AlertNotification {
     this.live.get(rule.name)!.delete(key);
     this.lastResolved.set(`${rule.name}\u0000${key}`, now);
     a.state = 'resolved';

@@ -99,7 +99,8 @@ export function shares(counts: ArrayLike<number>): number[] {
 
 /** sum (cur - ref) ln(cur / ref), each share raised to at least 1e-4, no renormalisation. */
 export function psi(refShares: ArrayLike<number>, curShares: ArrayLike<number>): number {
-  if (refShares.length !== curShares.length) throw new RangeError(`psi: ${refShares.length} reference bins vs ${curShares.length} current bins`);
+  if (refShares.length !== curShares.length)
+    throw new RangeError(`psi: ${refShares.length} reference bins vs ${curShares.length} current bins`);
   let s = 0;
   for (let i = 0; i < refShares.length; i++) {
     const r = Math.max(refShares[i]!, PSI_FLOOR);
@@ -143,7 +144,10 @@ export interface CategoricalBaselineOptions {
 }
 
 /** Categories are compared as strings (1 and "1" are the same category). */
-export function categoricalBaseline(referenceValues: ArrayLike<CategoricalValue>, opts: CategoricalBaselineOptions = {}): CategoricalBaseline {
+export function categoricalBaseline(
+  referenceValues: ArrayLike<CategoricalValue>,
+  opts: CategoricalBaselineOptions = {},
+): CategoricalBaseline {
   const freq = new Map<string, number>();
   let total = 0;
   for (let i = 0; i < referenceValues.length; i++) {
@@ -173,14 +177,23 @@ export function parseBaseline(json: unknown): DriftBaseline {
   const o = (typeof json === 'string' ? JSON.parse(json) : json) as Record<string, unknown> | null;
   if (o !== null && typeof o === 'object' && o.kind === 'numeric') {
     const { edges, refShares } = o;
-    if (isNumberArray(edges, EDGE_QUANTILES.length) && isNumberArray(refShares, NUMERIC_BINS) && edges.every((e, i) => i === 0 || edges[i - 1]! <= e)) {
+    if (
+      isNumberArray(edges, EDGE_QUANTILES.length) &&
+      isNumberArray(refShares, NUMERIC_BINS) &&
+      edges.every((e, i) => i === 0 || edges[i - 1]! <= e)
+    ) {
       return { kind: 'numeric', edges: [...edges], refShares: [...refShares] };
     }
     throw new TypeError('numeric baseline needs 9 nondecreasing finite edges and 10 finite refShares');
   }
   if (o !== null && typeof o === 'object' && o.kind === 'categorical') {
     const { categories, refShares } = o;
-    if (Array.isArray(categories) && categories.every((c) => typeof c === 'string') && new Set(categories).size === categories.length && isNumberArray(refShares, categories.length + 1)) {
+    if (
+      Array.isArray(categories) &&
+      categories.every((c) => typeof c === 'string') &&
+      new Set(categories).size === categories.length &&
+      isNumberArray(refShares, categories.length + 1)
+    ) {
       return { kind: 'categorical', categories: [...(categories as string[])], refShares: [...refShares] };
     }
     throw new TypeError('categorical baseline needs distinct string categories and categories.length + 1 finite refShares');
@@ -197,7 +210,14 @@ export interface DriftCounterJSON {
 
 function parseCounterJSON(json: unknown, bins: number): DriftCounterJSON {
   const o = (typeof json === 'string' ? JSON.parse(json) : json) as Record<string, unknown> | null;
-  if (o === null || typeof o !== 'object' || !isNumberArray(o.counts, bins) || !o.counts.every((c) => c >= 0) || typeof o.missing !== 'number' || !(o.missing >= 0)) {
+  if (
+    o === null ||
+    typeof o !== 'object' ||
+    !isNumberArray(o.counts, bins) ||
+    !o.counts.every((c) => c >= 0) ||
+    typeof o.missing !== 'number' ||
+    !(o.missing >= 0)
+  ) {
     throw new TypeError(`drift counter needs ${bins} counts and a missing count`);
   }
   return { counts: o.counts, missing: o.missing };
@@ -277,7 +297,16 @@ export class NumericDriftCounter extends DriftCounter {
     // mispredicts on random data and is slower (bench/monitoring-math.ts; see bench/RESULTS.md).
     const e = this.edges;
     const v = value as number;
-    const i = +(e[0]! <= v) + +(e[1]! <= v) + +(e[2]! <= v) + +(e[3]! <= v) + +(e[4]! <= v) + +(e[5]! <= v) + +(e[6]! <= v) + +(e[7]! <= v) + +(e[8]! <= v);
+    const i =
+      +(e[0]! <= v) +
+      +(e[1]! <= v) +
+      +(e[2]! <= v) +
+      +(e[3]! <= v) +
+      +(e[4]! <= v) +
+      +(e[5]! <= v) +
+      +(e[6]! <= v) +
+      +(e[7]! <= v) +
+      +(e[8]! <= v);
     this.counts[i]!++;
   }
 
@@ -301,7 +330,8 @@ export class CategoricalDriftCounter extends DriftCounter {
   private readonly other: number;
 
   constructor(readonly baseline: CategoricalBaseline) {
-    if (baseline.refShares.length !== baseline.categories.length + 1) throw new RangeError('categorical baseline needs categories.length + 1 refShares');
+    if (baseline.refShares.length !== baseline.categories.length + 1)
+      throw new RangeError('categorical baseline needs categories.length + 1 refShares');
     super(baseline.refShares);
     baseline.categories.forEach((c, i) => {
       this.index.set(c, i);
@@ -334,7 +364,8 @@ export class CategoricalDriftCounter extends DriftCounter {
   merge(other: CategoricalDriftCounter): this {
     const a = this.baseline.categories;
     const b = other.baseline.categories;
-    if (a !== b && (a.length !== b.length || a.some((c, i) => c !== b[i]))) throw new RangeError('cannot merge drift counters with different categories');
+    if (a !== b && (a.length !== b.length || a.some((c, i) => c !== b[i])))
+      throw new RangeError('cannot merge drift counters with different categories');
     this.mergeCounts(other);
     return this;
   }
@@ -376,7 +407,19 @@ export function distributionSummary(values: ArrayLike<number | null | undefined>
   if (n === 0) {
     const edges = opts.edges ? [...opts.edges] : [];
     const counts = new Array<number>(Math.max(edges.length - 1, 0)).fill(0);
-    return { count: 0, mean: null, std: null, min: null, p10: null, p25: null, p50: null, p75: null, p90: null, max: null, histogram: { edges, counts } };
+    return {
+      count: 0,
+      mean: null,
+      std: null,
+      min: null,
+      p10: null,
+      p25: null,
+      p50: null,
+      p75: null,
+      p90: null,
+      max: null,
+      histogram: { edges, counts },
+    };
   }
   let sum = 0;
   for (let i = 0; i < n; i++) sum += v[i]!;

@@ -21,7 +21,12 @@ export class FeatureMetricsObserver {
   private readonly rttFailed: HistogramCell;
 
   constructor(registry: client.Registry) {
-    this.fallbacks = new CounterFamily(registry, 'scoreline_feature_fallbacks_total', 'Feature values served by a fallback, by feature and fallback kind.', ['feature', 'kind']);
+    this.fallbacks = new CounterFamily(
+      registry,
+      'scoreline_feature_fallbacks_total',
+      'Feature values served by a fallback, by feature and fallback kind.',
+      ['feature', 'kind'],
+    );
     this.freshnessFamily = new HistogramFamily(
       registry,
       'scoreline_feature_freshness_seconds',
@@ -29,14 +34,35 @@ export class FeatureMetricsObserver {
       ['feature'],
       FRESHNESS_BUCKETS,
     );
-    this.lookups = new CounterFamily(registry, 'scoreline_feature_lookups_total', 'Stored feature groups looked up in the L1 cache per request, by result.', ['result']);
+    this.lookups = new CounterFamily(
+      registry,
+      'scoreline_feature_lookups_total',
+      'Stored feature groups looked up in the L1 cache per request, by result.',
+      ['result'],
+    );
     this.hitCell = this.lookups.cell({ result: 'hit' });
     this.missCell = this.lookups.cell({ result: 'miss' });
-    this.roundTrips = new HistogramFamily(registry, 'scoreline_feature_store_roundtrip_seconds', 'Round trips to the online store (one pipeline per request), in seconds.', ['result'], LATENCY_BUCKETS);
+    this.roundTrips = new HistogramFamily(
+      registry,
+      'scoreline_feature_store_roundtrip_seconds',
+      'Round trips to the online store (one pipeline per request), in seconds.',
+      ['result'],
+      LATENCY_BUCKETS,
+    );
     this.rttOk = this.roundTrips.cell({ result: 'ok' });
     this.rttFailed = this.roundTrips.cell({ result: 'error' });
-    this.staleFamily = new CounterFamily(registry, 'scoreline_feature_stale_total', 'Stored feature values found older than their TTL (they took their fallback), by feature.', ['feature']);
-    this.failures = new CounterFamily(registry, 'scoreline_feature_store_failures_total', 'Requests that could not reach the online store and were served from cache and fallbacks.', []).cell({});
+    this.staleFamily = new CounterFamily(
+      registry,
+      'scoreline_feature_stale_total',
+      'Stored feature values found older than their TTL (they took their fallback), by feature.',
+      ['feature'],
+    );
+    this.failures = new CounterFamily(
+      registry,
+      'scoreline_feature_store_failures_total',
+      'Requests that could not reach the online store and were served from cache and fallbacks.',
+      [],
+    ).cell({});
   }
 
   cacheLookup(hits: number, misses: number): void {

@@ -81,11 +81,20 @@ export function scanPredictionLog(file: string, filter: PredictionFilter): Predi
     }
     const versionClause = filter.version === undefined ? '' : 'AND version = @version';
     const where = `model = @model ${versionClause} AND t1 >= @from AND t0 < @to`;
-    const params = { model: filter.model, from: Math.floor(filter.from), to: Math.ceil(filter.to), ...(filter.version === undefined ? {} : { version: filter.version }) };
-    const plan = db.prepare(`SELECT min(id) AS first, max(id) AS last, coalesce(sum(n), 0) AS total FROM segments WHERE ${where}`).get(params) as
-      { first: number | null; last: number | null; total: number };
+    const params = {
+      model: filter.model,
+      from: Math.floor(filter.from),
+      to: Math.ceil(filter.to),
+      ...(filter.version === undefined ? {} : { version: filter.version }),
+    };
+    const plan = db
+      .prepare(`SELECT min(id) AS first, max(id) AS last, coalesce(sum(n), 0) AS total FROM segments WHERE ${where}`)
+      .get(params) as { first: number | null; last: number | null; total: number };
     const widths = new Map<number, number>();
-    for (const r of db.prepare(`SELECT DISTINCT version, width FROM segments WHERE ${where} ORDER BY version`).all(params) as { version: number; width: number }[]) {
+    for (const r of db.prepare(`SELECT DISTINCT version, width FROM segments WHERE ${where} ORDER BY version`).all(params) as {
+      version: number;
+      width: number;
+    }[]) {
       // A version logs one width (its model.yaml's features); the widest is kept if a file ever mixes them.
       widths.set(r.version, Math.max(r.width, widths.get(r.version) ?? 0));
     }
@@ -132,7 +141,12 @@ export function scanPredictionLog(file: string, filter: PredictionFilter): Predi
   }
 }
 
-function chunkOf(seg: SegmentRow, ids: readonly (string | null)[], labelRows: readonly { loc: number; label: number; labelled_at: number }[], filter: PredictionFilter): PredictionChunk {
+function chunkOf(
+  seg: SegmentRow,
+  ids: readonly (string | null)[],
+  labelRows: readonly { loc: number; label: number; labelled_at: number }[],
+  filter: PredictionFilter,
+): PredictionChunk {
   const { n, width } = seg;
   const cols = segmentColumns(seg.data, n, width);
   const label = new Float64Array(n).fill(NaN);
@@ -146,7 +160,8 @@ function chunkOf(seg: SegmentRow, ids: readonly (string | null)[], labelRows: re
   let keep = 0;
   for (let i = 0; i < n; i++) if (cols.ts[i]! >= filter.from && cols.ts[i]! < filter.to) keep++;
   const head = { model: filter.model, version: seg.version, variant: seg.variant, width, segmentRows: n };
-  if (keep === n) return { ...head, rows: n, requestIds: ids, ts: cols.ts, scores: cols.scores, features: cols.features, labels: label, labelledAt };
+  if (keep === n)
+    return { ...head, rows: n, requestIds: ids, ts: cols.ts, scores: cols.scores, features: cols.features, labels: label, labelledAt };
   const out = {
     ...head,
     rows: keep,

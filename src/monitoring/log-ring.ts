@@ -44,7 +44,12 @@ const ROW_HEAD = 32;
 export const DEFAULT_RING_BYTES = 16 << 20;
 
 // In V8 (Node >= 16) but only in TypeScript's ES2024 lib; the project's lib is ES2022.
-type WaitAsync = (a: Int32Array, index: number, value: number, timeoutMs?: number) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+type WaitAsync = (
+  a: Int32Array,
+  index: number,
+  value: number,
+  timeoutMs?: number,
+) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
 const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 /** A ring of `bytes` bytes of records (rounded down to a multiple of 8), for RingWriter and RingReader. */
@@ -111,7 +116,16 @@ export class RingWriter extends RingViews {
    * One prediction of stream `stream`: its request id (with `/part` appended when part >= 0), time,
    * score and `width` inputs of `input` from `offset` (null: not kept). False when it does not fit.
    */
-  row(stream: number, width: number, id: string, part: number, ts: number, score: number, input: ArrayLike<number> | null, offset: number): boolean {
+  row(
+    stream: number,
+    width: number,
+    id: string,
+    part: number,
+    ts: number,
+    score: number,
+    input: ArrayLike<number> | null,
+    offset: number,
+  ): boolean {
     const fixed = ROW_HEAD + 4 * width;
     const suffix = part < 0 ? 0 : 1 + digits(part);
     const n = id.length;

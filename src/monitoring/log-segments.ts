@@ -125,7 +125,19 @@ class Builder {
   segment(): AppendSegment {
     this.ids[this.idBytes++] = 0x5d; // ]
     const { model, version, variant, keyId, task, width } = this.def;
-    return { model, version, variant, keyId, task, width, n: this.n, ids: this.ids.toString('utf8', 0, this.idBytes), ts: this.ts, scores: this.scores, features: this.features };
+    return {
+      model,
+      version,
+      variant,
+      keyId,
+      task,
+      width,
+      n: this.n,
+      ids: this.ids.toString('utf8', 0, this.idBytes),
+      ts: this.ts,
+      scores: this.scores,
+      features: this.features,
+    };
   }
 }
 

@@ -117,11 +117,15 @@ export function openStore(db: Database.Database, sync: boolean) {
     CREATE TABLE IF NOT EXISTS alert_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL, state TEXT NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL);
   `);
   // Files from before segments knew their model's task: their labels are checked for finiteness only.
-  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'task'").get() === undefined) db.exec('ALTER TABLE segments ADD COLUMN task TEXT');
+  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'task'").get() === undefined)
+    db.exec('ALTER TABLE segments ADD COLUMN task TEXT');
   // The API key id of a segment's predictions (never the key); files from before API keys have none.
-  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'key_id'").get() === undefined) db.exec('ALTER TABLE segments ADD COLUMN key_id TEXT');
+  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'key_id'").get() === undefined)
+    db.exec('ALTER TABLE segments ADD COLUMN key_id TEXT');
 
-  const segmentPut = db.prepare('INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  const segmentPut = db.prepare(
+    'INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
   // json_each expands the ids inside SQLite: one statement per segment, not one per prediction.
   const idsPut = db.prepare('INSERT OR IGNORE INTO prediction_ids (request_id, loc) SELECT value, ? + key FROM json_each(?)');
   const idGet = db.prepare('SELECT loc FROM prediction_ids WHERE request_id = ?').pluck();
@@ -130,7 +134,9 @@ export function openStore(db: Database.Database, sync: boolean) {
     'INSERT OR REPLACE INTO labels (loc, model, version, variant, ts, score, features, label, labelled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
   );
   const labelled = db.prepare('SELECT score, label FROM labels WHERE model = ? AND version = ? AND ts >= ? ORDER BY ts DESC LIMIT ?');
-  const training = db.prepare('SELECT ts, score, features, label FROM labels WHERE model = ? AND features IS NOT NULL AND ts >= ? ORDER BY ts LIMIT ?');
+  const training = db.prepare(
+    'SELECT ts, score, features, label FROM labels WHERE model = ? AND features IS NOT NULL AND ts >= ? ORDER BY ts LIMIT ?',
+  );
   const historyPut = db.prepare('INSERT OR REPLACE INTO history (model, version, at, data) VALUES (?, ?, ?, ?)');
   const historyGet = db.prepare('SELECT at, data FROM history WHERE model = ? AND version = ? AND at >= ? AND at <= ? ORDER BY at');
   const alertPut = db.prepare('INSERT OR REPLACE INTO alerts (id, state, data, updated_at) VALUES (?, ?, ?, ?)');
@@ -153,7 +159,9 @@ export function openStore(db: Database.Database, sync: boolean) {
       if (t < t0) t0 = t;
       if (t > t1) t1 = t;
     }
-    const id = Number(segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task, s.keyId ?? null).lastInsertRowid);
+    const id = Number(
+      segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task, s.keyId ?? null).lastInsertRowid,
+    );
     idsPut.run(id * SEG, s.ids);
   };
 

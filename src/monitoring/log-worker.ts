@@ -75,7 +75,16 @@ export type LogReport =
    * queued rows are refused (`refused` predictions, rows after `refusedFrom` through
    * `refusedThrough`), which is refusal number `refusals` in the ring.
    */
-  | { kind: 'failed'; error: string; code: string | null; held: number; refused: number; refusedFrom: number; refusedThrough: number; refusals: number };
+  | {
+      kind: 'failed';
+      error: string;
+      code: string | null;
+      held: number;
+      refused: number;
+      refusedFrom: number;
+      refusedThrough: number;
+      refusals: number;
+    };
 
 /** An answer to a request with an `id`. */
 export type LogReply = { id: number; value: unknown } | { id: number; error: string; code: string | null };
@@ -237,7 +246,16 @@ function failed(e: unknown): void {
       room();
     }
   }
-  post({ kind: 'failed', error: (e as Error)?.message ?? String(e), code: codeOf(e), held, refused, refusedFrom, refusedThrough, refusals });
+  post({
+    kind: 'failed',
+    error: (e as Error)?.message ?? String(e),
+    code: codeOf(e),
+    held,
+    refused,
+    refusedFrom,
+    refusedThrough,
+    refusals,
+  });
   // Retried until it works. With nothing left to write (sync refused it) the next rows are the retry.
   if (retryTimer === null && (queue.length > 0 || store === null)) {
     retryTimer = setTimeout(() => {
@@ -316,7 +334,12 @@ function answer(m: Question): void {
     case 'performance': {
       // Sorting a day of labels takes tens of milliseconds: done here, not on the HTTP thread.
       const { scores, labels } = s.labelledRows(m.model, m.version, m.since, m.limit);
-      const metrics = scores.length === 0 ? null : m.task === 'regression' ? regressionMetrics(scores, labels) : classificationMetrics(scores, labels, m.threshold);
+      const metrics =
+        scores.length === 0
+          ? null
+          : m.task === 'regression'
+            ? regressionMetrics(scores, labels)
+            : classificationMetrics(scores, labels, m.threshold);
       post({ id: m.id, value: { n: scores.length, metrics } });
       return;
     }
@@ -324,14 +347,22 @@ function answer(m: Question): void {
       const rows = s.training.all(m.model, m.since, m.limit) as { ts: number; score: number; features: Buffer; label: number }[];
       post({
         id: m.id,
-        value: rows.map((r) => ({ ts: r.ts, score: r.score, label: r.label, features: Array.from(new Float32Array(r.features.buffer, r.features.byteOffset, r.features.byteLength / 4)) })),
+        value: rows.map((r) => ({
+          ts: r.ts,
+          score: r.score,
+          label: r.label,
+          features: Array.from(new Float32Array(r.features.buffer, r.features.byteOffset, r.features.byteLength / 4)),
+        })),
       });
       return;
     }
     case 'history.get':
       post({
         id: m.id,
-        value: (s.historyGet.all(m.model, m.version, m.from, m.to) as { at: number; data: string }[]).map((r) => ({ at: r.at, ...JSON.parse(r.data) })),
+        value: (s.historyGet.all(m.model, m.version, m.from, m.to) as { at: number; data: string }[]).map((r) => ({
+          at: r.at,
+          ...JSON.parse(r.data),
+        })),
       });
       return;
     case 'alerts.history':

@@ -17,7 +17,12 @@
 
 type Values = ArrayLike<number>;
 
-export interface Confusion { tp: number; fp: number; tn: number; fn: number }
+export interface Confusion {
+  tp: number;
+  fp: number;
+  tn: number;
+  fn: number;
+}
 
 export interface ClassificationMetrics {
   auc: number | null;
@@ -74,9 +79,19 @@ const usable = (score: number, label: number): boolean => (label === 0 || label 
 const rows = (c: Confusion): number => c.tp + c.fp + c.tn + c.fn;
 
 /** One pass for everything that does not need an order. */
-function pointwise(scores: Values, labels: Values, threshold: number, eps: number): { confusion: Confusion; logLossSum: number; brierSum: number } {
+function pointwise(
+  scores: Values,
+  labels: Values,
+  threshold: number,
+  eps: number,
+): { confusion: Confusion; logLossSum: number; brierSum: number } {
   checkLengths(scores, labels);
-  let tp = 0, fp = 0, tn = 0, fn = 0, ll = 0, br = 0;
+  let tp = 0,
+    fp = 0,
+    tn = 0,
+    fn = 0,
+    ll = 0,
+    br = 0;
   const hi = 1 - eps;
   for (let i = 0; i < scores.length; i++) {
     const s = scores[i]!;
@@ -103,7 +118,8 @@ function pointwise(scores: Values, labels: Values, threshold: number, eps: numbe
 function splitSorted(scores: Values, labels: Values, positives: number, negatives: number): { pos: Float64Array; neg: Float64Array } {
   const pos = new Float64Array(positives);
   const neg = new Float64Array(negatives);
-  let p = 0, n = 0;
+  let p = 0,
+    n = 0;
   for (let i = 0; i < scores.length; i++) {
     const s = scores[i]!;
     const y = labels[i]!;
@@ -125,7 +141,8 @@ function rankStats(pos: Float64Array, neg: Float64Array): { auc: number; ks: num
   const P = pos.length;
   const N = neg.length;
   if (P === 0 || N === 0) return null;
-  let i = 0, j = 0;
+  let i = 0,
+    j = 0;
   // 2 x Mann-Whitney U: integer arithmetic, exact while below 2^53.
   let twiceU = 0;
   // max |P * negBelowOrAt - N * posBelowOrAt|, i.e. max |CDF_good - CDF_bad| scaled by P * N.
@@ -245,8 +262,14 @@ export function classificationMetrics(scores: Values, labels: Values, threshold 
  */
 export function regressionMetrics(pred: Values, actual: Values): RegressionMetrics {
   checkLengths(pred, actual);
-  let n = 0, sumY = 0, absErr = 0, sqErr = 0, pctErr = 0, pctN = 0;
-  let minY = Infinity, maxY = -Infinity;
+  let n = 0,
+    sumY = 0,
+    absErr = 0,
+    sqErr = 0,
+    pctErr = 0,
+    pctN = 0;
+  let minY = Infinity,
+    maxY = -Infinity;
   for (let i = 0; i < pred.length; i++) {
     const p = pred[i]!;
     const y = actual[i]!;
@@ -288,7 +311,8 @@ export const mape = (pred: Values, actual: Values): number | null => regressionM
 
 /** Number of elements < x (or <= x) in an ascending array, by bisection. */
 function countBelow(sorted: Float64Array, x: number, orEqual: boolean): number {
-  let lo = 0, hi = sorted.length;
+  let lo = 0,
+    hi = sorted.length;
   while (lo < hi) {
     const m = (lo + hi) >>> 1;
     if (sorted[m]! < x || (orEqual && sorted[m] === x)) lo = m + 1;
@@ -344,9 +368,14 @@ const meanOf = (a: Float64Array): number => a.reduce((s, v) => s + v, 0) / a.len
 export function delong(scoresA: Values, scoresB: Values, labels: Values): DeLongResult | null {
   checkLengths(scoresA, labels);
   checkLengths(scoresB, labels);
-  const posA: number[] = [], posB: number[] = [], negA: number[] = [], negB: number[] = [];
+  const posA: number[] = [],
+    posB: number[] = [],
+    negA: number[] = [],
+    negB: number[] = [];
   for (let i = 0; i < labels.length; i++) {
-    const a = scoresA[i]!, b = scoresB[i]!, y = labels[i]!;
+    const a = scoresA[i]!,
+      b = scoresB[i]!,
+      y = labels[i]!;
     if (!usable(a, y) || !Number.isFinite(b)) continue;
     (y === 1 ? posA : negA).push(a);
     (y === 1 ? posB : negB).push(b);
@@ -383,7 +412,8 @@ function expMinusSquare(x: number): number {
  */
 function erfSeries(x: number): number {
   const x2 = 2 * x * x;
-  let term = x, sum = x;
+  let term = x,
+    sum = x;
   for (let n = 0; n < 200; n++) {
     term *= x2 / (2 * n + 3);
     sum += term;
@@ -400,7 +430,9 @@ function erfSeries(x: number): number {
  */
 function erfcFraction(x: number): number {
   const tiny = 1e-300;
-  let f = x, c = x, d = 0;
+  let f = x,
+    c = x,
+    d = 0;
   for (let k = 1; k < 1000; k++) {
     const a = k / 2;
     d = x + a * d;

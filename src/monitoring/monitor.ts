@@ -13,7 +13,15 @@ import { performanceOf, type Performance } from './performance.js';
 import type { PredictionLog, PredictionLogStatus } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
-import { BATCH_BUCKETS, CLASSES, LATENCY_BUCKETS, statusClass, VersionMonitor, type Route, type VersionMetrics } from './version-monitor.js';
+import {
+  BATCH_BUCKETS,
+  CLASSES,
+  LATENCY_BUCKETS,
+  statusClass,
+  VersionMonitor,
+  type Route,
+  type VersionMetrics,
+} from './version-monitor.js';
 
 export interface SlaConfig {
   p95Ms: number | null;
@@ -79,14 +87,19 @@ export class Monitor {
     this.minSamples = opts.minSamples ?? DEFAULT_MIN_SAMPLES;
     const r = this.registry;
     this.metrics = {
-      requests: new CounterFamily(r, 'scoreline_requests_total', 'Inference requests answered, by model version, deployment variant, route and status class.', [
-        'model',
-        'version',
-        'variant',
-        'route',
-        'status',
-      ]),
-      duration: new HistogramFamily(r, 'scoreline_request_duration_seconds', 'Time from request arrival to response, in seconds.', ['model', 'version', 'variant', 'route'], LATENCY_BUCKETS),
+      requests: new CounterFamily(
+        r,
+        'scoreline_requests_total',
+        'Inference requests answered, by model version, deployment variant, route and status class.',
+        ['model', 'version', 'variant', 'route', 'status'],
+      ),
+      duration: new HistogramFamily(
+        r,
+        'scoreline_request_duration_seconds',
+        'Time from request arrival to response, in seconds.',
+        ['model', 'version', 'variant', 'route'],
+        LATENCY_BUCKETS,
+      ),
       queue: new HistogramFamily(
         r,
         'scoreline_inference_queue_duration_seconds',
@@ -94,7 +107,13 @@ export class Monitor {
         ['model', 'version'],
         LATENCY_BUCKETS,
       ),
-      compute: new HistogramFamily(r, 'scoreline_inference_compute_duration_seconds', 'onnxruntime session.run time per batch, in seconds.', ['model', 'version'], LATENCY_BUCKETS),
+      compute: new HistogramFamily(
+        r,
+        'scoreline_inference_compute_duration_seconds',
+        'onnxruntime session.run time per batch, in seconds.',
+        ['model', 'version'],
+        LATENCY_BUCKETS,
+      ),
       batch: new HistogramFamily(r, 'scoreline_batch_size', 'Rows per dispatched batch.', ['model', 'version'], BATCH_BUCKETS),
     };
     this.unresolved = new CounterFamily(
@@ -108,12 +127,12 @@ export class Monitor {
       'PSI against the frozen reference over the last hour, per version; feature="__score__" is the score. Omitted while the hour holds fewer values than monitoring.minSamples.psi asks for (band insufficient_data): below it PSI is sampling noise.',
       'gauge',
       () =>
-      [...this.evaluations].flatMap(([vm, e]) => [
-        ...(e.scorePsi === null ? [] : [{ labels: { model: vm.model, version: vm.version, feature: '__score__' }, value: e.scorePsi }]),
-        ...Object.entries(e.featurePsi)
-          .filter((x): x is [string, number] => x[1] !== null)
-          .map(([feature, value]) => ({ labels: { model: vm.model, version: vm.version, feature }, value })),
-      ]),
+        [...this.evaluations].flatMap(([vm, e]) => [
+          ...(e.scorePsi === null ? [] : [{ labels: { model: vm.model, version: vm.version, feature: '__score__' }, value: e.scorePsi }]),
+          ...Object.entries(e.featurePsi)
+            .filter((x): x is [string, number] => x[1] !== null)
+            .map(([feature, value]) => ({ labels: { model: vm.model, version: vm.version, feature }, value })),
+        ]),
     );
     this.callback(
       'scoreline_drift_sample_size',
@@ -129,7 +148,10 @@ export class Monitor {
       'scoreline_model_auc',
       'AUC over the last 24 hours of labelled predictions, per version. Omitted below monitoring.minSamples.auc (labelled rows and rows of each class; band insufficient_data).',
       'gauge',
-      () => [...this.evaluations].filter(([, e]) => e.auc !== null).map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.auc! })),
+      () =>
+        [...this.evaluations]
+          .filter(([, e]) => e.auc !== null)
+          .map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.auc! })),
     );
     this.callback(
       'scoreline_model_labelled_predictions',
@@ -137,18 +159,47 @@ export class Monitor {
       'gauge',
       () => [...this.evaluations].map(([vm, e]) => ({ labels: { model: vm.model, version: vm.version }, value: e.labelled })),
     );
-    this.callback('scoreline_sla_compliance', 'Whether a version meets each SLA objective over the last hour (1) or not (0).', 'gauge', () =>
-      [...this.evaluations].flatMap(([vm, e]) =>
-        Object.entries(this.slaOf(e.p99Ms, null, e.errorRate, e.requests1h))
-          .filter(([k, v]) => k !== 'compliant' && v !== null && typeof v === 'object' && (v as { met: boolean | null }).met !== null)
-          .map(([objective, v]) => ({ labels: { model: vm.model, version: vm.version, objective }, value: (v as { met: boolean }).met ? 1 : 0 })),
-      ),
+    this.callback(
+      'scoreline_sla_compliance',
+      'Whether a version meets each SLA objective over the last hour (1) or not (0).',
+      'gauge',
+      () =>
+        [...this.evaluations].flatMap(([vm, e]) =>
+          Object.entries(this.slaOf(e.p99Ms, null, e.errorRate, e.requests1h))
+            .filter(([k, v]) => k !== 'compliant' && v !== null && typeof v === 'object' && (v as { met: boolean | null }).met !== null)
+            .map(([objective, v]) => ({
+              labels: { model: vm.model, version: vm.version, objective },
+              value: (v as { met: boolean }).met ? 1 : 0,
+            })),
+        ),
     );
-    this.callback('scoreline_predictions_logged_total', 'Predictions accepted into the prediction log (after sampling; written by its thread shortly after).', 'counter', () => [{ labels: {}, value: this.log?.logged ?? 0 }]);
-    this.callback('scoreline_predictions_dropped_total', 'Predictions never written to the prediction log: the ring was full (the log thread behind, or failing and holding a million), the log thread died, or they were still held at shutdown.', 'counter', () => [{ labels: {}, value: this.log?.dropped ?? 0 }]);
-    this.callback('scoreline_prediction_log_backlog', 'Predictions handed to the log thread and not yet written (including those held while writes fail).', 'gauge', () => [{ labels: {}, value: this.log?.backlog ?? 0 }]);
-    this.callback('scoreline_prediction_log_errors_total', 'Failed write attempts of the prediction log (disk full, file unwritable); held predictions are retried.', 'counter', () => [{ labels: {}, value: this.log?.errors ?? 0 }]);
-    this.callback('scoreline_prediction_log_failing', 'Whether the prediction log\'s last write failed (1) or not (0).', 'gauge', () => [{ labels: {}, value: this.log?.status().state === 'failing' ? 1 : 0 }]);
+    this.callback(
+      'scoreline_predictions_logged_total',
+      'Predictions accepted into the prediction log (after sampling; written by its thread shortly after).',
+      'counter',
+      () => [{ labels: {}, value: this.log?.logged ?? 0 }],
+    );
+    this.callback(
+      'scoreline_predictions_dropped_total',
+      'Predictions never written to the prediction log: the ring was full (the log thread behind, or failing and holding a million), the log thread died, or they were still held at shutdown.',
+      'counter',
+      () => [{ labels: {}, value: this.log?.dropped ?? 0 }],
+    );
+    this.callback(
+      'scoreline_prediction_log_backlog',
+      'Predictions handed to the log thread and not yet written (including those held while writes fail).',
+      'gauge',
+      () => [{ labels: {}, value: this.log?.backlog ?? 0 }],
+    );
+    this.callback(
+      'scoreline_prediction_log_errors_total',
+      'Failed write attempts of the prediction log (disk full, file unwritable); held predictions are retried.',
+      'counter',
+      () => [{ labels: {}, value: this.log?.errors ?? 0 }],
+    );
+    this.callback('scoreline_prediction_log_failing', "Whether the prediction log's last write failed (1) or not (0).", 'gauge', () => [
+      { labels: {}, value: this.log?.status().state === 'failing' ? 1 : 0 },
+    ]);
     if (opts.processMetrics !== false) {
       client.collectDefaultMetrics({ register: this.registry, prefix: 'scoreline_' });
       // These gauges end in _total, which `promtool check metrics` rejects for non-counters.
@@ -188,7 +239,12 @@ export class Monitor {
   }
 
   /** A counter or gauge read from its source at scrape time (e.g. the native cache's statistics). */
-  callback(name: string, help: string, type: 'counter' | 'gauge', read: () => readonly { labels: Record<string, string>; value: number }[]): void {
+  callback(
+    name: string,
+    help: string,
+    type: 'counter' | 'gauge',
+    read: () => readonly { labels: Record<string, string>; value: number }[],
+  ): void {
     new CallbackFamily(this.registry, name, help, type, read);
   }
 
@@ -199,7 +255,12 @@ export class Monitor {
   }
 
   /** A gauge whose value is read at scrape time. */
-  gauge(name: string, help: string, labelNames: string[], collect: (set: (labels: Record<string, string>, v: number) => void) => void): void {
+  gauge(
+    name: string,
+    help: string,
+    labelNames: string[],
+    collect: (set: (labels: Record<string, string>, v: number) => void) => void,
+  ): void {
     new client.Gauge({
       name,
       help,
@@ -234,7 +295,8 @@ export class Monitor {
     const task = vm.loaded.config.task ?? 'classification';
     const threshold = vm.loaded.config.threshold ?? 0.5;
     const since = window === 'all' ? 0 : now - WINDOW_MS[window];
-    const metrics = this.log === null ? null : (await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold)).metrics;
+    const metrics =
+      this.log === null ? null : (await this.log.performance(vm.model, vm.loaded.versionNumber, since, task, threshold)).metrics;
     return performanceOf(task, metrics, threshold, vm.stats.baselines?.referenceAuc ?? null, this.minSamples);
   }
 
@@ -252,7 +314,9 @@ export class Monitor {
       error_rate: obj(s.errorRate, errorRate),
       availability: obj(s.availability, availability, false),
     };
-    const verdicts = Object.values(out).map((o) => o.met).filter((m): m is boolean => m !== null);
+    const verdicts = Object.values(out)
+      .map((o) => o.met)
+      .filter((m): m is boolean => m !== null);
     return { ...out, compliant: verdicts.length === 0 ? null : verdicts.every(Boolean) };
   }
 
@@ -267,7 +331,15 @@ export class Monitor {
             const h = b.latency;
             const n = h.totalCount;
             const ms = (p: number) => (n === 0 ? null : h.getValueAtPercentile(p) / 1000);
-            return { count: n, p50_ms: ms(50), p95_ms: ms(95), p99_ms: ms(99), p999_ms: ms(99.9), max_ms: n === 0 ? null : h.maxValue / 1000, mean_ms: n === 0 ? null : h.mean / 1000 };
+            return {
+              count: n,
+              p50_ms: ms(50),
+              p95_ms: ms(95),
+              p99_ms: ms(99),
+              p999_ms: ms(99.9),
+              max_ms: n === 0 ? null : h.maxValue / 1000,
+              mean_ms: n === 0 ? null : h.mean / 1000,
+            };
           })();
     const latency = Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, k === 'count' ? v : round6(v as number | null)]));
     const errorRate = b.requests === 0 ? null : b.errors / b.requests;
@@ -285,7 +357,11 @@ export class Monitor {
       std: n < 2 || mean === null ? null : round6(Math.sqrt(Math.max(0, b.scoreSq / n - mean * mean))),
       min: n === 0 ? null : round6(b.scoreMin),
       max: n === 0 ? null : round6(b.scoreMax),
-      histogram: { edges: b.score.baseline.edges.map((e) => round6(e)), counts: Array.from(b.score.counts), reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null },
+      histogram: {
+        edges: b.score.baseline.edges.map((e) => round6(e)),
+        counts: Array.from(b.score.counts),
+        reference_shares: vm.stats.baselines?.score ? [...vm.stats.baselines.score.refShares] : null,
+      },
     };
     const drift = vm.stats.drift(b, this.minSamples.psi);
     for (const d of [drift.score, ...Object.values(drift.features)]) d.psi = round6(d.psi);

@@ -48,7 +48,15 @@ export function performanceOf(
   if (task === 'regression') {
     const m = metrics as RegressionMetrics | null;
     const shortfall = regressionShortfalls(m?.count ?? 0, min);
-    return { mae: round6(m?.mae), rmse: round6(m?.rmse), r2: round6(m?.r2), mape: round6(m?.mape), labelled: m?.count ?? 0, bands: mapValues(shortfall, bandOfShortfall), shortfall };
+    return {
+      mae: round6(m?.mae),
+      rmse: round6(m?.rmse),
+      r2: round6(m?.r2),
+      mape: round6(m?.mape),
+      labelled: m?.count ?? 0,
+      bands: mapValues(shortfall, bandOfShortfall),
+      shortfall,
+    };
   }
   const m = metrics as ClassificationMetrics | null;
   const labelled = m?.labelled ?? 0;

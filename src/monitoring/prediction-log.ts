@@ -175,7 +175,18 @@ export class PredictionLog {
     return s;
   }
 
-  append(id: string, model: string, version: number, variant: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, width: number, task: Task | null = null): boolean {
+  append(
+    id: string,
+    model: string,
+    version: number,
+    variant: string,
+    ts: number,
+    score: number,
+    row: ArrayLike<number> | null,
+    offset: number,
+    width: number,
+    task: Task | null = null,
+  ): boolean {
     return this.stream(model, version, variant, width, task).push(id, ts, score, row, offset);
   }
 
@@ -264,7 +275,13 @@ export class PredictionLog {
   }
 
   private failed(m: Extract<LogReport, { kind: 'failed' }>): void {
-    if (m.refused > 0) this.refused(m.refusedFrom, m.refusedThrough, m.refusals, storeUnavailable(`the prediction log could not commit this prediction: ${m.error}`));
+    if (m.refused > 0)
+      this.refused(
+        m.refusedFrom,
+        m.refusedThrough,
+        m.refusals,
+        storeUnavailable(`the prediction log could not commit this prediction: ${m.error}`),
+      );
     this.noteFailure(m.error, m.code, m.held);
   }
 
@@ -387,7 +404,8 @@ export class PredictionLog {
   }
 
   saveAlert(id: string, state: string, data: unknown, at: number): void {
-    if (!this.closed) this.worker.postMessage({ op: 'alerts.save', alert: { id, state, data: JSON.stringify(data), at } } satisfies LogRequest);
+    if (!this.closed)
+      this.worker.postMessage({ op: 'alerts.save', alert: { id, state, data: JSON.stringify(data), at } } satisfies LogRequest);
   }
 
   alertHistory(limit: number, since: number): Promise<unknown[]> {
@@ -416,7 +434,10 @@ export class PredictionLog {
     const held = this.backlog;
     if (held > 0) {
       this.dropped += held;
-      this.opts.logger?.error({ file: this.file, held, lastError: this.lastError }, `prediction log: ${held} predictions could not be written before shutdown and are lost`);
+      this.opts.logger?.error(
+        { file: this.file, held, lastError: this.lastError },
+        `prediction log: ${held} predictions could not be written before shutdown and are lost`,
+      );
     }
     clearInterval(this.pruneTimer);
     this.rejectAll(storeUnavailable('the prediction log is closed'));

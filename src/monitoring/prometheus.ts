@@ -138,7 +138,13 @@ export class CallbackFamily {
   }
 
   get(): Exposed {
-    return { name: this.name, help: this.help, type: this.type, values: this.read().map((s) => ({ value: s.value, labels: s.labels })), aggregator: 'sum' };
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      values: this.read().map((s) => ({ value: s.value, labels: s.labels })),
+      aggregator: 'sum',
+    };
   }
 
   reset(): void {}

@@ -31,7 +31,8 @@ export function parseCsvTable(text: string): ReferenceTable {
   const values: unknown[][] = columns.map(() => []);
   for (let r = 1; r < lines.length; r++) {
     const f = splitCsvLine(lines[r]!);
-    if (f.length !== columns.length) throw new RangeError(`reference CSV line ${r + 1} has ${f.length} fields, the header ${columns.length}`);
+    if (f.length !== columns.length)
+      throw new RangeError(`reference CSV line ${r + 1} has ${f.length} fields, the header ${columns.length}`);
     for (let c = 0; c < columns.length; c++) values[c]!.push(f[c]);
   }
   return { columns, values };

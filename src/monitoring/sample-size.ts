@@ -85,7 +85,17 @@ export function classificationShortfalls(c: ClassCounts, min: MinSamples): Recor
   const thresholded = firstShort(group(min.accuracy));
   // Precision is a share of the predicted positives, so those are its sample.
   const precision = thresholded ?? firstShort([{ count: 'predicted_positives', n: c.predictedPositives, min: min.accuracy.perClass }]);
-  return { auc: ranking, ks: ranking, gini: ranking, accuracy: thresholded, precision, recall: thresholded, f1: thresholded, log_loss: thresholded, brier: thresholded };
+  return {
+    auc: ranking,
+    ks: ranking,
+    gini: ranking,
+    accuracy: thresholded,
+    precision,
+    recall: thresholded,
+    f1: thresholded,
+    log_loss: thresholded,
+    brier: thresholded,
+  };
 }
 
 export function regressionShortfalls(labelled: number, min: MinSamples): Record<RegressionMetricName, Shortfall | null> {

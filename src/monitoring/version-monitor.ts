@@ -129,7 +129,14 @@ export class VersionMonitor implements BatchObserver {
     const k = keyId === undefined ? variant : `${variant}\u0000${keyId}`;
     let s = this.logStreams.get(k);
     if (s === undefined) {
-      s = log.stream(this.loaded.name, this.loaded.versionNumber, variant, this.width, this.loaded.config.task ?? 'classification', keyId ?? null);
+      s = log.stream(
+        this.loaded.name,
+        this.loaded.versionNumber,
+        variant,
+        this.width,
+        this.loaded.config.task ?? 'classification',
+        keyId ?? null,
+      );
       this.logStreams.set(k, s);
     }
     this.lastStream = s;
@@ -222,7 +229,12 @@ export class VersionMonitor implements BatchObserver {
       }
     }
     if (log === null || log.durability !== 'sync') return undefined;
-    if (lost > 0) return Promise.reject(storeUnavailable(`the prediction log did not take ${lost} of this batch's predictions (closed, or ${log.backlog} waiting to be written)`));
+    if (lost > 0)
+      return Promise.reject(
+        storeUnavailable(
+          `the prediction log did not take ${lost} of this batch's predictions (closed, or ${log.backlog} waiting to be written)`,
+        ),
+      );
     return logged > 0 ? log.commit() : undefined;
   }
 

@@ -64,7 +64,13 @@ export class LogChannel implements AlertChannel {
   send(payload: ChannelPayload): Promise<void> {
     const severity = subjectOf(payload)?.severity;
     const level: LogLevel =
-      payload.event !== 'fired' ? 'info' : severity === 'warning' ? 'warn' : severity === 'critical' || severity === 'emergency' ? 'error' : 'info';
+      payload.event !== 'fired'
+        ? 'info'
+        : severity === 'warning'
+          ? 'warn'
+          : severity === 'critical' || severity === 'emergency'
+            ? 'error'
+            : 'info';
     try {
       this.log({ ...payload, level, msg: payload.text });
     } catch {
@@ -178,10 +184,12 @@ export class WebhookChannel implements AlertChannel {
     const id = subjectOf(payload)?.id;
     const lane = typeof id === 'string' || typeof id === 'number' ? `${payload.alert !== undefined ? 'alert' : 'job'}:${id}` : '';
     this.counts.pending++;
-    const next = (this.lanes.get(lane) ?? Promise.resolve()).then(() => this.deliver(body, payload.text)).finally(() => {
-      this.counts.pending--;
-      if (this.lanes.get(lane) === next) this.lanes.delete(lane);
-    });
+    const next = (this.lanes.get(lane) ?? Promise.resolve())
+      .then(() => this.deliver(body, payload.text))
+      .finally(() => {
+        this.counts.pending--;
+        if (this.lanes.get(lane) === next) this.lanes.delete(lane);
+      });
     this.lanes.set(lane, next);
     return next;
   }
@@ -208,7 +216,9 @@ export class WebhookChannel implements AlertChannel {
 
   private async deliver(body: string, text: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const r = this.closing.signal.aborted ? { ok: false as const, retry: false, reason: 'the channel is closed' } : await this.attempt(body);
+      const r = this.closing.signal.aborted
+        ? { ok: false as const, retry: false, reason: 'the channel is closed' }
+        : await this.attempt(body);
       if (r.ok) {
         this.counts.sent++;
         return;
@@ -246,7 +256,9 @@ export class WebhookChannel implements AlertChannel {
       return after === undefined ? { ok: false, retry: true, reason } : { ok: false, retry: true, reason, retryAfterMs: after };
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const reason = timedOut ? `no answer from ${this.where} within ${this.timeoutMs} ms` : `${this.where}: ${cause?.code ?? cause?.message ?? (e as Error).message}`;
+      const reason = timedOut
+        ? `no answer from ${this.where} within ${this.timeoutMs} ms`
+        : `${this.where}: ${cause?.code ?? cause?.message ?? (e as Error).message}`;
       return { ok: false, retry: true, reason };
     } finally {
       clearTimeout(timer);

@@ -225,8 +225,9 @@ export function refuseExternalData(bytes: Uint8Array, source: string): void {
   const found = findExternalData(bytes);
   if (found.length === 0) return;
   const SHOWN = 3;
-  const named = found.slice(0, SHOWN).map((t) =>
-    `tensor ${t.name === '' ? '(unnamed)' : `'${t.name}'`} (${t.where})${t.location === '' ? '' : ` at '${t.location}'`}`);
+  const named = found
+    .slice(0, SHOWN)
+    .map((t) => `tensor ${t.name === '' ? '(unnamed)' : `'${t.name}'`} (${t.where})${t.location === '' ? '' : ` at '${t.location}'`}`);
   if (found.length > SHOWN) named.push(`and ${found.length - SHOWN} more`);
   throw externalDataRefused(source, found.length, named.join('; '));
 }

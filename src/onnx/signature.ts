@@ -21,7 +21,9 @@ export function inputIncompatibility(served: readonly InputSpec[], candidate: re
   const extra = candidate.filter((c) => !servedNames.has(c.name)).map((c) => `'${c.name}'`);
   const missing = served.filter((s) => !candidateNames.has(s.name)).map((s) => `'${s.name}'`);
   if (candidate.length !== served.length) {
-    const names = [extra.length > 0 ? `extra ${extra.join(', ')}` : '', missing.length > 0 ? `missing ${missing.join(', ')}` : ''].filter((x) => x !== '');
+    const names = [extra.length > 0 ? `extra ${extra.join(', ')}` : '', missing.length > 0 ? `missing ${missing.join(', ')}` : ''].filter(
+      (x) => x !== '',
+    );
     return `${candidate.length} inputs, ${servedLabel} has ${served.length}${names.length > 0 ? ` (${names.join('; ')})` : ''}`;
   }
   if (missing.length > 0) return `no input ${missing.join(', ')}${extra.length > 0 ? ` (it has ${extra.join(', ')} instead)` : ''}`;

@@ -5,9 +5,7 @@
 // callback, for the server's metrics and log.
 
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { artifactMissing, artifactTampered, badRequest, type ScorelineError } from '../errors.js';
 
@@ -76,7 +74,7 @@ export class ArtifactStore {
       // Private like the rest of the data dir: a model's weights are the team's, not the machine's.
       const fd = openSync(temp, 'wx', 0o600);
       try {
-        for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
+        for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
         fsyncSync(fd);
       } finally {
         closeSync(fd);

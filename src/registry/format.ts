@@ -35,8 +35,15 @@ const ascii = (s: string): number[] => Array.from(s, (c) => c.charCodeAt(0));
 // newline-terminated lines, or a length prefix (1 or 4 bytes little-endian) and that many bytes.
 type Arg = 0 | 1 | 2 | 4 | 8 | 'line' | 'lines2' | 'len1' | 'len4';
 const OPCODE_GROUPS: readonly [Arg, string][] = [
-  [0, '(.012NRabdlst])}eouQ'], ['line', 'FILPSVgp'], ['lines2', 'ci'],
-  [1, 'Khq'], [2, 'M'], [4, 'Jjr'], [8, 'G'], ['len1', 'U'], ['len4', 'TX'],
+  [0, '(.012NRabdlst])}eouQ'],
+  ['line', 'FILPSVgp'],
+  ['lines2', 'ci'],
+  [1, 'Khq'],
+  [2, 'M'],
+  [4, 'Jjr'],
+  [8, 'G'],
+  ['len1', 'U'],
+  ['len4', 'TX'],
 ];
 const OPCODES_0_1: ReadonlyMap<number, Arg> = new Map(
   OPCODE_GROUPS.flatMap(([arg, ops]) => Array.from(ops, (op): [number, Arg] => [op.charCodeAt(0), arg])),
@@ -119,11 +126,19 @@ function sniffPythonSerialized(bytes: Uint8Array): Sniffed | undefined {
     }
     return undefined;
   }
-  const compressed = (kind: string): Sniffed =>
-    ({ format: 'joblib', what: `a file compressed with ${kind}, the way joblib stores its Python pickles` });
+  const compressed = (kind: string): Sniffed => ({
+    format: 'joblib',
+    what: `a file compressed with ${kind}, the way joblib stores its Python pickles`,
+  });
   const bz2Level = bytes[3];
-  if (startsWith(bytes, ascii('BZh')) && bz2Level !== undefined && bz2Level >= 0x31 && bz2Level <= 0x39
-    && (startsWith(bytes, BZ2_BLOCK, 4) || startsWith(bytes, BZ2_EMPTY, 4))) return compressed('bz2');
+  if (
+    startsWith(bytes, ascii('BZh')) &&
+    bz2Level !== undefined &&
+    bz2Level >= 0x31 &&
+    bz2Level <= 0x39 &&
+    (startsWith(bytes, BZ2_BLOCK, 4) || startsWith(bytes, BZ2_EMPTY, 4))
+  )
+    return compressed('bz2');
   if (startsWith(bytes, XZ)) return compressed('xz');
   if (startsWith(bytes, LZ4_FRAME)) return compressed('lz4');
   if (startsWith(bytes, ascii('ZF0x'))) return { format: 'joblib', what: "a joblib dump in joblib's old zlib container ('ZF' header)" };

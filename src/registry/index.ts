@@ -4,19 +4,50 @@
 // joblib dumps refused). The store module (src/store) wraps it for SQLite and PostgreSQL alike.
 
 export type * from './records.js';
-export { ArtifactStore, sha256Of, type ArtifactCounters, type ArtifactKind, type ArtifactStoreOptions, type StoredArtifact } from './artifacts.js';
+export {
+  ArtifactStore,
+  sha256Of,
+  type ArtifactCounters,
+  type ArtifactKind,
+  type ArtifactStoreOptions,
+  type StoredArtifact,
+} from './artifacts.js';
 export { prepareDataDir, type DataDirPreparation, type ModeChange } from './data-dir.js';
 export { assertOnnx, detectFormat, type ModelFormat } from './format.js';
 export {
-  MODEL_NAME, scanRepository, sha256File,
-  type HashCache, type RepositoryModel, type RepositoryReference, type RepositoryRefusal, type RepositoryScan, type RepositoryVersion,
+  MODEL_NAME,
+  scanRepository,
+  sha256File,
+  type HashCache,
+  type RepositoryModel,
+  type RepositoryReference,
+  type RepositoryRefusal,
+  type RepositoryScan,
+  type RepositoryVersion,
 } from './repository.js';
 export {
-  ARCHIVE_TYPES, isMlflowFolder, MLFLOW_NUMERIC_TYPES, MLMODEL, mlflowModelFile, readMlflowArchive, readMlflowFolder, readMlflowModel,
+  ARCHIVE_TYPES,
+  isMlflowFolder,
+  MLFLOW_NUMERIC_TYPES,
+  MLMODEL,
+  mlflowModelFile,
+  readMlflowArchive,
+  readMlflowFolder,
+  readMlflowModel,
   type MlflowModel,
 } from './mlflow.js';
 export { MIGRATIONS, openDatabase, schemaVersion, type Db } from './schema.js';
 export {
-  ALIAS_NAME, checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, MAX_VERSION, mergePatch, ModelRegistry, prepareRegistration,
-  REMOVED_DEPLOYMENT, repositoryRegistration, versionTaken,
+  ALIAS_NAME,
+  checkAliasName,
+  deploymentMoved,
+  deploymentRevisionMatches,
+  LATEST,
+  MAX_VERSION,
+  mergePatch,
+  ModelRegistry,
+  prepareRegistration,
+  REMOVED_DEPLOYMENT,
+  repositoryRegistration,
+  versionTaken,
 } from './store.js';

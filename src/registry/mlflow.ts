@@ -49,7 +49,21 @@ export const MLFLOW_NUMERIC_TYPES: Readonly<Record<string, string>> = {
 };
 
 // Flavors whose model file is a Python pickle (or cloudpickle): loading one executes code.
-const PICKLE_FLAVORS = new Set(['sklearn', 'python_function', 'pytorch', 'statsmodels', 'fastai', 'spacy', 'h2o', 'pmdarima', 'prophet', 'diviner', 'langchain', 'transformers', 'sentence_transformers']);
+const PICKLE_FLAVORS = new Set([
+  'sklearn',
+  'python_function',
+  'pytorch',
+  'statsmodels',
+  'fastai',
+  'spacy',
+  'h2o',
+  'pmdarima',
+  'prophet',
+  'diviner',
+  'langchain',
+  'transformers',
+  'sentence_transformers',
+]);
 
 const MAX_MLMODEL_BYTES = 1024 * 1024;
 /** Input examples up to this size are kept in the lineage whole; larger ones by size and sha256. */
@@ -60,7 +74,13 @@ function innerPath(value: unknown, what: string, source: string): string {
   if (typeof value !== 'string' || value.length === 0) throw mlflowInvalid(source, `${what} must name a file in the model's folder`);
   const path = value.startsWith('./') ? value.slice(2) : value;
   const segments = path.split('/');
-  if (path.startsWith('/') || /^[A-Za-z]:/.test(path) || path.includes('\\') || path.includes('\0') || segments.some((s) => s === '' || s === '.' || s === '..')) {
+  if (
+    path.startsWith('/') ||
+    /^[A-Za-z]:/.test(path) ||
+    path.includes('\\') ||
+    path.includes('\0') ||
+    segments.some((s) => s === '' || s === '.' || s === '..')
+  ) {
     throw mlflowInvalid(source, `${what} '${value}' is not a plain relative path inside the model's folder`);
   }
   return path;
@@ -88,7 +108,8 @@ interface Column {
 /** signature.inputs: MLflow writes a JSON string; a YAML list is taken too. Null when absent. */
 function signatureInputs(signature: unknown, source: string): { columns: Column[] | null; tensor: boolean; raw: unknown } {
   if (signature === undefined || signature === null) return { columns: null, tensor: false, raw: null };
-  if (typeof signature !== 'object' || Array.isArray(signature)) throw mlflowInvalid(source, 'MLmodel signature must be a mapping with "inputs"');
+  if (typeof signature !== 'object' || Array.isArray(signature))
+    throw mlflowInvalid(source, 'MLmodel signature must be a mapping with "inputs"');
   let inputs = (signature as Record<string, unknown>).inputs;
   if (inputs === undefined || inputs === null) return { columns: null, tensor: false, raw: null };
   if (typeof inputs === 'string') {
@@ -102,15 +123,23 @@ function signatureInputs(signature: unknown, source: string): { columns: Column[
   const columns: Column[] = [];
   let tensor = false;
   for (const [i, spec] of inputs.entries()) {
-    if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw mlflowInvalid(source, `MLmodel signature.inputs[${i}] must be an object`);
+    if (spec === null || typeof spec !== 'object' || Array.isArray(spec))
+      throw mlflowInvalid(source, `MLmodel signature.inputs[${i}] must be an object`);
     const s = spec as Record<string, unknown>;
-    if (s.name !== undefined && typeof s.name !== 'string') throw mlflowInvalid(source, `MLmodel signature.inputs[${i}].name must be a string`);
+    if (s.name !== undefined && typeof s.name !== 'string')
+      throw mlflowInvalid(source, `MLmodel signature.inputs[${i}].name must be a string`);
     if (s.type === 'tensor') tensor = true;
     // Array/object/map columns carry their type as an object; "any" and the scalar types as a string.
-    const type = typeof s.type === 'string' ? s.type : s.type !== null && typeof s.type === 'object' ? String((s.type as Record<string, unknown>).type ?? 'object') : '?';
+    const type =
+      typeof s.type === 'string'
+        ? s.type
+        : s.type !== null && typeof s.type === 'object'
+          ? String((s.type as Record<string, unknown>).type ?? 'object')
+          : '?';
     columns.push({ name: s.name as string | undefined, type });
   }
-  if (tensor && columns.some((c) => c.type !== 'tensor')) throw mlflowInvalid(source, 'MLmodel signature.inputs mixes tensor and column specs');
+  if (tensor && columns.some((c) => c.type !== 'tensor'))
+    throw mlflowInvalid(source, 'MLmodel signature.inputs mixes tensor and column specs');
   return { columns: tensor ? null : columns, tensor, raw: inputs };
 }
 
@@ -140,7 +169,14 @@ function featuresOf(columns: Column[] | null, inputs: readonly TensorSpec[], sou
 }
 
 /** What MLmodel, its signature and the input example say, for the version's lineage. */
-function lineageOf(doc: Record<string, unknown>, modelFile: string, mlmodel: Uint8Array, signatureRaw: unknown, read: ReadFile, source: string): JsonObject {
+function lineageOf(
+  doc: Record<string, unknown>,
+  modelFile: string,
+  mlmodel: Uint8Array,
+  signatureRaw: unknown,
+  read: ReadFile,
+  source: string,
+): JsonObject {
   const pick = (k: string) => (typeof doc[k] === 'string' || typeof doc[k] === 'number' ? doc[k] : undefined);
   const flavors = doc.flavors as Record<string, Record<string, unknown>>;
   const signature = doc.signature as Record<string, unknown> | undefined;
@@ -171,7 +207,10 @@ function lineageOf(doc: Record<string, unknown>, modelFile: string, mlmodel: Uin
     mlmodel_sha256: createHash('sha256').update(mlmodel).digest('hex'),
     flavors: Object.keys(flavors),
     onnx_version: flavors.onnx?.onnx_version ?? null,
-    signature: signature === undefined ? null : { inputs: signatureRaw, outputs: parseMaybe(signature.outputs), params: parseMaybe(signature.params) },
+    signature:
+      signature === undefined
+        ? null
+        : { inputs: signatureRaw, outputs: parseMaybe(signature.outputs), params: parseMaybe(signature.params) },
     input_example: inputExample,
   };
   for (const k of ['run_id', 'model_uuid', 'mlflow_version', 'utc_time_created', 'artifact_path', 'model_id']) {
@@ -192,7 +231,11 @@ function flavorFile(doc: Record<string, unknown>, source: string): string {
   const onnx = (flavors as Record<string, unknown>).onnx as Record<string, unknown> | undefined;
   if (onnx === undefined || onnx === null) {
     const pickled = names.filter((f) => PICKLE_FLAVORS.has(f));
-    if (pickled.length > 0) throw unsupportedFormat(source, `an MLflow model without the onnx flavor (flavors: ${names.join(', ')}), whose model is a Python pickle`);
+    if (pickled.length > 0)
+      throw unsupportedFormat(
+        source,
+        `an MLflow model without the onnx flavor (flavors: ${names.join(', ')}), whose model is a Python pickle`,
+      );
     throw notOnnx(source, `an MLflow model without the onnx flavor (flavors: ${names.join(', ')})`);
   }
   if (typeof onnx !== 'object' || Array.isArray(onnx)) throw mlflowInvalid(source, 'MLmodel flavors.onnx must be a mapping');
@@ -226,10 +269,12 @@ export function readMlflowModel(read: ReadFile, source: string): MlflowModel {
 /** Whether a folder holds an MLflow model (an MLmodel file). */
 export const isMlflowFolder = (dir: string): boolean => existsSync(join(dir, MLMODEL));
 
-const folderReader = (dir: string): ReadFile => (path) => {
-  const file = join(dir, path);
-  return existsSync(file) && statSync(file).isFile() ? readFileSync(file) : undefined;
-};
+const folderReader =
+  (dir: string): ReadFile =>
+  (path) => {
+    const file = join(dir, path);
+    return existsSync(file) && statSync(file).isFile() ? readFileSync(file) : undefined;
+  };
 
 /** Reads an MLflow model folder of a model repository. */
 export function readMlflowFolder(dir: string): MlflowModel {
@@ -266,7 +311,8 @@ export function readMlflowArchive(archive: Uint8Array, maxBytes: number, source:
     onReadEntry: (entry: ReadEntry) => {
       if (failure !== null) return entry.resume();
       const path = entry.path.startsWith('./') ? entry.path.slice(2) : entry.path;
-      if (entry.type === 'SymbolicLink' || entry.type === 'Link') return fail(badRequest(`${source}: entry '${entry.path}' is a link; the archive must hold plain files`));
+      if (entry.type === 'SymbolicLink' || entry.type === 'Link')
+        return fail(badRequest(`${source}: entry '${entry.path}' is a link; the archive must hold plain files`));
       if (path.startsWith('/') || /^[A-Za-z]:/.test(path) || path.split(/[\\/]/).includes('..')) {
         return fail(badRequest(`${source}: entry '${entry.path}' points outside the archive (absolute, or with '..')`));
       }

@@ -65,7 +65,8 @@ const VERSION_DIR = /^[1-9][0-9]{0,8}$/;
 export function sha256File(path: string, cache?: HashCache): { sha256: string; size: number } {
   const st = cache === undefined ? null : statSync(path);
   const known = st === null ? undefined : cache!.get(path);
-  if (st !== null && known !== undefined && known.size === st.size && known.mtimeMs === st.mtimeMs) return { sha256: known.sha256, size: known.size };
+  if (st !== null && known !== undefined && known.size === st.size && known.mtimeMs === st.mtimeMs)
+    return { sha256: known.sha256, size: known.size };
   const bytes = readFileSync(path);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (st !== null) cache!.set(path, { size: st.size, mtimeMs: st.mtimeMs, sha256 });
@@ -124,7 +125,8 @@ export function scanRepository(dir: string, cache?: HashCache): RepositoryScan {
       versions.push({ version: Number(v.name), path, ...sha256File(path, cache) });
     }
     if (versions.length === 0) {
-      if (!refused.some((r) => r.model === entry.name)) skipped.push(`${entry.name}: no version folder with a model.onnx or an MLflow model`);
+      if (!refused.some((r) => r.model === entry.name))
+        skipped.push(`${entry.name}: no version folder with a model.onnx or an MLflow model`);
       continue;
     }
     versions.sort((a, b) => a.version - b.version);

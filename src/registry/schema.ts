@@ -125,9 +125,10 @@ export function schemaVersion(db: Db): number {
 
 function migrate(db: Db, file: string): void {
   db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const tooNew = (current: number) => configInvalid(
-    `${file} has registry schema version ${current}, newer than this scoreline knows (${MIGRATIONS.length}); upgrade scoreline`,
-  );
+  const tooNew = (current: number) =>
+    configInvalid(
+      `${file} has registry schema version ${current}, newer than this scoreline knows (${MIGRATIONS.length}); upgrade scoreline`,
+    );
   // Read first: an up-to-date file is opened without taking the write lock, so opening never waits
   // for another process's write transaction.
   const seen = schemaVersion(db);

@@ -8,15 +8,38 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { aliasNotFound, badRequest, conflict, insufficientStorage, isDiskFull, isScorelineError, modelNotFound, versionNotFound } from '../errors.js';
+import {
+  aliasNotFound,
+  badRequest,
+  conflict,
+  insufficientStorage,
+  isDiskFull,
+  isScorelineError,
+  modelNotFound,
+  versionNotFound,
+} from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
 import { refuseExternalData } from '../onnx/index.js';
 import { assertOnnx } from './format.js';
 import { readMlflowFolder } from './mlflow.js';
 import { MODEL_NAME, type RepositoryModel, type RepositoryScan, type RepositoryVersion } from './repository.js';
 import type {
-  AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ImportSkip, JsonObject, Lineage, ModelRecord,
-  RegisterOptions, RegisterResult, RegistryCounters, RegistryOptions, Signature, VersionRecord, VersionUpdate,
+  AliasEvent,
+  ChangeOptions,
+  DeploymentEvent,
+  DeploymentRecord,
+  ImportResult,
+  ImportSkip,
+  JsonObject,
+  Lineage,
+  ModelRecord,
+  RegisterOptions,
+  RegisterResult,
+  RegistryCounters,
+  RegistryOptions,
+  Signature,
+  VersionRecord,
+  VersionUpdate,
 } from './records.js';
 import { openDatabase, type Db } from './schema.js';
 
@@ -29,8 +52,18 @@ export const LATEST = 'latest';
 export const MAX_VERSION = 999_999_999;
 
 interface VersionRow {
-  model: string; version: number; sha256: string; size: number; created_at: string; signature: string;
-  metrics: string; tags: string; lineage: string; config: string; reference: string | null; reference_data: string | null;
+  model: string;
+  version: number;
+  sha256: string;
+  size: number;
+  created_at: string;
+  signature: string;
+  metrics: string;
+  tags: string;
+  lineage: string;
+  config: string;
+  reference: string | null;
+  reference_data: string | null;
   aliases: string | null;
 }
 
@@ -63,14 +96,18 @@ export function prepareRegistration(name: string, bytes: Uint8Array, options: Re
 /** Metrics or tags with a patch applied: a null value removes the key. */
 export function mergePatch<T>(base: Readonly<Record<string, T>>, patch: Record<string, T | null> | undefined): Record<string, T> {
   const out: Record<string, T> = { ...base };
-  for (const [k, v] of Object.entries(patch ?? {})) if (v === null) delete out[k]; else out[k] = v;
+  for (const [k, v] of Object.entries(patch ?? {}))
+    if (v === null) delete out[k];
+    else out[k] = v;
   return out;
 }
 
 /** Refuses alias names that could be read as a version or as `latest`. */
 export function checkAliasName(alias: string): void {
   if (!ALIAS_NAME.test(alias) || alias === LATEST) {
-    throw badRequest(`'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`);
+    throw badRequest(
+      `'${alias}' is not a valid alias name: lowercase letters, digits, '_' and '-', starting with a letter, not '${LATEST}'`,
+    );
   }
 }
 
@@ -82,7 +119,8 @@ export function checkAliasName(alias: string): void {
 export const REMOVED_DEPLOYMENT = 'null';
 
 /** Whether a change based on `expected` may be written over the stored `current` revision; 0 means "no deployment". */
-export const deploymentRevisionMatches = (expected: number, current: number, removed: boolean) => expected === current || (removed && expected === 0);
+export const deploymentRevisionMatches = (expected: number, current: number, removed: boolean) =>
+  expected === current || (removed && expected === 0);
 
 /**
  * What a repository version is registered from: its model.onnx, or its MLflow folder's flavor file
@@ -105,13 +143,17 @@ export function repositoryRegistration(model: RepositoryModel, v: RepositoryVers
 
 /** Versions are immutable: other bytes under a registered number are refused before they are read. */
 export function versionTaken(model: string, version: number, path: string, registered: string, found: string): ImportSkip {
-  const e = conflict(`version ${version} of model '${model}' already exists with different bytes (sha256 ${registered}, not ${found}); versions are immutable: add a new version folder`);
+  const e = conflict(
+    `version ${version} of model '${model}' already exists with different bytes (sha256 ${registered}, not ${found}); versions are immutable: add a new version folder`,
+  );
   return { model, version, path, code: e.code, reason: e.message };
 }
 
 /** The deployment's revision did not match: another writer changed it since the caller read it. */
 export const deploymentMoved = (name: string, expected: number, actual: number) =>
-  conflict(`the deployment of model '${name}' changed while this change was prepared (revision ${actual}, this change was based on ${expected}); read it again and retry`);
+  conflict(
+    `the deployment of model '${name}' changed while this change was prepared (revision ${actual}, this change was based on ${expected}); read it again and retry`,
+  );
 
 export class ModelRegistry {
   readonly dataDir: string;
@@ -144,13 +186,17 @@ export class ModelRegistry {
 
     return this.#write(() => {
       const at = this.#stamp();
-      this.#db.prepare('INSERT OR IGNORE INTO models (name, description, created_at) VALUES (?, ?, ?)')
+      this.#db
+        .prepare('INSERT OR IGNORE INTO models (name, description, created_at) VALUES (?, ?, ?)')
         .run(name, options.description ?? '', at);
       const same = this.#db.prepare('SELECT version FROM versions WHERE model = ? AND sha256 = ?').get(name, sha256) as
-        { version: number } | undefined;
+        | { version: number }
+        | undefined;
       if (same) {
         if (requested !== undefined && requested !== same.version) {
-          throw conflict(`${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`);
+          throw conflict(
+            `${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`,
+          );
         }
         this.artifacts.put(bytes); // restores the file if it went missing or was damaged
         if (referenceData !== undefined) this.#attachReferenceData(name, same.version, referenceData);
@@ -162,18 +208,32 @@ export class ModelRegistry {
         version = (max.v ?? 0) + 1;
       } else {
         const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(name, version) as
-          { sha256: string } | undefined;
+          | { sha256: string }
+          | undefined;
         if (taken) {
-          throw conflict(`version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`);
+          throw conflict(
+            `version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`,
+          );
         }
       }
       this.artifacts.put(bytes);
       const referenceSha = referenceData === undefined ? null : this.artifacts.put(referenceData, 'csv').sha256;
-      this.#db.prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
-        name, version, sha256, bytes.length, at, JSON.stringify(signature), JSON.stringify(options.metrics ?? {}),
-        JSON.stringify(options.tags ?? {}), JSON.stringify(lineage), JSON.stringify(options.config ?? {}), referenceSha,
-      );
+      this.#db
+        .prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(
+          name,
+          version,
+          sha256,
+          bytes.length,
+          at,
+          JSON.stringify(signature),
+          JSON.stringify(options.metrics ?? {}),
+          JSON.stringify(options.tags ?? {}),
+          JSON.stringify(lineage),
+          JSON.stringify(options.config ?? {}),
+          referenceSha,
+        );
       return { name, version, sha256, size: bytes.length, created: true };
     });
   }
@@ -194,7 +254,8 @@ export class ModelRegistry {
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Fast path for every restart: same number, same hash (from the scan), artifact present.
-        const known = this.#db.prepare('SELECT size, reference_data FROM versions WHERE model = ? AND version = ? AND sha256 = ?')
+        const known = this.#db
+          .prepare('SELECT size, reference_data FROM versions WHERE model = ? AND version = ? AND sha256 = ?')
           .get(model.name, v.version, v.sha256) as { size: number; reference_data: string | null } | undefined;
         if (known && this.artifacts.has(v.sha256)) {
           const reference = model.reference;
@@ -204,7 +265,9 @@ export class ModelRegistry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: known.size, created: false });
           continue;
         }
-        const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(model.name, v.version) as { sha256: string } | undefined;
+        const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(model.name, v.version) as
+          | { sha256: string }
+          | undefined;
         if (taken !== undefined && taken.sha256 !== v.sha256) {
           skipped.push(versionTaken(model.name, v.version, v.path, taken.sha256, v.sha256));
           continue;
@@ -231,10 +294,12 @@ export class ModelRegistry {
   /** All models (or the one named), sorted by name, with their latest version and aliases. */
   listModels(only?: string): ModelRecord[] {
     const where = only === undefined ? '' : 'WHERE m.name = ?';
-    const rows = this.#db.prepare(`SELECT m.name, m.description, m.created_at, MAX(v.version) AS latest, COUNT(v.version) AS n
+    const rows = this.#db
+      .prepare(`SELECT m.name, m.description, m.created_at, MAX(v.version) AS latest, COUNT(v.version) AS n
       FROM models m LEFT JOIN versions v ON v.model = m.name ${where} GROUP BY m.name ORDER BY m.name`)
       .all(...(only === undefined ? [] : [only])) as { name: string; description: string; created_at: string; latest: number; n: number }[];
-    const aliases = this.#db.prepare(`SELECT model, alias, version FROM aliases ${only === undefined ? '' : 'WHERE model = ?'} ORDER BY alias`)
+    const aliases = this.#db
+      .prepare(`SELECT model, alias, version FROM aliases ${only === undefined ? '' : 'WHERE model = ?'} ORDER BY alias`)
       .all(...(only === undefined ? [] : [only])) as { model: string; alias: string; version: number }[];
     return rows.map((r) => ({
       name: r.name,
@@ -267,7 +332,8 @@ export class ModelRegistry {
     if (/^[0-9]+$/.test(versionOrAlias)) return this.getVersion(name, Number(versionOrAlias));
     if (versionOrAlias === LATEST) return this.getVersion(name, this.getModel(name).latestVersion);
     const row = this.#db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, versionOrAlias) as
-      { version: number } | undefined;
+      | { version: number }
+      | undefined;
     if (!row) throw aliasNotFound(name, versionOrAlias);
     return this.getVersion(name, row.version);
   }
@@ -298,7 +364,8 @@ export class ModelRegistry {
       const current = this.#aliasVersion(name, alias);
       const event = this.#aliasEvent(name, alias, current, version, options);
       if (current === version) return event;
-      this.#db.prepare(`INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)
+      this.#db
+        .prepare(`INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)
         ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at`)
         .run(name, alias, version, event.at);
       return this.#recordAlias(event);
@@ -318,22 +385,45 @@ export class ModelRegistry {
   /** Alias moves of a model (or of one alias), oldest first. */
   aliasHistory(name: string, alias?: string): AliasEvent[] {
     this.#requireModel(name);
-    const rows = this.#db.prepare(`SELECT * FROM alias_history WHERE model = ? ${alias === undefined ? '' : 'AND alias = ?'} ORDER BY id`)
-      .all(...(alias === undefined ? [name] : [name, alias])) as
-      { model: string; alias: string; from_version: number | null; to_version: number | null; at: string; reason: string; actor: string }[];
-    return rows.map((r) => ({ model: r.model, alias: r.alias, from: r.from_version, to: r.to_version, at: r.at, reason: r.reason, actor: r.actor }));
+    const rows = this.#db
+      .prepare(`SELECT * FROM alias_history WHERE model = ? ${alias === undefined ? '' : 'AND alias = ?'} ORDER BY id`)
+      .all(...(alias === undefined ? [name] : [name, alias])) as {
+      model: string;
+      alias: string;
+      from_version: number | null;
+      to_version: number | null;
+      at: string;
+      reason: string;
+      actor: string;
+    }[];
+    return rows.map((r) => ({
+      model: r.model,
+      alias: r.alias,
+      from: r.from_version,
+      to: r.to_version,
+      at: r.at,
+      reason: r.reason,
+      actor: r.actor,
+    }));
   }
 
   /** Merges metrics and tags into the version's, replaces its reference; returns the updated record. */
   updateVersion(name: string, version: number, update: VersionUpdate): VersionRecord {
     return this.#write(() => {
       const current = this.getVersion(name, version);
-      const reference = 'reference' in update ? update.reference ?? null : current.reference;
-      const referenceData = update.referenceData !== undefined ? this.artifacts.put(update.referenceData, 'csv').sha256 : current.referenceData;
-      this.#db.prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ?, reference_data = ? WHERE model = ? AND version = ?').run(
-        JSON.stringify(mergePatch(current.metrics, update.metrics)), JSON.stringify(mergePatch(current.tags, update.tags)),
-        reference === null ? null : JSON.stringify(reference), referenceData, name, version,
-      );
+      const reference = 'reference' in update ? (update.reference ?? null) : current.reference;
+      const referenceData =
+        update.referenceData !== undefined ? this.artifacts.put(update.referenceData, 'csv').sha256 : current.referenceData;
+      this.#db
+        .prepare('UPDATE versions SET metrics = ?, tags = ?, reference = ?, reference_data = ? WHERE model = ? AND version = ?')
+        .run(
+          JSON.stringify(mergePatch(current.metrics, update.metrics)),
+          JSON.stringify(mergePatch(current.tags, update.tags)),
+          reference === null ? null : JSON.stringify(reference),
+          referenceData,
+          name,
+          version,
+        );
       return this.getVersion(name, version);
     });
   }
@@ -348,13 +438,19 @@ export class ModelRegistry {
     return this.#write(() => {
       this.#requireModel(name);
       const at = this.#stamp();
-      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as
+        | { state: string; revision: number }
+        | undefined;
       const current = before?.revision ?? 0;
       const removed = before === undefined || before.state === REMOVED_DEPLOYMENT;
-      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed)) throw deploymentMoved(name, options.expectRevision, current);
-      this.#db.prepare(`INSERT INTO deployments (model, state, updated_at, revision) VALUES (?, ?, ?, ?)
-        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`).run(name, json, at, current + 1);
-      this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
+      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed))
+        throw deploymentMoved(name, options.expectRevision, current);
+      this.#db
+        .prepare(`INSERT INTO deployments (model, state, updated_at, revision) VALUES (?, ?, ?, ?)
+        ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`)
+        .run(name, json, at, current + 1);
+      this.#db
+        .prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
         .run(name, at, options.action, removed ? null : before.state, json, options.reason ?? '');
       return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
     });
@@ -368,12 +464,18 @@ export class ModelRegistry {
   removeDeployment(name: string, options: { action: string; reason?: string; expectRevision?: number }): number {
     return this.#write(() => {
       this.#requireModel(name);
-      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as { state: string; revision: number } | undefined;
+      const before = this.#db.prepare('SELECT state, revision FROM deployments WHERE model = ?').get(name) as
+        | { state: string; revision: number }
+        | undefined;
       if (before === undefined || before.state === REMOVED_DEPLOYMENT) throw conflict(`model '${name}' has no deployment`);
-      if (options.expectRevision !== undefined && options.expectRevision !== before.revision) throw deploymentMoved(name, options.expectRevision, before.revision);
+      if (options.expectRevision !== undefined && options.expectRevision !== before.revision)
+        throw deploymentMoved(name, options.expectRevision, before.revision);
       const at = this.#stamp();
-      this.#db.prepare('UPDATE deployments SET state = ?, updated_at = ?, revision = ? WHERE model = ?').run(REMOVED_DEPLOYMENT, at, before.revision + 1, name);
-      this.#db.prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
+      this.#db
+        .prepare('UPDATE deployments SET state = ?, updated_at = ?, revision = ? WHERE model = ?')
+        .run(REMOVED_DEPLOYMENT, at, before.revision + 1, name);
+      this.#db
+        .prepare('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)')
         .run(name, at, options.action, before.state, REMOVED_DEPLOYMENT, options.reason ?? '');
       return before.revision + 1;
     });
@@ -382,22 +484,36 @@ export class ModelRegistry {
   /** The model's deployment, or undefined when it has none. */
   getDeployment<S = unknown>(name: string): DeploymentRecord<S> | undefined {
     this.#requireModel(name);
-    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ? AND state <> ?').get(name, REMOVED_DEPLOYMENT) as DeploymentRow | undefined;
+    const row = this.#db.prepare('SELECT * FROM deployments WHERE model = ? AND state <> ?').get(name, REMOVED_DEPLOYMENT) as
+      | DeploymentRow
+      | undefined;
     return row && toDeployment<S>(row);
   }
 
   listDeployments<S = unknown>(): DeploymentRecord<S>[] {
-    return (this.#db.prepare('SELECT * FROM deployments WHERE state <> ? ORDER BY model').all(REMOVED_DEPLOYMENT) as DeploymentRow[]).map((r) => toDeployment<S>(r));
+    return (this.#db.prepare('SELECT * FROM deployments WHERE state <> ? ORDER BY model').all(REMOVED_DEPLOYMENT) as DeploymentRow[]).map(
+      (r) => toDeployment<S>(r),
+    );
   }
 
   /** Deployment changes of a model, oldest first; `to` is null where the deployment was removed. */
   deploymentHistory<S = unknown>(name: string): DeploymentEvent<S>[] {
     this.#requireModel(name);
-    const rows = this.#db.prepare('SELECT * FROM deployment_history WHERE model = ? ORDER BY id').all(name) as
-      { model: string; at: string; action: string; from_state: string | null; to_state: string; reason: string }[];
+    const rows = this.#db.prepare('SELECT * FROM deployment_history WHERE model = ? ORDER BY id').all(name) as {
+      model: string;
+      at: string;
+      action: string;
+      from_state: string | null;
+      to_state: string;
+      reason: string;
+    }[];
     return rows.map((r) => ({
-      model: r.model, at: r.at, action: r.action, reason: r.reason,
-      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S), to: JSON.parse(r.to_state) as S | null,
+      model: r.model,
+      at: r.at,
+      action: r.action,
+      reason: r.reason,
+      from: r.from_state === null ? null : (JSON.parse(r.from_state) as S),
+      to: JSON.parse(r.to_state) as S | null,
     }));
   }
 
@@ -420,7 +536,8 @@ export class ModelRegistry {
   /** Gives the version these reference rows unless it already has some: a version's reference data never changes. */
   #attachReferenceData(name: string, version: number, bytes: Uint8Array): void {
     const row = this.#db.prepare('SELECT reference_data FROM versions WHERE model = ? AND version = ?').get(name, version) as
-      { reference_data: string | null } | undefined;
+      | { reference_data: string | null }
+      | undefined;
     if (!row || row.reference_data !== null) return;
     const { sha256 } = this.artifacts.put(bytes, 'csv');
     this.#db.prepare('UPDATE versions SET reference_data = ? WHERE model = ? AND version = ?').run(sha256, name, version);
@@ -435,7 +552,9 @@ export class ModelRegistry {
   }
 
   #aliasVersion(name: string, alias: string): number | null {
-    const row = this.#db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+    const row = this.#db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as
+      | { version: number }
+      | undefined;
     return row?.version ?? null;
   }
 
@@ -444,15 +563,26 @@ export class ModelRegistry {
   }
 
   #recordAlias(e: AliasEvent): AliasEvent {
-    this.#db.prepare('INSERT INTO alias_history (model, alias, from_version, to_version, at, reason, actor) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    this.#db
+      .prepare('INSERT INTO alias_history (model, alias, from_version, to_version, at, reason, actor) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(e.model, e.alias, e.from, e.to, e.at, e.reason, e.actor);
     return e;
   }
 }
 
-interface DeploymentRow { model: string; state: string; updated_at: string; revision: number }
+interface DeploymentRow {
+  model: string;
+  state: string;
+  updated_at: string;
+  revision: number;
+}
 
-const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: JSON.parse(r.state) as S, updatedAt: r.updated_at, revision: r.revision });
+const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({
+  model: r.model,
+  state: JSON.parse(r.state) as S,
+  updatedAt: r.updated_at,
+  revision: r.revision,
+});
 
 function toVersion(r: VersionRow): VersionRecord {
   return {

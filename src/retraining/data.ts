@@ -67,13 +67,14 @@ export function expandGlob(pattern: string): string[] {
       for (const e of entries.sort()) if (re.test(e)) next.push(join(base, e));
     }
     bases = next;
-    if (last) return bases.filter((p) => {
-      try {
-        return statSync(p).isFile();
-      } catch {
-        return false;
-      }
-    });
+    if (last)
+      return bases.filter((p) => {
+        try {
+          return statSync(p).isFile();
+        } catch {
+          return false;
+        }
+      });
   }
   return bases;
 }
@@ -96,7 +97,12 @@ export type ColumnSource = { kind: 'column'; name: string } | { kind: 'computed'
  * definition that computes it (the model.yaml binding's, else the feature of the same name). Throws
  * naming the column that neither provides.
  */
-export function planColumns(features: readonly string[], header: readonly string[], defs: FeatureRegistry | null, bindings: Readonly<Record<string, string>> = {}): ColumnSource[] {
+export function planColumns(
+  features: readonly string[],
+  header: readonly string[],
+  defs: FeatureRegistry | null,
+  bindings: Readonly<Record<string, string>> = {},
+): ColumnSource[] {
   const have = new Set(header);
   return features.map((name) => {
     if (have.has(name)) return { kind: 'column', name };
@@ -105,9 +111,12 @@ export function planColumns(features: readonly string[], header: readonly string
     const ref = bound !== undefined && !bound.startsWith('request.') ? bound : name;
     const def = defs?.get(ref);
     if (def === undefined || (def.expression === null && def.module === null)) {
-      throw new Error(`training data has no column '${name}'${def ? ` and feature ${def.ref} is not computed from other values` : defs ? ' and no feature definition computes it' : ' (and no feature definitions are loaded to compute it)'}`);
+      throw new Error(
+        `training data has no column '${name}'${def ? ` and feature ${def.ref} is not computed from other values` : defs ? ' and no feature definition computes it' : ' (and no feature definitions are loaded to compute it)'}`,
+      );
     }
-    if (def.expression === null) throw new Error(`feature ${def.ref} is computed by a module function; training files must carry column '${name}'`);
+    if (def.expression === null)
+      throw new Error(`feature ${def.ref} is computed by a module function; training files must carry column '${name}'`);
     return { kind: 'computed', def };
   });
 }
@@ -137,7 +146,13 @@ function computeFeature(def: FeatureDef, row: (col: string) => number, defs: Fea
 /** Reads one data file into rows (model column order); bad rows are skipped with a reason, not guessed. */
 export function readDataFile(
   path: string,
-  opts: { features: readonly string[]; label: string; timeColumn: string; defs: FeatureRegistry | null; bindings?: Readonly<Record<string, string>> },
+  opts: {
+    features: readonly string[];
+    label: string;
+    timeColumn: string;
+    defs: FeatureRegistry | null;
+    bindings?: Readonly<Record<string, string>>;
+  },
 ): { rows: { x: number[]; y: number; t: number }[]; report: FileReport } {
   const table = parseCsvTable(readFileSync(path, 'utf8'));
   const col = (name: string) => {
@@ -192,7 +207,13 @@ export function readDataFile(
   }
   return {
     rows,
-    report: { path, rows: rows.length, skipped, reasons, computed: plan.flatMap((s, j) => (s.kind === 'computed' ? [`${opts.features[j]} (${s.def.ref})`] : [])) },
+    report: {
+      path,
+      rows: rows.length,
+      skipped,
+      reasons,
+      computed: plan.flatMap((s, j) => (s.kind === 'computed' ? [`${opts.features[j]} (${s.def.ref})`] : [])),
+    },
   };
 }
 
@@ -259,4 +280,3 @@ export function rowsToCsv(rows: Rows, features: readonly string[], label: string
   }
   return `${lines.join('\n')}\n`;
 }
-

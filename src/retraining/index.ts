@@ -7,7 +7,25 @@
 export { Retrainer, summary, type RetrainerOptions } from './retrainer.js';
 export { parseRetrainingConfig, type RetrainingConfig, type TrainerConfig } from '../retraining-config.js';
 export {
-  addClassifierOutputs, addLogisticNodes, logisticToOnnx, logit, originalScaleCoefficients, predictProba, sigmoid, trainLogistic,
-  type LogisticModel, type LogisticOnnxOptions, type LogisticOptions,
+  addClassifierOutputs,
+  addLogisticNodes,
+  logisticToOnnx,
+  logit,
+  originalScaleCoefficients,
+  predictProba,
+  sigmoid,
+  trainLogistic,
+  type LogisticModel,
+  type LogisticOnnxOptions,
+  type LogisticOptions,
 } from './logistic.js';
-export { fitTrees, treeMargin, treeProba, treesToOnnx, type Tree, type TreeEnsemble, type TreeOnnxOptions, type TreeOptions } from './trees.js';
+export {
+  fitTrees,
+  treeMargin,
+  treeProba,
+  treesToOnnx,
+  type Tree,
+  type TreeEnsemble,
+  type TreeOnnxOptions,
+  type TreeOptions,
+} from './trees.js';

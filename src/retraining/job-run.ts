@@ -31,7 +31,10 @@ class JobWorker {
   private exited = false;
 
   constructor(log: Logger) {
-    this.child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [], {
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     try {
       if (this.child.pid !== undefined) setPriority(this.child.pid, 19);
     } catch (e) {
@@ -124,7 +127,8 @@ export class JobRun {
     } catch (e) {
       if (this.abortedBecause !== null) return { kind: 'interrupted', reason: this.abortedBecause };
       if (e instanceof JobTakenOver) return { kind: 'interrupted', reason: e.message };
-      if (!(e instanceof JobFailure)) this.opts.log.error({ job: job.id, model: job.model, err: (e as Error).stack }, 'retraining job failed');
+      if (!(e instanceof JobFailure))
+        this.opts.log.error({ job: job.id, model: job.model, err: (e as Error).stack }, 'retraining job failed');
       return { kind: 'finished', state: 'failed', reasons: [(e as Error).message] };
     } finally {
       await this.worker.close().catch(() => undefined);
@@ -164,7 +168,8 @@ export class JobRun {
     const championRecord = await this.opts.registry.getVersion(model, champion);
     const mc = championRecord.config as ModelConfig;
     const features = mc.features;
-    if (!features || features.length === 0) throw new JobFailure(`model.yaml of ${model} v${champion} has no features list: retraining needs the input columns by name`);
+    if (!features || features.length === 0)
+      throw new JobFailure(`model.yaml of ${model} v${champion} has no features list: retraining needs the input columns by name`);
     log(`champion: v${champion}; features: ${features.join(', ')}`);
 
     // 1. data
@@ -173,7 +178,12 @@ export class JobRun {
       if (cfg.useFeedback && this.opts.predictionLog !== null) {
         const rows = (await this.opts.predictionLog.training(model)).filter((r) => r.features.length === features.length);
         const p = features.length;
-        feedback = { X: new Float64Array(rows.length * p), y: new Float64Array(rows.length), t: new Float64Array(rows.length), n: rows.length };
+        feedback = {
+          X: new Float64Array(rows.length * p),
+          y: new Float64Array(rows.length),
+          t: new Float64Array(rows.length),
+          n: rows.length,
+        };
         rows.forEach((r, i) => {
           feedback!.X.set(r.features, i * p);
           feedback!.y[i] = r.label;
@@ -192,24 +202,45 @@ export class JobRun {
         oot: cfg.oot,
         jobDir: join(this.opts.dataDir, 'retraining', job.id),
       });
-      for (const f of r.files) log(`data: ${f.path}: ${f.rows} rows${f.skipped ? `, ${f.skipped} skipped (${f.reasons.join('; ')})` : ''}${f.computed.length ? `; computed by feature definitions: ${f.computed.join(', ')}` : ''}`);
+      for (const f of r.files)
+        log(
+          `data: ${f.path}: ${f.rows} rows${f.skipped ? `, ${f.skipped} skipped (${f.reasons.join('; ')})` : ''}${f.computed.length ? `; computed by feature definitions: ${f.computed.join(', ')}` : ''}`,
+        );
       for (const u of r.unmatched) log(`data: no file matches ${u}`);
       if (cfg.useFeedback) log(`data: ${r.feedbackRows} labelled predictions from the prediction log`);
-      log(`split out of time at ${r.cut}: train ${r.train.rows} rows (${r.train.from} .. ${r.train.to}), validation ${r.validation.rows} rows (${r.validation.from} .. ${r.validation.to})`);
+      log(
+        `split out of time at ${r.cut}: train ${r.train.rows} rows (${r.train.from} .. ${r.train.to}), validation ${r.validation.rows} rows (${r.validation.from} .. ${r.validation.to})`,
+      );
       return r;
     });
-    job.data = { files: prep.files, unmatched: prep.unmatched, feedbackRows: prep.feedbackRows, train: prep.train, validation: prep.validation, cut: prep.cut };
+    job.data = {
+      files: prep.files,
+      unmatched: prep.unmatched,
+      feedbackRows: prep.feedbackRows,
+      train: prep.train,
+      validation: prep.validation,
+      cut: prep.cut,
+    };
     const minValidation = Math.max(2, Math.ceil(cfg.minRows / 4));
     const classes = (s: { rows: number; positives: number }) => s.positives > 0 && s.positives < s.rows;
     if (prep.train.rows < cfg.minRows) throw new JobFailure(`not enough training rows: ${prep.train.rows} (minRows ${cfg.minRows})`);
-    if (prep.validation.rows < minValidation) throw new JobFailure(`not enough validation rows: ${prep.validation.rows} (at least ${minValidation})`);
-    if (!classes(prep.train) || !classes(prep.validation)) throw new JobFailure('training and validation rows must both hold each class (0 and 1)');
+    if (prep.validation.rows < minValidation)
+      throw new JobFailure(`not enough validation rows: ${prep.validation.rows} (at least ${minValidation})`);
+    if (!classes(prep.train) || !classes(prep.validation))
+      throw new JobFailure('training and validation rows must both hold each class (0 and 1)');
 
     // 2. train
     const challengerBytes = await this.step('train', async () => {
       const t = cfg.trainer;
       if ('builtin' in t) {
-        const r = await worker.call<TrainResult>({ op: 'train', l2: t.params.l2, maxIterations: t.params.maxIterations, features, modelName: model, docString: `scoreline retraining job ${job.id}` });
+        const r = await worker.call<TrainResult>({
+          op: 'train',
+          l2: t.params.l2,
+          maxIterations: t.params.maxIterations,
+          features,
+          modelName: model,
+          docString: `scoreline retraining job ${job.id}`,
+        });
         job.training = { trainer: 'logistic-regression', params: t.params, iterations: r.iterations, converged: r.converged };
         log(`trained logistic regression: ${r.iterations} iterations, ${r.converged ? 'converged' : 'NOT converged'}`);
         return r.onnx;
@@ -254,7 +285,8 @@ export class JobRun {
         return { pass: false, reasons: [`challenger is not a usable ONNX model: ${(e as Error).message}`], result: null };
       }
       const problem = inputIncompatibility(championRecord.signature.inputs, meta.inputs, 'the champion');
-      if (problem !== null) return { pass: false, reasons: [`signature incompatible with champion v${champion}: ${problem}`], result: null };
+      if (problem !== null)
+        return { pass: false, reasons: [`signature incompatible with champion v${champion}: ${problem}`], result: null };
       const scoreOut = mc.score?.output ?? null;
       if (scoreOut !== null && !meta.outputs.some((o) => o.name === scoreOut)) {
         return { pass: false, reasons: [`challenger has no output '${scoreOut}' (model.yaml score.output)`], result: null };
@@ -277,17 +309,30 @@ export class JobRun {
       check(ch.nonFinite === 0, ch.nonFinite === 0 ? 'challenger outputs are finite' : `challenger gave ${ch.nonFinite} non-finite scores`);
       if (ch.auc !== null && cp.auc !== null) {
         const need = cp.auc + cfg.gate.minDelta;
-        check(ch.auc >= need, `AUC ${fixed4(ch.auc)} vs champion ${fixed4(cp.auc)} (${ch.auc - cp.auc >= 0 ? '+' : ''}${fixed4(ch.auc - cp.auc)}; needs >= ${cfg.gate.minDelta >= 0 ? '+' : ''}${cfg.gate.minDelta})`);
+        check(
+          ch.auc >= need,
+          `AUC ${fixed4(ch.auc)} vs champion ${fixed4(cp.auc)} (${ch.auc - cp.auc >= 0 ? '+' : ''}${fixed4(ch.auc - cp.auc)}; needs >= ${cfg.gate.minDelta >= 0 ? '+' : ''}${cfg.gate.minDelta})`,
+        );
       } else check(false, 'AUC is undefined on the validation rows');
       if (ch.ks !== null && cp.ks !== null) {
-        check(ch.ks >= cp.ks - cfg.gate.ksTolerance, `KS ${fixed4(ch.ks)} vs champion ${fixed4(cp.ks)} (tolerance ${cfg.gate.ksTolerance})`);
+        check(
+          ch.ks >= cp.ks - cfg.gate.ksTolerance,
+          `KS ${fixed4(ch.ks)} vs champion ${fixed4(cp.ks)} (tolerance ${cfg.gate.ksTolerance})`,
+        );
       } else check(false, 'KS is undefined on the validation rows');
-      if (r.delong !== null) reasons.push(`info: DeLong test of the AUC difference: z = ${r.delong.z.toFixed(3)}, p = ${r.delong.p.toPrecision(3)}`);
+      if (r.delong !== null)
+        reasons.push(`info: DeLong test of the AUC difference: z = ${r.delong.z.toFixed(3)}, p = ${r.delong.p.toPrecision(3)}`);
       return { pass, reasons, result: r };
     });
     if (verdict.result !== null) {
       const { champion: cp, challenger: ch, delong, rows } = verdict.result;
-      job.validation = { rows, champion: cp, challenger: ch, delong: delong && { z: round4(delong.z), p: delong.p, aucDifference: round4(delong.aucDifference) }, gate: cfg.gate };
+      job.validation = {
+        rows,
+        champion: cp,
+        challenger: ch,
+        delong: delong && { z: round4(delong.z), p: delong.p, aucDifference: round4(delong.aucDifference) },
+        gate: cfg.gate,
+      };
     }
     await worker.close();
     if (!verdict.pass) {
@@ -337,7 +382,11 @@ export class JobRun {
     const outcome = await this.step('canary', () => this.canary(champion, reg.version));
     if (outcome.promoted) {
       await this.opts.registry.setAlias(model, 'champion', reg.version, { reason: `retraining job ${job.id}: canary promoted` });
-      return { kind: 'finished', state: 'succeeded', reasons: [`canary promoted: v${reg.version} serves all traffic and is the champion (${outcome.reason})`] };
+      return {
+        kind: 'finished',
+        state: 'succeeded',
+        reasons: [`canary promoted: v${reg.version} serves all traffic and is the champion (${outcome.reason})`],
+      };
     }
     return { kind: 'finished', state: 'rolled_back', reasons: [`canary rolled back: ${outcome.reason}; v${champion} serves all traffic`] };
   }

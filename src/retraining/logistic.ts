@@ -66,7 +66,11 @@ export function addClassifierOutputs(g: GraphBuilder, p1: string, threshold = 0.
 }
 
 /** Row-major n x p design matrix plus its shape. */
-interface DesignMatrix { data: Float64Array; rows: number; cols: number }
+interface DesignMatrix {
+  data: Float64Array;
+  rows: number;
+  cols: number;
+}
 
 function designMatrix(X: Float64Array | readonly (readonly number[])[], rows: number): DesignMatrix {
   if (X instanceof Float64Array) {
@@ -106,9 +110,15 @@ function columnScaling(X: DesignMatrix): { mean: number[]; std: number[] } {
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) mean[j]! += data[i * cols + j]!;
   for (let j = 0; j < cols; j++) mean[j] = mean[j]! / rows;
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) { const d = data[i * cols + j]! - mean[j]!; std[j]! += d * d; }
+    for (let j = 0; j < cols; j++) {
+      const d = data[i * cols + j]! - mean[j]!;
+      std[j]! += d * d;
+    }
   }
-  for (let j = 0; j < cols; j++) { const s = Math.sqrt(std[j]! / rows); std[j] = s > 0 ? s : 1; }
+  for (let j = 0; j < cols; j++) {
+    const s = Math.sqrt(std[j]! / rows);
+    std[j] = s > 0 ? s : 1;
+  }
   return { mean, std };
 }
 
@@ -127,7 +137,10 @@ function solveSpd(A: Float64Array, b: Float64Array, k: number): Float64Array {
         let s = A[i * k + j]! + (i === j ? ridge : 0);
         for (let m = 0; m < j; m++) s -= L[i * k + m]! * L[j * k + m]!;
         if (i === j) {
-          if (!(s > 1e-14 * (maxDiag || 1))) { ok = false; break; }
+          if (!(s > 1e-14 * (maxDiag || 1))) {
+            ok = false;
+            break;
+          }
           L[i * k + i] = Math.sqrt(s);
         } else {
           L[i * k + j] = s / L[j * k + j]!;
@@ -136,8 +149,16 @@ function solveSpd(A: Float64Array, b: Float64Array, k: number): Float64Array {
     }
     if (!ok) continue;
     const x = new Float64Array(k);
-    for (let i = 0; i < k; i++) { let s = b[i]!; for (let m = 0; m < i; m++) s -= L[i * k + m]! * x[m]!; x[i] = s / L[i * k + i]!; }
-    for (let i = k - 1; i >= 0; i--) { let s = x[i]!; for (let m = i + 1; m < k; m++) s -= L[m * k + i]! * x[m]!; x[i] = s / L[i * k + i]!; }
+    for (let i = 0; i < k; i++) {
+      let s = b[i]!;
+      for (let m = 0; m < i; m++) s -= L[i * k + m]! * x[m]!;
+      x[i] = s / L[i * k + i]!;
+    }
+    for (let i = k - 1; i >= 0; i--) {
+      let s = x[i]!;
+      for (let m = i + 1; m < k; m++) s -= L[m * k + i]! * x[m]!;
+      x[i] = s / L[i * k + i]!;
+    }
     return x;
   }
   throw new Error('logistic regression: the Hessian is not positive definite even with a ridge; check the data for NaN or extreme values');
@@ -158,7 +179,11 @@ function objective(Z: DesignMatrix, y: ArrayLike<number>, beta: Float64Array, l2
 }
 
 /** Fits the model. X is row-major n x p (Float64Array) or a list of rows; y holds 0/1 labels. */
-export function trainLogistic(X: Float64Array | readonly (readonly number[])[], y: ArrayLike<number>, options: LogisticOptions = {}): LogisticModel {
+export function trainLogistic(
+  X: Float64Array | readonly (readonly number[])[],
+  y: ArrayLike<number>,
+  options: LogisticOptions = {},
+): LogisticModel {
   const l2 = options.l2 ?? 1;
   const maxIter = options.maxIter ?? 100;
   const tol = options.tol ?? 1e-8;
@@ -206,13 +231,19 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
         for (let b = 0; b <= a; b++) hessian[a * k + b]! += w * z[a]! * z[b]!;
       }
     }
-    for (let a = 1; a < k; a++) { gradient[a]! += l2 * beta[a]!; hessian[a * k + a]! += l2; }
+    for (let a = 1; a < k; a++) {
+      gradient[a]! += l2 * beta[a]!;
+      hessian[a * k + a]! += l2;
+    }
     for (let a = 0; a < k; a++) for (let b = a + 1; b < k; b++) hessian[a * k + b] = hessian[b * k + a]!;
 
     const step = solveSpd(hessian, gradient, k);
     let newtonStep = 0;
     let descent = 0;
-    for (let a = 0; a < k; a++) { newtonStep = Math.max(newtonStep, Math.abs(step[a]!)); descent += gradient[a]! * step[a]!; }
+    for (let a = 0; a < k; a++) {
+      newtonStep = Math.max(newtonStep, Math.abs(step[a]!));
+      descent += gradient[a]! * step[a]!;
+    }
     if (newtonStep < tol) {
       // At the optimum the objective no longer changes in floating point: take the step as is.
       for (let a = 0; a < k; a++) beta[a]! -= step[a]!;
@@ -226,7 +257,11 @@ export function trainLogistic(X: Float64Array | readonly (readonly number[])[], 
     for (let t = 1, halvings = 0; halvings < 40; halvings++, t /= 2) {
       const candidate = beta.map((v, a) => v - t * step[a]!);
       const next = objective(Z, y, candidate, l2);
-      if (next <= current - 1e-4 * t * descent + noise) { beta.set(candidate); current = next; break; }
+      if (next <= current - 1e-4 * t * descent + noise) {
+        beta.set(candidate);
+        current = next;
+        break;
+      }
     }
   }
   return { mean, std, weights: Array.from(beta.subarray(1)), intercept: beta[0]!, l2, iterations, converged };
@@ -237,7 +272,7 @@ export function logit(model: LogisticModel, row: ArrayLike<number>): number {
   const p = model.weights.length;
   if (row.length !== p) throw new RangeError(`row has ${row.length} features, model expects ${p}`);
   let eta = model.intercept;
-  for (let j = 0; j < p; j++) eta += model.weights[j]! * (row[j]! - model.mean[j]!) / model.std[j]!;
+  for (let j = 0; j < p; j++) eta += (model.weights[j]! * (row[j]! - model.mean[j]!)) / model.std[j]!;
   return eta;
 }
 

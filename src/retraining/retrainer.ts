@@ -18,7 +18,17 @@ import { fixed4 } from '../numbers.js';
 import type { AlertManager, AlertNotification } from '../monitoring/alerts.js';
 import type { PredictionLog } from '../monitoring/prediction-log.js';
 import { notify, type AlertChannel } from '../monitoring/webhook.js';
-import { AUTOMATIC_TRIGGERS, type Incident, type Job, type JobFilter, type JobRecords, type JobState, type Registry, type Trigger, type TriggerKind } from '../store/index.js';
+import {
+  AUTOMATIC_TRIGGERS,
+  type Incident,
+  type Job,
+  type JobFilter,
+  type JobRecords,
+  type JobState,
+  type Registry,
+  type Trigger,
+  type TriggerKind,
+} from '../store/index.js';
 import { killTrainer } from './command.js';
 import type { RetrainingConfig } from '../retraining-config.js';
 import { JobFailure, JobRun, JobTakenOver, type RunHost } from './job-run.js';
@@ -116,11 +126,15 @@ export class Retrainer implements RunHost {
       if (cfg.triggers.schedule === null) continue;
       const pattern = cfg.triggers.schedule;
       this.crons.push(
-        new Cron(pattern, { catch: (e) => this.opts.log.error({ model, err: (e as Error).message }, 'scheduled retraining trigger failed') }, () => {
-          void this.trigger(model, { kind: 'schedule', reason: `schedule '${pattern}'`, evidence: { schedule: pattern } }).catch((e: Error) =>
-            this.opts.log.warn({ model, err: e.message }, 'scheduled retraining trigger could not be recorded'),
-          );
-        }),
+        new Cron(
+          pattern,
+          { catch: (e) => this.opts.log.error({ model, err: (e as Error).message }, 'scheduled retraining trigger failed') },
+          () => {
+            void this.trigger(model, { kind: 'schedule', reason: `schedule '${pattern}'`, evidence: { schedule: pattern } }).catch(
+              (e: Error) => this.opts.log.warn({ model, err: e.message }, 'scheduled retraining trigger could not be recorded'),
+            );
+          },
+        ),
       );
     }
     if (this.opts.alerts !== null) this.unsubscribe.push(this.opts.alerts.subscribe((n) => this.onAlert(n)));
@@ -179,14 +193,35 @@ export class Retrainer implements RunHost {
     const cfg = this.opts.configs.get(model);
     if (cfg === undefined) return;
     const metric = this.opts.alerts?.rule(n.alert.rule)?.metric;
-    const evidence = { alert: { id: n.alert.id, rule: n.alert.rule, severity: n.alert.severity, labels: n.alert.labels, value: n.alert.value, threshold: n.alert.threshold, message: n.alert.message } };
+    const evidence = {
+      alert: {
+        id: n.alert.id,
+        rule: n.alert.rule,
+        severity: n.alert.severity,
+        labels: n.alert.labels,
+        value: n.alert.value,
+        threshold: n.alert.threshold,
+        message: n.alert.message,
+      },
+    };
     let t: Omit<Trigger, 'at'> | null = null;
     if (metric === 'score_psi' && cfg.triggers.drift !== null && n.alert.value > cfg.triggers.drift.psi) {
-      t = { kind: 'drift', reason: `score PSI ${fixed4(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`, evidence };
+      t = {
+        kind: 'drift',
+        reason: `score PSI ${fixed4(n.alert.value)} > ${cfg.triggers.drift.psi} (alert ${n.alert.rule}, version ${n.alert.labels.version})`,
+        evidence,
+      };
     } else if (metric === 'auc_drop' && cfg.triggers.performance !== null && n.alert.value > cfg.triggers.performance.aucDrop) {
-      t = { kind: 'performance', reason: `AUC dropped ${fixed4(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`, evidence };
+      t = {
+        kind: 'performance',
+        reason: `AUC dropped ${fixed4(n.alert.value)} below the reference (> ${cfg.triggers.performance.aucDrop}; alert ${n.alert.rule})`,
+        evidence,
+      };
     }
-    if (t !== null) void this.trigger(model, t).catch((e: Error) => this.opts.log.warn({ model, err: e.message }, 'retraining trigger could not be recorded'));
+    if (t !== null)
+      void this.trigger(model, t).catch((e: Error) =>
+        this.opts.log.warn({ model, err: e.message }, 'retraining trigger could not be recorded'),
+      );
   }
 
   /**
@@ -216,7 +251,8 @@ export class Retrainer implements RunHost {
           if (!(await this.opts.jobs.update(active))) continue;
           return record('folded', active, t.reason);
         }
-        if (t.kind === 'manual') throw conflict(`model '${model}' already has a retraining job in progress (${active.id}, ${active.state})`);
+        if (t.kind === 'manual')
+          throw conflict(`model '${model}' already has a retraining job in progress (${active.id}, ${active.state})`);
         return record('skipped-running', active, `${t.reason}; job ${active.id} is ${active.state}`);
       }
       const last = await this.opts.jobs.lastEnded(model);
@@ -255,7 +291,15 @@ export class Retrainer implements RunHost {
   /** POST /admin/incidents: recorded, and a retraining trigger for the model. */
   async incident(model: string, reason: string, severity: string): Promise<{ incident: Incident; job: Job | null; outcome: string }> {
     const { job, outcome } = await this.trigger(model, { kind: 'incident', reason: `incident: ${reason}`, evidence: { reason, severity } });
-    const incident: Incident = { id: `inc-${randomBytes(4).toString('hex')}`, model, at: new Date(this.clock()).toISOString(), reason, severity, jobId: job?.id ?? null, outcome };
+    const incident: Incident = {
+      id: `inc-${randomBytes(4).toString('hex')}`,
+      model,
+      at: new Date(this.clock()).toISOString(),
+      reason,
+      severity,
+      jobId: job?.id ?? null,
+      outcome,
+    };
     await this.opts.jobs.addIncident(incident);
     return { incident, job, outcome };
   }
@@ -349,7 +393,9 @@ export class Retrainer implements RunHost {
       if (job.notBefore !== undefined && Date.parse(job.notBefore) > now) continue;
       const cfg = this.opts.configs.get(job.model);
       if (cfg === undefined) {
-        await this.finish(job, 'failed', [`the leading replica ${this.opts.replicaId} has no retraining configuration for model '${job.model}'`]);
+        await this.finish(job, 'failed', [
+          `the leading replica ${this.opts.replicaId} has no retraining configuration for model '${job.model}'`,
+        ]);
         continue;
       }
       // Claimed by compare-and-set: a job is started once, whatever else changed it meanwhile.
@@ -368,10 +414,13 @@ export class Retrainer implements RunHost {
     const run = new JobRun(this, job, cfg);
     this.send(job, 'started');
     void this.refreshCounts();
-    const done = run.run().then(async (outcome) => {
-      if (outcome.kind === 'interrupted') await this.interrupted(job, outcome.reason, false);
-      else await this.finish(job, outcome.state, outcome.reasons);
-    }).catch((e: Error) => this.opts.log.error({ job: job.id, err: e.stack }, 'retraining job could not be recorded'))
+    const done = run
+      .run()
+      .then(async (outcome) => {
+        if (outcome.kind === 'interrupted') await this.interrupted(job, outcome.reason, false);
+        else await this.finish(job, outcome.state, outcome.reasons);
+      })
+      .catch((e: Error) => this.opts.log.error({ job: job.id, err: e.stack }, 'retraining job could not be recorded'))
       .finally(() => {
         this.runs.delete(job.id);
         void this.refreshCounts();
@@ -398,7 +447,8 @@ export class Retrainer implements RunHost {
    */
   async save(job: Job): Promise<void> {
     try {
-      if (!(await this.opts.jobs.update(job))) throw new JobTakenOver('another replica recorded the job as interrupted while this one ran it');
+      if (!(await this.opts.jobs.update(job)))
+        throw new JobTakenOver('another replica recorded the job as interrupted while this one ran it');
       if (this.storeDown) this.opts.log.info({ job: job.id }, 'retraining job progress is stored again');
       this.storeDown = false;
     } catch (e) {
@@ -418,7 +468,8 @@ export class Retrainer implements RunHost {
     job.updatedAt = now;
     job.endedAt = now;
     // The gate's reasons stay on record; the rollout's outcome is added to them.
-    const outcome = state === 'succeeded' ? 'promoted' : state === 'rejected' ? 'rejected' : state === 'rolled_back' ? 'rolled_back' : 'failed';
+    const outcome =
+      state === 'succeeded' ? 'promoted' : state === 'rejected' ? 'rejected' : state === 'rolled_back' ? 'rolled_back' : 'failed';
     const earlier = job.decision?.outcome === 'accepted' ? job.decision.reasons : [];
     job.decision = { outcome, reasons: state === 'rejected' ? reasons : [...earlier, ...reasons] };
     if (state === 'failed') job.error = reasons.join('; ');
@@ -446,18 +497,28 @@ export class Retrainer implements RunHost {
     const retry: Job = { ...this.newJob(job.model, job.trigger, 0), retryOf: job.id, folded: [...job.folded] };
     this.jobLog(retry, `queued again: job ${job.id} (${job.trigger.kind} trigger: ${job.trigger.reason}) was interrupted: ${reason}`);
     if (await this.opts.jobs.insert(retry)) {
-      await this.opts.jobs.addTriggerEvent({ at: retry.createdAt, model: job.model, kind: job.trigger.kind, outcome: 'job', jobId: retry.id, reason: `queued again: job ${job.id} was interrupted` });
+      await this.opts.jobs.addTriggerEvent({
+        at: retry.createdAt,
+        model: job.model,
+        kind: job.trigger.kind,
+        outcome: 'job',
+        jobId: retry.id,
+        reason: `queued again: job ${job.id} was interrupted`,
+      });
       this.opts.log.info({ job: retry.id, model: job.model, retryOf: job.id }, 'retraining job queued again after an interruption');
       this.wake();
     }
   }
 
   send(job: Job, event: JobState | 'started'): void {
-    const icon = { started: 'STARTED', succeeded: 'PROMOTED', rejected: 'REJECTED', failed: 'FAILED', rolled_back: 'ROLLED BACK' }[event as string] ?? event.toUpperCase();
+    const icon =
+      { started: 'STARTED', succeeded: 'PROMOTED', rejected: 'REJECTED', failed: 'FAILED', rolled_back: 'ROLLED BACK' }[event as string] ??
+      event.toUpperCase();
     // the outcome first (the last reason), then how the gate saw it
     const r = job.decision?.reasons ?? [];
     const why = event === 'started' || r.length === 0 ? job.trigger.reason : finalReasonFirst(r, event);
-    const versions = job.challengerVersion !== undefined ? ` (challenger v${job.challengerVersion} vs champion v${job.championVersion})` : '';
+    const versions =
+      job.challengerVersion !== undefined ? ` (challenger v${job.challengerVersion} vs champion v${job.championVersion})` : '';
     void notify(this.opts.channels, {
       text: `[RETRAINING ${icon}] ${job.model} job ${job.id}${versions}: ${why}`,
       event: `retraining.${event}`,

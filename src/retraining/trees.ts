@@ -228,7 +228,8 @@ export interface TreeOnnxOptions {
  * float32: thresholds are written as float32, as converters do.
  */
 export function treesToOnnx(model: TreeEnsemble, options: TreeOnnxOptions): Uint8Array {
-  if (options.featureNames.length !== model.features) throw new RangeError(`${options.featureNames.length} feature names for ${model.features} features`);
+  if (options.featureNames.length !== model.features)
+    throw new RangeError(`${options.featureNames.length} feature names for ${model.features} features`);
   const treeIds: number[] = [];
   const nodeIds: number[] = [];
   const featureIds: number[] = [];
@@ -285,6 +286,13 @@ export function treesToOnnx(model: TreeEnsemble, options: TreeOnnxOptions): Uint
   );
   g.output('label', 'INT64', [-1]);
   g.output('probabilities', 'FP32', [-1, 2]);
-  const metadata: Record<string, string> = { 'scoreline.model': 'gradient_boosted_trees', 'scoreline.features': JSON.stringify(options.featureNames) };
-  return g.toModelBytes({ domainOpsets: { 'ai.onnx.ml': 3 }, metadata, ...(options.docString !== undefined ? { docString: options.docString } : {}) });
+  const metadata: Record<string, string> = {
+    'scoreline.model': 'gradient_boosted_trees',
+    'scoreline.features': JSON.stringify(options.featureNames),
+  };
+  return g.toModelBytes({
+    domainOpsets: { 'ai.onnx.ml': 3 },
+    metadata,
+    ...(options.docString !== undefined ? { docString: options.docString } : {}),
+  });
 }

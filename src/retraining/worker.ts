@@ -120,7 +120,13 @@ async function prepare(m: PrepareRequest): Promise<PrepareResult> {
     const found = expandGlob(pattern);
     if (found.length === 0) unmatched.push(pattern);
     for (const path of found) {
-      const { rows, report } = readDataFile(path, { features: m.features, label: m.label, timeColumn: m.timeColumn!, defs, bindings: m.bindings });
+      const { rows, report } = readDataFile(path, {
+        features: m.features,
+        label: m.label,
+        timeColumn: m.timeColumn!,
+        defs,
+        bindings: m.bindings,
+      });
       for (const r of rows) list.push(r);
       files.push(report);
     }
@@ -172,13 +178,19 @@ async function score(bytes: Uint8Array, spec: ScoreSpec, rows: Rows): Promise<Fl
   const session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 4 });
   try {
     const outName =
-      spec.output ?? meta.outputs.find((o) => o.name === 'probabilities')?.name ?? meta.outputs.find((o) => o.datatype === 'FP32' || o.datatype === 'FP64')?.name ?? meta.outputs[0]!.name;
+      spec.output ??
+      meta.outputs.find((o) => o.name === 'probabilities')?.name ??
+      meta.outputs.find((o) => o.datatype === 'FP32' || o.datatype === 'FP64')?.name ??
+      meta.outputs[0]!.name;
     const out = new Float64Array(rows.n);
     const CHUNK = 4096;
     for (let start = 0; start < rows.n; start += CHUNK) {
       const n = Math.min(CHUNK, rows.n - start);
       const slice = rows.X.subarray(start * rows.p, (start + n) * rows.p);
-      const tensor = input.datatype === 'FP64' ? new ort.Tensor('float64', Float64Array.from(slice), [n, rows.p]) : new ort.Tensor('float32', Float32Array.from(slice), [n, rows.p]);
+      const tensor =
+        input.datatype === 'FP64'
+          ? new ort.Tensor('float64', Float64Array.from(slice), [n, rows.p])
+          : new ort.Tensor('float32', Float32Array.from(slice), [n, rows.p]);
       const result = await session.run({ [input.name]: tensor }, [outName]);
       const o = result[outName]!;
       const per = o.dims.length > 1 ? o.dims.slice(1).reduce((a, b) => a * b, 1) : 1;
@@ -234,6 +246,5 @@ process.on('message', (m: WorkerRequest) => {
     (e: Error) => process.send!({ ok: false, error: e.message }),
   );
 });
-
 
 process.on('disconnect', () => process.exit(0));

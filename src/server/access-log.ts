@@ -39,11 +39,15 @@ export class AccessLog {
     // Lines at info: a server logging only warnings and errors keeps no access log.
     this.sampleRate = log.isLevelEnabled('info') ? sampleRate : 0;
     this.dest = (log as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym]!;
-    const collect = { write: (line: string) => {
+    const collect = {
+      write: (line: string) => {
         this.text += line;
       },
     };
-    this.format = pino({ level: 'info', base: null, timestamp: pino.stdTimeFunctions.isoTime }, collect).child({ ...log.bindings(), component: 'access' });
+    this.format = pino({ level: 'info', base: null, timestamp: pino.stdTimeFunctions.isoTime }, collect).child({
+      ...log.bindings(),
+      component: 'access',
+    });
   }
 
   /** Whether the request arriving now gets a line. */

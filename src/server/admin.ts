@@ -8,7 +8,16 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { badRequest, bodyTooLarge, forbidden, insufficientStorage, isDiskFull, notReady, unauthorized, unsupportedMediaType } from '../errors.js';
+import {
+  badRequest,
+  bodyTooLarge,
+  forbidden,
+  insufficientStorage,
+  isDiskFull,
+  notReady,
+  unauthorized,
+  unsupportedMediaType,
+} from '../errors.js';
 import type { Deployer } from '../deploy/index.js';
 import { isObject } from '../json.js';
 import type { Alerting } from './alerting.js';
@@ -139,7 +148,10 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       json: false,
       contentType: (ct) => {
         if (ct !== '' && baseType(ct) !== 'application/octet-stream' && !ARCHIVE_TYPES.includes(baseType(ct))) {
-          throw unsupportedMediaType(ct, 'application/octet-stream (the ONNX file) or application/gzip (a tar.gz of an MLflow model folder)');
+          throw unsupportedMediaType(
+            ct,
+            'application/octet-stream (the ONNX file) or application/gzip (a tar.gz of an MLflow model folder)',
+          );
         }
       },
       admit,
@@ -154,7 +166,10 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       // A copy now: the body's memory is the server's only until this handler returns.
       const bytes = new Uint8Array(buf);
       (async () => {
-        if (bytes.length === 0) throw badRequest(archive ? 'the body must hold a tar.gz of an MLflow model folder' : 'the body must hold the model file (ONNX bytes)');
+        if (bytes.length === 0)
+          throw badRequest(
+            archive ? 'the body must hold a tar.gz of an MLflow model folder' : 'the body must hold the model file (ONNX bytes)',
+          );
         const source = declaredSource !== '' ? `'${declaredSource}' (as its sender names it)` : `the archive uploaded for model '${name}'`;
         // Read before the store is asked anything: a bad archive is refused whatever the store's state.
         const mlflow = archive ? readMlflowArchive(bytes, deps.maxModelBytes, source) : null;
@@ -171,10 +186,18 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
           ...(mlflow !== null ? { lineage: mlflow.lineage } : {}),
           ...(referenceData !== null ? { referenceData } : {}),
         });
-        ctx.log.info({ model: name, version: r.version, sha256: r.sha256, created: r.created, mlflow: mlflow !== null }, 'model version registered');
+        ctx.log.info(
+          { model: name, version: r.version, sha256: r.sha256, created: r.created, mlflow: mlflow !== null },
+          'model version registered',
+        );
         return { r, features: mlflow === null ? undefined : mlflow.features };
       })().then(
-        ({ r, features }) => sendJson(res, r.created ? 201 : 200, JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256, ...(features !== undefined ? { features } : {}) })),
+        ({ r, features }) =>
+          sendJson(
+            res,
+            r.created ? 201 : 200,
+            JSON.stringify({ name: r.name, version: r.version, sha256: r.sha256, ...(features !== undefined ? { features } : {}) }),
+          ),
         (e) => sendError(res, storage(e), ctx.log),
       );
     },
@@ -216,7 +239,10 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   withJson('put', '/admin/models/:name/aliases/:alias', async ([name, alias], body) => {
     if (!isObject(body) || !Number.isSafeInteger(body.version)) throw badRequest('body must be {"version": <integer>, "reason"?: "..."}');
     if (body.reason !== undefined && typeof body.reason !== 'string') throw badRequest('"reason" must be a string');
-    const event = await registry.setAlias(name!, alias!, body.version as number, { reason: (body.reason as string | undefined) ?? 'set by the admin API', actor: 'admin-api' });
+    const event = await registry.setAlias(name!, alias!, body.version as number, {
+      reason: (body.reason as string | undefined) ?? 'set by the admin API',
+      actor: 'admin-api',
+    });
     return { alias: alias, version: event.to, event };
   });
   get('/admin/models/:name/aliases/:alias', async (req) => {
@@ -246,7 +272,8 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
     async ([name], body) => {
       if (body !== undefined && !isObject(body)) throw badRequest('the body, when given, must be a JSON object {"reason"}');
       const reason = isObject(body) && body.reason !== undefined ? body.reason : 'requested through the admin API';
-      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
+      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000)
+        throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
       const r = await retrainer.trigger(name!, { kind: 'manual', reason, evidence: { by: 'admin API' } });
       return { outcome: r.outcome, job: r.job && summary(r.job) };
     },
@@ -261,8 +288,10 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
       const { model, reason } = body;
       const severity = body.severity ?? 'critical';
       if (typeof model !== 'string' || model.length === 0) throw badRequest('"model" must be a model name');
-      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000) throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
-      if (typeof severity !== 'string' || !['info', 'warning', 'critical', 'emergency'].includes(severity)) throw badRequest('"severity" must be info, warning, critical or emergency');
+      if (typeof reason !== 'string' || reason.length === 0 || reason.length > 1000)
+        throw badRequest('"reason" must be a non-empty string (at most 1000 characters)');
+      if (typeof severity !== 'string' || !['info', 'warning', 'critical', 'emergency'].includes(severity))
+        throw badRequest('"severity" must be info, warning, critical or emergency');
       const r = await retrainer.incident(model, reason, severity);
       return { incident: r.incident, outcome: r.outcome, job: r.job && summary(r.job) };
     },
@@ -271,12 +300,15 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
   get('/admin/incidents', async (req) => ({ incidents: await retrainer.incidents(req.getQuery('model') || undefined) }));
   get('/admin/jobs', async (req) => {
     const state = req.getQuery('state') || undefined;
-    if (state !== undefined && !(JOB_STATES as readonly string[]).includes(state)) throw badRequest(`state must be one of ${JOB_STATES.join(', ')}`);
+    if (state !== undefined && !(JOB_STATES as readonly string[]).includes(state))
+      throw badRequest(`state must be one of ${JOB_STATES.join(', ')}`);
     const rawLimit = req.getQuery('limit');
     const limit = rawLimit ? Number(rawLimit) : 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('limit must be an integer from 1 to 1000');
     const model = req.getQuery('model') || undefined;
-    return { jobs: (await retrainer.list({ ...(model ? { model } : {}), ...(state ? { state: state as JobState } : {}), limit })).map(summary) };
+    return {
+      jobs: (await retrainer.list({ ...(model ? { model } : {}), ...(state ? { state: state as JobState } : {}), limit })).map(summary),
+    };
   });
   get('/admin/jobs/:id', (req) => retrainer.get(req.getParameter(0)));
 
@@ -312,8 +344,12 @@ export function registerAdmin(app: TemplatedApp, ctx: ServerContext, deps: Admin
         (e) => sendError(res, storage(e), ctx.log),
       );
   });
-  withJson('post', '/admin/deployments/:name/promote', ([name], body) => deployer.promote(name!, reasonOf(body, 'promoted by the admin API')).then(() => deployer.view(name!)));
-  withJson('post', '/admin/deployments/:name/rollback', ([name], body) => deployer.rollback(name!, reasonOf(body, 'rolled back by the admin API')).then(() => deployer.view(name!)));
+  withJson('post', '/admin/deployments/:name/promote', ([name], body) =>
+    deployer.promote(name!, reasonOf(body, 'promoted by the admin API')).then(() => deployer.view(name!)),
+  );
+  withJson('post', '/admin/deployments/:name/rollback', ([name], body) =>
+    deployer.rollback(name!, reasonOf(body, 'rolled back by the admin API')).then(() => deployer.view(name!)),
+  );
 
   // The cluster: who leads, and every replica heard from recently.
   get('/admin/cluster', async () => {

@@ -89,7 +89,10 @@ class PersistentAlertStore implements AlertStore {
         try {
           await this.records.save(this.pending[0]!);
         } catch (e) {
-          this.log.warn({ err: (e as Error).message, waiting: this.pending.length }, 'an alert change could not be stored yet; it is kept and retried');
+          this.log.warn(
+            { err: (e as Error).message, waiting: this.pending.length },
+            'an alert change could not be stored yet; it is kept and retried',
+          );
           if (!isScorelineError(e)) this.pending.shift();
           return;
         }
@@ -125,12 +128,21 @@ export interface Alerting {
 /** Per model, the versions its traffic goes to now. */
 export type ServingVersions = () => ReadonlyMap<string, ReadonlySet<string>>;
 
-export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, records: AlertRecords, serverLog: Logger, serving?: ServingVersions): Promise<Alerting> {
+export async function createAlerting(
+  cfg: MonitoringConfig,
+  monitor: Monitor,
+  records: AlertRecords,
+  serverLog: Logger,
+  serving?: ServingVersions,
+): Promise<Alerting> {
   const log = serverLog.child({ component: 'alerting' });
   const rules =
     cfg.alerts.rules !== null
       ? parseAlertRules(cfg.alerts.rules, 'monitoring.alerts.rules')
-      : defaultAlertRules({ ...(cfg.sla.p99Ms !== null ? { p99Ms: cfg.sla.p99Ms } : {}), ...(cfg.sla.errorRate !== null ? { errorRate: cfg.sla.errorRate } : {}) });
+      : defaultAlertRules({
+          ...(cfg.sla.p99Ms !== null ? { p99Ms: cfg.sla.p99Ms } : {}),
+          ...(cfg.sla.errorRate !== null ? { errorRate: cfg.sla.errorRate } : {}),
+        });
   const logFn: LogFn = (e) => {
     const { level, msg, ...rest } = e;
     log[level](rest, msg);
@@ -145,11 +157,24 @@ export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, re
     const firing = leading ? manager.firing() : store.loadFiring();
     return SEVERITIES.map((severity) => ({ labels: { severity }, value: firing.filter((a) => a.severity === severity).length }));
   });
-  monitor.callback('scoreline_alert_changes_dropped_total', 'Alert changes dropped because the store could not take them for too long.', 'counter', () => [{ labels: {}, value: store.dropped }]);
+  monitor.callback(
+    'scoreline_alert_changes_dropped_total',
+    'Alert changes dropped because the store could not take them for too long.',
+    'counter',
+    () => [{ labels: {}, value: store.dropped }],
+  );
   const features = monitor.featureObserver();
   const matches = (a: Alert, f: AlertFilter) =>
-    (f.rule === undefined || a.rule === f.rule) && (f.severity === undefined || a.severity === f.severity) && Object.entries(f.labels ?? {}).every(([k, v]) => a.labels[k] === v);
-  const firing = (f: AlertFilter = {}) => (leading ? manager.firing(f) : store.loadFiring().filter((a) => matches(a, f)).sort((x, y) => x.startedAt - y.startedAt));
+    (f.rule === undefined || a.rule === f.rule) &&
+    (f.severity === undefined || a.severity === f.severity) &&
+    Object.entries(f.labels ?? {}).every(([k, v]) => a.labels[k] === v);
+  const firing = (f: AlertFilter = {}) =>
+    leading
+      ? manager.firing(f)
+      : store
+          .loadFiring()
+          .filter((a) => matches(a, f))
+          .sort((x, y) => x.startedAt - y.startedAt);
   return {
     manager,
     channels,
@@ -172,13 +197,21 @@ export async function createAlerting(cfg: MonitoringConfig, monitor: Monitor, re
           },
         });
       }
-      for (const [feature, ratio] of features.takeStaleRatios()) observations.push({ labels: { feature }, metrics: { stale_feature_ratio: ratio } });
+      for (const [feature, ratio] of features.takeStaleRatios())
+        observations.push({ labels: { feature }, metrics: { stale_feature_ratio: ratio } });
       manager.evaluate(observations);
       // A version traffic no longer goes to (replaced, rolled back, unloaded) is not drifting or
       // slow now: its alerts resolve rather than hold their last values forever.
       if (serving !== undefined) {
         const now = serving();
-        manager.retire((a) => a.labels.model !== undefined && a.labels.version !== undefined && now.has(a.labels.model) && !now.get(a.labels.model)!.has(a.labels.version), 'the version no longer serves traffic');
+        manager.retire(
+          (a) =>
+            a.labels.model !== undefined &&
+            a.labels.version !== undefined &&
+            now.has(a.labels.model) &&
+            !now.get(a.labels.model)!.has(a.labels.version),
+          'the version no longer serves traffic',
+        );
       }
     },
     async lead() {

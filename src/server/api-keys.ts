@@ -39,7 +39,8 @@ function parseScopes(raw: readonly string[], where: string): Set<ApiKeyScope> {
   if (raw.length === 0) throw configInvalid(`${where}: needs at least one scope (${API_KEY_SCOPES.join(', ')})`);
   const out = new Set<ApiKeyScope>();
   for (const s of raw) {
-    if (!(API_KEY_SCOPES as readonly string[]).includes(s)) throw configInvalid(`${where}: unknown scope '${s}' (scopes: ${API_KEY_SCOPES.join(', ')})`);
+    if (!(API_KEY_SCOPES as readonly string[]).includes(s))
+      throw configInvalid(`${where}: unknown scope '${s}' (scopes: ${API_KEY_SCOPES.join(', ')})`);
     out.add(s as ApiKeyScope);
   }
   return out;
@@ -50,7 +51,10 @@ function parseScopes(raw: readonly string[], where: string): Set<ApiKeyScope> {
  */
 export function parseEnvKeys(text: string): { id: string; key: string; scopes: Set<ApiKeyScope> }[] {
   const out: { id: string; key: string; scopes: Set<ApiKeyScope> }[] = [];
-  const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const entries = text
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
   entries.forEach((entry, i) => {
     // id and key hold no ':'; the rest is the scopes, one of which (monitoring:read) has a colon itself.
     const a = entry.indexOf(':');
@@ -61,7 +65,10 @@ export function parseEnvKeys(text: string): { id: string; key: string; scopes: S
     const key = entry.slice(a + 1, b);
     const scopes = entry.slice(b + 1);
     if (!ID_PATTERN.test(id)) throw configInvalid(`${where}: the id must be 1-64 letters, digits, '.', '_' or '-'`);
-    if (key.length < MIN_KEY_LENGTH) throw configInvalid(`${where} (id '${id}'): the key is shorter than ${MIN_KEY_LENGTH} characters; make one with \`scoreline keys create\``);
+    if (key.length < MIN_KEY_LENGTH)
+      throw configInvalid(
+        `${where} (id '${id}'): the key is shorter than ${MIN_KEY_LENGTH} characters; make one with \`scoreline keys create\``,
+      );
     out.push({ id, key, scopes: parseScopes(scopes.split('+'), `${where} (id '${id}')`) });
   });
   return out;
@@ -77,7 +84,8 @@ export class ApiKeys {
   constructor(entries: readonly { id: string; digest: Buffer; scopes: ReadonlySet<ApiKeyScope> }[]) {
     const ids = new Set<string>();
     for (const e of entries) {
-      if (ids.has(e.id)) throw configInvalid(`API key id '${e.id}' is defined twice (auth.apiKeys and SCORELINE_API_KEYS share one namespace)`);
+      if (ids.has(e.id))
+        throw configInvalid(`API key id '${e.id}' is defined twice (auth.apiKeys and SCORELINE_API_KEYS share one namespace)`);
       ids.add(e.id);
       const hex = e.digest.toString('hex');
       const other = this.byDigest.get(hex);
@@ -88,7 +96,11 @@ export class ApiKeys {
 
   /** The server's keys: auth.apiKeys plus the environment's. */
   static fromConfig(auth: AuthConfig, env: string | undefined): ApiKeys {
-    const entries: { id: string; digest: Buffer; scopes: ReadonlySet<ApiKeyScope> }[] = auth.apiKeys.map((k) => ({ id: k.id, digest: Buffer.from(k.hash.slice('sha256:'.length), 'hex'), scopes: parseScopes(k.scopes, `auth.apiKeys '${k.id}'`) }));
+    const entries: { id: string; digest: Buffer; scopes: ReadonlySet<ApiKeyScope> }[] = auth.apiKeys.map((k) => ({
+      id: k.id,
+      digest: Buffer.from(k.hash.slice('sha256:'.length), 'hex'),
+      scopes: parseScopes(k.scopes, `auth.apiKeys '${k.id}'`),
+    }));
     for (const k of parseEnvKeys(env ?? '')) entries.push({ id: k.id, digest: sha256(k.key), scopes: k.scopes });
     return new ApiKeys(entries);
   }
@@ -101,10 +113,17 @@ export class ApiKeys {
     const log = serverLog.child({ component: 'auth' });
     const keys = ApiKeys.fromConfig(config.auth, env);
     if (!config.auth.enabled) {
-      if (keys.size > 0) log.warn({ keys: keys.ids }, 'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port');
+      if (keys.size > 0)
+        log.warn(
+          { keys: keys.ids },
+          'API keys are configured but auth.enabled is false: the data plane is open to anyone who reaches the port',
+        );
       return null;
     }
-    if (keys.size === 0) throw configInvalid('auth.enabled is true but no API key is configured (auth.apiKeys or SCORELINE_API_KEYS); make one with `scoreline keys create`');
+    if (keys.size === 0)
+      throw configInvalid(
+        'auth.enabled is true but no API key is configured (auth.apiKeys or SCORELINE_API_KEYS); make one with `scoreline keys create`',
+      );
     log.info({ keys: keys.ids, metricsPublic: config.auth.metricsPublic }, 'API keys required on the data plane');
     return keys;
   }

@@ -105,12 +105,23 @@ export class Cluster {
         } else if (this.leader) {
           this.demoted(`replica ${lease.holder ?? '(none)'} holds the lease`);
         }
-        await cluster.heartbeat({ id: this.id, address: this.opts.address, host: hostname(), pid: process.pid, startedAt: this.startedAt, deployments: this.opts.deployer.applied() });
+        await cluster.heartbeat({
+          id: this.id,
+          address: this.opts.address,
+          host: hostname(),
+          pid: process.pid,
+          startedAt: this.startedAt,
+          deployments: this.opts.deployer.applied(),
+        });
         if (this.storeDown) this.opts.log.info({ store: this.opts.store.location }, 'the store answers again');
         this.storeDown = false;
       } catch (e) {
         if (!isScorelineError(e)) throw e;
-        if (!this.storeDown) this.opts.log.warn({ store: this.opts.store.location, err: e.message }, 'heartbeat failed: the store cannot be reached; serving from memory');
+        if (!this.storeDown)
+          this.opts.log.warn(
+            { store: this.opts.store.location, err: e.message },
+            'heartbeat failed: the store cannot be reached; serving from memory',
+          );
         this.storeDown = true;
       }
     } catch (e) {
@@ -121,10 +132,14 @@ export class Cluster {
   /** Steps down when the lease's end (as this replica measures it) passes without a renewal. */
   private armDeadline(): void {
     if (this.deadline !== null) clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => {
-      this.deadline = null;
-      if (this.leader && performance.now() >= this.until) this.demoted('the lease could not be renewed in time (the store did not answer)');
-    }, Math.max(0, this.until - performance.now()));
+    this.deadline = setTimeout(
+      () => {
+        this.deadline = null;
+        if (this.leader && performance.now() >= this.until)
+          this.demoted('the lease could not be renewed in time (the store did not answer)');
+      },
+      Math.max(0, this.until - performance.now()),
+    );
     this.deadline.unref();
   }
 
@@ -160,14 +175,18 @@ export class Cluster {
         if (this.deploymentSyncs.has(model)) return;
         const t = setTimeout(() => {
           this.deploymentSyncs.delete(model);
-          void this.opts.deployer.sync(model).catch((e: Error) => this.opts.log.warn({ model, err: e.message }, 'could not adopt a deployment change yet; the resync will'));
+          void this.opts.deployer
+            .sync(model)
+            .catch((e: Error) => this.opts.log.warn({ model, err: e.message }, 'could not adopt a deployment change yet; the resync will'));
         }, 10);
         this.deploymentSyncs.set(model, t);
         return;
       }
       case 'reference':
         if (c.model !== null && c.version !== undefined) {
-          void this.opts.refreshReferences({ model: c.model, version: c.version }).catch((e: Error) => this.opts.log.warn({ err: e.message }, 'could not read a changed drift reference yet'));
+          void this.opts
+            .refreshReferences({ model: c.model, version: c.version })
+            .catch((e: Error) => this.opts.log.warn({ err: e.message }, 'could not read a changed drift reference yet'));
         }
         return;
       case 'job':
@@ -212,11 +231,20 @@ export class Cluster {
   }
 
   /** GET /admin/cluster. */
-  async view(): Promise<{ leader: string | null; replicas: { id: string; address: string; leader: boolean; started_at: string; heartbeat_at: string }[] }> {
+  async view(): Promise<{
+    leader: string | null;
+    replicas: { id: string; address: string; leader: boolean; started_at: string; heartbeat_at: string }[];
+  }> {
     const [leader, replicas] = await Promise.all([this.opts.store.cluster.leader(), this.replicas()]);
     return {
       leader,
-      replicas: replicas.map((r) => ({ id: r.id, address: r.address, leader: r.id === leader, started_at: r.startedAt, heartbeat_at: r.heartbeatAt })),
+      replicas: replicas.map((r) => ({
+        id: r.id,
+        address: r.address,
+        leader: r.id === leader,
+        started_at: r.startedAt,
+        heartbeat_at: r.heartbeatAt,
+      })),
     };
   }
 

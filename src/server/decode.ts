@@ -171,7 +171,9 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
   if (!isObject(body)) throw badRequest('request body must be a JSON object with an "instances" array');
   const instances = body.instances;
   if (!Array.isArray(instances) || instances.length === 0) {
-    throw badRequest(body.inputs !== undefined ? 'the columnar "inputs" form is not supported; send "instances"' : '"instances" must be a non-empty array');
+    throw badRequest(
+      body.inputs !== undefined ? 'the columnar "inputs" form is not supported; send "instances"' : '"instances" must be a non-empty array',
+    );
   }
   if (!model.batchable) throw signatureMismatch(`model '${model.name}' has no dynamic batch dimension; use the v2 infer endpoint`);
   const specs = model.inputs;
@@ -214,9 +216,12 @@ export function decodeInstances(model: LoadedModel, body: unknown, maxElements: 
   for (let r = 0; r < rows; r++) {
     const inst = instances[r];
     if (!isObject(inst)) {
-      throw badRequest(`instance ${r} must be an object with one entry per ${features !== null ? `feature (${features.names.join(', ')})` : `input (${specs.map((t) => t.name).join(', ')})`}`);
+      throw badRequest(
+        `instance ${r} must be an object with one entry per ${features !== null ? `feature (${features.names.join(', ')})` : `input (${specs.map((t) => t.name).join(', ')})`}`,
+      );
     }
-    const byInput = features === null || (specs.every((t) => !features.index.has(t.name) && t.name in inst) && Object.keys(inst).length === specs.length);
+    const byInput =
+      features === null || (specs.every((t) => !features.index.has(t.name) && t.name in inst) && Object.keys(inst).length === specs.length);
     if (!byInput) {
       writeFeatures(model, batch, base + r, inst, r);
       continue;

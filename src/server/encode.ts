@@ -16,7 +16,13 @@ function innerShapeText(dims: readonly number[]): string {
 }
 
 /** The OIP `outputs` array for rows [rowStart, rowStart + rows) of a batch. */
-export function outputsJson(model: LoadedModel, result: RunResult, rowStart: number, rows: number, select: readonly number[] | null): string {
+export function outputsJson(
+  model: LoadedModel,
+  result: RunResult,
+  rowStart: number,
+  rows: number,
+  select: readonly number[] | null,
+): string {
   const outs = result.outputs;
   const n = select === null ? outs.length : select.length;
   let s = '[';

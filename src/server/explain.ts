@@ -79,7 +79,8 @@ export function oipExplainAsk(body: unknown): ExplainAsk | null {
 
 function topKOf(v: unknown, where: string): number | null {
   if (v === undefined) return null;
-  if (!(typeof v === 'number' && Number.isSafeInteger(v) && v >= 1)) throw badRequest(`${where}"top_k" must be a positive integer, got ${JSON.stringify(v)}`);
+  if (!(typeof v === 'number' && Number.isSafeInteger(v) && v >= 1))
+    throw badRequest(`${where}"top_k" must be a positive integer, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -135,10 +136,16 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
   const names = m.config.features;
   const input = m.inputs[0]!;
   if (!names || m.inputs.length !== 1 || input.shape.length !== 2) {
-    throw explanationUnavailable(`${where} cannot be explained: explanations name features, so the model needs one 2-D input and a features list in its model.yaml`);
+    throw explanationUnavailable(
+      `${where} cannot be explained: explanations name features, so the model needs one 2-D input and a features list in its model.yaml`,
+    );
   }
-  if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw explanationUnavailable(`${where} cannot be explained: its input is ${input.datatype}; explanations need FP32 or FP64 features`);
-  if (!m.batchable) throw explanationUnavailable(`${where} cannot be explained: its input has no dynamic batch dimension, which explanations need to run it on reference rows`);
+  if (input.datatype !== 'FP32' && input.datatype !== 'FP64')
+    throw explanationUnavailable(`${where} cannot be explained: its input is ${input.datatype}; explanations need FP32 or FP64 features`);
+  if (!m.batchable)
+    throw explanationUnavailable(
+      `${where} cannot be explained: its input has no dynamic batch dimension, which explanations need to run it on reference rows`,
+    );
   const M = names.length;
   const csv = await ctx.registry.referenceData(m.name, m.versionNumber);
   if (csv === null) {
@@ -155,7 +162,13 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (digest !== m.sha256) throw artifactTampered(m.sha256, digest);
   const output = m.outputs[m.scoreOutput.output]!.name;
-  const reading = recogniseScore(bytes, { input: input.name, inputType: input.datatype, features: M, output, column: m.scoreOutput.column });
+  const reading = recogniseScore(bytes, {
+    input: input.name,
+    inputType: input.datatype,
+    features: M,
+    output,
+    column: m.scoreOutput.column,
+  });
 
   // The sample onnxruntime scores: the reading must reproduce it, and KernelSHAP's background is drawn from it.
   const order = shuffled(count, parseInt(m.sha256.slice(0, 8), 16));
@@ -183,12 +196,26 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
       const mine = scoreFromMargin(model, marginOf(model, sampleRows.subarray(k * M, (k + 1) * M)));
       const theirs = scores[k]!;
       if (Number.isNaN(mine) && Number.isNaN(theirs)) continue;
-      if (!(Math.abs(mine - theirs) <= READING_TOLERANCE * Math.max(1, Math.abs(theirs)))) mismatch = `reference row ${sample[k]! + 1}: onnxruntime scores ${theirs}, the reading ${mine}`;
+      if (!(Math.abs(mine - theirs) <= READING_TOLERANCE * Math.max(1, Math.abs(theirs))))
+        mismatch = `reference row ${sample[k]! + 1}: onnxruntime scores ${theirs}, the reading ${mine}`;
     }
     if (mismatch === null) {
       const exact = prepareExact(model, rows, count, names);
-      ctx.log.info({ model: m.name, version: m.version, method: exact.method, source: model.source, referenceRows: count }, 'explanations ready');
-      return { method: exact.method, names, link: model.link, referenceRows: referenceRowsOf(exact), source: model.source, exact, kernel: null, float32, heads: headsOf(names) };
+      ctx.log.info(
+        { model: m.name, version: m.version, method: exact.method, source: model.source, referenceRows: count },
+        'explanations ready',
+      );
+      return {
+        method: exact.method,
+        names,
+        link: model.link,
+        referenceRows: referenceRowsOf(exact),
+        source: model.source,
+        exact,
+        kernel: null,
+        float32,
+        heads: headsOf(names),
+      };
     }
     why = `the graph reads as ${model.source}, but that reading does not reproduce onnxruntime (${mismatch})`;
     ctx.log.warn({ model: m.name, version: m.version, reason: why }, 'explanations fall back to KernelSHAP');
@@ -204,11 +231,15 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
     background.push(...x);
     backgroundScores.push(scores[k]!);
   }
-  if (backgroundScores.length === 0) throw explanationUnavailable(`${where}: no reference row has every feature and a finite score, so KernelSHAP has no background`);
+  if (backgroundScores.length === 0)
+    throw explanationUnavailable(`${where}: no reference row has every feature and a finite score, so KernelSHAP has no background`);
   const mean = backgroundScores.reduce((s, v) => s + v, 0) / backgroundScores.length;
   const probability = m.config.task === 'classification' || (m.config.task === undefined && output === 'probabilities');
   const link: Link = probability && backgroundScores.every((s) => s >= 0 && s <= 1) ? 'logit' : 'identity';
-  ctx.log.info({ model: m.name, version: m.version, method: 'kernel_shap', reason: why, background: backgroundScores.length, link }, 'explanations ready');
+  ctx.log.info(
+    { model: m.name, version: m.version, method: 'kernel_shap', reason: why, background: backgroundScores.length, link },
+    'explanations ready',
+  );
   return {
     method: 'kernel_shap',
     names,
@@ -265,7 +296,11 @@ function shuffled(n: number, seed: number): number[] {
  * prepare (a version that cannot explain answers 422 before anything is scored), the rows are copied
  * as decoded, and the answer is the base protocol's with `render` adding the explanations.
  */
-export function explaining<In>(ctx: ServerContext, base: Protocol<In>, render: (body: string, explanations: readonly string[]) => string): Protocol<Explaining<In>> {
+export function explaining<In>(
+  ctx: ServerContext,
+  base: Protocol<In>,
+  render: (body: string, explanations: readonly string[]) => string,
+): Protocol<Explaining<In>> {
   return {
     route: 'explain',
     async prepare(m, input) {
@@ -281,7 +316,13 @@ export function explaining<In>(ctx: ServerContext, base: Protocol<In>, render: (
       return d;
     },
     encode(m: LoadedModel, result: RunResult, rowStart: number, a: Answering<Explaining<In>>) {
-      const inner: Answering<In> = { decoded: a.decoded, requestId: a.requestId, variant: a.variant, input: a.input.inner, deadline: a.deadline };
+      const inner: Answering<In> = {
+        decoded: a.decoded,
+        requestId: a.requestId,
+        variant: a.variant,
+        input: a.input.inner,
+        deadline: a.deadline,
+      };
       const body = base.encode(m, result, rowStart, inner);
       const n = a.decoded.rows;
       const scores = new Float64Array(n);
@@ -290,14 +331,24 @@ export function explaining<In>(ctx: ServerContext, base: Protocol<In>, render: (
       let width = 1;
       for (let i = 1; i < out.dims.length; i++) width *= out.dims[i]!;
       const column = Math.min(m.scoreOutput.column ?? width - 1, width - 1);
-      return Promise.all([body, explainRows(m, a.input.explainer!, a.input.rows!, scores, column, a.input.ask, a.deadline)]).then(([text, list]) => render(text, list));
+      return Promise.all([body, explainRows(m, a.input.explainer!, a.input.rows!, scores, column, a.input.ask, a.deadline)]).then(
+        ([text, list]) => render(text, list),
+      );
     },
     shadow: (m, input) => base.shadow(m, input.inner),
   };
 }
 
 /** One JSON explanation per row. */
-async function explainRows(m: LoadedModel, e: VersionExplainer, rows: Float64Array, scores: Float64Array, column: number, ask: ExplainAsk, deadline: number): Promise<string[]> {
+async function explainRows(
+  m: LoadedModel,
+  e: VersionExplainer,
+  rows: Float64Array,
+  scores: Float64Array,
+  column: number,
+  ask: ExplainAsk,
+  deadline: number,
+): Promise<string[]> {
   const M = e.names.length;
   const n = rows.length / M;
   const out: string[] = [];
@@ -316,7 +367,9 @@ async function explainRows(m: LoadedModel, e: VersionExplainer, rows: Float64Arr
       continue;
     }
     const k = e.kernel!;
-    const fit = await kernelShap(M, scores[r]!, k.mean, e.link, (plan) => coalitionMeans(m, plan, x, k.background, k.rows, deadline), { seed: rowSeed(x) });
+    const fit = await kernelShap(M, scores[r]!, k.mean, e.link, (plan) => coalitionMeans(m, plan, x, k.background, k.rows, deadline), {
+      seed: rowSeed(x),
+    });
     let maxSe = 0;
     for (const v of fit.standardError) maxSe = Math.max(maxSe, v);
     const kernel =
@@ -328,7 +381,14 @@ async function explainRows(m: LoadedModel, e: VersionExplainer, rows: Float64Arr
 }
 
 /** Mean score over the background per coalition, the coalition rows run through the version's batcher. */
-async function coalitionMeans(m: LoadedModel, plan: CoalitionPlan, x: Float64Array, background: Float64Array, K: number, deadline: number): Promise<Float64Array> {
+async function coalitionMeans(
+  m: LoadedModel,
+  plan: CoalitionPlan,
+  x: Float64Array,
+  background: Float64Array,
+  K: number,
+  deadline: number,
+): Promise<Float64Array> {
   const means = new Float64Array(plan.count);
   await scoreInternally(
     m,

@@ -75,9 +75,17 @@ export class Gate {
 
   private guard(method: string, pattern: string, handler: Handler): Handler {
     const rule = accessOf(method, pattern);
-    if (rule === 'stream') throw new Error(`route ${pattern} is a WebSocket route: its upgrade is checked by stream.ts, not registered as ${method.toUpperCase()}`);
+    if (rule === 'stream')
+      throw new Error(
+        `route ${pattern} is a WebSocket route: its upgrade is checked by stream.ts, not registered as ${method.toUpperCase()}`,
+      );
     const { keys, tracing, access, log } = this.opts;
-    const scope: ApiKeyScope | null = keys === null || rule === 'open' || rule === 'admin' || (rule === 'metrics' && this.opts.metricsPublic) ? null : rule === 'metrics' ? 'monitoring:read' : rule;
+    const scope: ApiKeyScope | null =
+      keys === null || rule === 'open' || rule === 'admin' || (rule === 'metrics' && this.opts.metricsPublic)
+        ? null
+        : rule === 'metrics'
+          ? 'monitoring:read'
+          : rule;
     // Traced: the data plane. Health checks, scrapes, the dashboard and the admin API would only add noise.
     const traced = tracing !== null && rule !== 'open' && rule !== 'admin' && rule !== 'metrics';
     const closeOnRefusal = HAS_BODY.has(method);
@@ -90,7 +98,13 @@ export class Gate {
       if (traced || sampled) {
         const t0 = performance.now();
         const path = req.getUrl();
-        const span = traced ? tracing.request(spanName, t0, req.getHeader('traceparent'), req.getHeader('tracestate'), { 'http.request.method': verb, 'http.route': pattern, 'url.path': path }) : null;
+        const span = traced
+          ? tracing.request(spanName, t0, req.getHeader('traceparent'), req.getHeader('tracestate'), {
+              'http.request.method': verb,
+              'http.route': pattern,
+              'url.path': path,
+            })
+          : null;
         res.exchange = new Exchange(sinks, anyMethod ? req.getMethod().toUpperCase() : verb, path, t0, span, sampled);
       }
       const requestId = req.getHeader('x-request-id');
@@ -115,22 +129,47 @@ export class Gate {
 }
 
 /** Counters of what the gate and its sinks did: refusals, spans exported and dropped, access lines, the certificate's expiry. */
-export function registerGateMetrics(ctx: ServerContext, keys: ApiKeys | null, tracing: Tracing | null, access: AccessLog | null, tls: TlsFiles | null): void {
+export function registerGateMetrics(
+  ctx: ServerContext,
+  keys: ApiKeys | null,
+  tracing: Tracing | null,
+  access: AccessLog | null,
+  tls: TlsFiles | null,
+): void {
   const m = ctx.monitor;
   if (keys !== null) {
-    m.callback('scoreline_auth_refusals_total', 'Requests refused for their API key: missing (401), invalid (401), or lacking the scope the route needs (403).', 'counter', () =>
-      (['missing', 'invalid', 'scope'] as const).map((reason) => ({ labels: { reason }, value: keys.refusals[reason] })),
+    m.callback(
+      'scoreline_auth_refusals_total',
+      'Requests refused for their API key: missing (401), invalid (401), or lacking the scope the route needs (403).',
+      'counter',
+      () => (['missing', 'invalid', 'scope'] as const).map((reason) => ({ labels: { reason }, value: keys.refusals[reason] })),
     );
   }
   if (tracing !== null) {
-    m.callback('scoreline_trace_spans_exported_total', 'Spans the OTLP collector accepted.', 'counter', () => [{ labels: {}, value: tracing.stats.exported }]);
-    m.callback('scoreline_trace_spans_failed_total', 'Spans dropped because the OTLP collector did not take them after retries.', 'counter', () => [{ labels: {}, value: tracing.stats.failed }]);
+    m.callback('scoreline_trace_spans_exported_total', 'Spans the OTLP collector accepted.', 'counter', () => [
+      { labels: {}, value: tracing.stats.exported },
+    ]);
+    m.callback(
+      'scoreline_trace_spans_failed_total',
+      'Spans dropped because the OTLP collector did not take them after retries.',
+      'counter',
+      () => [{ labels: {}, value: tracing.stats.failed }],
+    );
   }
   if (access !== null) {
-    m.callback('scoreline_access_log_lines_total', 'Access log lines written (sampled requests).', 'counter', () => [{ labels: {}, value: access.written }]);
-    m.callback('scoreline_access_log_dropped_total', 'Access log lines dropped because the buffer was full.', 'counter', () => [{ labels: {}, value: access.dropped }]);
+    m.callback('scoreline_access_log_lines_total', 'Access log lines written (sampled requests).', 'counter', () => [
+      { labels: {}, value: access.written },
+    ]);
+    m.callback('scoreline_access_log_dropped_total', 'Access log lines dropped because the buffer was full.', 'counter', () => [
+      { labels: {}, value: access.dropped },
+    ]);
   }
   if (tls !== null) {
-    m.callback('scoreline_tls_certificate_expiry_timestamp_seconds', 'When the serving TLS certificate expires (Unix time); alert well before it.', 'gauge', () => [{ labels: {}, value: Date.parse(tls.pair.notAfter) / 1000 }]);
+    m.callback(
+      'scoreline_tls_certificate_expiry_timestamp_seconds',
+      'When the serving TLS certificate expires (Unix time); alert well before it.',
+      'gauge',
+      () => [{ labels: {}, value: Date.parse(tls.pair.notAfter) / 1000 }],
+    );
   }
 }

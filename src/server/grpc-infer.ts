@@ -104,7 +104,8 @@ export function splitRawBytes(raw: Uint8Array, where: string): Uint8Array[] {
     if (at + 4 > raw.byteLength) throw badRequest(`${where}: raw BYTES content ends inside the length of element ${out.length}`);
     const n = view.getUint32(at, true);
     at += 4;
-    if (at + n > raw.byteLength) throw badRequest(`${where}: raw BYTES element ${out.length} declares ${n} bytes but only ${raw.byteLength - at} remain`);
+    if (at + n > raw.byteLength)
+      throw badRequest(`${where}: raw BYTES element ${out.length} declares ${n} bytes but only ${raw.byteLength - at} remain`);
     out.push(raw.subarray(at, at + n));
     at += n;
   }
@@ -140,7 +141,9 @@ function sources(model: LoadedModel, req: ModelInferRequest, order: readonly num
   const raws = req.raw_input_contents ?? [];
   const useRaw = raws.length > 0;
   if (useRaw && raws.length !== inputs.length) {
-    throw badRequest(`raw_input_contents has ${raws.length} entries for ${inputs.length} inputs; send one per input, in the order of "inputs"`);
+    throw badRequest(
+      `raw_input_contents has ${raws.length} entries for ${inputs.length} inputs; send one per input, in the order of "inputs"`,
+    );
   }
   return model.inputs.map((spec, i) => {
     const k = order[i]!;
@@ -153,12 +156,17 @@ function sources(model: LoadedModel, req: ModelInferRequest, order: readonly num
       const raw = raws[k]!;
       if (spec.datatype === 'BYTES') {
         const values = splitRawBytes(raw, where);
-        if (values.length !== expected) throw badRequest(`${where}: raw content holds ${values.length} BYTES elements but the shape [${shapes[i]!.join(', ')}] needs ${expected}`);
+        if (values.length !== expected)
+          throw badRequest(
+            `${where}: raw content holds ${values.length} BYTES elements but the shape [${shapes[i]!.join(', ')}] needs ${expected}`,
+          );
         return { values, raw: null };
       }
       const size = datatypeInfo(spec.datatype).bytes;
       if (raw.byteLength !== expected * size) {
-        throw badRequest(`${where}: raw content has ${raw.byteLength} bytes but the shape [${shapes[i]!.join(', ')}] of ${spec.datatype} needs ${expected * size}`);
+        throw badRequest(
+          `${where}: raw content has ${raw.byteLength} bytes but the shape [${shapes[i]!.join(', ')}] of ${spec.datatype} needs ${expected * size}`,
+        );
       }
       return { values: null, raw };
     }
@@ -166,7 +174,10 @@ function sources(model: LoadedModel, req: ModelInferRequest, order: readonly num
     const wrong = given.find((f) => f !== field);
     if (wrong !== undefined) throw badRequest(`${where}: ${spec.datatype} data goes in contents.${field}, not contents.${wrong}`);
     const values = (contents?.[field] ?? []) as readonly unknown[];
-    if (values.length !== expected) throw badRequest(`${where}: contents.${field} has ${values.length} values but the shape [${shapes[i]!.join(', ')}] needs ${expected}`);
+    if (values.length !== expected)
+      throw badRequest(
+        `${where}: contents.${field} has ${values.length} values but the shape [${shapes[i]!.join(', ')}] needs ${expected}`,
+      );
     return { values, raw: null };
   });
 }
@@ -215,7 +226,8 @@ function typedContents(o: TensorPayload, start: number, end: number): TensorCont
   const data = o.data;
   if (isStringTensor(data)) return { bytes_contents: data.slice(start, end).map((s) => Buffer.from(s, 'utf8')) };
   const field = FIELD[o.datatype];
-  if (field === undefined) throw signatureMismatch(`output '${o.name}' has datatype ${o.datatype}, which has no typed contents; ask for raw contents`);
+  if (field === undefined)
+    throw signatureMismatch(`output '${o.name}' has datatype ${o.datatype}, which has no typed contents; ask for raw contents`);
   const view = data.subarray(start, end);
   if (o.datatype === 'BOOL') return { bool_contents: Array.from(view as Uint8Array, (v) => v !== 0) };
   if (o.datatype === 'INT64' || o.datatype === 'UINT64') return { [field]: Array.from(view as BigInt64Array, String) };
@@ -271,5 +283,6 @@ export const GRPC_INFER: Protocol<ModelInferRequest, ModelInferResponse> = {
 
 /** Raw tensor contents are little-endian; the typed arrays they are copied into have the host's order. */
 export function checkHostOrder(): void {
-  if (endianness() !== 'LE') throw new Error('OIP raw tensor contents are little-endian; this host is big-endian, which scoreline does not support');
+  if (endianness() !== 'LE')
+    throw new Error('OIP raw tensor contents are little-endian; this host is big-endian, which scoreline does not support');
 }

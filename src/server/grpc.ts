@@ -47,7 +47,8 @@ export const GRPC_CODES: Readonly<Record<number, grpc.status>> = {
   507: Status.RESOURCE_EXHAUSTED,
 };
 
-export const grpcCodeOf = (httpStatus: number): grpc.status => GRPC_CODES[httpStatus] ?? (httpStatus >= 500 ? Status.INTERNAL : Status.INVALID_ARGUMENT);
+export const grpcCodeOf = (httpStatus: number): grpc.status =>
+  GRPC_CODES[httpStatus] ?? (httpStatus >= 500 ? Status.INTERNAL : Status.INVALID_ARGUMENT);
 
 /** A scoreline error as a gRPC error: code from the table, the message as details, the original in trailers. */
 export function grpcError(err: ScorelineError): Partial<grpc.StatusObject> {
@@ -81,7 +82,9 @@ const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enu
  * src/, under src/server/proto of the package root when run from dist/ (tsc does not copy it).
  */
 export function loadService(): grpc.ServiceDefinition {
-  const candidates = ['./proto/grpc_predict_v2.proto', '../../../src/server/proto/grpc_predict_v2.proto'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+  const candidates = ['./proto/grpc_predict_v2.proto', '../../../src/server/proto/grpc_predict_v2.proto'].map((p) =>
+    fileURLToPath(new URL(p, import.meta.url)),
+  );
   const file = candidates.find((p) => existsSync(p));
   if (file === undefined) throw new Error(`the OIP gRPC definition grpc_predict_v2.proto is missing (looked in ${candidates.join(', ')})`);
   const def = grpc.loadPackageDefinition(protoLoader.loadSync(file, LOADER_OPTIONS)) as unknown as {
@@ -160,7 +163,11 @@ function implementation(ctx: ServerContext): grpc.UntypedServiceImplementation {
     }),
     ModelMetadata: answer(ctx, (req: { name?: string; version?: string }) => {
       const m = lookup(ctx, req.name, req.version);
-      const tensor = (t: { name: string; datatype: string; shape: readonly number[] }) => ({ name: t.name, datatype: t.datatype, shape: [...t.shape] });
+      const tensor = (t: { name: string; datatype: string; shape: readonly number[] }) => ({
+        name: t.name,
+        datatype: t.datatype,
+        shape: [...t.shape],
+      });
       return {
         name: m.name,
         versions: ctx.engine.versionsOf(m.name).map((v) => v.version),
@@ -190,7 +197,9 @@ export async function startGrpc(ctx: ServerContext, host: string, port: number):
   const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
   const bound = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, ctx.tls !== null ? grpcCredentials(ctx.tls) : grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(new Error(`cannot listen for gRPC on ${address}: port ${port} is in use (or not permitted): ${err.message}`)) : resolve(p),
+      err
+        ? reject(new Error(`cannot listen for gRPC on ${address}: port ${port} is in use (or not permitted): ${err.message}`))
+        : resolve(p),
     ),
   );
   let closing: Promise<void> | null = null;

@@ -4,7 +4,16 @@
 // parameters read inside the handler before the body arrives, chunks copied.
 
 import type { Logger } from 'pino';
-import { bodyTooLarge, emptyBody, foreignOrigin, internal, invalidJson, isScorelineError, unsupportedMediaType, type ScorelineError } from '../errors.js';
+import {
+  bodyTooLarge,
+  emptyBody,
+  foreignOrigin,
+  internal,
+  invalidJson,
+  isScorelineError,
+  unsupportedMediaType,
+  type ScorelineError,
+} from '../errors.js';
 import { bodyCheckOf } from './routes.js';
 import type { RequestOrigin } from './exchange.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
@@ -54,7 +63,11 @@ function writeCorked(): void {
   if (status !== 200) res.writeStatus(STATUS_LINES[status] ?? `${status} Error`);
   res.writeHeader('content-type', 'application/json');
   if (headers) for (const k in headers) res.writeHeader(k, headers[k]!);
-  if (res.allowOrigin !== undefined) res.writeHeader('access-control-allow-origin', res.allowOrigin).writeHeader('vary', 'origin').writeHeader('access-control-expose-headers', 'x-request-id, traceparent');
+  if (res.allowOrigin !== undefined)
+    res
+      .writeHeader('access-control-allow-origin', res.allowOrigin)
+      .writeHeader('vary', 'origin')
+      .writeHeader('access-control-expose-headers', 'x-request-id, traceparent');
   if (res.requestId !== undefined) res.writeHeader('x-request-id', res.requestId);
   if (res.exchange?.span) res.writeHeader('traceparent', res.exchange.traceparent());
   res.end(body, close);
@@ -197,7 +210,13 @@ export interface PostContext {
  * when `json` is false) and the raw bytes. Refusals before the body is read close the connection,
  * so an unread body is never parsed as the next request.
  */
-export function postRoute(app: TemplatedApp, pattern: string, ctx: PostContext, route: PostRoute, handle: (res: Res, body: unknown, raw: Buffer, p: PostRequest) => void): void {
+export function postRoute(
+  app: TemplatedApp,
+  pattern: string,
+  ctx: PostContext,
+  route: PostRoute,
+  handle: (res: Res, body: unknown, raw: Buffer, p: PostRequest) => void,
+): void {
   const checkType = route.contentType ?? checkJsonContentType;
   const json = route.json ?? true;
   const method = route.method ?? 'post';

@@ -67,7 +67,6 @@ export interface RunningServer {
   close(): Promise<boolean>;
 }
 
-
 export interface StartOptions {
   config: ServerConfig;
   log: Logger;
@@ -78,12 +77,18 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   // Credentials and certificates first: a mistake there stops the start before anything loads.
   const keys = ApiKeys.forServer(config, process.env.SCORELINE_API_KEYS, log);
   const tls = config.tls === null ? null : new TlsFiles(config.tls.cert, config.tls.key);
-  if (tls !== null) log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
+  if (tls !== null)
+    log.info({ subject: tls.pair.subject, notAfter: tls.pair.notAfter, fingerprint256: tls.pair.fingerprint256 }, 'TLS certificate');
   const tracing = await startTracing(config.tracing, log, pkg.version);
   const access = config.accessLog.enabled && config.accessLog.sampleRate > 0 ? new AccessLog(log, config.accessLog.sampleRate) : null;
   const dir = prepareDataDir(config.dataDir);
-  if (dir.tightened.length > 0) log.warn({ dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length }, 'the data dir was open to other users: their permissions on it and on scoreline\'s files in it are removed');
-  if (dir.failed.length > 0) log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
+  if (dir.tightened.length > 0)
+    log.warn(
+      { dataDir: config.dataDir, changed: dir.tightened.slice(0, 50), count: dir.tightened.length },
+      "the data dir was open to other users: their permissions on it and on scoreline's files in it are removed",
+    );
+  if (dir.failed.length > 0)
+    log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
   const replicaId = replicaIdOf();
   // A shared store that cannot be reached yet is waited for here, with the reason logged at every try.
   const store = await openStore({
@@ -92,7 +97,8 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     log,
     origin: replicaId,
     onArtifactRefusal: (err, sha) => log.error({ sha256: sha, err: err.message }, 'artifact refused: it does not match its sha256'),
-    onCacheRepaired: (sha, path) => log.warn({ sha256: sha, path }, 'the cached copy of an artifact was damaged; fetched again from the store'),
+    onCacheRepaired: (sha, path) =>
+      log.warn({ sha256: sha, path }, 'the cached copy of an artifact was damaged; fetched again from the store'),
   });
   const shared = store.cluster.shared;
   log.info({ store: store.location, replica: replicaId }, shared ? 'store: shared with the other replicas' : 'store: embedded');
@@ -149,10 +155,28 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   });
   try {
     features = await createFeatureService(config.features, { observer: monitor.featureObserver(), log, dataDir: config.dataDir });
-    ctx = { config, engine, monitor, log, features, registry, router, deployer, http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) }, draining: false, keys, tls, tracing };
+    ctx = {
+      config,
+      engine,
+      monitor,
+      log,
+      features,
+      registry,
+      router,
+      deployer,
+      http: { log, origins: new OriginPolicy(config.cors.allowedOrigins) },
+      draining: false,
+      keys,
+      tls,
+      tracing,
+    };
     if (features !== null) {
       registerFeatureMetrics(ctx, features);
-      for (const l of features.loaded) log.info({ source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds }, 'feature source loaded into the feature store');
+      for (const l of features.loaded)
+        log.info(
+          { source: l.source, rows: l.rows, rejected: l.rejected, seconds: l.seconds },
+          'feature source loaded into the feature store',
+        );
       const h = features.health();
       if (h.status !== 'ok') log.warn({ reason: h.reason }, 'feature serving starts degraded');
     }
@@ -208,8 +232,11 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
         await freezeFromCsv(ctx, m, csv);
       },
     });
-    monitor.callback('scoreline_retraining_jobs', 'Retraining jobs by model and state (queued, running, validating, deploying, succeeded, rejected, failed, rolled_back).', 'gauge', () =>
-      retrainer.counts().map((c) => ({ labels: { model: c.model, state: c.state }, value: c.n })),
+    monitor.callback(
+      'scoreline_retraining_jobs',
+      'Retraining jobs by model and state (queued, running, validating, deploying, succeeded, rejected, failed, rolled_back).',
+      'gauge',
+      () => retrainer.counts().map((c) => ({ labels: { model: c.model, state: c.state }, value: c.n })),
     );
   } catch (e) {
     await alerting.close();
@@ -247,7 +274,15 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     });
     registerOip(app, ctx);
     registerScore(app, ctx, features);
-    registerAdmin(app, ctx, { registry, deployer, alerting, retrainer, cluster: clusterRef, guard: admin, maxModelBytes: config.admin.maxModelBytes });
+    registerAdmin(app, ctx, {
+      registry,
+      deployer,
+      alerting,
+      retrainer,
+      cluster: clusterRef,
+      guard: admin,
+      maxModelBytes: config.admin.maxModelBytes,
+    });
     registerModelControl(app, ctx, control, admin);
     registerStream(app, ctx, streams, keys);
     registerObserve(app, ctx, alerting.alertsOf, feedbackCounts);
@@ -256,11 +291,19 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     describe ??= (grpcPort) => JSON.stringify(routes.document({ auth: keys !== null, metricsPublic: config.auth.metricsPublic, grpcPort }));
     const patterns = routes.patterns();
     registerPreflight(gated, ctx.http, patterns);
-    const websockets = new Set(routes.operations().filter((op) => op.websocket).map((op) => op.pattern));
+    const websockets = new Set(
+      routes
+        .operations()
+        .filter((op) => op.websocket)
+        .map((op) => op.pattern),
+    );
     for (const pattern of patterns) {
       gated.any(pattern, (res, req) => {
         const method = req.getMethod();
-        sendError(res, method === 'get' && websockets.has(pattern) ? upgradeRequired(req.getUrl()) : methodNotAllowed(method, req.getUrl()));
+        sendError(
+          res,
+          method === 'get' && websockets.has(pattern) ? upgradeRequired(req.getUrl()) : methodNotAllowed(method, req.getUrl()),
+        );
       });
     }
     gated.any('/*', (res, req) => {
@@ -317,10 +360,30 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   openapi = describe!(grpcServer?.port ?? null);
   control.poll(config.repository.poll);
   const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
-  monitor.callback('scoreline_connections', 'Open client connections (approximate: open file descriptors above those held at start).', 'gauge', () => [{ labels: {}, value: guard.connections }]);
-  monitor.callback('scoreline_connection_limit', 'limits.maxConnections: at it, new connections are refused until some close.', 'gauge', () => [{ labels: {}, value: guard.limit }]);
-  monitor.callback('scoreline_accepting_connections', 'Whether the server accepts new connections (0 while at the connection limit).', 'gauge', () => [{ labels: {}, value: guard.accepting ? 1 : 0 }]);
-  monitor.callback('scoreline_connection_limit_reached_total', 'Times the connection limit was reached and new connections refused.', 'counter', () => [{ labels: {}, value: guard.pauses }]);
+  monitor.callback(
+    'scoreline_connections',
+    'Open client connections (approximate: open file descriptors above those held at start).',
+    'gauge',
+    () => [{ labels: {}, value: guard.connections }],
+  );
+  monitor.callback(
+    'scoreline_connection_limit',
+    'limits.maxConnections: at it, new connections are refused until some close.',
+    'gauge',
+    () => [{ labels: {}, value: guard.limit }],
+  );
+  monitor.callback(
+    'scoreline_accepting_connections',
+    'Whether the server accepts new connections (0 while at the connection limit).',
+    'gauge',
+    () => [{ labels: {}, value: guard.accepting ? 1 : 0 }],
+  );
+  monitor.callback(
+    'scoreline_connection_limit_reached_total',
+    'Times the connection limit was reached and new connections refused.',
+    'counter',
+    () => [{ labels: {}, value: guard.pauses }],
+  );
 
   // The bound port is known now: the replica reports where it answers, and the first lease attempt
   // decides whether it leads (with SQLite it does, and fails the jobs a killed process left running).
@@ -355,7 +418,14 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     throw e;
   }
   log.info(
-    { host, port: boundPort, grpcPort: grpcServer?.port ?? null, tls: tls !== null, replica: replicaId, models: engine.list().map((m) => `${m.name}:${m.version}`) },
+    {
+      host,
+      port: boundPort,
+      grpcPort: grpcServer?.port ?? null,
+      tls: tls !== null,
+      replica: replicaId,
+      models: engine.list().map((m) => `${m.name}:${m.version}`),
+    },
     `scoreline listening on ${tls === null ? 'http' : 'https'}://${host}:${boundPort}${grpcServer !== null ? ` and gRPC ${host}:${grpcServer.port}` : ''}`,
   );
 
@@ -370,7 +440,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       tls.reload();
       next = buildApp();
     } catch (e) {
-      log.error({ err: (e as Error).message, certFile: tls.certFile, keyFile: tls.keyFile, serving: before.fingerprint256 }, 'TLS reload refused: the current certificate stays in use');
+      log.error(
+        { err: (e as Error).message, certFile: tls.certFile, keyFile: tls.keyFile, serving: before.fingerprint256 },
+        'TLS reload refused: the current certificate stays in use',
+      );
       return false;
     }
     if (!guard.swap(next)) {
@@ -379,7 +452,10 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     }
     app = next;
     const p = tls.pair;
-    log.info({ subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 }, 'TLS certificate reloaded: new connections use it, open ones keep theirs');
+    log.info(
+      { subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 },
+      'TLS certificate reloaded: new connections use it, open ones keep theirs',
+    );
     return true;
   };
 
@@ -410,7 +486,13 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       if (tracing !== null) {
         // A collector that hangs must not hold the exit past the orchestrator's grace period.
         const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), TRACING_SHUTDOWN_MS).unref());
-        const done = await Promise.race([tracing.shutdown().then(() => 'ok' as const, (e: Error) => e.message), timer]);
+        const done = await Promise.race([
+          tracing.shutdown().then(
+            () => 'ok' as const,
+            (e: Error) => e.message,
+          ),
+          timer,
+        ]);
         if (done !== 'ok') log.warn({ reason: done }, 'tracing: spans still buffered at shutdown were not all exported');
       }
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
@@ -420,16 +502,32 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, tls: tls !== null, reloadTls, close };
 }
 
-
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {
   const cache = features.cache;
   if (cache !== null) {
     const stat = (k: 'hits' | 'misses' | 'evictions' | 'expirations') => () => [{ labels: {}, value: cache.stats()[k] }];
     ctx.monitor.callback('scoreline_feature_cache_hits_total', 'Reads answered by the native L1 feature cache.', 'counter', stat('hits'));
-    ctx.monitor.callback('scoreline_feature_cache_misses_total', 'Reads the native L1 feature cache could not answer.', 'counter', stat('misses'));
-    ctx.monitor.callback('scoreline_feature_cache_evictions_total', 'Entries evicted from the L1 cache to make room.', 'counter', stat('evictions'));
-    ctx.monitor.callback('scoreline_feature_cache_expirations_total', 'L1 cache entries dropped because their TTL passed.', 'counter', stat('expirations'));
-    ctx.monitor.callback('scoreline_feature_cache_entries', 'Entries in the L1 cache.', 'gauge', () => [{ labels: {}, value: cache.stats().entries }]);
+    ctx.monitor.callback(
+      'scoreline_feature_cache_misses_total',
+      'Reads the native L1 feature cache could not answer.',
+      'counter',
+      stat('misses'),
+    );
+    ctx.monitor.callback(
+      'scoreline_feature_cache_evictions_total',
+      'Entries evicted from the L1 cache to make room.',
+      'counter',
+      stat('evictions'),
+    );
+    ctx.monitor.callback(
+      'scoreline_feature_cache_expirations_total',
+      'L1 cache entries dropped because their TTL passed.',
+      'counter',
+      stat('expirations'),
+    );
+    ctx.monitor.callback('scoreline_feature_cache_entries', 'Entries in the L1 cache.', 'gauge', () => [
+      { labels: {}, value: cache.stats().entries },
+    ]);
     ctx.monitor.callback('scoreline_feature_cache_hit_ratio', 'L1 hits / (hits + misses) since start.', 'gauge', () => {
       const s = cache.stats();
       return [{ labels: {}, value: s.hits + s.misses === 0 ? 0 : s.hits / (s.hits + s.misses) }];
@@ -461,13 +559,18 @@ async function retrainingConfigs(ctx: ServerContext, repo: readonly RepositoryMo
 }
 
 function registerRegistryMetrics(ctx: ServerContext): void {
-  ctx.monitor.callback('scoreline_artifact_refusals_total', 'Model artifacts refused on load because their bytes no longer match their sha256, or are missing.', 'counter', () => {
-    const c = ctx.registry.counters();
-    return [
-      { labels: { reason: 'tampered' }, value: c.tamperedRefusals },
-      { labels: { reason: 'missing' }, value: c.missingRefusals },
-    ];
-  });
+  ctx.monitor.callback(
+    'scoreline_artifact_refusals_total',
+    'Model artifacts refused on load because their bytes no longer match their sha256, or are missing.',
+    'counter',
+    () => {
+      const c = ctx.registry.counters();
+      return [
+        { labels: { reason: 'tampered' }, value: c.tamperedRefusals },
+        { labels: { reason: 'missing' }, value: c.missingRefusals },
+      ];
+    },
+  );
 }
 
 const NONE: ReadonlySet<number> = new Set();

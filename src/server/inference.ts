@@ -242,7 +242,8 @@ function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Targe
     const timeout = call.timeoutMs !== undefined && call.timeoutMs < limit ? call.timeoutMs : limit;
     const p = new Inference(call, input, target, monitorOf(ctx, model), decoded, requestId, pair, timeout, prepareStart);
     model.batcher.commit(decoded.batch, p);
-    if (pair !== null) sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
+    if (pair !== null)
+      sendShadow(target.shadow!, pair, () => call.protocol.shadow(target.shadow!.model, input), ctx.config.server.requestTimeoutMs);
   } catch (e) {
     failed(ctx, call, target, e);
   }
@@ -250,7 +251,8 @@ function enqueue<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Targe
 
 function failed<In, Out>(ctx: ServerContext, call: Call<In, Out>, target: Target, e: unknown): void {
   const ex = call.reply.origin?.exchange;
-  if (ex !== undefined) ex.served(target.model.name, target.model.version, target.variant, call.requestId ?? call.reply.origin?.requestId ?? null);
+  if (ex !== undefined)
+    ex.served(target.model.name, target.model.version, target.variant, call.requestId ?? call.reply.origin?.requestId ?? null);
   const err = isScorelineError(e) ? e : errorResponse(e, ctx.log);
   const status = call.reply.fail(err);
   const ms = performance.now() - call.t0;

@@ -13,7 +13,10 @@ const IN_FLIGHT = 4;
 export type Fill = (batch: Batch, first: number, n: number) => void;
 
 /** A Fill for a model whose single input is floating point: `fill` writes row-major at element `at`. */
-export function intoSingleInput(m: LoadedModel, fill: (buffer: Float32Array | Float64Array, at: number, first: number, n: number) => void): Fill {
+export function intoSingleInput(
+  m: LoadedModel,
+  fill: (buffer: Float32Array | Float64Array, at: number, first: number, n: number) => void,
+): Fill {
   return (batch, first, n) => fill(batch.buffers[0] as Float32Array | Float64Array, batch.rows * m.batcher.rowElements(batch, 0), first, n);
 }
 

@@ -105,7 +105,10 @@ export class ConnectionGuard {
       return;
     }
     if (nofile !== null && this.base + this.limit >= nofile) {
-      opts.log.warn({ maxConnections: this.limit, openFilesLimit: nofile }, 'limits.maxConnections is above what the open-files limit allows; raise the limit (ulimit -n, LimitNOFILE=) or lower maxConnections');
+      opts.log.warn(
+        { maxConnections: this.limit, openFilesLimit: nofile },
+        'limits.maxConnections is above what the open-files limit allows; raise the limit (ulimit -n, LimitNOFILE=) or lower maxConnections',
+      );
     }
     opts.log.info({ maxConnections: this.limit, openFilesLimit: nofile }, 'connection limit');
     this.schedule();

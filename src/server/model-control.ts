@@ -24,7 +24,9 @@ function parameters(body: unknown): string[] {
   if (!isObject(p)) throw badRequest('"parameters" must be an object');
   const files = Object.keys(p).filter((k) => k.startsWith('file:'));
   if (files.length > 0) {
-    throw badRequest(`model files cannot be uploaded through load (${files.join(', ')}); put a version folder in the model repository, or POST the file to /admin/models/{model}/versions`);
+    throw badRequest(
+      `model files cannot be uploaded through load (${files.join(', ')}); put a version folder in the model repository, or POST the file to /admin/models/{model}/versions`,
+    );
   }
   return Object.keys(p);
 }
@@ -54,7 +56,8 @@ export function registerModelControl(app: TemplatedApp, ctx: ServerContext, cont
   });
   route('/v2/repository/models/:model/load', 1, async ([name], body) => {
     const ignored = parameters(body);
-    if (ignored.length > 0) ctx.log.info({ model: name, ignored }, 'model control load: parameters ignored (settings come from model.yaml)');
+    if (ignored.length > 0)
+      ctx.log.info({ model: name, ignored }, 'model control load: parameters ignored (settings come from model.yaml)');
     return { ...(await control.load(name!)), ignored_parameters: ignored };
   });
   route('/v2/repository/models/:model/unload', 1, async ([name], body) => {

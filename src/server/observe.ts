@@ -36,9 +36,11 @@ export function parseFeedback(body: unknown): { requestId: string; label: number
   return list.map((x, i) => {
     const at = list.length === 1 ? 'feedback' : `feedback[${i}]`;
     if (!isObject(x)) throw badRequest(`${at} must be an object {"request_id", "label"}`);
-    if (typeof x.request_id !== 'string' || x.request_id.length === 0 || x.request_id.length > 256) throw badRequest(`${at}.request_id must be a non-empty string`);
+    if (typeof x.request_id !== 'string' || x.request_id.length === 0 || x.request_id.length > 256)
+      throw badRequest(`${at}.request_id must be a non-empty string`);
     const label = typeof x.label === 'boolean' ? (x.label ? 1 : 0) : x.label;
-    if (typeof label !== 'number' || !Number.isFinite(label)) throw badRequest(`${at}.label must be a finite number (0/1 for classification) or a boolean`);
+    if (typeof label !== 'number' || !Number.isFinite(label))
+      throw badRequest(`${at}.label must be a finite number (0/1 for classification) or a boolean`);
     return { requestId: x.request_id, label };
   });
 }
@@ -53,23 +55,40 @@ export interface FeedbackCounts {
 /** The observability gauges and counters, registered once per server (routes may be registered on several apps). */
 export function registerObserveMetrics(ctx: ServerContext, streams: StreamHandle): FeedbackCounts {
   const { engine, monitor } = ctx;
-  monitor.gauge('scoreline_model_ready', 'Whether a model version is loaded, warmed up and serving (1) or not (0).', ['model', 'version'], (set) => {
-    for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
-  });
-  monitor.gauge('scoreline_inference_queue_depth', 'Requests accepted by the batcher and not yet dispatched.', ['model', 'version'], (set) => {
-    for (const m of engine.list()) set({ model: m.name, version: m.version }, m.batcher.queued);
-  });
+  monitor.gauge(
+    'scoreline_model_ready',
+    'Whether a model version is loaded, warmed up and serving (1) or not (0).',
+    ['model', 'version'],
+    (set) => {
+      for (const m of engine.list()) set({ model: m.name, version: m.version }, m.state === 'ready' ? 1 : 0);
+    },
+  );
+  monitor.gauge(
+    'scoreline_inference_queue_depth',
+    'Requests accepted by the batcher and not yet dispatched.',
+    ['model', 'version'],
+    (set) => {
+      for (const m of engine.list()) set({ model: m.name, version: m.version }, m.batcher.queued);
+    },
+  );
   monitor.gauge('scoreline_websocket_connections', 'Open /v1/stream connections.', [], (set) => set({}, streams.connections));
-  monitor.gauge('scoreline_websocket_pending_answers', 'Answers waiting in WebSocket outboxes for slow readers to drain.', [], (set) => set({}, streams.queuedAnswers));
+  monitor.gauge('scoreline_websocket_pending_answers', 'Answers waiting in WebSocket outboxes for slow readers to drain.', [], (set) =>
+    set({}, streams.queuedAnswers),
+  );
   monitor.gauge('scoreline_inference_batches_in_flight', 'Batches running or queued on the inference workers.', [], (set) => {
     set({}, engine.inFlight);
   });
   const feedbackCounts: FeedbackCounts = { joined: 0, unknown: 0, rejected: 0 };
-  monitor.callback('scoreline_feedback_total', 'Labels received at /v1/feedback: joined to a logged prediction, unknown id, or rejected (a label the model cannot have).', 'counter', () => [
-    { labels: { result: 'joined' }, value: feedbackCounts.joined },
-    { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
-    { labels: { result: 'rejected' }, value: feedbackCounts.rejected },
-  ]);
+  monitor.callback(
+    'scoreline_feedback_total',
+    'Labels received at /v1/feedback: joined to a logged prediction, unknown id, or rejected (a label the model cannot have).',
+    'counter',
+    () => [
+      { labels: { result: 'joined' }, value: feedbackCounts.joined },
+      { labels: { result: 'unknown' }, value: feedbackCounts.unknown },
+      { labels: { result: 'rejected' }, value: feedbackCounts.rejected },
+    ],
+  );
   return feedbackCounts;
 }
 
@@ -89,7 +108,11 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf:
   app.get('/v1/monitoring', (res: Res) => {
     try {
       const names = [...new Set(engine.list().map((m) => m.name))].sort();
-      sendJson(res, 200, JSON.stringify({ models: names.map((name) => monitoredVersions(ctx, name)), prediction_log: ctx.monitor.logStatus() }));
+      sendJson(
+        res,
+        200,
+        JSON.stringify({ models: names.map((name) => monitoredVersions(ctx, name)), prediction_log: ctx.monitor.logStatus() }),
+      );
     } catch (e) {
       sendError(res, e, ctx.log);
     }
@@ -140,7 +163,13 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf:
       const t = parse(to, now, 'to');
       if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring history)');
       const points = await ctx.monitor.log.history(m.name, m.versionNumber, f, t);
-      return { model: m.name, version: m.version, from: new Date(f).toISOString(), to: new Date(t).toISOString(), points: points.map((p) => ({ ...p, at: new Date(p.at as number).toISOString() })) };
+      return {
+        model: m.name,
+        version: m.version,
+        from: new Date(f).toISOString(),
+        to: new Date(t).toISOString(),
+        points: points.map((p) => ({ ...p, at: new Date(p.at as number).toISOString() })),
+      };
     })().then(
       (body) => sendJson(res, 200, JSON.stringify(body)),
       (e) => sendError(res, e, ctx.log),
@@ -223,7 +252,10 @@ function monitoredVersions(ctx: ServerContext, name: string) {
 function driftAvailability(ctx: ServerContext, m: LoadedModel): { available: true } | { available: false; reason: string } {
   if (monitorOf(ctx, m).stats.baselines !== null) return { available: true };
   if (!m.config.features) {
-    return { available: false, reason: `no drift reference: model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input` };
+    return {
+      available: false,
+      reason: `no drift reference: model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`,
+    };
   }
   return {
     available: false,

@@ -76,7 +76,10 @@ export class HttpReply implements Reply {
 }
 
 /** The model and version a URL names; v1 carries `:predict` or `:explain` on its last segment. */
-function targetPath(protocol: Protocol<JsonBody>, params: readonly string[]): { name: string; version: string | undefined; explain: boolean } | null {
+function targetPath(
+  protocol: Protocol<JsonBody>,
+  params: readonly string[],
+): { name: string; version: string | undefined; explain: boolean } | null {
   let name = params[0]!;
   let version = params.length > 1 ? params[1] : undefined;
   let explain = false;
@@ -118,7 +121,8 @@ function registerInference(
         return sticky === null ? NO_HEADERS : [sticky];
       },
       admit: (p: PostRequest) => {
-        if (targetPath(protocol, p.params) === null) throw routeNotFound('POST', `/v1/models/${p.params[0]}${versioned ? `/versions/${p.params[1]}` : ''}`);
+        if (targetPath(protocol, p.params) === null)
+          throw routeNotFound('POST', `/v1/models/${p.params[0]}${versioned ? `/versions/${p.params[1]}` : ''}`);
         if (ctx.draining) throw shuttingDown();
       },
       refused: (status) => ctx.monitor.unrouted(route, status),
@@ -140,7 +144,15 @@ function registerInference(
       if (ask === null) {
         infer(ctx, { protocol, model: t.name, version: t.version, sticky, input: { body, size: raw.length }, reply, t0: p.t0 });
       } else {
-        infer(ctx, { protocol: x!.protocol, model: t.name, version: t.version, sticky, input: explainingInput({ body, size: raw.length }, ask), reply, t0: p.t0 });
+        infer(ctx, {
+          protocol: x!.protocol,
+          model: t.name,
+          version: t.version,
+          sticky,
+          input: explainingInput({ body, size: raw.length }, ask),
+          reply,
+          t0: p.t0,
+        });
       }
     },
   );

@@ -79,7 +79,12 @@ export class OtlpHttpExporter implements SpanExporter {
       if (attempt > 0) await new Promise((r) => setTimeout(r, BACKOFF_MS * 2 ** (attempt - 1)).unref());
       let status: number;
       try {
-        const res = await fetch(this.url, { method: 'POST', headers: this.headers, body, signal: AbortSignal.timeout(this.opts.timeoutMs) });
+        const res = await fetch(this.url, {
+          method: 'POST',
+          headers: this.headers,
+          body,
+          signal: AbortSignal.timeout(this.opts.timeoutMs),
+        });
         status = res.status;
         // Drain the body so the connection goes back to the pool.
         await res.arrayBuffer().catch(() => undefined);
@@ -99,14 +104,20 @@ export class OtlpHttpExporter implements SpanExporter {
     this.failedInEpisode += count;
     if (this.failingSince === null) {
       this.failingSince = Date.now();
-      this.opts.log.warn({ url: this.url, err: last, spans: count }, 'the collector did not take these spans; they are dropped (requests are not affected)');
+      this.opts.log.warn(
+        { url: this.url, err: last, spans: count },
+        'the collector did not take these spans; they are dropped (requests are not affected)',
+      );
     }
     throw new Error(`OTLP export to ${this.url} failed: ${last}`);
   }
 
   private recovered(): void {
     if (this.failingSince === null) return;
-    this.opts.log.info({ url: this.url, droppedSpans: this.failedInEpisode, failedForSeconds: Math.round((Date.now() - this.failingSince) / 1000) }, 'exporting again');
+    this.opts.log.info(
+      { url: this.url, droppedSpans: this.failedInEpisode, failedForSeconds: Math.round((Date.now() - this.failingSince) / 1000) },
+      'exporting again',
+    );
     this.failingSince = null;
     this.failedInEpisode = 0;
   }

@@ -16,7 +16,8 @@ import { scoreInternally } from './internal-rows.js';
 /** Scores every row of the table (the model's `features` columns, each into its input's column) with this version. */
 async function scoreTable(m: LoadedModel, table: ReferenceTable): Promise<Float64Array> {
   const f = m.features;
-  if (f === null) throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
+  if (f === null)
+    throw badRequest(`model '${m.name}' has no features list in its model.yaml, so reference rows cannot be mapped to its input`);
   const names = f.names;
   const cols = names.map((n) => {
     const i = table.columns.indexOf(n);
@@ -118,7 +119,11 @@ async function restore(ctx: ServerContext, m: LoadedModel): Promise<void> {
     }
     const rows = await ctx.registry.referenceData(m.name, m.versionNumber);
     if (rows === null) {
-      if (m.config.reference !== undefined) ctx.log.warn({ model: m.name, version: m.version }, 'model.yaml names reference data, but none is stored with this version; drift has no baseline');
+      if (m.config.reference !== undefined)
+        ctx.log.warn(
+          { model: m.name, version: m.version },
+          'model.yaml names reference data, but none is stored with this version; drift has no baseline',
+        );
       return;
     }
     await freeze(ctx, m, rows.toString('utf8'));

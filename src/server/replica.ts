@@ -40,12 +40,23 @@ export async function adminTokenFor(dataDir: string, store: Store): Promise<{ to
  */
 export async function importLegacyAlerts(store: Store, log: PredictionLog, logger: Logger): Promise<void> {
   if ((await store.alerts.list(1, 0)).length > 0) return;
-  const recent = (await log.alertHistory(10_000, Date.now() - 7 * 86_400_000).catch(() => [])) as { id?: string; state?: string; firedAt?: number; startedAt?: number; resolvedAt?: number }[];
+  const recent = (await log.alertHistory(10_000, Date.now() - 7 * 86_400_000).catch(() => [])) as {
+    id?: string;
+    state?: string;
+    firedAt?: number;
+    startedAt?: number;
+    resolvedAt?: number;
+  }[];
   if (recent.length === 0) return;
   const latest = new Map<string, (typeof recent)[number]>();
   for (const a of [...recent].reverse()) if (typeof a.id === 'string') latest.set(a.id, a);
   for (const a of latest.values()) {
-    await store.alerts.save({ id: a.id!, state: a.state ?? 'resolved', at: a.resolvedAt ?? a.firedAt ?? a.startedAt ?? Date.now(), data: a });
+    await store.alerts.save({
+      id: a.id!,
+      state: a.state ?? 'resolved',
+      at: a.resolvedAt ?? a.firedAt ?? a.startedAt ?? Date.now(),
+      data: a,
+    });
   }
   logger.info({ alerts: latest.size }, 'alerts kept in monitoring.db copied into the store');
 }

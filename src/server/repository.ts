@@ -69,7 +69,8 @@ export class RepositoryControl {
     if (scan === null) return [];
     for (const s of scan.skipped) this.ctx.log.warn({ entry: s }, 'model repository entry skipped');
     const result = await this.ctx.registry.importRepository(scan);
-    for (const r of result.imported) this.ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
+    for (const r of result.imported)
+      this.ctx.log.info({ model: r.name, version: r.version, sha256: r.sha256 }, 'model version imported into the registry');
     if (result.skipped.length > 0) {
       const reasons = result.skipped.map((s) => `${s.model}/${s.version}: ${s.reason}`).join('; ');
       throw modelInvalid(`the model repository has versions the registry refuses: ${reasons}`);
@@ -89,8 +90,14 @@ export class RepositoryControl {
     const m = await this.ctx.deployer.ensureLoaded(name, version);
     this.ctx.log.info(
       {
-        model: m.name, version: m.version, sha256: m.sha256, batchable: m.batchable, warmup: m.warmupSizes(), placement: m.placement,
-        batchMicros: Math.round(m.batchMicros), ms: Math.round(performance.now() - t0),
+        model: m.name,
+        version: m.version,
+        sha256: m.sha256,
+        batchable: m.batchable,
+        warmup: m.warmupSizes(),
+        placement: m.placement,
+        batchMicros: Math.round(m.batchMicros),
+        ms: Math.round(performance.now() - t0),
       },
       'model version ready',
     );
@@ -113,9 +120,10 @@ export class RepositoryControl {
     for (const model of scan.models) {
       if (this.unloaded.has(model.name)) continue;
       // New folders, and folders whose bytes no longer match their registered version (refused below).
-      const versions: typeof model.versions[number][] = [];
+      const versions: (typeof model.versions)[number][] = [];
       for (const v of model.versions) {
-        if (this.ctx.engine.find(model.name, String(v.version)) === undefined || (await this.knownSha(model.name, v.version)) !== v.sha256) versions.push(v);
+        if (this.ctx.engine.find(model.name, String(v.version)) === undefined || (await this.knownSha(model.name, v.version)) !== v.sha256)
+          versions.push(v);
       }
       if (versions.length > 0) fresh.push({ ...model, versions });
     }
@@ -126,7 +134,10 @@ export class RepositoryControl {
       const key = `${s.model}\u0000${s.version}\u0000${s.reason}`;
       if (this.reported.has(key)) continue;
       this.reported.add(key);
-      this.ctx.log.error({ model: s.model, version: s.version, path: s.path, code: s.code, reason: s.reason }, 'model repository version refused');
+      this.ctx.log.error(
+        { model: s.model, version: s.version, path: s.path, code: s.code, reason: s.reason },
+        'model repository version refused',
+      );
     }
     const refused = new Set(result.skipped.map((s) => `${s.model}/${s.version}`));
     for (const model of fresh) {
@@ -137,7 +148,8 @@ export class RepositoryControl {
           this.ctx.log.info({ model: model.name, version: v.version }, 'new model version picked up by the repository poll');
         } catch (e) {
           const key = `${model.name}\u0000${v.version}\u0000load`;
-          if (!this.reported.has(key)) this.ctx.log.error({ model: model.name, version: v.version, err: (e as Error).message }, 'new model version failed to load');
+          if (!this.reported.has(key))
+            this.ctx.log.error({ model: model.name, version: v.version, err: (e as Error).message }, 'new model version failed to load');
           this.reported.add(key);
         }
       }
@@ -157,9 +169,12 @@ export class RepositoryControl {
         const m = this.ctx.engine.find(model.name, String(v.version));
         if (m !== undefined) continue;
         const known = await this.knownSha(model.name, v.version);
-        const reason = known !== null && known !== v.sha256
-          ? 'refused: the folder\'s bytes differ from the registered version (versions are immutable)'
-          : this.unloaded.has(model.name) ? 'unloaded' : 'not loaded';
+        const reason =
+          known !== null && known !== v.sha256
+            ? "refused: the folder's bytes differ from the registered version (versions are immutable)"
+            : this.unloaded.has(model.name)
+              ? 'unloaded'
+              : 'not loaded';
         add({ name: model.name, version: String(v.version), state: 'UNAVAILABLE', reason });
       }
     }

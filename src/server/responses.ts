@@ -11,7 +11,11 @@ export const ERROR: Schema = {
   required: ['error', 'code'],
   properties: {
     error: { type: 'string', description: 'What was wrong, precisely.' },
-    code: { type: 'string', pattern: '^SCORELINE_[A-Z_]+$', description: 'Stable across releases (the README lists every code): match on it, not on the message.' },
+    code: {
+      type: 'string',
+      pattern: '^SCORELINE_[A-Z_]+$',
+      description: 'Stable across releases (the README lists every code): match on it, not on the message.',
+    },
   },
 };
 const tensor = (withData: boolean): Schema => ({
@@ -20,7 +24,11 @@ const tensor = (withData: boolean): Schema => ({
   properties: {
     name: { type: 'string' },
     datatype: { enum: [...DATATYPES] },
-    shape: { type: 'array', items: { type: 'integer' }, description: withData ? 'The tensor\'s shape.' : '-1 where the model leaves a dimension dynamic.' },
+    shape: {
+      type: 'array',
+      items: { type: 'integer' },
+      description: withData ? "The tensor's shape." : '-1 where the model leaves a dimension dynamic.',
+    },
     ...(withData ? { data: { type: 'array', items: { type: ['number', 'boolean', 'string'] } } } : {}),
   },
 });
@@ -44,7 +52,7 @@ export const INFER_RESPONSE: Schema = {
   properties: {
     model_name: { type: 'string' },
     model_version: { type: 'string' },
-    id: { type: 'string', description: 'The request id: the request\'s own, or generated.' },
+    id: { type: 'string', description: "The request id: the request's own, or generated." },
     outputs: { type: 'array', items: tensor(true) },
     parameters: { type: 'object', description: 'With parameters.explain: {"explanation": [one per row]}.' },
   },
@@ -62,7 +70,10 @@ export const EXPLANATION: Schema = {
     base_value: { type: 'number', description: 'base_value + the sum of the contributions = margin.' },
     contributions: {
       type: 'array',
-      items: { type: 'object', properties: { feature: { type: 'string' }, value: {}, contribution: { type: 'number' }, standard_error: { type: 'number' } } },
+      items: {
+        type: 'object',
+        properties: { feature: { type: 'string' }, value: {}, contribution: { type: 'number' }, standard_error: { type: 'number' } },
+      },
     },
     rest: { type: 'object', description: 'What top_k left out: {"features", "contribution"}.' },
     reference_rows: { type: 'integer' },
@@ -95,13 +106,18 @@ export const SCORE_RESPONSE: Schema = {
     variant: { type: 'string', description: 'The deployment variant that answered (default, direct, stable, canary, a, ...).' },
     score: { type: ['number', 'null'] },
     entity: { type: 'object', description: 'With debug: the entity ids.' },
-    features: { type: 'object', description: 'With debug: each feature\'s value and where it came from.' },
-    explanation: { ...EXPLANATION, description: 'With explain: the resolved row\'s reason codes.' },
+    features: { type: 'object', description: "With debug: each feature's value and where it came from." },
+    explanation: { ...EXPLANATION, description: "With explain: the resolved row's reason codes." },
   },
 };
 export const EVENTS_RESPONSE: Schema = {
   type: 'object',
-  properties: { accepted: { type: 'integer' }, ignored: { type: 'integer' }, duplicates: { type: 'integer' }, ids: { type: 'array', items: { type: 'string' } } },
+  properties: {
+    accepted: { type: 'integer' },
+    ignored: { type: 'integer' },
+    duplicates: { type: 'integer' },
+    ids: { type: 'array', items: { type: 'string' } },
+  },
 };
 export const FEEDBACK_RESPONSE: Schema = {
   type: 'object',
@@ -111,7 +127,10 @@ export const FEEDBACK_RESPONSE: Schema = {
     unknown: { type: 'integer' },
     unknown_ids: { type: 'array', items: { type: 'string' } },
     rejected: { type: 'integer' },
-    rejected_items: { type: 'array', items: { type: 'object', properties: { request_id: { type: 'string' }, label: { type: 'number' }, reason: { type: 'string' } } } },
+    rejected_items: {
+      type: 'array',
+      items: { type: 'object', properties: { request_id: { type: 'string' }, label: { type: 'number' }, reason: { type: 'string' } } },
+    },
   },
 };
 export const INDEX_RESPONSE: Schema = {
@@ -119,7 +138,12 @@ export const INDEX_RESPONSE: Schema = {
   items: {
     type: 'object',
     required: ['name', 'version', 'state', 'reason'],
-    properties: { name: { type: 'string' }, version: { type: 'string' }, state: { enum: ['READY', 'LOADING', 'UNAVAILABLE'] }, reason: { type: 'string' } },
+    properties: {
+      name: { type: 'string' },
+      version: { type: 'string' },
+      state: { enum: ['READY', 'LOADING', 'UNAVAILABLE'] },
+      reason: { type: 'string' },
+    },
   },
 };
 export const LOADED: Schema = {

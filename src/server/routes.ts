@@ -54,7 +54,10 @@ const ROUTES = routesOf(OPERATIONS);
 export function accessOf(method: string, pattern: string): Access {
   if (method === 'any') return 'open';
   const ops = ROUTES.get(`${method === 'del' ? 'delete' : method} ${pattern}`);
-  if (ops === undefined) throw new Error(`route ${method === 'del' ? 'DELETE' : method.toUpperCase()} ${pattern} has no access rule: add it, with its access, to the route table in src/server/api.ts`);
+  if (ops === undefined)
+    throw new Error(
+      `route ${method === 'del' ? 'DELETE' : method.toUpperCase()} ${pattern} has no access rule: add it, with its access, to the route table in src/server/api.ts`,
+    );
   return ops[0]!.access;
 }
 
@@ -114,7 +117,8 @@ export class RouteTable {
   private record(method: Method, pattern: string): void {
     const key = `${method} ${pattern}`;
     const ops = this.byKey.get(key);
-    if (ops === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern} is registered but has no entry in the route table (src/server/api.ts)`);
+    if (ops === undefined)
+      throw new Error(`route ${method.toUpperCase()} ${pattern} is registered but has no entry in the route table (src/server/api.ts)`);
     if (this.registered.has(key)) throw new Error(`route ${method.toUpperCase()} ${pattern} is registered twice`);
     this.registered.set(key, ops);
   }
@@ -160,8 +164,20 @@ export class RouteTable {
         // OpenAPI 3.1 lets any scheme name the roles it needs: here, the API key's scope.
         ...(scope !== null ? { security: [{ apiKey: scope }, { apiKeyHeader: scope }] } : {}),
         parameters: [
-          ...names.map((name) => ({ name, in: 'path', required: true, description: PATH_PARAMETERS[name] ?? name, schema: { type: 'string' } })),
-          ...Object.entries(op.query ?? {}).map(([name, q]) => ({ name, in: 'query', required: false, description: q.description, schema: q.schema })),
+          ...names.map((name) => ({
+            name,
+            in: 'path',
+            required: true,
+            description: PATH_PARAMETERS[name] ?? name,
+            schema: { type: 'string' },
+          })),
+          ...Object.entries(op.query ?? {}).map(([name, q]) => ({
+            name,
+            in: 'query',
+            required: false,
+            description: q.description,
+            schema: q.schema,
+          })),
           ...(op.websocket
             ? [
                 { name: 'Upgrade', in: 'header', required: true, schema: { const: 'websocket' } },
@@ -177,7 +193,12 @@ export class RouteTable {
                 // schema: the server validates the body with this schema; parser: the schema describes what
                 // the body's own parser accepts (see schemas.ts); bytes: not JSON.
                 'x-checked-by': op.body.checkedBy,
-                ...(op.body.checkedBy === 'parser' ? { description: 'Checked by the body\'s own parser rather than by this schema (see the README, "API description"); the schema describes what that parser accepts.' } : {}),
+                ...(op.body.checkedBy === 'parser'
+                  ? {
+                      description:
+                        'Checked by the body\'s own parser rather than by this schema (see the README, "API description"); the schema describes what that parser accepts.',
+                    }
+                  : {}),
               },
             }
           : {}),
@@ -186,7 +207,9 @@ export class RouteTable {
             status,
             {
               description: r.description,
-              ...(r.schema !== undefined || r.contentType !== undefined ? { content: { [r.contentType ?? 'application/json']: r.schema !== undefined ? { schema: r.schema } : {} } } : {}),
+              ...(r.schema !== undefined || r.contentType !== undefined
+                ? { content: { [r.contentType ?? 'application/json']: r.schema !== undefined ? { schema: r.schema } : {} } }
+                : {}),
             },
           ]),
         ),
@@ -203,13 +226,19 @@ export class RouteTable {
           (options.grpcPort === null
             ? 'The Open Inference Protocol over gRPC is off on this server (grpc.port).'
             : `The Open Inference Protocol is also served over gRPC (inference.GRPCInferenceService, KServe's grpc_predict_v2.proto) on port ${options.grpcPort}, which this document does not describe.`) +
-          (options.auth ? ' API keys are required where an operation names a scope (auth.enabled).' : ' API keys are off on this server (auth.enabled: false): only the admin routes need a token.'),
+          (options.auth
+            ? ' API keys are required where an operation names a scope (auth.enabled).'
+            : ' API keys are off on this server (auth.enabled: false): only the admin routes need a token.'),
       },
       paths,
       components: {
         schemas: { Error: ERROR },
         securitySchemes: {
-          adminToken: { type: 'http', scheme: 'bearer', description: 'SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (shared through the store by every replica).' },
+          adminToken: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'SCORELINE_ADMIN_TOKEN, or <data-dir>/admin-token (shared through the store by every replica).',
+          },
           apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (scoreline keys create) with the scope the operation names.' },
           apiKeyHeader: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'The same API key in x-api-key.' },
         },
@@ -246,6 +275,7 @@ function operationId(op: Operation): string {
 /** The body check the route table gives a POST route; the app must be the table's. */
 export function bodyCheckOf(app: TemplatedApp, method: Method, pattern: string): BodyCheck | null {
   const table = (app as unknown as Record<symbol, RouteTable | undefined>)[TABLE];
-  if (table === undefined) throw new Error(`route ${method.toUpperCase()} ${pattern}: the app is not the route table's; register routes through it`);
+  if (table === undefined)
+    throw new Error(`route ${method.toUpperCase()} ${pattern}: the app is not the route table's; register routes through it`);
   return table.check(method, pattern);
 }

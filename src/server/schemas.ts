@@ -25,7 +25,14 @@ export type Schema = { readonly [key: string]: unknown };
 
 // strictTypes and strictRequired off: if/then branches name properties without repeating their types.
 // verbose: a failure carries the failing value (for {value}); it costs nothing on a body that passes.
-const ajv = new Ajv2020({ allErrors: false, strict: true, strictTypes: false, strictRequired: false, allowUnionTypes: true, verbose: true });
+const ajv = new Ajv2020({
+  allErrors: false,
+  strict: true,
+  strictTypes: false,
+  strictRequired: false,
+  allowUnionTypes: true,
+  verbose: true,
+});
 ajv.addVocabulary(['x-error', 'x-missing', 'x-additional']);
 
 /** A body check: throws 400 with the schema's message, or returns. */
@@ -69,7 +76,10 @@ function where(instancePath: string): string {
 
 function fill(template: string, e: ErrorObject): string {
   const indices = e.instancePath.split('/').filter((s) => /^\d+$/.test(s));
-  const property = (e.params as { additionalProperty?: string; missingProperty?: string }).additionalProperty ?? (e.params as { missingProperty?: string }).missingProperty ?? '';
+  const property =
+    (e.params as { additionalProperty?: string; missingProperty?: string }).additionalProperty ??
+    (e.params as { missingProperty?: string }).missingProperty ??
+    '';
   return template
     .replace(/\{(\d+)\}/g, (_, i: string) => indices[Number(i)] ?? '?')
     .replace(/\{property\}/g, property)
@@ -95,15 +105,41 @@ export function messageOf(e: ErrorObject, root: Schema): string {
 // Building blocks.
 
 const str = (extra: Schema = {}): Schema => ({ type: 'string', ...extra });
-const reason = (what = 'reason'): Schema => str({ minLength: 1, maxLength: 1000, description: `Why (recorded with the change); at most 1000 characters.`, 'x-error': `"${what}" must be a non-empty string (at most 1000 characters)` });
-const version = (where: string, description: string): Schema => ({ type: 'integer', minimum: 1, 'x-error': `${where} must be a positive integer version`, 'x-missing': `${where} must be a positive integer version`, description });
+const reason = (what = 'reason'): Schema =>
+  str({
+    minLength: 1,
+    maxLength: 1000,
+    description: `Why (recorded with the change); at most 1000 characters.`,
+    'x-error': `"${what}" must be a non-empty string (at most 1000 characters)`,
+  });
+const version = (where: string, description: string): Schema => ({
+  type: 'integer',
+  minimum: 1,
+  'x-error': `${where} must be a positive integer version`,
+  'x-missing': `${where} must be a positive integer version`,
+  description,
+});
 
-export const DATATYPES = ['BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES'] as const;
+export const DATATYPES = [
+  'BOOL',
+  'UINT8',
+  'UINT16',
+  'UINT32',
+  'UINT64',
+  'INT8',
+  'INT16',
+  'INT32',
+  'INT64',
+  'FP16',
+  'FP32',
+  'FP64',
+  'BYTES',
+] as const;
 
 /** Nested arrays of numbers, booleans or strings (BYTES), flat or shaped like the tensor. */
 const tensorData: Schema = {
   type: 'array',
-  description: 'The tensor\'s elements in row-major order, flat or nested as its shape.',
+  description: "The tensor's elements in row-major order, flat or nested as its shape.",
   items: { type: ['number', 'boolean', 'string', 'array'] },
 };
 
@@ -113,8 +149,11 @@ export const OIP_INFER_REQUEST: Schema = {
   type: 'object',
   required: ['inputs'],
   properties: {
-    id: str({ description: 'Echoed in the answer; becomes the prediction\'s request id.' }),
-    parameters: { type: 'object', description: '{"explain": true, "top_k"?: K} asks for reason codes (answered in parameters.explanation, one per row).' },
+    id: str({ description: "Echoed in the answer; becomes the prediction's request id." }),
+    parameters: {
+      type: 'object',
+      description: '{"explain": true, "top_k"?: K} asks for reason codes (answered in parameters.explanation, one per row).',
+    },
     inputs: {
       type: 'array',
       minItems: 1,
@@ -140,10 +179,15 @@ export const OIP_INFER_REQUEST: Schema = {
 const instances: Schema = {
   type: 'array',
   minItems: 1,
-  description: 'Rows: arrays of the input\'s values, objects of named features (model.yaml `features`), or objects of per-input rows.',
+  description: "Rows: arrays of the input's values, objects of named features (model.yaml `features`), or objects of per-input rows.",
   items: { type: ['array', 'object'] },
 };
-const topK: Schema = { type: 'integer', minimum: 1, description: 'Only the K largest contributions (the rest summed in "rest"); default all.', 'x-error': '"top_k" must be a positive integer, got {value}' };
+const topK: Schema = {
+  type: 'integer',
+  minimum: 1,
+  description: 'Only the K largest contributions (the rest summed in "rest"); default all.',
+  'x-error': '"top_k" must be a positive integer, got {value}',
+};
 
 export const V1_PREDICT_REQUEST: Schema = {
   type: 'object',
@@ -165,7 +209,7 @@ const event: Schema = {
     event: str({ description: 'An event the feature definitions aggregate.' }),
     entity: { type: 'object', description: 'The entity keys, e.g. {"customer_id": "C00042"}.' },
     ts: { type: ['number', 'string'], description: 'Epoch milliseconds or ISO 8601; default now.' },
-    fields: { type: 'object', description: 'Values the event\'s aggregations sum.' },
+    fields: { type: 'object', description: "Values the event's aggregations sum." },
   },
 };
 
@@ -185,12 +229,33 @@ export const SCORE_REQUEST: Schema = {
   'x-error': 'request body must be a JSON object with an "entity"',
   required: ['entity'],
   properties: {
-    entity: { type: 'object', description: 'The entity keys the model\'s features are looked up by.', 'x-missing': '"entity" is required, e.g. {"customer_id": "C00042"}', 'x-error': '"entity" must be an object of entity keys, e.g. {"customer_id": "C00042"}' },
-    context: { type: 'object', description: 'Request fields the model binds (request.<field>).', 'x-error': '"context" must be an object of request fields' },
-    features: { type: 'object', description: 'Feature values that override the store\'s.', 'x-error': '"features" must be an object of feature overrides' },
-    debug: { type: 'boolean', description: 'Answer with the resolved features and where each came from.', 'x-error': '"debug" must be true or false' },
+    entity: {
+      type: 'object',
+      description: "The entity keys the model's features are looked up by.",
+      'x-missing': '"entity" is required, e.g. {"customer_id": "C00042"}',
+      'x-error': '"entity" must be an object of entity keys, e.g. {"customer_id": "C00042"}',
+    },
+    context: {
+      type: 'object',
+      description: 'Request fields the model binds (request.<field>).',
+      'x-error': '"context" must be an object of request fields',
+    },
+    features: {
+      type: 'object',
+      description: "Feature values that override the store's.",
+      'x-error': '"features" must be an object of feature overrides',
+    },
+    debug: {
+      type: 'boolean',
+      description: 'Answer with the resolved features and where each came from.',
+      'x-error': '"debug" must be true or false',
+    },
     id: str({ description: 'The request id (generated when absent).', 'x-error': '"id" must be a string' }),
-    explain: { type: 'boolean', description: 'Answer with the reason codes of the score ("explanation").', 'x-error': '"explain" must be true or false' },
+    explain: {
+      type: 'boolean',
+      description: 'Answer with the reason codes of the score ("explanation").',
+      'x-error': '"explain" must be true or false',
+    },
     top_k: topK,
   },
   // top_k only means something with explain.
@@ -204,8 +269,17 @@ const label = (at: string): Schema => ({
   'x-error': `${at} must be an object {"request_id", "label"}`,
   required: ['request_id', 'label'],
   properties: {
-    request_id: str({ minLength: 1, maxLength: 256, 'x-error': `${at}.request_id must be a non-empty string`, description: 'The id of a logged prediction.' }),
-    label: { type: ['number', 'boolean'], 'x-error': `${at}.label must be a finite number (0/1 for classification) or a boolean`, description: 'The outcome: 0/1 (or false/true) for a classifier, any finite number for a regression.' },
+    request_id: str({
+      minLength: 1,
+      maxLength: 256,
+      'x-error': `${at}.request_id must be a non-empty string`,
+      description: 'The id of a logged prediction.',
+    }),
+    label: {
+      type: ['number', 'boolean'],
+      'x-error': `${at}.label must be a finite number (0/1 for classification) or a boolean`,
+      description: 'The outcome: 0/1 (or false/true) for a classifier, any finite number for a regression.',
+    },
   },
 });
 const labels = (at: string): Schema => ({
@@ -234,7 +308,12 @@ export const ALIAS_REQUEST: Schema = {
   'x-error': 'body must be {"version": <integer>, "reason"?: "..."}',
   required: ['version'],
   properties: {
-    version: { type: 'integer', minimum: 1, 'x-error': 'body must be {"version": <integer>, "reason"?: "..."}', 'x-missing': 'body must be {"version": <integer>, "reason"?: "..."}' },
+    version: {
+      type: 'integer',
+      minimum: 1,
+      'x-error': 'body must be {"version": <integer>, "reason"?: "..."}',
+      'x-missing': 'body must be {"version": <integer>, "reason"?: "..."}',
+    },
     reason: str({ 'x-error': '"reason" must be a string' }),
   },
 };
@@ -252,7 +331,11 @@ export const INCIDENT_REQUEST: Schema = {
   properties: {
     model: str({ minLength: 1, 'x-error': '"model" must be a model name' }),
     reason: reason(),
-    severity: { enum: ['info', 'warning', 'critical', 'emergency'], default: 'critical', 'x-error': '"severity" must be info, warning, critical or emergency' },
+    severity: {
+      enum: ['info', 'warning', 'critical', 'emergency'],
+      default: 'critical',
+      'x-error': '"severity" must be info, warning, critical or emergency',
+    },
   },
 };
 
@@ -272,41 +355,88 @@ export const DEPLOYMENT_REQUEST: Schema = {
   'x-error': 'deployment must be an object',
   required: ['strategy'],
   properties: {
-    strategy: { enum: ['direct', 'blue-green', 'canary', 'ab', 'shadow'], 'x-error': 'strategy must be one of direct, blue-green, canary, ab, shadow', 'x-missing': 'strategy must be one of direct, blue-green, canary, ab, shadow' },
+    strategy: {
+      enum: ['direct', 'blue-green', 'canary', 'ab', 'shadow'],
+      'x-error': 'strategy must be one of direct, blue-green, canary, ab, shadow',
+      'x-missing': 'strategy must be one of direct, blue-green, canary, ab, shadow',
+    },
     reason: str({ description: 'Why (recorded in the deployment history).' }),
   },
   allOf: [
     strategy('direct', { version: version('version', 'The version every request goes to.') }, ['version']),
-    strategy('blue-green', { blue: version('blue', 'The blue slot.'), green: version('green', 'The green slot.'), active: { enum: ['blue', 'green'], 'x-error': "active must be 'blue' or 'green'", 'x-missing': "active must be 'blue' or 'green'" } }, ['blue', 'green', 'active']),
-    strategy('canary', {
-      stable: version('stable', 'The version most traffic stays on.'),
-      canary: version('canary', 'The version under analysis.'),
-      percent: { type: 'number', minimum: 0, maximum: 100, 'x-error': 'percent must be a number from 0 to 100', 'x-missing': 'percent must be a number from 0 to 100' },
-      steps: { type: 'array', minItems: 1, items: { type: 'number', exclusiveMinimum: 0, maximum: 100, 'x-error': 'steps must be increasing percentages in (0, 100]' }, 'x-error': 'steps must be a non-empty array of percentages', description: 'Increasing percentages ending at 100; analysis advances one step every stepSeconds.' },
-      stepSeconds: { type: 'number', minimum: 1, 'x-error': 'stepSeconds must be at least 1 when steps are given' },
-    }, ['stable', 'canary', 'percent']),
-    strategy('ab', {
-      variants: {
-        type: 'array',
-        minItems: 2,
-        'x-error': 'variants must list at least two variants',
-        'x-missing': 'variants must list at least two variants',
-        items: {
-          type: 'object',
-          'x-error': 'variants[{0}] must be an object',
-          required: ['name', 'version', 'weight'],
-          additionalProperties: false,
-          'x-additional': "variants[{0}]: unknown field '{property}' (allowed: name, version, weight)",
-          properties: {
-            name: str({ pattern: '^[a-z][a-z0-9_-]{0,31}$', 'x-error': 'variants[{0}].name must match /^[a-z][a-z0-9_-]{0,31}$/' }),
-            version: version('variants[{0}].version', 'The version this variant routes to.'),
-            weight: { type: 'number', minimum: 0, 'x-error': 'variants[{0}].weight must be a number >= 0', 'x-missing': 'variants[{0}].weight must be a number >= 0' },
+    strategy(
+      'blue-green',
+      {
+        blue: version('blue', 'The blue slot.'),
+        green: version('green', 'The green slot.'),
+        active: { enum: ['blue', 'green'], 'x-error': "active must be 'blue' or 'green'", 'x-missing': "active must be 'blue' or 'green'" },
+      },
+      ['blue', 'green', 'active'],
+    ),
+    strategy(
+      'canary',
+      {
+        stable: version('stable', 'The version most traffic stays on.'),
+        canary: version('canary', 'The version under analysis.'),
+        percent: {
+          type: 'number',
+          minimum: 0,
+          maximum: 100,
+          'x-error': 'percent must be a number from 0 to 100',
+          'x-missing': 'percent must be a number from 0 to 100',
+        },
+        steps: {
+          type: 'array',
+          minItems: 1,
+          items: { type: 'number', exclusiveMinimum: 0, maximum: 100, 'x-error': 'steps must be increasing percentages in (0, 100]' },
+          'x-error': 'steps must be a non-empty array of percentages',
+          description: 'Increasing percentages ending at 100; analysis advances one step every stepSeconds.',
+        },
+        stepSeconds: { type: 'number', minimum: 1, 'x-error': 'stepSeconds must be at least 1 when steps are given' },
+      },
+      ['stable', 'canary', 'percent'],
+    ),
+    strategy(
+      'ab',
+      {
+        variants: {
+          type: 'array',
+          minItems: 2,
+          'x-error': 'variants must list at least two variants',
+          'x-missing': 'variants must list at least two variants',
+          items: {
+            type: 'object',
+            'x-error': 'variants[{0}] must be an object',
+            required: ['name', 'version', 'weight'],
+            additionalProperties: false,
+            'x-additional': "variants[{0}]: unknown field '{property}' (allowed: name, version, weight)",
+            properties: {
+              name: str({ pattern: '^[a-z][a-z0-9_-]{0,31}$', 'x-error': 'variants[{0}].name must match /^[a-z][a-z0-9_-]{0,31}$/' }),
+              version: version('variants[{0}].version', 'The version this variant routes to.'),
+              weight: {
+                type: 'number',
+                minimum: 0,
+                'x-error': 'variants[{0}].weight must be a number >= 0',
+                'x-missing': 'variants[{0}].weight must be a number >= 0',
+              },
+            },
           },
         },
+        stickyKey: str({
+          pattern: '^(header:[a-z0-9-]{1,64}|entity:[A-Za-z_][A-Za-z0-9_]{0,63})$',
+          'x-error': "stickyKey must be 'header:<lower-case header name>' or 'entity:<field>'",
+        }),
       },
-      stickyKey: str({ pattern: '^(header:[a-z0-9-]{1,64}|entity:[A-Za-z_][A-Za-z0-9_]{0,63})$', 'x-error': "stickyKey must be 'header:<lower-case header name>' or 'entity:<field>'" }),
-    }, ['variants']),
-    strategy('shadow', { primary: version('primary', 'The version that answers.'), shadow: version('shadow', 'The version that gets a copy of each request, off the response path.') }, ['primary', 'shadow']),
+      ['variants'],
+    ),
+    strategy(
+      'shadow',
+      {
+        primary: version('primary', 'The version that answers.'),
+        shadow: version('shadow', 'The version that gets a copy of each request, off the response path.'),
+      },
+      ['primary', 'shadow'],
+    ),
   ],
 };
 
@@ -323,7 +453,8 @@ export const MODEL_CONTROL_REQUEST: Schema = {
     parameters: {
       type: 'object',
       'x-error': '"parameters" must be an object',
-      description: "Triton's load/unload parameters: accepted and ignored (a model's settings come from its model.yaml); \"file:<path>\" uploads are refused.",
+      description:
+        'Triton\'s load/unload parameters: accepted and ignored (a model\'s settings come from its model.yaml); "file:<path>" uploads are refused.',
     },
   },
 };

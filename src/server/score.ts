@@ -45,9 +45,11 @@ export function bindModel(ctx: ServerContext, features: FeatureService, m: Loade
   const where = `model '${m.name}' version ${m.version}`;
   const input = m.inputs[0]!;
   try {
-    if (input.datatype !== 'FP32' && input.datatype !== 'FP64') throw signatureMismatch(`${where}: entity scoring needs an FP32 or FP64 input, not ${input.datatype}`);
+    if (input.datatype !== 'FP32' && input.datatype !== 'FP64')
+      throw signatureMismatch(`${where}: entity scoring needs an FP32 or FP64 input, not ${input.datatype}`);
     // Features resolve to numbers in one row: a model with categorical (BYTES) or several inputs is scored over OIP, v1 or gRPC.
-    if (m.inputs.length !== 1) throw signatureMismatch(`${where}: entity scoring needs a single numeric input, the model has ${m.inputs.length}`);
+    if (m.inputs.length !== 1)
+      throw signatureMismatch(`${where}: entity scoring needs a single numeric input, the model has ${m.inputs.length}`);
     modelFeatures.set(m, features.server.compileModel(columns, m.config.bindings ?? {}, where));
   } catch (e) {
     if (m.config.bindings) throw e;
@@ -81,7 +83,10 @@ function writeRow(m: LoadedModel, mf: ModelFeatures, resolved: Resolved, id: str
 function scoreProtocol(features: FeatureService): Protocol<ScoreInput> {
   const bindings = (m: LoadedModel): ModelFeatures => {
     const mf = modelFeatures.get(m);
-    if (mf === undefined) throw signatureMismatch(`model '${m.name}' version ${m.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`);
+    if (mf === undefined)
+      throw signatureMismatch(
+        `model '${m.name}' version ${m.version} is not set up for entity scoring (its model.yaml needs features bound to feature definitions)`,
+      );
     return mf;
   };
   return {
@@ -140,7 +145,8 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
       },
       admit: () => {
         if (ctx.draining) throw shuttingDown();
-        if (features === null) throw signatureMismatch('entity scoring is off: the server has no feature definitions (features.definitions)');
+        if (features === null)
+          throw signatureMismatch('entity scoring is off: the server has no feature definitions (features.definitions)');
       },
       refused: (status) => ctx.monitor.unrouted('score', status),
     },
@@ -165,7 +171,8 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         return;
       }
       if (ask === null) infer(ctx, { protocol: protocol!, model: name, version: undefined, sticky, input, reply, t0: p.t0 });
-      else infer(ctx, { protocol: explained!, model: name, version: undefined, sticky, input: explainingInput(input, ask), reply, t0: p.t0 });
+      else
+        infer(ctx, { protocol: explained!, model: name, version: undefined, sticky, input: explainingInput(input, ask), reply, t0: p.t0 });
     },
   );
 
@@ -186,7 +193,8 @@ export function registerScore(app: TemplatedApp, ctx: ServerContext, features: F
         (r) => sendJson(res, 200, JSON.stringify(r)),
         (e) => {
           // The answer says whether the events may have landed, and their ids for a retry.
-          if (e instanceof EventWriteError) sendJson(res, e.status, `{${e.jsonFields},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
+          if (e instanceof EventWriteError)
+            sendJson(res, e.status, `{${e.jsonFields},${writeState(e)}}`, { 'retry-after': String(e.retryAfter ?? 1) });
           else sendError(res, e, ctx.log);
         },
       );

@@ -155,7 +155,12 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext, streams = 
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
       if (ctx.draining) {
-        res.cork(() => res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'application/json').end(`{${shuttingDown().jsonFields}}`, true));
+        res.cork(() =>
+          res
+            .writeStatus('503 Service Unavailable')
+            .writeHeader('content-type', 'application/json')
+            .end(`{${shuttingDown().jsonFields}}`, true),
+        );
         return;
       }
       let key: ApiKey | null = null;
@@ -173,7 +178,13 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext, streams = 
         if (k !== 'authorization' && k !== 'x-api-key') headers.set(k, v);
       });
       const conn: Conn = { inflight: 0, outbox: [], closed: false, headers, key, origin: key === null ? {} : { keyId: key.id } };
-      res.upgrade(conn, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+      res.upgrade(
+        conn,
+        req.getHeader('sec-websocket-key'),
+        req.getHeader('sec-websocket-protocol'),
+        req.getHeader('sec-websocket-extensions'),
+        context,
+      );
     },
     open: (ws) => {
       open.add(ws);
@@ -229,7 +240,11 @@ export function registerStream(app: TemplatedApp, ctx: ServerContext, streams = 
         const v = frame.version;
         if (v !== undefined && typeof v !== 'string' && typeof v !== 'number') throw badRequest('"version" must be a string or a number');
         if (conn.inflight >= cfg.maxInflightPerConnection) {
-          throw new ScorelineError('QUEUE_FULL', `more than ${cfg.maxInflightPerConnection} requests in flight on this connection; wait for answers`, 1);
+          throw new ScorelineError(
+            'QUEUE_FULL',
+            `more than ${cfg.maxInflightPerConnection} requests in flight on this connection; wait for answers`,
+            1,
+          );
         }
         const version = v === undefined ? undefined : String(v);
         const stickyHeader = version === undefined ? ctx.router.stickyHeader(frame.model) : null;

@@ -46,8 +46,15 @@ export function loadPair(certFile: string, keyFile: string): TlsPair {
   } catch (e) {
     throw configInvalid(`tls.key: ${keyFile} is not a PEM private key without a passphrase (${(e as Error).message})`);
   }
-  if (!x509.checkPrivateKey(privateKey)) throw configInvalid(`tls.key: ${keyFile} is not the private key of the certificate in ${certFile}`);
-  return { cert, key, subject: x509.subject.replace(/\n/g, ', '), notAfter: new Date(x509.validTo).toISOString(), fingerprint256: x509.fingerprint256 };
+  if (!x509.checkPrivateKey(privateKey))
+    throw configInvalid(`tls.key: ${keyFile} is not the private key of the certificate in ${certFile}`);
+  return {
+    cert,
+    key,
+    subject: x509.subject.replace(/\n/g, ', '),
+    notAfter: new Date(x509.validTo).toISOString(),
+    fingerprint256: x509.fingerprint256,
+  };
 }
 
 export class TlsFiles {

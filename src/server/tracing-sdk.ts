@@ -4,7 +4,17 @@
 // parented explicitly (no context manager, no AsyncLocalStorage on the request path): the request's
 // span is handed along with the request.
 
-import { createTraceState, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type HrTime, type Span, type Tracer } from '@opentelemetry/api';
+import {
+  createTraceState,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type HrTime,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import type { Logger } from 'pino';
@@ -44,10 +54,15 @@ export class OtelTracing implements Tracing {
     this.provider = new BasicTracerProvider({
       resource: resourceFromAttributes({ 'service.name': config.serviceName, 'service.version': version }),
       sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
-      spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: config.exportIntervalMs, maxQueueSize: 16_384, maxExportBatchSize: 1024 })],
+      spanProcessors: [
+        new BatchSpanProcessor(exporter, { scheduledDelayMillis: config.exportIntervalMs, maxQueueSize: 16_384, maxExportBatchSize: 1024 }),
+      ],
     });
     this.tracer = this.provider.getTracer('scoreline', version);
-    log.info({ endpoint: config.otlpEndpoint, protocol: config.protocol, sampleRatio: config.sampleRatio }, 'exporting spans over OTLP/HTTP');
+    log.info(
+      { endpoint: config.otlpEndpoint, protocol: config.protocol, sampleRatio: config.sampleRatio },
+      'exporting spans over OTLP/HTTP',
+    );
   }
 
   request(name: string, t0: number, traceparent: string, tracestate: string, attributes: Attributes): Span {
@@ -75,7 +90,11 @@ export class OtelTracing implements Tracing {
   child(parent: Span, name: string, start: number, end: number, attributes?: Attributes): void {
     const offset = this.offsets.get(parent);
     if (offset === undefined) return; // not recording
-    const span = this.tracer.startSpan(name, { kind: SpanKind.INTERNAL, startTime: hrTime(start, offset), ...(attributes ? { attributes } : {}) }, trace.setSpan(ROOT_CONTEXT, parent));
+    const span = this.tracer.startSpan(
+      name,
+      { kind: SpanKind.INTERNAL, startTime: hrTime(start, offset), ...(attributes ? { attributes } : {}) },
+      trace.setSpan(ROOT_CONTEXT, parent),
+    );
     span.end(hrTime(end, offset));
   }
 

@@ -28,7 +28,7 @@ export function loadUws(): Uws {
     const newer =
       major > 20
         ? ` Node.js ${process.versions.node} is newer than this build supports: run scoreline on Node.js 20, or replace the dependency with ` +
-          "uWebSockets.js v20.52.0 or later from GitHub (`npm install uNetworking/uWebSockets.js#v20.52.0`; Node 22 and 24; its Linux " +
+          'uWebSockets.js v20.52.0 or later from GitHub (`npm install uNetworking/uWebSockets.js#v20.52.0`; Node 22 and 24; its Linux ' +
           'binaries need glibc 2.35 or newer, v20.55 glibc 2.38), which is not published on the npm registry.'
         : '';
     throw new Error(

@@ -5,7 +5,16 @@
 /** States a job ends in: it never moves again. */
 export type TerminalState = 'succeeded' | 'rejected' | 'failed' | 'rolled_back';
 export type JobState = 'queued' | 'running' | 'validating' | 'deploying' | TerminalState;
-export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'validating', 'deploying', 'succeeded', 'rejected', 'failed', 'rolled_back'];
+export const JOB_STATES: readonly JobState[] = [
+  'queued',
+  'running',
+  'validating',
+  'deploying',
+  'succeeded',
+  'rejected',
+  'failed',
+  'rolled_back',
+];
 export const TERMINAL: ReadonlySet<JobState> = new Set<TerminalState>(['succeeded', 'rejected', 'failed', 'rolled_back']);
 /** States of a job that holds its model: at most one such job per model, across every replica. */
 export const ACTIVE_STATES: readonly JobState[] = JOB_STATES.filter((s) => !TERMINAL.has(s));

@@ -6,8 +6,18 @@
 // is ever awaited on the request path, which serves from memory.
 
 import type {
-  AliasEvent, ChangeOptions, DeploymentEvent, DeploymentRecord, ImportResult, ModelRecord, RegisterOptions, RegisterResult,
-  RegistryCounters, RepositoryScan, VersionRecord, VersionUpdate,
+  AliasEvent,
+  ChangeOptions,
+  DeploymentEvent,
+  DeploymentRecord,
+  ImportResult,
+  ModelRecord,
+  RegisterOptions,
+  RegisterResult,
+  RegistryCounters,
+  RepositoryScan,
+  VersionRecord,
+  VersionUpdate,
 } from '../registry/index.js';
 import type { AlertRecord, Incident, Job, JobFilter, Lease, ReplicaRecord, ReplicaReport, StoreChange, TriggerEvent } from './records.js';
 

@@ -13,8 +13,16 @@ test('an alert firing in monitoring.db from before the store kept alerts is stil
   const log = new PredictionLog({ dataDir, sampleRate: 1, retentionDays: 30 });
   const firedAt = Date.now() - 60_000;
   const alert = {
-    id: 'a1b2c3d4e5f60718', rule: 'score_psi_critical', severity: 'critical', state: 'firing', labels: { model: 'credit-default', version: '1' },
-    value: 0.4, threshold: 0.25, message: 'score PSI of credit-default v1 is 0.4 (> 0.25 for 60 s)', startedAt: firedAt - 60_000, firedAt,
+    id: 'a1b2c3d4e5f60718',
+    rule: 'score_psi_critical',
+    severity: 'critical',
+    state: 'firing',
+    labels: { model: 'credit-default', version: '1' },
+    value: 0.4,
+    threshold: 0.25,
+    message: 'score PSI of credit-default v1 is 0.4 (> 0.25 for 60 s)',
+    startedAt: firedAt - 60_000,
+    firedAt,
   };
   log.saveAlert(alert.id, 'firing', alert, firedAt);
   await log.close();
@@ -23,7 +31,10 @@ test('an alert firing in monitoring.db from before the store kept alerts is stil
   const server = await startServer(['--model-repo', DEMO_REPO, '--data-dir', dataDir, '--workers', '0'], { SCORELINE_ADMIN_TOKEN: token });
   try {
     const body = (await request(`${server.url}/admin/alerts`, { headers: { authorization: `Bearer ${token}` } })).body;
-    assert.deepEqual(body.firing.map((a: { id: string; state: string }) => [a.id, a.state]), [[alert.id, 'firing']]);
+    assert.deepEqual(
+      body.firing.map((a: { id: string; state: string }) => [a.id, a.state]),
+      [[alert.id, 'firing']],
+    );
     assert.ok(server.logs.some((l) => /alerts kept in monitoring\.db copied into the store/.test(l)));
     assert.ok(!server.logs.some((l) => /FIRING score_psi_critical/.test(l)), 'not notified a second time');
   } finally {
@@ -31,7 +42,10 @@ test('an alert firing in monitoring.db from before the store kept alerts is stil
   }
   const store = SqliteStore.open(dataDir);
   try {
-    assert.deepEqual((await store.alerts.open()).map((a) => a.id), [alert.id]);
+    assert.deepEqual(
+      (await store.alerts.open()).map((a) => a.id),
+      [alert.id],
+    );
   } finally {
     await store.close();
   }

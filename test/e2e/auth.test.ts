@@ -48,7 +48,11 @@ describe('auth on: keys from the config and the environment', () => {
         modelRepository: DEMO_REPO,
         dataDir,
         features: { definitions: join(ROOT, 'examples', 'features', 'features.yaml') },
-        auth: { enabled: true, metricsPublic: false, apiKeys: [scorer, labeller, watcher].map((k) => ({ id: k.id, hash: k.hash, scopes: k.scopes })) },
+        auth: {
+          enabled: true,
+          metricsPublic: false,
+          apiKeys: [scorer, labeller, watcher].map((k) => ({ id: k.id, hash: k.hash, scopes: k.scopes })),
+        },
         accessLog: { sampleRate: 1 },
         monitoring: { predictionLog: { flushMs: 10 } },
       }),
@@ -80,7 +84,12 @@ describe('auth on: keys from the config and the environment', () => {
   });
 
   test('a wrong key or a malformed Authorization header is 401 and names no key', async () => {
-    for (const headers of [bearer('slk_not-a-key-of-this-server-at-all'), { 'x-api-key': scorer.key.slice(0, -1) }, { authorization: `Basic ${scorer.key}` }, { authorization: 'Bearer' }]) {
+    for (const headers of [
+      bearer('slk_not-a-key-of-this-server-at-all'),
+      { 'x-api-key': scorer.key.slice(0, -1) },
+      { authorization: `Basic ${scorer.key}` },
+      { authorization: 'Bearer' },
+    ]) {
       const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers });
       assert.equal(r.status, 401, JSON.stringify(headers));
       assert.ok(!r.text.includes(scorer.key.slice(4, 20)), 'the error does not echo the key');
@@ -90,12 +99,21 @@ describe('auth on: keys from the config and the environment', () => {
   test('a valid key serves its scopes (Bearer or x-api-key), and is refused 403 elsewhere', async () => {
     const oip = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: bearer(scorer.key) });
     assert.equal(oip.status, 200, oip.text);
-    const v1 = await request(`${server.url}/v1/models/credit-default:predict`, { json: { instances: [ROW] }, headers: { 'x-api-key': scorer.key } });
+    const v1 = await request(`${server.url}/v1/models/credit-default:predict`, {
+      json: { instances: [ROW] },
+      headers: { 'x-api-key': scorer.key },
+    });
     assert.equal(v1.status, 200, v1.text);
-    const score = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } }, headers: bearer(scorer.key) });
+    const score = await request(`${server.url}/v1/score/credit-default`, {
+      json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } },
+      headers: bearer(scorer.key),
+    });
     assert.equal(score.status, 200, score.text);
 
-    for (const [path, json] of [['/v1/feedback', { request_id: oip.body.id, label: 1 }], ['/v1/events', { event: 'transaction', entity: 'C00042', fields: { amount: 3 } }]] as const) {
+    for (const [path, json] of [
+      ['/v1/feedback', { request_id: oip.body.id, label: 1 }],
+      ['/v1/events', { event: 'transaction', entity: 'C00042', fields: { amount: 3 } }],
+    ] as const) {
       const r = await request(`${server.url}${path}`, { json, headers: bearer(scorer.key) });
       assert.equal(r.status, 403, path);
       assert.match(r.body.error, /API key 'scorer' does not have the '(feedback|events)' scope/);
@@ -114,15 +132,27 @@ describe('auth on: keys from the config and the environment', () => {
     }
   });
 
-  test('the environment\'s keys work with their scopes', async () => {
+  test("the environment's keys work with their scopes", async () => {
     const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: bearer(envKey) });
     assert.equal(r.status, 200);
-    const e = await request(`${server.url}/v1/events`, { json: { event: 'transaction', entity: 'C1', fields: { amount: 1 } }, headers: bearer(envKey) });
+    const e = await request(`${server.url}/v1/events`, {
+      json: { event: 'transaction', entity: 'C1', fields: { amount: 1 } },
+      headers: bearer(envKey),
+    });
     assert.equal(e.status, 403);
   });
 
   test('health, metadata and the dashboard page stay open; the admin API keeps its own token', async () => {
-    for (const path of ['/v2', '/v2/health/live', '/v2/health/ready', '/v2/models/credit-default', '/v2/models/credit-default/ready', '/v1/models', '/v1/models/credit-default', '/dashboard']) {
+    for (const path of [
+      '/v2',
+      '/v2/health/live',
+      '/v2/health/ready',
+      '/v2/models/credit-default',
+      '/v2/models/credit-default/ready',
+      '/v1/models',
+      '/v1/models/credit-default',
+      '/dashboard',
+    ]) {
       const r = await request(`${server.url}${path}`);
       assert.equal(r.status, 200, path);
     }
@@ -134,10 +164,14 @@ describe('auth on: keys from the config and the environment', () => {
     const before = await request(`${server.url}/v1/monitoring/credit-default`, { headers: bearer(watcher.key) });
     const body = JSON.stringify(OIP);
     const closed = await new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
-      const req = httpRequest(`${server.url}/v2/models/credit-default/infer`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection }));
-      });
+      const req = httpRequest(
+        `${server.url}/v2/models/credit-default/infer`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection }));
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -166,7 +200,11 @@ describe('auth on: keys from the config and the environment', () => {
       ws.on('message', (d) => got.push(JSON.parse(d.toString())));
       ws.send(JSON.stringify({ id: 1, model: 'credit-default', ...OIP }));
       ws.send(JSON.stringify({ id: 2, event: 'transaction', entity: 'C00042', fields: { amount: 5 } }));
-      await waitFor(() => got.length >= 2, { timeoutMs: 10_000, intervalMs: 10, message: () => `two answers on the socket: ${JSON.stringify(got)}` });
+      await waitFor(() => got.length >= 2, {
+        timeoutMs: 10_000,
+        intervalMs: 10,
+        message: () => `two answers on the socket: ${JSON.stringify(got)}`,
+      });
       const byId = new Map(got.map((a) => [a.id, a]));
       assert.ok(byId.get(1)?.outputs, JSON.stringify(byId.get(1)));
       assert.equal(byId.get(2)?.status, 403);
@@ -177,18 +215,30 @@ describe('auth on: keys from the config and the environment', () => {
   });
 
   test('x-request-id: echoed, the prediction id when the body has none, 400 when it is not printable ASCII or too long', async () => {
-    const r = await request(`${server.url}/v1/models/credit-default:predict`, { json: { instances: [ROW] }, headers: { ...bearer(scorer.key), 'x-request-id': 'loan-app-7781' } });
+    const r = await request(`${server.url}/v1/models/credit-default:predict`, {
+      json: { instances: [ROW] },
+      headers: { ...bearer(scorer.key), 'x-request-id': 'loan-app-7781' },
+    });
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('x-request-id'), 'loan-app-7781');
     assert.equal(r.body.request_id, 'loan-app-7781');
-    const fb = await request(`${server.url}/v1/feedback`, { json: { request_id: 'loan-app-7781', label: 0 }, headers: bearer(labeller.key) });
+    const fb = await request(`${server.url}/v1/feedback`, {
+      json: { request_id: 'loan-app-7781', label: 0 },
+      headers: bearer(labeller.key),
+    });
     assert.equal(fb.body.joined, 1, 'feedback joins on it');
-    const named = await request(`${server.url}/v2/models/credit-default/infer`, { json: { ...OIP, id: 'body-id' }, headers: { ...bearer(scorer.key), 'x-request-id': 'header-id' } });
-    assert.equal(named.body.id, 'body-id', 'the body\'s id wins');
+    const named = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: { ...OIP, id: 'body-id' },
+      headers: { ...bearer(scorer.key), 'x-request-id': 'header-id' },
+    });
+    assert.equal(named.body.id, 'body-id', "the body's id wins");
     assert.equal(named.headers.get('x-request-id'), 'header-id');
     // (fetch sends a header's characters as latin-1 bytes; uWS drops a non-ASCII byte at the very end of a value.)
     for (const bad of ['x'.repeat(129), 'caf\u00e9-1']) {
-      const b = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { ...bearer(scorer.key), 'x-request-id': bad } });
+      const b = await request(`${server.url}/v2/models/credit-default/infer`, {
+        json: OIP,
+        headers: { ...bearer(scorer.key), 'x-request-id': bad },
+      });
       assert.equal(b.status, 400, bad);
       assert.match(b.body.error, /x-request-id/);
     }
@@ -206,10 +256,18 @@ describe('auth on: keys from the config and the environment', () => {
       for (const method of ['get', 'post', 'put', 'delete']) {
         const op = item[method];
         if (op === undefined || op.parameters.some((p: any) => p.name === 'Upgrade')) continue;
-        const url = path.replace(/\{model\}|\{name\}/g, 'credit-default').replace('{version}', '1').replace('{alias}', 'champion').replace('{id}', 'j');
+        const url = path
+          .replace(/\{model\}|\{name\}/g, 'credit-default')
+          .replace('{version}', '1')
+          .replace('{alias}', 'champion')
+          .replace('{id}', 'j');
         const type = Object.keys(op.requestBody?.content ?? {})[0];
         const call = (headers: Record<string, string>) =>
-          request(`${server.url}${url}`, { method: method.toUpperCase(), headers: { ...headers, ...(type !== undefined ? { 'content-type': type } : {}) }, ...(type !== undefined ? { body: '{}' } : {}) });
+          request(`${server.url}${url}`, {
+            method: method.toUpperCase(),
+            headers: { ...headers, ...(type !== undefined ? { 'content-type': type } : {}) },
+            ...(type !== undefined ? { body: '{}' } : {}),
+          });
         const at = `${method.toUpperCase()} ${path}`;
         const scopes: string[] | undefined = op.security?.find((s: any) => s.apiKey !== undefined)?.apiKey;
         if (scopes !== undefined) {
@@ -234,7 +292,10 @@ describe('auth on: keys from the config and the environment', () => {
   });
 
   test('the key id, never the key: prediction log, access log, metrics', async () => {
-    const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: { ...OIP, id: 'keyed-prediction' }, headers: bearer(scorer.key) });
+    const r = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: { ...OIP, id: 'keyed-prediction' },
+      headers: bearer(scorer.key),
+    });
     assert.equal(r.status, 200);
     const m = await request(`${server.url}/metrics`, { headers: bearer(watcher.key) });
     assert.match(m.text, /scoreline_auth_refusals_total\{reason="missing"\} [1-9]/);
@@ -242,7 +303,9 @@ describe('auth on: keys from the config and the environment', () => {
     assert.equal(await server.stop(), 0);
     const db = new Database(join(dataDir, 'monitoring.db'), { readonly: true });
     try {
-      const seg = db.prepare('SELECT s.key_id AS key_id FROM prediction_ids p JOIN segments s ON s.id = p.loc / 65536 WHERE p.request_id = ?').get('keyed-prediction') as { key_id: string } | undefined;
+      const seg = db
+        .prepare('SELECT s.key_id AS key_id FROM prediction_ids p JOIN segments s ON s.id = p.loc / 65536 WHERE p.request_id = ?')
+        .get('keyed-prediction') as { key_id: string } | undefined;
       assert.equal(seg?.key_id, 'scorer');
       const ids = (db.prepare('SELECT DISTINCT key_id FROM segments').pluck().all() as string[]).sort();
       assert.deepEqual(ids, ['batch-job', 'scorer']);
@@ -253,8 +316,24 @@ describe('auth on: keys from the config and the environment', () => {
     const line = access.find((l) => l.request_id === 'keyed-prediction');
     assert.ok(line, 'the access log has the request');
     assert.deepEqual(
-      { method: line.method, path: line.path, status: line.status, model: line.model, version: line.version, variant: line.variant, key_id: line.key_id },
-      { method: 'POST', path: '/v2/models/credit-default/infer', status: 200, model: 'credit-default', version: '1', variant: 'default', key_id: 'scorer' },
+      {
+        method: line.method,
+        path: line.path,
+        status: line.status,
+        model: line.model,
+        version: line.version,
+        variant: line.variant,
+        key_id: line.key_id,
+      },
+      {
+        method: 'POST',
+        path: '/v2/models/credit-default/infer',
+        status: 200,
+        model: 'credit-default',
+        version: '1',
+        variant: 'default',
+        key_id: 'scorer',
+      },
     );
     assert.equal(typeof line.duration_ms, 'number');
     assert.ok(access.some((l) => l.status === 401 && l.key_id === null));
@@ -262,7 +341,6 @@ describe('auth on: keys from the config and the environment', () => {
     const all = server.logs.join('\n');
     for (const k of [scorer.key, labeller.key, watcher.key, envKey]) assert.ok(!all.includes(k), 'no key in any log line');
   });
-
 });
 
 describe('auth settings the server refuses or warns about', () => {
@@ -277,9 +355,18 @@ describe('auth settings the server refuses or warns about', () => {
     const dir = await tempDir();
     const config = join(dir, 'c.yaml');
     await writeFile(config, stringify({ modelRepository: DEMO_REPO, auth: { enabled: true } }));
-    await assert.rejects(startServer(['--config', config], { SCORELINE_API_KEYS: 'a:short-secret-1:infer' }), (e: Error) => /shorter than 24 characters/.test(e.message) && !e.message.includes('short-secret-1'));
-    await assert.rejects(startServer(['--config', config], { SCORELINE_API_KEYS: 'a:0123456789abcdefghijklmnop:infer+admin' }), /unknown scope 'admin'/);
-    await assert.rejects(startServer(['--config', config], { SCORELINE_API_KEYS: 'a:0123456789abcdefghijklmnop' }), /must be id:key:scope1\+scope2/);
+    await assert.rejects(
+      startServer(['--config', config], { SCORELINE_API_KEYS: 'a:short-secret-1:infer' }),
+      (e: Error) => /shorter than 24 characters/.test(e.message) && !e.message.includes('short-secret-1'),
+    );
+    await assert.rejects(
+      startServer(['--config', config], { SCORELINE_API_KEYS: 'a:0123456789abcdefghijklmnop:infer+admin' }),
+      /unknown scope 'admin'/,
+    );
+    await assert.rejects(
+      startServer(['--config', config], { SCORELINE_API_KEYS: 'a:0123456789abcdefghijklmnop' }),
+      /must be id:key:scope1\+scope2/,
+    );
   });
 
   test('keys configured with auth off: the server starts open and says so', async () => {

@@ -49,8 +49,18 @@ interface Case {
 
 const cases: Case[] = [
   { name: 'malformed JSON', body: '{"inputs": [', status: 400, error: /not valid JSON/ },
-  { name: 'NaN literal', body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[NaN,1,2,3]}]}', status: 400, error: /not valid JSON/ },
-  { name: 'Infinity via overflow', body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1e999,1,2,3]}]}', status: 422, error: /Infinity is not a finite FP32/ },
+  {
+    name: 'NaN literal',
+    body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[NaN,1,2,3]}]}',
+    status: 400,
+    error: /not valid JSON/,
+  },
+  {
+    name: 'Infinity via overflow',
+    body: '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1e999,1,2,3]}]}',
+    status: 422,
+    error: /Infinity is not a finite FP32/,
+  },
   { name: 'FP32 overflow', json: x([1e39, 1, 2, 3]), status: 422, error: /1e\+39 is not a finite FP32/ },
   { name: 'empty body', body: '', status: 400, error: /empty/ },
   { name: 'whitespace body', body: '   ', status: 400, error: /empty/ },
@@ -64,33 +74,122 @@ const cases: Case[] = [
   { name: 'wrong rank', json: x([1, 2, 3, 4], [4]), status: 422, error: /does not fit/ },
   { name: 'negative dimension', json: x([1, 2, 3, 4], [-1, 4]), status: 400, error: /positive integers/ },
   { name: 'data shorter than shape', json: x([1, 2, 3], [1, 4]), status: 400, error: /data has 3 values but the shape \[1, 4\] needs 4/ },
-  { name: 'data longer than shape', json: x([1, 2, 3, 4, 5], [1, 4]), status: 400, error: /data has 5 values but the shape \[1, 4\] needs 4/ },
-  { name: 'ragged nested data', json: x([[1, 2], [3, 4, 5], [[6]], 7], [1, 4]), status: 400, error: /data has 4 entries where the shape \[1, 4\] has 1; nested data must match the shape exactly/ },
+  {
+    name: 'data longer than shape',
+    json: x([1, 2, 3, 4, 5], [1, 4]),
+    status: 400,
+    error: /data has 5 values but the shape \[1, 4\] needs 4/,
+  },
+  {
+    name: 'ragged nested data',
+    json: x([[1, 2], [3, 4, 5], [[6]], 7], [1, 4]),
+    status: 400,
+    error: /data has 4 entries where the shape \[1, 4\] has 1; nested data must match the shape exactly/,
+  },
   { name: 'nested deeper than the shape', json: x([[1, 2, [3], 4]], [1, 4]), status: 400, error: /nested deeper than the shape \[1, 4\]/ },
-  { name: 'short inner row', json: x([[1, 2, 3]], [1, 4]), status: 400, error: /data at depth 1 has 3 entries where the shape \[1, 4\] has 4/ },
+  {
+    name: 'short inner row',
+    json: x([[1, 2, 3]], [1, 4]),
+    status: 400,
+    error: /data at depth 1 has 3 entries where the shape \[1, 4\] has 4/,
+  },
   { name: 'values mixed with rows', json: x([1, [2, 3, 4]], [1, 4]), status: 400, error: /mixes nested arrays and values/ },
   { name: 'string element', json: x([1, 'two', 3, 4]), status: 400, error: /element "two" is not a number/ },
   { name: 'null element', json: x([1, null, 3, 4]), status: 400, error: /element null is not a number/ },
   { name: 'data not an array', json: x('1,2,3,4'), status: 400, error: /data must be an array/ },
-  { name: 'unknown input', json: { inputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] }, status: 422, error: /has no input 'y'/ },
-  { name: 'duplicate input', json: { inputs: [x([1, 2, 3, 4]).inputs[0], x([1, 2, 3, 4]).inputs[0]] }, status: 400, error: /appears more than once/ },
+  {
+    name: 'unknown input',
+    json: { inputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] },
+    status: 422,
+    error: /has no input 'y'/,
+  },
+  {
+    name: 'duplicate input',
+    json: { inputs: [x([1, 2, 3, 4]).inputs[0], x([1, 2, 3, 4]).inputs[0]] },
+    status: 400,
+    error: /appears more than once/,
+  },
   { name: 'unknown output requested', json: { ...x([1, 2, 3, 4]), outputs: [{ name: 'z' }] }, status: 422, error: /has no output 'z'/ },
-  { name: 'more rows than limits.maxRowsPerRequest', json: x(new Array(48).fill(1), [12, 4]), status: 413, error: /12 rows, more than limits\.maxRowsPerRequest \(10\)/ },
+  {
+    name: 'more rows than limits.maxRowsPerRequest',
+    json: x(new Array(48).fill(1), [12, 4]),
+    status: 413,
+    error: /12 rows, more than limits\.maxRowsPerRequest \(10\)/,
+  },
   { name: 'lying shape', json: x([1], [1_000_000_000, 4]), status: 400, error: /declares more elements than the request body holds/ },
-  { name: 'wrong content type', json: x([1, 2, 3, 4]), contentType: 'text/plain', status: 415, error: /content-type 'text\/plain' is not supported/ },
-  { name: 'form content type', json: x([1, 2, 3, 4]), contentType: 'application/x-www-form-urlencoded', status: 415, error: /not supported/ },
-  { name: 'no content type', json: x([1, 2, 3, 4]), contentType: '', status: 415, error: /content-type '\(none\)' is not supported; send application\/json/ },
-  { name: 'body over the limit', body: JSON.stringify(x(new Array(2000).fill(1.25), [500, 4])), status: 413, error: /exceeds the limit of 4096 bytes/ },
+  {
+    name: 'wrong content type',
+    json: x([1, 2, 3, 4]),
+    contentType: 'text/plain',
+    status: 415,
+    error: /content-type 'text\/plain' is not supported/,
+  },
+  {
+    name: 'form content type',
+    json: x([1, 2, 3, 4]),
+    contentType: 'application/x-www-form-urlencoded',
+    status: 415,
+    error: /not supported/,
+  },
+  {
+    name: 'no content type',
+    json: x([1, 2, 3, 4]),
+    contentType: '',
+    status: 415,
+    error: /content-type '\(none\)' is not supported; send application\/json/,
+  },
+  {
+    name: 'body over the limit',
+    body: JSON.stringify(x(new Array(2000).fill(1.25), [500, 4])),
+    status: 413,
+    error: /exceeds the limit of 4096 bytes/,
+  },
   { name: 'unknown model', path: '/v2/models/nope/infer', json: x([1, 2, 3, 4]), status: 404, error: /model 'nope' is not known/ },
-  { name: 'unknown version', path: '/v2/models/sum/versions/9/infer', json: x([1, 2, 3, 4]), status: 404, error: /model 'sum' has no version '9'/ },
-  { name: 'INT64 beyond 2^53', path: '/v2/models/dtypes/infer', json: dtypes('i64', [2 ** 60, 1]), status: 400, error: /is not an integer within/ },
-  { name: 'missing input', path: '/v2/models/dtypes/infer', json: { inputs: [{ name: 'i64', datatype: 'INT64', shape: [1, 2], data: [1, 1] }] }, status: 422, error: /input 'f32' of model 'dtypes' is missing/ },
+  {
+    name: 'unknown version',
+    path: '/v2/models/sum/versions/9/infer',
+    json: x([1, 2, 3, 4]),
+    status: 404,
+    error: /model 'sum' has no version '9'/,
+  },
+  {
+    name: 'INT64 beyond 2^53',
+    path: '/v2/models/dtypes/infer',
+    json: dtypes('i64', [2 ** 60, 1]),
+    status: 400,
+    error: /is not an integer within/,
+  },
+  {
+    name: 'missing input',
+    path: '/v2/models/dtypes/infer',
+    json: { inputs: [{ name: 'i64', datatype: 'INT64', shape: [1, 2], data: [1, 1] }] },
+    status: 422,
+    error: /input 'f32' of model 'dtypes' is missing/,
+  },
   { name: 'BOOL as number', path: '/v2/models/dtypes/infer', json: dtypes('b', [1, 0]), status: 400, error: /is not true or false/ },
   { name: 'INT32 out of range', path: '/v2/models/dtypes/infer', json: dtypes('i32', [2 ** 31, 0]), status: 422, error: /out of range/ },
-  { name: 'v1 without instances', path: '/v1/models/logistic:predict', json: { rows: [] }, status: 400, error: /"instances" must be a non-empty array/ },
+  {
+    name: 'v1 without instances',
+    path: '/v1/models/logistic:predict',
+    json: { rows: [] },
+    status: 400,
+    error: /"instances" must be a non-empty array/,
+  },
   { name: 'v1 wrong suffix', path: '/v1/models/logistic:classify', json: { instances: [[1, 2, 3]] }, status: 404, error: /no route/ },
-  { name: 'v1 instance of wrong width', path: '/v1/models/logistic:predict', json: { instances: [[1, 2]] }, status: 400, error: /instance 0: data has 2 values but the shape \[3\] needs 3/ },
-  { name: 'v1 feature beyond FP32', path: '/v1/models/logistic:predict', json: { instances: [{ f0: 1, f1: 1e39, f2: 3 }] }, status: 422, error: /instance 0 feature 'f1': value 1e\+39 is not a finite FP32/ },
+  {
+    name: 'v1 instance of wrong width',
+    path: '/v1/models/logistic:predict',
+    json: { instances: [[1, 2]] },
+    status: 400,
+    error: /instance 0: data has 2 values but the shape \[3\] needs 3/,
+  },
+  {
+    name: 'v1 feature beyond FP32',
+    path: '/v1/models/logistic:predict',
+    json: { instances: [{ f0: 1, f1: 1e39, f2: 3 }] },
+    status: 422,
+    error: /instance 0 feature 'f1': value 1e\+39 is not a finite FP32/,
+  },
 ];
 
 test('bad-input table: status, precise message, no stack trace', async () => {
@@ -128,6 +227,8 @@ test('after all of that the server is healthy and answers correctly', async () =
   assert.equal(server.proc.exitCode, null);
   const metrics = await fetch(`${server.url}/metrics`).then((res) => res.text());
   assert.match(metrics, /scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/);
-  const fourxx = Number(/scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/.exec(metrics)![1]);
+  const fourxx = Number(
+    /scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/.exec(metrics)![1],
+  );
   assert.ok(fourxx >= 15, `4xx counted per version: ${fourxx}`);
 });

@@ -32,7 +32,10 @@ const matrix = (rows: readonly CreditApplication[], scale: (j: number) => number
   return X;
 };
 const csv = (rows: readonly CreditApplication[], scale: (j: number) => number = () => 1) =>
-  [[...CREDIT_FEATURES, 'default'].join(','), ...rows.map((r) => [...featureVector(r).map((v, j) => v * scale(j)), r.default].join(','))].join('\n');
+  [
+    [...CREDIT_FEATURES, 'default'].join(','),
+    ...rows.map((r) => [...featureVector(r).map((v, j) => v * scale(j)), r.default].join(',')),
+  ].join('\n');
 
 const admin = (method: string, path: string, init: { json?: unknown; body?: Uint8Array | string; type?: string } = {}) =>
   request(`${server.url}${path}`, {
@@ -70,7 +73,13 @@ before(async () => {
   await writeFile(join(repo, 'credit', 'reference.csv'), csv(reference));
   await writeFile(
     join(repo, 'credit', 'model.yaml'),
-    stringify({ features: [...CREDIT_FEATURES], reference: 'reference.csv', label: 'default', task: 'classification', score: { output: 'probabilities', index: 1 } }),
+    stringify({
+      features: [...CREDIT_FEATURES],
+      reference: 'reference.csv',
+      label: 'default',
+      task: 'classification',
+      score: { output: 'probabilities', index: 1 },
+    }),
   );
   const config = join(repo, 'server.yaml');
   await writeFile(config, stringify({ modelRepository: repo, deploy: { analysisTickMs: 100 } }));
@@ -86,13 +95,17 @@ after(async () => {
 let next = 0;
 const infer = () => {
   const row = traffic[next++ % traffic.length]!;
-  return request(`${server.url}/v2/models/credit/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, P], data: row }] } });
+  return request(`${server.url}/v2/models/credit/infer`, {
+    json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, P], data: row }] },
+  });
 };
 
 /** Runs a canary to its automatic end (bounded), returning the last history entry. */
 async function canaryOutcome(canary: number): Promise<{ action: string; reason: string }> {
   assert.equal((await admin('PUT', '/admin/deployments/credit', { json: { strategy: 'direct', version: 1 } })).status, 200);
-  const put = await admin('PUT', '/admin/deployments/credit', { json: { strategy: 'canary', stable: 1, canary, percent: 50, steps: [100], stepSeconds: 1 } });
+  const put = await admin('PUT', '/admin/deployments/credit', {
+    json: { strategy: 'canary', stable: 1, canary, percent: 50, steps: [100], stepSeconds: 1 },
+  });
   assert.equal(put.status, 200, put.text);
   return waitFor(
     async () => {
@@ -109,7 +122,9 @@ test('a challenger of another model family is promoted 20 times in 20 on traffic
   // The two families really do score differently: the champion's and the challenger's scores of the same rows.
   const rows = traffic.slice(0, 60);
   const score = async (v: number) => {
-    const r = await request(`${server.url}/v2/models/credit/versions/${v}/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, P], data: rows.flat() }] } });
+    const r = await request(`${server.url}/v2/models/credit/versions/${v}/infer`, {
+      json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, P], data: rows.flat() }] },
+    });
     assert.equal(r.status, 200, r.text);
     const probs = r.body.outputs.find((o: { name: string }) => o.name === 'probabilities').data as number[];
     return probs.filter((_, i) => i % 2 === 1);

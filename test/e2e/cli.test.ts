@@ -19,7 +19,12 @@ interface Run {
 }
 
 function cli(args: string[], env: Record<string, string> = {}, cwd = ROOT): Run {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, SCORELINE_URL: '', ...env }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd,
+    env: { ...process.env, SCORELINE_URL: '', ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -78,10 +83,32 @@ test('status shows the strategy, the traffic split, per-version statistics, the 
   const reg = cli(['models', 'register', 'sum', v2Path, '--data-dir', dataDir], env);
   assert.equal(reg.status, 0, reg.stderr);
   assert.match(reg.stdout, /^sum version 2 \(sha256 [0-9a-f]{64}\)$/m);
-  const dep = cli(['deploy', 'sum', '--strategy', 'canary', '--stable', '1', '--canary', '2', '--percent', '10', '--steps', '50,100', '--step-seconds', '300', '--data-dir', dataDir], env);
+  const dep = cli(
+    [
+      'deploy',
+      'sum',
+      '--strategy',
+      'canary',
+      '--stable',
+      '1',
+      '--canary',
+      '2',
+      '--percent',
+      '10',
+      '--steps',
+      '50,100',
+      '--step-seconds',
+      '300',
+      '--data-dir',
+      dataDir,
+    ],
+    env,
+  );
   assert.equal(dep.status, 0, dep.stderr);
   for (let i = 0; i < 20; i++) {
-    const r = await request(`${server.url}/v2/models/sum/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] } });
+    const r = await request(`${server.url}/v2/models/sum/infer`, {
+      json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] },
+    });
     assert.equal(r.status, 200);
   }
   const st = cli(['status', 'sum', '--data-dir', dataDir], env);
@@ -92,7 +119,8 @@ test('status shows the strategy, the traffic split, per-version statistics, the 
   assert.match(st.stdout, /^ {2}v1: \d+ requests, 0 errors \(0\.0%\), p99 [\d.]+ ms, \d+ scores$/m);
   assert.match(st.stdout, /^ {2}v2: \d+ requests, 0 errors/m);
   assert.match(st.stdout, /^ {2}canary analysis: insufficient_data$/m);
-  for (const check of ['error_rate', 'p99_latency', 'score_psi']) assert.match(st.stdout, new RegExp(`^ {4}${check} +\\S+ +canary .*n \\d+ of \\d+`, 'm'));
+  for (const check of ['error_rate', 'p99_latency', 'score_psi'])
+    assert.match(st.stdout, new RegExp(`^ {4}${check} +\\S+ +canary .*n \\d+ of \\d+`, 'm'));
   assert.match(st.stdout, /^ {2}history:\n {4}\S+ {2}deploy: /m);
 });
 
@@ -115,7 +143,10 @@ test('serve: a bad flag is reported as the flag, a bad file as the file', async 
 test('config check validates a server config and prints the effective one; a store without definitions is refused', async () => {
   const ok = cli(['config', 'check', 'examples/scoreline.yaml']);
   assert.equal(ok.status, 0, ok.stderr);
-  assert.match(ok.stdout, /^# examples\/scoreline\.yaml is valid\. feature definitions .*features\.yaml: 9 features; model repository .*credit-default \(versions 1\)(, credit-purpose \(versions 1\))?\./);
+  assert.match(
+    ok.stdout,
+    /^# examples\/scoreline\.yaml is valid\. feature definitions .*features\.yaml: 9 features; model repository .*credit-default \(versions 1\)(, credit-purpose \(versions 1\))?\./,
+  );
   assert.match(ok.stdout, /^server:\n {2}host: 0\.0\.0\.0\n {2}port: 8080$/m);
   assert.match(ok.stdout, /^batching:\n {2}maxBatchSize: 64$/m);
   assert.match(ok.stdout, /definitions: \/.*examples\/features\/features\.yaml$/m);
@@ -127,7 +158,10 @@ test('config check validates a server config and prints the effective one; a sto
   writeFileSync(file, 'features:\n  redis: { url: "redis://127.0.0.1:6379" }\n');
   const bad = cli(['config', 'check', file]);
   assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /is invalid: features\.redis is set but features\.definitions is not; without feature definitions entity scoring is off and the store is never used/);
+  assert.match(
+    bad.stderr,
+    /is invalid: features\.redis is set but features\.definitions is not; without feature definitions entity scoring is off and the store is never used/,
+  );
   // serve refuses it the same way, before it starts anything.
   const serve = cli(['serve', '--config', file, '--model-repo', 'examples/models', '--port', '0']);
   assert.equal(serve.status, 1);
@@ -155,12 +189,19 @@ const scores = (file: string) => readFileSync(file, 'utf8').trim().split('\n').s
 
 test('score-batch scores with the version the deployment serves by default, says so first, and --version chooses', async () => {
   const { dir, input } = await offlineRegistry((r) => {
-    r.saveDeployment('sum', { spec: { strategy: 'canary', stable: 1, canary: 2, percent: 25 }, since: new Date().toISOString(), reason: 'test', analysis: [] }, { action: 'deploy' });
+    r.saveDeployment(
+      'sum',
+      { spec: { strategy: 'canary', stable: 1, canary: 2, percent: 25 }, since: new Date().toISOString(), reason: 'test', analysis: [] },
+      { action: 'deploy' },
+    );
     r.setAlias('sum', 'champion', 2);
   });
   const r = batch(dir, ['--model', 'sum', '--input', input, '--output', 'out.csv']);
   assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout.split('\n')[0], 'scoring with sum v1: the version its deployment serves by default: canary stable (75% of traffic)');
+  assert.equal(
+    r.stdout.split('\n')[0],
+    'scoring with sum v1: the version its deployment serves by default: canary stable (75% of traffic)',
+  );
   assert.deepEqual(scores(join(dir, 'out.csv')), [10, 2]); // y = row sum x version 1
   const v3 = batch(dir, ['--model', 'sum', '--version', '3', '--input', input, '--output', 'v3.csv']);
   assert.equal(v3.stdout.split('\n')[0], 'scoring with sum v3: as asked');
@@ -185,7 +226,10 @@ test('score-batch --max-rejects fails the run past the limit, keeps the rejects,
   const { dir, input } = await offlineRegistry(() => undefined);
   const over = batch(dir, ['--model', 'sum', '--input', input, '--output', 'out.csv', '--max-rejects', '0']);
   assert.equal(over.status, 1);
-  assert.match(over.stderr, /1 of 3 rows were rejected, more than the limit of 0; the output was not written, the rejected rows and their reasons are in out\.csv\.rejects\.csv/);
+  assert.match(
+    over.stderr,
+    /1 of 3 rows were rejected, more than the limit of 0; the output was not written, the rejected rows and their reasons are in out\.csv\.rejects\.csv/,
+  );
   assert.ok(!existsSync(join(dir, 'out.csv')));
   assert.match(readFileSync(join(dir, 'out.csv.rejects.csv'), 'utf8'), /^line,reason,raw\n4,/);
   const pct = batch(dir, ['--model', 'sum', '--input', input, '--output', 'pct.csv', '--max-rejects', '30%']);
@@ -221,9 +265,21 @@ test('score-batch refuses to overwrite its output without --force; flags and unk
 
 test('score-batch reads a canary that has stepped up (percent at one of its steps) like the server does', async () => {
   const { dir, input } = await offlineRegistry((r) => {
-    r.saveDeployment('sum', { spec: { strategy: 'canary', stable: 2, canary: 3, percent: 50, steps: [50, 100], stepSeconds: 300 }, since: new Date().toISOString(), reason: 'canary-step', analysis: [] }, { action: 'canary-step' });
+    r.saveDeployment(
+      'sum',
+      {
+        spec: { strategy: 'canary', stable: 2, canary: 3, percent: 50, steps: [50, 100], stepSeconds: 300 },
+        since: new Date().toISOString(),
+        reason: 'canary-step',
+        analysis: [],
+      },
+      { action: 'canary-step' },
+    );
     r.setAlias('sum', 'champion', 1);
   });
   const r = batch(dir, ['--model', 'sum', '--input', input, '--output', 'out.csv']);
-  assert.equal(r.stdout.split('\n')[0], 'scoring with sum v2: the version its deployment serves by default: canary stable (50% of traffic)');
+  assert.equal(
+    r.stdout.split('\n')[0],
+    'scoring with sum v2: the version its deployment serves by default: canary stable (50% of traffic)',
+  );
 });

@@ -53,7 +53,17 @@ before(async () => {
     monitoring: {
       evaluateSeconds: 0.2,
       alerts: {
-        rules: [{ name: 'score_drift', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0, cooldownSeconds: 3600 }],
+        rules: [
+          {
+            name: 'score_drift',
+            metric: 'score_psi',
+            comparison: '>',
+            threshold: 0.25,
+            severity: 'critical',
+            forSeconds: 0,
+            cooldownSeconds: 3600,
+          },
+        ],
         webhooks: [{ url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/`, retries: 1, timeoutMs: 2000 }],
       },
     },
@@ -65,7 +75,8 @@ after(async () => {
   if (hook) await new Promise<void>((r) => hook.close(() => r()));
 });
 
-const infer = (i: number, x: number[]) => request(`${c.url(i)}/v2/models/risk/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: x }] } });
+const infer = (i: number, x: number[]) =>
+  request(`${c.url(i)}/v2/models/risk/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: x }] } });
 const firedAlerts = () => notifications.filter((n) => n.event === 'fired' && n.alert?.rule === 'score_drift');
 const running = (pid: number) => {
   try {
@@ -75,22 +86,31 @@ const running = (pid: number) => {
   }
 };
 
-test('one drift over three replicas: one alert notification and one job; the leader killed during the job is replaced within 15 s, the job failed and queued again once', { skip }, async (t) => {
+test('one drift over three replicas: one alert notification and one job; the leader killed during the job is replaced within 15 s, the job failed and queued again once', {
+  skip,
+}, async (t) => {
   // The noise feature (all the weak model looks at) moves: the score drifts on every replica.
   const shifted = rng(9);
   for (let k = 0; k < 60; k++) {
     const rs = await Promise.all(Array.from({ length: 30 }, (_, j) => infer(j % 3, [0, 0, 0, 3 + shifted.normal()])));
     for (const r of rs) assert.equal(r.status, 200, r.text);
   }
-  const job = await until('a drift job runs its trainer', 60_000, async () => {
-    const jobs = (await c.admin(1, 'GET', '/admin/jobs?model=risk')).body.jobs;
-    const j = jobs[0];
-    return j?.trainerPid !== undefined && j.state === 'running' ? j : undefined;
-  }, 100);
+  const job = await until(
+    'a drift job runs its trainer',
+    60_000,
+    async () => {
+      const jobs = (await c.admin(1, 'GET', '/admin/jobs?model=risk')).body.jobs;
+      const j = jobs[0];
+      return j?.trainerPid !== undefined && j.state === 'running' ? j : undefined;
+    },
+    100,
+  );
   assert.equal(job.trigger.kind, 'drift');
   const leader = (await c.admin(2, 'GET', '/admin/cluster')).body.leader as string;
   assert.equal(job.owner, leader, 'the leader runs the job');
-  await until('the job started notification', 10_000, async () => (notifications.some((n) => n.event === 'retraining.started' && n.job?.id === job.id) ? true : undefined));
+  await until('the job started notification', 10_000, async () =>
+    notifications.some((n) => n.event === 'retraining.started' && n.job?.id === job.id) ? true : undefined,
+  );
   assert.equal(firedAlerts().length, 1, JSON.stringify(notifications.map((n) => n.text)));
   assert.equal((await c.admin(0, 'GET', '/admin/jobs?model=risk')).body.jobs.length, 1);
   // Followers show the leader's firing alert from the store.
@@ -107,10 +127,15 @@ test('one drift over three replicas: one alert notification and one job; the lea
   await c.replicas[li]!.server.stop('SIGKILL');
   const killedAt = Date.now();
   const others = [0, 1, 2].filter((i) => i !== li);
-  const next = await until('another replica leads', 15_000, async () => {
-    const v = (await c.admin(others[0]!, 'GET', '/admin/cluster')).body;
-    return v.leader !== null && v.leader !== leader ? (v.leader as string) : undefined;
-  }, 100);
+  const next = await until(
+    'another replica leads',
+    15_000,
+    async () => {
+      const v = (await c.admin(others[0]!, 'GET', '/admin/cluster')).body;
+      return v.leader !== null && v.leader !== leader ? (v.leader as string) : undefined;
+    },
+    100,
+  );
   const took = Date.now() - killedAt;
   t.diagnostic(`a new leader ${took} ms after the SIGKILL`);
   assert.ok(took <= 15_000, `a new leader after ${took} ms`);
@@ -121,19 +146,29 @@ test('one drift over three replicas: one alert notification and one job; the lea
     return j.state === 'failed' ? j : undefined;
   });
   assert.match(failed.error, new RegExp(`interrupted while running: replica ${leader} that ran it stopped leading`));
-  assert.ok(failed.log.some((l: { msg: string }) => /stopped the orphaned trainer process/.test(l.msg)), JSON.stringify(failed.log.slice(-3)));
+  assert.ok(
+    failed.log.some((l: { msg: string }) => /stopped the orphaned trainer process/.test(l.msg)),
+    JSON.stringify(failed.log.slice(-3)),
+  );
   await until('the orphaned trainer is gone', 5000, async () => (running(job.trainerPid) ? undefined : true));
-  const retry = await until('the job is queued again and runs on the new leader', 30_000, async () => {
-    const jobs = (await c.admin(others[0]!, 'GET', '/admin/jobs?model=risk')).body.jobs;
-    const r = jobs.find((j: { retryOf?: string }) => j.retryOf === job.id);
-    return r?.state === 'running' && r.owner === next ? r : undefined;
-  }, 100);
+  const retry = await until(
+    'the job is queued again and runs on the new leader',
+    30_000,
+    async () => {
+      const jobs = (await c.admin(others[0]!, 'GET', '/admin/jobs?model=risk')).body.jobs;
+      const r = jobs.find((j: { retryOf?: string }) => j.retryOf === job.id);
+      return r?.state === 'running' && r.owner === next ? r : undefined;
+    },
+    100,
+  );
   assert.equal(retry.trigger.kind, 'drift');
   assert.equal(retry.trigger.reason, job.trigger.reason);
   const jobs = (await c.admin(others[0]!, 'GET', '/admin/jobs?model=risk')).body.jobs;
   assert.deepEqual(jobs.map((j: { id: string }) => j.id).sort(), [job.id, retry.id].sort(), 'one retry, no duplicate');
   // The new leader took the firing alert over from the store: no second notification.
-  await until('the new leader evaluates', 5000, async () => (notifications.some((n) => n.event === 'retraining.started' && n.job?.id === retry.id) ? true : undefined));
+  await until('the new leader evaluates', 5000, async () =>
+    notifications.some((n) => n.event === 'retraining.started' && n.job?.id === retry.id) ? true : undefined,
+  );
   assert.equal(firedAlerts().length, 1, JSON.stringify(firedAlerts().map((n) => n.text)));
   assert.equal(notifications.filter((n) => n.event === 'retraining.failed' && n.job?.id === job.id).length, 1);
   for (const i of others) assert.ok(alive(c.replicas[i]!));

@@ -17,7 +17,9 @@ let c: TestCluster;
 let repo: string;
 
 const infer = (i: number, model: string) =>
-  request(`${c.url(i)}/v2/models/${model}/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] } });
+  request(`${c.url(i)}/v2/models/${model}/infer`, {
+    json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] },
+  });
 /** How replica `i` serves the model's deployment, as the store's heartbeat table reports it. */
 const appliedOn = async (i: number, model: string) => {
   const v = (await c.admin(0, 'GET', `/admin/deployments/${model}`)).body;
@@ -44,7 +46,10 @@ test('a load through replica 1 loads there only; a deployment through replica 1 
   // Replica 2 sees the folder and the stored version, but has loaded nothing.
   assert.equal((await infer(1, 'mc')).status, 404);
   const index = (await c.admin(1, 'POST', '/v2/repository/index')).body;
-  assert.deepEqual(index.find((e: any) => e.name === 'mc'), { name: 'mc', version: '1', state: 'UNAVAILABLE', reason: 'not loaded' });
+  assert.deepEqual(
+    index.find((e: any) => e.name === 'mc'),
+    { name: 'mc', version: '1', state: 'UNAVAILABLE', reason: 'not loaded' },
+  );
   assert.equal((await c.admin(1, 'GET', '/admin/models/mc')).body.versions.length, 1, 'the load imported into the shared store');
 
   const put = await c.admin(0, 'PUT', '/admin/deployments/mc', { json: { strategy: 'direct', version: 1 } });
@@ -54,26 +59,38 @@ test('a load through replica 1 loads there only; a deployment through replica 1 
   assert.ok(ready.some((e: any) => e.name === 'mc' && e.state === 'READY'));
 });
 
-test('an unload through replica 2 is refused while the store holds replica 1\'s deployment; removed through replica 1, it stops routing on both', { skip }, async () => {
+test("an unload through replica 2 is refused while the store holds replica 1's deployment; removed through replica 1, it stops routing on both", {
+  skip,
+}, async () => {
   const refused = await c.admin(1, 'POST', '/v2/repository/models/mc/unload');
   assert.equal(refused.status, 409, refused.text);
   assert.match(refused.body.error, /has a deployment \(direct, routing to version 1\).*DELETE \/admin\/deployments\/mc/);
-  await until('both replicas report the deployment', 10_000, async () => ((await appliedOn(0, 'mc')) && (await appliedOn(1, 'mc')) ? true : undefined));
+  await until('both replicas report the deployment', 10_000, async () =>
+    (await appliedOn(0, 'mc')) && (await appliedOn(1, 'mc')) ? true : undefined,
+  );
 
   const removed = await c.admin(0, 'DELETE', '/admin/deployments/mc?reason=back%20to%20latest');
   assert.equal(removed.status, 200, removed.text);
   assert.equal(removed.body.strategy, null);
   assert.equal(removed.body.revision, 2);
-  assert.deepEqual(removed.body.history.at(-1), { at: removed.body.history.at(-1).at, action: 'remove', reason: 'back to latest', from: { strategy: 'direct', version: 1 }, to: null });
+  assert.deepEqual(removed.body.history.at(-1), {
+    at: removed.body.history.at(-1).at,
+    action: 'remove',
+    reason: 'back to latest',
+    from: { strategy: 'direct', version: 1 },
+    to: null,
+  });
   // Replica 2 drops the deployment it adopted (its heartbeat reports none) and serves its latest ready version.
-  await until('replica 2 no longer routes by the removed deployment', 10_000, async () => ((await appliedOn(1, 'mc')) === null ? true : undefined));
+  await until('replica 2 no longer routes by the removed deployment', 10_000, async () =>
+    (await appliedOn(1, 'mc')) === null ? true : undefined,
+  );
   assert.equal((await infer(1, 'mc')).status, 200, 'its versions stay loaded');
 
   const unload = await c.admin(1, 'POST', '/v2/repository/models/mc/unload');
   assert.equal(unload.status, 200, unload.text);
   assert.deepEqual(unload.body.versions, [1]);
   assert.equal((await infer(1, 'mc')).status, 404);
-  assert.equal((await infer(0, 'mc')).status, 200, 'an unload is this replica\'s');
+  assert.equal((await infer(0, 'mc')).status, 200, "an unload is this replica's");
 });
 
 test('a deployment put after a removal reaches the replica that dropped it (revisions keep counting)', { skip }, async () => {

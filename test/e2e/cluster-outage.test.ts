@@ -28,11 +28,19 @@ after(async () => {
   await c?.close();
 });
 
-const infer = (i: number) => request(`${c.url(i)}/v2/models/risk/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: [0.1, 0.2, 0.3, 0.4] }] } });
+const infer = (i: number) =>
+  request(`${c.url(i)}/v2/models/risk/infer`, {
+    json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: [0.1, 0.2, 0.3, 0.4] }] },
+  });
 
-test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 naming the store, no replica exits, everything reconciles after', { skip }, async (t) => {
+test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 naming the store, no replica exits, everything reconciles after', {
+  skip,
+}, async (t) => {
   assert.equal((await c.admin(0, 'PUT', '/admin/deployments/risk', { json: { strategy: 'direct', version: 1 } })).status, 200);
-  const strong = logisticToOnnx({ mean: [0, 0, 0, 0], std: [1, 1, 1, 1], weights: TRUE_WEIGHTS, intercept: TRUE_INTERCEPT, l2: 1, iterations: 0, converged: true }, { featureNames: FEATURES, name: 'risk' });
+  const strong = logisticToOnnx(
+    { mean: [0, 0, 0, 0], std: [1, 1, 1, 1], weights: TRUE_WEIGHTS, intercept: TRUE_INTERCEPT, l2: 1, iterations: 0, converged: true },
+    { featureNames: FEATURES, name: 'risk' },
+  );
 
   // Load: eight requests in flight at all times, spread over the three replicas.
   const statuses = new Map<number, number>();
@@ -77,7 +85,9 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
         late = c.start(3, {}, (l) => lateLog.push(l));
         late.catch(() => undefined);
         await until('the late replica says why it waits', 10_000, async () =>
-          lateLog.some((l) => /cannot reach the store \(PostgreSQL at .*\): .*ECONNREFUSED.*; retrying in \d+ ms/.test(l)) ? true : undefined,
+          lateLog.some((l) => /cannot reach the store \(PostgreSQL at .*\): .*ECONNREFUSED.*; retrying in \d+ ms/.test(l))
+            ? true
+            : undefined,
         );
         assert.equal(c.replicas[3], undefined, 'it does not listen without the store');
       }
@@ -92,18 +102,40 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
     await late;
 
     // Back: writes succeed again, a leader is elected, the refused alias was never set.
-    await until('admin writes succeed again', 15_000, async () => ((await c.admin(2, 'GET', '/admin/models/risk/aliases/champion')).status === 200 ? true : undefined), 200);
-    assert.equal((await c.admin(2, 'GET', '/admin/models/risk/aliases/champion')).body.version, null, 'nothing refused during the outage was written');
-    const view = await until('a leader and four replicas', 20_000, async () => {
-      const v = (await c.admin(0, 'GET', '/admin/cluster')).body;
-      return v.leader && v.replicas?.length === 4 ? v : undefined;
-    }, 200);
+    await until(
+      'admin writes succeed again',
+      15_000,
+      async () => ((await c.admin(2, 'GET', '/admin/models/risk/aliases/champion')).status === 200 ? true : undefined),
+      200,
+    );
+    assert.equal(
+      (await c.admin(2, 'GET', '/admin/models/risk/aliases/champion')).body.version,
+      null,
+      'nothing refused during the outage was written',
+    );
+    const view = await until(
+      'a leader and four replicas',
+      20_000,
+      async () => {
+        const v = (await c.admin(0, 'GET', '/admin/cluster')).body;
+        return v.leader && v.replicas?.length === 4 ? v : undefined;
+      },
+      200,
+    );
     assert.equal(view.replicas.filter((r: { leader: boolean }) => r.leader).length, 1);
     const reg = await c.admin(1, 'POST', '/admin/models/risk/versions', { body: strong, type: 'application/octet-stream' });
     assert.equal(reg.status, 201, reg.text);
-    assert.equal((await c.admin(1, 'PUT', '/admin/deployments/risk', { json: { strategy: 'direct', version: reg.body.version } })).status, 200);
+    assert.equal(
+      (await c.admin(1, 'PUT', '/admin/deployments/risk', { json: { strategy: 'direct', version: reg.body.version } })).status,
+      200,
+    );
     for (const i of [0, 2, 3]) {
-      await until(`replica ${i + 1} serves v${reg.body.version}`, 2000, async () => ((await infer(i)).body?.model_version === String(reg.body.version) ? true : undefined), 20);
+      await until(
+        `replica ${i + 1} serves v${reg.body.version}`,
+        2000,
+        async () => ((await infer(i)).body?.model_version === String(reg.body.version) ? true : undefined),
+        20,
+      );
     }
   } finally {
     stop = true;

@@ -18,7 +18,15 @@ import { startCluster, until, type TestCluster } from './cluster.js';
 const skip = postgresSkip();
 let c: TestCluster;
 
-const STRONG = { mean: [0, 0, 0, 0], std: [1, 1, 1, 1], weights: TRUE_WEIGHTS, intercept: TRUE_INTERCEPT, l2: 1, iterations: 0, converged: true };
+const STRONG = {
+  mean: [0, 0, 0, 0],
+  std: [1, 1, 1, 1],
+  weights: TRUE_WEIGHTS,
+  intercept: TRUE_INTERCEPT,
+  l2: 1,
+  iterations: 0,
+  converged: true,
+};
 const infer = (i: number, model: string, x = [0.1, 0.2, 0.3, 0.4]) =>
   request(`${c.url(i)}/v2/models/${model}/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: x }] } });
 
@@ -43,7 +51,10 @@ after(async () => {
 });
 
 test('a model registered and deployed through replica 1 is served by replicas 2 and 3 within 2 s', { skip }, async (t) => {
-  const reg = await c.admin(0, 'POST', '/admin/models/g/versions', { body: logisticToOnnx(WEAK, { featureNames: FEATURES, name: 'g' }), type: 'application/octet-stream' });
+  const reg = await c.admin(0, 'POST', '/admin/models/g/versions', {
+    body: logisticToOnnx(WEAK, { featureNames: FEATURES, name: 'g' }),
+    type: 'application/octet-stream',
+  });
   assert.equal(reg.status, 201, reg.text);
   // Registered, not deployed: no replica serves it yet (as with one server).
   assert.equal((await infer(1, 'g')).status, 404);
@@ -63,7 +74,10 @@ test('a model registered and deployed through replica 1 is served by replicas 2 
     return v.replicas?.length === 3 && v.replicas.every((r: any) => r.deployment?.revision === 1) ? v : undefined;
   });
   assert.equal(view.revision, 1);
-  assert.deepEqual(view.replicas.map((r: any) => r.deployment.spec), new Array(3).fill({ strategy: 'direct', version: 1 }));
+  assert.deepEqual(
+    view.replicas.map((r: any) => r.deployment.spec),
+    new Array(3).fill({ strategy: 'direct', version: 1 }),
+  );
   assert.ok(view.replicas.every((r: any) => r.deployment.problem === null));
 });
 
@@ -88,7 +102,9 @@ test('every replica names the same leader and lists the three; one admin token f
   assert.equal((await request(`${c.url(1)}/admin/cluster`)).status, 401);
 });
 
-test('an alias set through replica 2 is read through replica 3; a reference frozen through replica 1 is in force on 2 and 3', { skip }, async () => {
+test('an alias set through replica 2 is read through replica 3; a reference frozen through replica 1 is in force on 2 and 3', {
+  skip,
+}, async () => {
   const set = await c.admin(1, 'PUT', '/admin/models/g/aliases/champion', { json: { version: 1, reason: 'first' } });
   assert.equal(set.status, 200, set.text);
   const got = (await c.admin(2, 'GET', '/admin/models/g/aliases/champion')).body;
@@ -101,15 +117,25 @@ test('an alias set through replica 2 is read through replica 3; a reference froz
   assert.equal(ref.status, 200, ref.text);
   assert.equal(ref.body.rows, 400);
   for (const i of [1, 2]) {
-    await until(`replica ${i + 1} drifts against the new reference`, 2000, async () => {
-      const snap = (await request(`${c.url(i)}/v1/monitoring/risk?version=1`)).body;
-      return snap.reference?.rows === 400 ? true : undefined;
-    }, 20);
+    await until(
+      `replica ${i + 1} drifts against the new reference`,
+      2000,
+      async () => {
+        const snap = (await request(`${c.url(i)}/v1/monitoring/risk?version=1`)).body;
+        return snap.reference?.rows === 400 ? true : undefined;
+      },
+      20,
+    );
   }
 });
 
-test('a 10% canary put through replica 3 splits 10% of the traffic spread over all three; promotion and rollback reach every replica', { skip }, async () => {
-  const reg = await c.admin(1, 'POST', '/admin/models/g/versions', { body: logisticToOnnx(STRONG, { featureNames: FEATURES, name: 'g' }), type: 'application/octet-stream' });
+test('a 10% canary put through replica 3 splits 10% of the traffic spread over all three; promotion and rollback reach every replica', {
+  skip,
+}, async () => {
+  const reg = await c.admin(1, 'POST', '/admin/models/g/versions', {
+    body: logisticToOnnx(STRONG, { featureNames: FEATURES, name: 'g' }),
+    type: 'application/octet-stream',
+  });
   assert.equal(reg.status, 201, reg.text);
   const v2 = reg.body.version as number;
   const put = await c.admin(2, 'PUT', '/admin/deployments/g', { json: { strategy: 'canary', stable: 1, canary: v2, percent: 10 } });
@@ -124,10 +150,12 @@ test('a 10% canary put through replica 3 splits 10% of the traffic spread over a
   const perReplica = [0, 0, 0].map(() => ({ n: 0, canary: 0 }));
   let failed = 0;
   for (let start = 0; start < N; start += 60) {
-    const batch = await Promise.all(Array.from({ length: 60 }, (_, k) => {
-      const i = (start + k) % 3;
-      return infer(i, 'g').then((r) => ({ i, r }));
-    }));
+    const batch = await Promise.all(
+      Array.from({ length: 60 }, (_, k) => {
+        const i = (start + k) % 3;
+        return infer(i, 'g').then((r) => ({ i, r }));
+      }),
+    );
     for (const { i, r } of batch) {
       if (r.status !== 200) failed++;
       perReplica[i]!.n++;
@@ -147,10 +175,15 @@ test('a 10% canary put through replica 3 splits 10% of the traffic spread over a
   const promote = await c.admin(0, 'POST', '/admin/deployments/g/promote', { json: {} });
   assert.equal(promote.status, 200, promote.text);
   for (const i of [0, 1, 2]) {
-    await until(`replica ${i + 1} serves v${v2} alone`, 2000, async () => {
-      const rs = await Promise.all(Array.from({ length: 20 }, () => infer(i, 'g')));
-      return rs.every((r) => r.body?.model_version === String(v2)) ? true : undefined;
-    }, 20);
+    await until(
+      `replica ${i + 1} serves v${v2} alone`,
+      2000,
+      async () => {
+        const rs = await Promise.all(Array.from({ length: 20 }, () => infer(i, 'g')));
+        return rs.every((r) => r.body?.model_version === String(v2)) ? true : undefined;
+      },
+      20,
+    );
   }
   const back = await c.admin(1, 'POST', '/admin/deployments/g/rollback', { json: { reason: 'back to the canary' } });
   assert.equal(back.status, 200, back.text);
@@ -166,11 +199,19 @@ test('a retraining job asked for through a follower is run by the leader, once',
   assert.equal(r.status, 202, r.text);
   assert.equal(r.body.job.state, 'queued');
   // The repository names no data file that exists: the job fails at its data step, on the leader.
-  const job = await until('the leader runs the job to its end', 20_000, async () => {
-    const j = (await c.admin(follower, 'GET', `/admin/jobs/${r.body.job.id}`)).body;
-    return j.state === 'failed' ? j : undefined;
-  }, 100);
+  const job = await until(
+    'the leader runs the job to its end',
+    20_000,
+    async () => {
+      const j = (await c.admin(follower, 'GET', `/admin/jobs/${r.body.job.id}`)).body;
+      return j.state === 'failed' ? j : undefined;
+    },
+    100,
+  );
   assert.equal(job.owner, leader);
   assert.match(job.error, /not enough training rows: 0/);
-  assert.deepEqual((await c.admin(2, 'GET', '/admin/jobs?model=risk')).body.jobs.map((j: { id: string }) => j.id), [job.id]);
+  assert.deepEqual(
+    (await c.admin(2, 'GET', '/admin/jobs?model=risk')).body.jobs.map((j: { id: string }) => j.id),
+    [job.id],
+  );
 });

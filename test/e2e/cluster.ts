@@ -24,7 +24,12 @@ export interface TestCluster {
   token: string;
   /** Starts replica i (again, with its data dir) and waits until it listens; `onLine` sees its log while it starts. */
   start(i: number, env?: Record<string, string>, onLine?: (line: string) => void): Promise<Replica>;
-  admin<T = any>(i: number, method: string, path: string, init?: { json?: unknown; body?: Uint8Array | string; type?: string }): Promise<JsonResponse<T>>;
+  admin<T = any>(
+    i: number,
+    method: string,
+    path: string,
+    init?: { json?: unknown; body?: Uint8Array | string; type?: string },
+  ): Promise<JsonResponse<T>>;
   url(i: number): string;
   close(): Promise<void>;
 }
@@ -43,13 +48,17 @@ export async function startCluster(n: number, config: Record<string, unknown>, e
     token: TOKEN,
     async start(i, extra = {}, onLine) {
       dataDirs[i] ??= await tempDir(`scoreline-replica${i + 1}-`);
-      const server = await startServer(['--config', configPath, '--data-dir', dataDirs[i]!], {
-        SCORELINE_STORE_URL: pg.url,
-        SCORELINE_ADMIN_TOKEN: TOKEN,
-        SCORELINE_REPLICA_ID: `replica-${i + 1}-${Date.now().toString(36)}`,
-        ...env,
-        ...extra,
-      }, onLine === undefined ? {} : { onLine });
+      const server = await startServer(
+        ['--config', configPath, '--data-dir', dataDirs[i]!],
+        {
+          SCORELINE_STORE_URL: pg.url,
+          SCORELINE_ADMIN_TOKEN: TOKEN,
+          SCORELINE_REPLICA_ID: `replica-${i + 1}-${Date.now().toString(36)}`,
+          ...env,
+          ...extra,
+        },
+        onLine === undefined ? {} : { onLine },
+      );
       replicas[i] = { server, dataDir: dataDirs[i]! };
       return replicas[i]!;
     },

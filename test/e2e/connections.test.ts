@@ -65,11 +65,28 @@ test('a second server on a taken port fails at start with "port P is in use"', a
   const dir = await repo();
   const first = await startServer(['--model-repo', dir]);
   servers.push(first);
-  const second = spawnSync(process.execPath, [CLI, 'serve', '--model-repo', dir, '--data-dir', await tempDir(), '--host', '127.0.0.1', '--port', String(first.port), '--grpc-port', '0'], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const second = spawnSync(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--model-repo',
+      dir,
+      '--data-dir',
+      await tempDir(),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(first.port),
+      '--grpc-port',
+      '0',
+    ],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
   assert.equal(second.status, 1, second.stderr);
   assert.match(second.stderr + second.stdout, new RegExp(`port ${first.port} is in use`));
   // The first still serves, alone.
@@ -102,14 +119,37 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-test('400 idle connections at an open-files limit of 256 do not make the server spin on accept', { skip: process.platform !== 'linux' }, async () => {
+test('400 idle connections at an open-files limit of 256 do not make the server spin on accept', {
+  skip: process.platform !== 'linux',
+}, async () => {
   const dir = await repo();
   const dataDir = await tempDir('scoreline-data-');
   // prlimit lowers the child's hard limit too, so Node cannot raise it back at start.
-  const proc = spawn('prlimit', ['--nofile=256:256', process.execPath, CLI, 'serve', '--model-repo', dir, '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--workers', '1'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    'prlimit',
+    [
+      '--nofile=256:256',
+      process.execPath,
+      CLI,
+      'serve',
+      '--model-repo',
+      dir,
+      '--data-dir',
+      dataDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--grpc-port',
+      '0',
+      '--workers',
+      '1',
+    ],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';

@@ -13,11 +13,30 @@ import { request, ROOT, startServer } from './server.js';
 import { elapse, waitFor } from '../fixtures/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const PAGE = join(ROOT, 'src', 'server', 'dashboard.html');
 const MODEL = 'credit-default';
 const SNAPSHOT_PATH = `/v1/monitoring/${MODEL}`;
-const FEATURES = ['duration_months', 'amount', 'age', 'income', 'employment_years', 'credit_history_months', 'existing_loans', 'debt_to_income', 'txn_count_24h', 'late_payments_90d'];
+const FEATURES = [
+  'duration_months',
+  'amount',
+  'age',
+  'income',
+  'employment_years',
+  'credit_history_months',
+  'existing_loans',
+  'debt_to_income',
+  'txn_count_24h',
+  'late_payments_90d',
+];
 const CLASSIFICATION_TILES = ['auc', 'ks', 'gini', 'accuracy', 'precision', 'recall', 'f1', 'log_loss', 'brier'];
 const SLA_KEYS = ['p95_ms', 'p99_ms', 'error_rate', 'availability'];
 
@@ -44,7 +63,17 @@ interface DomState {
   legends: Record<string, Shown>;
   chartEmpty: Record<string, string | null>;
   score: { bins: Record<string, string>[]; edges: Shown[]; current: string[]; reference: string[] };
-  psi: { testid: string; name: string; value: string; band: string; n: string; min: string; missing: string; text: string | null; note: string | null }[];
+  psi: {
+    testid: string;
+    name: string;
+    value: string;
+    band: string;
+    n: string;
+    min: string;
+    missing: string;
+    text: string | null;
+    note: string | null;
+  }[];
   perfTask: string | undefined;
   perfEmpty: string | null;
   perfInsufficient: (string | null)[];
@@ -120,10 +149,13 @@ function assertShown(text: string | null, expected: unknown, what: string, scale
 
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
   let last: T | undefined;
-  await waitFor(async () => {
-    last = await read();
-    return ok(last);
-  }, { timeoutMs: ms, intervalMs: 200, message: () => `${what} (last seen: ${JSON.stringify(last)?.slice(0, 3000)})` });
+  await waitFor(
+    async () => {
+      last = await read();
+      return ok(last);
+    },
+    { timeoutMs: ms, intervalMs: 200, message: () => `${what} (last seen: ${JSON.stringify(last)?.slice(0, 3000)})` },
+  );
   return last as T;
 }
 
@@ -137,7 +169,10 @@ test('the page builds its DOM from API strings as text only and keeps inline cod
   assert.doesNotMatch(html, /(src|href)\s*=\s*["']?(https?:)?\/\//, 'nothing is loaded from another origin');
 });
 
-test('the dashboard in Chromium shows what the monitoring API returns', { skip: chromiumMissing !== null && !process.env.CI ? chromiumMissing! : false, timeout: 120_000 }, async () => {
+test('the dashboard in Chromium shows what the monitoring API returns', {
+  skip: chromiumMissing !== null && !process.env.CI ? chromiumMissing! : false,
+  timeout: 120_000,
+}, async () => {
   if (chromiumMissing !== null) assert.fail(`${chromiumMissing}; CI must run the browser test`);
   const server = await startServer(['--config', join(ROOT, 'examples', 'scoreline.yaml')]);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -160,8 +195,16 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     });
     page.on('response', (r) => {
       const path = new URL(r.url()).pathname;
-      if (path === SNAPSHOT_PATH && r.ok()) void r.json().then((b: any) => received.set(b.generated_at, b), () => undefined);
-      if (path === `${SNAPSHOT_PATH}/history` && r.ok()) void r.json().then((b: any) => (history = b), () => undefined);
+      if (path === SNAPSHOT_PATH && r.ok())
+        void r.json().then(
+          (b: any) => received.set(b.generated_at, b),
+          () => undefined,
+        );
+      if (path === `${SNAPSHOT_PATH}/history` && r.ok())
+        void r.json().then(
+          (b: any) => (history = b),
+          () => undefined,
+        );
     });
 
     // 1. Served with its headers, readable before any traffic.
@@ -199,22 +242,32 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     const scored: { id: string; score: number }[] = [];
     const durations = [12, 24, 36, 48, 60];
     for (let start = 0; start < 48; start += 8) {
-      await Promise.all(Array.from({ length: 8 }, async (_, k) => {
-        const i = start + k;
-        const r = await request(`${server.url}/v1/score/${MODEL}`, {
-          json: { entity: { customer_id: `C${String(i).padStart(5, '0')}` }, context: { amount: 1000 + 450 * i, duration_months: durations[i % 5] } },
-        });
-        assert.equal(r.status, 200, r.text);
-        scored.push({ id: r.body.request_id, score: r.body.score });
-      }));
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, k) => {
+          const i = start + k;
+          const r = await request(`${server.url}/v1/score/${MODEL}`, {
+            json: {
+              entity: { customer_id: `C${String(i).padStart(5, '0')}` },
+              context: { amount: 1000 + 450 * i, duration_months: durations[i % 5] },
+            },
+          });
+          assert.equal(r.status, 200, r.text);
+          scored.push({ id: r.body.request_id, score: r.body.score });
+        }),
+      );
     }
     // Reference rows, enough for the drift minimum (320 values) so that PSI gets real bands.
     const BATCH = 50;
-    const rows = readFileSync(join(ROOT, 'examples', 'models', MODEL, 'reference.csv'), 'utf8').trim().split('\n').slice(1, 401)
+    const rows = readFileSync(join(ROOT, 'examples', 'models', MODEL, 'reference.csv'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1, 401)
       .map((line) => line.split(',').slice(0, FEATURES.length).map(Number));
     for (let i = 0; i < rows.length; i += BATCH) {
       const batch = rows.slice(i, i + BATCH);
-      const r = await request(`${server.url}/v2/models/${MODEL}/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [batch.length, FEATURES.length], data: batch.flat() }] } });
+      const r = await request(`${server.url}/v2/models/${MODEL}/infer`, {
+        json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [batch.length, FEATURES.length], data: batch.flat() }] },
+      });
       assert.equal(r.status, 200, r.text);
     }
     const requests = scored.length + rows.length / BATCH;
@@ -252,7 +305,8 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     // what the page received is what the test reads from the API
     assert.equal(seen.model, MODEL);
     assert.equal(seen.version, api.version);
-    for (const part of ['latency', 'drift', 'performance', 'predictions'] as const) assert.deepEqual(seen[part], api[part], `${part} as the page received it`);
+    for (const part of ['latency', 'drift', 'performance', 'predictions'] as const)
+      assert.deepEqual(seen[part], api[part], `${part} as the page received it`);
     assert.equal(seen.volume.requests, api.volume.requests);
 
     assert.equal(dom.model, MODEL);
@@ -278,7 +332,8 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
 
     // time series: the live point of each line, and every history point the page was given
     assert.ok(history !== null && Array.isArray(history.points), 'the history endpoint answered the page with points');
-    for (const id of ['rps', 'latency', 'errors']) assert.equal(dom.charts[id]!.points, String(history.points.length), `${id} chart points`);
+    for (const id of ['rps', 'latency', 'errors'])
+      assert.equal(dom.charts[id]!.points, String(history.points.length), `${id} chart points`);
     assertValue(dom.charts.rps!.liveRps, seen.volume.rps, 'RPS chart live point');
     assertValue(dom.charts.errors!.liveErrorRate, seen.volume.error_rate, 'error-rate chart live point');
     for (const p of ['p50', 'p95', 'p99']) {
@@ -301,7 +356,10 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
       assertValue(dom.score.current[i], c / total, `bin ${i} current share`);
       assertValue(dom.score.reference[i], hist.reference_shares[i], `bin ${i} reference share`);
     });
-    assert.deepEqual(dom.score.edges.map((e) => Number(e.value)), hist.edges);
+    assert.deepEqual(
+      dom.score.edges.map((e) => Number(e.value)),
+      hist.edges,
+    );
     dom.score.edges.forEach((e, i) => {
       assertShown(e.text, hist.edges[i], `edge ${i} label`);
     });
@@ -312,7 +370,10 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assertValue(dom.psi[0]!.value, api.drift.score.psi, 'score PSI');
     assert.equal(dom.psi[0]!.band, api.drift.score.band ?? 'none');
     assert.equal(api.drift.score.n, api.predictions.count);
-    assert.ok(['stable', 'watch', 'significant'].includes(api.drift.score.band), `the score PSI has a band: ${JSON.stringify(api.drift.score)}`);
+    assert.ok(
+      ['stable', 'watch', 'significant'].includes(api.drift.score.band),
+      `the score PSI has a band: ${JSON.stringify(api.drift.score)}`,
+    );
     const bars = dom.psi.filter((r) => r.testid === 'psi-row');
     assert.deepEqual(bars.map((r) => r.name).sort(), Object.keys(api.drift.features).sort());
     for (const bar of [dom.psi[0]!, ...bars]) {
@@ -330,7 +391,11 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
       if (bar.testid === 'psi-row') assertValue(bar.missing, f.missing_rate, `missing rate of ${bar.name}`);
     }
     const order = bars.map((r) => (r.value === '' || r.band === 'insufficient_data' ? -1 : Number(r.value)));
-    assert.deepEqual(order, [...order].sort((a, b) => b - a), 'features sorted by PSI, largest first, those short of their minimum last');
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => b - a),
+      'features sorted by PSI, largest first, those short of their minimum last',
+    );
 
     // performance tiles, from the labels sent
     assert.equal(dom.perfTask, 'classification');
@@ -353,7 +418,10 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
     assertValue(t['perf-labelled']!.value, labels.length, 'labelled tile');
 
     // SLA rows
-    assert.deepEqual(dom.sla.map((r) => r.key), SLA_KEYS);
+    assert.deepEqual(
+      dom.sla.map((r) => r.key),
+      SLA_KEYS,
+    );
     for (const row of dom.sla) {
       const s = seen.sla[row.key!];
       assert.ok(s, `the API has sla.${row.key}`);
@@ -365,7 +433,10 @@ test('the dashboard in Chromium shows what the monitoring API returns', { skip: 
 
     // open alerts: one item per alert with its severity and state
     assert.equal(dom.alerts.length, seen.alerts.length, 'alerts listed');
-    assert.deepEqual(dom.alerts.map((a) => `${a.id}/${a.severity}/${a.state}`).sort(), seen.alerts.map((a: any) => `${a.id}/${a.severity}/${a.state}`).sort());
+    assert.deepEqual(
+      dom.alerts.map((a) => `${a.id}/${a.severity}/${a.state}`).sort(),
+      seen.alerts.map((a: any) => `${a.id}/${a.severity}/${a.state}`).sort(),
+    );
     if (seen.alerts.length === 0) assert.equal(dom.alertsEmpty, 'no open alerts');
 
     assert.ok(dom.scrollWidth <= 1280, `no horizontal scrolling at 1280 px (${dom.scrollWidth})`);

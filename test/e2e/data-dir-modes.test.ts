@@ -14,7 +14,8 @@ import { request, startServer, tempDir } from './server.js';
 const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
 
 /** Every path under `dir` (files and folders), depth first. */
-const walk = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap((e) => [join(dir, e.name), ...(e.isDirectory() ? walk(join(dir, e.name)) : [])]);
+const walk = (dir: string): string[] =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) => [join(dir, e.name), ...(e.isDirectory() ? walk(join(dir, e.name)) : [])]);
 
 test('a new data dir is 0700 and its databases, token and artifacts 0600; a loose one is tightened at start with a warning', async () => {
   const repo = await tempDir('scoreline-repo-');
@@ -24,7 +25,15 @@ test('a new data dir is 0700 and its databases, token and artifacts 0600; a loos
   assert.equal((await request(`${server.url}/v2/models/ident/infer`, { json: identityRequest('m1', 0.5) })).status, 200);
   await request(`${server.url}/v1/feedback`, { json: { request_id: 'm1', label: 1 } });
 
-  const files = ['registry.db', 'registry.db-wal', 'registry.db-shm', 'monitoring.db', 'monitoring.db-wal', 'monitoring.db-shm', 'admin-token'];
+  const files = [
+    'registry.db',
+    'registry.db-wal',
+    'registry.db-shm',
+    'monitoring.db',
+    'monitoring.db-wal',
+    'monitoring.db-shm',
+    'admin-token',
+  ];
   assert.equal(mode(dataDir), '700');
   assert.equal(mode(join(dataDir, '..')), '700', 'folders created on the way are private too');
   for (const f of files) {
@@ -32,7 +41,10 @@ test('a new data dir is 0700 and its databases, token and artifacts 0600; a loos
     assert.equal(mode(join(dataDir, f)), '600', f);
   }
   const artifacts = walk(join(dataDir, 'artifacts'));
-  assert.ok(artifacts.some((p) => p.endsWith('.onnx')), 'the model artifact is stored');
+  assert.ok(
+    artifacts.some((p) => p.endsWith('.onnx')),
+    'the model artifact is stored',
+  );
   for (const p of [join(dataDir, 'artifacts'), ...artifacts]) assert.equal(mode(p), statSync(p).isDirectory() ? '700' : '600', p);
   assert.equal(await server.stop(), 0);
 
@@ -48,11 +60,15 @@ test('a new data dir is 0700 and its databases, token and artifacts 0600; a loos
     assert.equal(mode(dataDir), '700');
     for (const f of ['registry.db', 'monitoring.db', 'admin-token']) assert.equal(mode(join(dataDir, f)), '600', f);
     for (const p of artifacts) assert.equal(mode(p), statSync(p).isDirectory() ? '700' : '400', p);
-    assert.equal(mode(join(dataDir, 'notes.txt')), '644', 'files that are not scoreline\'s are left alone');
-    const warning = server.logs.map((l) => JSON.parse(l)).find((l: { msg?: string }) => l.msg?.startsWith('the data dir was open to other users'));
+    assert.equal(mode(join(dataDir, 'notes.txt')), '644', "files that are not scoreline's are left alone");
+    const warning = server.logs
+      .map((l) => JSON.parse(l))
+      .find((l: { msg?: string }) => l.msg?.startsWith('the data dir was open to other users'));
     assert.ok(warning, server.logs.join('\n'));
     assert.equal(warning.level, 40);
-    assert.ok(warning.changed.some((c: { path: string; from: string; to: string }) => c.path === dataDir && c.from === '755' && c.to === '700'));
+    assert.ok(
+      warning.changed.some((c: { path: string; from: string; to: string }) => c.path === dataDir && c.from === '755' && c.to === '700'),
+    );
     // The predictions logged before are still there.
     const fb = await request(`${server.url}/v1/feedback`, { json: { request_id: 'm1', label: 0 } });
     assert.equal(fb.body.joined, 1);

@@ -18,12 +18,27 @@ test('a stepped canary survives a restart, and a new one at its first step is st
   let server = await startServer(['--model-repo', repo, '--data-dir', dataDir]);
   const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
   const admin = (path: string, json?: unknown) =>
-    request(`${server.url}${path}`, { method: json === undefined ? 'GET' : path.endsWith('/promote') ? 'POST' : 'PUT', json, headers: { authorization: `Bearer ${token}` } });
+    request(`${server.url}${path}`, {
+      method: json === undefined ? 'GET' : path.endsWith('/promote') ? 'POST' : 'PUT',
+      json,
+      headers: { authorization: `Bearer ${token}` },
+    });
   try {
-    const refused = await admin('/admin/deployments/sum', { strategy: 'canary', stable: 1, canary: 2, percent: 50, steps: [50, 100], stepSeconds: 300 });
+    const refused = await admin('/admin/deployments/sum', {
+      strategy: 'canary',
+      stable: 1,
+      canary: 2,
+      percent: 50,
+      steps: [50, 100],
+      stepSeconds: 300,
+    });
     assert.equal(refused.status, 400);
     assert.match(refused.body.error, /percent \(50\) must be below the first step \(50\)/);
-    assert.equal((await admin('/admin/deployments/sum', { strategy: 'canary', stable: 1, canary: 2, percent: 10, steps: [50, 100], stepSeconds: 300 })).status, 200);
+    assert.equal(
+      (await admin('/admin/deployments/sum', { strategy: 'canary', stable: 1, canary: 2, percent: 10, steps: [50, 100], stepSeconds: 300 }))
+        .status,
+      200,
+    );
     const stepped = await admin('/admin/deployments/sum/promote', {});
     assert.equal(stepped.status, 200, stepped.text);
     assert.deepEqual(stepped.body.traffic, { 1: 50, 2: 50 });

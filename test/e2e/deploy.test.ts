@@ -69,7 +69,12 @@ const admin = (method: string, path: string, init: { json?: unknown; bytes?: Uin
   const headers: Record<string, string> = {};
   if (init.auth !== null) headers.authorization = `Bearer ${init.auth ?? token}`;
   if (init.bytes) headers['content-type'] = 'application/octet-stream';
-  return request(`${server.url}${path}`, { method, headers, ...(init.json !== undefined ? { json: init.json } : {}), ...(init.bytes ? { body: init.bytes } : {}) });
+  return request(`${server.url}${path}`, {
+    method,
+    headers,
+    ...(init.json !== undefined ? { json: init.json } : {}),
+    ...(init.bytes ? { body: init.bytes } : {}),
+  });
 };
 
 async function register(bytes: Uint8Array): Promise<number> {
@@ -110,7 +115,10 @@ test('the admin token: generated with mode 0600, 401 without it, 403 with a wron
   assert.equal(wrong.status, 403);
   const ok = await admin('GET', '/admin/models');
   assert.equal(ok.status, 200);
-  assert.deepEqual(ok.body.models.map((m: any) => m.name), ['sum']);
+  assert.deepEqual(
+    ok.body.models.map((m: any) => m.name),
+    ['sum'],
+  );
 });
 
 test('registering versions: new bytes 201, the same bytes 200 with the same version, unsafe formats refused', async () => {
@@ -139,7 +147,10 @@ test('registering versions: new bytes 201, the same bytes 200 with the same vers
   const junk = await admin('POST', '/admin/models/sum/versions', { bytes: Buffer.from('definitely not a model') });
   assert.equal(junk.status, 422);
   const list = (await admin('GET', '/admin/models/sum')).body;
-  assert.deepEqual(list.versions.map((x: any) => x.version), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(
+    list.versions.map((x: any) => x.version),
+    [1, 2, 3, 4, 5, 6],
+  );
 });
 
 test('aliases move with a history of from/to', async () => {
@@ -148,10 +159,13 @@ test('aliases move with a history of from/to', async () => {
   assert.deepEqual([moved.body.event.from, moved.body.event.to], [1, v.x2]);
   const h = (await admin('GET', '/admin/models/sum/aliases/champion')).body;
   assert.equal(h.version, v.x2);
-  assert.deepEqual(h.history.map((e: any) => [e.from, e.to, e.reason]), [
-    [null, 1, 'set by the admin API'],
-    [1, v.x2, 'better AUC'],
-  ]);
+  assert.deepEqual(
+    h.history.map((e: any) => [e.from, e.to, e.reason]),
+    [
+      [null, 1, 'set by the admin API'],
+      [1, v.x2, 'better AUC'],
+    ],
+  );
   assert.equal((await admin('PUT', '/admin/models/sum/aliases/champion', { json: { version: 99 } })).status, 404);
 });
 
@@ -162,7 +176,9 @@ test('direct: every request without a version goes to it; explicit versions stil
     assert.equal(r.body.model_version, String(v.x2));
     assert.deepEqual(r.body.outputs[0].data, [20]);
   }
-  const explicit = await request(`${server.url}/v2/models/sum/versions/1/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] } });
+  const explicit = await request(`${server.url}/v2/models/sum/versions/1/infer`, {
+    json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] },
+  });
   assert.deepEqual([explicit.body.model_version, explicit.body.outputs[0].data], ['1', [10]]);
 });
 
@@ -188,7 +204,14 @@ test('canary at 20%: the share over 3,000 requests is within 4 standard deviatio
 });
 
 test('A/B sticky by header: one user always sees one variant; weights hold over users', async () => {
-  await deployment({ strategy: 'ab', variants: [{ name: 'a', version: 1, weight: 70 }, { name: 'b', version: v.x2, weight: 30 }], stickyKey: 'header:x-user-id' });
+  await deployment({
+    strategy: 'ab',
+    variants: [
+      { name: 'a', version: 1, weight: 70 },
+      { name: 'b', version: v.x2, weight: 30 },
+    ],
+    stickyKey: 'header:x-user-id',
+  });
   const seen = new Map<string, Set<string>>();
   for (let u = 0; u < 400; u++) {
     const user = `user-${u}`;
@@ -200,7 +223,10 @@ test('A/B sticky by header: one user always sees one variant; weights hold over 
   assert.ok(Math.abs(onA - 280) < 4 * Math.sqrt(400 * 0.7 * 0.3), `variant a got ${onA} of 400 users`);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
   assert.match(metrics, /scoreline_requests_total\{model="sum",version="1",variant="a",route="infer",status="2xx"\} \d+/);
-  assert.match(metrics, new RegExp(`scoreline_requests_total\\{model="sum",version="${v.x2}",variant="b",route="infer",status="2xx"\\} \\d+`));
+  assert.match(
+    metrics,
+    new RegExp(`scoreline_requests_total\\{model="sum",version="${v.x2}",variant="b",route="infer",status="2xx"\\} \\d+`),
+  );
 });
 
 test('blue-green: all traffic on the active slot; promote switches, rollback switches back', async () => {
@@ -222,10 +248,13 @@ test('shadow: the primary answers every request, the shadow is compared off the 
   // The shadow is scored off the response path: its comparisons land after the answers.
   const shadowStats = async () => (await admin('GET', '/admin/deployments/sum')).body.shadow;
   let s = await shadowStats();
-  await waitFor(async () => {
-    s = await shadowStats();
-    return s.pairs >= 40;
-  }, { message: () => `40 shadow comparisons: ${JSON.stringify(s)}` });
+  await waitFor(
+    async () => {
+      s = await shadowStats();
+      return s.pairs >= 40;
+    },
+    { message: () => `40 shadow comparisons: ${JSON.stringify(s)}` },
+  );
   assert.equal(s.pairs, 40);
   // shadow = 2 x primary, so the mean absolute difference is the mean of i over 0..39
   assert.ok(Math.abs(s.mean_abs_diff - 19.5) < 1e-6, JSON.stringify(s));
@@ -233,10 +262,13 @@ test('shadow: the primary answers every request, the shadow is compared off the 
   // a shadow that fails never shows
   await deployment({ strategy: 'shadow', primary: 1, shadow: v.failing });
   for (let i = 1; i < 20; i++) assert.equal((await infer([1000 + i, 0, 0, 0])).status, 200);
-  await waitFor(async () => {
-    s = await shadowStats();
-    return s.shadow_errors >= 19;
-  }, { message: () => `19 shadow errors: ${JSON.stringify(s)}` });
+  await waitFor(
+    async () => {
+      s = await shadowStats();
+      return s.shadow_errors >= 19;
+    },
+    { message: () => `19 shadow errors: ${JSON.stringify(s)}` },
+  );
   assert.equal(s.shadow_errors, 19);
 });
 
@@ -331,13 +363,22 @@ test('20 deployment switches under continuous load: not one failed request', asy
     { strategy: 'direct', version: v.x2 },
     { strategy: 'blue-green', blue: 1, green: v.x3, active: 'green' },
     { strategy: 'canary', stable: v.x2, canary: v.x3, percent: 50 },
-    { strategy: 'ab', variants: [{ name: 'a', version: 1, weight: 1 }, { name: 'b', version: v.x3, weight: 1 }] },
+    {
+      strategy: 'ab',
+      variants: [
+        { name: 'a', version: 1, weight: 1 },
+        { name: 'b', version: v.x3, weight: 1 },
+      ],
+    },
   ];
   for (let i = 0; i < 20; i++) {
     await deployment(specs[i % specs.length]);
     // Each deployment serves some of the load before the next switch.
     const served = results.length;
-    await waitFor(() => results.length >= served + 16, { intervalMs: 5, message: () => `requests served by deployment ${i} (${results.length - served} so far)` });
+    await waitFor(() => results.length >= served + 16, {
+      intervalMs: 5,
+      message: () => `requests served by deployment ${i} (${results.length - served} so far)`,
+    });
   }
   stop = true;
   await load;
@@ -354,7 +395,8 @@ test('a restart restores the deployment exactly; the CLI reads the token from th
   const versions = new Set<string>();
   for (let i = 0; i < 60; i++) versions.add((await infer()).body.model_version);
   assert.deepEqual([...versions].sort(), ['1', String(v.x3)].sort());
-  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args, '--data-dir', dataDir, '--url', server.url], { encoding: 'utf8' });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [CLI, ...args, '--data-dir', dataDir, '--url', server.url], { encoding: 'utf8' });
   const list = cli('models', 'list');
   assert.equal(list.status, 0, list.stderr);
   assert.match(list.stdout, /sum\s+latest v\d+/);

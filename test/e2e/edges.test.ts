@@ -64,17 +64,23 @@ test('cross-site writes: no content type is 415, a foreign Origin is 403, and no
   assert.doesNotMatch(metrics, /scoreline_feedback_total\{result="unknown"\} [1-9]/, 'no refused label reached the log');
 });
 
-test('an allowed origin gets CORS headers and preflights; this server\'s own origin needs no listing', async () => {
+test("an allowed origin gets CORS headers and preflights; this server's own origin needs no listing", async () => {
   const ok = await post('/v1/score/credit-default', scoreBody, { 'content-type': 'application/json', origin: ALLOWED });
   assert.equal(ok.status, 200, ok.text);
   assert.equal(ok.headers.get('access-control-allow-origin'), ALLOWED);
-  const pre = await fetch(`${server.url}/v1/score/credit-default`, { method: 'OPTIONS', headers: { origin: ALLOWED, 'access-control-request-method': 'POST' } });
+  const pre = await fetch(`${server.url}/v1/score/credit-default`, {
+    method: 'OPTIONS',
+    headers: { origin: ALLOWED, 'access-control-request-method': 'POST' },
+  });
   assert.equal(pre.status, 204);
   assert.equal(pre.headers.get('access-control-allow-origin'), ALLOWED);
   assert.match(pre.headers.get('access-control-allow-headers') ?? '', /content-type/);
   const bad = await fetch(`${server.url}/v1/score/credit-default`, { method: 'OPTIONS', headers: { origin: FOREIGN } });
   assert.equal(bad.status, 403);
-  const same = await post('/v1/score/credit-default', scoreBody, { 'content-type': 'application/json', origin: `http://127.0.0.1:${server.port}` });
+  const same = await post('/v1/score/credit-default', scoreBody, {
+    'content-type': 'application/json',
+    origin: `http://127.0.0.1:${server.port}`,
+  });
   assert.equal(same.status, 200, same.text);
 });
 
@@ -96,14 +102,26 @@ test('WebSocket upgrades from a foreign origin are refused; allowed and origin-l
 });
 
 test('entity scoring holds values to the model datatype like every path: 422 naming the field', async () => {
-  const huge = await post('/v1/score/credit-default', { ...scoreBody, context: { amount: 1.7e308, duration_months: 24 } }, { 'content-type': 'application/json' });
+  const huge = await post(
+    '/v1/score/credit-default',
+    { ...scoreBody, context: { amount: 1.7e308, duration_months: 24 } },
+    { 'content-type': 'application/json' },
+  );
   assert.equal(huge.status, 422, huge.text);
   assert.match(huge.body.error, /feature 'amount': value 1\.7e\+308 is not a finite FP32 number/);
-  const override = await post('/v1/score/credit-default', { ...scoreBody, features: { income: 1e39 } }, { 'content-type': 'application/json' });
+  const override = await post(
+    '/v1/score/credit-default',
+    { ...scoreBody, features: { income: 1e39 } },
+    { 'content-type': 'application/json' },
+  );
   assert.equal(override.status, 422, override.text);
   assert.match(override.body.error, /feature 'income'.*1e\+39 is not a finite FP32 number/);
   // The same value over OIP is refused the same way.
-  const oip = await post('/v2/models/credit-default/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: [24, 1.7e308, 35, 52000, 6, 120, 1, 0.2, 3, 0] }] }, { 'content-type': 'application/json' });
+  const oip = await post(
+    '/v2/models/credit-default/infer',
+    { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: [24, 1.7e308, 35, 52000, 6, 120, 1, 0.2, 3, 0] }] },
+    { 'content-type': 'application/json' },
+  );
   assert.equal(oip.status, 422, oip.text);
   assert.match(oip.body.error, /value 1\.7e\+308 is not a finite FP32 number/);
 });
@@ -116,7 +134,11 @@ test('a WebSocket frame refused during shutdown carries its id', async () => {
   await new Promise((r) => ws.once('open', r));
   const answers: any[] = [];
   ws.on('message', (d) => answers.push(JSON.parse(d.toString())));
-  const frame = (id: string) => ({ id, model: 'slow', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(1) }] });
+  const frame = (id: string) => ({
+    id,
+    model: 'slow',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(1) }],
+  });
   // Slow work in flight keeps the server draining (not yet closed) while the late frame arrives.
   for (let i = 0; i < 16; i++) ws.send(JSON.stringify(frame(`busy-${i}`)));
   await waitFor(() => answers.length > 0, { timeoutMs: 10_000, intervalMs: 10, message: 'the first answer of the slow work' });

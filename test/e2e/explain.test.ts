@@ -25,7 +25,10 @@ const sigmoid = (t: number) => 1 / (1 + Math.exp(-t));
 function locallyAccurate(e: any, where: string): void {
   const listed = e.contributions.reduce((s: number, c: any) => s + c.contribution, 0);
   const sum = e.base_value + listed + (e.rest?.contribution ?? 0);
-  assert.ok(Math.abs(sum - e.margin) <= 1e-9 * Math.max(1, Math.abs(e.margin)), `${where}: base + contributions ${sum} != margin ${e.margin}`);
+  assert.ok(
+    Math.abs(sum - e.margin) <= 1e-9 * Math.max(1, Math.abs(e.margin)),
+    `${where}: base + contributions ${sum} != margin ${e.margin}`,
+  );
   const score = e.link === 'logit' ? sigmoid(e.margin) : e.margin;
   assert.ok(Math.abs(score - e.score) < 1e-5, `${where}: the margin ${e.margin} maps to ${score}, the score is ${e.score}`);
   const sizes = e.contributions.map((c: any) => Math.abs(c.contribution));
@@ -34,8 +37,22 @@ function locallyAccurate(e: any, where: string): void {
 
 describe('the bundled demo (logistic credit-default model)', () => {
   let server: TestServer;
-  const features: string[] = readFileSync(join(DEMO_REPO, 'credit-default', 'reference.csv'), 'utf8').split('\n')[0]!.split(',').slice(0, 10);
-  const applicant = { duration_months: 36, amount: 9000, age: 30, income: 30000, employment_years: 2, credit_history_months: 40, existing_loans: 3, debt_to_income: 0.9, txn_count_24h: 4, late_payments_90d: 2 };
+  const features: string[] = readFileSync(join(DEMO_REPO, 'credit-default', 'reference.csv'), 'utf8')
+    .split('\n')[0]!
+    .split(',')
+    .slice(0, 10);
+  const applicant = {
+    duration_months: 36,
+    amount: 9000,
+    age: 30,
+    income: 30000,
+    employment_years: 2,
+    credit_history_months: 40,
+    existing_loans: 3,
+    debt_to_income: 0.9,
+    txn_count_24h: 4,
+    late_payments_90d: 2,
+  };
 
   before(async () => {
     server = await startServer(['--config', join(ROOT, 'examples', 'scoreline.yaml'), '--workers', '1']);
@@ -49,7 +66,10 @@ describe('the bundled demo (logistic credit-default model)', () => {
     const props = readOnnxMetadata(readFileSync(join(DEMO_REPO, 'credit-default', '1', 'model.onnx'))).props;
     const { weights } = JSON.parse(props['scoreline.coefficients']!) as { weights: number[] };
     const { std } = JSON.parse(props['scoreline.standardisation']!) as { std: number[] };
-    const lines = readFileSync(join(DEMO_REPO, 'credit-default', 'reference.csv'), 'utf8').trim().split('\n').slice(1);
+    const lines = readFileSync(join(DEMO_REPO, 'credit-default', 'reference.csv'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1);
     const out = new Map<string, number>();
     features.forEach((f, j) => {
       const mean = lines.reduce((s, l) => s + Math.fround(Number(l.split(',')[j])), 0) / lines.length;
@@ -83,7 +103,9 @@ describe('the bundled demo (logistic credit-default model)', () => {
     const p = await request(`${server.url}/v1/models/credit-default:predict`, { json: { instances: [applicant] } });
     assert.equal(p.body.predictions[0].probabilities[1], e.score);
     // The same on the versioned path, with the largest two reasons only.
-    const v = await request(`${server.url}/v1/models/credit-default/versions/1:explain`, { json: { instances: [applicant, applicant], top_k: 2 } });
+    const v = await request(`${server.url}/v1/models/credit-default/versions/1:explain`, {
+      json: { instances: [applicant, applicant], top_k: 2 },
+    });
     assert.equal(v.status, 200, v.text);
     assert.equal(v.body.explanations.length, 2);
     const top = v.body.explanations[1];
@@ -124,21 +146,39 @@ describe('the bundled demo (logistic credit-default model)', () => {
       assert.equal(x.contributions.length, 4);
       locallyAccurate(x, `oip row ${i}`);
     });
-    const plainOip = await request(`${server.url}/v2/models/credit-default/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 10], data: rows.flat() }] } });
+    const plainOip = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 10], data: rows.flat() }] },
+    });
     assert.equal(plainOip.body.parameters, undefined);
     assert.deepEqual(plainOip.body.outputs, oip.body.outputs);
   });
 
   test('a bad top_k or explain flag is 400 on every transport and scores nothing', async () => {
     const before = await request(`${server.url}/metrics`);
-    const count = (text: string) => Number(/scoreline_requests_total\{model="credit-default",version="1",variant="default",route="explain",status="2xx"\} (\d+)/.exec(text)?.[1] ?? 0);
+    const count = (text: string) =>
+      Number(
+        /scoreline_requests_total\{model="credit-default",version="1",variant="default",route="explain",status="2xx"\} (\d+)/.exec(
+          text,
+        )?.[1] ?? 0,
+      );
     const cases: [string, unknown, RegExp][] = [
       ['/v1/models/credit-default:explain', { instances: [applicant], top_k: 0 }, /"top_k" must be a positive integer, got 0/],
       ['/v1/models/credit-default:explain', { instances: [applicant], top_k: '3' }, /"top_k" must be a positive integer/],
-      ['/v1/score/credit-default', { entity: { customer_id: 'C00042' }, context: { amount: 1, duration_months: 1 }, explain: true, top_k: 1.5 }, /"top_k" must be a positive integer, got 1.5/],
+      [
+        '/v1/score/credit-default',
+        { entity: { customer_id: 'C00042' }, context: { amount: 1, duration_months: 1 }, explain: true, top_k: 1.5 },
+        /"top_k" must be a positive integer, got 1.5/,
+      ],
       ['/v1/score/credit-default', { entity: { customer_id: 'C00042' }, explain: 'yes' }, /"explain" must be true or false/],
       ['/v1/score/credit-default', { entity: { customer_id: 'C00042' }, top_k: 3 }, /"top_k" needs "explain": true/],
-      ['/v2/models/credit-default/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: new Array(10).fill(1) }], parameters: { explain: true, top_k: -1 } }, /parameters\."top_k" must be a positive integer/],
+      [
+        '/v2/models/credit-default/infer',
+        {
+          inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: new Array(10).fill(1) }],
+          parameters: { explain: true, top_k: -1 },
+        },
+        /parameters\."top_k" must be a positive integer/,
+      ],
     ];
     for (const [path, body, message] of cases) {
       const r = await request(`${server.url}${path}`, { json: body });
@@ -162,10 +202,13 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
   function syntheticRows(n: number, seed: number, shift = 0): { X: Float64Array; y: Float64Array } {
     const r = seededRandom(seed);
     const X = new Float64Array(n * M).map(() => Math.fround(Math.round((r() * 4 - 2 + shift) * 100) / 100));
-    const y = Float64Array.from({ length: n }, (_, i) => (sigmoid(X[i * M]! - X[i * M + 1]! * X[i * M + 2]! + 0.5 * X[i * M + 5]!) > r() ? 1 : 0));
+    const y = Float64Array.from({ length: n }, (_, i) =>
+      sigmoid(X[i * M]! - X[i * M + 1]! * X[i * M + 2]! + 0.5 * X[i * M + 5]!) > r() ? 1 : 0,
+    );
     return { X, y };
   }
-  const csv = (X: Float64Array, y: Float64Array) => `${[[...names, 'y'].join(','), ...Array.from(y, (v, i) => [...X.subarray(i * M, (i + 1) * M), v].join(','))].join('\n')}\n`;
+  const csv = (X: Float64Array, y: Float64Array) =>
+    `${[[...names, 'y'].join(','), ...Array.from(y, (v, i) => [...X.subarray(i * M, (i + 1) * M), v].join(','))].join('\n')}\n`;
 
   before(async () => {
     const repo = await tempDir();
@@ -177,7 +220,17 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     await mkdir(join(repo, 'gbdt', '1'), { recursive: true });
     await writeFile(join(repo, 'gbdt', '1', 'model.onnx'), treesBytes);
     await writeFile(join(repo, 'gbdt', 'reference.csv'), csv(ref.X, ref.y));
-    await writeFile(join(repo, 'gbdt', 'model.yaml'), stringify({ features: names, reference: 'reference.csv', label: 'y', task: 'classification', score: { output: 'probabilities', index: 1 }, batching: { maxBatchSize: 32 } }));
+    await writeFile(
+      join(repo, 'gbdt', 'model.yaml'),
+      stringify({
+        features: names,
+        reference: 'reference.csv',
+        label: 'y',
+        task: 'classification',
+        score: { output: 'probabilities', index: 1 },
+        batching: { maxBatchSize: 32 },
+      }),
+    );
 
     const netNames = names.slice(0, 5);
     await mkdir(join(repo, 'net', '1'), { recursive: true });
@@ -185,7 +238,17 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     const netRef = syntheticRows(300, 4);
     const netCsv = `${[[...netNames, 'y'].join(','), ...Array.from(netRef.y, (v, i) => [...netRef.X.subarray(i * M, i * M + 5), v].join(','))].join('\n')}\n`;
     await writeFile(join(repo, 'net', 'reference.csv'), netCsv);
-    await writeFile(join(repo, 'net', 'model.yaml'), stringify({ features: netNames, reference: 'reference.csv', label: 'y', task: 'classification', score: { output: 'score' }, batching: { maxBatchSize: 64 } }));
+    await writeFile(
+      join(repo, 'net', 'model.yaml'),
+      stringify({
+        features: netNames,
+        reference: 'reference.csv',
+        label: 'y',
+        task: 'classification',
+        score: { output: 'score' },
+        batching: { maxBatchSize: 64 },
+      }),
+    );
 
     await writeLogisticModel(repo, 'noref', 1, { modelYaml: { features: ['f0', 'f1', 'f2'] } });
     server = await startServer(['--model-repo', repo, '--workers', '1'], { SCORELINE_ADMIN_TOKEN: TOKEN });
@@ -201,7 +264,8 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     return prepareTreeShap((r.model.margin as { trees: TreeModel }).trees, ref, ref.length / M, M);
   }
 
-  const instances = (X: Float64Array, n: number) => Array.from({ length: n }, (_, i) => Object.fromEntries(names.map((f, j) => [f, X[i * M + j]!])));
+  const instances = (X: Float64Array, n: number) =>
+    Array.from({ length: n }, (_, i) => Object.fromEntries(names.map((f, j) => [f, X[i * M + j]!])));
 
   test('TreeSHAP over covers counted on the reference rows: exact, locally accurate, the same as computed in-process', async () => {
     const rows = syntheticRows(5, 9).X;
@@ -225,7 +289,10 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
       assert.equal(e.score, p.body.predictions[i].probabilities[1]);
     });
     const oip = await request(`${server.url}/v2/models/gbdt/versions/1/infer`, {
-      json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [5, M], data: Array.from(rows) }], parameters: { explain: true, top_k: 2 } },
+      json: {
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [5, M], data: Array.from(rows) }],
+        parameters: { explain: true, top_k: 2 },
+      },
     });
     assert.equal(oip.status, 200, oip.text);
     oip.body.parameters.explanation.forEach((e: any, i: number) => {
@@ -284,7 +351,9 @@ describe('a trees model (TreeSHAP), a net (KernelSHAP) and a model without refer
     assert.equal(r.status, 422, r.text);
     assert.match(r.body.error, /model 'noref' version 1 has no reference rows, and explanations are measured against them/);
     assert.match(r.body.error, /PUT \/admin\/models\/noref\/versions\/1\/reference/);
-    const oip = await request(`${server.url}/v2/models/noref/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }], parameters: { explain: true } } });
+    const oip = await request(`${server.url}/v2/models/noref/infer`, {
+      json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }], parameters: { explain: true } },
+    });
     assert.equal(oip.status, 422, oip.text);
     const plain = await request(`${server.url}/v1/models/noref:predict`, { json: { instances: [[1, 2, 3]] } });
     assert.equal(plain.status, 200, plain.text);

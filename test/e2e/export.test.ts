@@ -26,7 +26,9 @@ before(async () => {
   await writeLogisticModel(join(dir, 'models'), 'pd', 1, { modelYaml: { features: TINY_LOGISTIC_FEATURES } });
   server = await startServer(['--model-repo', join(dir, 'models'), '--data-dir', dataDir]);
   const infer = async (id: string, rows: number[][]) => {
-    const r = await request(`${server.url}/v2/models/pd/infer`, { json: { id, inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, 3], data: rows.flat() }] } });
+    const r = await request(`${server.url}/v2/models/pd/infer`, {
+      json: { id, inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, 3], data: rows.flat() }] },
+    });
     assert.equal(r.status, 200, r.text);
     const p = r.body.outputs.find((o: { name: string }) => o.name === 'probabilities').data as number[];
     rows.forEach((x, i) => {
@@ -34,11 +36,19 @@ before(async () => {
     });
   };
   for (let i = 0; i < 20; i++) await infer(`q${i}`, [[i / 10, 1 - i / 20, i % 3]]);
-  await infer('batch', [[0.5, 0.25, 2], [-1, 3, 0.125]]);
+  await infer('batch', [
+    [0.5, 0.25, 2],
+    [-1, 3, 0.125],
+  ]);
   // Labels join once the predictions are in the log (it flushes every 100 ms): retried until they do.
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const fb = await request(`${server.url}/v1/feedback`, { json: [{ request_id: 'q3', label: 1 }, { request_id: 'batch/1', label: 0 }] });
+    const fb = await request(`${server.url}/v1/feedback`, {
+      json: [
+        { request_id: 'q3', label: 1 },
+        { request_id: 'batch/1', label: 0 },
+      ],
+    });
     if (fb.body?.joined === 2) break;
     if (Date.now() > deadline) assert.fail(`labels never joined: ${fb.text}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -50,7 +60,11 @@ after(async () => {
 });
 
 const exportTo = (file: string, ...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'pd', '--output', file, '--quiet', ...args], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'export', 'predictions', '--data-dir', dataDir, '--model', 'pd', '--output', file, '--quiet', ...args],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 };
@@ -58,7 +72,10 @@ const exportTo = (file: string, ...args: string[]) => {
 test('the live log exports every prediction with its id, answered score, named inputs and joined labels', () => {
   const out = exportTo(join(dir, 'p.jsonl'));
   assert.match(out, /exported 22 predictions of pd \(versions 1; 2 labelled; 3 feature columns\)/);
-  const rows = readFileSync(join(dir, 'p.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+  const rows = readFileSync(join(dir, 'p.jsonl'), 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, any>);
   assert.equal(rows.length, sent.size);
   for (const r of rows) {
     const s = sent.get(r.request_id);
@@ -81,7 +98,11 @@ test('the live log exports every prediction with its id, answered score, named i
     const o = rec.toJSON() as Record<string, unknown>;
     const j = rows[i]!;
     assert.deepEqual(
-      { ...o, ts: new Date(o.ts as number).toISOString(), labelled_at: o.labelled_at === null ? null : new Date(o.labelled_at as number).toISOString() },
+      {
+        ...o,
+        ts: new Date(o.ts as number).toISOString(),
+        labelled_at: o.labelled_at === null ? null : new Date(o.labelled_at as number).toISOString(),
+      },
       j,
     );
   });

@@ -41,7 +41,11 @@ async function startFails(args: string[]): Promise<string> {
 }
 
 /** Every artifact file in the data dir, for "nothing was stored". */
-const artifacts = () => readdirSync(join(dataDir, 'artifacts'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort();
+const artifacts = () =>
+  readdirSync(join(dataDir, 'artifacts'), { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => e.name)
+    .sort();
 
 before(async () => {
   dir = await tempDir();
@@ -59,7 +63,10 @@ test('a model with an external-data initializer is refused over HTTP with 422 an
   const stored = artifacts();
   const next = writeExternalInitializerModel(join(dir, 'upload'));
   // The same model pointed at files in the server's working directory, as an attacker would.
-  const cwd = [writeExternalInitializerModel(join(dir, 'cwd1'), 'package.json'), writeExternalInitializerModel(join(dir, 'cwd2'), 'data/admin-token')];
+  const cwd = [
+    writeExternalInitializerModel(join(dir, 'cwd1'), 'package.json'),
+    writeExternalInitializerModel(join(dir, 'cwd2'), 'data/admin-token'),
+  ];
   for (const m of [next, ...cwd]) {
     const r = await register(m.bytes);
     assert.equal(r.status, 422, r.text);
@@ -70,10 +77,16 @@ test('a model with an external-data initializer is refused over HTTP with 422 an
   }
   const declared = await register(next.bytes, { 'x-scoreline-source': next.modelPath });
   assert.equal(declared.status, 422);
-  assert.ok(declared.body.error.startsWith(`'${next.modelPath}' (as its sender names it) keeps the data of tensor 'w'`), declared.body.error);
+  assert.ok(
+    declared.body.error.startsWith(`'${next.modelPath}' (as its sender names it) keeps the data of tensor 'w'`),
+    declared.body.error,
+  );
 
   const show = await request(`${server.url}/admin/models/sum`, { headers: { authorization: `Bearer ${token}` } });
-  assert.deepEqual(show.body.versions.map((v: { version: number }) => v.version), [1]);
+  assert.deepEqual(
+    show.body.versions.map((v: { version: number }) => v.version),
+    [1],
+  );
   assert.deepEqual(artifacts(), stored, 'no artifact written');
 });
 
@@ -81,14 +94,21 @@ test('a model whose external data sits in an If subgraph is refused too', async 
   const m = writeSubgraphModel(join(dir, 'subgraph'), 'package.json');
   const r = await register(m.bytes);
   assert.equal(r.status, 422, r.text);
-  assert.match(r.body.error, /tensor 'w_then' \(initializer of graph 'then' in attribute 'then_branch' of node 'choose' \(If\) of the main graph\) at 'package\.json'/);
+  assert.match(
+    r.body.error,
+    /tensor 'w_then' \(initializer of graph 'then' in attribute 'then_branch' of node 'choose' \(If\) of the main graph\) at 'package\.json'/,
+  );
   const show = await request(`${server.url}/admin/models/sum`, { headers: { authorization: `Bearer ${token}` } });
-  assert.deepEqual(show.body.versions.map((v: { version: number }) => v.version), [1]);
+  assert.deepEqual(
+    show.body.versions.map((v: { version: number }) => v.version),
+    [1],
+  );
 });
 
 test('`scoreline models register` reports the refusal and fails; a normal model still registers and serves', async () => {
   const m = writeExternalInitializerModel(join(dir, 'cli'));
-  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args, '--url', server.url, '--token', token], { encoding: 'utf8' });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [CLI, ...args, '--url', server.url, '--token', token], { encoding: 'utf8' });
   const refused = cli('models', 'register', 'sum', m.modelPath);
   assert.equal(refused.status, 1, refused.stdout);
   assert.match(refused.stderr, /422 .*keeps the data of tensor 'w'.*external data is not accepted/);
@@ -112,11 +132,17 @@ test('a model repository with an external-data version stops the start with the 
   const data = join(dir, 'bad-repo-data');
   const message = await startFails(['--model-repo', repo, '--data-dir', data]);
   assert.match(message, /server exited with 1 before listening/);
-  assert.match(message, /the model repository has versions the registry refuses: sum\/2: .*keeps the data of tensor 'w' .*external data is not accepted/);
+  assert.match(
+    message,
+    /the model repository has versions the registry refuses: sum\/2: .*keeps the data of tensor 'w' .*external data is not accepted/,
+  );
   assert.match(message, /sum\/3: .*tensor 'w_then' \(initializer of graph 'then'/);
   const reg = ModelRegistry.open(data);
   try {
-    assert.deepEqual(reg.listVersions('sum').map((v) => v.version), [1]);
+    assert.deepEqual(
+      reg.listVersions('sum').map((v) => v.version),
+      [1],
+    );
   } finally {
     reg.close();
   }

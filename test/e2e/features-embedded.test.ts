@@ -35,21 +35,68 @@ async function writeFixture(dir: string, incomeOfC001 = 5000): Promise<{ config:
       entities: [{ name: 'customer', key: 'customer_id', pattern: 'C[0-9]{3}' }],
       sources: { people: { path: 'people.csv', entity: 'customer', timestampColumn: 'as_of' } },
       features: [
-        { name: 'income', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: { default: 1 } },
-        { name: 'loans', version: 1, entity: 'customer', type: 'offline', dtype: 'int64', ttl: '1d', source: 'people', fallback: { default: 0 } },
-        { name: 'txn_sum_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'sum', field: 'amount', window: '1h', fallback: { default: 0 } },
-        { name: 'lates', version: 1, entity: 'customer', type: 'hybrid', dtype: 'int64', source: 'people', event: 'late', aggregation: 'count', window: '30d', ttl: '2d', fallback: { default: 0 } },
+        {
+          name: 'income',
+          version: 1,
+          entity: 'customer',
+          type: 'offline',
+          dtype: 'float64',
+          ttl: '1d',
+          source: 'people',
+          fallback: { default: 1 },
+        },
+        {
+          name: 'loans',
+          version: 1,
+          entity: 'customer',
+          type: 'offline',
+          dtype: 'int64',
+          ttl: '1d',
+          source: 'people',
+          fallback: { default: 0 },
+        },
+        {
+          name: 'txn_sum_1h',
+          version: 1,
+          entity: 'customer',
+          type: 'realtime',
+          dtype: 'float64',
+          event: 'txn',
+          aggregation: 'sum',
+          field: 'amount',
+          window: '1h',
+          fallback: { default: 0 },
+        },
+        {
+          name: 'lates',
+          version: 1,
+          entity: 'customer',
+          type: 'hybrid',
+          dtype: 'int64',
+          source: 'people',
+          event: 'late',
+          aggregation: 'count',
+          window: '30d',
+          ttl: '2d',
+          fallback: { default: 0 },
+        },
       ],
     }),
   );
   const config = join(dir, 'server.yaml');
-  await writeFile(config, stringify({ modelRepository: repo, dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml') } }));
+  await writeFile(
+    config,
+    stringify({ modelRepository: repo, dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml') } }),
+  );
   return { config, csv };
 }
 
 async function writePeople(csv: string, incomeOfC001: number): Promise<void> {
   const iso = new Date(Date.now() - HOUR).toISOString();
-  await writeFile(csv, `customer_id,as_of,income,loans,lates\nC001,${iso},${incomeOfC001},2,1\nC002,${iso},6000,0,\nC003,${iso},7000,5,3\n`);
+  await writeFile(
+    csv,
+    `customer_id,as_of,income,loans,lates\nC001,${iso},${incomeOfC001},2,1\nC002,${iso},6000,0,\nC003,${iso},7000,5,3\n`,
+  );
 }
 
 const score = (s: TestServer, id: string) => request(`${s.url}/v1/score/m`, { json: { entity: { customer_id: id }, debug: true } });
@@ -76,11 +123,13 @@ test('the embedded store keeps what it loaded and the events it answered, across
   let before: unknown;
   try {
     assert.equal(loadedLines(s), 1);
-    const sent = await events(s, { events: [
-      { event: 'txn', id: 't1', entity: { customer_id: 'C001' }, fields: { amount: 12.5 } },
-      { event: 'txn', id: 't2', entity: { customer_id: 'C001' }, fields: { amount: 30 }, ts: Date.now() - 10 * 60_000 },
-      { event: 'late', id: 'l1', entity: { customer_id: 'C003' } },
-    ] });
+    const sent = await events(s, {
+      events: [
+        { event: 'txn', id: 't1', entity: { customer_id: 'C001' }, fields: { amount: 12.5 } },
+        { event: 'txn', id: 't2', entity: { customer_id: 'C001' }, fields: { amount: 30 }, ts: Date.now() - 10 * 60_000 },
+        { event: 'late', id: 'l1', entity: { customer_id: 'C003' } },
+      ],
+    });
     assert.deepEqual([sent.body.accepted, sent.body.duplicates], [3, 0]);
     before = await snapshot(s);
     const c1 = (await score(s, 'C001')).body.features;
@@ -128,7 +177,14 @@ test('with features.embedded.durable false nothing is kept', async () => {
   const dir = await tempDir();
   const { config } = await writeFixture(dir);
   const memoryOnly = join(dir, 'memory.yaml');
-  await writeFile(memoryOnly, stringify({ modelRepository: join(dir, 'models'), dataDir: join(dir, 'data'), features: { definitions: join(dir, 'features.yaml'), embedded: { durable: false } } }));
+  await writeFile(
+    memoryOnly,
+    stringify({
+      modelRepository: join(dir, 'models'),
+      dataDir: join(dir, 'data'),
+      features: { definitions: join(dir, 'features.yaml'), embedded: { durable: false } },
+    }),
+  );
   void config;
   let s = await startServer(['--config', memoryOnly, '--data-dir', join(dir, 'data')]);
   try {
@@ -151,7 +207,9 @@ test('scoreline features materialize --data-dir loads the store before the serve
   const dir = await tempDir();
   const { config } = await writeFixture(dir, 4321);
   const data = join(dir, 'data');
-  const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--quiet'], { encoding: 'utf8' });
+  const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--quiet'], {
+    encoding: 'utf8',
+  });
   assert.equal(m.status, 0, m.stderr + m.stdout);
   assert.match(m.stdout, /materialized 3 entity groups from 3 rows/);
   const s = await startServer(['--config', config, '--data-dir', data]);
@@ -163,7 +221,11 @@ test('scoreline features materialize --data-dir loads the store before the serve
   } finally {
     await s.stop();
   }
-  const both = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--redis', 'redis://127.0.0.1:1'], { encoding: 'utf8' });
+  const both = spawnSync(
+    process.execPath,
+    [CLI, 'features', 'materialize', '--config', config, '--data-dir', data, '--redis', 'redis://127.0.0.1:1'],
+    { encoding: 'utf8' },
+  );
   assert.equal(both.status, 2, both.stderr);
   assert.match(both.stderr, /not both/);
 });

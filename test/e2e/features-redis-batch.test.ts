@@ -34,7 +34,8 @@ async function writeFixture(dir: string): Promise<{ defs: string; repo: string }
   const old = new Date(Date.now() - 72 * HOUR).toISOString();
   const rows = ['customer_id,as_of,income,age,lates'];
   // C000..C049: every fifth one stale (its values take their fallbacks), every seventh without an age
-  for (let i = 0; i < 50; i++) rows.push(`C${String(i).padStart(3, '0')},${i % 5 === 4 ? old : fresh},${4000 + 100 * i},${i % 7 === 3 ? '' : 20 + i},${i % 4}`);
+  for (let i = 0; i < 50; i++)
+    rows.push(`C${String(i).padStart(3, '0')},${i % 5 === 4 ? old : fresh},${4000 + 100 * i},${i % 7 === 3 ? '' : 20 + i},${i % 4}`);
   await writeFile(join(dir, 'people.csv'), `${rows.join('\n')}\n`);
   const defs = join(dir, 'features.yaml');
   await writeFile(
@@ -43,10 +44,51 @@ async function writeFixture(dir: string): Promise<{ defs: string; repo: string }
       entities: [{ name: 'customer', key: 'customer_id', pattern: 'C[0-9]{3}' }],
       sources: { people: { path: 'people.csv', entity: 'customer', timestampColumn: 'as_of' } },
       features: [
-        { name: 'income', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: { default: 1000 } },
-        { name: 'age', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: { default: 41 } },
-        { name: 'txn_sum_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'sum', field: 'amount', window: '1h', fallback: { default: 0 } },
-        { name: 'lates', version: 1, entity: 'customer', type: 'hybrid', dtype: 'int64', source: 'people', event: 'late', aggregation: 'count', window: '30d', ttl: '2d', fallback: { default: 0 } },
+        {
+          name: 'income',
+          version: 1,
+          entity: 'customer',
+          type: 'offline',
+          dtype: 'float64',
+          ttl: '1d',
+          source: 'people',
+          fallback: { default: 1000 },
+        },
+        {
+          name: 'age',
+          version: 1,
+          entity: 'customer',
+          type: 'offline',
+          dtype: 'float64',
+          ttl: '1d',
+          source: 'people',
+          fallback: { default: 41 },
+        },
+        {
+          name: 'txn_sum_1h',
+          version: 1,
+          entity: 'customer',
+          type: 'realtime',
+          dtype: 'float64',
+          event: 'txn',
+          aggregation: 'sum',
+          field: 'amount',
+          window: '1h',
+          fallback: { default: 0 },
+        },
+        {
+          name: 'lates',
+          version: 1,
+          entity: 'customer',
+          type: 'hybrid',
+          dtype: 'int64',
+          source: 'people',
+          event: 'late',
+          aggregation: 'count',
+          window: '30d',
+          ttl: '2d',
+          fallback: { default: 0 },
+        },
       ],
     }),
   );
@@ -56,12 +98,16 @@ async function writeFixture(dir: string): Promise<{ defs: string; repo: string }
 async function serverOn(dir: string, name: string, redis: TestRedis, ttlSeconds: number): Promise<TestServer> {
   const { defs, repo } = { defs: join(dir, 'features.yaml'), repo: join(dir, 'models') };
   const config = join(dir, `${name}.yaml`);
-  await writeFile(config, stringify({ modelRepository: repo, features: { definitions: defs, redis: { url: redis.url, timeoutMs: 500 }, cache: { ttlSeconds } } }));
+  await writeFile(
+    config,
+    stringify({ modelRepository: repo, features: { definitions: defs, redis: { url: redis.url, timeoutMs: 500 }, cache: { ttlSeconds } } }),
+  );
   return startServer(['--config', config]);
 }
 
 const id = (i: number) => `C${String(i).padStart(3, '0')}`;
-const score = (s: TestServer, customer: string) => request(`${s.url}/v1/score/m`, { json: { entity: { customer_id: customer }, debug: true } });
+const score = (s: TestServer, customer: string) =>
+  request(`${s.url}/v1/score/m`, { json: { entity: { customer_id: customer }, debug: true } });
 const events = (s: TestServer, body: unknown) => request(`${s.url}/v1/events`, { json: body });
 
 /** What must not depend on batching: the score and every feature's value and status. */
@@ -74,7 +120,10 @@ async function metric(s: TestServer, pattern: RegExp): Promise<number> {
   return Number(pattern.exec(await (await fetch(`${s.url}/metrics`)).text())?.[1] ?? 0);
 }
 const roundTrips = (s: TestServer) => metric(s, /^scoreline_feature_store_roundtrip_seconds_count\{result="ok"\} (\d+)$/m);
-const lookups = async (s: TestServer) => ({ hit: await metric(s, /^scoreline_feature_lookups_total\{result="hit"\} (\d+)$/m), miss: await metric(s, /^scoreline_feature_lookups_total\{result="miss"\} (\d+)$/m) });
+const lookups = async (s: TestServer) => ({
+  hit: await metric(s, /^scoreline_feature_lookups_total\{result="hit"\} (\d+)$/m),
+  miss: await metric(s, /^scoreline_feature_lookups_total\{result="miss"\} (\d+)$/m),
+});
 const hgetalls = (r: TestRedis) => Number(/cmdstat_hgetall:calls=(\d+)/.exec(r.cli('info', 'commandstats'))?.[1] ?? 0);
 
 describe('batched Redis reads and window snapshots', { skip }, () => {
@@ -87,9 +136,15 @@ describe('batched Redis reads and window snapshots', { skip }, () => {
     redis = await startRedis();
     dir = await tempDir();
     const { defs } = await writeFixture(dir);
-    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], { encoding: 'utf8' });
+    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], {
+      encoding: 'utf8',
+    });
     assert.equal(m.status, 0, m.stderr + m.stdout);
-    [batched, oneByOne, shortTtl] = await Promise.all([serverOn(dir, 'a', redis, 60), serverOn(dir, 'b', redis, 60), serverOn(dir, 'c', redis, 2)]);
+    [batched, oneByOne, shortTtl] = await Promise.all([
+      serverOn(dir, 'a', redis, 60),
+      serverOn(dir, 'b', redis, 60),
+      serverOn(dir, 'c', redis, 2),
+    ]);
   });
   after(async () => {
     await Promise.all([batched?.stop(), oneByOne?.stop(), shortTtl?.stop()]);
@@ -149,13 +204,19 @@ describe('batched Redis reads and window snapshots', { skip }, () => {
     assert.equal((await sum(shortTtl)).value, 0);
     assert.equal((await sum(batched)).value, 0);
     // shortTtl writes: it sees its event at once, from its snapshot.
-    assert.equal((await events(shortTtl, { event: 'txn', id: 'own-1', entity: { customer_id: customer }, fields: { amount: 5 } })).body.accepted, 1);
+    assert.equal(
+      (await events(shortTtl, { event: 'txn', id: 'own-1', entity: { customer_id: customer }, fields: { amount: 5 } })).body.accepted,
+      1,
+    );
     const own = await sum(shortTtl);
     assert.deepEqual([own.value, own.status], [5, 'present']);
     // batched writes: it sees its own event at once, on top of its snapshot, which was read before
     // shortTtl's event (it sees that one when its own snapshot expires, after 60 s) ...
     const written = performance.now();
-    assert.equal((await events(batched, { event: 'txn', id: 'other-1', entity: { customer_id: customer }, fields: { amount: 7 } })).body.accepted, 1);
+    assert.equal(
+      (await events(batched, { event: 'txn', id: 'other-1', entity: { customer_id: customer }, fields: { amount: 7 } })).body.accepted,
+      1,
+    );
     assert.equal((await sum(batched)).value, 7);
     // ... and shortTtl sees it only once its snapshot (read before the write) has expired (2 s).
     const seen = await waitFor(
@@ -177,6 +238,10 @@ describe('batched Redis reads and window snapshots', { skip }, () => {
     assert.equal(await lates(batched), base);
     assert.equal((await events(batched, { event: 'late', id: 'late-1', entity: { customer_id: customer } })).body.accepted, 1);
     assert.equal(await lates(batched), base + 1);
-    await waitFor(async () => (await lates(shortTtl)) === base + 1, { timeoutMs: 10_000, intervalMs: 100, message: 'the hybrid window of the other replica to catch up once its snapshot expired' });
+    await waitFor(async () => (await lates(shortTtl)) === base + 1, {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: 'the hybrid window of the other replica to catch up once its snapshot expired',
+    });
   });
 });

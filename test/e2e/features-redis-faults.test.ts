@@ -41,10 +41,40 @@ async function writeFixture(dir: string): Promise<{ defs: string; repo: string }
       entities: [{ name: 'customer', key: 'customer_id', pattern: 'C[0-9]{3}' }],
       sources: { people: { path: 'people.csv', entity: 'customer', timestampColumn: 'as_of' } },
       features: [
-        { name: 'income', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: { default: 1000 } },
+        {
+          name: 'income',
+          version: 1,
+          entity: 'customer',
+          type: 'offline',
+          dtype: 'float64',
+          ttl: '1d',
+          source: 'people',
+          fallback: { default: 1000 },
+        },
         // one event type feeding two series: a retry must count in neither
-        { name: 'txn_count_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'count', window: '1h', fallback: { default: 0 } },
-        { name: 'txn_sum_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'sum', field: 'amount', window: '1h', fallback: { default: 0 } },
+        {
+          name: 'txn_count_1h',
+          version: 1,
+          entity: 'customer',
+          type: 'realtime',
+          dtype: 'float64',
+          event: 'txn',
+          aggregation: 'count',
+          window: '1h',
+          fallback: { default: 0 },
+        },
+        {
+          name: 'txn_sum_1h',
+          version: 1,
+          entity: 'customer',
+          type: 'realtime',
+          dtype: 'float64',
+          event: 'txn',
+          aggregation: 'sum',
+          field: 'amount',
+          window: '1h',
+          fallback: { default: 0 },
+        },
       ],
     }),
   );
@@ -60,7 +90,9 @@ async function setup(redis: TestRedis | null, breaker?: { failures: number; prob
   const dir = await tempDir();
   const { defs, repo } = await writeFixture(dir);
   if (redis) {
-    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], { encoding: 'utf8' });
+    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], {
+      encoding: 'utf8',
+    });
     assert.equal(m.status, 0, m.stderr + m.stdout);
   }
   const config = join(dir, 'server.yaml');
@@ -71,7 +103,12 @@ async function setup(redis: TestRedis | null, breaker?: { failures: number; prob
 
 const score = (s: Setup, id: string) => request(`${s.server.url}/v1/score/m`, { json: { entity: { customer_id: id }, debug: true } });
 const events = (s: Setup, body: unknown) => request(`${s.server.url}/v1/events`, { json: body });
-const txn = (customer: string, amount: number, id?: string) => ({ event: 'txn', ...(id === undefined ? {} : { id }), entity: { customer_id: customer }, fields: { amount } });
+const txn = (customer: string, amount: number, id?: string) => ({
+  event: 'txn',
+  ...(id === undefined ? {} : { id }),
+  entity: { customer_id: customer },
+  fields: { amount },
+});
 
 async function storeUp(s: Setup): Promise<number> {
   const text = await (await fetch(`${s.server.url}/metrics`)).text();
@@ -81,7 +118,8 @@ async function storeUp(s: Setup): Promise<number> {
 /** Round trips to Redis so far that failed (each waited the timeout) and that succeeded. */
 async function roundTrips(s: Setup): Promise<{ failed: number; ok: number }> {
   const text = await (await fetch(`${s.server.url}/metrics`)).text();
-  const count = (result: string) => Number(new RegExp(`^scoreline_feature_store_roundtrip_seconds_count\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  const count = (result: string) =>
+    Number(new RegExp(`^scoreline_feature_store_roundtrip_seconds_count\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
   return { failed: count('error'), ok: count('ok') };
 }
 
@@ -102,9 +140,8 @@ function resume(r: TestRedis): void {
   process.kill(r.proc.pid!, 'SIGCONT');
 }
 
-
-
-const logLines = (s: Setup, pattern: RegExp) => s.server.logs.filter((l) => pattern.test(l)).map((l) => JSON.parse(l) as { level: number; msg: string });
+const logLines = (s: Setup, pattern: RegExp) =>
+  s.server.logs.filter((l) => pattern.test(l)).map((l) => JSON.parse(l) as { level: number; msg: string });
 
 describe('a hung Redis (SIGSTOP)', { skip: skipRedis }, () => {
   let redis: TestRedis | undefined;
@@ -146,7 +183,10 @@ describe('a hung Redis (SIGSTOP)', { skip: skipRedis }, () => {
       // and those already waiting beside them, may have.
       const waited = (await roundTrips(s)).failed;
       const slow = latencies.filter((ms) => ms >= TIMEOUT_MS * 0.9).length;
-      assert.ok(waited >= FAILURES && waited <= FAILURES + concurrency, `${waited} of ${latencies.length} requests waited the ${TIMEOUT_MS} ms timeout (${slow} took that long)`);
+      assert.ok(
+        waited >= FAILURES && waited <= FAILURES + concurrency,
+        `${waited} of ${latencies.length} requests waited the ${TIMEOUT_MS} ms timeout (${slow} took that long)`,
+      );
       for (const r of answers) assert.equal(r.status, 200, r.text);
       const last = answers.at(-1)!.body.features;
       assert.deepEqual(last['txn_count_1h@1'], { value: 0, status: 'default', age_ms: null, reason: 'store circuit open' });
@@ -221,7 +261,15 @@ describe('event ids with Redis', { skip: skipRedis }, () => {
     assert.equal(one.body.ids.length, 1);
     assert.match(one.body.ids[0], /^ev-[0-9a-f]{16}-[0-9a-z]+$/);
     assert.deepEqual({ ...one.body, ids: undefined }, { accepted: 1, ignored: 0, duplicates: 0, ids: undefined });
-    const many = await events(s, { events: [txn('C001', 1, 'd-1'), txn('C001', 1, 'd-1'), txn('C001', 2), txn('C001', 3), { ...txn('C001', 7, 'old'), ts: Date.now() - 400 * 24 * HOUR }] });
+    const many = await events(s, {
+      events: [
+        txn('C001', 1, 'd-1'),
+        txn('C001', 1, 'd-1'),
+        txn('C001', 2),
+        txn('C001', 3),
+        { ...txn('C001', 7, 'old'), ts: Date.now() - 400 * 24 * HOUR },
+      ],
+    });
     assert.equal(many.status, 200, many.text);
     assert.deepEqual([many.body.accepted, many.body.ignored, many.body.duplicates], [3, 1, 1]);
     assert.deepEqual(many.body.ids.slice(0, 2), ['d-1', 'd-1']);
@@ -252,7 +300,10 @@ describe('event ids with Redis', { skip: skipRedis }, () => {
     assert.equal(lost.headers.get('retry-after'), '1');
     assert.equal(lost.body.state, 'unknown');
     assert.deepEqual(lost.body.ids, ['retry-1']);
-    assert.equal(lost.body.error, 'the store did not answer within 200 ms; the write may have been applied; retry with the same id, it is idempotent');
+    assert.equal(
+      lost.body.error,
+      'the store did not answer within 200 ms; the write may have been applied; retry with the same id, it is idempotent',
+    );
     // It landed when Redis resumed: the retry is recognised and not counted again.
     let retry: Awaited<ReturnType<typeof events>> | undefined;
     await waitFor(
@@ -316,8 +367,17 @@ describe('event ids with the in-process store', () => {
     assert.deepEqual(retry.body, { accepted: 0, ignored: 0, duplicates: 2, ids: ['m-1', first.body.ids[2]] });
     // the same id on another event type would be another event; here only 'txn' exists
     assert.deepEqual(await windows(s, 'C001'), [2, 3]);
-    const ws = await frames(s, [{ id: 'm-1', ...txn('C001', 1) }, { id: 'w-2', ...txn('C001', 4) }]);
-    assert.deepEqual(ws.map((a) => [a.accepted, a.duplicates]), [[0, 1], [1, 0]]);
+    const ws = await frames(s, [
+      { id: 'm-1', ...txn('C001', 1) },
+      { id: 'w-2', ...txn('C001', 4) },
+    ]);
+    assert.deepEqual(
+      ws.map((a) => [a.accepted, a.duplicates]),
+      [
+        [0, 1],
+        [1, 0],
+      ],
+    );
     assert.deepEqual(await windows(s, 'C001'), [3, 7]);
     for (const id of [5, '', 'x'.repeat(201)]) {
       const bad = await events(s, txn('C001', 1, id as string));

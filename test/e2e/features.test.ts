@@ -50,15 +50,106 @@ async function writeFeatures(dir: string): Promise<string> {
     entities: [{ name: 'customer', key: 'customer_id', pattern: 'C[0-9]{3}' }],
     sources: { people: { path: 'people.csv', entity: 'customer', timestampColumn: 'as_of' } },
     features: [
-      { name: 'income', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: { default: 1000 } },
-      { name: 'age', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: 'last_known' },
-      { name: 'debt', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', dependsOn: ['income'], expression: 'income * 0.1', fallback: 'compute' },
-      { name: 'score_band', version: 1, entity: 'customer', type: 'offline', dtype: 'float64', ttl: '1d', source: 'people', fallback: 'error' },
-      { name: 'ratio', version: 1, entity: 'customer', type: 'online', dtype: 'float64', dependsOn: ['debt', 'income', 'request.amount'], expression: '(debt + amount) / income', fallback: { default: -1 } },
-      { name: 'tripled', version: 1, entity: 'customer', type: 'online', dtype: 'float64', dependsOn: ['age'], module: './triple.js', function: 'triple', fallback: 'error' },
-      { name: 'txn_sum_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'sum', field: 'amount', window: '1h', fallback: { default: 0 } },
-      { name: 'txn_max_1h', version: 1, entity: 'customer', type: 'realtime', dtype: 'float64', event: 'txn', aggregation: 'max', field: 'amount', window: '1h', fallback: { default: -5 } },
-      { name: 'lates', version: 1, entity: 'customer', type: 'hybrid', dtype: 'int64', source: 'people', event: 'late', aggregation: 'count', window: '30d', ttl: '2d', fallback: { default: 0 } },
+      {
+        name: 'income',
+        version: 1,
+        entity: 'customer',
+        type: 'offline',
+        dtype: 'float64',
+        ttl: '1d',
+        source: 'people',
+        fallback: { default: 1000 },
+      },
+      {
+        name: 'age',
+        version: 1,
+        entity: 'customer',
+        type: 'offline',
+        dtype: 'float64',
+        ttl: '1d',
+        source: 'people',
+        fallback: 'last_known',
+      },
+      {
+        name: 'debt',
+        version: 1,
+        entity: 'customer',
+        type: 'offline',
+        dtype: 'float64',
+        ttl: '1d',
+        source: 'people',
+        dependsOn: ['income'],
+        expression: 'income * 0.1',
+        fallback: 'compute',
+      },
+      {
+        name: 'score_band',
+        version: 1,
+        entity: 'customer',
+        type: 'offline',
+        dtype: 'float64',
+        ttl: '1d',
+        source: 'people',
+        fallback: 'error',
+      },
+      {
+        name: 'ratio',
+        version: 1,
+        entity: 'customer',
+        type: 'online',
+        dtype: 'float64',
+        dependsOn: ['debt', 'income', 'request.amount'],
+        expression: '(debt + amount) / income',
+        fallback: { default: -1 },
+      },
+      {
+        name: 'tripled',
+        version: 1,
+        entity: 'customer',
+        type: 'online',
+        dtype: 'float64',
+        dependsOn: ['age'],
+        module: './triple.js',
+        function: 'triple',
+        fallback: 'error',
+      },
+      {
+        name: 'txn_sum_1h',
+        version: 1,
+        entity: 'customer',
+        type: 'realtime',
+        dtype: 'float64',
+        event: 'txn',
+        aggregation: 'sum',
+        field: 'amount',
+        window: '1h',
+        fallback: { default: 0 },
+      },
+      {
+        name: 'txn_max_1h',
+        version: 1,
+        entity: 'customer',
+        type: 'realtime',
+        dtype: 'float64',
+        event: 'txn',
+        aggregation: 'max',
+        field: 'amount',
+        window: '1h',
+        fallback: { default: -5 },
+      },
+      {
+        name: 'lates',
+        version: 1,
+        entity: 'customer',
+        type: 'hybrid',
+        dtype: 'int64',
+        source: 'people',
+        event: 'late',
+        aggregation: 'count',
+        window: '30d',
+        ttl: '2d',
+        fallback: { default: 0 },
+      },
     ],
   };
   const path = join(dir, 'features.yaml');
@@ -87,7 +178,9 @@ async function setup(withRedis: boolean): Promise<Setup> {
     }),
   );
   if (redis) {
-    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], { encoding: 'utf8' });
+    const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--definitions', defs, '--redis', redis.url, '--quiet'], {
+      encoding: 'utf8',
+    });
     assert.equal(m.status, 0, m.stderr + m.stdout);
     assert.match(m.stdout + m.stderr, /materialized 3 entity groups from 3 rows/);
   }
@@ -109,16 +202,32 @@ function checkFresh(r: { status: number; body: any; text: string }, txns: number
   assert.equal(v('ratio@1'), (400 + 250) / 5000);
   assert.equal(f['ratio@1'].status, 'present');
   assert.equal(v('tripled@1'), 90);
-  assert.equal(v('txn_sum_1h@1'), txns.reduce((a, b) => a + b, 0));
+  assert.equal(
+    v('txn_sum_1h@1'),
+    txns.reduce((a, b) => a + b, 0),
+  );
   if (txns.length > 0) assert.equal(v('txn_max_1h@1'), Math.max(...txns));
   else assert.deepEqual([v('txn_max_1h@1'), f['txn_max_1h@1'].status], [-5, 'default']);
   // hybrid: 1 late payment in the batch + the late events sent after it
-  const values = { income: 5000, age: 30, debt: 400, score_band: 2, ratio: 650 / 5000, tripled: 90, txn_sum_1h: v('txn_sum_1h@1'), txn_max_1h: v('txn_max_1h@1'), lates: v('lates@1'), amount: 250 };
+  const values = {
+    income: 5000,
+    age: 30,
+    debt: 400,
+    score_band: 2,
+    ratio: 650 / 5000,
+    tripled: 90,
+    txn_sum_1h: v('txn_sum_1h@1'),
+    txn_max_1h: v('txn_max_1h@1'),
+    lates: v('lates@1'),
+    amount: 250,
+  };
   assert.ok(Math.abs(r.body.score - expectedScore(values)) < 1e-3, `score ${r.body.score} vs ${expectedScore(values)}`);
 }
 
 for (const withRedis of [false, true]) {
-  describe(withRedis ? 'with Redis' : 'embedded store', { skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false }, () => {
+  describe(withRedis ? 'with Redis' : 'embedded store', {
+    skip: withRedis && !redisAvailable() && !process.env.CI ? 'redis-server not installed' : false,
+  }, () => {
     let s: Setup;
     before(async () => {
       s = await setup(withRedis);
@@ -131,11 +240,13 @@ for (const withRedis of [false, true]) {
     test('every feature type resolves, with statuses and ages; the model gets exactly those values', async () => {
       const body = { entity: { customer_id: 'C001' }, context: { amount: 250 }, debug: true };
       checkFresh(await score(s, body), []);
-      const sent = await events(s, { events: [
-        { event: 'txn', entity: { customer_id: 'C001' }, fields: { amount: 12.5 } },
-        { event: 'txn', entity: { customer_id: 'C001' }, fields: { amount: 40 }, ts: new Date(Date.now() - 60_000).toISOString() },
-        { event: 'late', entity: { customer_id: 'C001' } },
-      ] });
+      const sent = await events(s, {
+        events: [
+          { event: 'txn', entity: { customer_id: 'C001' }, fields: { amount: 12.5 } },
+          { event: 'txn', entity: { customer_id: 'C001' }, fields: { amount: 40 }, ts: new Date(Date.now() - 60_000).toISOString() },
+          { event: 'late', entity: { customer_id: 'C001' } },
+        ],
+      });
       assert.deepEqual({ ...sent.body, ids: sent.body.ids.length }, { accepted: 3, ignored: 0, duplicates: 0, ids: 3 });
       const r = await score(s, body);
       checkFresh(r, [12.5, 40]);
@@ -195,7 +306,15 @@ for (const withRedis of [false, true]) {
         [{ event: 'late', entity: { customer_id: 'bad id' } }, /not a valid customer id/],
         [{ event: 'late', entity: { customer_id: 'C003' }, ts: Date.now() + 3_600_000 }, /ts is in the future/],
         [{ event: 'late', entity: { customer_id: 'C003' }, ts: 'yesterday-ish' }, /ts must be epoch milliseconds or an ISO date-time/],
-        [{ events: [{ event: 'late', entity: { customer_id: 'C003' } }, { event: 'late', entity: { customer_id: 'C3' } }] }, /events\[1\]: .*not a valid customer id/],
+        [
+          {
+            events: [
+              { event: 'late', entity: { customer_id: 'C003' } },
+              { event: 'late', entity: { customer_id: 'C3' } },
+            ],
+          },
+          /events\[1\]: .*not a valid customer id/,
+        ],
         [{ events: [] }, /"events" must be a non-empty array/],
         [[1, 2], /body must be an event object/],
       ];
@@ -221,7 +340,10 @@ for (const withRedis of [false, true]) {
       ws.send(JSON.stringify({ id: 'e2', event: 'txn', entity: { customer_id: 'nope' }, fields: { amount: 7 } }));
       await got;
       ws.close();
-      assert.deepEqual(answers.find((a) => a.id === 'e1'), { id: 'e1', accepted: 1, ignored: 0, duplicates: 0, ids: ['e1'] });
+      assert.deepEqual(
+        answers.find((a) => a.id === 'e1'),
+        { id: 'e1', accepted: 1, ignored: 0, duplicates: 0, ids: ['e1'] },
+      );
       const e2 = answers.find((a) => a.id === 'e2');
       assert.equal(e2.status, 400);
       const r = await score(s, { entity: { customer_id: 'C003' }, context: { amount: 1 }, debug: true });
@@ -254,9 +376,19 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
       assert.ok(sum.window_age_ms >= 0 && sum.window_age_ms < 60_000, `window age ${sum.window_age_ms}`);
       assert.deepEqual([cached.body.features['txn_max_1h@1'].status, cached.body.features['txn_max_1h@1'].reason], ['default', undefined]);
       // a customer not cached: its windows could not be read, and say why
-      const uncached = await score(s, { entity: { customer_id: 'C003' }, context: { amount: 1 }, features: { age: 50, score_band: 4 }, debug: true });
+      const uncached = await score(s, {
+        entity: { customer_id: 'C003' },
+        context: { amount: 1 },
+        features: { age: 50, score_band: 4 },
+        debug: true,
+      });
       assert.equal(uncached.status, 200, uncached.text);
-      assert.deepEqual(uncached.body.features['txn_max_1h@1'], { value: -5, status: 'default', age_ms: null, reason: 'store not connected' });
+      assert.deepEqual(uncached.body.features['txn_max_1h@1'], {
+        value: -5,
+        status: 'default',
+        age_ms: null,
+        reason: 'store not connected',
+      });
       const ready = await request(`${s.server.url}/v2/health/ready`);
       assert.equal(ready.status, 200);
       assert.match(ready.body.degraded, /unreachable/);
@@ -293,7 +425,9 @@ describe('Redis goes away in the middle', { skip: !redisAvailable() && !process.
 test('the bundled demo: npm start config scores a demo customer from every feature type', async () => {
   const server = await startServer(['--config', join(ROOT, 'examples', 'scoreline.yaml')]);
   try {
-    const r = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+    const r = await request(`${server.url}/v1/score/credit-default`, {
+      json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true },
+    });
     assert.equal(r.status, 200, r.text);
     assert.ok(r.body.score > 0 && r.body.score < 1);
     const types = new Set<string>();
@@ -302,12 +436,33 @@ test('the bundled demo: npm start config scores a demo customer from every featu
       types.add(ref);
     }
     assert.deepEqual(Object.keys(r.body.features).sort(), [
-      'age@1', 'credit_history_months@1', 'debt_to_income@1', 'employment_years@1', 'existing_loans@1', 'existing_monthly_debt@1', 'income@1', 'late_payments_90d@1', 'txn_count_24h@1',
+      'age@1',
+      'credit_history_months@1',
+      'debt_to_income@1',
+      'employment_years@1',
+      'existing_loans@1',
+      'existing_monthly_debt@1',
+      'income@1',
+      'late_payments_90d@1',
+      'txn_count_24h@1',
     ]);
     // the same row through the plain OIP endpoint gives the same score
     const f = r.body.features;
-    const row = [24, 5200, f['age@1'].value, f['income@1'].value, f['employment_years@1'].value, f['credit_history_months@1'].value, f['existing_loans@1'].value, f['debt_to_income@1'].value, f['txn_count_24h@1'].value, f['late_payments_90d@1'].value];
-    const oip = await request(`${server.url}/v2/models/credit-default/infer`, { json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: row }] } });
+    const row = [
+      24,
+      5200,
+      f['age@1'].value,
+      f['income@1'].value,
+      f['employment_years@1'].value,
+      f['credit_history_months@1'].value,
+      f['existing_loans@1'].value,
+      f['debt_to_income@1'].value,
+      f['txn_count_24h@1'].value,
+      f['late_payments_90d@1'].value,
+    ];
+    const oip = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: row }] },
+    });
     assert.equal(oip.body.outputs[1].data[1], r.body.score);
   } finally {
     await server.stop();

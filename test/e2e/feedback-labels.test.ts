@@ -112,7 +112,11 @@ test('a regression model takes any finite number; a non-finite one is a bad requ
   assert.equal(r.status, 200, r.text);
   assert.equal(r.body.joined, 3);
   assert.equal(r.body.rejected, 0);
-  const inf = await request(`${server.url}/v1/feedback`, { body: '[{"request_id": "r4", "label": 1e999}]', headers: { 'content-type': 'application/json' }, method: 'POST' });
+  const inf = await request(`${server.url}/v1/feedback`, {
+    body: '[{"request_id": "r4", "label": 1e999}]',
+    headers: { 'content-type': 'application/json' },
+    method: 'POST',
+  });
   assert.equal(inf.status, 400, inf.text);
   assert.match(inf.body.error, /finite number/);
   assert.equal((await performance('reg', 3)).labelled, 3);

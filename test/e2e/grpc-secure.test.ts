@@ -13,7 +13,13 @@ import { stringify } from 'yaml';
 import { haveOpenssl, selfSigned, type TestCert } from './certs.js';
 import { DEMO_REPO, ROOT, startServer, tempDir, type TestServer } from './server.js';
 
-const definition = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true });
+const definition = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  arrays: true,
+});
 const Service = (grpc.loadPackageDefinition(definition) as any).inference.GRPCInferenceService as typeof grpc.Client;
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
 const INFER_KEY = 'infer-key-0123456789abcdefghijkl';
@@ -27,7 +33,10 @@ describe('gRPC with TLS and API keys', { skip: haveOpenssl() ? false : 'openssl 
     const dir = await tempDir();
     cert = selfSigned(dir, 'grpc');
     const config = join(dir, 'server.yaml');
-    writeFileSync(config, stringify({ modelRepository: DEMO_REPO, tls: { cert: cert.certFile, key: cert.keyFile }, auth: { enabled: true } }));
+    writeFileSync(
+      config,
+      stringify({ modelRepository: DEMO_REPO, tls: { cert: cert.certFile, key: cert.keyFile }, auth: { enabled: true } }),
+    );
     server = await startServer(['--config', config], { SCORELINE_API_KEYS: `app:${INFER_KEY}:infer,labels:${FEEDBACK_KEY}:feedback` });
   });
 
@@ -40,7 +49,11 @@ describe('gRPC with TLS and API keys', { skip: haveOpenssl() ? false : 'openssl 
       const client = new Service(`localhost:${server.grpcPort}`, creds);
       const md = new grpc.Metadata();
       for (const [k, v] of Object.entries(metadata)) md.set(k, v);
-      const req = { model_name: 'credit-default', id: `g-${Math.random()}`, inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], contents: { fp32_contents: ROW } }] };
+      const req = {
+        model_name: 'credit-default',
+        id: `g-${Math.random()}`,
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 10], contents: { fp32_contents: ROW } }],
+      };
       (client as any).ModelInfer(req, md, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null, res: { id: string }) => {
         client.close();
         resolve(err === null ? res : { code: err.code, details: err.details });

@@ -20,8 +20,10 @@ after(async () => {
   assert.equal(await server.stop(), 0);
 });
 
-const sum = () => request(`${server.url}/v2/models/sum/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] } });
-const gather = (i: number) => request(`${server.url}/v2/models/table/infer`, { json: { inputs: [{ name: 'idx', datatype: 'INT64', shape: [1, 1], data: [i] }] } });
+const sum = () =>
+  request(`${server.url}/v2/models/sum/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] } });
+const gather = (i: number) =>
+  request(`${server.url}/v2/models/table/infer`, { json: { inputs: [{ name: 'idx', datatype: 'INT64', shape: [1, 1], data: [i] }] } });
 
 function sample(text: string, name: string, labels: string): number {
   const escaped = labels.replace(/[{}+.]/g, (c) => `\\${c}`);
@@ -62,7 +64,10 @@ test('the monitoring snapshot has ordered exact percentiles, volume and error ra
   assert.equal(s.version, '1');
   assert.equal(s.latency.count, 120);
   const { p50_ms, p95_ms, p99_ms, p999_ms, max_ms } = s.latency;
-  assert.ok(p50_ms > 0 && p50_ms <= p95_ms && p95_ms <= p99_ms && p99_ms <= p999_ms && p999_ms <= max_ms * 1.001, JSON.stringify(s.latency));
+  assert.ok(
+    p50_ms > 0 && p50_ms <= p95_ms && p95_ms <= p99_ms && p99_ms <= p999_ms && p999_ms <= max_ms * 1.001,
+    JSON.stringify(s.latency),
+  );
   assert.equal(s.volume.requests, 121);
   assert.equal(s.volume.errors, 0);
   const t = (await request(`${server.url}/v1/monitoring/table`)).body;

@@ -18,10 +18,16 @@ let repo: string;
 let token: string;
 
 const admin = (path: string, init: RequestInit & { json?: unknown } = {}) =>
-  request(`${server.url}${path}`, { method: 'POST', ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string> | undefined) } });
+  request(`${server.url}${path}`, {
+    method: 'POST',
+    ...init,
+    headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string> | undefined) },
+  });
 const ROW = [1, 2, 3, 4];
 const sumOf = async (model: string, version?: number) => {
-  const r = await request(`${server.url}/v2/models/${model}${version === undefined ? '' : `/versions/${version}`}/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: ROW }] } });
+  const r = await request(`${server.url}/v2/models/${model}${version === undefined ? '' : `/versions/${version}`}/infer`, {
+    json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: ROW }] },
+  });
   return r.status === 200 ? (r.body.outputs[0].data[0] as number) : r.status;
 };
 
@@ -33,8 +39,10 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-const ready = async (model: string, version: number) => (await request(`${server.url}/v2/models/${model}/versions/${version}/ready`)).status === 200;
-const logged = (msg: string, model: string) => server.logs.filter((l) => l.includes(`"msg":"${msg}`) && l.includes(`"model":"${model}"`)).length;
+const ready = async (model: string, version: number) =>
+  (await request(`${server.url}/v2/models/${model}/versions/${version}/ready`)).status === 200;
+const logged = (msg: string, model: string) =>
+  server.logs.filter((l) => l.includes(`"msg":"${msg}`) && l.includes(`"model":"${model}"`)).length;
 
 before(async () => {
   const dir = await tempDir('scoreline-model-control-');
@@ -52,7 +60,9 @@ after(async () => {
 });
 
 test('an MLflow version folder serves with its signature columns as features; MLmodel is the version lineage', async () => {
-  const r = await request(`${server.url}/v1/models/credit:predict`, { json: { instances: [{ age: 41, income: 52000, utilization: 0.3 }] } });
+  const r = await request(`${server.url}/v1/models/credit:predict`, {
+    json: { instances: [{ age: 41, income: 52000, utilization: 0.3 }] },
+  });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.body.predictions.length, 1);
   const unknown = await request(`${server.url}/v1/models/credit:predict`, { json: { instances: [{ age: 41, income: 52000, util: 0.3 }] } });
@@ -66,15 +76,22 @@ test('an MLflow version folder serves with its signature columns as features; ML
 });
 
 test('a tar.gz of an MLflow folder registers over the admin API; a bad archive or content type registers nothing', async () => {
-  const upload = (body: Uint8Array, type = 'application/gzip') => admin('/admin/models/uploaded/versions', { headers: { 'content-type': type }, body });
-  const link = await upload(tarball([...[...mlflowFiles()].map(([path, data]) => ({ path, data })), { path: 'x', type: '2', link: '/etc/passwd' }]));
+  const upload = (body: Uint8Array, type = 'application/gzip') =>
+    admin('/admin/models/uploaded/versions', { headers: { 'content-type': type }, body });
+  const link = await upload(
+    tarball([...[...mlflowFiles()].map(([path, data]) => ({ path, data })), { path: 'x', type: '2', link: '/etc/passwd' }]),
+  );
   assert.equal(link.status, 400, link.text);
   assert.match(link.body.error, /entry 'x' is a link/);
   const pickled = await upload(mlflowArchive({ flavors: { sklearn: { pickled_model: 'model.pkl' } } }));
   assert.equal(pickled.status, 422);
   assert.match(pickled.body.error, /whose model is a Python pickle; it is refused because loading a pickle executes arbitrary code/);
   assert.equal((await upload(mlflowArchive(), 'text/plain')).status, 415);
-  assert.equal((await request(`${server.url}/admin/models/uploaded`, { headers: { authorization: `Bearer ${token}` } })).status, 404, 'nothing registered');
+  assert.equal(
+    (await request(`${server.url}/admin/models/uploaded`, { headers: { authorization: `Bearer ${token}` } })).status,
+    404,
+    'nothing registered',
+  );
 
   const ok = await upload(mlflowArchive({ graph: 'uploaded', runId: 'feedface' }), 'application/x-tar+gzip');
   assert.equal(ok.status, 201, ok.text);
@@ -88,14 +105,17 @@ test('a tar.gz of an MLflow folder registers over the admin API; a bad archive o
   assert.equal(p.status, 200, p.text);
 });
 
-test('the repository index answers in Triton\'s shape, behind the admin token', async () => {
+test("the repository index answers in Triton's shape, behind the admin token", async () => {
   assert.equal((await request(`${server.url}/v2/repository/index`, { method: 'POST' })).status, 401);
   const r = await admin('/v2/repository/index');
   assert.equal(r.status, 200, r.text);
   const names = r.body.map((e: { name: string; version: string }) => `${e.name}/${e.version}`);
   for (const n of ['credit/1', 'frozen/1', 'plain/1', 'uploaded/1']) assert.ok(names.includes(n), `${n} in ${names}`);
   for (const e of r.body) assert.deepEqual(Object.keys(e), ['name', 'version', 'state', 'reason']);
-  assert.deepEqual(r.body.find((e: { name: string }) => e.name === 'plain'), { name: 'plain', version: '1', state: 'READY', reason: '' });
+  assert.deepEqual(
+    r.body.find((e: { name: string }) => e.name === 'plain'),
+    { name: 'plain', version: '1', state: 'READY', reason: '' },
+  );
   const onlyReady = await admin('/v2/repository/index', { json: { ready: true } });
   assert.ok(onlyReady.body.every((e: { state: string }) => e.state === 'READY'));
   assert.equal((await admin('/v2/repository/index', { json: { ready: 'yes' } })).status, 400);
@@ -122,7 +142,10 @@ test('unload stops serving and keeps polling away; load brings every version bac
   assert.deepEqual(u.body, { name: 'plain', versions: [1] });
   assert.equal(await sumOf('plain'), 404);
   const index = await admin('/v2/repository/index');
-  assert.deepEqual(index.body.find((e: { name: string }) => e.name === 'plain'), { name: 'plain', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' });
+  assert.deepEqual(
+    index.body.find((e: { name: string }) => e.name === 'plain'),
+    { name: 'plain', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' },
+  );
 
   // A new folder of the unloaded model, then one of another model: once that one is loaded, a poll
   // has seen plain/2 too, and left it alone.
@@ -145,20 +168,39 @@ test('unload stops serving and keeps polling away; load brings every version bac
 });
 
 test('a model with a deployment is not unloaded (409) until the deployment is removed', async () => {
-  const put = await request(`${server.url}/admin/deployments/plain`, { method: 'PUT', headers: { authorization: `Bearer ${token}` }, json: { strategy: 'direct', version: 1 } });
+  const put = await request(`${server.url}/admin/deployments/plain`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}` },
+    json: { strategy: 'direct', version: 1 },
+  });
   assert.equal(put.status, 200, put.text);
   const refused = await admin('/v2/repository/models/plain/unload');
   assert.equal(refused.status, 409);
-  assert.match(refused.body.error, /model 'plain' has a deployment \(direct, routing to version 1\).*Remove the deployment first \(DELETE \/admin\/deployments\/plain\)/);
+  assert.match(
+    refused.body.error,
+    /model 'plain' has a deployment \(direct, routing to version 1\).*Remove the deployment first \(DELETE \/admin\/deployments\/plain\)/,
+  );
   assert.equal(await sumOf('plain'), sumExpected([ROW], 1)[0], 'still served as deployed');
 
   assert.equal((await request(`${server.url}/admin/deployments/plain`, { method: 'DELETE' })).status, 401);
-  const del = await request(`${server.url}/admin/deployments/plain?reason=decommission`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } });
+  const del = await request(`${server.url}/admin/deployments/plain?reason=decommission`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${token}` },
+  });
   assert.equal(del.status, 200, del.text);
   assert.equal(del.body.strategy, null);
-  assert.deepEqual(del.body.history.at(-1), { at: del.body.history.at(-1).at, action: 'remove', reason: 'decommission', from: { strategy: 'direct', version: 1 }, to: null });
+  assert.deepEqual(del.body.history.at(-1), {
+    at: del.body.history.at(-1).at,
+    action: 'remove',
+    reason: 'decommission',
+    from: { strategy: 'direct', version: 1 },
+    to: null,
+  });
   assert.equal(await sumOf('plain'), sumExpected([ROW], 2)[0], 'back to the highest version');
-  assert.equal((await request(`${server.url}/admin/deployments/plain`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })).status, 409);
+  assert.equal(
+    (await request(`${server.url}/admin/deployments/plain`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })).status,
+    409,
+  );
   const u = await admin('/v2/repository/models/plain/unload');
   assert.equal(u.status, 200, u.text);
   assert.deepEqual(u.body.versions, [1, 2]);

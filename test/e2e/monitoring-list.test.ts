@@ -29,7 +29,10 @@ after(async () => {
 });
 
 const admin = (path: string, init: RequestInit & { json?: unknown } = {}) =>
-  request(`${server.url}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string> | undefined) } });
+  request(`${server.url}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string> | undefined) },
+  });
 
 test('every serving version is listed with its traffic, and drift is marked unavailable with the reason', async () => {
   const v2 = await admin('/admin/models/credit-default/versions', {
@@ -39,7 +42,10 @@ test('every serving version is listed with its traffic, and drift is marked unav
   });
   assert.equal(v2.status, 201, v2.text);
   assert.equal(v2.body.version, 2);
-  const dep = await admin('/admin/deployments/credit-default', { method: 'PUT', json: { strategy: 'canary', stable: 1, canary: 2, percent: 50 } });
+  const dep = await admin('/admin/deployments/credit-default', {
+    method: 'PUT',
+    json: { strategy: 'canary', stable: 1, canary: 2, percent: 50 },
+  });
   assert.equal(dep.status, 200, dep.text);
 
   const list = await request(`${server.url}/v1/monitoring`);
@@ -65,7 +71,7 @@ test('every serving version is listed with its traffic, and drift is marked unav
   assert.equal(after[0].drift.available, false);
 });
 
-test('the snapshot without ?version= is the deployment\'s primary version, every time', async () => {
+test("the snapshot without ?version= is the deployment's primary version, every time", async () => {
   for (let i = 0; i < 20; i++) {
     const snap = await request(`${server.url}/v1/monitoring/credit-default`);
     assert.equal(snap.status, 200, snap.text);

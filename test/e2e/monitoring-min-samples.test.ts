@@ -32,7 +32,10 @@ async function writeIdentity(name: string, seed: number): Promise<void> {
     return `${x},${rand() < x ? 1 : 0}`;
   });
   await writeFile(join(repo, name, 'reference.csv'), ['x,label', ...rows].join('\n'));
-  await writeFile(join(repo, name, 'model.yaml'), stringify({ features: ['x'], reference: 'reference.csv', label: 'label', task: 'classification', threshold: 0.5 }));
+  await writeFile(
+    join(repo, name, 'model.yaml'),
+    stringify({ features: ['x'], reference: 'reference.csv', label: 'label', task: 'classification', threshold: 0.5 }),
+  );
 }
 
 async function writeConfig(file: string, extra: Record<string, unknown> = {}): Promise<string> {
@@ -45,8 +48,24 @@ async function writeConfig(file: string, extra: Record<string, unknown> = {}): P
         evaluateSeconds: 0.2,
         alerts: {
           rules: [
-            { name: 'auc_drop', metric: 'auc_drop', comparison: '>', threshold: 0.05, severity: 'critical', forSeconds: 0, cooldownSeconds: 3600 },
-            { name: 'score_psi', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0, cooldownSeconds: 3600 },
+            {
+              name: 'auc_drop',
+              metric: 'auc_drop',
+              comparison: '>',
+              threshold: 0.05,
+              severity: 'critical',
+              forSeconds: 0,
+              cooldownSeconds: 3600,
+            },
+            {
+              name: 'score_psi',
+              metric: 'score_psi',
+              comparison: '>',
+              threshold: 0.25,
+              severity: 'critical',
+              forSeconds: 0,
+              cooldownSeconds: 3600,
+            },
           ],
         },
         ...extra,
@@ -69,7 +88,9 @@ after(async () => {
 
 /** One request of many rows (at most the batcher's 64): the prediction log names row j `${id}/${j}`. */
 const scoreRows = async (s: TestServer, model: string, id: string, xs: number[]) => {
-  const r = await request(`${s.url}/v2/models/${model}/infer`, { json: { id, inputs: [{ name: 'x', datatype: 'FP32', shape: [xs.length, 1], data: xs }] } });
+  const r = await request(`${s.url}/v2/models/${model}/infer`, {
+    json: { id, inputs: [{ name: 'x', datatype: 'FP32', shape: [xs.length, 1], data: xs }] },
+  });
   assert.equal(r.status, 200, r.text);
 };
 /**
@@ -85,23 +106,38 @@ const snapshot = async (s: TestServer, model: string, fresh: (body: any) => bool
       last = r.body;
       return fresh(r.body) ? r.body : undefined;
     },
-    { timeoutMs: 10_000, intervalMs: 100, message: () => `the snapshot of ${model} to show ${what}: ${JSON.stringify({ drift: last?.drift?.score, performance: last?.performance })}` },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: () =>
+        `the snapshot of ${model} to show ${what}: ${JSON.stringify({ drift: last?.drift?.score, performance: last?.performance })}`,
+    },
   );
 };
 const firing = async (model: string) =>
-  (await request(`${server.url}/admin/alerts?model=${model}`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.firing as { rule: string; labels: Record<string, string> }[];
+  (await request(`${server.url}/admin/alerts?model=${model}`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.firing as {
+    rule: string;
+    labels: Record<string, string>;
+  }[];
 
 /** Polls /metrics until a line matches (the periodic evaluation has run on what was sent). */
 async function metricsUntil(s: TestServer, line: RegExp, ms = 15_000): Promise<string> {
   let text = '';
-  await waitFor(async () => {
-    text = await (await fetch(`${s.url}/metrics`)).text();
-    return line.test(text);
-  }, {
-    timeoutMs: ms,
-    intervalMs: 100,
-    message: () => `/metrics to show ${line}:\n${text.split('\n').filter((l) => /drift|model_auc|labelled/.test(l)).join('\n')}`,
-  });
+  await waitFor(
+    async () => {
+      text = await (await fetch(`${s.url}/metrics`)).text();
+      return line.test(text);
+    },
+    {
+      timeoutMs: ms,
+      intervalMs: 100,
+      message: () =>
+        `/metrics to show ${line}:\n${text
+          .split('\n')
+          .filter((l) => /drift|model_auc|labelled/.test(l))
+          .join('\n')}`,
+    },
+  );
   return text;
 }
 
@@ -167,11 +203,17 @@ test('auc_drop: 40 labels ranked backwards fire nothing; with the minimum met an
   }
   fb = await request(`${server.url}/v1/feedback`, { json: labels });
   assert.equal(fb.body.joined, 1000, fb.text);
-  const fired = await waitFor(async () => {
-    const f = await firing('ranked');
-    return f.length > 0 ? f : undefined;
-  }, { timeoutMs: 15_000, intervalMs: 100, message: 'the auc_drop alert on ranked' });
-  assert.deepEqual(fired.map((a) => [a.rule, a.labels]), [['auc_drop', { model: 'ranked', version: '1' }]]);
+  const fired = await waitFor(
+    async () => {
+      const f = await firing('ranked');
+      return f.length > 0 ? f : undefined;
+    },
+    { timeoutMs: 15_000, intervalMs: 100, message: 'the auc_drop alert on ranked' },
+  );
+  assert.deepEqual(
+    fired.map((a) => [a.rule, a.labels]),
+    [['auc_drop', { model: 'ranked', version: '1' }]],
+  );
   text = await metricsUntil(server, /^scoreline_model_auc\{model="ranked",version="1"\} 0\.\d+$/m);
   assert.match(text, /^scoreline_model_labelled_predictions\{model="ranked",version="1"\} 1040$/m);
   s = await snapshot(server, 'ranked', (b) => b.performance.labelled === 1040, '1040 labelled');

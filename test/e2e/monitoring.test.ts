@@ -36,9 +36,11 @@ async function writeIdentity(name: string): Promise<void> {
   // The frozen reference: x uniform on [0, 1), labels alternating.
   const rows = Array.from({ length: 1000 }, (_, i) => `${i / 1000},${i % 2}`);
   await writeFile(join(repo, name, 'reference.csv'), ['x,label', ...rows].join('\n'));
-  await writeFile(join(repo, name, 'model.yaml'), stringify({ features: ['x'], reference: 'reference.csv', label: 'label', task: 'classification', threshold: 0.5 }));
+  await writeFile(
+    join(repo, name, 'model.yaml'),
+    stringify({ features: ['x'], reference: 'reference.csv', label: 'label', task: 'classification', threshold: 0.5 }),
+  );
 }
-
 
 const env = { SCORELINE_ADMIN_TOKEN: TOKEN };
 const start = () => startServer(['--config', configPath, '--data-dir', dataDir], env);
@@ -71,7 +73,17 @@ before(async () => {
       monitoring: {
         evaluateSeconds: 0.2,
         alerts: {
-          rules: [{ name: 'score_drift', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0, cooldownSeconds: 3600 }],
+          rules: [
+            {
+              name: 'score_drift',
+              metric: 'score_psi',
+              comparison: '>',
+              threshold: 0.25,
+              severity: 'critical',
+              forSeconds: 0,
+              cooldownSeconds: 3600,
+            },
+          ],
           webhooks: [{ url: `http://127.0.0.1:${port}/alerts`, retries: 3, timeoutMs: 2000 }],
         },
       },
@@ -101,7 +113,11 @@ const snapshot = async (model: string, window: string, fresh: (s: any) => boolea
       last = r.body;
       return fresh(r.body) ? r.body : undefined;
     },
-    { timeoutMs: 10_000, intervalMs: 100, message: () => `the ${window} snapshot of ${model} to show ${what}: ${JSON.stringify(last?.performance ?? last)}` },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: () => `the ${window} snapshot of ${model} to show ${what}: ${JSON.stringify(last?.performance ?? last)}`,
+    },
   );
 };
 
@@ -117,7 +133,10 @@ function expected(scores: number[], labels: number[]) {
       wins += scores[i]! > scores[j]! ? 1 : scores[i] === scores[j] ? 0.5 : 0;
     }
   }
-  let tp = 0, fp = 0, tn = 0, fn = 0;
+  let tp = 0,
+    fp = 0,
+    tn = 0,
+    fn = 0;
   scores.forEach((s, i) => {
     const p = s >= 0.5;
     if (labels[i] === 1) p ? tp++ : fn++;
@@ -134,7 +153,14 @@ function expected(scores: number[], labels: number[]) {
   }
   const precision = tp / (tp + fp);
   const recall = tp / (tp + fn);
-  return { auc: wins / pairs, ks, accuracy: (tp + tn) / scores.length, precision, recall, f1: (2 * precision * recall) / (precision + recall) };
+  return {
+    auc: wins / pairs,
+    ks,
+    accuracy: (tp + tn) / scores.length,
+    precision,
+    recall,
+    f1: (2 * precision * recall) / (precision + recall),
+  };
 }
 
 const close = (actual: number, want: number, what: string) => assert.ok(Math.abs(actual - want) <= 6e-5, `${what}: ${actual} vs ${want}`);
@@ -168,7 +194,10 @@ test('performance from delayed labels equals AUC by pair counting, KS and the co
     });
   }
   // Labels for the first LABELLED only, plus one id that was never scored.
-  const fb = await feedback([...ids.slice(0, LABELLED).map((id, i) => ({ request_id: id, label: truth[i]! })), { request_id: 'never-scored', label: 1 }]);
+  const fb = await feedback([
+    ...ids.slice(0, LABELLED).map((id, i) => ({ request_id: id, label: truth[i]! })),
+    { request_id: 'never-scored', label: 1 },
+  ]);
   assert.equal(fb.status, 200, fb.text);
   assert.equal(fb.body.joined, LABELLED);
   assert.equal(fb.body.received, LABELLED + 1);
@@ -236,7 +265,11 @@ test('score drift fires one alert, delivered to the webhook after a retry, liste
   for (let i = 0; i < 1500; i += batch) {
     await Promise.all(Array.from({ length: batch }, (_, k) => score('ident', `drift-${i + k}`, 0.95 + rand() * 0.05)));
   }
-  await waitFor(() => received.length > 0, { timeoutMs: 15_000, intervalMs: 100, message: `the drift alert at the webhook (${hookCalls} calls so far)` });
+  await waitFor(() => received.length > 0, {
+    timeoutMs: 15_000,
+    intervalMs: 100,
+    message: `the drift alert at the webhook (${hookCalls} calls so far)`,
+  });
   assert.equal(received.length, 1, `webhook got ${received.length} notifications`);
   assert.ok(hookCalls >= 2, 'the first delivery failed with 500 and was retried');
   const n = received[0]!;

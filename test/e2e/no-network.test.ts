@@ -42,7 +42,10 @@ interface Traced {
 async function traced(dir: string, argv: string[]): Promise<Traced> {
   const trace = join(dir, 'strace.log');
   const output: string[] = [];
-  const proc = spawn('strace', ['-f', '-qq', '-e', SYSCALLS, '-o', trace, '--', process.execPath, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('strace', ['-f', '-qq', '-e', SYSCALLS, '-o', trace, '--', process.execPath, ...argv], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   proc.stdout!.on('data', (b: Buffer) => output.push(b.toString()));
   proc.stderr!.on('data', (b: Buffer) => output.push(b.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
@@ -64,7 +67,10 @@ test('the detector sees a DNS lookup (the check has teeth)', { skip: !HAS_STRACE
   assert.deepEqual(outboundCalls('123 connect(5, {sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("127.0.0.1")}, 16) = 0'), []);
 });
 
-test('a served request makes no DNS lookup and no outbound connection', { skip: !HAS_STRACE && 'strace is not installed', timeout: 90_000 }, async () => {
+test('a served request makes no DNS lookup and no outbound connection', {
+  skip: !HAS_STRACE && 'strace is not installed',
+  timeout: 90_000,
+}, async () => {
   const dir = await tempDir('scoreline-net-');
   const config = join(dir, 'config.yaml');
   // One worker and no inline placement: sessions are created on a worker thread as well as the main one.
@@ -101,7 +107,9 @@ test('a served request makes no DNS lookup and no outbound connection', { skip: 
 
 test('every module that loads onnxruntime-node sets the telemetry switch first', () => {
   const files = (dir: string): string[] =>
-    readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+    );
   const loaders = files(join(ROOT, 'src')).filter((f) => /from 'onnxruntime-node'/.test(readFileSync(f, 'utf8')));
   assert.ok(loaders.length >= 2, 'the inference and retraining modules load onnxruntime-node');
   for (const f of loaders) {

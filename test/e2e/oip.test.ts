@@ -238,7 +238,10 @@ describe('v1 :predict', () => {
   test('single-output model: one value per row; versioned path', async () => {
     const r = await request(`${server.url}/v1/models/sum/versions/1:predict`, { json: { instances: [[1, 2, 3, 4]] } });
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual({ ...r.body, request_id: undefined }, { predictions: [[10]], model_name: 'sum', model_version: '1', request_id: undefined });
+    assert.deepEqual(
+      { ...r.body, request_id: undefined },
+      { predictions: [[10]], model_name: 'sum', model_version: '1', request_id: undefined },
+    );
   });
 
   test('named-feature errors say which instance and feature', async () => {

@@ -28,12 +28,15 @@ before(async () => {
   const dataDir = join(dir, 'data');
   // The demo (models, feature definitions, events) with small body limits, for the 413 checks.
   const config = join(dir, 'scoreline.yaml');
-  writeFileSync(config, [
-    `modelRepository: ${join(ROOT, 'examples', 'models')}`,
-    `features: { definitions: ${join(ROOT, 'examples', 'features', 'features.yaml')} }`,
-    'server: { maxBodyBytes: 65536 }',
-    'admin: { maxModelBytes: 65536 }',
-  ].join('\n'));
+  writeFileSync(
+    config,
+    [
+      `modelRepository: ${join(ROOT, 'examples', 'models')}`,
+      `features: { definitions: ${join(ROOT, 'examples', 'features', 'features.yaml')} }`,
+      'server: { maxBodyBytes: 65536 }',
+      'admin: { maxModelBytes: 65536 }',
+    ].join('\n'),
+  );
   server = await startServer(['--config', config, '--data-dir', dataDir]);
   token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   const r = await request(`${server.url}/openapi.json`);
@@ -60,7 +63,10 @@ test('the document is OpenAPI 3.1: info, paths, operations with unique ids, para
   // The gRPC service is on a port of its own: named, not described; keys are off on this server.
   assert.match(doc.info.description, new RegExp(`over gRPC .* on port ${server.grpcPort}`));
   assert.match(doc.info.description, /API keys are off/);
-  assert.ok(doc.paths['/v1/models/{model}:explain']?.post && doc.paths['/v1/models/{model}/versions/{version}:explain']?.post, 'v1 :explain');
+  assert.ok(
+    doc.paths['/v1/models/{model}:explain']?.post && doc.paths['/v1/models/{model}/versions/{version}:explain']?.post,
+    'v1 :explain',
+  );
   assert.ok(doc.paths['/admin/cluster']?.get, '/admin/cluster');
   assert.equal(typeof doc.info.title, 'string');
   assert.equal(typeof doc.info.version, 'string');
@@ -77,7 +83,11 @@ test('the document is OpenAPI 3.1: info, paths, operations with unique ids, para
     ids.add(op.operationId);
     const templated = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
     const inPath = op.parameters.filter((p: any) => p.in === 'path');
-    assert.deepEqual(inPath.map((p: any) => p.name), templated, `${at}: path parameters`);
+    assert.deepEqual(
+      inPath.map((p: any) => p.name),
+      templated,
+      `${at}: path parameters`,
+    );
     for (const p of op.parameters) {
       assert.ok(['path', 'query', 'header', 'cookie'].includes(p.in), at);
       if (p.in === 'path') assert.equal(p.required, true, at);
@@ -90,7 +100,8 @@ test('the document is OpenAPI 3.1: info, paths, operations with unique ids, para
       for (const media of Object.values<any>(r.content ?? {})) if (media.schema) schemas.push(media.schema);
     }
     if (op.requestBody) for (const media of Object.values<any>(op.requestBody.content)) schemas.push(media.schema);
-    for (const s of op.security ?? []) for (const name of Object.keys(s)) assert.ok(doc.components.securitySchemes[name], `${at}: security scheme ${name}`);
+    for (const s of op.security ?? [])
+      for (const name of Object.keys(s)) assert.ok(doc.components.securitySchemes[name], `${at}: security scheme ${name}`);
   }
   for (const s of schemas) a.compile(s as object);
 });
@@ -137,10 +148,14 @@ test('every documented path and method is answered by a route; no other method o
     assert.ok(!noRoute(r), `${method.toUpperCase()} ${url} is documented but answered ${r.status} ${r.text}`);
     if (r.status >= 400) {
       assert.ok(isError(r.body), `${method.toUpperCase()} ${url}: ${r.text} is not an Error`);
-      assert.ok(op.responses[String(r.status)] !== undefined, `${method.toUpperCase()} ${url} answered ${r.status}, which it does not document`);
+      assert.ok(
+        op.responses[String(r.status)] !== undefined,
+        `${method.toUpperCase()} ${url} answered ${r.status}, which it does not document`,
+      );
     }
   }
-  const matches = (template: string, url: string) => new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`).test(url);
+  const matches = (template: string, url: string) =>
+    new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`).test(url);
   for (const [path, item] of Object.entries<any>(doc.paths)) {
     const url = urlOf(path, 'get');
     for (const m of METHODS) {
@@ -157,7 +172,7 @@ test('every documented path and method is answered by a route; no other method o
   assert.ok(noRoute(unknown) && unknown.status === 404);
 });
 
-test('bodies the server checks with the document\'s schemas are refused with the schema\'s own message', async () => {
+test("bodies the server checks with the document's schemas are refused with the schema's own message", async () => {
   let checked = 0;
   for (const [path, method, op] of operations()) {
     const media = op.requestBody?.content['application/json'];
@@ -165,7 +180,10 @@ test('bodies the server checks with the document\'s schemas are refused with the
     const r = await call(method, urlOf(path, method), '"not an object"');
     assert.equal(r.status, 400, `${method.toUpperCase()} ${path}: ${r.text}`);
     const messages = JSON.stringify(media.schema);
-    assert.ok(messages.includes(JSON.stringify(r.body.error).slice(1, -1)), `${method.toUpperCase()} ${path}: '${r.body.error}' is not one of its schema's messages`);
+    assert.ok(
+      messages.includes(JSON.stringify(r.body.error).slice(1, -1)),
+      `${method.toUpperCase()} ${path}: '${r.body.error}' is not one of its schema's messages`,
+    );
     checked++;
   }
   assert.ok(checked >= 10, `${checked} schema-checked bodies`);

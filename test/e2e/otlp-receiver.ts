@@ -73,7 +73,10 @@ function anyValue(buf: Buffer): AttrValue {
     if (f.n === 2) return (f.v as bigint) !== 0n;
     if (f.n === 3) return Number(BigInt.asIntN(64, f.v as bigint));
     if (f.n === 4) return bytes(f).readDoubleLE(0);
-    if (f.n === 5) return fields(bytes(f)).filter((x) => x.n === 1).map((x) => anyValue(bytes(x)));
+    if (f.n === 5)
+      return fields(bytes(f))
+        .filter((x) => x.n === 1)
+        .map((x) => anyValue(bytes(x)));
   }
   return null;
 }
@@ -102,9 +105,27 @@ export function decodeTraceRequest(body: Buffer): ReceivedSpan[] {
     for (const ss of rsFields.filter((f) => f.n === 2)) {
       let scope = '';
       const ssFields = fields(bytes(ss));
-      for (const f of ssFields) if (f.n === 1) scope = fields(bytes(f)).filter((x) => x.n === 1).map(str)[0] ?? '';
+      for (const f of ssFields)
+        if (f.n === 1)
+          scope =
+            fields(bytes(f))
+              .filter((x) => x.n === 1)
+              .map(str)[0] ?? '';
       for (const sp of ssFields.filter((f) => f.n === 2)) {
-        const s: ReceivedSpan = { traceId: '', spanId: '', parentSpanId: '', traceState: '', name: '', kind: 0, startNs: 0n, endNs: 0n, attributes: {}, status: 0, resource, scope };
+        const s: ReceivedSpan = {
+          traceId: '',
+          spanId: '',
+          parentSpanId: '',
+          traceState: '',
+          name: '',
+          kind: 0,
+          startNs: 0n,
+          endNs: 0n,
+          attributes: {},
+          status: 0,
+          resource,
+          scope,
+        };
         const attrs: Field[] = [];
         for (const f of fields(bytes(sp))) {
           if (f.n === 1) s.traceId = bytes(f).toString('hex');
@@ -126,10 +147,21 @@ export function decodeTraceRequest(body: Buffer): ReceivedSpan[] {
   return spans;
 }
 
-type JsonAny = { stringValue?: string; boolValue?: boolean; intValue?: string | number; doubleValue?: number; arrayValue?: { values?: JsonAny[] } };
+type JsonAny = {
+  stringValue?: string;
+  boolValue?: boolean;
+  intValue?: string | number;
+  doubleValue?: number;
+  arrayValue?: { values?: JsonAny[] };
+};
 const jsonAny = (v: JsonAny): AttrValue =>
-  v.stringValue ?? v.boolValue ?? (v.intValue !== undefined ? Number(v.intValue) : undefined) ?? v.doubleValue ?? (v.arrayValue ? (v.arrayValue.values ?? []).map(jsonAny) : null);
-const jsonAttrs = (list: { key: string; value: JsonAny }[] | undefined) => Object.fromEntries((list ?? []).map((kv) => [kv.key, jsonAny(kv.value)]));
+  v.stringValue ??
+  v.boolValue ??
+  (v.intValue !== undefined ? Number(v.intValue) : undefined) ??
+  v.doubleValue ??
+  (v.arrayValue ? (v.arrayValue.values ?? []).map(jsonAny) : null);
+const jsonAttrs = (list: { key: string; value: JsonAny }[] | undefined) =>
+  Object.fromEntries((list ?? []).map((kv) => [kv.key, jsonAny(kv.value)]));
 
 /** Decodes an ExportTraceServiceRequest in OTLP/JSON (ids as hex strings). */
 export function decodeTraceJson(body: Buffer): ReceivedSpan[] {

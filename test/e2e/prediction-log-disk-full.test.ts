@@ -94,12 +94,18 @@ const logLines = (s: TestServer) =>
     }
   });
 
-test('a full disk: answers continue, the failure is counted and reported, admin writes get 507, and the log resumes with nothing acknowledged lost', { skip: root ? false : 'needs root to mount a tmpfs' }, async () => {
+test('a full disk: answers continue, the failure is counted and reported, admin writes get 507, and the log resumes with nothing acknowledged lost', {
+  skip: root ? false : 'needs root to mount a tmpfs',
+}, async () => {
   const dataDir = join(mnt, 'data');
   server = await startServer(['--model-repo', repo, '--data-dir', dataDir], { SCORELINE_ADMIN_TOKEN: TOKEN });
   const s = server;
   const admin = (method: string, path: string, init: Parameters<typeof request>[1] = {}) =>
-    request(`${s.url}${path}`, { ...init, method, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers as Record<string, string> | undefined) } });
+    request(`${s.url}${path}`, {
+      ...init,
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers as Record<string, string> | undefined) },
+    });
 
   const before = await load(s.url, 'before', 500);
   assert.equal(before.ok.length, 500);
@@ -135,7 +141,10 @@ test('a full disk: answers continue, the failure is counted and reported, admin 
   assert.equal(snap.body.prediction_log.state, 'failing');
 
   // Admin writes on the full disk: 507 with the reason, not 500.
-  const reg = await admin('POST', '/admin/models/ident/versions', { body: Buffer.from(identityBytes('ident_v3')), headers: { 'content-type': 'application/octet-stream' } });
+  const reg = await admin('POST', '/admin/models/ident/versions', {
+    body: Buffer.from(identityBytes('ident_v3')),
+    headers: { 'content-type': 'application/octet-stream' },
+  });
   assert.equal(reg.status, 507, reg.text);
   assert.match(reg.body.error, /no space left \(ENOSPC/);
   assert.ok(reg.body.error.includes(dataDir), reg.body.error);
@@ -145,7 +154,11 @@ test('a full disk: answers continue, the failure is counted and reported, admin 
 
   // A start on the full disk: one line on stderr naming the data dir and ENOSPC.
   const fresh = join(mnt, 'fresh');
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--workers', '1', '--model-repo', repo, '--data-dir', fresh], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--workers', '1', '--model-repo', repo, '--data-dir', fresh],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -164,14 +177,20 @@ test('a full disk: answers continue, the failure is counted and reported, admin 
   assert.equal(afterwards.ok.length, 500);
 
   const errors = logLines(s).filter((l) => l.level === 50 && l.msg.startsWith('prediction log: cannot write'));
-  assert.equal(errors.length, 1, `one error line for the episode, not one per attempt (${(await request(`${s.url}/v1/monitoring`)).body.prediction_log.errors} attempts)`);
+  assert.equal(
+    errors.length,
+    1,
+    `one error line for the episode, not one per attempt (${(await request(`${s.url}/v1/monitoring`)).body.prediction_log.errors} attempts)`,
+  );
   assert.equal(logLines(s).filter((l) => l.msg.startsWith('prediction log: writing again')).length, 1);
 
   const acknowledged = [...before.ok, ...during, ...afterwards.ok];
   let joined = 0;
   let unknown = 0;
   for (let i = 0; i < acknowledged.length; i += 10_000) {
-    const fb = await request(`${s.url}/v1/feedback`, { json: acknowledged.slice(i, i + 10_000).map((id, k) => ({ request_id: id, label: k % 2 })) });
+    const fb = await request(`${s.url}/v1/feedback`, {
+      json: acknowledged.slice(i, i + 10_000).map((id, k) => ({ request_id: id, label: k % 2 })),
+    });
     assert.equal(fb.status, 200, fb.text);
     joined += fb.body.joined;
     unknown += fb.body.unknown;

@@ -41,7 +41,11 @@ async function killUnderLoad(durability: 'async' | 'sync'): Promise<{ run: Run; 
     while (!stop) {
       const id = `${durability}-${next++}`;
       try {
-        const r = await fetch(`${server.url}/v2/models/ident/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(identityRequest(id, 0.5)) });
+        const r = await fetch(`${server.url}/v2/models/ident/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(identityRequest(id, 0.5)),
+        });
         await r.arrayBuffer();
         if (r.status === 200) acknowledged.set(id, performance.now());
       } catch {
@@ -50,7 +54,11 @@ async function killUnderLoad(durability: 'async' | 'sync'): Promise<{ run: Run; 
     }
   });
   // Mid-load: well after the first flushes, with requests in flight.
-  await waitFor(() => acknowledged.size >= 4000, { timeoutMs: 30_000, intervalMs: 10, message: () => `4000 answers under load (${acknowledged.size} so far)` });
+  await waitFor(() => acknowledged.size >= 4000, {
+    timeoutMs: 30_000,
+    intervalMs: 10,
+    message: () => `4000 answers under load (${acknowledged.size} so far)`,
+  });
   const killedAt = performance.now();
   server.proc.kill('SIGKILL');
   await server.exited;
@@ -87,6 +95,12 @@ test('durability async: after kill -9 under load, only predictions answered with
   const window = FLUSH_MS + COMMIT_SLACK_MS;
   const old = missing.filter((id) => run.killedAt - run.acknowledged.get(id)! > window);
   const oldest = Math.max(0, ...missing.map((id) => run.killedAt - run.acknowledged.get(id)!));
-  assert.deepEqual(old.slice(0, 10), [], `${old.length} missing predictions were answered more than ${window} ms before the kill (oldest ${oldest.toFixed(0)} ms); ${missing.length} missing of ${run.acknowledged.size}`);
-  console.log(`async: ${missing.length} of ${run.acknowledged.size} acknowledged predictions missing after kill -9, the oldest answered ${oldest.toFixed(0)} ms before it`);
+  assert.deepEqual(
+    old.slice(0, 10),
+    [],
+    `${old.length} missing predictions were answered more than ${window} ms before the kill (oldest ${oldest.toFixed(0)} ms); ${missing.length} missing of ${run.acknowledged.size}`,
+  );
+  console.log(
+    `async: ${missing.length} of ${run.acknowledged.size} acknowledged predictions missing after kill -9, the oldest answered ${oldest.toFixed(0)} ms before it`,
+  );
 });

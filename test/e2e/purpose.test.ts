@@ -13,7 +13,18 @@ import ort from 'onnxruntime-node';
 import { DEMO_REPO, request, ROOT, startServer, type TestServer } from './server.js';
 
 const MODEL = join(DEMO_REPO, 'credit-purpose');
-const FEATURES = ['duration_months', 'amount', 'age', 'income', 'employment_years', 'credit_history_months', 'existing_loans', 'debt_to_income', 'txn_count_24h', 'late_payments_90d'];
+const FEATURES = [
+  'duration_months',
+  'amount',
+  'age',
+  'income',
+  'employment_years',
+  'credit_history_months',
+  'existing_loans',
+  'debt_to_income',
+  'txn_count_24h',
+  'late_payments_90d',
+];
 
 let server: TestServer;
 let client: any;
@@ -21,12 +32,22 @@ const lines = readFileSync(join(MODEL, 'reference.csv'), 'utf8').trimEnd().split
 const header = lines[0]!.split(',');
 const reference = lines.slice(1).map((l) => l.split(','));
 // Traffic: 100 reference rows, their purposes replaced to a known mix (one the model never saw).
-const MIX = [...new Array(40).fill('business'), ...new Array(30).fill('car'), ...new Array(10).fill('education'), ...new Array(20).fill('boat')];
+const MIX = [
+  ...new Array(40).fill('business'),
+  ...new Array(30).fill('car'),
+  ...new Array(10).fill('education'),
+  ...new Array(20).fill('boat'),
+];
 const rows = reference.slice(0, 100).map((r) => r.slice(0, 10).map(Number));
 
 before(async () => {
   server = await startServer(['--model-repo', DEMO_REPO, '--workers', '1']);
-  const def = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), { keepCase: true, longs: String, defaults: true, arrays: true });
+  const def = protoLoader.loadSync(join(ROOT, 'src/server/proto/grpc_predict_v2.proto'), {
+    keepCase: true,
+    longs: String,
+    defaults: true,
+    arrays: true,
+  });
   const Service = (grpc.loadPackageDefinition(def) as any).inference.GRPCInferenceService;
   client = new Service(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
 });
@@ -36,7 +57,8 @@ after(async () => {
   await server?.stop();
 });
 
-const infer = (req: unknown): Promise<any> => new Promise((resolve, reject) => client.ModelInfer(req, (e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))));
+const infer = (req: unknown): Promise<any> =>
+  new Promise((resolve, reject) => client.ModelInfer(req, (e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))));
 
 test('purpose as a string over every transport scores as onnxruntime does; CSI of purpose against the reference', async () => {
   assert.deepEqual(header.slice(0, 11), [...FEATURES, 'purpose']);
@@ -58,17 +80,28 @@ test('purpose as a string over every transport scores as onnxruntime does; CSI o
 
   const raw = await infer({
     model_name: 'credit-purpose',
-    inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, 10] }, { name: 'purpose', datatype: 'BYTES', shape: [rows.length, 1] }],
+    inputs: [
+      { name: 'input', datatype: 'FP32', shape: [rows.length, 10] },
+      { name: 'purpose', datatype: 'BYTES', shape: [rows.length, 1] },
+    ],
     raw_input_contents: [
       Buffer.from(Float32Array.from(rows.flat()).buffer),
       Buffer.concat(MIX.flatMap((p) => [Buffer.from([p.length, 0, 0, 0]), Buffer.from(p)])),
     ],
   });
   const rawProbs = raw.raw_output_contents[1] as Buffer;
-  assert.deepEqual(Array.from({ length: rawProbs.length / 4 }, (_, i) => rawProbs.readFloatLE(i * 4)), expected);
+  assert.deepEqual(
+    Array.from({ length: rawProbs.length / 4 }, (_, i) => rawProbs.readFloatLE(i * 4)),
+    expected,
+  );
 
   const json = await request(`${server.url}/v2/models/credit-purpose/infer`, {
-    json: { inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, 10], data: rows.flat() }, { name: 'purpose', datatype: 'BYTES', shape: [rows.length, 1], data: MIX }] },
+    json: {
+      inputs: [
+        { name: 'input', datatype: 'FP32', shape: [rows.length, 10], data: rows.flat() },
+        { name: 'purpose', datatype: 'BYTES', shape: [rows.length, 1], data: MIX },
+      ],
+    },
   });
   assert.equal(json.status, 200, json.text);
   assert.deepEqual(json.body.outputs[1].data, expected);
@@ -77,10 +110,15 @@ test('purpose as a string over every transport scores as onnxruntime does; CSI o
   const instances = rows.map((r, i) => ({ ...Object.fromEntries(FEATURES.map((f, j) => [f, r[j]])), purpose: MIX[i] }));
   const v1 = await request(`${server.url}/v1/models/credit-purpose:predict`, { json: { instances } });
   assert.equal(v1.status, 200, v1.text);
-  assert.deepEqual(v1.body.predictions.map((p: any) => p.probabilities), Array.from({ length: rows.length }, (_, i) => expected.slice(2 * i, 2 * i + 2)));
+  assert.deepEqual(
+    v1.body.predictions.map((p: any) => p.probabilities),
+    Array.from({ length: rows.length }, (_, i) => expected.slice(2 * i, 2 * i + 2)),
+  );
 
   // An instance without its category is refused, naming it.
-  const missing = await request(`${server.url}/v1/models/credit-purpose:predict`, { json: { instances: [{ ...instances[0], purpose: undefined }] } });
+  const missing = await request(`${server.url}/v1/models/credit-purpose:predict`, {
+    json: { instances: [{ ...instances[0], purpose: undefined }] },
+  });
   assert.equal(missing.status, 400);
   assert.match(missing.body.error, /instance 0 is missing feature 'purpose'/);
 
@@ -88,7 +126,10 @@ test('purpose as a string over every transport scores as onnxruntime does; CSI o
   const col = header.indexOf('purpose');
   const categories = [...new Set(reference.map((r) => r[col]!))].sort();
   const refShares = [...categories.map((c) => reference.filter((r) => r[col] === c).length / reference.length), 0];
-  const curShares = [...categories.map((c) => MIX.filter((p) => p === c).length / MIX.length), MIX.filter((p) => !categories.includes(p)).length / MIX.length];
+  const curShares = [
+    ...categories.map((c) => MIX.filter((p) => p === c).length / MIX.length),
+    MIX.filter((p) => !categories.includes(p)).length / MIX.length,
+  ];
   const csi = refShares.reduce((s, r, i) => {
     const rr = Math.max(r, 1e-4);
     const cc = Math.max(curShares[i]!, 1e-4);

@@ -32,12 +32,21 @@ async function freePort(): Promise<number> {
 before(async () => {
   if (skip) return;
   port = await freePort();
-  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD], { stdio: 'ignore' });
-  await waitFor(() => spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', '-a', PASSWORD, 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG', {
-    timeoutMs: 10_000,
-    intervalMs: 50,
-    message: 'redis-server to start',
-  });
+  redis = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD],
+    { stdio: 'ignore' },
+  );
+  await waitFor(
+    () =>
+      spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', '-a', PASSWORD, 'ping'], { encoding: 'utf8' }).stdout.trim() ===
+      'PONG',
+    {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: 'redis-server to start',
+    },
+  );
   dir = await tempDir('scoreline-redis-auth-');
   writeFileSync(join(dir, 'password'), `${PASSWORD}\n`);
   writeFileSync(join(dir, 'wrong'), 'not-the-password\n');
@@ -71,7 +80,9 @@ test('materialize and serve authenticate with the password file', { skip }, asyn
   try {
     const ready = await request(`${server.url}/v2/health/ready`);
     assert.equal(ready.status, 200, ready.text);
-    const score = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true } });
+    const score = await request(`${server.url}/v1/score/credit-default`, {
+      json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 }, debug: true },
+    });
     assert.equal(score.status, 200, score.text);
     assert.equal(score.body.features['income@1'].status, 'present', JSON.stringify(score.body.features));
     const metrics = await request(`${server.url}/metrics`);
@@ -86,7 +97,10 @@ test('a wrong password fails materialize and leaves the server degraded, with th
   const m = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', cfg, '--quiet'], { cwd: ROOT, encoding: 'utf8' });
   assert.equal(m.status, 1);
   assert.match(m.stderr, /materialize failed/);
-  const missing = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config('missing.yaml', 'nope'), '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+  const missing = spawnSync(process.execPath, [CLI, 'features', 'materialize', '--config', config('missing.yaml', 'nope'), '--quiet'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /cannot read features\.redis\.passwordFile .*nope: ENOENT/);
   const server = await startServer(['--config', cfg]);

@@ -41,14 +41,25 @@ before(async () => {
   await writeFile(join(dataRoot, 'applications-a.csv'), toCsv(rows.slice(0, 1500)));
   await writeFile(join(dataRoot, 'applications-b.csv'), toCsv(rows.slice(1500)));
   await writeFile(join(dataRoot, 'notes.txt'), 'not matched by the glob\n');
-  const common = { data: '../shared-data/applications-*.csv', timeColumn: 'date', useFeedback: false, oot: { fraction: 0.3 }, minRows: 200 };
+  const common = {
+    data: '../shared-data/applications-*.csv',
+    timeColumn: 'date',
+    useFeedback: false,
+    oot: { fraction: 0.3 },
+    minRows: 200,
+  };
   // risk: drift-triggered, built-in trainer, reference for drift
-  const riskDir = await writeWeakModel(repo, 'risk', {
-    ...common,
-    gate: { minDelta: 0.005, ksTolerance: 0.02 },
-    triggers: { drift: { psi: 0.25 }, debounceSeconds: 0.2, cooldownSeconds: 3600 },
-    deploy: { steps: [50, 100], stepSeconds: 1 },
-  }, { reference: 'reference.csv' });
+  const riskDir = await writeWeakModel(
+    repo,
+    'risk',
+    {
+      ...common,
+      gate: { minDelta: 0.005, ksTolerance: 0.02 },
+      triggers: { drift: { psi: 0.25 }, debounceSeconds: 0.2, cooldownSeconds: 3600 },
+      deploy: { steps: [50, 100], stepSeconds: 1 },
+    },
+    { reference: 'reference.csv' },
+  );
   await writeFile(join(riskDir, 'reference.csv'), toCsv(generate(1000, 7)));
   // guarded: an external trainer whose model fails on x0 >= 1000
   await writeWeakModel(repo, 'guarded', {
@@ -59,7 +70,10 @@ before(async () => {
   // sched: every second; its gate cannot be passed, so each job ends quickly (rejected)
   await writeWeakModel(repo, 'sched', { ...common, gate: { minDelta: 0.9 }, triggers: { schedule: '* * * * * *', cooldownSeconds: 3600 } });
   // slow: a trainer that outlives the server
-  await writeWeakModel(repo, 'slow', { ...common, trainer: { command: [process.execPath, '-e', 'setTimeout(() => {}, 120000)'], timeoutSeconds: 300 } });
+  await writeWeakModel(repo, 'slow', {
+    ...common,
+    trainer: { command: [process.execPath, '-e', 'setTimeout(() => {}, 120000)'], timeoutSeconds: 300 },
+  });
   // plain: no retraining section
   await mkdir(join(repo, 'plain', '1'), { recursive: true });
   await writeFile(join(repo, 'plain', '1', 'model.onnx'), logisticToOnnx(WEAK, { featureNames: FEATURES, name: 'plain' }));
@@ -81,7 +95,17 @@ before(async () => {
       monitoring: {
         evaluateSeconds: 0.2,
         alerts: {
-          rules: [{ name: 'score_drift', metric: 'score_psi', comparison: '>', threshold: 0.25, severity: 'critical', forSeconds: 0, cooldownSeconds: 3600 }],
+          rules: [
+            {
+              name: 'score_drift',
+              metric: 'score_psi',
+              comparison: '>',
+              threshold: 0.25,
+              severity: 'critical',
+              forSeconds: 0,
+              cooldownSeconds: 3600,
+            },
+          ],
           webhooks: [{ url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/`, retries: 1, timeoutMs: 2000 }],
         },
       },
@@ -173,7 +197,10 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
   assert.equal(deploying.state, 'deploying', JSON.stringify(deploying.decision));
   const { job: done, statuses } = await trafficUntilDone('risk', job.id, ordinary);
   assert.equal(done.state, 'succeeded', JSON.stringify(done.decision));
-  assert.ok(statuses.every((s) => s === 200), 'no request failed during the rollout');
+  assert.ok(
+    statuses.every((s) => s === 200),
+    'no request failed during the rollout',
+  );
 
   // the data and split: both files, the latest 30% by date held out
   assert.equal(done.data.files.length, 2);
@@ -184,7 +211,15 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
   assert.ok(done.validation.challenger.auc > 0.8, `challenger AUC ${done.validation.challenger.auc}`);
   assert.ok(done.validation.champion.auc < 0.6, `champion AUC ${done.validation.champion.auc}`);
   assert.ok(done.validation.delong.p < 1e-6);
-  assert.deepEqual(done.steps.map((s: any) => [s.name, s.ok]), [['data', true], ['train', true], ['validate', true], ['canary', true]]);
+  assert.deepEqual(
+    done.steps.map((s: any) => [s.name, s.ok]),
+    [
+      ['data', true],
+      ['train', true],
+      ['validate', true],
+      ['canary', true],
+    ],
+  );
   assert.equal(done.championVersion, 1);
   assert.equal(done.challengerVersion, 2);
 
@@ -209,7 +244,10 @@ test('a drift alert triggers a job: out-of-time validation, challenger registere
     },
     { timeoutMs: 5000, intervalMs: 100, message: () => `v1's drift alert to resolve: ${JSON.stringify(alerts.firing)}` },
   );
-  assert.ok(alerts.history.some((a: any) => a.state === 'resolved' && /no longer serves traffic/.test(a.message)), JSON.stringify(alerts.history.slice(0, 3)));
+  assert.ok(
+    alerts.history.some((a: any) => a.state === 'resolved' && /no longer serves traffic/.test(a.message)),
+    JSON.stringify(alerts.history.slice(0, 3)),
+  );
   const events = notifications.filter((n) => n.job?.id === job.id).map((n) => n.event);
   assert.deepEqual(events, ['retraining.started', 'retraining.succeeded']);
 });
@@ -223,7 +261,10 @@ test('a challenger no better than the champion is rejected: nothing registered, 
   assert.equal(done.state, 'rejected');
   assert.equal(done.trigger.kind, 'manual');
   assert.equal(done.championVersion, 2);
-  assert.ok(done.decision.reasons.some((x: string) => x.startsWith('FAIL: AUC')), done.decision.reasons.join('\n'));
+  assert.ok(
+    done.decision.reasons.some((x: string) => x.startsWith('FAIL: AUC')),
+    done.decision.reasons.join('\n'),
+  );
   const afterwards = (await admin('GET', '/admin/models/risk')).body;
   assert.equal(afterwards.versions.length, before.versions.length);
   assert.deepEqual(afterwards.deployment.strategy, before.deployment.strategy);
@@ -248,13 +289,22 @@ test('an external trainer (the documented contract) whose canary fails on produc
   const id = r.body.job.id;
   const deploying = await waitJob(id, (j) => j.state === 'deploying' || TERMINAL.includes(j.state));
   assert.equal(deploying.state, 'deploying', JSON.stringify(deploying.decision ?? deploying.error));
-  assert.ok(deploying.log.some((l: any) => /\[trainer\] training on \d+ rows, 4 features/.test(l.msg)), 'the trainer wrote to the job log');
+  assert.ok(
+    deploying.log.some((l: any) => /\[trainer\] training on \d+ rows, 4 features/.test(l.msg)),
+    'the trainer wrote to the job log',
+  );
   // production traffic has x0 values the validation rows never had: the canary fails on them
   const { job, statuses } = await trafficUntilDone('guarded', id, () => [5000, 0, 0, 0]);
   assert.equal(job.state, 'rolled_back', JSON.stringify(job.decision));
-  assert.ok(statuses.some((s) => s === 500), 'the canary failed some requests');
+  assert.ok(
+    statuses.some((s) => s === 500),
+    'the canary failed some requests',
+  );
   assert.match(job.decision.reasons.at(-1), /canary rolled back: canary analysis failed: error_rate/);
-  assert.ok(job.decision.reasons.some((x: string) => x.startsWith("pass: AUC")), "the gate's reasons stay on record");
+  assert.ok(
+    job.decision.reasons.some((x: string) => x.startsWith('pass: AUC')),
+    "the gate's reasons stay on record",
+  );
   const model = (await admin('GET', '/admin/models/guarded')).body;
   assert.deepEqual(model.deployment.strategy, { strategy: 'direct', version: 1 });
   assert.equal(model.model.aliases.champion, undefined);
@@ -278,7 +328,11 @@ test('a schedule trigger: one job at a time, then the cooldown holds further tri
       status = (await admin('GET', '/admin/retrain/sched')).body;
       return status.triggers.some((t: any) => t.outcome === 'skipped-cooldown');
     },
-    { timeoutMs: 10_000, intervalMs: 100, message: () => `a schedule tick skipped for the cooldown: ${JSON.stringify(status.triggers.slice(0, 5))}` },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: () => `a schedule tick skipped for the cooldown: ${JSON.stringify(status.triggers.slice(0, 5))}`,
+    },
   );
   assert.equal((await admin('GET', '/admin/jobs?model=sched')).body.jobs.length, 1, 'exactly one job for all those ticks');
   assert.ok(Date.parse(status.cooldownUntil) > Date.now());
@@ -302,7 +356,10 @@ test('a second manual trigger while a job runs is a conflict; a job killed with 
   assert.equal(job.state, 'failed');
   assert.match(job.error, /interrupted by a restart while running/);
   // the orphaned trainer process was stopped, not left running
-  assert.ok(job.log.some((l: any) => /stopped the orphaned trainer process/.test(l.msg)), JSON.stringify(job.log.slice(-5)));
+  assert.ok(
+    job.log.some((l: any) => /stopped the orphaned trainer process/.test(l.msg)),
+    JSON.stringify(job.log.slice(-5)),
+  );
   assert.equal(running(job.trainerPid), false, `trainer ${job.trainerPid} still runs`);
   // and the earlier outcomes survived the restart
   const risk = (await admin('GET', '/admin/models/risk')).body;

@@ -63,11 +63,15 @@ export async function startServer(
   // gRPC on a free port too: the default (8081) would collide between servers running side by side.
   const grpc = args.includes('--grpc-port') ? [] : ['--grpc-port', '0'];
   const workers = workerArgs(args, where.cwd ?? ROOT);
-  const proc = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...grpc, ...workers, ...dataDir, ...args], {
-    cwd: where.cwd ?? ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [where.cli ?? CLI, 'serve', '--port', '0', '--host', '127.0.0.1', ...grpc, ...workers, ...dataDir, ...args],
+    {
+      cwd: where.cwd ?? ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   createInterface({ input: proc.stderr! }).on('line', (l) => {

@@ -52,7 +52,10 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       assert.ok(Math.abs(r.body.outputs[0].data[0] - i) < 1e-3);
     });
     assert.equal(await server.exited, 0);
-    assert.ok(server.logs.some((l) => l.includes('shutdown complete')), server.logs.join('\n'));
+    assert.ok(
+      server.logs.some((l) => l.includes('shutdown complete')),
+      server.logs.join('\n'),
+    );
     await assert.rejects(fetch(`${server.url}/v2/health/live`), 'nothing listens after exit');
   });
 }

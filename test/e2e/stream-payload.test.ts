@@ -42,7 +42,10 @@ function frameOf(bytes: number, id: number): string {
   return `${base.slice(0, -1)}${' '.repeat(bytes - base.length)}}`;
 }
 
-const closed = (ws: WebSocket) => new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+const closed = (ws: WebSocket) =>
+  new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
 const answer = (ws: WebSocket) => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
 
 test('a frame at the limit is answered; one byte over closes with 1009 and the reason', async () => {
@@ -69,7 +72,7 @@ test('a frame at the limit is answered; one byte over closes with 1009 and the r
   await closed(bystander);
 });
 
-test('far over the limit (past uWS\'s own cut-off) the connection is dropped, and the server carries on', async () => {
+test("far over the limit (past uWS's own cut-off) the connection is dropped, and the server carries on", async () => {
   const ws = await connect();
   const close = closed(ws);
   ws.send('x'.repeat(LIMIT * 4 + 1024));

@@ -61,7 +61,9 @@ test('500 pipelined frames are each answered once, by id, with the version that 
   const done = answers(ws, n);
   for (let i = 0; i < n; i++) {
     const version = i % 3 === 0 ? { version: '1' } : {};
-    ws.send(JSON.stringify({ id: `r${i}`, model: 'sum', ...version, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: row(i) }] }));
+    ws.send(
+      JSON.stringify({ id: `r${i}`, model: 'sum', ...version, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: row(i) }] }),
+    );
   }
   const got = await done;
   const byId = new Map(got.map((a) => [a.id, a]));
@@ -109,7 +111,10 @@ test('a reader that stops reading is disconnected; server memory stays bounded',
   const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
   // Stop reading: answers pile up in the kernel, then in uWS, then in the server's outbox.
   (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
-  const frame = JSON.stringify({ model: 'wide', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(0.123456789) }] });
+  const frame = JSON.stringify({
+    model: 'wide',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 256], data: new Array(256).fill(0.123456789) }],
+  });
   const rssBefore = await serverRss();
   for (let i = 0; i < 4000; i++) ws.send(frame);
   // Wait until the server has dealt with the flood.
@@ -127,7 +132,9 @@ test('a reader that stops reading is disconnected; server memory stays bounded',
   (ws as unknown as { _socket: { resume(): void } })._socket.resume();
   assert.equal(await closed, 1008);
   // and the server still serves
-  const r = await request(`${server.url}/v2/models/sum/infer`, { json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 1, 1, 1] }] } });
+  const r = await request(`${server.url}/v2/models/sum/infer`, {
+    json: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 1, 1, 1] }] },
+  });
   assert.equal(r.status, 200);
 });
 

@@ -94,7 +94,9 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
     assert.equal(JSON.parse(infer.body).model_name, 'credit-default');
     assert.ok(server.logs.some((l) => l.includes(`scoreline listening on https://127.0.0.1:${server.port}`)));
     const plain = await new Promise<string>((resolve) => {
-      const req = httpRequest({ host: '127.0.0.1', port: server.port, path: '/v2/health/live' }, (res) => resolve(`answered ${res.statusCode}`));
+      const req = httpRequest({ host: '127.0.0.1', port: server.port, path: '/v2/health/live' }, (res) =>
+        resolve(`answered ${res.statusCode}`),
+      );
       req.on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message));
       req.setTimeout(3000, () => req.destroy(new Error('timeout')));
       req.end();
@@ -126,7 +128,11 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
       const fresh = await call(server.port, '/v2/health/ready', { ca: b.cert });
       assert.equal(fresh.status, 200);
       assert.equal(fresh.fingerprint, b.fingerprint256, 'a new connection gets the new certificate');
-      await assert.rejects(call(server.port, '/v2/health/live', { ca: a.cert }), /self[- ]signed|unable to verify/i, 'and no longer the old one');
+      await assert.rejects(
+        call(server.port, '/v2/health/live', { ca: a.cert }),
+        /self[- ]signed|unable to verify/i,
+        'and no longer the old one',
+      );
 
       const again = await call(server.port, '/v2/models/credit-default/infer', { ca: a.cert, agent, body: OIP });
       assert.equal(again.status, 200, 'the keep-alive connection still serves');
@@ -134,7 +140,11 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
       assert.equal(again.fingerprint, a.fingerprint256);
 
       ws.send(JSON.stringify({ id: 7, model: 'credit-default', inputs: JSON.parse(OIP).inputs }));
-      await waitFor(() => frames.length > 0, { timeoutMs: 10_000, intervalMs: 10, message: 'an answer on the WebSocket opened before the reload' });
+      await waitFor(() => frames.length > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 10,
+        message: 'an answer on the WebSocket opened before the reload',
+      });
       assert.equal(frames[0]?.id, 7);
       assert.ok(frames[0]?.outputs, 'the WebSocket opened before the reload still answers');
       assert.equal(ws.readyState, WebSocket.OPEN);
@@ -177,7 +187,7 @@ describe('TLS on the HTTP port, reloaded on SIGHUP', { skip: haveOpenssl() ? fal
 });
 
 describe('TLS files the start refuses', { skip: haveOpenssl() ? false : 'openssl is not installed' }, () => {
-  test('a missing file, and a key that is not the certificate\'s', async () => {
+  test("a missing file, and a key that is not the certificate's", async () => {
     const dir = await tempDir('scoreline-tls-');
     const a = selfSigned(dir, 'a');
     const b = selfSigned(dir, 'b');

@@ -21,7 +21,10 @@ const hex = (n: number) => Array.from({ length: n }, () => Math.floor(Math.rando
 async function configFile(extra: Record<string, unknown>): Promise<string> {
   const dir = await tempDir('scoreline-tracing-');
   const file = join(dir, 'config.yaml');
-  await writeFile(file, stringify({ modelRepository: DEMO_REPO, features: { definitions: join(ROOT, 'examples', 'features', 'features.yaml') }, ...extra }));
+  await writeFile(
+    file,
+    stringify({ modelRepository: DEMO_REPO, features: { definitions: join(ROOT, 'examples', 'features', 'features.yaml') }, ...extra }),
+  );
   return file;
 }
 
@@ -32,7 +35,11 @@ async function spansFor<T>(receiver: OtlpReceiver, pick: (spans: ReceivedSpan[])
       const v = pick(receiver.spans);
       return v === undefined ? undefined : { v };
     },
-    { timeoutMs: ms, intervalMs: 25, message: () => `${what}; received: ${receiver.spans.map((s) => `${s.name}@${s.traceId}`).join(', ')}` },
+    {
+      timeoutMs: ms,
+      intervalMs: 25,
+      message: () => `${what}; received: ${receiver.spans.map((s) => `${s.name}@${s.traceId}`).join(', ')}`,
+    },
   );
   return found.v;
 }
@@ -43,14 +50,17 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
 
   before(async () => {
     receiver = await startOtlpReceiver();
-    server = await startServer(['--config', await configFile({ tracing: { otlpEndpoint: receiver.url, exportIntervalMs: 50, sampleRatio: 1 } })]);
+    server = await startServer([
+      '--config',
+      await configFile({ tracing: { otlpEndpoint: receiver.url, exportIntervalMs: 50, sampleRatio: 1 } }),
+    ]);
   });
   after(async () => {
     await server?.stop();
     await receiver?.close();
   });
 
-  test('an inference continues the caller\'s trace: server span, queue and inference children, attributes, traceparent back', async () => {
+  test("an inference continues the caller's trace: server span, queue and inference children, attributes, traceparent back", async () => {
     const traceId = hex(32);
     const callerSpan = hex(16);
     const r = await request(`${server.url}/v2/models/credit-default/infer`, {
@@ -62,14 +72,18 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     const back = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(r.headers.get('traceparent') ?? '');
     assert.ok(back, `traceparent on the answer: ${r.headers.get('traceparent')}`);
     assert.equal(back[1], traceId, 'same trace');
-    assert.notEqual(back[2], callerSpan, 'the server\'s own span');
+    assert.notEqual(back[2], callerSpan, "the server's own span");
 
-    const spans = await spansFor(receiver, (all) => {
-      const mine = all.filter((s) => s.traceId === traceId);
-      return mine.length >= 3 ? mine : undefined;
-    }, 'the request span and its children');
+    const spans = await spansFor(
+      receiver,
+      (all) => {
+        const mine = all.filter((s) => s.traceId === traceId);
+        return mine.length >= 3 ? mine : undefined;
+      },
+      'the request span and its children',
+    );
     const root = spans.find((s) => s.parentSpanId === callerSpan)!;
-    assert.ok(root, 'a span whose parent is the caller\'s');
+    assert.ok(root, "a span whose parent is the caller's");
     assert.equal(root.spanId, back[2], 'the traceparent sent back names the server span');
     assert.equal(root.name, 'POST /v2/models/:model/infer');
     assert.equal(root.kind, 2, 'SERVER');
@@ -98,18 +112,31 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
     assert.equal(inference.attributes['scoreline.batch.requests'], 1);
     assert.equal(typeof inference.attributes['scoreline.batch.seq'], 'number');
     assert.equal(typeof inference.attributes['scoreline.compute_ms'], 'number');
-    assert.ok(receiver.contentTypes.every((t) => t === 'application/x-protobuf'), `protobuf by default: ${receiver.contentTypes.join(', ')}`);
+    assert.ok(
+      receiver.contentTypes.every((t) => t === 'application/x-protobuf'),
+      `protobuf by default: ${receiver.contentTypes.join(', ')}`,
+    );
   });
 
   test('entity scoring has a feature lookup span; a request without a traceparent starts a trace of its own', async () => {
-    const r = await request(`${server.url}/v1/score/credit-default`, { json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } } });
+    const r = await request(`${server.url}/v1/score/credit-default`, {
+      json: { entity: { customer_id: 'C00042' }, context: { amount: 5200, duration_months: 24 } },
+    });
     assert.equal(r.status, 200, r.text);
     const back = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(r.headers.get('traceparent') ?? '');
     assert.ok(back, 'sampled at sampleRatio 1');
-    const spans = await spansFor(receiver, (all) => {
-      const mine = all.filter((s) => s.traceId === back[1]);
-      return mine.some((s) => s.name === 'feature lookup') && mine.some((s) => s.name === 'inference') && mine.some((s) => s.parentSpanId === '') ? mine : undefined;
-    }, 'the scoring trace');
+    const spans = await spansFor(
+      receiver,
+      (all) => {
+        const mine = all.filter((s) => s.traceId === back[1]);
+        return mine.some((s) => s.name === 'feature lookup') &&
+          mine.some((s) => s.name === 'inference') &&
+          mine.some((s) => s.parentSpanId === '')
+          ? mine
+          : undefined;
+      },
+      'the scoring trace',
+    );
     const root = spans.find((s) => s.parentSpanId === '')!;
     assert.equal(root.name, 'POST /v1/score/:model');
     assert.equal(root.attributes['scoreline.model'], 'credit-default');
@@ -121,7 +148,10 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
 
   test('a caller that did not sample is followed: the answer carries flags 00 and nothing is exported', async () => {
     const unsampled = hex(32);
-    const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${unsampled}-${hex(16)}-00` } });
+    const r = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: OIP,
+      headers: { traceparent: `00-${unsampled}-${hex(16)}-00` },
+    });
     assert.equal(r.status, 200);
     assert.match(r.headers.get('traceparent') ?? '', new RegExp(`^00-${unsampled}-[0-9a-f]{16}-00$`));
     // A sampled request sent after it: once its spans are in, the unsampled one's would have been too.
@@ -132,7 +162,12 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
   });
 
   test('a malformed traceparent is ignored: a new trace starts and the request is served', async () => {
-    for (const bad of [`00-${'0'.repeat(32)}-${hex(16)}-01`, `ff-${hex(32)}-${hex(16)}-01`, 'garbage', `00-${hex(32)}-${hex(16)}-01-extra`]) {
+    for (const bad of [
+      `00-${'0'.repeat(32)}-${hex(16)}-01`,
+      `ff-${hex(32)}-${hex(16)}-01`,
+      'garbage',
+      `00-${hex(32)}-${hex(16)}-01-extra`,
+    ]) {
       const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: bad } });
       assert.equal(r.status, 200, bad);
       const back = /^00-([0-9a-f]{32})-[0-9a-f]{16}-01$/.exec(r.headers.get('traceparent') ?? '');
@@ -155,11 +190,17 @@ describe('tracing on, exporting OTLP/protobuf to a receiver', () => {
 
 test('a collector that refuses for a while gets the spans on retry; one that stays down costs requests nothing and is counted', async () => {
   const receiver = await startOtlpReceiver();
-  const server = await startServer(['--config', await configFile({ tracing: { otlpEndpoint: `${receiver.url}/v1/traces`, exportIntervalMs: 50 } })]);
+  const server = await startServer([
+    '--config',
+    await configFile({ tracing: { otlpEndpoint: `${receiver.url}/v1/traces`, exportIntervalMs: 50 } }),
+  ]);
   try {
     receiver.failNext(2, 503);
     const traceId = hex(32);
-    const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${traceId}-${hex(16)}-01` } });
+    const r = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: OIP,
+      headers: { traceparent: `00-${traceId}-${hex(16)}-01` },
+    });
     assert.equal(r.status, 200);
     await spansFor(receiver, (all) => (all.some((s) => s.traceId === traceId) ? true : undefined), 'the retried export');
     assert.equal(receiver.refused, 2);
@@ -172,7 +213,10 @@ test('a collector that refuses for a while gets the spans on retry; one that sta
       { timeoutMs: 20_000, intervalMs: 100, message: 'the spans the dead collector did not take to be counted' },
     );
     assert.ok(failed >= 3, `the dropped spans are counted (${failed})`);
-    assert.ok(server.logs.some((l) => l.includes('the collector did not take these spans')), 'and logged');
+    assert.ok(
+      server.logs.some((l) => l.includes('the collector did not take these spans')),
+      'and logged',
+    );
   } finally {
     await server.stop();
   }
@@ -180,7 +224,10 @@ test('a collector that refuses for a while gets the spans on retry; one that sta
 
 test('OTLP/JSON when asked for', async () => {
   const receiver = await startOtlpReceiver();
-  const server = await startServer(['--config', await configFile({ tracing: { otlpEndpoint: receiver.url, exportIntervalMs: 50, protocol: 'http/json', serviceName: 'scoring-eu' } })]);
+  const server = await startServer([
+    '--config',
+    await configFile({ tracing: { otlpEndpoint: receiver.url, exportIntervalMs: 50, protocol: 'http/json', serviceName: 'scoring-eu' } }),
+  ]);
   try {
     const traceId = hex(32);
     await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${traceId}-${hex(16)}-01` } });
@@ -197,7 +244,10 @@ test('OTLP/JSON when asked for', async () => {
 test('tracing off: no trace header is read or sent', async () => {
   const server = await startServer(['--model-repo', DEMO_REPO]);
   try {
-    const r = await request(`${server.url}/v2/models/credit-default/infer`, { json: OIP, headers: { traceparent: `00-${hex(32)}-${hex(16)}-01` } });
+    const r = await request(`${server.url}/v2/models/credit-default/infer`, {
+      json: OIP,
+      headers: { traceparent: `00-${hex(32)}-${hex(16)}-01` },
+    });
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('traceparent'), null);
     const m = await request(`${server.url}/metrics`);

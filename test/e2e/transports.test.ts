@@ -121,7 +121,10 @@ async function streamUntilDirect(x: number[]): Promise<{ action: string; reason:
       async () => {
         const before = (await admin('GET', '/admin/deployments/sum')).body;
         if (before.strategy.strategy === 'direct') return { ...before.history.at(-1), stats: before.step_stats };
-        await exchange(ws, Array.from({ length: 40 }, () => frame(id++, x)));
+        await exchange(
+          ws,
+          Array.from({ length: 40 }, () => frame(id++, x)),
+        );
         return undefined;
       },
       { timeoutMs: 30_000, intervalMs: 0, message: () => `the canary to reach a verdict (${id} frames sent)` },
@@ -147,15 +150,28 @@ test('a good canary served only over WebSocket passes every step and is promoted
   // Every analysis of the rollout was made on WebSocket traffic alone, with enough of it.
   assert.ok(view.analysis.length >= 2 && view.analysis.every((a: any) => a.verdict === 'pass' && a.canaryRequests >= 20));
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
-  assert.match(metrics, new RegExp(`scoreline_requests_total\\{model="sum",version="${v.copy}",variant="canary",route="stream",status="2xx"\\} [1-9]`));
+  assert.match(
+    metrics,
+    new RegExp(`scoreline_requests_total\\{model="sum",version="${v.copy}",variant="canary",route="stream",status="2xx"\\} [1-9]`),
+  );
 });
 
 test('A/B by header: a WebSocket connection sticks to the variant of its upgrade header', async () => {
-  await deploy({ strategy: 'ab', variants: [{ name: 'a', version: 1, weight: 50 }, { name: 'b', version: v.x2, weight: 50 }], stickyKey: 'header:x-user-id' });
+  await deploy({
+    strategy: 'ab',
+    variants: [
+      { name: 'a', version: 1, weight: 50 },
+      { name: 'b', version: v.x2, weight: 50 },
+    ],
+    stickyKey: 'header:x-user-id',
+  });
   const seen = new Map<string, Set<string>>();
   for (let u = 0; u < 40; u++) {
     const ws = await connect({ 'x-user-id': `user-${u}` });
-    const got = await exchange(ws, Array.from({ length: 5 }, (_, i) => frame(i, [1, 2, 3, 4])));
+    const got = await exchange(
+      ws,
+      Array.from({ length: 5 }, (_, i) => frame(i, [1, 2, 3, 4])),
+    );
     ws.close();
     seen.set(`user-${u}`, new Set(got.map((a) => a.model_version)));
   }
@@ -164,27 +180,39 @@ test('A/B by header: a WebSocket connection sticks to the variant of its upgrade
   assert.ok(onB > 5 && onB < 35, `variant b got ${onB} of 40 users`);
   // The same user over HTTP lands on the same variant.
   const [user, versions] = [...seen][0]!;
-  const http = await request(`${server.url}/v2/models/sum/infer`, { headers: { 'x-user-id': user }, json: { inputs: frame(0, [1, 2, 3, 4]).inputs } });
+  const http = await request(`${server.url}/v2/models/sum/infer`, {
+    headers: { 'x-user-id': user },
+    json: { inputs: frame(0, [1, 2, 3, 4]).inputs },
+  });
   assert.equal(http.status, 200, http.text);
   assert.equal(http.body.model_version, [...versions][0]);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
-  assert.match(metrics, new RegExp(`scoreline_requests_total\\{model="sum",version="${v.x2}",variant="b",route="stream",status="2xx"\\} [1-9]`));
+  assert.match(
+    metrics,
+    new RegExp(`scoreline_requests_total\\{model="sum",version="${v.x2}",variant="b",route="stream",status="2xx"\\} [1-9]`),
+  );
 });
 
 test('shadow pairs count WebSocket requests', async () => {
   await deploy({ strategy: 'shadow', primary: 1, shadow: v.x2 });
   const ws = await connect();
-  const got = await exchange(ws, Array.from({ length: 30 }, (_, i) => frame(i, [i, 0, 0, 0])));
+  const got = await exchange(
+    ws,
+    Array.from({ length: 30 }, (_, i) => frame(i, [i, 0, 0, 0])),
+  );
   ws.close();
   for (const a of got) assert.equal(a.model_version, '1');
   let shadow: any;
-  await waitFor(async () => {
-    shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow;
-    return shadow.pairs >= 30;
-  }, {
-    timeoutMs: 5_000,
-    message: () => `30 shadow pairs: ${JSON.stringify(shadow)}`,
-  });
+  await waitFor(
+    async () => {
+      shadow = (await admin('GET', '/admin/deployments/sum')).body.shadow;
+      return shadow.pairs >= 30;
+    },
+    {
+      timeoutMs: 5_000,
+      message: () => `30 shadow pairs: ${JSON.stringify(shadow)}`,
+    },
+  );
   assert.equal(shadow.pairs, 30);
   // shadow = 2 x primary: the mean absolute difference is the mean of i over 0..29.
   assert.ok(Math.abs(shadow.mean_abs_diff - 14.5) < 1e-6, JSON.stringify(shadow));
@@ -196,19 +224,29 @@ test('a request of more rows than maxBatchSize is answered in order over HTTP, v
   await deploy({ strategy: 'direct', version: 1 });
   const data = rows(1000);
   const expected = sumExpected(data, 1);
-  const oip = await request(`${server.url}/v2/models/sum/infer`, { json: { id: 'big-oip', inputs: [{ name: 'x', datatype: 'FP32', shape: [1000, 4], data: data.flat() }] } });
+  const oip = await request(`${server.url}/v2/models/sum/infer`, {
+    json: { id: 'big-oip', inputs: [{ name: 'x', datatype: 'FP32', shape: [1000, 4], data: data.flat() }] },
+  });
   assert.equal(oip.status, 200, oip.text);
   assert.deepEqual(oip.body.outputs[0].shape, [1000, 1]);
   assert.deepEqual(oip.body.outputs[0].data, expected);
   const v1 = await request(`${server.url}/v1/models/sum:predict`, { json: { instances: data.slice(0, 100) } });
   assert.equal(v1.status, 200, v1.text);
-  assert.deepEqual(v1.body.predictions, expected.slice(0, 100).map((y) => [y]));
+  assert.deepEqual(
+    v1.body.predictions,
+    expected.slice(0, 100).map((y) => [y]),
+  );
   const ws = await connect();
   const [answer] = await exchange(ws, [{ id: 'big', model: 'sum', inputs: [{ name: 'x', datatype: 'FP32', shape: [1000, 4], data }] }]);
   ws.close();
   assert.deepEqual(answer.outputs[0].data, expected);
   // Every row was logged under id/row: the last row of the request joins a label.
-  const fb = await request(`${server.url}/v1/feedback`, { json: [{ request_id: 'big-oip/999', label: 1 }, { request_id: 'big-oip/0', label: 0 }] });
+  const fb = await request(`${server.url}/v1/feedback`, {
+    json: [
+      { request_id: 'big-oip/999', label: 1 },
+      { request_id: 'big-oip/0', label: 0 },
+    ],
+  });
   assert.equal(fb.status, 200, fb.text);
   assert.equal(fb.body.joined, 2, fb.text);
 });

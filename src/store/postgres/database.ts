@@ -33,7 +33,17 @@ export function describeUrl(url: string): string {
   }
 }
 
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED']);
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  'ECONNABORTED',
+]);
 
 /**
  * Whether the error means the server could not be reached (or went away mid-call), as opposed to
@@ -46,10 +56,13 @@ export function isUnreachable(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (CONNECTION_CODES.has(code)) return true;
-    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300';
+    if (/^[0-9A-Z]{5}$/.test(code))
+      return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300';
   }
   const msg = (e as Error | null)?.message ?? '';
-  return /connection terminated|timeout exceeded when trying to connect|connection timeout|not queryable|query read timeout|Connection terminated/i.test(msg);
+  return /connection terminated|timeout exceeded when trying to connect|connection timeout|not queryable|query read timeout|Connection terminated/i.test(
+    msg,
+  );
 }
 
 const reason = (e: unknown): string => {
@@ -157,9 +170,17 @@ export async function withStartRetry<T>(location: string, attempt: () => Promise
     } catch (e) {
       const code = (e as { code?: string }).code;
       const original = (e as { cause?: unknown }).cause ?? e;
-      const waitable = isUnreachable(original) || (isScorelineError(e) && e.code === 'STORE_UNAVAILABLE') || code === '3D000' || code === '28P01' || code === '28000';
+      const waitable =
+        isUnreachable(original) ||
+        (isScorelineError(e) && e.code === 'STORE_UNAVAILABLE') ||
+        code === '3D000' ||
+        code === '28P01' ||
+        code === '28000';
       if (!waitable) throw e;
-      log.warn({ store: location, attempt: tries, retryInMs: delay, err: reason(original) }, `cannot reach the store (${location}): ${reason(original)}; retrying in ${delay} ms`);
+      log.warn(
+        { store: location, attempt: tries, retryInMs: delay, err: reason(original) },
+        `cannot reach the store (${location}): ${reason(original)}; retrying in ${delay} ms`,
+      );
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(maxDelayMs, delay * 2);
     }

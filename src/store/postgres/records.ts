@@ -5,7 +5,19 @@
 // notifications arrive on a dedicated LISTEN connection that reconnects by itself.
 
 import pg from 'pg';
-import { ACTIVE_STATES, TERMINAL, type AlertRecord, type Incident, type Job, type JobFilter, type Lease, type ReplicaRecord, type ReplicaReport, type StoreChange, type TriggerEvent } from '../records.js';
+import {
+  ACTIVE_STATES,
+  TERMINAL,
+  type AlertRecord,
+  type Incident,
+  type Job,
+  type JobFilter,
+  type Lease,
+  type ReplicaRecord,
+  type ReplicaReport,
+  type StoreChange,
+  type TriggerEvent,
+} from '../records.js';
 import type { AlertRecords, ClusterRecords, JobRecords } from '../types.js';
 import { CHANNEL, notifyChange, type Database } from './database.js';
 
@@ -19,7 +31,10 @@ interface JobRow {
 const toJob = (r: JobRow): Job => ({ ...r.data, revision: r.revision });
 
 export class PostgresJobs implements JobRecords {
-  constructor(private readonly db: Database, private readonly origin: string | null) {}
+  constructor(
+    private readonly db: Database,
+    private readonly origin: string | null,
+  ) {}
 
   async insert(job: Job): Promise<boolean> {
     return this.db.tx(async (c) => {
@@ -72,12 +87,21 @@ export class PostgresJobs implements JobRecords {
   }
 
   async active(model: string): Promise<Job | undefined> {
-    const row = (await this.db.query<JobRow>('SELECT data, revision FROM jobs WHERE model = $1 AND state = ANY($2) ORDER BY created_at LIMIT 1', [model, ACTIVE_LIST]))[0];
+    const row = (
+      await this.db.query<JobRow>('SELECT data, revision FROM jobs WHERE model = $1 AND state = ANY($2) ORDER BY created_at LIMIT 1', [
+        model,
+        ACTIVE_LIST,
+      ])
+    )[0];
     return row && toJob(row);
   }
 
   async unfinished(): Promise<Job[]> {
-    return (await this.db.query<JobRow>('SELECT data, revision FROM jobs WHERE state = ANY($1) ORDER BY created_at, id COLLATE "C"', [ACTIVE_LIST])).map(toJob);
+    return (
+      await this.db.query<JobRow>('SELECT data, revision FROM jobs WHERE state = ANY($1) ORDER BY created_at, id COLLATE "C"', [
+        ACTIVE_LIST,
+      ])
+    ).map(toJob);
   }
 
   async lastEnded(model: string): Promise<number | null> {
@@ -91,7 +115,9 @@ export class PostgresJobs implements JobRecords {
   }
 
   async counts(): Promise<{ model: string; state: string; n: number }[]> {
-    const rows = await this.db.query<{ model: string; state: string; n: string }>('SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state ORDER BY model COLLATE "C", state COLLATE "C"');
+    const rows = await this.db.query<{ model: string; state: string; n: string }>(
+      'SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state ORDER BY model COLLATE "C", state COLLATE "C"',
+    );
     return rows.map((r) => ({ model: r.model, state: r.state, n: Number(r.n) }));
   }
 
@@ -100,7 +126,12 @@ export class PostgresJobs implements JobRecords {
   }
 
   async triggerEvents(model: string, limit = 50): Promise<TriggerEvent[]> {
-    return (await this.db.query<{ data: TriggerEvent }>('SELECT data FROM trigger_events WHERE model = $1 ORDER BY seq DESC LIMIT $2', [model, limit])).map((r) => r.data);
+    return (
+      await this.db.query<{ data: TriggerEvent }>('SELECT data FROM trigger_events WHERE model = $1 ORDER BY seq DESC LIMIT $2', [
+        model,
+        limit,
+      ])
+    ).map((r) => r.data);
   }
 
   async addIncident(i: Incident): Promise<void> {
@@ -125,7 +156,10 @@ interface AlertRow {
 const toAlert = (r: AlertRow): AlertRecord => ({ id: r.id, state: r.state, at: Number(r.updated_at), data: r.data });
 
 export class PostgresAlerts implements AlertRecords {
-  constructor(private readonly db: Database, private readonly origin: string | null) {}
+  constructor(
+    private readonly db: Database,
+    private readonly origin: string | null,
+  ) {}
 
   async save(a: AlertRecord): Promise<void> {
     const data = JSON.stringify(a.data);
@@ -141,11 +175,18 @@ export class PostgresAlerts implements AlertRecords {
   }
 
   async list(limit: number, since: number): Promise<AlertRecord[]> {
-    return (await this.db.query<AlertRow>('SELECT * FROM alerts WHERE updated_at >= $1 ORDER BY updated_at DESC, id COLLATE "C" LIMIT $2', [since, limit])).map(toAlert);
+    return (
+      await this.db.query<AlertRow>('SELECT * FROM alerts WHERE updated_at >= $1 ORDER BY updated_at DESC, id COLLATE "C" LIMIT $2', [
+        since,
+        limit,
+      ])
+    ).map(toAlert);
   }
 
   async open(): Promise<AlertRecord[]> {
-    return (await this.db.query<AlertRow>("SELECT * FROM alerts WHERE state IN ('pending', 'firing') ORDER BY updated_at, id COLLATE \"C\"")).map(toAlert);
+    return (
+      await this.db.query<AlertRow>("SELECT * FROM alerts WHERE state IN ('pending', 'firing') ORDER BY updated_at, id COLLATE \"C\"")
+    ).map(toAlert);
   }
 }
 
@@ -167,7 +208,10 @@ export interface ListenLog {
 export class PostgresCluster implements ClusterRecords {
   readonly shared = true;
 
-  constructor(private readonly db: Database, private readonly log: ListenLog) {}
+  constructor(
+    private readonly db: Database,
+    private readonly log: ListenLog,
+  ) {}
 
   async heartbeat(r: ReplicaReport): Promise<void> {
     await this.db.query(
@@ -184,11 +228,17 @@ export class PostgresCluster implements ClusterRecords {
 
   async replicas(withinMs: number): Promise<ReplicaRecord[]> {
     const rows = await this.db.query<ReplicaRow>(
-      "SELECT * FROM replicas WHERE heartbeat_at > now() - $1 * interval '1 millisecond' ORDER BY id COLLATE \"C\"",
+      'SELECT * FROM replicas WHERE heartbeat_at > now() - $1 * interval \'1 millisecond\' ORDER BY id COLLATE "C"',
       [withinMs],
     );
     return rows.map((r) => ({
-      id: r.id, address: r.address, host: r.host, pid: r.pid, startedAt: r.started_at, heartbeatAt: r.heartbeat_at.toISOString(), deployments: r.deployments,
+      id: r.id,
+      address: r.address,
+      host: r.host,
+      pid: r.pid,
+      startedAt: r.started_at,
+      heartbeatAt: r.heartbeat_at.toISOString(),
+      deployments: r.deployments,
     }));
   }
 
@@ -216,7 +266,9 @@ export class PostgresCluster implements ClusterRecords {
   }
 
   async leader(): Promise<string | null> {
-    return (await this.db.query<{ holder: string | null }>('SELECT holder FROM leader WHERE id = 1 AND expires_at > now()'))[0]?.holder ?? null;
+    return (
+      (await this.db.query<{ holder: string | null }>('SELECT holder FROM leader WHERE id = 1 AND expires_at > now()'))[0]?.holder ?? null
+    );
   }
 
   async sharedSecret(name: string, make: () => string): Promise<string> {
@@ -233,7 +285,12 @@ export class PostgresCluster implements ClusterRecords {
     const connect = async (): Promise<void> => {
       timer = null;
       if (stopped) return;
-      const c = new pg.Client({ connectionString: this.db.url, keepAlive: true, connectionTimeoutMillis: 3000, application_name: 'scoreline-listen' });
+      const c = new pg.Client({
+        connectionString: this.db.url,
+        keepAlive: true,
+        connectionTimeoutMillis: 3000,
+        application_name: 'scoreline-listen',
+      });
       const lost = (why: string) => {
         if (client !== c) return;
         client = null;

@@ -6,14 +6,47 @@
 // replica on commit. The semantics are ModelRegistry's: the same rules, errors and records.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { artifactMissing, artifactTampered, aliasNotFound, badRequest, conflict, isScorelineError, modelNotFound, versionNotFound, type ScorelineError } from '../../errors.js';
+import {
+  artifactMissing,
+  artifactTampered,
+  aliasNotFound,
+  badRequest,
+  conflict,
+  isScorelineError,
+  modelNotFound,
+  versionNotFound,
+  type ScorelineError,
+} from '../../errors.js';
 import { refuseExternalData } from '../../onnx/index.js';
 import {
-  ArtifactStore, checkAliasName, deploymentMoved, deploymentRevisionMatches, LATEST, mergePatch, prepareRegistration, REMOVED_DEPLOYMENT,
-  repositoryRegistration, sha256Of, versionTaken,
-  type AliasEvent, type ArtifactKind, type ChangeOptions, type DeploymentEvent, type DeploymentRecord, type ImportResult, type ImportSkip,
-  type JsonObject, type Lineage, type ModelRecord, type RegisterOptions, type RegisterResult, type RegistryCounters, type RepositoryScan,
-  type Signature, type VersionRecord, type VersionUpdate,
+  ArtifactStore,
+  checkAliasName,
+  deploymentMoved,
+  deploymentRevisionMatches,
+  LATEST,
+  mergePatch,
+  prepareRegistration,
+  REMOVED_DEPLOYMENT,
+  repositoryRegistration,
+  sha256Of,
+  versionTaken,
+  type AliasEvent,
+  type ArtifactKind,
+  type ChangeOptions,
+  type DeploymentEvent,
+  type DeploymentRecord,
+  type ImportResult,
+  type ImportSkip,
+  type JsonObject,
+  type Lineage,
+  type ModelRecord,
+  type RegisterOptions,
+  type RegisterResult,
+  type RegistryCounters,
+  type RepositoryScan,
+  type Signature,
+  type VersionRecord,
+  type VersionUpdate,
 } from '../../registry/index.js';
 import type { Registry, SaveDeploymentOptions } from '../types.js';
 import { lockKey, notifyChange, type Database, type Queryable } from './database.js';
@@ -30,9 +63,19 @@ export interface PostgresRegistryOptions {
 }
 
 interface VersionRow {
-  model: string; version: number; sha256: string; size: string; created_at: string; signature: Signature;
-  metrics: Record<string, number>; tags: Record<string, string>; lineage: Lineage; config: JsonObject; reference: unknown;
-  reference_data: string | null; aliases: string[] | null;
+  model: string;
+  version: number;
+  sha256: string;
+  size: string;
+  created_at: string;
+  signature: Signature;
+  metrics: Record<string, number>;
+  tags: Record<string, string>;
+  lineage: Lineage;
+  config: JsonObject;
+  reference: unknown;
+  reference_data: string | null;
+  aliases: string[] | null;
 }
 
 /** Bytes per read of an artifact (16 MB of hex text per row). */
@@ -62,11 +105,18 @@ export class PostgresRegistry implements Registry {
     return this.#db.tx(async (c) => {
       await lockKey(c, `model:${name}`);
       const at = this.#stamp();
-      await c.query('INSERT INTO models (name, description, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING', [name, options.description ?? '', at]);
-      const same = (await c.query<{ version: number }>('SELECT version FROM versions WHERE model = $1 AND sha256 = $2', [name, sha256])).rows[0];
+      await c.query('INSERT INTO models (name, description, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING', [
+        name,
+        options.description ?? '',
+        at,
+      ]);
+      const same = (await c.query<{ version: number }>('SELECT version FROM versions WHERE model = $1 AND sha256 = $2', [name, sha256]))
+        .rows[0];
       if (same) {
         if (requested !== undefined && requested !== same.version) {
-          throw conflict(`${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`);
+          throw conflict(
+            `${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`,
+          );
         }
         await putArtifact(c, bytes, sha256); // restores the bytes if they were damaged
         if (referenceData !== undefined) await this.#attachReferenceData(c, name, same.version, referenceData);
@@ -77,16 +127,31 @@ export class PostgresRegistry implements Registry {
         const max = (await c.query<{ v: number | null }>('SELECT max(version) AS v FROM versions WHERE model = $1', [name])).rows[0]!;
         version = (max.v ?? 0) + 1;
       } else {
-        const taken = (await c.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [name, version])).rows[0];
-        if (taken) throw conflict(`version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`);
+        const taken = (await c.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [name, version]))
+          .rows[0];
+        if (taken)
+          throw conflict(
+            `version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`,
+          );
       }
       await putArtifact(c, bytes, sha256);
       const referenceSha = referenceData === undefined ? null : await putArtifact(c, referenceData);
       await c.query(
         `INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-        [name, version, sha256, bytes.length, at, JSON.stringify(signature), JSON.stringify(options.metrics ?? {}), JSON.stringify(options.tags ?? {}),
-          JSON.stringify(lineage), JSON.stringify(options.config ?? {}), referenceSha],
+        [
+          name,
+          version,
+          sha256,
+          bytes.length,
+          at,
+          JSON.stringify(signature),
+          JSON.stringify(options.metrics ?? {}),
+          JSON.stringify(options.tags ?? {}),
+          JSON.stringify(lineage),
+          JSON.stringify(options.config ?? {}),
+          referenceSha,
+        ],
       );
       await notifyChange(c, { kind: 'version', model: name, version, origin: this.#opts.origin ?? null });
       return { name, version, sha256, size: bytes.length, created: true };
@@ -100,9 +165,12 @@ export class PostgresRegistry implements Registry {
     for (const model of scan.models) {
       for (const v of model.versions) {
         // Every replica imports the repository at start: same number and hash (from the scan) is not read again.
-        const known = (await this.#db.query<{ size: string; reference_data: string | null }>(
-          'SELECT size, reference_data FROM versions WHERE model = $1 AND version = $2 AND sha256 = $3', [model.name, v.version, v.sha256],
-        ))[0];
+        const known = (
+          await this.#db.query<{ size: string; reference_data: string | null }>(
+            'SELECT size, reference_data FROM versions WHERE model = $1 AND version = $2 AND sha256 = $3',
+            [model.name, v.version, v.sha256],
+          )
+        )[0];
         if (known) {
           const reference = model.reference;
           if (reference !== null && known.reference_data === null) {
@@ -114,7 +182,9 @@ export class PostgresRegistry implements Registry {
           unchanged.push({ name: model.name, version: v.version, sha256: v.sha256, size: Number(known.size), created: false });
           continue;
         }
-        const taken = (await this.#db.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [model.name, v.version]))[0];
+        const taken = (
+          await this.#db.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [model.name, v.version])
+        )[0];
         if (taken !== undefined && taken.sha256 !== v.sha256) {
           skipped.push(versionTaken(model.name, v.version, v.path, taken.sha256, v.sha256));
           continue;
@@ -173,7 +243,9 @@ export class PostgresRegistry implements Registry {
     await this.#requireModel(this.#db, name);
     if (/^[0-9]+$/.test(versionOrAlias)) return this.getVersion(name, Number(versionOrAlias));
     if (versionOrAlias === LATEST) return this.getVersion(name, (await this.getModel(name)).latestVersion);
-    const row = (await this.#db.query<{ version: number }>('SELECT version FROM aliases WHERE model = $1 AND alias = $2', [name, versionOrAlias]))[0];
+    const row = (
+      await this.#db.query<{ version: number }>('SELECT version FROM aliases WHERE model = $1 AND alias = $2', [name, versionOrAlias])
+    )[0];
     if (!row) throw aliasNotFound(name, versionOrAlias);
     return this.getVersion(name, row.version);
   }
@@ -231,11 +303,27 @@ export class PostgresRegistry implements Registry {
 
   async aliasHistory(name: string, alias?: string): Promise<AliasEvent[]> {
     await this.#requireModel(this.#db, name);
-    const rows = await this.#db.query<{ model: string; alias: string; from_version: number | null; to_version: number | null; at: string; reason: string; actor: string }>(
+    const rows = await this.#db.query<{
+      model: string;
+      alias: string;
+      from_version: number | null;
+      to_version: number | null;
+      at: string;
+      reason: string;
+      actor: string;
+    }>(
       `SELECT * FROM alias_history WHERE model = $1 ${alias === undefined ? '' : 'AND alias = $2'} ORDER BY id`,
       alias === undefined ? [name] : [name, alias],
     );
-    return rows.map((r) => ({ model: r.model, alias: r.alias, from: r.from_version, to: r.to_version, at: r.at, reason: r.reason, actor: r.actor }));
+    return rows.map((r) => ({
+      model: r.model,
+      alias: r.alias,
+      from: r.from_version,
+      to: r.to_version,
+      at: r.at,
+      reason: r.reason,
+      actor: r.actor,
+    }));
   }
 
   async updateVersion(name: string, version: number, update: VersionUpdate): Promise<VersionRecord> {
@@ -246,8 +334,14 @@ export class PostgresRegistry implements Registry {
       const referenceData = update.referenceData !== undefined ? await putArtifact(c, update.referenceData) : current.referenceData;
       await c.query(
         'UPDATE versions SET metrics = $1, tags = $2, reference = $3, reference_data = $4, revision = revision + 1 WHERE model = $5 AND version = $6',
-        [JSON.stringify(mergePatch(current.metrics, update.metrics)), JSON.stringify(mergePatch(current.tags, update.tags)),
-          reference === null ? null : JSON.stringify(reference), referenceData, name, version],
+        [
+          JSON.stringify(mergePatch(current.metrics, update.metrics)),
+          JSON.stringify(mergePatch(current.tags, update.tags)),
+          reference === null ? null : JSON.stringify(reference),
+          referenceData,
+          name,
+          version,
+        ],
       );
       const referenceChanged = 'reference' in update || update.referenceData !== undefined;
       await notifyChange(c, { kind: referenceChanged ? 'reference' : 'version', model: name, version, origin: this.#opts.origin ?? null });
@@ -262,17 +356,27 @@ export class PostgresRegistry implements Registry {
       await lockKey(c, `deployment:${name}`);
       await this.#requireModel(c, name);
       const at = this.#stamp();
-      const before = (await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [name])).rows[0];
+      const before = (
+        await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [
+          name,
+        ])
+      ).rows[0];
       const current = before?.revision ?? 0;
       const removed = before === undefined || before.state === REMOVED_DEPLOYMENT;
-      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed)) throw deploymentMoved(name, options.expectRevision, current);
+      if (options.expectRevision !== undefined && !deploymentRevisionMatches(options.expectRevision, current, removed))
+        throw deploymentMoved(name, options.expectRevision, current);
       await c.query(
         `INSERT INTO deployments (model, state, updated_at, revision) VALUES ($1, $2, $3, $4)
          ON CONFLICT (model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, revision = excluded.revision`,
         [name, json, at, current + 1],
       );
       await c.query('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5, $6)', [
-        name, at, options.action, removed ? null : before.state, json, options.reason ?? '',
+        name,
+        at,
+        options.action,
+        removed ? null : before.state,
+        json,
+        options.reason ?? '',
       ]);
       await notifyChange(c, { kind: 'deployment', model: name, origin: this.#opts.origin ?? null });
       return { model: name, state: JSON.parse(json) as S, updatedAt: at, revision: current + 1 };
@@ -283,14 +387,29 @@ export class PostgresRegistry implements Registry {
     return this.#db.tx(async (c) => {
       await lockKey(c, `deployment:${name}`);
       await this.#requireModel(c, name);
-      const before = (await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [name])).rows[0];
+      const before = (
+        await c.query<{ state: string; revision: number }>('SELECT state::text AS state, revision FROM deployments WHERE model = $1', [
+          name,
+        ])
+      ).rows[0];
       if (before === undefined || before.state === REMOVED_DEPLOYMENT) throw conflict(`model '${name}' has no deployment`);
-      if (options.expectRevision !== undefined && options.expectRevision !== before.revision) throw deploymentMoved(name, options.expectRevision, before.revision);
+      if (options.expectRevision !== undefined && options.expectRevision !== before.revision)
+        throw deploymentMoved(name, options.expectRevision, before.revision);
       const at = this.#stamp();
       // The row stays (state JSON null) so that the next deployment's revision is higher than every replica's.
-      await c.query('UPDATE deployments SET state = $1, updated_at = $2, revision = $3 WHERE model = $4', [REMOVED_DEPLOYMENT, at, before.revision + 1, name]);
+      await c.query('UPDATE deployments SET state = $1, updated_at = $2, revision = $3 WHERE model = $4', [
+        REMOVED_DEPLOYMENT,
+        at,
+        before.revision + 1,
+        name,
+      ]);
       await c.query('INSERT INTO deployment_history (model, at, action, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5, $6)', [
-        name, at, options.action, before.state, REMOVED_DEPLOYMENT, options.reason ?? '',
+        name,
+        at,
+        options.action,
+        before.state,
+        REMOVED_DEPLOYMENT,
+        options.reason ?? '',
       ]);
       await notifyChange(c, { kind: 'deployment', model: name, origin: this.#opts.origin ?? null });
       return before.revision + 1;
@@ -299,20 +418,30 @@ export class PostgresRegistry implements Registry {
 
   async getDeployment<S = unknown>(name: string): Promise<DeploymentRecord<S> | undefined> {
     await this.#requireModel(this.#db, name);
-    const row = (await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE model = $1 AND state::text <> $2', [name, REMOVED_DEPLOYMENT]))[0];
+    const row = (
+      await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE model = $1 AND state::text <> $2', [name, REMOVED_DEPLOYMENT])
+    )[0];
     return row && toDeployment<S>(row);
   }
 
   async listDeployments<S = unknown>(): Promise<DeploymentRecord<S>[]> {
-    return (await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE state::text <> $1 ORDER BY model COLLATE "C"', [REMOVED_DEPLOYMENT])).map((r) => toDeployment<S>(r));
+    return (
+      await this.#db.query<DeploymentRow>('SELECT * FROM deployments WHERE state::text <> $1 ORDER BY model COLLATE "C"', [
+        REMOVED_DEPLOYMENT,
+      ])
+    ).map((r) => toDeployment<S>(r));
   }
 
   async deploymentHistory<S = unknown>(name: string): Promise<DeploymentEvent<S>[]> {
     await this.#requireModel(this.#db, name);
-    const rows = await this.#db.query<{ model: string; at: string; action: string; from_state: S | null; to_state: S | null; reason: string }>(
-      'SELECT * FROM deployment_history WHERE model = $1 ORDER BY id',
-      [name],
-    );
+    const rows = await this.#db.query<{
+      model: string;
+      at: string;
+      action: string;
+      from_state: S | null;
+      to_state: S | null;
+      reason: string;
+    }>('SELECT * FROM deployment_history WHERE model = $1 ORDER BY id', [name]);
     return rows.map((r) => ({ model: r.model, at: r.at, action: r.action, reason: r.reason, from: r.from_state, to: r.to_state }));
   }
 
@@ -330,7 +459,11 @@ export class PostgresRegistry implements Registry {
       if (head === undefined) return null;
       const parts: Buffer[] = [];
       for (let at = 0; at < head.n; at += SLICE) {
-        const r = await c.query<{ part: Buffer }>('SELECT substring(bytes FROM $2 FOR $3) AS part FROM artifacts WHERE sha256 = $1', [sha256, at + 1, SLICE]);
+        const r = await c.query<{ part: Buffer }>('SELECT substring(bytes FROM $2 FOR $3) AS part FROM artifacts WHERE sha256 = $1', [
+          sha256,
+          at + 1,
+          SLICE,
+        ]);
         parts.push(r.rows[0]!.part);
       }
       return Buffer.concat(parts, head.n);
@@ -388,10 +521,19 @@ export class PostgresRegistry implements Registry {
 
   /** Gives the version these reference rows unless it already has some: a version's reference data never changes. */
   async #attachReferenceData(c: Queryable, name: string, version: number, bytes: Uint8Array): Promise<void> {
-    const row = (await c.query<{ reference_data: string | null }>('SELECT reference_data FROM versions WHERE model = $1 AND version = $2', [name, version])).rows[0];
+    const row = (
+      await c.query<{ reference_data: string | null }>('SELECT reference_data FROM versions WHERE model = $1 AND version = $2', [
+        name,
+        version,
+      ])
+    ).rows[0];
     if (!row || row.reference_data !== null) return;
     const sha = await putArtifact(c, bytes);
-    await c.query('UPDATE versions SET reference_data = $1, revision = revision + 1 WHERE model = $2 AND version = $3', [sha, name, version]);
+    await c.query('UPDATE versions SET reference_data = $1, revision = revision + 1 WHERE model = $2 AND version = $3', [
+      sha,
+      name,
+      version,
+    ]);
     await notifyChange(c, { kind: 'reference', model: name, version, origin: this.#opts.origin ?? null });
   }
 
@@ -413,7 +555,9 @@ async function query<T extends object>(c: Queryable | Database, sql: string, par
 /** Stores the bytes under their hash; bytes stored damaged under it are replaced, since the right ones are known exactly. */
 async function putArtifact(c: Queryable, bytes: Uint8Array, sha256 = sha256Of(bytes)): Promise<string> {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const present = (await c.query<{ ok: boolean }>("SELECT encode(sha256(bytes), 'hex') = sha256 AS ok FROM artifacts WHERE sha256 = $1", [sha256])).rows[0];
+  const present = (
+    await c.query<{ ok: boolean }>("SELECT encode(sha256(bytes), 'hex') = sha256 AS ok FROM artifacts WHERE sha256 = $1", [sha256])
+  ).rows[0];
   if (present?.ok) return sha256;
   await c.query(
     `INSERT INTO artifacts (sha256, size, bytes) VALUES ($1, $2, $3)
@@ -424,13 +568,17 @@ async function putArtifact(c: Queryable, bytes: Uint8Array, sha256 = sha256Of(by
 }
 
 async function aliasVersion(c: Queryable, name: string, alias: string): Promise<number | null> {
-  return (await c.query<{ version: number }>('SELECT version FROM aliases WHERE model = $1 AND alias = $2', [name, alias])).rows[0]?.version ?? null;
+  return (
+    (await c.query<{ version: number }>('SELECT version FROM aliases WHERE model = $1 AND alias = $2', [name, alias])).rows[0]?.version ??
+    null
+  );
 }
 
 async function recordAlias(c: Queryable, e: AliasEvent): Promise<void> {
-  await c.query('INSERT INTO alias_history (model, alias, from_version, to_version, at, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
-    e.model, e.alias, e.from, e.to, e.at, e.reason, e.actor,
-  ]);
+  await c.query(
+    'INSERT INTO alias_history (model, alias, from_version, to_version, at, reason, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+    [e.model, e.alias, e.from, e.to, e.at, e.reason, e.actor],
+  );
 }
 
 interface DeploymentRow {
@@ -440,7 +588,12 @@ interface DeploymentRow {
   revision: number;
 }
 
-const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({ model: r.model, state: r.state as S, updatedAt: r.updated_at, revision: r.revision });
+const toDeployment = <S>(r: DeploymentRow): DeploymentRecord<S> => ({
+  model: r.model,
+  state: r.state as S,
+  updatedAt: r.updated_at,
+  revision: r.revision,
+});
 
 function toVersion(r: VersionRow): VersionRecord {
   return {

@@ -5,8 +5,14 @@
 
 import { hostname } from 'node:os';
 import {
-  ModelRegistry, openDatabase,
-  type ChangeOptions, type Db, type RegisterOptions, type RegistryOptions, type RepositoryScan, type VersionUpdate,
+  ModelRegistry,
+  openDatabase,
+  type ChangeOptions,
+  type Db,
+  type RegisterOptions,
+  type RegistryOptions,
+  type RepositoryScan,
+  type VersionUpdate,
 } from '../../registry/index.js';
 import { join, resolve } from 'node:path';
 import type { AlertRecord, Lease, ReplicaRecord, ReplicaReport } from '../records.js';
@@ -85,16 +91,22 @@ class SqliteAlerts implements AlertRecords {
   constructor(private readonly db: Db) {}
   async save(a: AlertRecord): Promise<void> {
     const data = JSON.stringify(a.data);
-    this.db.transaction(() => {
-      this.db.prepare('INSERT OR REPLACE INTO alerts (id, state, updated_at, data) VALUES (?, ?, ?, ?)').run(a.id, a.state, a.at, data);
-      this.db.prepare('INSERT INTO alert_events (alert_id, state, at, data) VALUES (?, ?, ?, ?)').run(a.id, a.state, a.at, data);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        this.db.prepare('INSERT OR REPLACE INTO alerts (id, state, updated_at, data) VALUES (?, ?, ?, ?)').run(a.id, a.state, a.at, data);
+        this.db.prepare('INSERT INTO alert_events (alert_id, state, at, data) VALUES (?, ?, ?, ?)').run(a.id, a.state, a.at, data);
+      })
+      .immediate();
   }
   async list(limit: number, since: number): Promise<AlertRecord[]> {
-    return (this.db.prepare('SELECT * FROM alerts WHERE updated_at >= ? ORDER BY updated_at DESC, id LIMIT ?').all(since, limit) as AlertRow[]).map(toAlert);
+    return (
+      this.db.prepare('SELECT * FROM alerts WHERE updated_at >= ? ORDER BY updated_at DESC, id LIMIT ?').all(since, limit) as AlertRow[]
+    ).map(toAlert);
   }
   async open(): Promise<AlertRecord[]> {
-    return (this.db.prepare("SELECT * FROM alerts WHERE state IN ('pending', 'firing') ORDER BY updated_at, id").all() as AlertRow[]).map(toAlert);
+    return (this.db.prepare("SELECT * FROM alerts WHERE state IN ('pending', 'firing') ORDER BY updated_at, id").all() as AlertRow[]).map(
+      toAlert,
+    );
   }
 }
 

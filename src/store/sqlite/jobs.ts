@@ -34,12 +34,16 @@ export class SqliteJobs implements JobRecords {
 
   async insert(job: Job): Promise<boolean> {
     // IMMEDIATE: the check and the insert hold the write lock together.
-    return this.db.transaction(() => {
-      if (this.db.prepare(`SELECT 1 FROM jobs WHERE model = ? AND state IN (${ACTIVE_LIST})`).get(job.model) !== undefined) return false;
-      job.revision = 1;
-      this.db.prepare('INSERT INTO jobs (id, model, state, created_at, data, revision) VALUES (?, ?, ?, ?, ?, 1)').run(job.id, job.model, job.state, job.createdAt, JSON.stringify(job));
-      return true;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        if (this.db.prepare(`SELECT 1 FROM jobs WHERE model = ? AND state IN (${ACTIVE_LIST})`).get(job.model) !== undefined) return false;
+        job.revision = 1;
+        this.db
+          .prepare('INSERT INTO jobs (id, model, state, created_at, data, revision) VALUES (?, ?, ?, ?, ?, 1)')
+          .run(job.id, job.model, job.state, job.createdAt, JSON.stringify(job));
+        return true;
+      })
+      .immediate();
   }
 
   async update(job: Job): Promise<boolean> {
@@ -73,12 +77,16 @@ export class SqliteJobs implements JobRecords {
   }
 
   async active(model: string): Promise<Job | undefined> {
-    const row = this.db.prepare(`SELECT data, revision FROM jobs WHERE model = ? AND state IN (${ACTIVE_LIST}) ORDER BY created_at LIMIT 1`).get(model) as Row | undefined;
+    const row = this.db
+      .prepare(`SELECT data, revision FROM jobs WHERE model = ? AND state IN (${ACTIVE_LIST}) ORDER BY created_at LIMIT 1`)
+      .get(model) as Row | undefined;
     return row && toJob(row);
   }
 
   async unfinished(): Promise<Job[]> {
-    return (this.db.prepare(`SELECT data, revision FROM jobs WHERE state IN (${ACTIVE_LIST}) ORDER BY created_at, id`).all() as Row[]).map(toJob);
+    return (this.db.prepare(`SELECT data, revision FROM jobs WHERE state IN (${ACTIVE_LIST}) ORDER BY created_at, id`).all() as Row[]).map(
+      toJob,
+    );
   }
 
   async lastEnded(model: string): Promise<number | null> {
@@ -92,7 +100,11 @@ export class SqliteJobs implements JobRecords {
   }
 
   async counts(): Promise<{ model: string; state: string; n: number }[]> {
-    return this.db.prepare('SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state ORDER BY model, state').all() as { model: string; state: string; n: number }[];
+    return this.db.prepare('SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state ORDER BY model, state').all() as {
+      model: string;
+      state: string;
+      n: number;
+    }[];
   }
 
   async addTriggerEvent(e: TriggerEvent): Promise<void> {
@@ -100,9 +112,9 @@ export class SqliteJobs implements JobRecords {
   }
 
   async triggerEvents(model: string, limit = 50): Promise<TriggerEvent[]> {
-    return (this.db.prepare('SELECT data FROM trigger_events WHERE model = ? ORDER BY seq DESC LIMIT ?').all(model, limit) as { data: string }[]).map(
-      (r) => JSON.parse(r.data) as TriggerEvent,
-    );
+    return (
+      this.db.prepare('SELECT data FROM trigger_events WHERE model = ? ORDER BY seq DESC LIMIT ?').all(model, limit) as { data: string }[]
+    ).map((r) => JSON.parse(r.data) as TriggerEvent);
   }
 
   async addIncident(i: Incident): Promise<void> {

@@ -28,11 +28,14 @@ export async function migrate(db: Database): Promise<number[]> {
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     try {
-      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+      );
       const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
       const current = rows[0]?.v ?? 0;
       const newest = MIGRATIONS[MIGRATIONS.length - 1]!.version;
-      if (current > newest) throw configInvalid(`${db.location} has schema version ${current}, newer than this scoreline knows (${newest}); upgrade scoreline`);
+      if (current > newest)
+        throw configInvalid(`${db.location} has schema version ${current}, newer than this scoreline knows (${newest}); upgrade scoreline`);
       const applied: number[] = [];
       for (const m of MIGRATIONS) {
         if (m.version <= current) continue;
