@@ -2,7 +2,7 @@
 // strategy, a strategy without the versions that failed to load, whether a version keeps the
 // deployment's input contract, its run on sample inputs, and why a canary check failed.
 
-import type { LoadedModel, PendingRequest, RunResult } from '../inference/index.js';
+import { elementCount, makeTensorData, type LoadedModel } from '../inference/index.js';
 import type { ScorelineError } from '../errors.js';
 import { significant4 } from '../numbers.js';
 import type { Check } from './analysis.js';
@@ -65,32 +65,21 @@ export function describeFailure(c: Check): string {
 /** Runs a few sample rows (zeros, ones, and varied values) through the version; all outputs must be finite. */
 export async function sampleCheck(m: LoadedModel): Promise<string | null> {
   const rows = m.batchable ? Math.min(8, m.batching.maxBatchSize) : 1;
-  const batch = m.batcher.reserve(rows);
-  for (let i = 0; i < m.inputs.length; i++) {
-    const buf = batch.buffers[i]!;
-    const per = m.batcher.rowElements(batch, i);
-    const at = batch.rows * per;
-    const dt = m.inputs[i]!.datatype;
+  const inputs = m.inputs.map((t) => {
+    const per = elementCount(m.batchable ? t.shape.slice(1) : t.shape);
+    const data = makeTensorData(t.datatype, rows * per);
     for (let k = 0; k < rows * per; k++) {
       const r = Math.floor(k / per);
       const v = r === 0 ? 0 : r === 1 ? 1 : ((k * 7919) % 100) / 10;
-      if (dt === 'INT64' || dt === 'UINT64') (buf as BigInt64Array)[at + k] = BigInt(Math.round(v));
-      else if (dt === 'BOOL') (buf as Uint8Array)[at + k] = v > 0 ? 1 : 0;
-      else (buf as Float32Array)[at + k] = dt.startsWith('FP') ? v : Math.round(v);
+      if (t.datatype === 'INT64' || t.datatype === 'UINT64') (data as BigInt64Array)[k] = BigInt(Math.round(v));
+      else if (t.datatype === 'BOOL') (data as Uint8Array)[k] = v > 0 ? 1 : 0;
+      else (data as Float32Array)[k] = t.datatype.startsWith('FP') ? v : Math.round(v);
     }
-  }
-  const result = await new Promise<RunResult | ScorelineError>((resolve) => {
-    const now = performance.now();
-    const p: PendingRequest = {
-      rows,
-      enqueuedAt: now,
-      deadline: now + 30_000,
-      settled: false,
-      resolve: (r) => resolve(r),
-      reject: (e) => resolve(e),
-    };
-    m.batcher.commit(batch, p);
+    return data;
   });
+  // Not admitted (the queue full) throws here, as any request would; only the run's failure is the version's.
+  const run = m.batcher.selfTest(rows, inputs);
+  const result = await run.catch((e: ScorelineError) => e);
   if (result instanceof Error) return result.message;
   for (const o of result.outputs) {
     if (o.datatype !== 'FP32' && o.datatype !== 'FP64') continue;

@@ -420,7 +420,8 @@ export class Deployer {
       if (this.referenced(name, v)) continue;
       const m = this.opts.engine.find(name, String(v));
       if (m === undefined) continue;
-      for (let i = 0; i < 600 && m.batcher.pending > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      // Requests already queued for the version are answered first; after 30 s it goes regardless.
+      await m.batcher.whenIdle(30_000);
       if (!this.referenced(name, v)) await this.opts.engine.unload(m);
     }
   }

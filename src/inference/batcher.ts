@@ -192,6 +192,8 @@ export class DynamicBatcher {
   queuedRows = 0;
   /** Batches run a second time because the worker running them was lost. */
   retried = 0;
+  /** whenIdle() callers, woken where requests are answered (a batch finishing, the deadline sweep). */
+  private readonly idleWaiters: (() => void)[] = [];
 
   constructor(
     readonly spec: SessionSpec,
@@ -315,6 +317,14 @@ export class DynamicBatcher {
 
   /** Called by the scheduler: run `batch`, settle its requests, recycle its buffers. */
   async run(batch: Batch, executor: Executor): Promise<void> {
+    try {
+      await this.runBatch(batch, executor);
+    } finally {
+      this.wakeIfIdle();
+    }
+  }
+
+  private async runBatch(batch: Batch, executor: Executor): Promise<void> {
     const live = batch.requests.filter((r) => !r.settled);
     if (batch.attempts === 0) {
       this.queued -= batch.requests.length;
@@ -330,12 +340,13 @@ export class DynamicBatcher {
     try {
       result = await executor.run(this.spec, this.payload(batch, 0, batch.rows));
     } catch (e) {
-      this.inflight.delete(batch);
+      // Isolation still answers this batch's requests, so it stays in flight (pending, swept) until done.
       if (e instanceof ModelRunError) return this.isolate(batch, executor, e);
+      this.inflight.delete(batch);
       // The worker died under this batch: the inputs are still here, so run it again once.
       if (batch.attempts < 2) {
         this.retried++;
-        return this.run(batch, executor);
+        return this.runBatch(batch, executor);
       }
       this.failAll(batch, inferenceFailed(`the inference worker was lost twice: ${(e as Error).message}`));
       return this.recycle(batch);
@@ -373,6 +384,7 @@ export class DynamicBatcher {
   private async isolate(batch: Batch, executor: Executor, err: ModelRunError): Promise<void> {
     const reqs = batch.requests;
     if (reqs.length === 1 || !this.batchable) {
+      this.inflight.delete(batch);
       this.failAll(batch, inferenceFailed(err.message));
       return this.recycle(batch);
     }
@@ -393,6 +405,7 @@ export class DynamicBatcher {
         }
       }
     }
+    this.inflight.delete(batch);
     this.recycle(batch);
   }
 
@@ -426,10 +439,12 @@ export class DynamicBatcher {
 
   /** Rejects every waiting or running request whose deadline has passed. */
   sweep(now: number): void {
+    let expired = 0;
     const expire = (b: Batch) => {
       for (const r of b.requests) {
         if (!r.settled && r.deadline <= now) {
           r.settled = true;
+          expired++;
           r.reject(deadlineExceeded(Math.round(r.deadline - r.enqueuedAt)));
         }
       }
@@ -437,6 +452,83 @@ export class DynamicBatcher {
     for (const b of this.sealed) expire(b);
     if (this.open !== null) expire(this.open);
     for (const b of this.inflight) expire(b);
+    if (expired > 0) this.wakeIfIdle();
+  }
+
+  /** True when no request waits for an answer and no batch is running. */
+  get idle(): boolean {
+    return this.inflight.size === 0 && this.pending === 0;
+  }
+
+  /**
+   * Resolves true once nothing is queued or running (at once when that is already so), false when
+   * `timeoutMs` passes first. Woken where requests are answered, so an unload waiting on it follows
+   * the last answer within the same turn.
+   */
+  whenIdle(timeoutMs: number): Promise<boolean> {
+    if (this.idle) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        const i = this.idleWaiters.indexOf(wake);
+        if (i >= 0) this.idleWaiters.splice(i, 1);
+        resolve(false);
+      }, timeoutMs);
+      this.idleWaiters.push(wake);
+    });
+  }
+
+  private wakeIfIdle(): void {
+    if (this.idleWaiters.length === 0 || !this.idle) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /**
+   * Runs `rows` rows through this batcher as one request like any other (queued, batched with
+   * traffic, under a deadline of `timeoutMs`): the deployer's check of a version on sample inputs.
+   * `inputs` holds each input's rows, row-major, at the declared inner shape. Throws at once when
+   * the request is not admitted (rows over the limits, the queue full); the promise rejects with
+   * the error the request fails with (the model's, a deadline), and resolves with this request's own
+   * rows of every output (the whole outputs for a model without a batch dimension).
+   */
+  selfTest(rows: number, inputs: readonly TensorData[], timeoutMs = 30_000): Promise<RunResult> {
+    if (inputs.length !== this.inputs.length)
+      throw signatureMismatch(`model '${this.label.model}' has ${this.inputs.length} inputs; ${inputs.length} were given`);
+    const batch = this.reserve(rows);
+    for (let i = 0; i < this.inputs.length; i++) {
+      const per = this.rowElements(batch, i);
+      const data = inputs[i]!;
+      if (data.length !== rows * per)
+        throw signatureMismatch(`input '${this.inputs[i]!.name}' needs ${rows * per} elements for ${rows} rows; ${data.length} were given`);
+      copyElements(batch.buffers[i]!, batch.rows * per, data, 0, rows * per);
+    }
+    return new Promise((resolve, reject) => {
+      const now = performance.now();
+      this.commit(batch, {
+        rows,
+        enqueuedAt: now,
+        deadline: now + timeoutMs,
+        settled: false,
+        resolve: (result, rowStart) => resolve(this.rowsOf(result, rowStart, rows)),
+        reject,
+      });
+    });
+  }
+
+  /** Rows [rowStart, rowStart + rows) of every output of a batch's result, copied out. */
+  private rowsOf(result: RunResult, rowStart: number, rows: number): RunResult {
+    if (!this.batchable) return result;
+    const outputs = result.outputs.map((o) => {
+      const dims = [rows, ...o.dims.slice(1)];
+      const per = elementCount(dims.slice(1));
+      const data = makeTensorData(o.datatype, rows * per);
+      copyElements(data, 0, o.data, rowStart * per, (rowStart + rows) * per);
+      return { name: o.name, datatype: o.datatype, dims, data };
+    });
+    return { outputs, computeMs: result.computeMs };
   }
 
   /** Requests accepted and not yet answered. */
