@@ -165,3 +165,16 @@ test('sampleCheck judges only its own rows, not traffic in the same batch', asyn
   assert.equal((await traffic).outputs[0]!.data[0], Number.POSITIVE_INFINITY);
   assert.equal(problem, null);
 });
+
+test('selfTest rows are internal: the observer (monitoring, canary statistics) is told they are not traffic', async () => {
+  const seen: boolean[] = [];
+  const observer: BatchObserver = {
+    onDispatch() {},
+    onComplete(batch) {
+      for (const r of batch.requests) seen.push(r.internal === true);
+    },
+  };
+  const model = await load(makeEngine(0, observer), await writeSumModel(await tempDir(), 'sum', 3));
+  await model.batcher.selfTest(2, [Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8])]);
+  assert.deepEqual(seen, [true]);
+});

@@ -512,6 +512,8 @@ export class DynamicBatcher {
         enqueuedAt: now,
         deadline: now + timeoutMs,
         settled: false,
+        // Sample rows of a deployment check: not traffic, so never in monitoring or the canary's statistics.
+        internal: true,
         resolve: (result, rowStart) => resolve(this.rowsOf(result, rowStart, rows)),
         reject,
       });

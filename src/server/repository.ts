@@ -255,7 +255,7 @@ export class RepositoryControl {
       const versions: number[] = [];
       for (const m of loaded) {
         // Requests already queued for the version are answered before its session goes.
-        for (let i = 0; i < 600 && m.batcher.pending > 0; i++) await new Promise((r) => setTimeout(r, 50));
+        await m.batcher.whenIdle(30_000);
         await this.ctx.engine.unload(m);
         versions.push(m.versionNumber);
       }
