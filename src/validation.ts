@@ -17,9 +17,9 @@
 // 2020-12, which OpenAPI 3.1 uses for the request bodies; the other schemas use nothing that
 // draft changed.
 
-import { Ajv2020, type ErrorObject, type JSONSchemaType, type ValidateFunction } from 'ajv/dist/2020.js';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 
-export type { ErrorObject, JSONSchemaType, ValidateFunction };
+export type { ErrorObject, ValidateFunction };
 
 /** A JSON Schema as plain data. */
 export type Schema = { readonly [key: string]: unknown };
@@ -34,9 +34,13 @@ const ajv = new Ajv2020({
 });
 ajv.addVocabulary(['x-error', 'x-missing', 'x-additional']);
 
-/** The validator of a schema; `JSONSchemaType<T>` ties a schema to its type at compile time. */
-export function compileSchema<T>(schema: JSONSchemaType<T> | Schema): ValidateFunction<T> {
-  return ajv.compile<T>(schema as JSONSchemaType<T>);
+/**
+ * The validator of a schema, compiled once by the caller. T is what a passing value is taken to
+ * be: ajv's JSONSchemaType<T> cannot check that here, because it types every optional property as
+ * `nullable: true` (which would let null through where the code expects a value or nothing).
+ */
+export function compileSchema<T = unknown>(schema: Schema): ValidateFunction<T> {
+  return ajv.compile<T>(schema);
 }
 
 /** A value in messages: strings in single quotes, the rest as JSON. */
