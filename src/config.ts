@@ -4,12 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, extname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configInvalid } from './errors.js';
 import { isObject } from './json.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './monitoring/sample-size.js';
 import { parseRetrainingConfig } from './retraining-config.js';
+import { compileSchema, schemaErrors, type ErrorObject, type Schema } from './validation.js';
 
 export interface BatchingConfig {
   maxBatchSize: number;
@@ -557,23 +557,11 @@ const modelConfigSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
-const validateServer = ajv.compile(configSchema);
-const validateModel = ajv.compile(modelConfigSchema);
+const validateServer = compileSchema(configSchema);
+const validateModel = compileSchema<ModelConfig>(modelConfigSchema);
 
-function describe(errors: ErrorObject[] | null | undefined): string {
-  return (errors ?? [])
-    .map((e) => {
-      const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
-      const extra =
-        e.keyword === 'additionalProperties'
-          ? ` '${(e.params as { additionalProperty: string }).additionalProperty}'`
-          : e.keyword === 'enum'
-            ? ` (${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')})`
-            : '';
-      return `${path}: ${e.message}${extra}`;
-    })
-    .join('; ');
+function describe(errors: ErrorObject[] | null | undefined, data: unknown, schema: Schema): string {
+  return schemaErrors(errors, { data, schema }).join('; ');
 }
 
 /** Parses YAML or JSON text (by file extension; YAML accepts JSON too). */
@@ -598,7 +586,7 @@ function merge<T>(base: T, over: unknown): T {
 /** Validates a partial config (from a file, flags or code) and merges it over the defaults. */
 export function resolveConfig(partial: unknown, source = 'config'): ServerConfig {
   const value = partial ?? {};
-  if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors)}`);
+  if (!validateServer(value)) throw configInvalid(`${source} is invalid: ${describe(validateServer.errors, value, configSchema)}`);
   const config = merge(defaultConfig(), value);
   // Without definitions there is no entity scoring, so a configured store would never be read: say
   // so at start rather than serve with the store silently unused.
@@ -630,7 +618,7 @@ export function loadConfigFile(path: string): unknown {
 
 export function parseModelConfig(text: string, source: string): ModelConfig {
   const value = parseConfigText(text, source) ?? {};
-  if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors)}`);
+  if (!validateModel(value)) throw configInvalid(`${source} is invalid: ${describe(validateModel.errors, value, modelConfigSchema)}`);
   const config = value as ModelConfig;
   // A bad retraining section fails the model's load, naming the field, not the first job.
   if (config.retraining !== undefined)

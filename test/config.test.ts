@@ -31,14 +31,11 @@ test('config errors name the failing path', () => {
     [{ server: { port: 'http' } }, /server\.port: must be integer/],
     [{ inference: { workers: -1 } }, /inference\.workers: must be >= 0/],
     [{ batching: { maxBatchSize: 0 } }, /batching\.maxBatchSize: must be >= 1/],
-    [{ log: { level: 'loud' } }, /log\.level: must be equal to one of the allowed values \(fatal, error/],
-    [{ sever: {} }, /\(root\): must NOT have additional properties 'sever'/],
+    [{ log: { level: 'loud' } }, /log\.level: must be one of fatal, error/],
+    [{ sever: {} }, /\(root\): unknown property 'sever'/],
     [{ websocket: { maxPayloadBytes: 10 } }, /websocket\.maxPayloadBytes: must be >= 1024/],
     [{ monitoring: { minSamples: { psi: 0 } } }, /monitoring\.minSamples\.psi: must be >= 1/],
-    [
-      { monitoring: { minSamples: { auc: { perclass: 30 } } } },
-      /monitoring\.minSamples\.auc: must NOT have additional properties 'perclass'/,
-    ],
+    [{ monitoring: { minSamples: { auc: { perclass: 30 } } } }, /monitoring\.minSamples\.auc: unknown property 'perclass'/],
     [{ monitoring: { minSamples: { regression: 2.5 } } }, /monitoring\.minSamples\.regression: must be integer/],
   ];
   for (const [value, message] of cases) assert.throws(() => resolveConfig(value, 'test.yaml'), message);
@@ -50,7 +47,7 @@ test('the prediction log keys: flushMs defaults to 100 and durability to async; 
   assert.deepEqual(c.monitoring.predictionLog, { sampleRate: 1, retentionDays: 30, flushMs: 20, durability: 'sync' });
   assert.throws(
     () => resolveConfig({ monitoring: { predictionLog: { durability: 'fsync' } } }, 'test.yaml'),
-    /monitoring\.predictionLog\.durability: must be equal to one of the allowed values \(async, sync\)/,
+    /monitoring\.predictionLog\.durability: must be one of async, sync \(got 'fsync'\)/,
   );
   assert.throws(
     () => resolveConfig({ monitoring: { predictionLog: { flushMs: 0 } } }, 'test.yaml'),
@@ -70,7 +67,7 @@ test('the store keys: SQLite unless a postgres URL is configured or in SCORELINE
     () => resolveConfig({ store: { leaseSeconds: 3 } }),
     /store\.leaseSeconds \(3\) must be at least twice store\.heartbeatSeconds \(2\)/,
   );
-  assert.throws(() => resolveConfig({ store: { replicas: 3 } }), /store: must NOT have additional properties 'replicas'/);
+  assert.throws(() => resolveConfig({ store: { replicas: 3 } }), /store: unknown property 'replicas'/);
 });
 
 test('model.yaml is validated with the file and the path in the error', () => {
@@ -81,7 +78,7 @@ test('model.yaml is validated with the file and the path in the error', () => {
   assert.throws(() => parseModelConfig('features: a\n', 'm/model.yaml'), /m\/model\.yaml is invalid: features: must be array/);
   assert.throws(() => parseModelConfig('batching: { maxBatchSize: -2 }\n', 'm/model.yaml'), /batching\.maxBatchSize: must be >= 1/);
   assert.throws(() => parseModelConfig('features: [a, a]\n', 'm/model.yaml'), /features: must NOT have duplicate items/);
-  assert.throws(() => parseModelConfig('thresold: 0.5\n', 'm/model.yaml'), /must NOT have additional properties 'thresold'/);
+  assert.throws(() => parseModelConfig('thresold: 0.5\n', 'm/model.yaml'), /unknown property 'thresold'/);
   assert.throws(() => parseModelConfig('features: [a\n', 'm/model.yaml'), /m\/model\.yaml: cannot parse/);
   // a bad retraining section fails the model's load, naming the field
   assert.throws(
@@ -116,7 +113,7 @@ test('repository.poll: off by default, seconds from 1 up, anything else names th
   assert.equal(resolveConfig({}).repository.poll, 0);
   assert.equal(resolveConfig({ repository: { poll: 5 } }).repository.poll, 5);
   for (const poll of [0.5, -1, 'often', 100_000]) assert.throws(() => resolveConfig({ repository: { poll } }), /repository\.poll: must/);
-  assert.throws(() => resolveConfig({ repository: { every: 5 } }), /repository: must NOT have additional properties 'every'/);
+  assert.throws(() => resolveConfig({ repository: { every: 5 } }), /repository: unknown property 'every'/);
 });
 
 test('the hash cache of a repository scan re-hashes only files whose size or time changed', async () => {

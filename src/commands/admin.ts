@@ -4,6 +4,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseCsv } from '../csv.js';
 import { ScorelineError } from '../errors.js';
 import { parse, stringFlag, UsageError, type Command, type Flags } from './command.js';
 import type { Analysis } from '../deploy/analysis.js';
@@ -421,10 +422,8 @@ export const feedback: Command = {
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const file = stringFlag(values.file);
     if (file === undefined || !existsSync(file)) throw new UsageError('--file must name an existing CSV');
-    const lines = readFileSync(file, 'utf8')
-      .split(/\r?\n/)
-      .filter((l) => l.trim() !== '');
-    const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
+    const { header: names, records } = parseCsv(readFileSync(file), file);
+    const header = names ?? [];
     const idCol = header.indexOf('request_id');
     const labelCol = header.indexOf('label');
     if (idCol < 0 || labelCol < 0) throw new UsageError(`${file} needs the columns request_id and label (it has ${header.join(', ')})`);
@@ -432,14 +431,19 @@ export const feedback: Command = {
     let joined = 0;
     let unknown = 0;
     let bad = 0;
-    for (let i = 0; i < lines.length; i += 1000) {
-      const items = lines.slice(i, i + 1000).flatMap((l, k) => {
-        const f = l.split(',');
+    for (let i = 0; i < records.length; i += 1000) {
+      const items = records.slice(i, i + 1000).flatMap((r) => {
+        if (r.fields === null) {
+          bad++;
+          console.error(`line ${r.line}: skipped (${r.error})`);
+          return [];
+        }
+        const f = r.fields;
         const raw = (f[labelCol] ?? '').trim();
         const label = raw === 'true' ? 1 : raw === 'false' ? 0 : Number(raw);
         if (!f[idCol] || raw === '' || !Number.isFinite(label)) {
           bad++;
-          console.error(`line ${i + k + 2}: skipped (request_id and a numeric label are required)`);
+          console.error(`line ${r.line}: skipped (request_id and a numeric label are required)`);
           return [];
         }
         return [{ request_id: f[idCol]!.trim(), label }];

@@ -3,7 +3,7 @@
 // rules for single values (durations, values of a dtype). The rules between fields (references,
 // fallbacks, expressions, cycles) live in definitions.ts.
 
-import { Ajv, type ErrorObject } from 'ajv';
+import { compileSchema, schemaErrors, show, type ErrorObject } from '../validation.js';
 import type { Dtype, FeatureType } from './types.js';
 import type { Aggregation } from './windows.js';
 
@@ -113,8 +113,7 @@ const schema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
-export const validateDocument = ajv.compile(schema);
+export const validateDocument = compileSchema<RawDocument>(schema);
 
 /** `features[3] (debt_to_income@2)`, or less when the item lacks a usable name or version. */
 export function featureLabel(index: number, raw: unknown): string {
@@ -123,20 +122,11 @@ export function featureLabel(index: number, raw: unknown): string {
   return Number.isInteger(f.version) ? `features[${index}] (${f.name}@${f.version as number})` : `features[${index}] (${f.name})`;
 }
 
-export const show = (v: unknown): string => (typeof v === 'string' ? `'${v}'` : JSON.stringify(v));
+export { show };
 
-function valueAt(doc: unknown, segments: string[]): unknown {
-  let v = doc;
-  for (const s of segments) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[s] : undefined;
-  return v;
-}
-
-function message(e: ErrorObject, got: unknown): string {
+/** The words of the failures the common wording does not suit: names that break a pattern. */
+function say(e: ErrorObject, got: unknown): string | undefined {
   switch (e.keyword) {
-    case 'additionalProperties':
-      return `unknown property '${(e.params as { additionalProperty: string }).additionalProperty}'`;
-    case 'enum':
-      return `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')} (got ${show(got)})`;
     case 'pattern': {
       const p = (e.params as { pattern: string }).pattern;
       const rule =
@@ -145,51 +135,51 @@ function message(e: ErrorObject, got: unknown): string {
           : p === FIELD_PATTERN
             ? 'letters, digits and _, not starting with a digit'
             : 'a JavaScript identifier';
-      return `${show(got)} is not a valid name (${rule})`;
+      return `${show(e.data ?? got)} is not a valid name (${rule})`;
     }
     case 'propertyNames':
       return 'source names must be lowercase letters, digits and _, not starting with a digit';
-    case 'type':
-      return `${e.message} (got ${show(got)})`;
     default:
-      return e.message ?? e.keyword;
+      return undefined;
   }
+}
+
+/** `features[3] (dti@2): dtype`: the feature, entity or source a failure is in, and the path within it. */
+function placeIn(doc: unknown): (segments: string[]) => string {
+  return (segments) => {
+    let label = '(root)';
+    let rest = segments;
+    if ((segments[0] === 'features' || segments[0] === 'entities') && segments.length >= 2) {
+      const i = Number(segments[1]);
+      const item = valueAt(doc, segments.slice(0, 2));
+      label =
+        segments[0] === 'features'
+          ? featureLabel(i, item)
+          : typeof (item as { name?: unknown })?.name === 'string'
+            ? `entities[${i}] (${(item as { name: string }).name})`
+            : `entities[${i}]`;
+      rest = segments.slice(2);
+    } else if (segments[0] === 'sources' && segments.length >= 2) {
+      label = `sources.${segments[1]}`;
+      rest = segments.slice(2);
+    } else if (segments.length) {
+      label = segments[0]!;
+      rest = segments.slice(1);
+    }
+    const path = rest.map((s, k) => (/^\d+$/.test(s) ? `[${s}]` : k === 0 ? s : `.${s}`)).join('');
+    return path ? `${label}: ${path}` : label;
+  };
+}
+
+function valueAt(doc: unknown, segments: string[]): unknown {
+  let v = doc;
+  for (const s of segments) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[s] : undefined;
+  return v;
 }
 
 /** One line per schema error, naming the feature / entity / source and the path within it. */
 export function describeSchemaErrors(doc: unknown, errors: ErrorObject[] | null | undefined): string {
-  const lines = (errors ?? [])
-    // propertyNames reports once for the name and once more for the object; keep the first.
-    .filter((e) => !(e.keyword === 'pattern' && e.propertyName !== undefined))
-    .map((e) => {
-      const segments = e.instancePath
-        .split('/')
-        .slice(1)
-        .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
-      const got = valueAt(doc, segments);
-      let label = '(root)';
-      let rest = segments;
-      if ((segments[0] === 'features' || segments[0] === 'entities') && segments.length >= 2) {
-        const i = Number(segments[1]);
-        const item = valueAt(doc, segments.slice(0, 2));
-        label =
-          segments[0] === 'features'
-            ? featureLabel(i, item)
-            : typeof (item as { name?: unknown })?.name === 'string'
-              ? `entities[${i}] (${(item as { name: string }).name})`
-              : `entities[${i}]`;
-        rest = segments.slice(2);
-      } else if (segments[0] === 'sources' && segments.length >= 2) {
-        label = `sources.${segments[1]}`;
-        rest = segments.slice(2);
-      } else if (segments.length) {
-        label = segments[0]!;
-        rest = segments.slice(1);
-      }
-      const path = rest.map((s, k) => (/^\d+$/.test(s) ? `[${s}]` : k === 0 ? s : `.${s}`)).join('');
-      return `${label}: ${path ? `${path}: ` : ''}${message(e, got)}`;
-    });
-  return [...new Set(lines)].join('; ');
+  return schemaErrors(errors, { data: doc, schema, place: placeIn(doc), say }).join('; ');
 }
 
 // ---- single values ----------------------------------------------------------------------------

@@ -31,7 +31,6 @@ export {
   materializeSource,
   readRowBatches,
   readRows,
-  splitCsvLine,
   type MaterializeResult,
   type MaterializeProgress,
 } from './sources.js';

@@ -1,38 +1,15 @@
 // Offline sources: reading a source file (CSV with a header, or JSONL) row by row in constant
 // memory, turning each row into the stored-group values of the features fed by that source (with
 // the row's event timestamp), and materializing them into an online store in pipelined batches.
-// CSV fields may be quoted ("" escapes a quote); a quoted field cannot span lines.
+// CSV is read by the one CSV reader (src/csv.ts), so a file batch scoring accepts is accepted here.
 
 import { createReadStream, statSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
+import { CsvRecords, type CsvRecord } from '../csv.js';
 import type { FeatureValue } from './codec.js';
 import type { FeatureDef, SourceDef } from './types.js';
 import type { FeatureRegistry, StoredGroup } from './plan.js';
 import type { GroupWrite, OnlineStore } from './store.js';
-
-export function splitCsvLine(line: string): string[] {
-  if (!line.includes('"')) return line.split(',');
-  const out: string[] = [];
-  let field = '';
-  let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const ch = line[i]!;
-    if (quoted) {
-      if (ch === '"') {
-        if (line[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ',') {
-      out.push(field);
-      field = '';
-    } else field += ch;
-  }
-  out.push(field);
-  return out;
-}
 
 export interface SourceRow {
   line: number;
@@ -42,51 +19,67 @@ export interface SourceRow {
   bytes: number;
 }
 
+/** Longest CSV record of a source file; a longer one is rejected (and memory stays bounded). */
+const MAX_SOURCE_RECORD_BYTES = 1024 * 1024;
+
 /**
  * Rows of a CSV (header line first) or JSONL file as records of raw values, with line numbers, in
  * batches: one per chunk read from the file, so that a caller's loop does not wait once per row
- * (at millions of rows, a promise per row costs more than parsing it). Lines end with \n, \r\n or \r.
+ * (at millions of rows, a promise per row costs more than parsing it).
  */
-export async function* readRowBatches(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<SourceRow[]> {
+export function readRowBatches(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<SourceRow[]> {
+  return format === 'csv' ? csvRowBatches(path) : jsonlRowBatches(path);
+}
+
+async function* csvRowBatches(path: string): AsyncGenerator<SourceRow[]> {
+  const reader = new CsvRecords(path, MAX_SOURCE_RECORD_BYTES);
+  let bytes = 0;
+  const rows = (records: CsvRecord[]): SourceRow[] =>
+    records.map((r) => {
+      if (r.fields === null) return { line: r.line, row: null, error: r.error, bytes };
+      // A record exists only after the header line.
+      const header = reader.header!;
+      if (r.fields.length !== header.length)
+        return { line: r.line, row: null, error: `${r.fields.length} fields, the header has ${header.length}`, bytes };
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < header.length; i++) row[header[i]!] = r.fields[i];
+      return { line: r.line, row, bytes };
+    });
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    bytes += (chunk as Buffer).length;
+    reader.push(chunk as Buffer);
+    const out = rows(reader.take());
+    if (out.length > 0) yield out;
+  }
+  reader.end();
+  const out = rows(reader.take());
+  if (out.length > 0) yield out;
+}
+
+/** JSON Lines: one object per line; lines end with \n, \r\n or \r. */
+async function* jsonlRowBatches(path: string): AsyncGenerator<SourceRow[]> {
   const decoder = new StringDecoder('utf8');
-  let header: string[] | null = null;
   let n = 0;
   let bytes = 0;
   let rest = '';
   const parse = (line: string, out: SourceRow[]): void => {
     n++;
     if (line.trim() === '') return;
-    if (format === 'jsonl') {
-      try {
-        const v = JSON.parse(line) as unknown;
-        if (v === null || typeof v !== 'object' || Array.isArray(v)) out.push({ line: n, row: null, error: 'not a JSON object', bytes });
-        else out.push({ line: n, row: v as Record<string, unknown>, bytes });
-      } catch (e) {
-        out.push({ line: n, row: null, error: `invalid JSON: ${(e as Error).message}`, bytes });
-      }
-      return;
+    try {
+      const v = JSON.parse(line) as unknown;
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) out.push({ line: n, row: null, error: 'not a JSON object', bytes });
+      else out.push({ line: n, row: v as Record<string, unknown>, bytes });
+    } catch (e) {
+      out.push({ line: n, row: null, error: `invalid JSON: ${(e as Error).message}`, bytes });
     }
-    const fields = splitCsvLine(line);
-    if (header === null) {
-      header = fields.map((f) => f.trim());
-      return;
-    }
-    if (fields.length !== header.length) {
-      out.push({ line: n, row: null, error: `${fields.length} fields, the header has ${header.length}`, bytes });
-      return;
-    }
-    const row: Record<string, unknown> = {};
-    for (let i = 0; i < header.length; i++) row[header[i]!] = fields[i];
-    out.push({ line: n, row, bytes });
   };
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     bytes += (chunk as Buffer).length;
-    let text = rest + decoder.write(chunk as Buffer);
+    const text = rest + decoder.write(chunk as Buffer);
     // A \r at the end may be the first half of a \r\n split across chunks: keep it for the next.
     const keep = text.endsWith('\r') ? 1 : 0;
     const lines = text.slice(0, text.length - keep).split(/\r\n|\n|\r/);
     rest = lines.pop()! + (keep ? '\r' : '');
-    text = '';
     const out: SourceRow[] = [];
     for (const line of lines) parse(line, out);
     if (out.length > 0) yield out;

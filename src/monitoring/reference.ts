@@ -5,7 +5,7 @@
 
 import { numericBaseline, categoricalBaseline, parseBaseline, type DriftBaseline, type NumericBaseline } from './drift.js';
 import { auc } from './metrics.js';
-import { splitCsvLine } from '../features/sources.js';
+import { parseCsv } from '../csv.js';
 import type { Baselines } from './buckets.js';
 
 export interface ReferenceRecord {
@@ -21,21 +21,29 @@ export interface ReferenceTable {
   readonly columns: readonly string[];
   /** Raw cell values per column. */
   readonly values: readonly (readonly unknown[])[];
+  /** The line number of each row in its file (blank lines and fields over several lines counted). */
+  readonly lines: readonly number[];
 }
 
-/** A CSV (header first) as columns of raw strings; quoted fields may not span lines. */
-export function parseCsvTable(text: string): ReferenceTable {
-  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  if (lines.length < 2) throw new RangeError('reference CSV needs a header and at least one row');
-  const columns = splitCsvLine(lines[0]!).map((c) => c.trim());
+/**
+ * A CSV (header first, read by the one CSV reader) as columns of raw strings, with each row's line
+ * number in the text. A row that cannot be read, or has another number of fields than the header,
+ * refuses the whole table: a reference is a whole sample, not a best effort.
+ */
+export function parseCsvTable(text: string | Buffer, what = 'reference CSV'): ReferenceTable {
+  const { header, records } = parseCsv(text, what);
+  if (header === null || records.length === 0) throw new RangeError(`${what} needs a header and at least one row`);
+  const columns = header;
   const values: unknown[][] = columns.map(() => []);
-  for (let r = 1; r < lines.length; r++) {
-    const f = splitCsvLine(lines[r]!);
-    if (f.length !== columns.length)
-      throw new RangeError(`reference CSV line ${r + 1} has ${f.length} fields, the header ${columns.length}`);
+  const lines: number[] = [];
+  for (const r of records) {
+    if (r.fields === null) throw new RangeError(`${what} line ${r.line}: ${r.error}`);
+    const f = r.fields;
+    if (f.length !== columns.length) throw new RangeError(`${what} line ${r.line} has ${f.length} fields, the header ${columns.length}`);
     for (let c = 0; c < columns.length; c++) values[c]!.push(f[c]);
+    lines.push(r.line);
   }
-  return { columns, values };
+  return { columns, values, lines };
 }
 
 const numeric = (v: unknown): number | null => {

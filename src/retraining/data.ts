@@ -154,7 +154,7 @@ export function readDataFile(
     bindings?: Readonly<Record<string, string>>;
   },
 ): { rows: { x: number[]; y: number; t: number }[]; report: FileReport } {
-  const table = parseCsvTable(readFileSync(path, 'utf8'));
+  const table = parseCsvTable(readFileSync(path), basename(path));
   const col = (name: string) => {
     const i = table.columns.indexOf(name);
     return i < 0 ? null : table.values[i]!;
@@ -170,7 +170,7 @@ export function readDataFile(
   let skipped = 0;
   const skip = (r: number, why: string) => {
     skipped++;
-    if (reasons.length < 5) reasons.push(`line ${r + 2}: ${why}`);
+    if (reasons.length < 5) reasons.push(`line ${table.lines[r]}: ${why}`);
   };
   const index = new Map(table.columns.map((c, i) => [c, i]));
   for (let r = 0; r < n; r++) {

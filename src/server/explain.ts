@@ -156,7 +156,7 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
     );
   }
   const float32 = input.datatype === 'FP32';
-  const rows = referenceMatrix(csv.toString('utf8'), names, float32, where);
+  const rows = referenceMatrix(csv, names, float32, where);
   const count = rows.length / M;
   const bytes = await readFile(m.path);
   const digest = createHash('sha256').update(bytes).digest('hex');
@@ -256,7 +256,7 @@ async function buildExplainer(ctx: ServerContext, m: LoadedModel): Promise<Versi
 const headsOf = (names: readonly string[]) => names.map((n) => `{"feature":${JSON.stringify(n)},"value":`);
 
 /** The reference CSV as a row-major matrix of the model's features; blanks and non-numbers are NaN (missing). */
-function referenceMatrix(csv: string, names: readonly string[], float32: boolean, where: string): Float64Array {
+function referenceMatrix(csv: Buffer, names: readonly string[], float32: boolean, where: string): Float64Array {
   let table: ReturnType<typeof parseCsvTable>;
   try {
     table = parseCsvTable(csv);

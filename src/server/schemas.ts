@@ -1,15 +1,11 @@
 // The JSON Schemas (draft 2020-12, which OpenAPI 3.1 uses) of every JSON request body the server
-// takes, in one place, and the one ajv instance that checks them. The route table (api.ts) names a
+// takes, in one place, checked by the one validator (src/validation.ts). The route table (api.ts) names a
 // route's schema; the POST route helper validates the parsed body with it before the route's own
 // code runs, so the published document and the server's checks are the same schemas.
 //
-// Messages stay as precise as the hand-written checks they front: a schema node may carry
-// `x-error` (its message when the node's own checks fail) and `x-missing` (when it is a required
-// property that is absent) and `x-additional` (when an object has a property it does not allow).
-// In messages, {0}, {1}, ... are the array indices on the way to the
-// failing value, {value} that value as JSON and {property} the property ajv names (an unknown or
-// missing one). A failure
-// without such a message says where it is, in ajv's words.
+// Messages stay as precise as the hand-written checks they front: schema nodes carry their own
+// words (x-error, x-missing, x-additional, see src/validation.ts); a failure without them says
+// where it is and what is wrong in the validator's common words.
 //
 // Three bodies are documented here but checked by their own parsers: OIP inference and v1
 // :predict are decoded straight into the version's batch inside the one inference step, so a bad
@@ -18,24 +14,12 @@
 // with WebSocket event frames and name the configured events. Not for speed: bench/schemas.ts
 // puts the schema check at 1-7% of the body's JSON.parse. A test holds those schemas to their parsers.
 
-import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import { badRequest } from '../errors.js';
+import { compileSchema, dotted, schemaErrors, type Schema } from '../validation.js';
 
-export type Schema = { readonly [key: string]: unknown };
+export type { Schema };
 
-// strictTypes and strictRequired off: if/then branches name properties without repeating their types.
-// verbose: a failure carries the failing value (for {value}); it costs nothing on a body that passes.
-const ajv = new Ajv2020({
-  allErrors: false,
-  strict: true,
-  strictTypes: false,
-  strictRequired: false,
-  allowUnionTypes: true,
-  verbose: true,
-});
-ajv.addVocabulary(['x-error', 'x-missing', 'x-additional']);
-
-/** A body check: throws 400 with the schema's message, or returns. */
+/** A body check: throws 400 with the schema's message for the first failure, or returns. */
 export type BodyCheck = (body: unknown) => void;
 
 const compiled = new WeakMap<Schema, BodyCheck>();
@@ -44,63 +28,17 @@ const compiled = new WeakMap<Schema, BodyCheck>();
 export function bodyCheck(schema: Schema): BodyCheck {
   let check = compiled.get(schema);
   if (check === undefined) {
-    const validate = ajv.compile(schema);
+    const validate = compileSchema(schema);
     check = (body) => {
-      if (!validate(body)) throw badRequest(messageOf(validate.errors![0]!, schema));
+      if (!validate(body)) throw badRequest(schemaErrors(validate.errors, { data: body, schema, place: bodyPlace })[0]!);
     };
     compiled.set(schema, check);
   }
   return check;
 }
 
-/** The schema node a JSON pointer into the schema leads to. */
-function nodeAt(root: Schema, pointer: string): Schema | undefined {
-  let node: unknown = root;
-  for (const raw of pointer.replace(/^#\/?/, '').split('/').filter(Boolean)) {
-    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<string, unknown>)[key];
-  }
-  return node !== null && typeof node === 'object' ? (node as Schema) : undefined;
-}
-
 /** `inputs[0].name`, or "body" for the whole body. */
-function where(instancePath: string): string {
-  if (instancePath === '') return 'body';
-  return instancePath
-    .split('/')
-    .slice(1)
-    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((acc, s) => (/^\d+$/.test(s) ? `${acc}[${s}]` : acc === '' ? s : `${acc}.${s}`), '');
-}
-
-function fill(template: string, e: ErrorObject): string {
-  const indices = e.instancePath.split('/').filter((s) => /^\d+$/.test(s));
-  const property =
-    (e.params as { additionalProperty?: string; missingProperty?: string }).additionalProperty ??
-    (e.params as { missingProperty?: string }).missingProperty ??
-    '';
-  return template
-    .replace(/\{(\d+)\}/g, (_, i: string) => indices[Number(i)] ?? '?')
-    .replace(/\{property\}/g, property)
-    .replace(/\{value\}/g, () => JSON.stringify(e.data) ?? String(e.data));
-}
-
-/** The message of a failure: the schema's own words where it has them. */
-export function messageOf(e: ErrorObject, root: Schema): string {
-  const parentPath = e.schemaPath.slice(0, e.schemaPath.lastIndexOf('/'));
-  const node = nodeAt(root, parentPath);
-  if (e.keyword === 'required') {
-    const missing = (e.params as { missingProperty: string }).missingProperty;
-    const property = nodeAt(node ?? {}, `properties/${missing}`);
-    const text = property?.['x-missing'] ?? property?.['x-error'];
-    if (typeof text === 'string') return fill(text, e);
-    return `${where(e.instancePath) === 'body' ? '' : `${where(e.instancePath)}.`}${missing} is required`;
-  }
-  const text = e.keyword === 'additionalProperties' ? node?.['x-additional'] : node?.['x-error'];
-  if (typeof text === 'string') return fill(text, e);
-  return `${where(e.instancePath)} ${e.message ?? 'is not valid'}`;
-}
+const bodyPlace = (segments: string[]): string => dotted(segments) || 'body';
 
 // Building blocks.
 
