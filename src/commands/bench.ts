@@ -15,6 +15,7 @@ const BENCHES: Record<string, { file: string; node?: string[]; what: string }> =
   retrain: { file: 'retrain-latency.js', what: 'scoring latency while a retraining job trains' },
   export: { file: 'export.js', what: 'peak memory of export predictions as the log grows tenfold' },
   schemas: { file: 'schemas.js', what: "an inference body's schema check vs its JSON.parse" },
+  cluster: { file: 'cluster.js', what: 'one replica with the PostgreSQL store vs with SQLite (wrk)' },
 };
 
 const USAGE = `Usage: scoreline bench NAME [options of that benchmark]
@@ -27,7 +28,7 @@ Load tests need wrk (apt-get install -y wrk) and only target 127.0.0.1. Results 
 bench/RESULTS.md unless --no-write.`;
 
 export const bench: Command = {
-  summary: 'run a benchmark (http, features, batch, monitoring, tracing, retrain, export, schemas)',
+  summary: 'run a benchmark (http, features, batch, monitoring, tracing, retrain, export, schemas, cluster)',
   usage: USAGE,
   async run(argv) {
     const [name, ...rest] = argv;
