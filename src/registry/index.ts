@@ -50,4 +50,8 @@ export {
   REMOVED_DEPLOYMENT,
   repositoryRegistration,
   versionTaken,
+  identicalToVersion,
+  versionNumberTaken,
+  VERSION_COLUMNS,
+  versionRow,
 } from './store.js';

@@ -17,6 +17,7 @@ import {
   isScorelineError,
   modelNotFound,
   versionNotFound,
+  type ScorelineError,
 } from '../errors.js';
 import { ArtifactStore, sha256Of } from './artifacts.js';
 import { refuseExternalData } from '../onnx/index.js';
@@ -91,6 +92,46 @@ export function prepareRegistration(name: string, bytes: Uint8Array, options: Re
     ...options.lineage,
   };
   return { requested, source, sha256, signature, lineage, referenceData: options.referenceData };
+}
+
+/** The bytes are already stored as another version than the one asked for. */
+export function identicalToVersion(source: string, name: string, sha256: string, same: number, requested: number): ScorelineError {
+  return conflict(
+    `${source} is identical to version ${same} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`,
+  );
+}
+
+/** The version number asked for holds other bytes. */
+export function versionNumberTaken(name: string, version: number, stored: string, sha256: string): ScorelineError {
+  return conflict(`version ${version} of model '${name}' already exists with different bytes (sha256 ${stored}, not ${sha256})`);
+}
+
+/** The columns of a new versions row, in the order of versionRow(); both stores insert it. */
+export const VERSION_COLUMNS = 'model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data';
+
+/** A new version's row values, JSON columns as text. */
+export function versionRow(
+  name: string,
+  version: number,
+  prepared: { sha256: string; signature: Signature; lineage: Lineage },
+  size: number,
+  at: string,
+  options: RegisterOptions,
+  referenceSha: string | null,
+): unknown[] {
+  return [
+    name,
+    version,
+    prepared.sha256,
+    size,
+    at,
+    JSON.stringify(prepared.signature),
+    JSON.stringify(options.metrics ?? {}),
+    JSON.stringify(options.tags ?? {}),
+    JSON.stringify(prepared.lineage),
+    JSON.stringify(options.config ?? {}),
+    referenceSha,
+  ];
 }
 
 /** Metrics or tags with a patch applied: a null value removes the key. */
@@ -182,7 +223,8 @@ export class ModelRegistry {
 
   /** Validates the bytes as ONNX, stores the artifact and records the version, all or nothing. */
   register(name: string, bytes: Uint8Array, options: RegisterOptions = {}): RegisterResult {
-    const { requested, source, sha256, signature, lineage, referenceData } = prepareRegistration(name, bytes, options);
+    const prepared = prepareRegistration(name, bytes, options);
+    const { requested, source, sha256, referenceData } = prepared;
 
     return this.#write(() => {
       const at = this.#stamp();
@@ -193,11 +235,7 @@ export class ModelRegistry {
         | { version: number }
         | undefined;
       if (same) {
-        if (requested !== undefined && requested !== same.version) {
-          throw conflict(
-            `${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`,
-          );
-        }
+        if (requested !== undefined && requested !== same.version) throw identicalToVersion(source, name, sha256, same.version, requested);
         this.artifacts.put(bytes); // restores the file if it went missing or was damaged
         if (referenceData !== undefined) this.#attachReferenceData(name, same.version, referenceData);
         return { name, version: same.version, sha256, size: bytes.length, created: false };
@@ -210,30 +248,13 @@ export class ModelRegistry {
         const taken = this.#db.prepare('SELECT sha256 FROM versions WHERE model = ? AND version = ?').get(name, version) as
           | { sha256: string }
           | undefined;
-        if (taken) {
-          throw conflict(
-            `version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`,
-          );
-        }
+        if (taken) throw versionNumberTaken(name, version, taken.sha256, sha256);
       }
       this.artifacts.put(bytes);
       const referenceSha = referenceData === undefined ? null : this.artifacts.put(referenceData, 'csv').sha256;
       this.#db
-        .prepare(`INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(
-          name,
-          version,
-          sha256,
-          bytes.length,
-          at,
-          JSON.stringify(signature),
-          JSON.stringify(options.metrics ?? {}),
-          JSON.stringify(options.tags ?? {}),
-          JSON.stringify(lineage),
-          JSON.stringify(options.config ?? {}),
-          referenceSha,
-        );
+        .prepare(`INSERT INTO versions (${VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(...versionRow(name, version, prepared, bytes.length, at, options, referenceSha));
       return { name, version, sha256, size: bytes.length, created: true };
     });
   }

@@ -30,6 +30,10 @@ import {
   repositoryRegistration,
   sha256Of,
   versionTaken,
+  identicalToVersion,
+  versionNumberTaken,
+  VERSION_COLUMNS,
+  versionRow,
   type AliasEvent,
   type ArtifactKind,
   type ChangeOptions,
@@ -101,7 +105,8 @@ export class PostgresRegistry implements Registry {
   }
 
   async register(name: string, bytes: Uint8Array, options: RegisterOptions = {}): Promise<RegisterResult> {
-    const { requested, source, sha256, signature, lineage, referenceData } = prepareRegistration(name, bytes, options);
+    const prepared = prepareRegistration(name, bytes, options);
+    const { requested, source, sha256, referenceData } = prepared;
     return this.#db.tx(async (c) => {
       await lockKey(c, `model:${name}`);
       const at = this.#stamp();
@@ -113,11 +118,7 @@ export class PostgresRegistry implements Registry {
       const same = (await c.query<{ version: number }>('SELECT version FROM versions WHERE model = $1 AND sha256 = $2', [name, sha256]))
         .rows[0];
       if (same) {
-        if (requested !== undefined && requested !== same.version) {
-          throw conflict(
-            `${source} is identical to version ${same.version} of model '${name}' (sha256 ${sha256}); it cannot also be version ${requested}`,
-          );
-        }
+        if (requested !== undefined && requested !== same.version) throw identicalToVersion(source, name, sha256, same.version, requested);
         await putArtifact(c, bytes, sha256); // restores the bytes if they were damaged
         if (referenceData !== undefined) await this.#attachReferenceData(c, name, same.version, referenceData);
         return { name, version: same.version, sha256, size: bytes.length, created: false };
@@ -129,29 +130,13 @@ export class PostgresRegistry implements Registry {
       } else {
         const taken = (await c.query<{ sha256: string }>('SELECT sha256 FROM versions WHERE model = $1 AND version = $2', [name, version]))
           .rows[0];
-        if (taken)
-          throw conflict(
-            `version ${version} of model '${name}' already exists with different bytes (sha256 ${taken.sha256}, not ${sha256})`,
-          );
+        if (taken) throw versionNumberTaken(name, version, taken.sha256, sha256);
       }
       await putArtifact(c, bytes, sha256);
       const referenceSha = referenceData === undefined ? null : await putArtifact(c, referenceData);
       await c.query(
-        `INSERT INTO versions (model, version, sha256, size, created_at, signature, metrics, tags, lineage, config, reference_data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-        [
-          name,
-          version,
-          sha256,
-          bytes.length,
-          at,
-          JSON.stringify(signature),
-          JSON.stringify(options.metrics ?? {}),
-          JSON.stringify(options.tags ?? {}),
-          JSON.stringify(lineage),
-          JSON.stringify(options.config ?? {}),
-          referenceSha,
-        ],
+        `INSERT INTO versions (${VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        versionRow(name, version, prepared, bytes.length, at, options, referenceSha),
       );
       await notifyChange(c, { kind: 'version', model: name, version, origin: this.#opts.origin ?? null });
       return { name, version, sha256, size: bytes.length, created: true };
