@@ -23,6 +23,76 @@ export const COMMA = 0x2c;
  * of any size, and the recovery from an over-long line or a quote left open. The header is read
  * here as text; what a record becomes is the subclass's business.
  */
+/** Where scanField() found a field: its text [start, end), whether it holds "" escapes, the LFs inside its quotes, and text after its closing quote. */
+export interface FieldSpan {
+  start: number;
+  end: number;
+  escaped: boolean;
+  newlines: number;
+  trailing: boolean;
+}
+
+export function fieldSpan(): FieldSpan {
+  return { start: 0, end: 0, escaped: false, newlines: 0, trailing: false };
+}
+
+/**
+ * Scans the field at `p` into `span` (the one grammar of every CSV reader here): returns the position
+ * of the comma, LF or end of buffer after it, or -1 when the buffer ends inside it and the input has
+ * not ended. An unquoted field's trailing CR (a CRLF line end) is not part of its text.
+ */
+export function scanField(buf: Buffer, p: number, len: number, eof: boolean, span: FieldSpan): number {
+  span.escaped = false;
+  span.newlines = 0;
+  span.trailing = false;
+  if (p < len && buf[p] === QUOTE) {
+    const fs = ++p;
+    for (;;) {
+      const q = buf.indexOf(QUOTE, p);
+      if (q < 0 || (q + 1 >= len && !eof)) return -1;
+      if (buf[q + 1] === QUOTE) {
+        span.escaped = true;
+        p = q + 2;
+        continue;
+      }
+      span.start = fs;
+      span.end = q;
+      p = q + 1;
+      break;
+    }
+    for (let i = buf.indexOf(LF, span.start); i >= 0 && i < span.end; i = buf.indexOf(LF, i + 1)) span.newlines++;
+    if (p < len) {
+      let c = buf[p];
+      if (c === CR) {
+        if (p + 1 >= len && !eof) return -1;
+        if (p + 1 >= len || buf[p + 1] === LF) c = buf[++p];
+      }
+      if (c !== COMMA && c !== LF && p < len) {
+        span.trailing = true;
+        while (p < len && buf[p] !== COMMA && buf[p] !== LF) p++;
+        if (p >= len && !eof) return -1;
+      }
+    } else if (!eof) return -1;
+    return p;
+  }
+  const fs = p;
+  while (p < len) {
+    const c = buf[p];
+    if (c === COMMA || c === LF) break;
+    p++;
+  }
+  if (p >= len && !eof) return -1;
+  span.start = fs;
+  span.end = p > fs && buf[p - 1] === CR ? p - 1 : p;
+  return p;
+}
+
+/** A scanned field's text: quotes removed, "" made ". */
+export function fieldText(buf: Buffer, span: FieldSpan): string {
+  const s = buf.toString('utf8', span.start, span.end);
+  return span.escaped ? s.replaceAll('""', '"') : s;
+}
+
 export abstract class CsvFraming {
   private carry: Buffer | null = null;
   /** Line number (1-based) of the first byte not yet parsed. */
@@ -33,6 +103,8 @@ export abstract class CsvFraming {
   protected headerRead = false;
   /** The fields of the last record scan() read, the reason it cannot be used (or null), its newlines and where its text ends. */
   protected scanned: string[] = [];
+  /** scan()'s field, reused. */
+  protected readonly span = fieldSpan();
   protected scanError: string | null = null;
   private scanNewlines = 0;
   protected scanEnd = 0;
@@ -148,49 +220,13 @@ export abstract class CsvFraming {
     let newlines = 0;
     let error: string | null = null;
     let end: number;
+    const span = this.span;
     for (;;) {
-      let value: string;
-      if (p < len && buf[p] === QUOTE) {
-        const fs = ++p;
-        let fe: number;
-        let escaped = false;
-        for (;;) {
-          const q = buf.indexOf(QUOTE, p);
-          if (q < 0 || (q + 1 >= len && !eof)) return -1;
-          if (buf[q + 1] === QUOTE) {
-            escaped = true;
-            p = q + 2;
-            continue;
-          }
-          fe = q;
-          p = q + 1;
-          break;
-        }
-        value = escaped ? buf.toString('utf8', fs, fe).replaceAll('""', '"') : buf.toString('utf8', fs, fe);
-        for (let i = buf.indexOf(LF, fs); i >= 0 && i < fe; i = buf.indexOf(LF, i + 1)) newlines++;
-        if (p < len) {
-          let c = buf[p];
-          if (c === CR) {
-            if (p + 1 >= len && !eof) return -1;
-            if (p + 1 >= len || buf[p + 1] === LF) c = buf[++p];
-          }
-          if (c !== COMMA && c !== LF && p < len) {
-            error ??= `unexpected text after the closing quote of field ${fields.length + 1}`;
-            while (p < len && buf[p] !== COMMA && buf[p] !== LF) p++;
-            if (p >= len && !eof) return -1;
-          }
-        } else if (!eof) return -1;
-      } else {
-        const fs = p;
-        while (p < len) {
-          const c = buf[p];
-          if (c === COMMA || c === LF) break;
-          p++;
-        }
-        if (p >= len && !eof) return -1;
-        value = buf.toString('utf8', fs, p > fs && buf[p - 1] === CR ? p - 1 : p);
-      }
-      fields.push(value);
+      p = scanField(buf, p, len, eof, span);
+      if (p < 0) return -1;
+      newlines += span.newlines;
+      if (span.trailing) error ??= `unexpected text after the closing quote of field ${fields.length + 1}`;
+      fields.push(fieldText(buf, span));
       if (p >= len) {
         end = len;
         break;

@@ -3,7 +3,7 @@
 // cannot be scored is rejected with its line number and the reason; blank lines are counted.
 
 import { badRequest } from '../errors.js';
-import { COMMA, CR, CsvFraming, LF, QUOTE } from '../csv.js';
+import { COMMA, CR, CsvFraming, fieldText, scanField } from '../csv.js';
 import { describeBadNumber, parseDecimal, storeCell, type CellType } from './cells.js';
 import type { ColumnBinding } from './layout.js';
 import type { BatchAssembler } from './rows.js';
@@ -82,55 +82,21 @@ export class CsvReader extends CsvFraming implements RecordReader {
     let newlines = 0;
     let error: string | null = null;
     let end: number;
+    const span = this.span;
     for (;;) {
-      let fs = p;
-      let fe: number;
-      let escaped = false;
-      if (p < len && buf[p] === QUOTE) {
-        fs = ++p;
-        for (;;) {
-          const q = buf.indexOf(QUOTE, p);
-          if (q < 0 || (q + 1 >= len && !eof)) return -1;
-          if (buf[q + 1] === QUOTE) {
-            escaped = true;
-            p = q + 2;
-            continue;
-          }
-          fe = q;
-          p = q + 1;
-          break;
-        }
-        for (let i = buf.indexOf(LF, fs); i >= 0 && i < fe; i = buf.indexOf(LF, i + 1)) newlines++;
-        if (p < len) {
-          let c = buf[p];
-          if (c === CR) {
-            if (p + 1 >= len && !eof) return -1;
-            if (p + 1 >= len || buf[p + 1] === LF) c = buf[++p];
-          }
-          if (c !== COMMA && c !== LF && p < len) {
-            error ??= `unexpected text after the closing quote of field ${col + 1}`;
-            while (p < len && buf[p] !== COMMA && buf[p] !== LF) p++;
-            if (p >= len && !eof) return -1;
-          }
-        } else if (!eof) return -1;
-      } else {
-        while (p < len) {
-          const c = buf[p];
-          if (c === COMMA || c === LF) break;
-          p++;
-        }
-        if (p >= len && !eof) return -1;
-        fe = p > fs && buf[p - 1] === CR ? p - 1 : p;
-      }
+      p = scanField(buf, p, len, eof, span);
+      if (p < 0) return -1;
+      newlines += span.newlines;
+      if (span.trailing) error ??= `unexpected text after the closing quote of field ${col + 1}`;
       if (col < columns) {
         const f = featureOf[col]!;
         if (f >= 0 && error === null) {
-          const v = escaped ? NaN : parseDecimal(buf, fs, fe);
+          const v = span.escaped ? NaN : parseDecimal(buf, span.start, span.end);
           if (fast && v >= min && v <= max) data[base + f] = v;
-          else error = this.badCell(buf, fs, fe, escaped, v, base + f, f);
+          else error = this.badCell(buf, span.start, span.end, span.escaped, v, base + f, f);
         }
         const k = idOf[col]!;
-        if (k >= 0) ids[idBase + k] = escaped ? buf.toString('utf8', fs, fe).replaceAll('""', '"') : buf.toString('utf8', fs, fe);
+        if (k >= 0) ids[idBase + k] = fieldText(buf, span);
       }
       col++;
       if (p >= len) {
