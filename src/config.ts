@@ -88,6 +88,8 @@ export interface StoreConfig {
   address: string | null;
   /** How often a replica reports itself and the leader renews its lease. */
   heartbeatSeconds: number;
+  /** How often a replica writes its monitoring state for the merged view of the others. */
+  shareSeconds: number;
   /** How long the leader lease lasts without a renewal: a dead leader is replaced within about this. */
   leaseSeconds: number;
   /** How often every replica reads the stored deployments and references again, besides being notified. */
@@ -238,7 +240,7 @@ export function defaultConfig(): ServerConfig {
       exportIntervalMs: 2000,
     },
     accessLog: { enabled: true, sampleRate: 0.01 },
-    store: { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 },
+    store: { url: null, address: null, heartbeatSeconds: 2, shareSeconds: 1, leaseSeconds: 8, resyncSeconds: 5 },
     features: {
       definitions: null,
       redis: null,
@@ -408,6 +410,7 @@ const configSchema = {
         url: { type: ['string', 'null'], pattern: '^postgres(ql)?://' },
         address: { type: ['string', 'null'], minLength: 1 },
         heartbeatSeconds: { type: 'number', minimum: 0.1, maximum: 60 },
+        shareSeconds: { type: 'number', minimum: 0.1, maximum: 60 },
         leaseSeconds: { type: 'number', minimum: 1, maximum: 600 },
         resyncSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
       },

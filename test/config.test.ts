@@ -56,7 +56,14 @@ test('the prediction log keys: flushMs defaults to 100 and durability to async; 
 });
 
 test('the store keys: SQLite unless a postgres URL is configured or in SCORELINE_STORE_URL; a lease must outlast two heartbeats', () => {
-  assert.deepEqual(defaultConfig().store, { url: null, address: null, heartbeatSeconds: 2, leaseSeconds: 8, resyncSeconds: 5 });
+  assert.deepEqual(defaultConfig().store, {
+    url: null,
+    address: null,
+    heartbeatSeconds: 2,
+    shareSeconds: 1,
+    leaseSeconds: 8,
+    resyncSeconds: 5,
+  });
   assert.equal(storeUrl(null, {}), null);
   assert.equal(storeUrl(null, { SCORELINE_STORE_URL: '' }), null);
   assert.equal(storeUrl(null, { SCORELINE_STORE_URL: 'postgres://h/db' }), 'postgres://h/db');

@@ -3,9 +3,19 @@
 // or prediction touches only the current minute's bucket (constant work); when a minute closes it
 // is merged into its hour and into "all". Windows (1h, 24h, 7d, all) are merged on demand.
 
-import { HdrHistogram } from './hdr.js';
-import { band, driftCounter, EDGE_QUANTILES, type DriftBaseline, type NumericBaseline, type PsiBand } from './drift.js';
-import type { CategoricalDriftCounter, NumericDriftCounter } from './drift.js';
+import { createHash } from 'node:crypto';
+import { HdrHistogram, type HdrJSON } from './hdr.js';
+import {
+  band,
+  CategoricalDriftCounter,
+  driftCounter,
+  EDGE_QUANTILES,
+  NumericDriftCounter,
+  type DriftBaseline,
+  type DriftCounterJSON,
+  type NumericBaseline,
+  type PsiBand,
+} from './drift.js';
 import { INSUFFICIENT, psiMinCount } from './sample-size.js';
 
 export type Window = 'all' | '1h' | '24h' | '7d';
@@ -28,6 +38,31 @@ const FIXED_SCORE_BASELINE: NumericBaseline = { kind: 'numeric', edges: [...EDGE
 
 function histogram() {
   return new HdrHistogram(120_000_000, 2);
+}
+
+/** A bucket as another replica reads it back (JSON): every count, sum and histogram, nothing derived. */
+export interface BucketJSON {
+  requests: number;
+  errors: number;
+  latency: HdrJSON;
+  predictions: number;
+  scoreSum: number;
+  scoreSq: number;
+  /** null while no finite score was recorded. */
+  scoreMin: number | null;
+  scoreMax: number | null;
+  score: DriftCounterJSON;
+  features: DriftCounterJSON[];
+}
+
+/**
+ * What buckets must share to be merged: the same score edges and feature baselines. Replicas that
+ * froze the same reference get the same key, and a bucket kept under another reference is never
+ * added to this one's.
+ */
+export function baselinesKey(b: Baselines | null): string {
+  const shape = { score: b?.score ?? FIXED_SCORE_BASELINE, features: (b?.features ?? []).map((f) => [f.name, f.baseline]) };
+  return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 32);
 }
 
 export class Bucket {
@@ -58,6 +93,63 @@ export class Bucket {
     if (o.scoreMax > this.scoreMax) this.scoreMax = o.scoreMax;
     this.score.merge(o.score as never);
     for (let i = 0; i < this.features.length; i++) (this.features[i] as NumericDriftCounter).merge(o.features[i] as never);
+  }
+
+  toJSON(): BucketJSON {
+    return {
+      requests: this.requests,
+      errors: this.errors,
+      latency: this.latency.toJSON(),
+      predictions: this.predictions,
+      scoreSum: this.scoreSum,
+      scoreSq: this.scoreSq,
+      scoreMin: Number.isFinite(this.scoreMin) ? this.scoreMin : null,
+      scoreMax: Number.isFinite(this.scoreMax) ? this.scoreMax : null,
+      score: this.score.toJSON(),
+      features: this.features.map((f) => f.toJSON()),
+    };
+  }
+
+  /**
+   * Adds a bucket another replica stored under the same baselines (baselinesKey). Anything that
+   * does not fit (another shape, a bad number) throws before a count is changed.
+   */
+  mergeJSON(json: unknown, b: Baselines | null): void {
+    const o = json as Partial<BucketJSON> | null;
+    const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+    if (
+      o === null ||
+      typeof o !== 'object' ||
+      !num(o.requests) ||
+      !num(o.errors) ||
+      !num(o.predictions) ||
+      !num(o.scoreSum) ||
+      !num(o.scoreSq) ||
+      !(o.scoreMin === null || num(o.scoreMin)) ||
+      !(o.scoreMax === null || num(o.scoreMax)) ||
+      !Array.isArray(o.features) ||
+      o.features.length !== this.features.length
+    )
+      throw new TypeError('not a monitoring bucket of this reference');
+    const other = new Bucket(b);
+    other.latency.addJSON(o.latency);
+    (other as { score: NumericDriftCounter }).score = NumericDriftCounter.fromJSON(this.score.baseline, o.score);
+    const features = other.features;
+    for (let i = 0; i < features.length; i++) {
+      const f = features[i]!;
+      features[i] =
+        f instanceof CategoricalDriftCounter
+          ? CategoricalDriftCounter.fromJSON(f.baseline, o.features[i])
+          : NumericDriftCounter.fromJSON((f as NumericDriftCounter).baseline, o.features[i]);
+    }
+    other.requests = o.requests!;
+    other.errors = o.errors!;
+    other.predictions = o.predictions!;
+    other.scoreSum = o.scoreSum!;
+    other.scoreSq = o.scoreSq!;
+    other.scoreMin = o.scoreMin ?? Infinity;
+    other.scoreMax = o.scoreMax ?? -Infinity;
+    this.merge(other);
   }
 }
 
@@ -91,10 +183,13 @@ export class WindowedStats {
   private readonly minutes: { start: number; bucket: Bucket }[] = [];
   private readonly hours: { start: number; bucket: Bucket }[] = [];
   private readonly all: Bucket;
-  /** Called with each closed minute (history points). */
+  /** Called with each closed minute (history points, sharing with other replicas). */
   onMinute: ((start: number, minute: Bucket) => void) | null = null;
+  /** Called with each closed hour (sharing with other replicas). */
+  onHour: ((start: number, hour: Bucket) => void) | null = null;
   /** Per feature: whether its baseline is categorical (its values come as category indices). */
   private readonly categorical: readonly boolean[];
+  private refKey: string | null = null;
 
   constructor(
     readonly baselines: Baselines | null,
@@ -124,6 +219,7 @@ export class WindowedStats {
     this.onMinute?.(start, closed);
     if (now >= this.hourStart + HOUR) {
       this.hours.push({ start: this.hourStart, bucket: this.hour });
+      this.onHour?.(this.hourStart, this.hour);
       while (this.hours.length > 0 && this.hours[0]!.start < now - 7 * 24 * HOUR) this.hours.shift();
       this.hour = new Bucket(this.baselines);
       this.hourStart = now - (now % HOUR);
@@ -161,6 +257,24 @@ export class WindowedStats {
         else (f[i] as NumericDriftCounter).add(row[offset + i]);
       }
     }
+  }
+
+  /** The baselines' key (baselinesKey): buckets of other replicas are merged only under the same one. */
+  get key(): string {
+    if (this.refKey === null) this.refKey = baselinesKey(this.baselines);
+    return this.refKey;
+  }
+
+  /**
+   * The open minute and the open hour (its closed minutes and the open one merged) as they stand:
+   * what a replica shares with the others, replaced at every share until they close.
+   */
+  open(now: number): { minute: { start: number; bucket: Bucket }; hour: { start: number; bucket: Bucket } } {
+    const minute = this.current(now);
+    const hour = new Bucket(this.baselines);
+    hour.merge(this.hour);
+    hour.merge(minute);
+    return { minute: { start: this.minuteStart, bucket: minute }, hour: { start: this.hourStart, bucket: hour } };
   }
 
   /** The window merged into one bucket (the open minute and hour included). */

@@ -8,6 +8,16 @@
 // Counts are float64 (exact to 2^53, so an all-time histogram cannot overflow). Values above the
 // highest trackable value are counted in the last bucket rather than thrown.
 
+/** A histogram as stored: the indexes of non-empty sub-buckets and their counts, and the exact totals. */
+export interface HdrJSON {
+  at: number[];
+  n: number[];
+  total: number;
+  sum: number;
+  max: number;
+  min: number | null;
+}
+
 export class HdrHistogram {
   private readonly counts: Float64Array;
   private readonly subBucketCount: number;
@@ -126,6 +136,43 @@ export class HdrHistogram {
     this.sum += o.sum;
     if (o.maxValue > this.maxValue) this.maxValue = o.maxValue;
     if (o.minNonZeroValue < this.minNonZeroValue) this.minNonZeroValue = o.minNonZeroValue;
+  }
+
+  /** The counts as sparse pairs with the totals: what another process needs to rebuild the histogram exactly. */
+  toJSON(): HdrJSON {
+    const at: number[] = [];
+    const n: number[] = [];
+    const c = this.counts;
+    for (let i = 0; i < c.length; i++)
+      if (c[i] !== 0) {
+        at.push(i);
+        n.push(c[i]!);
+      }
+    return { at, n, total: this.totalCount, sum: this.sum, max: this.maxValue, min: this.totalCount === 0 ? null : this.minNonZeroValue };
+  }
+
+  /** Adds what toJSON() of a histogram of the same shape wrote; throws on anything else, changing nothing. */
+  addJSON(json: unknown): void {
+    const o = json as Partial<HdrJSON> | null;
+    const c = this.counts;
+    const ok =
+      o !== null &&
+      typeof o === 'object' &&
+      Array.isArray(o.at) &&
+      Array.isArray(o.n) &&
+      o.at.length === o.n.length &&
+      o.at.every((i) => Number.isInteger(i) && i >= 0 && i < c.length) &&
+      o.n.every((k) => typeof k === 'number' && k >= 0 && Number.isFinite(k)) &&
+      typeof o.total === 'number' &&
+      typeof o.sum === 'number' &&
+      typeof o.max === 'number' &&
+      (o.min === null || typeof o.min === 'number');
+    if (!ok) throw new TypeError('not a histogram of this shape');
+    for (let k = 0; k < o.at!.length; k++) c[o.at![k]!]! += o.n![k]!;
+    this.totalCount += o.total!;
+    this.sum += o.sum!;
+    if (o.max! > this.maxValue) this.maxValue = o.max!;
+    if (o.min !== null && o.min! < this.minNonZeroValue) this.minNonZeroValue = o.min!;
   }
 
   reset(): void {

@@ -14,5 +14,6 @@ export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type S
 export type { Performance } from './performance.js';
 export { scanPredictionLog, type PredictionChunk, type PredictionFilter, type PredictionScan } from './log-export.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
+export { SharedMonitoring, type MergeStatus, type ShareStatus } from './shared.js';
 export { Monitor, type Evaluation, type MonitorOptions, type SlaConfig } from './monitor.js';
 export { WINDOWS as MONITORING_WINDOWS } from './buckets.js';

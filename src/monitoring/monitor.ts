@@ -7,12 +7,13 @@
 import client from 'prom-client';
 import type { LoadedModel } from '../inference/index.js';
 import { round6 } from '../numbers.js';
-import { driftSpeaks, type Bucket, type Window } from './buckets.js';
+import { type Bucket, driftSpeaks, type Window } from './buckets.js';
 import { FeatureMetricsObserver } from './feature-metrics.js';
 import { performanceOf, type Performance } from './performance.js';
 import type { PredictionLog, PredictionLogStatus } from './prediction-log.js';
 import { CallbackFamily, CounterFamily, HistogramFamily } from './prometheus.js';
 import { DEFAULT_MIN_SAMPLES, type MinSamples } from './sample-size.js';
+import type { MergeStatus, SharedMonitoring } from './shared.js';
 import {
   BATCH_BUCKETS,
   CLASSES,
@@ -79,6 +80,8 @@ export class Monitor {
   private readonly perfCache = new Map<string, { at: number; value: Promise<Performance> }>();
   /** Latest periodic evaluation per version, for gauges and alert rules. */
   readonly evaluations = new Map<VersionMonitor, Evaluation>();
+  /** The other replicas' monitoring, when the store is shared: every view is the merge of all of them. */
+  private shared: SharedMonitoring | null = null;
 
   constructor(opts: MonitorOptions = {}) {
     this.enabled = opts.enabled !== false;
@@ -219,10 +222,64 @@ export class Monitor {
     if (v === undefined) {
       v = new VersionMonitor(loaded, this.metrics, this.log, this.enabled);
       const vm = v;
-      v.stats.onMinute = (start, minute) => this.historyPoint(vm, start, minute);
+      v.stats.onMinute = (start, minute) => {
+        this.historyPoint(vm, start, minute);
+        this.shared?.closed(vm, 'minute', start, minute);
+      };
+      v.stats.onHour = (start, hour) => this.shared?.closed(vm, 'hour', start, hour);
       this.versions.set(loaded, v);
     }
     return v;
+  }
+
+  /** From now on every view merges the other replicas' state, and this replica's is written for them. */
+  shareWith(shared: SharedMonitoring): void {
+    this.shared = shared;
+    this.callback(
+      'scoreline_monitoring_shared_cells_total',
+      "Monitoring cells (a version's minute or hour) this replica wrote to the shared store.",
+      'counter',
+      () => [{ labels: {}, value: shared.shared }],
+    );
+    this.callback(
+      'scoreline_monitoring_share_errors_total',
+      'Failed writes of monitoring cells to the shared store; closed cells wait and are written when it is back.',
+      'counter',
+      () => [{ labels: {}, value: shared.errors }],
+    );
+    this.callback('scoreline_monitoring_share_pending', 'Closed monitoring cells waiting for the shared store.', 'gauge', () => [
+      { labels: {}, value: shared.status().pending },
+    ]);
+    this.callback(
+      'scoreline_monitoring_share_dropped_total',
+      'Closed monitoring cells never written: pushed out of the bounded queue while the shared store was away.',
+      'counter',
+      () => [{ labels: {}, value: shared.dropped }],
+    );
+  }
+
+  get sharing(): SharedMonitoring | null {
+    return this.shared;
+  }
+
+  /** Writes this replica's monitoring state for the others (a no-op unless the store is shared). */
+  share(now = Date.now()): Promise<void> {
+    return this.shared === null ? Promise.resolve() : this.shared.share(this.all(), now);
+  }
+
+  /**
+   * The window of a version as every replica saw it: this replica's live buckets plus the others'
+   * stored ones (only its own without a shared store), with the request rate of all of them.
+   */
+  private async merged(
+    vm: VersionMonitor,
+    window: Window,
+    now: number,
+  ): Promise<{ bucket: Bucket; rps: number | null; merge: MergeStatus | null }> {
+    const own = vm.stats.view(window, now);
+    if (this.shared === null) return { bucket: own, rps: null, merge: null };
+    const { rps, ...merge } = await this.shared.mergeOthers(vm, window, now, own);
+    return { bucket: own, rps: rps + vm.volumeSnapshot().rps, merge };
   }
 
   find(loaded: LoadedModel): VersionMonitor | undefined {
@@ -323,9 +380,10 @@ export class Monitor {
   /** The JSON snapshot of a version over a window (alerts are added by the caller). */
   async snapshot(vm: VersionMonitor, window: Window) {
     const now = Date.now();
-    const b = vm.stats.view(window, now);
+    const { bucket: b, rps: sharedRps, merge } = await this.merged(vm, window, now);
+    // The all-time histogram of this process has a finer resolution; merged with other replicas the buckets' is used.
     const lat =
-      window === 'all'
+      window === 'all' && merge === null
         ? vm.latency.snapshot()
         : (() => {
             const h = b.latency;
@@ -346,7 +404,7 @@ export class Monitor {
     const volume = {
       requests: b.requests,
       errors: b.errors,
-      rps: round6(window === 'all' || window === '1h' ? vm.volumeSnapshot().rps : b.requests / (WINDOW_MS[window] / 1000)),
+      rps: round6(window === 'all' || window === '1h' ? (sharedRps ?? vm.volumeSnapshot().rps) : b.requests / (WINDOW_MS[window] / 1000)),
       error_rate: round6(errorRate),
     };
     const n = b.predictions;
@@ -381,6 +439,7 @@ export class Monitor {
       sla: this.slaOf(latency.p99_ms as number | null, latency.p95_ms as number | null, errorRate, b.requests),
       reference: vm.stats.baselines ? { rows: vm.stats.baselines.rows, auc: round6(vm.stats.baselines.referenceAuc) } : null,
       prediction_log: this.logStatus(),
+      ...(merge === null ? {} : { replicas: { ...merge, sharing: this.shared!.status() } }),
     };
   }
 
@@ -390,7 +449,7 @@ export class Monitor {
    */
   async evaluate(now = Date.now()): Promise<Map<VersionMonitor, Evaluation>> {
     for (const vm of this.all()) {
-      const h = vm.stats.view('1h', now);
+      const h = (await this.merged(vm, '1h', now)).bucket;
       const drift = vm.stats.drift(h, this.minSamples.psi);
       const perf = await this.performance(vm, '24h', now).catch(() => null);
       const auc = perf !== null && 'auc' in perf && perf.bands.auc === 'sufficient' ? perf.auc : null;
@@ -411,11 +470,26 @@ export class Monitor {
     return this.evaluations;
   }
 
+  /** The last evaluation's figures (1h drift, 24h AUC) as a history point shows them: null below their minimum sample, which is kept beside them. */
+  evaluationPoint(vm: VersionMonitor): {
+    score_psi: number | null;
+    score_psi_n: number | null;
+    auc: number | null;
+    labelled: number | null;
+  } {
+    const e = this.evaluations.get(vm);
+    return {
+      score_psi: round6(e?.scorePsi ?? null),
+      score_psi_n: e?.scorePsiN ?? null,
+      auc: round6(e?.auc ?? null),
+      labelled: e?.labelled ?? null,
+    };
+  }
+
   private historyPoint(vm: VersionMonitor, start: number, minute: Bucket): void {
     if (this.log === null) return;
     const l = minute.latency;
     const n = l.totalCount;
-    const e = this.evaluations.get(vm);
     const data = {
       requests: minute.requests,
       rps: round6(minute.requests / 60),
@@ -424,11 +498,7 @@ export class Monitor {
       p99_ms: n === 0 ? null : l.getValueAtPercentile(99) / 1000,
       error_rate: minute.requests === 0 ? null : round6(minute.errors / minute.requests),
       predictions: minute.predictions,
-      // The last evaluation's (1h drift, 24h AUC): null below their minimum sample, which is kept beside them.
-      score_psi: round6(e?.scorePsi ?? null),
-      score_psi_n: e?.scorePsiN ?? null,
-      auc: round6(e?.auc ?? null),
-      labelled: e?.labelled ?? null,
+      ...this.evaluationPoint(vm),
     };
     this.log.putHistory([{ model: vm.model, version: vm.loaded.versionNumber, at: start, data: JSON.stringify(data) }]);
   }

@@ -88,9 +88,10 @@ export class VersionMonitor implements BatchObserver {
 
   /** Freezes the reference (drift baselines): windows restart against it. */
   setBaselines(b: Baselines | null): void {
-    const onMinute = this.stats.onMinute;
+    const { onMinute, onHour } = this.stats;
     this.stats = new WindowedStats(b);
     this.stats.onMinute = onMinute;
+    this.stats.onHour = onHour;
     this.setCodes(b);
   }
 

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, notReady, routeNotFound, upgradeRequired } from '../errors.js';
 import { InferenceEngine } from '../inference/index.js';
-import { Monitor, PredictionLog } from '../monitoring/index.js';
+import { Monitor, PredictionLog, SharedMonitoring } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
 import { openStore, storeUrl } from '../store/index.js';
@@ -106,6 +106,30 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
+  let shareTimer: NodeJS.Timeout | null = null;
+  if (mon.enabled && store.monitoring !== null) {
+    const records = store.monitoring;
+    monitor.shareWith(
+      new SharedMonitoring({
+        records,
+        replica: replicaId,
+        log: log.child({ component: 'monitoring' }),
+        evaluationOf: (vm) => monitor.evaluationPoint(vm),
+      }),
+    );
+    let sweeps = 0;
+    shareTimer = setInterval(() => {
+      void monitor.share();
+      // Now and then the leader drops cells no window reads any more: minutes after a day (history), hours after the retention.
+      if (++sweeps % 600 === 1 && (clusterRef.current?.leads() ?? false)) {
+        const now = Date.now();
+        records
+          .prune(now - 25 * 3_600_000, now - Math.max(8, mon.predictionLog.retentionDays) * 86_400_000)
+          .catch((e: Error) => log.warn({ err: e.message }, 'monitoring: old shared cells could not be pruned; tried again later'));
+      }
+    }, config.store.shareSeconds * 1000);
+    shareTimer.unref();
+  }
   const engine = new InferenceEngine({
     workers: config.inference.workers,
     tasksPerWorker: config.inference.tasksPerWorker,
@@ -128,6 +152,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     deployer.close();
     await features?.close();
     await engine.close();
+    if (shareTimer !== null) clearInterval(shareTimer);
     await monitor.close();
     await store.close();
   };
@@ -480,6 +505,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       deployer.close();
       await engine.close();
       await features?.close();
+      // What this replica served last goes to the others before it leaves.
+      if (shareTimer !== null) clearInterval(shareTimer);
+      await monitor.share().catch(() => undefined);
       await monitor.close();
       await store.close();
       access?.close();

@@ -161,8 +161,13 @@ export function registerObserve(app: TemplatedApp, ctx: ServerContext, alertsOf:
       const now = Date.now();
       const f = parse(from, now - 86_400_000, 'from');
       const t = parse(to, now, 'to');
-      if (ctx.monitor.log === null) throw notReady('the prediction log (monitoring history)');
-      const points = await ctx.monitor.log.history(m.name, m.versionNumber, f, t);
+      const shared = ctx.monitor.sharing;
+      if (shared === null && ctx.monitor.log === null) throw notReady('the prediction log (monitoring history)');
+      // With a shared store, a minute's point adds up what every replica served in it.
+      const points =
+        shared !== null
+          ? await shared.history(m.name, m.versionNumber, f, t)
+          : await ctx.monitor.log!.history(m.name, m.versionNumber, f, t);
       return {
         model: m.name,
         version: m.version,

@@ -132,6 +132,49 @@ export interface ClusterRecords {
   sharedSecret(name: string, make: () => string): Promise<string>;
 }
 
+/** One replica's monitoring state of a version over a minute or an hour, as it shares it. */
+export interface MonitoringCell {
+  model: string;
+  version: number;
+  span: 'minute' | 'hour';
+  /** Start of the minute or hour, epoch ms. */
+  start: number;
+  /** The drift reference the bucket was kept under: only cells with the same key are merged. */
+  ref: string;
+  /** The bucket's counts and histograms, JSON text. */
+  data: string;
+  /** The replica's request rate when it shared the cell (open minutes; null otherwise). */
+  rps: number | null;
+}
+
+export interface SharedCell {
+  replica: string;
+  start: number;
+  /** The bucket, parsed. */
+  data: unknown;
+  rps: number | null;
+  /** Milliseconds since the replica last wrote the cell (by the store's clock). */
+  ageMs: number;
+}
+
+export interface MonitoringRecords {
+  /** Writes this replica's cells, each replacing its earlier state (same model, version, span, start). */
+  putCells(replica: string, cells: readonly MonitoringCell[]): Promise<void>;
+  /** Cells of the other replicas for a version and reference, starting at or after `since`. */
+  cells(q: {
+    model: string;
+    version: number;
+    span: 'minute' | 'hour';
+    since: number;
+    ref: string;
+    exceptReplica: string;
+  }): Promise<SharedCell[]>;
+  /** Every replica's cells of a version (any reference) starting within [from, to], oldest first. */
+  range(q: { model: string; version: number; span: 'minute' | 'hour'; from: number; to: number }): Promise<SharedCell[]>;
+  /** Drops minute cells that start before `minutesBefore` and hour cells before `hoursBefore`; returns how many. */
+  prune(minutesBefore: number, hoursBefore: number): Promise<number>;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Where the store is, for logs and errors (a URL without its password, or the data dir). */
@@ -140,5 +183,7 @@ export interface Store {
   readonly jobs: JobRecords;
   readonly alerts: AlertRecords;
   readonly cluster: ClusterRecords;
+  /** Monitoring state shared by the replicas (PostgreSQL); null when one process serves alone (SQLite). */
+  readonly monitoring: MonitoringRecords | null;
   close(): Promise<void>;
 }

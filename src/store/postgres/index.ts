@@ -6,6 +6,7 @@ import type { ScorelineError } from '../../errors.js';
 import type { Store } from '../types.js';
 import { Database, withStartRetry, type ConnectLog } from './database.js';
 import { migrate } from './migrations/index.js';
+import { PostgresMonitoring } from './monitoring.js';
 import { PostgresAlerts, PostgresCluster, PostgresJobs } from './records.js';
 import { PostgresRegistry } from './registry.js';
 
@@ -32,6 +33,7 @@ export class PostgresStore implements Store {
   readonly jobs: PostgresJobs;
   readonly alerts: PostgresAlerts;
   readonly cluster: PostgresCluster;
+  readonly monitoring: PostgresMonitoring;
   readonly #db: Database;
 
   private constructor(db: Database, opts: PostgresStoreOptions) {
@@ -47,6 +49,7 @@ export class PostgresStore implements Store {
     this.jobs = new PostgresJobs(db, origin);
     this.alerts = new PostgresAlerts(db, origin);
     this.cluster = new PostgresCluster(db, opts.log);
+    this.monitoring = new PostgresMonitoring(db);
   }
 
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {

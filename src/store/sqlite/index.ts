@@ -167,6 +167,8 @@ export class SqliteStore implements Store {
   readonly jobs: SqliteJobs;
   readonly alerts: AlertRecords;
   readonly cluster: ClusterRecords = new LocalCluster();
+  /** One process: its monitoring view is its own. */
+  readonly monitoring = null;
   readonly #alertDb: Db;
 
   private constructor(dataDir: string, registry: ModelRegistry, jobs: SqliteJobs, alertDb: Db) {
