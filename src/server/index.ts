@@ -106,6 +106,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const mon = config.monitoring;
   const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
+  const clusterRef: { current: Cluster | null } = { current: null };
   let shareTimer: NodeJS.Timeout | null = null;
   if (mon.enabled && store.monitoring !== null) {
     const records = store.monitoring;
@@ -272,7 +273,6 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   const token = await adminTokenFor(config.dataDir, store);
   log.info({ source: token.source }, 'admin API token');
   registerRegistryMetrics(ctx);
-  const clusterRef: { current: Cluster | null } = { current: null };
 
   const streams = new Streams();
   const feedbackCounts = registerObserveMetrics(ctx, streams);

@@ -1,8 +1,9 @@
 // PostgreSQL stopped for 30 s under load, with three replicas serving: not one inference request
 // fails (the request path never waits on the store), admin writes answer 503 with Retry-After and
 // name the store, and change nothing; no replica exits; a replica started during the outage waits
-// for the store, saying why, and joins when it is back; afterwards a leader is elected again and a
-// deployment made through one replica reaches the others, without restarting any of them.
+// for the store, saying why, and joins when it is back; afterwards a leader is elected again, the
+// monitoring every replica kept during the outage is in the merged view, and a deployment made
+// through one replica reaches the others, without restarting any of them.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -45,13 +46,16 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
   // Load: eight requests in flight at all times, spread over the three replicas.
   const statuses = new Map<number, number>();
   let sent = 0;
+  let answered = 0;
   let stop = false;
   const worker = async (w: number) => {
     while (!stop) {
       const i = (sent++ + w) % 3;
       let status: number;
       try {
-        status = (await infer(i)).status;
+        const r = await infer(i);
+        status = r.status;
+        if (status === 200) answered++;
       } catch {
         status = -1; // refused or reset: as failed as a 5xx
       }
@@ -123,6 +127,30 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
       200,
     );
     assert.equal(view.replicas.filter((r: { leader: boolean }) => r.leader).length, 1);
+
+    // Monitoring: what every replica served during the outage waited and was written after; the
+    // merged view on any replica counts every answered request, none dropped.
+    stop = true;
+    await load;
+    const merged = await until(
+      'the merged view counts every answered request',
+      15_000,
+      async () => {
+        const s = (await request(`${c.url(2)}/v1/monitoring/risk?version=1&window=1h`)).body;
+        return s.volume?.requests === answered && s.latency.count === answered ? s : undefined;
+      },
+      200,
+    );
+    assert.equal(merged.replicas.state, 'merged');
+    const metrics = await Promise.all([0, 1, 2].map(async (i) => (await request(`${c.url(i)}/metrics`)).text));
+    const count = (text: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    assert.ok(
+      metrics.every((m) => count(m, 'scoreline_monitoring_share_errors_total') > 0),
+      'every replica counted its failed shares',
+    );
+    assert.ok(metrics.every((m) => count(m, 'scoreline_monitoring_share_dropped_total') === 0));
+    assert.ok(metrics.every((m) => count(m, 'scoreline_monitoring_share_pending') === 0));
+    t.diagnostic(`${answered} answered requests in the merged view after the outage`);
     const reg = await c.admin(1, 'POST', '/admin/models/risk/versions', { body: strong, type: 'application/octet-stream' });
     assert.equal(reg.status, 201, reg.text);
     assert.equal(

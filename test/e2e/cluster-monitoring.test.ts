@@ -1,0 +1,87 @@
+// One monitoring view over three replicas: the same rows sent to one replica (model `single`) and
+// spread over all three (model `spread`, the same artifact and reference) give the same snapshot on
+// any replica: counts exact, score distribution and PSI of the score and of every feature to 1e-9,
+// as many latencies; each replica's history adds up what all of them served.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { generate, toCsv, writeWeakModel } from '../fixtures/retraining.js';
+import { postgresSkip } from '../fixtures/postgres.js';
+import { request, tempDir } from './server.js';
+import { startCluster, until, type TestCluster } from './cluster.js';
+
+const skip = postgresSkip();
+let c: TestCluster;
+const N = 600;
+
+before(async () => {
+  if (skip) return;
+  const repo = await tempDir();
+  for (const m of ['spread', 'single']) await writeWeakModel(repo, m, { data: 'none.csv', timeColumn: 'date' });
+  c = await startCluster(3, { modelRepository: repo, inference: { workers: 0 }, store: { shareSeconds: 0.2 } });
+});
+
+after(async () => {
+  await c?.close();
+});
+
+const snapshot = async (i: number, model: string) => (await request(`${c.url(i)}/v1/monitoring/${model}?version=1&window=1h`)).body;
+
+test('the same rows sent to one replica or spread over three: the same snapshot on every replica', { skip }, async (t) => {
+  const reference = toCsv(generate(400, 11));
+  for (const m of ['spread', 'single']) {
+    const r = await c.admin(0, 'PUT', `/admin/models/${m}/versions/1/reference`, { body: reference, type: 'text/csv' });
+    assert.equal(r.status, 200, r.text);
+  }
+  for (const i of [0, 1, 2])
+    for (const m of ['spread', 'single'])
+      await until(`replica ${i + 1} has ${m}'s reference`, 5000, async () =>
+        (await snapshot(i, m)).reference?.rows === 400 ? true : undefined,
+      );
+
+  // Rows drawn from a shifted population, so that the PSIs are far from zero.
+  const rows = generate(N, 5).map((r) => ({ ...r, x: r.x.map((v) => v + 0.4) }));
+  const send = (i: number, model: string, k: number) =>
+    request(`${c.url(i)}/v2/models/${model}/infer`, {
+      json: { id: `${model}-${k}`, inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: rows[k]!.x }] },
+    });
+  let next = 0;
+  const worker = async () => {
+    for (let k = next++; k < N; k = next++) {
+      const a = await send(k % 3, 'spread', k);
+      const b = await send(0, 'single', k);
+      assert.equal(a.status, 200, a.text);
+      assert.equal(b.status, 200, b.text);
+    }
+  };
+  await Promise.all(Array.from({ length: 6 }, worker));
+
+  const views = await Promise.all(
+    [0, 1, 2].flatMap((i) =>
+      ['spread', 'single'].map((m) =>
+        until(`replica ${i + 1} shows all of ${m}`, 10_000, async () => {
+          const s = await snapshot(i, m);
+          return s.volume.requests === N && s.latency.count === N && s.predictions.count === N ? s : undefined;
+        }),
+      ),
+    ),
+  );
+  const want = views[1]!; // single, as replica 1 sees it
+  for (const [k, s] of views.entries()) {
+    const what = `${s.model} on replica ${Math.floor(k / 2) + 1}`;
+    assert.equal(s.replicas.replicas, 3, what);
+    assert.equal(s.replicas.state, 'merged', what);
+    assert.equal(s.volume.errors, want.volume.errors, what);
+    assert.deepEqual(s.predictions.histogram.counts, want.predictions.histogram.counts, what);
+    for (const f of ['mean', 'std', 'min', 'max']) assert.ok(Math.abs(s.predictions[f] - want.predictions[f]) <= 1e-9, `${what}: ${f}`);
+    assert.ok(want.drift.score.psi > 0.01, `score PSI ${want.drift.score.psi}`);
+    assert.ok(Math.abs(s.drift.score.psi - want.drift.score.psi) <= 1e-9, `${what}: score PSI`);
+    assert.equal(s.drift.score.n, want.drift.score.n);
+    for (const [name, f] of Object.entries(want.drift.features) as [string, { psi: number; n: number; missing_rate: number }][]) {
+      assert.ok(Math.abs(s.drift.features[name].psi - f.psi) <= 1e-9, `${what}: PSI of ${name}`);
+      assert.equal(s.drift.features[name].n, f.n);
+      assert.equal(s.drift.features[name].missing_rate, f.missing_rate);
+    }
+  }
+  t.diagnostic(`score PSI ${want.drift.score.psi}, x0 PSI ${want.drift.features.x0.psi}, on every replica`);
+});
