@@ -56,6 +56,7 @@ function traffic(t0: number, minutes: number, n: number, seed: number): Event[] 
 }
 
 function record(stats: WindowedStats, e: Event): void {
+  stats.threshold = 0.5;
   stats.recordRequest(e.at, e.error, e.micros);
   stats.recordPrediction(e.at, e.score, [e.x, e.purpose], 0);
 }
@@ -97,6 +98,7 @@ test('a bucket written as JSON and merged back equals recording everything in on
   const merged = new Bucket(BASELINES);
   for (const p of parts) merged.mergeJSON(JSON.parse(JSON.stringify(p.view('1h', t0 + 59_000).toJSON())), BASELINES);
   assertSameBucket(merged, whole.view('1h', t0 + 59_000), 'merged');
+  assert.ok(merged.positives > 0 && merged.positives < merged.predictions, 'both classes predicted');
 
   const before = JSON.stringify(merged.toJSON());
   const good = parts[0]!.view('1h', t0 + 59_000).toJSON();

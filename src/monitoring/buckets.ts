@@ -46,6 +46,8 @@ export interface BucketJSON {
   errors: number;
   latency: HdrJSON;
   predictions: number;
+  /** Predictions of the positive class (score at or above the threshold; classifiers only). */
+  positives: number;
   scoreSum: number;
   scoreSq: number;
   /** null while no finite score was recorded. */
@@ -70,6 +72,7 @@ export class Bucket {
   errors = 0;
   readonly latency = histogram();
   predictions = 0;
+  positives = 0;
   scoreSum = 0;
   scoreSq = 0;
   scoreMin = Infinity;
@@ -87,6 +90,7 @@ export class Bucket {
     this.errors += o.errors;
     if (o.latency.totalCount > 0) this.latency.add(o.latency);
     this.predictions += o.predictions;
+    this.positives += o.positives;
     this.scoreSum += o.scoreSum;
     this.scoreSq += o.scoreSq;
     if (o.scoreMin < this.scoreMin) this.scoreMin = o.scoreMin;
@@ -101,6 +105,7 @@ export class Bucket {
       errors: this.errors,
       latency: this.latency.toJSON(),
       predictions: this.predictions,
+      positives: this.positives,
       scoreSum: this.scoreSum,
       scoreSq: this.scoreSq,
       scoreMin: Number.isFinite(this.scoreMin) ? this.scoreMin : null,
@@ -123,6 +128,7 @@ export class Bucket {
       !num(o.requests) ||
       !num(o.errors) ||
       !num(o.predictions) ||
+      !num(o.positives) ||
       !num(o.scoreSum) ||
       !num(o.scoreSq) ||
       !(o.scoreMin === null || num(o.scoreMin)) ||
@@ -145,6 +151,7 @@ export class Bucket {
     other.requests = o.requests!;
     other.errors = o.errors!;
     other.predictions = o.predictions!;
+    other.positives = o.positives!;
     other.scoreSum = o.scoreSum!;
     other.scoreSq = o.scoreSq!;
     other.scoreMin = o.scoreMin ?? Infinity;
@@ -183,6 +190,8 @@ export class WindowedStats {
   private readonly minutes: { start: number; bucket: Bucket }[] = [];
   private readonly hours: { start: number; bucket: Bucket }[] = [];
   private readonly all: Bucket;
+  /** A classifier's decision threshold: predictions at or above it count as the positive class (null: regression). */
+  threshold: number | null = null;
   /** Called with each closed minute (history points, sharing with other replicas). */
   onMinute: ((start: number, minute: Bucket) => void) | null = null;
   /** Called with each closed hour (sharing with other replicas). */
@@ -242,6 +251,7 @@ export class WindowedStats {
   recordPrediction(now: number, score: number, row: ArrayLike<number> | null, offset: number): void {
     const b = this.current(now);
     b.predictions++;
+    if (this.threshold !== null && score >= this.threshold) b.positives++;
     if (Number.isFinite(score)) {
       b.scoreSum += score;
       b.scoreSq += score * score;

@@ -409,8 +409,11 @@ export class Monitor {
     };
     const n = b.predictions;
     const mean = n === 0 ? null : b.scoreSum / n;
+    const classification = (vm.loaded.config.task ?? 'classification') === 'classification';
     const predictions = {
       count: n,
+      // Predictions per class at the version's threshold (classifiers).
+      ...(classification ? { classes: { '0': n - b.positives, '1': b.positives } } : {}),
       mean: round6(mean),
       std: n < 2 || mean === null ? null : round6(Math.sqrt(Math.max(0, b.scoreSq / n - mean * mean))),
       min: n === 0 ? null : round6(b.scoreMin),

@@ -83,6 +83,7 @@ export class VersionMonitor implements BatchObserver {
     this.inPlace = f === null || (f.single && !f.categorical[0]);
     this.scratch = new Float32Array(this.width);
     this.stats = new WindowedStats(null);
+    this.stats.threshold = this.threshold();
     this.setCodes(null);
   }
 
@@ -90,9 +91,15 @@ export class VersionMonitor implements BatchObserver {
   setBaselines(b: Baselines | null): void {
     const { onMinute, onHour } = this.stats;
     this.stats = new WindowedStats(b);
+    this.stats.threshold = this.threshold();
     this.stats.onMinute = onMinute;
     this.stats.onHour = onHour;
     this.setCodes(b);
+  }
+
+  private threshold(): number | null {
+    const c = this.loaded.config;
+    return (c.task ?? 'classification') === 'classification' ? (c.threshold ?? 0.5) : null;
   }
 
   private setCodes(b: Baselines | null): void {

@@ -1,7 +1,8 @@
 // One monitoring view over three replicas: the same rows sent to one replica (model `single`) and
 // spread over all three (model `spread`, the same artifact and reference) give the same snapshot on
-// any replica: counts exact, score distribution and PSI of the score and of every feature to 1e-9,
-// as many latencies; each replica's history adds up what all of them served.
+// any replica: counts exact (requests, errors, predictions per class, score bins), the score
+// distribution and the PSI of the score and of every feature to 1e-9, as many latencies.
+// (The history's sums over replicas are checked in test/monitoring-shared.test.ts.)
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -73,6 +74,7 @@ test('the same rows sent to one replica or spread over three: the same snapshot 
     assert.equal(s.replicas.state, 'merged', what);
     assert.equal(s.volume.errors, want.volume.errors, what);
     assert.deepEqual(s.predictions.histogram.counts, want.predictions.histogram.counts, what);
+    assert.deepEqual(s.predictions.classes, want.predictions.classes, what);
     for (const f of ['mean', 'std', 'min', 'max']) assert.ok(Math.abs(s.predictions[f] - want.predictions[f]) <= 1e-9, `${what}: ${f}`);
     assert.ok(want.drift.score.psi > 0.01, `score PSI ${want.drift.score.psi}`);
     assert.ok(Math.abs(s.drift.score.psi - want.drift.score.psi) <= 1e-9, `${what}: score PSI`);
