@@ -5,7 +5,9 @@
 // (The history's sums over replicas are checked in test/monitoring-shared.test.ts.)
 
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
 import { generate, toCsv, writeWeakModel } from '../fixtures/retraining.js';
 import { postgresSkip } from '../fixtures/postgres.js';
 import { request, tempDir } from './server.js';
@@ -86,4 +88,28 @@ test('the same rows sent to one replica or spread over three: the same snapshot 
     }
   }
   t.diagnostic(`score PSI ${want.drift.score.psi}, x0 PSI ${want.drift.features.x0.psi}, on every replica`);
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+
+test('the dashboard of any replica shows the merged view and how many replicas it holds', {
+  skip: skip || (existsSync(CHROMIUM) ? false : `Debian Chromium is not installed at ${CHROMIUM}`),
+}, async () => {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${c.url(2)}/dashboard#model=spread&version=1&window=1h`);
+    await page.waitForSelector('[data-testid=dashboard][data-state=ready] [data-testid=tile-replicas]', { timeout: 15_000 });
+    // Runs in the page (a string: the project compiles without the DOM lib).
+    const tiles: Record<string, string> = await page.evaluate(
+      `Object.fromEntries([...document.querySelectorAll('[data-testid^=tile-]')].map((e) => [e.getAttribute('data-testid'), e.getAttribute('data-value')]))`,
+    );
+    assert.equal(tiles['tile-replicas'], '3');
+    assert.equal(tiles['tile-requests'], String(N), 'the requests of all three replicas');
+  } finally {
+    await browser.close();
+  }
 });
