@@ -8,9 +8,11 @@ import type { PoolClient } from 'pg';
 import { configInvalid } from '../../../errors.js';
 import type { Database } from '../database.js';
 import initial from './0001-initial.js';
+import predictionLog from './0002-prediction-log.js';
 
 export const MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
   { version: 1, name: 'initial', sql: initial },
+  { version: 2, name: 'prediction-log', sql: predictionLog },
 ];
 
 /** The advisory lock key of migrations (any constant; 'scor' in ASCII). */
