@@ -6,8 +6,9 @@
 //   2. version 2 of credit-default registered and deployed through replica 1, and replicas 2 and 3
 //      serving it moments later, without being told anything but through the store;
 //   3. traffic spread over all three: the same customer gets the same score from each;
-//   4. feedback that joins only on the replica that served the prediction, and each replica's
-//      monitoring snapshot: its own traffic only (merged monitoring is not built);
+//   4. feedback that joins on any replica (the prediction log is shared through PostgreSQL), and each
+//      replica's monitoring snapshot: its own traffic (merged monitoring is not built), every
+//      replica's labels;
 //   5. the leader killed with SIGKILL, and another replica leading within the lease.
 //
 // Everything stops and the temp dirs go on exit, also on Ctrl-C. Needs the PostgreSQL server
@@ -291,25 +292,31 @@ async function main(): Promise<void> {
   );
   if (!same) process.exitCode = 1;
 
-  step('feedback joins only on the replica that served the prediction (each keeps its own prediction log)');
-  // demo-0 was served by replica-1 (k % 3 == 0).
+  step('feedback joins on any replica (each ships its prediction log to PostgreSQL, where labels join)');
+  // demo-0 and demo-3 were served by replica-1 (k % 3 == 0).
   const own = (await call<FeedbackAnswer>(replicas[0]!.url, 'POST', '/v1/feedback', { request_id: 'demo-0', label: 0 })).json;
-  const other = (await call<FeedbackAnswer>(replicas[1]!.url, 'POST', '/v1/feedback', { request_id: 'demo-3', label: 0 })).json;
+  // Another replica finds a prediction once its replica has shipped it (within a flush and a shipping round).
+  const other = await until('replica-2 to join the label of demo-3', 5000, async () => {
+    const a = (await call<FeedbackAnswer>(replicas[1]!.url, 'POST', '/v1/feedback', { request_id: 'demo-3', label: 0 })).json;
+    return a.joined === 1 ? a : undefined;
+  }).catch(() => ({ joined: 0, unknown: 1 }));
   say(`label for demo-0 sent to replica-1, which served it: joined ${own.joined}, unknown ${own.unknown}`);
   say(`label for demo-3 sent to replica-2, but replica-1 served it: joined ${other.joined}, unknown ${other.unknown}`);
 
-  step('monitoring: per replica (each sees only the traffic it served; merged monitoring is not built yet)');
+  step('monitoring: per replica (traffic as each served it, merged monitoring is not built yet; labels from the shared log)');
   const snapshot = async (r: Replica) =>
     (await call<Snapshot>(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${String(reg.json.version)}`)).json;
-  // Performance figures are cached for two seconds: wait (bounded) until replica-1's shows its label.
-  await until('replica-1 counts its label', 5000, async () =>
-    ((await snapshot(replicas[0]!)).performance?.labelled ?? 0) >= own.joined ? true : undefined,
-  ).catch(() => undefined);
+  // Performance figures are cached for two seconds: wait (bounded) until every replica shows both labels.
+  const labels = own.joined + other.joined;
+  for (const r of replicas)
+    await until(`${r.name} counts the labels`, 5000, async () =>
+      ((await snapshot(r)).performance?.labelled ?? 0) >= labels ? true : undefined,
+    ).catch(() => undefined);
   for (const r of replicas) {
     const snap = await snapshot(r);
     const p99 = snap.latency?.p99_ms;
     say(
-      `${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled`,
+      `${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled (every replica's labels)`,
     );
   }
 

@@ -236,7 +236,7 @@ test('the nginx proxy round-robins HTTP and gRPC over exactly the three replicas
   assert.deepEqual(services.proxy!.ports, ['8080:8080', '8081:8081']);
   assert.match(
     readFileSync(join(ROOT, 'deploy', 'compose', 'nginx.conf'), 'utf8'),
-    /label joins only on the\s+# replica that served the prediction/,
+    /a label joins on any replica,\s+# since each ships its prediction log to PostgreSQL/,
     'the proxy says where feedback lands',
   );
 });

@@ -8,7 +8,7 @@
 export { LatencyRecorder, RateCounter, type LatencySnapshot } from './latency.js';
 export { VersionMonitor, type Route, type VolumeSnapshot } from './version-monitor.js';
 export { FeatureMetricsObserver } from './feature-metrics.js';
-export { PredictionLog, type PredictionLogStatus, type Durability, type FeedbackResult } from './prediction-log.js';
+export { PredictionLog, type PredictionLogStatus, type Durability, type FeedbackResult, type ShippingStatus } from './prediction-log.js';
 export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.js';
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
 export type { Performance } from './performance.js';

@@ -7,7 +7,13 @@
 // windows and retraining read, with plain indexes. Unknown ids are reported, not stored; a label the
 // model's task cannot have (7 for a classifier) is refused with its reason and changes nothing.
 // Retention drops old segments, their ids and labels.
+//
+// Shared (the store is PostgreSQL): the file also keeps each segment's request ids and a random
+// log id, which is what the log thread ships segments to PostgreSQL with (log-shipping.ts); labels
+// then join there, and this file's `labels` table is not used. Retention keeps what is not shipped
+// yet, and always the newest segment, so that segment ids (the shipping watermark) never go back.
 
+import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 
 export type Task = 'classification' | 'regression';
@@ -67,10 +73,25 @@ interface SegmentRow {
   data: Buffer;
 }
 
+/** A committed segment as shipping reads it: its id, columns blob and the request ids (a JSON array text). */
+export interface StoredSegment extends SegmentRow {
+  id: number;
+  key_id: string | null;
+  ids: string;
+}
+
+/** What retention dropped; `unshipped`: predictions past retention kept because they are not in PostgreSQL yet (shared only). */
+export interface PruneResult {
+  predictions: number;
+  history: number;
+  alertEvents: number;
+  unshipped: number;
+}
+
 export type Store = ReturnType<typeof openStore>;
 
-/** Brings the open database to the current schema; its statements and transactions. */
-export function openStore(db: Database.Database, sync: boolean) {
+/** Brings the open database to the current schema; its statements and transactions. `shared`: segments keep their ids for shipping. */
+export function openStore(db: Database.Database, sync: boolean, shared = false) {
   // async: NORMAL in WAL mode: a commit survives the process being killed (it is in the WAL, in the
   // OS's cache) and only the last commits can be lost to a power cut; that window is already
   // accepted (flushMs). sync: FULL, the WAL is fsynced at every commit, so an acknowledged
@@ -122,9 +143,14 @@ export function openStore(db: Database.Database, sync: boolean) {
   // The API key id of a segment's predictions (never the key); files from before API keys have none.
   if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'key_id'").get() === undefined)
     db.exec('ALTER TABLE segments ADD COLUMN key_id TEXT');
+  // The request ids of a segment, kept only when it is shipped (prediction_ids keeps the first
+  // segment of a repeated id, and cannot be read by segment without a scan).
+  if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'ids'").get() === undefined)
+    db.exec('ALTER TABLE segments ADD COLUMN ids TEXT');
+  const logId = shared ? logIdOf(db) : null;
 
   const segmentPut = db.prepare(
-    'INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    'INSERT INTO segments (model, version, variant, t0, t1, n, width, data, task, key_id, ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
   );
   // json_each expands the ids inside SQLite: one statement per segment, not one per prediction.
   const idsPut = db.prepare('INSERT OR IGNORE INTO prediction_ids (request_id, loc) SELECT value, ? + key FROM json_each(?)');
@@ -160,7 +186,19 @@ export function openStore(db: Database.Database, sync: boolean) {
       if (t > t1) t1 = t;
     }
     const id = Number(
-      segmentPut.run(s.model, s.version, s.variant, Math.floor(t0), Math.ceil(t1), n, width, data, s.task, s.keyId ?? null).lastInsertRowid,
+      segmentPut.run(
+        s.model,
+        s.version,
+        s.variant,
+        Math.floor(t0),
+        Math.ceil(t1),
+        n,
+        width,
+        data,
+        s.task,
+        s.keyId ?? null,
+        shared ? s.ids : null,
+      ).lastInsertRowid,
     );
     idsPut.run(id * SEG, s.ids);
   };
@@ -212,12 +250,27 @@ export function openStore(db: Database.Database, sync: boolean) {
     return { joined, unknown, rejected };
   });
 
-  /** Drops segments older than `before` with their ids and labels. */
-  const prune = db.transaction((before: number) => {
+  /**
+   * Drops segments older than `before` with their ids and labels. Shared: none after segment
+   * `shippedThrough` (not in PostgreSQL yet; counted in `unshipped`), and never the newest one.
+   */
+  const prune = db.transaction((before: number, shippedThrough: number | null = null): PruneResult => {
     const keep = db.prepare('SELECT min(id) FROM segments WHERE t1 >= ?').pluck().get(before) as number | null;
     const max = db.prepare('SELECT max(id) FROM segments').pluck().get() as number | null;
     // Everything below the first segment still in retention goes (segment ids grow with time).
-    const cut = keep ?? (max === null ? 0 : max + 1);
+    let cut = keep ?? (max === null ? 0 : max + 1);
+    let unshipped = 0;
+    if (shared && max !== null) {
+      // SQLite gives a new segment max(id) + 1: with the newest one kept, ids never go below the watermark.
+      const limit = Math.min(max, (shippedThrough ?? 0) + 1);
+      if (limit < cut) {
+        unshipped = db
+          .prepare('SELECT coalesce(sum(n), 0) FROM segments WHERE id >= ? AND id < ? AND id > ?')
+          .pluck()
+          .get(limit, cut, shippedThrough ?? 0) as number;
+        cut = limit;
+      }
+    }
     let predictions = 0;
     if (cut > 0) {
       const gone = db.prepare('SELECT coalesce(sum(n), 0) FROM segments WHERE id < ?').pluck().get(cut) as number;
@@ -230,8 +283,33 @@ export function openStore(db: Database.Database, sync: boolean) {
     }
     const history = db.prepare('DELETE FROM history WHERE at < ?').run(before).changes;
     const alertEvents = db.prepare('DELETE FROM alert_events WHERE at < ?').run(before).changes;
-    return { predictions, history, alertEvents };
+    return { predictions, history, alertEvents, unshipped };
   });
+
+  const segmentsAfter = db.prepare(
+    'SELECT id, model, version, variant, task, key_id, n, width, data, ids FROM segments WHERE id > ? ORDER BY id LIMIT ?',
+  );
+  const rowsAfter = db.prepare('SELECT coalesce(sum(n), 0) FROM segments WHERE id > ?').pluck();
+  const lastSegment = db.prepare('SELECT coalesce(max(id), 0) FROM segments').pluck();
+  /** Committed segments after segment `after`, oldest first, up to about `rows` predictions (at least one segment). */
+  const unshippedSegments = (after: number, rows: number): StoredSegment[] => {
+    const out: StoredSegment[] = [];
+    let n = 0;
+    // Segments hold at most SEGMENT_ROWS (1024) rows: read in pages until the budget is met.
+    while (n < rows) {
+      const page = segmentsAfter.all(out.length === 0 ? after : out[out.length - 1]!.id, 64) as StoredSegment[];
+      for (const seg of page) {
+        if (out.length > 0 && n + seg.n > rows) return out;
+        out.push(seg);
+        n += seg.n;
+      }
+      if (page.length < 64) break;
+    }
+    return out;
+  };
+  /** Predictions in segments after segment `after` (not shipped yet). */
+  const unshippedRows = (after: number): number => rowsAfter.get(after) as number;
+  const newestSegment = (): number => lastSegment.get() as number;
 
   const labelledRows = (model: string, version: number, since: number, limit: number): { scores: Float64Array; labels: Float64Array } => {
     const rows = labelled.all(model, version, since, limit) as { score: number | null; label: number }[];
@@ -244,11 +322,32 @@ export function openStore(db: Database.Database, sync: boolean) {
     return { scores, labels };
   };
 
-  return { db, writeGroup, feedback, prune, labelledRows, training, historyGet, alertHistory, alertOpen };
+  return {
+    db,
+    logId,
+    writeGroup,
+    feedback,
+    prune,
+    labelledRows,
+    training,
+    historyGet,
+    alertHistory,
+    alertOpen,
+    unshippedSegments,
+    unshippedRows,
+    newestSegment,
+  };
 }
 
-/** Why a label cannot belong to this prediction, or null when it can. */
-function labelProblem(seg: SegmentRow, label: number): string | null {
+/** The file's random log id (shipping's key in PostgreSQL), made once and kept. */
+function logIdOf(db: Database.Database): string {
+  db.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID');
+  db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)").run(randomUUID());
+  return db.prepare("SELECT value FROM meta WHERE key = 'log_id'").pluck().get() as string;
+}
+
+/** Why a label cannot belong to a prediction of this model version and task, or null when it can. */
+export function labelProblem(seg: { model: string; version: number; task: Task | null }, label: number): string | null {
   if (!Number.isFinite(label)) return `label ${label} is not a finite number`;
   if (seg.task === 'classification' && label !== 0 && label !== 1) {
     return `label ${label} is not 0/1 (or true/false), the only labels of model '${seg.model}' version ${seg.version} (classification)`;

@@ -13,6 +13,11 @@
 // is committed or refused is published in the ring as a row count, which is what commits wait on.
 // Held rows are bounded: past MAX_BACKLOG this thread stops reading the ring, which then fills, and
 // the HTTP thread drops (and counts) what does not fit.
+//
+// Shared (the store is PostgreSQL): committed segments are also shipped to PostgreSQL afterwards
+// (log-shipping.ts), and feedback, labelled windows, performance and training data are answered from
+// there, so a label sent to any replica joins and every replica's windows count every replica's
+// labels. This file's own `labels` table is then not used.
 
 import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
@@ -20,6 +25,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { IDLE, PENDING, RingReader, URGENT } from './log-ring.js';
 import { MAX_BACKLOG, SegmentAssembler } from './log-segments.js';
+import { LogShipper, type ShippingStatus } from './log-shipping.js';
 import { openStore, type Store, type Task, type Write } from './log-store.js';
 import { classificationMetrics, regressionMetrics } from './metrics.js';
 
@@ -44,6 +50,8 @@ export interface LogWorkerData {
   ring: SharedArrayBuffer;
   /** Longest a row waits in the ring before this thread writes it, ms. */
   flushMs: number;
+  /** Set when the log is shared through PostgreSQL: its URL. */
+  shared?: { url: string };
 }
 
 export type LogRequest =
@@ -84,7 +92,9 @@ export type LogReport =
       refusedFrom: number;
       refusedThrough: number;
       refusals: number;
-    };
+    }
+  /** Shared: shipping to PostgreSQL changed (rows shipped or waiting, a failure or recovery). */
+  | { kind: 'shipping'; status: ShippingStatus };
 
 /** An answer to a request with an `id`. */
 export type LogReply = { id: number; value: unknown } | { id: number; error: string; code: string | null };
@@ -94,12 +104,15 @@ const GROUP_ROWS = 65_536;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 
-const { file, durability, ring, flushMs } = workerData as LogWorkerData;
+const { file, durability, ring, flushMs, shared } = workerData as LogWorkerData;
 const SYNC = durability === 'sync';
 const reader = new RingReader(ring);
 const assembler = new SegmentAssembler();
 
 let store: Store | null = null;
+
+const shipper =
+  shared === undefined ? null : new LogShipper(shared.url, storeOf, (status) => post({ kind: 'shipping', status: { ...status } }));
 
 /** The store, opened on first use and again after a failed open (a full disk at start). */
 function storeOf(): Store {
@@ -108,7 +121,7 @@ function storeOf(): Store {
   closeSync(openSync(file, 'a', 0o600));
   const db = new Database(file);
   try {
-    store = openStore(db, SYNC);
+    store = openStore(db, SYNC, shared !== undefined);
   } catch (e) {
     db.close();
     throw e;
@@ -195,6 +208,7 @@ function write(force = false): void {
     if (through !== null) {
       settledThrough = through;
       reader.settle(through);
+      shipper?.kick();
     }
     recovered();
   }
@@ -308,6 +322,9 @@ async function run(): Promise<void> {
     due = Infinity;
     // A writer that asked again meanwhile (URGENT) is served by the next turn.
     reader.swapWake(PENDING, IDLE);
+    // Shipping's network I/O (and the answers it owes) runs only when this loop lets the event
+    // loop turn: under a steady stream of urgent wakes it otherwise never would.
+    if (shipper !== null) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
 
@@ -322,6 +339,13 @@ function answer(m: Question): void {
     return;
   }
   const s = storeOf();
+  if (
+    shipper !== null &&
+    (m.op === 'feedback' || m.op === 'labelled' || m.op === 'performance' || m.op === 'training' || m.op === 'prune')
+  ) {
+    answerShared(shipper, s, m).catch((e) => post({ id: m.id, error: (e as Error).message, code: codeOf(e) }));
+    return;
+  }
   switch (m.op) {
     case 'feedback':
       post({ id: m.id, value: s.feedback(m.items, m.now) });
@@ -331,18 +355,9 @@ function answer(m: Question): void {
       post({ id: m.id, value: { scores, labels } }, [scores.buffer as ArrayBuffer, labels.buffer as ArrayBuffer]);
       return;
     }
-    case 'performance': {
-      // Sorting a day of labels takes tens of milliseconds: done here, not on the HTTP thread.
-      const { scores, labels } = s.labelledRows(m.model, m.version, m.since, m.limit);
-      const metrics =
-        scores.length === 0
-          ? null
-          : m.task === 'regression'
-            ? regressionMetrics(scores, labels)
-            : classificationMetrics(scores, labels, m.threshold);
-      post({ id: m.id, value: { n: scores.length, metrics } });
+    case 'performance':
+      post({ id: m.id, value: performanceOf(s.labelledRows(m.model, m.version, m.since, m.limit), m.task, m.threshold) });
       return;
-    }
     case 'training': {
       const rows = s.training.all(m.model, m.since, m.limit) as { ts: number; score: number; features: Buffer; label: number }[];
       post({
@@ -377,6 +392,53 @@ function answer(m: Question): void {
   }
 }
 
+/** Sorting a day of labels takes tens of milliseconds: done here, not on the HTTP thread. */
+function performanceOf(rows: { scores: Float64Array; labels: Float64Array }, task: Task, threshold: number) {
+  const { scores, labels } = rows;
+  const metrics =
+    scores.length === 0
+      ? null
+      : task === 'regression'
+        ? regressionMetrics(scores, labels)
+        : classificationMetrics(scores, labels, threshold);
+  return { n: scores.length, metrics };
+}
+
+/** The questions a shared log answers from PostgreSQL (its labels are every replica's). */
+async function answerShared(shipper: LogShipper, s: Store, m: Question): Promise<void> {
+  switch (m.op) {
+    case 'feedback':
+      post({ id: m.id, value: await shipper.feedback(m.items, m.now) });
+      return;
+    case 'labelled': {
+      const { scores, labels } = await shipper.labelledRows(m.model, m.version, m.since, m.limit);
+      post({ id: m.id, value: { scores, labels } }, [scores.buffer as ArrayBuffer, labels.buffer as ArrayBuffer]);
+      return;
+    }
+    case 'performance':
+      post({ id: m.id, value: performanceOf(await shipper.labelledRows(m.model, m.version, m.since, m.limit), m.task, m.threshold) });
+      return;
+    case 'training':
+      post({ id: m.id, value: await shipper.training(m.model, m.since, m.limit) });
+      return;
+    case 'prune': {
+      // Locally, what is not shipped yet stays; in PostgreSQL, whole days past retention go.
+      const local = s.prune(m.before, shipper.shippedThrough);
+      let partitions: number | null = null;
+      let error: string | null = null;
+      try {
+        partitions = await shipper.prune(m.before);
+      } catch (e) {
+        error = (e as Error).message;
+      }
+      post({ id: m.id, value: { ...local, partitions, ...(error !== null ? { sharedError: error } : {}) } });
+      return;
+    }
+    default:
+      throw new Error(`${m.op} is not answered from PostgreSQL`);
+  }
+}
+
 parentPort!.on('message', (m: LogRequest) => {
   switch (m.op) {
     case 'history.put':
@@ -394,6 +456,8 @@ parentPort!.on('message', (m: LogRequest) => {
 
 // Opened now, so that a store that cannot be opened is reported (and retried) before the first write.
 write(true);
+// Shared: what an earlier run committed and did not ship goes now (it also reads the watermark).
+shipper?.kick();
 run().catch((e) => {
   // A bug, not a failed write (those are caught where they happen): the thread's error event reports it.
   setImmediate(() => {

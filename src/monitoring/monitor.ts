@@ -200,6 +200,24 @@ export class Monitor {
       'counter',
       () => [{ labels: {}, value: this.log?.errors ?? 0 }],
     );
+    this.callback(
+      'scoreline_prediction_log_shipped_total',
+      "Predictions shipped from this replica's prediction log to PostgreSQL (shared log only; 0 otherwise).",
+      'counter',
+      () => [{ labels: {}, value: this.log?.shippedRows ?? 0 }],
+    );
+    this.callback(
+      'scoreline_prediction_log_ship_errors_total',
+      'Failed attempts to ship the prediction log to PostgreSQL (PostgreSQL unreachable); the predictions wait on disk and are retried.',
+      'counter',
+      () => [{ labels: {}, value: this.log?.shipErrors ?? 0 }],
+    );
+    this.callback(
+      'scoreline_prediction_log_ship_backlog',
+      'Predictions written to the local prediction log and not yet shipped to PostgreSQL (shared log only).',
+      'gauge',
+      () => [{ labels: {}, value: this.log?.shipBacklog ?? 0 }],
+    );
     this.callback('scoreline_prediction_log_failing', "Whether the prediction log's last write failed (1) or not (0).", 'gauge', () => [
       { labels: {}, value: this.log?.status().state === 'failing' ? 1 : 0 },
     ]);

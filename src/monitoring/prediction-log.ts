@@ -10,10 +10,15 @@
 // Reads (labelled windows, feedback joins, history, alerts) are messages answered by the log thread,
 // after it has read every row logged before them.
 // Sampling keeps a fraction of predictions; the log thread prunes what is older than the retention.
+// Shared (`shared`, when the store is PostgreSQL): the log thread also ships what it commits to
+// PostgreSQL, and feedback joins there, so a label sent to any replica finds its prediction, and
+// performance windows and retraining data cover every replica's labels; status() reports shipping.
 
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { insufficientStorage, isDiskFull, storeUnavailable } from '../errors.js';
+import type { ShippingStatus } from './log-shipping.js';
+import type { PruneResult } from './log-store.js';
 import type { FeedbackResult, LogReply, LogReport, LogRequest, LogWorkerData, Task } from './log-worker.js';
 import { createRing, DEFAULT_RING_BYTES, reached, RingWriter } from './log-ring.js';
 import { MAX_BACKLOG } from './log-segments.js';
@@ -21,6 +26,7 @@ import { LogStream } from './log-stream.js';
 import type { ClassificationMetrics, RegressionMetrics } from './metrics.js';
 
 export type { FeedbackResult } from './log-worker.js';
+export type { ShippingStatus } from './log-shipping.js';
 export { LogStream } from './log-stream.js';
 export { MAX_BACKLOG } from './log-segments.js';
 export type Durability = 'async' | 'sync';
@@ -29,6 +35,7 @@ export type Durability = 'async' | 'sync';
 export interface LogSink {
   error(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  info?(obj: object, msg: string): void;
 }
 
 export interface PredictionLogOptions {
@@ -43,6 +50,12 @@ export interface PredictionLogOptions {
   /** Bytes of the shared ring (default 16 MiB): how much the log thread may fall behind before predictions are dropped. */
   ringBytes?: number;
   logger?: LogSink;
+  /**
+   * Share the log through PostgreSQL at this URL (the store's): committed predictions are shipped
+   * there, and feedback, labelled windows and training data are answered from there. Its schema is
+   * the store's (migration 2), applied when the store opens.
+   */
+  shared?: { url: string };
 }
 
 /** The log's health, as /v1/monitoring and /metrics report it. */
@@ -58,7 +71,12 @@ export interface PredictionLogStatus {
   backlog: number;
   /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped: number;
+  /** Shipping to PostgreSQL (null: the log is not shared). */
+  shipping: ShippingStatus | null;
 }
+
+/** What retention dropped; with a shared log also the PostgreSQL day partitions (null: PostgreSQL could not be reached, `sharedError`). */
+export type PruneReport = PruneResult & { partitions?: number | null; sharedError?: string };
 
 export const DEFAULT_FLUSH_MS = 100;
 
@@ -96,6 +114,8 @@ export class PredictionLog {
   private episode = { errors: 0, dropped: 0 };
   private lastError: string | null = null;
   private lastErrorAt: number | null = null;
+  /** Shipping as last reported by the log thread (null: not shared). */
+  private shippingStatus: ShippingStatus | null;
   logged = 0;
   /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped = 0;
@@ -108,12 +128,21 @@ export class PredictionLog {
     this.durability = opts.durability ?? 'async';
     const ring = createRing(opts.ringBytes ?? DEFAULT_RING_BYTES);
     this.ring = new RingWriter(ring);
-    const workerData: LogWorkerData = { file: this.file, durability: this.durability, ring, flushMs: opts.flushMs ?? DEFAULT_FLUSH_MS };
+    this.shippingStatus =
+      opts.shared === undefined ? null : { state: 'ok', backlog_rows: 0, shipped: 0, errors: 0, last_error: null, last_error_at: null };
+    const workerData: LogWorkerData = {
+      file: this.file,
+      durability: this.durability,
+      ring,
+      flushMs: opts.flushMs ?? DEFAULT_FLUSH_MS,
+      ...(opts.shared !== undefined ? { shared: { url: opts.shared.url } } : {}),
+    };
     this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData });
     this.worker.unref();
     this.worker.on('message', (m: LogReport | LogReply) => {
       if ('id' in m) return this.answered(m);
       if (m.kind === 'written') this.written();
+      else if (m.kind === 'shipping') this.shipped(m.status);
       else this.failed(m);
     });
     // The thread itself died (not a failed write, which it survives): a bug that threw, out of
@@ -122,7 +151,19 @@ export class PredictionLog {
     this.worker.on('exit', (code) => {
       if (!this.closed) this.died(`exited with code ${code}`);
     });
-    const prune = () => void this.request({ op: 'prune', before: Date.now() - opts.retentionDays * 86_400_000 }).catch(() => undefined);
+    const prune = () =>
+      void this.prune(Date.now() - opts.retentionDays * 86_400_000).then(
+        (r) => {
+          if (r.unshipped > 0)
+            opts.logger?.warn(
+              { file: this.file, unshipped: r.unshipped, retentionDays: opts.retentionDays },
+              `prediction log: ${r.unshipped} predictions past retention are kept until they are shipped to PostgreSQL`,
+            );
+          if (r.sharedError !== undefined)
+            opts.logger?.warn({ err: r.sharedError }, 'prediction log: retention in PostgreSQL failed; retried at the next prune');
+        },
+        () => undefined,
+      );
     this.pruneTimer = setInterval(prune, 3_600_000);
     this.pruneTimer.unref();
     prune();
@@ -274,6 +315,39 @@ export class PredictionLog {
     this.failingSince = null;
   }
 
+  /** Shipping changed: a failure episode is logged once when it starts (error) and once when it ends. */
+  private shipped(next: ShippingStatus): void {
+    const before = this.shippingStatus;
+    this.shippingStatus = next;
+    if (before === null || before.state === next.state) return;
+    if (next.state === 'failing')
+      this.opts.logger?.error(
+        { file: this.file, err: next.last_error, backlog: next.backlog_rows },
+        `prediction log: cannot ship to PostgreSQL (${next.last_error}); predictions wait in ${this.file} and are retried, and feedback is answered 503 until it is back`,
+      );
+    else
+      (this.opts.logger?.info ?? this.opts.logger?.warn)?.call(
+        this.opts.logger,
+        { file: this.file, errors: next.errors, backlog: next.backlog_rows },
+        'prediction log: shipping to PostgreSQL again; the predictions that waited are being shipped',
+      );
+  }
+
+  /** Predictions shipped to PostgreSQL since start (0 when not shared). */
+  get shippedRows(): number {
+    return this.shippingStatus?.shipped ?? 0;
+  }
+
+  /** Failed attempts to ship to PostgreSQL since start. */
+  get shipErrors(): number {
+    return this.shippingStatus?.errors ?? 0;
+  }
+
+  /** Predictions committed locally and not yet in PostgreSQL. */
+  get shipBacklog(): number {
+    return this.shippingStatus?.backlog_rows ?? 0;
+  }
+
   private failed(m: Extract<LogReport, { kind: 'failed' }>): void {
     if (m.refused > 0)
       this.refused(
@@ -338,7 +412,9 @@ export class PredictionLog {
       w.resolve(m.value);
       return;
     }
-    w.reject(isDiskFull(m) ? insufficientStorage(this.opts.dataDir, new Error(m.error)) : new Error(m.error));
+    // PostgreSQL unreachable (shared log): the store's 503 with Retry-After, message as it was.
+    if (m.code === 'STORE_UNAVAILABLE') w.reject(storeUnavailable(m.error));
+    else w.reject(isDiskFull(m) ? insufficientStorage(this.opts.dataDir, new Error(m.error)) : new Error(m.error));
   }
 
   status(): PredictionLogStatus {
@@ -350,6 +426,7 @@ export class PredictionLog {
       errors: this.errors,
       backlog: this.backlog,
       dropped: this.dropped,
+      shipping: this.shippingStatus === null ? null : { ...this.shippingStatus },
     };
   }
 
@@ -416,8 +493,11 @@ export class PredictionLog {
     return this.request({ op: 'alerts.open' });
   }
 
-  /** Drops predictions (with their ids and labels), history and alert events older than `before`. */
-  prune(before: number): Promise<{ predictions: number; history: number; alertEvents: number }> {
+  /**
+   * Drops predictions (with their ids and labels), history and alert events older than `before`;
+   * shared, keeps what is not shipped yet and drops PostgreSQL's day partitions wholly before it.
+   */
+  prune(before: number): Promise<PruneReport> {
     return this.request({ op: 'prune', before });
   }
 

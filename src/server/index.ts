@@ -104,7 +104,16 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   log.info({ store: store.location, replica: replicaId }, shared ? 'store: shared with the other replicas' : 'store: embedded');
   const registry = store.registry;
   const mon = config.monitoring;
-  const predictionLog = mon.enabled ? new PredictionLog({ dataDir: config.dataDir, ...mon.predictionLog, logger: log }) : null;
+  // With the PostgreSQL store the prediction log is shared through it: labels join on any replica.
+  const sharedUrl = store.kind === 'postgres' ? storeUrl(config.store.url) : null;
+  const predictionLog = mon.enabled
+    ? new PredictionLog({
+        dataDir: config.dataDir,
+        ...mon.predictionLog,
+        logger: log,
+        ...(sharedUrl !== null ? { shared: { url: sharedUrl } } : {}),
+      })
+    : null;
   const monitor = new Monitor({ enabled: mon.enabled, log: predictionLog, sla: mon.sla, minSamples: mon.minSamples });
   const clusterRef: { current: Cluster | null } = { current: null };
   let shareTimer: NodeJS.Timeout | null = null;

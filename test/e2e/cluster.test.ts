@@ -3,7 +3,8 @@
 // another; a drift reference frozen through one is in force on the others; every replica reports
 // how it serves a deployment and who leads; the admin token is one for all; a 10% canary put
 // through replica 3 splits 10% of the traffic spread over all three (3,000 requests, within 4
-// standard deviations); its promotion and a rollback reach every replica.
+// standard deviations); its promotion and a rollback reach every replica. Predictions served by one
+// replica get their labels through another, and a third counts them (the prediction log is shared).
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -129,6 +130,38 @@ test('an alias set through replica 2 is read through replica 3; a reference froz
   }
 });
 
+test('predictions served by replica 1 get their labels through replica 2, and replica 3 counts them in its performance window', {
+  skip,
+}, async () => {
+  const rows = generate(60, 23);
+  for (const [k, r] of rows.entries()) {
+    const res = await request(`${c.url(0)}/v2/models/risk/infer`, {
+      json: { id: `fb-${k}`, inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data: r.x }] },
+    });
+    assert.equal(res.status, 200, res.text);
+  }
+  // The labels go to another replica than the one that served the predictions: all of them join
+  // once replica 1 has shipped them (within its flush interval and a shipping round; sent again
+  // until then, which replaces a label rather than adding one).
+  const fb = await until('the 60 labels to join through replica 2', 15_000, async () => {
+    const r = await request(`${c.url(1)}/v1/feedback`, {
+      json: [...rows.map((r, k) => ({ request_id: `fb-${k}`, label: r.label })), { request_id: 'fb-never', label: 1 }],
+    });
+    assert.equal(r.status, 200, r.text);
+    return r.body.joined === 60 ? r.body : undefined;
+  });
+  assert.deepEqual(fb.unknown_ids, ['fb-never']);
+  // A third replica, which served none of them, counts every label.
+  const perf = await until('replica 3 to count the 60 labels', 15_000, async () => {
+    const p = (await request(`${c.url(2)}/v1/monitoring/risk?version=1`)).body.performance;
+    return p?.labelled === 60 ? p : undefined;
+  });
+  assert.ok(perf.auc > 0 && perf.auc < 1, `AUC ${perf.auc}`);
+  const status = (await request(`${c.url(0)}/v1/monitoring`)).body.prediction_log;
+  assert.equal(status.shipping.state, 'ok');
+  assert.ok(status.shipping.shipped >= 60, JSON.stringify(status.shipping));
+});
+
 test('a 10% canary put through replica 3 splits 10% of the traffic spread over all three; promotion and rollback reach every replica', {
   skip,
 }, async () => {
@@ -209,7 +242,9 @@ test('a retraining job asked for through a follower is run by the leader, once',
     100,
   );
   assert.equal(job.owner, leader);
-  assert.match(job.error, /not enough training rows: 0/);
+  // Too few: the labelled predictions it trains on are the shared log's, those joined through replica 2 above among them.
+  const found = /not enough training rows: (\d+) \(minRows 200\)/.exec(job.error);
+  assert.ok(found !== null && Number(found[1]) > 0, job.error);
   assert.deepEqual(
     (await c.admin(2, 'GET', '/admin/jobs?model=risk')).body.jobs.map((j: { id: string }) => j.id),
     [job.id],

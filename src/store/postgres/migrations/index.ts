@@ -8,10 +8,12 @@ import type { PoolClient } from 'pg';
 import { configInvalid } from '../../../errors.js';
 import type { Database } from '../database.js';
 import initial from './0001-initial.js';
+import predictionLog from './0002-prediction-log.js';
 import monitoringCells from './0003-monitoring-cells.js';
 
 export const MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
   { version: 1, name: 'initial', sql: initial },
+  { version: 2, name: 'prediction-log', sql: predictionLog },
   { version: 3, name: 'monitoring-cells', sql: monitoringCells },
 ];
 
