@@ -6,9 +6,8 @@
 //   2. version 2 of credit-default registered and deployed through replica 1, and replicas 2 and 3
 //      serving it moments later, without being told anything but through the store;
 //   3. traffic spread over all three: the same customer gets the same score from each;
-//   4. feedback that joins on any replica (the prediction log is shared through PostgreSQL), and each
-//      replica's monitoring snapshot: its own traffic (merged monitoring is not built), every
-//      replica's labels;
+//   4. feedback that joins on any replica (the prediction log is shared through PostgreSQL), and the
+//      monitoring snapshot of every replica: the same merged view of all three (traffic and labels);
 //   5. the leader killed with SIGKILL, and another replica leading within the lease.
 //
 // Everything stops and the temp dirs go on exit, also on Ctrl-C. Needs the PostgreSQL server
@@ -148,6 +147,8 @@ interface Snapshot {
   latency?: { p99_ms?: number | null };
   volume?: { requests?: number; errors?: number };
   performance?: { labelled?: number };
+  /** How many replicas the view merges (a shared store only). */
+  replicas?: { replicas?: number };
 }
 
 async function call<T = Json>(
@@ -303,22 +304,27 @@ async function main(): Promise<void> {
   say(`label for demo-0 sent to replica-1, which served it: joined ${own.joined}, unknown ${own.unknown}`);
   say(`label for demo-3 sent to replica-2, but replica-1 served it: joined ${other.joined}, unknown ${other.unknown}`);
 
-  step('monitoring: per replica (traffic as each served it, merged monitoring is not built yet; labels from the shared log)');
+  step('monitoring: one view on every replica (each shares its minute buckets through PostgreSQL every second)');
   const snapshot = async (r: Replica) =>
     (await call<Snapshot>(r.url, 'GET', `/v1/monitoring/${MODEL}?version=${String(reg.json.version)}`)).json;
-  // Performance figures are cached for two seconds: wait (bounded) until every replica shows both labels.
+  // Each replica writes its buckets every second and performance figures are cached for two:
+  // wait (bounded) until every replica shows the same requests, of all three replicas, and both labels.
   const labels = own.joined + other.joined;
-  for (const r of replicas)
-    await until(`${r.name} counts the labels`, 5000, async () =>
-      ((await snapshot(r)).performance?.labelled ?? 0) >= labels ? true : undefined,
-    ).catch(() => undefined);
-  for (const r of replicas) {
-    const snap = await snapshot(r);
+  const merged = await until('every replica to show the traffic of all three', 10_000, async () => {
+    const snaps = await Promise.all(replicas.map(snapshot));
+    const ok =
+      new Set(snaps.map((x) => x.volume?.requests)).size === 1 &&
+      snaps.every((x) => x.replicas?.replicas === 3 && (x.performance?.labelled ?? 0) >= labels);
+    return ok ? snaps : undefined;
+  }).catch(() => null);
+  const snaps = merged ?? (await Promise.all(replicas.map(snapshot)));
+  replicas.forEach((r, i) => {
+    const snap = snaps[i]!;
     const p99 = snap.latency?.p99_ms;
     say(
-      `${r.name} (its own traffic only): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled (every replica's labels)`,
+      `${r.name} (merged from ${snap.replicas?.replicas ?? 1} replicas): ${snap.volume?.requests} requests, ${snap.volume?.errors} errors, p99 ${typeof p99 === 'number' ? `${p99} ms` : 'n/a'}, ${snap.performance?.labelled ?? 0} labelled`,
     );
-  }
+  });
 
   step('the leader killed with SIGKILL');
   const view = (await call<ClusterView>(replicas[0]!.url, 'GET', '/admin/cluster')).json;

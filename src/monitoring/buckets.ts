@@ -200,10 +200,10 @@ export class WindowedStats {
   private readonly categorical: readonly boolean[];
   private refKey: string | null = null;
 
-  constructor(
-    readonly baselines: Baselines | null,
-    now = Date.now(),
-  ) {
+  private frozen: Baselines | null;
+
+  constructor(baselines: Baselines | null, now = Date.now()) {
+    this.frozen = baselines;
     this.categorical = (baselines?.features ?? []).map((f) => f.baseline.kind === 'categorical');
     this.minute = new Bucket(baselines);
     this.hour = new Bucket(baselines);
@@ -267,6 +267,21 @@ export class WindowedStats {
         else (f[i] as NumericDriftCounter).add(row[offset + i]);
       }
     }
+  }
+
+  /** The frozen reference the windows count against. */
+  get baselines(): Baselines | null {
+    return this.frozen;
+  }
+
+  /**
+   * Takes a reference with the same bins (the same key: another replica froze the same rows, or
+   * its row count or AUC changed) without restarting the windows; false when its bins differ.
+   */
+  adopt(b: Baselines | null): boolean {
+    if (baselinesKey(b) !== this.key) return false;
+    this.frozen = b;
+    return true;
   }
 
   /** The baselines' key (baselinesKey): buckets of other replicas are merged only under the same one. */

@@ -87,8 +87,15 @@ export class VersionMonitor implements BatchObserver {
     this.setCodes(null);
   }
 
-  /** Freezes the reference (drift baselines): windows restart against it. */
+  /**
+   * Freezes the reference (drift baselines): windows restart against it, unless its bins are the
+   * ones they already count in (then what was counted stays).
+   */
   setBaselines(b: Baselines | null): void {
+    if (this.stats.adopt(b)) {
+      this.setCodes(b);
+      return;
+    }
     const { onMinute, onHour } = this.stats;
     this.stats = new WindowedStats(b);
     this.stats.threshold = this.threshold();
