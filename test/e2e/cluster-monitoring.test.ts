@@ -5,6 +5,7 @@
 // (The history's sums over replicas are checked in test/monitoring-shared.test.ts.)
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -112,4 +113,24 @@ test('the dashboard of any replica shows the merged view and how many replicas i
   } finally {
     await browser.close();
   }
+});
+
+test("a replica's /metrics has the sharing families and passes promtool check metrics", { skip }, async (t) => {
+  const text = (await request(`${c.url(1)}/metrics`)).text;
+  for (const name of [
+    'scoreline_monitoring_shared_cells_total',
+    'scoreline_monitoring_share_errors_total',
+    'scoreline_monitoring_share_pending',
+    'scoreline_monitoring_share_dropped_total',
+    'scoreline_prediction_log_shipped_total',
+  ])
+    assert.match(text, new RegExp(`^${name} \\d+$`, 'm'), name);
+  assert.ok(Number(/^scoreline_monitoring_shared_cells_total (\d+)$/m.exec(text)?.[1]) > 0);
+  if (spawnSync('sh', ['-c', 'command -v promtool']).status !== 0) {
+    if (process.env.CI) assert.fail('promtool is missing: .ci/run installs the Debian package prometheus');
+    t.skip('promtool not installed (apt-get install prometheus)');
+    return;
+  }
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
 });
