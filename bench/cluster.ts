@@ -14,7 +14,7 @@
 // Target: PG / SQLite throughput >= 0.95.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -40,6 +40,21 @@ interface Replica {
   results: WrkResult[];
   /** Server CPU time (all threads) per request served, microseconds, per round. */
   cpuUs: number[];
+  /** CPU time of every PostgreSQL process on the machine per request served, microseconds, per round. */
+  pgUs: number[];
+}
+
+/** CPU time used so far by every PostgreSQL process on the machine (the throwaway cluster's, in this bench), ms. */
+function postgresCpuMs(): number {
+  let ms = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') ms += cpuMs(Number(pid));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ms;
 }
 
 async function main(): Promise<void> {
@@ -78,7 +93,7 @@ async function main(): Promise<void> {
       config,
       `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${dataDir}\nstore: { url: ${url === null ? 'null' : JSON.stringify(url)} }\n`,
     );
-    return { name, port: 0, config, dataDir, results: [], cpuUs: [] };
+    return { name, port: 0, config, dataDir, results: [], cpuUs: [], pgUs: [] };
   };
   const sqlite = mk('SQLite store', null);
   const postgres = mk('PostgreSQL store', pg.url);
@@ -124,8 +139,10 @@ async function main(): Promise<void> {
       for (const r of round % 2 === 0 ? replicas : [...replicas].reverse()) {
         const pid = r.proc!.pid!;
         const cpu0 = cpuMs(pid);
+        const pg0 = postgresCpuMs();
         const res = await runWrk(`http://127.0.0.1:${r.port}${PATH}`, script, { connections, seconds });
         r.cpuUs.push(((cpuMs(pid) - cpu0) * 1000) / res.requests);
+        r.pgUs.push(((postgresCpuMs() - pg0) * 1000) / res.requests);
         r.results.push(res);
         console.log(
           `round ${round + 1} ${r.name.padEnd(17)} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  ` +
@@ -166,6 +183,7 @@ async function main(): Promise<void> {
     p50: median(r.results.map((x) => x.p50ms)),
     p99: median(r.results.map((x) => x.p99ms)),
     cpu: median(r.cpuUs),
+    pg: median(r.pgUs),
     errors: r.results.reduce((a, x) => a + x.errors, 0),
   }));
   const [a, b] = summary as [(typeof summary)[0], (typeof summary)[0]];
@@ -183,7 +201,7 @@ async function main(): Promise<void> {
   const errors = a.errors + b.errors;
   const text =
     table(
-      ['replica', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x SQLite', 'server CPU us/request'],
+      ['replica', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x SQLite', 'server CPU us/request', 'PostgreSQL CPU us/request'],
       summary.map((x) => [
         x.name,
         x.rps.toFixed(0),
@@ -192,6 +210,7 @@ async function main(): Promise<void> {
         x.errors,
         (x.rps / a.rps).toFixed(3),
         x.cpu.toFixed(2),
+        x.pg.toFixed(2),
       ]),
     ) +
     `\n\nOne replica each, the same config but \`store.url\` (examples/models, monitoring on with its defaults); the PostgreSQL is a throwaway ` +
@@ -203,6 +222,9 @@ async function main(): Promise<void> {
     `- p99: SQLite ${a.p99.toFixed(3)} ms, PostgreSQL ${b.p99.toFixed(3)} ms; server CPU per request PG / SQLite ${(b.cpu / a.cpu).toFixed(3)} (${a.cpu.toFixed(2)} -> ${b.cpu.toFixed(2)} us)` +
     (errors > 0 ? `; ${errors} failed requests` : '') +
     `\n` +
+    `- PostgreSQL on the same ${availableParallelism()} cores: its processes spent ${b.pg.toFixed(2)} us of CPU per request served by the PostgreSQL replica ` +
+    `(ingesting its shipped prediction log, its heartbeat and monitoring buckets), CPU the replica and wrk would otherwise have; ` +
+    `with PostgreSQL on its own host only the replica's own ${(b.cpu - a.cpu).toFixed(2)} us per request (${(b.cpu / a.cpu).toFixed(3)}x) would be left\n` +
     `- the store is off the inference path: a request reads the registry and deployments from memory; PostgreSQL is read at start, ` +
     `on its notifications and every resync, and written by the heartbeat\n` +
     `- the prediction log is written to each replica's data dir (\`monitoring.db\`: ${logs} after the run); the PostgreSQL replica ` +

@@ -99,6 +99,11 @@ test('a label sent to either replica joins a prediction logged on the other; bot
     const training = await a.training('credit');
     assert.equal(training.length, 400);
     assert.deepEqual(training[1]!.features, [1, 2, 3]);
+    // Every row's own inputs (row[0] is its index), whichever replica shipped it.
+    assert.deepEqual(
+      training.map((x) => x.features[0]!).sort((p, q) => p - q),
+      Array.from({ length: 400 }, (_, i) => i),
+    );
     assert.equal(training[1]!.label, labels[1]);
     const labelled = await b.labelled('credit', 1, 0);
     assert.equal(labelled.scores.length, 400);

@@ -186,39 +186,39 @@ export class LogShipper {
     }
   }
 
-  /** One transaction: the segments' rows and the watermark moved to the last of them, only from where it was. */
+  /**
+   * One transaction: the segments' rows and the watermark moved to the last of them, only from where
+   * it was. What a segment's rows share (model, version, variant, task, key, width) is sent once per
+   * segment, and every row's inputs go in one binary parameter that rows slice: per row only its
+   * id, time, score and where its inputs start travel as array elements, which the client encodes
+   * and the server parses as text.
+   */
   private async ship(segments: ReturnType<Store['unshippedSegments']>): Promise<void> {
     const logId = this.local().logId!;
+    const rowSeg: number[] = [];
     const ids: string[] = [];
-    const models: string[] = [];
-    const versions: number[] = [];
-    const variants: string[] = [];
-    const tasks: (Task | null)[] = [];
     const tss: number[] = [];
     const scores: (number | null)[] = [];
-    const features: (Buffer | null)[] = [];
-    const keys: (string | null)[] = [];
+    const offsets: number[] = [];
     const tsCols: Float64Array[] = [];
-    for (const seg of segments) {
+    const inputs: Buffer[] = [];
+    let inputBytes = 0;
+    for (const [k, seg] of segments.entries()) {
       const cols = segmentColumns(seg.data, seg.n, seg.width);
       tsCols.push(cols.ts);
       const segIds = JSON.parse(seg.ids ?? '[]') as string[];
-      const bytes = Buffer.from(cols.features.buffer, cols.features.byteOffset, cols.features.byteLength);
+      const rowBytes = seg.width * 4;
       for (let i = 0; i < seg.n; i++) {
+        rowSeg.push(k + 1);
         ids.push(segIds[i] ?? '');
-        models.push(seg.model);
-        versions.push(seg.version);
-        variants.push(seg.variant);
-        tasks.push(seg.task);
         tss.push(Math.round(cols.ts[i]!));
-        const s = cols.scores[i]!;
-        scores.push(Number.isFinite(s) ? s : null);
-        // A row logged without inputs is NaN throughout: no features for it.
-        features.push(
-          seg.width > 0 && !Number.isNaN(cols.features[i * seg.width]!) ? bytes.subarray(i * seg.width * 4, (i + 1) * seg.width * 4) : null,
-        );
-        keys.push(seg.key_id);
+        const sc = cols.scores[i]!;
+        scores.push(Number.isFinite(sc) ? sc : null);
+        // A row logged without inputs is NaN throughout: no features for it (offset -1).
+        offsets.push(seg.width > 0 && !Number.isNaN(cols.features[i * seg.width]!) ? inputBytes + i * rowBytes : -1);
       }
+      inputs.push(Buffer.from(cols.features.buffer, cols.features.byteOffset, cols.features.byteLength));
+      inputBytes += cols.features.byteLength;
     }
     await this.partitions(tsCols);
     const from = this.watermark!;
@@ -226,8 +226,27 @@ export class LogShipper {
     await this.db.tx(async (c) => {
       await c.query(
         `INSERT INTO predictions (request_id, model, version, variant, task, ts, score, features, key_id, log_id)
-         SELECT r.*, $10::text FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::float8[], $8::bytea[], $9::text[]) AS r`,
-        [ids, models, versions, variants, tasks, tss, scores, features, keys, logId],
+         SELECT r.id, s.model, s.version, s.variant, s.task, r.ts, r.score,
+                CASE WHEN r.off < 0 THEN NULL ELSE substring($11::bytea FROM r.off + 1 FOR s.width * 4) END,
+                s.key_id, $12::text
+           FROM unnest($1::int[], $2::text[], $3::bigint[], $4::float8[], $5::int[]) AS r(seg, id, ts, score, off)
+           JOIN unnest($6::text[], $7::int[], $8::text[], $9::text[], $10::text[], $13::int[])
+                WITH ORDINALITY AS s(model, version, variant, task, key_id, width, k) ON s.k = r.seg`,
+        [
+          rowSeg,
+          ids,
+          tss,
+          scores,
+          offsets,
+          segments.map((g) => g.model),
+          segments.map((g) => g.version),
+          segments.map((g) => g.variant),
+          segments.map((g) => g.task),
+          segments.map((g) => g.key_id),
+          Buffer.concat(inputs, inputBytes),
+          logId,
+          segments.map((g) => g.width),
+        ],
       );
       const moved = await c.query(
         `INSERT INTO log_shipping (log_id, shipped_through, updated_at) VALUES ($1, $2, now())

@@ -24,8 +24,9 @@ CREATE TABLE predictions (
   key_id     text,
   log_id     text             NOT NULL
 ) PARTITION BY RANGE (ts);
+-- The one index: feedback looks predictions up by request id. Windows and retraining read labels,
+-- and retention drops partitions, so another index would only cost every shipped row an entry.
 CREATE INDEX predictions_by_request ON predictions (request_id);
-CREATE INDEX predictions_by_version ON predictions (model, version, ts);
 
 -- How far each replica's log (its monitoring.db, by the random id kept in it) has been shipped: the
 -- id of the last local segment whose rows are in predictions.
