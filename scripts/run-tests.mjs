@@ -46,6 +46,7 @@ const r = spawnSync(
   process.execPath,
   [
     '--test',
+    ...(process.env.SCORELINE_TEST_CONCURRENCY ? [`--test-concurrency=${process.env.SCORELINE_TEST_CONCURRENCY}`] : []),
     `--test-timeout=${TEST_TIMEOUT_MS}`,
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',

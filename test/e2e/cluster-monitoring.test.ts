@@ -1,7 +1,9 @@
 // One monitoring view over three replicas: the same rows sent to one replica (model `single`) and
 // spread over all three (model `spread`, the same artifact and reference) give the same snapshot on
-// any replica: counts exact (requests, errors, predictions per class, score bins), the score
-// distribution and the PSI of the score and of every feature to 1e-9, as many latencies.
+// any replica: counts exact (requests, errors, predictions per class, score bins, labels), the
+// score distribution, the PSI of the score and of every feature, and AUC, KS and the other
+// performance figures to 1e-9 (labels sent to another replica than the one that served the
+// prediction), as many latencies.
 // (The history's sums over replicas are checked in test/monitoring-shared.test.ts.)
 
 import assert from 'node:assert/strict';
@@ -60,12 +62,28 @@ test('the same rows sent to one replica or spread over three: the same snapshot 
   };
   await Promise.all(Array.from({ length: 6 }, worker));
 
+  // Labels: spread's each through another replica than the one that served it, single's through replica 1.
+  const label = async (i: number, model: string, from: number, to: number) => {
+    const items = rows.slice(from, to).map((r, k) => ({ request_id: `${model}-${from + k}`, label: r.label }));
+    // A prediction is in the shared log once its replica has shipped it: a label that came too early is sent again.
+    await until(`labels of ${model} ${from}..${to} join through replica ${i + 1}`, 15_000, async () => {
+      const r = await request(`${c.url(i)}/v1/feedback`, { json: items });
+      return r.status === 200 && r.body.joined === items.length ? true : undefined;
+    });
+  };
+  for (let from = 0; from < N; from += 100) {
+    await label((from / 100 + 1) % 3, 'spread', from, from + 100);
+    await label(0, 'single', from, from + 100);
+  }
+
   const views = await Promise.all(
     [0, 1, 2].flatMap((i) =>
       ['spread', 'single'].map((m) =>
         until(`replica ${i + 1} shows all of ${m}`, 10_000, async () => {
           const s = await snapshot(i, m);
-          return s.volume.requests === N && s.latency.count === N && s.predictions.count === N ? s : undefined;
+          return s.volume.requests === N && s.latency.count === N && s.predictions.count === N && s.performance.labelled === N
+            ? s
+            : undefined;
         }),
       ),
     ),
@@ -82,13 +100,19 @@ test('the same rows sent to one replica or spread over three: the same snapshot 
     assert.ok(want.drift.score.psi > 0.01, `score PSI ${want.drift.score.psi}`);
     assert.ok(Math.abs(s.drift.score.psi - want.drift.score.psi) <= 1e-9, `${what}: score PSI`);
     assert.equal(s.drift.score.n, want.drift.score.n);
+    for (const m of ['auc', 'ks', 'gini', 'accuracy', 'precision', 'recall', 'f1', 'log_loss', 'brier'])
+      assert.ok(Math.abs(s.performance[m] - want.performance[m]) <= 1e-9, `${what}: ${m} ${s.performance[m]} vs ${want.performance[m]}`);
+    assert.equal(s.performance.positives, want.performance.positives, what);
     for (const [name, f] of Object.entries(want.drift.features) as [string, { psi: number; n: number; missing_rate: number }][]) {
       assert.ok(Math.abs(s.drift.features[name].psi - f.psi) <= 1e-9, `${what}: PSI of ${name}`);
       assert.equal(s.drift.features[name].n, f.n);
       assert.equal(s.drift.features[name].missing_rate, f.missing_rate);
     }
   }
-  t.diagnostic(`score PSI ${want.drift.score.psi}, x0 PSI ${want.drift.features.x0.psi}, on every replica`);
+  assert.equal(want.performance.labelled, N);
+  t.diagnostic(
+    `score PSI ${want.drift.score.psi}, x0 PSI ${want.drift.features.x0.psi}, AUC ${want.performance.auc}, KS ${want.performance.ks}, on every replica`,
+  );
 });
 
 const CHROMIUM = '/usr/bin/chromium';
