@@ -297,6 +297,9 @@ function preflight(res: Res, req: HttpRequest, ctx: PostContext): void {
  * Reads the whole body and hands it over as a Buffer (valid only during the callback when it is the
  * single chunk uWS delivered). Must be called synchronously inside the route handler.
  */
+/** How much of a refused body is read (and dropped) before the 413, so the client gets to read it. */
+const LINGER_BYTES = 16 * 1024 * 1024;
+
 export function readBody(
   res: Res,
   contentLength: string,
@@ -306,10 +309,16 @@ export function readBody(
 ): void {
   res.onAborted(() => markAborted(res));
   const declared = contentLength === '' ? -1 : Number(contentLength);
+  // A body over the limit is refused once the client has sent it (up to LINGER_BYTES): answered while
+  // it is still writing, the connection would close under it and the client would see a broken pipe
+  // instead of the 413. A client declaring more than that is answered at once.
+  let refused: ScorelineError | null = null;
   if (declared > limits.maxBytes) {
-    // Answer at once and close: reading a body we will refuse is wasted work.
-    onError(bodyTooLarge(limits.maxBytes));
-    return;
+    refused = bodyTooLarge(limits.maxBytes);
+    if (declared > LINGER_BYTES) {
+      onError(refused);
+      return;
+    }
   }
   let acc: Buffer | null = null;
   let chunks: Buffer[] | null = null;
@@ -317,6 +326,11 @@ export function readBody(
   res.onData((chunk, isLast) => {
     if (res.answered) return;
     const n = chunk.byteLength;
+    if (refused !== null) {
+      received += n;
+      if (isLast || received > LINGER_BYTES) onError(refused);
+      return;
+    }
     if (isLast && received === 0) {
       // Common case: the whole body in one chunk, parsed before uWS neuters it.
       onBody(Buffer.from(chunk));
@@ -324,7 +338,10 @@ export function readBody(
     }
     received += n;
     if (received > limits.maxBytes) {
-      onError(bodyTooLarge(limits.maxBytes));
+      refused = bodyTooLarge(limits.maxBytes);
+      acc = null;
+      chunks = null;
+      if (isLast || received > LINGER_BYTES) onError(refused);
       return;
     }
     if (declared > 0) {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { writeDtypesModel, writeLogisticModel, writeSumModel } from '../fixtures/models.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
+import { elapse, waitFor } from '../fixtures/wait.js';
 
 let server: TestServer;
 
@@ -231,4 +232,28 @@ test('after all of that the server is healthy and answers correctly', async () =
     /scoreline_requests_total\{model="sum",version="1",variant="default",route="infer",status="4xx"\} (\d+)/.exec(metrics)![1],
   );
   assert.ok(fourxx >= 15, `4xx counted per version: ${fourxx}`);
+});
+
+test('a body over the limit still arriving is read to its end before the 413, so the client gets the answer instead of a broken pipe', async () => {
+  const { connect } = await import('node:net');
+  const body = Buffer.alloc(64 * 1024, 0x20); // 16 times the 4096-byte limit
+  const socket = connect(server.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  let reply = '';
+  let failure: Error | null = null;
+  socket.on('data', (b) => (reply += b.toString()));
+  socket.on('error', (e) => (failure = e));
+  socket.write(
+    `POST /v2/models/sum/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`,
+  );
+  socket.write(body.subarray(0, 1024));
+  // Elapsed time is the subject: while the body is incomplete the server neither answers nor closes.
+  await elapse(300);
+  assert.equal(reply, '', 'no answer before the body has arrived');
+  socket.write(body.subarray(1024));
+  await waitFor(() => reply.includes('\r\n\r\n') && reply.includes('}'), { timeoutMs: 5000, message: () => `a reply: ${reply}` });
+  assert.equal(failure, null);
+  assert.match(reply, /^HTTP\/1\.1 413 /);
+  assert.match(reply, /exceeds the limit of 4096 bytes/);
+  socket.destroy();
 });
