@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm test`: runs the native cache's C++ test program, then every compiled node:test file
 // (dist/test/**/*.test.js), and fails when no test ran at all (none found, or every one skipped).
-// Extra arguments select test files by substring, e.g. `npm test -- oip`.
+// Extra arguments select test files by substring, e.g. `npm test -- oip`. SCORELINE_TEST_CONCURRENCY
+// sets how many test files run at once (default: node's, one fewer than the cores).
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';

@@ -37,7 +37,7 @@ export interface SharedMonitoringOptions {
 
 /** How a merged view came out: how many replicas it holds, and whether the others' part is current. */
 export interface MergeStatus {
-  /** Replicas whose cells are in the view, this one included. */
+  /** Replica processes whose cells are in the view, this one included (a restarted replica once per life). */
   replicas: number;
   /** partial: the store could not be read, and the others' cells are the last ones read (or none). */
   state: 'merged' | 'partial';

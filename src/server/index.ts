@@ -122,7 +122,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     monitor.shareWith(
       new SharedMonitoring({
         records,
-        replica: replicaId,
+        // Per process life: a replica restarted under the same SCORELINE_REPLICA_ID must neither hide
+        // nor overwrite the buckets its previous life wrote.
+        replica: `${replicaId}@${Date.now().toString(36)}`,
         log: log.child({ component: 'monitoring' }),
         evaluationOf: (vm) => monitor.evaluationPoint(vm),
       }),
