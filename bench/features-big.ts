@@ -162,6 +162,9 @@ async function start(config: string): Promise<Server> {
     config,
     '--port',
     String(port),
+    // Both stores' servers run side by side: neither needs a gRPC port (the default one is shared).
+    '--grpc-port',
+    'off',
     '--host',
     '127.0.0.1',
     '--log-level',
