@@ -247,3 +247,13 @@ test('killed (SIGKILL) while it ships, then restarted on the same data dir: Post
     await killed(second);
   }
 });
+
+test('closed right after logging: what it committed is shipped before close returns', { skip }, async () => {
+  const log = await open('closing');
+  const row = new Float32Array([1, 2, 3]);
+  const n = 60_000;
+  for (let i = 0; i < n; i++) log.append(`close-${i}`, 'closing', 1, 'primary', Date.now(), 0.5, row, 0, 3, 'classification');
+  await log.close();
+  const [rows] = await pg.query<{ n: string }>("SELECT count(*) AS n FROM predictions WHERE request_id LIKE 'close-%'");
+  assert.equal(Number(rows!.n), n, 'every committed row shipped before close returned');
+});

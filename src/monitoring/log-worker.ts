@@ -66,7 +66,9 @@ export type LogRequest =
   | { op: 'alerts.open'; id: number }
   | { op: 'prune'; before: number; id: number }
   /** Reads the ring and tries every queued write now (backoff or not), then answers how many predictions are still held. */
-  | { op: 'flush'; id: number };
+  | { op: 'flush'; id: number }
+  /** The log is closing: what is committed is shipped (at most `waitMs`), and the shared store's connections are closed. */
+  | { op: 'close'; id: number; waitMs: number };
 
 /**
  * The requests that answer, with `rows`: how many predictions the HTTP thread had logged when it
@@ -333,9 +335,13 @@ function answer(m: Question): void {
   // (and feedback first retries held predictions, so that labels sent just after the disk has room
   // again find them).
   pull(m.rows);
-  write(m.op === 'feedback' || m.op === 'flush');
+  write(m.op === 'feedback' || m.op === 'flush' || m.op === 'close');
   if (m.op === 'flush') {
     post({ id: m.id, value: { held } });
+    return;
+  }
+  if (m.op === 'close') {
+    void closeShipping(m.waitMs).then((unshipped) => post({ id: m.id, value: { held, unshipped } }));
     return;
   }
   const s = storeOf();
@@ -405,6 +411,24 @@ function performanceOf(rows: { scores: Float64Array; labels: Float64Array }, tas
 }
 
 /** The questions a shared log answers from PostgreSQL (its labels are every replica's). */
+/**
+ * Ships what is committed before the process goes (bounded by waitMs: PostgreSQL may be away, and
+ * then the rows stay in the file for the next start on this data dir), then closes the connections.
+ * Answers how many committed rows are still not shipped.
+ */
+async function closeShipping(waitMs: number): Promise<number> {
+  if (shipper === null) return 0;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, waitMs);
+  });
+  await Promise.race([shipper.catchUp().catch(() => undefined), late]);
+  clearTimeout(timer);
+  const unshipped = shipper.status.backlog_rows;
+  await shipper.close().catch(() => undefined);
+  return unshipped;
+}
+
 async function answerShared(shipper: LogShipper, s: Store, m: Question): Promise<void> {
   switch (m.op) {
     case 'feedback':

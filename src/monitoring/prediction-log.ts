@@ -31,6 +31,9 @@ export { LogStream } from './log-stream.js';
 export { MAX_BACKLOG } from './log-segments.js';
 export type Durability = 'async' | 'sync';
 
+/** Longest a closing shared log waits to ship what it committed. */
+const CLOSE_SHIP_MS = 5000;
+
 /** Where the log reports its failures and recoveries (a pino logger fits). */
 export interface LogSink {
   error(obj: object, msg: string): void;
@@ -509,6 +512,15 @@ export class PredictionLog {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.drain().catch(() => undefined);
+    if (this.opts.shared !== undefined) {
+      // Shared: what is committed ships before the process goes (the next start on this data dir ships the rest).
+      const r = await this.request<{ unshipped: number }>({ op: 'close', waitMs: CLOSE_SHIP_MS }).catch(() => null);
+      if (r !== null && r.unshipped > 0)
+        this.opts.logger?.warn(
+          { file: this.file, unshipped: r.unshipped },
+          `prediction log: ${r.unshipped} predictions are not shipped to the shared store yet; they ship at the next start on this data dir`,
+        );
+    }
     this.closed = true;
     // What the log thread still holds, and anything logged while it wrote the rest.
     const held = this.backlog;
