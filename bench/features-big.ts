@@ -13,7 +13,7 @@
 // ratio big / small), server CPU per request, JS heap used and RSS of each server, and a check that
 // scores and event windows are the same after the restart.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -370,6 +370,8 @@ export async function runBigStoreBench(opts: { entities: number; seconds: number
         `  first start (load) ${size.loadSeconds.toFixed(1)} s, file ${size.fileMb.toFixed(0)} MB; restart: ready in ${size.startSeconds.toFixed(2)} s, all in memory after ${size.inMemorySeconds.toFixed(1)} s; same answers after the restart: ${size.same}`,
       );
     }
+    // The first starts wrote gigabytes: flush them now, so the kernel's writeback does not run during the rounds.
+    spawnSync('sync');
     const scripts = sizes.map((s) => scoreScript(String(s.entities), s.entities));
     for (const [i, s] of sizes.entries()) await runWrk(`http://127.0.0.1:${s.server!.port}`, scripts[i]!, { connections: 32, seconds: 2 });
     for (let r = 0; r < opts.rounds; r++) {
