@@ -45,33 +45,35 @@ interface Replica {
   pgUs: number[];
 }
 
+/** Pids of every PostgreSQL process on the machine (the throwaway cluster's, in this bench). */
+function postgresPids(): number[] {
+  const pids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') pids.push(Number(pid));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
 /** Moves every PostgreSQL process to the last CPU (wrk's); false when that cannot be done (no taskset, one CPU). */
 function pinPostgres(): boolean {
   const n = availableParallelism();
   if (!have('taskset') || n < 2) return false;
-  let pinned = 0;
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'postgres') continue;
-      if (spawnSync('taskset', ['-p', '-c', String(n - 1), pid], { stdio: 'ignore' }).status === 0) pinned++;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pinned > 0;
+  const pinned = postgresPids().filter(
+    (pid) => spawnSync('taskset', ['-p', '-c', String(n - 1), String(pid)], { stdio: 'ignore' }).status === 0,
+  );
+  return pinned.length > 0;
 }
 
-/** CPU time used so far by every PostgreSQL process on the machine (the throwaway cluster's, in this bench), ms. */
+/** CPU time used so far by every PostgreSQL process, ms (one that exited meanwhile reads NaN and is left out). */
 function postgresCpuMs(): number {
-  let ms = 0;
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') ms += cpuMs(Number(pid));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return ms;
+  return postgresPids()
+    .map(cpuMs)
+    .filter((ms) => !Number.isNaN(ms))
+    .reduce((a, ms) => a + ms, 0);
 }
 
 async function main(): Promise<void> {

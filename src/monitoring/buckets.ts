@@ -36,7 +36,8 @@ type Counter = NumericDriftCounter | CategoricalDriftCounter;
 /** Without a reference, scores are still binned (at fixed deciles of [0, 1]) for the distribution chart. */
 const FIXED_SCORE_BASELINE: NumericBaseline = { kind: 'numeric', edges: [...EDGE_QUANTILES], refShares: new Array(10).fill(0.1) };
 
-function histogram() {
+/** The latency histogram of a bucket (microseconds, 2 significant digits): merged views and history use the same shape. */
+export function histogram(): HdrHistogram {
   return new HdrHistogram(120_000_000, 2);
 }
 

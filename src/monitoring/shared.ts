@@ -11,8 +11,8 @@
 
 import { round6 } from '../numbers.js';
 import type { MonitoringCell, MonitoringRecords, SharedCell } from '../store/types.js';
-import type { Bucket, BucketJSON, Window } from './buckets.js';
-import { HdrHistogram } from './hdr.js';
+import { type Bucket, type BucketJSON, histogram, type Window } from './buckets.js';
+import type { HdrHistogram } from './hdr.js';
 import type { VersionMonitor } from './version-monitor.js';
 
 const MINUTE = 60_000;
@@ -233,7 +233,7 @@ export class SharedMonitoring {
       const d = r.data as BucketJSON & { evaluation?: unknown };
       let m = minutes.get(r.start);
       if (m === undefined) {
-        m = { requests: 0, errors: 0, predictions: 0, latency: new HdrHistogram(120_000_000, 2), replicas: 0, evaluation: null };
+        m = { requests: 0, errors: 0, predictions: 0, latency: histogram(), replicas: 0, evaluation: null };
         minutes.set(r.start, m);
       }
       m.requests += d.requests;
