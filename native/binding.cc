@@ -663,6 +663,41 @@ Napi::Value TableStats(const Napi::CallbackInfo& info) {
   return StatsOf(env, *table);
 }
 
+// The tree engine's logistic (src/inference/tree-runner.ts): onnxruntime's binary-classifier
+// probabilities, [L(-s), L(s)] per row with L(v) = 1 / (1 + expf(-|v|)) mirrored for v < 0, all in
+// float. Native because the result must be onnxruntime's to the bit, and that takes the C library's
+// expf (onnxruntime's), which rounds differently from JavaScript's Math.exp near float midpoints.
+// binaryLogistic(sums: Float32Array, probabilities: Float32Array) writes 2 values per sum.
+float Logistic(float v) {
+  float q = 1.0f / (1.0f + std::exp(-std::fabs(v)));
+  return v < 0 ? 1.0f - q : q;
+}
+
+Napi::Value BinaryLogistic(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    Napi::TypeError::New(env, "binaryLogistic(sums: Float32Array, probabilities: Float32Array)")
+        .ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  Napi::Float32Array sums = info[0].As<Napi::Float32Array>();
+  Napi::Float32Array out = info[1].As<Napi::Float32Array>();
+  size_t n = sums.ElementLength();
+  if (out.ElementLength() < 2 * n) {
+    Napi::RangeError::New(env, "probabilities must hold 2 values per sum").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  const float* s = sums.Data();
+  float* p = out.Data();
+  for (size_t r = 0; r < n; r++) {
+    p[2 * r] = Logistic(-s[r]);
+    p[2 * r + 1] = Logistic(s[r]);
+  }
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new ThreadState();
   env.SetInstanceData(state);  // deleted when this thread's environment shuts down
@@ -683,6 +718,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tableDelete", Napi::Function::New<TableDelete>(env, "tableDelete", state));
   exports.Set("tableClear", Napi::Function::New<TableClear>(env, "tableClear", state));
   exports.Set("tableStats", Napi::Function::New<TableStats>(env, "tableStats", state));
+  exports.Set("binaryLogistic", Napi::Function::New<BinaryLogistic>(env, "binaryLogistic"));
   exports.Set("entryOverheadBytes",
               Napi::Number::New(env, static_cast<double>(ShardedLruCache::kEntryOverheadBytes)));
   exports.Set("keySeparator", Napi::String::New(env, std::string(1, kKeySeparator)));

@@ -38,6 +38,8 @@ export interface ServerConfig {
     intraOpThreads: number;
     /** Models whose largest batch runs faster than this (us) are served inline anyway; 0 = never. */
     inlineBelowMicros: number;
+    /** Serve plain tree ensembles with scoreline's tree engine once it answers as onnxruntime does. */
+    treeEngine: boolean;
   };
   batching: BatchingConfig;
   websocket: {
@@ -203,6 +205,7 @@ export function defaultConfig(): ServerConfig {
       // A batch's hop to a worker and back has a fixed cost; a model whose largest batch runs faster
       // than that is served better inline (bench/RESULTS.md compares the two).
       inlineBelowMicros: 100,
+      treeEngine: true,
     },
     batching: { maxBatchSize: 64, maxQueueDelayMicros: 200, maxQueueSize: 4096 },
     websocket: {
@@ -305,6 +308,7 @@ const configSchema = {
         tasksPerWorker: int(1, 16),
         intraOpThreads: int(1, 256),
         inlineBelowMicros: int(0, 10_000_000),
+        treeEngine: { type: 'boolean' },
       },
     },
     batching: batchingSchema,

@@ -36,7 +36,7 @@ export interface NativeCacheStats {
 }
 
 /** The functions of the addon (native/binding.cc documents each). */
-interface NativeBinding {
+export interface NativeBinding {
   configure(limits: NativeCacheLimits): boolean;
   get(key: string): Buffer | undefined;
   getInto(key: string, out: Uint8Array, offset: number): number;
@@ -56,6 +56,8 @@ interface NativeBinding {
   tableStats(id: number): NativeCacheStats;
   readonly entryOverheadBytes: number;
   readonly keySeparator: string;
+  /** The tree engine's binary-classifier logistic (src/inference/tree-runner.ts), 2 values per sum. */
+  binaryLogistic(sums: Float32Array, probabilities: Float32Array): void;
 }
 
 const ADDON_RELATIVE_PATH = join('build', 'Release', 'scoreline_native.node');

@@ -13,6 +13,7 @@ import { InlineExecutor, PoolExecutor, type Executor } from './executor.js';
 import { LoadedModel, type ModelSource } from './model.js';
 import { readOnnxMetadata } from '../onnx/index.js';
 import type { SessionSpec } from './session.js';
+import { planTrees } from './tree-plan.js';
 
 export interface EngineOptions {
   /** 0 = inline on the calling thread. */
@@ -21,6 +22,8 @@ export interface EngineOptions {
   readonly inlineBelowMicros?: number;
   readonly tasksPerWorker: number;
   readonly intraOpThreads: number;
+  /** Serve plain tree ensembles with the tree engine once it matches onnxruntime (default true). */
+  readonly treeEngine?: boolean;
   readonly batching: BatchingConfig;
   /** Rows one request may hold; larger requests are refused (413). Default: no limit. */
   readonly maxRowsPerRequest?: number;
@@ -74,13 +77,16 @@ export class InferenceEngine {
     const digest = createHash('sha256').update(bytes).digest('hex');
     if (digest !== src.sha256) throw modelInvalid(`${src.path} does not match its sha256 ${src.sha256}`);
     const model = new LoadedModel(src, readOnnxMetadata(bytes, src.path), this.opts.batching);
+    const planned = this.opts.treeEngine === false ? { ok: false as const, reason: 'inference.treeEngine is off' } : planTrees(bytes);
     const spec: SessionSpec = {
       key: `${model.name}:${model.version}:${model.sha256}`,
       path: model.path,
       sha256: model.sha256,
       intraOpThreads: this.opts.intraOpThreads,
       warmup: { inputs: model.inputs, sizes: model.warmupSizes() },
+      ...(planned.ok ? { trees: planned.plan } : {}),
     };
+    model.engineNote = planned.ok ? null : planned.reason;
     const batcherOn = (lane: Lane) =>
       new DynamicBatcher(
         spec,
@@ -105,11 +111,17 @@ export class InferenceEngine {
     }
     versions.set(model.version, model);
     try {
-      model.batchMicros = await lane.executor.load(spec);
+      const loaded = await lane.executor.load(spec);
+      model.batchMicros = loaded.batchMicros;
+      model.engine = loaded.engine;
+      if (planned.ok) model.engineNote = loaded.note;
       const limit = this.opts.inlineBelowMicros ?? 0;
       if (lane.kind === 'pool' && model.batchMicros < limit) {
         // Nothing can be queued yet (the version is not ready), so the batcher can move.
-        model.batchMicros = await this.inline.executor.load(spec);
+        const inline = await this.inline.executor.load(spec);
+        model.batchMicros = inline.batchMicros;
+        model.engine = inline.engine;
+        if (planned.ok) model.engineNote = inline.note;
         await lane.executor.release(spec.key);
         lane = this.inline;
         model.batcher = batcherOn(lane);

@@ -4,7 +4,7 @@
 // so the batcher can retry a batch whose worker died and fail only a batch the model rejects.
 
 import { Piscina } from 'piscina';
-import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+import { SessionHost, type EngineChoice, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
 import { isStringTensor } from './tensor.js';
 import type { WorkerLoadAnswer, WorkerRunAnswer, WorkerTask } from './worker.js';
 
@@ -16,12 +16,17 @@ export interface Executor {
   readonly runners: number;
   /** Batches allowed in flight at once (runners x pipelining depth). */
   readonly slots: number;
-  /** Loads and warms up on every runner; resolves with the median run time of the largest batch (us). */
-  load(spec: SessionSpec): Promise<number>;
+  /** Loads and warms up on every runner. */
+  load(spec: SessionSpec): Promise<LoadInfo>;
   /** Runs a batch. The inputs stay owned by the caller: the pool copies them into buffers it transfers. */
   run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult>;
   release(key: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** What loading found: the engine that runs the batches, and the median run time of the largest batch (us). */
+export interface LoadInfo extends EngineChoice {
+  readonly batchMicros: number;
 }
 
 export interface PoolOptions {
@@ -63,7 +68,7 @@ export class PoolExecutor implements Executor {
     });
   }
 
-  async load(spec: SessionSpec): Promise<number> {
+  async load(spec: SessionSpec): Promise<LoadInfo> {
     const ids = this.pool.threads.map((t) => t.threadId);
     const answers = await Promise.all(
       ids.map((worker) => {
@@ -71,7 +76,13 @@ export class PoolExecutor implements Executor {
         return this.pool.run(task) as Promise<WorkerLoadAnswer>;
       }),
     );
-    return Math.min(...answers.map((a) => a.batchMicros));
+    const batchMicros = Math.min(...answers.map((a) => a.batchMicros));
+    // Every worker runs the same probe; should one disagree, the model is reported as onnxruntime's
+    // with that worker's reason (the others still use the tree engine they verified).
+    const refused = answers.find((a) => a.engine !== 'trees');
+    return refused === undefined
+      ? { batchMicros, engine: 'trees', note: null }
+      : { batchMicros, engine: refused.engine, note: refused.note };
   }
 
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
@@ -123,8 +134,9 @@ export class InlineExecutor implements Executor {
   readonly slots = 1;
   private readonly host = new SessionHost();
 
-  async load(spec: SessionSpec): Promise<number> {
-    return (await this.host.load(spec)).batchMicros;
+  async load(spec: SessionSpec): Promise<LoadInfo> {
+    const { batchMicros, engine, note } = await this.host.load(spec);
+    return { batchMicros, engine, note };
   }
 
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {

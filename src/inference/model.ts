@@ -55,8 +55,12 @@ export class LoadedModel {
   state: ModelState = 'loading';
   /** Where its batches run, decided at load. */
   placement: 'pool' | 'inline' = 'pool';
-  /** Median onnxruntime time of its largest warm-up batch, in microseconds. */
+  /** Median time of its largest warm-up batch, in microseconds. */
   batchMicros = 0;
+  /** What runs its batches: onnxruntime, or the tree engine (verified against onnxruntime at load). */
+  engine: 'onnxruntime' | 'trees' = 'onnxruntime';
+  /** Why onnxruntime and not the tree engine, when there is a reason worth telling. */
+  engineNote: string | null = null;
   error: string | null = null;
   loadedAt = 0;
   batcher!: DynamicBatcher;

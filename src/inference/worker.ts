@@ -3,7 +3,7 @@
 
 import { threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { SessionHost, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
+import { SessionHost, type EngineChoice, type RunResult, type SessionSpec, type TensorPayload } from './session.js';
 import { isStringTensor } from './tensor.js';
 
 export type WorkerTask =
@@ -12,7 +12,7 @@ export type WorkerTask =
   | { op: 'release'; key: string }
   | { op: 'die-on-next-run' };
 
-export interface WorkerLoadAnswer {
+export interface WorkerLoadAnswer extends EngineChoice {
   readonly threadId: number;
   readonly already: boolean;
   readonly batchMicros: number;
@@ -66,7 +66,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     case 'load': {
       const already = host.has(task.spec.key);
       const loaded = await host.load(task.spec);
-      return { threadId, already, batchMicros: loaded.batchMicros } satisfies WorkerLoadAnswer;
+      return { threadId, already, batchMicros: loaded.batchMicros, engine: loaded.engine, note: loaded.note } satisfies WorkerLoadAnswer;
     }
     case 'release':
       return { threadId, released: await host.release(task.key) };

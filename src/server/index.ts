@@ -147,6 +147,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     tasksPerWorker: config.inference.tasksPerWorker,
     intraOpThreads: config.inference.intraOpThreads,
     inlineBelowMicros: config.inference.inlineBelowMicros,
+    treeEngine: config.inference.treeEngine,
     batching: config.batching,
     maxRowsPerRequest: config.limits.maxRowsPerRequest,
     observerFor: (model) => monitor.version(model),

@@ -96,6 +96,8 @@ export class RepositoryControl {
         batchable: m.batchable,
         warmup: m.warmupSizes(),
         placement: m.placement,
+        engine: m.engine,
+        ...(m.engineNote !== null && m.engine !== 'trees' ? { engineNote: m.engineNote } : {}),
         batchMicros: Math.round(m.batchMicros),
         ms: Math.round(performance.now() - t0),
       },
