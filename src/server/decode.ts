@@ -14,6 +14,7 @@ import {
   type TensorData,
 } from '../inference/index.js';
 import { isObject } from '../json.js';
+import type { ScannedOip } from './fast-oip.js';
 
 export interface DecodedRequest {
   readonly batch: Batch;
@@ -145,11 +146,8 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
   const specs = model.inputs;
   for (let i = 0; i < specs.length; i++) {
     const input = inputs[checked.order[i]!] as Record<string, unknown>;
-    const name = specs[i]!.name;
-    if (input.data === undefined) throw badRequest(`input '${name}': "data" is required`);
-    if (elementCount(checked.shapes[i]!) > maxElements) {
-      throw badRequest(`input '${name}': shape ${shapeText(checked.shapes[i]!)} declares more elements than the request body holds`);
-    }
+    if (input.data === undefined) throw badRequest(`input '${specs[i]!.name}': "data" is required`);
+    checkDeclaredSize(specs[i]!.name, checked.shapes[i]!, maxElements);
   }
   const batch = reserveFor(model, checked);
   const batcher = model.batcher;
@@ -160,6 +158,31 @@ export function decodeOip(model: LoadedModel, body: unknown, maxElements: number
     writeTensorData(input.data, spec.datatype, batch.buffers[i]!, batch.rows * per, checked.shapes[i]!, `input '${spec.name}'`);
   }
   return { batch, rows: checked.rows, id, select };
+}
+
+function checkDeclaredSize(name: string, shape: readonly number[], maxElements: number): void {
+  if (elementCount(shape) > maxElements) {
+    throw badRequest(`input '${name}': shape ${shapeText(shape)} declares more elements than the request body holds`);
+  }
+}
+
+/**
+ * Decodes a request scanOip read from the bytes (flat FP32/FP64 data matching each declared shape,
+ * no parameters or outputs): the same checks against the model as decodeOip, the values copied into
+ * the open batch.
+ */
+export function decodeScanned(model: LoadedModel, scanned: ScannedOip, maxElements: number): DecodedRequest {
+  const checked = checkInputs(model, scanned.inputs);
+  const specs = model.inputs;
+  for (let i = 0; i < specs.length; i++) checkDeclaredSize(specs[i]!.name, checked.shapes[i]!, maxElements);
+  const batch = reserveFor(model, checked);
+  const batcher = model.batcher;
+  for (let i = 0; i < specs.length; i++) {
+    const target = batch.buffers[i] as Float32Array | Float64Array;
+    // checkInputs matched the datatype (FP32 or FP64) to the model's, so the buffer is of that type.
+    target.set(scanned.inputs[checked.order[i]!]!.data, batch.rows * batcher.rowElements(batch, i));
+  }
+  return { batch, rows: checked.rows, id: scanned.id, select: null };
 }
 
 /**

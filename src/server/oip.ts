@@ -6,28 +6,35 @@ import pkg from '../version.js';
 import { routeNotFound, shuttingDown, type ScorelineError } from '../errors.js';
 import type { LoadedModel, RunResult } from '../inference/index.js';
 import type { ServerContext } from './context.js';
-import { decodeInstances, decodeOip } from './decode.js';
+import { decodeInstances, decodeOip, decodeScanned } from './decode.js';
+import { ScannedOip, scanOip } from './fast-oip.js';
 import { outputsJson, predictionsJson } from './encode.js';
-import { sendError, sendJson, postRoute, type ResponseState, type PostRequest } from './http.js';
+import { parseJson, sendError, sendJson, postRoute, type ResponseState, type PostRequest } from './http.js';
 import { explaining, explainingInput, oipExplainAsk, v1ExplainAsk, type ExplainAsk, type Explaining } from './explain.js';
 import { infer, type Answering, type Protocol, type Reply } from './inference.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 type Res = HttpResponse & ResponseState;
 
-/** A JSON request body and its size in bytes (which bounds the tensor sizes it may declare). */
+/**
+ * A JSON request body and its size in bytes (which bounds the tensor sizes it may declare). An OIP
+ * body in the common form is read straight from its bytes (a ScannedOip), any other parsed.
+ */
 export interface JsonBody {
   readonly body: unknown;
   readonly size: number;
 }
 
+const decodeOipBody = (m: LoadedModel, i: JsonBody) =>
+  i.body instanceof ScannedOip ? decodeScanned(m, i.body, i.size) : decodeOip(m, i.body, i.size);
+
 /** Open Inference Protocol v2 over JSON. */
 export const OIP_JSON: Protocol<JsonBody> = {
   route: 'infer',
-  decode: (m, i) => decodeOip(m, i.body, i.size),
+  decode: decodeOipBody,
   encode: (m: LoadedModel, result: RunResult, rowStart: number, a: Answering<JsonBody>) =>
     `${m.oipPrefix},"id":${JSON.stringify(a.requestId)},"outputs":${outputsJson(m, result, rowStart, a.decoded.rows, a.decoded.select)}}`,
-  shadow: (m, i) => decodeOip(m, i.body, i.size),
+  shadow: decodeOipBody,
 };
 
 /** KServe v1 `:predict`. */
@@ -126,8 +133,22 @@ function registerInference(
         if (ctx.draining) throw shuttingDown();
       },
       refused: (status) => ctx.monitor.unrouted(route, status),
+      // OIP bodies are read here: the common form straight from the bytes, the rest by JSON.parse.
+      json: protocol !== OIP_JSON,
     },
-    (res, body, raw, p) => {
+    (res, parsed, raw, p) => {
+      let body = parsed;
+      if (protocol === OIP_JSON) {
+        body = scanOip(raw);
+        if (body === null) {
+          try {
+            body = parseJson(raw);
+          } catch (e) {
+            ctx.monitor.unrouted(route, sendError(res, e, ctx.log));
+            return;
+          }
+        }
+      }
       const t = targetPath(protocol, p.params)!;
       const x = t.explain ? explain.suffix : explain.inline;
       let ask: ExplainAsk | null = null;
