@@ -6,6 +6,8 @@
 //   scoreline         the server as shipped (monitoring and the prediction log on): a worker pool,
 //                     and models whose batches run faster than a hop to a worker placed inline
 //   scoreline workers the same with every batch sent to the piscina workers (inlineBelowMicros 0)
+//   floor             uWS copying the body and answering one microtask later with the same answer:
+//                     what any server answering after reading the request pays before doing work
 // and, for the demo model, the shipped server again over OIP gRPC (typed contents and
 // raw_input_contents) driven by bench/grpc-load.ts (wrk speaks HTTP/1.1 only), next to the gRPC
 // ceiling (grpc-js answering fixed bytes).
@@ -161,6 +163,7 @@ async function main(): Promise<void> {
     const answer = join(dir, `${m.name}-answer.json`);
     const p1 = port++;
     const p2 = port++;
+    const p3 = port++;
     m.targets = [
       {
         name: 'ceiling (uWS fixed body)',
@@ -178,19 +181,26 @@ async function main(): Promise<void> {
       },
       scoreline,
       pooled,
+      {
+        name: 'floor (uWS reads, answers a tick later)',
+        port: p3,
+        start: () => node(['dist/bench/servers/hello.js', String(p3), answer, 'read-async']),
+        results: [],
+        cpuUs: [],
+      },
     ];
   }
-  const all = [scoreline, pooled, ...models.flatMap((m) => m.targets.slice(0, 2))];
+  const all = [scoreline, pooled, ...models.flatMap((m) => [m.targets[0]!, m.targets[1]!, m.targets[4]!])];
   killOnExit(() => [...all.map((t) => t.proc), grpcCeiling.proc]);
   const load0 = loadavg()[0]!;
   try {
     for (const t of [scoreline, pooled, ...models.map((m) => m.targets[1]!)]) t.proc = t.start();
     for (const m of models) {
       const path = `/v2/models/${m.name}/infer`;
-      for (const t of m.targets.slice(1)) await waitReady(t.port, path, m.request);
+      for (const t of m.targets.slice(1, 4)) await waitReady(t.port, path, m.request);
       // Same request, same answer: check before measuring anything.
       const answers = await Promise.all(
-        m.targets.slice(1).map(async (t) =>
+        m.targets.slice(1, 4).map(async (t) =>
           (
             await fetch(`http://127.0.0.1:${t.port}${path}`, {
               method: 'POST',
@@ -206,9 +216,10 @@ async function main(): Promise<void> {
       if (probs.some((p) => Math.abs(p - probs[0]!) > 1e-5)) throw new Error(`${m.name}: servers disagree: ${probs.join(', ')}`);
       const ours = answers[1]!;
       writeFileSync(join(dir, `${m.name}-answer.json`), JSON.stringify(ours));
-      const ceiling = m.targets[0]!;
-      ceiling.proc = ceiling.start();
-      await waitReady(ceiling.port, path, m.request);
+      for (const t of [m.targets[0]!, m.targets[4]!]) {
+        t.proc = t.start();
+        await waitReady(t.port, path, m.request);
+      }
     }
 
     // gRPC typed and raw give HTTP's answer; the gRPC ceiling answers with those bytes.
@@ -284,7 +295,13 @@ async function main(): Promise<void> {
           errors: s.res.reduce((a, x) => a + x.errors, 0),
         };
       });
-      const [c, f, sc, w] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
+      const [c, f, sc, w, floor] = summary as [
+        (typeof summary)[0],
+        (typeof summary)[0],
+        (typeof summary)[0],
+        (typeof summary)[0],
+        (typeof summary)[0],
+      ];
       const rows = summary.map((x) => [
         x.name,
         x.cpu.toFixed(2),
@@ -301,7 +318,8 @@ async function main(): Promise<void> {
         table(['server', 'CPU us/request', 'CPU x ceiling', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x ceiling', 'x fastify'], rows) +
         `\n\n- scoreline: **${sc.cpu.toFixed(2)} us** of server CPU per request (**${(sc.cpu / c.cpu).toFixed(2)}x** the ceiling's, **${(sc.cpu / f.cpu).toFixed(2)}x** Fastify's); ` +
         `throughput **${(sc.rps / c.rps).toFixed(2)}x** the ceiling, **${(sc.rps / f.rps).toFixed(2)}x** Fastify; p99 ${sc.p99.toFixed(3)} ms vs Fastify's ${f.p99.toFixed(3)} ms\n` +
-        `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n\n`;
+        `- with every batch in the worker pool: ${w.cpu.toFixed(2)} us/request, ${(w.rps / c.rps).toFixed(2)}x the ceiling, ${(w.rps / f.rps).toFixed(2)}x Fastify, p99 ${w.p99.toFixed(3)} ms\n` +
+        `- the floor (uWS copying the body and answering one microtask later, no work): ${floor.cpu.toFixed(2)} us/request (${(floor.cpu / c.cpu).toFixed(2)}x the ceiling's); scoreline's own work is the other ${(sc.cpu - floor.cpu).toFixed(2)} us\n\n`;
       readme += `${m.label}:\n\n${table(
         ['server', 'CPU us/req', 'RPS', 'p99 ms', 'x ceiling', 'x Fastify'],
         summary.map((x) => [
