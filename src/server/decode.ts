@@ -178,9 +178,11 @@ export function decodeScanned(model: LoadedModel, scanned: ScannedOip, maxElemen
   const batch = reserveFor(model, checked);
   const batcher = model.batcher;
   for (let i = 0; i < specs.length; i++) {
-    const target = batch.buffers[i] as Float32Array | Float64Array;
     // checkInputs matched the datatype (FP32 or FP64) to the model's, so the buffer is of that type.
-    target.set(scanned.inputs[checked.order[i]!]!.data, batch.rows * batcher.rowElements(batch, i));
+    const target = batch.buffers[i] as Float32Array | Float64Array;
+    const data = scanned.inputs[checked.order[i]!]!.data;
+    const at = batch.rows * batcher.rowElements(batch, i);
+    for (let k = 0; k < data.length; k++) target[at + k] = data[k]!;
   }
   return { batch, rows: checked.rows, id: scanned.id, select: null };
 }
