@@ -42,6 +42,15 @@ const DOT = 0x2e;
 const ZERO = 0x30;
 const NINE = 0x39;
 
+/** Where numbers are parsed before being copied out; grows (kept up to MAX_SCRATCH values). */
+let scratch = new Float64Array(1024);
+const MAX_SCRATCH = 1 << 20;
+
+const ascii = (names: readonly string[]) => names.map((n) => Uint8Array.from(n, (ch) => ch.charCodeAt(0)));
+/** The keys read, by index: the body's, and an input's. */
+const BODY_KEYS = ascii(['id', 'inputs']);
+const INPUT_KEYS = ascii(['name', 'datatype', 'shape', 'data']);
+
 /** Gives up: the general path reads this body. */
 class Decline extends Error {}
 const DECLINE = new Decline();
@@ -49,7 +58,7 @@ const DECLINE = new Decline();
 class Reader {
   i = 0;
 
-  constructor(private readonly b: Uint8Array) {}
+  constructor(private readonly b: Buffer) {}
 
   ws(): void {
     const b = this.b;
@@ -75,11 +84,10 @@ class Reader {
     if (this.take() !== c) throw DECLINE;
   }
 
-  /** A string of printable ASCII without escapes (the opening quote already taken). */
-  string(): string {
+  /** Skips a string of printable ASCII without escapes (the opening quote already taken); its end. */
+  private skipString(): number {
     const b = this.b;
-    const start = this.i;
-    let i = start;
+    let i = this.i;
     for (;;) {
       const c = b[i];
       if (c === undefined || c < 0x20 || c > 0x7e || c === 0x5c) throw DECLINE;
@@ -87,9 +95,28 @@ class Reader {
       i++;
     }
     this.i = i + 1;
-    let s = '';
-    for (let k = start; k < i; k++) s += String.fromCharCode(b[k]!);
-    return s;
+    return i;
+  }
+
+  /** A string value (see skipString). */
+  string(): string {
+    const start = this.i;
+    const end = this.skipString();
+    return this.b.toString('latin1', start, end);
+  }
+
+  /** A key: its index in `keys`, or -1; compared byte by byte, no string is made. */
+  key(keys: readonly Uint8Array[]): number {
+    const start = this.i;
+    const end = this.skipString();
+    const b = this.b;
+    next: for (let k = 0; k < keys.length; k++) {
+      const want = keys[k]!;
+      if (want.length !== end - start) continue;
+      for (let j = 0; j < want.length; j++) if (b[start + j] !== want[j]) continue next;
+      return k;
+    }
+    return -1;
   }
 
   /** [n, ...] of positive integers (the '[' already taken). */
@@ -102,15 +129,12 @@ class Reader {
   /**
    * A flat array of JSON numbers of at most 15 significant digits, 22 decimals and no exponent, as
    * JSON.parse reads them (the '[' already taken). One loop over locals: this is where a request's
-   * bytes are. A plain array: allocating a typed array per request costs more than the parsing.
+   * bytes are.
    */
   data(): number[] {
     const b = this.b;
     let i = this.i;
-    // Sized before it is filled: growing an array by push costs more than this count.
-    let count = 1;
-    for (let k = i; k < b.length && b[k] !== CLOSE_BRACKET; k++) if (b[k] === COMMA) count++;
-    const out = new Array<number>(count);
+    let out = scratch;
     let n = 0;
     let c = b[i];
     while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = b[++i];
@@ -145,7 +169,12 @@ class Reader {
       if (c === 0x65 || c === 0x45 || digits > 15 || scale > 22) throw DECLINE;
       // m < 10^15 < 2^53 and 10^scale (scale <= 22) are exact doubles: one correctly rounded division.
       const v = scale === 0 ? m : m / POW10[scale]!;
-      if (n === count) throw DECLINE;
+      if (n === out.length) {
+        const grown = new Float64Array(out.length * 2);
+        grown.set(out);
+        out = grown;
+        if (grown.length <= MAX_SCRATCH) scratch = grown;
+      }
       out[n++] = negative ? -v : v;
       while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = b[++i];
       if (c === CLOSE_BRACKET) break;
@@ -153,8 +182,11 @@ class Reader {
       c = b[++i];
     }
     this.i = i + 1;
-    if (n !== count) throw DECLINE;
-    return out;
+    // Copied out of the scratch into a plain array: a typed array per request (its own buffer, off
+    // the heap) would cost more than the parsing.
+    const values = new Array<number>(n);
+    for (let k = 0; k < n; k++) values[k] = out[k]!;
+    return values;
   }
 
   input(): ScannedInput {
@@ -167,13 +199,13 @@ class Reader {
     if (c === CLOSE_BRACE) throw DECLINE;
     for (;;) {
       if (c !== QUOTE) throw DECLINE;
-      const key = this.string();
+      const key = this.key(INPUT_KEYS);
       this.expect(COLON);
       const v = this.take();
-      if (key === 'name' && name === undefined && v === QUOTE) name = this.string();
-      else if (key === 'datatype' && datatype === undefined && v === QUOTE) datatype = this.string();
-      else if (key === 'shape' && shape === undefined && v === OPEN_BRACKET) shape = this.shape();
-      else if (key === 'data' && data === undefined && v === OPEN_BRACKET) data = this.data();
+      if (key === 0 && name === undefined && v === QUOTE) name = this.string();
+      else if (key === 1 && datatype === undefined && v === QUOTE) datatype = this.string();
+      else if (key === 2 && shape === undefined && v === OPEN_BRACKET) shape = this.shape();
+      else if (key === 3 && data === undefined && v === OPEN_BRACKET) data = this.data();
       else throw DECLINE;
       c = this.take();
       if (c === CLOSE_BRACE) break;
@@ -190,7 +222,7 @@ class Reader {
 }
 
 /** The request in `body`, or null when the general path must read it (see the file comment). */
-export function scanOip(body: Uint8Array): ScannedOip | null {
+export function scanOip(body: Buffer): ScannedOip | null {
   const r = new Reader(body);
   try {
     let id: string | undefined;
@@ -200,11 +232,11 @@ export function scanOip(body: Uint8Array): ScannedOip | null {
     if (c === CLOSE_BRACE) return null;
     for (;;) {
       if (c !== QUOTE) return null;
-      const key = r.string();
+      const key = r.key(BODY_KEYS);
       r.expect(COLON);
       const v = r.take();
-      if (key === 'id' && id === undefined && v === QUOTE) id = r.string();
-      else if (key === 'inputs' && inputs === undefined && v === OPEN_BRACKET) {
+      if (key === 0 && id === undefined && v === QUOTE) id = r.string();
+      else if (key === 1 && inputs === undefined && v === OPEN_BRACKET) {
         inputs = [];
         for (;;) {
           inputs.push(r.input());
