@@ -1,5 +1,6 @@
-// npm run bench:monitoring -- [--seconds 10] [--rounds 5] [--connections 32] [--sample-rate 1] [--no-write]
-// The cost of monitoring on the request path: three scoreline servers on the demo credit model,
+// npm run bench:monitoring -- [--model demo|gbdt] [--seconds 10] [--rounds 5] [--connections 32] [--sample-rate 1] [--no-write]
+// The cost of monitoring on the request path: three scoreline servers on the demo credit model (or,
+// with --model gbdt, bench:http's 150-tree GBDT over 61 features, served by the tree engine),
 // driven by wrk with the same OIP request in interleaved rounds (medians reported, because a small
 // shared machine is noisy). The servers are pinned off wrk's CPU, so their threads (HTTP, prediction
 // log, inference pool) share what is left and monitoring work cannot hide on an idle core.
@@ -34,13 +35,14 @@ import {
   threadNamed,
   type WrkResult,
 } from './wrk.js';
+import { GBDT_NAME, writeGbdtRepository } from './gbdt.js';
 import { runLogThreadSplit, runPredictionLogBench } from './prediction-log.js';
 import { table, writeSection } from './results.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
-const REQUEST = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] });
-const PATH = '/v2/models/credit-default/infer';
+const DEMO_ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
+const oip = (row: readonly number[]) =>
+  JSON.stringify({ inputs: [{ name: 'input', shape: [1, row.length], datatype: 'FP32', data: row }] });
 
 interface Target {
   name: string;
@@ -63,6 +65,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '5' },
       connections: { type: 'string', default: '32' },
       'sample-rate': { type: 'string', default: '1' },
+      model: { type: 'string', default: 'demo' },
       'no-write': { type: 'boolean', default: false },
     },
   });
@@ -72,13 +75,19 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
 
   const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-monitoring-'));
+  const gbdt = values.model === 'gbdt';
+  if (!gbdt && values.model !== 'demo') throw new Error(`--model is demo or gbdt, not ${values.model}`);
+  const repository = gbdt ? join(dir, 'models') : join(ROOT, 'examples/models');
+  const REQUEST = oip(gbdt ? writeGbdtRepository(repository) : DEMO_ROW);
+  const MODEL = gbdt ? GBDT_NAME : 'credit-default';
+  const PATH = `/v2/models/${MODEL}/infer`;
   const load0 = loadavg()[0]!;
   const sampleRate = Number(values['sample-rate']);
   const mk = (name: string, enabled: boolean, rate: number, durability = 'async'): string => {
     const file = join(dir, `${name}.yaml`);
     writeFileSync(
       file,
-      `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate}, durability: ${durability} }\n`,
+      `modelRepository: ${repository}\ndataDir: ${join(dir, name)}\nmonitoring:\n  enabled: ${enabled}\n  predictionLog: { sampleRate: ${rate}, durability: ${durability} }\n`,
     );
     return file;
   };
@@ -161,7 +170,7 @@ async function main(): Promise<void> {
       }
     }
     // The monitored server really monitored: its snapshot counts the traffic and the log holds rows.
-    const snap = (await (await fetch(`http://127.0.0.1:${on.port}/v1/monitoring/credit-default?window=1h`)).json()) as {
+    const snap = (await (await fetch(`http://127.0.0.1:${on.port}/v1/monitoring/${MODEL}?window=1h`)).json()) as {
       volume: { requests: number };
       drift: { score: { psi: number | null } };
     };
@@ -204,7 +213,7 @@ async function main(): Promise<void> {
     `above that, other processes shared the machine and throughput is noisier than CPU per request)`;
   const setup =
     `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others; ` +
-    `request: one row of the demo credit model over OIP.`;
+    `request: one row of ${gbdt ? "bench:http's GBDT (150 trees of depth 3, 61 features)" : 'the demo credit model'} over OIP.`;
   const header = ['server', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors', 'x off', 'server CPU us/request', 'HTTP thread', 'log thread'];
   const row = (x: typeof a) => [
     x.name,
@@ -251,7 +260,9 @@ async function main(): Promise<void> {
   console.log(`\n${text}\n\n${durabilityText}`);
   const args = process.argv.slice(2).filter((x) => x !== '--no-write');
   const command = `npm run bench:monitoring${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`;
-  if (!values['no-write']) {
+  if (!values['no-write'] && gbdt) {
+    writeSection('monitoring-gbdt', 'Monitoring overhead on the GBDT model: all monitoring on vs off', command, text);
+  } else if (!values['no-write']) {
     writeSection('monitoring', 'Monitoring overhead: all monitoring on vs off', command, text);
     writeSection('monitoring-durability', 'Prediction log durability: sync vs async', command, durabilityText);
   }
