@@ -273,7 +273,9 @@ function probeTrees(
     const d = check(r, 1);
     if (d !== null) return d;
   }
-  for (const size of new Set([...spec.warmup.sizes, 7])) {
+  // A warm-up size above the probe's rows is probed with all of them (onnxruntime's path for large
+  // batches is the same from some tens of rows on).
+  for (const size of new Set([...spec.warmup.sizes.map((n) => Math.min(n, PROBE_ROWS)), 7])) {
     for (let from = 0; from + size <= PROBE_ROWS; from += size) {
       const d = check(from, size);
       if (d !== null) return d;
