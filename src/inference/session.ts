@@ -94,7 +94,7 @@ export class SessionHost {
 
   async run(spec: SessionSpec, inputs: readonly TensorPayload[]): Promise<RunResult> {
     const loaded = this.ready.get(spec.key) ?? (await this.load(spec));
-    if (loaded.runner !== null) return runTrees(loaded, loaded.runner, inputs);
+    if (loaded.runner !== null) return runTrees(loaded.outputNames, loaded.runner, inputs);
     const feeds: Record<string, OrtTensor> = {};
     for (const t of inputs) feeds[t.name] = new Tensor(ortType(t.datatype), t.data as never, t.dims as number[]);
     const t0 = performance.now();
@@ -180,7 +180,6 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
     return feeds;
   };
   for (const size of spec.warmup.sizes) session.run(feedsFor(size), fetches, {});
-  const ortRun = (feeds: Record<string, OrtTensor>) => session.run(feeds, fetches, {});
   let runner: TreeRunner | null = null;
   let note: string | null = null;
   if (spec.trees !== undefined) {
@@ -196,13 +195,12 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
   }
   // Time the largest batch a few times: decides whether the model is small enough to run inline.
   const largest = feedsFor(spec.warmup.sizes[spec.warmup.sizes.length - 1] ?? 1);
-  const loadedWithout = { session, fetches, outputNames, runner, engine: 'onnxruntime', note, batchMicros: 0 } as const;
   let batchMicros: number;
   if (runner === null) {
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
-      ortRun(largest);
+      session.run(largest, fetches, {});
       times.push((performance.now() - t0) * 1000);
     }
     batchMicros = times.sort((a, b) => a - b)[2]!;
@@ -216,21 +214,22 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
     const until = performance.now() + 500;
     while (since < 100 && performance.now() < until) {
       const t0 = performance.now();
-      runTrees(loadedWithout, runner, input);
+      runTrees(outputNames, runner, input);
       const us = (performance.now() - t0) * 1000;
       since = us < batchMicros * 0.95 ? 0 : since + 1;
       batchMicros = Math.min(batchMicros, us);
     }
   }
-  return { ...loadedWithout, engine: runner === null ? 'onnxruntime' : 'trees', batchMicros };
+  return { session, fetches, outputNames, runner, engine: runner === null ? 'onnxruntime' : 'trees', note, batchMicros };
 }
 
+/** Warm-up feeds as payloads; only for a tree plan's one FP32 input. */
 function payloads(feeds: Record<string, OrtTensor>): TensorPayload[] {
   return Object.entries(feeds).map(([name, t]) => ({ name, datatype: 'FP32', dims: t.dims, data: t.data as Float32Array }));
 }
 
 /** A batch through the tree engine; outputs in the session's order. */
-function runTrees(loaded: Pick<Loaded, 'outputNames'>, runner: TreeRunner, inputs: readonly TensorPayload[]): RunResult {
+function runTrees(outputNames: readonly string[], runner: TreeRunner, inputs: readonly TensorPayload[]): RunResult {
   const input = inputs.find((t) => t.name === runner.plan.input);
   if (input === undefined || !(input.data instanceof Float32Array) || input.dims.length !== 2 || input.dims[1] !== runner.plan.features) {
     throw new Error(`input '${runner.plan.input}' must be FP32 [rows, ${runner.plan.features}]`);
@@ -238,7 +237,7 @@ function runTrees(loaded: Pick<Loaded, 'outputNames'>, runner: TreeRunner, input
   const t0 = performance.now();
   const out = runner.run(input.data, input.dims[0]!);
   const computeMs = performance.now() - t0;
-  return { outputs: loaded.outputNames.map((n) => out.find((t) => t.name === n)!), computeMs };
+  return { outputs: outputNames.map((n) => out.find((t) => t.name === n)!), computeMs };
 }
 
 /**

@@ -5,7 +5,7 @@
 // in tree order, as onnxruntime does with one intra-op thread; inputs are float32, compared with
 // float32 thresholds. A host only uses it after checking its answers against onnxruntime's, bit for
 // bit (verifyTreeRunner): onnxruntime stays the reference, this is a faster way to the same numbers.
-// Loaded by every piscina worker: depends on nothing but its plan.
+// Loaded by every piscina worker: depends on its plan and, for the logistic, the native addon.
 
 import { loadNativeBinding, type NativeBinding } from '../features/native-cache.js';
 import type { TensorPayload } from './session.js';
