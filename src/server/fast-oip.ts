@@ -5,11 +5,12 @@
 // bench:request-path), and decoded without the per-value checks of an unknown JSON value.
 //
 // It takes only what it can read exactly as JSON.parse would: FP32 and FP64 inputs with flat data
-// whose count matches the shape, numbers of at most 15 significant digits and 22 decimals without an
-// exponent (their value is then one exact division, correctly rounded like JSON.parse's), strings without escapes or
-// non-ASCII bytes, no key twice, no other keys. Everything else (parameters, outputs, nested or
-// boolean data, 17-digit doubles, any doubt) returns null and takes the general path, which owns
-// every error message: a body this reader takes is one the general path would have accepted too.
+// whose count matches the shape, numbers of at most 15 significant digits and 22 decimals without
+// an exponent (their value is then one exact division, correctly rounded like JSON.parse's),
+// strings of printable ASCII without escapes, no key twice, no other keys. Everything else
+// (parameters, outputs, nested or boolean data, 17-digit doubles, any doubt) returns null and takes
+// the general path, which owns every error message: a body this reader takes, the general path
+// would have read to the same values.
 
 /** A request read by scanOip: what decodeScanned (decode.ts) needs. */
 export class ScannedOip {
