@@ -27,16 +27,10 @@ export interface EnsembleColumn {
   readonly complementOf?: object;
 }
 
-/** The columns of the node's score output, and a description ("TreeEnsembleClassifier (150 trees)"). */
-export function ensembleColumns(
-  op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegressor',
-  attrs: Attributes,
-  roundInput: boolean,
-  features: number,
-): { columns: EnsembleColumn[]; source: string } {
-  const classifier = op === 'TreeEnsembleClassifier';
-  const w = classifier ? 'class' : 'target';
-  const raw: RawEnsemble = {
+/** A TreeEnsemble node's node and leaf-weight attributes (class_* or target_*), as decoded. */
+export function rawEnsemble(op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegressor', attrs: Attributes): RawEnsemble {
+  const w = op === 'TreeEnsembleClassifier' ? 'class' : 'target';
+  return {
     treeIds: ints(attrs, 'nodes_treeids'),
     nodeIds: ints(attrs, 'nodes_nodeids'),
     featureIds: ints(attrs, 'nodes_featureids'),
@@ -50,6 +44,17 @@ export function ensembleColumns(
     weightId: ints(attrs, `${w}_ids`),
     weightValue: floatsOrTensor(attrs, `${w}_weights`),
   };
+}
+
+/** The columns of the node's score output, and a description ("TreeEnsembleClassifier (150 trees)"). */
+export function ensembleColumns(
+  op: 'TreeEnsembleClassifier' | 'TreeEnsembleRegressor',
+  attrs: Attributes,
+  roundInput: boolean,
+  features: number,
+): { columns: EnsembleColumn[]; source: string } {
+  const classifier = op === 'TreeEnsembleClassifier';
+  const raw = rawEnsemble(op, attrs);
   const post = text(attrs.get('post_transform')?.s) || 'NONE';
   if (post === 'PROBIT') throw new Unsupported('post_transform PROBIT');
   const base = floatsOrTensor(attrs, 'base_values');

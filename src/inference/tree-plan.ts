@@ -10,8 +10,9 @@
 // Runs on the main thread: it decodes the protobuf, which the workers never load.
 
 import onnxProto from 'onnx-proto';
-import { ints, num, strings, text, type Attributes } from '../explain/onnx-attributes.js';
-import { parseEnsemble, Unsupported, type RawEnsemble } from '../explain/tree-model.js';
+import { floats, ints, num, strings, text, type Attributes } from '../explain/onnx-attributes.js';
+import { rawEnsemble } from '../explain/onnx-ensemble.js';
+import { parseEnsemble, Unsupported } from '../explain/tree-model.js';
 import { MAX_PLAN_NODES, type TreePlan } from './tree-runner.js';
 
 const { onnx } = onnxProto;
@@ -62,24 +63,11 @@ function compile(bytes: Uint8Array): TreePlan {
   }
   const classifier = op === 'TreeEnsembleClassifier';
   const w = classifier ? 'class' : 'target';
-  const floatsOf = (name: string) => [...(attrs.get(name)?.floats ?? [])];
-  const raw: RawEnsemble = {
-    treeIds: ints(attrs, 'nodes_treeids'),
-    nodeIds: ints(attrs, 'nodes_nodeids'),
-    featureIds: ints(attrs, 'nodes_featureids'),
-    values: floatsOf('nodes_values'),
-    modes: strings(attrs, 'nodes_modes'),
-    trueIds: ints(attrs, 'nodes_truenodeids'),
-    falseIds: ints(attrs, 'nodes_falsenodeids'),
-    missingTrue: ints(attrs, 'nodes_missing_value_tracks_true'),
-    weightTree: ints(attrs, `${w}_treeids`),
-    weightNode: ints(attrs, `${w}_nodeids`),
-    weightId: ints(attrs, `${w}_ids`),
-    weightValue: floatsOf(`${w}_weights`),
-  };
+  // No `_as_tensor` attribute is left (refused above): every value is a float32 list.
+  const raw = rawEnsemble(op, attrs);
   if (raw.treeIds.length === 0) throw new Unsupported('the ensemble has no nodes');
   const post = text(attrs.get('post_transform')?.s) || 'NONE';
-  const base = floatsOf('base_values');
+  const base = floats(attrs, 'base_values');
 
   let labels: [number, number] = [0, 1];
   let logistic = false;
