@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { scanRepository } from '../src/registry/repository.js';
 import { PostgresStore, SqliteStore, type Job, type Store } from '../src/store/index.js';
+import { Database } from '../src/store/postgres/database.js';
 import { MIGRATIONS } from '../src/store/postgres/migrations/index.js';
 import { clock } from './fixtures/registry.js';
 import { writeSumModel } from './fixtures/models.js';
@@ -665,6 +666,32 @@ test('the PostgreSQL store: replicas starting together migrate once; changes rea
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a transaction open when PostgreSQL shuts down fails with STORE_UNAVAILABLE instead of ending the process, and the pool recovers', {
+  skip: postgresSkip(),
+}, async () => {
+  const server = await startPostgres('shutdown');
+  const db = new Database(server.url);
+  try {
+    await assert.rejects(
+      db.tx(async (c) => {
+        await c.query('SELECT 1');
+        // Between statements, out of the pool: the server's 57P01 arrives as an 'error' event on
+        // this connection, with nothing of the pool's listening.
+        const ended = new Promise<void>((resolve) => c.once('end', () => resolve()));
+        await server.stop();
+        await ended;
+        await c.query('SELECT 2');
+      }),
+      { code: 'STORE_UNAVAILABLE' },
+    );
+    await server.start();
+    assert.deepEqual(await db.tx(async (c) => (await c.query('SELECT 3 AS n')).rows), [{ n: 3 }], 'the broken connection is not reused');
+  } finally {
+    await db.close();
+    await server.remove();
   }
 });
 

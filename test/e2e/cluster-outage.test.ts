@@ -136,8 +136,15 @@ test('PostgreSQL stopped 30 s under load: no failed inference, admin writes 503 
       'the merged view counts every answered request',
       15_000,
       async () => {
-        const s = (await request(`${c.url(2)}/v1/monitoring/risk?version=1&window=1h`)).body;
-        return s.volume?.requests === answered && s.latency.count === answered ? s : undefined;
+        const r = await request(`${c.url(2)}/v1/monitoring/risk?version=1&window=1h`);
+        if (r.status !== 200) throw new Error(`${r.status}: ${r.text}`);
+        const s = r.body;
+        if (s.volume?.requests === answered && s.latency.count === answered) return s;
+        // What the view said last goes into the timeout's message.
+        throw new Error(
+          `${answered} answered, the view has ${s.volume?.requests} requests and ${s.latency?.count} latencies; ` +
+            `replicas ${JSON.stringify(s.replicas)}, statuses ${JSON.stringify([...statuses])}`,
+        );
       },
       200,
     );

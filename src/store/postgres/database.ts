@@ -73,6 +73,14 @@ const reason = (e: unknown): string => {
 
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
+/** A connection taken from the pool (Database.lease). */
+export interface Lease {
+  readonly client: pg.PoolClient;
+  /** Set when the connection failed; a broken connection is destroyed on release, never reused. */
+  broken: boolean;
+  release(): void;
+}
+
 export class Database {
   readonly pool: pg.Pool;
   readonly url: string;
@@ -111,27 +119,51 @@ export class Database {
     }
   }
 
-  /** Runs fn in one transaction (READ COMMITTED), committed when it resolves, rolled back when it throws. */
-  async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * A connection of the pool for the caller's own sequence of statements. Out of the pool, a
+   * connection has no listener for an error the server sends between statements (57P01 when it
+   * shuts down): that would be an uncaught 'error' event and end the process or the thread. Here it
+   * marks the lease broken, and the next statement on it fails. `release` returns it to the pool, or
+   * destroys it when broken (by that event or by the caller).
+   */
+  async lease(): Promise<Lease> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (e) {
       throw this.translate(e);
     }
-    let broken = false;
+    const lease: Lease = {
+      client,
+      broken: false,
+      release: () => {
+        client.removeListener('error', onError);
+        client.release(lease.broken ? true : undefined);
+      },
+    };
+    const onError = () => {
+      lease.broken = true;
+    };
+    client.on('error', onError);
+    return lease;
+  }
+
+  /** Runs fn in one transaction (READ COMMITTED), committed when it resolves, rolled back when it throws. */
+  async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const lease = await this.lease();
+    const client = lease.client;
     try {
       await client.query('BEGIN');
       const out = await fn(client);
       await client.query('COMMIT');
       return out;
     } catch (e) {
-      broken = isUnreachable(e);
-      if (!broken) await client.query('ROLLBACK').catch(() => (broken = true));
+      if (isUnreachable(e)) lease.broken = true;
+      if (!lease.broken) await client.query('ROLLBACK').catch(() => (lease.broken = true));
       throw this.translate(e);
     } finally {
       // A connection that failed mid-transaction is not handed out again.
-      client.release(broken ? true : undefined);
+      lease.release();
     }
   }
 

@@ -4,7 +4,6 @@
 // its own transaction with its row in schema_migrations. Append migrations; never edit one that
 // has shipped.
 
-import type { PoolClient } from 'pg';
 import { configInvalid } from '../../../errors.js';
 import type { Database } from '../database.js';
 import initial from './0001-initial.js';
@@ -22,13 +21,8 @@ const MIGRATION_LOCK = 0x73636f72;
 
 /** Applies the migrations the database lacks; returns the versions applied now. */
 export async function migrate(db: Database): Promise<number[]> {
-  let client: PoolClient;
-  try {
-    client = await db.pool.connect();
-  } catch (e) {
-    throw db.translate(e);
-  }
-  let broken = false;
+  const lease = await db.lease();
+  const client = lease.client;
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     try {
@@ -56,12 +50,12 @@ export async function migrate(db: Database): Promise<number[]> {
       }
       return applied;
     } finally {
-      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => (broken = true));
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => (lease.broken = true));
     }
   } catch (e) {
-    broken = true;
+    lease.broken = true;
     throw db.translate(e);
   } finally {
-    client.release(broken ? true : undefined);
+    lease.release();
   }
 }
