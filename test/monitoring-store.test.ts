@@ -227,6 +227,7 @@ test('prediction log, durability sync: commit() settles once the rows are in the
     errors: 0,
     backlog: 0,
     dropped: 0,
+    restarts: 0,
     shipping: null,
   });
   await log.close();

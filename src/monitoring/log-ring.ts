@@ -26,6 +26,8 @@ const HEAD = 0;
 const TAIL = 16;
 const SETTLED = 17;
 const REFUSALS = 18;
+/** Rows the reader has taken out of the ring (read, not necessarily settled): where a new reader resumes. */
+const READ = 19;
 const WAKE = 32;
 
 /** Wake word: the reader sleeps until a writer notifies. */
@@ -88,6 +90,11 @@ class RingViews {
   /** Refusals so far (durability sync: rows that were not committed and whose requests got an error). */
   refusals(): number {
     return Atomics.load(this.ctl, REFUSALS);
+  }
+
+  /** Rows taken out of the ring by a reader so far (int32, wraps). */
+  taken(): number {
+    return Atomics.load(this.ctl, READ);
   }
 }
 
@@ -204,9 +211,24 @@ export class RingWriter extends RingViews {
     return true;
   }
 
-  /** Refuses every record from now on (the reader is gone): no check on the write path, the size test does it. */
-  stop(): void {
-    this.maxRecord = -1;
+  /**
+   * The reader died. The rows it had taken out of the ring and not settled are gone with it; with
+   * `all`, so is everything still in the ring (the next reader starts after it: those rows may be
+   * what killed the last one). The lost rows are counted as one refusal and settled, so a commit
+   * waiting on them fails rather than waits. Returns their range (after `from`, through `through`)
+   * and the refusal's number. Only while no reader runs.
+   */
+  abandon(all: boolean): { from: number; through: number; refusals: number } {
+    const from = this.settled();
+    if (all) {
+      Atomics.store(this.ctl, READ, this.rows);
+      Atomics.store(this.ctl, TAIL, this.head);
+    }
+    const through = this.taken();
+    const refusals = from === through ? this.refusals() : Atomics.add(this.ctl, REFUSALS, 1) + 1;
+    Atomics.store(this.ctl, SETTLED, through);
+    Atomics.notify(this.ctl, SETTLED);
+    return { from, through, refusals };
   }
 
   /** Asks the reader to write everything so far now. */
@@ -328,9 +350,16 @@ export interface RecordVisitor {
 
 /** The log thread's end. */
 export class RingReader extends RingViews {
-  private tail = 0;
+  private tail: number;
   /** Rows read so far (int32, wraps): the same sequence as the writer's. */
-  rows = 0;
+  rows: number;
+
+  /** Starts where the last reader of this ring stopped (a new ring: at its start). */
+  constructor(sab: SharedArrayBuffer) {
+    super(sab);
+    this.tail = Atomics.load(this.ctl, TAIL);
+    this.rows = Atomics.load(this.ctl, READ);
+  }
 
   /** Whether every published record has been read. */
   empty(): boolean {
@@ -368,8 +397,9 @@ export class RingReader extends RingViews {
       if (t === cap) t = 0;
     }
     this.tail = t;
-    Atomics.store(this.ctl, TAIL, t);
     this.rows = (this.rows + n) | 0;
+    Atomics.store(this.ctl, READ, this.rows);
+    Atomics.store(this.ctl, TAIL, t);
     return n;
   }
 

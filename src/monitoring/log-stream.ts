@@ -14,7 +14,8 @@ export interface StreamOwner {
 
 /** The log of one model version, variant and API key; rows of `width` float inputs. */
 export class LogStream {
-  private defined = false;
+  /** The stream's definition as written into the ring, once it has been (null before). */
+  definition: string | null = null;
 
   constructor(
     private readonly log: StreamOwner,
@@ -37,7 +38,7 @@ export class LogStream {
   push(id: string, ts: number, score: number, row: ArrayLike<number> | null, offset: number, part = -1): boolean {
     const log = this.log;
     if (log.closed) return false;
-    if ((!this.defined && !this.define()) || !this.ring.row(this.index, this.width, id, part, ts, score, row, offset)) {
+    if ((this.definition === null && !this.define()) || !this.ring.row(this.index, this.width, id, part, ts, score, row, offset)) {
       log.dropped++;
       return false;
     }
@@ -47,7 +48,9 @@ export class LogStream {
 
   private define(): boolean {
     const { model, version, variant, width, task, keyId } = this;
-    this.defined = this.ring.define(this.index, JSON.stringify({ model, version, variant, width, task, keyId }));
-    return this.defined;
+    const json = JSON.stringify({ model, version, variant, width, task, keyId });
+    if (!this.ring.define(this.index, json)) return false;
+    this.definition = json;
+    return true;
   }
 }

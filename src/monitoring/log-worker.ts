@@ -52,6 +52,12 @@ export interface LogWorkerData {
   flushMs: number;
   /** Set when the log is shared through PostgreSQL: its URL. */
   shared?: { url: string };
+  /**
+   * Set when this thread replaces one that died: the streams defined so far (index, definition
+   * JSON), whose definitions the dead thread had already read out of the ring. The ring's reading
+   * resumes where the dead thread stopped.
+   */
+  restart?: { streams: [number, string][] };
 }
 
 export type LogRequest =
@@ -106,10 +112,11 @@ const GROUP_ROWS = 65_536;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 
-const { file, durability, ring, flushMs, shared } = workerData as LogWorkerData;
+const { file, durability, ring, flushMs, shared, restart } = workerData as LogWorkerData;
 const SYNC = durability === 'sync';
 const reader = new RingReader(ring);
 const assembler = new SegmentAssembler();
+for (const [index, json] of restart?.streams ?? []) assembler.define(index, json);
 
 let store: Store | null = null;
 
@@ -137,9 +144,10 @@ let held = 0;
 let writeQueued = false;
 let retryTimer: NodeJS.Timeout | null = null;
 let retryMs = RETRY_MIN_MS;
-let failing = false;
+/** After a restart the HTTP thread counts the log as failing until this thread's first write. */
+let failing = restart !== undefined;
 /** Rows committed or refused so far (as published in the ring). */
-let settledThrough = 0;
+let settledThrough = reader.settled();
 /** Set while reading is paused at MAX_BACKLOG: called once a write makes room. */
 let onRoom: (() => void) | null = null;
 

@@ -33,6 +33,13 @@ export type Durability = 'async' | 'sync';
 
 /** Longest a closing shared log waits to ship what it committed. */
 const CLOSE_SHIP_MS = 5000;
+/** A log thread that died is replaced after this pause, doubled (to RESTART_MAX_MS) while replacements keep dying young. */
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 30_000;
+/** A thread that lived this long died of something new: the next pause starts again from RESTART_MIN_MS. */
+const RESTART_RESET_MS = 60_000;
+/** History points and alert events kept for the next log thread while none runs. */
+const MAX_PARKED = 10_000;
 
 /** Where the log reports its failures and recoveries (a pino logger fits). */
 export interface LogSink {
@@ -74,6 +81,8 @@ export interface PredictionLogStatus {
   backlog: number;
   /** Predictions never written: the ring was full, the log thread died, or they were still held at shutdown. */
   dropped: number;
+  /** Log threads started again after one died. */
+  restarts: number;
   /** Shipping to PostgreSQL (null: the log is not shared). */
   shipping: ShippingStatus | null;
 }
@@ -93,7 +102,20 @@ interface Deferred {
 }
 
 export class PredictionLog {
-  private readonly worker: Worker;
+  private worker!: Worker;
+  private readonly workerData: LogWorkerData;
+  /** Why the current thread failed (its error event), for the line its exit writes. */
+  private crash: string | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartMs = RESTART_MIN_MS;
+  private startedAt = 0;
+  /** Rows the ring had given out when the current thread started: one that dies without taking any may be killed by them. */
+  private resumedAt = 0;
+  /** History points and alert events sent while no log thread runs: the next one gets them. */
+  private readonly parked: LogRequest[] = [];
+  private parkedDropped = 0;
+  /** Log threads started again after one died. */
+  restarts = 0;
   private readonly file: string;
   private readonly ring: RingWriter;
   private readonly streams = new Map<string, LogStream>();
@@ -111,7 +133,7 @@ export class PredictionLog {
   private refusalsSeen = 0;
   /** Whether a wait on the ring's settled count is armed. */
   private watching = false;
-  /** Set when the log thread has died: nothing more will be written. */
+  /** Set while no log thread runs (one died, the next starts after a pause): commits and reads fail at once. */
   private dead: Error | null = null;
   private failingSince: number | null = null;
   private episode = { errors: 0, dropped: 0 };
@@ -133,27 +155,14 @@ export class PredictionLog {
     this.ring = new RingWriter(ring);
     this.shippingStatus =
       opts.shared === undefined ? null : { state: 'ok', backlog_rows: 0, shipped: 0, errors: 0, last_error: null, last_error_at: null };
-    const workerData: LogWorkerData = {
+    this.workerData = {
       file: this.file,
       durability: this.durability,
       ring,
       flushMs: opts.flushMs ?? DEFAULT_FLUSH_MS,
       ...(opts.shared !== undefined ? { shared: { url: opts.shared.url } } : {}),
     };
-    this.worker = new Worker(new URL('./log-worker.js', import.meta.url), { workerData });
-    this.worker.unref();
-    this.worker.on('message', (m: LogReport | LogReply) => {
-      if ('id' in m) return this.answered(m);
-      if (m.kind === 'written') this.written();
-      else if (m.kind === 'shipping') this.shipped(m.status);
-      else this.failed(m);
-    });
-    // The thread itself died (not a failed write, which it survives): a bug that threw, out of
-    // memory, or an exit nobody asked for. Nothing more will be written.
-    this.worker.on('error', (e) => this.died(e.message));
-    this.worker.on('exit', (code) => {
-      if (!this.closed) this.died(`exited with code ${code}`);
-    });
+    this.spawn();
     const prune = () =>
       void this.prune(Date.now() - opts.retentionDays * 86_400_000).then(
         (r) => {
@@ -172,34 +181,95 @@ export class PredictionLog {
     prune();
   }
 
+  /** Starts a log thread; after a death, with the streams defined so far, reading the ring where the dead one stopped. */
+  private spawn(restart?: LogWorkerData['restart']): void {
+    const w = new Worker(new URL('./log-worker.js', import.meta.url), {
+      workerData: restart === undefined ? this.workerData : { ...this.workerData, restart },
+    });
+    w.unref();
+    w.on('message', (m: LogReport | LogReply) => {
+      if ('id' in m) return this.answered(m);
+      if (m.kind === 'written') this.written();
+      else if (m.kind === 'shipping') this.shipped(m.status);
+      else this.failed(m);
+    });
+    // The thread itself died (not a failed write, which it survives): a bug that threw, out of
+    // memory, or an exit nobody asked for. Its exit follows its error event.
+    w.on('error', (e) => {
+      if (this.worker === w) this.crash = e.message;
+    });
+    w.on('exit', (code) => {
+      if (this.worker === w && !this.closed) this.died(this.crash ?? `exited with code ${code}`);
+    });
+    this.worker = w;
+    this.crash = null;
+    this.dead = null;
+    this.startedAt = Date.now();
+    this.resumedAt = this.ring.taken();
+    // Rows that waited for it are written now, not a flush interval later.
+    if (restart !== undefined && this.backlog > 0) this.ring.urgent();
+    for (const m of this.parked.splice(0)) w.postMessage(m);
+    if (this.parkedDropped > 0) {
+      this.opts.logger?.error(
+        { file: this.file, dropped: this.parkedDropped },
+        `prediction log: ${this.parkedDropped} history points and alert events sent while no log thread ran were dropped (at most ${MAX_PARKED} wait)`,
+      );
+      this.parkedDropped = 0;
+    }
+  }
+
   /**
-   * The log thread is gone: what it had not written is lost and counted as dropped, the ring refuses
-   * every row from now on (dropped and counted too, never waited for), and commits and reads waiting
-   * on it fail with STORE_UNAVAILABLE, as does every later one. The log says so once, at error.
+   * The log thread is gone. The predictions it had taken from the ring and not written are lost,
+   * counted as dropped; commits and requests waiting on it fail with STORE_UNAVAILABLE, as does
+   * every commit and read until a new thread runs. That one starts after a pause (longer while
+   * replacements keep dying young) and reads the ring from where the dead one stopped: rows logged
+   * meanwhile wait there, and are dropped and counted only if it fills. A replacement that dies
+   * without taking a row skips what the ring holds (dropped and counted too), since those rows may
+   * be what killed it. Each death is logged at error.
    */
   private died(why: string): void {
-    if (this.dead !== null) return;
-    const lost = this.backlog;
     const error = `the prediction log thread stopped: ${why}`;
     this.errors++;
     this.lastError = error;
     this.lastErrorAt = Date.now();
     this.failingSince ??= this.lastErrorAt;
-    this.dead = storeUnavailable(error);
-    this.ring.stop();
-    this.dropped += lost;
-    this.opts.logger?.error(
-      { file: this.file, err: why, lost, durability: this.durability },
-      `prediction log: ${error}; ${lost} predictions not yet written are lost, and every prediction from now on is dropped and counted (restart the server to log again)`,
-    );
-    for (const w of this.waiting.values()) w.reject(this.dead);
+    const err = storeUnavailable(`${error}; a new one is starting`);
+    this.dead = err;
+    for (const w of this.waiting.values()) w.reject(err);
     this.waiting.clear();
-    this.rejectAll(this.dead);
+    const stuck = this.restarts > 0 && this.ring.taken() === this.resumedAt && this.ring.rows !== this.ring.taken();
+    const lost = this.ring.abandon(stuck);
+    const n = (lost.through - lost.from) | 0;
+    this.dropped += n;
+    // Commits waiting fail (their rows may yet be written by the next thread: a 503 then, never an
+    // answer whose prediction was not logged); the next commit covers only rows logged after this.
+    this.noteRefusals(lost.refusals);
+    this.rejectAll(err);
+    this.commitFrom = this.ring.rows;
+    if (Date.now() - this.startedAt >= RESTART_RESET_MS) this.restartMs = RESTART_MIN_MS;
+    const pause = this.restartMs;
+    this.restartMs = Math.min(RESTART_MAX_MS, this.restartMs * 2);
+    this.opts.logger?.error(
+      { file: this.file, err: why, lost: n, skipped: stuck, restartInMs: pause, durability: this.durability },
+      `prediction log: ${error}; ${n} predictions it had not written are lost (counted as dropped)` +
+        `${stuck ? ', with those waiting in the ring, which the last new thread died on' : ''}; ` +
+        `a new log thread starts in ${pause} ms and writes what is logged meanwhile`,
+    );
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.closed) return;
+      this.restarts++;
+      this.spawn({
+        streams: [...this.streams.values()].flatMap((st): [number, string][] =>
+          st.definition === null ? [] : [[st.index, st.definition]],
+        ),
+      });
+    }, pause);
+    this.restartTimer.unref();
   }
 
-  /** Predictions logged and not yet written (in the ring, or held by the log thread); none once it has died (they are dropped). */
+  /** Predictions logged and not yet written (in the ring, or held by the log thread). */
   get backlog(): number {
-    if (this.dead !== null) return 0;
     return (this.ring.rows - this.ring.settled()) | 0;
   }
 
@@ -385,8 +455,13 @@ export class PredictionLog {
       this.pendingCommit = null;
     }
     this.commitFrom = this.ring.rows;
-    this.refusalsSeen = refusals;
+    this.noteRefusals(refusals);
     this.settle();
+  }
+
+  /** Refusals up to number `refusals` are handled (a late report of a dead thread never moves it back). */
+  private noteRefusals(refusals: number): void {
+    if (reached(refusals, this.refusalsSeen)) this.refusalsSeen = refusals;
   }
 
   private noteFailure(error: string, code: string | null, held: number): void {
@@ -429,6 +504,7 @@ export class PredictionLog {
       errors: this.errors,
       backlog: this.backlog,
       dropped: this.dropped,
+      restarts: this.restarts,
       shipping: this.shippingStatus === null ? null : { ...this.shippingStatus },
     };
   }
@@ -476,7 +552,7 @@ export class PredictionLog {
   }
 
   putHistory(points: { model: string; version: number; at: number; data: string }[]): void {
-    if (!this.closed && points.length > 0) this.worker.postMessage({ op: 'history.put', points } satisfies LogRequest);
+    if (!this.closed && points.length > 0) this.post({ op: 'history.put', points });
   }
 
   history(model: string, version: number, from: number, to: number): Promise<Record<string, unknown>[]> {
@@ -484,8 +560,20 @@ export class PredictionLog {
   }
 
   saveAlert(id: string, state: string, data: unknown, at: number): void {
-    if (!this.closed)
-      this.worker.postMessage({ op: 'alerts.save', alert: { id, state, data: JSON.stringify(data), at } } satisfies LogRequest);
+    if (!this.closed) this.post({ op: 'alerts.save', alert: { id, state, data: JSON.stringify(data), at } });
+  }
+
+  /** A write that owes no answer; kept for the next thread while none runs (beyond MAX_PARKED the oldest are dropped, counted and logged). */
+  private post(m: LogRequest): void {
+    if (this.dead === null) {
+      this.worker.postMessage(m);
+      return;
+    }
+    this.parked.push(m);
+    if (this.parked.length > MAX_PARKED) {
+      this.parked.shift();
+      this.parkedDropped++;
+    }
   }
 
   alertHistory(limit: number, since: number): Promise<unknown[]> {
@@ -532,6 +620,7 @@ export class PredictionLog {
       );
     }
     clearInterval(this.pruneTimer);
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
     this.rejectAll(storeUnavailable('the prediction log is closed'));
     await this.worker.terminate();
   }
