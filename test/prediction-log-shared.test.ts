@@ -7,14 +7,18 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { exportCommand } from '../src/commands/export.js';
+import { exportPredictions } from '../src/export/index.js';
 import { PredictionLog } from '../src/monitoring/index.js';
 import { classificationMetrics, type ClassificationMetrics } from '../src/monitoring/metrics.js';
 import { Database as Postgres } from '../src/store/postgres/database.js';
 import { migrate } from '../src/store/postgres/migrations/index.js';
+import { PostgresPredictions } from '../src/store/postgres/predictions.js';
 import { postgresSkip, startPostgres, type TestPostgres } from './fixtures/postgres.js';
 import { waitFor } from './fixtures/wait.js';
 import { tempDir } from './e2e/server.js';
@@ -56,6 +60,143 @@ async function shipped(log: PredictionLog, total: number): Promise<void> {
 
 const rowsOf = async (model: string) =>
   Number((await pg.query<{ n: string }>('SELECT count(*) AS n FROM predictions WHERE model = $1', [model]))[0]!.n);
+
+test("export reads the shared log: every replica's predictions with the labels sent to any replica, across cursor fetches; --local reads one file", {
+  skip,
+}, async () => {
+  const aDir = await tempDir('scoreline-shared-export-a-');
+  const a = new PredictionLog({ dataDir: aDir, sampleRate: 1, retentionDays: 30, flushMs: 10, shared: { url: pg.url } });
+  const b = await open('export-b');
+  const dir = await tempDir('scoreline-shared-export-');
+  const db = new Postgres(pg.url);
+  try {
+    const t0 = Date.UTC(2026, 10, 30, 12);
+    const row = new Float32Array([0, 0.5]);
+    // 70,500 predictions, more than one cursor fetch (65,536): A logs v1 rows, B v1 rows and v2 canary rows, some without inputs.
+    let na = 0;
+    let nb = 0;
+    for (let i = 0; i < 70_000; i++) {
+      row[0] = i;
+      const log = i % 7 < 4 ? a : b;
+      log.append(`e-${i}`, 'exp', 1, 'stable', t0 + i, (i % 100) / 100, i % 1000 === 0 ? null : row, 0, 2, 'classification');
+      if (log === a) na++;
+      else nb++;
+    }
+    for (let i = 0; i < 500; i++) {
+      row[0] = -i;
+      b.append(`c-${i}`, 'exp', 2, 'canary', t0 + 2 * i, 0.25, row, 0, 2, 'classification');
+    }
+    a.append('other-1', 'other', 1, 'stable', t0, 0.5, row, 0, 2, 'classification');
+    await shipped(a, na + 1);
+    await shipped(b, nb + 500);
+    // Labels through A for rows B logged, and through B for A's.
+    const labels = [1, 4, 5, 6, 69_999].map((i) => ({ requestId: `e-${i}`, label: i % 2 }));
+    assert.equal((await a.feedback(labels.filter((_, k) => k % 2 === 0))).joined, 3);
+    assert.equal((await b.feedback([...labels.filter((_, k) => k % 2 === 1), { requestId: 'c-7', label: 1 }])).joined, 3);
+
+    const names = (v: number) => (v === 1 || v === 2 ? ['x0', 'x1'] : null);
+    const out = join(dir, 'all.jsonl');
+    const s = await exportPredictions({
+      dataDir: dir,
+      shared: new PostgresPredictions(db),
+      model: 'exp',
+      from: 0,
+      to: Date.now(),
+      format: 'jsonl',
+      output: out,
+      featureNames: names,
+    });
+    assert.deepEqual([s.rows, s.labelled, s.versions], [70_500, 6, [1, 2]]);
+    const lines = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 70_500);
+    const byId = new Map(lines.map((l) => [l.request_id as string, l]));
+    assert.equal(byId.size, 70_500, 'every row once');
+    for (const i of [0, 1, 4, 999, 1000, 65_535, 65_536, 69_999]) {
+      const l = byId.get(`e-${i}`)!;
+      assert.equal(l.ts, new Date(t0 + i).toISOString());
+      assert.equal(l.version, 1);
+      assert.equal(l.variant, 'stable');
+      assert.equal(l.score, (i % 100) / 100);
+      assert.deepEqual([l.x0, l.x1], i % 1000 === 0 ? [null, null] : [i, 0.5], `inputs of e-${i}`);
+      const labelled = labels.find((x) => x.requestId === `e-${i}`);
+      assert.equal(l.label, labelled === undefined ? null : labelled.label, `label of e-${i}`);
+    }
+    assert.deepEqual(
+      [byId.get('c-7')!.version, byId.get('c-7')!.variant, byId.get('c-7')!.label, byId.get('c-7')!.x0],
+      [2, 'canary', 1, -7],
+    );
+    // Ordered by version, then variant, then time.
+    assert.deepEqual(
+      lines.slice(0, 3).map((l) => l.request_id),
+      ['e-0', 'e-1', 'e-2'],
+    );
+    assert.equal(lines[70_000]!.request_id, 'c-0');
+
+    // A window and a version filter; a model the shared log has not.
+    const windowed = await exportPredictions({
+      dataDir: dir,
+      shared: new PostgresPredictions(db),
+      model: 'exp',
+      version: 2,
+      from: t0 + 100,
+      to: t0 + 200,
+      format: 'csv',
+      output: join(dir, 'w.csv'),
+      featureNames: names,
+    });
+    assert.deepEqual([windowed.rows, windowed.versions], [50, [2]]);
+    await assert.rejects(
+      exportPredictions({
+        dataDir: dir,
+        shared: new PostgresPredictions(db),
+        model: 'nope',
+        from: 0,
+        to: Date.now(),
+        format: 'csv',
+        output: join(dir, 'n.csv'),
+        featureNames: names,
+      }),
+      /the shared prediction log has no predictions of model 'nope' \(it has: exp, other\)/,
+    );
+
+    // The command with the store's URL reads the shared log; with --local, the data dir's file.
+    const said: string[] = [];
+    const { log, error } = console;
+    console.log = (line: string) => void said.push(line);
+    console.error = () => undefined; // the unnamed-inputs warnings
+    try {
+      const cli = (extra: string[]) =>
+        exportCommand.run(['predictions', '--model', 'exp', '--store-url', pg.url, '--data-dir', aDir, '--quiet', ...extra]);
+      assert.equal(await cli(['--output', join(dir, 'cli.csv')]), 0);
+      assert.equal(await cli(['--output', join(dir, 'cli-local.csv'), '--local']), 0);
+    } finally {
+      console.log = log;
+      console.error = error;
+    }
+    assert.match(said[0]!, /^exported 70,500 predictions of exp from the shared log \(PostgreSQL at .*\) \(versions 1, 2; 6 labelled;/);
+    assert.match(said[1]!, new RegExp(`^exported ${na.toLocaleString('en-US')} predictions of exp \\(versions 1; 0 labelled;`));
+    assert.equal(readFileSync(join(dir, 'cli.csv'), 'utf8').trim().split('\n').length, 70_501);
+
+    // One replica's own file holds only its rows, and no labels (they are in PostgreSQL).
+    const local = await exportPredictions({
+      dataDir: aDir,
+      model: 'exp',
+      from: 0,
+      to: Date.now(),
+      format: 'jsonl',
+      output: join(dir, 'a.jsonl'),
+      featureNames: names,
+    });
+    assert.deepEqual([local.rows, local.labelled], [na, 0]);
+  } finally {
+    await db.close();
+    await a.close();
+    await b.close();
+  }
+});
 
 test('a label sent to either replica joins a prediction logged on the other; both report the same performance', { skip }, async () => {
   const a = await open('a');

@@ -1,12 +1,13 @@
 // `scoreline export predictions`: a model's prediction log as Parquet, JSON Lines or CSV, read from
-// the data dir (read-only; safe while the server runs), with progress on stderr. Feature names come
-// from the registry: the data dir's, or the shared PostgreSQL store's (--store-url).
+// the data dir (read-only; safe while the server runs), or with a shared PostgreSQL store from there
+// (every replica's shipped predictions, with their labels), with progress on stderr. Feature names
+// come from the registry: the data dir's, or the shared store's.
 
 import { existsSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { EXPORT_FORMATS, exportPredictions, type ExportFormat } from '../export/index.js';
 import { isScorelineError } from '../errors.js';
-import { openStore, storeUrl, type Store } from '../store/index.js';
+import { openStore, PostgresStore, storeUrl, type Store } from '../store/index.js';
 import { intFlag, parse, stringFlag, UsageError, type Command } from './command.js';
 import { progressBar } from './progress.js';
 
@@ -15,8 +16,10 @@ const USAGE = `Usage: scoreline export predictions --model NAME --output FILE [o
 Writes the predictions the server logged for a model: request_id, ts, model, version, variant,
 score, label and labelled_at (when a label was joined through /v1/feedback), then one column per
 input feature (model.yaml \`features\`). Outputs other than the score are not logged, so they are
-not exported. Reads <data-dir>/monitoring.db read-only: safe while the server runs. Each replica
-logs its own predictions in its own data dir: export each one's.
+not exported. Reads <data-dir>/monitoring.db read-only: safe while the server runs. With a shared
+PostgreSQL store (--store-url, SCORELINE_STORE_URL) it reads the shared log there instead: every
+replica's predictions, with the labels sent to any replica, as far as each replica has shipped them
+(seconds behind). --local reads one replica's own file even then (its labels column is empty).
 
 Options:
   --model NAME          the model
@@ -26,8 +29,9 @@ Options:
   --format FORMAT       parquet | jsonl | csv (default: from --output's extension)
   --output FILE         written under a temporary name, moved into place when complete
   --data-dir DIR        the server's data dir (default ./data)
-  --store-url URL       the shared PostgreSQL store the feature names are read from (default:
-                        SCORELINE_STORE_URL, else the data dir's registry)
+  --store-url URL       the shared PostgreSQL store: the predictions and feature names are read from
+                        it (default: SCORELINE_STORE_URL, else the data dir's registry)
+  --local               read the data dir's own file even with a shared store
   --row-group-rows N    Parquet rows per row group (default 65536)
   --quiet               no progress output
   -h, --help            show this help`;
@@ -53,6 +57,7 @@ export const exportCommand: Command = {
       'data-dir': { type: 'string' },
       'store-url': { type: 'string' },
       'row-group-rows': { type: 'string' },
+      local: { type: 'boolean' },
       quiet: { type: 'boolean' },
     });
     if (values.help) {
@@ -97,8 +102,10 @@ export const exportCommand: Command = {
         if (!isScorelineError(e) || e.code !== 'MODEL_NOT_FOUND') throw e;
       }
       const names = (v: number): readonly string[] | null => byVersion.get(v) ?? null;
+      const shared = store instanceof PostgresStore && values.local !== true ? store.predictions : undefined;
       const s = await exportPredictions({
         dataDir,
+        ...(shared !== undefined ? { shared } : {}),
         model,
         ...(version !== undefined ? { version } : {}),
         from,
@@ -112,7 +119,7 @@ export const exportCommand: Command = {
       bar.done('');
       for (const w of s.warnings) console.error(`warning: ${w}`);
       console.log(
-        `exported ${s.rows.toLocaleString('en-US')} predictions of ${model} (versions ${s.versions.join(', ') || 'none'}; ` +
+        `exported ${s.rows.toLocaleString('en-US')} predictions of ${model}${shared !== undefined ? ` from the shared log (${store!.location})` : ''} (versions ${s.versions.join(', ') || 'none'}; ` +
           `${s.labelled.toLocaleString('en-US')} labelled; ${s.features.length} feature columns) to ${s.output} as ${format} ` +
           `in ${s.seconds.toFixed(2)} s (peak RSS ${(s.peakRssBytes / 2 ** 20).toFixed(0)} MB)`,
       );

@@ -2,20 +2,29 @@
 // predictions (ids, times, version, variant, score, the label when one was joined, and the inputs
 // under their feature names) as Parquet, JSON Lines or CSV, for Evidently, Arize or a warehouse.
 // Streamed segment by segment from a read-only connection to <data-dir>/monitoring.db, so it runs
-// beside a live server in flat memory. Outputs other than the score are not in the log, so they
-// are not in the export.
+// beside a live server in flat memory; or, when the log is shared, from PostgreSQL: every replica's
+// shipped predictions with the labels joined there, a cursor's chunk at a time. Outputs other than
+// the score are not in the log, so they are not in the export.
 
 import { join } from 'node:path';
 import { badRequest } from '../errors.js';
-import { scanPredictionLog, type PredictionFilter } from '../monitoring/index.js';
+import { scanPredictionLog, type PredictionFilter, type PredictionScan } from '../monitoring/index.js';
+import type { SharedPredictionScan } from '../store/postgres/predictions.js';
 import { layoutOf } from './layout.js';
 import { openSink, type ExportFormat } from './sinks.js';
 
 export { EXPORT_FORMATS, DEFAULT_ROW_GROUP_ROWS, parquetSchema, type ExportFormat } from './sinks.js';
 export { FIXED_COLUMNS, layoutOf, type ExportLayout } from './layout.js';
 
+/** Where a shared log is read from instead of the data dir's file (PostgresStore.predictions). */
+export interface SharedPredictionSource {
+  scan(filter: PredictionFilter): Promise<SharedPredictionScan>;
+}
+
 export interface ExportOptions extends PredictionFilter {
   readonly dataDir: string;
+  /** Read the shared log in PostgreSQL (every replica's shipped predictions and their labels) instead of the data dir's file. */
+  readonly shared?: SharedPredictionSource;
   readonly format: ExportFormat;
   readonly output: string;
   /** A version's feature names as registered (model.yaml `features`), or null when unknown. */
@@ -38,12 +47,13 @@ export interface ExportSummary {
 
 export async function exportPredictions(o: ExportOptions): Promise<ExportSummary> {
   const t0 = performance.now();
-  const scan = scanPredictionLog(join(o.dataDir, 'monitoring.db'), o);
+  const scan: PredictionScan | SharedPredictionScan =
+    o.shared === undefined ? scanPredictionLog(join(o.dataDir, 'monitoring.db'), o) : await o.shared.scan(o);
   try {
-    if (scan.total === 0 && !scan.hasModel()) {
-      const known = scan.models();
+    if (scan.total === 0 && !(await scan.hasModel())) {
+      const known = await scan.models();
       throw badRequest(
-        `the prediction log has no predictions of model '${o.model}'${known.length > 0 ? ` (it has: ${known.join(', ')})` : ' (it is empty)'}`,
+        `the ${o.shared === undefined ? '' : 'shared '}prediction log has no predictions of model '${o.model}'${known.length > 0 ? ` (it has: ${known.join(', ')})` : ' (it is empty)'}`,
       );
     }
     const layout = layoutOf(scan.widths, o.featureNames);
@@ -60,7 +70,7 @@ export async function exportPredictions(o: ExportOptions): Promise<ExportSummary
     let rows = 0;
     let labelled = 0;
     try {
-      for (const chunk of scan.chunks()) {
+      for await (const chunk of scan.chunks()) {
         await sink.write(chunk);
         rows += chunk.rows;
         for (let i = 0; i < chunk.rows; i++) if (chunk.labels[i]! - chunk.labels[i]! === 0) labelled++;
@@ -84,6 +94,6 @@ export async function exportPredictions(o: ExportOptions): Promise<ExportSummary
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
   } finally {
-    scan.close();
+    await scan.close();
   }
 }
