@@ -5,9 +5,8 @@
 // version and variant, as the export writes them. Predictions a replica has not shipped yet are
 // still only in its own file and are not here.
 
-import type pg from 'pg';
 import type { PredictionChunk, PredictionFilter } from '../../monitoring/log-export.js';
-import type { Database, Lease } from './database.js';
+import type { Database } from './database.js';
 
 /** Rows fetched from the cursor at a time: one chunk at most. */
 const FETCH_ROWS = 65_536;
@@ -51,6 +50,14 @@ export class PostgresPredictions {
       await c.query('ROLLBACK').catch(() => (lease.broken = true));
       lease.release();
     };
+    // PostgreSQL going away mid-export is the store's 503 error, as everywhere else.
+    const fetch = async (): Promise<Row[]> => {
+      try {
+        return (await c.query<Row>(`FETCH ${FETCH_ROWS} FROM export_rows`)).rows;
+      } catch (e) {
+        throw this.db.translate(e);
+      }
+    };
     try {
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const params: unknown[] = [filter.model, Math.floor(filter.from), Math.ceil(filter.to)];
@@ -79,7 +86,7 @@ export class PostgresPredictions {
       return {
         total,
         widths,
-        chunks: () => chunks(lease, filter.model, widths),
+        chunks: () => chunks(fetch, filter.model, widths),
         hasModel: async () => (await c.query('SELECT 1 FROM predictions WHERE model = $1 LIMIT 1', [filter.model])).rows.length > 0,
         models: async () =>
           (await c.query<{ model: string }>('SELECT DISTINCT model FROM predictions ORDER BY model')).rows.map((r) => r.model),
@@ -92,12 +99,11 @@ export class PostgresPredictions {
   }
 }
 
-async function* chunks(lease: Lease, model: string, widths: ReadonlyMap<number, number>): AsyncGenerator<PredictionChunk> {
-  const c: pg.PoolClient = lease.client;
+async function* chunks(fetch: () => Promise<Row[]>, model: string, widths: ReadonlyMap<number, number>): AsyncGenerator<PredictionChunk> {
   // A chunk is a run of rows of one version and variant, at most FETCH_ROWS long.
   let run: Row[] = [];
   for (;;) {
-    const { rows } = await c.query<Row>(`FETCH ${FETCH_ROWS} FROM export_rows`);
+    const rows = await fetch();
     if (rows.length === 0) break;
     for (const r of rows) {
       const head = run[0];
