@@ -396,55 +396,91 @@ for (const how of ['a bug throws in it (a row of a stream never defined)', 'it e
       logger,
     });
     const internals = log as unknown as Internals;
-    const s = log.stream('m', 1, 'default', 1, 'classification');
-    for (let i = 0; i < 10; i++) assert.ok(s.push(`before-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
-    await log.commit();
-    // Rows the thread has not written, a commit and a read waiting on it.
-    for (let i = 0; i < 5; i++) assert.ok(s.push(`pending-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
-    const first = internals.worker;
-    const exited = new Promise((resolve) => first.once('exit', resolve));
-    // The bug kills the thread while a commit and a read wait on it; the exit comes first, and they
-    // are asked while no thread runs (the replacement starts after a pause).
-    if (how === 'it exits unasked') {
-      void first.terminate();
+    try {
+      const s = log.stream('m', 1, 'default', 1, 'classification');
+      for (let i = 0; i < 10; i++) assert.ok(s.push(`before-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+      await log.commit();
+      // Rows the thread has not written, a commit and a read waiting on it.
+      for (let i = 0; i < 5; i++) assert.ok(s.push(`pending-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+      const first = internals.worker;
+      const exited = new Promise((resolve) => first.once('exit', resolve));
+      // The bug kills the thread while a commit and a read wait on it; the exit comes first, and they
+      // are asked while no thread runs (the replacement starts after a pause).
+      if (how === 'it exits unasked') {
+        void first.terminate();
+        await within(10_000, 'the log thread to exit', exited);
+      } else assert.ok(internals.ring.row(99, 0, 'stray', -1, Date.now(), 0.5, null, 0));
+      const commit = log.commit();
+      const read = log.feedback([{ requestId: 'before-0', label: 1 }]);
+      const stopped = (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /prediction log thread stopped/.test(e.message);
+      const [c, r] = await within(10_000, 'the commit and the read to fail', Promise.allSettled([commit, read]));
+      assert.ok(c.status === 'rejected' && stopped(c.reason), String((c as PromiseRejectedResult).reason));
+      // The read fails either way: the thread gone, or (the bug) it meets the stray row first and says so.
+      assert.equal(r.status, 'rejected');
       await within(10_000, 'the log thread to exit', exited);
-    } else assert.ok(internals.ring.row(99, 0, 'stray', -1, Date.now(), 0.5, null, 0));
-    const commit = log.commit();
-    const read = log.feedback([{ requestId: 'before-0', label: 1 }]);
-    const stopped = (e: Error & { code?: string }) => e.code === 'STORE_UNAVAILABLE' && /prediction log thread stopped/.test(e.message);
-    const [c, r] = await within(10_000, 'the commit and the read to fail', Promise.allSettled([commit, read]));
-    assert.ok(c.status === 'rejected' && stopped(c.reason), String((c as PromiseRejectedResult).reason));
-    // The read fails either way: the thread gone, or (the bug) it meets the stray row first and says so.
-    assert.equal(r.status, 'rejected');
-    await within(10_000, 'the log thread to exit', exited);
-    // A poisoned ring kills the replacement too, without its taking a row: the next one skips what
-    // the ring holds. A thread that exited unasked is replaced once.
-    const restarts = how === 'it exits unasked' ? 1 : 2;
-    await waitFor(() => log.restarts === restarts && log.status().state === 'ok', {
-      timeoutMs: 10_000,
-      message: () => `restart ${restarts} writing: ${JSON.stringify(log.status())}`,
-    });
-    assert.equal(log.restarts, restarts);
-    const st = log.status();
-    assert.equal(st.restarts, restarts);
-    assert.match(st.last_error!, /prediction log thread stopped/);
-    assert.equal(errors.filter((m) => /thread stopped/.test(m)).length, restarts, 'each death said once');
-    // Every pending row is either written by a new thread or counted as dropped; never both, never neither.
-    const dropped = log.dropped;
-    const joined = (await log.feedback(Array.from({ length: 5 }, (_, i) => ({ requestId: `pending-${i}`, label: 1 })))).joined;
-    const stray = how === 'it exits unasked' ? 0 : 1;
-    assert.equal(joined + dropped, 5 + stray, `${joined} written, ${dropped} dropped`);
-    if (how !== 'it exits unasked') assert.equal(joined, 0, 'the poisoned rows were skipped');
-    // Rows committed before the death are there; later rows are written and committed as before.
-    assert.equal((await log.feedback([{ requestId: 'before-1', label: 0 }])).joined, 1);
-    assert.ok(s.push('after', Date.now(), 0.5, Float32Array.of(1), 0));
-    await within(10_000, 'a commit after the restart', log.commit());
-    assert.equal((await log.feedback([{ requestId: 'after', label: 1 }])).joined, 1);
-    assert.equal(log.backlog, 0);
-    await log.close();
-    assert.equal(log.dropped, dropped, 'close counts nothing twice');
+      // A poisoned ring kills the replacement too, without its taking a row: the next one skips what
+      // the ring holds. A thread that exited unasked is replaced once.
+      const restarts = how === 'it exits unasked' ? 1 : 2;
+      await waitFor(() => log.restarts === restarts && log.status().state === 'ok', {
+        timeoutMs: 10_000,
+        message: () => `restart ${restarts} writing: ${JSON.stringify(log.status())}`,
+      });
+      assert.equal(log.restarts, restarts);
+      const st = log.status();
+      assert.equal(st.restarts, restarts);
+      assert.match(st.last_error!, /prediction log thread stopped/);
+      assert.equal(errors.filter((m) => /thread stopped/.test(m)).length, restarts, 'each death said once');
+      // Every pending row is either written by a new thread or counted as dropped; never both, never neither.
+      const dropped = log.dropped;
+      const joined = (await log.feedback(Array.from({ length: 5 }, (_, i) => ({ requestId: `pending-${i}`, label: 1 })))).joined;
+      const stray = how === 'it exits unasked' ? 0 : 1;
+      assert.equal(joined + dropped, 5 + stray, `${joined} written, ${dropped} dropped`);
+      // The pending rows were read (and written) before the stray one, or skipped with it.
+      if (how !== 'it exits unasked') assert.ok(joined === 0 || joined === 5, `${joined} of the pending rows written`);
+      // Rows committed before the death are there; later rows are written and committed as before.
+      assert.equal((await log.feedback([{ requestId: 'before-1', label: 0 }])).joined, 1);
+      assert.ok(s.push('after', Date.now(), 0.5, Float32Array.of(1), 0));
+      await within(10_000, 'a commit after the restart', log.commit());
+      assert.equal((await log.feedback([{ requestId: 'after', label: 1 }])).joined, 1);
+      assert.equal(log.backlog, 0);
+      await log.close();
+      assert.equal(log.dropped, dropped, 'close counts nothing twice');
+    } finally {
+      // A failed assertion must not leave the thread (and this file) running.
+      if (!log.closed) await log.close();
+    }
   });
 }
+
+test('log ring: a read that fails part way leaves the rows before the bad record in the ring and nothing in the assembler; a new reader resumes where the last stopped', () => {
+  const sab = createRing(4096);
+  const w = new RingWriter(sab);
+  const r = new RingReader(sab);
+  const asm = new SegmentAssembler();
+  assert.ok(w.define(0, def('a', 1)));
+  assert.ok(w.row(0, 1, 'r0', -1, 1, 0.5, Float32Array.of(0), 0));
+  r.read(asm);
+  assert.equal(asm.take().rows, 1);
+  assert.equal(r.taken(), 1, 'the ring publishes the rows its reader has taken');
+  assert.ok(w.row(0, 1, 'r1', -1, 2, 0.5, Float32Array.of(1), 0));
+  assert.ok(w.row(7, 0, 'bad', -1, 3, 0.5, null, 0)); // a stream never defined
+  assert.throws(() => r.read(asm), /stream 7, which was never defined/);
+  asm.discard();
+  assert.equal(asm.take().rows, 0, 'the rows read before the bad record are not kept');
+  assert.equal(r.taken(), 1, 'nor taken from the ring');
+  // The reader died: its rows are abandoned (none), and with `all` the ring is skipped past the bad record.
+  assert.deepEqual(w.abandon(true), { from: 0, through: 3, refusals: 1 });
+  const next = new RingReader(sab);
+  assert.equal(next.rows, 3);
+  assert.ok(w.row(0, 1, 'r3', -1, 4, 0.5, Float32Array.of(3), 0));
+  const fresh = new SegmentAssembler();
+  fresh.define(0, def('a', 1));
+  next.read(fresh);
+  assert.deepEqual(
+    rowsOf(fresh.take().segments).map((x) => x.id),
+    ['r3'],
+  );
+});
 
 test('committed-row counts compare across the int32 wrap', () => {
   assert.ok(reached(5, 5));

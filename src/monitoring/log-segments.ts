@@ -195,6 +195,18 @@ export class SegmentAssembler implements RecordVisitor {
     this.open.length = 0;
   }
 
+  /**
+   * Drops every row read since the last take(): a read of the ring that failed part way leaves the
+   * ring where it was, and must leave nothing here either, or a later take() would write rows the
+   * ring still holds (and a new reader would read, and count, them again).
+   */
+  discard(): void {
+    for (const stream of this.open) this.builders[stream] = null;
+    this.open.length = 0;
+    this.done = [];
+    this.rows = 0;
+  }
+
   /** Every row read so far, as segments (the open ones closed), in the order they were closed. */
   take(): { segments: AppendSegment[]; rows: number } {
     this.cut();

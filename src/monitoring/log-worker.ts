@@ -163,7 +163,13 @@ const codeOf = (e: unknown): string | null => {
  */
 function pull(until: number | null = null): void {
   if (held >= MAX_BACKLOG) return;
-  reader.read(assembler, until);
+  try {
+    reader.read(assembler, until);
+  } catch (e) {
+    // A record the thread cannot read is a bug: the rows before it stay in the ring, unread.
+    assembler.discard();
+    throw e;
+  }
   const { segments, rows } = assembler.take();
   if (rows === 0) return;
   queue.push({ kind: 'append', through: reader.rows, segments, rows });
