@@ -18,7 +18,6 @@ import { PredictionLog } from '../src/monitoring/index.js';
 import { classificationMetrics, type ClassificationMetrics } from '../src/monitoring/metrics.js';
 import { Database as Postgres } from '../src/store/postgres/database.js';
 import { migrate } from '../src/store/postgres/migrations/index.js';
-import { PostgresPredictions } from '../src/store/postgres/predictions.js';
 import { postgresSkip, startPostgres, type TestPostgres } from './fixtures/postgres.js';
 import { waitFor } from './fixtures/wait.js';
 import { tempDir } from './e2e/server.js';
@@ -68,7 +67,6 @@ test("export reads the shared log: every replica's predictions with the labels s
   const a = new PredictionLog({ dataDir: aDir, sampleRate: 1, retentionDays: 30, flushMs: 10, shared: { url: pg.url } });
   const b = await open('export-b');
   const dir = await tempDir('scoreline-shared-export-');
-  const db = new Postgres(pg.url);
   try {
     const t0 = Date.UTC(2026, 10, 30, 12);
     const row = new Float32Array([0, 0.5]);
@@ -98,7 +96,7 @@ test("export reads the shared log: every replica's predictions with the labels s
     const out = join(dir, 'all.jsonl');
     const s = await exportPredictions({
       dataDir: dir,
-      shared: new PostgresPredictions(db),
+      shared: { url: pg.url },
       model: 'exp',
       from: 0,
       to: Date.now(),
@@ -138,7 +136,7 @@ test("export reads the shared log: every replica's predictions with the labels s
     // A window and a version filter; a model the shared log has not.
     const windowed = await exportPredictions({
       dataDir: dir,
-      shared: new PostgresPredictions(db),
+      shared: { url: pg.url },
       model: 'exp',
       version: 2,
       from: t0 + 100,
@@ -151,7 +149,7 @@ test("export reads the shared log: every replica's predictions with the labels s
     await assert.rejects(
       exportPredictions({
         dataDir: dir,
-        shared: new PostgresPredictions(db),
+        shared: { url: pg.url },
         model: 'nope',
         from: 0,
         to: Date.now(),
@@ -192,7 +190,6 @@ test("export reads the shared log: every replica's predictions with the labels s
     });
     assert.deepEqual([local.rows, local.labelled], [na, 0]);
   } finally {
-    await db.close();
     await a.close();
     await b.close();
   }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { EXPORT_FORMATS, exportPredictions, type ExportFormat } from '../export/index.js';
 import { isScorelineError } from '../errors.js';
-import { openStore, PostgresStore, storeUrl, type Store } from '../store/index.js';
+import { openStore, storeUrl, type Store } from '../store/index.js';
 import { intFlag, parse, stringFlag, UsageError, type Command } from './command.js';
 import { progressBar } from './progress.js';
 
@@ -102,7 +102,7 @@ export const exportCommand: Command = {
         if (!isScorelineError(e) || e.code !== 'MODEL_NOT_FOUND') throw e;
       }
       const names = (v: number): readonly string[] | null => byVersion.get(v) ?? null;
-      const shared = store instanceof PostgresStore && values.local !== true ? store.predictions : undefined;
+      const shared = store?.kind === 'postgres' && url !== null && values.local !== true ? { url } : undefined;
       const s = await exportPredictions({
         dataDir,
         ...(shared !== undefined ? { shared } : {}),

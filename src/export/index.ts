@@ -8,23 +8,23 @@
 
 import { join } from 'node:path';
 import { badRequest } from '../errors.js';
-import { scanPredictionLog, type PredictionFilter, type PredictionScan } from '../monitoring/index.js';
-import type { SharedPredictionScan } from '../store/postgres/predictions.js';
+import {
+  scanPredictionLog,
+  scanSharedPredictionLog,
+  type PredictionFilter,
+  type PredictionScan,
+  type SharedPredictionScan,
+} from '../monitoring/index.js';
 import { layoutOf } from './layout.js';
 import { openSink, type ExportFormat } from './sinks.js';
 
 export { EXPORT_FORMATS, DEFAULT_ROW_GROUP_ROWS, parquetSchema, type ExportFormat } from './sinks.js';
 export { FIXED_COLUMNS, layoutOf, type ExportLayout } from './layout.js';
 
-/** Where a shared log is read from instead of the data dir's file (PostgresStore.predictions). */
-export interface SharedPredictionSource {
-  scan(filter: PredictionFilter): Promise<SharedPredictionScan>;
-}
-
 export interface ExportOptions extends PredictionFilter {
   readonly dataDir: string;
-  /** Read the shared log in PostgreSQL (every replica's shipped predictions and their labels) instead of the data dir's file. */
-  readonly shared?: SharedPredictionSource;
+  /** Read the shared log in the PostgreSQL store at this URL (every replica's shipped predictions and their labels) instead of the data dir's file. */
+  readonly shared?: { readonly url: string };
   readonly format: ExportFormat;
   readonly output: string;
   /** A version's feature names as registered (model.yaml `features`), or null when unknown. */
@@ -48,7 +48,7 @@ export interface ExportSummary {
 export async function exportPredictions(o: ExportOptions): Promise<ExportSummary> {
   const t0 = performance.now();
   const scan: PredictionScan | SharedPredictionScan =
-    o.shared === undefined ? scanPredictionLog(join(o.dataDir, 'monitoring.db'), o) : await o.shared.scan(o);
+    o.shared === undefined ? scanPredictionLog(join(o.dataDir, 'monitoring.db'), o) : await scanSharedPredictionLog(o.shared.url, o);
   try {
     if (scan.total === 0 && !(await scan.hasModel())) {
       const known = await scan.models();

@@ -13,6 +13,7 @@ export { WindowedStats, WINDOWS, type Window, type Baselines } from './buckets.j
 export { DEFAULT_MIN_SAMPLES, INSUFFICIENT, psiMinCount, type MinSamples, type SampleBand, type Shortfall } from './sample-size.js';
 export type { Performance } from './performance.js';
 export { scanPredictionLog, type PredictionChunk, type PredictionFilter, type PredictionScan } from './log-export.js';
+export { scanSharedPredictionLog, type SharedPredictionScan } from './log-export-shared.js';
 export { freezeReference, baselinesOf, parseCsvTable, type ReferenceRecord, type ReferenceTable } from './reference.js';
 export { SharedMonitoring, type MergeStatus, type ShareStatus } from './shared.js';
 export { Monitor, type Evaluation, type MonitorOptions, type SlaConfig } from './monitor.js';

@@ -7,7 +7,6 @@ import type { Store } from '../types.js';
 import { Database, withStartRetry, type ConnectLog } from './database.js';
 import { migrate } from './migrations/index.js';
 import { PostgresMonitoring } from './monitoring.js';
-import { PostgresPredictions } from './predictions.js';
 import { PostgresAlerts, PostgresCluster, PostgresJobs } from './records.js';
 import { PostgresRegistry } from './registry.js';
 
@@ -35,8 +34,6 @@ export class PostgresStore implements Store {
   readonly alerts: PostgresAlerts;
   readonly cluster: PostgresCluster;
   readonly monitoring: PostgresMonitoring;
-  /** The shared prediction log, read back for export. */
-  readonly predictions: PostgresPredictions;
   readonly #db: Database;
 
   private constructor(db: Database, opts: PostgresStoreOptions) {
@@ -53,7 +50,6 @@ export class PostgresStore implements Store {
     this.alerts = new PostgresAlerts(db, origin);
     this.cluster = new PostgresCluster(db, opts.log);
     this.monitoring = new PostgresMonitoring(db);
-    this.predictions = new PostgresPredictions(db);
   }
 
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
