@@ -53,7 +53,7 @@ function writeLog(dataDir: string, model: string, rows: number, width: number): 
         features,
       });
     }
-    store.writeGroup([{ kind: 'append', through: ++seq, segments, rows: segments.reduce((a, x) => a + x.n, 0) }]);
+    store.writeGroup([{ kind: 'append', through: ++seq, position: 0, segments, rows: segments.reduce((a, x) => a + x.n, 0) }]);
     const labels = [];
     for (let i = start; i < Math.min(rows, start + SEGMENT * 50); i += 10)
       labels.push({ requestId: `req-${i}`, label: i % 20 === 0 ? 1 : 0 });

@@ -207,6 +207,7 @@ export function runLogThreadSplit(rounds: number): LogThreadSplit {
       reader.read(asm);
       segments.push(...asm.take().segments);
       read += threadNs() - t0;
+      reader.settle(reader.rows, reader.position);
     }
     const rows = CHUNK * CHUNKS;
     for (const [pageSize, times] of [
@@ -220,7 +221,7 @@ export function runLogThreadSplit(rounds: number): LogThreadSplit {
       const store = openStore(db, false);
       const t0 = threadNs();
       for (let i = 0; i < segments.length; i += 7)
-        store.writeGroup([{ kind: 'append', through: 0, rows: 0, segments: segments.slice(i, i + 7) }]);
+        store.writeGroup([{ kind: 'append', through: 0, position: 0, rows: 0, segments: segments.slice(i, i + 7) }]);
       const ns = threadNs() - t0;
       db.close();
       rmSync(dir, { recursive: true, force: true });

@@ -107,6 +107,7 @@ async function fixture(): Promise<{ dataDir: string; rows: Row[] }> {
     {
       kind: 'append',
       through: 1,
+      position: 0,
       rows: 13,
       segments: [
         segment('credit', 1, 'default', 3, v1a),

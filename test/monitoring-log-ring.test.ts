@@ -1,8 +1,11 @@
 // The prediction log's shared-memory ring: records wrapping around its end in order and intact, a
-// full ring refusing rows (counted as dropped by the log) and taking them again once read, request
+// full ring refusing rows (counted as dropped by the log) and taking them again once settled, request
 // ids of every length and alphabet (and id/row of multi-row requests) joining their labels, a writer
 // thread and a reader thread running at once, and durability sync's committed-row count: commits
 // settle only once their rows are in the file, and fail (and only they) when those rows were refused.
+// A log thread that dies is replaced and loses nothing: rows it read and did not commit are read
+// again, rows it committed and did not settle are skipped (the file's ring mark), and history points
+// and alert events it did not acknowledge are sent again.
 
 import assert from 'node:assert/strict';
 import { mkdir, rm } from 'node:fs/promises';
@@ -12,7 +15,8 @@ import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { createRing, reached, RingReader, RingWriter } from '../src/monitoring/log-ring.js';
 import { SegmentAssembler, type StreamDef } from '../src/monitoring/log-segments.js';
-import type { AppendSegment } from '../src/monitoring/log-store.js';
+import { type AppendSegment, openStore } from '../src/monitoring/log-store.js';
+import type { LogWorkerData } from '../src/monitoring/log-worker.js';
 import { Batch } from '../src/inference/batcher.js';
 import type { LoadedModel, PendingRequest } from '../src/inference/index.js';
 import { Monitor, PredictionLog } from '../src/monitoring/index.js';
@@ -67,6 +71,7 @@ test('log ring: records wrap around the end of a small ring, in order, with thei
       bytes += 32 + 4 * inputs.length + id.length;
     }
     assert.equal(r.read(asm), (burst % 23) + 1);
+    r.settle(r.rows, r.position);
     // Within a take, rows come back grouped by stream, each stream in order.
     const taken = rowsOf(asm.take().segments);
     for (const variant of ['a', 'b'])
@@ -82,7 +87,7 @@ test('log ring: records wrap around the end of a small ring, in order, with thei
   assert.ok(r.empty());
 });
 
-test('log ring: a full ring refuses a row without blocking, and takes rows again once they are read', () => {
+test('log ring: a full ring refuses a row without blocking, and takes rows again once they are settled', () => {
   // 1024 bytes of records, 64 bytes a row: the head may not catch up with the tail, so 15 fit.
   const sab = createRing(1024);
   const w = new RingWriter(sab);
@@ -99,6 +104,8 @@ test('log ring: a full ring refuses a row without blocking, and takes rows again
   );
   assert.equal(w.rows, 14);
   assert.equal(r.read(asm), 14);
+  assert.equal(w.row(0, 0, id(99), -1, 0, 0, null, 0), false, 'rows read and not settled keep their space');
+  r.settle(r.rows, r.position);
   assert.deepEqual(
     JSON.parse(asm.take().segments[0]!.ids),
     Array.from({ length: 14 }, (_, k) => id(k)),
@@ -108,6 +115,7 @@ test('log ring: a full ring refuses a row without blocking, and takes rows again
   while (w.row(0, 0, id(100 + j), -1, j, j, null, 0)) j++;
   assert.equal(j, 15);
   assert.equal(r.read(asm), 15);
+  r.settle(r.rows, r.position);
   assert.deepEqual(
     JSON.parse(asm.take().segments[0]!.ids),
     Array.from({ length: 15 }, (_, k) => id(100 + k)),
@@ -199,6 +207,7 @@ test('log ring: a writer thread and a reader thread at once: every row read once
   let bad = 0;
   const check = () => {
     reader.read(asm);
+    reader.settle(reader.rows, reader.position);
     reads++;
     for (const r of rowsOf(asm.take().segments)) {
       const i = r.ts;
@@ -384,7 +393,7 @@ async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
 type Internals = { ring: RingWriter; worker: Worker };
 
 for (const how of ['a bug throws in it (a row of a stream never defined)', 'it exits unasked'] as const) {
-  test(`prediction log: when its thread dies (${how}), waiting commits and reads fail at once, what it had taken is dropped and counted, and a new thread writes the rest`, async () => {
+  test(`prediction log: when its thread dies (${how}), waiting commits and reads fail at once, and a new thread writes the rest (a poisoned ring is skipped, counted, when it kills the replacement too)`, async () => {
     const errors: string[] = [];
     const logger = { error: (_: object, msg: string) => void errors.push(msg), warn: () => undefined };
     const log = new PredictionLog({
@@ -437,6 +446,7 @@ for (const how of ['a bug throws in it (a row of a stream never defined)', 'it e
       assert.equal(joined + dropped, 5 + stray, `${joined} written, ${dropped} dropped`);
       // The pending rows were read (and written) before the stray one, or skipped with it.
       if (how !== 'it exits unasked') assert.ok(joined === 0 || joined === 5, `${joined} of the pending rows written`);
+      else assert.equal(dropped, 0, 'a thread that exits loses nothing: its rows are still in the ring');
       // Rows committed before the death are there; later rows are written and committed as before.
       assert.equal((await log.feedback([{ requestId: 'before-1', label: 0 }])).joined, 1);
       assert.ok(s.push('after', Date.now(), 0.5, Float32Array.of(1), 0));
@@ -452,35 +462,146 @@ for (const how of ['a bug throws in it (a row of a stream never defined)', 'it e
   });
 }
 
-test('log ring: a read that fails part way leaves the rows before the bad record in the ring and nothing in the assembler; a new reader resumes where the last stopped', () => {
+test('log ring: rows read and not settled stay in the ring for the next reader; a read that fails part way keeps nothing; only rows released early die with their reader', () => {
   const sab = createRing(4096);
   const w = new RingWriter(sab);
-  const r = new RingReader(sab);
+  let r = new RingReader(sab);
   const asm = new SegmentAssembler();
+  const ids = (a: SegmentAssembler) => rowsOf(a.take().segments).map((x) => x.id);
   assert.ok(w.define(0, def('a', 1)));
   assert.ok(w.row(0, 1, 'r0', -1, 1, 0.5, Float32Array.of(0), 0));
-  r.read(asm);
-  assert.equal(asm.take().rows, 1);
-  assert.equal(r.taken(), 1, 'the ring publishes the rows its reader has taken');
+  assert.equal(r.read(asm), 1);
+  assert.deepEqual(ids(asm), ['r0']);
+  // The reader dies before settling r0: nothing is lost, and the next reader reads it again.
+  assert.deepEqual(w.abandon(false), { from: 0, through: 0, refusals: 0 });
+  r = new RingReader(sab);
+  assert.equal(r.rows, 0);
+  const again = new SegmentAssembler();
+  assert.equal(r.read(again), 1, 'the definition and r0 are read again');
+  assert.deepEqual(ids(again), ['r0']);
+  r.settle(r.rows, r.position);
+  assert.equal(w.settled(), 1);
+  assert.equal(w.used(), 0, 'settling frees the space');
+  // A record the reader cannot read: the rows before it are not kept, nor freed.
   assert.ok(w.row(0, 1, 'r1', -1, 2, 0.5, Float32Array.of(1), 0));
   assert.ok(w.row(7, 0, 'bad', -1, 3, 0.5, null, 0)); // a stream never defined
-  assert.throws(() => r.read(asm), /stream 7, which was never defined/);
-  asm.discard();
-  assert.equal(asm.take().rows, 0, 'the rows read before the bad record are not kept');
-  assert.equal(r.taken(), 1, 'nor taken from the ring');
-  // The reader died: its rows are abandoned (none), and with `all` the ring is skipped past the bad record.
-  assert.deepEqual(w.abandon(true), { from: 0, through: 3, refusals: 1 });
-  const next = new RingReader(sab);
-  assert.equal(next.rows, 3);
+  assert.throws(() => r.read(again), /stream 7, which was never defined/);
+  again.discard();
+  assert.equal(again.take().rows, 0, 'the rows read before the bad record are not kept');
+  assert.equal(w.freed(), 1, 'nor freed');
+  // With `all`, the ring is skipped past the bad record: r1 and it are lost, counted as one refusal.
+  assert.deepEqual(w.abandon(true), { from: 1, through: 3, refusals: 1 });
+  r = new RingReader(sab);
+  assert.equal(r.rows, 3);
+  // Rows released before they are settled (writes failing: held in the reader's memory) die with it.
   assert.ok(w.row(0, 1, 'r3', -1, 4, 0.5, Float32Array.of(3), 0));
+  assert.ok(w.row(0, 1, 'r4', -1, 5, 0.5, Float32Array.of(4), 0));
   const fresh = new SegmentAssembler();
   fresh.define(0, def('a', 1));
-  next.read(fresh);
-  assert.deepEqual(
-    rowsOf(fresh.take().segments).map((x) => x.id),
-    ['r3'],
-  );
+  assert.equal(r.read(fresh, 4), 1, 'rows before row 4 only');
+  r.release();
+  assert.equal(w.freed(), 4);
+  assert.equal(r.read(fresh), 1);
+  assert.deepEqual(ids(fresh), ['r3', 'r4']);
+  assert.deepEqual(w.abandon(false), { from: 3, through: 4, refusals: 2 }, 'r3 is lost; r4 is not');
+  r = new RingReader(sab);
+  assert.equal(r.rows, 4);
+  const last = new SegmentAssembler();
+  last.define(0, def('a', 1));
+  r.read(last);
+  assert.deepEqual(ids(last), ['r4']);
 });
+
+test('prediction log: a thread that dies while its write waits on a locked file loses nothing: the next one writes the rows it had read and the history points and alert events it had not acknowledged', async () => {
+  const errors: string[] = [];
+  const logger = { error: (_: object, msg: string) => void errors.push(msg), warn: () => undefined };
+  const dir = await tempDir();
+  const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30, flushMs: 5, logger });
+  const internals = log as unknown as Internals;
+  const lock = new Database(join(dir, 'monitoring.db'));
+  try {
+    const s = log.stream('m', 1, 'default', 1, 'classification');
+    assert.ok(s.push('before-0', Date.now(), 0.5, Float32Array.of(0), 0));
+    await log.drain();
+    // Another connection holds the write lock: the thread reads the rows and waits on the file.
+    lock.exec('BEGIN IMMEDIATE');
+    for (let i = 0; i < 5; i++) assert.ok(s.push(`pending-${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+    log.flush();
+    await waitFor(() => log.status().state === 'failing', { timeoutMs: 20_000, message: 'the write to fail on the lock' });
+    assert.equal(log.backlog, 5);
+    // Writes the thread gets while failing: queued behind the rows, retried with them.
+    log.putHistory([{ model: 'm', version: 1, at: 60_000, data: JSON.stringify({ requests: 7 }) }]);
+    log.saveAlert('rule-1', 'firing', { id: 'rule-1', state: 'firing' }, 120_000);
+    await waitFor(() => log.status().errors >= 2, { timeoutMs: 20_000, message: 'the retry to fail on the lock' });
+    const first = internals.worker;
+    await within(20_000, 'the log thread to stop', first.terminate());
+    await waitFor(() => log.restarts === 1, { timeoutMs: 10_000, message: 'a new log thread' });
+    lock.exec('COMMIT');
+    await waitFor(() => log.status().state === 'ok' && log.backlog === 0, {
+      timeoutMs: 20_000,
+      message: () => `the new thread to write: ${JSON.stringify(log.status())}`,
+    });
+    assert.equal(log.dropped, 0, `nothing dropped: ${errors.join('\n')}`);
+    const labels = Array.from({ length: 5 }, (_, i) => ({ requestId: `pending-${i}`, label: 1 }));
+    assert.equal((await log.feedback(labels)).joined, 5, 'every row the dead thread had read is written');
+    assert.deepEqual(
+      (await log.history('m', 1, 0, 1e6)).map((p) => [p.at, p.requests]),
+      [[60_000, 7]],
+    );
+    const events = (await log.alertHistory(10, 0)) as { id: string }[];
+    assert.deepEqual(
+      events.map((e) => e.id),
+      ['rule-1'],
+      'the alert event once',
+    );
+    assert.equal(errors.filter((m) => /thread stopped/.test(m) && /no prediction is lost/.test(m)).length, 1, errors.join('\n'));
+  } finally {
+    if (lock.inTransaction) lock.exec('ROLLBACK');
+    lock.close();
+    if (!log.closed) await log.close();
+  }
+});
+
+for (const same of [true, false]) {
+  test(`log thread: a replacement skips the rows its predecessor committed and did not settle (the file's ring mark${same ? '' : "; another ring's mark is ignored"})`, async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'monitoring.db');
+    const sab = createRing(64 * 1024);
+    const w = new RingWriter(sab);
+    assert.ok(w.define(0, def('a', 1)));
+    for (let i = 0; i < 10; i++) assert.ok(w.row(0, 1, `r${i}`, -1, 1000 + i, 0.5, Float32Array.of(i), 0));
+    // The dead thread: it read and committed 6 rows (with the mark), and died before settling them.
+    const r = new RingReader(sab);
+    const asm = new SegmentAssembler();
+    assert.equal(r.read(asm, 6), 6);
+    const { segments, rows } = asm.take();
+    const db = new Database(file);
+    openStore(db, false).writeGroup([{ kind: 'append', through: 6, position: r.position, segments, rows }], {
+      ring: same ? w.id : w.id ^ 1,
+      through: 6,
+    });
+    db.close();
+    assert.deepEqual(w.abandon(false), { from: 0, through: 0, refusals: 0 });
+    const data: LogWorkerData = { file, durability: 'async', ring: sab, flushMs: 5, restart: { streams: [[0, def('a', 1)]] } };
+    const worker = new Worker(new URL('../src/monitoring/log-worker.js', import.meta.url), { workerData: data });
+    try {
+      w.urgent();
+      await waitFor(() => w.settled() === 10, { timeoutMs: 10_000, message: () => `rows settled: ${w.settled()}` });
+    } finally {
+      await worker.terminate();
+    }
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.deepEqual(
+        check.prepare('SELECT request_id FROM prediction_ids ORDER BY loc').pluck().all(),
+        Array.from({ length: 10 }, (_, i) => `r${i}`),
+      );
+      assert.equal(check.prepare('SELECT sum(n) FROM segments').pluck().get(), same ? 10 : 16, 'rows stored');
+    } finally {
+      check.close();
+    }
+  });
+}
 
 test('committed-row counts compare across the int32 wrap', () => {
   assert.ok(reached(5, 5));

@@ -11,6 +11,12 @@
 // The reader publishes how many rows are settled (committed, or refused with durability sync), and
 // how many refusals it has made, which is what the HTTP thread's commits wait on.
 //
+// A record's space is freed when its row is settled, not when it is read: a log thread that dies
+// between reading rows and committing them leaves them in the ring, and the next one reads them
+// again from the tail. (While writes fail the reader may free what it holds in memory early, so
+// that the ring keeps taking rows: only those die with it, counted.) FREED is the row count at the
+// tail, so a new reader knows which row it resumes at.
+//
 // Record layout (8-byte aligned, offsets from the record's start):
 //   0 i32 length in bytes, padding included (0: a wrap marker, the next record is at offset 0)
 //   4 i32 kind: a stream index (>= 0) for a prediction, DEFINE, or CUT
@@ -19,6 +25,8 @@
 //  16 f64 ts, 24 f64 score, 32 f32 x width inputs, then the request id in UTF-8 (rows)
 //  16 UTF-8 JSON of the stream (DEFINE)
 
+import { randomBytes } from 'node:crypto';
+
 /** Bytes of the control block before the records. */
 const CONTROL = 256;
 // Int32 indexes into the control block: words of each side on their own cache line.
@@ -26,8 +34,10 @@ const HEAD = 0;
 const TAIL = 16;
 const SETTLED = 17;
 const REFUSALS = 18;
-/** Rows the reader has taken out of the ring (read, not necessarily settled): where a new reader resumes. */
-const READ = 19;
+/** Rows before the tail (their space freed): the row a new reader resumes at. */
+const FREED = 19;
+/** A random id of the ring, so that a mark of rows committed from it is never taken for another ring's. */
+const ID = 20;
 const WAKE = 32;
 
 /** Wake word: the reader sleeps until a writer notifies. */
@@ -57,7 +67,9 @@ const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 /** A ring of `bytes` bytes of records (rounded down to a multiple of 8), for RingWriter and RingReader. */
 export function createRing(bytes = DEFAULT_RING_BYTES): SharedArrayBuffer {
   const data = Math.max(1024, bytes & ~7);
-  return new SharedArrayBuffer(CONTROL + data);
+  const sab = new SharedArrayBuffer(CONTROL + data);
+  new Int32Array(sab, 0, CONTROL / 4)[ID] = randomBytes(4).readInt32LE(0);
+  return sab;
 }
 
 /** Wrap-safe "a is at or after b" for the int32 row counters (valid while they are < 2^31 apart). */
@@ -92,9 +104,14 @@ class RingViews {
     return Atomics.load(this.ctl, REFUSALS);
   }
 
-  /** Rows taken out of the ring by a reader so far (int32, wraps). */
-  taken(): number {
-    return Atomics.load(this.ctl, READ);
+  /** Rows whose space is freed (int32, wraps): a new reader starts at the next one. */
+  freed(): number {
+    return Atomics.load(this.ctl, FREED);
+  }
+
+  /** The ring's random id. */
+  get id(): number {
+    return this.ctl[ID]!;
   }
 }
 
@@ -212,19 +229,21 @@ export class RingWriter extends RingViews {
   }
 
   /**
-   * The reader died. The rows it had taken out of the ring and not settled are gone with it; with
-   * `all`, so is everything still in the ring (the next reader starts after it: those rows may be
-   * what killed the last one). The lost rows are counted as one refusal and settled, so a commit
-   * waiting on them fails rather than waits. Returns their range (after `from`, through `through`)
-   * and the refusal's number. Only while no reader runs.
+   * The reader died. What it read and had not settled is still in the ring (a record is freed when
+   * settled) and the next reader reads it again, except rows it freed early while its writes failed:
+   * those were only in its memory. With `all`, everything in the ring goes too (the next reader
+   * starts after it: those rows may be what killed the last one). The lost rows are counted as one
+   * refusal and settled, so a commit waiting on them fails rather than waits. Returns their range
+   * (after `from`, through `through`) and the refusal's number. Only while no reader runs.
    */
   abandon(all: boolean): { from: number; through: number; refusals: number } {
     const from = this.settled();
     if (all) {
-      Atomics.store(this.ctl, READ, this.rows);
+      Atomics.store(this.ctl, FREED, this.rows);
       Atomics.store(this.ctl, TAIL, this.head);
     }
-    const through = this.taken();
+    const freed = this.freed();
+    const through = reached(freed, from) ? freed : from;
     const refusals = from === through ? this.refusals() : Atomics.add(this.ctl, REFUSALS, 1) + 1;
     Atomics.store(this.ctl, SETTLED, through);
     Atomics.notify(this.ctl, SETTLED);
@@ -350,31 +369,37 @@ export interface RecordVisitor {
 
 /** The log thread's end. */
 export class RingReader extends RingViews {
-  private tail: number;
+  /** Where the next read starts (the tail, or past it: rows read and not yet settled). */
+  private cursor: number;
   /** Rows read so far (int32, wraps): the same sequence as the writer's. */
   rows: number;
 
-  /** Starts where the last reader of this ring stopped (a new ring: at its start). */
+  /** Starts at the ring's tail: where the last reader of this ring freed up to (a new ring: at its start). */
   constructor(sab: SharedArrayBuffer) {
     super(sab);
-    this.tail = Atomics.load(this.ctl, TAIL);
-    this.rows = Atomics.load(this.ctl, READ);
+    this.cursor = Atomics.load(this.ctl, TAIL);
+    this.rows = Atomics.load(this.ctl, FREED);
   }
 
   /** Whether every published record has been read. */
   empty(): boolean {
-    return Atomics.load(this.ctl, HEAD) === this.tail;
+    return Atomics.load(this.ctl, HEAD) === this.cursor;
+  }
+
+  /** Byte offset where the next read starts: with `rows`, what settle() frees up to once those rows are settled. */
+  get position(): number {
+    return this.cursor;
   }
 
   /**
    * Visits every published record (or those before row `until`, a row count in the writer's
-   * sequence), then frees their space; returns the rows read.
+   * sequence); returns the rows read. Their space stays taken until they are settled (or released).
    */
   read(visit: RecordVisitor, until: number | null = null): number {
     const i32 = this.i32;
     const cap = this.capacity;
     const head = Atomics.load(this.ctl, HEAD);
-    let t = this.tail;
+    let t = this.cursor;
     let n = 0;
     while (t !== head) {
       const w = t >> 2;
@@ -396,17 +421,32 @@ export class RingReader extends RingViews {
       t += len;
       if (t === cap) t = 0;
     }
-    this.tail = t;
+    this.cursor = t;
     this.rows = (this.rows + n) | 0;
-    Atomics.store(this.ctl, READ, this.rows);
-    Atomics.store(this.ctl, TAIL, t);
     return n;
   }
 
-  /** Publishes rows up to `through` as settled (committed or refused), waking a waiting commit. */
-  settle(through: number): void {
+  /**
+   * Publishes rows up to `through` as settled (committed or refused), waking a waiting commit, and
+   * frees the ring up to `position`, where the read that ended at row `through` stopped.
+   */
+  settle(through: number, position: number): void {
+    if (!reached(Atomics.load(this.ctl, FREED), through)) this.free(through, position);
     Atomics.store(this.ctl, SETTLED, through);
     Atomics.notify(this.ctl, SETTLED);
+  }
+
+  /**
+   * Frees everything read so far before it is settled: while writes fail the rows wait in this
+   * thread's memory instead, and the ring keeps taking new ones. They are lost if the thread dies.
+   */
+  release(): void {
+    this.free(this.rows, this.cursor);
+  }
+
+  private free(rows: number, position: number): void {
+    Atomics.store(this.ctl, FREED, rows);
+    Atomics.store(this.ctl, TAIL, position);
   }
 
   /** Counts one more refusal (before the refused rows are settled, so a commit never mistakes them for written). */

@@ -59,9 +59,17 @@ export function segmentColumns(data: Buffer, n: number, width: number): { ts: Fl
 
 /** A write queued in the log thread: rows read from the ring (through that row), history points or an alert change. */
 export type Write =
-  | { kind: 'append'; through: number; segments: AppendSegment[]; rows: number }
-  | { kind: 'history'; points: { model: string; version: number; at: number; data: string }[] }
-  | { kind: 'alert'; alert: { id: string; state: string; data: string; at: number } };
+  /** Rows of the ring read through row `through`, where the read stopped at byte `position` (what their settling frees). */
+  | { kind: 'append'; through: number; position: number; segments: AppendSegment[]; rows: number }
+  /** `seq`: the HTTP thread's number of the message, acknowledged once committed. */
+  | { kind: 'history'; seq: number; points: { model: string; version: number; at: number; data: string }[] }
+  | { kind: 'alert'; seq: number; alert: { id: string; state: string; data: string; at: number } };
+
+/** The ring (its id) and its row through which the appends of a transaction go: committed with them, as the meta row `ring`. */
+export interface RingMark {
+  ring: number;
+  through: number;
+}
 
 interface SegmentRow {
   model: string;
@@ -136,6 +144,8 @@ export function openStore(db: Database.Database, sync: boolean, shared = false) 
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL, updated_at INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS alert_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL, state TEXT NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS alert_events_by_alert ON alert_events (alert_id, at);
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
   `);
   // Files from before segments knew their model's task: their labels are checked for finiteness only.
   if (db.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'task'").get() === undefined)
@@ -166,7 +176,12 @@ export function openStore(db: Database.Database, sync: boolean, shared = false) 
   const historyPut = db.prepare('INSERT OR REPLACE INTO history (model, version, at, data) VALUES (?, ?, ?, ?)');
   const historyGet = db.prepare('SELECT at, data FROM history WHERE model = ? AND version = ? AND at >= ? AND at <= ? ORDER BY at');
   const alertPut = db.prepare('INSERT OR REPLACE INTO alerts (id, state, data, updated_at) VALUES (?, ?, ?, ?)');
-  const alertEvent = db.prepare('INSERT INTO alert_events (alert_id, state, at, data) VALUES (?, ?, ?, ?)');
+  // An event sent again by the HTTP thread (the log thread died before acknowledging it) is the same event: kept once.
+  const alertEvent = db.prepare(
+    'INSERT INTO alert_events (alert_id, state, at, data) SELECT @id, @state, @at, @data WHERE NOT EXISTS (SELECT 1 FROM alert_events WHERE alert_id = @id AND state = @state AND at = @at)',
+  );
+  const markPut = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('ring', ?)");
+  const markGet = db.prepare("SELECT value FROM meta WHERE key = 'ring'").pluck();
   const alertHistory = db.prepare('SELECT data FROM alert_events WHERE at >= ? ORDER BY seq DESC LIMIT ?');
   const alertOpen = db.prepare("SELECT data FROM alerts WHERE state IN ('pending', 'firing')");
 
@@ -204,13 +219,14 @@ export function openStore(db: Database.Database, sync: boolean, shared = false) 
   };
 
   /** One transaction for a group of queued writes, in their order. */
-  const writeGroup = db.transaction((group: Write[]) => {
+  const writeGroup = db.transaction((group: Write[], mark: RingMark | null = null) => {
+    if (mark !== null) markPut.run(`${mark.ring}:${mark.through}`);
     for (const w of group) {
       if (w.kind === 'append') for (const s of w.segments) appendSegment(s);
       else if (w.kind === 'history') for (const p of w.points) historyPut.run(p.model, p.version, p.at, p.data);
       else {
         alertPut.run(w.alert.id, w.alert.state, w.alert.data, w.alert.at);
-        alertEvent.run(w.alert.id, w.alert.state, w.alert.at, w.alert.data);
+        alertEvent.run(w.alert);
       }
     }
   });
@@ -326,6 +342,13 @@ export function openStore(db: Database.Database, sync: boolean, shared = false) 
     db,
     logId,
     writeGroup,
+    /** The last ring mark committed: rows of ring `ring` through `through` are in the file. */
+    ringMark(): RingMark | null {
+      const v = markGet.get() as string | undefined;
+      if (v === undefined) return null;
+      const [ring, through] = v.split(':').map(Number);
+      return Number.isInteger(ring) && Number.isInteger(through) ? { ring: ring!, through: through! } : null;
+    },
     feedback,
     prune,
     labelledRows,

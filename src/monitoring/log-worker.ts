@@ -10,7 +10,12 @@
 // full, file unwritable) stays queued and is retried with backoff, oldest first, and the HTTP thread
 // is told, so it can count, log and report it; with durability sync the failed rows are refused
 // instead (their requests are waiting, and get an error rather than an answer nobody logged). What
-// is committed or refused is published in the ring as a row count, which is what commits wait on.
+// is committed or refused is published in the ring as a row count, which is what commits wait on,
+// and only then is the rows' space in the ring freed: a thread that dies before leaves them there
+// for the next one. Each commit of rows also stores the ring row it reaches in the file (the ring
+// mark), so the next thread skips rows committed just before a death instead of writing them twice.
+// History points and alert events are acknowledged once committed; the HTTP thread keeps the rest
+// and sends them again to a new thread.
 // Held rows are bounded: past MAX_BACKLOG this thread stops reading the ring, which then fills, and
 // the HTTP thread drops (and counts) what does not fit.
 //
@@ -23,7 +28,7 @@ import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { IDLE, PENDING, RingReader, URGENT } from './log-ring.js';
+import { IDLE, PENDING, type RecordVisitor, reached, RingReader, URGENT } from './log-ring.js';
 import { MAX_BACKLOG, SegmentAssembler } from './log-segments.js';
 import { LogShipper, type ShippingStatus } from './log-shipping.js';
 import { openStore, type Store, type Task, type Write } from './log-store.js';
@@ -54,8 +59,9 @@ export interface LogWorkerData {
   shared?: { url: string };
   /**
    * Set when this thread replaces one that died: the streams defined so far (index, definition
-   * JSON), whose definitions the dead thread had already read out of the ring. The ring's reading
-   * resumes where the dead thread stopped.
+   * JSON), whose definitions the dead thread may have freed from the ring. Reading resumes at the
+   * ring's tail: the rows the dead thread read and did not settle are read again, less those the
+   * file's ring mark says it committed.
    */
   restart?: { streams: [number, string][] };
 }
@@ -65,9 +71,10 @@ export type LogRequest =
   | { op: 'labelled'; id: number; model: string; version: number; since: number; limit: number }
   | { op: 'performance'; id: number; model: string; version: number; since: number; limit: number; task: Task; threshold: number }
   | { op: 'training'; id: number; model: string; since: number; limit: number }
-  | { op: 'history.put'; points: { model: string; version: number; at: number; data: string }[] }
+  /** `seq` numbers the writes that owe no answer: acknowledged (`saved`) once committed, sent again to a new thread until then. */
+  | { op: 'history.put'; seq: number; points: { model: string; version: number; at: number; data: string }[] }
   | { op: 'history.get'; id: number; model: string; version: number; from: number; to: number }
-  | { op: 'alerts.save'; alert: { id: string; state: string; data: string; at: number } }
+  | { op: 'alerts.save'; seq: number; alert: { id: string; state: string; data: string; at: number } }
   | { op: 'alerts.history'; id: number; limit: number; since: number }
   | { op: 'alerts.open'; id: number }
   | { op: 'prune'; before: number; id: number }
@@ -86,6 +93,8 @@ type Question = Exclude<LogRequest, { op: 'history.put' | 'alerts.save' }> & { r
 export type LogReport =
   /** Writes succeed again after a failure. */
   | { kind: 'written' }
+  /** History points and alert events through number `seq` are committed. */
+  | { kind: 'saved'; seq: number }
   /**
    * A write failed. Async: everything stays queued (`held` predictions) and is retried. Sync: the
    * queued rows are refused (`refused` predictions, rows after `refusedFrom` through
@@ -146,6 +155,10 @@ let retryTimer: NodeJS.Timeout | null = null;
 let retryMs = RETRY_MIN_MS;
 /** After a restart the HTTP thread counts the log as failing until this thread's first write. */
 let failing = restart !== undefined;
+/** A write failed and none has succeeded since: rows read are held in memory and freed from the ring at once. */
+let holding = false;
+/** A replacement first skips the rows its dead predecessor committed and did not settle (the file's ring mark). */
+let markChecked = restart === undefined;
 /** Rows committed or refused so far (as published in the ring). */
 let settledThrough = reader.settled();
 /** Set while reading is paused at MAX_BACKLOG: called once a write makes room. */
@@ -162,7 +175,7 @@ const codeOf = (e: unknown): string | null => {
  * nothing while MAX_BACKLOG rows are held.
  */
 function pull(until: number | null = null): void {
-  if (held >= MAX_BACKLOG) return;
+  if (held >= MAX_BACKLOG || !(markChecked || skipCommitted())) return;
   try {
     reader.read(assembler, until);
   } catch (e) {
@@ -172,8 +185,35 @@ function pull(until: number | null = null): void {
   }
   const { segments, rows } = assembler.take();
   if (rows === 0) return;
-  queue.push({ kind: 'append', through: reader.rows, segments, rows });
+  queue.push({ kind: 'append', through: reader.rows, position: reader.position, segments, rows });
   held += rows;
+  // Writes are failing: what is read waits here, and the ring takes new rows meanwhile.
+  if (holding) reader.release();
+}
+
+/**
+ * A thread that died between committing rows and settling them left them in the ring: the file's
+ * ring mark (committed with them) says so, and they are skipped here, not written twice. False
+ * while the store cannot be opened (nothing is read until it can).
+ */
+function skipCommitted(): boolean {
+  let mark: ReturnType<Store['ringMark']>;
+  try {
+    mark = storeOf().ringMark();
+  } catch {
+    return false;
+  }
+  markChecked = true;
+  if (mark === null || mark.ring !== reader.id || reached(reader.rows, mark.through)) return true;
+  const definitions: RecordVisitor = {
+    row: () => undefined,
+    define: (index, json) => assembler.define(index, json),
+    cut: () => assembler.cut(),
+  };
+  reader.read(definitions, mark.through);
+  settledThrough = mark.through;
+  reader.settle(mark.through, reader.position);
+  return true;
 }
 
 function enqueue(w: Write): void {
@@ -211,21 +251,26 @@ function write(force = false): void {
       if (w.kind === 'append') rows += w.rows;
     }
     const group = queue.slice(0, k);
+    let last: Extract<Write, { kind: 'append' }> | null = null;
+    let saved = -1;
+    for (const w of group) {
+      if (w.kind === 'append') last = w;
+      else saved = w.seq;
+    }
     try {
-      s.writeGroup(group);
+      s.writeGroup(group, last === null ? null : { ring: reader.id, through: last.through });
     } catch (e) {
       failed(e);
       return;
     }
     queue.splice(0, k);
     held -= rows;
-    let through: number | null = null;
-    for (const w of group) if (w.kind === 'append') through = w.through;
-    if (through !== null) {
-      settledThrough = through;
-      reader.settle(through);
+    if (last !== null) {
+      settledThrough = last.through;
+      reader.settle(last.through, last.position);
       shipper?.kick();
     }
+    if (saved >= 0) post({ kind: 'saved', seq: saved });
     recovered();
   }
   if (reopening) recovered();
@@ -242,6 +287,7 @@ function room(): void {
 
 /** A write succeeded: after a failure, the HTTP thread is told (it logs the recovery once). */
 function recovered(): void {
+  holding = false;
   if (!failing) return;
   failing = false;
   retryMs = RETRY_MIN_MS;
@@ -250,9 +296,11 @@ function recovered(): void {
 
 function failed(e: unknown): void {
   failing = true;
+  holding = true;
   let refused = 0;
   const refusedFrom = settledThrough;
   let refusedThrough = settledThrough;
+  let refusedPosition = 0;
   let refusals = reader.refusals();
   if (SYNC) {
     // Their requests are still waiting: every queued row gets an error now (the ones behind the
@@ -266,13 +314,14 @@ function failed(e: unknown): void {
       queue.splice(i, 1);
       refused += w.rows;
       refusedThrough = w.through;
+      refusedPosition = w.position;
     }
     if (refused > 0) {
       held -= refused;
       // Counted before the rows are settled: a commit that sees them settled also sees the refusal.
       refusals = reader.refuse();
       settledThrough = refusedThrough;
-      reader.settle(refusedThrough);
+      reader.settle(refusedThrough, refusedPosition);
       room();
     }
   }
@@ -480,9 +529,9 @@ async function answerShared(shipper: LogShipper, s: Store, m: Question): Promise
 parentPort!.on('message', (m: LogRequest) => {
   switch (m.op) {
     case 'history.put':
-      return enqueue({ kind: 'history', points: m.points });
+      return enqueue({ kind: 'history', seq: m.seq, points: m.points });
     case 'alerts.save':
-      return enqueue({ kind: 'alert', alert: m.alert });
+      return enqueue({ kind: 'alert', seq: m.seq, alert: m.alert });
     default:
       try {
         answer(m as Question);

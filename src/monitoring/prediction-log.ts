@@ -109,10 +109,17 @@ export class PredictionLog {
   private restartTimer: NodeJS.Timeout | null = null;
   private restartMs = RESTART_MIN_MS;
   private startedAt = 0;
-  /** Rows the ring had given out when the current thread started: one that dies without taking any may be killed by them. */
+  /** Rows settled when the current thread started: a replacement that dies without settling any may be killed by the rows in the ring. */
   private resumedAt = 0;
-  /** History points and alert events sent while no log thread runs: the next one gets them. */
-  private readonly parked: LogRequest[] = [];
+  /**
+   * History points and alert events not yet acknowledged as committed, oldest first: sent again to
+   * the next thread if this one dies (at most MAX_PARKED; beyond that the oldest are no longer kept).
+   */
+  private readonly unsaved: Extract<LogRequest, { seq: number }>[] = [];
+  private seq = 0;
+  /** Writes let go of by `unsaved` while full, and the last one's number: lost if the thread dies before acknowledging it. */
+  private overflow = { count: 0, through: 0 };
+  /** Writes let go of while no thread ran. */
   private parkedDropped = 0;
   /** Log threads started again after one died. */
   restarts = 0;
@@ -190,6 +197,7 @@ export class PredictionLog {
     w.on('message', (m: LogReport | LogReply) => {
       if ('id' in m) return this.answered(m);
       if (m.kind === 'written') this.written();
+      else if (m.kind === 'saved') this.saved(m.seq);
       else if (m.kind === 'shipping') this.shipped(m.status);
       else this.failed(m);
     });
@@ -205,10 +213,10 @@ export class PredictionLog {
     this.crash = null;
     this.dead = null;
     this.startedAt = Date.now();
-    this.resumedAt = this.ring.taken();
+    this.resumedAt = this.ring.settled();
     // Rows that waited for it are written now, not a flush interval later.
     if (restart !== undefined && this.backlog > 0) this.ring.urgent();
-    for (const m of this.parked.splice(0)) w.postMessage(m);
+    for (const m of this.unsaved) w.postMessage(m);
     if (this.parkedDropped > 0) {
       this.opts.logger?.error(
         { file: this.file, dropped: this.parkedDropped },
@@ -218,14 +226,23 @@ export class PredictionLog {
     }
   }
 
+  /** The log thread committed the history points and alert events through number `seq`. */
+  private saved(seq: number): void {
+    let k = 0;
+    while (k < this.unsaved.length && this.unsaved[k]!.seq <= seq) k++;
+    this.unsaved.splice(0, k);
+    if (seq >= this.overflow.through) this.overflow.count = 0;
+  }
+
   /**
-   * The log thread is gone. The predictions it had taken from the ring and not written are lost,
-   * counted as dropped; commits and requests waiting on it fail with STORE_UNAVAILABLE, as does
-   * every commit and read until a new thread runs. That one starts after a pause (longer while
-   * replacements keep dying young) and reads the ring from where the dead one stopped: rows logged
-   * meanwhile wait there, and are dropped and counted only if it fills. A replacement that dies
-   * without taking a row skips what the ring holds (dropped and counted too), since those rows may
-   * be what killed it. Each death is logged at error.
+   * The log thread is gone. The predictions it had read and not committed are still in the ring
+   * (their space is freed only once committed) and the next thread writes them, as it does the
+   * history points and alert events it had not acknowledged. Lost (and counted as dropped) are only
+   * the rows it held in memory while its writes were failing, and, if a replacement dies without
+   * committing anything, what the ring holds: those rows may be what killed it. Commits and requests
+   * waiting on it fail with STORE_UNAVAILABLE, as does every commit and read until a new thread
+   * runs. That one starts after a pause (longer while replacements keep dying young). Each death is
+   * logged at error.
    */
   private died(why: string): void {
     const error = `the prediction log thread stopped: ${why}`;
@@ -237,10 +254,12 @@ export class PredictionLog {
     this.dead = err;
     for (const w of this.waiting.values()) w.reject(err);
     this.waiting.clear();
-    const stuck = this.restarts > 0 && this.ring.taken() === this.resumedAt && this.ring.rows !== this.ring.taken();
+    const stuck = this.restarts > 0 && this.ring.settled() === this.resumedAt && this.backlog > 0;
     const lost = this.ring.abandon(stuck);
     const n = (lost.through - lost.from) | 0;
     this.dropped += n;
+    const writes = this.overflow.count;
+    this.overflow.count = 0;
     // Commits waiting fail (their rows may yet be written by the next thread: a 503 then, never an
     // answer whose prediction was not logged); the next commit covers only rows logged after this.
     this.noteRefusals(lost.refusals);
@@ -250,10 +269,15 @@ export class PredictionLog {
     const pause = this.restartMs;
     this.restartMs = Math.min(RESTART_MAX_MS, this.restartMs * 2);
     this.opts.logger?.error(
-      { file: this.file, err: why, lost: n, skipped: stuck, restartInMs: pause, durability: this.durability },
-      `prediction log: ${error}; ${n} predictions it had not written are lost (counted as dropped)` +
-        `${stuck ? ', with those waiting in the ring, which the last new thread died on' : ''}; ` +
-        `a new log thread starts in ${pause} ms and writes what is logged meanwhile`,
+      { file: this.file, err: why, lost: n, lostWrites: writes, skipped: stuck, restartInMs: pause, durability: this.durability },
+      `prediction log: ${error}; ` +
+        (stuck
+          ? `the ${n} predictions waiting in the ring, which the last new thread died on, are skipped (counted as dropped)`
+          : n > 0
+            ? `${n} predictions it held in memory while its writes failed are lost (counted as dropped)`
+            : 'no prediction is lost') +
+        (writes > 0 ? `, and ${writes} history points and alert events it had not written` : '') +
+        `; a new log thread starts in ${pause} ms and writes the rest and what is logged meanwhile`,
     );
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
@@ -552,7 +576,7 @@ export class PredictionLog {
   }
 
   putHistory(points: { model: string; version: number; at: number; data: string }[]): void {
-    if (!this.closed && points.length > 0) this.post({ op: 'history.put', points });
+    if (!this.closed && points.length > 0) this.post({ op: 'history.put', seq: ++this.seq, points });
   }
 
   history(model: string, version: number, from: number, to: number): Promise<Record<string, unknown>[]> {
@@ -560,19 +584,27 @@ export class PredictionLog {
   }
 
   saveAlert(id: string, state: string, data: unknown, at: number): void {
-    if (!this.closed) this.post({ op: 'alerts.save', alert: { id, state, data: JSON.stringify(data), at } });
+    if (!this.closed) this.post({ op: 'alerts.save', seq: ++this.seq, alert: { id, state, data: JSON.stringify(data), at } });
   }
 
-  /** A write that owes no answer; kept for the next thread while none runs (beyond MAX_PARKED the oldest are dropped, counted and logged). */
-  private post(m: LogRequest): void {
-    if (this.dead === null) {
-      this.worker.postMessage(m);
-      return;
-    }
-    this.parked.push(m);
-    if (this.parked.length > MAX_PARKED) {
-      this.parked.shift();
-      this.parkedDropped++;
+  /**
+   * A write that owes no answer: kept until the log thread acknowledges it, and sent to the next
+   * thread if this one dies first (and while none runs, only kept). Beyond MAX_PARKED kept, the
+   * oldest is let go of: the thread still writes it, but a death before it does loses it (counted
+   * and logged then).
+   */
+  private post(m: Extract<LogRequest, { seq: number }>): void {
+    if (this.dead === null) this.worker.postMessage(m);
+    this.unsaved.push(m);
+    if (this.unsaved.length > MAX_PARKED) {
+      const gone = this.unsaved.shift()!;
+      if (this.dead !== null) {
+        // No thread to write it: lost now (logged when the next one starts).
+        this.parkedDropped++;
+        return;
+      }
+      this.overflow.count++;
+      this.overflow.through = gone.seq;
     }
   }
 
