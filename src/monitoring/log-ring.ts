@@ -19,7 +19,7 @@
 //
 // Record layout (8-byte aligned, offsets from the record's start):
 //   0 i32 length in bytes, padding included (0: a wrap marker, the next record is at offset 0)
-//   4 i32 kind: a stream index (>= 0) for a prediction, DEFINE, or CUT
+//   4 i32 kind: a stream index (>= 0) for a prediction, DEFINE, CUT, or SKIPPED
 //   8 i32 bytes of the request id (rows) or of the definition's JSON (DEFINE)
 //  12 i32 flags (rows: 1 when the inputs were kept) or the stream index being defined (DEFINE)
 //  16 f64 ts, 24 f64 score, 32 f32 x width inputs, then the request id in UTF-8 (rows)
@@ -38,6 +38,8 @@ const REFUSALS = 18;
 const FREED = 19;
 /** A random id of the ring, so that a mark of rows committed from it is never taken for another ring's. */
 const ID = 20;
+/** 1 + byte offset of the row record whose reading threw (0: none), so that the next reader skips that row only. */
+const BAD = 21;
 const WAKE = 32;
 
 /** Wake word: the reader sleeps until a writer notifies. */
@@ -51,6 +53,8 @@ export const URGENT = 2;
 export const DEFINE = -1;
 /** A record closing every open segment: rows after it go into new ones. */
 export const CUT = -2;
+/** A row record the reader counts and does not read: one whose reading killed a reader. */
+export const SKIPPED = -3;
 const ROW_HEAD = 32;
 
 export const DEFAULT_RING_BYTES = 16 << 20;
@@ -229,6 +233,17 @@ export class RingWriter extends RingViews {
   }
 
   /**
+   * The reader died reading a row (a bug): that row is marked to be skipped by the next reader, and
+   * is the one row lost. False when the reader did not die reading a row. Only while no reader runs.
+   */
+  skipBad(): boolean {
+    const bad = Atomics.exchange(this.ctl, BAD, 0);
+    if (bad === 0) return false;
+    this.i32[((bad - 1) >> 2) + 1] = SKIPPED;
+    return true;
+  }
+
+  /**
    * The reader died. What it read and had not settled is still in the ring (a record is freed when
    * settled) and the next reader reads it again, except rows it freed early while its writes failed:
    * those were only in its memory. With `all`, everything in the ring goes too (the next reader
@@ -401,25 +416,34 @@ export class RingReader extends RingViews {
     const head = Atomics.load(this.ctl, HEAD);
     let t = this.cursor;
     let n = 0;
-    while (t !== head) {
-      const w = t >> 2;
-      const len = i32[w]!;
-      if (len === 0) {
-        t = 0;
-        continue;
+    try {
+      while (t !== head) {
+        const w = t >> 2;
+        const len = i32[w]!;
+        if (len === 0) {
+          t = 0;
+          continue;
+        }
+        const kind = i32[w + 1]!;
+        if (kind >= 0) {
+          if (until !== null && reached(this.rows + n, until)) break;
+          visit.row(this, t, kind);
+          n++;
+        } else if (kind === DEFINE) {
+          visit.define(i32[w + 3]!, Buffer.from(this.sab, CONTROL + t + 16, i32[w + 2]!).toString('utf8'));
+        } else if (kind === CUT) {
+          visit.cut();
+        } else {
+          if (until !== null && reached(this.rows + n, until)) break;
+          n++;
+        }
+        t += len;
+        if (t === cap) t = 0;
       }
-      const kind = i32[w + 1]!;
-      if (kind >= 0) {
-        if (until !== null && reached(this.rows + n, until)) break;
-        visit.row(this, t, kind);
-        n++;
-      } else if (kind === DEFINE) {
-        visit.define(i32[w + 3]!, Buffer.from(this.sab, CONTROL + t + 16, i32[w + 2]!).toString('utf8'));
-      } else {
-        visit.cut();
-      }
-      t += len;
-      if (t === cap) t = 0;
+    } catch (e) {
+      // `t` is the record that threw: a row is marked for the writer, which skips it if this kills the reader.
+      if (i32[(t >> 2) + 1]! >= 0) Atomics.store(this.ctl, BAD, t + 1);
+      throw e;
     }
     this.cursor = t;
     this.rows = (this.rows + n) | 0;

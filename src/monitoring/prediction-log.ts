@@ -238,8 +238,9 @@ export class PredictionLog {
    * The log thread is gone. The predictions it had read and not committed are still in the ring
    * (their space is freed only once committed) and the next thread writes them, as it does the
    * history points and alert events it had not acknowledged. Lost (and counted as dropped) are only
-   * the rows it held in memory while its writes were failing, and, if a replacement dies without
-   * committing anything, what the ring holds: those rows may be what killed it. Commits and requests
+   * the rows it held in memory while its writes were failing, a row that threw when read (a bug:
+   * skipped, so that it does not kill the next thread too), and, if a replacement dies without
+   * committing anything and not reading a row, what the ring holds: those rows may be what killed it. Commits and requests
    * waiting on it fail with STORE_UNAVAILABLE, as does every commit and read until a new thread
    * runs. That one starts after a pause (longer while replacements keep dying young). Each death is
    * logged at error.
@@ -254,10 +255,12 @@ export class PredictionLog {
     this.dead = err;
     for (const w of this.waiting.values()) w.reject(err);
     this.waiting.clear();
-    const stuck = this.restarts > 0 && this.ring.settled() === this.resumedAt && this.backlog > 0;
+    // A row that threw when read is the one skipped; otherwise a replacement that committed nothing may have died of what the ring holds.
+    const skipped = this.ring.skipBad() ? 1 : 0;
+    const stuck = skipped === 0 && this.restarts > 0 && this.ring.settled() === this.resumedAt && this.backlog > 0;
     const lost = this.ring.abandon(stuck);
     const n = (lost.through - lost.from) | 0;
-    this.dropped += n;
+    this.dropped += n + skipped;
     const writes = this.overflow.count;
     this.overflow.count = 0;
     // Commits waiting fail (their rows may yet be written by the next thread: a 503 then, never an
@@ -269,13 +272,24 @@ export class PredictionLog {
     const pause = this.restartMs;
     this.restartMs = Math.min(RESTART_MAX_MS, this.restartMs * 2);
     this.opts.logger?.error(
-      { file: this.file, err: why, lost: n, lostWrites: writes, skipped: stuck, restartInMs: pause, durability: this.durability },
+      {
+        file: this.file,
+        err: why,
+        lost: n + skipped,
+        lostWrites: writes,
+        skipped: stuck ? n : skipped,
+        restartInMs: pause,
+        durability: this.durability,
+      },
       `prediction log: ${error}; ` +
         (stuck
           ? `the ${n} predictions waiting in the ring, which the last new thread died on, are skipped (counted as dropped)`
-          : n > 0
-            ? `${n} predictions it held in memory while its writes failed are lost (counted as dropped)`
-            : 'no prediction is lost') +
+          : skipped > 0
+            ? 'the prediction it died reading is skipped (counted as dropped)' +
+              (n > 0 ? `, and ${n} predictions it held in memory while its writes failed are lost` : '')
+            : n > 0
+              ? `${n} predictions it held in memory while its writes failed are lost (counted as dropped)`
+              : 'no prediction is lost') +
         (writes > 0 ? `, and ${writes} history points and alert events it had not written` : '') +
         `; a new log thread starts in ${pause} ms and writes the rest and what is logged meanwhile`,
     );
