@@ -1,5 +1,6 @@
 // ModelInfer of the Open Inference Protocol over gRPC as a Protocol of the one inference step: a
-// ModelInferRequest (as @grpc/proto-loader decodes it: snake_case fields, int64 as decimal strings)
+// ModelInferRequest (as grpc-codec.ts reads it, in @grpc/proto-loader's shape: snake_case fields,
+// int64 as decimal strings)
 // is checked with the same rules as OIP JSON (checkInputs: names, datatypes, shapes, batch size;
 // value ranges by the shared tensor writers) and decoded straight into the version's open batch,
 // from typed `contents` or from `raw_input_contents`; an answer is a ModelInferResponse with typed

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { decodeModelInferRequest, encodeModelInferResponse } from './grpc-codec.js';
 import pkg from '../version.js';
 import { badRequest, shuttingDown, type ScorelineError } from '../errors.js';
 import type { LoadedModel } from '../inference/index.js';
@@ -90,7 +91,17 @@ export function loadService(): grpc.ServiceDefinition {
   const def = grpc.loadPackageDefinition(protoLoader.loadSync(file, LOADER_OPTIONS)) as unknown as {
     inference: { GRPCInferenceService: { service: grpc.ServiceDefinition } };
   };
-  return def.inference.GRPCInferenceService.service;
+  const service = def.inference.GRPCInferenceService.service;
+  // ModelInfer, the one call on the request path, reads and writes its messages by hand (grpc-codec.ts).
+  const infer = service.ModelInfer!;
+  return {
+    ...service,
+    ModelInfer: {
+      ...infer,
+      requestDeserialize: decodeModelInferRequest,
+      responseSerialize: encodeModelInferResponse as (res: unknown) => Buffer,
+    },
+  };
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
