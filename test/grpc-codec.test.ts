@@ -258,8 +258,10 @@ test('ModelInfer responses: the hand-written writer is read back by proto-loader
 
 test('the service reads and writes ModelInfer with the hand-written codec, and every other call with proto-loader', () => {
   const service = loadService();
-  assert.equal(service.ModelInfer!.requestDeserialize, decodeModelInferRequest);
+  // A message that cannot be read reaches the handler with the reason, answered there as a bad request.
+  assert.deepEqual(service.ModelInfer!.requestDeserialize(Buffer.from([0x0a, 5, 0x41])), { malformed: 'the message ends inside a field' });
+  assert.equal(service.ModelInfer!.requestDeserialize(reference.requestSerialize(requests[0]!)).model_name, 'credit-default');
   assert.equal(service.ModelInfer!.responseSerialize, encodeModelInferResponse);
   assert.equal(service.ModelInfer!.path, '/inference.GRPCInferenceService/ModelInfer');
-  assert.notEqual(service.ModelMetadata!.requestDeserialize, decodeModelInferRequest);
+  assert.notEqual(service.ModelMetadata!.requestDeserialize, service.ModelInfer!.requestDeserialize);
 });

@@ -98,10 +98,25 @@ export function loadService(): grpc.ServiceDefinition {
     ...service,
     ModelInfer: {
       ...infer,
-      requestDeserialize: decodeModelInferRequest,
+      requestDeserialize: readInferMessage,
       responseSerialize: encodeModelInferResponse as (res: unknown) => Buffer,
     },
   };
+}
+
+/**
+ * What ModelInfer's handler gets: the request, or why its bytes are not one. A message that cannot
+ * be read is answered there as any bad request (INVALID_ARGUMENT, after the key check), rather than
+ * as grpc-js answers a deserializer that throws (INTERNAL, without the reason).
+ */
+type InferMessage = ModelInferRequest & { malformed?: string };
+
+function readInferMessage(buf: Buffer): InferMessage {
+  try {
+    return decodeModelInferRequest(buf);
+  } catch (e) {
+    return { malformed: (e as Error).message };
+  }
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
@@ -128,7 +143,7 @@ function lookup(ctx: ServerContext, name: string | undefined, version: string | 
 
 function implementation(ctx: ServerContext): grpc.UntypedServiceImplementation {
   const serverMeta = { name: 'scoreline', version: pkg.version, extensions: [] };
-  const modelInfer: Unary<ModelInferRequest, ModelInferResponse> = (call, callback) => {
+  const modelInfer: Unary<InferMessage, ModelInferResponse> = (call, callback) => {
     const t0 = performance.now();
     const req = call.request;
     let keyId: string | undefined;
@@ -143,6 +158,10 @@ function implementation(ctx: ServerContext): grpc.UntypedServiceImplementation {
       }
     }
     const reply = new GrpcReply(callback, keyId === undefined ? undefined : { keyId });
+    if (req.malformed !== undefined) {
+      ctx.monitor.unrouted('grpc', reply.fail(badRequest(`the message is not a ModelInferRequest: ${req.malformed}`)));
+      return;
+    }
     const name = req.model_name ?? '';
     if (ctx.draining || name === '') {
       ctx.monitor.unrouted('grpc', reply.fail(name === '' ? badRequest('"model_name" is required') : shuttingDown()));

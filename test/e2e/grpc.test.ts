@@ -514,10 +514,26 @@ test('errors have their gRPC codes, the scoreline status in trailers, and change
   );
   assert.ok(isError(huge) && huge.code === grpc.status.RESOURCE_EXHAUSTED, JSON.stringify(huge));
 
+  // Bytes that are not a ModelInferRequest: INVALID_ARGUMENT with the reason, not grpc-js's bare INTERNAL.
+  const garbage = await new Promise<CallError | null>((resolve) => {
+    const raw = new grpc.Client(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
+    const same = (b: Buffer) => b;
+    raw.makeUnaryRequest('/inference.GRPCInferenceService/ModelInfer', same, same, Buffer.from([0x0a, 100, 0x41]), (err) => {
+      raw.close();
+      const trailers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(err?.metadata?.getMap() ?? {})) trailers[k] = String(v);
+      resolve(err === null ? null : { code: err.code, details: err.details, trailers });
+    });
+  });
+  assert.ok(garbage !== null, 'garbage bytes are refused');
+  assert.equal(grpc.status[garbage.code], 'INVALID_ARGUMENT', garbage.details);
+  assert.match(garbage.details, /the message is not a ModelInferRequest: the message ends inside a field/);
+  assert.equal(garbage.trailers['scoreline-http-status'], '400');
+
   const after = await metrics();
-  // Unknown model or version and a missing name: before any version; the rest charged to sum v1 as 4xx on route grpc.
+  // Unknown model or version, a missing name and the unreadable message: before any version; the rest charged to sum v1 as 4xx on route grpc.
   const unrouted = /^scoreline_unrouted_requests_total\{route="grpc",status="4xx"\} (\d+)$/m;
-  assert.equal(metric(after, unrouted) - metric(before, unrouted), 3);
+  assert.equal(metric(after, unrouted) - metric(before, unrouted), 4);
   const charged = /^scoreline_requests_total\{model="sum",version="1",variant="explicit",route="grpc",status="4xx"\} (\d+)$/m;
   assert.equal(metric(after, charged) - metric(before, charged), 11);
   // Nothing was computed for any of them, and the server still answers.
