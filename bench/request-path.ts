@@ -2,7 +2,9 @@
 //   - the tree engine against onnxruntime's session.run on bench:http's GBDT (150 trees of depth 3,
 //     61 features), at 1 and 64 rows, with the answers checked to be identical first;
 //   - reading an OIP body with scanOip + decodeScanned against JSON.parse + decodeOip, for the GBDT
-//     row (61 features) and the demo row (10 features).
+//     row (61 features) and the demo row (10 features);
+//   - gRPC ModelInfer's hand-written codec against @grpc/proto-loader's (with the service's options):
+//     reading the one-row request, typed and raw, and writing the demo's answer.
 // Median of several rounds, on one thread.
 //
 //   npm run bench:request-path -- [--no-write]
@@ -16,6 +18,10 @@ import { firstDifference, probeRows, TreeRunner } from '../src/inference/tree-ru
 import { datatypeFromOrt, type TensorData } from '../src/inference/tensor.js';
 import type { TensorPayload } from '../src/inference/session.js';
 import { scanOip } from '../src/server/fast-oip.js';
+import { decodeModelInferRequest, encodeModelInferResponse } from '../src/server/grpc-codec.js';
+import type { ModelInferResponse } from '../src/server/grpc-infer.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
 import { GBDT_FEATURES, GBDT_NAME, writeGbdtRepository } from './gbdt.js';
 import { table, writeSection } from './results.js';
 
@@ -86,17 +92,74 @@ for (const [label, row] of [
   readRows.push([`${label} (${buf.length} bytes)`, viaJson.toFixed(2), viaScan.toFixed(2), (viaJson / viaScan).toFixed(2)]);
 }
 
+// gRPC: the same messages through both codecs (the answers checked to agree first).
+const reference = (
+  protoLoader.loadSync(fileURLToPath(new URL('../../src/server/proto/grpc_predict_v2.proto', import.meta.url)), {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: false,
+    arrays: true,
+    oneofs: true,
+  })['inference.GRPCInferenceService'] as protoLoader.ServiceDefinition
+).ModelInfer!;
+const grpcRows: string[][] = [];
+const typed = (row: readonly number[]) => ({
+  model_name: 'credit-default',
+  inputs: [{ name: 'input', datatype: 'FP32', shape: [1, row.length], contents: { fp32_contents: row } }],
+});
+const raw = (row: readonly number[]) => ({
+  model_name: 'credit-default',
+  inputs: [{ name: 'input', datatype: 'FP32', shape: [1, row.length] }],
+  raw_input_contents: [Buffer.from(Float32Array.from(row).buffer)],
+});
+for (const [label, msg] of [
+  ['read: demo request, typed contents', typed(DEMO_ROW)],
+  ['read: demo request, raw contents', raw(DEMO_ROW)],
+  [`read: GBDT request, typed contents`, typed(gbdtRow)],
+] as const) {
+  const wire = reference.requestSerialize(msg);
+  const ours = decodeModelInferRequest(wire);
+  const theirs = reference.requestDeserialize(wire) as typeof ours;
+  if (
+    JSON.stringify(ours.inputs![0]!.contents?.fp32_contents ?? ours.raw_input_contents) !==
+    JSON.stringify(theirs.inputs![0]!.contents?.fp32_contents ?? theirs.raw_input_contents)
+  )
+    throw new Error(`the codecs read ${label} differently`);
+  const p = median(50_000, () => reference.requestDeserialize(wire));
+  const h = median(50_000, () => decodeModelInferRequest(wire));
+  grpcRows.push([`${label} (${wire.length} bytes)`, p.toFixed(2), h.toFixed(2), (p / h).toFixed(2)]);
+}
+const answer: ModelInferResponse = {
+  model_name: 'credit-default',
+  model_version: '1',
+  id: 'app-19',
+  outputs: [
+    { name: 'label', datatype: 'INT64', shape: [1], contents: { int64_contents: ['0'] } },
+    { name: 'probabilities', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [0.8302813768386841, 0.16971862316131592] } },
+  ],
+};
+if (!encodeModelInferResponse(answer).equals(Buffer.from(reference.responseSerialize(answer))))
+  throw new Error('the codecs write the answer differently');
+{
+  const p = median(50_000, () => reference.responseSerialize(answer));
+  const h = median(50_000, () => encodeModelInferResponse(answer));
+  grpcRows.push(['write: demo answer, typed contents', p.toFixed(2), h.toFixed(2), (p / h).toFixed(2)]);
+}
+
 const text =
   `Tree engine vs onnxruntime on bench:http's GBDT (150 trees of depth 3, 61 features), answers identical bit for bit:\n\n` +
   `${table(['rows per run', 'onnxruntime session.run (us)', 'tree engine (us)', 'ratio'], treeRows)}\n\n` +
   `Reading the one-row OIP body into float32 values:\n\n` +
   `${table(['body', 'JSON.parse (us)', 'scanOip (us)', 'ratio'], readRows)}\n\n` +
+  `gRPC ModelInfer messages, @grpc/proto-loader's codec (the service's options) against scoreline's (grpc-codec.ts), the same objects:\n\n` +
+  `${table(['message', 'proto-loader (us)', 'grpc-codec (us)', 'ratio'], grpcRows)}\n\n` +
   `One thread, median of ${ROUNDS} rounds. Load average at start: ${loadavg()[0]!.toFixed(2)}.`;
 console.log(text);
 if (!process.argv.includes('--no-write'))
   writeSection(
     'request-path',
-    'The request path: tree engine vs onnxruntime, OIP byte reader vs JSON.parse',
+    'The request path: tree engine vs onnxruntime, OIP byte reader vs JSON.parse, gRPC codec vs proto-loader',
     'npm run bench:request-path',
     text,
   );

@@ -228,7 +228,15 @@ const responses: ModelInferResponse[] = [
 ];
 
 test('ModelInfer responses: the hand-written writer is read back by proto-loader field for field', () => {
-  for (const res of responses) {
+  // Larger than the writer's 64 KiB scratch (it grows), then past 1 MiB (it shrinks back after), then small again.
+  const large: ModelInferResponse[] = [70_000, 300_000].map((n) => ({
+    model_name: 'large',
+    model_version: '1',
+    id: String(n),
+    outputs: [{ name: 'p', datatype: 'FP32', shape: [n], contents: { fp32_contents: Array.from({ length: n }, (_, i) => i / 8) } }],
+  }));
+  large.push({ ...responses[2]!, raw_output_contents: [Buffer.alloc(3 << 20, 9)] });
+  for (const res of [...large, ...responses]) {
     const bytes = encodeModelInferResponse(res);
     const back = reference.responseDeserialize(bytes) as Record<string, unknown> & ModelInferResponse;
     assert.equal(back.model_name ?? '', res.model_name);

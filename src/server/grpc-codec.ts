@@ -190,9 +190,9 @@ function readContents(r: Reader): TensorContents {
           // The common case: packed floats, read in one loop.
           const n = r.length();
           if (n % 4 !== 0) throw new Error('packed fp32_contents is not a whole number of floats');
-          const out = c.fp32_contents;
-          const buf = r.buf;
-          for (let p = r.pos, end = r.pos + n; p < end; p += 4) out.push(buf.readFloatLE(p));
+          const values = c.fp32_contents;
+          const floats = floatsOf(r.buf, r.pos, n);
+          for (let i = 0; i < floats.length; i++) values.push(floats[i]!);
           r.pos += n;
         } else repeated(r, wt, FIXED32, 'fp32_contents', (x) => c.fp32_contents.push(readFloat(x)));
         break;
@@ -208,6 +208,16 @@ function readContents(r: Reader): TensorContents {
     }
   }
   return c;
+}
+
+let floatScratch = new Float32Array(1024);
+
+/** `n` bytes of little-endian floats at `pos`, as a (reused) float view: copied once, not read one call per value. */
+function floatsOf(buf: Buffer, pos: number, n: number): Float32Array {
+  const count = n >> 2;
+  if (count > floatScratch.length) floatScratch = new Float32Array(Math.max(count, floatScratch.length * 2));
+  new Uint8Array(floatScratch.buffer, 0, n).set(buf.subarray(pos, pos + n));
+  return floatScratch.subarray(0, count);
 }
 
 function readFloat(r: Reader): number {
@@ -294,30 +304,87 @@ export function decodeModelInferRequest(buf: Buffer): ModelInferRequest {
   return req;
 }
 
-// Writing: sizes first (every length prefix is known before its bytes), then one buffer.
+// Writing: into one scratch buffer, front to back. A length-delimited field gets one byte for its
+// length before its body is written; a body of 128 bytes or more (rare in an answer: a large tensor)
+// is moved up to make room for the longer varint. The answer is then copied out at its exact size,
+// since gRPC keeps the buffer until it is sent.
 
-const varintSize = (v: number): number =>
-  v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : v < TWO_32 ? 5 : longSize(v);
+let out = Buffer.allocUnsafe(64 * 1024);
+let at = 0;
 
-function longSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
+/** Room for `n` more bytes (the scratch grows by doubling and stays grown). */
+function room(n: number): void {
+  if (at + n <= out.length) return;
+  let size = out.length * 2;
+  while (size < at + n) size *= 2;
+  const bigger = Buffer.allocUnsafe(size);
+  out.copy(bigger, 0, 0, at);
+  out = bigger;
 }
 
-/** An int64 value (number or decimal string) as an unsigned 64-bit number, or a bigint past 2^53. */
-function int64Value(v: string | number): number | bigint {
-  if (typeof v === 'number') {
-    if (Number.isSafeInteger(v) && v >= 0) return v;
-  } else if (v.length < 16 && digitsOnly(v)) {
-    // A short decimal without a sign (a label, a dimension): exact as a number.
-    return Number(v);
+function varint(v: number): void {
+  room(10);
+  const buf = out;
+  while (v >= 0x80) {
+    buf[at++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
   }
-  const big = BigInt.asUintN(64, BigInt(v));
-  return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+  buf[at++] = v;
+}
+
+function bigVarint(v: bigint): void {
+  room(10);
+  while (v >= 0x80n) {
+    out[at++] = Number(v & 0x7fn) | 0x80;
+    v >>= 7n;
+  }
+  out[at++] = Number(v);
+}
+
+const varintSize = (v: number): number => (v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5);
+
+/** Opens a length-delimited field: its tag, and one byte kept for its length; returns where the body starts. */
+function open(field: number): number {
+  varint((field << 3) | LEN);
+  room(1);
+  at++;
+  return at;
+}
+
+/** Closes the field whose body started at `start`: writes its length, moving the body up if it needs more than one byte. */
+function close(start: number): void {
+  const n = at - start;
+  if (n < 0x80) {
+    out[start - 1] = n;
+    return;
+  }
+  const extra = varintSize(n) - 1;
+  room(extra);
+  out.copy(out, start + extra, start, at);
+  at += extra;
+  let p = start - 1;
+  let v = n;
+  while (v >= 0x80) {
+    out[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[p] = v;
+}
+
+function string(field: number, s: string | undefined): void {
+  if (!s) return;
+  const start = open(field);
+  room(s.length * 3);
+  at += out.write(s, at, 'utf8');
+  close(start);
+}
+
+function bytes(field: number, b: Uint8Array): void {
+  const start = open(field);
+  room(b.byteLength);
+  out.set(b, at);
+  at += b.byteLength;
+  close(start);
 }
 
 function digitsOnly(s: string): boolean {
@@ -329,202 +396,96 @@ function digitsOnly(s: string): boolean {
   return true;
 }
 
-const bigVarintSize = (v: bigint): number => {
-  let n = 1;
-  while (v >= 0x80n) {
-    v >>= 7n;
-    n++;
+/** An int64 value (a number or a decimal string) as its varint: two's complement over 64 bits for a negative one. */
+function int64(v: string | number): void {
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v) && v >= 0) return varint(v);
+  } else if (v.length < 16 && digitsOnly(v)) {
+    // A short decimal without a sign (a label, a dimension): exact as a number.
+    return varint(Number(v));
   }
-  return n;
-};
-
-const int64Size = (v: number | bigint): number => (typeof v === 'number' ? varintSize(v) : bigVarintSize(v));
-
-const stringSize = (field: number, s: string | undefined): number => {
-  if (!s) return 0;
-  const n = Buffer.byteLength(s, 'utf8');
-  return varintSize(field << 3) + varintSize(n) + n;
-};
-
-class Writer {
-  pos = 0;
-  constructor(readonly buf: Buffer) {}
-
-  varint(v: number): void {
-    const buf = this.buf;
-    while (v >= 0x80) {
-      buf[this.pos++] = (v % 128) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    buf[this.pos++] = v;
-  }
-
-  bigVarint(v: bigint): void {
-    while (v >= 0x80n) {
-      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
-      v >>= 7n;
-    }
-    this.buf[this.pos++] = Number(v);
-  }
-
-  int64(v: number | bigint): void {
-    if (typeof v === 'number') this.varint(v);
-    else this.bigVarint(v);
-  }
-
-  tag(field: number, wireType: number): void {
-    this.varint((field << 3) | wireType);
-  }
-
-  string(field: number, s: string | undefined): void {
-    if (!s) return;
-    this.tag(field, LEN);
-    this.varint(Buffer.byteLength(s, 'utf8'));
-    this.pos += this.buf.write(s, this.pos, 'utf8');
-  }
-
-  bytes(field: number, b: Uint8Array): void {
-    this.tag(field, LEN);
-    this.varint(b.byteLength);
-    this.buf.set(b, this.pos);
-    this.pos += b.byteLength;
-  }
+  bigVarint(BigInt.asUintN(64, BigInt(v)));
 }
 
-/** Packed body sizes and values of one tensor's contents, computed once for both passes. */
-interface PlannedContents {
-  size: number;
-  fields: { field: number; size: number; write: (w: Writer) => void }[];
-}
-
-function planContents(c: TensorContents): PlannedContents {
-  const fields: PlannedContents['fields'] = [];
-  const packed = (field: number, size: number, write: (w: Writer) => void) => {
-    if (size > 0) fields.push({ field, size, write });
-  };
+function contents(c: TensorContents): void {
+  let start: number;
   if (c.bool_contents?.length) {
     const v = c.bool_contents;
-    packed(1, v.length, (w) => {
-      for (const b of v) w.buf[w.pos++] = b ? 1 : 0;
-    });
+    start = open(1);
+    room(v.length);
+    for (let i = 0; i < v.length; i++) out[at++] = v[i] ? 1 : 0;
+    close(start);
   }
   if (c.int_contents?.length) {
     // int32: a negative value is sign-extended to 64 bits, 10 bytes.
-    const v = c.int_contents.map((x) => (x < 0 ? int64Value(x) : x));
-    packed(
-      2,
-      v.reduce<number>((n, x) => n + int64Size(x), 0),
-      (w) => {
-        for (const x of v) w.int64(x);
-      },
-    );
+    const v = c.int_contents;
+    start = open(2);
+    for (let i = 0; i < v.length; i++) int64(v[i]!);
+    close(start);
   }
-  for (const [field, values] of [
-    [3, c.int64_contents],
-    [5, c.uint64_contents],
-  ] as const) {
-    if (!values?.length) continue;
-    const v = values.map(int64Value);
-    packed(
-      field,
-      v.reduce<number>((n, x) => n + int64Size(x), 0),
-      (w) => {
-        for (const x of v) w.int64(x);
-      },
-    );
+  if (c.int64_contents?.length) {
+    const v = c.int64_contents;
+    start = open(3);
+    for (let i = 0; i < v.length; i++) int64(v[i]!);
+    close(start);
   }
   if (c.uint_contents?.length) {
     const v = c.uint_contents;
-    packed(
-      4,
-      v.reduce((n, x) => n + varintSize(x >>> 0), 0),
-      (w) => {
-        for (const x of v) w.varint(x >>> 0);
-      },
-    );
+    start = open(4);
+    for (let i = 0; i < v.length; i++) varint(v[i]! >>> 0);
+    close(start);
+  }
+  if (c.uint64_contents?.length) {
+    const v = c.uint64_contents;
+    start = open(5);
+    for (let i = 0; i < v.length; i++) int64(v[i]!);
+    close(start);
   }
   if (c.fp32_contents?.length) {
     const v = c.fp32_contents;
-    packed(6, 4 * v.length, (w) => {
-      for (let i = 0; i < v.length; i++) w.pos = w.buf.writeFloatLE(v[i]!, w.pos);
-    });
+    start = open(6);
+    room(4 * v.length);
+    for (let i = 0; i < v.length; i++) at = out.writeFloatLE(v[i]!, at);
+    close(start);
   }
   if (c.fp64_contents?.length) {
     const v = c.fp64_contents;
-    packed(7, 8 * v.length, (w) => {
-      for (let i = 0; i < v.length; i++) w.pos = w.buf.writeDoubleLE(v[i]!, w.pos);
-    });
+    start = open(7);
+    room(8 * v.length);
+    for (let i = 0; i < v.length; i++) at = out.writeDoubleLE(v[i]!, at);
+    close(start);
   }
-  let size = 0;
-  for (const f of fields) size += 1 + varintSize(f.size) + f.size;
-  const bytes = c.bytes_contents ?? [];
-  for (const b of bytes) size += 1 + varintSize(b.byteLength) + b.byteLength;
-  if (bytes.length > 0)
-    fields.push({
-      field: 8,
-      size: -1,
-      write: (w) => {
-        for (const b of bytes) w.bytes(8, b);
-      },
-    });
-  return { size, fields };
-}
-
-type OutputTensor = ModelInferResponse['outputs'][number];
-
-interface PlannedOutput {
-  size: number;
-  shape: (number | bigint)[];
-  shapeSize: number;
-  contents: PlannedContents | null;
-}
-
-function planOutput(o: OutputTensor): PlannedOutput {
-  const shape = o.shape.map(int64Value);
-  const shapeSize = shape.reduce<number>((n, x) => n + int64Size(x), 0);
-  const contents = o.contents === undefined ? null : planContents(o.contents);
-  let size = stringSize(1, o.name) + stringSize(2, o.datatype);
-  if (shape.length > 0) size += 1 + varintSize(shapeSize) + shapeSize;
-  if (contents !== null) size += 1 + varintSize(contents.size) + contents.size;
-  return { size, shape, shapeSize, contents };
+  const b = c.bytes_contents;
+  if (b !== undefined) for (let i = 0; i < b.length; i++) bytes(8, b[i]!);
 }
 
 /** A ModelInferResponse's wire bytes. */
 export function encodeModelInferResponse(res: ModelInferResponse): Buffer {
-  const outputs = res.outputs.map(planOutput);
-  const raw = res.raw_output_contents ?? [];
-  let size = stringSize(1, res.model_name) + stringSize(2, res.model_version) + stringSize(3, res.id);
-  for (const o of outputs) size += 1 + varintSize(o.size) + o.size;
-  for (const b of raw) size += 1 + varintSize(b.byteLength) + b.byteLength;
-  const w = new Writer(Buffer.allocUnsafe(size));
-  w.string(1, res.model_name);
-  w.string(2, res.model_version);
-  w.string(3, res.id);
-  for (let k = 0; k < outputs.length; k++) {
-    const o = outputs[k]!;
-    const t = res.outputs[k]!;
-    w.tag(5, LEN);
-    w.varint(o.size);
-    w.string(1, t.name);
-    w.string(2, t.datatype);
+  at = 0;
+  string(1, res.model_name);
+  string(2, res.model_version);
+  string(3, res.id);
+  for (const o of res.outputs) {
+    const start = open(5);
+    string(1, o.name);
+    string(2, o.datatype);
     if (o.shape.length > 0) {
-      w.tag(3, LEN);
-      w.varint(o.shapeSize);
-      for (const d of o.shape) w.int64(d);
+      const shape = open(3);
+      for (let i = 0; i < o.shape.length; i++) int64(o.shape[i]!);
+      close(shape);
     }
-    if (o.contents !== null) {
-      w.tag(5, LEN);
-      w.varint(o.contents.size);
-      for (const f of o.contents.fields) {
-        if (f.size >= 0) {
-          w.tag(f.field, LEN);
-          w.varint(f.size);
-        }
-        f.write(w);
-      }
+    if (o.contents !== undefined) {
+      const c = open(5);
+      contents(o.contents);
+      close(c);
     }
+    close(start);
   }
-  for (const b of raw) w.bytes(6, b);
-  if (w.pos !== size) throw new Error(`ModelInferResponse: wrote ${w.pos} bytes of ${size}`);
-  return w.buf;
+  const raw = res.raw_output_contents;
+  if (raw !== undefined) for (let i = 0; i < raw.length; i++) bytes(6, raw[i]!);
+  const answer = Buffer.allocUnsafe(at);
+  out.copy(answer, 0, 0, at);
+  // A scratch grown for one large answer does not stay large.
+  if (out.length > 1 << 20) out = Buffer.allocUnsafe(64 * 1024);
+  return answer;
 }
