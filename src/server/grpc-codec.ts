@@ -398,13 +398,10 @@ function digitsOnly(s: string): boolean {
 
 /** An int64 value (a number or a decimal string) as its varint: two's complement over 64 bits for a negative one. */
 function int64(v: string | number): void {
-  if (typeof v === 'number') {
-    if (Number.isSafeInteger(v) && v >= 0) return varint(v);
-  } else if (v.length < 16 && digitsOnly(v)) {
-    // A short decimal without a sign (a label, a dimension): exact as a number.
-    return varint(Number(v));
-  }
-  bigVarint(BigInt.asUintN(64, BigInt(v)));
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) varint(v);
+  // A short decimal without a sign (a label, a dimension): exact as a number.
+  else if (typeof v === 'string' && v.length < 16 && digitsOnly(v)) varint(Number(v));
+  else bigVarint(BigInt.asUintN(64, BigInt(v)));
 }
 
 function contents(c: TensorContents): void {
