@@ -11,7 +11,6 @@
 // the next share, and the leader judges with its own live figures plus the last rows it read of the
 // same step.
 
-import type { Logger } from 'pino';
 import type { CanaryStepRecords, SharedCanaryStep } from '../store/index.js';
 import { StepStats } from './analysis.js';
 
@@ -38,7 +37,8 @@ export interface SharedStepsOptions {
   records: CanaryStepRecords;
   /** This replica process's id: its own row is never read back (its live figures are used instead). */
   replica: string;
-  log: Pick<Logger, 'error' | 'warn'>;
+  /** Where failures and recoveries are reported (a pino logger fits). */
+  log: { error(obj: object, msg: string): void; warn(obj: object, msg: string): void };
 }
 
 /** Shares between two prunes of rows of ended steps (by the leader). */
