@@ -102,13 +102,11 @@ export class SharedSteps {
         this.failed(e as Error, 'written');
       }
     }
-    if (!leads) {
-      if (ok) this.recovered();
-      return;
-    }
-    const keys = parts.map((p) => ({ model: p.model, step: p.step }));
+    const keys = leads ? parts.map((p) => ({ model: p.model, step: p.step })) : [];
     if (keys.length > 0) ok = (await this.read(keys)) && ok;
-    if (ok) this.recovered();
+    // Only a round that reached the store ends a failing episode.
+    if (ok && (rows.length > 0 || keys.length > 0)) this.recovered();
+    if (!leads) return;
     if (this.rounds++ % PRUNE_EVERY === 0) {
       await this.opts.records
         .prune(keys, PRUNE_AFTER_MS)
