@@ -1,6 +1,9 @@
 // What a deployment watches while traffic moves: per version, the requests, errors, latency and
 // scores seen since the current step began (canary) or since the shadow started, and the decisions
-// drawn from them: canary analysis and shadow agreement.
+// drawn from them: canary analysis and shadow agreement. With replicas sharing a store, each
+// replica's StepStats of a step are shared and added up (StepStats.toJSON, fromJSON, add: counts and
+// histograms add, scores are counted in the canary reference's bins), so the analysis judges the
+// traffic of every replica exactly as if one process had served it.
 //
 // Canary analysis judges the canary against what it should be, never against the stable version's
 // scores: a better model of another family is expected to score differently. Each check speaks
