@@ -18,8 +18,9 @@ function referenceOf(values: number[]): ScoreReference {
 /** Beta-ish scores in (0, 1): a logistic of a normal, like a credit model's probabilities. */
 const draw = (rng: Random, shift = 0) => 1 / (1 + Math.exp(-(-2 + shift + rng.normal())));
 
-function stats(n: number, scores: () => number, errors = 0, ms = 1): StepStats {
-  const s = new StepStats();
+/** n requests; `reference`: the version's reference, on whose edges its statistics count the scores. */
+function stats(n: number, scores: () => number, errors = 0, ms = 1, reference: ScoreReference | null = null): StepStats {
+  const s = new StepStats(() => reference?.edges ?? null);
   for (let i = 0; i < n; i++) s.record(i < errors ? 500 : 200, ms, i < errors ? null : scores());
   return s;
 }
@@ -47,7 +48,7 @@ test('psiMinSample: the sample at which PSI over 0.25 by chance is negligible; I
   let failed = 0;
   for (let k = 0; k < 2000; k++) {
     const a = analyzeCanary(
-      stats(needed, () => draw(rng)),
+      stats(needed, () => draw(rng), 0, 1, reference),
       stats(needed, () => draw(rng)),
       POLICY,
       reference,
@@ -63,7 +64,7 @@ test('the canary is judged against its own reference, never against stable score
   const canaryRef = referenceOf(Array.from({ length: 5000 }, () => draw(rng, 1.5)));
   const n = Math.max(MIN_P99_SAMPLES, psiMinSample(0.25, 5000));
   const a = analyzeCanary(
-    stats(n, () => draw(rng, 1.5)),
+    stats(n, () => draw(rng, 1.5), 0, 1, canaryRef),
     stats(n, () => draw(rng)),
     POLICY,
     canaryRef,
@@ -73,7 +74,7 @@ test('the canary is judged against its own reference, never against stable score
   assert.ok(psi.canary! < 0.1, `canary PSI vs its reference ${psi.canary}`);
   // Training/serving skew: the canary's live scores move away from its reference.
   const skewed = analyzeCanary(
-    stats(n, () => draw(rng, 3)),
+    stats(n, () => draw(rng, 3), 0, 1, canaryRef),
     stats(n, () => draw(rng)),
     POLICY,
     canaryRef,
@@ -87,7 +88,7 @@ test('every check says insufficient_data until its sample is large enough', () =
   const ref = referenceOf(Array.from({ length: 5000 }, () => draw(rng)));
   // 3 wildly skewed scores: no verdict.
   const few = analyzeCanary(
-    stats(3, () => 0.99),
+    stats(3, () => 0.99, 0, 1, ref),
     stats(3, () => draw(rng)),
     POLICY,
     ref,
@@ -99,7 +100,7 @@ test('every check says insufficient_data until its sample is large enough', () =
   assert.deepEqual([psi.n, psi.needed], [3, 139]);
   // Enough requests for errors, not for p99 or PSI.
   const some = analyzeCanary(
-    stats(60, () => draw(rng)),
+    stats(60, () => draw(rng), 0, 1, ref),
     stats(60, () => draw(rng)),
     POLICY,
     ref,

@@ -559,6 +559,83 @@ for (const kind of kinds) {
   });
 }
 
+test('canary step statistics are kept only by a store replicas share: null in SQLite', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'scoreline-canary-'));
+  try {
+    const store = SqliteStore.open(join(dir, 'data'));
+    assert.equal(store.canary, null);
+    assert.equal(store.cluster.shared, false);
+    await store.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the PostgreSQL store: canary step rows replace the replica's earlier row, are read with their own step only, with their age; ended steps are pruned", {
+  skip: postgresSkip(),
+}, async () => {
+  const url = await freshDatabase();
+  const dir = await mkdtemp(join(tmpdir(), 'scoreline-canary-'));
+  try {
+    const a = await PostgresStore.open({ url, dataDir: join(dir, 'a'), log: quiet, waitForServer: false });
+    const b = await PostgresStore.open({ url, dataDir: join(dir, 'b'), log: quiet, waitForServer: false });
+    try {
+      await a.canary.putSteps('ra', [
+        { model: 'm', step: 's1', data: '{"1":{"requests":3}}' },
+        { model: 'n', step: 't1', data: '{"1":{"requests":7}}' },
+      ]);
+      await b.canary.putSteps('rb', [{ model: 'm', step: 's1', data: '{"1":{"requests":5}}' }]);
+      await b.canary.putSteps('rb', []);
+      const seen = await b.canary.steps(
+        [
+          { model: 'm', step: 's1' },
+          { model: 'n', step: 't1' },
+        ],
+        'rb',
+      );
+      assert.deepEqual(seen.map((r) => [r.model, r.step, r.replica, r.data]).sort(), [
+        ['m', 's1', 'ra', { 1: { requests: 3 } }],
+        ['n', 't1', 'ra', { 1: { requests: 7 } }],
+      ]);
+      assert.ok(
+        seen.every((r) => r.ageMs >= 0 && r.ageMs < 60_000),
+        JSON.stringify(seen),
+      );
+      // Replica ra moves to the next step of m: its row of s1 is gone, and s2 is read with s2 only.
+      await a.canary.putSteps('ra', [{ model: 'm', step: 's2', data: '{"1":{"requests":0}}' }]);
+      assert.deepEqual(
+        (await b.canary.steps([{ model: 'm', step: 's1' }], 'nobody')).map((r) => r.replica),
+        ['rb'],
+      );
+      assert.deepEqual(
+        (await b.canary.steps([{ model: 'm', step: 's2' }], 'rb')).map((r) => [r.replica, r.data]),
+        [['ra', { 1: { requests: 0 } }]],
+      );
+      assert.deepEqual(await b.canary.steps([], 'rb'), []);
+      // Pruning drops rows not written for the given time unless their step is kept.
+      assert.equal(await a.canary.prune([{ model: 'm', step: 's2' }], 60_000), 0);
+      assert.equal(await a.canary.prune([{ model: 'm', step: 's2' }], 0), 2);
+      const left = await a.canary.steps(
+        [
+          { model: 'm', step: 's1' },
+          { model: 'm', step: 's2' },
+          { model: 'n', step: 't1' },
+        ],
+        'nobody',
+      );
+      assert.deepEqual(
+        left.map((r) => [r.model, r.step, r.replica]),
+        [['m', 's2', 'ra']],
+      );
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('the PostgreSQL store: a second replica sees the lease held; a lapsed or resigned lease changes hands with a new term', {
   skip: postgresSkip(),
 }, async () => {

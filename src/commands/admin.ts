@@ -19,7 +19,10 @@ interface DeploymentView {
   traffic: Record<string, number> | null;
   since: string | null;
   reason: string | null;
-  step_stats?: Record<string, { requests: number; errors: number; error_rate: number | null; p99_ms: number | null; scores: number }>;
+  step_stats?: Record<
+    string,
+    { requests: number; errors: number; error_rate: number | null; p99_ms: number | null; scores: number; replicas?: number }
+  >;
   analysis?: Analysis[];
   live_analysis?: Analysis | null;
   shadow?: unknown;
@@ -304,7 +307,8 @@ export function describeDeployment(r: DeploymentView): string {
   }
   const analysis = r.live_analysis ?? r.analysis?.at(-1) ?? null;
   if (analysis) {
-    out.push(`  canary analysis${r.live_analysis ? '' : ` (at ${analysis.at})`}: ${analysis.verdict}`);
+    const across = analysis.replicas !== undefined && analysis.replicas > 1 ? `, on the traffic of ${analysis.replicas} replicas` : '';
+    out.push(`  canary analysis${r.live_analysis ? '' : ` (at ${analysis.at})`}: ${analysis.verdict}${across}`);
     for (const c of analysis.checks) {
       const figure = c.canary === null ? 'n/a' : Number(Number(c.canary).toPrecision(4));
       out.push(

@@ -1,6 +1,9 @@
 // What a deployment watches while traffic moves: per version, the requests, errors, latency and
 // scores seen since the current step began (canary) or since the shadow started, and the decisions
-// drawn from them: canary analysis and shadow agreement.
+// drawn from them: canary analysis and shadow agreement. With replicas sharing a store, each
+// replica's StepStats of a step are shared and added up (StepStats.toJSON, fromJSON, add: counts and
+// histograms add, scores are counted in the canary reference's bins), so the analysis judges the
+// traffic of every replica exactly as if one process had served it.
 //
 // Canary analysis judges the canary against what it should be, never against the stable version's
 // scores: a better model of another family is expected to score differently. Each check speaks
@@ -29,6 +32,7 @@
 //   1e-4 (psiMinSample). A canary without a reference has no score check, and the answer says so.
 
 import { band, binIndex, frozenEdges, psi, shares } from '../monitoring/drift.js';
+import type { HdrJSON } from '../monitoring/hdr.js';
 import { LatencyRecorder } from '../monitoring/latency.js';
 
 /** Uniform sample of up to `size` values (Vitter's algorithm R), so memory stays fixed. */
@@ -46,6 +50,24 @@ export class Reservoir {
   }
 }
 
+/**
+ * A version's statistics of one step as a replica shares them: every count and histogram, nothing
+ * derived, so that the replicas' parts add up to exactly what one process serving all of the
+ * traffic would hold.
+ */
+export interface StepStatsJSON {
+  requests: number;
+  errors: number;
+  latency: HdrJSON;
+  units: HdrJSON;
+  /** The slowest request of the batch still open, ms (null: none): a unit of its own once shared. */
+  openUnitMs: number | null;
+  /** Finite scores recorded. */
+  scores: number;
+  /** Scores counted per bin of `edges` (the version's frozen reference); null while the edges are unknown. */
+  bins: { edges: number[]; counts: number[] } | null;
+}
+
 export class StepStats {
   requests = 0;
   errors = 0;
@@ -59,8 +81,19 @@ export class StepStats {
   private readonly units = new LatencyRecorder();
   private unit: object | null = null;
   private unitMax = 0;
-  readonly scores = new Reservoir();
+  /** Finite scores recorded. */
+  scores = 0;
+  /**
+   * The scores as counts per bin of the version's frozen reference edges: all the score check needs,
+   * exact, fixed in size, and adding up across replicas (a sample of the scores would not). Scores
+   * recorded before the reference is known here are in `scores` but not in the bins.
+   */
+  private edges: readonly number[] | null = null;
+  private bins: number[] | null = null;
   readonly since = Date.now();
+
+  /** `edgesOf`: the version's reference edges, or null while it has none (asked again until it has). */
+  constructor(private readonly edgesOf: () => readonly number[] | null = () => null) {}
 
   /** One answered request; `batch` identifies the batch it rode in (its result), when there was one. */
   record(status: number, ms: number, score: number | null, batch?: object): void {
@@ -76,7 +109,26 @@ export class StepStats {
         this.unitMax = ms;
       }
     }
-    if (score !== null && Number.isFinite(score)) this.scores.add(score);
+    if (score !== null && Number.isFinite(score)) {
+      this.scores++;
+      if (this.bind()) this.bins![binIndex(this.edges!, score)]!++;
+    }
+  }
+
+  /** Whether the score bins are set up; until then the edges are asked for at every score. */
+  private bind(): boolean {
+    if (this.bins !== null) return true;
+    const edges = this.edgesOf();
+    if (edges === null) return false;
+    this.edges = edges;
+    this.bins = new Array<number>(edges.length + 1).fill(0);
+    return true;
+  }
+
+  /** The score counts per bin of `edges`, or null when the scores were not counted on exactly those edges. */
+  scoreBins(edges: readonly number[]): readonly number[] | null {
+    this.bind();
+    return this.bins !== null && sameEdges(this.edges!, edges) ? this.bins : null;
   }
 
   private closeUnit(): void {
@@ -89,6 +141,94 @@ export class StepStats {
     this.closeUnit();
     return this.units;
   }
+
+  /** What another replica needs to add these statistics to its own exactly. */
+  toJSON(): StepStatsJSON {
+    return {
+      requests: this.requests,
+      errors: this.errors,
+      latency: this.latency.toJSON(),
+      units: this.units.toJSON(),
+      // Shared without closing it: more requests of the batch may still come, and they belong to the same unit.
+      openUnitMs: this.unit === null ? null : this.unitMax,
+      scores: this.scores,
+      bins: this.bins === null ? null : { edges: [...this.edges!], counts: [...this.bins] },
+    };
+  }
+
+  /** Statistics another replica shared (toJSON); throws a TypeError on anything else. */
+  static fromJSON(json: unknown): StepStats {
+    const o = json as Partial<StepStatsJSON> | null;
+    const count = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0;
+    const b = o?.bins;
+    const binsOk =
+      b === null ||
+      (typeof b === 'object' &&
+        b !== undefined &&
+        Array.isArray(b.edges) &&
+        Array.isArray(b.counts) &&
+        b.edges.every((e, i) => typeof e === 'number' && Number.isFinite(e) && (i === 0 || e >= b.edges[i - 1]!)) &&
+        b.counts.length === b.edges.length + 1 &&
+        b.counts.every(count));
+    if (
+      o === null ||
+      typeof o !== 'object' ||
+      !count(o.requests) ||
+      !count(o.errors) ||
+      o.errors > o.requests ||
+      !count(o.scores) ||
+      !(o.openUnitMs === null || (typeof o.openUnitMs === 'number' && o.openUnitMs >= 0)) ||
+      !binsOk
+    )
+      throw new TypeError('not the statistics of a canary step');
+    const s = new StepStats();
+    s.latency.addJSON(o.latency);
+    s.units.addJSON(o.units);
+    if (o.openUnitMs !== null && o.openUnitMs !== undefined) s.units.recordMicros(o.openUnitMs * 1000);
+    s.requests = o.requests;
+    s.errors = o.errors;
+    s.scores = o.scores;
+    if (b !== null && b !== undefined) {
+      s.edges = [...b.edges];
+      s.bins = [...b.counts];
+    }
+    return s;
+  }
+
+  /**
+   * Adds another part of the same step's traffic (another replica's, or this one's live figures):
+   * counts and histograms add, an open batch counts as one unit. Score bins add only when kept on
+   * the same edges as these; scores binned on others stay in `scores` and out of the bins.
+   */
+  add(o: StepStats): void {
+    this.requests += o.requests;
+    this.errors += o.errors;
+    this.latency.add(o.latency);
+    this.units.add(o.units);
+    if (o.unit !== null) this.units.recordMicros(o.unitMax * 1000);
+    this.scores += o.scores;
+    if (o.bins === null) return;
+    if (!this.bind()) {
+      this.edges = o.edges;
+      this.bins = new Array<number>(o.bins.length).fill(0);
+    }
+    if (!sameEdges(this.edges!, o.edges!)) return;
+    for (let i = 0; i < o.bins.length; i++) this.bins![i]! += o.bins[i]!;
+  }
+
+  /** One StepStats holding every part (`edgesOf`: the edges its score bins are kept on). */
+  static merged(parts: readonly StepStats[], edgesOf: () => readonly number[] | null = () => null): StepStats {
+    const m = new StepStats(edgesOf);
+    for (const p of parts) m.add(p);
+    return m;
+  }
+}
+
+function sameEdges(a: readonly number[], b: readonly number[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** 0.9999 quantile of chi-square with 9 degrees of freedom (10 bins). */
@@ -161,13 +301,6 @@ export interface ScoreReference {
   readonly rows: number;
 }
 
-/** PSI of `current` values in the reference's frozen bins. */
-export function psiAgainst(reference: ScoreReference, current: readonly number[]): number {
-  const counts = new Array<number>(reference.refShares.length).fill(0);
-  for (const x of current) counts[binIndex(reference.edges, x)]!++;
-  return psi(reference.refShares, shares(counts));
-}
-
 /** PSI between two samples with the first one's decile edges, or null below the minimum sample for `limit`. */
 export function samplePsi(reference: readonly number[], current: readonly number[], limit = 0.25): number | null {
   if (current.length < psiMinSample(limit, reference.length)) return null;
@@ -226,6 +359,8 @@ export interface Analysis {
   readonly canaryRequests: number;
   readonly stableRequests: number;
   readonly at: string;
+  /** Replica processes whose traffic the statistics hold (absent in analyses recorded before replicas shared them). */
+  readonly replicas?: number;
 }
 
 /** Canary analysis: see the head of this file for what each check does and when it may speak. */
@@ -299,14 +434,13 @@ export function analyzeCanary(
   }
 
   let psiCheck: Check;
-  const scores = canary.scores.values;
   if (reference === null) {
     psiCheck = {
       name: 'score_psi',
       canary: null,
       stable: null,
       limit: policy.maxScorePsi,
-      n: scores.length,
+      n: canary.scores,
       needed: 0,
       result: 'unavailable',
       note: 'the canary version has no drift reference, so its scores have no expected distribution to be judged against',
@@ -319,15 +453,31 @@ export function analyzeCanary(
         canary: null,
         stable: null,
         limit: policy.maxScorePsi,
-        n: scores.length,
+        n: canary.scores,
         needed: 0,
         result: 'unavailable',
         note: `the canary's reference has only ${reference.rows} rows, too few to judge PSI at ${policy.maxScorePsi}`,
       };
     } else {
-      const value = scores.length >= needed ? psiAgainst(reference, scores) : null;
+      const bins = canary.scoreBins(reference.edges);
+      let n = 0;
+      for (const c of bins ?? []) n += c;
+      const value = bins !== null && n >= needed ? psi(reference.refShares, shares(bins)) : null;
       const result: Check['result'] = value === null ? 'insufficient_data' : value <= policy.maxScorePsi ? 'pass' : 'fail';
-      psiCheck = { name: 'score_psi', canary: value, stable: null, limit: policy.maxScorePsi, n: scores.length, needed, result };
+      // Scores recorded before a replica knew the reference (or kept on other edges) are not in the sample: say so.
+      const left = canary.scores - n;
+      psiCheck = {
+        name: 'score_psi',
+        canary: value,
+        stable: null,
+        limit: policy.maxScorePsi,
+        n,
+        needed,
+        result,
+        ...(left > 0
+          ? { note: `${left} scores are not in the sample: recorded before the reference was known, or kept on other bins` }
+          : {}),
+      };
     }
   }
 

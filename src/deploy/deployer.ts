@@ -7,13 +7,17 @@
 // deployments are analysed continuously and promote or roll back by themselves (on the leader
 // only, when replicas share a store). A deployment another replica stored is adopted the same
 // way: its versions are loaded and warmed here before the router switches to it.
+// With replicas sharing a store, each replica shares its statistics of a canary's current step
+// (shared-steps.ts), and the analysis and GET /admin/deployments/{name} judge the merged figures of
+// every replica, so the verdict does not depend on which replicas the clients happen to reach.
 
 import type { Logger } from 'pino';
 import { badRequest, conflict, isScorelineError, ScorelineError, type ScorelineError as ErrorType } from '../errors.js';
 import type { InferenceEngine, LoadedModel } from '../inference/index.js';
 import type { DeploymentRecord } from '../registry/index.js';
-import type { Registry } from '../store/index.js';
-import { analyzeCanary, DEFAULT_POLICY, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
+import type { CanaryStepRecords, Registry } from '../store/index.js';
+import { analyzeCanary, DEFAULT_POLICY, StepStats, type Analysis, type AnalysisPolicy, type ScoreReference } from './analysis.js';
+import { SharedSteps, type OthersOfStep, type StepPart } from './shared-steps.js';
 import type { Router } from './router.js';
 import { parseStrategy, versionsOf, type Strategy } from './strategies.js';
 import { describeFailure, sampleCheck, traffic, withoutVersions } from './checks.js';
@@ -50,6 +54,19 @@ export interface DeployerOptions {
    * around locally and reported, never written to the shared deployment.
    */
   shared?: boolean;
+  /**
+   * Replicas share a store: this replica shares its canary step statistics there every `everyMs`
+   * and judges canaries on every replica's (absent: one process, its own statistics are all of them).
+   */
+  stepSharing?: { records: CanaryStepRecords; replica: string; everyMs: number };
+}
+
+/** A step's statistics per version, this replica's live ones merged with the other replicas' shared ones. */
+interface MergedStep {
+  readonly stats: ReadonlyMap<number, StepStats>;
+  /** Replica processes whose statistics are in, this one included. */
+  readonly replicas: number;
+  readonly others: OthersOfStep | null;
 }
 
 /** How this process serves a model's stored deployment. */
@@ -81,9 +98,63 @@ export class Deployer {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly busy = new Set<string>();
   private readonly policy: AnalysisPolicy;
+  private readonly sharing: SharedSteps | null = null;
+  private shareTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: DeployerOptions) {
     this.policy = opts.policy ?? DEFAULT_POLICY;
+    const s = opts.stepSharing;
+    if (s !== undefined) {
+      this.sharing = new SharedSteps({ records: s.records, replica: s.replica, log: opts.log.child({ component: 'canary' }) });
+      // From a timer, never on the request path; a share still running when the next is due is not doubled.
+      this.shareTimer = setInterval(() => void this.shareSteps(), s.everyMs);
+      this.shareTimer.unref();
+    }
+  }
+
+  /** The sharing of canary step statistics (null with one process): for /metrics. */
+  stepSharing(): ReturnType<SharedSteps['status']> | null {
+    return this.sharing?.status() ?? null;
+  }
+
+  /** Writes this replica's statistics of every canary's current step; the leader also reads the others'. */
+  shareSteps(): Promise<void> {
+    if (this.sharing === null) return Promise.resolve();
+    const parts: StepPart[] = [];
+    for (const name of this.states.keys()) {
+      const step = this.stepOf(name);
+      if (step !== null) parts.push({ model: name, step, stats: this.opts.router.stats(name) });
+    }
+    return this.sharing.share(parts, this.opts.leads?.() ?? true);
+  }
+
+  /**
+   * What names a canary's current step on every replica: the stored revision of the deployment and
+   * its start (both come from the store). The router's statistics start afresh exactly when these
+   * change (every switch, made here or adopted, is a new revision), so a row written under one key
+   * holds the statistics of that step only.
+   */
+  private stepOf(name: string): string | null {
+    const st = this.states.get(name);
+    if (st === undefined || st.spec.strategy !== 'canary') return null;
+    const s = st.spec;
+    return `r${this.revisions.get(name) ?? 0} ${st.since} v${s.stable}->v${s.canary} ${s.percent}%`;
+  }
+
+  /** The step's statistics of every replica: this replica's live ones plus the other replicas' last rows read of the same step. */
+  private merged(name: string, reference: ScoreReference | null, canary: number): MergedStep {
+    const own = this.opts.router.stats(name);
+    const step = this.stepOf(name);
+    if (this.sharing === null || step === null) return { stats: own, replicas: 1, others: null };
+    const others = this.sharing.others(name, step);
+    if (others.replicas === 0) return { stats: own, replicas: 1, others };
+    const stats = new Map<number, StepStats>();
+    for (const [v, mine] of own) {
+      // The canary's score bins are kept on its reference's edges; rows binned on other edges stay out of the sample.
+      const edges = v === canary && reference !== null ? () => reference.edges : undefined;
+      stats.set(v, StepStats.merged([mine, ...(others.byVersion.get(v) ?? [])], edges));
+    }
+    return { stats, replicas: others.replicas + 1, others };
   }
 
   /** Calls fn after every switch (made here or adopted from the store); returns the unsubscribe function. */
@@ -440,10 +511,10 @@ export class Deployer {
       if (this.busy.has(name) || !(this.opts.leads?.() ?? true)) return;
       const cur = this.states.get(name)?.spec;
       if (cur === undefined || cur.strategy !== 'canary') return;
-      const stats = this.opts.router.stats(name);
-      const canaryModel = this.opts.engine.find(name, String(cur.canary));
-      const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
-      const a = analyzeCanary(stats.get(cur.canary)!, stats.get(cur.stable)!, this.policy, reference);
+      const reference = this.referenceOfVersion(name, cur.canary);
+      // Every replica's traffic of this step: its own live figures and the other replicas' rows last read.
+      const { stats, replicas } = this.merged(name, reference, cur.canary);
+      const a: Analysis = { ...analyzeCanary(stats.get(cur.canary)!, stats.get(cur.stable)!, this.policy, reference), replicas };
       const failedNow = a.verdict === 'fail';
       const due = Date.now() - started >= stepMs;
       if (!failedNow && !(due && a.verdict === 'pass')) return;
@@ -465,20 +536,28 @@ export class Deployer {
     this.timers.set(name, timer);
   }
 
-  /** GET /admin/deployments/{name}: strategy, traffic split, per-version statistics, analysis, history. */
+  /** GET /admin/deployments/{name}: strategy, traffic split, per-version statistics (every replica's), analysis, history. */
   async view(name: string) {
     await this.opts.registry.getModel(name);
     const history = await this.opts.registry.deploymentHistory<DeploymentState>(name);
     const state = this.states.get(name) ?? null;
+    const canary = state !== null && state.spec.strategy === 'canary' ? state.spec : null;
+    // Any replica answers with every replica's figures: the other replicas' rows of this step are read now (the last read when the store cannot be).
+    const step = this.stepOf(name);
+    if (this.sharing !== null && step !== null) await this.sharing.read([{ model: name, step }]);
+    const reference = canary !== null ? this.referenceOfVersion(name, canary.canary) : null;
+    const merged =
+      canary !== null ? this.merged(name, reference, canary.canary) : { stats: this.opts.router.stats(name), replicas: 1, others: null };
     const stats: Record<string, unknown> = {};
-    for (const [v, st] of this.opts.router.stats(name)) {
+    for (const [v, st] of merged.stats) {
       const l = st.latency.snapshot();
       stats[v] = {
         requests: st.requests,
         errors: st.errors,
         error_rate: st.requests ? st.errors / st.requests : null,
         p99_ms: l.p99_ms,
-        scores: st.scores.seen,
+        scores: st.scores,
+        replicas: merged.replicas,
       };
     }
     return {
@@ -490,9 +569,12 @@ export class Deployer {
       reason: state?.reason ?? null,
       revision: this.revisions.get(name) ?? 0,
       step_stats: stats,
+      // Whose traffic step_stats and live_analysis hold: null with one process (its own is all of it).
+      step_sharing:
+        merged.others === null ? null : { replicas: merged.replicas, state: merged.others.state, reason: merged.others.reason, step },
       analysis: state?.analysis ?? [],
       // What the analysis says now (recorded analyses above are the ones that moved traffic).
-      live_analysis: state !== null && state.spec.strategy === 'canary' ? this.liveAnalysis(name, state.spec) : null,
+      live_analysis: canary !== null ? this.liveAnalysis(merged, canary, reference) : null,
       shadow: this.opts.router.agreement(name)?.summary() ?? null,
       history: history
         .slice(-20)
@@ -500,19 +582,27 @@ export class Deployer {
     };
   }
 
-  private liveAnalysis(name: string, spec: Extract<Strategy, { strategy: 'canary' }>): Analysis | null {
-    const stats = this.opts.router.stats(name);
-    const canary = stats.get(spec.canary);
-    const stable = stats.get(spec.stable);
+  private referenceOfVersion(name: string, version: number): ScoreReference | null {
+    const m = this.opts.engine.find(name, String(version));
+    return m !== undefined ? (this.opts.referenceOf?.(m) ?? null) : null;
+  }
+
+  private liveAnalysis(
+    merged: MergedStep,
+    spec: Extract<Strategy, { strategy: 'canary' }>,
+    reference: ScoreReference | null,
+  ): Analysis | null {
+    const canary = merged.stats.get(spec.canary);
+    const stable = merged.stats.get(spec.stable);
     if (canary === undefined || stable === undefined) return null;
-    const canaryModel = this.opts.engine.find(name, String(spec.canary));
-    const reference = canaryModel !== undefined ? (this.opts.referenceOf?.(canaryModel) ?? null) : null;
-    return analyzeCanary(canary, stable, this.policy, reference);
+    return { ...analyzeCanary(canary, stable, this.policy, reference), replicas: merged.replicas };
   }
 
   close(): void {
     for (const t of this.timers.values()) clearInterval(t);
     this.timers.clear();
+    if (this.shareTimer !== null) clearInterval(this.shareTimer);
+    this.shareTimer = null;
   }
 }
 

@@ -27,7 +27,22 @@ interface Active {
 export class Router {
   private readonly active = new Map<string, Active>();
 
-  constructor(private readonly engine: InferenceEngine) {}
+  /**
+   * `scoreEdges`: a version's frozen reference edges (null while it has none), on which its
+   * statistics count the scores for the canary's score check.
+   */
+  constructor(
+    private readonly engine: InferenceEngine,
+    private readonly scoreEdges: (m: LoadedModel) => readonly number[] | null = () => null,
+  ) {}
+
+  /** Fresh statistics of a version; its score bins are set up once its reference is known. */
+  private fresh(name: string, version: number): StepStats {
+    return new StepStats(() => {
+      const m = this.engine.find(name, String(version));
+      return m === undefined ? null : this.scoreEdges(m);
+    });
+  }
 
   /** Makes `strategy` the model's routing (null: the highest ready version); resets its statistics. */
   set(name: string, strategy: Strategy | null): void {
@@ -41,7 +56,7 @@ export class Router {
       strategy,
       stickyHeader: sticky?.header ?? null,
       stickyEntity: sticky?.entityField ?? null,
-      stats: new Map(watched ? versionsOf(strategy).map((v) => [v, new StepStats()]) : []),
+      stats: new Map(watched ? versionsOf(strategy).map((v) => [v, this.fresh(name, v)]) : []),
       agreement: strategy.strategy === 'shadow' ? new Agreement() : null,
     });
   }
@@ -87,7 +102,7 @@ export class Router {
   resetStats(name: string): void {
     const a = this.active.get(name);
     if (a === undefined) return;
-    for (const v of a.stats.keys()) a.stats.set(v, new StepStats());
+    for (const v of a.stats.keys()) a.stats.set(v, this.fresh(name, v));
   }
 
   names(): string[] {

@@ -1,7 +1,7 @@
 // Latency and volume of one model version: an HDR histogram (microseconds, 3 significant digits)
 // for p50/p95/p99/p999, and per-second ring counters for requests and errors over recent windows.
 
-import { HdrHistogram } from './hdr.js';
+import { HdrHistogram, type HdrJSON } from './hdr.js';
 
 export interface LatencySnapshot {
   count: number;
@@ -37,6 +37,21 @@ export class LatencyRecorder {
   /** Recorded latencies above `ms` (at the histogram's resolution). */
   countAboveMs(ms: number): number {
     return this.h.countAbove(ms * 1000);
+  }
+
+  /** Adds another recorder's latencies (exactly: the same histogram shape). */
+  add(o: LatencyRecorder): void {
+    this.h.add(o.h);
+  }
+
+  /** The histogram as another process rebuilds it exactly (addJSON). */
+  toJSON(): HdrJSON {
+    return this.h.toJSON();
+  }
+
+  /** Adds what toJSON() of another recorder wrote; throws on anything else, changing nothing. */
+  addJSON(json: unknown): void {
+    this.h.addJSON(json);
   }
 
   reset(): void {

@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config.js';
 import { methodNotAllowed, notReady, routeNotFound, upgradeRequired } from '../errors.js';
-import { InferenceEngine } from '../inference/index.js';
+import { InferenceEngine, type LoadedModel } from '../inference/index.js';
 import { Monitor, PredictionLog, SharedMonitoring } from '../monitoring/index.js';
 import { Deployer, Router, versionsOf } from '../deploy/index.js';
 import { createFeatureService, type FeatureService } from '../features/index.js';
@@ -169,7 +169,12 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     await monitor.close();
     await store.close();
   };
-  const router = new Router(engine);
+  /** A version's frozen drift reference, which canary analysis judges its live scores against. */
+  const referenceOf = (m: LoadedModel) => {
+    const b = monitor.find(m)?.stats.baselines;
+    return b?.score ? { edges: b.score.edges, refShares: b.score.refShares, rows: b.rows } : null;
+  };
+  const router = new Router(engine, (m) => referenceOf(m)?.edges ?? null);
   const pinned = new Map<string, Set<number>>();
   const deployer = new Deployer({
     registry,
@@ -179,10 +184,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     latencyBudgetMicros: config.deploy.latencyBudgetMicros,
     policy: config.deploy.analysis,
     tickMs: config.deploy.analysisTickMs,
-    referenceOf: (m) => {
-      const b = monitor.find(m)?.stats.baselines;
-      return b?.score ? { edges: b.score.edges, refShares: b.score.refShares, rows: b.rows } : null;
-    },
+    referenceOf,
     pinned: (name) => pinned.get(name) ?? NONE,
     onLoaded: (m) => {
       if (features !== null) bindModel(ctx, features, m);
@@ -190,6 +192,16 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     },
     leads: () => cluster?.leads() ?? false,
     shared,
+    ...(store.canary !== null
+      ? {
+          stepSharing: {
+            records: store.canary,
+            // Per process life, as for monitoring: a restarted replica's earlier requests of the step stay counted.
+            replica: `${replicaId}@${Date.now().toString(36)}`,
+            everyMs: config.store.shareSeconds * 1000,
+          },
+        }
+      : {}),
   });
   try {
     features = await createFeatureService(config.features, { observer: monitor.featureObserver(), log, dataDir: config.dataDir });
@@ -415,6 +427,20 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     'gauge',
     () => [{ labels: {}, value: guard.accepting ? 1 : 0 }],
   );
+  if (store.canary !== null) {
+    monitor.callback(
+      'scoreline_canary_shared_steps_total',
+      "Rows of canary step statistics this replica wrote to the shared store (a canary's current step, every share interval it changed).",
+      'counter',
+      () => [{ labels: {}, value: deployer.stepSharing()?.shared ?? 0 }],
+    );
+    monitor.callback(
+      'scoreline_canary_share_errors_total',
+      "Failed writes and reads of canary step statistics in the shared store; the analysis uses this replica's own and the last rows read of the step, and sharing is retried.",
+      'counter',
+      () => [{ labels: {}, value: deployer.stepSharing()?.errors ?? 0 }],
+    );
+  }
   monitor.callback(
     'scoreline_connection_limit_reached_total',
     'Times the connection limit was reached and new connections refused.',

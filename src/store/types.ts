@@ -175,6 +175,34 @@ export interface MonitoringRecords {
   prune(minutesBefore: number, hoursBefore: number): Promise<number>;
 }
 
+/** One replica's statistics of a canary deployment's current step, as it shares them. */
+export interface CanaryStepRow {
+  model: string;
+  /** Names the step (the stored deployment's revision and start): rows of another step are never read with it. */
+  step: string;
+  /** Per version, the step's counts and histograms, JSON text. */
+  data: string;
+}
+
+export interface SharedCanaryStep {
+  model: string;
+  step: string;
+  replica: string;
+  /** The statistics, parsed. */
+  data: unknown;
+  /** Milliseconds since the replica last wrote the row (by the store's clock). */
+  ageMs: number;
+}
+
+export interface CanaryStepRecords {
+  /** Writes this replica's rows, each replacing its earlier row of the model (whatever step that was). */
+  putSteps(replica: string, rows: readonly CanaryStepRow[]): Promise<void>;
+  /** The other replicas' rows of exactly these steps. */
+  steps(keys: readonly { model: string; step: string }[], exceptReplica: string): Promise<SharedCanaryStep[]>;
+  /** Drops rows not written for `olderThanMs` unless they belong to one of `keep`; returns how many. */
+  prune(keep: readonly { model: string; step: string }[], olderThanMs: number): Promise<number>;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Where the store is, for logs and errors (a URL without its password, or the data dir). */
@@ -185,5 +213,7 @@ export interface Store {
   readonly cluster: ClusterRecords;
   /** Monitoring state shared by the replicas (PostgreSQL); null when one process serves alone (SQLite). */
   readonly monitoring: MonitoringRecords | null;
+  /** Canary step statistics shared by the replicas (PostgreSQL); null when one process serves alone (SQLite). */
+  readonly canary: CanaryStepRecords | null;
   close(): Promise<void>;
 }

@@ -6,6 +6,7 @@ import type { ScorelineError } from '../../errors.js';
 import type { Store } from '../types.js';
 import { Database, withStartRetry, type ConnectLog } from './database.js';
 import { migrate } from './migrations/index.js';
+import { PostgresCanarySteps } from './canary.js';
 import { PostgresMonitoring } from './monitoring.js';
 import { PostgresAlerts, PostgresCluster, PostgresJobs } from './records.js';
 import { PostgresRegistry } from './registry.js';
@@ -34,6 +35,7 @@ export class PostgresStore implements Store {
   readonly alerts: PostgresAlerts;
   readonly cluster: PostgresCluster;
   readonly monitoring: PostgresMonitoring;
+  readonly canary: PostgresCanarySteps;
   readonly #db: Database;
 
   private constructor(db: Database, opts: PostgresStoreOptions) {
@@ -50,6 +52,7 @@ export class PostgresStore implements Store {
     this.alerts = new PostgresAlerts(db, origin);
     this.cluster = new PostgresCluster(db, opts.log);
     this.monitoring = new PostgresMonitoring(db);
+    this.canary = new PostgresCanarySteps(db);
   }
 
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {

@@ -169,6 +169,8 @@ export class SqliteStore implements Store {
   readonly cluster: ClusterRecords = new LocalCluster();
   /** One process: its monitoring view is its own. */
   readonly monitoring = null;
+  /** One process: its canary statistics are all the traffic. */
+  readonly canary = null;
   readonly #alertDb: Db;
 
   private constructor(dataDir: string, registry: ModelRegistry, jobs: SqliteJobs, alertDb: Db) {

@@ -9,11 +9,13 @@ import type { Database } from '../database.js';
 import initial from './0001-initial.js';
 import predictionLog from './0002-prediction-log.js';
 import monitoringCells from './0003-monitoring-cells.js';
+import canarySteps from './0004-canary-steps.js';
 
 export const MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'prediction-log', sql: predictionLog },
   { version: 3, name: 'monitoring-cells', sql: monitoringCells },
+  { version: 4, name: 'canary-steps', sql: canarySteps },
 ];
 
 /** The advisory lock key of migrations (any constant; 'scor' in ASCII). */
