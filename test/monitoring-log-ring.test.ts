@@ -8,7 +8,7 @@
 // and alert events it did not acknowledge are sent again.
 
 import assert from 'node:assert/strict';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
@@ -612,6 +612,98 @@ for (const same of [true, false]) {
     }
   });
 }
+
+test('log ring: a row that threw in a read the thread survived is no longer marked once a later read gets past it', () => {
+  const sab = createRing(1024);
+  const w = new RingWriter(sab);
+  const r = new RingReader(sab);
+  let fail = true;
+  const seen: number[] = [];
+  const visitor = {
+    row(ring: RingReader, at: number) {
+      if (fail) {
+        fail = false;
+        throw new RangeError('Array buffer allocation failed');
+      }
+      seen.push(ring.f64[(at >> 3) + 2]!);
+    },
+    define: () => undefined,
+    cut: () => undefined,
+  };
+  assert.ok(w.define(0, def('a', 1)));
+  assert.ok(w.row(0, 1, 'a', -1, 1, 0.5, Float32Array.of(1), 0));
+  assert.throws(() => r.read(visitor), /allocation failed/);
+  // The thread lives on (a question's read failed): the next read gets through, and the ring moves round.
+  r.read(visitor);
+  r.settle(r.rows, r.position);
+  for (let i = 0; i < 40; i++) {
+    assert.ok(w.row(0, 1, `x${i}`, -1, 100 + i, 0.25, Float32Array.of(i), 0));
+    r.read(visitor);
+    r.settle(r.rows, r.position);
+  }
+  assert.ok(w.row(0, 1, 'victim', -1, 999, 0.75, Float32Array.of(9), 0));
+  // The thread then dies of something else: no row is marked, the victim is read intact.
+  assert.equal(w.skipBad(), false);
+  seen.length = 0;
+  new RingReader(sab).read(visitor);
+  assert.deepEqual(seen, [999]);
+});
+
+test('prediction log: a row that kills the thread while the log is quiet is settled by the next thread (not left in the backlog, not counted twice)', async () => {
+  const errors: string[] = [];
+  const logger = { error: (_: object, msg: string) => void errors.push(msg), warn: () => undefined };
+  const log = new PredictionLog({ dataDir: await tempDir(), sampleRate: 1, retentionDays: 30, flushMs: 5, logger });
+  const internals = log as unknown as Internals;
+  try {
+    const s = log.stream('m', 1, 'default', 1, 'classification');
+    for (let i = 0; i < 3; i++) assert.ok(s.push(`r${i}`, Date.now(), 0.5, Float32Array.of(i), 0));
+    await log.drain();
+    // The last row logged before a quiet spell is the one that kills the thread.
+    assert.ok(internals.ring.row(99, 0, 'stray', -1, Date.now(), 0.5, null, 0));
+    internals.ring.urgent();
+    await waitFor(() => log.restarts === 1 && log.status().state === 'ok' && log.backlog === 0, {
+      timeoutMs: 10_000,
+      message: () => `the new thread to settle the skipped row: ${JSON.stringify(log.status())}`,
+    });
+    assert.equal(log.dropped, 1);
+    await log.close();
+    assert.equal(log.dropped, 1, 'close counts the skipped row no second time');
+    assert.ok(!errors.some((m) => /could not be written before shutdown/.test(m)), errors.join('\n'));
+  } finally {
+    if (!log.closed) await log.close();
+  }
+});
+
+test('durability sync: a new log thread that cannot open the file refuses the waiting rows (503) instead of leaving their commits waiting', async () => {
+  const dir = await tempDir();
+  const logger = { error: () => undefined, warn: () => undefined };
+  const log = new PredictionLog({ dataDir: dir, sampleRate: 1, retentionDays: 30, durability: 'sync', flushMs: 5, logger });
+  const internals = log as unknown as Internals;
+  try {
+    const s = log.stream('m', 1, 'default', 1, 'classification');
+    assert.ok(s.push('r0', Date.now(), 0.5, Float32Array.of(0), 0));
+    await log.commit();
+    // The file cannot be opened any more (a directory where it was), and the thread is replaced.
+    await rename(join(dir, 'monitoring.db'), join(dir, 'moved.db'));
+    await mkdir(join(dir, 'monitoring.db'));
+    await within(10_000, 'the log thread to stop', internals.worker.terminate());
+    await waitFor(() => log.restarts === 1, { timeoutMs: 10_000, message: 'a new log thread' });
+    assert.ok(s.push('r1', Date.now(), 0.5, Float32Array.of(1), 0));
+    const commit = await within(
+      10_000,
+      'the commit to be answered',
+      log.commit().then(
+        () => null,
+        (e: Error & { code?: string }) => e,
+      ),
+    );
+    assert.ok(commit !== null && commit.code === 'STORE_UNAVAILABLE', String(commit));
+    assert.match(commit.message, /could not commit this prediction/);
+    assert.equal(log.backlog, 0);
+  } finally {
+    if (!log.closed) await log.close();
+  }
+});
 
 test('committed-row counts compare across the int32 wrap', () => {
   assert.ok(reached(5, 5));

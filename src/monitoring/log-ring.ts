@@ -239,7 +239,13 @@ export class RingWriter extends RingViews {
   skipBad(): boolean {
     const bad = Atomics.exchange(this.ctl, BAD, 0);
     if (bad === 0) return false;
-    this.i32[((bad - 1) >> 2) + 1] = SKIPPED;
+    // Only a record still in the ring (from the tail up to the head) can be the one: never one freed and reused since.
+    const at = bad - 1;
+    const tail = Atomics.load(this.ctl, TAIL);
+    const head = this.head;
+    if (tail <= head ? at < tail || at >= head : at < tail && at >= head) return false;
+    if (this.i32[(at >> 2) + 1]! < 0) return false;
+    this.i32[(at >> 2) + 1] = SKIPPED;
     return true;
   }
 
@@ -447,6 +453,8 @@ export class RingReader extends RingViews {
     }
     this.cursor = t;
     this.rows = (this.rows + n) | 0;
+    // A read that got through: a row that threw before (and did not kill the thread) is behind it.
+    if (Atomics.load(this.ctl, BAD) !== 0) Atomics.store(this.ctl, BAD, 0);
     return n;
   }
 

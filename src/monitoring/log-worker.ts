@@ -161,6 +161,8 @@ let holding = false;
 let markChecked = restart === undefined;
 /** Rows committed or refused so far (as published in the ring). */
 let settledThrough = reader.settled();
+/** Rows read into the queue (or settled) so far: a read past it that assembled nothing skipped rows, which still settle. */
+let queuedThrough = reader.rows;
 /** Set while reading is paused at MAX_BACKLOG: called once a write makes room. */
 let onRoom: (() => void) | null = null;
 
@@ -175,7 +177,14 @@ const codeOf = (e: unknown): string | null => {
  * nothing while MAX_BACKLOG rows are held.
  */
 function pull(until: number | null = null): void {
-  if (held >= MAX_BACKLOG || !(markChecked || skipCommitted())) return;
+  if (held >= MAX_BACKLOG) return;
+  if (!markChecked) {
+    const unopened = skipCommitted();
+    if (unopened !== null) {
+      if (SYNC) refuseUnread(unopened);
+      return;
+    }
+  }
   try {
     reader.read(assembler, until);
   } catch (e) {
@@ -184,36 +193,66 @@ function pull(until: number | null = null): void {
     throw e;
   }
   const { segments, rows } = assembler.take();
-  if (rows === 0) return;
+  // Only skipped rows (one that killed a thread): nothing to write, but they are settled all the same.
+  if (rows === 0 && reader.rows === queuedThrough) return;
   queue.push({ kind: 'append', through: reader.rows, position: reader.position, segments, rows });
+  queuedThrough = reader.rows;
   held += rows;
   // Writes are failing: what is read waits here, and the ring takes new rows meanwhile.
   if (holding) reader.release();
 }
 
+/** What a record visitor that keeps no row does with the other records. */
+const definitionsOnly: RecordVisitor = {
+  row: () => undefined,
+  define: (index, json) => assembler.define(index, json),
+  cut: () => assembler.cut(),
+};
+
 /**
  * A thread that died between committing rows and settling them left them in the ring: the file's
- * ring mark (committed with them) says so, and they are skipped here, not written twice. False
- * while the store cannot be opened (nothing is read until it can).
+ * ring mark (committed with them) says so, and they are skipped here, not written twice. Returns
+ * the error while the store cannot be opened (the mark is unknown), else null.
  */
-function skipCommitted(): boolean {
+function skipCommitted(): Error | null {
   let mark: ReturnType<Store['ringMark']>;
   try {
     mark = storeOf().ringMark();
-  } catch {
-    return false;
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
   }
   markChecked = true;
-  if (mark === null || mark.ring !== reader.id || reached(reader.rows, mark.through)) return true;
-  const definitions: RecordVisitor = {
-    row: () => undefined,
-    define: (index, json) => assembler.define(index, json),
-    cut: () => assembler.cut(),
-  };
-  reader.read(definitions, mark.through);
-  settledThrough = mark.through;
+  if (mark === null || mark.ring !== reader.id || reached(reader.rows, mark.through)) return null;
+  reader.read(definitionsOnly, mark.through);
+  settledThrough = queuedThrough = mark.through;
   reader.settle(mark.through, reader.position);
-  return true;
+  return null;
+}
+
+/**
+ * Durability sync while the store cannot be opened and the ring mark is unknown: the requests are
+ * waiting, so the rows in the ring are refused now, as the rows of a failed write are (some may be
+ * rows a dead thread committed: their requests then get an error, never an answer that was not logged).
+ */
+function refuseUnread(e: Error): void {
+  const from = settledThrough;
+  reader.read(definitionsOnly);
+  if (reader.rows !== from) {
+    const refusals = reader.refuse();
+    settledThrough = queuedThrough = reader.rows;
+    reader.settle(reader.rows, reader.position);
+    failing = holding = true;
+    post({
+      kind: 'failed',
+      error: e.message,
+      code: codeOf(e),
+      held,
+      refused: (reader.rows - from) | 0,
+      refusedFrom: from,
+      refusedThrough: reader.rows,
+      refusals,
+    });
+  }
 }
 
 function enqueue(w: Write): void {

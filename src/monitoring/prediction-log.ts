@@ -117,8 +117,8 @@ export class PredictionLog {
    */
   private readonly unsaved: Extract<LogRequest, { seq: number }>[] = [];
   private seq = 0;
-  /** Writes let go of by `unsaved` while full, and the last one's number: lost if the thread dies before acknowledging it. */
-  private overflow = { count: 0, through: 0 };
+  /** Numbers of the writes let go of by `unsaved` while full: lost if the thread dies before acknowledging them. */
+  private overflow: number[] = [];
   /** Writes let go of while no thread ran. */
   private parkedDropped = 0;
   /** Log threads started again after one died. */
@@ -231,7 +231,9 @@ export class PredictionLog {
     let k = 0;
     while (k < this.unsaved.length && this.unsaved[k]!.seq <= seq) k++;
     this.unsaved.splice(0, k);
-    if (seq >= this.overflow.through) this.overflow.count = 0;
+    k = 0;
+    while (k < this.overflow.length && this.overflow[k]! <= seq) k++;
+    this.overflow.splice(0, k);
   }
 
   /**
@@ -261,8 +263,8 @@ export class PredictionLog {
     const lost = this.ring.abandon(stuck);
     const n = (lost.through - lost.from) | 0;
     this.dropped += n + skipped;
-    const writes = this.overflow.count;
-    this.overflow.count = 0;
+    const writes = this.overflow.length;
+    this.overflow.length = 0;
     // Commits waiting fail (their rows may yet be written by the next thread: a 503 then, never an
     // answer whose prediction was not logged); the next commit covers only rows logged after this.
     this.noteRefusals(lost.refusals);
@@ -617,8 +619,7 @@ export class PredictionLog {
         this.parkedDropped++;
         return;
       }
-      this.overflow.count++;
-      this.overflow.through = gone.seq;
+      this.overflow.push(gone.seq);
     }
   }
 

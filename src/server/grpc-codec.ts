@@ -398,9 +398,13 @@ function digitsOnly(s: string): boolean {
 
 /** An int64 value (a number or a decimal string) as its varint: two's complement over 64 bits for a negative one. */
 function int64(v: string | number): void {
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) varint(v);
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v) && v >= 0) varint(v);
+    // Not an integer: its integer part, as protobuf's own writer does (0 for NaN and the infinities).
+    else bigVarint(BigInt.asUintN(64, BigInt(Number.isFinite(v) ? Math.trunc(v) : 0)));
+  }
   // A short decimal without a sign (a label, a dimension): exact as a number.
-  else if (typeof v === 'string' && v.length < 16 && digitsOnly(v)) varint(Number(v));
+  else if (v.length < 16 && digitsOnly(v)) varint(Number(v));
   else bigVarint(BigInt.asUintN(64, BigInt(v)));
 }
 
