@@ -194,7 +194,14 @@ async function main(): Promise<void> {
   killOnExit(() => [...all.map((t) => t.proc), grpcCeiling.proc]);
   const load0 = loadavg()[0]!;
   try {
-    for (const t of [scoreline, pooled, ...models.map((m) => m.targets[1]!)]) t.proc = t.start();
+    // The scoreline servers start one at a time, each alone on its CPU: a model's placement (inline
+    // or in the worker pool) is decided by timing its batches at load, which other servers loading on
+    // the same core would slow down.
+    for (const t of [scoreline, pooled]) {
+      t.proc = t.start();
+      for (const m of models) await waitReady(t.port, `/v2/models/${m.name}/infer`, m.request);
+    }
+    for (const t of models.map((m) => m.targets[1]!)) t.proc = t.start();
     for (const m of models) {
       const path = `/v2/models/${m.name}/infer`;
       for (const t of m.targets.slice(1, 4)) await waitReady(t.port, path, m.request);

@@ -27,6 +27,11 @@ export interface ServerConfig {
   };
   /** OIP over gRPC on server.host: its port (0: any free port), or null / false for no gRPC server. */
   grpc: { port: number | null | false };
+  /**
+   * HTTP threads: uWS apps sharing server.port, each a replica of the shared store in this process
+   * (so N > 1 needs the PostgreSQL store); 'auto': one per core up to 8 with PostgreSQL, else 1.
+   */
+  http: { threads: number | 'auto' };
   modelRepository: string | null;
   /** How the model repository is watched: every `poll` seconds new version folders are imported and loaded (0: only at start). */
   repository: { poll: number };
@@ -194,6 +199,7 @@ export function defaultConfig(): ServerConfig {
       shutdownTimeoutMs: 10000,
     },
     grpc: { port: 8081 },
+    http: { threads: 1 },
     modelRepository: null,
     repository: { poll: 0 },
     dataDir: 'data',
@@ -291,6 +297,11 @@ const configSchema = {
       type: 'object',
       additionalProperties: false,
       properties: { port: { anyOf: [int(0, 65535), { type: 'null' }, { const: false }] } },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { threads: { anyOf: [int(1, 64), { const: 'auto' }] } },
     },
     modelRepository: { type: ['string', 'null'] },
     repository: {

@@ -19,6 +19,8 @@ Options:
   --host HOST          address to bind (default 0.0.0.0)
   --data-dir DIR       directory for scoreline's state (default ./data)
   --workers N          inference worker threads; 0 runs inference on the HTTP thread
+  --threads N|auto     HTTP threads sharing the port (default 1; more need the PostgreSQL store;
+                       auto: one per core, at most 8, with PostgreSQL)
   --config FILE        YAML or JSON configuration file (flags override it)
   --log-level LEVEL    fatal | error | warn | info | debug | trace | silent
   -h, --help           show this help`;
@@ -70,6 +72,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     host: { type: 'string' },
     'data-dir': { type: 'string' },
     workers: { type: 'string' },
+    threads: { type: 'string' },
     config: { type: 'string' },
     'log-level': { type: 'string' },
   });
@@ -94,6 +97,12 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   }
   const grpcPort = values['grpc-port'] as string | undefined;
   if (grpcPort !== undefined) flags.grpc = { port: grpcPort === 'off' ? false : intFlag(grpcPort, '--grpc-port')! };
+  const threads = values.threads as string | undefined;
+  if (threads !== undefined) {
+    const n = threads === 'auto' ? 'auto' : intFlag(threads, '--threads')!;
+    if (n !== 'auto' && (n < 1 || n > 64)) throw new UsageError(`--threads must be from 1 to 64, or auto, got ${n}`);
+    flags.http = { threads: n };
+  }
   const workers = intFlag(values.workers as string | undefined, '--workers');
   if (workers !== undefined && workers > 256) throw new UsageError(`--workers must be from 0 to 256, got ${workers}`);
   if (workers !== undefined) flags.inference = { workers };
@@ -131,13 +140,40 @@ export const serve: Command = {
     // private to its user, as a database server does it: logged predictions are customer data.
     process.umask(0o077);
     const { startServer } = await import('../server/index.js');
+    const { HttpThreads, lockPort, threadCount } = await import('../server/threads.js');
+    const { storeUrl } = await import('../store/index.js');
+    // Several HTTP threads are replicas of one shared store in this process: PostgreSQL only.
+    const sharedStore = storeUrl(config.store.url) !== null;
+    const count = threadCount(config, sharedStore);
+    if (count > 1 && !sharedStore)
+      throw new UsageError(
+        `http.threads: ${count} needs the shared PostgreSQL store (store.url or SCORELINE_STORE_URL): the threads share their state through it; with the embedded store scoreline serves from one HTTP thread`,
+      );
+    const role = count > 1 ? { index: 0, count, channel: `scoreline-threads-${process.pid}-${Date.now().toString(36)}` } : undefined;
+    // Taken before any thread listens on the shared port (a free port, 0, is known only once bound).
+    let lock = role !== undefined && config.server.port !== 0 ? await lockPort(config.server.host, config.server.port) : null;
     let server: Awaited<ReturnType<typeof startServer>>;
+    let threads: InstanceType<typeof HttpThreads> | null = null;
     try {
-      server = await startServer({ config, log });
+      server = await startServer({ config, log, ...(role !== undefined ? { thread: role } : {}) });
     } catch (e) {
+      lock?.close();
       // A full disk at start is the operator's to fix: one line naming the data dir, not a stack.
       if (isDiskFull(e)) throw insufficientStorage(resolve(config.dataDir), e);
       throw e;
+    }
+    if (role !== undefined) {
+      try {
+        lock ??= await lockPort(config.server.host, server.port);
+        threads = new HttpThreads({ ...config, server: { ...config.server, port: server.port } }, role, log);
+        await threads.start();
+      } catch (e) {
+        await threads?.close();
+        await server.close();
+        lock?.close();
+        throw e;
+      }
+      log.info({ threads: count, port: server.port }, `${count} HTTP threads serve port ${server.port}`);
     }
     await new Promise<void>((resolve) => {
       let stopping = false;
@@ -148,13 +184,18 @@ export const serve: Command = {
         }
         stopping = true;
         log.info({ signal }, 'signal received');
-        void server.close().then(() => resolve());
+        void Promise.all([threads?.close(), server.close()]).then(() => {
+          lock?.close();
+          resolve();
+        });
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       // The usual daemon reload signal: a renewed certificate is taken without a restart.
       process.on('SIGHUP', () => {
-        if (!stopping) server.reloadTls();
+        if (stopping) return;
+        server.reloadTls();
+        threads?.reloadTls();
       });
     });
     return 0;

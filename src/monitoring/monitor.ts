@@ -69,6 +69,7 @@ export interface Evaluation {
 
 export class Monitor {
   readonly registry = new client.Registry();
+  private gather: { exposition(): Promise<{ text: string }>; close(): void } | null = null;
   readonly enabled: boolean;
   readonly log: PredictionLog | null;
   readonly sla: SlaConfig;
@@ -349,11 +350,17 @@ export class Monitor {
   }
 
   async exposition(): Promise<string> {
+    if (this.gather !== null) return (await this.gather.exposition()).text;
     return this.registry.metrics();
   }
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  /** With several HTTP threads: /metrics answers with every thread's series, gathered by `g`. */
+  gatherWith(g: { exposition(): Promise<{ text: string }>; close(): void }): void {
+    this.gather = g;
   }
 
   /** Performance from labelled predictions of the window (cached for two seconds: dashboards poll). */
@@ -525,6 +532,7 @@ export class Monitor {
   }
 
   async close(): Promise<void> {
+    this.gather?.close();
     await this.log?.close();
   }
 }

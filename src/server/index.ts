@@ -47,6 +47,7 @@ import { Gate, registerGateMetrics } from './gate.js';
 import { registerObserveMetrics } from './observe.js';
 import { Streams } from './stream.js';
 import { TlsFiles } from './tls.js';
+import { ThreadMetrics, type ThreadRole } from './threads.js';
 import { startTracing } from './tracing.js';
 
 export interface RunningServer {
@@ -65,14 +66,21 @@ export interface RunningServer {
   reloadTls(): boolean;
   /** Graceful shutdown; resolves true when every in-flight request was answered in time. */
   close(): Promise<boolean>;
+  /**
+   * Stops serving at once, answering nothing more: for an HTTP thread going down after a bug. Its uWS
+   * apps and their sockets are closed, which a worker thread needs before it can end.
+   */
+  abort(): void;
 }
 
 export interface StartOptions {
   config: ServerConfig;
   log: Logger;
+  /** One of the process's HTTP threads sharing the port (threads.ts); absent: the only one. */
+  thread?: ThreadRole;
 }
 
-export async function startServer({ config, log }: StartOptions): Promise<RunningServer> {
+export async function startServer({ config, log, thread }: StartOptions): Promise<RunningServer> {
   const uws = loadUws();
   // Credentials and certificates first: a mistake there stops the start before anything loads.
   const keys = ApiKeys.forServer(config, process.env.SCORELINE_API_KEYS, log);
@@ -89,7 +97,9 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     );
   if (dir.failed.length > 0)
     log.warn({ dataDir: config.dataDir, failed: dir.failed }, 'the data dir is open to other users and could not be tightened');
-  const replicaId = replicaIdOf();
+  // A worker HTTP thread is a replica of its own (SCORELINE_REPLICA_ID names the process's threads apart).
+  const replicaId = thread === undefined || thread.index === 0 ? replicaIdOf() : `${replicaIdOf()}-t${thread.index}`;
+  const sharedPort = thread !== undefined && thread.count > 1;
   // A shared store that cannot be reached yet is waited for here, with the reason logged at every try.
   const store = await openStore({
     url: storeUrl(config.store.url),
@@ -361,8 +371,14 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
     return raw;
   };
   let app: TemplatedApp;
+  /** Every app built (a TLS reload builds another; the old one keeps its connections): closed at the end. */
+  const apps: TemplatedApp[] = [];
+  const closeApps = () => {
+    for (const a of apps.splice(0)) (a as unknown as { close(): void }).close();
+  };
   try {
     app = buildApp();
+    apps.push(app);
   } catch (e) {
     await retrainer.close();
     await alerting.close();
@@ -383,7 +399,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
 
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await listenExclusive(uws, app, host, port);
+    listenSocket = await listenExclusive(uws, app, host, port, sharedPort);
   } catch (e) {
     clearInterval(evaluator);
     await retrainer.close();
@@ -408,7 +424,23 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
   }
   openapi = describe!(grpcServer?.port ?? null);
   control.poll(config.repository.poll);
-  const guard = new ConnectionGuard({ uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log }, listenSocket);
+  const guard = new ConnectionGuard(
+    { uws, app, host, port: boundPort, maxConnections: config.limits.maxConnections, log, shared: sharedPort },
+    listenSocket,
+  );
+  if (sharedPort) {
+    const gather = new ThreadMetrics(thread, monitor.registry);
+    monitor.gatherWith(gather);
+    monitor.callback('scoreline_http_threads', 'HTTP threads of the process sharing the port (http.threads).', 'gauge', () => [
+      { labels: {}, value: thread.count },
+    ]);
+    monitor.callback(
+      'scoreline_http_threads_unanswered_total',
+      "Scrapes of this thread that went out without another thread's series (it did not answer within 2 s).",
+      'counter',
+      () => [{ labels: {}, value: gather.unanswered }],
+    );
+  }
   monitor.callback(
     'scoreline_connections',
     'Open client connections (approximate: open file descriptors above those held at start).',
@@ -514,6 +546,7 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
       return false;
     }
     app = next;
+    apps.push(next);
     const p = tls.pair;
     log.info(
       { subject: p.subject, notAfter: p.notAfter, fingerprint256: p.fingerprint256, previous: before.fingerprint256 },
@@ -561,11 +594,19 @@ export async function startServer({ config, log }: StartOptions): Promise<Runnin
         ]);
         if (done !== 'ok') log.warn({ reason: done }, 'tracing: spans still buffered at shutdown were not all exported');
       }
+      // The sockets left (keep-alive connections, idle or not) go with the apps.
+      closeApps();
       log.info({ drained }, drained ? 'shutdown complete' : 'shutdown timed out with requests still in flight');
       return drained;
     })());
 
-  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, tls: tls !== null, reloadTls, close };
+  const abort = (): void => {
+    ctx.draining = true;
+    guard.close();
+    closeApps();
+  };
+
+  return { port: boundPort, grpcPort: grpcServer?.port ?? null, host, engine, monitor, tls: tls !== null, reloadTls, close, abort };
 }
 
 function registerFeatureMetrics(ctx: ServerContext, features: FeatureService): void {

@@ -1,5 +1,7 @@
 // The listening socket: exclusive (a second scoreline on the same port fails at start instead of
-// silently taking half the traffic, which uWS's default SO_REUSEPORT allows), and guarded by the
+// silently taking half the traffic, which uWS's default SO_REUSEPORT allows), or, with several HTTP
+// threads, shared by them through SO_REUSEPORT (the kernel spreads connections over the threads; a
+// lock of the process keeps out a second scoreline, see threads.ts), and guarded by the
 // connection limit. uWS.js v20.30 has no hook for HTTP connections opening or closing, so the limit
 // is kept on what the process can see, its open file descriptors (connections plus a steady base of
 // files, pipes and worker handles measured once listening): at limits.maxConnections the listen
@@ -19,27 +21,30 @@ import type { TemplatedApp, Uws, us_listen_socket } from './uws.js';
 const EXCLUSIVE_PORT = 1;
 type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => TemplatedApp;
 
-/** Listens on host:port alone, now (uWS binds synchronously); false when the port is taken. */
-function listenNow(app: TemplatedApp, host: string, port: number): us_listen_socket | false {
+/** Listens on host:port now (uWS binds synchronously), alone or shared (SO_REUSEPORT); false when the port is taken. */
+function listenNow(app: TemplatedApp, host: string, port: number, shared: boolean): us_listen_socket | false {
   let socket: us_listen_socket | false = false;
-  (app.listen as unknown as ListenWithOptions).call(app, host, port, EXCLUSIVE_PORT, (s) => {
+  (app.listen as unknown as ListenWithOptions).call(app, host, port, shared ? 0 : EXCLUSIVE_PORT, (s) => {
     socket = s;
   });
   return socket;
 }
 
-/** Listens on host:port, alone; rejects with "port P is in use" when another socket holds it. Port 0 picks a free port. */
-export async function listenExclusive(uws: Uws, app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+/**
+ * Listens on host:port, alone (or `shared` with this process's other HTTP threads); rejects with
+ * "port P is in use" when another socket holds it. Port 0 picks a free port.
+ */
+export async function listenExclusive(uws: Uws, app: TemplatedApp, host: string, port: number, shared = false): Promise<us_listen_socket> {
   for (let attempt = 0; port === 0 && attempt < 5; attempt++) {
-    const probe = listenNow(app, host, 0);
+    const probe = listenNow(app, host, 0, false);
     if (probe === false) break;
     const picked = uws.us_socket_local_port(probe as never);
     uws.us_listen_socket_close(probe);
-    const s = listenNow(app, host, picked);
+    const s = listenNow(app, host, picked, shared);
     // Another process took the port in between: pick again.
     if (s !== false) return s;
   }
-  const s = listenNow(app, host, port);
+  const s = listenNow(app, host, port, shared);
   if (s === false) throw new Error(`cannot listen on ${host}:${port}: port ${port} is in use (or not permitted)`);
   return s;
 }
@@ -72,6 +77,8 @@ export interface GuardOptions {
   /** limits.maxConnections, or null for the default derived from the descriptor limit. */
   readonly maxConnections: number | null;
   readonly log: Logger;
+  /** The port is shared with this process's other HTTP threads (SO_REUSEPORT). */
+  readonly shared?: boolean;
 }
 
 export class ConnectionGuard {
@@ -162,13 +169,13 @@ export class ConnectionGuard {
     if (this.closed || this.socket === null) return true; // paused at the limit: relisten() uses the new app
     this.opts.uws.us_listen_socket_close(this.socket);
     this.socket = null;
-    const s = listenNow(app, this.opts.host, this.opts.port);
+    const s = listenNow(app, this.opts.host, this.opts.port, this.opts.shared === true);
     if (s !== false) {
       this.socket = s;
       return true;
     }
     this.opts.app = old;
-    const back = listenNow(old, this.opts.host, this.opts.port);
+    const back = listenNow(old, this.opts.host, this.opts.port, this.opts.shared === true);
     if (back !== false) this.socket = back;
     else this.opts.log.error({ port: this.opts.port }, 'cannot listen on the port again after a TLS reload; retrying');
     return false;
@@ -176,7 +183,7 @@ export class ConnectionGuard {
 
   private relisten(): void {
     this.relistening = true;
-    listenExclusive(this.opts.uws, this.opts.app, this.opts.host, this.opts.port).then(
+    listenExclusive(this.opts.uws, this.opts.app, this.opts.host, this.opts.port, this.opts.shared === true).then(
       (s) => {
         this.relistening = false;
         if (this.closed) {

@@ -1,0 +1,161 @@
+// npm run bench:threads -- [--seconds 8] [--rounds 3] [--connections 32] [--no-write]
+// http.threads: the same server on the shared PostgreSQL store with 1 HTTP thread and with 2, driven
+// by wrk with the same one-row OIP request (the demo credit model, monitoring and the prediction log
+// on) in interleaved rounds. On a 2-core machine wrk needs a core of its own, so both threads of the
+// 2-thread server share the other one: throughput cannot scale here, and what this measures is what
+// a thread costs, server CPU microseconds per request (all threads, from /proc) at 1 and 2 threads.
+// Goal: within 10%. PostgreSQL runs on wrk's core (a database on its own host), its CPU left out.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { postgresBin, POSTGRES_MISSING, removeAllSync, startPostgres } from '../examples/local-services.js';
+import { table, writeSection } from './results.js';
+import { cpuMs, have, killOnExit, median, postScript, runWrk, serverPin, waitReady, type WrkResult } from './wrk.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
+const REQUEST = JSON.stringify({ inputs: [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: ROW }] });
+const PATH = '/v2/models/credit-default/infer';
+const GOAL = 1.1;
+
+interface Server {
+  threads: number;
+  port: number;
+  config: string;
+  proc?: ChildProcess;
+  results: WrkResult[];
+  cpuUs: number[];
+}
+
+function postgresPids(): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '8' },
+      rounds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '32' },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
+  if (!have('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
+  if (postgresBin() === null) throw new Error(POSTGRES_MISSING);
+  const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
+  const connections = Number(values.connections);
+  const dir = mkdtempSync(join(tmpdir(), 'scoreline-bench-threads-'));
+  const load0 = loadavg()[0]!;
+  const servers: Server[] = [];
+  killOnExit(() => servers.map((s) => s.proc));
+  process.once('exit', () => {
+    removeAllSync();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const pg = await startPostgres('scoreline_bench_threads');
+  if (have('taskset') && availableParallelism() > 1)
+    for (const pid of postgresPids())
+      spawnSync('taskset', ['-p', '-c', String(availableParallelism() - 1), String(pid)], { stdio: 'ignore' });
+  for (const [threads, port] of [
+    [1, 18297],
+    [2, 18298],
+  ] as const) {
+    const config = join(dir, `threads-${threads}.yaml`);
+    writeFileSync(
+      config,
+      `modelRepository: ${join(ROOT, 'examples/models')}\ndataDir: ${join(dir, `data-${threads}`)}\nstore: { url: ${JSON.stringify(pg.url)} }\nhttp: { threads: ${threads} }\n`,
+    );
+    servers.push({ threads, port, config, results: [], cpuUs: [] });
+  }
+  try {
+    const env = { ...process.env };
+    delete env.SCORELINE_STORE_URL;
+    for (const s of servers) {
+      const pin = serverPin();
+      const argv = [...pin.slice(1), process.execPath, 'bin/scoreline.js', 'serve', '--config', s.config, '--port', String(s.port)];
+      argv.push('--grpc-port', 'off', '--host', '127.0.0.1', '--log-level', 'error');
+      s.proc = spawn(pin[0] ?? argv.shift()!, argv, { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
+      await waitReady(s.port, PATH, REQUEST);
+    }
+    // The 2-thread server's threads both listen: wait until its /metrics has both.
+    for (let i = 0; i < 300; i++) {
+      const text = await (await fetch(`http://127.0.0.1:${servers[1]!.port}/metrics`)).text();
+      if ((text.match(/^scoreline_http_threads\{thread="\d"\} 2$/gm) ?? []).length === 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const script = postScript(REQUEST, 'threads');
+    for (const s of servers) await runWrk(`http://127.0.0.1:${s.port}${PATH}`, script, { connections, seconds: 2 });
+    for (let round = 0; round < rounds; round++) {
+      for (const s of round % 2 === 0 ? servers : [...servers].reverse()) {
+        const pid = s.proc!.pid!;
+        const cpu0 = cpuMs(pid);
+        const res = await runWrk(`http://127.0.0.1:${s.port}${PATH}`, script, { connections, seconds });
+        s.cpuUs.push(((cpuMs(pid) - cpu0) * 1000) / res.requests);
+        s.results.push(res);
+        console.log(
+          `round ${round + 1} threads ${s.threads} ${res.rps.toFixed(0).padStart(8)} rps  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  ` +
+            `errors ${res.errors}  cpu ${s.cpuUs.at(-1)!.toFixed(2)} us/req`,
+        );
+      }
+    }
+    // Which threads served: the 2-thread server's requests per thread, from its own /metrics.
+    const text = await (await fetch(`http://127.0.0.1:${servers[1]!.port}/metrics`)).text();
+    const perThread = new Map<string, number>();
+    for (const m of text.matchAll(/^scoreline_requests_total\{([^}]*)\} (\d+)$/gm)) {
+      const thread = /thread="(\d+)"/.exec(m[1]!)?.[1];
+      if (thread !== undefined && /status="2xx"/.test(m[1]!)) perThread.set(thread, (perThread.get(thread) ?? 0) + Number(m[2]));
+    }
+    const [one, two] = servers as [Server, Server];
+    const ratio = median(two.cpuUs) / median(one.cpuUs);
+    const rows = servers.map((s) => [
+      String(s.threads),
+      median(s.cpuUs).toFixed(2),
+      median(s.results.map((r) => r.rps)).toFixed(0),
+      median(s.results.map((r) => r.p50ms)).toFixed(3),
+      median(s.results.map((r) => r.p99ms)).toFixed(3),
+      String(s.results.reduce((n, r) => n + r.errors, 0)),
+    ]);
+    const shares = [...perThread].sort().map(([t, n]) => `thread ${t}: ${n}`);
+    const out =
+      `${table(['http.threads', 'server CPU us/request', 'RPS (median)', 'p50 ms', 'p99 ms', 'errors'], rows)}\n\n` +
+      `wrk: 1 thread, ${connections} connections, ${seconds} s per run, ${rounds} interleaved rounds (medians), pinned to the last CPU, the servers to the others, PostgreSQL on wrk's CPU (its CPU not counted); request: one row of the demo model over OIP; the PostgreSQL store, monitoring and the prediction log on.\n\n` +
+      `- server CPU per request, 2 threads / 1 thread = **${ratio.toFixed(3)}** (goal <= ${GOAL.toFixed(2)}: ${ratio <= GOAL ? 'met' : 'missed'})\n` +
+      `- requests served per thread by the 2-thread server over the whole run (keep-alive connections stay with the thread that accepted them): ${shares.join(', ')}\n` +
+      `- throughput cannot scale here: wrk has one of the 2 cores, and both threads share the other\n` +
+      `- 1-minute load average at the start and end: ${load0.toFixed(2)}, ${loadavg()[0]!.toFixed(2)}`;
+    console.log(`\n${out}`);
+    if (!values['no-write']) writeSection('threads', 'HTTP threads: CPU per request at 1 and 2 threads', 'npm run bench:threads', out);
+  } finally {
+    await Promise.all(
+      servers.map((s) => {
+        const p = s.proc;
+        if (p === undefined || p.exitCode !== null || p.signalCode !== null) return undefined;
+        const gone = new Promise((res) => p.once('exit', res));
+        p.kill('SIGTERM');
+        return gone;
+      }),
+    );
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
