@@ -405,6 +405,8 @@ export async function startServer({ config, log, thread }: StartOptions): Promis
     await retrainer.close();
     await alerting.close();
     await abandon();
+    // A worker thread that holds a uWS app cannot end.
+    closeApps();
     throw e;
   }
   const boundPort = uws.us_socket_local_port(listenSocket as never);
@@ -419,6 +421,7 @@ export async function startServer({ config, log, thread }: StartOptions): Promis
       await retrainer.close();
       await alerting.close();
       await abandon();
+      closeApps();
       throw e;
     }
   }
@@ -510,6 +513,7 @@ export async function startServer({ config, log, thread }: StartOptions): Promis
     await retrainer.close();
     await alerting.close();
     await abandon();
+    closeApps();
     throw e;
   }
   log.info(

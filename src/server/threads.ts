@@ -70,7 +70,8 @@ export class ThreadMetrics {
   ) {
     this.channel = new BroadcastChannel(role.channel);
     this.channel.unref();
-    this.channel.onmessage = (e) => void this.received((e as { data: Gather }).data);
+    // A thread whose collection fails sends nothing: the asker leaves it out after the wait, and counts it.
+    this.channel.onmessage = (e) => void this.received((e as { data: Gather }).data).catch(() => undefined);
   }
 
   private async received(m: Gather): Promise<void> {
