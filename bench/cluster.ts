@@ -14,8 +14,8 @@
 // rows shipped per second over a fixed span, against bench:http's serving throughput in RESULTS.md.
 // Target: PG / SQLite throughput >= 0.95.
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,7 +23,19 @@ import { fileURLToPath } from 'node:url';
 import { postgresBin, POSTGRES_MISSING, removeAllSync, startPostgres } from '../examples/local-services.js';
 import { PredictionLog } from '../src/monitoring/index.js';
 import { table, writeSection } from './results.js';
-import { cpuMs, have, killOnExit, median, postScript, runWrk, serverPin, waitReady, type WrkResult } from './wrk.js';
+import {
+  cpuMs,
+  have,
+  killOnExit,
+  median,
+  pinPostgres,
+  postgresCpuMs,
+  postScript,
+  runWrk,
+  serverPin,
+  waitReady,
+  type WrkResult,
+} from './wrk.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 // The same row and OIP body as bench/http.ts sends for the demo model.
@@ -43,37 +55,6 @@ interface Replica {
   cpuUs: number[];
   /** CPU time of every PostgreSQL process on the machine per request served, microseconds, per round. */
   pgUs: number[];
-}
-
-/** Pids of every PostgreSQL process on the machine (the throwaway cluster's, in this bench). */
-function postgresPids(): number[] {
-  const pids: number[] = [];
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') pids.push(Number(pid));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
-/** Moves every PostgreSQL process to the last CPU (wrk's); false when that cannot be done (no taskset, one CPU). */
-function pinPostgres(): boolean {
-  const n = availableParallelism();
-  if (!have('taskset') || n < 2) return false;
-  const pinned = postgresPids().filter(
-    (pid) => spawnSync('taskset', ['-p', '-c', String(n - 1), String(pid)], { stdio: 'ignore' }).status === 0,
-  );
-  return pinned.length > 0;
-}
-
-/** CPU time used so far by every PostgreSQL process, ms (one that exited meanwhile reads NaN and is left out). */
-function postgresCpuMs(): number {
-  return postgresPids()
-    .map(cpuMs)
-    .filter((ms) => !Number.isNaN(ms))
-    .reduce((a, ms) => a + ms, 0);
 }
 
 async function main(): Promise<void> {

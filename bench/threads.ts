@@ -12,15 +12,15 @@
 // to half the 2-thread server's), and that is the comparison the goal is judged on.
 // PostgreSQL runs on wrk's core (a database on its own host), its CPU left out.
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { postgresBin, POSTGRES_MISSING, removeAllSync, startPostgres } from '../examples/local-services.js';
 import { table, writeSection } from './results.js';
-import { cpuMs, have, killOnExit, median, postScript, runWrk, waitReady, type WrkResult } from './wrk.js';
+import { cpuMs, have, killOnExit, median, pinPostgres, postScript, runWrk, waitReady, type WrkResult } from './wrk.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ROW = [24, 5200, 37, 52000, 6.5, 120, 1, 0.42, 3, 0];
@@ -35,19 +35,6 @@ interface Server {
   proc?: ChildProcess;
   results: WrkResult[];
   cpuUs: number[];
-}
-
-function postgresPids(): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 async function main(): Promise<void> {
@@ -73,9 +60,7 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   });
   const pg = await startPostgres('scoreline_bench_threads');
-  if (have('taskset') && availableParallelism() > 1)
-    for (const pid of postgresPids())
-      spawnSync('taskset', ['-p', '-c', String(availableParallelism() - 1), String(pid)], { stdio: 'ignore' });
+  pinPostgres();
   for (const [threads, port] of [
     [1, 18297],
     [2, 18298],

@@ -2,7 +2,7 @@
 // load benchmarks. wrk is pinned to the last CPU when taskset exists, the same for every server
 // measured, so the load generator does not steal the server's core on a small machine.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,4 +150,35 @@ export function killOnExit(procs: () => readonly ({ kill(signal?: NodeJS.Signals
       process.exit(130);
     });
   }
+}
+
+/** Pids of every PostgreSQL process on the machine (the throwaway cluster's, in a bench). */
+export function postgresPids(): number[] {
+  const pids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') pids.push(Number(pid));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Moves every PostgreSQL process to the last CPU (wrk's); false when that cannot be done (no taskset, one CPU). */
+export function pinPostgres(): boolean {
+  const n = availableParallelism();
+  if (!have('taskset') || n < 2) return false;
+  const pinned = postgresPids().filter(
+    (pid) => spawnSync('taskset', ['-p', '-c', String(n - 1), String(pid)], { stdio: 'ignore' }).status === 0,
+  );
+  return pinned.length > 0;
+}
+
+/** CPU time used so far by every PostgreSQL process, ms (one that exited meanwhile reads NaN and is left out). */
+export function postgresCpuMs(): number {
+  return postgresPids()
+    .map(cpuMs)
+    .filter((ms) => !Number.isNaN(ms))
+    .reduce((a, ms) => a + ms, 0);
 }

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { writeSumModel } from '../fixtures/models.js';
+import { writeSumModel, failingSumBytes } from '../fixtures/models.js';
 import { postgresSkip } from '../fixtures/postgres.js';
 import { request, tempDir } from './server.js';
 import { startCluster, until, type TestCluster } from './cluster.js';
@@ -28,21 +28,6 @@ function sumBytes(salt: string): Uint8Array {
   g.node('Mul', ['s', 'k'], ['y']);
   g.output('y', 'FP32', [-1, 1]);
   return g.toModelBytes({ docString: `sum ${salt}` });
-}
-
-/** Same signature; fails at run time whenever x[:,0] >= 100 (a Gather out of range), so its sample inputs pass. */
-function failingBytes(): Uint8Array {
-  const g = new GraphBuilder('sum');
-  g.input('x', 'FP32', [-1, 4]);
-  g.initializer('start', 'INT64', [1], BigInt64Array.of(0n));
-  g.initializer('end', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('axis', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('table', 'FP32', [100], new Float32Array(100).fill(7));
-  g.node('Slice', ['x', 'start', 'end', 'axis'], ['first']);
-  g.node('Cast', ['first'], ['idx'], { to: 7 });
-  g.node('Gather', ['table', 'idx'], ['y'], { axis: 0 });
-  g.output('y', 'FP32', [-1, 1]);
-  return g.toModelBytes();
 }
 
 const infer = (i: number, x: number[]) =>
@@ -91,7 +76,7 @@ before(async () => {
   follower = 1 - leader;
   for (const [name, bytes] of [
     ['copy', sumBytes('copy')],
-    ['failing', failingBytes()],
+    ['failing', failingSumBytes()],
   ] as const) {
     const r = await c.admin(leader, 'POST', '/admin/models/sum/versions', { body: bytes, type: 'application/octet-stream' });
     assert.equal(r.status, 201, r.text);

@@ -12,7 +12,7 @@ import { deflateSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { writeDtypesModel, writeSumModel } from '../fixtures/models.js';
+import { writeDtypesModel, writeSumModel, failingSumBytes } from '../fixtures/models.js';
 import { waitFor } from '../fixtures/wait.js';
 import { CLI, request, startServer, tempDir, type TestServer } from './server.js';
 
@@ -34,21 +34,6 @@ function sumBytes(k: number, salt = ''): Uint8Array {
   g.node('Mul', ['s', 'k'], ['y']);
   g.output('y', 'FP32', [-1, 1]);
   return g.toModelBytes({ docString: `sum x${k} ${salt}` });
-}
-
-/** Same signature; fails at run time whenever x[:,0] >= 100 (a Gather out of range): sample inputs pass. */
-function failingBytes(): Uint8Array {
-  const g = new GraphBuilder('sum');
-  g.input('x', 'FP32', [-1, 4]);
-  g.initializer('start', 'INT64', [1], BigInt64Array.of(0n));
-  g.initializer('end', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('axis', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('table', 'FP32', [100], new Float32Array(100).fill(7));
-  g.node('Slice', ['x', 'start', 'end', 'axis'], ['first']);
-  g.node('Cast', ['first'], ['idx'], { to: 7 });
-  g.node('Gather', ['table', 'idx'], ['y'], { axis: 0 });
-  g.output('y', 'FP32', [-1, 1]);
-  return g.toModelBytes();
 }
 
 /** Same signature and answers as sum x1, but slow (a chain of 256x256 MatMuls). */
@@ -132,7 +117,7 @@ test('registering versions: new bytes 201, the same bytes 200 with the same vers
   v.x2 = 2;
   v.x3 = await register(sumBytes(3));
   v.x1copy = await register(sumBytes(1, 'copy'));
-  v.failing = await register(failingBytes());
+  v.failing = await register(failingSumBytes());
   // ~20 ms per row: far over stable's p99 x 1.5 + 5 ms whatever the machine is doing.
   v.slow = await register(slowBytes(6000));
   const pickle = Buffer.concat([Buffer.from([0x80, 0x04, 0x95, 0x05, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('K\x01.', 'latin1')]);

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import WebSocket from 'ws';
 import { GraphBuilder } from '../../src/inference/onnx-writer.js';
-import { sumExpected, writeSumModel } from '../fixtures/models.js';
+import { sumExpected, writeSumModel, failingSumBytes } from '../fixtures/models.js';
 import { request, startServer, tempDir, type TestServer } from './server.js';
 import { waitFor } from '../fixtures/wait.js';
 
@@ -30,21 +30,6 @@ function sumBytes(k: number, salt = ''): Uint8Array {
   g.node('Mul', ['s', 'k'], ['y']);
   g.output('y', 'FP32', [-1, 1]);
   return g.toModelBytes({ docString: `sum x${k} ${salt}` });
-}
-
-/** Same signature; onnxruntime fails the run whenever x[:,0] >= 100. */
-function failingBytes(): Uint8Array {
-  const g = new GraphBuilder('sum');
-  g.input('x', 'FP32', [-1, 4]);
-  g.initializer('start', 'INT64', [1], BigInt64Array.of(0n));
-  g.initializer('end', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('axis', 'INT64', [1], BigInt64Array.of(1n));
-  g.initializer('table', 'FP32', [100], new Float32Array(100).fill(7));
-  g.node('Slice', ['x', 'start', 'end', 'axis'], ['first']);
-  g.node('Cast', ['first'], ['idx'], { to: 7 });
-  g.node('Gather', ['table', 'idx'], ['y'], { axis: 0 });
-  g.output('y', 'FP32', [-1, 1]);
-  return g.toModelBytes();
 }
 
 const admin = async (method: string, path: string, init: { json?: unknown; bytes?: Uint8Array } = {}) =>
@@ -68,7 +53,7 @@ before(async () => {
   for (const [name, bytes] of [
     ['x2', sumBytes(2)],
     ['copy', sumBytes(1, 'copy')],
-    ['failing', failingBytes()],
+    ['failing', failingSumBytes()],
   ] as const) {
     const r = await admin('POST', '/admin/models/sum/versions', { bytes });
     assert.equal(r.status, 201, r.text);
