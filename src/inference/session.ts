@@ -34,6 +34,8 @@ const PROBE_SINGLE_ROWS = 64;
  * the generated code on a background thread, which a busy machine delays.
  */
 const WARM_ROWS = 20_000;
+/** Longest the tree engine's batch is timed at load (it stops as soon as the timing settles). */
+const TIMING_MAX_MS = 5000;
 
 export interface WarmupPlan {
   /** Per input: datatype and full shape where the batch dimension is -1 (filled per size). */
@@ -212,14 +214,17 @@ async function createSession(spec: SessionSpec): Promise<Loaded> {
   } else {
     // Generated code runs several times slower until V8 has optimised it, and a plateau of slow runs
     // looks stable: first evaluate WARM_ROWS rows (the probe's included), then run until the fastest run
-    // has not improved by 5% over the last 100 runs, at most 500 ms in all, and take that. Once V8
-    // has optimised it, a row costs about a microsecond, so the rows past that point are cheap.
+    // has not improved by 5% over the last 100 runs, and take that. Once V8 has optimised it, a row
+    // costs about a microsecond, so the rows past that point are cheap. On a quiet machine that takes
+    // well under half a second; on a busy one V8's optimising compiler, a background thread, is slowed
+    // as much as the runs, and judging the model by code V8 has not optimised yet would place it in
+    // the worker pool for good: so the timing goes on until it settles, for at most TIMING_MAX_MS.
     const input = payloads(largest);
     const rows = input[0]!.dims[0]!;
     batchMicros = Number.POSITIVE_INFINITY;
     let since = 0;
     let evaluated = PROBE_ROWS * 2 + PROBE_SINGLE_ROWS;
-    const until = performance.now() + 500;
+    const until = performance.now() + TIMING_MAX_MS;
     while ((evaluated < WARM_ROWS || since < 100) && performance.now() < until) {
       const t0 = performance.now();
       runTrees(outputNames, runner, input);
