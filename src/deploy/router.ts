@@ -36,10 +36,15 @@ export class Router {
     private readonly scoreEdges: (m: LoadedModel) => readonly number[] | null = () => null,
   ) {}
 
-  /** Fresh statistics of a version; its score bins are set up once its reference is known. */
+  /**
+   * Fresh statistics of a version; its score bins are set up once its reference is known. Until then
+   * the edges are asked for at every score, on the request path: the loaded version is looked up
+   * once, and after that the question is one map lookup.
+   */
   private fresh(name: string, version: number): StepStats {
+    let m: LoadedModel | undefined;
     return new StepStats(() => {
-      const m = this.engine.find(name, String(version));
+      m ??= this.engine.find(name, String(version));
       return m === undefined ? null : this.scoreEdges(m);
     });
   }

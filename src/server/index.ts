@@ -184,7 +184,8 @@ export async function startServer({ config, log, thread }: StartOptions): Promis
     const b = monitor.find(m)?.stats.baselines;
     return b?.score ? { edges: b.score.edges, refShares: b.score.refShares, rows: b.rows } : null;
   };
-  const router = new Router(engine, (m) => referenceOf(m)?.edges ?? null);
+  // Asked per score while a version has no reference yet: no object made for the answer.
+  const router = new Router(engine, (m) => monitor.find(m)?.stats.baselines?.score?.edges ?? null);
   const pinned = new Map<string, Set<number>>();
   const deployer = new Deployer({
     registry,
